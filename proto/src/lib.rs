@@ -1,0 +1,44 @@
+//! The corecast wire protocol, version 1: a sans-I/O codec.
+//!
+//! This crate reads no sockets and no clocks. It turns bytes into frames and
+//! frames into bytes, and it is the whole contract between a corecast broker
+//! and its clients. The normative description is `PROTOCOL.md` beside this
+//! crate; `vectors/v1.json` holds frames with their decoded meaning that every
+//! implementation can replay.
+//!
+//! - [`frame`]: the frames of both directions, decoded from a byte slice
+//!   (borrowing, no allocation) and encoded into any [`bytes::BufMut`].
+//! - [`raw`]: splitting a byte stream into length-prefixed frames.
+//! - [`error`]: decode errors and the numbered error codes carried by `ERR`.
+//! - [`topic`]: the rules a topic (and a reply-to) must follow.
+//! - [`opcode`]: the opcode and flag numbers.
+//!
+//! Decoding is incremental: "not enough bytes yet" is `Ok(None)`, never an
+//! error, so a caller appends what the socket gave it and tries again.
+
+pub mod error;
+pub mod frame;
+pub mod opcode;
+pub mod raw;
+pub mod topic;
+mod wire;
+
+pub use error::{DecodeError, ErrorCode, Field};
+pub use frame::{ClientFrame, ErrFrame, Hello, Msg, Pub, ServerFrame, Sub, Welcome};
+pub use raw::RawFrame;
+pub use topic::{TopicError, TopicKind};
+
+/// The protocol version this crate speaks, sent in `HELLO` and `WELCOME`.
+pub const VERSION: u16 = 1;
+
+/// Bytes of the length prefix in front of every frame.
+pub const LEN_PREFIX: usize = 4;
+
+/// Bytes every frame carries after its length prefix: opcode and flags.
+pub const MIN_FRAME_LEN: u32 = 2;
+
+/// Longest client name a `HELLO` may carry, in bytes.
+pub const MAX_CLIENT_NAME: usize = 64;
+
+/// Reason carried by `GOAWAY` when the server is shutting down.
+pub const GOAWAY_SHUTDOWN: u16 = 1;

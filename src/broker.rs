@@ -1,0 +1,166 @@
+//! The embedding API: start a broker, read its address and counters, shut
+//! it down and wait for it.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use glommio::{
+    channels::channel_mesh::MeshBuilder, ExecutorJoinHandle, LocalExecutorBuilder, Placement,
+};
+
+use crate::{
+    config::{online_cpus, Config, ConfigError},
+    counters::{CoreCounters, Counters},
+    listener,
+    server::{self, CoreInit},
+    shutdown::{ShutdownHandle, ShutdownSignal},
+};
+
+/// Why the broker could not start or did not stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The listening sockets could not be set up.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// An executor could not be started.
+    #[error("cannot start the executor for core {core}: {reason}")]
+    Executor {
+        /// The core's index.
+        core: usize,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A core stopped with an error.
+    #[error("core {core} failed: {reason}")]
+    Core {
+        /// The core's index.
+        core: usize,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// A running broker.
+#[derive(Debug)]
+pub struct Broker {
+    addr: SocketAddr,
+    config: Arc<Config>,
+    counters: Vec<Arc<CoreCounters>>,
+    executors: Vec<ExecutorJoinHandle<Result<(), String>>>,
+    signal: Arc<ShutdownSignal>,
+}
+
+impl Broker {
+    /// Starts one pinned executor per configured core, each listening on the
+    /// configured address. Returns once every listener is bound, so clients
+    /// may connect right away.
+    pub fn start(config: Config) -> Result<Self, BrokerError> {
+        let cfg = Arc::new(config.resolve()?);
+        let sockets = listener::bind_group(cfg.listen, cfg.cores)
+            .map_err(|source| BrokerError::Listen { addr: cfg.listen, source })?;
+        let addr = sockets[0].local_addr().ok().and_then(|a| a.as_socket()).ok_or_else(|| {
+            BrokerError::Listen {
+                addr: cfg.listen,
+                source: std::io::ErrorKind::AddrNotAvailable.into(),
+            }
+        })?;
+        log_limits(&cfg, addr);
+        let signal = ShutdownSignal::new(cfg.cores);
+        let mesh = (cfg.cores > 1).then(|| MeshBuilder::full(cfg.cores, cfg.cross_core_queue));
+        let cpus = online_cpus();
+        let mut broker = Self {
+            addr,
+            config: Arc::clone(&cfg),
+            counters: Vec::new(),
+            executors: Vec::new(),
+            signal,
+        };
+        for (core, listener) in sockets.into_iter().enumerate() {
+            let counters = Arc::new(CoreCounters::default());
+            broker.counters.push(Arc::clone(&counters));
+            let init = CoreInit {
+                core,
+                cfg: Arc::clone(&cfg),
+                counters,
+                listener,
+                mesh: mesh.clone(),
+                signal: Arc::clone(&broker.signal),
+            };
+            let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpus[core % cpus.len()]))
+                .name(&format!("corecast-{core}"))
+                .io_memory(cfg.io_memory)
+                .spawn(move || server::run(init));
+            match spawned {
+                Ok(handle) => broker.executors.push(handle),
+                Err(e) => {
+                    broker.shutdown();
+                    let _ = broker.wait();
+                    return Err(BrokerError::Executor { core, reason: e.to_string() });
+                }
+            }
+        }
+        Ok(broker)
+    }
+
+    /// The address clients connect to (with the real port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The configuration in force, with automatic values resolved.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Live counters, per core and summed.
+    pub fn counters(&self) -> Counters {
+        Counters::collect(self.counters.iter().map(|c| c.as_ref()))
+    }
+
+    /// A handle that can start the shutdown from another thread (a signal
+    /// handler, say).
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(Arc::clone(&self.signal))
+    }
+
+    /// Starts a graceful shutdown; see [`ShutdownHandle::shutdown`].
+    pub fn shutdown(&self) {
+        self.signal.raise();
+    }
+
+    /// Waits until every core has stopped (after a shutdown).
+    pub fn wait(self) -> Result<(), BrokerError> {
+        let mut result = Ok(());
+        for (core, handle) in self.executors.into_iter().enumerate() {
+            let outcome = match handle.join() {
+                Ok(Ok(())) => continue,
+                Ok(Err(reason)) => reason,
+                Err(e) => e.to_string(),
+            };
+            tracing::error!(core, reason = %outcome, "core failed");
+            result = Err(BrokerError::Core { core, reason: outcome });
+        }
+        result
+    }
+}
+
+fn log_limits(cfg: &Config, addr: SocketAddr) {
+    const MIB: u64 = 1 << 20;
+    tracing::info!(
+        %addr,
+        cores = cfg.cores,
+        max_connections_per_core = cfg.max_connections,
+        max_frame = cfg.max_frame,
+        read_buffer = cfg.read_buffer,
+        write_buffer = cfg.write_buffer,
+        "corecast listening; buffers and queues can reach at most {} MiB",
+        cfg.max_memory().div_ceil(MIB)
+    );
+}

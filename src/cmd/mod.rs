@@ -1,0 +1,112 @@
+//! Client frames and what each one does, one file per command.
+//!
+//! [`dispatch`] takes one frame cut out of a connection's read buffer and
+//! applies it to the core's state. A command answers with a [`Flow`]: go on
+//! with the next frame, stop reading for now (the frame stays in the buffer
+//! and is applied again later), or stop for good because the connection is
+//! leaving.
+
+mod hello;
+mod ping;
+
+pub(crate) use ping::release_pongs;
+mod publish;
+mod sub;
+mod unsub;
+
+use std::task::Waker;
+
+use corecast_proto::{ClientFrame, DecodeError, ErrorCode, RawFrame};
+
+use crate::{
+    counters::CoreCounters,
+    shard::{Shard, State},
+    slot::{Exit, Phase, Slot},
+};
+
+/// What the connection does after a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flow {
+    /// The frame took effect; decode the next one.
+    Continue,
+    /// The frame cannot take effect yet; keep it and stop reading until the
+    /// connection is woken.
+    Stall,
+    /// The connection is leaving; read nothing more.
+    Stop,
+}
+
+/// Everything a command may touch.
+pub(crate) struct Ctx<'a> {
+    pub shard: &'a Shard,
+    pub st: &'a mut State,
+    /// The connection's slab key.
+    pub key: usize,
+    /// The connection task, to park it on a stall.
+    pub waker: &'a Waker,
+}
+
+impl std::fmt::Debug for Ctx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx").field("core", &self.shard.core).field("key", &self.key).finish()
+    }
+}
+
+impl Ctx<'_> {
+    pub(crate) fn slot(&mut self) -> &mut Slot {
+        &mut self.st.slots[self.key]
+    }
+
+    /// Refuses one frame with a non-fatal `ERR`; the session goes on. A
+    /// client that does not read its errors is cut off like any slow one.
+    pub(crate) fn refuse(&mut self, code: ErrorCode, text: &str) -> Flow {
+        CoreCounters::add(&self.shard.counters.protocol_errors, 1);
+        if self.slot().push_err(code, text) {
+            Flow::Continue
+        } else {
+            self.close(Exit::SlowConsumer, "")
+        }
+    }
+
+    /// Ends the session with a fatal `ERR`.
+    pub(crate) fn fail(&mut self, code: ErrorCode, text: &str) -> Flow {
+        self.close(Exit::Protocol(code), text)
+    }
+
+    fn close(&mut self, why: Exit, text: &str) -> Flow {
+        self.st.leave(self.shard, self.key, why, text);
+        Flow::Stop
+    }
+}
+
+/// Applies one frame.
+pub(crate) fn dispatch(ctx: &mut Ctx<'_>, raw: RawFrame<'_>) -> Flow {
+    let frame = match ClientFrame::parse(raw) {
+        Ok(frame) => frame,
+        Err(e) => return refuse_decode(ctx, &e),
+    };
+    let in_handshake = ctx.slot().phase == Phase::Handshake;
+    match frame {
+        ClientFrame::Hello(hello) if in_handshake => hello::apply(ctx, hello),
+        ClientFrame::Hello(_) => ctx.fail(ErrorCode::HandshakeRequired, "HELLO sent twice"),
+        _ if in_handshake => {
+            ctx.fail(ErrorCode::HandshakeRequired, "the first frame must be HELLO")
+        }
+        ClientFrame::Ping { nonce } => ping::ping(ctx, nonce),
+        ClientFrame::Pong { .. } => Flow::Continue,
+        ClientFrame::Sub(s) => sub::apply(ctx, s),
+        ClientFrame::Unsub { sid } => unsub::apply(ctx, sid),
+        ClientFrame::Pub(p) => publish::apply(ctx, p),
+    }
+}
+
+/// Answers a frame that could be cut out of the stream but not parsed.
+pub(crate) fn refuse_decode(ctx: &mut Ctx<'_>, e: &DecodeError) -> Flow {
+    let code = e.code();
+    let text = e.to_string();
+    if code.is_fatal() {
+        ctx.fail(code, &text)
+    } else {
+        ctx.refuse(code, &text)
+    }
+}

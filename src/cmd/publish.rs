@@ -1,0 +1,67 @@
+//! `PUB`: deliver to this core's subscribers and stage one copy for each
+//! other core that has subscribers.
+
+use corecast_proto::{topic, ErrorCode, Pub, TopicKind};
+
+use super::{Ctx, Flow};
+use crate::{
+    counters::CoreCounters,
+    fanout::{self, Message},
+    mesh::Record,
+    shard::State,
+};
+
+pub(super) fn apply(ctx: &mut Ctx<'_>, p: Pub<'_>) -> Flow {
+    if let Err((code, text)) = check_target(p.topic, "topic") {
+        return ctx.refuse(code, &text);
+    }
+    if !p.reply_to.is_empty() {
+        if let Err((code, text)) = check_target(p.reply_to, "reply-to") {
+            return ctx.refuse(code, &text);
+        }
+    }
+    let counters = &ctx.shard.counters;
+    let State { slots, topics, outbound, doomed, .. } = &mut *ctx.st;
+    if let Some(entry) = topics.get(p.topic) {
+        if !outbound.has_room(&entry.remote) {
+            outbound.wait_for_room(ctx.waker);
+            if !slots[ctx.key].stalled {
+                CoreCounters::add(&counters.publisher_stalls, 1);
+            }
+            return Flow::Stall;
+        }
+        let msg = Message { topic: p.topic, reply_to: p.reply_to, payload: p.payload };
+        fanout::deliver(slots, &entry.local, msg, counters, doomed);
+        let mut crossed = 0;
+        for peer in entry.remote.iter() {
+            outbound.stage(
+                peer,
+                Record::Publish { topic: p.topic, reply_to: p.reply_to, payload: p.payload },
+            );
+            crossed += 1;
+        }
+        CoreCounters::add(&counters.cross_core_sent, crossed);
+    }
+    CoreCounters::add(&counters.msgs_in, 1);
+    ctx.st.reap_doomed(ctx.shard);
+    if ctx.slot().is_open() {
+        Flow::Continue
+    } else {
+        Flow::Stop
+    }
+}
+
+/// A publish target must be a literal topic outside the reserved space.
+fn check_target(name: &str, what: &str) -> Result<(), (ErrorCode, String)> {
+    match topic::validate(name) {
+        Err(e) => Err((ErrorCode::BadTopic, format!("{what}: {e}"))),
+        Ok(TopicKind::Wildcard) => {
+            Err((ErrorCode::BadTopic, format!("{what}: cannot publish to a wildcard")))
+        }
+        Ok(TopicKind::Literal) if topic::is_reserved(name) => Err((
+            ErrorCode::PermissionDenied,
+            format!("{what}: topics starting with '$' are reserved"),
+        )),
+        Ok(TopicKind::Literal) => Ok(()),
+    }
+}

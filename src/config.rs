@@ -1,0 +1,348 @@
+//! Broker configuration: defaults, an optional TOML file, command-line flags.
+//!
+//! Every limit that bounds memory lives here, and [`Config::max_memory`]
+//! adds them up so the broker can say at start-up what it can reach at most.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+
+/// Bytes kept free at the end of every write buffer for the frames that end a
+/// session (`ERR`, `GOAWAY`), so they fit even when messages filled the rest.
+pub const WRITE_RESERVE: usize = 512;
+
+/// The broker's settings. Field names are the TOML keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address every core listens on (`SO_REUSEPORT`); port 0 picks one.
+    pub listen: SocketAddr,
+    /// Executors to run, one per core; 0 = every online core. More executors
+    /// than CPUs is allowed (they share CPUs), which tests use.
+    pub cores: usize,
+    /// Name sent in `WELCOME`.
+    pub server_name: String,
+    /// Connection slots per core; the next connection gets `ERR server full`.
+    pub max_connections: usize,
+    /// Largest frame length a client may send (the length prefix's value).
+    pub max_frame: u32,
+    /// Read buffer per connection, bytes; 0 = `max_frame` + 4, the least that
+    /// holds a maximal frame.
+    pub read_buffer: usize,
+    /// Write buffer per connection, bytes: what a subscriber may fall behind
+    /// before it is cut off (or, when lossy, before messages are dropped).
+    pub write_buffer: usize,
+    /// Subscriptions one connection may hold.
+    pub max_subscriptions: usize,
+    /// Silence after which the server sends `PING`, ms.
+    pub ping_interval_ms: u64,
+    /// Silence after which a connection is closed as stale, ms; 0 = three
+    /// ping intervals.
+    pub stale_after_ms: u64,
+    /// Time a new connection has to send `HELLO`, ms.
+    pub handshake_timeout_ms: u64,
+    /// Time given at shutdown to flush pending messages after `GOAWAY`, ms.
+    pub shutdown_grace_ms: u64,
+    /// Time a connection closed for an error keeps its slot to deliver the
+    /// final `ERR`, ms.
+    pub close_linger_ms: u64,
+    /// Batches in flight per pair of cores; a full channel holds back the
+    /// publishers whose messages need it.
+    pub cross_core_queue: usize,
+    /// Bytes a core stages for one peer before publishers wait.
+    pub cross_core_batch: usize,
+    /// Token `HELLO` must carry; none = no authentication.
+    pub auth_token: Option<String>,
+    /// Memory each executor registers with io_uring, bytes (locked memory).
+    pub io_memory: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
+            cores: 0,
+            server_name: "corecast".into(),
+            max_connections: 4096,
+            max_frame: 1 << 20,
+            read_buffer: 0,
+            write_buffer: 2 << 20,
+            max_subscriptions: 1024,
+            ping_interval_ms: 30_000,
+            stale_after_ms: 0,
+            handshake_timeout_ms: 5_000,
+            shutdown_grace_ms: 5_000,
+            close_linger_ms: 250,
+            cross_core_queue: 64,
+            cross_core_batch: 64 << 10,
+            auth_token: None,
+            io_memory: 512 << 10,
+        }
+    }
+}
+
+/// Why a configuration cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The TOML file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The TOML file does not describe a configuration.
+    #[error("cannot parse {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of range or contradicts another.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a TOML file; keys left out keep their defaults.
+    pub fn from_toml_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        toml::from_str(&text)
+            .map_err(|source| ConfigError::Parse { path: path.into(), source: Box::new(source) })
+    }
+
+    /// Fills the derived values (`0` = automatic) and checks every limit.
+    pub fn resolve(mut self) -> Result<Self, ConfigError> {
+        if self.cores == 0 {
+            self.cores = online_cpus().len();
+        }
+        if self.read_buffer == 0 {
+            self.read_buffer = self.max_frame as usize + corecast_proto::LEN_PREFIX;
+        }
+        if self.stale_after_ms == 0 {
+            self.stale_after_ms = self.ping_interval_ms.saturating_mul(3);
+        }
+        self.check()?;
+        Ok(self)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        let frame = self.max_frame as usize;
+        if !(64..=u32::MAX as usize - 64).contains(&frame) {
+            return invalid(format!("max_frame {frame} must be at least 64"));
+        }
+        if self.read_buffer < frame + corecast_proto::LEN_PREFIX {
+            return invalid(format!(
+                "read_buffer {} cannot hold a frame of max_frame {frame} (needs {})",
+                self.read_buffer,
+                frame + corecast_proto::LEN_PREFIX
+            ));
+        }
+        let min_write = frame + 8 + WRITE_RESERVE;
+        if self.write_buffer < min_write {
+            return invalid(format!(
+                "write_buffer {} cannot hold a maximal MSG (needs at least {min_write})",
+                self.write_buffer
+            ));
+        }
+        if self.cores == 0 || self.cores > crate::coreset::MAX_CORES {
+            return invalid(format!("cores must be 1..={}", crate::coreset::MAX_CORES));
+        }
+        if self.max_connections == 0 || self.max_subscriptions == 0 || self.cross_core_queue == 0 {
+            return invalid(
+                "max_connections, max_subscriptions and cross_core_queue must be > 0".into(),
+            );
+        }
+        if self.ping_interval_ms == 0 || self.stale_after_ms <= self.ping_interval_ms {
+            return invalid(
+                "stale_after_ms must exceed ping_interval_ms, which must be > 0".into(),
+            );
+        }
+        if self.server_name.len() > 255 {
+            return invalid("server_name is longer than 255 bytes".into());
+        }
+        if self.auth_token.as_ref().is_some_and(|t| t.len() > u16::MAX as usize) {
+            return invalid("auth_token is longer than 65535 bytes".into());
+        }
+        Ok(())
+    }
+
+    /// The most memory this configuration lets the broker's buffers and
+    /// queues reach, in bytes: every slot's buffers on every core, plus every
+    /// cross-core channel full of maximal batches.
+    pub fn max_memory(&self) -> u64 {
+        let per_conn = (self.read_buffer + self.write_buffer) as u64;
+        let batch = (self.cross_core_batch + self.max_frame as usize) as u64;
+        let per_peer = (self.cross_core_queue as u64 + 1) * batch;
+        let cores = self.cores as u64;
+        cores * (self.max_connections as u64 * per_conn + cores.saturating_sub(1) * per_peer)
+    }
+
+    /// How often the sweeper looks for timed-out connections.
+    pub(crate) fn sweep_interval(&self) -> Duration {
+        let shortest =
+            self.ping_interval_ms.min(self.handshake_timeout_ms).min(self.close_linger_ms.max(1));
+        Duration::from_millis((shortest / 4).clamp(5, 1000))
+    }
+}
+
+/// The CPUs this process may run on.
+pub fn online_cpus() -> Vec<usize> {
+    match core_affinity::get_core_ids() {
+        Some(ids) if !ids.is_empty() => ids.into_iter().map(|c| c.id).collect(),
+        _ => vec![0],
+    }
+}
+
+/// Command-line flags; each one overrides the TOML file, which overrides the
+/// defaults.
+#[derive(Debug, Parser)]
+#[command(
+    name = "corecast",
+    version,
+    about = "Thread-per-core publish/subscribe broker over raw TCP"
+)]
+pub struct Args {
+    /// TOML file with any of the settings below (snake_case keys).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on, on every core [default: 127.0.0.1:7400].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Executors (one per core) [default: every online core].
+    #[arg(long)]
+    pub cores: Option<usize>,
+    /// Name sent to clients in WELCOME [default: corecast].
+    #[arg(long)]
+    pub server_name: Option<String>,
+    /// Connection slots per core [default: 4096].
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Largest frame a client may send, bytes [default: 1048576].
+    #[arg(long)]
+    pub max_frame: Option<u32>,
+    /// Read buffer per connection, bytes [default: max_frame + 4].
+    #[arg(long)]
+    pub read_buffer: Option<usize>,
+    /// Write buffer per connection: how far a subscriber may fall behind, bytes [default: 2097152].
+    #[arg(long)]
+    pub write_buffer: Option<usize>,
+    /// Subscriptions per connection [default: 1024].
+    #[arg(long)]
+    pub max_subscriptions: Option<usize>,
+    /// Silence before the server pings a client, ms [default: 30000].
+    #[arg(long)]
+    pub ping_interval_ms: Option<u64>,
+    /// Silence before a connection is closed as stale, ms [default: 3 x ping interval].
+    #[arg(long)]
+    pub stale_after_ms: Option<u64>,
+    /// Time allowed for HELLO, ms [default: 5000].
+    #[arg(long)]
+    pub handshake_timeout_ms: Option<u64>,
+    /// Time to flush pending messages at shutdown, ms [default: 5000].
+    #[arg(long)]
+    pub shutdown_grace_ms: Option<u64>,
+    /// Time a connection closed for an error keeps to deliver its ERR, ms [default: 250].
+    #[arg(long)]
+    pub close_linger_ms: Option<u64>,
+    /// Batches in flight per pair of cores [default: 64].
+    #[arg(long)]
+    pub cross_core_queue: Option<usize>,
+    /// Bytes staged per peer core before publishers wait [default: 65536].
+    #[arg(long)]
+    pub cross_core_batch: Option<usize>,
+    /// Token clients must present in HELLO [default: none, no authentication].
+    #[arg(long, env = "CORECAST_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+    /// io_uring registered memory per executor, bytes [default: 524288].
+    #[arg(long)]
+    pub io_memory: Option<usize>,
+}
+
+macro_rules! override_fields {
+    ($args:expr, $cfg:expr, $($field:ident),* $(,)?) => {
+        $( if let Some(v) = $args.$field { $cfg.$field = v; } )*
+    };
+}
+
+impl Args {
+    /// The configuration these flags describe: file, then flags on top.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let mut cfg = match &self.config {
+            Some(path) => Config::from_toml_file(path)?,
+            None => Config::default(),
+        };
+        if self.auth_token.is_some() {
+            cfg.auth_token = self.auth_token.clone();
+        }
+        override_fields!(
+            self,
+            cfg,
+            listen,
+            cores,
+            server_name,
+            max_connections,
+            max_frame,
+            read_buffer,
+            write_buffer,
+            max_subscriptions,
+            ping_interval_ms,
+            stale_after_ms,
+            handshake_timeout_ms,
+            shutdown_grace_ms,
+            close_linger_ms,
+            cross_core_queue,
+            cross_core_batch,
+            io_memory,
+        );
+        cfg.resolve()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_resolve() {
+        let cfg = Config::default().resolve().expect("defaults are valid");
+        assert_eq!(cfg.read_buffer, (1 << 20) + 4);
+        assert_eq!(cfg.stale_after_ms, 90_000);
+        assert!(cfg.cores >= 1);
+    }
+
+    #[test]
+    fn read_buffer_must_hold_max_frame() {
+        let cfg = Config { read_buffer: 1000, max_frame: 1000, ..Config::default() };
+        assert!(matches!(cfg.resolve(), Err(ConfigError::Invalid(_))));
+    }
+
+    #[test]
+    fn toml_and_flags_layer() {
+        let dir = std::env::temp_dir().join(format!("corecast-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "max_connections = 7\nping_interval_ms = 1000\n").expect("write");
+        let args = Args::parse_from([
+            "corecast",
+            "--config",
+            file.to_str().expect("utf-8 path"),
+            "--ping-interval-ms",
+            "2000",
+        ]);
+        let cfg = args.into_config().expect("valid");
+        assert_eq!(cfg.max_connections, 7);
+        assert_eq!(cfg.ping_interval_ms, 2000);
+        assert_eq!(cfg.stale_after_ms, 6000);
+    }
+
+    #[test]
+    fn unknown_toml_keys_are_refused() {
+        assert!(toml::from_str::<Config>("max_conections = 3").is_err());
+    }
+}

@@ -1,0 +1,124 @@
+//! Live counters, one set per core, readable from any thread.
+//!
+//! Each core is the only writer of its own set, so an update is a plain load
+//! and store (no locked instruction); readers on other threads see values
+//! that are at most a moment old.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+macro_rules! counters {
+    ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
+        /// The counters of one core, written only by that core.
+        #[derive(Debug, Default)]
+        pub struct CoreCounters {
+            $( $(#[$doc])* pub(crate) $name: AtomicU64, )*
+        }
+
+        /// A copy of counter values: one core's, or the sum over cores.
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+        pub struct Snapshot {
+            $( $(#[$doc])* pub $name: u64, )*
+        }
+
+        impl CoreCounters {
+            /// Reads every counter.
+            pub fn snapshot(&self) -> Snapshot {
+                Snapshot { $( $name: self.$name.load(Relaxed), )* }
+            }
+        }
+
+        impl std::ops::AddAssign for Snapshot {
+            fn add_assign(&mut self, other: Snapshot) {
+                $( self.$name += other.$name; )*
+            }
+        }
+
+        impl Snapshot {
+            /// Every counter as `(name, value)`, for logs and tools.
+            pub fn fields(&self) -> Vec<(&'static str, u64)> {
+                vec![$( (stringify!($name), self.$name), )*]
+            }
+        }
+    };
+}
+
+counters! {
+    /// Connections past the handshake and not yet leaving (state `Open`).
+    connections_open,
+    /// Slab slots taken, in any state from `Handshake` to `Closed`.
+    slots_in_use,
+    /// Read and write buffers held by slots rather than the pool.
+    buffers_out,
+    /// Buffers ever allocated by the pools (kept for reuse afterwards).
+    buffers_allocated,
+    /// Connection tasks running.
+    tasks_alive,
+    /// Subscriptions held by connections of this core.
+    subscriptions,
+    /// Connections accepted since start.
+    connections_accepted,
+    /// Connections refused with `ERR server full`.
+    connections_refused,
+    /// `PUB` frames accepted.
+    msgs_in,
+    /// Bytes read from client sockets.
+    bytes_in,
+    /// `MSG` frames queued to subscribers.
+    msgs_out,
+    /// Bytes written to client sockets.
+    bytes_out,
+    /// Messages dropped on lossy subscriptions (reported with `DROPPED`).
+    msgs_dropped,
+    /// Connections closed because they could not keep up.
+    slow_consumer_closes,
+    /// Connections closed for silence past the idle limit.
+    stale_closes,
+    /// Connections closed for not sending `HELLO` in time.
+    handshake_timeouts,
+    /// Frames refused with an `ERR` code, fatal or not.
+    protocol_errors,
+    /// Times a publisher's reads were held back by a full cross-core queue.
+    publisher_stalls,
+    /// Publish records sent to other cores.
+    cross_core_sent,
+    /// Publish records received from other cores.
+    cross_core_received,
+    /// Batches handed to cross-core channels.
+    cross_core_batches,
+    /// Connection tasks that panicked (caught; the connection was closed).
+    task_panics,
+}
+
+impl CoreCounters {
+    /// Adds `n` to a counter of this core (single writer: load and store).
+    #[inline]
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    /// Subtracts `n` from a gauge of this core.
+    #[inline]
+    pub(crate) fn sub(counter: &AtomicU64, n: u64) {
+        counter.store(counter.load(Relaxed).wrapping_sub(n), Relaxed);
+    }
+}
+
+/// Counters of every core and their sum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counters {
+    /// One snapshot per core, by core index.
+    pub per_core: Vec<Snapshot>,
+    /// The sum over cores.
+    pub total: Snapshot,
+}
+
+impl Counters {
+    pub(crate) fn collect<'a>(cores: impl Iterator<Item = &'a CoreCounters>) -> Self {
+        let per_core: Vec<Snapshot> = cores.map(CoreCounters::snapshot).collect();
+        let mut total = Snapshot::default();
+        for s in &per_core {
+            total += *s;
+        }
+        Self { per_core, total }
+    }
+}

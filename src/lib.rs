@@ -1,0 +1,50 @@
+//! corecast: a thread-per-core publish/subscribe broker over raw TCP.
+//!
+//! Each core runs one pinned glommio executor with its own listener
+//! (`SO_REUSEPORT`), its own slab of connection slots and its own topic
+//! table. Cores share nothing but bounded channels. Every connection, buffer
+//! and queue is bounded, and everything a connection holds goes back the
+//! moment it leaves.
+//!
+//! The map of the crate, from the outside in:
+//!
+//! - [`broker`]: the embedding API ([`Broker::start`], address, counters,
+//!   shutdown).
+//! - [`config`]: every setting and limit, from flags and TOML.
+//! - `server`: what runs on a core: accept loop, sweeper (heartbeats and
+//!   timeouts), cross-core forwarders and receivers, shutdown sequence.
+//! - `connection`: the task that owns one socket: flush, read, apply.
+//! - `cmd`: one file per client frame (`HELLO`, `PING`, `SUB`, `UNSUB`,
+//!   `PUB`).
+//! - `shard`: the state of one core and the ways a connection leaves.
+//! - `slot`: a connection's shared state and lifecycle.
+//! - `fanout`: copying a message into subscribers' write buffers, with the
+//!   slow-consumer policies.
+//! - `mesh`: records, staging and the barrier between cores.
+//! - `topics`: the subscription table.
+//! - `buffer`: fixed read and write buffers and their pools.
+//! - [`counters`]: live counters.
+//!
+//! The wire protocol lives in the `corecast-proto` crate (`proto/`), which
+//! does no I/O.
+
+pub mod broker;
+mod buffer;
+mod cmd;
+pub mod config;
+mod connection;
+mod coreset;
+pub mod counters;
+mod fanout;
+mod listener;
+mod mesh;
+mod server;
+mod shard;
+mod shutdown;
+mod slot;
+mod topics;
+
+pub use broker::{Broker, BrokerError};
+pub use config::{Args, Config};
+pub use counters::{Counters, Snapshot};
+pub use shutdown::ShutdownHandle;

@@ -1,0 +1,41 @@
+//! The `corecast` broker binary: flags and config file in, broker running
+//! until SIGINT or SIGTERM, then a graceful shutdown and exit 0.
+
+use anyhow::Context;
+use clap::Parser;
+use corecast::{Args, Broker};
+use signal_hook::{
+    consts::signal::{SIGINT, SIGTERM},
+    iterator::Signals,
+};
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let config = Args::parse().into_config()?;
+    let mut signals = Signals::new([SIGINT, SIGTERM]).context("cannot install signal handlers")?;
+    let broker = Broker::start(config)?;
+    let handle = broker.shutdown_handle();
+    std::thread::Builder::new()
+        .name("corecast-signals".into())
+        .spawn(move || {
+            let mut raised = false;
+            for signal in signals.forever() {
+                if raised {
+                    tracing::warn!(signal, "second signal: exiting now");
+                    std::process::exit(1);
+                }
+                tracing::info!(signal, "shutting down gracefully");
+                handle.shutdown();
+                raised = true;
+            }
+        })
+        .context("cannot start the signal thread")?;
+    broker.wait()?;
+    tracing::info!("corecast stopped");
+    Ok(())
+}

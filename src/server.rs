@@ -1,0 +1,279 @@
+//! What runs on each core: the accept loop, the sweeper, the cross-core
+//! forwarders and receivers, and the shutdown sequence that ends them all.
+
+use std::{
+    future::poll_fn,
+    os::fd::{FromRawFd, IntoRawFd},
+    rc::Rc,
+    sync::Arc,
+    time::Instant,
+};
+
+use bytes::Bytes;
+use corecast_proto::{ErrFrame, ErrorCode, ServerFrame};
+use futures_lite::{future, AsyncWriteExt};
+use glommio::{
+    channels::channel_mesh::{MeshBuilder, Receivers, Senders},
+    net::{TcpListener, TcpStream},
+    timer::sleep,
+    Task,
+};
+
+use crate::{
+    config::Config,
+    connection,
+    counters::CoreCounters,
+    fanout::{self, Message},
+    mesh::Record,
+    shard::{Shard, State},
+    shutdown::ShutdownSignal,
+    slot::{Exit, Phase},
+};
+
+/// What a core needs to start.
+pub(crate) struct CoreInit {
+    pub core: usize,
+    pub cfg: Arc<Config>,
+    pub counters: Arc<CoreCounters>,
+    pub listener: socket2::Socket,
+    pub mesh: Option<MeshBuilder<Bytes, glommio::channels::channel_mesh::Full>>,
+    pub signal: Arc<ShutdownSignal>,
+}
+
+/// Runs one core until shutdown completes.
+pub(crate) async fn run(init: CoreInit) -> Result<(), String> {
+    let CoreInit { core, cfg, counters, listener, mesh, signal } = init;
+    let links = match mesh {
+        Some(builder) => {
+            let joined = future::or(async { Some(builder.join().await) }, async {
+                signal.wait(core).await;
+                None
+            });
+            match joined.await {
+                Some(Ok(pair)) => Some(pair),
+                Some(Err(_)) => return Err(format!("core {core}: cannot join the channel mesh")),
+                None => return Ok(()),
+            }
+        }
+        None => None,
+    };
+    // SAFETY: the fd is a listening TCP socket we own; ownership moves over.
+    let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
+    let shard = Rc::new(Shard::new(core, cfg, counters));
+    let mesh_tasks = links.map(|(tx, rx)| MeshTasks::start(&shard, tx, rx));
+    let sweeper = glommio::spawn_local(sweep(Rc::clone(&shard)));
+    let acceptor = glommio::spawn_local(accept_loop(Rc::clone(&shard), listener));
+    signal.wait(core).await;
+    tracing::info!(core, "shutting down");
+    acceptor.cancel().await;
+    shutdown(&shard, mesh_tasks).await;
+    sweeper.cancel().await;
+    Ok(())
+}
+
+/// The cross-core tasks of one core.
+struct MeshTasks {
+    senders: Rc<Senders<Bytes>>,
+    forwarders: Vec<Task<()>>,
+    receivers: Vec<Task<()>>,
+}
+
+impl MeshTasks {
+    fn start(shard: &Rc<Shard>, tx: Senders<Bytes>, rx: Receivers<Bytes>) -> Self {
+        let senders = Rc::new(tx);
+        let receivers = Rc::new(rx);
+        let peers: Vec<usize> = (0..senders.nr_consumers()).filter(|&p| p != shard.core).collect();
+        let forwarders = peers
+            .iter()
+            .map(|&p| glommio::spawn_local(forward(Rc::clone(shard), Rc::clone(&senders), p)))
+            .collect();
+        let receivers = peers
+            .iter()
+            .map(|&p| glommio::spawn_local(receive(Rc::clone(shard), Rc::clone(&receivers), p)))
+            .collect();
+        Self { senders, forwarders, receivers }
+    }
+}
+
+/// Hands staged batches for `peer` to its channel; waits when it is full.
+async fn forward(shard: Rc<Shard>, senders: Rc<Senders<Bytes>>, peer: usize) {
+    loop {
+        let batch = poll_fn(|cx| shard.state.borrow_mut().outbound.poll_batch(peer, cx)).await;
+        let Some(batch) = batch else { return };
+        if senders.send_to(peer, batch).await.is_err() {
+            tracing::warn!(core = shard.core, peer, "peer core left; dropping its traffic");
+            return;
+        }
+        CoreCounters::add(&shard.counters.cross_core_batches, 1);
+    }
+}
+
+/// Applies the batches `peer` sends until it closes its side.
+async fn receive(shard: Rc<Shard>, receivers: Rc<Receivers<Bytes>>, peer: usize) {
+    while let Ok(Some(batch)) = receivers.recv_from(peer).await {
+        let mut st = shard.state.borrow_mut();
+        apply_batch(&shard, &mut st, peer, &batch);
+    }
+}
+
+fn apply_batch(shard: &Shard, st: &mut State, from: usize, batch: &[u8]) {
+    let mut src = batch;
+    let mut published = 0;
+    while let Some(record) = Record::decode(&mut src) {
+        match record {
+            Record::Publish { topic, reply_to, payload } => {
+                published += 1;
+                let State { slots, topics, doomed, .. } = &mut *st;
+                if let Some(entry) = topics.get(topic) {
+                    let msg = Message { topic, reply_to, payload };
+                    fanout::deliver(slots, &entry.local, msg, &shard.counters, doomed);
+                }
+                st.reap_doomed(shard);
+            }
+            Record::InterestAdd { topic } => st.topics.set_remote(topic, from, true),
+            Record::InterestRemove { topic } => st.topics.set_remote(topic, from, false),
+            Record::Barrier { seq } => st.outbound.stage(from, Record::BarrierAck { seq }),
+            Record::BarrierAck { seq } => {
+                if st.outbound.on_ack(seq) {
+                    st.wake_barrier_waiters();
+                }
+            }
+        }
+    }
+    if !src.is_empty() {
+        tracing::error!(core = shard.core, from, left = src.len(), "inconsistent batch");
+    }
+    CoreCounters::add(&shard.counters.cross_core_received, published);
+}
+
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => admit(&shard, stream).await,
+            Err(e) => {
+                // Out of descriptors and the like: back off instead of spinning.
+                tracing::warn!(core = shard.core, error = %e, "accept failed");
+                sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn admit(shard: &Rc<Shard>, stream: TcpStream) {
+    let peer = match stream.peer_addr() {
+        Ok(peer) => peer,
+        Err(_) => return,
+    };
+    let Some((key, rbuf)) = shard.open_slot(peer) else {
+        refuse_full(shard, stream).await;
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    // The state borrow taken by open_slot has ended: spawning polls at once.
+    let task = connection::serve(Rc::clone(shard), stream, key, rbuf);
+    match shard.gate.spawn(task) {
+        Ok(task) => {
+            task.detach();
+        }
+        Err(_) => tracing::warn!(core = shard.core, "connection arrived during shutdown"),
+    }
+}
+
+/// Tells a connection the core is full, without taking a slot or buffers.
+async fn refuse_full(shard: &Shard, mut stream: TcpStream) {
+    CoreCounters::add(&shard.counters.connections_refused, 1);
+    let text = "connection limit reached";
+    let frame =
+        ServerFrame::Err(ErrFrame { code: ErrorCode::ServerFull.as_u16(), fatal: true, text });
+    let mut bytes = Vec::with_capacity(frame.encoded_len());
+    frame.encode(&mut bytes);
+    // One non-blocking attempt: a fresh socket takes a small frame at once.
+    let _ = future::poll_once(stream.write_all(&bytes)).await;
+    let _ = future::poll_once(stream.close()).await;
+}
+
+/// What the sweeper found a slot due for.
+enum Due {
+    Ping,
+    Close(Exit),
+}
+
+/// Every tick: ping the silent, close the stale and the never-welcomed, and
+/// end lingering closes whose deadline passed.
+async fn sweep(shard: Rc<Shard>) {
+    let every = shard.cfg.sweep_interval();
+    let ping_after = crate::shard::ms_duration(shard.cfg.ping_interval_ms);
+    let stale_after = crate::shard::ms_duration(shard.cfg.stale_after_ms);
+    let handshake = crate::shard::ms_duration(shard.cfg.handshake_timeout_ms);
+    let mut expired = Vec::new();
+    loop {
+        sleep(every).await;
+        let now = Instant::now();
+        shard.clock.set(now);
+        let mut guard = shard.state.borrow_mut();
+        let st = &mut *guard;
+        for (key, slot) in st.slots.iter_mut() {
+            match slot.phase {
+                Phase::Handshake if now - slot.accepted_at > handshake => {
+                    expired.push((key, Due::Close(Exit::HandshakeTimeout)))
+                }
+                Phase::Open if now - slot.last_inbound > stale_after => {
+                    expired.push((key, Due::Close(Exit::Stale)))
+                }
+                Phase::Open if now - slot.last_inbound > ping_after && !slot.ping_outstanding => {
+                    expired.push((key, Due::Ping))
+                }
+                Phase::Draining { until } if now > until => {
+                    slot.phase = Phase::Closed;
+                    slot.notify();
+                }
+                _ => {}
+            }
+        }
+        for (key, due) in expired.drain(..) {
+            match due {
+                Due::Ping => {
+                    let nonce = Shard::next_ping_nonce(st);
+                    let slot = &mut st.slots[key];
+                    slot.ping_outstanding = slot.push(&ServerFrame::Ping { nonce });
+                }
+                Due::Close(why) => st.leave(&shard, key, why, ""),
+            }
+        }
+    }
+}
+
+/// Stops reading everywhere, drains the cross-core channels, sends
+/// `GOAWAY` after every message accepted before, and waits for every
+/// connection to finish within the grace period.
+async fn shutdown(shard: &Rc<Shard>, mesh: Option<MeshTasks>) {
+    shard.shutting_down.set(true);
+    if let Some(mesh) = mesh {
+        shard.state.borrow_mut().outbound.close();
+        for f in mesh.forwarders {
+            f.await;
+        }
+        mesh.senders.close();
+        for r in mesh.receivers {
+            r.await;
+        }
+    }
+    {
+        let mut st = shard.state.borrow_mut();
+        let keys: Vec<usize> = st.slots.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            st.leave(shard, key, Exit::Shutdown, "");
+        }
+    }
+    // Every slot now drains with a deadline the sweeper enforces.
+    if shard.gate.close().await.is_err() {
+        tracing::warn!(core = shard.core, "gate already closed");
+    }
+    let c = shard.counters.snapshot();
+    tracing::info!(
+        core = shard.core,
+        slots = c.slots_in_use,
+        tasks = c.tasks_alive,
+        "core stopped"
+    );
+}
