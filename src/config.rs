@@ -31,7 +31,8 @@ pub struct Config {
     /// holds a maximal frame.
     pub read_buffer: usize,
     /// Write buffer per connection, bytes: what a subscriber may fall behind
-    /// before it is cut off (or, when lossy, before messages are dropped).
+    /// before it is cut off (or, when lossy, before messages are dropped);
+    /// 0 = `max_frame` + 64 KiB.
     pub write_buffer: usize,
     /// Subscriptions one connection may hold.
     pub max_subscriptions: usize,
@@ -67,7 +68,7 @@ impl Default for Config {
             max_connections: 4096,
             max_frame: 1 << 20,
             read_buffer: 0,
-            write_buffer: 2 << 20,
+            write_buffer: 0,
             max_subscriptions: 1024,
             ping_interval_ms: 30_000,
             stale_after_ms: 0,
@@ -122,6 +123,9 @@ impl Config {
         }
         if self.read_buffer == 0 {
             self.read_buffer = self.max_frame as usize + corecast_proto::LEN_PREFIX;
+        }
+        if self.write_buffer == 0 {
+            self.write_buffer = self.max_frame as usize + (64 << 10);
         }
         if self.stale_after_ms == 0 {
             self.stale_after_ms = self.ping_interval_ms.saturating_mul(3);
@@ -229,7 +233,7 @@ pub struct Args {
     /// Read buffer per connection, bytes [default: max_frame + 4].
     #[arg(long)]
     pub read_buffer: Option<usize>,
-    /// Write buffer per connection: how far a subscriber may fall behind, bytes [default: 2097152].
+    /// Write buffer per connection: how far a subscriber may fall behind, bytes [default: max_frame + 65536].
     #[arg(long)]
     pub write_buffer: Option<usize>,
     /// Subscriptions per connection [default: 1024].

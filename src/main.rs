@@ -1,6 +1,8 @@
 //! The `corecast` broker binary: flags and config file in, broker running
 //! until SIGINT or SIGTERM, then a graceful shutdown and exit 0.
 
+use std::io::IsTerminal;
+
 use anyhow::Context;
 use clap::Parser;
 use corecast::{Args, Broker};
@@ -11,6 +13,7 @@ use signal_hook::{
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
+        .with_ansi(std::io::stdout().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
