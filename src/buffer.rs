@@ -211,11 +211,7 @@ mod tests {
         }
         w.consume(20); // one whole frame and 6 bytes of the second
         w.drop_unstarted();
-        assert_eq!(w.pending().len(), 8, "the rest of frame two stays");
-        let mut rest = w.pending();
-        assert_eq!(&rest[..], &[1, 0, 0, 0, 0, 0, 0, 0]);
-        rest = &rest[8..];
-        assert!(rest.is_empty());
+        assert_eq!(w.pending(), &[1, 0, 0, 0, 0, 0, 0, 0], "the rest of frame two stays");
     }
 
     #[test]
