@@ -187,11 +187,14 @@ impl Config {
         cores * (self.max_connections as u64 * per_conn + cores.saturating_sub(1) * per_peer)
     }
 
-    /// How often the sweeper looks for timed-out connections.
-    pub(crate) fn sweep_interval(&self) -> Duration {
-        let shortest =
-            self.ping_interval_ms.min(self.handshake_timeout_ms).min(self.close_linger_ms.max(1));
-        Duration::from_millis((shortest / 4).clamp(5, 1000))
+    /// How often the sweeper looks for timed-out connections: `busy` while
+    /// some connection is in its handshake or draining (short deadlines),
+    /// `idle` otherwise (heartbeats only), so an idle broker barely wakes.
+    pub(crate) fn sweep_intervals(&self) -> (Duration, Duration) {
+        let quarter = |ms: u64| Duration::from_millis((ms / 4).clamp(5, 5000));
+        let busy = quarter(self.handshake_timeout_ms.min(self.close_linger_ms.max(1)));
+        let idle = quarter(self.ping_interval_ms).max(busy);
+        (busy, idle)
     }
 }
 

@@ -13,6 +13,7 @@ use std::{
     pin::Pin,
     rc::Rc,
     task::{Context, Poll},
+    time::Instant,
 };
 
 use corecast_proto::RawFrame;
@@ -23,7 +24,7 @@ use crate::{
     buffer::ReadBuf,
     cmd::{self, Ctx, Flow},
     counters::CoreCounters,
-    shard::{Shard, State},
+    shard::{ms_duration, Shard, State},
     slot::{Exit, Phase},
 };
 
@@ -99,7 +100,7 @@ impl Connection {
             }
             match st.slots[self.key].phase {
                 Phase::Closed => return Poll::Ready(()),
-                Phase::Draining { .. } => return self.drain(st, cx),
+                Phase::Draining { .. } => return self.drain(shard, st, cx),
                 Phase::Handshake | Phase::Open => {}
             }
             match self.input_gate(shard, st, cx) {
@@ -223,8 +224,9 @@ impl Connection {
     /// After the final frame went out: half-close, then read and discard
     /// until the client closes too (or the sweeper ends the linger), so the
     /// client sees our last frame instead of a reset.
-    fn drain(&mut self, st: &State, cx: &mut Context<'_>) -> Poll<()> {
-        if !st.slots[self.key].wbuf.is_empty() {
+    fn drain(&mut self, shard: &Shard, st: &mut State, cx: &mut Context<'_>) -> Poll<()> {
+        let slot = &mut st.slots[self.key];
+        if !slot.wbuf.is_empty() {
             return Poll::Pending;
         }
         if !self.fin_sent {
@@ -232,6 +234,11 @@ impl Connection {
                 return Poll::Ready(());
             }
             self.fin_sent = true;
+            // Everything is out: wait for the client's close only briefly.
+            let linger = Instant::now() + ms_duration(shard.cfg.close_linger_ms);
+            if let Phase::Draining { until } = &mut slot.phase {
+                *until = (*until).min(linger);
+            }
         }
         let rbuf = self.rbuf.as_mut().expect("read buffer present while running");
         for _ in 0..DRAIN_READS_PER_POLL {

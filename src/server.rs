@@ -201,18 +201,27 @@ enum Due {
 /// Every tick: ping the silent, close the stale and the never-welcomed, and
 /// end lingering closes whose deadline passed.
 async fn sweep(shard: Rc<Shard>) {
-    let every = shard.cfg.sweep_interval();
+    let (busy_tick, idle_tick) = shard.cfg.sweep_intervals();
+    let mut tick = busy_tick;
     let ping_after = crate::shard::ms_duration(shard.cfg.ping_interval_ms);
     let stale_after = crate::shard::ms_duration(shard.cfg.stale_after_ms);
     let handshake = crate::shard::ms_duration(shard.cfg.handshake_timeout_ms);
     let mut expired = Vec::new();
     loop {
-        sleep(every).await;
+        if tick == idle_tick {
+            future::or(sleep(tick), poll_fn(|cx| shard.poll_nudge(cx.waker()))).await;
+        } else {
+            sleep(tick).await;
+        }
         let now = Instant::now();
         shard.clock.set(now);
         let mut guard = shard.state.borrow_mut();
         let st = &mut *guard;
+        tick = idle_tick;
         for (key, slot) in st.slots.iter_mut() {
+            if matches!(slot.phase, Phase::Handshake | Phase::Draining { .. }) {
+                tick = busy_tick;
+            }
             match slot.phase {
                 Phase::Handshake if now - slot.accepted_at > handshake => {
                     expired.push((key, Due::Close(Exit::HandshakeTimeout)))

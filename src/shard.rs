@@ -5,6 +5,7 @@ use std::{
     cell::{Cell, RefCell},
     net::SocketAddr,
     sync::Arc,
+    task::{Poll, Waker},
     time::Instant,
 };
 
@@ -51,6 +52,11 @@ pub(crate) struct Shard {
     pub clock: Cell<Instant>,
     /// Connection tasks enter here; shutdown waits for all to leave.
     pub gate: Gate,
+    /// The sweeper, parked on its long idle tick; woken when a slot gets a
+    /// short deadline (handshake, draining).
+    sweeper: RefCell<Option<Waker>>,
+    /// Set by `nudge_sweeper`, taken by the parked sweeper.
+    sweeper_nudged: Cell<bool>,
 }
 
 impl Shard {
@@ -74,6 +80,25 @@ impl Shard {
             shutting_down: Cell::new(false),
             clock: Cell::new(Instant::now()),
             gate: Gate::new(),
+            sweeper: RefCell::new(None),
+            sweeper_nudged: Cell::new(false),
+        }
+    }
+
+    /// For the sweeper on its idle tick: ready once nudged, else parks.
+    pub(crate) fn poll_nudge(&self, waker: &Waker) -> Poll<()> {
+        if self.sweeper_nudged.take() {
+            return Poll::Ready(());
+        }
+        *self.sweeper.borrow_mut() = Some(waker.clone());
+        Poll::Pending
+    }
+
+    /// Wakes the sweeper if it is parked on its idle tick.
+    pub(crate) fn nudge_sweeper(&self) {
+        if let Some(w) = self.sweeper.borrow_mut().take() {
+            self.sweeper_nudged.set(true);
+            w.wake();
         }
     }
 
@@ -93,7 +118,10 @@ impl Shard {
         CoreCounters::add(&c.connections_accepted, 1);
         st.next_conn += 1;
         let id = (self.core as u64) << 48 | st.next_conn;
-        let key = st.slots.insert(Slot::new(id, peer, WriteBuf::new(wbuf), self.clock.get()));
+        let now = Instant::now();
+        self.clock.set(now);
+        let key = st.slots.insert(Slot::new(id, peer, WriteBuf::new(wbuf), now));
+        self.nudge_sweeper();
         Some((key, ReadBuf::new(rbuf)))
     }
 
@@ -167,6 +195,7 @@ impl State {
         };
         tracing::debug!(core = shard.core, conn = slot.id, peer = %slot.peer, ?why, "connection leaves");
         slot.notify();
+        shard.nudge_sweeper();
         self.unsubscribe_all(shard, key);
     }
 
