@@ -95,6 +95,9 @@ pub(crate) struct Slot {
     pub subs: HashMap<u32, SlotSub>,
     /// Some subscription has drops not yet reported with `DROPPED`.
     pub unreported_drops: bool,
+    /// Drops of subscriptions already removed whose `DROPPED` did not fit
+    /// yet, by sid, oldest first; at most `max_subscriptions` long.
+    pub orphan_drops: Vec<(u32, u64)>,
     /// `PONG`s waiting for a barrier or for drop reports, in order.
     pub pongs: VecDeque<PendingPong>,
     /// Registered as a barrier waiter.
@@ -119,6 +122,7 @@ impl Slot {
             notified: false,
             subs: HashMap::new(),
             unreported_drops: false,
+            orphan_drops: Vec::new(),
             pongs: VecDeque::new(),
             awaiting_barrier: false,
             stalled: false,
@@ -176,11 +180,31 @@ impl Slot {
         }
     }
 
-    /// Queues `DROPPED` notices while they fit; true when none is left.
+    /// Keeps the drop count of a subscription being removed until its
+    /// `DROPPED` fits. False when too many are waiting already.
+    pub(crate) fn orphan_drops(&mut self, sid: u32, count: u64, max: usize) -> bool {
+        if self.orphan_drops.len() >= max {
+            return false;
+        }
+        self.orphan_drops.push((sid, count));
+        self.unreported_drops = true;
+        true
+    }
+
+    /// Queues `DROPPED` notices while they fit, removed subscriptions first;
+    /// true when none is left.
     pub(crate) fn report_drops(&mut self) -> bool {
         let limit = self.message_limit();
-        let mut all = true;
-        for (&sid, sub) in self.subs.iter_mut().filter(|(_, s)| s.dropped > 0) {
+        let mut reported = 0;
+        for &(sid, count) in &self.orphan_drops {
+            if !self.wbuf.push(&ServerFrame::Dropped { sid, count }, limit) {
+                break;
+            }
+            reported += 1;
+        }
+        self.orphan_drops.drain(..reported);
+        let mut all = self.orphan_drops.is_empty();
+        for (&sid, sub) in self.subs.iter_mut().filter(|(_, s)| all && s.dropped > 0) {
             let frame = ServerFrame::Dropped { sid, count: sub.dropped };
             if !self.wbuf.push(&frame, limit) {
                 all = false;

@@ -3,17 +3,28 @@
 use corecast_proto::{ErrorCode, ServerFrame};
 
 use super::{Ctx, Flow};
-use crate::counters::CoreCounters;
+use crate::{counters::CoreCounters, slot::Exit};
 
 pub(super) fn apply(ctx: &mut Ctx<'_>, sid: u32) -> Flow {
     let Some(sub) = ctx.slot().subs.remove(&sid) else {
         return ctx.refuse(ErrorCode::UnknownSid, &format!("sid {sid} is not subscribed"));
     };
-    if sub.dropped > 0 {
-        // Best effort: if even this does not fit, the client is far behind.
-        ctx.slot().push(&ServerFrame::Dropped { sid, count: sub.dropped });
-    }
     ctx.st.remove_subscription(ctx.key, sid, &sub.topic);
     CoreCounters::sub(&ctx.shard.counters.subscriptions, 1);
+    if sub.dropped > 0 && !report_last_drops(ctx, sid, sub.dropped) {
+        ctx.st.leave(ctx.shard, ctx.key, Exit::SlowConsumer, "");
+        return Flow::Stop;
+    }
     Flow::Continue
+}
+
+/// Loss is never silent: the removed subscription's drops are reported now
+/// or, when the write buffer is full, as soon as it has room.
+fn report_last_drops(ctx: &mut Ctx<'_>, sid: u32, count: u64) -> bool {
+    let max = ctx.shard.cfg.max_subscriptions;
+    let slot = ctx.slot();
+    if !slot.unreported_drops && slot.push(&ServerFrame::Dropped { sid, count }) {
+        return true;
+    }
+    slot.orphan_drops(sid, count, max)
 }
