@@ -75,6 +75,7 @@ impl Broker {
         let signal = ShutdownSignal::new(cfg.cores);
         let mesh = (cfg.cores > 1).then(|| MeshBuilder::full(cfg.cores, cfg.cross_core_queue));
         let cpus = online_cpus();
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(cfg.cores);
         let mut broker = Self {
             addr,
             config: Arc::clone(&cfg),
@@ -92,6 +93,7 @@ impl Broker {
                 listener,
                 mesh: mesh.clone(),
                 signal: Arc::clone(&broker.signal),
+                ready: ready_tx.clone(),
             };
             let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpus[core % cpus.len()]))
                 .name(&format!("corecast-{core}"))
@@ -100,13 +102,30 @@ impl Broker {
             match spawned {
                 Ok(handle) => broker.executors.push(handle),
                 Err(e) => {
-                    broker.shutdown();
-                    let _ = broker.wait();
-                    return Err(BrokerError::Executor { core, reason: e.to_string() });
+                    return Err(broker.abort(BrokerError::Executor { core, reason: e.to_string() }))
                 }
             }
         }
+        drop(ready_tx);
+        // Every core joins the mesh before the broker counts as started, so a
+        // shutdown never meets a half-joined mesh.
+        for _ in 0..cfg.cores {
+            if ready_rx.recv().is_err() {
+                let reason = "stopped before serving".to_string();
+                return Err(broker.abort(BrokerError::Executor { core: 0, reason }));
+            }
+        }
         Ok(broker)
+    }
+
+    /// Stops what did start and returns `error`, or the first core's own
+    /// error when one failed.
+    fn abort(self, error: BrokerError) -> BrokerError {
+        self.shutdown();
+        match self.wait() {
+            Err(core_error) => core_error,
+            Ok(()) => error,
+        }
     }
 
     /// The address clients connect to (with the real port when 0 was asked).

@@ -33,6 +33,16 @@ const READS_PER_POLL: usize = 4;
 /// Reads discarded in one poll while draining.
 const DRAIN_READS_PER_POLL: usize = 16;
 
+/// What the connection does about input.
+enum Input {
+    /// Read from the socket.
+    Read,
+    /// Wait to be woken.
+    Wait,
+    /// Buffered frames were applied; flush before reading.
+    Applied,
+}
+
 /// The task's own state; dropping it frees the slot.
 struct Connection {
     shard: Rc<Shard>,
@@ -104,9 +114,10 @@ impl Connection {
                 Phase::Handshake | Phase::Open => {}
             }
             match self.input_gate(shard, st, cx) {
-                Flow::Continue => {}
-                Flow::Stall => return Poll::Pending,
-                Flow::Stop => continue,
+                Input::Read => {}
+                Input::Wait => return Poll::Pending,
+                // Flush what the retried frames queued, then look again.
+                Input::Applied => continue,
             }
             if reads == READS_PER_POLL {
                 // Budget spent (and flushed above): let the other tasks run.
@@ -131,18 +142,21 @@ impl Connection {
         }
     }
 
-    /// Whether the connection may take more input now: `Stall` when it must
-    /// wait (the reason's owner wakes it: staging room, a barrier, a flush,
-    /// shutdown), `Stop` when retrying a stalled frame ended the session.
-    fn input_gate(&mut self, shard: &Shard, st: &mut State, cx: &Context<'_>) -> Flow {
+    /// Whether the connection may take more input now. It must wait while
+    /// shutting down or stalled (the stall's owner wakes it: staging room, a
+    /// barrier, a flush); retrying a stalled frame may also queue output.
+    fn input_gate(&mut self, shard: &Shard, st: &mut State, cx: &Context<'_>) -> Input {
         if shard.shutting_down.get() {
-            return Flow::Stall;
+            return Input::Wait;
         }
-        if st.slots[self.key].stalled {
-            // The frame that stalled is still at the front of the buffer.
-            return self.apply_frames(shard, st, cx);
+        if !st.slots[self.key].stalled {
+            return Input::Read;
         }
-        Flow::Continue
+        // The frame that stalled is still at the front of the buffer.
+        match self.apply_frames(shard, st, cx) {
+            Flow::Stall => Input::Wait,
+            Flow::Continue | Flow::Stop => Input::Applied,
+        }
     }
 
     /// Applies every whole frame in the read buffer. Returns how it stopped:

@@ -38,11 +38,13 @@ pub(crate) struct CoreInit {
     pub listener: socket2::Socket,
     pub mesh: Option<MeshBuilder<Bytes, glommio::channels::channel_mesh::Full>>,
     pub signal: Arc<ShutdownSignal>,
+    /// Told once this core has joined the mesh and is serving.
+    pub ready: std::sync::mpsc::SyncSender<()>,
 }
 
 /// Runs one core until shutdown completes.
 pub(crate) async fn run(init: CoreInit) -> Result<(), String> {
-    let CoreInit { core, cfg, counters, listener, mesh, signal } = init;
+    let CoreInit { core, cfg, counters, listener, mesh, signal, ready } = init;
     let links = match mesh {
         Some(builder) => {
             let joined = future::or(async { Some(builder.join().await) }, async {
@@ -63,6 +65,8 @@ pub(crate) async fn run(init: CoreInit) -> Result<(), String> {
     let mesh_tasks = links.map(|(tx, rx)| MeshTasks::start(&shard, tx, rx));
     let sweeper = glommio::spawn_local(sweep(Rc::clone(&shard)));
     let acceptor = glommio::spawn_local(accept_loop(Rc::clone(&shard), listener));
+    let _ = ready.send(());
+    drop(ready);
     signal.wait(core).await;
     tracing::info!(core, "shutting down");
     acceptor.cancel().await;
@@ -263,8 +267,22 @@ async fn shutdown(shard: &Rc<Shard>, mesh: Option<MeshTasks>) {
             f.await;
         }
         mesh.senders.close();
-        for r in mesh.receivers {
-            r.await;
+        // Peers close their side once drained; a peer that died never does,
+        // so give up on it after the grace period.
+        let drained = async {
+            for r in mesh.receivers {
+                r.await;
+            }
+            true
+        };
+        let grace = crate::shard::ms_duration(shard.cfg.shutdown_grace_ms);
+        if !future::or(drained, async {
+            sleep(grace).await;
+            false
+        })
+        .await
+        {
+            tracing::warn!(core = shard.core, "a peer core did not close its channel");
         }
     }
     {
