@@ -1,6 +1,7 @@
-//! The corecast wire protocol, version 1: a sans-I/O codec.
+//! The corecast wire protocol, version 1: a sans-I/O codec, and the Rust
+//! clients built on it.
 //!
-//! This crate reads no sockets and no clocks. It turns bytes into frames and
+//! The codec reads no sockets and no clocks. It turns bytes into frames and
 //! frames into bytes, and it is the whole contract between a corecast broker
 //! and its clients. The normative description is `PROTOCOL.md` beside this
 //! crate; `vectors/v1.json` holds frames with their decoded meaning that every
@@ -12,10 +13,14 @@
 //! - [`error`]: decode errors and the numbered error codes carried by `ERR`.
 //! - [`topic`]: the rules a topic (and a reply-to) must follow.
 //! - [`opcode`]: the opcode and flag numbers.
+//! - [`client`]: clients that connect to a broker, the only part of the
+//!   crate that does I/O: [`client::blocking`] over `std::net`, and
+//!   `client::tokio` with the `tokio` feature.
 //!
 //! Decoding is incremental: "not enough bytes yet" is `Ok(None)`, never an
 //! error, so a caller appends what the socket gave it and tries again.
 
+pub mod client;
 pub mod error;
 pub mod frame;
 pub mod opcode;

@@ -1,0 +1,826 @@
+//! The blocking client, over `std::net::TcpStream`.
+//!
+//! Each client runs two background threads: a **reader** that decodes what
+//! the broker sends, answers its `PING`s, hands messages to subscriptions,
+//! wakes flushes, and reconnects when the connection is lost; and a
+//! **writer** that sends the send buffer, one write for everything queued.
+//! Calls block the calling thread only, for as long as their timeouts say.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use corecast_proto::client::{blocking::Client, Options};
+//!
+//! let client = Client::connect_with("127.0.0.1:7400", Options::new().name("example"))?;
+//! let orders = client.subscribe("orders.eu")?;
+//! client.publish("orders.eu", "order 1")?;
+//! client.flush()?;
+//! for msg in orders.iter().take(1) {
+//!     println!("{}: {:?}", msg.topic, msg.payload);
+//! }
+//! # Ok::<(), corecast_proto::client::ClientError>(())
+//! ```
+
+use std::{
+    io::{self, Read, Write},
+    net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs},
+    sync::{
+        mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError},
+        Arc, Condvar, Mutex, MutexGuard, PoisonError,
+    },
+    thread::{self, JoinHandle},
+    time::{Duration, Instant},
+};
+
+use super::{
+    decoder::{server_frame_limit, Decoder},
+    session::{self, Silence, Watch},
+    state::{self, FlushEnd, Link, State, SubCounters, WriterStep},
+    ClientError, DisconnectReason, Event, Message, Options, ServerInfo, Stats, SubscribeOptions,
+};
+use crate::Pub;
+
+/// How long [`Client::close`] waits for the writer to send what is buffered.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+/// A connection to a corecast broker. Cloning it is cheap and gives another
+/// handle on the same connection; the connection closes when the last
+/// handle is dropped (what is buffered is still sent) or on
+/// [`Client::close`].
+///
+/// The background threads end with the connection. Buffered publications
+/// are sent by them, so a program that is about to exit calls
+/// [`Client::close`] (or [`Client::flush`]) first.
+#[derive(Debug, Clone)]
+pub struct Client {
+    handle: Arc<Handle>,
+}
+
+/// Closes the connection when the last [`Client`] goes.
+#[derive(Debug)]
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.begin_close();
+    }
+}
+
+/// What the application's threads, the reader and the writer share.
+#[derive(Debug)]
+struct Shared {
+    addr: String,
+    options: Options,
+    state: Mutex<State>,
+    /// Wakes the writer: frames were queued, or the link changed.
+    to_writer: Condvar,
+    /// Wakes waiting callers: room in the send buffer, or the link changed.
+    to_callers: Condvar,
+    events: Mutex<Receiver<Event>>,
+    /// Subscribes one at a time, so that a refusal is tied to the right one.
+    subscribe_serial: Mutex<()>,
+}
+
+/// One open connection, handshake done.
+#[derive(Debug)]
+struct Conn {
+    stream: Arc<TcpStream>,
+    decoder: Decoder,
+    info: ServerInfo,
+}
+
+impl Client {
+    /// Connects to the broker at `addr` (`host:port`) with the default
+    /// [`Options`].
+    ///
+    /// # Errors
+    /// [`ClientError::Connect`] or [`ClientError::ConnectTimeout`] when the
+    /// broker cannot be reached, [`ClientError::Refused`] when it refuses the
+    /// handshake.
+    pub fn connect(addr: impl ToString) -> Result<Self, ClientError> {
+        Self::connect_with(addr, Options::default())
+    }
+
+    /// Connects to the broker at `addr` (`host:port`) with `options`.
+    ///
+    /// Returns once the broker has answered `HELLO` with `WELCOME`. Only
+    /// later losses of the connection are retried; this first connection is
+    /// not.
+    ///
+    /// # Errors
+    /// As [`Client::connect`], and [`ClientError::InvalidOption`] for a name
+    /// or token too long for the protocol.
+    pub fn connect_with(addr: impl ToString, options: Options) -> Result<Self, ClientError> {
+        options.check()?;
+        let addr = addr.to_string();
+        let conn = open(&addr, &options)?;
+        let (events_tx, events_rx) = mpsc::sync_channel(options.event_capacity);
+        let state = State::new(conn.info.clone(), options.send_buffer, Box::new(events_tx));
+        let shared = Arc::new(Shared {
+            addr,
+            options,
+            state: Mutex::new(state),
+            to_writer: Condvar::new(),
+            to_callers: Condvar::new(),
+            events: Mutex::new(events_rx),
+            subscribe_serial: Mutex::new(()),
+        });
+        let reader = Arc::clone(&shared);
+        thread::Builder::new()
+            .name("corecast-reader".into())
+            .spawn(move || run_reader(&reader, conn))?;
+        Ok(Self { handle: Arc::new(Handle { shared }) })
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.handle.shared
+    }
+
+    /// Publishes `payload` to `topic`.
+    ///
+    /// Returns once the frame is in the send buffer; the writer sends it at
+    /// once, together with whatever else is queued by then. Waits up to
+    /// [`Options::send_timeout`] while the buffer is full.
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidTopic`] for a topic that breaks the rules, is a
+    /// wildcard or starts with `$`; [`ClientError::PayloadTooLarge`];
+    /// [`ClientError::Timeout`] when the buffer stayed full;
+    /// [`ClientError::Closed`].
+    pub fn publish(&self, topic: &str, payload: impl AsRef<[u8]>) -> Result<(), ClientError> {
+        self.shared().publish(&Pub { topic, reply_to: "", payload: payload.as_ref() }, true)
+    }
+
+    /// Publishes `payload` to `topic`, asking for answers on `reply_to`.
+    ///
+    /// # Errors
+    /// As [`Client::publish`]; `reply_to` follows the same rules as `topic`.
+    pub fn publish_with_reply(
+        &self,
+        topic: &str,
+        reply_to: &str,
+        payload: impl AsRef<[u8]>,
+    ) -> Result<(), ClientError> {
+        self.shared().publish(&Pub { topic, reply_to, payload: payload.as_ref() }, true)
+    }
+
+    /// Publishes without waiting: fails with [`ClientError::SendBufferFull`]
+    /// when the send buffer has no room.
+    ///
+    /// # Errors
+    /// As [`Client::publish`], with [`ClientError::SendBufferFull`] instead
+    /// of waiting.
+    pub fn try_publish(&self, topic: &str, payload: impl AsRef<[u8]>) -> Result<(), ClientError> {
+        self.shared().publish(&Pub { topic, reply_to: "", payload: payload.as_ref() }, false)
+    }
+
+    /// Answers `request` by publishing `payload` to its reply-to.
+    ///
+    /// # Errors
+    /// [`ClientError::NoReplyTo`] when the request has none; otherwise as
+    /// [`Client::publish`].
+    pub fn respond(&self, request: &Message, payload: impl AsRef<[u8]>) -> Result<(), ClientError> {
+        let reply_to = request.reply_to.as_deref().ok_or(ClientError::NoReplyTo)?;
+        self.publish(reply_to, payload)
+    }
+
+    /// Subscribes to `topic` with the default [`SubscribeOptions`].
+    ///
+    /// Returns once the broker has registered the subscription on every
+    /// core: any message published after that reaches it.
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidTopic`]; [`ClientError::Server`] when the broker
+    /// refuses (a wildcard topic, too many subscriptions);
+    /// [`ClientError::Timeout`] after [`Options::flush_timeout`];
+    /// [`ClientError::Closed`].
+    pub fn subscribe(&self, topic: &str) -> Result<Subscription, ClientError> {
+        self.subscribe_with(topic, SubscribeOptions::default())
+    }
+
+    /// Subscribes to `topic` as `options` say (lossy, queue capacity).
+    ///
+    /// # Errors
+    /// As [`Client::subscribe`].
+    pub fn subscribe_with(
+        &self,
+        topic: &str,
+        options: SubscribeOptions,
+    ) -> Result<Subscription, ClientError> {
+        state::check_subscribe_topic(topic)?;
+        let shared = &self.handle.shared;
+        let _serial = shared.subscribe_serial.lock().unwrap_or_else(PoisonError::into_inner);
+        let capacity = options.capacity.unwrap_or(shared.options.subscription_capacity);
+        let sub = shared.add_subscription(topic, options.lossy, false, capacity)?;
+        shared.confirm(sub.sid)?;
+        Ok(sub)
+    }
+
+    /// Waits until the broker has applied everything this client sent
+    /// before: publications routed, subscriptions registered broker-wide.
+    /// Waits up to [`Options::flush_timeout`].
+    ///
+    /// # Errors
+    /// [`ClientError::Timeout`], [`ClientError::ConnectionLost`] when the
+    /// connection went down first, [`ClientError::Closed`].
+    pub fn flush(&self) -> Result<(), ClientError> {
+        self.flush_timeout(self.shared().options.flush_timeout)
+    }
+
+    /// [`Client::flush`] with its own timeout.
+    ///
+    /// # Errors
+    /// As [`Client::flush`].
+    pub fn flush_timeout(&self, timeout: Duration) -> Result<(), ClientError> {
+        match self.shared().ping(timeout)? {
+            FlushEnd::Pong(_) => Ok(()),
+            FlushEnd::Lost => Err(ClientError::ConnectionLost),
+            FlushEnd::Closed => Err(ClientError::Closed),
+        }
+    }
+
+    /// Sends `payload` to `topic` with a fresh inbox as reply-to and waits
+    /// up to `timeout` for the first answer.
+    ///
+    /// # Errors
+    /// [`ClientError::Timeout`] when nobody answered in time; otherwise as
+    /// [`Client::publish`].
+    pub fn request(
+        &self,
+        topic: &str,
+        payload: impl AsRef<[u8]>,
+        timeout: Duration,
+    ) -> Result<Message, ClientError> {
+        let shared = self.shared();
+        state::check_publish_target("topic", topic)?;
+        let inbox = shared.lock().next_inbox();
+        let replies = shared.add_subscription(&inbox, false, true, 1)?;
+        shared.publish(&Pub { topic, reply_to: &inbox, payload: payload.as_ref() }, true)?;
+        replies
+            .recv_timeout(timeout)?
+            .ok_or(ClientError::Timeout { after: timeout, waiting_for: "a reply" })
+    }
+
+    /// The next event, waiting up to `timeout`.
+    pub fn next_event(&self, timeout: Duration) -> Option<Event> {
+        self.shared()
+            .events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .recv_timeout(timeout)
+            .ok()
+    }
+
+    /// The next event if one is queued.
+    pub fn try_next_event(&self) -> Option<Event> {
+        self.shared().events.lock().unwrap_or_else(PoisonError::into_inner).try_recv().ok()
+    }
+
+    /// What the broker said in the latest `WELCOME`.
+    pub fn server_info(&self) -> ServerInfo {
+        self.shared().lock().info().clone()
+    }
+
+    /// Counts of what this client did.
+    pub fn stats(&self) -> Stats {
+        self.shared().lock().stats()
+    }
+
+    /// Whether the session is open right now (not reconnecting, not closed).
+    pub fn is_connected(&self) -> bool {
+        self.shared().lock().link() == Link::Up
+    }
+
+    /// Flushes, then closes the connection for every handle. Subscriptions
+    /// end; later calls fail with [`ClientError::Closed`].
+    ///
+    /// # Errors
+    /// The flush's error, if it failed (the client is closed all the same).
+    pub fn close(&self) -> Result<(), ClientError> {
+        let shared = self.shared();
+        let flushed = match self.flush() {
+            Err(ClientError::Closed) => Ok(()),
+            other => other,
+        };
+        shared.begin_close();
+        let deadline = Instant::now() + CLOSE_LINGER;
+        let mut st = shared.lock();
+        while st.link() != Link::Closed {
+            match shared.wait_until(st, deadline) {
+                Some(next) => st = next,
+                None => break,
+            }
+        }
+        flushed
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits for a change of state until `deadline`; `None` once it passed.
+    fn wait_until<'a>(
+        &self,
+        guard: MutexGuard<'a, State>,
+        deadline: Instant,
+    ) -> Option<MutexGuard<'a, State>> {
+        let left = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())?;
+        let mut guard = guard;
+        guard.caller_waits();
+        let (mut guard, _) =
+            self.to_callers.wait_timeout(guard, left).unwrap_or_else(PoisonError::into_inner);
+        guard.caller_done();
+        Some(guard)
+    }
+
+    /// Wakes the writer if it waits for what `st` just queued.
+    fn wake_writer(&self, mut st: MutexGuard<'_, State>) {
+        let wake = st.wake_writer();
+        drop(st);
+        if wake {
+            self.to_writer.notify_all();
+        }
+    }
+
+    fn wake_all(&self) {
+        self.to_writer.notify_all();
+        self.to_callers.notify_all();
+    }
+
+    fn publish(&self, p: &Pub<'_>, wait: bool) -> Result<(), ClientError> {
+        state::check_publish_target("topic", p.topic)?;
+        if !p.reply_to.is_empty() {
+            state::check_publish_target("reply-to", p.reply_to)?;
+        }
+        let timeout = self.options.send_timeout;
+        let deadline = Instant::now() + timeout;
+        let mut st = self.lock();
+        st.check_size(p.topic, p.reply_to, p.payload.len())?;
+        while !st.try_queue_pub(p)? {
+            if !wait {
+                return Err(ClientError::SendBufferFull);
+            }
+            st = self.wait_until(st, deadline).ok_or(ClientError::Timeout {
+                after: timeout,
+                waiting_for: "room in the send buffer",
+            })?;
+        }
+        self.wake_writer(st);
+        Ok(())
+    }
+
+    fn add_subscription(
+        self: &Arc<Self>,
+        topic: &str,
+        lossy: bool,
+        quiet: bool,
+        capacity: usize,
+    ) -> Result<Subscription, ClientError> {
+        let (tx, receiver) = mpsc::sync_channel(capacity);
+        let mut st = self.lock();
+        let (sid, counters) = st.add_sub(topic, lossy, quiet, Box::new(tx))?;
+        self.wake_writer(st);
+        Ok(Subscription {
+            sid,
+            topic: topic.to_owned(),
+            receiver,
+            counters,
+            shared: Arc::clone(self),
+        })
+    }
+
+    /// Flushes until the broker has answered for the `SUB` of `sid`,
+    /// across reconnections; forgets the subscription if it was refused.
+    fn confirm(&self, sid: u32) -> Result<(), ClientError> {
+        let deadline = Instant::now() + self.options.flush_timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.ping(left)? {
+                FlushEnd::Pong(Some(e)) if e.refuses_subscription() => {
+                    self.lock().forget_sub(sid);
+                    return Err(ClientError::Server(e));
+                }
+                FlushEnd::Pong(_) => return Ok(()),
+                FlushEnd::Lost => continue,
+                FlushEnd::Closed => return Err(ClientError::Closed),
+            }
+        }
+    }
+
+    /// Sends a `PING` (once the session is open) and waits for its `PONG`.
+    fn ping(&self, timeout: Duration) -> Result<FlushEnd, ClientError> {
+        let deadline = Instant::now() + timeout;
+        let (tx, rx) = mpsc::sync_channel::<FlushEnd>(1);
+        let mut st = self.lock();
+        loop {
+            match st.queue_ping(Box::new(SyncSender::clone(&tx))) {
+                Ok(_) => break,
+                Err(Link::Closing | Link::Closed) => return Ok(FlushEnd::Closed),
+                Err(_) => {
+                    st = self.wait_until(st, deadline).ok_or(ClientError::Timeout {
+                        after: timeout,
+                        waiting_for: "the connection to come back",
+                    })?;
+                }
+            }
+        }
+        self.wake_writer(st);
+        drop(tx);
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(end) => Ok(end),
+            Err(RecvTimeoutError::Timeout) => {
+                Err(ClientError::Timeout { after: timeout, waiting_for: "the broker's PONG" })
+            }
+            Err(RecvTimeoutError::Disconnected) => Ok(FlushEnd::Closed),
+        }
+    }
+
+    fn unsubscribe(&self, sid: u32) {
+        let mut st = self.lock();
+        if st.remove_sub(sid) {
+            self.wake_writer(st);
+        }
+    }
+
+    fn begin_close(&self) {
+        self.lock().begin_close();
+        self.wake_all();
+    }
+
+    fn give_up(&self, reason: String) {
+        self.lock().give_up(reason);
+        self.wake_all();
+    }
+
+    // ---- the writer thread ---------------------------------------------
+
+    /// Blocks until the writer of `session` has something to do.
+    fn next_batch(&self, session: u64, batch: &mut Vec<u8>) -> WriterStep {
+        let mut st = self.lock();
+        loop {
+            match st.writer_step(session, batch) {
+                WriterStep::Wait => {
+                    st = self.to_writer.wait(st).unwrap_or_else(PoisonError::into_inner);
+                }
+                step => {
+                    if step == WriterStep::Finish {
+                        st.finish_close();
+                    }
+                    let waiting = st.callers_waiting() || step != WriterStep::Write;
+                    drop(st);
+                    if waiting {
+                        self.to_callers.notify_all();
+                    }
+                    return step;
+                }
+            }
+        }
+    }
+
+    // ---- the reader thread -------------------------------------------------
+
+    fn read_frames(&self, decoder: &mut Decoder) -> state::ReadOutcome {
+        let outcome = self.lock().read_frames(decoder);
+        if outcome.wake_writer {
+            self.to_writer.notify_all();
+        }
+        if outcome.goaway.is_some() {
+            self.to_callers.notify_all();
+        }
+        outcome
+    }
+
+    fn probe(&self) {
+        let mut st = self.lock();
+        if matches!(st.link(), Link::Up | Link::Closing) {
+            st.queue_probe();
+            self.wake_writer(st);
+        }
+    }
+
+    fn connection_lost(&self, reason: DisconnectReason) {
+        self.lock().connection_lost(reason);
+        self.wake_all();
+    }
+
+    /// Sleeps for `delay` unless the client closes first; false if it did.
+    fn sleep_unless_closed(&self, delay: Duration) -> bool {
+        let deadline = Instant::now() + delay;
+        let mut st = self.lock();
+        while st.link() != Link::Closed {
+            match self.wait_until(st, deadline) {
+                Some(next) => st = next,
+                None => return true,
+            }
+        }
+        false
+    }
+
+    fn reconnected(&self, conn: Conn, attempts: u32) -> Option<Conn> {
+        if !self.lock().reconnected(conn.info.clone(), attempts) {
+            let _ = conn.stream.shutdown(Shutdown::Both);
+            return None;
+        }
+        self.wake_all();
+        Some(conn)
+    }
+}
+
+/// The reader thread: one session after the other until the client closes.
+fn run_reader(shared: &Arc<Shared>, mut conn: Conn) {
+    loop {
+        let session = shared.lock().session();
+        let writer = spawn_writer(shared, &conn.stream, session);
+        let reason = match writer {
+            Ok(_) => read_session(shared, &mut conn),
+            Err(ref e) => DisconnectReason::Io(format!("cannot start the writer thread: {e}")),
+        };
+        let _ = conn.stream.shutdown(Shutdown::Both);
+        shared.connection_lost(reason);
+        if let Ok(writer) = writer {
+            let _ = writer.join();
+        }
+        match reconnect(shared) {
+            Some(next) => conn = next,
+            None => return,
+        }
+    }
+}
+
+fn spawn_writer(
+    shared: &Arc<Shared>,
+    stream: &Arc<TcpStream>,
+    session: u64,
+) -> io::Result<JoinHandle<()>> {
+    let shared = Arc::clone(shared);
+    let stream = Arc::clone(stream);
+    thread::Builder::new()
+        .name("corecast-writer".into())
+        .spawn(move || write_loop(&shared, &stream, session))
+}
+
+/// The writer thread of one session.
+fn write_loop(shared: &Shared, stream: &TcpStream, session: u64) {
+    let keep = shared.options.send_buffer.max(64 << 10) * 2;
+    let mut batch = Vec::new();
+    loop {
+        match shared.next_batch(session, &mut batch) {
+            WriterStep::Write => {
+                if (&*stream).write_all(&batch).is_err() {
+                    let _ = stream.shutdown(Shutdown::Both);
+                    return;
+                }
+                batch.clear();
+                if batch.capacity() > keep {
+                    batch = Vec::new();
+                }
+            }
+            WriterStep::Finish => {
+                let _ = stream.shutdown(Shutdown::Both);
+                return;
+            }
+            WriterStep::Wait | WriterStep::Stop => return,
+        }
+    }
+}
+
+/// Reads one session until it ends; returns why it did.
+fn read_session(shared: &Shared, conn: &mut Conn) -> DisconnectReason {
+    let mut watch = Watch::new(conn.info.ping_interval_ms);
+    loop {
+        let timeout = watch.read_timeout(Instant::now());
+        if let Err(e) = conn.stream.set_read_timeout(Some(timeout)) {
+            return watch.on_error(&e);
+        }
+        match (&*conn.stream).read(conn.decoder.spare()) {
+            Ok(0) => return watch.on_eof(),
+            Ok(n) => {
+                conn.decoder.filled(n);
+                let outcome = shared.read_frames(&mut conn.decoder);
+                if let Some(reason) = watch.on_read(&outcome, Instant::now()) {
+                    return reason;
+                }
+            }
+            Err(e) if is_timeout(&e) => match watch.on_silence(Instant::now()) {
+                Silence::Wait => {}
+                Silence::Probe => shared.probe(),
+                Silence::End(reason) => return reason,
+            },
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return watch.on_error(&e),
+        }
+    }
+}
+
+/// Reconnects with backoff; `None` when the client closed or gave up.
+fn reconnect(shared: &Shared) -> Option<Conn> {
+    if shared.lock().link() == Link::Closed {
+        return None;
+    }
+    let Some(backoff) = shared.options.reconnect else {
+        shared.give_up("reconnection is disabled".into());
+        return None;
+    };
+    let mut attempt = 0;
+    loop {
+        if !backoff.allows(attempt) {
+            shared.give_up(format!("no connection after {attempt} attempts"));
+            return None;
+        }
+        if !shared.sleep_unless_closed(backoff.delay(attempt)) {
+            return None;
+        }
+        attempt += 1;
+        match open(&shared.addr, &shared.options) {
+            Ok(conn) => return shared.reconnected(conn, attempt),
+            Err(e) if session::is_permanent(&e) => {
+                shared.give_up(e.to_string());
+                return None;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}
+
+/// Connects and completes the handshake within the connect timeout.
+fn open(addr: &str, options: &Options) -> Result<Conn, ClientError> {
+    let deadline = Instant::now() + options.connect_timeout;
+    let stream = connect_tcp(addr, options.connect_timeout)?;
+    stream.set_nodelay(true)?;
+    let (decoder, info) = handshake(&stream, addr, options, deadline)?;
+    Ok(Conn { stream: Arc::new(stream), decoder, info })
+}
+
+fn connect_tcp(addr: &str, timeout: Duration) -> Result<TcpStream, ClientError> {
+    let failed = |source| ClientError::Connect { addr: addr.to_owned(), source };
+    let timed_out = || ClientError::ConnectTimeout { addr: addr.to_owned(), timeout };
+    let candidates: Vec<SocketAddr> = addr.to_socket_addrs().map_err(failed)?.collect();
+    let deadline = Instant::now() + timeout;
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "the address resolved to nothing");
+    for candidate in candidates {
+        let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())
+        else {
+            return Err(timed_out());
+        };
+        match TcpStream::connect_timeout(&candidate, left) {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = e,
+        }
+    }
+    match last.kind() {
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Err(timed_out()),
+        _ => Err(failed(last)),
+    }
+}
+
+/// Sends `HELLO` and reads the answer.
+fn handshake(
+    stream: &TcpStream,
+    addr: &str,
+    options: &Options,
+    deadline: Instant,
+) -> Result<(Decoder, ServerInfo), ClientError> {
+    let timed_out =
+        || ClientError::ConnectTimeout { addr: addr.to_owned(), timeout: options.connect_timeout };
+    let left = || deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero());
+    stream.set_write_timeout(Some(left().ok_or_else(timed_out)?))?;
+    // A broker that is full answers before reading HELLO, so a failed write
+    // is reported only if no answer can be read either.
+    let wrote = (&*stream).write_all(&session::hello(options));
+    stream.set_write_timeout(None)?;
+    let mut decoder = Decoder::new();
+    loop {
+        if let Some(frame) = decoder.next_frame()? {
+            let info = session::welcome(frame)?;
+            decoder.set_limit(server_frame_limit(info.max_frame));
+            return Ok((decoder, info));
+        }
+        stream.set_read_timeout(Some(left().ok_or_else(timed_out)?))?;
+        match (&*stream).read(decoder.spare()) {
+            Ok(0) => {
+                return Err(match wrote {
+                    Err(source) => ClientError::Connect { addr: addr.to_owned(), source },
+                    Ok(()) => session::closed_during_handshake(addr),
+                })
+            }
+            Ok(n) => decoder.filled(n),
+            Err(e) if is_timeout(&e) => return Err(timed_out()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(source) => return Err(ClientError::Connect { addr: addr.to_owned(), source }),
+        }
+    }
+}
+
+/// A subscription: a bounded queue of the messages published to its topic.
+///
+/// Dropping it unsubscribes. When the application does not take messages
+/// as fast as they come, the queue fills up to its capacity
+/// ([`Options::subscription_capacity`] or [`SubscribeOptions::capacity`])
+/// and further messages are dropped and counted ([`Subscription::dropped`],
+/// [`Event::Dropped`]); the connection itself is never held up.
+#[derive(Debug)]
+pub struct Subscription {
+    sid: u32,
+    topic: String,
+    receiver: Receiver<Message>,
+    counters: Arc<SubCounters>,
+    shared: Arc<Shared>,
+}
+
+impl Subscription {
+    /// The topic subscribed to.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The subscription id on the wire.
+    pub fn sid(&self) -> u32 {
+        self.sid
+    }
+
+    /// Messages lost so far: dropped by this client because the queue was
+    /// full, or by the broker on a lossy subscription.
+    pub fn dropped(&self) -> u64 {
+        self.counters.dropped()
+    }
+
+    /// The next message, waiting as long as it takes.
+    ///
+    /// # Errors
+    /// [`ClientError::Closed`] once the client is closed and the queue is
+    /// empty.
+    pub fn recv(&self) -> Result<Message, ClientError> {
+        self.receiver.recv().map_err(|_| ClientError::Closed)
+    }
+
+    /// The next message, waiting up to `timeout`; `Ok(None)` if none came.
+    ///
+    /// # Errors
+    /// [`ClientError::Closed`] once the client is closed and the queue is
+    /// empty.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<Message>, ClientError> {
+        match self.receiver.recv_timeout(timeout) {
+            Ok(msg) => Ok(Some(msg)),
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            Err(RecvTimeoutError::Disconnected) => Err(ClientError::Closed),
+        }
+    }
+
+    /// The next message if one is queued.
+    ///
+    /// # Errors
+    /// [`ClientError::Closed`] once the client is closed and the queue is
+    /// empty.
+    pub fn try_recv(&self) -> Result<Option<Message>, ClientError> {
+        match self.receiver.try_recv() {
+            Ok(msg) => Ok(Some(msg)),
+            Err(TryRecvError::Empty) => Ok(None),
+            Err(TryRecvError::Disconnected) => Err(ClientError::Closed),
+        }
+    }
+
+    /// Messages as they come, until the client closes.
+    pub fn iter(&self) -> Iter<'_> {
+        Iter { sub: self }
+    }
+
+    /// Unsubscribes now; the same as dropping the subscription.
+    pub fn unsubscribe(self) {}
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.shared.unsubscribe(self.sid);
+    }
+}
+
+impl<'a> IntoIterator for &'a Subscription {
+    type Item = Message;
+    type IntoIter = Iter<'a>;
+
+    fn into_iter(self) -> Iter<'a> {
+        self.iter()
+    }
+}
+
+/// The messages of a [`Subscription`], blocking for each, until the client
+/// closes.
+#[derive(Debug)]
+pub struct Iter<'a> {
+    sub: &'a Subscription,
+}
+
+impl Iterator for Iter<'_> {
+    type Item = Message;
+
+    fn next(&mut self) -> Option<Message> {
+        self.sub.recv().ok()
+    }
+}

@@ -1,0 +1,409 @@
+//! Clients for the corecast broker: a blocking one over `std::net`, and an
+//! async one on tokio (feature `tokio`).
+//!
+//! Both speak the protocol of this crate through the same connection core:
+//!
+//! - [`blocking::Client`]: a background reader thread and a background
+//!   writer thread; every call blocks the calling thread only. For simple
+//!   programs, tools and tests.
+//! - `tokio::Client` (feature `tokio`): a reader task and a writer task;
+//!   subscriptions are `futures_core::Stream`s. It depends on tokio alone
+//!   (no glommio, nothing of the broker).
+//!
+//! # What a client does for you
+//!
+//! - **Handshake**: `HELLO` with a name and an auth token, `WELCOME` within
+//!   [`Options::connect_timeout`]; a refusal (auth failed, server full) is
+//!   [`ClientError::Refused`] with the broker's text.
+//! - **Checks before sending**: topics and reply-tos follow the rules of
+//!   [`crate::topic`] (publishing to a wildcard or a `$` topic is refused
+//!   locally), and a payload must fit the broker's `max_frame`.
+//! - **Batched writes**: publications go into a send buffer that a
+//!   background writer empties with one write for everything queued, so a
+//!   burst of small publications becomes few system calls, and a lone one is
+//!   sent at once. `publish` returns once the frame is in the buffer; `flush`
+//!   returns once the broker has applied everything sent before it.
+//! - **Bounded memory**: the send buffer holds [`Options::send_buffer`]
+//!   bytes (plus one frame); a publisher that outruns the socket waits up to
+//!   [`Options::send_timeout`] and then gets [`ClientError::Timeout`], or gets
+//!   [`ClientError::SendBufferFull`] at once from `try_publish`. Each
+//!   subscription has a queue of [`Options::subscription_capacity`] messages;
+//!   when the application does not drain it, new messages are **dropped and
+//!   counted** ([`Event::Dropped`] with [`DropSite::Client`], and the
+//!   subscription's `dropped()` count). Events have a bounded queue too;
+//!   events that do not fit are counted in [`Stats::events_discarded`].
+//! - **Heartbeats**: server `PING`s are answered at once; a broker silent for
+//!   two ping intervals is considered gone.
+//! - **Reconnection**: after `GOAWAY` (read to the end first, since messages
+//!   may still follow it), a fatal `ERR` or a lost connection, the client
+//!   reconnects with capped exponential backoff and jitter ([`Backoff`]),
+//!   subscribes again under the same sids, and then sends the publications
+//!   that were still in its send buffer. Delivery stays at most once:
+//!   messages published while no subscription existed are not replayed.
+//! - **Request/reply**: `request` subscribes a fresh inbox topic
+//!   `_INBOX.<random>.<n>`, publishes with that reply-to, and waits for the
+//!   first answer. Version 1 has no wildcard subscriptions, so each request
+//!   has its own inbox subscription; it costs no extra round trip, since a
+//!   connection's frames take effect in order (PROTOCOL.md §6.3).
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use corecast_proto::client::blocking::Client;
+//!
+//! let client = Client::connect("127.0.0.1:7400")?;
+//! let sub = client.subscribe("chat.lobby")?;
+//! client.publish("chat.lobby", "hello")?;
+//! let msg = sub.recv_timeout(Duration::from_secs(1))?.expect("a message");
+//! assert_eq!(&msg.payload[..], b"hello");
+//! # Ok::<(), corecast_proto::client::ClientError>(())
+//! ```
+
+mod backoff;
+pub mod blocking;
+mod decoder;
+mod error;
+mod session;
+mod state;
+#[cfg(feature = "tokio")]
+pub mod tokio;
+
+use std::time::Duration;
+
+pub use backoff::Backoff;
+pub use bytes::Bytes;
+pub use error::{ClientError, ServerError, TopicProblem};
+
+/// How a client connects and how much it may buffer.
+///
+/// ```
+/// use std::time::Duration;
+/// use corecast_proto::client::{Backoff, Options};
+///
+/// let options = Options::new()
+///     .name("billing")
+///     .auth_token("s3cret")
+///     .connect_timeout(Duration::from_secs(2))
+///     .reconnect(Backoff { max: Duration::from_secs(1), ..Backoff::default() });
+/// # let _ = options;
+/// ```
+#[derive(Clone)]
+pub struct Options {
+    pub(crate) name: String,
+    pub(crate) auth_token: Vec<u8>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) flush_timeout: Duration,
+    pub(crate) send_timeout: Duration,
+    pub(crate) send_buffer: usize,
+    pub(crate) subscription_capacity: usize,
+    pub(crate) event_capacity: usize,
+    pub(crate) reconnect: Option<Backoff>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("name", &self.name)
+            .field("auth_token", &format_args!("<{} bytes>", self.auth_token.len()))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("flush_timeout", &self.flush_timeout)
+            .field("send_timeout", &self.send_timeout)
+            .field("send_buffer", &self.send_buffer)
+            .field("subscription_capacity", &self.subscription_capacity)
+            .field("event_capacity", &self.event_capacity)
+            .field("reconnect", &self.reconnect)
+            .finish()
+    }
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            name: "corecast-rs".into(),
+            auth_token: Vec::new(),
+            connect_timeout: Duration::from_secs(5),
+            flush_timeout: Duration::from_secs(10),
+            send_timeout: Duration::from_secs(10),
+            send_buffer: 64 << 10,
+            subscription_capacity: 1024,
+            event_capacity: 256,
+            reconnect: Some(Backoff::default()),
+        }
+    }
+}
+
+impl Options {
+    /// The defaults: name `corecast-rs`, no token, 5 s to connect, 10 s for a
+    /// flush and for room in the send buffer, a 64 KiB send buffer, 1024
+    /// messages per subscription, 256 events, reconnection with
+    /// [`Backoff::default`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The client name sent in `HELLO`, for the broker's logs (at most 64
+    /// bytes).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The auth token sent in `HELLO` (at most 65535 bytes); brokers without
+    /// authentication ignore it.
+    pub fn auth_token(mut self, token: impl AsRef<[u8]>) -> Self {
+        self.auth_token = token.as_ref().to_vec();
+        self
+    }
+
+    /// How long connecting and the handshake may take, for the first
+    /// connection and for each reconnection attempt.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long `flush` (and `subscribe`, which flushes) waits for the
+    /// broker's answer.
+    pub fn flush_timeout(mut self, timeout: Duration) -> Self {
+        self.flush_timeout = timeout;
+        self
+    }
+
+    /// How long `publish` waits for room in a full send buffer before it
+    /// fails with [`ClientError::Timeout`].
+    pub fn send_timeout(mut self, timeout: Duration) -> Self {
+        self.send_timeout = timeout;
+        self
+    }
+
+    /// Bytes of frames the send buffer holds before publishers wait (a
+    /// single larger frame is still taken when the buffer is empty).
+    pub fn send_buffer(mut self, bytes: usize) -> Self {
+        self.send_buffer = bytes.max(1);
+        self
+    }
+
+    /// Messages each subscription queues for the application; when the queue
+    /// is full, new messages are dropped and counted.
+    pub fn subscription_capacity(mut self, messages: usize) -> Self {
+        self.subscription_capacity = messages.max(1);
+        self
+    }
+
+    /// Events queued for the application; more are discarded and counted.
+    pub fn event_capacity(mut self, events: usize) -> Self {
+        self.event_capacity = events.max(1);
+        self
+    }
+
+    /// Reconnect after a lost connection, waiting as `backoff` says.
+    pub fn reconnect(mut self, backoff: Backoff) -> Self {
+        self.reconnect = Some(backoff);
+        self
+    }
+
+    /// Do not reconnect: a lost connection closes the client.
+    pub fn no_reconnect(mut self) -> Self {
+        self.reconnect = None;
+        self
+    }
+
+    /// Checks the limits the protocol puts on the name and the token.
+    pub(crate) fn check(&self) -> Result<(), ClientError> {
+        if self.name.len() > crate::MAX_CLIENT_NAME {
+            return Err(ClientError::InvalidOption(format!(
+                "the client name is {} bytes, more than the {} allowed",
+                self.name.len(),
+                crate::MAX_CLIENT_NAME
+            )));
+        }
+        if self.auth_token.len() > usize::from(u16::MAX) {
+            return Err(ClientError::InvalidOption(format!(
+                "the auth token is {} bytes, more than the 65535 allowed",
+                self.auth_token.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// How a subscription is made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubscribeOptions {
+    /// Ask the broker to drop and count this subscription's messages when the
+    /// connection cannot keep up (reported as [`Event::Dropped`] with
+    /// [`DropSite::Broker`]), instead of closing the connection as a slow
+    /// consumer.
+    pub lossy: bool,
+    /// Messages queued for the application; `None` =
+    /// [`Options::subscription_capacity`].
+    pub capacity: Option<usize>,
+}
+
+/// A message received on a subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The topic it was published to.
+    pub topic: String,
+    /// Where the publisher wants answers, if anywhere.
+    pub reply_to: Option<String>,
+    /// The payload, unchanged.
+    pub payload: Bytes,
+}
+
+/// What the broker said about itself in `WELCOME`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerInfo {
+    /// The broker's name.
+    pub server_name: String,
+    /// The protocol version of the session.
+    pub version: u16,
+    /// The largest frame the client may send, length prefix excluded.
+    pub max_frame: u32,
+    /// Silence after which the broker pings the client, in milliseconds.
+    pub ping_interval_ms: u32,
+    /// The broker core that owns the connection.
+    pub core_id: u16,
+    /// The connection's id, unique within the broker's lifetime.
+    pub connection_id: u64,
+}
+
+/// Where messages of a subscription were lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropSite {
+    /// The broker dropped them on a lossy subscription (`DROPPED`).
+    Broker,
+    /// The client dropped them because the subscription's queue was full.
+    Client,
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// The broker announced its shutdown with `GOAWAY`.
+    GoAway,
+    /// The broker closed the session with a fatal `ERR`.
+    Server(ServerError),
+    /// The broker closed the connection without a word.
+    Closed,
+    /// The broker stayed silent for two ping intervals.
+    Silent,
+    /// The broker sent something that is not a valid frame.
+    Protocol(String),
+    /// Reading or writing failed.
+    Io(String),
+}
+
+impl std::fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::GoAway => f.write_str("the broker is shutting down (GOAWAY)"),
+            Self::Server(e) => write!(f, "the broker closed the session: {e}"),
+            Self::Closed => f.write_str("the broker closed the connection"),
+            Self::Silent => f.write_str("the broker stopped answering"),
+            Self::Protocol(e) => write!(f, "protocol error: {e}"),
+            Self::Io(e) => write!(f, "I/O error: {e}"),
+        }
+    }
+}
+
+/// Something the application may want to know about, from
+/// `next_event`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// Messages of a subscription were lost.
+    Dropped {
+        /// The subscription's topic.
+        topic: String,
+        /// The subscription's sid.
+        sid: u32,
+        /// Messages lost since the previous such event for this subscription
+        /// and site.
+        count: u64,
+        /// Who dropped them.
+        site: DropSite,
+    },
+    /// The broker refused a frame with a non-fatal `ERR`; the session goes
+    /// on.
+    ServerError(ServerError),
+    /// The broker is shutting down; the client reads what is still on its
+    /// way, then reconnects.
+    GoAway {
+        /// How long the broker keeps flushing before it closes, in ms.
+        grace_ms: u32,
+    },
+    /// The connection ended; the client reconnects if allowed.
+    Disconnected(DisconnectReason),
+    /// A new connection is up and the subscriptions are restored.
+    Reconnected {
+        /// Attempts it took.
+        attempts: u32,
+        /// The new session's `WELCOME`.
+        info: ServerInfo,
+    },
+    /// The client gave up reconnecting and closed.
+    Closed {
+        /// Why it gave up.
+        reason: String,
+    },
+}
+
+/// Counts of what a client did, since it was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// `PUB` frames queued for sending.
+    pub published: u64,
+    /// Batches handed to the socket, each in one write (a write that fails
+    /// with its connection counts too).
+    pub writes: u64,
+    /// Bytes in those batches.
+    pub bytes_written: u64,
+    /// Messages handed to subscriptions.
+    pub received: u64,
+    /// Messages dropped because a subscription's queue was full.
+    pub dropped_by_client: u64,
+    /// Messages the broker reported dropped on lossy subscriptions.
+    pub dropped_by_broker: u64,
+    /// Successful reconnections.
+    pub reconnects: u64,
+    /// Events that did not fit the event queue.
+    pub events_discarded: u64,
+    /// Bytes waiting in the send buffer right now.
+    pub buffered_bytes: u64,
+}
+
+/// Checks `topic` as `publish` does before sending: a literal topic that
+/// follows the rules of [`crate::topic`] and does not start with `$`.
+///
+/// # Errors
+/// [`ClientError::InvalidTopic`], saying which rule is broken.
+pub fn validate_publish_topic(topic: &str) -> Result<(), ClientError> {
+    state::check_publish_target("topic", topic)
+}
+
+/// Checks a reply-to as `publish_with_reply` does: the same rules as
+/// [`validate_publish_topic`].
+///
+/// # Errors
+/// [`ClientError::InvalidTopic`], saying which rule is broken.
+pub fn validate_reply_to(reply_to: &str) -> Result<(), ClientError> {
+    state::check_publish_target("reply-to", reply_to)
+}
+
+/// Checks `topic` as `subscribe` does before sending: the rules of
+/// [`crate::topic`] (whether the broker supports wildcards is its own
+/// answer).
+///
+/// # Errors
+/// [`ClientError::InvalidTopic`], saying which rule is broken.
+pub fn validate_subscribe_topic(topic: &str) -> Result<(), ClientError> {
+    state::check_subscribe_topic(topic)
+}
+
+/// The inbox topic prefix of one client: `_INBOX.<16 random hex digits>`.
+pub(crate) fn new_inbox_prefix() -> String {
+    format!("_INBOX.{:016x}", fastrand::u64(..))
+}

@@ -1,0 +1,770 @@
+//! The async client, on tokio (feature `tokio`).
+//!
+//! Each client runs a **driver** task that reads what the broker sends,
+//! answers its `PING`s, hands messages to subscriptions, wakes flushes and
+//! reconnects when the connection is lost, and a **writer** task per
+//! connection that sends the send buffer, one `write_all` for everything
+//! queued. Subscriptions are [`Stream`]s. It needs a tokio runtime with
+//! the `net`, `time`, `sync` and `rt` features, current-thread or
+//! multi-thread.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use corecast_proto::client::tokio::Client;
+//!
+//! # async fn run() -> Result<(), corecast_proto::client::ClientError> {
+//! let client = Client::connect("127.0.0.1:7400").await?;
+//! let mut orders = client.subscribe("orders.eu").await?;
+//! client.publish("orders.eu", "order 1").await?;
+//! if let Some(msg) = orders.recv().await {
+//!     println!("{}: {:?}", msg.topic, msg.payload);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+use std::{
+    io,
+    pin::{pin, Pin},
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use ::tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{
+        tcp::{OwnedReadHalf, OwnedWriteHalf},
+        TcpStream,
+    },
+    sync::{mpsc, oneshot, Notify},
+    time::{timeout, timeout_at, Instant},
+};
+use futures_core::Stream;
+
+use super::{
+    decoder::{server_frame_limit, Decoder},
+    session::{self, Silence, Watch},
+    state::{self, FlushEnd, Link, State, SubCounters, WriterStep},
+    ClientError, DisconnectReason, Event, Message, Options, ServerInfo, Stats, SubscribeOptions,
+};
+use crate::Pub;
+
+/// How long [`Client::close`] waits for the writer to send what is buffered.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+/// A connection to a corecast broker. Cloning it is cheap and gives another
+/// handle on the same connection; the connection closes when the last
+/// handle is dropped (what is buffered is still sent) or on
+/// [`Client::close`].
+///
+/// The background tasks end with the connection. Buffered publications
+/// are sent by them while the runtime runs, so a program that is about to
+/// exit awaits [`Client::close`] (or [`Client::flush`]) first.
+#[derive(Debug, Clone)]
+pub struct Client {
+    handle: Arc<Handle>,
+}
+
+/// Closes the connection when the last [`Client`] goes.
+#[derive(Debug)]
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.begin_close();
+    }
+}
+
+/// What the application's tasks, the driver and the writer share.
+#[derive(Debug)]
+struct Shared {
+    addr: String,
+    options: Options,
+    state: Mutex<State>,
+    /// Wakes the writer (one at a time; a wake-up is never lost).
+    to_writer: Notify,
+    /// Wakes waiting callers: room in the send buffer, or the link changed.
+    to_callers: Notify,
+    events: ::tokio::sync::Mutex<mpsc::Receiver<Event>>,
+    /// Subscribes one at a time, so that a refusal is tied to the right one.
+    subscribe_serial: ::tokio::sync::Mutex<()>,
+}
+
+/// One open connection, handshake done.
+#[derive(Debug)]
+struct Conn {
+    stream: TcpStream,
+    decoder: Decoder,
+    info: ServerInfo,
+}
+
+impl Client {
+    /// Connects to the broker at `addr` (`host:port`) with the default
+    /// [`Options`].
+    ///
+    /// # Errors
+    /// [`ClientError::Connect`] or [`ClientError::ConnectTimeout`] when the
+    /// broker cannot be reached, [`ClientError::Refused`] when it refuses the
+    /// handshake.
+    pub async fn connect(addr: impl ToString) -> Result<Self, ClientError> {
+        Self::connect_with(addr, Options::default()).await
+    }
+
+    /// Connects to the broker at `addr` (`host:port`) with `options`.
+    ///
+    /// Returns once the broker has answered `HELLO` with `WELCOME`. Only
+    /// later losses of the connection are retried; this first connection is
+    /// not.
+    ///
+    /// # Errors
+    /// As [`Client::connect`], and [`ClientError::InvalidOption`] for a name
+    /// or token too long for the protocol.
+    pub async fn connect_with(addr: impl ToString, options: Options) -> Result<Self, ClientError> {
+        options.check()?;
+        let addr = addr.to_string();
+        let conn = open(&addr, &options).await?;
+        let (events_tx, events_rx) = mpsc::channel(options.event_capacity);
+        let state = State::new(conn.info.clone(), options.send_buffer, Box::new(events_tx));
+        let shared = Arc::new(Shared {
+            addr,
+            options,
+            state: Mutex::new(state),
+            to_writer: Notify::new(),
+            to_callers: Notify::new(),
+            events: ::tokio::sync::Mutex::new(events_rx),
+            subscribe_serial: ::tokio::sync::Mutex::new(()),
+        });
+        ::tokio::spawn(drive(Arc::clone(&shared), conn));
+        Ok(Self { handle: Arc::new(Handle { shared }) })
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.handle.shared
+    }
+
+    /// Publishes `payload` to `topic`.
+    ///
+    /// Completes once the frame is in the send buffer; the writer sends it
+    /// at once, together with whatever else is queued by then. Waits up to
+    /// [`Options::send_timeout`] while the buffer is full.
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidTopic`] for a topic that breaks the rules, is a
+    /// wildcard or starts with `$`; [`ClientError::PayloadTooLarge`];
+    /// [`ClientError::Timeout`] when the buffer stayed full;
+    /// [`ClientError::Closed`].
+    pub async fn publish(&self, topic: &str, payload: impl AsRef<[u8]>) -> Result<(), ClientError> {
+        self.shared().publish(&Pub { topic, reply_to: "", payload: payload.as_ref() }).await
+    }
+
+    /// Publishes `payload` to `topic`, asking for answers on `reply_to`.
+    ///
+    /// # Errors
+    /// As [`Client::publish`]; `reply_to` follows the same rules as `topic`.
+    pub async fn publish_with_reply(
+        &self,
+        topic: &str,
+        reply_to: &str,
+        payload: impl AsRef<[u8]>,
+    ) -> Result<(), ClientError> {
+        self.shared().publish(&Pub { topic, reply_to, payload: payload.as_ref() }).await
+    }
+
+    /// Publishes without waiting: fails with [`ClientError::SendBufferFull`]
+    /// when the send buffer has no room.
+    ///
+    /// # Errors
+    /// As [`Client::publish`], with [`ClientError::SendBufferFull`] instead
+    /// of waiting.
+    pub fn try_publish(&self, topic: &str, payload: impl AsRef<[u8]>) -> Result<(), ClientError> {
+        self.shared().try_publish(&Pub { topic, reply_to: "", payload: payload.as_ref() })
+    }
+
+    /// Answers `request` by publishing `payload` to its reply-to.
+    ///
+    /// # Errors
+    /// [`ClientError::NoReplyTo`] when the request has none; otherwise as
+    /// [`Client::publish`].
+    pub async fn respond(
+        &self,
+        request: &Message,
+        payload: impl AsRef<[u8]>,
+    ) -> Result<(), ClientError> {
+        let reply_to = request.reply_to.as_deref().ok_or(ClientError::NoReplyTo)?;
+        self.publish(reply_to, payload).await
+    }
+
+    /// Subscribes to `topic` with the default [`SubscribeOptions`].
+    ///
+    /// Completes once the broker has registered the subscription on every
+    /// core: any message published after that reaches it.
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidTopic`]; [`ClientError::Server`] when the broker
+    /// refuses (a wildcard topic, too many subscriptions);
+    /// [`ClientError::Timeout`] after [`Options::flush_timeout`];
+    /// [`ClientError::Closed`].
+    pub async fn subscribe(&self, topic: &str) -> Result<Subscription, ClientError> {
+        self.subscribe_with(topic, SubscribeOptions::default()).await
+    }
+
+    /// Subscribes to `topic` as `options` say (lossy, queue capacity).
+    ///
+    /// # Errors
+    /// As [`Client::subscribe`].
+    pub async fn subscribe_with(
+        &self,
+        topic: &str,
+        options: SubscribeOptions,
+    ) -> Result<Subscription, ClientError> {
+        state::check_subscribe_topic(topic)?;
+        let shared = self.shared();
+        let _serial = shared.subscribe_serial.lock().await;
+        let capacity = options.capacity.unwrap_or(shared.options.subscription_capacity);
+        let sub = shared.add_subscription(topic, options.lossy, false, capacity)?;
+        shared.confirm(sub.sid).await?;
+        Ok(sub)
+    }
+
+    /// Waits until the broker has applied everything this client sent
+    /// before: publications routed, subscriptions registered broker-wide.
+    /// Waits up to [`Options::flush_timeout`].
+    ///
+    /// # Errors
+    /// [`ClientError::Timeout`], [`ClientError::ConnectionLost`] when the
+    /// connection went down first, [`ClientError::Closed`].
+    pub async fn flush(&self) -> Result<(), ClientError> {
+        self.flush_timeout(self.shared().options.flush_timeout).await
+    }
+
+    /// [`Client::flush`] with its own timeout.
+    ///
+    /// # Errors
+    /// As [`Client::flush`].
+    pub async fn flush_timeout(&self, timeout: Duration) -> Result<(), ClientError> {
+        match self.shared().ping(timeout).await? {
+            FlushEnd::Pong(_) => Ok(()),
+            FlushEnd::Lost => Err(ClientError::ConnectionLost),
+            FlushEnd::Closed => Err(ClientError::Closed),
+        }
+    }
+
+    /// Sends `payload` to `topic` with a fresh inbox as reply-to and waits
+    /// up to `timeout` for the first answer.
+    ///
+    /// # Errors
+    /// [`ClientError::Timeout`] when nobody answered in time; otherwise as
+    /// [`Client::publish`].
+    pub async fn request(
+        &self,
+        topic: &str,
+        payload: impl AsRef<[u8]>,
+        timeout: Duration,
+    ) -> Result<Message, ClientError> {
+        let shared = self.shared();
+        state::check_publish_target("topic", topic)?;
+        let inbox = shared.lock().next_inbox();
+        let mut replies = shared.add_subscription(&inbox, false, true, 1)?;
+        shared.publish(&Pub { topic, reply_to: &inbox, payload: payload.as_ref() }).await?;
+        match ::tokio::time::timeout(timeout, replies.recv()).await {
+            Ok(Some(reply)) => Ok(reply),
+            Ok(None) => Err(ClientError::Closed),
+            Err(_) => Err(ClientError::Timeout { after: timeout, waiting_for: "a reply" }),
+        }
+    }
+
+    /// The next event; `None` once the client is closed and every event was
+    /// taken.
+    pub async fn next_event(&self) -> Option<Event> {
+        self.shared().events.lock().await.recv().await
+    }
+
+    /// The next event if one is queued.
+    pub fn try_next_event(&self) -> Option<Event> {
+        self.shared().events.try_lock().ok()?.try_recv().ok()
+    }
+
+    /// What the broker said in the latest `WELCOME`.
+    pub fn server_info(&self) -> ServerInfo {
+        self.shared().lock().info().clone()
+    }
+
+    /// Counts of what this client did.
+    pub fn stats(&self) -> Stats {
+        self.shared().lock().stats()
+    }
+
+    /// Whether the session is open right now (not reconnecting, not closed).
+    pub fn is_connected(&self) -> bool {
+        self.shared().lock().link() == Link::Up
+    }
+
+    /// Flushes, then closes the connection for every handle. Subscriptions
+    /// end; later calls fail with [`ClientError::Closed`].
+    ///
+    /// # Errors
+    /// The flush's error, if it failed (the client is closed all the same).
+    pub async fn close(&self) -> Result<(), ClientError> {
+        let shared = self.shared();
+        let flushed = match self.flush().await {
+            Err(ClientError::Closed) => Ok(()),
+            other => other,
+        };
+        shared.begin_close();
+        let deadline = Instant::now() + CLOSE_LINGER;
+        let _ =
+            shared.wait_until(deadline, |st| Ok((st.link() == Link::Closed).then_some(()))).await;
+        flushed
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `check` on the state until it gives a value, waking at every
+    /// change; `Ok(None)` once `deadline` passed.
+    async fn wait_until<T>(
+        &self,
+        deadline: Instant,
+        mut check: impl FnMut(&mut State) -> Result<Option<T>, ClientError>,
+    ) -> Result<Option<T>, ClientError> {
+        loop {
+            let mut notified = pin!(self.to_callers.notified());
+            notified.as_mut().enable();
+            let ready = {
+                let mut st = self.lock();
+                check(&mut st)?
+            };
+            if ready.is_some() {
+                return Ok(ready);
+            }
+            if timeout_at(deadline, notified).await.is_err() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Wakes the writer if it waits for what `st` just queued.
+    fn wake_writer(&self, mut st: MutexGuard<'_, State>) {
+        let wake = st.wake_writer();
+        drop(st);
+        if wake {
+            self.to_writer.notify_one();
+        }
+    }
+
+    fn wake_all(&self) {
+        self.to_writer.notify_one();
+        self.to_callers.notify_waiters();
+    }
+
+    fn check_publication(&self, p: &Pub<'_>) -> Result<(), ClientError> {
+        state::check_publish_target("topic", p.topic)?;
+        if !p.reply_to.is_empty() {
+            state::check_publish_target("reply-to", p.reply_to)?;
+        }
+        self.lock().check_size(p.topic, p.reply_to, p.payload.len())
+    }
+
+    async fn publish(&self, p: &Pub<'_>) -> Result<(), ClientError> {
+        self.check_publication(p)?;
+        let timeout = self.options.send_timeout;
+        let queued = self
+            .wait_until(Instant::now() + timeout, |st| {
+                Ok(st.try_queue_pub(p)?.then(|| st.wake_writer()))
+            })
+            .await?;
+        match queued {
+            None => {
+                Err(ClientError::Timeout { after: timeout, waiting_for: "room in the send buffer" })
+            }
+            Some(wake) => {
+                if wake {
+                    self.to_writer.notify_one();
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn try_publish(&self, p: &Pub<'_>) -> Result<(), ClientError> {
+        self.check_publication(p)?;
+        let mut st = self.lock();
+        if !st.try_queue_pub(p)? {
+            return Err(ClientError::SendBufferFull);
+        }
+        self.wake_writer(st);
+        Ok(())
+    }
+
+    fn add_subscription(
+        self: &Arc<Self>,
+        topic: &str,
+        lossy: bool,
+        quiet: bool,
+        capacity: usize,
+    ) -> Result<Subscription, ClientError> {
+        let (tx, receiver) = mpsc::channel(capacity);
+        let mut st = self.lock();
+        let (sid, counters) = st.add_sub(topic, lossy, quiet, Box::new(tx))?;
+        self.wake_writer(st);
+        Ok(Subscription {
+            sid,
+            topic: topic.to_owned(),
+            receiver,
+            counters,
+            shared: Arc::clone(self),
+        })
+    }
+
+    /// Flushes until the broker has answered for the `SUB` of `sid`,
+    /// across reconnections; forgets the subscription if it was refused.
+    async fn confirm(&self, sid: u32) -> Result<(), ClientError> {
+        let deadline = Instant::now() + self.options.flush_timeout;
+        loop {
+            match self.ping(deadline.saturating_duration_since(Instant::now())).await? {
+                FlushEnd::Pong(Some(e)) if e.refuses_subscription() => {
+                    self.lock().forget_sub(sid);
+                    return Err(ClientError::Server(e));
+                }
+                FlushEnd::Pong(_) => return Ok(()),
+                FlushEnd::Lost => continue,
+                FlushEnd::Closed => return Err(ClientError::Closed),
+            }
+        }
+    }
+
+    /// Sends a `PING` (once the session is open) and waits for its `PONG`.
+    async fn ping(&self, timeout: Duration) -> Result<FlushEnd, ClientError> {
+        let deadline = Instant::now() + timeout;
+        let (tx, mut rx) = mpsc::channel::<FlushEnd>(1);
+        let queued = self
+            .wait_until(deadline, |st| match st.queue_ping(Box::new(tx.clone())) {
+                Ok(_) => Ok(Some(Ok(st.wake_writer()))),
+                Err(Link::Closing | Link::Closed) => Ok(Some(Err(()))),
+                Err(_) => Ok(None),
+            })
+            .await?;
+        drop(tx);
+        match queued {
+            None => {
+                return Err(ClientError::Timeout {
+                    after: timeout,
+                    waiting_for: "the connection to come back",
+                })
+            }
+            Some(Err(())) => return Ok(FlushEnd::Closed),
+            Some(Ok(true)) => self.to_writer.notify_one(),
+            Some(Ok(false)) => {}
+        }
+        match timeout_at(deadline, rx.recv()).await {
+            Ok(Some(end)) => Ok(end),
+            Ok(None) => Ok(FlushEnd::Closed),
+            Err(_) => {
+                Err(ClientError::Timeout { after: timeout, waiting_for: "the broker's PONG" })
+            }
+        }
+    }
+
+    fn unsubscribe(&self, sid: u32) {
+        let mut st = self.lock();
+        if st.remove_sub(sid) {
+            self.wake_writer(st);
+        }
+    }
+
+    fn begin_close(&self) {
+        self.lock().begin_close();
+        self.wake_all();
+    }
+
+    fn give_up(&self, reason: String) {
+        self.lock().give_up(reason);
+        self.wake_all();
+    }
+
+    // ---- the writer task -----------------------------------------------
+
+    /// Waits until the writer of `session` has something to do.
+    async fn next_batch(&self, session: u64, batch: &mut Vec<u8>) -> WriterStep {
+        loop {
+            let notified = self.to_writer.notified();
+            let step = {
+                let mut st = self.lock();
+                let step = st.writer_step(session, batch);
+                if step == WriterStep::Finish {
+                    st.finish_close();
+                }
+                step
+            };
+            if step != WriterStep::Wait {
+                self.to_callers.notify_waiters();
+                return step;
+            }
+            notified.await;
+        }
+    }
+
+    // ---- the driver task ---------------------------------------------------
+
+    fn read_frames(&self, decoder: &mut Decoder) -> state::ReadOutcome {
+        let outcome = self.lock().read_frames(decoder);
+        if outcome.wake_writer {
+            self.to_writer.notify_one();
+        }
+        if outcome.goaway.is_some() {
+            self.to_callers.notify_waiters();
+        }
+        outcome
+    }
+
+    fn probe(&self) {
+        let mut st = self.lock();
+        if matches!(st.link(), Link::Up | Link::Closing) {
+            st.queue_probe();
+            self.wake_writer(st);
+        }
+    }
+
+    fn connection_lost(&self, reason: DisconnectReason) {
+        self.lock().connection_lost(reason);
+        self.wake_all();
+    }
+
+    /// Sleeps for `delay` unless the client closes first; false if it did.
+    async fn sleep_unless_closed(&self, delay: Duration) -> bool {
+        let closed = self
+            .wait_until(Instant::now() + delay, |st| Ok((st.link() == Link::Closed).then_some(())))
+            .await;
+        !matches!(closed, Ok(Some(())))
+    }
+
+    fn reconnected(&self, conn: Conn, attempts: u32) -> Option<Conn> {
+        if !self.lock().reconnected(conn.info.clone(), attempts) {
+            return None;
+        }
+        self.wake_all();
+        Some(conn)
+    }
+}
+
+/// The driver task: one session after the other until the client closes.
+async fn drive(shared: Arc<Shared>, mut conn: Conn) {
+    loop {
+        let session = shared.lock().session();
+        let (reader, writer) = conn.stream.into_split();
+        let (stop_reader, stopped) = oneshot::channel();
+        let writer = ::tokio::spawn(write_loop(Arc::clone(&shared), writer, session, stop_reader));
+        let ping_interval = conn.info.ping_interval_ms;
+        let reason = read_session(&shared, reader, &mut conn.decoder, ping_interval, stopped).await;
+        shared.connection_lost(reason);
+        writer.abort();
+        let _ = writer.await;
+        match reconnect(&shared).await {
+            Some(next) => conn = next,
+            None => return,
+        }
+    }
+}
+
+/// The writer task of one session. Sending on `stop_reader` (or dropping
+/// it) ends the session's reading, with the reason sent.
+async fn write_loop(
+    shared: Arc<Shared>,
+    mut writer: OwnedWriteHalf,
+    session: u64,
+    stop_reader: oneshot::Sender<DisconnectReason>,
+) {
+    let keep = shared.options.send_buffer.max(64 << 10) * 2;
+    let mut batch = Vec::new();
+    let reason = loop {
+        match shared.next_batch(session, &mut batch).await {
+            WriterStep::Write => {
+                if let Err(e) = writer.write_all(&batch).await {
+                    break DisconnectReason::Io(e.to_string());
+                }
+                batch.clear();
+                if batch.capacity() > keep {
+                    batch = Vec::new();
+                }
+            }
+            WriterStep::Finish => {
+                let _ = writer.shutdown().await;
+                break DisconnectReason::Closed;
+            }
+            WriterStep::Wait | WriterStep::Stop => break DisconnectReason::Closed,
+        }
+    };
+    let _ = stop_reader.send(reason);
+}
+
+/// Reads one session until it ends; returns why it did.
+async fn read_session(
+    shared: &Shared,
+    mut reader: OwnedReadHalf,
+    decoder: &mut Decoder,
+    ping_interval_ms: u32,
+    mut stopped: oneshot::Receiver<DisconnectReason>,
+) -> DisconnectReason {
+    let mut watch = Watch::new(ping_interval_ms);
+    loop {
+        let wait = watch.read_timeout(std::time::Instant::now());
+        let read = ::tokio::select! {
+            biased;
+            reason = &mut stopped => return reason.unwrap_or(DisconnectReason::Closed),
+            read = timeout(wait, reader.read(decoder.spare())) => read,
+        };
+        match read {
+            Err(_elapsed) => match watch.on_silence(std::time::Instant::now()) {
+                Silence::Wait => {}
+                Silence::Probe => shared.probe(),
+                Silence::End(reason) => return reason,
+            },
+            Ok(Ok(0)) => return watch.on_eof(),
+            Ok(Ok(n)) => {
+                decoder.filled(n);
+                let outcome = shared.read_frames(decoder);
+                if let Some(reason) = watch.on_read(&outcome, std::time::Instant::now()) {
+                    return reason;
+                }
+            }
+            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+            Ok(Err(e)) => return watch.on_error(&e),
+        }
+    }
+}
+
+/// Reconnects with backoff; `None` when the client closed or gave up.
+async fn reconnect(shared: &Shared) -> Option<Conn> {
+    if shared.lock().link() == Link::Closed {
+        return None;
+    }
+    let Some(backoff) = shared.options.reconnect else {
+        shared.give_up("reconnection is disabled".into());
+        return None;
+    };
+    let mut attempt = 0;
+    loop {
+        if !backoff.allows(attempt) {
+            shared.give_up(format!("no connection after {attempt} attempts"));
+            return None;
+        }
+        if !shared.sleep_unless_closed(backoff.delay(attempt)).await {
+            return None;
+        }
+        attempt += 1;
+        match open(&shared.addr, &shared.options).await {
+            Ok(conn) => return shared.reconnected(conn, attempt),
+            Err(e) if session::is_permanent(&e) => {
+                shared.give_up(e.to_string());
+                return None;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Connects and completes the handshake within the connect timeout.
+async fn open(addr: &str, options: &Options) -> Result<Conn, ClientError> {
+    let limit = options.connect_timeout;
+    match timeout(limit, open_unbounded(addr, options)).await {
+        Ok(result) => result,
+        Err(_) => Err(ClientError::ConnectTimeout { addr: addr.to_owned(), timeout: limit }),
+    }
+}
+
+async fn open_unbounded(addr: &str, options: &Options) -> Result<Conn, ClientError> {
+    let failed = |source| ClientError::Connect { addr: addr.to_owned(), source };
+    let mut stream = TcpStream::connect(addr).await.map_err(failed)?;
+    stream.set_nodelay(true)?;
+    // A broker that is full answers before reading HELLO, so a failed write
+    // is reported only if no answer can be read either.
+    let wrote = stream.write_all(&session::hello(options)).await;
+    let mut decoder = Decoder::new();
+    loop {
+        if let Some(frame) = decoder.next_frame()? {
+            let info = session::welcome(frame)?;
+            decoder.set_limit(server_frame_limit(info.max_frame));
+            return Ok(Conn { stream, decoder, info });
+        }
+        match stream.read(decoder.spare()).await {
+            Ok(0) => {
+                return Err(match wrote {
+                    Err(source) => failed(source),
+                    Ok(()) => session::closed_during_handshake(addr),
+                })
+            }
+            Ok(n) => decoder.filled(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(source) => return Err(failed(source)),
+        }
+    }
+}
+
+/// A subscription: a bounded queue of the messages published to its topic,
+/// and a [`Stream`] of them.
+///
+/// Dropping it unsubscribes. When the application does not take messages
+/// as fast as they come, the queue fills up to its capacity
+/// ([`Options::subscription_capacity`] or [`SubscribeOptions::capacity`])
+/// and further messages are dropped and counted ([`Subscription::dropped`],
+/// [`Event::Dropped`]); the connection itself is never held up.
+#[derive(Debug)]
+pub struct Subscription {
+    sid: u32,
+    topic: String,
+    receiver: mpsc::Receiver<Message>,
+    counters: Arc<SubCounters>,
+    shared: Arc<Shared>,
+}
+
+impl Subscription {
+    /// The topic subscribed to.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The subscription id on the wire.
+    pub fn sid(&self) -> u32 {
+        self.sid
+    }
+
+    /// Messages lost so far: dropped by this client because the queue was
+    /// full, or by the broker on a lossy subscription.
+    pub fn dropped(&self) -> u64 {
+        self.counters.dropped()
+    }
+
+    /// The next message; `None` once the client is closed and the queue is
+    /// empty.
+    pub async fn recv(&mut self) -> Option<Message> {
+        self.receiver.recv().await
+    }
+
+    /// The next message if one is queued.
+    pub fn try_recv(&mut self) -> Option<Message> {
+        self.receiver.try_recv().ok()
+    }
+
+    /// Unsubscribes now; the same as dropping the subscription.
+    pub fn unsubscribe(self) {}
+}
+
+impl Stream for Subscription {
+    type Item = Message;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        self.receiver.poll_recv(cx)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.shared.unsubscribe(self.sid);
+    }
+}

@@ -1,0 +1,146 @@
+//! The command line: global options and one subcommand per action.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Command-line client for the corecast broker.
+///
+/// Examples:
+///   corecast-cli sub chat.lobby
+///   corecast-cli pub chat.lobby "hello"
+///   corecast-cli reply svc.echo
+///   corecast-cli req svc.echo "ping me" --timeout 2s
+///   corecast-cli ping --count 3
+#[derive(Debug, Parser)]
+#[command(name = "corecast-cli", version, verbatim_doc_comment)]
+pub struct Cli {
+    /// How to reach the broker.
+    #[command(flatten)]
+    pub conn: Connection,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every subcommand takes.
+#[derive(Debug, Args)]
+pub struct Connection {
+    /// The broker's address, HOST:PORT.
+    #[arg(long, short, global = true, env = "CORECAST_SERVER", default_value = "127.0.0.1:7400")]
+    pub server: String,
+    /// The client name the broker logs.
+    #[arg(long, global = true, default_value = "corecast-cli")]
+    pub name: String,
+    /// The token the broker asks for, if it was started with one.
+    #[arg(long, global = true, env = "CORECAST_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+    /// How long connecting may take (e.g. 500ms, 5s, 1m).
+    #[arg(long, global = true, default_value = "5s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Publish a message to a topic.
+    #[command(name = "pub")]
+    Publish {
+        /// The topic, e.g. orders.eu.
+        topic: String,
+        /// The message; read from standard input when left out.
+        message: Option<String>,
+        /// Publish the message this many times.
+        #[arg(long, default_value_t = 1)]
+        count: u64,
+        /// Ask for answers on this topic.
+        #[arg(long)]
+        reply_to: Option<String>,
+    },
+    /// Print the messages published to a topic, one a line: `[TOPIC] PAYLOAD`.
+    #[command(name = "sub")]
+    Subscribe {
+        /// The topic, e.g. orders.eu.
+        topic: String,
+        /// Stop after this many messages.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Print only the payload, as received.
+        #[arg(long)]
+        raw: bool,
+        /// Let the broker drop messages (and say so) when this client falls
+        /// behind, instead of disconnecting it.
+        #[arg(long)]
+        lossy: bool,
+    },
+    /// Send a request and print the first reply.
+    #[command(name = "req")]
+    Request {
+        /// The topic a responder listens on.
+        topic: String,
+        /// The request; read from standard input when left out.
+        message: Option<String>,
+        /// How long to wait for the reply (e.g. 500ms, 5s).
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Answer the requests sent to a topic: echo them, or run a command.
+    Reply {
+        /// The topic to answer on.
+        topic: String,
+        /// Run this shell command for each request: the request is its
+        /// standard input, its standard output is the reply.
+        #[arg(long, value_name = "CMD")]
+        exec: Option<String>,
+        /// Stop after this many requests.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// Measure round trips to the broker (PING/PONG).
+    Ping {
+        /// Round trips to measure.
+        #[arg(long, default_value_t = 4)]
+        count: u64,
+        /// Pause between round trips (e.g. 200ms, 1s).
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        interval: Duration,
+    },
+}
+
+/// Parses `500ms`, `5s`, `2m`, or a plain number of seconds (`1.5`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 =
+        number.parse().map_err(|_| format!("{text:?} is not a duration like 500ms, 5s or 2m"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        other => return Err(format!("unknown unit {other:?}: use ms, s or m")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5h").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

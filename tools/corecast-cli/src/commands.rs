@@ -1,0 +1,304 @@
+//! What each subcommand does, with the blocking client.
+
+use std::{
+    io::{self, IsTerminal, Read, Write},
+    process::{Command as Process, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use corecast_proto::client::{
+    self, blocking::Client, ClientError, DropSite, Event, Message, Options, SubscribeOptions,
+};
+
+use crate::cli::{Cli, Command, Connection};
+
+/// How long a receiving loop waits before it looks at the events again.
+const POLL: Duration = Duration::from_millis(250);
+
+/// Runs the command line's subcommand.
+pub fn run(cli: &Cli) -> anyhow::Result<()> {
+    let conn = &cli.conn;
+    match &cli.command {
+        Command::Publish { topic, message, count, reply_to } => {
+            publish(conn, topic, message.as_deref(), *count, reply_to.as_deref())
+        }
+        Command::Subscribe { topic, count, raw, lossy } => {
+            subscribe(conn, topic, *count, *raw, *lossy)
+        }
+        Command::Request { topic, message, timeout } => {
+            request(conn, topic, message.as_deref(), *timeout)
+        }
+        Command::Reply { topic, exec, count } => reply(conn, topic, exec.as_deref(), *count),
+        Command::Ping { count, interval } => ping(conn, *count, *interval),
+    }
+}
+
+fn connect(conn: &Connection) -> Result<Client, ClientError> {
+    let mut options = Options::new().name(&conn.name).connect_timeout(conn.connect_timeout);
+    if let Some(token) = &conn.auth_token {
+        options = options.auth_token(token);
+    }
+    Client::connect_with(&conn.server, options)
+}
+
+/// The message given on the command line, or standard input.
+fn message_or_stdin(message: Option<&str>) -> anyhow::Result<Vec<u8>> {
+    if let Some(message) = message {
+        return Ok(message.as_bytes().to_vec());
+    }
+    let mut stdin = io::stdin().lock();
+    if stdin.is_terminal() {
+        eprintln!("reading the message from standard input; end it with Ctrl-D");
+    }
+    let mut payload = Vec::new();
+    stdin.read_to_end(&mut payload).context("cannot read standard input")?;
+    Ok(payload)
+}
+
+/// Whether a loop limited to `count` (if any) wants more after `done`.
+fn wants_more(count: Option<u64>, done: u64) -> bool {
+    match count {
+        Some(count) => done < count,
+        None => true,
+    }
+}
+
+fn plural(n: u64, word: &str) -> String {
+    match n {
+        1 => format!("1 {word}"),
+        n => format!("{n} {word}s"),
+    }
+}
+
+fn publish(
+    conn: &Connection,
+    topic: &str,
+    message: Option<&str>,
+    count: u64,
+    reply_to: Option<&str>,
+) -> anyhow::Result<()> {
+    client::validate_publish_topic(topic)?;
+    if let Some(reply_to) = reply_to {
+        client::validate_reply_to(reply_to)?;
+    }
+    let payload = message_or_stdin(message)?;
+    let client = connect(conn)?;
+    for _ in 0..count {
+        match reply_to {
+            Some(reply_to) => client.publish_with_reply(topic, reply_to, &payload)?,
+            None => client.publish(topic, &payload)?,
+        }
+    }
+    // Returns once the broker has routed every message.
+    client.close()?;
+    let each = if count > 1 { " each" } else { "" };
+    let size = plural(payload.len() as u64, "byte");
+    eprintln!("published {} to {topic} ({size}{each})", plural(count, "message"));
+    Ok(())
+}
+
+fn subscribe(
+    conn: &Connection,
+    topic: &str,
+    count: Option<u64>,
+    raw: bool,
+    lossy: bool,
+) -> anyhow::Result<()> {
+    client::validate_subscribe_topic(topic)?;
+    let client = connect(conn)?;
+    let sub = client.subscribe_with(topic, SubscribeOptions { lossy, capacity: None })?;
+    eprintln!("subscribed to {topic} on {}; waiting for messages (Ctrl-C to stop)", conn.server);
+    let mut out = io::stdout().lock();
+    let mut received = 0;
+    while wants_more(count, received) {
+        report_events(&client);
+        let Some(msg) = sub.recv_timeout(POLL).context("the subscription ended")? else {
+            continue;
+        };
+        print_message(&mut out, &msg, raw)?;
+        received += 1;
+    }
+    Ok(())
+}
+
+/// Writes one message: `[TOPIC] PAYLOAD`, or the payload alone with `raw`.
+fn print_message(out: &mut impl Write, msg: &Message, raw: bool) -> io::Result<()> {
+    if raw {
+        write_payload(out, &msg.payload)?;
+    } else {
+        let text = String::from_utf8_lossy(&msg.payload);
+        let text = text.strip_suffix('\n').unwrap_or(&text);
+        match &msg.reply_to {
+            Some(reply_to) => writeln!(out, "[{} reply-to {reply_to}] {text}", msg.topic)?,
+            None => writeln!(out, "[{}] {text}", msg.topic)?,
+        }
+    }
+    out.flush()
+}
+
+/// Writes a payload as received, then a newline unless it ends with one.
+fn write_payload(out: &mut impl Write, payload: &[u8]) -> io::Result<()> {
+    out.write_all(payload)?;
+    if !payload.ends_with(b"\n") {
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+/// Tells on standard error what happened to the connection meanwhile.
+fn report_events(client: &Client) {
+    while let Some(event) = client.try_next_event() {
+        match event {
+            Event::Dropped { topic, count, site, .. } => {
+                let by = match site {
+                    DropSite::Broker => "the broker (lossy subscription)",
+                    DropSite::Client => "this client (it fell behind)",
+                };
+                eprintln!("warning: {} on {topic} dropped by {by}", plural(count, "message"));
+            }
+            Event::ServerError(e) => eprintln!("warning: the broker refused a frame: {e}"),
+            Event::GoAway { .. } => eprintln!("the broker is shutting down"),
+            Event::Disconnected(reason) => eprintln!("connection lost: {reason}; reconnecting"),
+            Event::Reconnected { attempts, .. } => {
+                eprintln!("reconnected after {}", plural(u64::from(attempts), "attempt"));
+            }
+            Event::Closed { reason } => eprintln!("giving up: {reason}"),
+            _ => {}
+        }
+    }
+}
+
+fn request(
+    conn: &Connection,
+    topic: &str,
+    message: Option<&str>,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    client::validate_publish_topic(topic)?;
+    let payload = message_or_stdin(message)?;
+    let client = connect(conn)?;
+    let reply = match client.request(topic, &payload, timeout) {
+        Ok(reply) => reply,
+        Err(ClientError::Timeout { waiting_for: "a reply", .. }) => bail!(
+            "no reply on {topic} within {timeout:?} — is a responder running? \
+             (`corecast-cli reply {topic}` answers requests)"
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = io::stdout().lock();
+    write_payload(&mut out, &reply.payload)?;
+    out.flush()?;
+    Ok(())
+}
+
+fn reply(
+    conn: &Connection,
+    topic: &str,
+    exec: Option<&str>,
+    count: Option<u64>,
+) -> anyhow::Result<()> {
+    client::validate_subscribe_topic(topic)?;
+    let client = connect(conn)?;
+    let sub = client.subscribe(topic)?;
+    let how = match exec {
+        Some(cmd) => format!("with the output of `{cmd}`"),
+        None => "by echoing them".to_owned(),
+    };
+    eprintln!("answering requests on {topic} {how} (Ctrl-C to stop)");
+    let mut answered = 0;
+    while wants_more(count, answered) {
+        report_events(&client);
+        let Some(request) = sub.recv_timeout(POLL).context("the subscription ended")? else {
+            continue;
+        };
+        if request.reply_to.is_none() {
+            eprintln!("warning: a message on {topic} has no reply-to; not answered");
+            continue;
+        }
+        let answer = match exec {
+            Some(cmd) => run_command(cmd, &request.payload)?,
+            None => request.payload.to_vec(),
+        };
+        match client.respond(&request, &answer) {
+            Err(e @ ClientError::PayloadTooLarge { .. }) => {
+                eprintln!("warning: reply not sent: {e}");
+            }
+            other => other?,
+        }
+        answered += 1;
+    }
+    client.close()?;
+    Ok(())
+}
+
+/// Runs `cmd` with `sh -c`, `input` on its standard input; returns what it
+/// wrote on its standard output.
+fn run_command(cmd: &str, input: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut child = Process::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("cannot run `{cmd}`"))?;
+    let mut stdin = child.stdin.take().context("the command's standard input is missing")?;
+    let input = input.to_vec();
+    // Fed from a thread, so that a command that writes before it has read
+    // everything cannot block both sides. A command that does not read its
+    // input at all makes this write fail, which is fine.
+    let feeder = thread::spawn(move || stdin.write_all(&input));
+    let output = child.wait_with_output().with_context(|| format!("cannot run `{cmd}`"))?;
+    let _ = feeder.join();
+    if !output.status.success() {
+        eprintln!("warning: `{cmd}` ended with {}; replying with its output anyway", output.status);
+    }
+    Ok(output.stdout)
+}
+
+fn ping(conn: &Connection, count: u64, interval: Duration) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let client = connect(conn)?;
+    let connected = started.elapsed();
+    let info = client.server_info();
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "connected to {} at {} (core {}, connection {}) in {}",
+        info.server_name,
+        conn.server,
+        info.core_id,
+        info.connection_id,
+        millis(connected)
+    )?;
+    let mut round_trips = Vec::new();
+    for seq in 1..=count {
+        if seq > 1 {
+            thread::sleep(interval);
+        }
+        let sent = Instant::now();
+        client.flush()?;
+        let rtt = sent.elapsed();
+        writeln!(out, "pong from {}: seq={seq} time={}", conn.server, millis(rtt))?;
+        round_trips.push(rtt);
+    }
+    if let (Some(min), Some(max)) = (round_trips.iter().min(), round_trips.iter().max()) {
+        let total: Duration = round_trips.iter().sum();
+        let avg = total / u32::try_from(round_trips.len()).unwrap_or(u32::MAX);
+        writeln!(
+            out,
+            "{}: min {} / avg {} / max {}",
+            plural(count, "round trip"),
+            millis(*min),
+            millis(avg),
+            millis(*max)
+        )?;
+    }
+    Ok(())
+}
+
+fn millis(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
+}

@@ -1,0 +1,67 @@
+//! What a person reads when something goes wrong: each client error told
+//! in terms of what to do about it.
+
+use std::io::ErrorKind;
+
+use corecast_proto::{
+    client::{ClientError, TopicProblem},
+    ErrorCode,
+};
+
+/// The message for `err`, met while talking to the broker at `server`.
+pub fn explain(err: &ClientError, server: &str) -> String {
+    match err {
+        ClientError::Connect { source, .. } => match source.kind() {
+            ErrorKind::ConnectionRefused => format!(
+                "cannot connect to {server}: connection refused — is the broker running? \
+                 start it with `cargo run --release`"
+            ),
+            _ => format!("cannot connect to {server}: {source}"),
+        },
+        ClientError::ConnectTimeout { timeout, .. } => format!(
+            "cannot connect to {server}: no answer within {timeout:?} — is the address right \
+             and the broker reachable? (--connect-timeout waits longer)"
+        ),
+        ClientError::Refused(refusal) => {
+            let hint = match refusal.error_code() {
+                Some(ErrorCode::AuthFailed) => {
+                    " — pass the broker's token with --auth-token or CORECAST_AUTH_TOKEN"
+                }
+                Some(ErrorCode::ServerFull) => {
+                    " — the broker has no free connection slot; try again later"
+                }
+                _ => "",
+            };
+            format!("the broker at {server} refused the connection: {refusal}{hint}")
+        }
+        ClientError::InvalidTopic { problem, .. } => {
+            let rules = match problem {
+                TopicProblem::Rules(_) => {
+                    " (a topic is 1-255 bytes of non-empty tokens separated by '.', \
+                     without spaces or control characters)"
+                }
+                TopicProblem::Wildcard | TopicProblem::Reserved => "",
+            };
+            format!("{err}{rules}")
+        }
+        _ => err.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_connections_say_how_to_start_the_broker() {
+        let err = ClientError::Connect {
+            addr: "127.0.0.1:7400".into(),
+            source: std::io::Error::from(ErrorKind::ConnectionRefused),
+        };
+        assert_eq!(
+            explain(&err, "127.0.0.1:7400"),
+            "cannot connect to 127.0.0.1:7400: connection refused — is the broker running? \
+             start it with `cargo run --release`"
+        );
+    }
+}

@@ -1,0 +1,259 @@
+#![allow(clippy::unwrap_used)]
+//! Runs the `corecast-cli` binary against an embedded broker on loopback.
+
+use std::{
+    io::{BufRead, BufReader, Read},
+    net::{SocketAddr, TcpListener},
+    process::{Child, ChildStderr, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::Duration,
+};
+
+use assert_cmd::Command as Cli;
+use corecast::{Broker, Config};
+use predicates::prelude::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_corecast-cli");
+
+fn start_broker(auth_token: Option<&str>) -> Broker {
+    Broker::start(Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        cores: 2,
+        io_memory: 256 << 10,
+        max_connections: 32,
+        shutdown_grace_ms: 500,
+        auth_token: auth_token.map(str::to_owned),
+        ..Config::default()
+    })
+    .unwrap()
+}
+
+fn stop(broker: Broker) {
+    broker.shutdown();
+    broker.wait().unwrap();
+}
+
+/// The binary, pointed at `addr`, with no token from the environment.
+fn cli(addr: SocketAddr) -> Cli {
+    let mut cmd = Cli::new(BIN);
+    cmd.arg("--server").arg(addr.to_string()).env_remove("CORECAST_AUTH_TOKEN");
+    cmd.timeout(Duration::from_secs(10));
+    cmd
+}
+
+/// A long-running `corecast-cli` (sub, reply), started once it has said on
+/// standard error that it is ready.
+struct Background {
+    child: Child,
+    stderr_lines: mpsc::Receiver<String>,
+}
+
+impl Background {
+    fn start(addr: SocketAddr, args: &[&str], ready: &str) -> Self {
+        let mut child = Command::new(BIN)
+            .arg("--server")
+            .arg(addr.to_string())
+            .args(args)
+            .env_remove("CORECAST_AUTH_TOKEN")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr_lines = forward_lines(child.stderr.take().unwrap());
+        let mut seen = Vec::new();
+        loop {
+            match stderr_lines.recv_timeout(Duration::from_secs(5)) {
+                Ok(line) if line.contains(ready) => break,
+                Ok(line) => seen.push(line),
+                Err(e) => panic!("{args:?} never said {ready:?} ({e}); said {seen:?}"),
+            }
+        }
+        Self { child, stderr_lines }
+    }
+
+    /// Waits (5 s at most) for the process to end by itself; returns its
+    /// standard output.
+    fn finish(mut self) -> String {
+        for _ in 0..500 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let stderr: Vec<String> = self.stderr_lines.try_iter().collect();
+                assert!(status.success(), "{status}; stderr {stderr:?}");
+                let mut out = String::new();
+                self.child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+                return out;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        panic!("the process did not end within 5 s");
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn forward_lines(stderr: ChildStderr) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn sub_prints_what_pub_publishes() {
+    let broker = start_broker(None);
+    let addr = broker.local_addr();
+    let sub = Background::start(addr, &["sub", "news.eu", "--count", "4"], "subscribed to news.eu");
+    cli(addr)
+        .args(["pub", "news.eu", "hello world"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("published 1 message to news.eu (11 bytes)"));
+    cli(addr)
+        .args(["pub", "news.eu", "--reply-to", "answers.here"])
+        .write_stdin("from stdin\n")
+        .assert()
+        .success();
+    cli(addr)
+        .args(["pub", "news.eu", "again", "--count", "2"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("published 2 messages to news.eu (5 bytes each)"));
+    assert_eq!(
+        sub.finish(),
+        concat!(
+            "[news.eu] hello world\n",
+            "[news.eu reply-to answers.here] from stdin\n",
+            "[news.eu] again\n",
+            "[news.eu] again\n",
+        )
+    );
+    stop(broker);
+}
+
+#[test]
+fn sub_raw_prints_payloads_only() {
+    let broker = start_broker(None);
+    let addr = broker.local_addr();
+    let sub = Background::start(addr, &["sub", "raw.topic", "--raw", "--count", "2"], "subscribed");
+    cli(addr).args(["pub", "raw.topic", "one"]).assert().success();
+    cli(addr).args(["pub", "raw.topic"]).write_stdin("two\n").assert().success();
+    assert_eq!(sub.finish(), "one\ntwo\n");
+    stop(broker);
+}
+
+#[test]
+fn req_gets_the_echo_of_reply() {
+    let broker = start_broker(None);
+    let addr = broker.local_addr();
+    let responder = Background::start(addr, &["reply", "svc.echo", "--count", "2"], "answering");
+    cli(addr)
+        .args(["req", "svc.echo", "ping me", "--timeout", "5s"])
+        .assert()
+        .success()
+        .stdout("ping me\n");
+    cli(addr)
+        .args(["req", "svc.echo"])
+        .write_stdin("from stdin")
+        .assert()
+        .success()
+        .stdout("from stdin\n");
+    assert_eq!(responder.finish(), "");
+    stop(broker);
+}
+
+#[test]
+fn reply_exec_answers_with_the_commands_output() {
+    let broker = start_broker(None);
+    let addr = broker.local_addr();
+    let args = ["reply", "svc.upper", "--exec", "tr a-z A-Z", "--count", "1"];
+    let responder = Background::start(addr, &args, "answering requests on svc.upper");
+    cli(addr)
+        .args(["req", "svc.upper", "make me loud"])
+        .assert()
+        .success()
+        .stdout("MAKE ME LOUD\n");
+    responder.finish();
+    stop(broker);
+}
+
+#[test]
+fn req_without_a_responder_says_so() {
+    let broker = start_broker(None);
+    let addr = broker.local_addr();
+    cli(addr)
+        .args(["req", "svc.nobody", "hello?", "--timeout", "200ms"])
+        .assert()
+        .failure()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "error: no reply on svc.nobody within 200ms — is a responder running?",
+        ));
+    stop(broker);
+}
+
+#[test]
+fn ping_prints_round_trips() {
+    let broker = start_broker(None);
+    let addr = broker.local_addr();
+    let out = cli(addr).args(["ping", "--count", "3", "--interval", "10ms"]).assert().success();
+    let stdout = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 5, "{stdout}");
+    assert!(lines[0].starts_with(&format!("connected to corecast at {addr}")), "{stdout}");
+    for (i, line) in lines[1..4].iter().enumerate() {
+        assert!(line.starts_with(&format!("pong from {addr}: seq={} time=", i + 1)), "{line}");
+    }
+    assert!(lines[4].starts_with("3 round trips: min "), "{stdout}");
+    stop(broker);
+}
+
+#[test]
+fn no_broker_running_is_told_plainly() {
+    let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    cli(addr).args(["pub", "orders", "hello"]).assert().failure().code(1).stderr(format!(
+        "error: cannot connect to {addr}: connection refused — is the broker running? \
+         start it with `cargo run --release`\n"
+    ));
+}
+
+#[test]
+fn invalid_topics_name_the_rule_they_break() {
+    let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    cli(addr).args(["pub", "orders..eu", "x"]).assert().failure().stderr(
+        predicate::str::starts_with(
+            "error: invalid topic \"orders..eu\": topic has an empty token",
+        ),
+    );
+    cli(addr)
+        .args(["sub", "orders eu"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("forbidden character ' '"));
+    cli(addr).args(["pub", "$SYS.x", "x"]).assert().failure().stderr(
+        "error: invalid topic \"$SYS.x\": topics starting with '$' are reserved for the broker\n",
+    );
+}
+
+#[test]
+fn auth_failures_say_where_the_token_goes() {
+    let broker = start_broker(Some("s3cret"));
+    let addr = broker.local_addr();
+    cli(addr).args(["pub", "t", "x"]).assert().failure().stderr(
+        predicate::str::contains("refused the connection: auth failed (7)")
+            .and(predicate::str::contains("--auth-token or CORECAST_AUTH_TOKEN")),
+    );
+    cli(addr).args(["pub", "t", "x", "--auth-token", "s3cret"]).assert().success();
+    cli(addr).args(["pub", "t", "x"]).env("CORECAST_AUTH_TOKEN", "s3cret").assert().success();
+    stop(broker);
+}
