@@ -52,7 +52,7 @@ pub enum BrokerError {
 pub struct Broker {
     addr: SocketAddr,
     config: Arc<Config>,
-    counters: Vec<Arc<CoreCounters>>,
+    counters: Arc<[Arc<CoreCounters>]>,
     executors: Vec<ExecutorJoinHandle<Result<(), String>>>,
     signal: Arc<ShutdownSignal>,
 }
@@ -76,20 +76,20 @@ impl Broker {
         let mesh = (cfg.cores > 1).then(|| MeshBuilder::full(cfg.cores, cfg.cross_core_queue));
         let cpus = online_cpus();
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(cfg.cores);
+        let counters: Arc<[Arc<CoreCounters>]> =
+            (0..cfg.cores).map(|_| Arc::new(CoreCounters::default())).collect();
         let mut broker = Self {
             addr,
             config: Arc::clone(&cfg),
-            counters: Vec::new(),
+            counters: Arc::clone(&counters),
             executors: Vec::new(),
             signal,
         };
         for (core, listener) in sockets.into_iter().enumerate() {
-            let counters = Arc::new(CoreCounters::default());
-            broker.counters.push(Arc::clone(&counters));
             let init = CoreInit {
                 core,
                 cfg: Arc::clone(&cfg),
-                counters,
+                counters: Arc::clone(&counters),
                 listener,
                 mesh: mesh.clone(),
                 signal: Arc::clone(&broker.signal),

@@ -15,7 +15,7 @@ macro_rules! counters {
         }
 
         /// A copy of counter values: one core's, or the sum over cores.
-        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
         pub struct Snapshot {
             $( $(#[$doc])* pub $name: u64, )*
         }
@@ -104,12 +104,12 @@ impl CoreCounters {
 }
 
 /// Counters of every core and their sum.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Counters {
-    /// One snapshot per core, by core index.
-    pub per_core: Vec<Snapshot>,
     /// The sum over cores.
     pub total: Snapshot,
+    /// One snapshot per core, by core index.
+    pub per_core: Vec<Snapshot>,
 }
 
 impl Counters {

@@ -34,7 +34,8 @@ use crate::{
 pub(crate) struct CoreInit {
     pub core: usize,
     pub cfg: Arc<Config>,
-    pub counters: Arc<CoreCounters>,
+    /// Every core's counters; this core writes its own.
+    pub counters: Arc<[Arc<CoreCounters>]>,
     pub listener: socket2::Socket,
     pub mesh: Option<MeshBuilder<Bytes, glommio::channels::channel_mesh::Full>>,
     pub signal: Arc<ShutdownSignal>,

@@ -45,6 +45,8 @@ pub(crate) struct Shard {
     pub core: usize,
     pub cfg: Arc<Config>,
     pub counters: Arc<CoreCounters>,
+    /// Every core's counters, for `STATS`.
+    pub all_counters: Arc<[Arc<CoreCounters>]>,
     pub state: RefCell<State>,
     /// Raised at shutdown: connections stop reading.
     pub shutting_down: Cell<bool>,
@@ -60,7 +62,12 @@ pub(crate) struct Shard {
 }
 
 impl Shard {
-    pub(crate) fn new(core: usize, cfg: Arc<Config>, counters: Arc<CoreCounters>) -> Self {
+    pub(crate) fn new(
+        core: usize,
+        cfg: Arc<Config>,
+        all_counters: Arc<[Arc<CoreCounters>]>,
+    ) -> Self {
+        let counters = Arc::clone(&all_counters[core]);
         let state = State {
             slots: Slab::with_capacity(cfg.max_connections),
             topics: Topics::default(),
@@ -76,6 +83,7 @@ impl Shard {
             core,
             cfg,
             counters,
+            all_counters,
             state: RefCell::new(state),
             shutting_down: Cell::new(false),
             clock: Cell::new(Instant::now()),

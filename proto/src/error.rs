@@ -134,6 +134,8 @@ pub enum Field {
     ServerName,
     /// The text of `ERR`.
     ErrorText,
+    /// The JSON document of `STATS_REPLY`.
+    StatsJson,
 }
 
 /// Why bytes could not be decoded as a frame.

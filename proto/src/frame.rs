@@ -73,6 +73,11 @@ pub enum ClientFrame<'a> {
     },
     /// `0x20 PUB`.
     Pub(Pub<'a>),
+    /// `0x30 STATS` (extension): asks for the server's counters.
+    Stats {
+        /// Echoed in the `STATS_REPLY`.
+        nonce: u64,
+    },
 }
 
 /// `WELCOME`: the server's answer to `HELLO`.
@@ -142,6 +147,13 @@ pub enum ServerFrame<'a> {
     },
     /// `0xE0 ERR`.
     Err(ErrFrame<'a>),
+    /// `0xA0 STATS_REPLY` (extension): the server's counters.
+    StatsReply {
+        /// The nonce of the client's `STATS`.
+        nonce: u64,
+        /// A JSON object; see the specification for its shape.
+        json: &'a str,
+    },
     /// `0xE1 GOAWAY`.
     GoAway {
         /// Why; 1 = shutdown.
@@ -202,6 +214,7 @@ impl<'a> ClientFrame<'a> {
                 let reply_to = r.short_str(Field::ReplyTo)?;
                 Ok(Self::Pub(Pub { topic, reply_to, payload: r.rest() }))
             }
+            op::STATS => Ok(Self::Stats { nonce: nonce_only(&raw)? }),
             other => Err(DecodeError::UnknownOpcode(other)),
         }
     }
@@ -214,7 +227,7 @@ impl<'a> ClientFrame<'a> {
     fn body_len(&self) -> usize {
         match self {
             Self::Hello(h) => 2 + 1 + h.name.len() + 2 + h.token.len(),
-            Self::Ping { .. } | Self::Pong { .. } => 8,
+            Self::Ping { .. } | Self::Pong { .. } | Self::Stats { .. } => 8,
             Self::Sub(s) => 4 + 1 + s.topic.len() + 1 + s.queue_group.len(),
             Self::Unsub { .. } => 4,
             Self::Pub(p) => 1 + p.topic.len() + 1 + p.reply_to.len() + p.payload.len(),
@@ -259,6 +272,10 @@ impl<'a> ClientFrame<'a> {
                 put_short(dst, p.topic.as_bytes());
                 put_short(dst, p.reply_to.as_bytes());
                 dst.put_slice(p.payload);
+            }
+            Self::Stats { nonce } => {
+                put_header(dst, op::STATS, 0, body);
+                dst.put_u64_le(*nonce);
             }
         }
     }
@@ -323,6 +340,7 @@ impl<'a> ServerFrame<'a> {
                 Ok(Self::Dropped { sid, count })
             }
             op::ERR => parse_err(raw),
+            op::STATS_REPLY => parse_stats_reply(raw),
             op::GOAWAY => {
                 no_flags(&raw)?;
                 let mut r = Reader::new(raw.body);
@@ -346,6 +364,7 @@ impl<'a> ServerFrame<'a> {
             Self::Msg(m) => 4 + 1 + m.topic.len() + 1 + m.reply_to.len() + m.payload.len(),
             Self::Dropped { .. } => 4 + 8,
             Self::Err(e) => 2 + 1 + 2 + e.text.len(),
+            Self::StatsReply { json, .. } => 8 + 4 + json.len(),
             Self::GoAway { .. } => 2 + 4,
         }
     }
@@ -392,6 +411,12 @@ impl<'a> ServerFrame<'a> {
                 dst.put_u8(u8::from(e.fatal));
                 put_long(dst, e.text.as_bytes());
             }
+            Self::StatsReply { nonce, json } => {
+                put_header(dst, op::STATS_REPLY, 0, body);
+                dst.put_u64_le(*nonce);
+                dst.put_u32_le(u32::try_from(json.len()).expect("stats JSON longer than u32::MAX"));
+                dst.put_slice(json.as_bytes());
+            }
             Self::GoAway { reason, grace_ms } => {
                 put_header(dst, op::GOAWAY, 0, body);
                 dst.put_u16_le(*reason);
@@ -428,4 +453,14 @@ fn parse_err(raw: RawFrame<'_>) -> Result<ServerFrame<'_>, DecodeError> {
     let text = utf8(r.long_bytes()?, Field::ErrorText)?;
     r.finish()?;
     Ok(ServerFrame::Err(ErrFrame { code, fatal, text }))
+}
+
+fn parse_stats_reply(raw: RawFrame<'_>) -> Result<ServerFrame<'_>, DecodeError> {
+    no_flags(&raw)?;
+    let mut r = Reader::new(raw.body);
+    let nonce = r.u64()?;
+    let len = r.u32()? as usize;
+    let json = utf8(r.bytes(len)?, Field::StatsJson)?;
+    r.finish()?;
+    Ok(ServerFrame::StatsReply { nonce, json })
 }

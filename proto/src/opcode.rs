@@ -13,6 +13,9 @@ pub const UNSUB: u8 = 0x11;
 /// Client: publishes a payload to a topic.
 pub const PUB: u8 = 0x20;
 
+/// Client (extension): asks for the server's counters.
+pub const STATS: u8 = 0x30;
+
 /// Server: answers `HELLO`.
 pub const WELCOME: u8 = 0x81;
 /// Server: liveness probe; the client answers with `PONG`.
@@ -23,6 +26,8 @@ pub const SERVER_PONG: u8 = 0x83;
 pub const MSG: u8 = 0x90;
 /// Server: reports messages dropped for a lossy subscription.
 pub const DROPPED: u8 = 0x91;
+/// Server (extension): the counters asked for with `STATS`, as JSON.
+pub const STATS_REPLY: u8 = 0xA0;
 /// Server: reports an error; fatal ones are followed by a close.
 pub const ERR: u8 = 0xE0;
 /// Server: the server is shutting down.

@@ -147,6 +147,7 @@ fn expected_client<'a>(f: &'a Map<String, Value>, blob: &'a [u8], ctx: &str) -> 
         "SUB" => &["type", "sid", "topic", "queue_group", "lossy"],
         "UNSUB" => &["type", "sid"],
         "PUB" => &["type", "topic", "reply_to", "payload"],
+        "STATS" => &["type", "nonce"],
         other => panic!("{ctx}: {other} is not a client frame"),
     };
     only_keys(f, keys, ctx);
@@ -166,6 +167,7 @@ fn expected_client<'a>(f: &'a Map<String, Value>, blob: &'a [u8], ctx: &str) -> 
             lossy: bool_of(f, "lossy", ctx),
         }),
         "UNSUB" => ClientFrame::Unsub { sid: u32_of(f, "sid", ctx) },
+        "STATS" => ClientFrame::Stats { nonce: uint_of(f, "nonce", ctx) },
         _ => ClientFrame::Pub(Pub {
             topic: str_of(f, "topic", ctx),
             reply_to: str_of(f, "reply_to", ctx),
@@ -191,6 +193,7 @@ fn expected_server<'a>(f: &'a Map<String, Value>, blob: &'a [u8], ctx: &str) -> 
         "DROPPED" => &["type", "sid", "count"],
         "ERR" => &["type", "code", "fatal", "text"],
         "GOAWAY" => &["type", "reason", "grace_ms"],
+        "STATS_REPLY" => &["type", "nonce", "json"],
         other => panic!("{ctx}: {other} is not a server frame"),
     };
     only_keys(f, keys, ctx);
@@ -220,6 +223,10 @@ fn expected_server<'a>(f: &'a Map<String, Value>, blob: &'a [u8], ctx: &str) -> 
             fatal: bool_of(f, "fatal", ctx),
             text: str_of(f, "text", ctx),
         }),
+        "STATS_REPLY" => ServerFrame::StatsReply {
+            nonce: uint_of(f, "nonce", ctx),
+            json: str_of(f, "json", ctx),
+        },
         _ => ServerFrame::GoAway {
             reason: u16_of(f, "reason", ctx),
             grace_ms: u32_of(f, "grace_ms", ctx),
@@ -438,8 +445,15 @@ fn vectors_cover_every_opcode_flag_and_error_mapping() {
                     && matches!(v.expect, Expect::Error { variant: "UnknownOpcode", .. })
             })
         };
-        let client_ops =
-            [opcode::HELLO, opcode::PING, opcode::PONG, opcode::SUB, opcode::UNSUB, opcode::PUB];
+        let client_ops = [
+            opcode::HELLO,
+            opcode::PING,
+            opcode::PONG,
+            opcode::SUB,
+            opcode::UNSUB,
+            opcode::PUB,
+            opcode::STATS,
+        ];
         for op in client_ops {
             assert!(client.iter().any(|&(o, _)| o == op), "no client vector for 0x{op:02x}");
             assert!(unknown_in(Dir::Server, op), "no vector sends client 0x{op:02x} as server");
@@ -452,6 +466,7 @@ fn vectors_cover_every_opcode_flag_and_error_mapping() {
             opcode::DROPPED,
             opcode::ERR,
             opcode::GOAWAY,
+            opcode::STATS_REPLY,
         ];
         for op in server_ops {
             assert!(server.iter().any(|&(o, _)| o == op), "no server vector for 0x{op:02x}");

@@ -19,6 +19,7 @@ DEFAULT_MAX_FRAME = 1048576
 # Opcodes.
 HELLO, PING, PONG, SUB, UNSUB, PUB = 0x01, 0x02, 0x03, 0x10, 0x11, 0x20
 WELCOME, S_PING, S_PONG, MSG, DROPPED, ERR, GOAWAY = 0x81, 0x82, 0x83, 0x90, 0x91, 0xE0, 0xE1
+STATS, STATS_REPLY = 0x30, 0xA0  # extension frames
 LOSSY = 0x01
 
 # Error codes: number -> (name, fatal). Mirrors the table in PROTOCOL.md.
@@ -418,6 +419,29 @@ bad("client PUB sent as server", "server", pub("a", "", b"p"), "UnknownOpcode", 
 bad("server frame above max_frame + 4", "server", msg(1, "t.max", "", b"12345678"), "FrameTooLarge", 3,
     max_frame=20)
 bad("server length prefix 1", "server", u32(1), "FrameTooShort", 1)
+
+# --- Extension: STATS / STATS_REPLY.
+def stats_reply(nonce, text):
+    return frame(STATS_REPLY, 0, u64(nonce) + u32(len(text.encode())) + text.encode())
+
+
+ok("STATS nonce 9", "client", nonce_frame(STATS, 9), {"type": "STATS", "nonce": 9})
+ok("STATS_REPLY with counters", "server", stats_reply(9, '{"total":{"slots_in_use":0}}'),
+   {"type": "STATS_REPLY", "nonce": 9, "json": '{"total":{"slots_in_use":0}}'})
+ok("STATS_REPLY empty document", "server", stats_reply(1, ""),
+   {"type": "STATS_REPLY", "nonce": 1, "json": ""})
+bad("STATS trailing byte", "client", frame(STATS, 0, u64(1) + TRAIL), "TrailingBytes", 1)
+bad("STATS nonce cut short", "client", frame(STATS, 0, u64(1)[:5]), "Truncated", 1)
+bad("STATS flag bit 0", "client", frame(STATS, 0x01, u64(1)), "ReservedFlags", 1)
+bad("STATS_REPLY trailing byte", "server", frame(STATS_REPLY, 0, u64(1) + u32(2) + b"{}" + TRAIL),
+    "TrailingBytes", 1)
+bad("STATS_REPLY length past end", "server", frame(STATS_REPLY, 0, u64(1) + u32(9) + b"{}"),
+    "Truncated", 1)
+bad("STATS_REPLY flag bit 0", "server", frame(STATS_REPLY, 0x01, u64(1) + u32(0)), "ReservedFlags", 1)
+bad("STATS_REPLY bad UTF-8", "server", frame(STATS_REPLY, 0, u64(1) + u32(1) + b"\xff"), "BadUtf8", 1,
+    field="StatsJson")
+bad("client STATS sent as server", "server", nonce_frame(STATS, 1), "UnknownOpcode", 2)
+bad("server STATS_REPLY sent as client", "client", stats_reply(1, "{}"), "UnknownOpcode", 2)
 
 # --- Incomplete input: the decoder needs more bytes and consumes nothing.
 ping7 = nonce_frame(PING, 7)

@@ -11,6 +11,7 @@ mod ping;
 
 pub(crate) use ping::release_pongs;
 mod publish;
+mod stats;
 mod sub;
 mod unsub;
 
@@ -97,6 +98,7 @@ pub(crate) fn dispatch(ctx: &mut Ctx<'_>, raw: RawFrame<'_>) -> Flow {
         ClientFrame::Sub(s) => sub::apply(ctx, s),
         ClientFrame::Unsub { sid } => unsub::apply(ctx, sid),
         ClientFrame::Pub(p) => publish::apply(ctx, p),
+        ClientFrame::Stats { nonce } => stats::apply(ctx, nonce),
     }
 }
 

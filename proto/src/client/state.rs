@@ -530,6 +530,8 @@ impl State {
             ServerFrame::Welcome(_) => {
                 outcome.protocol = Some("WELCOME in an open session".into());
             }
+            // This client never sends STATS; a reply it did not ask for is ignored.
+            ServerFrame::StatsReply { .. } => {}
         }
     }
 
@@ -656,6 +658,7 @@ mod tests {
                 ClientFrame::Ping { nonce } => format!("PING {nonce}"),
                 ClientFrame::Pong { nonce } => format!("PONG {nonce}"),
                 ClientFrame::Hello(_) => "HELLO".into(),
+                ClientFrame::Stats { nonce } => format!("STATS {nonce}"),
             });
         }
         frames
