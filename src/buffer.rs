@@ -4,16 +4,123 @@
 //! between the pool and connection slots for the life of the core. Nothing
 //! here grows: a full write buffer is the caller's signal to apply its
 //! slow-consumer policy.
+//!
+//! Memory is only resident where it was touched. An idle connection's
+//! buffers, and every buffer given back to the pool, hand their touched pages
+//! back to the kernel ([`PageBuf::release`]), so thousands of idle
+//! connections, or a storm of short ones, cost little more than their slots.
+
+use std::{
+    ops::{Deref, DerefMut},
+    ptr::NonNull,
+    sync::OnceLock,
+};
 
 use corecast_proto::{ServerFrame, LEN_PREFIX};
+
+fn page_size() -> usize {
+    static PAGE: OnceLock<usize> = OnceLock::new();
+    // SAFETY: sysconf has no preconditions.
+    *PAGE.get_or_init(|| match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as usize,
+        _ => 4096,
+    })
+}
+
+/// A zeroed buffer in its own anonymous mapping: pages are mapped on first
+/// touch and can be handed back to the kernel at any time without touching
+/// an allocator's bookkeeping.
+#[derive(Debug)]
+pub(crate) struct PageBuf {
+    ptr: NonNull<u8>,
+    len: usize,
+    /// The mapping's length: `len` rounded up to whole pages.
+    map_len: usize,
+    /// One past the highest byte touched since the last release.
+    touched: usize,
+}
+
+impl PageBuf {
+    /// Maps `len` bytes; `None` when the kernel refuses (address space or
+    /// map count exhausted), which callers treat like a full server.
+    fn new(len: usize) -> Option<Self> {
+        let map_len = len.max(1).div_ceil(page_size()) * page_size();
+        // SAFETY: an anonymous private mapping with no address hint has no
+        // preconditions; the result is checked before use.
+        let raw = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            tracing::warn!(error = %std::io::Error::last_os_error(), len, "cannot map a buffer");
+            return None;
+        }
+        let ptr = NonNull::new(raw.cast::<u8>())?;
+        Some(Self { ptr, len, map_len, touched: 0 })
+    }
+
+    /// Notes that bytes up to `end` may have been written.
+    fn touch(&mut self, end: usize) {
+        self.touched = self.touched.max(end);
+    }
+
+    /// Gives the touched pages back to the kernel; they read as zero after.
+    /// The caller must hold no data in the buffer.
+    pub(crate) fn release(&mut self) {
+        let end = (self.touched.div_ceil(page_size()) * page_size()).min(self.map_len);
+        self.touched = 0;
+        if end == 0 {
+            return;
+        }
+        // SAFETY: [ptr, ptr + end) lies inside our own mapping; MADV_DONTNEED
+        // on private anonymous memory only replaces its contents with zeros.
+        let rc = unsafe { libc::madvise(self.ptr.as_ptr().cast(), end, libc::MADV_DONTNEED) };
+        if rc != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "madvise failed");
+        }
+    }
+}
+
+impl Drop for PageBuf {
+    fn drop(&mut self) {
+        // SAFETY: the mapping is ours, unmapped once, and no slice of it
+        // outlives `self`.
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.map_len);
+        }
+    }
+}
+
+impl Deref for PageBuf {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the mapping holds `len` readable bytes for our lifetime.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl DerefMut for PageBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and `&mut self` makes the access exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
 
 /// A pool of equally sized buffers, bounded by the slots that can hold them.
 #[derive(Debug)]
 pub(crate) struct BufferPool {
     /// Size of every buffer in this pool.
     size: usize,
-    /// Buffers given back, ready for the next connection.
-    free: Vec<Box<[u8]>>,
+    /// Buffers given back, ready for the next connection, their pages
+    /// already released.
+    free: Vec<PageBuf>,
 }
 
 impl BufferPool {
@@ -21,18 +128,18 @@ impl BufferPool {
         Self { size, free: Vec::new() }
     }
 
-    /// A buffer from the pool, or a new one. The second value says whether it
-    /// was newly allocated.
-    pub(crate) fn take(&mut self) -> (Box<[u8]>, bool) {
+    /// A buffer from the pool, or a new one (`true` when newly mapped);
+    /// `None` when no memory can be had.
+    pub(crate) fn take(&mut self) -> Option<(PageBuf, bool)> {
         match self.free.pop() {
-            Some(buf) => (buf, false),
-            // vec![0; n] comes from calloc: pages are mapped on first touch.
-            None => (vec![0; self.size].into_boxed_slice(), true),
+            Some(buf) => Some((buf, false)),
+            None => PageBuf::new(self.size).map(|buf| (buf, true)),
         }
     }
 
-    pub(crate) fn give(&mut self, buf: Box<[u8]>) {
+    pub(crate) fn give(&mut self, mut buf: PageBuf) {
         debug_assert_eq!(buf.len(), self.size);
+        buf.release();
         self.free.push(buf);
     }
 }
@@ -40,7 +147,7 @@ impl BufferPool {
 /// The bytes read from a socket and not yet decoded.
 #[derive(Debug)]
 pub(crate) struct ReadBuf {
-    buf: Box<[u8]>,
+    buf: PageBuf,
     /// First byte not yet consumed.
     start: usize,
     /// One past the last byte read.
@@ -48,12 +155,19 @@ pub(crate) struct ReadBuf {
 }
 
 impl ReadBuf {
-    pub(crate) fn new(buf: Box<[u8]>) -> Self {
+    pub(crate) fn new(buf: PageBuf) -> Self {
         Self { buf, start: 0, end: 0 }
     }
 
-    pub(crate) fn into_inner(self) -> Box<[u8]> {
+    pub(crate) fn into_inner(self) -> PageBuf {
         self.buf
+    }
+
+    /// Releases the touched pages if nothing is buffered.
+    pub(crate) fn trim(&mut self) {
+        if self.start == self.end && self.buf.touched > 0 {
+            self.buf.release();
+        }
     }
 
     /// The bytes read and not consumed.
@@ -74,6 +188,7 @@ impl ReadBuf {
 
     pub(crate) fn filled_by(&mut self, n: usize) {
         self.end += n;
+        self.buf.touch(self.end);
     }
 
     pub(crate) fn consume(&mut self, n: usize) {
@@ -93,7 +208,7 @@ impl ReadBuf {
 /// Frames queued for a socket: a fixed buffer written from `head` to `tail`.
 #[derive(Debug)]
 pub(crate) struct WriteBuf {
-    buf: Box<[u8]>,
+    buf: PageBuf,
     /// First byte not yet written to the socket.
     head: usize,
     /// One past the last queued byte.
@@ -104,12 +219,19 @@ pub(crate) struct WriteBuf {
 }
 
 impl WriteBuf {
-    pub(crate) fn new(buf: Box<[u8]>) -> Self {
+    pub(crate) fn new(buf: PageBuf) -> Self {
         Self { buf, head: 0, tail: 0, boundary: 0 }
     }
 
-    pub(crate) fn into_inner(self) -> Box<[u8]> {
+    pub(crate) fn into_inner(self) -> PageBuf {
         self.buf
+    }
+
+    /// Releases the touched pages if nothing is queued.
+    pub(crate) fn trim(&mut self) {
+        if self.is_empty() && self.buf.touched > 0 {
+            self.buf.release();
+        }
     }
 
     pub(crate) fn capacity(&self) -> usize {
@@ -147,6 +269,7 @@ impl WriteBuf {
         let mut dst = &mut self.buf[self.tail..self.tail + len];
         frame.encode(&mut dst);
         self.tail += len;
+        self.buf.touch(self.tail);
         true
     }
 
@@ -192,7 +315,7 @@ mod tests {
 
     #[test]
     fn push_respects_limit_and_compacts() {
-        let mut w = WriteBuf::new(vec![0; 40].into_boxed_slice());
+        let mut w = WriteBuf::new(PageBuf::new(40).expect("mapped"));
         // each PING is 14 bytes
         assert!(w.push(&ping(1), 40));
         assert!(w.push(&ping(2), 40));
@@ -205,7 +328,7 @@ mod tests {
 
     #[test]
     fn drop_unstarted_keeps_the_partial_frame() {
-        let mut w = WriteBuf::new(vec![0; 100].into_boxed_slice());
+        let mut w = WriteBuf::new(PageBuf::new(100).expect("mapped"));
         for n in 0..5 {
             assert!(w.push(&ping(n), 100));
         }
@@ -216,7 +339,7 @@ mod tests {
 
     #[test]
     fn drop_unstarted_on_a_boundary_empties() {
-        let mut w = WriteBuf::new(vec![0; 100].into_boxed_slice());
+        let mut w = WriteBuf::new(PageBuf::new(100).expect("mapped"));
         for n in 0..3 {
             assert!(w.push(&ping(n), 100));
         }
@@ -227,7 +350,7 @@ mod tests {
 
     #[test]
     fn boundary_survives_compaction() {
-        let mut w = WriteBuf::new(vec![0; 42].into_boxed_slice());
+        let mut w = WriteBuf::new(PageBuf::new(42).expect("mapped"));
         for n in 0..3 {
             assert!(w.push(&ping(n), 42));
         }
@@ -238,8 +361,29 @@ mod tests {
     }
 
     #[test]
+    fn release_zeroes_touched_pages_and_keeps_the_rest_usable() {
+        let mut w = WriteBuf::new(PageBuf::new(3 * page_size()).expect("mapped"));
+        assert!(w.push(&ping(7), usize::MAX));
+        w.trim();
+        assert_eq!(w.pending().len(), 14, "a buffer holding data is not trimmed");
+        w.consume(14);
+        w.trim();
+        assert!(w.buf.iter().all(|&b| b == 0), "released pages read as zero");
+        assert_eq!(w.buf.touched, 0);
+        assert!(w.push(&ping(8), usize::MAX));
+        assert_eq!(&w.pending()[6..], &8u64.to_le_bytes());
+    }
+
+    #[test]
+    fn page_buf_starts_on_a_page() {
+        let b = PageBuf::new(100).expect("mapped");
+        assert_eq!(b.as_ptr() as usize % page_size(), 0);
+        assert_eq!(b.len(), 100);
+    }
+
+    #[test]
     fn read_buf_compacts_when_full() {
-        let mut r = ReadBuf::new(vec![0; 8].into_boxed_slice());
+        let mut r = ReadBuf::new(PageBuf::new(8).expect("mapped"));
         r.spare()[..8].copy_from_slice(b"abcdefgh");
         r.filled_by(8);
         r.consume(5);

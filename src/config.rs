@@ -189,9 +189,10 @@ impl Config {
 
     /// How often the sweeper looks for timed-out connections: `busy` while
     /// some connection is in its handshake or draining (short deadlines),
-    /// `idle` otherwise (heartbeats only), so an idle broker barely wakes.
+    /// `idle` otherwise (heartbeats and trimming idle buffers), so an idle
+    /// broker wakes about once a second.
     pub(crate) fn sweep_intervals(&self) -> (Duration, Duration) {
-        let quarter = |ms: u64| Duration::from_millis((ms / 4).clamp(5, 5000));
+        let quarter = |ms: u64| Duration::from_millis((ms / 4).clamp(5, 1000));
         let busy = quarter(self.handshake_timeout_ms.min(self.close_linger_ms.max(1)));
         let idle = quarter(self.ping_interval_ms).max(busy);
         (busy, idle)

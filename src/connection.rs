@@ -41,6 +41,8 @@ enum Input {
     Wait,
     /// Buffered frames were applied; flush before reading.
     Applied,
+    /// Buffered frames filled subscribers; let them flush first.
+    Yield,
 }
 
 /// The task's own state; dropping it frees the slot.
@@ -52,6 +54,9 @@ struct Connection {
     rbuf: Option<ReadBuf>,
     /// `shutdown(Write)` was sent while draining.
     fin_sent: bool,
+    /// Whole frames may wait in the read buffer (after a stall or a yield):
+    /// apply them before reading more.
+    backlog: bool,
 }
 
 /// Serves one accepted connection until it closes. Panics are caught here:
@@ -63,7 +68,8 @@ pub(crate) fn serve(
     rbuf: ReadBuf,
 ) -> impl Future<Output = ()> {
     CoreCounters::add(&shard.counters.tasks_alive, 1);
-    let mut conn = Connection { shard, key, stream, rbuf: Some(rbuf), fin_sent: false };
+    let mut conn =
+        Connection { shard, key, stream, rbuf: Some(rbuf), fin_sent: false, backlog: false };
     let run = async move { poll_fn(|cx| conn.poll(cx)).await };
     async move {
         if std::panic::AssertUnwindSafe(run).catch_unwind().await.is_err() {
@@ -102,6 +108,7 @@ impl Connection {
     }
 
     fn run(&mut self, shard: &Shard, st: &mut State, cx: &mut Context<'_>) -> Poll<()> {
+        self.trim_if_due(st);
         let mut reads = 0;
         loop {
             if let Err(e) = self.flush(shard, st, cx) {
@@ -118,6 +125,7 @@ impl Connection {
                 Input::Wait => return Poll::Pending,
                 // Flush what the retried frames queued, then look again.
                 Input::Applied => continue,
+                Input::Yield => return self.yield_now(shard, st, cx),
             }
             if reads == READS_PER_POLL {
                 // Budget spent (and flushed above): let the other tasks run.
@@ -136,25 +144,53 @@ impl Connection {
                     let slot = &mut st.slots[self.key];
                     slot.last_inbound = shard.clock.get();
                     slot.ping_outstanding = false;
-                    self.apply_frames(shard, st, cx);
+                    slot.trimmed = false;
+                    if self.apply_frames(shard, st, cx) == Flow::Yield {
+                        return self.yield_now(shard, st, cx);
+                    }
                 }
             }
         }
     }
 
+    /// Lets the subscribers this connection filled flush before it applies
+    /// more: they were woken first, so they run before it polls again.
+    fn yield_now(&mut self, shard: &Shard, st: &mut State, cx: &mut Context<'_>) -> Poll<()> {
+        if self.flush(shard, st, cx).is_err() {
+            st.leave(shard, self.key, Exit::Reset, "");
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// An idle connection hands its buffers' touched pages back to the
+    /// kernel, so idle connections cost little more than their slot.
+    fn trim_if_due(&mut self, st: &mut State) {
+        let slot = &mut st.slots[self.key];
+        if !std::mem::take(&mut slot.trim_due) {
+            return;
+        }
+        slot.wbuf.trim();
+        if let Some(rbuf) = self.rbuf.as_mut() {
+            rbuf.trim();
+        }
+        slot.trimmed = true;
+    }
+
     /// Whether the connection may take more input now. It must wait while
     /// shutting down or stalled (the stall's owner wakes it: staging room, a
-    /// barrier, a flush); retrying a stalled frame may also queue output.
+    /// barrier, a flush); applying buffered frames may also queue output.
     fn input_gate(&mut self, shard: &Shard, st: &mut State, cx: &Context<'_>) -> Input {
         if shard.shutting_down.get() {
             return Input::Wait;
         }
-        if !st.slots[self.key].stalled {
+        if !self.backlog {
             return Input::Read;
         }
-        // The frame that stalled is still at the front of the buffer.
+        // Frames read earlier wait at the front of the buffer.
         match self.apply_frames(shard, st, cx) {
             Flow::Stall => Input::Wait,
+            Flow::Yield => Input::Yield,
             Flow::Continue | Flow::Stop => Input::Applied,
         }
     }
@@ -169,7 +205,10 @@ impl Connection {
             let mut src = rbuf.filled();
             let before = src.len();
             let flow = match RawFrame::split(&mut src, max_frame) {
-                Ok(None) => return Flow::Continue,
+                Ok(None) => {
+                    self.backlog = false;
+                    return Flow::Continue;
+                }
                 Ok(Some(raw)) => {
                     let mut ctx = Ctx { shard, st, key: self.key, waker };
                     cmd::dispatch(&mut ctx, raw)
@@ -181,16 +220,19 @@ impl Connection {
             };
             let used = before - src.len();
             match flow {
-                Flow::Continue => {
+                Flow::Continue => rbuf.consume(used),
+                Flow::Yield => {
                     rbuf.consume(used);
-                    st.slots[self.key].stalled = false;
+                    self.backlog = true;
+                    return Flow::Yield;
                 }
                 Flow::Stall => {
-                    st.slots[self.key].stalled = true;
+                    self.backlog = true;
                     return Flow::Stall;
                 }
                 Flow::Stop => {
                     rbuf.clear();
+                    self.backlog = false;
                     return Flow::Stop;
                 }
             }

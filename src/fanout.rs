@@ -19,15 +19,16 @@ pub(crate) struct Message<'a> {
 }
 
 /// Delivers `msg` to `subs`. Slots too slow to take it are added to
-/// `doomed`.
+/// `doomed`. Returns whether some subscriber's write buffer just went past
+/// half full, a hint for the caller to let it flush before delivering more.
 pub(crate) fn deliver(
     slots: &mut Slab<Slot>,
     subs: &[LocalSub],
     msg: Message<'_>,
     counters: &CoreCounters,
     doomed: &mut Vec<usize>,
-) {
-    let (mut sent, mut dropped) = (0, 0);
+) -> bool {
+    let (mut sent, mut dropped, mut pressed) = (0, 0, false);
     for sub in subs {
         let Some(slot) = slots.get_mut(sub.key) else { continue };
         if !slot.is_open() {
@@ -39,8 +40,12 @@ pub(crate) fn deliver(
             reply_to: msg.reply_to,
             payload: msg.payload,
         });
+        let half = slot.message_limit() / 2;
+        let before = slot.wbuf.pending().len();
         if slot.push(&frame) {
             sent += 1;
+            // Once per crossing: a subscriber stuck above half is not news.
+            pressed |= before <= half && slot.wbuf.pending().len() > half;
         } else if sub.lossy {
             slot.record_drop(sub.sid);
             dropped += 1;
@@ -50,4 +55,5 @@ pub(crate) fn deliver(
     }
     CoreCounters::add(&counters.msgs_out, sent);
     CoreCounters::add(&counters.msgs_dropped, dropped);
+    pressed
 }

@@ -20,6 +20,7 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     let config = Args::parse().into_config()?;
+    raise_fd_limit(&config);
     let mut signals = Signals::new([SIGINT, SIGTERM]).context("cannot install signal handlers")?;
     let broker = Broker::start(config)?;
     let handle = broker.shutdown_handle();
@@ -41,4 +42,28 @@ fn main() -> anyhow::Result<()> {
     broker.wait()?;
     tracing::info!("corecast stopped");
     Ok(())
+}
+
+/// Lifts the soft open-file limit to the hard one: every connection is a
+/// descriptor, and the configured slots should not run into the default 1024.
+fn raise_fd_limit(config: &corecast::Config) {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+    let slots = (config.cores * config.max_connections) as u64;
+    if (lim.rlim_cur as u64) < slots + 64 {
+        tracing::warn!(
+            open_files = lim.rlim_cur,
+            slots,
+            "the open-file limit is below the connection slots; accepts will fail first"
+        );
+    }
 }

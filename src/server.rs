@@ -116,12 +116,20 @@ async fn forward(shard: Rc<Shard>, senders: Rc<Senders<Bytes>>, peer: usize) {
 /// Applies the batches `peer` sends until it closes its side.
 async fn receive(shard: Rc<Shard>, receivers: Rc<Receivers<Bytes>>, peer: usize) {
     while let Ok(Some(batch)) = receivers.recv_from(peer).await {
-        let mut st = shard.state.borrow_mut();
-        apply_batch(&shard, &mut st, peer, &batch);
+        let mut done = 0;
+        while done < batch.len() {
+            done += apply_batch(&shard, &mut shard.state.borrow_mut(), peer, &batch[done..]);
+            if done < batch.len() {
+                // Subscribers filled up: let them flush, then go on.
+                futures_lite::future::yield_now().await;
+            }
+        }
     }
 }
 
-fn apply_batch(shard: &Shard, st: &mut State, from: usize, batch: &[u8]) {
+/// Applies records from the front of `batch`; returns how many bytes it
+/// used. It stops early after a delivery that filled a subscriber past half.
+fn apply_batch(shard: &Shard, st: &mut State, from: usize, batch: &[u8]) -> usize {
     let mut src = batch;
     let mut published = 0;
     while let Some(record) = Record::decode(&mut src) {
@@ -129,11 +137,15 @@ fn apply_batch(shard: &Shard, st: &mut State, from: usize, batch: &[u8]) {
             Record::Publish { topic, reply_to, payload } => {
                 published += 1;
                 let State { slots, topics, doomed, .. } = &mut *st;
+                let mut pressed = false;
                 if let Some(entry) = topics.get(topic) {
                     let msg = Message { topic, reply_to, payload };
-                    fanout::deliver(slots, &entry.local, msg, &shard.counters, doomed);
+                    pressed = fanout::deliver(slots, &entry.local, msg, &shard.counters, doomed);
                 }
                 st.reap_doomed(shard);
+                if pressed {
+                    break;
+                }
             }
             Record::InterestAdd { topic } => st.topics.set_remote(topic, from, true),
             Record::InterestRemove { topic } => st.topics.set_remote(topic, from, false),
@@ -145,10 +157,14 @@ fn apply_batch(shard: &Shard, st: &mut State, from: usize, batch: &[u8]) {
             }
         }
     }
-    if !src.is_empty() {
-        tracing::error!(core = shard.core, from, left = src.len(), "inconsistent batch");
-    }
     CoreCounters::add(&shard.counters.cross_core_received, published);
+    match batch.len() - src.len() {
+        0 if !batch.is_empty() => {
+            tracing::error!(core = shard.core, from, left = batch.len(), "inconsistent batch");
+            batch.len()
+        }
+        used => used,
+    }
 }
 
 async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
@@ -236,6 +252,10 @@ async fn sweep(shard: Rc<Shard>) {
                 }
                 Phase::Open if now - slot.last_inbound > ping_after && !slot.ping_outstanding => {
                     expired.push((key, Due::Ping))
+                }
+                Phase::Open if now - slot.last_inbound > idle_tick && !slot.trimmed => {
+                    slot.trim_due = true;
+                    slot.notify();
                 }
                 Phase::Draining { until } if now > until => {
                     slot.phase = Phase::Closed;

@@ -111,14 +111,17 @@ impl Shard {
     }
 
     /// Takes a slot and both buffers for a new connection; `None` when the
-    /// core is full.
+    /// core is full (all slots taken, or no memory for the buffers).
     pub(crate) fn open_slot(&self, peer: SocketAddr) -> Option<(usize, ReadBuf)> {
         let mut st = self.state.borrow_mut();
         if st.slots.len() >= self.cfg.max_connections {
             return None;
         }
-        let (rbuf, new_r) = st.read_pool.take();
-        let (wbuf, new_w) = st.write_pool.take();
+        let (rbuf, new_r) = st.read_pool.take()?;
+        let Some((wbuf, new_w)) = st.write_pool.take() else {
+            st.read_pool.give(rbuf);
+            return None;
+        };
         let c = &self.counters;
         CoreCounters::add(&c.buffers_allocated, u64::from(new_r) + u64::from(new_w));
         CoreCounters::add(&c.buffers_out, 2);
@@ -175,7 +178,6 @@ impl State {
         }
         count_exit(c, why);
         slot.pongs.clear();
-        slot.stalled = false;
         let linger = |ms: u64| Phase::Draining { until: Instant::now() + ms_duration(ms) };
         slot.phase = match why {
             Exit::Eof | Exit::Reset | Exit::Panic => Phase::Closed,

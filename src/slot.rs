@@ -102,13 +102,15 @@ pub(crate) struct Slot {
     pub pongs: VecDeque<PendingPong>,
     /// Registered as a barrier waiter.
     pub awaiting_barrier: bool,
-    /// Waiting for cross-core staging room; its reads are held back.
-    pub stalled: bool,
     pub accepted_at: Instant,
     /// Last time bytes arrived (coarse clock).
     pub last_inbound: Instant,
     /// A server `PING` went out and no bytes arrived since.
     pub ping_outstanding: bool,
+    /// Asked by the sweeper: the connection is idle, release buffer pages.
+    pub trim_due: bool,
+    /// Buffer pages were released and no bytes arrived since.
+    pub trimmed: bool,
 }
 
 impl Slot {
@@ -125,10 +127,11 @@ impl Slot {
             orphan_drops: Vec::new(),
             pongs: VecDeque::new(),
             awaiting_barrier: false,
-            stalled: false,
             accepted_at: now,
             last_inbound: now,
             ping_outstanding: false,
+            trim_due: false,
+            trimmed: false,
         }
     }
 

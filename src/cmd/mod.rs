@@ -2,7 +2,7 @@
 //!
 //! [`dispatch`] takes one frame cut out of a connection's read buffer and
 //! applies it to the core's state. A command answers with a [`Flow`]: go on
-//! with the next frame, stop reading for now (the frame stays in the buffer
+//! with the next frame, yield to the subscribers it filled, stop reading for now (the frame stays in the buffer
 //! and is applied again later), or stop for good because the connection is
 //! leaving.
 
@@ -30,6 +30,9 @@ use crate::{
 pub(crate) enum Flow {
     /// The frame took effect; decode the next one.
     Continue,
+    /// The frame took effect but filled some subscriber past half its write
+    /// buffer; let the woken subscribers flush before the next frame.
+    Yield,
     /// The frame cannot take effect yet; keep it and stop reading until the
     /// connection is woken.
     Stall,

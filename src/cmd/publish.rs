@@ -21,17 +21,16 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, p: Pub<'_>) -> Flow {
         }
     }
     let counters = &ctx.shard.counters;
+    let mut pressed = false;
     let State { slots, topics, outbound, doomed, .. } = &mut *ctx.st;
     if let Some(entry) = topics.get(p.topic) {
         if !outbound.has_room(&entry.remote) {
             outbound.wait_for_room(ctx.waker);
-            if !slots[ctx.key].stalled {
-                CoreCounters::add(&counters.publisher_stalls, 1);
-            }
+            CoreCounters::add(&counters.publisher_stalls, 1);
             return Flow::Stall;
         }
         let msg = Message { topic: p.topic, reply_to: p.reply_to, payload: p.payload };
-        fanout::deliver(slots, &entry.local, msg, counters, doomed);
+        pressed = fanout::deliver(slots, &entry.local, msg, counters, doomed);
         let mut crossed = 0;
         for peer in entry.remote.iter() {
             outbound.stage(
@@ -44,10 +43,10 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, p: Pub<'_>) -> Flow {
     }
     CoreCounters::add(&counters.msgs_in, 1);
     ctx.st.reap_doomed(ctx.shard);
-    if ctx.slot().is_open() {
-        Flow::Continue
-    } else {
-        Flow::Stop
+    match (ctx.slot().is_open(), pressed) {
+        (false, _) => Flow::Stop,
+        (true, true) => Flow::Yield,
+        (true, false) => Flow::Continue,
     }
 }
 
