@@ -59,7 +59,7 @@ fn raise_fd_limit(config: &corecast::Config) {
         }
     }
     let slots = (config.cores * config.max_connections) as u64;
-    if (lim.rlim_cur as u64) < slots + 64 {
+    if lim.rlim_cur < slots + 64 {
         tracing::warn!(
             open_files = lim.rlim_cur,
             slots,

@@ -24,6 +24,12 @@ pub fn test_config(cores: usize) -> Config {
     }
 }
 
+/// A config with small frames and write buffers, so that slow consumers are
+/// found after little traffic: max_frame 4096, write_buffer 32 KiB.
+pub fn small_config(cores: usize) -> Config {
+    Config { max_frame: 4096, write_buffer: 32 << 10, close_linger_ms: 100, ..test_config(cores) }
+}
+
 pub fn start(config: Config) -> Broker {
     Broker::start(config).expect("broker starts")
 }
@@ -31,13 +37,38 @@ pub fn start(config: Config) -> Broker {
 /// An owned copy of a server frame, easy to assert on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Got {
-    Welcome { core_id: u16, connection_id: u64, max_frame: u32, ping_interval_ms: u32 },
+    Welcome {
+        core_id: u16,
+        connection_id: u64,
+        max_frame: u32,
+        ping_interval_ms: u32,
+        server_name: String,
+    },
     Ping(u64),
     Pong(u64),
-    Msg { sid: u32, topic: String, reply_to: String, payload: Vec<u8> },
-    Dropped { sid: u32, count: u64 },
-    Err { code: u16, fatal: bool, text: String },
-    GoAway { reason: u16, grace_ms: u32 },
+    Msg {
+        sid: u32,
+        topic: String,
+        reply_to: String,
+        payload: Vec<u8>,
+    },
+    Dropped {
+        sid: u32,
+        count: u64,
+    },
+    Err {
+        code: u16,
+        fatal: bool,
+        text: String,
+    },
+    GoAway {
+        reason: u16,
+        grace_ms: u32,
+    },
+    Stats {
+        nonce: u64,
+        json: String,
+    },
 }
 
 impl Got {
@@ -48,6 +79,7 @@ impl Got {
                 connection_id: w.connection_id,
                 max_frame: w.max_frame,
                 ping_interval_ms: w.ping_interval_ms,
+                server_name: w.server_name.into(),
             },
             ServerFrame::Ping { nonce } => Got::Ping(nonce),
             ServerFrame::Pong { nonce } => Got::Pong(nonce),
@@ -60,6 +92,30 @@ impl Got {
             ServerFrame::Dropped { sid, count } => Got::Dropped { sid, count },
             ServerFrame::Err(e) => Got::Err { code: e.code, fatal: e.fatal, text: e.text.into() },
             ServerFrame::GoAway { reason, grace_ms } => Got::GoAway { reason, grace_ms },
+            ServerFrame::StatsReply { nonce, json } => Got::Stats { nonce, json: json.into() },
+        }
+    }
+
+    /// A MSG without reply-to, for comparisons.
+    pub fn msg(sid: u32, topic: &str, payload: &[u8]) -> Got {
+        Got::Msg { sid, topic: topic.into(), reply_to: String::new(), payload: payload.to_vec() }
+    }
+
+    /// Bytes this frame takes on the wire (MSG only).
+    pub fn wire_len(&self) -> usize {
+        match self {
+            Got::Msg { topic, reply_to, payload, .. } => {
+                4 + 2 + 4 + 1 + topic.len() + 1 + reply_to.len() + payload.len()
+            }
+            other => panic!("wire_len of {other:?}"),
+        }
+    }
+
+    /// The code of an ERR frame, if this is one.
+    pub fn err_code(&self) -> Option<(u16, bool)> {
+        match self {
+            Got::Err { code, fatal, .. } => Some((*code, *fatal)),
+            _ => None,
         }
     }
 }
@@ -74,27 +130,69 @@ pub enum ReadEnd {
 
 pub struct Client {
     pub stream: TcpStream,
+    /// Received bytes; `buf[start..]` is not decoded yet.
     buf: Vec<u8>,
+    start: usize,
     pub next_nonce: u64,
+    /// The WELCOME this connection got, once it has.
+    pub welcome: Option<Got>,
 }
 
 impl Client {
+    fn from_stream(stream: TcpStream) -> Self {
+        stream.set_nodelay(true).unwrap();
+        Client { stream, buf: Vec::new(), start: 0, next_nonce: 1, welcome: None }
+    }
+
     /// Connects without saying HELLO.
     pub fn connect_raw(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_nodelay(true).unwrap();
-        Client { stream, buf: Vec::new(), next_nonce: 1 }
+        Self::from_stream(TcpStream::connect(addr).expect("connect"))
+    }
+
+    /// Connects without saying HELLO, with a small kernel receive buffer
+    /// (set before connecting, so the advertised window stays small too).
+    pub fn connect_raw_small_rcvbuf(addr: SocketAddr, rcvbuf: usize) -> Self {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+        s.set_recv_buffer_size(rcvbuf).unwrap();
+        s.connect(&addr.into()).expect("connect");
+        Self::from_stream(s.into())
     }
 
     /// Connects and completes the handshake.
     pub fn connect(addr: SocketAddr) -> Self {
         let mut c = Self::connect_raw(addr);
-        c.hello("test", b"");
-        match c.recv() {
-            Got::Welcome { .. } => {}
+        c.handshake();
+        c
+    }
+
+    /// Connects with a small receive buffer and completes the handshake.
+    pub fn connect_small_rcvbuf(addr: SocketAddr, rcvbuf: usize) -> Self {
+        let mut c = Self::connect_raw_small_rcvbuf(addr, rcvbuf);
+        c.handshake();
+        c
+    }
+
+    /// Sends HELLO (no token) and expects WELCOME.
+    pub fn handshake(&mut self) {
+        self.hello("test", b"");
+        self.expect_welcome();
+    }
+
+    /// Reads the next frame and expects it to be WELCOME.
+    pub fn expect_welcome(&mut self) {
+        match self.recv() {
+            w @ Got::Welcome { .. } => self.welcome = Some(w),
             other => panic!("expected WELCOME, got {other:?}"),
         }
-        c
+    }
+
+    /// The core that owns this connection, from its WELCOME.
+    pub fn core_id(&self) -> u16 {
+        match &self.welcome {
+            Some(Got::Welcome { core_id, .. }) => *core_id,
+            _ => panic!("no WELCOME yet"),
+        }
     }
 
     pub fn hello(&mut self, name: &str, token: &[u8]) {
@@ -119,6 +217,10 @@ impl Client {
         self.send(&ClientFrame::Sub(Sub { sid, topic, queue_group: "", lossy: true }));
     }
 
+    pub fn sub_group(&mut self, sid: u32, topic: &str, queue_group: &str) {
+        self.send(&ClientFrame::Sub(Sub { sid, topic, queue_group, lossy: false }));
+    }
+
     pub fn unsub(&mut self, sid: u32) {
         self.send(&ClientFrame::Unsub { sid });
     }
@@ -127,12 +229,28 @@ impl Client {
         self.send(&ClientFrame::Pub(Pub { topic, reply_to: "", payload }));
     }
 
-    /// PING and wait for its PONG, answering server PINGs on the way.
-    /// Returns the frames (MSG etc.) that arrived before the PONG.
-    pub fn flush(&mut self) -> Vec<Got> {
+    pub fn publish_reply(&mut self, topic: &str, reply_to: &str, payload: &[u8]) {
+        self.send(&ClientFrame::Pub(Pub { topic, reply_to, payload }));
+    }
+
+    /// Sends a PING without waiting; returns its nonce.
+    pub fn ping(&mut self) -> u64 {
         let nonce = self.next_nonce;
         self.next_nonce += 1;
         self.send(&ClientFrame::Ping { nonce });
+        nonce
+    }
+
+    /// PING and wait for its PONG, answering server PINGs on the way.
+    /// Returns the frames (MSG etc.) that arrived before the PONG.
+    pub fn flush(&mut self) -> Vec<Got> {
+        let nonce = self.ping();
+        self.until_pong(nonce)
+    }
+
+    /// Reads until the PONG for `nonce`, answering server PINGs; returns the
+    /// frames before it.
+    pub fn until_pong(&mut self, nonce: u64) -> Vec<Got> {
         let mut before = Vec::new();
         loop {
             match self.recv() {
@@ -143,17 +261,26 @@ impl Client {
         }
     }
 
+    /// A flush that must find nothing before its PONG.
+    pub fn flush_empty(&mut self) {
+        let before = self.flush();
+        assert!(before.is_empty(), "expected nothing before PONG, got {before:?}");
+    }
+
     /// Next frame within `timeout`.
     pub fn read_frame(&mut self, timeout: Duration) -> ReadEnd {
         let deadline = Instant::now() + timeout;
         loop {
-            let mut src = &self.buf[..];
+            let mut src = &self.buf[self.start..];
             let before = src.len();
             match ServerFrame::decode(&mut src, u32::MAX) {
                 Ok(Some(f)) => {
                     let got = Got::from_frame(f);
-                    let used = before - src.len();
-                    self.buf.drain(..used);
+                    self.start += before - src.len();
+                    if self.start == self.buf.len() {
+                        self.buf.clear();
+                        self.start = 0;
+                    }
                     return ReadEnd::Frame(got);
                 }
                 Ok(None) => {}
@@ -162,6 +289,10 @@ impl Client {
             let now = Instant::now();
             if now >= deadline {
                 return ReadEnd::Timeout;
+            }
+            if self.start > 0 {
+                self.buf.drain(..self.start);
+                self.start = 0;
             }
             self.stream.set_read_timeout(Some(deadline - now)).unwrap();
             let mut chunk = [0u8; 64 << 10];
@@ -185,6 +316,14 @@ impl Client {
         }
     }
 
+    /// Next frame, which must be a MSG: (sid, topic, payload).
+    pub fn recv_msg(&mut self) -> (u32, String, Vec<u8>) {
+        match self.recv() {
+            Got::Msg { sid, topic, payload, .. } => (sid, topic, payload),
+            other => panic!("expected MSG, got {other:?}"),
+        }
+    }
+
     /// Reads until a fatal ERR, returning its code; then expects the close.
     pub fn expect_fatal(&mut self) -> u16 {
         loop {
@@ -202,6 +341,90 @@ impl Client {
             }
         }
     }
+
+    /// The next frame must be exactly this fatal ERR code, then the close.
+    pub fn expect_only_fatal(&mut self, code: u16) {
+        match self.recv() {
+            Got::Err { code: c, fatal: true, .. } if c == code => {}
+            other => panic!("expected fatal ERR {code}, got {other:?}"),
+        }
+        assert_eq!(self.read_frame(Duration::from_secs(5)), ReadEnd::Closed, "close after ERR");
+    }
+
+    /// The next frame must be this non-fatal ERR code.
+    pub fn expect_err(&mut self, code: u16) {
+        match self.recv() {
+            Got::Err { code: c, fatal: false, .. } if c == code => {}
+            other => panic!("expected non-fatal ERR {code}, got {other:?}"),
+        }
+    }
+
+    /// Every frame until the server closes, within `timeout` in all.
+    pub fn read_to_close(&mut self, timeout: Duration) -> Vec<Got> {
+        let deadline = Instant::now() + timeout;
+        let mut all = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.read_frame(left.max(Duration::from_millis(1))) {
+                ReadEnd::Frame(g) => all.push(g),
+                ReadEnd::Closed => return all,
+                ReadEnd::Timeout => {
+                    let tail: Vec<_> = all.iter().rev().take(3).collect();
+                    panic!("no close within {timeout:?}; {} frames, last {tail:?}", all.len())
+                }
+            }
+        }
+    }
+
+    /// Aborts the connection with a RST (SO_LINGER 0, then close).
+    pub fn reset(self) {
+        socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO)).unwrap();
+        drop(self);
+    }
+}
+
+/// Connects clients until one lands on a core other than `core` (the
+/// listeners share the port with SO_REUSEPORT, so the kernel spreads them).
+pub fn connect_not_on(addr: SocketAddr, core: u16) -> Client {
+    for _ in 0..64 {
+        let c = Client::connect(addr);
+        if c.core_id() != core {
+            return c;
+        }
+    }
+    panic!("64 connections all landed on core {core}");
+}
+
+/// A whole client frame from its parts: length prefix, opcode, flags, body.
+pub fn frame(opcode: u8, flags: u8, body: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(6 + body.len());
+    v.extend_from_slice(&(2 + body.len() as u32).to_le_bytes());
+    v.push(opcode);
+    v.push(flags);
+    v.extend_from_slice(body);
+    v
+}
+
+/// A PUB frame with raw topic and reply-to bytes (which may be bad UTF-8).
+pub fn raw_pub(topic: &[u8], reply_to: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut body = vec![topic.len() as u8];
+    body.extend_from_slice(topic);
+    body.push(reply_to.len() as u8);
+    body.extend_from_slice(reply_to);
+    body.extend_from_slice(payload);
+    frame(corecast_proto::opcode::PUB, 0, &body)
+}
+
+/// An 8-byte sequence-number payload, with `pad` filler bytes after it.
+pub fn seq_payload(seq: u64, pad: usize) -> Vec<u8> {
+    let mut v = seq.to_le_bytes().to_vec();
+    v.resize(8 + pad, 0xab);
+    v
+}
+
+/// The sequence number at the front of a payload made by [`seq_payload`].
+pub fn seq_of(payload: &[u8]) -> u64 {
+    u64::from_le_bytes(payload[..8].try_into().expect("payload holds a sequence number"))
 }
 
 /// Polls the broker's summed counters until `cond` holds or 10 s pass.
@@ -229,4 +452,44 @@ pub fn wait_idle(broker: &Broker) -> Snapshot {
             && c.subscriptions == 0
             && c.connections_open == 0
     })
+}
+
+/// Ends a test's broker: no task panicked, everything went back to idle once
+/// the clients closed, and the broker stops cleanly.
+pub fn finish(broker: Broker) {
+    let c = wait_idle(&broker);
+    assert_eq!(c.task_panics, 0, "task panics: {c:#?}");
+    broker.shutdown();
+    broker.wait().expect("broker stops cleanly");
+}
+
+/// A subscriber and a publisher that prove a broker still delivers: each
+/// [`Witness::check`] publishes one message and expects it at once.
+pub struct Witness {
+    pub sub: Client,
+    pub publ: Client,
+    seq: u64,
+}
+
+impl Witness {
+    pub const TOPIC: &'static str = "witness.topic";
+    pub const SID: u32 = 4242;
+
+    pub fn new(addr: SocketAddr) -> Self {
+        let mut sub = Client::connect(addr);
+        sub.sub(Self::SID, Self::TOPIC);
+        sub.flush_empty();
+        let publ = Client::connect(addr);
+        Witness { sub, publ, seq: 0 }
+    }
+
+    /// Publishes one message and asserts that the subscriber gets exactly it.
+    pub fn check(&mut self) {
+        self.seq += 1;
+        let payload = seq_payload(self.seq, 0);
+        self.publ.publish(Self::TOPIC, &payload);
+        self.publ.flush_empty();
+        let got = self.sub.flush();
+        assert_eq!(got, vec![Got::msg(Self::SID, Self::TOPIC, &payload)], "witness delivery");
+    }
 }
