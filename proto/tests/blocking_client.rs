@@ -15,7 +15,7 @@ use corecast_proto::{
         blocking::{Client, Subscription},
         ClientError, DisconnectReason, DropSite, Event, Message, SubscribeOptions, TopicProblem,
     },
-    ErrorCode, TopicError,
+    ErrFrame, ErrorCode, ServerFrame, TopicError,
 };
 
 const SHORT: Duration = Duration::from_secs(5);
@@ -196,7 +196,6 @@ fn reconnects_after_a_restart_on_the_same_port_and_restores_subscriptions() {
     let lossy = client
         .subscribe_with("restart.lossy", SubscribeOptions { lossy: true, capacity: Some(4) })
         .unwrap();
-    let first_connection = client.server_info().connection_id;
     stop(broker);
     events_until(&client, |e| matches!(e, Event::Disconnected(_)));
     let broker = start_on(addr);
@@ -214,7 +213,6 @@ fn reconnects_after_a_restart_on_the_same_port_and_restores_subscriptions() {
     assert_eq!(&recv(&sub).payload[..], b"after restart");
     assert_eq!(&recv(&lossy).payload[..], b"lossy too");
     assert_eq!(client.stats().reconnects, 1);
-    let _ = first_connection;
     drop((sub, lossy, client, publisher));
     stop(broker);
 }
@@ -312,6 +310,31 @@ fn a_publisher_outrunning_a_stuck_socket_waits_then_fails_with_bounded_memory() 
 }
 
 #[test]
+fn flushes_and_subscriptions_on_a_stuck_socket_stay_within_the_send_buffer() {
+    let mut stuck = StuckBroker::start();
+    let short = Duration::from_millis(20);
+    let client = Client::connect_with(
+        stuck.addr,
+        options("stuck").send_buffer(4096).send_timeout(short).flush_timeout(short),
+    )
+    .unwrap();
+    let _unread = stuck.connection();
+    // One publication larger than the socket buffers holds the writer in
+    // its write; then the send buffer fills up.
+    client.publish("stuck.big", vec![0u8; 16 << 20]).unwrap();
+    while client.publish("stuck.small", [0u8; 512]).is_ok() {}
+    for _ in 0..100 {
+        assert!(matches!(client.flush(), Err(ClientError::Timeout { .. })));
+    }
+    for _ in 0..10 {
+        let err = client.subscribe("stuck.sub").unwrap_err();
+        assert!(matches!(err, ClientError::Timeout { .. }), "{err:?}");
+    }
+    let buffered = client.stats().buffered_bytes;
+    assert!(buffered <= 4096, "the send buffer grew to {buffered} bytes");
+}
+
+#[test]
 fn bad_topics_and_oversized_payloads_are_refused_before_sending() {
     let broker = start(Config { max_frame: 4096, ..config() });
     let client = connect(&broker, "careful");
@@ -346,18 +369,99 @@ fn bad_topics_and_oversized_payloads_are_refused_before_sending() {
 }
 
 #[test]
-fn server_pings_are_answered_so_an_idle_client_stays() {
-    let broker = start(Config { ping_interval_ms: 50, stale_after_ms: 200, ..config() });
-    let client = connect(&broker, "idle");
-    let sub = client.subscribe("idle.topic").unwrap();
-    thread::sleep(Duration::from_millis(800));
-    assert_eq!(broker.counters().total.stale_closes, 0);
+fn server_pings_are_answered_with_their_nonce() {
+    // The fake broker announces a long ping interval, so the client never
+    // probes by itself: the only PONG it can send is the answer.
+    let mut fake = StuckBroker::start();
+    let client = Client::connect_with(fake.addr, options("pinged")).unwrap();
+    let mut conn = fake.connection();
+    let mut frames = FrameReader::new(conn.try_clone().unwrap());
+    send(&mut conn, ServerFrame::Ping { nonce: 0xC0FFEE });
+    assert_eq!(frames.next(), format!("PONG {}", 0xC0FFEE));
+    send(&mut conn, ServerFrame::Ping { nonce: 7 });
+    assert_eq!(frames.next(), "PONG 7");
     assert!(client.is_connected());
-    assert_eq!(client.stats().reconnects, 0);
-    client.publish("idle.topic", "still here").unwrap();
-    assert_eq!(&recv(&sub).payload[..], b"still here");
+}
+
+#[test]
+fn a_zero_capacity_subscription_holds_one_message() {
+    let broker = start(config());
+    let client = connect(&broker, "tiny");
+    let sub = client
+        .subscribe_with("tiny.topic", SubscribeOptions { lossy: false, capacity: Some(0) })
+        .unwrap();
+    client.publish("tiny.topic", "one").unwrap();
+    client.publish("tiny.topic", "two").unwrap();
+    client.flush().unwrap();
+    assert_eq!(&recv(&sub).payload[..], b"one");
+    assert_eq!(sub.dropped(), 1);
     drop((sub, client));
     stop(broker);
+}
+
+/// The sid of a `SUB sid topic` frame as [`FrameReader::next`] tells it.
+fn sid_of(frame: &str) -> &str {
+    frame.split(' ').nth(1).unwrap()
+}
+
+#[test]
+fn a_refusal_that_may_be_another_subscriptions_leaves_nothing_on_the_broker() {
+    let mut fake = StuckBroker::start();
+    let client = Client::connect_with(fake.addr, options("racer")).unwrap();
+    let mut conn = fake.connection();
+    let mut frames = FrameReader::new(conn.try_clone().unwrap());
+    let subscriber = client.clone();
+    let subscribing = thread::spawn(move || subscriber.subscribe("race.mine").map(drop));
+    let seen = frames.until(|f| f.starts_with("PING"));
+    let mine = sid_of(&seen[0]).to_owned();
+    let ping = seen.last().unwrap().replace("PING ", "");
+    // A request's inbox SUB comes after the PING; the broker refuses one of
+    // the two SUBs and answers the PING only after (a PONG waits for the
+    // cores, later frames do not).
+    let requester = client.clone();
+    let requesting =
+        thread::spawn(move || requester.request("race.svc", "?", Duration::from_millis(300)));
+    frames.until(|f| f == "PUB race.svc");
+    let refusal = ErrFrame { code: 101, fatal: false, text: "too many subscriptions" };
+    send(&mut conn, ServerFrame::Err(refusal));
+    send(&mut conn, ServerFrame::Pong { nonce: ping.parse().unwrap() });
+    let err = subscribing.join().unwrap().unwrap_err();
+    let ClientError::Server(e) = err else { panic!("{err:?}") };
+    assert_eq!(e.error_code(), Some(ErrorCode::TooManySubscriptions));
+    // The client cannot know which SUB was refused: if it was the inbox,
+    // the broker holds "race.mine", which must not stay behind unknown.
+    client.publish("race.sentinel", "").unwrap();
+    let rest = frames.until(|f| f == "PUB race.sentinel");
+    assert!(rest.contains(&format!("UNSUB {mine}")), "{rest:?}");
+    let _ = requesting.join().unwrap();
+}
+
+#[test]
+fn a_refusal_of_the_only_subscription_in_flight_is_its_own() {
+    let mut fake = StuckBroker::start();
+    let client = Client::connect_with(fake.addr, options("precise")).unwrap();
+    let mut conn = fake.connection();
+    let mut frames = FrameReader::new(conn.try_clone().unwrap());
+    // A request whose inbox is refused fails at once, with the refusal.
+    let requester = client.clone();
+    let requesting = thread::spawn(move || requester.request("svc.x", "?", SHORT));
+    frames.until(|f| f == "PUB svc.x");
+    let refusal = ErrFrame { code: 101, fatal: false, text: "too many subscriptions" };
+    send(&mut conn, ServerFrame::Err(refusal));
+    let err = requesting.join().unwrap().unwrap_err();
+    let ClientError::Server(e) = err else { panic!("{err:?}") };
+    assert_eq!(e.code, 101);
+    // A subscription refused alone needs no UNSUB.
+    let subscriber = client.clone();
+    let subscribing = thread::spawn(move || subscriber.subscribe("only.mine").map(drop));
+    let seen = frames.until(|f| f.starts_with("PING"));
+    let ping = seen.last().unwrap().replace("PING ", "");
+    send(&mut conn, ServerFrame::Err(refusal));
+    send(&mut conn, ServerFrame::Pong { nonce: ping.parse().unwrap() });
+    assert!(matches!(subscribing.join().unwrap(), Err(ClientError::Server(_))));
+    client.publish("precise.sentinel", "").unwrap();
+    let rest = frames.until(|f| f == "PUB precise.sentinel");
+    assert!(!rest.iter().any(|f| f.starts_with("UNSUB")), "{rest:?}");
 }
 
 #[test]

@@ -16,7 +16,7 @@ use corecast_proto::{
         tokio::{Client, Subscription},
         ClientError, DisconnectReason, DropSite, Event, Message, SubscribeOptions,
     },
-    ErrorCode,
+    ErrFrame, ErrorCode, ServerFrame,
 };
 use futures_core::Stream;
 use tokio::time::timeout;
@@ -260,4 +260,61 @@ async fn refusals_are_typed_errors() {
     assert!(!client.is_connected());
     wait_counters(&broker, "closed", |c| c.connections_open == 0);
     stop_broker(broker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_capacity_subscription_holds_one_message_instead_of_panicking() {
+    let broker = start(config());
+    let client = connect(&broker, "tiny").await;
+    let options = SubscribeOptions { lossy: false, capacity: Some(0) };
+    let mut sub = client.subscribe_with("tiny.topic", options).await.unwrap();
+    client.publish("tiny.topic", "one").await.unwrap();
+    client.publish("tiny.topic", "two").await.unwrap();
+    client.flush().await.unwrap();
+    assert_eq!(&recv(&mut sub).await.payload[..], b"one");
+    assert_eq!(sub.dropped(), 1);
+    drop((sub, client));
+    stop_broker(broker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_event_ends_once_the_client_is_closed() {
+    let broker = start(config());
+    let client = connect(&broker, "closer").await;
+    client.close().await.unwrap();
+    let end = timeout(SHORT, async {
+        while let Some(event) = client.next_event().await {
+            eprintln!("event after close: {event:?}");
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "next_event kept waiting after close");
+    stop_broker(broker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_pings_are_answered_and_a_refused_inbox_fails_the_request_at_once() {
+    let mut fake = StuckBroker::start();
+    let client = Client::connect_with(fake.addr, options("pinged")).await.unwrap();
+    let requester = client.clone();
+    let request = tokio::spawn(async move { requester.request("svc.x", "?", SHORT).await });
+    let started = Instant::now();
+    let broker_side = tokio::task::spawn_blocking(move || {
+        let mut conn = fake.connection();
+        let mut frames = FrameReader::new(conn.try_clone().unwrap());
+        send(&mut conn, ServerFrame::Ping { nonce: 0xC0FFEE });
+        let mut seen = frames.until(|f| f == format!("PONG {}", 0xC0FFEE));
+        if !seen.iter().any(|f| f == "PUB svc.x") {
+            seen.extend(frames.until(|f| f == "PUB svc.x"));
+        }
+        let refusal = ErrFrame { code: 101, fatal: false, text: "too many subscriptions" };
+        send(&mut conn, ServerFrame::Err(refusal));
+        (conn, seen)
+    });
+    let (_conn, seen) = broker_side.await.unwrap();
+    assert!(seen.iter().any(|f| f.starts_with("SUB ")), "{seen:?}");
+    let err = request.await.unwrap().unwrap_err();
+    let ClientError::Server(e) = err else { panic!("{err:?}") };
+    assert_eq!(e.error_code(), Some(ErrorCode::TooManySubscriptions));
+    assert!(started.elapsed() < SHORT, "the request did not wait for its timeout");
 }

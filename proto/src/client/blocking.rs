@@ -24,7 +24,7 @@ use std::{
     io::{self, Read, Write},
     net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs},
     sync::{
-        mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError},
+        mpsc::{self, Receiver, RecvTimeoutError, TryRecvError},
         Arc, Condvar, Mutex, MutexGuard, PoisonError,
     },
     thread::{self, JoinHandle},
@@ -33,23 +33,26 @@ use std::{
 
 use super::{
     decoder::{server_frame_limit, Decoder},
-    session::{self, Silence, Watch},
-    state::{self, FlushEnd, Link, State, SubCounters, WriterStep},
-    ClientError, DisconnectReason, Event, Message, Options, ServerInfo, Stats, SubscribeOptions,
+    session::{self, Retry, Silence, Watch},
+    state::{
+        self, Blocked, FlushEnd, Link, State, SubCounters, SubKind, WriterStep, CLOSE_LINGER,
+        WRITE_CHECK,
+    },
+    ClientError, DisconnectReason, Event, Message, Options, ServerError, ServerInfo, Stats,
+    SubscribeOptions,
 };
 use crate::Pub;
-
-/// How long [`Client::close`] waits for the writer to send what is buffered.
-const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 /// A connection to a corecast broker. Cloning it is cheap and gives another
 /// handle on the same connection; the connection closes when the last
 /// handle is dropped (what is buffered is still sent) or on
 /// [`Client::close`].
 ///
-/// The background threads end with the connection. Buffered publications
-/// are sent by them, so a program that is about to exit calls
-/// [`Client::close`] (or [`Client::flush`]) first.
+/// The background threads end with the connection: when the client is
+/// closed or dropped they send what is buffered, for 2 s at most, then
+/// close the connection and end. A program that is about to exit calls
+/// [`Client::close`] (or [`Client::flush`]) first, so that nothing buffered
+/// is lost with the process.
 #[derive(Debug, Clone)]
 pub struct Client {
     handle: Arc<Handle>,
@@ -199,10 +202,12 @@ impl Client {
         self.subscribe_with(topic, SubscribeOptions::default())
     }
 
-    /// Subscribes to `topic` as `options` say (lossy, queue capacity).
+    /// Subscribes to `topic` as `options` say (lossy, queue capacity; a
+    /// capacity of 0 is taken as 1).
     ///
     /// # Errors
-    /// As [`Client::subscribe`].
+    /// As [`Client::subscribe`]; [`ClientError::Timeout`] also when the send
+    /// buffer stayed full for [`Options::send_timeout`].
     pub fn subscribe_with(
         &self,
         topic: &str,
@@ -212,7 +217,7 @@ impl Client {
         let shared = &self.handle.shared;
         let _serial = shared.subscribe_serial.lock().unwrap_or_else(PoisonError::into_inner);
         let capacity = options.capacity.unwrap_or(shared.options.subscription_capacity);
-        let sub = shared.add_subscription(topic, options.lossy, false, capacity)?;
+        let sub = shared.add_subscription(topic, options.lossy, SubKind::Subscription, capacity)?;
         shared.confirm(sub.sid)?;
         Ok(sub)
     }
@@ -222,8 +227,9 @@ impl Client {
     /// Waits up to [`Options::flush_timeout`].
     ///
     /// # Errors
-    /// [`ClientError::Timeout`], [`ClientError::ConnectionLost`] when the
-    /// connection went down first, [`ClientError::Closed`].
+    /// [`ClientError::Timeout`] (no `PONG`, or no session or no room in the
+    /// send buffer for the `PING`), [`ClientError::ConnectionLost`] when
+    /// the connection went down first, [`ClientError::Closed`].
     pub fn flush(&self) -> Result<(), ClientError> {
         self.flush_timeout(self.shared().options.flush_timeout)
     }
@@ -233,18 +239,17 @@ impl Client {
     /// # Errors
     /// As [`Client::flush`].
     pub fn flush_timeout(&self, timeout: Duration) -> Result<(), ClientError> {
-        match self.shared().ping(timeout)? {
-            FlushEnd::Pong(_) => Ok(()),
-            FlushEnd::Lost => Err(ClientError::ConnectionLost),
-            FlushEnd::Closed => Err(ClientError::Closed),
-        }
+        self.shared().ping(timeout)?.into_result()
     }
 
     /// Sends `payload` to `topic` with a fresh inbox as reply-to and waits
-    /// up to `timeout` for the first answer.
+    /// up to `timeout` for the first answer. The inbox is unsubscribed when
+    /// this returns, whatever the outcome.
     ///
     /// # Errors
-    /// [`ClientError::Timeout`] when nobody answered in time; otherwise as
+    /// [`ClientError::Timeout`] when nobody answered in time;
+    /// [`ClientError::Server`] when the broker refused the inbox
+    /// subscription (too many subscriptions); otherwise as
     /// [`Client::publish`].
     pub fn request(
         &self,
@@ -255,14 +260,17 @@ impl Client {
         let shared = self.shared();
         state::check_publish_target("topic", topic)?;
         let inbox = shared.lock().next_inbox();
-        let replies = shared.add_subscription(&inbox, false, true, 1)?;
+        let replies = shared.add_subscription(&inbox, false, SubKind::Inbox, 1)?;
         shared.publish(&Pub { topic, reply_to: &inbox, payload: payload.as_ref() }, true)?;
-        replies
-            .recv_timeout(timeout)?
-            .ok_or(ClientError::Timeout { after: timeout, waiting_for: "a reply" })
+        match replies.recv_timeout(timeout) {
+            Ok(Some(reply)) => Ok(reply),
+            Ok(None) => Err(ClientError::Timeout { after: timeout, waiting_for: "a reply" }),
+            Err(closed) => Err(shared.refusal(replies.sid).map_or(closed, ClientError::Server)),
+        }
     }
 
-    /// The next event, waiting up to `timeout`.
+    /// The next event, waiting up to `timeout`; `None` at once when the
+    /// client is closed and every event was taken.
     pub fn next_event(&self, timeout: Duration) -> Option<Event> {
         self.shared()
             .events
@@ -292,8 +300,9 @@ impl Client {
         self.shared().lock().link() == Link::Up
     }
 
-    /// Flushes, then closes the connection for every handle. Subscriptions
-    /// end; later calls fail with [`ClientError::Closed`].
+    /// Flushes, then closes the connection for every handle: what is still
+    /// buffered is sent for 2 s at most. Subscriptions and events end;
+    /// later calls fail with [`ClientError::Closed`].
     ///
     /// # Errors
     /// The flush's error, if it failed (the client is closed all the same).
@@ -304,7 +313,8 @@ impl Client {
             other => other,
         };
         shared.begin_close();
-        let deadline = Instant::now() + CLOSE_LINGER;
+        // The writer gives up at the linger; the reader then ends at once.
+        let deadline = Instant::now() + CLOSE_LINGER + Duration::from_secs(1);
         let mut st = shared.lock();
         while st.link() != Link::Closed {
             match shared.wait_until(st, deadline) {
@@ -350,39 +360,49 @@ impl Shared {
         self.to_callers.notify_all();
     }
 
-    fn publish(&self, p: &Pub<'_>, wait: bool) -> Result<(), ClientError> {
-        state::check_publish_target("topic", p.topic)?;
-        if !p.reply_to.is_empty() {
-            state::check_publish_target("reply-to", p.reply_to)?;
-        }
-        let timeout = self.options.send_timeout;
+    /// Runs `attempt` on the state until it queues something, waiting for
+    /// room or for the session up to `timeout` (not at all unless `wait`),
+    /// then wakes the writer.
+    fn queue<T>(
+        &self,
+        timeout: Duration,
+        wait: bool,
+        mut attempt: impl FnMut(&mut State) -> Result<T, Blocked>,
+    ) -> Result<T, ClientError> {
         let deadline = Instant::now() + timeout;
         let mut st = self.lock();
-        st.check_size(p.topic, p.reply_to, p.payload.len())?;
-        while !st.try_queue_pub(p)? {
-            if !wait {
-                return Err(ClientError::SendBufferFull);
+        loop {
+            match attempt(&mut st) {
+                Ok(queued) => {
+                    self.wake_writer(st);
+                    return Ok(queued);
+                }
+                Err(Blocked::Closed) => return Err(ClientError::Closed),
+                Err(Blocked::Full) if !wait => return Err(ClientError::SendBufferFull),
+                Err(blocked) => {
+                    st = self.wait_until(st, deadline).ok_or_else(|| blocked.timeout(timeout))?;
+                }
             }
-            st = self.wait_until(st, deadline).ok_or(ClientError::Timeout {
-                after: timeout,
-                waiting_for: "room in the send buffer",
-            })?;
         }
-        self.wake_writer(st);
-        Ok(())
+    }
+
+    fn publish(&self, p: &Pub<'_>, wait: bool) -> Result<(), ClientError> {
+        state::check_publication(p)?;
+        self.lock().check_size(p.topic, p.reply_to, p.payload.len())?;
+        self.queue(self.options.send_timeout, wait, |st| st.try_queue_pub(p))
     }
 
     fn add_subscription(
         self: &Arc<Self>,
         topic: &str,
         lossy: bool,
-        quiet: bool,
+        kind: SubKind,
         capacity: usize,
     ) -> Result<Subscription, ClientError> {
-        let (tx, receiver) = mpsc::sync_channel(capacity);
-        let mut st = self.lock();
-        let (sid, counters) = st.add_sub(topic, lossy, quiet, Box::new(tx))?;
-        self.wake_writer(st);
+        let (tx, receiver) = mpsc::sync_channel(capacity.max(1));
+        let (sid, counters) = self.queue(self.options.send_timeout, true, |st| {
+            st.add_sub(topic, lossy, kind, Box::new(tx.clone()))
+        })?;
         Ok(Subscription {
             sid,
             topic: topic.to_owned(),
@@ -393,45 +413,35 @@ impl Shared {
     }
 
     /// Flushes until the broker has answered for the `SUB` of `sid`,
-    /// across reconnections; forgets the subscription if it was refused.
+    /// across reconnections.
     fn confirm(&self, sid: u32) -> Result<(), ClientError> {
         let deadline = Instant::now() + self.options.flush_timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.ping(left)? {
-                FlushEnd::Pong(Some(e)) if e.refuses_subscription() => {
-                    self.lock().forget_sub(sid);
-                    return Err(ClientError::Server(e));
-                }
-                FlushEnd::Pong(_) => return Ok(()),
+                FlushEnd::Pong => return self.lock().confirmed(sid),
                 FlushEnd::Lost => continue,
                 FlushEnd::Closed => return Err(ClientError::Closed),
             }
         }
     }
 
-    /// Sends a `PING` (once the session is open) and waits for its `PONG`.
+    /// The broker's refusal of subscription `sid`, if it refused it.
+    fn refusal(&self, sid: u32) -> Option<ServerError> {
+        self.lock().take_refusal(sid)
+    }
+
+    /// Sends a `PING` (once the session is open and the send buffer has
+    /// room) and waits for its `PONG`.
     fn ping(&self, timeout: Duration) -> Result<FlushEnd, ClientError> {
         let deadline = Instant::now() + timeout;
         let (tx, rx) = mpsc::sync_channel::<FlushEnd>(1);
-        let mut st = self.lock();
-        loop {
-            match st.queue_ping(Box::new(SyncSender::clone(&tx))) {
-                Ok(_) => break,
-                Err(Link::Closing | Link::Closed) => return Ok(FlushEnd::Closed),
-                Err(_) => {
-                    st = self.wait_until(st, deadline).ok_or(ClientError::Timeout {
-                        after: timeout,
-                        waiting_for: "the connection to come back",
-                    })?;
-                }
-            }
-        }
-        self.wake_writer(st);
+        let nonce = self.queue(timeout, true, |st| st.queue_ping(Box::new(tx.clone())))?;
         drop(tx);
         match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(end) => Ok(end),
             Err(RecvTimeoutError::Timeout) => {
+                self.lock().cancel_ping(nonce);
                 Err(ClientError::Timeout { after: timeout, waiting_for: "the broker's PONG" })
             }
             Err(RecvTimeoutError::Disconnected) => Ok(FlushEnd::Closed),
@@ -446,13 +456,15 @@ impl Shared {
     }
 
     fn begin_close(&self) {
-        self.lock().begin_close();
+        self.lock().begin_close(Instant::now());
         self.wake_all();
     }
 
-    fn give_up(&self, reason: String) {
+    /// Stops reconnecting; `None`, for the reconnection loop to return.
+    fn give_up<T>(&self, reason: String) -> Option<T> {
         self.lock().give_up(reason);
         self.wake_all();
+        None
     }
 
     // ---- the writer thread ---------------------------------------------
@@ -562,29 +574,39 @@ fn spawn_writer(
         .spawn(move || write_loop(&shared, &stream, session))
 }
 
-/// The writer thread of one session.
+/// The writer thread of one session. It closes the connection when it
+/// stops, which ends the reader's session too.
 fn write_loop(shared: &Shared, stream: &TcpStream, session: u64) {
-    let keep = shared.options.send_buffer.max(64 << 10) * 2;
     let mut batch = Vec::new();
-    loop {
-        match shared.next_batch(session, &mut batch) {
-            WriterStep::Write => {
-                if (&*stream).write_all(&batch).is_err() {
-                    let _ = stream.shutdown(Shutdown::Both);
-                    return;
-                }
-                batch.clear();
-                if batch.capacity() > keep {
-                    batch = Vec::new();
-                }
-            }
-            WriterStep::Finish => {
-                let _ = stream.shutdown(Shutdown::Both);
-                return;
-            }
-            WriterStep::Wait | WriterStep::Stop => return,
+    // The socket gives up a blocked write now and then, so that the writer
+    // can tell whether to go on (see `State::writer_gives_up`).
+    if stream.set_write_timeout(Some(WRITE_CHECK)).is_ok() {
+        while shared.next_batch(session, &mut batch) == WriterStep::Write
+            && write_batch(shared, stream, session, &batch)
+        {
+            state::recycle(&mut batch, shared.options.send_buffer);
         }
     }
+    let _ = stream.shutdown(Shutdown::Both);
+}
+
+/// Writes `batch`; false when the connection failed or was given up.
+fn write_batch(shared: &Shared, stream: &TcpStream, session: u64, batch: &[u8]) -> bool {
+    let mut sent = 0;
+    while sent < batch.len() {
+        match (&*stream).write(&batch[sent..]) {
+            Ok(0) => return false,
+            Ok(n) => sent += n,
+            Err(e) if is_timeout(&e) => {
+                if shared.lock().writer_gives_up(session, Instant::now()) {
+                    return false;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    true
 }
 
 /// Reads one session until it ends; returns why it did.
@@ -620,27 +642,22 @@ fn reconnect(shared: &Shared) -> Option<Conn> {
     if shared.lock().link() == Link::Closed {
         return None;
     }
-    let Some(backoff) = shared.options.reconnect else {
-        shared.give_up("reconnection is disabled".into());
-        return None;
-    };
-    let mut attempt = 0;
+    let mut retry = Retry::new(shared.options.reconnect);
     loop {
-        if !backoff.allows(attempt) {
-            shared.give_up(format!("no connection after {attempt} attempts"));
+        let delay = match retry.next_delay() {
+            Ok(delay) => delay,
+            Err(reason) => return shared.give_up(reason),
+        };
+        if !shared.sleep_unless_closed(delay) {
             return None;
         }
-        if !shared.sleep_unless_closed(backoff.delay(attempt)) {
-            return None;
-        }
-        attempt += 1;
         match open(&shared.addr, &shared.options) {
-            Ok(conn) => return shared.reconnected(conn, attempt),
-            Err(e) if session::is_permanent(&e) => {
-                shared.give_up(e.to_string());
-                return None;
+            Ok(conn) => return shared.reconnected(conn, retry.attempts()),
+            Err(e) => {
+                if let Err(reason) = retry.failed(&e) {
+                    return shared.give_up(reason);
+                }
             }
-            Err(_) => {}
         }
     }
 }
@@ -725,6 +742,10 @@ fn handshake(
 /// ([`Options::subscription_capacity`] or [`SubscribeOptions::capacity`])
 /// and further messages are dropped and counted ([`Subscription::dropped`],
 /// [`Event::Dropped`]); the connection itself is never held up.
+///
+/// Its messages end when the client closes, and also when the broker
+/// refuses it again after a reconnection (a lower subscription limit, say;
+/// reported as [`Event::ServerError`]).
 #[derive(Debug)]
 pub struct Subscription {
     sid: u32,
@@ -822,5 +843,55 @@ impl Iterator for Iter<'_> {
 
     fn next(&mut self) -> Option<Message> {
         self.sub.recv().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::client::testing::{released, Behaviour, FakeBroker};
+
+    fn options() -> Options {
+        Options::new().flush_timeout(Duration::from_millis(200))
+    }
+
+    #[test]
+    fn dropping_the_client_ends_its_threads() {
+        let fake = FakeBroker::start(Behaviour::Answer);
+        let client = Client::connect_with(fake.addr, options()).unwrap();
+        let sub = client.subscribe("a.topic").unwrap();
+        client.publish("a.topic", "x").unwrap();
+        client.flush().unwrap();
+        let shared = Arc::downgrade(client.shared());
+        drop((client, sub));
+        assert!(released(&shared), "a thread still holds the connection");
+    }
+
+    #[test]
+    fn a_client_whose_broker_stopped_reading_ends_its_threads_after_the_linger() {
+        let fake = FakeBroker::start(Behaviour::Stuck);
+        let client = Client::connect_with(fake.addr, options()).unwrap();
+        // More than the socket buffers take: the writer stays in its write.
+        client.publish("a.topic", vec![0u8; 32 << 20]).unwrap();
+        let shared = Arc::downgrade(client.shared());
+        let started = Instant::now();
+        assert!(matches!(client.close(), Err(ClientError::Timeout { .. })));
+        drop(client);
+        assert!(released(&shared), "a thread still holds the connection");
+        let took = started.elapsed();
+        assert!(took < CLOSE_LINGER + Duration::from_secs(2), "{took:?}");
+    }
+
+    #[test]
+    fn flushes_that_time_out_leave_no_waiter_behind() {
+        let fake = FakeBroker::start(Behaviour::Stuck);
+        let client = Client::connect_with(fake.addr, options()).unwrap();
+        for _ in 0..50 {
+            let err = client.flush_timeout(Duration::from_millis(1)).unwrap_err();
+            assert!(matches!(err, ClientError::Timeout { .. }), "{err:?}");
+        }
+        assert_eq!(client.shared().lock().pending_flushes(), 0);
     }
 }

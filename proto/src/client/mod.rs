@@ -23,8 +23,13 @@
 //!   burst of small publications becomes few system calls, and a lone one is
 //!   sent at once. `publish` returns once the frame is in the buffer; `flush`
 //!   returns once the broker has applied everything sent before it.
-//! - **Bounded memory**: the send buffer holds [`Options::send_buffer`]
-//!   bytes (plus one frame); a publisher that outruns the socket waits up to
+//! - **Bounded memory**: the send buffer takes [`Options::send_buffer`]
+//!   bytes of publications, subscriptions and flushes (any single frame
+//!   when it is empty), while the writer holds at most one earlier batch in
+//!   its socket write; only the frames the client owes the broker (`UNSUB`
+//!   of a dropped subscription, `PONG`, its own liveness `PING`) go in
+//!   beyond that, and there are never more of them than subscriptions plus
+//!   a few. A publisher that outruns the socket waits up to
 //!   [`Options::send_timeout`] and then gets [`ClientError::Timeout`], or gets
 //!   [`ClientError::SendBufferFull`] at once from `try_publish`. Each
 //!   subscription has a queue of [`Options::subscription_capacity`] messages;
@@ -41,10 +46,25 @@
 //!   that were still in its send buffer. Delivery stays at most once:
 //!   messages published while no subscription existed are not replayed.
 //! - **Request/reply**: `request` subscribes a fresh inbox topic
-//!   `_INBOX.<random>.<n>`, publishes with that reply-to, and waits for the
-//!   first answer. Version 1 has no wildcard subscriptions, so each request
-//!   has its own inbox subscription; it costs no extra round trip, since a
-//!   connection's frames take effect in order (PROTOCOL.md §6.3).
+//!   `_INBOX.<random>.<n>`, publishes with that reply-to, waits for the
+//!   first answer, and unsubscribes the inbox whatever the outcome.
+//!   Version 1 has no wildcard subscriptions, so each request has its own
+//!   inbox subscription; it costs no extra round trip, since a connection's
+//!   frames take effect in order (PROTOCOL.md §6.3). A `PING` nobody waits
+//!   for follows the inbox `SUB`, so that a refusal of it can be told apart.
+//! - **Refusals**: an `ERR` does not say which frame it refuses, and the
+//!   broker may refuse a later frame before it answers an earlier `PING`.
+//!   When a refusal of a `SUB` can only be one subscription's, that
+//!   subscription fails with [`ClientError::Server`] (`subscribe`, or the
+//!   `request` of an inbox) or ends (one restored after a reconnection).
+//!   When it could be any of several, a `subscribe` still waiting for its
+//!   answer fails and sends an `UNSUB` in case the broker accepted it, and
+//!   the others are taken as accepted; every refusal is also an
+//!   [`Event::ServerError`].
+//! - **Closing**: `close` (or dropping the last handle of a client)
+//!   sends what is buffered for 2 s at most, then closes the connection;
+//!   the background threads or tasks end with it, even when the broker
+//!   stopped reading.
 //!
 //! # Example
 //!
@@ -66,6 +86,8 @@ mod decoder;
 mod error;
 mod session;
 mod state;
+#[cfg(test)]
+mod testing;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 
@@ -237,7 +259,8 @@ pub struct SubscribeOptions {
     /// consumer.
     pub lossy: bool,
     /// Messages queued for the application; `None` =
-    /// [`Options::subscription_capacity`].
+    /// [`Options::subscription_capacity`]. At least 1: `Some(0)` is taken
+    /// as 1.
     pub capacity: Option<usize>,
 }
 
@@ -310,7 +333,8 @@ impl std::fmt::Display for DisconnectReason {
 }
 
 /// Something the application may want to know about, from
-/// `next_event`.
+/// `next_event`. The events end (`next_event` gives `None`) once the client
+/// is closed and every event was taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {

@@ -4,7 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::{state::ReadOutcome, ClientError, DisconnectReason, Options, ServerError, ServerInfo};
+use super::{
+    state::ReadOutcome, Backoff, ClientError, DisconnectReason, Options, ServerError, ServerInfo,
+};
 use crate::{ClientFrame, ErrorCode, Hello, ServerFrame, VERSION};
 
 /// How long the reader waits for the broker to close after a fatal `ERR`.
@@ -65,13 +67,55 @@ pub(crate) fn closed_during_handshake(addr: &str) -> ClientError {
 
 /// Whether reconnecting after this error is pointless: the broker will say
 /// the same again.
-pub(crate) fn is_permanent(e: &ClientError) -> bool {
+fn is_permanent(e: &ClientError) -> bool {
     match e {
         ClientError::Refused(err) => {
             matches!(err.error_code(), Some(ErrorCode::AuthFailed | ErrorCode::UnsupportedVersion))
         }
         ClientError::InvalidOption(_) | ClientError::Protocol(_) => true,
         _ => false,
+    }
+}
+
+/// The decisions of a reconnection loop: how long to wait before each
+/// attempt, and when to give up.
+#[derive(Debug)]
+pub(crate) struct Retry {
+    backoff: Option<Backoff>,
+    attempts: u32,
+}
+
+impl Retry {
+    /// A loop that waits as `backoff` says; `None` = do not reconnect.
+    pub(crate) fn new(backoff: Option<Backoff>) -> Self {
+        Self { backoff, attempts: 0 }
+    }
+
+    /// The wait before the next attempt, or why to give up.
+    pub(crate) fn next_delay(&mut self) -> Result<Duration, String> {
+        let Some(backoff) = self.backoff else {
+            return Err("reconnection is disabled".into());
+        };
+        if !backoff.allows(self.attempts) {
+            return Err(format!("no connection after {} attempts", self.attempts));
+        }
+        let delay = backoff.delay(self.attempts);
+        self.attempts += 1;
+        Ok(delay)
+    }
+
+    /// Attempts made so far.
+    pub(crate) fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// An attempt failed with `e`: why to give up, if trying again is
+    /// pointless (the broker would say the same again).
+    pub(crate) fn failed(&self, e: &ClientError) -> Result<(), String> {
+        if is_permanent(e) {
+            return Err(e.to_string());
+        }
+        Ok(())
     }
 }
 
@@ -237,6 +281,20 @@ mod tests {
         assert!(!is_permanent(&err) && err.is_transient(), "{err:?}");
         let odd = super::welcome(ServerFrame::Pong { nonce: 1 }).expect_err("not a welcome");
         assert!(matches!(odd, ClientError::Protocol(_)));
+    }
+
+    #[test]
+    fn retries_follow_the_backoff_and_stop_on_permanent_errors() {
+        let backoff = Backoff { initial: 10 * MS, max: 20 * MS, max_attempts: Some(2) };
+        let mut retry = Retry::new(Some(backoff));
+        assert!(retry.next_delay().is_ok_and(|d| d <= 10 * MS));
+        assert!(retry.next_delay().is_ok_and(|d| d <= 20 * MS));
+        assert_eq!(retry.attempts(), 2);
+        assert_eq!(retry.next_delay(), Err("no connection after 2 attempts".into()));
+        assert!(Retry::new(None).next_delay().is_err());
+        let refused = ServerError { code: 7, fatal: true, text: "auth failed".into() };
+        assert!(retry.failed(&ClientError::Refused(refused)).is_err());
+        assert!(retry.failed(&ClientError::ConnectionLost).is_ok());
     }
 
     #[test]

@@ -6,11 +6,12 @@
 //! reading, writing, sleeping and waking themselves.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, VecDeque},
     sync::{
         atomic::{AtomicU64, Ordering::Relaxed},
         Arc,
     },
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
@@ -23,6 +24,17 @@ use crate::{
     topic::{self, TopicKind},
     ClientFrame, Msg, Pub, ServerFrame, Sub,
 };
+
+/// How long a closing client keeps trying to send what is buffered before
+/// it drops the connection.
+pub(crate) const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+/// How often a writer whose socket takes nothing checks whether it should
+/// give up (the client closed, or the session ended).
+pub(crate) const WRITE_CHECK: Duration = Duration::from_millis(100);
+
+/// Bytes of a `PING` frame.
+const PING_LEN: usize = 14;
 
 /// Where a reader hands things to the application without ever waiting:
 /// a bounded queue's sending side.
@@ -80,16 +92,50 @@ pub(crate) enum Link {
     Closed,
 }
 
+/// Why a frame cannot be queued right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Blocked {
+    /// The client is closing or closed: it never will be.
+    Closed,
+    /// No session is open (reconnecting, or draining after `GOAWAY`).
+    NotUp,
+    /// The send buffer is full.
+    Full,
+}
+
+impl Blocked {
+    /// The error of a caller that waited `after` for this to change.
+    pub(crate) fn timeout(self, after: Duration) -> ClientError {
+        match self {
+            Self::Closed => ClientError::Closed,
+            Self::NotUp => {
+                ClientError::Timeout { after, waiting_for: "the connection to come back" }
+            }
+            Self::Full => ClientError::Timeout { after, waiting_for: "room in the send buffer" },
+        }
+    }
+}
+
 /// How a flush ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum FlushEnd {
-    /// The `PONG` arrived; with the first non-fatal `ERR` received while
-    /// waiting for it, if any.
-    Pong(Option<ServerError>),
+    /// The `PONG` arrived.
+    Pong,
     /// The connection was lost first.
     Lost,
     /// The client closed first.
     Closed,
+}
+
+impl FlushEnd {
+    /// The outcome of `flush`.
+    pub(crate) fn into_result(self) -> Result<(), ClientError> {
+        match self {
+            Self::Pong => Ok(()),
+            Self::Lost => Err(ClientError::ConnectionLost),
+            Self::Closed => Err(ClientError::Closed),
+        }
+    }
 }
 
 /// What the writer should do next.
@@ -101,7 +147,7 @@ pub(crate) enum WriterStep {
     Wait,
     /// The client is closing and everything is sent: close the connection.
     Finish,
-    /// This writer's session is over: stop.
+    /// This writer's session is over: close its connection and stop.
     Stop,
 }
 
@@ -132,22 +178,38 @@ impl SubCounters {
     }
 }
 
+/// What a subscription is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SubKind {
+    /// Made by `subscribe`, which flushes until the broker has accepted or
+    /// refused it ([`State::confirmed`]).
+    Subscription,
+    /// The inbox of one request: a `PING` follows its `SUB` (so that a
+    /// refusal can be told apart), and local drops are counted but not
+    /// reported, since only the first answer matters.
+    Inbox,
+}
+
 /// A subscription as the reader sees it.
 struct SubEntry {
     topic: String,
     lossy: bool,
+    kind: SubKind,
+    /// `subscribe` still waits for the broker's answer to its `SUB`.
+    confirming: bool,
     queue: Box<dyn Mailbox<Message>>,
     counters: Arc<SubCounters>,
-    /// Local drops are counted but not reported as events (request inboxes,
-    /// where only the first answer matters).
-    quiet: bool,
     /// Local drops not yet reported in an event.
     unreported: u64,
 }
 
-struct PongWaiter {
-    reply: Box<dyn Mailbox<FlushEnd>>,
-    first_error: Option<ServerError>,
+/// A `SUB` whose refusal may still arrive: a refusal comes before the
+/// `PONG` of any `PING` sent after the `SUB`, so the `PONG` of a `PING`
+/// with a nonce of at least `settled_by` settles it.
+#[derive(Debug, Clone, Copy)]
+struct PendingSub {
+    sid: u32,
+    settled_by: u64,
 }
 
 /// Everything a connection keeps between reads and writes.
@@ -157,8 +219,19 @@ pub(crate) struct State {
     out: Vec<u8>,
     send_buffer: usize,
     subs: BTreeMap<u32, SubEntry>,
-    pongs: HashMap<u64, PongWaiter>,
-    events: Box<dyn Mailbox<Event>>,
+    /// `SUB`s of this session that the broker may still refuse, oldest
+    /// first. The broker does not say which frame an `ERR` refuses, and it
+    /// may answer a `PING` only after refusing frames sent after it (its
+    /// `PONG` waits for every core), so a refusal is tied to a `SUB` only
+    /// when a single one is pending.
+    pending_subs: VecDeque<PendingSub>,
+    /// Refusals of subscriptions someone waits for (`subscribe`, a request).
+    refusals: HashMap<u32, ServerError>,
+    /// Flushes waiting for their `PONG`, by nonce.
+    pongs: HashMap<u64, Box<dyn Mailbox<FlushEnd>>>,
+    /// `None` once the client is closed, so that the application's side
+    /// sees the end of the events.
+    events: Option<Box<dyn Mailbox<Event>>>,
     info: ServerInfo,
     session: u64,
     next_sid: u32,
@@ -166,6 +239,8 @@ pub(crate) struct State {
     inbox_prefix: String,
     next_inbox: u64,
     stats: Stats,
+    /// When a closing client stops waiting for its buffer to be sent.
+    close_deadline: Option<Instant>,
     /// The writer is waiting to be woken (and has not been yet).
     writer_idle: bool,
     /// Callers waiting for room or for the link (blocking client).
@@ -196,8 +271,10 @@ impl State {
             out: Vec::new(),
             send_buffer,
             subs: BTreeMap::new(),
+            pending_subs: VecDeque::new(),
+            refusals: HashMap::new(),
             pongs: HashMap::new(),
-            events,
+            events: Some(events),
             info,
             session: 1,
             next_sid: 1,
@@ -205,6 +282,7 @@ impl State {
             inbox_prefix: super::new_inbox_prefix(),
             next_inbox: 1,
             stats: Stats::default(),
+            close_deadline: None,
             writer_idle: false,
             callers_waiting: 0,
         }
@@ -228,6 +306,12 @@ impl State {
     /// The counters, with the current send buffer fill.
     pub(crate) fn stats(&self) -> Stats {
         Stats { buffered_bytes: self.out.len() as u64, ..self.stats }
+    }
+
+    /// Flushes waiting for their `PONG`.
+    #[cfg(test)]
+    pub(crate) fn pending_flushes(&self) -> usize {
+        self.pongs.len()
     }
 
     /// Whether the writer waits and must be woken for what was just queued.
@@ -257,8 +341,20 @@ impl State {
         matches!(self.link, Link::Closing | Link::Closed)
     }
 
+    /// Whether the application may queue `len` more bytes: the send buffer
+    /// takes frames up to its size, and any one frame when it is empty.
+    fn has_room(&self, len: usize) -> bool {
+        self.out.is_empty() || self.out.len() + len <= self.send_buffer
+    }
+
     fn push(&mut self, frame: &ClientFrame<'_>) {
         frame.encode(&mut self.out);
+    }
+
+    /// Queues a `SUB` and remembers it until the broker has had its say.
+    fn push_sub(&mut self, sid: u32, topic: &str, lossy: bool) {
+        self.push(&ClientFrame::Sub(Sub { sid, topic, queue_group: "", lossy }));
+        self.pending_subs.push_back(PendingSub { sid, settled_by: self.next_nonce });
     }
 
     // ---- what the application asks -------------------------------------
@@ -278,44 +374,54 @@ impl State {
         Ok(())
     }
 
-    /// Queues a `PUB` if the send buffer has room: `Ok(false)` when it is
-    /// full. Topics must have been checked.
-    pub(crate) fn try_queue_pub(&mut self, p: &Pub<'_>) -> Result<bool, ClientError> {
+    /// Queues a `PUB` if the send buffer has room. Topics must have been
+    /// checked.
+    pub(crate) fn try_queue_pub(&mut self, p: &Pub<'_>) -> Result<(), Blocked> {
         if self.is_closed() {
-            return Err(ClientError::Closed);
+            return Err(Blocked::Closed);
         }
         let frame = ClientFrame::Pub(*p);
-        if !self.out.is_empty() && self.out.len() + frame.encoded_len() > self.send_buffer {
-            return Ok(false);
+        if !self.has_room(frame.encoded_len()) {
+            return Err(Blocked::Full);
         }
         self.push(&frame);
         self.stats.published += 1;
-        Ok(true)
+        Ok(())
     }
 
-    /// Registers a subscription and queues its `SUB`; returns its sid.
+    /// Registers a subscription and queues its `SUB` (and, for an inbox,
+    /// a `PING`) if the send buffer has room; returns its sid.
     pub(crate) fn add_sub(
         &mut self,
         topic: &str,
         lossy: bool,
-        quiet: bool,
+        kind: SubKind,
         queue: Box<dyn Mailbox<Message>>,
-    ) -> Result<(u32, Arc<SubCounters>), ClientError> {
+    ) -> Result<(u32, Arc<SubCounters>), Blocked> {
         if self.is_closed() {
-            return Err(ClientError::Closed);
+            return Err(Blocked::Closed);
+        }
+        let sub = ClientFrame::Sub(Sub { sid: 0, topic, queue_group: "", lossy });
+        let probe = if kind == SubKind::Inbox { PING_LEN } else { 0 };
+        if !self.has_room(sub.encoded_len() + probe) {
+            return Err(Blocked::Full);
         }
         let sid = self.fresh_sid();
         let counters = Arc::new(SubCounters::default());
         let entry = SubEntry {
             topic: topic.to_owned(),
             lossy,
+            kind,
+            confirming: kind == SubKind::Subscription,
             queue,
             counters: Arc::clone(&counters),
-            quiet,
             unreported: 0,
         };
         self.subs.insert(sid, entry);
-        self.push(&ClientFrame::Sub(Sub { sid, topic, queue_group: "", lossy }));
+        self.push_sub(sid, topic, lossy);
+        if kind == SubKind::Inbox && self.link == Link::Up {
+            self.queue_probe();
+        }
         Ok((sid, counters))
     }
 
@@ -323,15 +429,16 @@ impl State {
         loop {
             let sid = self.next_sid;
             self.next_sid = self.next_sid.wrapping_add(1).max(1);
-            if !self.subs.contains_key(&sid) {
+            if !self.subs.contains_key(&sid) && !self.refusals.contains_key(&sid) {
                 return sid;
             }
         }
     }
 
     /// Removes a subscription and queues its `UNSUB`. False if it was not
-    /// there (already removed, or the client closed).
+    /// there (already removed, refused, or the client closed).
     pub(crate) fn remove_sub(&mut self, sid: u32) -> bool {
+        self.refusals.remove(&sid);
         if self.subs.remove(&sid).is_none() {
             return false;
         }
@@ -341,20 +448,43 @@ impl State {
         true
     }
 
-    /// Forgets a subscription the broker refused, without an `UNSUB`.
-    pub(crate) fn forget_sub(&mut self, sid: u32) {
-        self.subs.remove(&sid);
+    /// After the `PONG` of a flush sent after the `SUB` of `sid`: whether
+    /// the broker accepted it. A refused subscription is gone already.
+    pub(crate) fn confirmed(&mut self, sid: u32) -> Result<(), ClientError> {
+        if let Some(e) = self.refusals.remove(&sid) {
+            return Err(ClientError::Server(e));
+        }
+        match self.subs.get_mut(&sid) {
+            Some(entry) => {
+                entry.confirming = false;
+                Ok(())
+            }
+            None => Err(ClientError::Closed),
+        }
     }
 
-    /// Queues a `PING` whose `PONG` goes to `reply`. Only while the session
-    /// is open: otherwise returns the link, for the caller to wait or fail.
-    pub(crate) fn queue_ping(&mut self, reply: Box<dyn Mailbox<FlushEnd>>) -> Result<u64, Link> {
-        if self.link != Link::Up {
-            return Err(self.link);
+    /// The broker's refusal of subscription `sid`, if it refused it.
+    pub(crate) fn take_refusal(&mut self, sid: u32) -> Option<ServerError> {
+        self.refusals.remove(&sid)
+    }
+
+    /// Queues a `PING` whose `PONG` goes to `reply`; returns its nonce.
+    /// Only while the session is open and the send buffer has room.
+    pub(crate) fn queue_ping(&mut self, reply: Box<dyn Mailbox<FlushEnd>>) -> Result<u64, Blocked> {
+        match self.link {
+            Link::Up if self.has_room(PING_LEN) => {}
+            Link::Up => return Err(Blocked::Full),
+            Link::Closing | Link::Closed => return Err(Blocked::Closed),
+            Link::Draining | Link::Down => return Err(Blocked::NotUp),
         }
         let nonce = self.queue_probe();
-        self.pongs.insert(nonce, PongWaiter { reply, first_error: None });
+        self.pongs.insert(nonce, reply);
         Ok(nonce)
+    }
+
+    /// Forgets the flush of `nonce`: its caller stopped waiting.
+    pub(crate) fn cancel_ping(&mut self, nonce: u64) {
+        self.pongs.remove(&nonce);
     }
 
     /// Queues a `PING` nobody waits for (a liveness probe); returns its nonce.
@@ -399,25 +529,47 @@ impl State {
         }
     }
 
+    /// Whether the writer of `session`, whose socket took nothing for a
+    /// while, should drop the connection: the session is over, or the
+    /// client is closing and its linger has passed.
+    pub(crate) fn writer_gives_up(&self, session: u64, now: Instant) -> bool {
+        if session != self.session {
+            return true;
+        }
+        match self.link {
+            Link::Up | Link::Draining => false,
+            Link::Closing => self.close_deadline.is_some_and(|deadline| now >= deadline),
+            Link::Down | Link::Closed => true,
+        }
+    }
+
     // ---- the connection's life -------------------------------------------
 
-    /// The application let go: close once the send buffer is written.
-    pub(crate) fn begin_close(&mut self) {
+    /// The application let go: close once the send buffer is written, or
+    /// [`CLOSE_LINGER`] after `now` at the latest.
+    pub(crate) fn begin_close(&mut self, now: Instant) {
         match self.link {
-            Link::Up => self.link = Link::Closing,
+            Link::Up => {
+                self.link = Link::Closing;
+                self.close_deadline = Some(now + CLOSE_LINGER);
+            }
             Link::Closing | Link::Closed => {}
             Link::Draining | Link::Down => self.finish_close(),
         }
     }
 
-    /// Closed for good: subscriptions end, flushes fail, nothing is sent.
+    /// Closed for good: subscriptions and events end, flushes fail, nothing
+    /// is sent.
     pub(crate) fn finish_close(&mut self) {
         self.link = Link::Closed;
         self.subs.clear();
+        self.pending_subs.clear();
+        self.refusals.clear();
         self.out = Vec::new();
         for (_, waiter) in self.pongs.drain() {
-            waiter.reply.offer(FlushEnd::Closed);
+            waiter.offer(FlushEnd::Closed);
         }
+        self.events = None;
     }
 
     /// The client stops reconnecting, for `reason`.
@@ -436,7 +588,7 @@ impl State {
             Link::Up | Link::Draining | Link::Down => {
                 self.link = Link::Down;
                 for (_, waiter) in self.pongs.drain() {
-                    waiter.reply.offer(FlushEnd::Lost);
+                    waiter.offer(FlushEnd::Lost);
                 }
                 self.emit(Event::Disconnected(reason));
             }
@@ -444,8 +596,9 @@ impl State {
     }
 
     /// A new session is open after `attempts` attempts. Queues the `SUB` of
-    /// every subscription, then the publications that were waiting. False
-    /// when the client closed meanwhile.
+    /// every subscription (and a `PING` to settle them), then the
+    /// publications that were waiting. False when the client closed
+    /// meanwhile.
     pub(crate) fn reconnected(&mut self, info: ServerInfo, attempts: u32) -> bool {
         if self.is_closed() {
             self.finish_close();
@@ -463,10 +616,14 @@ impl State {
     }
 
     fn resubscribe(&mut self) {
+        self.pending_subs.clear();
         let subs: Vec<(u32, String, bool)> =
             self.subs.iter().map(|(&sid, e)| (sid, e.topic.clone(), e.lossy)).collect();
-        for (sid, topic, lossy) in subs {
-            self.push(&ClientFrame::Sub(Sub { sid, topic: &topic, queue_group: "", lossy }));
+        for (sid, topic, lossy) in &subs {
+            self.push_sub(*sid, topic, *lossy);
+        }
+        if !subs.is_empty() {
+            self.queue_probe();
         }
     }
 
@@ -517,7 +674,8 @@ impl State {
                 if err.fatal {
                     outcome.fatal = Some(err);
                 } else {
-                    self.refused(err);
+                    let unsub = self.refused(err);
+                    outcome.wake_writer |= unsub && self.wake_writer();
                 }
             }
             ServerFrame::GoAway { grace_ms, .. } => {
@@ -550,7 +708,7 @@ impl State {
             Offer::Full => {
                 self.stats.dropped_by_client += 1;
                 entry.counters.by_client.fetch_add(1, Relaxed);
-                if !entry.quiet {
+                if entry.kind != SubKind::Inbox {
                     entry.unreported += 1;
                     let event = Event::Dropped {
                         topic: entry.topic.clone(),
@@ -559,7 +717,7 @@ impl State {
                         site: DropSite::Client,
                     };
                     // A report that does not fit is carried into the next one.
-                    if self.events.offer(event) == Offer::Accepted {
+                    if self.events.as_ref().is_some_and(|e| e.offer(event) == Offer::Accepted) {
                         entry.unreported = 0;
                     }
                 }
@@ -568,8 +726,11 @@ impl State {
     }
 
     fn pong(&mut self, nonce: u64) {
+        while self.pending_subs.front().is_some_and(|p| p.settled_by <= nonce) {
+            self.pending_subs.pop_front();
+        }
         if let Some(waiter) = self.pongs.remove(&nonce) {
-            waiter.reply.offer(FlushEnd::Pong(waiter.first_error));
+            waiter.offer(FlushEnd::Pong);
         }
     }
 
@@ -583,17 +744,74 @@ impl State {
         self.emit(Event::Dropped { topic, sid, count, site: DropSite::Broker });
     }
 
-    fn refused(&mut self, err: ServerError) {
-        for waiter in self.pongs.values_mut() {
-            waiter.first_error.get_or_insert_with(|| err.clone());
-        }
+    /// A non-fatal `ERR`; true if it queued an `UNSUB`.
+    fn refused(&mut self, err: ServerError) -> bool {
+        let unsub = err.refuses_subscription() && self.sub_refused(&err);
         self.emit(Event::ServerError(err));
+        unsub
+    }
+
+    /// Ties a refusal to the `SUB` it refuses. With a single `SUB` pending,
+    /// it is that one. With several, any of them may be: a subscription
+    /// being confirmed is given up, with an `UNSUB` in case the broker
+    /// accepted it after all; the others are taken as accepted. True if an
+    /// `UNSUB` was queued.
+    fn sub_refused(&mut self, err: &ServerError) -> bool {
+        if self.pending_subs.len() == 1 {
+            if let Some(only) = self.pending_subs.pop_front() {
+                self.drop_refused(only.sid, err, false);
+            }
+            return false;
+        }
+        let suspects: Vec<u32> = self
+            .pending_subs
+            .iter()
+            .map(|p| p.sid)
+            .filter(|sid| self.subs.get(sid).is_some_and(|e| e.confirming))
+            .collect();
+        for &sid in &suspects {
+            self.drop_refused(sid, err, true);
+        }
+        !suspects.is_empty()
+    }
+
+    /// Ends subscription `sid` (its handle sees the end of its messages),
+    /// keeping the refusal for whoever waits for it.
+    fn drop_refused(&mut self, sid: u32, err: &ServerError, unsub: bool) {
+        let Some(entry) = self.subs.remove(&sid) else {
+            return;
+        };
+        if entry.confirming || entry.kind == SubKind::Inbox {
+            self.refusals.insert(sid, err.clone());
+        }
+        if unsub {
+            self.push(&ClientFrame::Unsub { sid });
+        }
     }
 
     fn emit(&mut self, event: Event) {
-        if self.events.offer(event) != Offer::Accepted {
+        let accepted = self.events.as_ref().is_some_and(|e| e.offer(event) == Offer::Accepted);
+        if !accepted {
             self.stats.events_discarded += 1;
         }
+    }
+}
+
+/// Checks the topic and reply-to of a publication.
+pub(crate) fn check_publication(p: &Pub<'_>) -> Result<(), ClientError> {
+    check_publish_target("topic", p.topic)?;
+    if !p.reply_to.is_empty() {
+        check_publish_target("reply-to", p.reply_to)?;
+    }
+    Ok(())
+}
+
+/// Empties a written batch, and lets go of its memory after an unusually
+/// large one so that a burst does not pin it for the connection's life.
+pub(crate) fn recycle(batch: &mut Vec<u8>, send_buffer: usize) {
+    batch.clear();
+    if batch.capacity() > send_buffer.max(64 << 10) * 2 {
+        *batch = Vec::new();
     }
 }
 
@@ -676,25 +894,27 @@ mod tests {
     #[test]
     fn the_send_buffer_is_bounded_but_takes_one_large_frame() {
         let (mut st, _events) = state(100);
-        assert_eq!(st.try_queue_pub(&publication(&[0; 500])).ok(), Some(true), "empty: taken");
-        assert_eq!(st.try_queue_pub(&publication(b"x")).ok(), Some(false), "full");
+        assert_eq!(st.try_queue_pub(&publication(&[0; 500])), Ok(()), "empty: taken");
+        assert_eq!(st.try_queue_pub(&publication(b"x")), Err(Blocked::Full), "full");
         let mut batch = Vec::new();
         assert_eq!(st.writer_step(1, &mut batch), WriterStep::Write);
         assert_eq!(st.stats().buffered_bytes, 0);
         // A PUB of topic "t" and a 1-byte payload takes 10 bytes.
         for _ in 0..10 {
-            assert_eq!(st.try_queue_pub(&publication(b"x")).ok(), Some(true));
+            assert_eq!(st.try_queue_pub(&publication(b"x")), Ok(()));
         }
-        assert_eq!(st.try_queue_pub(&publication(b"x")).ok(), Some(false), "100 + 10 > 100");
+        assert_eq!(st.try_queue_pub(&publication(b"x")), Err(Blocked::Full), "100 + 10 > 100");
     }
 
     #[test]
     fn a_reconnection_resubscribes_then_resends_only_publications() {
         let (mut st, events) = state(1 << 16);
         let (tx, _rx) = sync_channel(4);
-        let (a, _) = st.add_sub("a", false, false, Box::new(tx.clone())).expect("open");
-        let (b, _) = st.add_sub("b", true, false, Box::new(tx.clone())).expect("open");
-        let (c, _) = st.add_sub("c", false, false, Box::new(tx)).expect("open");
+        let (a, _) =
+            st.add_sub("a", false, SubKind::Subscription, Box::new(tx.clone())).expect("open");
+        let (b, _) =
+            st.add_sub("b", true, SubKind::Subscription, Box::new(tx.clone())).expect("open");
+        let (c, _) = st.add_sub("c", false, SubKind::Subscription, Box::new(tx)).expect("open");
         assert_eq!((a, b, c), (1, 2, 3));
         st.try_queue_pub(&publication(b"1")).expect("open");
         assert!(st.remove_sub(c));
@@ -707,7 +927,7 @@ mod tests {
         assert!(st.reconnected(info(4096), 3));
         assert_eq!(
             queued(&st),
-            ["SUB 1 a lossy=false", "SUB 2 b lossy=true", "PUB t [49]", "PUB t [50]"]
+            ["SUB 1 a lossy=false", "SUB 2 b lossy=true", "PING 2", "PUB t [49]", "PUB t [50]"]
         );
         assert_eq!(st.session(), 2);
         assert_eq!(st.info().max_frame, 4096);
@@ -740,16 +960,16 @@ mod tests {
         assert_eq!(st.writer_step(1, &mut batch), WriterStep::Wait);
         assert!(st.wake_writer(), "a waiting writer is woken once");
         assert!(!st.wake_writer());
-        st.begin_close();
+        st.begin_close(Instant::now());
         assert_eq!(st.link(), Link::Closed, "nothing can be sent while draining");
-        assert!(matches!(st.try_queue_pub(&publication(b"x")), Err(ClientError::Closed)));
+        assert!(matches!(st.try_queue_pub(&publication(b"x")), Err(Blocked::Closed)));
     }
 
     #[test]
     fn closing_sends_what_is_buffered_first() {
         let (mut st, _events) = state(1 << 16);
         st.try_queue_pub(&publication(b"x")).expect("open");
-        st.begin_close();
+        st.begin_close(Instant::now());
         let mut batch = Vec::new();
         assert_eq!(st.writer_step(1, &mut batch), WriterStep::Write);
         batch.clear();
@@ -757,7 +977,7 @@ mod tests {
     }
 
     #[test]
-    fn server_pings_are_answered_and_errors_reach_flushes() {
+    fn server_pings_are_answered_and_flushes_end_with_their_pong() {
         let (mut st, events) = state(1 << 16);
         let (tx, rx) = sync_channel(1);
         let nonce = st.queue_ping(Box::new(tx)).expect("up");
@@ -768,21 +988,125 @@ mod tests {
         let outcome = server(&mut st, ServerFrame::Ping { nonce: 77 });
         assert!(outcome.wake_writer);
         assert_eq!(queued(&st), ["PONG 77"]);
-        let refusal = ErrFrame { code: 102, fatal: false, text: "duplicate" };
+        let refusal = ErrFrame { code: 103, fatal: false, text: "unknown sid" };
         server(&mut st, ServerFrame::Err(refusal));
         server(&mut st, ServerFrame::Pong { nonce });
-        let expected = ServerError { code: 102, fatal: false, text: "duplicate".into() };
-        assert_eq!(rx.try_recv(), Ok(FlushEnd::Pong(Some(expected.clone()))));
+        assert_eq!(rx.try_recv(), Ok(FlushEnd::Pong));
+        let expected = ServerError { code: 103, fatal: false, text: "unknown sid".into() };
         assert_eq!(events.try_recv(), Ok(Event::ServerError(expected)));
         let fatal = ErrFrame { code: 9, fatal: true, text: "slow consumer" };
         assert_eq!(server(&mut st, ServerFrame::Err(fatal)).fatal.map(|e| e.code), Some(9));
+    }
+
+    fn sub(st: &mut State, topic: &str, kind: SubKind) -> (u32, Receiver<Message>) {
+        let (tx, rx) = sync_channel(4);
+        let (sid, _) = st.add_sub(topic, false, kind, Box::new(tx)).expect("room");
+        (sid, rx)
+    }
+
+    fn ping(st: &mut State) -> u64 {
+        let (tx, _rx) = sync_channel(1);
+        st.queue_ping(Box::new(tx)).expect("up")
+    }
+
+    const TOO_MANY: ErrFrame<'static> = ErrFrame { code: 101, fatal: false, text: "too many" };
+
+    #[test]
+    fn a_refusal_with_one_sub_pending_is_that_subs() {
+        let (mut st, _events) = state(1 << 16);
+        let (a, _a) = sub(&mut st, "a", SubKind::Subscription);
+        let nonce = ping(&mut st);
+        server(&mut st, ServerFrame::Pong { nonce });
+        assert_eq!(st.confirmed(a).map_err(|e| e.to_string()), Ok(()));
+        // Settled by the PONG: a later refusal is the next SUB's.
+        let (b, b_rx) = sub(&mut st, "b", SubKind::Subscription);
+        ping(&mut st);
+        st.out.clear();
+        server(&mut st, ServerFrame::Err(TOO_MANY));
+        assert!(queued(&st).is_empty(), "no UNSUB for a SUB known refused");
+        assert!(matches!(st.confirmed(b), Err(ClientError::Server(e)) if e.code == 101));
+        assert!(st.confirmed(a).is_ok(), "a stays");
+        assert!(b_rx.recv().is_err(), "b's queue ended");
+        // An inbox refused alone: the request learns why.
+        let (i, _i_rx) = sub(&mut st, "_INBOX.x.1", SubKind::Inbox);
+        server(&mut st, ServerFrame::Err(TOO_MANY));
+        assert_eq!(st.take_refusal(i).map(|e| e.code), Some(101));
+    }
+
+    #[test]
+    fn an_ambiguous_refusal_gives_up_the_confirming_sub_with_an_unsub() {
+        let (mut st, _events) = state(1 << 16);
+        let (mine, _m) = sub(&mut st, "mine", SubKind::Subscription);
+        let nonce = ping(&mut st);
+        let (inbox, _i) = sub(&mut st, "_INBOX.x.1", SubKind::Inbox);
+        st.out.clear();
+        // The broker refused one of the two before answering the PING.
+        server(&mut st, ServerFrame::Err(TOO_MANY));
+        assert_eq!(queued(&st), [format!("UNSUB {mine}")]);
+        server(&mut st, ServerFrame::Pong { nonce });
+        assert!(matches!(st.confirmed(mine), Err(ClientError::Server(_))));
+        assert_eq!(st.take_refusal(inbox), None, "the inbox is taken as accepted");
+        assert!(st.subs.contains_key(&inbox));
+    }
+
+    #[test]
+    fn inbox_subs_are_followed_by_a_ping_so_they_settle() {
+        let (mut st, _events) = state(1 << 16);
+        let (sid, _rx) = sub(&mut st, "_INBOX.x.1", SubKind::Inbox);
+        assert_eq!(queued(&st), [format!("SUB {sid} _INBOX.x.1 lossy=false"), "PING 1".into()]);
+        assert!(st.remove_sub(sid));
+        server(&mut st, ServerFrame::Pong { nonce: 1 });
+        assert!(st.pending_subs.is_empty());
+    }
+
+    #[test]
+    fn control_frames_of_the_application_respect_the_send_buffer() {
+        let (mut st, _events) = state(100);
+        st.try_queue_pub(&publication(&[0; 90])).expect("empty: taken");
+        let (tx, _rx) = sync_channel(1);
+        assert_eq!(st.queue_ping(Box::new(tx)).err(), Some(Blocked::Full));
+        let (tx, _rx) = sync_channel(1);
+        let full = st.add_sub("t", false, SubKind::Subscription, Box::new(tx));
+        assert_eq!(full.err(), Some(Blocked::Full));
+        assert_eq!(st.pending_flushes(), 0);
+        assert!(st.subs.is_empty());
+    }
+
+    #[test]
+    fn cancelled_flushes_are_forgotten() {
+        let (mut st, _events) = state(1 << 16);
+        let nonce = ping(&mut st);
+        assert_eq!(st.pending_flushes(), 1);
+        st.cancel_ping(nonce);
+        assert_eq!(st.pending_flushes(), 0);
+        server(&mut st, ServerFrame::Pong { nonce });
+    }
+
+    #[test]
+    fn a_closing_writer_gives_up_after_the_linger() {
+        let (mut st, _events) = state(1 << 16);
+        let now = Instant::now();
+        assert!(!st.writer_gives_up(1, now + CLOSE_LINGER * 10), "open: it waits");
+        st.begin_close(now);
+        assert!(!st.writer_gives_up(1, now));
+        assert!(st.writer_gives_up(1, now + CLOSE_LINGER));
+        assert!(st.writer_gives_up(0, now), "another session's writer");
+    }
+
+    #[test]
+    fn closing_ends_the_events() {
+        let (mut st, events) = state(1 << 16);
+        st.give_up("test".into());
+        assert_eq!(events.try_recv(), Ok(Event::Closed { reason: "test".into() }));
+        assert_eq!(events.try_recv(), Err(std::sync::mpsc::TryRecvError::Disconnected));
     }
 
     #[test]
     fn drops_by_the_broker_and_by_a_full_queue_are_counted_and_reported() {
         let (mut st, events) = state(1 << 16);
         let (tx, rx) = sync_channel(1);
-        let (sid, counters) = st.add_sub("lossy.t", true, false, Box::new(tx)).expect("open");
+        let (sid, counters) =
+            st.add_sub("lossy.t", true, SubKind::Subscription, Box::new(tx)).expect("open");
         server(&mut st, ServerFrame::Dropped { sid, count: 5 });
         let msg = |p| ServerFrame::Msg(Msg { sid, topic: "lossy.t", reply_to: "r", payload: p });
         server(&mut st, msg(b"kept"));

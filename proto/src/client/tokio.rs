@@ -44,23 +44,26 @@ use futures_core::Stream;
 
 use super::{
     decoder::{server_frame_limit, Decoder},
-    session::{self, Silence, Watch},
-    state::{self, FlushEnd, Link, State, SubCounters, WriterStep},
-    ClientError, DisconnectReason, Event, Message, Options, ServerInfo, Stats, SubscribeOptions,
+    session::{self, Retry, Silence, Watch},
+    state::{
+        self, Blocked, FlushEnd, Link, State, SubCounters, SubKind, WriterStep, CLOSE_LINGER,
+        WRITE_CHECK,
+    },
+    ClientError, DisconnectReason, Event, Message, Options, ServerError, ServerInfo, Stats,
+    SubscribeOptions,
 };
 use crate::Pub;
-
-/// How long [`Client::close`] waits for the writer to send what is buffered.
-const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 /// A connection to a corecast broker. Cloning it is cheap and gives another
 /// handle on the same connection; the connection closes when the last
 /// handle is dropped (what is buffered is still sent) or on
 /// [`Client::close`].
 ///
-/// The background tasks end with the connection. Buffered publications
-/// are sent by them while the runtime runs, so a program that is about to
-/// exit awaits [`Client::close`] (or [`Client::flush`]) first.
+/// The background tasks end with the connection: when the client is
+/// closed or dropped they send what is buffered (while the runtime runs),
+/// for 2 s at most, then close the connection and end. A program that is
+/// about to exit awaits [`Client::close`] (or [`Client::flush`]) first, so
+/// that nothing buffered is lost with the process.
 #[derive(Debug, Clone)]
 pub struct Client {
     handle: Arc<Handle>,
@@ -211,10 +214,12 @@ impl Client {
         self.subscribe_with(topic, SubscribeOptions::default()).await
     }
 
-    /// Subscribes to `topic` as `options` say (lossy, queue capacity).
+    /// Subscribes to `topic` as `options` say (lossy, queue capacity; a
+    /// capacity of 0 is taken as 1).
     ///
     /// # Errors
-    /// As [`Client::subscribe`].
+    /// As [`Client::subscribe`]; [`ClientError::Timeout`] also when the send
+    /// buffer stayed full for [`Options::send_timeout`].
     pub async fn subscribe_with(
         &self,
         topic: &str,
@@ -224,7 +229,8 @@ impl Client {
         let shared = self.shared();
         let _serial = shared.subscribe_serial.lock().await;
         let capacity = options.capacity.unwrap_or(shared.options.subscription_capacity);
-        let sub = shared.add_subscription(topic, options.lossy, false, capacity)?;
+        let sub =
+            shared.add_subscription(topic, options.lossy, SubKind::Subscription, capacity).await?;
         shared.confirm(sub.sid).await?;
         Ok(sub)
     }
@@ -234,8 +240,9 @@ impl Client {
     /// Waits up to [`Options::flush_timeout`].
     ///
     /// # Errors
-    /// [`ClientError::Timeout`], [`ClientError::ConnectionLost`] when the
-    /// connection went down first, [`ClientError::Closed`].
+    /// [`ClientError::Timeout`] (no `PONG`, or no session or no room in the
+    /// send buffer for the `PING`), [`ClientError::ConnectionLost`] when
+    /// the connection went down first, [`ClientError::Closed`].
     pub async fn flush(&self) -> Result<(), ClientError> {
         self.flush_timeout(self.shared().options.flush_timeout).await
     }
@@ -245,18 +252,17 @@ impl Client {
     /// # Errors
     /// As [`Client::flush`].
     pub async fn flush_timeout(&self, timeout: Duration) -> Result<(), ClientError> {
-        match self.shared().ping(timeout).await? {
-            FlushEnd::Pong(_) => Ok(()),
-            FlushEnd::Lost => Err(ClientError::ConnectionLost),
-            FlushEnd::Closed => Err(ClientError::Closed),
-        }
+        self.shared().ping(timeout).await?.into_result()
     }
 
     /// Sends `payload` to `topic` with a fresh inbox as reply-to and waits
-    /// up to `timeout` for the first answer.
+    /// up to `timeout` for the first answer. The inbox is unsubscribed when
+    /// this completes or is dropped.
     ///
     /// # Errors
-    /// [`ClientError::Timeout`] when nobody answered in time; otherwise as
+    /// [`ClientError::Timeout`] when nobody answered in time;
+    /// [`ClientError::Server`] when the broker refused the inbox
+    /// subscription (too many subscriptions); otherwise as
     /// [`Client::publish`].
     pub async fn request(
         &self,
@@ -267,11 +273,13 @@ impl Client {
         let shared = self.shared();
         state::check_publish_target("topic", topic)?;
         let inbox = shared.lock().next_inbox();
-        let mut replies = shared.add_subscription(&inbox, false, true, 1)?;
+        let mut replies = shared.add_subscription(&inbox, false, SubKind::Inbox, 1).await?;
         shared.publish(&Pub { topic, reply_to: &inbox, payload: payload.as_ref() }).await?;
         match ::tokio::time::timeout(timeout, replies.recv()).await {
             Ok(Some(reply)) => Ok(reply),
-            Ok(None) => Err(ClientError::Closed),
+            Ok(None) => {
+                Err(shared.refusal(replies.sid).map_or(ClientError::Closed, ClientError::Server))
+            }
             Err(_) => Err(ClientError::Timeout { after: timeout, waiting_for: "a reply" }),
         }
     }
@@ -282,7 +290,8 @@ impl Client {
         self.shared().events.lock().await.recv().await
     }
 
-    /// The next event if one is queued.
+    /// The next event if one is queued (`None` also while another task
+    /// waits in [`Client::next_event`]).
     pub fn try_next_event(&self) -> Option<Event> {
         self.shared().events.try_lock().ok()?.try_recv().ok()
     }
@@ -302,8 +311,9 @@ impl Client {
         self.shared().lock().link() == Link::Up
     }
 
-    /// Flushes, then closes the connection for every handle. Subscriptions
-    /// end; later calls fail with [`ClientError::Closed`].
+    /// Flushes, then closes the connection for every handle: what is still
+    /// buffered is sent for 2 s at most. Subscriptions and events end;
+    /// later calls fail with [`ClientError::Closed`].
     ///
     /// # Errors
     /// The flush's error, if it failed (the client is closed all the same).
@@ -314,7 +324,8 @@ impl Client {
             other => other,
         };
         shared.begin_close();
-        let deadline = Instant::now() + CLOSE_LINGER;
+        // The writer gives up at the linger; the driver then ends at once.
+        let deadline = Instant::now() + CLOSE_LINGER + Duration::from_secs(1);
         let _ =
             shared.wait_until(deadline, |st| Ok((st.link() == Link::Closed).then_some(()))).await;
         flushed
@@ -363,56 +374,67 @@ impl Shared {
         self.to_callers.notify_waiters();
     }
 
-    fn check_publication(&self, p: &Pub<'_>) -> Result<(), ClientError> {
-        state::check_publish_target("topic", p.topic)?;
-        if !p.reply_to.is_empty() {
-            state::check_publish_target("reply-to", p.reply_to)?;
+    /// Runs `attempt` on the state until it queues something, waiting for
+    /// room or for the session up to `timeout`, then wakes the writer.
+    async fn queue<T>(
+        &self,
+        timeout: Duration,
+        mut attempt: impl FnMut(&mut State) -> Result<T, Blocked>,
+    ) -> Result<T, ClientError> {
+        let mut blocked = Blocked::Full;
+        let queued = self
+            .wait_until(Instant::now() + timeout, |st| match attempt(st) {
+                Ok(queued) => Ok(Some((queued, st.wake_writer()))),
+                Err(Blocked::Closed) => Err(ClientError::Closed),
+                Err(why) => {
+                    blocked = why;
+                    Ok(None)
+                }
+            })
+            .await?;
+        let (queued, wake) = queued.ok_or_else(|| blocked.timeout(timeout))?;
+        if wake {
+            self.to_writer.notify_one();
         }
+        Ok(queued)
+    }
+
+    fn check_publication(&self, p: &Pub<'_>) -> Result<(), ClientError> {
+        state::check_publication(p)?;
         self.lock().check_size(p.topic, p.reply_to, p.payload.len())
     }
 
     async fn publish(&self, p: &Pub<'_>) -> Result<(), ClientError> {
         self.check_publication(p)?;
-        let timeout = self.options.send_timeout;
-        let queued = self
-            .wait_until(Instant::now() + timeout, |st| {
-                Ok(st.try_queue_pub(p)?.then(|| st.wake_writer()))
-            })
-            .await?;
-        match queued {
-            None => {
-                Err(ClientError::Timeout { after: timeout, waiting_for: "room in the send buffer" })
-            }
-            Some(wake) => {
-                if wake {
-                    self.to_writer.notify_one();
-                }
-                Ok(())
-            }
-        }
+        self.queue(self.options.send_timeout, |st| st.try_queue_pub(p)).await
     }
 
     fn try_publish(&self, p: &Pub<'_>) -> Result<(), ClientError> {
         self.check_publication(p)?;
         let mut st = self.lock();
-        if !st.try_queue_pub(p)? {
-            return Err(ClientError::SendBufferFull);
+        match st.try_queue_pub(p) {
+            Ok(()) => {
+                self.wake_writer(st);
+                Ok(())
+            }
+            Err(Blocked::Closed) => Err(ClientError::Closed),
+            Err(Blocked::Full | Blocked::NotUp) => Err(ClientError::SendBufferFull),
         }
-        self.wake_writer(st);
-        Ok(())
     }
 
-    fn add_subscription(
+    async fn add_subscription(
         self: &Arc<Self>,
         topic: &str,
         lossy: bool,
-        quiet: bool,
+        kind: SubKind,
         capacity: usize,
     ) -> Result<Subscription, ClientError> {
-        let (tx, receiver) = mpsc::channel(capacity);
-        let mut st = self.lock();
-        let (sid, counters) = st.add_sub(topic, lossy, quiet, Box::new(tx))?;
-        self.wake_writer(st);
+        let (tx, receiver) = mpsc::channel(capacity.max(1));
+        let (sid, counters) = self
+            .queue(self.options.send_timeout, |st| {
+                st.add_sub(topic, lossy, kind, Box::new(tx.clone()))
+            })
+            .await?;
         Ok(Subscription {
             sid,
             topic: topic.to_owned(),
@@ -423,45 +445,32 @@ impl Shared {
     }
 
     /// Flushes until the broker has answered for the `SUB` of `sid`,
-    /// across reconnections; forgets the subscription if it was refused.
+    /// across reconnections.
     async fn confirm(&self, sid: u32) -> Result<(), ClientError> {
         let deadline = Instant::now() + self.options.flush_timeout;
         loop {
             match self.ping(deadline.saturating_duration_since(Instant::now())).await? {
-                FlushEnd::Pong(Some(e)) if e.refuses_subscription() => {
-                    self.lock().forget_sub(sid);
-                    return Err(ClientError::Server(e));
-                }
-                FlushEnd::Pong(_) => return Ok(()),
+                FlushEnd::Pong => return self.lock().confirmed(sid),
                 FlushEnd::Lost => continue,
                 FlushEnd::Closed => return Err(ClientError::Closed),
             }
         }
     }
 
-    /// Sends a `PING` (once the session is open) and waits for its `PONG`.
+    /// The broker's refusal of subscription `sid`, if it refused it.
+    fn refusal(&self, sid: u32) -> Option<ServerError> {
+        self.lock().take_refusal(sid)
+    }
+
+    /// Sends a `PING` (once the session is open and the send buffer has
+    /// room) and waits for its `PONG`. Dropping the future forgets the
+    /// `PING`.
     async fn ping(&self, timeout: Duration) -> Result<FlushEnd, ClientError> {
         let deadline = Instant::now() + timeout;
         let (tx, mut rx) = mpsc::channel::<FlushEnd>(1);
-        let queued = self
-            .wait_until(deadline, |st| match st.queue_ping(Box::new(tx.clone())) {
-                Ok(_) => Ok(Some(Ok(st.wake_writer()))),
-                Err(Link::Closing | Link::Closed) => Ok(Some(Err(()))),
-                Err(_) => Ok(None),
-            })
-            .await?;
+        let nonce = self.queue(timeout, |st| st.queue_ping(Box::new(tx.clone()))).await?;
         drop(tx);
-        match queued {
-            None => {
-                return Err(ClientError::Timeout {
-                    after: timeout,
-                    waiting_for: "the connection to come back",
-                })
-            }
-            Some(Err(())) => return Ok(FlushEnd::Closed),
-            Some(Ok(true)) => self.to_writer.notify_one(),
-            Some(Ok(false)) => {}
-        }
+        let _forget = ForgetPing { shared: self, nonce };
         match timeout_at(deadline, rx.recv()).await {
             Ok(Some(end)) => Ok(end),
             Ok(None) => Ok(FlushEnd::Closed),
@@ -479,13 +488,15 @@ impl Shared {
     }
 
     fn begin_close(&self) {
-        self.lock().begin_close();
+        self.lock().begin_close(std::time::Instant::now());
         self.wake_all();
     }
 
-    fn give_up(&self, reason: String) {
+    /// Stops reconnecting; `None`, for the reconnection loop to return.
+    fn give_up<T>(&self, reason: String) -> Option<T> {
         self.lock().give_up(reason);
         self.wake_all();
+        None
     }
 
     // ---- the writer task -----------------------------------------------
@@ -553,6 +564,19 @@ impl Shared {
     }
 }
 
+/// Forgets a flush's `PING` when its caller stops waiting (a timeout, or
+/// the future dropped), so that its waiter does not stay behind.
+struct ForgetPing<'a> {
+    shared: &'a Shared,
+    nonce: u64,
+}
+
+impl Drop for ForgetPing<'_> {
+    fn drop(&mut self) {
+        self.shared.lock().cancel_ping(self.nonce);
+    }
+}
+
 /// The driver task: one session after the other until the client closes.
 async fn drive(shared: Arc<Shared>, mut conn: Conn) {
     loop {
@@ -580,18 +604,14 @@ async fn write_loop(
     session: u64,
     stop_reader: oneshot::Sender<DisconnectReason>,
 ) {
-    let keep = shared.options.send_buffer.max(64 << 10) * 2;
     let mut batch = Vec::new();
     let reason = loop {
         match shared.next_batch(session, &mut batch).await {
             WriterStep::Write => {
-                if let Err(e) = writer.write_all(&batch).await {
-                    break DisconnectReason::Io(e.to_string());
+                if let Err(reason) = write_batch(&shared, &mut writer, session, &batch).await {
+                    break reason;
                 }
-                batch.clear();
-                if batch.capacity() > keep {
-                    batch = Vec::new();
-                }
+                state::recycle(&mut batch, shared.options.send_buffer);
             }
             WriterStep::Finish => {
                 let _ = writer.shutdown().await;
@@ -601,6 +621,31 @@ async fn write_loop(
         }
     };
     let _ = stop_reader.send(reason);
+}
+
+/// Writes `batch`, checking every [`WRITE_CHECK`] that the socket takes
+/// nothing whether to give up (see `State::writer_gives_up`).
+async fn write_batch(
+    shared: &Shared,
+    writer: &mut OwnedWriteHalf,
+    session: u64,
+    batch: &[u8],
+) -> Result<(), DisconnectReason> {
+    let mut sent = 0;
+    while sent < batch.len() {
+        // `write` is cancel safe: when the timeout wins, nothing was written.
+        match timeout(WRITE_CHECK, writer.write(&batch[sent..])).await {
+            Ok(Ok(0)) => return Err(DisconnectReason::Closed),
+            Ok(Ok(n)) => sent += n,
+            Ok(Err(e)) => return Err(DisconnectReason::Io(e.to_string())),
+            Err(_) => {
+                if shared.lock().writer_gives_up(session, std::time::Instant::now()) {
+                    return Err(DisconnectReason::Closed);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads one session until it ends; returns why it did.
@@ -644,27 +689,22 @@ async fn reconnect(shared: &Shared) -> Option<Conn> {
     if shared.lock().link() == Link::Closed {
         return None;
     }
-    let Some(backoff) = shared.options.reconnect else {
-        shared.give_up("reconnection is disabled".into());
-        return None;
-    };
-    let mut attempt = 0;
+    let mut retry = Retry::new(shared.options.reconnect);
     loop {
-        if !backoff.allows(attempt) {
-            shared.give_up(format!("no connection after {attempt} attempts"));
+        let delay = match retry.next_delay() {
+            Ok(delay) => delay,
+            Err(reason) => return shared.give_up(reason),
+        };
+        if !shared.sleep_unless_closed(delay).await {
             return None;
         }
-        if !shared.sleep_unless_closed(backoff.delay(attempt)).await {
-            return None;
-        }
-        attempt += 1;
         match open(&shared.addr, &shared.options).await {
-            Ok(conn) => return shared.reconnected(conn, attempt),
-            Err(e) if session::is_permanent(&e) => {
-                shared.give_up(e.to_string());
-                return None;
+            Ok(conn) => return shared.reconnected(conn, retry.attempts()),
+            Err(e) => {
+                if let Err(reason) = retry.failed(&e) {
+                    return shared.give_up(reason);
+                }
             }
-            Err(_) => {}
         }
     }
 }
@@ -714,6 +754,10 @@ async fn open_unbounded(addr: &str, options: &Options) -> Result<Conn, ClientErr
 /// ([`Options::subscription_capacity`] or [`SubscribeOptions::capacity`])
 /// and further messages are dropped and counted ([`Subscription::dropped`],
 /// [`Event::Dropped`]); the connection itself is never held up.
+///
+/// Its messages end when the client closes, and also when the broker
+/// refuses it again after a reconnection (a lower subscription limit, say;
+/// reported as [`Event::ServerError`]).
 #[derive(Debug)]
 pub struct Subscription {
     sid: u32,
@@ -766,5 +810,62 @@ impl Stream for Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.shared.unsubscribe(self.sid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::client::testing::{released, Behaviour, FakeBroker};
+
+    fn options() -> Options {
+        Options::new().flush_timeout(Duration::from_millis(200))
+    }
+
+    /// Whether every task let go of `shared`, checked off the runtime.
+    async fn released_async(shared: std::sync::Weak<Shared>) -> bool {
+        ::tokio::task::spawn_blocking(move || released(&shared)).await.unwrap()
+    }
+
+    #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dropping_the_client_ends_its_tasks() {
+        let fake = FakeBroker::start(Behaviour::Answer);
+        let client = Client::connect_with(fake.addr, options()).await.unwrap();
+        let sub = client.subscribe("a.topic").await.unwrap();
+        client.publish("a.topic", "x").await.unwrap();
+        client.flush().await.unwrap();
+        let shared = Arc::downgrade(client.shared());
+        drop((client, sub));
+        assert!(released_async(shared).await, "a task still holds the connection");
+    }
+
+    #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_whose_broker_stopped_reading_ends_its_tasks_after_the_linger() {
+        let fake = FakeBroker::start(Behaviour::Stuck);
+        let client = Client::connect_with(fake.addr, options()).await.unwrap();
+        // More than the socket buffers take: the writer stays in its write.
+        client.publish("a.topic", vec![0u8; 32 << 20]).await.unwrap();
+        let shared = Arc::downgrade(client.shared());
+        let started = Instant::now();
+        assert!(matches!(client.close().await, Err(ClientError::Timeout { .. })));
+        drop(client);
+        assert!(released_async(shared).await, "a task still holds the connection");
+        let took = started.elapsed();
+        assert!(took < CLOSE_LINGER + Duration::from_secs(2), "{took:?}");
+    }
+
+    #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn flushes_that_time_out_or_are_cancelled_leave_no_waiter_behind() {
+        let fake = FakeBroker::start(Behaviour::Stuck);
+        let client = Client::connect_with(fake.addr, options()).await.unwrap();
+        for _ in 0..20 {
+            let err = client.flush_timeout(Duration::from_millis(1)).await.unwrap_err();
+            assert!(matches!(err, ClientError::Timeout { .. }), "{err:?}");
+            let cancelled = timeout(Duration::from_millis(1), client.flush()).await;
+            assert!(cancelled.is_err());
+        }
+        assert_eq!(client.shared().lock().pending_flushes(), 0);
     }
 }

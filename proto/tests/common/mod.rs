@@ -1,6 +1,6 @@
 //! Helpers for the client tests: an embedded broker on 127.0.0.1, counters
 //! to poll, client options with short timeouts, and a fake broker that
-//! completes the handshake and then never reads.
+//! completes the handshake and then reads and writes only when the test says.
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::{
@@ -142,24 +142,98 @@ impl StuckBroker {
 /// Reads client frames from `stream` until `count` `PUB`s arrived (10 s at
 /// most); returns their topics and payloads.
 pub fn read_publications(stream: &mut TcpStream, count: usize) -> Vec<(String, Vec<u8>)> {
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut buf = Vec::new();
-    let mut chunk = vec![0u8; 1 << 20];
+    let mut reader = FrameReader::new(stream.try_clone().unwrap());
     let mut got = Vec::new();
     while got.len() < count {
-        let n = stream.read(&mut chunk).unwrap();
-        assert!(n > 0, "the client closed after {} publications", got.len());
-        buf.extend_from_slice(&chunk[..n]);
-        let mut src = &buf[..];
-        while let Some(frame) = ClientFrame::decode(&mut src, u32::MAX).unwrap() {
+        reader.next_frame(|frame| {
             if let ClientFrame::Pub(p) = frame {
                 got.push((p.topic.to_owned(), p.payload.to_vec()));
             }
-        }
-        let used = buf.len() - src.len();
-        buf.drain(..used);
+        });
     }
     got
+}
+
+/// The client frames of one connection, read as a fake broker reads them.
+pub struct FrameReader {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl FrameReader {
+    pub fn new(stream: TcpStream) -> Self {
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Self { stream, buf: Vec::new() }
+    }
+
+    /// Hands the next client frame to `f` (10 s at most).
+    pub fn next_frame<T>(&mut self, f: impl FnOnce(ClientFrame<'_>) -> T) -> T {
+        loop {
+            let mut src = &self.buf[..];
+            if let Some(frame) = ClientFrame::decode(&mut src, u32::MAX).unwrap() {
+                let used = self.buf.len() - src.len();
+                let out = f(frame);
+                self.buf.drain(..used);
+                return out;
+            }
+            let mut chunk = vec![0u8; 1 << 20];
+            let n = self.stream.read(&mut chunk).unwrap();
+            assert!(n > 0, "the client closed the connection");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// The next frame, told as `PUB topic`, `SUB sid topic`, `UNSUB sid`,
+    /// `PING nonce`, `PONG nonce`.
+    pub fn next(&mut self) -> String {
+        self.next_frame(|frame| describe(&frame))
+    }
+
+    /// Frames until one told as `what` (10 s at most); returns all of them.
+    pub fn until(&mut self, what: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut seen = Vec::new();
+        loop {
+            let frame = self.next();
+            let done = what(&frame);
+            seen.push(frame);
+            if done {
+                return seen;
+            }
+        }
+    }
+
+    /// Whether the client closed the connection (waits up to 10 s).
+    pub fn closed_by_client(&mut self) -> bool {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// A client frame in a word or three, as [`FrameReader::next`] tells it.
+pub fn describe(frame: &ClientFrame<'_>) -> String {
+    match frame {
+        ClientFrame::Pub(p) => format!("PUB {}", p.topic),
+        ClientFrame::Sub(s) => format!("SUB {} {}", s.sid, s.topic),
+        ClientFrame::Unsub { sid } => format!("UNSUB {sid}"),
+        ClientFrame::Ping { nonce } => format!("PING {nonce}"),
+        ClientFrame::Pong { nonce } => format!("PONG {nonce}"),
+        ClientFrame::Hello(_) => "HELLO".into(),
+        ClientFrame::Stats { nonce } => format!("STATS {nonce}"),
+    }
+}
+
+/// Sends a server frame, as a fake broker.
+pub fn send(stream: &mut TcpStream, frame: ServerFrame<'_>) {
+    let mut out = Vec::new();
+    frame.encode(&mut out);
+    stream.write_all(&out).unwrap();
 }
 
 /// An address nothing listens on: bind a port, then let it go.

@@ -9,7 +9,9 @@ use std::{
 
 use anyhow::{bail, Context};
 use corecast_proto::client::{
-    self, blocking::Client, ClientError, DropSite, Event, Message, Options, SubscribeOptions,
+    self,
+    blocking::{Client, Subscription},
+    ClientError, DropSite, Event, Message, Options, SubscribeOptions,
 };
 
 use crate::cli::{Cli, Command, Connection};
@@ -108,19 +110,31 @@ fn subscribe(
 ) -> anyhow::Result<()> {
     client::validate_subscribe_topic(topic)?;
     let client = connect(conn)?;
-    let sub = client.subscribe_with(topic, SubscribeOptions { lossy, capacity: None })?;
+    let sub = client
+        .subscribe_with(topic, SubscribeOptions { lossy, capacity: None })
+        .with_context(|| format!("cannot subscribe to {topic}"))?;
     eprintln!("subscribed to {topic} on {}; waiting for messages (Ctrl-C to stop)", conn.server);
     let mut out = io::stdout().lock();
     let mut received = 0;
     while wants_more(count, received) {
-        report_events(&client);
-        let Some(msg) = sub.recv_timeout(POLL).context("the subscription ended")? else {
+        let Some(msg) = next_message(&client, &sub)? else {
             continue;
         };
         print_message(&mut out, &msg, raw)?;
         received += 1;
     }
     Ok(())
+}
+
+/// Reports what happened meanwhile, then waits a moment for a message. When
+/// the subscription ended, the events that say why are printed first.
+fn next_message(client: &Client, sub: &Subscription) -> anyhow::Result<Option<Message>> {
+    report_events(client);
+    let next = sub.recv_timeout(POLL);
+    if next.is_err() {
+        report_events(client);
+    }
+    next.context("the subscription ended")
 }
 
 /// Writes one message: `[TOPIC] PAYLOAD`, or the payload alone with `raw`.
@@ -201,7 +215,7 @@ fn reply(
 ) -> anyhow::Result<()> {
     client::validate_subscribe_topic(topic)?;
     let client = connect(conn)?;
-    let sub = client.subscribe(topic)?;
+    let sub = client.subscribe(topic).with_context(|| format!("cannot subscribe to {topic}"))?;
     let how = match exec {
         Some(cmd) => format!("with the output of `{cmd}`"),
         None => "by echoing them".to_owned(),
@@ -209,8 +223,7 @@ fn reply(
     eprintln!("answering requests on {topic} {how} (Ctrl-C to stop)");
     let mut answered = 0;
     while wants_more(count, answered) {
-        report_events(&client);
-        let Some(request) = sub.recv_timeout(POLL).context("the subscription ended")? else {
+        let Some(request) = next_message(&client, &sub)? else {
             continue;
         };
         if request.reply_to.is_none() {

@@ -44,6 +44,18 @@ pub fn explain(err: &ClientError, server: &str) -> String {
             };
             format!("{err}{rules}")
         }
+        ClientError::Server(refusal) => {
+            let hint = match refusal.error_code() {
+                Some(ErrorCode::Unsupported) => {
+                    " — subscribe to a literal topic, such as orders.eu"
+                }
+                Some(ErrorCode::TooManySubscriptions) => {
+                    " — the broker's limit of subscriptions per connection is reached"
+                }
+                _ => "",
+            };
+            format!("the broker at {server} refused it: {refusal}{hint}")
+        }
         _ => err.to_string(),
     }
 }

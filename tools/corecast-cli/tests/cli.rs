@@ -257,3 +257,30 @@ fn auth_failures_say_where_the_token_goes() {
     cli(addr).args(["pub", "t", "x"]).env("CORECAST_AUTH_TOKEN", "s3cret").assert().success();
     stop(broker);
 }
+
+#[test]
+fn a_broker_that_never_answers_the_handshake_is_a_connect_timeout() {
+    // Connections to a listener that never accepts complete in the kernel,
+    // and HELLO is never answered.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    cli(addr).args(["--connect-timeout", "200ms", "ping"]).assert().failure().code(1).stderr(
+        format!(
+            "error: cannot connect to {addr}: no answer within 200ms — is the address right \
+             and the broker reachable? (--connect-timeout waits longer)\n"
+        ),
+    );
+}
+
+#[test]
+fn a_refused_subscription_names_the_topic_and_the_reason() {
+    let broker = start_broker(None);
+    let addr = broker.local_addr();
+    cli(addr).args(["sub", "orders.*"]).assert().failure().code(1).stderr(
+        predicate::str::starts_with(format!(
+            "error: cannot subscribe to orders.*: the broker at {addr} refused it: unsupported (105)"
+        ))
+        .and(predicate::str::contains("subscribe to a literal topic")),
+    );
+    stop(broker);
+}
