@@ -1,183 +1,187 @@
-//! `corecast-bench`: a load generator for a running corecast broker.
+//! `corecast-bench`: load generator for corecast, nats-server and
+//! redis-server, and a one-command comparison of the three.
 //!
-//! Run a broker (`cargo run --release`), then for example
-//! `cargo run --release -p corecast-bench -- fanout --subs 10 --msgs 200000 --size 64`.
-//! Prints one JSON line per run. Loopback only; every run is bounded by
-//! `--timeout-secs`.
+//! The whole comparison, from the workspace root (installs nats-server and
+//! redis-server with apt when missing, builds corecast in release mode when
+//! `target/release/corecast` is missing, writes everything to
+//! `bench-results/<timestamp>/`):
+//!
+//! ```sh
+//! cargo run --release -p corecast-bench -- compare            # full matrix, < 10 min
+//! cargo run --release -p corecast-bench -- compare --quick    # smoke test, < 1 min
+//! cargo run --release -p corecast-bench -- compare --cores-mode one --brokers corecast,nats
+//! ```
+//!
+//! Single workloads against a broker you started yourself (`--broker-pid`
+//! adds its CPU and memory figures; `conns` and `churn` need it):
+//!
+//! ```sh
+//! cargo run --release -p corecast-bench -- --broker corecast fanout --subs 10 --msgs 200000
+//! cargo run --release -p corecast-bench -- --broker nats --server 127.0.0.1:4222 latency --rate 10000
+//! cargo run --release -p corecast-bench -- --broker-pid $(pidof corecast) churn --secs 20
+//! ```
+//!
+//! Every run prints one JSON line (and appends it to `--results FILE`);
+//! `report FILE` renders a results file as Markdown and PNG charts.
+//! Loopback only; every run is bounded by `--timeout-secs`.
 
-use std::{
-    io::{Read, Write},
-    net::{SocketAddr, TcpStream},
-    sync::{Arc, Barrier},
-    thread,
-    time::{Duration, Instant},
+mod chart;
+mod clock;
+mod compare;
+mod driver;
+mod hist;
+mod payload;
+mod report;
+mod result;
+mod servers;
+mod sys;
+mod workload;
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Parser, Subcommand};
+
+use crate::{
+    driver::Kind,
+    result::RunResult,
+    workload::{churn, conns, flow, latency, Target},
 };
 
-use anyhow::{bail, Context};
-use clap::{Parser, Subcommand};
-use corecast_proto::{ClientFrame, Hello, Pub, ServerFrame, Sub, VERSION};
-
 #[derive(Debug, Parser)]
-#[command(about = "Load generator for corecast")]
+#[command(about = "Load generator for corecast, nats-server and redis-server")]
 struct Cli {
-    /// Broker address.
-    #[arg(long, default_value = "127.0.0.1:7400", global = true)]
-    server: SocketAddr,
-    /// Give up after this long.
+    /// Which broker protocol to speak.
+    #[arg(long, default_value = "corecast", global = true)]
+    broker: Kind,
+    /// Broker address [default: 127.0.0.1 and the broker's usual port].
+    #[arg(long, global = true)]
+    server: Option<SocketAddr>,
+    /// The broker's pid, for its CPU and memory figures.
+    #[arg(long, global = true)]
+    broker_pid: Option<u32>,
+    /// Give up on a run after this long.
     #[arg(long, default_value_t = 60, global = true)]
     timeout_secs: u64,
+    /// Also append each JSON line to this file.
+    #[arg(long, global = true)]
+    results: Option<PathBuf>,
     #[command(subcommand)]
-    workload: Workload,
+    command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-enum Workload {
-    /// One publisher, S subscribers on one topic.
+enum Command {
+    /// P publishers, S subscribers, one topic, as fast as possible.
     Fanout {
+        /// Publisher connections.
+        #[arg(long, default_value_t = 1)]
+        pubs: usize,
         /// Subscriber connections.
         #[arg(long, default_value_t = 10)]
         subs: usize,
-        /// Messages to publish.
+        /// Messages per publisher.
         #[arg(long, default_value_t = 100_000)]
         msgs: u64,
-        /// Payload bytes (at least 8: the sequence number).
+        /// Payload bytes (at least 28: the stamp).
         #[arg(long, default_value_t = 64)]
         size: usize,
     },
+    /// K publishers, each to its own topic with its own subscriber.
+    Pairs {
+        /// Pairs.
+        #[arg(long, default_value_t = 4)]
+        k: usize,
+        /// Messages per publisher.
+        #[arg(long, default_value_t = 250_000)]
+        msgs: u64,
+        /// Payload bytes.
+        #[arg(long, default_value_t = 256)]
+        size: usize,
+    },
+    /// One publisher at a fixed rate; end-to-end latency percentiles.
+    Latency {
+        /// Messages per second.
+        #[arg(long, default_value_t = 10_000)]
+        rate: u64,
+        /// Seconds.
+        #[arg(long, default_value_t = 5.0)]
+        secs: f64,
+        /// Payload bytes.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+    },
+    /// C idle subscribed connections; broker RSS per connection.
+    Conns {
+        /// Connections.
+        #[arg(long, default_value_t = 5000)]
+        count: usize,
+    },
+    /// Connect, subscribe, abort in a loop; broker back to idle after.
+    Churn {
+        /// Seconds.
+        #[arg(long, default_value_t = 20.0)]
+        secs: f64,
+        /// Threads.
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
+    },
+    /// Start corecast, nats-server and redis-server and run the matrix.
+    Compare(compare::CompareArgs),
+    /// Markdown table and charts from a results file.
+    Report {
+        /// A JSON-lines results file.
+        file: PathBuf,
+        /// Where to write report.md and the charts [default: beside the file].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
-/// A blocking connection with a frame reader.
-struct Conn {
-    stream: TcpStream,
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
+/// The usual port of each broker.
+fn default_addr(kind: Kind) -> SocketAddr {
+    let port = match kind {
+        Kind::Corecast => 7400,
+        Kind::Nats => 4222,
+        Kind::Redis => 6379,
+    };
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-impl Conn {
-    fn open(addr: SocketAddr, name: &str) -> anyhow::Result<Self> {
-        let stream = TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
-        stream.set_nodelay(true)?;
-        let mut c = Self { stream, buf: vec![0; 1 << 20], start: 0, end: 0 };
-        c.send(&ClientFrame::Hello(Hello { version: VERSION, name, token: b"" }))?;
-        match c.next(|f| matches!(f, ServerFrame::Welcome(_)))? {
-            true => Ok(c),
-            false => bail!("no WELCOME"),
+fn run_one(cli: &Cli) -> anyhow::Result<RunResult> {
+    let target = Target {
+        kind: cli.broker,
+        addr: cli.server.unwrap_or_else(|| default_addr(cli.broker)),
+        pid: cli.broker_pid,
+        timeout: Duration::from_secs(cli.timeout_secs),
+        mode: None,
+        settle: Duration::from_secs(5),
+    };
+    match cli.command {
+        Command::Fanout { pubs, subs, msgs, size } => {
+            flow::run(&target, &flow::FlowSpec::fanout(pubs, subs, msgs, size))
         }
-    }
-
-    fn send(&mut self, frame: &ClientFrame<'_>) -> anyhow::Result<()> {
-        let mut out = Vec::with_capacity(frame.encoded_len());
-        frame.encode(&mut out);
-        self.stream.write_all(&out)?;
-        Ok(())
-    }
-
-    fn flush(&mut self, nonce: u64) -> anyhow::Result<()> {
-        self.send(&ClientFrame::Ping { nonce })?;
-        while !self.next(|f| matches!(f, ServerFrame::Pong { nonce: n } if *n == nonce))? {}
-        Ok(())
-    }
-
-    /// Decodes the next frame and returns what `check` says of it.
-    fn next(&mut self, mut check: impl FnMut(&ServerFrame<'_>) -> bool) -> anyhow::Result<bool> {
-        loop {
-            let mut src = &self.buf[self.start..self.end];
-            let before = src.len();
-            if let Some(frame) = ServerFrame::decode(&mut src, u32::MAX)? {
-                if let ServerFrame::Err(e) = frame {
-                    bail!("broker error {}: {}", e.code, e.text);
-                }
-                let verdict = check(&frame);
-                self.start += before - src.len();
-                return Ok(verdict);
-            }
-            if self.start > 0 {
-                self.buf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-            }
-            let n = self.stream.read(&mut self.buf[self.end..])?;
-            if n == 0 {
-                bail!("broker closed the connection");
-            }
-            self.end += n;
+        Command::Pairs { k, msgs, size } => {
+            flow::run(&target, &flow::FlowSpec::pairs(k, msgs, size))
         }
+        Command::Latency { rate, secs, size } => latency::run(&target, rate, secs, size),
+        Command::Conns { count } => conns::run(&target, count),
+        Command::Churn { secs, threads } => churn::run(&target, secs, threads),
+        Command::Compare(_) | Command::Report { .. } => unreachable!("handled in main"),
     }
-}
-
-fn fanout(cli: &Cli, subs: usize, msgs: u64, size: usize) -> anyhow::Result<()> {
-    let size = size.max(8);
-    let topic = "bench.fanout";
-    let ready = Arc::new(Barrier::new(subs + 1));
-    let deadline = Instant::now() + Duration::from_secs(cli.timeout_secs);
-    let mut readers = Vec::new();
-    for i in 0..subs {
-        let mut conn = Conn::open(cli.server, &format!("sub-{i}"))?;
-        conn.send(&ClientFrame::Sub(Sub { sid: 1, topic, queue_group: "", lossy: false }))?;
-        conn.flush(1)?;
-        conn.stream.set_read_timeout(Some(Duration::from_secs(cli.timeout_secs)))?;
-        let ready = Arc::clone(&ready);
-        readers.push(thread::spawn(move || -> anyhow::Result<(u64, u64, Instant)> {
-            ready.wait();
-            let (mut got, mut gaps, mut next) = (0u64, 0u64, 0u64);
-            while got < msgs && Instant::now() < deadline {
-                let mut seq = None;
-                conn.next(|f| {
-                    if let ServerFrame::Msg(m) = f {
-                        let mut b = [0u8; 8];
-                        b.copy_from_slice(&m.payload[..8]);
-                        seq = Some(u64::from_le_bytes(b));
-                    }
-                    true
-                })?;
-                if let Some(s) = seq {
-                    got += 1;
-                    if s != next {
-                        gaps += 1;
-                    }
-                    next = s + 1;
-                }
-            }
-            Ok((got, gaps, Instant::now()))
-        }));
-    }
-    let mut publisher = Conn::open(cli.server, "pub")?;
-    ready.wait();
-    let start = Instant::now();
-    let mut batch = Vec::with_capacity(256 << 10);
-    let mut payload = vec![0u8; size];
-    for seq in 0..msgs {
-        payload[..8].copy_from_slice(&seq.to_le_bytes());
-        ClientFrame::Pub(Pub { topic, reply_to: "", payload: &payload }).encode(&mut batch);
-        if batch.len() >= 200 << 10 {
-            publisher.stream.write_all(&batch)?;
-            batch.clear();
-        }
-    }
-    publisher.stream.write_all(&batch)?;
-    publisher.flush(2)?;
-    let published = start.elapsed();
-    let (mut delivered, mut gaps, mut last) = (0, 0, start);
-    for r in readers {
-        let (got, g, at) = r.join().map_err(|_| anyhow::anyhow!("reader panicked"))??;
-        delivered += got;
-        gaps += g;
-        last = last.max(at);
-    }
-    let secs = (last - start).as_secs_f64();
-    println!(
-        "{{\"workload\":\"fanout\",\"subs\":{subs},\"msgs\":{msgs},\"size\":{size},\"published_per_s\":{:.0},\"delivered_per_s\":{:.0},\"lost\":{},\"gaps\":{gaps},\"seconds\":{secs:.3}}}",
-        msgs as f64 / published.as_secs_f64(),
-        delivered as f64 / secs,
-        msgs * subs as u64 - delivered,
-    );
-    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.workload {
-        Workload::Fanout { subs, msgs, size } => fanout(&cli, subs, msgs, size),
+    match &cli.command {
+        Command::Compare(args) => compare::run(args),
+        Command::Report { file, out } => {
+            let dir =
+                out.clone().unwrap_or_else(|| file.parent().map(PathBuf::from).unwrap_or_default());
+            let results = result::read_results(file)?;
+            report::write_all(&results, &dir, &[])?;
+            println!("wrote {}", dir.join("report.md").display());
+            Ok(())
+        }
+        _ => run_one(&cli)?.emit(cli.results.as_deref()),
     }
 }

@@ -1,0 +1,531 @@
+//! Broker drivers: one [`Codec`] per broker protocol, all used through the
+//! same [`Driver`] trait.
+//!
+//! A codec only turns requests into bytes and bytes into [`Event`]s; the
+//! generic [`Conn`] owns the socket and its read buffer and builds the
+//! operations the workloads need on top (subscribe and confirm, batched
+//! publish, flush, receive). Adding a broker is one file with a `Codec` and
+//! one line in [`Kind`].
+
+mod corecast;
+mod nats;
+mod redis;
+
+use std::{
+    fmt,
+    io::{self, Read, Write},
+    net::{SocketAddr, TcpStream},
+    str::FromStr,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+/// The brokers the bench can drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// corecast, over its binary protocol.
+    Corecast,
+    /// nats-server, over the NATS core text protocol.
+    Nats,
+    /// redis-server, over RESP pub/sub.
+    Redis,
+}
+
+impl Kind {
+    /// Every kind, in report order.
+    pub const ALL: [Kind; 3] = [Kind::Corecast, Kind::Nats, Kind::Redis];
+
+    /// Opens a connection, performs the handshake, and returns it.
+    pub fn connect(
+        self,
+        addr: SocketAddr,
+        name: &str,
+        opts: ConnOpts,
+    ) -> anyhow::Result<Box<dyn Driver>> {
+        let wire = Wire::connect(addr, opts)?;
+        Ok(match self {
+            Kind::Corecast => Box::new(Conn::open(wire, corecast::Corecast::default(), name)?),
+            Kind::Nats => Box::new(Conn::open(wire, nats::Nats::default(), name)?),
+            Kind::Redis => Box::new(Conn::open(wire, redis::Redis, name)?),
+        })
+    }
+
+    /// Lower-case name, as used on the command line and in results.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Corecast => "corecast",
+            Kind::Nats => "nats",
+            Kind::Redis => "redis",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Kind {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .with_context(|| format!("unknown broker {s:?} (corecast, nats or redis)"))
+    }
+}
+
+/// How a connection is set up.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnOpts {
+    /// Initial read buffer; it grows if a frame does not fit.
+    pub read_buffer: usize,
+    /// Bound on every blocking read, write and round trip.
+    pub timeout: Duration,
+}
+
+impl Default for ConnOpts {
+    fn default() -> Self {
+        Self { read_buffer: 64 << 10, timeout: Duration::from_secs(30) }
+    }
+}
+
+/// One decoded frame, as far as the bench cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// A whole delivered message.
+    Msg {
+        /// The topic it was published to.
+        topic: &'a str,
+        /// Its payload.
+        payload: &'a [u8],
+    },
+    /// The answer to our ping: everything sent before has taken effect.
+    Pong,
+    /// A subscription confirmation (brokers that send one).
+    Subscribed,
+    /// The broker asks for a pong (carrying this nonce where it has one).
+    Ping(u64),
+    /// Messages the broker says it dropped for us.
+    Dropped(u64),
+    /// corecast `STATS_REPLY` JSON.
+    Stats(&'a str),
+    /// Anything else (greetings, publish acknowledgements, `+OK`).
+    Other,
+}
+
+/// A broker protocol: requests to bytes, bytes to events. No I/O except
+/// the handshake, which goes through the [`Wire`] it is given.
+pub trait Codec: Send + 'static {
+    /// Runs the protocol's greeting on a fresh connection.
+    fn handshake(&mut self, wire: &mut Wire, name: &str) -> anyhow::Result<()>;
+    /// Appends a subscription request.
+    fn encode_sub(&mut self, topic: &str, out: &mut Vec<u8>);
+    /// Appends one publication.
+    fn encode_pub(&self, topic: &str, payload: &[u8], out: &mut Vec<u8>);
+    /// Appends a ping whose [`Event::Pong`] answer proves earlier requests
+    /// took effect.
+    fn encode_ping(&self, out: &mut Vec<u8>);
+    /// Appends the answer to a broker ping.
+    fn encode_pong(&self, nonce: u64, out: &mut Vec<u8>);
+    /// Whether every subscription is confirmed by an [`Event::Subscribed`]
+    /// (otherwise a ping round trip confirms them).
+    fn acks_subscriptions(&self) -> bool {
+        false
+    }
+    /// Appends a counters request, if the broker has one.
+    fn encode_stats(&self, _out: &mut Vec<u8>) -> bool {
+        false
+    }
+    /// Decodes the frame at the front of `buf`: `None` until it has wholly
+    /// arrived, else the event and the bytes it took. Broker errors are
+    /// `Err`.
+    fn parse<'a>(&self, buf: &'a [u8]) -> anyhow::Result<Option<(Event<'a>, usize)>>;
+}
+
+/// What one [`Driver::receive`] call saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recv {
+    /// Read some bytes; this many whole messages were handed over.
+    Data(usize),
+    /// Nothing to read now (non-blocking socket, or read timeout).
+    Idle,
+    /// The broker closed the connection.
+    Closed,
+}
+
+/// A connection to a broker, whatever its protocol.
+pub trait Driver: Send {
+    /// Sends a subscription request (confirm it with [`Driver::confirm`]).
+    fn subscribe(&mut self, topic: &str) -> anyhow::Result<()>;
+    /// Waits until every subscription sent so far is live.
+    fn confirm(&mut self) -> anyhow::Result<()>;
+    /// Appends one publication to a batch (see [`Driver::publish_batch`]).
+    fn encode_publish(&self, topic: &str, payload: &[u8], out: &mut Vec<u8>);
+    /// Writes a batch of encoded publications at once; every 64 KiB
+    /// published it also reads (without blocking) whatever the broker
+    /// answered, so replies never pile up.
+    fn publish_batch(&mut self, batch: &[u8]) -> anyhow::Result<()>;
+    /// Round trip proving every earlier publication reached the broker.
+    fn flush(&mut self) -> anyhow::Result<()>;
+    /// One read, then every whole message in the buffer goes to `on_msg`
+    /// as (topic, payload). Broker pings are answered here.
+    fn receive(&mut self, on_msg: &mut dyn FnMut(&str, &[u8])) -> anyhow::Result<Recv>;
+    /// Messages the broker reported as dropped for this connection.
+    fn dropped(&self) -> u64;
+    /// The broker's counters as JSON (corecast `STATS`), `None` if the
+    /// protocol has no such request.
+    fn stats(&mut self) -> anyhow::Result<Option<String>>;
+    /// The socket, for polling and socket options.
+    fn stream(&self) -> &TcpStream;
+}
+
+/// A socket with a read buffer.
+#[derive(Debug)]
+pub struct Wire {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    timeout: Duration,
+}
+
+impl Wire {
+    /// Connects with `TCP_NODELAY` and the timeouts of `opts`.
+    pub fn connect(addr: SocketAddr, opts: ConnOpts) -> anyhow::Result<Self> {
+        let stream = TcpStream::connect_timeout(&addr, opts.timeout)
+            .with_context(|| format!("connect to {addr}"))?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(opts.timeout))?;
+        stream.set_write_timeout(Some(opts.timeout))?;
+        Ok(Self {
+            stream,
+            buf: vec![0; opts.read_buffer.max(512)],
+            start: 0,
+            end: 0,
+            timeout: opts.timeout,
+        })
+    }
+
+    /// Bytes read and not consumed yet.
+    pub fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// Marks `n` bytes of [`Wire::data`] as used.
+    pub fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// One `read` into the free end of the buffer (compacting or growing it
+    /// first when needed). `Ok(0)` is end of stream.
+    pub fn fill(&mut self) -> io::Result<usize> {
+        if self.end == self.buf.len() {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else {
+                self.buf.resize(self.buf.len() * 2, 0);
+            }
+        }
+        let n = self.stream.read(&mut self.buf[self.end..])?;
+        self.end += n;
+        Ok(n)
+    }
+
+    /// Writes all of `bytes` (bounded by the write timeout).
+    pub fn send(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        self.stream.write_all(bytes).context("write to broker")
+    }
+
+    /// Blocking reads until `codec` decodes an event that `want` accepts;
+    /// bounded by the connection timeout. Pings met on the way are answered.
+    pub fn wait_for<C: Codec + ?Sized>(
+        &mut self,
+        codec: &C,
+        what: &str,
+        mut want: impl FnMut(&Event<'_>) -> bool,
+    ) -> anyhow::Result<()> {
+        let deadline = self.deadline();
+        loop {
+            while let Some((event, used)) = codec.parse(self.data())? {
+                let done = want(&event);
+                let ping = if let Event::Ping(nonce) = event { Some(nonce) } else { None };
+                self.consume(used);
+                if let Some(nonce) = ping {
+                    let mut out = Vec::new();
+                    codec.encode_pong(nonce, &mut out);
+                    self.send(&out)?;
+                }
+                if done {
+                    return Ok(());
+                }
+            }
+            self.read_more(what, deadline)?;
+        }
+    }
+
+    /// The deadline of a blocking exchange that starts now.
+    pub fn deadline(&self) -> Instant {
+        Instant::now() + self.timeout
+    }
+
+    /// One blocking read for an exchange that must end by `deadline`.
+    pub fn read_more(&mut self, what: &str, deadline: Instant) -> anyhow::Result<()> {
+        if Instant::now() >= deadline {
+            bail!("timed out waiting for {what}");
+        }
+        match self.fill() {
+            Ok(0) => bail!("broker closed the connection while waiting for {what}"),
+            Ok(_) => Ok(()),
+            Err(e) if is_transient(&e) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("read while waiting for {what}")),
+        }
+    }
+}
+
+/// Would-block, timeout and interrupt: try again.
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
+/// A publisher reads what the broker sent it (Redis answers every
+/// `PUBLISH`) after this many bytes of publications.
+const DRAIN_EVERY: usize = 64 << 10;
+
+/// The one [`Driver`] implementation: a [`Wire`] and a protocol [`Codec`].
+#[derive(Debug)]
+pub struct Conn<C> {
+    wire: Wire,
+    codec: C,
+    out: Vec<u8>,
+    pending_subs: usize,
+    dropped: u64,
+    stats: Option<String>,
+    /// Bytes published since the socket was last drained.
+    undrained: usize,
+}
+
+impl<C: Codec> Conn<C> {
+    /// Wraps a connected socket and runs the handshake.
+    pub fn open(mut wire: Wire, mut codec: C, name: &str) -> anyhow::Result<Self> {
+        codec.handshake(&mut wire, name)?;
+        Ok(Self {
+            wire,
+            codec,
+            out: Vec::new(),
+            pending_subs: 0,
+            dropped: 0,
+            stats: None,
+            undrained: 0,
+        })
+    }
+
+    fn send_out(&mut self) -> anyhow::Result<()> {
+        let result = self.wire.send(&self.out);
+        self.out.clear();
+        result
+    }
+
+    fn ping_round_trip(&mut self, what: &str) -> anyhow::Result<()> {
+        self.codec.encode_ping(&mut self.out);
+        self.send_out()?;
+        let (codec, dropped) = (&self.codec, &mut self.dropped);
+        self.wire.wait_for(codec, what, |e| {
+            if let Event::Dropped(n) = e {
+                *dropped += n;
+            }
+            matches!(e, Event::Pong)
+        })
+    }
+
+    /// Hands every whole frame in the buffer to `on_msg`; returns messages.
+    fn drain_buffer(&mut self, on_msg: &mut dyn FnMut(&str, &[u8])) -> anyhow::Result<usize> {
+        let mut msgs = 0;
+        let mut pongs = Vec::new();
+        let mut consumed = 0;
+        {
+            let data = self.wire.data();
+            while let Some((event, used)) = self.codec.parse(&data[consumed..])? {
+                consumed += used;
+                match event {
+                    Event::Msg { topic, payload } => {
+                        msgs += 1;
+                        on_msg(topic, payload);
+                    }
+                    Event::Ping(nonce) => pongs.push(nonce),
+                    Event::Dropped(n) => self.dropped += n,
+                    Event::Subscribed => self.pending_subs = self.pending_subs.saturating_sub(1),
+                    Event::Stats(json) => self.stats = Some(json.to_owned()),
+                    Event::Pong | Event::Other => {}
+                }
+            }
+        }
+        self.wire.consume(consumed);
+        for nonce in pongs {
+            self.codec.encode_pong(nonce, &mut self.out);
+        }
+        if !self.out.is_empty() {
+            self.send_out()?;
+        }
+        Ok(msgs)
+    }
+}
+
+impl<C: Codec> Driver for Conn<C> {
+    fn subscribe(&mut self, topic: &str) -> anyhow::Result<()> {
+        self.codec.encode_sub(topic, &mut self.out);
+        if self.codec.acks_subscriptions() {
+            self.pending_subs += 1;
+        }
+        self.send_out()
+    }
+
+    fn confirm(&mut self) -> anyhow::Result<()> {
+        if !self.codec.acks_subscriptions() {
+            return self.ping_round_trip("subscription confirmation (PONG)");
+        }
+        while self.pending_subs > 0 {
+            let pending = &mut self.pending_subs;
+            self.wire.wait_for(&self.codec, "subscription confirmation", |e| {
+                if matches!(e, Event::Subscribed) {
+                    *pending -= 1;
+                    return true;
+                }
+                false
+            })?;
+        }
+        Ok(())
+    }
+
+    fn encode_publish(&self, topic: &str, payload: &[u8], out: &mut Vec<u8>) {
+        self.codec.encode_pub(topic, payload, out);
+    }
+
+    fn publish_batch(&mut self, batch: &[u8]) -> anyhow::Result<()> {
+        self.wire.send(batch)?;
+        self.undrained += batch.len();
+        if self.undrained < DRAIN_EVERY {
+            return Ok(());
+        }
+        self.undrained = 0;
+        self.wire.stream.set_nonblocking(true)?;
+        let drained = self.drain_nonblocking();
+        self.wire.stream.set_nonblocking(false)?;
+        drained
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.ping_round_trip("flush (PONG)")
+    }
+
+    fn receive(&mut self, on_msg: &mut dyn FnMut(&str, &[u8])) -> anyhow::Result<Recv> {
+        match self.wire.fill() {
+            Ok(0) => Ok(Recv::Closed),
+            Ok(_) => Ok(Recv::Data(self.drain_buffer(on_msg)?)),
+            Err(e) if is_transient(&e) => Ok(Recv::Idle),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok(Recv::Closed),
+            Err(e) => Err(e).context("read from broker"),
+        }
+    }
+
+    fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    fn stats(&mut self) -> anyhow::Result<Option<String>> {
+        if !self.codec.encode_stats(&mut self.out) {
+            return Ok(None);
+        }
+        self.send_out()?;
+        let slot = &mut self.stats;
+        self.wire.wait_for(&self.codec, "STATS_REPLY", |e| match e {
+            Event::Stats(json) => {
+                *slot = Some((*json).to_owned());
+                true
+            }
+            _ => false,
+        })?;
+        Ok(self.stats.take())
+    }
+
+    fn stream(&self) -> &TcpStream {
+        &self.wire.stream
+    }
+}
+
+impl<C: Codec> Conn<C> {
+    /// Reads until the socket has nothing more, discarding messages.
+    fn drain_nonblocking(&mut self) -> anyhow::Result<()> {
+        for _ in 0..1024 {
+            match self.receive(&mut |_, _| {})? {
+                Recv::Data(_) => continue,
+                Recv::Idle => return Ok(()),
+                Recv::Closed => bail!("broker closed the publisher connection"),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Appends the decimal digits of `n`.
+pub fn put_decimal(out: &mut Vec<u8>, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Parses ASCII decimal digits (no sign); `None` if empty or not digits.
+pub fn parse_decimal(bytes: &[u8]) -> Option<usize> {
+    if bytes.is_empty() || bytes.len() > 19 {
+        return None;
+    }
+    bytes.iter().try_fold(0usize, |acc, &b| match b {
+        b'0'..=b'9' => Some(acc * 10 + (b - b'0') as usize),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_round_trip() {
+        for n in [0usize, 7, 10, 65_536, 1 << 40] {
+            let mut out = Vec::new();
+            put_decimal(&mut out, n);
+            assert_eq!(parse_decimal(&out), Some(n));
+        }
+        assert_eq!(parse_decimal(b""), None);
+        assert_eq!(parse_decimal(b"1x"), None);
+    }
+
+    #[test]
+    fn kinds_parse() {
+        for k in Kind::ALL {
+            assert_eq!(k.name().parse::<Kind>().expect("known kind"), k);
+        }
+        assert!("kafka".parse::<Kind>().is_err());
+    }
+}

@@ -1,0 +1,179 @@
+//! NATS core protocol, by hand: `INFO`, `CONNECT`, `SUB`, `PUB`, `MSG`,
+//! `PING`/`PONG`, `+OK`, `-ERR`. A `MSG` counts only once its payload and
+//! trailing CRLF have arrived.
+
+use anyhow::bail;
+
+use super::{parse_decimal, put_decimal, Codec, Event, Wire};
+
+/// The NATS codec.
+#[derive(Debug, Default)]
+pub struct Nats {
+    next_sid: usize,
+}
+
+/// Splits the control line at the front of `buf`: (line without CRLF,
+/// bytes including CRLF), or `None` if it is not complete.
+fn control_line(buf: &[u8]) -> Option<(&[u8], usize)> {
+    let nl = memchr::memchr(b'\n', buf)?;
+    let line = &buf[..nl];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    Some((line, nl + 1))
+}
+
+/// Parses the arguments of `MSG <subject> <sid> [reply-to] <#bytes>`:
+/// (subject, payload size).
+fn msg_args(args: &[u8]) -> anyhow::Result<(&str, usize)> {
+    let mut parts: [&[u8]; 4] = [&[]; 4];
+    let mut n = 0;
+    for part in args.split(|&b| b == b' ' || b == b'\t').filter(|p| !p.is_empty()) {
+        if n == parts.len() {
+            bail!("NATS MSG line has too many fields: {:?}", String::from_utf8_lossy(args));
+        }
+        parts[n] = part;
+        n += 1;
+    }
+    let size = match n {
+        3 | 4 => parse_decimal(parts[n - 1]),
+        _ => None,
+    };
+    let Some(size) = size else {
+        bail!("NATS MSG line malformed: {:?}", String::from_utf8_lossy(args));
+    };
+    Ok((std::str::from_utf8(parts[0])?, size))
+}
+
+fn parse_msg<'a>(
+    buf: &'a [u8],
+    line: &'a [u8],
+    header: usize,
+) -> anyhow::Result<Option<(Event<'a>, usize)>> {
+    let (topic, size) = msg_args(&line[4..])?;
+    let total = header + size + 2;
+    if buf.len() < total {
+        return Ok(None);
+    }
+    if &buf[header + size..total] != b"\r\n" {
+        bail!("NATS MSG payload not followed by CRLF");
+    }
+    Ok(Some((Event::Msg { topic, payload: &buf[header..header + size] }, total)))
+}
+
+impl Codec for Nats {
+    fn handshake(&mut self, wire: &mut Wire, name: &str) -> anyhow::Result<()> {
+        let deadline = wire.deadline();
+        loop {
+            if let Some((line, used)) = control_line(wire.data()) {
+                if !line.starts_with(b"INFO") {
+                    bail!("expected INFO, got {:?}", String::from_utf8_lossy(line));
+                }
+                wire.consume(used);
+                break;
+            }
+            wire.read_more("INFO", deadline)?;
+        }
+        let connect = format!(
+            "CONNECT {{\"verbose\":false,\"pedantic\":false,\"name\":{},\"lang\":\"rust\",\"version\":\"0\",\"protocol\":1}}\r\nPING\r\n",
+            serde_json::Value::from(name)
+        );
+        wire.send(connect.as_bytes())?;
+        wire.wait_for(self, "PONG after CONNECT", |e| matches!(e, Event::Pong))
+    }
+
+    fn encode_sub(&mut self, topic: &str, out: &mut Vec<u8>) {
+        self.next_sid += 1;
+        out.extend_from_slice(b"SUB ");
+        out.extend_from_slice(topic.as_bytes());
+        out.push(b' ');
+        put_decimal(out, self.next_sid);
+        out.extend_from_slice(b"\r\n");
+    }
+
+    fn encode_pub(&self, topic: &str, payload: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(b"PUB ");
+        out.extend_from_slice(topic.as_bytes());
+        out.push(b' ');
+        put_decimal(out, payload.len());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(payload);
+        out.extend_from_slice(b"\r\n");
+    }
+
+    fn encode_ping(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"PING\r\n");
+    }
+
+    fn encode_pong(&self, _nonce: u64, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"PONG\r\n");
+    }
+
+    fn parse<'a>(&self, buf: &'a [u8]) -> anyhow::Result<Option<(Event<'a>, usize)>> {
+        let Some((line, header)) = control_line(buf) else {
+            return Ok(None);
+        };
+        let event = match line {
+            _ if line.starts_with(b"MSG ") => return parse_msg(buf, line, header),
+            b"PING" => Event::Ping(0),
+            b"PONG" => Event::Pong,
+            _ if line.starts_with(b"+OK") || line.starts_with(b"INFO") => Event::Other,
+            _ if line.starts_with(b"-ERR") => bail!("NATS {}", String::from_utf8_lossy(line)),
+            _ => bail!("unexpected NATS line {:?}", String::from_utf8_lossy(line)),
+        };
+        Ok(Some((event, header)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parses a stream fed in pieces, like a socket would deliver it.
+    fn parse_split(stream: &[u8], cut: usize) -> Vec<(String, Vec<u8>)> {
+        let codec = Nats::default();
+        let mut buf = Vec::new();
+        let mut got = Vec::new();
+        for chunk in stream.chunks(cut) {
+            buf.extend_from_slice(chunk);
+            while let Some((event, used)) = codec.parse(&buf).expect("valid stream") {
+                if let Event::Msg { topic, payload } = event {
+                    got.push((topic.to_owned(), payload.to_vec()));
+                }
+                buf.drain(..used);
+            }
+        }
+        assert!(buf.is_empty(), "bytes left over");
+        got
+    }
+
+    #[test]
+    fn msg_frames_split_anywhere() {
+        let stream = b"INFO {\"x\":1}\r\nMSG a.b 1 5\r\nhello\r\nPING\r\nMSG c 2 r.x 3\r\n\r\n\r\r\n+OK\r\nMSG d 3 0\r\n\r\n";
+        for cut in 1..stream.len() {
+            let got = parse_split(stream, cut);
+            assert_eq!(
+                got,
+                vec![
+                    ("a.b".to_owned(), b"hello".to_vec()),
+                    ("c".to_owned(), b"\r\n\r".to_vec()),
+                    ("d".to_owned(), Vec::new()),
+                ],
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn incomplete_payload_is_not_a_message() {
+        let codec = Nats::default();
+        assert_eq!(codec.parse(b"MSG a 1 5\r\nhel").expect("valid"), None);
+        assert_eq!(codec.parse(b"MSG a 1 5\r\nhello\r").expect("valid"), None);
+        assert!(codec.parse(b"-ERR 'Slow Consumer'\r\n").is_err());
+    }
+
+    #[test]
+    fn pub_encoding() {
+        let mut out = Vec::new();
+        Nats::default().encode_pub("t.x", b"abc", &mut out);
+        assert_eq!(out, b"PUB t.x 3\r\nabc\r\n");
+    }
+}

@@ -1,0 +1,187 @@
+//! Redis pub/sub over RESP2, by hand: `SUBSCRIBE` (confirmed by its
+//! `subscribe` reply), pipelined `PUBLISH`, `PING`. A `message` push counts
+//! only once all three of its bulk strings have arrived.
+
+use anyhow::bail;
+
+use super::{parse_decimal, put_decimal, Codec, Event, Wire};
+
+/// The Redis codec. Redis has no greeting and no broker pings.
+#[derive(Debug, Default)]
+pub struct Redis;
+
+/// One non-array RESP value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scalar<'a> {
+    Simple(&'a [u8]),
+    Int,
+    Bulk(&'a [u8]),
+    Null,
+}
+
+/// The line starting at `pos` (type byte included, CRLF excluded) and the
+/// position after its CRLF.
+fn line_at(buf: &[u8], pos: usize) -> Option<(&[u8], usize)> {
+    let nl = pos + memchr::memchr(b'\n', buf.get(pos..)?)?;
+    let line = &buf[pos..nl];
+    Some((line.strip_suffix(b"\r").unwrap_or(line), nl + 1))
+}
+
+/// Parses the scalar at `pos`: `None` until whole, else value and end.
+fn scalar(buf: &[u8], pos: usize) -> anyhow::Result<Option<(Scalar<'_>, usize)>> {
+    let Some((line, after)) = line_at(buf, pos) else {
+        return Ok(None);
+    };
+    let (kind, rest) = match line.split_first() {
+        Some((k, rest)) => (*k, rest),
+        None => bail!("empty RESP line"),
+    };
+    let value = match kind {
+        b'+' => Scalar::Simple(rest),
+        b'-' => bail!("Redis error: {}", String::from_utf8_lossy(rest)),
+        b':' => Scalar::Int,
+        b'$' if rest == b"-1" => Scalar::Null,
+        b'$' => {
+            let Some(len) = parse_decimal(rest) else {
+                bail!("bad RESP bulk length {:?}", String::from_utf8_lossy(rest));
+            };
+            let end = after + len + 2;
+            if buf.len() < end {
+                return Ok(None);
+            }
+            if &buf[after + len..end] != b"\r\n" {
+                bail!("RESP bulk string not followed by CRLF");
+            }
+            return Ok(Some((Scalar::Bulk(&buf[after..after + len]), end)));
+        }
+        other => bail!("unexpected RESP type byte {:?}", other as char),
+    };
+    Ok(Some((value, after)))
+}
+
+/// Parses a push array of up to 3 scalars at the front of `buf`.
+fn push(buf: &[u8]) -> anyhow::Result<Option<(Event<'_>, usize)>> {
+    let Some((line, mut pos)) = line_at(buf, 0) else {
+        return Ok(None);
+    };
+    let Some(n) = parse_decimal(&line[1..]) else {
+        bail!("bad RESP array length {:?}", String::from_utf8_lossy(line));
+    };
+    if n > 3 {
+        bail!("unexpected RESP array of {n} elements");
+    }
+    let mut items = [Scalar::Null; 3];
+    for item in items.iter_mut().take(n) {
+        match scalar(buf, pos)? {
+            Some((value, end)) => (*item, pos) = (value, end),
+            None => return Ok(None),
+        }
+    }
+    let event = match items {
+        [Scalar::Bulk(b"message"), Scalar::Bulk(topic), Scalar::Bulk(payload)] => {
+            Event::Msg { topic: std::str::from_utf8(topic)?, payload }
+        }
+        [Scalar::Bulk(b"subscribe"), ..] => Event::Subscribed,
+        [Scalar::Bulk(b"pong"), ..] => Event::Pong,
+        _ => Event::Other,
+    };
+    Ok(Some((event, pos)))
+}
+
+/// Appends a RESP command of bulk strings.
+fn command(parts: &[&[u8]], out: &mut Vec<u8>) {
+    out.push(b'*');
+    put_decimal(out, parts.len());
+    out.extend_from_slice(b"\r\n");
+    for part in parts {
+        out.push(b'$');
+        put_decimal(out, part.len());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(part);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+impl Codec for Redis {
+    fn handshake(&mut self, _wire: &mut Wire, _name: &str) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn encode_sub(&mut self, topic: &str, out: &mut Vec<u8>) {
+        command(&[b"SUBSCRIBE", topic.as_bytes()], out);
+    }
+
+    fn encode_pub(&self, topic: &str, payload: &[u8], out: &mut Vec<u8>) {
+        command(&[b"PUBLISH", topic.as_bytes(), payload], out);
+    }
+
+    fn encode_ping(&self, out: &mut Vec<u8>) {
+        command(&[b"PING"], out);
+    }
+
+    fn encode_pong(&self, _nonce: u64, _out: &mut Vec<u8>) {}
+
+    fn acks_subscriptions(&self) -> bool {
+        true
+    }
+
+    fn parse<'a>(&self, buf: &'a [u8]) -> anyhow::Result<Option<(Event<'a>, usize)>> {
+        match buf.first() {
+            None => Ok(None),
+            Some(b'*') => push(buf),
+            Some(_) => Ok(scalar(buf, 0)?.map(|(value, end)| {
+                let event = match value {
+                    Scalar::Simple(b"PONG") => Event::Pong,
+                    _ => Event::Other,
+                };
+                (event, end)
+            })),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_split_anywhere() {
+        let stream: &[u8] = b"*3\r\n$9\r\nsubscribe\r\n$3\r\na.b\r\n:1\r\n\
+            *3\r\n$7\r\nmessage\r\n$3\r\na.b\r\n$4\r\n\r\nxy\r\n\
+            :12\r\n+PONG\r\n*2\r\n$4\r\npong\r\n$0\r\n\r\n\
+            *3\r\n$7\r\nmessage\r\n$3\r\na.b\r\n$0\r\n\r\n";
+        for cut in 1..stream.len() {
+            let mut buf = Vec::new();
+            let mut events = Vec::new();
+            for chunk in stream.chunks(cut) {
+                buf.extend_from_slice(chunk);
+                while let Some((event, used)) = Redis.parse(&buf).expect("valid stream") {
+                    events.push(format!("{event:?}"));
+                    buf.drain(..used);
+                }
+            }
+            assert!(buf.is_empty(), "cut {cut}: bytes left over");
+            assert_eq!(
+                events,
+                [
+                    "Subscribed",
+                    r#"Msg { topic: "a.b", payload: [13, 10, 120, 121] }"#,
+                    "Other",
+                    "Pong",
+                    "Pong",
+                    r#"Msg { topic: "a.b", payload: [] }"#,
+                ],
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn commands_and_errors() {
+        let mut out = Vec::new();
+        Redis.encode_pub("t", b"hi", &mut out);
+        assert_eq!(out, b"*3\r\n$7\r\nPUBLISH\r\n$1\r\nt\r\n$2\r\nhi\r\n");
+        assert!(Redis.parse(b"-ERR wrong\r\n").is_err());
+        assert_eq!(Redis.parse(b"*3\r\n$7\r\nmessage\r\n$1\r\nt\r\n$2\r\nh").expect("valid"), None);
+    }
+}

@@ -1,0 +1,239 @@
+//! One run's outcome: written as one JSON line, read back for reports.
+
+use std::{fs::OpenOptions, io::Write, path::Path};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::{driver::Kind, hist::Summary};
+
+/// The outcome of one workload against one broker. Fields that do not
+/// apply to the workload are left out of the JSON.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunResult {
+    /// Which broker.
+    pub broker: Kind,
+    /// `fanout`, `pairs`, `latency`, `conns` or `churn`.
+    pub workload: String,
+    /// Short human name of the case, e.g. `fanout 1->10 64B`.
+    pub case: String,
+    /// Core mode of a `compare` run (`one` or `all`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// The parameters.
+    pub params: Params,
+    /// Wall seconds of the measured part.
+    pub seconds: f64,
+    /// Throughput figures (fanout, pairs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<Flow>,
+    /// Latency figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<LatencyFigures>,
+    /// Idle-connection memory figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conns: Option<ConnsFigures>,
+    /// Connect/abort churn figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub churn: Option<ChurnFigures>,
+    /// The broker process, when its pid is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker_usage: Option<BrokerUsage>,
+    /// The bench process itself.
+    pub bench_usage: BenchUsage,
+    /// corecast's summed counters after the run (via `STATS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counters_after: Option<serde_json::Value>,
+    /// Problems seen (disconnects, broker errors, timeouts).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+/// What was asked for.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Params {
+    /// Publisher connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publishers: Option<usize>,
+    /// Subscriber connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscribers: Option<usize>,
+    /// Messages per publisher.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msgs: Option<u64>,
+    /// Payload bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<usize>,
+    /// Messages per second (latency).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<u64>,
+    /// Seconds (latency, churn).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_s: Option<f64>,
+    /// Idle connections (conns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conns: Option<usize>,
+    /// Load threads (churn).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
+}
+
+/// Throughput and correctness of a fan-out or pairs run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Flow {
+    /// Messages published per second, until the publishers' flush returned.
+    pub published_per_s: f64,
+    /// Messages delivered per second, over all subscribers, until the last
+    /// one arrived.
+    pub delivered_per_s: f64,
+    /// Messages published.
+    pub published: u64,
+    /// Deliveries owed (each subscriber, each message of its topic).
+    pub expected: u64,
+    /// Distinct messages delivered.
+    pub delivered: u64,
+    /// `expected - delivered`.
+    pub lost: u64,
+    /// Messages received again.
+    pub duplicates: u64,
+    /// Jumps forward in a publisher's sequence seen by a subscriber.
+    pub gaps: u64,
+    /// Messages the broker reported dropped (`DROPPED`).
+    pub broker_dropped: u64,
+    /// Subscribers whose connection ended before they had everything.
+    pub disconnected: usize,
+}
+
+/// Latency of a paced run, from three clocks.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LatencyFigures {
+    /// Messages sent after the warm-up.
+    pub sent: u64,
+    /// Messages received after the warm-up.
+    pub received: u64,
+    /// Send rate achieved, messages/s.
+    pub achieved_rate: f64,
+    /// Receive time minus actual send time: the headline figure.
+    pub latency: Summary,
+    /// Receive time minus intended (scheduled) send time.
+    pub from_intended: Summary,
+    /// Actual minus intended send time: the publisher's own lateness.
+    pub publisher_lateness: Summary,
+}
+
+/// Broker memory for idle subscribed connections.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ConnsFigures {
+    /// Connections opened and subscribed.
+    pub opened: usize,
+    /// Broker RSS before, KiB.
+    pub rss_before_kib: u64,
+    /// Broker RSS with every connection open and idle, once settled, KiB.
+    pub rss_after_kib: u64,
+    /// (after - before) / opened, bytes.
+    pub rss_per_conn_bytes: f64,
+    /// The bench's `RLIMIT_NOFILE` soft limit before and during the run.
+    pub nofile_before: u64,
+    /// See `nofile_before`.
+    pub nofile_during: u64,
+    /// RSS samples (KiB, every 0.5 s) from the moment the last connection
+    /// was confirmed until it settled; the last one is `rss_after_kib`.
+    #[serde(default)]
+    pub rss_samples_kib: Vec<u64>,
+}
+
+/// Connect/subscribe/abort churn.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChurnFigures {
+    /// Complete connect + subscribe + confirm + abort cycles.
+    pub cycles: u64,
+    /// Cycles per second.
+    pub connects_per_s: f64,
+    /// Cycles that failed (first error in `errors`).
+    pub failures: u64,
+    /// Broker RSS before, KiB.
+    pub rss_before_kib: u64,
+    /// Broker RSS after the run, once it settled (see `conns`), KiB.
+    pub rss_after_kib: u64,
+    /// rss_after / rss_before.
+    pub rss_ratio: f64,
+    /// corecast gauges before (slots_in_use, buffers_out, tasks_alive,
+    /// subscriptions), with only the bench's stats connection open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gauges_before: Option<serde_json::Value>,
+    /// The same gauges after the run settled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gauges_after: Option<serde_json::Value>,
+    /// Whether every gauge came back to its value before the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub back_to_idle: Option<bool>,
+}
+
+/// The broker's CPU and memory during the run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BrokerUsage {
+    /// Its pid.
+    pub pid: u32,
+    /// User + system CPU seconds spent during the run.
+    pub cpu_s: f64,
+    /// cpu_s over wall seconds (1.0 = one core busy).
+    pub cpu_cores: f64,
+    /// Peak RSS of the process (`VmHWM`), KiB: the peak of this run when the
+    /// broker was started for it.
+    pub peak_rss_kib: u64,
+    /// RSS at the end of the run, KiB.
+    pub rss_kib: u64,
+}
+
+/// The load generator's own CPU use, to spot a saturated generator.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BenchUsage {
+    /// User + system CPU seconds of the bench during the run.
+    pub cpu_s: f64,
+    /// CPUs the bench was allowed to use.
+    pub cpus: usize,
+    /// cpu_s / (wall seconds x cpus): 1.0 = every allowed CPU saturated.
+    pub utilization: f64,
+    /// CPU used during the run by everything but the bench and the broker
+    /// (other processes on the machine), in cores: noise in the figures.
+    #[serde(default)]
+    pub others_cores: f64,
+}
+
+impl RunResult {
+    /// The JSON line of this result.
+    pub fn to_line(&self) -> anyhow::Result<String> {
+        serde_json::to_string(self).context("serialize result")
+    }
+
+    /// Prints the JSON line and appends it to `file`, if given.
+    pub fn emit(&self, file: Option<&Path>) -> anyhow::Result<()> {
+        let line = self.to_line()?;
+        println!("{line}");
+        if let Some(path) = file {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("create {}", dir.display()))?;
+            }
+            let mut f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("open {}", path.display()))?;
+            writeln!(f, "{line}").with_context(|| format!("append to {}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads every result of a JSON-lines file.
+pub fn read_results(path: &Path) -> anyhow::Result<Vec<RunResult>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l).with_context(|| format!("{}:{}", path.display(), i + 1))
+        })
+        .collect()
+}

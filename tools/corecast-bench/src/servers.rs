@@ -1,0 +1,299 @@
+//! Starting and stopping the brokers a comparison runs against, and
+//! installing the ones that are missing.
+//!
+//! Every broker runs on loopback on a free port, with its output in a log
+//! file. A [`Server`] stops its process by pid when dropped (SIGTERM, wait,
+//! then SIGKILL), so error paths do not leave brokers behind; the child also
+//! gets SIGTERM if the bench itself dies (`PR_SET_PDEATHSIG`).
+
+use std::{
+    fs::File,
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+
+use crate::driver::{ConnOpts, Kind};
+
+/// corecast's write buffer in comparisons: room for a subscriber to fall
+/// 64 MiB behind before it is cut off as a slow consumer.
+pub const CORECAST_WRITE_BUFFER: usize = 64 << 20;
+/// corecast's connection slots per core in comparisons (conns 5000 must
+/// fit even if `SO_REUSEPORT` puts every connection on one core).
+pub const CORECAST_MAX_CONNECTIONS: usize = 6000;
+
+/// How a broker is placed on the CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Pinned to CPU 0 with one core's worth of threads.
+    OneCore,
+    /// Every CPU, default threading.
+    AllCores,
+}
+
+/// Where things are and how brokers are set up.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// The corecast release binary.
+    pub corecast_bin: PathBuf,
+    /// Directory for logs and config files.
+    pub dir: PathBuf,
+}
+
+/// A running broker, stopped on drop.
+#[derive(Debug)]
+pub struct Server {
+    /// Which broker.
+    pub kind: Kind,
+    /// Its process id.
+    pub pid: u32,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Server {
+    /// Stops the process: SIGTERM, up to 5 s to exit, then SIGKILL; waits
+    /// for it either way. Idempotent.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        if let Ok(None) = child.try_wait() {
+            // SAFETY: kill(2) on the pid of our own unreaped child.
+            unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGTERM) };
+            let end = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < end && matches!(child.try_wait(), Ok(None)) {
+                thread::sleep(Duration::from_millis(10));
+            }
+            if let Ok(None) = child.try_wait() {
+                eprintln!(
+                    "corecast-bench: {} (pid {}) ignored SIGTERM; killing it",
+                    self.kind, self.pid
+                );
+                let _ = child.kill();
+            }
+        }
+        let _ = child.wait();
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// The last lines of its log, for error messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(8)..].join("\n")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("bind a probe socket")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// The settings each broker runs with, for the report.
+pub fn describe(kind: Kind, placement: Placement) -> String {
+    let pin = if placement == Placement::OneCore { "`taskset -c 0`, " } else { "" };
+    match kind {
+        Kind::Corecast => format!(
+            "corecast: {pin}`--cores {}` `--write-buffer {CORECAST_WRITE_BUFFER}` `--max-connections {CORECAST_MAX_CONNECTIONS}` (per core), other flags default, `RUST_LOG=warn`",
+            if placement == Placement::OneCore { "1".to_string() } else { crate::sys::online_cpus().to_string() }
+        ),
+        Kind::Nats => format!(
+            "nats-server: {pin}{}config `max_pending: 1GB`, `write_deadline: \"60s\"`, `max_payload` default (1 MiB)",
+            if placement == Placement::OneCore { "`GOMAXPROCS=1`, " } else { "" }
+        ),
+        Kind::Redis => format!(
+            "redis-server: {pin}`--client-output-buffer-limit \"pubsub 0 0 0\"` `--save \"\"` `--appendonly no` (single-threaded)"
+        ),
+    }
+}
+
+fn nats_config(dir: &Path, port: u16) -> anyhow::Result<PathBuf> {
+    let conf = dir.join("conf");
+    std::fs::create_dir_all(&conf).with_context(|| format!("create {}", conf.display()))?;
+    let path = conf.join(format!("nats-{port}.conf"));
+    let text = format!("listen: \"127.0.0.1:{port}\"\nmax_pending: 1GB\nwrite_deadline: \"60s\"\n");
+    std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
+    Ok(path)
+}
+
+fn command(kind: Kind, placement: Placement, setup: &Setup, port: u16) -> anyhow::Result<Command> {
+    let program: &std::ffi::OsStr = match kind {
+        Kind::Corecast => setup.corecast_bin.as_os_str(),
+        Kind::Nats => "nats-server".as_ref(),
+        Kind::Redis => "redis-server".as_ref(),
+    };
+    // taskset execs the broker, so the child's pid is the broker's.
+    let mut cmd = match placement {
+        Placement::OneCore => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", "0"]).arg(program);
+            c
+        }
+        Placement::AllCores => Command::new(program),
+    };
+    let cores = if placement == Placement::OneCore { 1 } else { crate::sys::online_cpus() };
+    match kind {
+        Kind::Corecast => {
+            cmd.args(["--listen", &format!("127.0.0.1:{port}")])
+                .args(["--cores", &cores.to_string()])
+                .args(["--write-buffer", &CORECAST_WRITE_BUFFER.to_string()])
+                .args(["--max-connections", &CORECAST_MAX_CONNECTIONS.to_string()])
+                .env("RUST_LOG", "warn");
+        }
+        Kind::Nats => {
+            cmd.arg("-c").arg(nats_config(&setup.dir, port)?);
+            if placement == Placement::OneCore {
+                cmd.env("GOMAXPROCS", "1");
+            }
+        }
+        Kind::Redis => {
+            cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .args(["--client-output-buffer-limit", "pubsub 0 0 0"])
+                .args(["--maxclients", "10000", "--daemonize", "no"])
+                .arg("--dir")
+                .arg(&setup.dir);
+        }
+    }
+    Ok(cmd)
+}
+
+/// Starts `kind` on a free loopback port and waits until it accepts
+/// connections and answers a handshake.
+pub fn start(
+    kind: Kind,
+    placement: Placement,
+    setup: &Setup,
+    label: &str,
+) -> anyhow::Result<Server> {
+    let port = free_port()?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let log = setup.dir.join("logs").join(format!("{label}.log"));
+    std::fs::create_dir_all(setup.dir.join("logs"))?;
+    let out = File::create(&log).with_context(|| format!("create {}", log.display()))?;
+    let mut cmd = command(kind, placement, setup, port)?;
+    cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
+    // SAFETY: prctl is async-signal-safe; the closure touches no memory of
+    // the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().with_context(|| format!("start {kind}: {cmd:?}"))?;
+    let mut server = Server { kind, pid: child.id(), addr, child: Some(child), log };
+    wait_ready(&mut server)?;
+    Ok(server)
+}
+
+fn wait_ready(server: &mut Server) -> anyhow::Result<()> {
+    let end = Instant::now() + Duration::from_secs(15);
+    loop {
+        if !server.alive() {
+            bail!("{} exited at start-up:\n{}", server.kind, server.log_tail());
+        }
+        if TcpStream::connect_timeout(&server.addr, Duration::from_millis(200)).is_ok() {
+            let opts = ConnOpts { read_buffer: 4096, timeout: Duration::from_secs(5) };
+            let mut conn = server.kind.connect(server.addr, "bench-probe", opts)?;
+            conn.flush().with_context(|| format!("{} does not answer a ping", server.kind))?;
+            return Ok(());
+        }
+        if Instant::now() >= end {
+            bail!(
+                "{} did not listen on {} within 15 s:\n{}",
+                server.kind,
+                server.addr,
+                server.log_tail()
+            );
+        }
+        thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Whether an executable named `name` is on `PATH`.
+pub fn on_path(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()))
+}
+
+fn apt(args: &[&str]) -> anyhow::Result<()> {
+    eprintln!("corecast-bench: apt-get {}", args.join(" "));
+    let status = Command::new("apt-get")
+        .args(args)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdin(Stdio::null())
+        .status()
+        .context("run apt-get")?;
+    if !status.success() {
+        bail!("apt-get {} failed: {status}", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Installs the Debian packages of the missing `brokers` (running
+/// `apt-get update` once if the first attempt fails). Returns what it did.
+pub fn ensure_installed(brokers: &[Kind]) -> anyhow::Result<Vec<String>> {
+    let wanted: Vec<(&str, &str)> = brokers
+        .iter()
+        .filter_map(|k| match k {
+            Kind::Nats => Some(("nats-server", "nats-server")),
+            Kind::Redis => Some(("redis-server", "redis-server")),
+            Kind::Corecast => None,
+        })
+        .filter(|(bin, _)| !on_path(bin))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let packages: Vec<&str> = wanted.iter().map(|(_, p)| *p).collect();
+    let mut args = vec!["install", "-y", "--no-install-recommends"];
+    args.extend(&packages);
+    if apt(&args).is_err() {
+        apt(&["update"])?;
+        apt(&args)?;
+    }
+    for (bin, _) in &wanted {
+        if !on_path(bin) {
+            bail!("{bin} is still not on PATH after apt-get install");
+        }
+    }
+    Ok(vec![format!("installed with apt-get: {}", packages.join(" "))])
+}
+
+/// Makes sure the corecast release binary exists, building it if it is
+/// missing (or always, with `force`).
+pub fn ensure_corecast(bin: &Path, force: bool) -> anyhow::Result<Option<String>> {
+    if bin.is_file() && !force {
+        return Ok(None);
+    }
+    eprintln!("corecast-bench: cargo build --release -p corecast");
+    let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args(["build", "--release", "-p", "corecast"])
+        .status()
+        .context("run cargo build")?;
+    if !status.success() {
+        bail!("cargo build --release -p corecast failed: {status}");
+    }
+    if !bin.is_file() {
+        bail!("{} still missing after the build (run from the workspace root)", bin.display());
+    }
+    Ok(Some("built corecast with `cargo build --release -p corecast`".into()))
+}

@@ -1,0 +1,116 @@
+//! `churn`: several threads connect, subscribe, confirm and abort (RST via
+//! `SO_LINGER` 0) in a loop for a fixed time. Afterwards the broker's
+//! memory, and for corecast its gauges (via `STATS`), must be back to idle.
+
+use std::{
+    sync::Mutex,
+    thread,
+    time::{Duration, Instant},
+};
+
+use socket2::SockRef;
+
+use super::{wait_until, Meter, Target};
+use crate::result::{ChurnFigures, Params, RunResult};
+
+/// The corecast gauges that must return to their idle values.
+pub const GAUGES: [&str; 4] = ["slots_in_use", "buffers_out", "tasks_alive", "subscriptions"];
+
+/// One cycle: connect, subscribe, confirm, abort.
+fn cycle(target: &Target, thread: usize, i: u64) -> anyhow::Result<()> {
+    let mut conn = target.connect(&format!("churn-{thread}-{i}"), 4096)?;
+    conn.subscribe(&format!("bench.churn.{thread}.{i}"))?;
+    conn.confirm()?;
+    SockRef::from(conn.stream()).set_linger(Some(Duration::ZERO))?;
+    Ok(())
+}
+
+/// One thread's loop until `end`: (cycles, failures).
+fn churner(
+    target: &Target,
+    thread: usize,
+    end: Instant,
+    first_error: &Mutex<Option<String>>,
+) -> (u64, u64) {
+    let (mut ok, mut failed) = (0u64, 0u64);
+    let mut i = 0u64;
+    while Instant::now() < end {
+        i += 1;
+        match cycle(target, thread, i) {
+            Ok(()) => ok += 1,
+            Err(e) => {
+                failed += 1;
+                if let Ok(mut slot) = first_error.lock() {
+                    slot.get_or_insert_with(|| format!("{e:#}"));
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+    (ok, failed)
+}
+
+/// The idle gauges from a `STATS` reply's totals.
+fn gauges(stats: &serde_json::Value) -> serde_json::Value {
+    let total = stats.get("total");
+    GAUGES
+        .iter()
+        .map(|g| {
+            (
+                g.to_string(),
+                total.and_then(|t| t.get(*g)).cloned().unwrap_or(serde_json::Value::Null),
+            )
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// Runs `threads` churn loops for `secs` seconds.
+pub fn run(target: &Target, secs: f64, threads: usize) -> anyhow::Result<RunResult> {
+    let proc = target.require_proc("churn")?;
+    let params = Params { duration_s: Some(secs), threads: Some(threads), ..Params::default() };
+    let mut result = target.result("churn", format!("churn {secs}s x{threads}"), params);
+    let before = target.stats()?.map(|s| gauges(&s));
+    let rss_before_kib = proc.rss_kib()?;
+    let first_error = &Mutex::new(None);
+    let meter = Meter::start(target);
+    let end = meter.started() + Duration::from_secs_f64(secs);
+    let (cycles, failures) = thread::scope(|s| {
+        let handles: Vec<_> =
+            (0..threads).map(|t| s.spawn(move || churner(target, t, end, first_error))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or((0, 1)))
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    });
+    result.seconds = meter.started().elapsed().as_secs_f64();
+    meter.finish(&mut result);
+    if let Some(e) = first_error.lock().ok().and_then(|mut e| e.take()) {
+        result.errors.push(format!("{failures} failed cycles, first: {e}"));
+    }
+    let mut after = None;
+    let settled = wait_until(Duration::from_secs(5), || match target.stats() {
+        Ok(Some(s)) => {
+            after = Some(gauges(&s));
+            after == before
+        }
+        _ => true,
+    });
+    if !settled {
+        result.errors.push("corecast gauges not back to idle 5 s after the run".into());
+    }
+    let rss_after_kib = super::settle_rss(proc, target.settle)?.last().copied().unwrap_or(0);
+    target.totals_into(&mut result);
+    result.churn = Some(ChurnFigures {
+        cycles,
+        connects_per_s: cycles as f64 / result.seconds.max(1e-9),
+        failures,
+        rss_before_kib,
+        rss_after_kib,
+        rss_ratio: rss_after_kib as f64 / rss_before_kib.max(1) as f64,
+        back_to_idle: before.as_ref().map(|b| Some(b) == after.as_ref()),
+        gauges_before: before,
+        gauges_after: after,
+    });
+    Ok(result)
+}

@@ -1,0 +1,71 @@
+//! `conns`: C idle connections, each subscribed to its own topic and
+//! confirmed; the broker's RSS growth divided by C is its memory per idle
+//! connection.
+
+use std::time::Duration;
+
+use super::{Meter, Target};
+use crate::{
+    driver::Driver,
+    result::{ConnsFigures, Params, RunResult},
+    sys,
+};
+
+/// Connections opened before their subscriptions are confirmed together.
+const CHUNK: usize = 256;
+
+/// Opens `count` subscribed connections; stops at the first failure
+/// (recorded in `errors`).
+fn open_all(target: &Target, count: usize, errors: &mut Vec<String>) -> Vec<Box<dyn Driver>> {
+    let mut conns: Vec<Box<dyn Driver>> = Vec::with_capacity(count);
+    while conns.len() < count {
+        let first = conns.len();
+        let chunk_end = (first + CHUNK).min(count);
+        let opened = (first..chunk_end).try_for_each(|i| {
+            let mut conn = target.connect(&format!("idle-{i}"), 4096)?;
+            conn.subscribe(&format!("bench.conn.{i}"))?;
+            conns.push(conn);
+            anyhow::Ok(())
+        });
+        let confirmed =
+            opened.and_then(|()| conns[first..].iter_mut().try_for_each(|c| c.confirm()));
+        if let Err(e) = confirmed {
+            errors.push(format!("after {} connections: {e:#}", conns.len()));
+            break;
+        }
+    }
+    conns
+}
+
+/// Runs the idle-connection workload with `count` connections.
+pub fn run(target: &Target, count: usize) -> anyhow::Result<RunResult> {
+    let proc = target.require_proc("conns")?;
+    let params = Params { conns: Some(count), ..Params::default() };
+    let mut result = target.result("conns", format!("conns {count}"), params);
+    let (nofile_before, nofile_during) = sys::raise_nofile(count as u64 + 1024)?;
+    if nofile_during > nofile_before {
+        eprintln!("corecast-bench: raised RLIMIT_NOFILE of the bench from {nofile_before} to {nofile_during}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let rss_before_kib = proc.rss_kib()?;
+    let meter = Meter::start(target);
+    let conns = open_all(target, count, &mut result.errors);
+    result.seconds = meter.started().elapsed().as_secs_f64();
+    let samples = super::settle_rss(proc, target.settle)?;
+    let rss_after_kib = samples.last().copied().unwrap_or(0);
+    meter.finish(&mut result);
+    let opened = conns.len();
+    target.totals_into(&mut result);
+    drop(conns);
+    let grown = rss_after_kib.saturating_sub(rss_before_kib) as f64 * 1024.0;
+    result.conns = Some(ConnsFigures {
+        opened,
+        rss_before_kib,
+        rss_after_kib,
+        rss_per_conn_bytes: if opened > 0 { grown / opened as f64 } else { 0.0 },
+        nofile_before,
+        nofile_during,
+        rss_samples_kib: samples,
+    });
+    Ok(result)
+}

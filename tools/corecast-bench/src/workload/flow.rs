@@ -1,0 +1,372 @@
+//! Throughput workloads: `fanout` (P publishers, S subscribers, one topic)
+//! and `pairs` (K publishers each to its own topic, K subscribers).
+//!
+//! Every subscription is confirmed before the first publication. Reader
+//! threads multiplex the subscriber sockets with `mio` (edge-triggered,
+//! non-blocking reads); publishers write batches as fast as their sockets
+//! take them. The run ends when every subscriber has everything owed to it,
+//! when deliveries stop for `idle` after the publishers are done, or at the
+//! run's timeout.
+
+use std::{
+    os::fd::AsRawFd,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+        Arc, Barrier,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use mio::{unix::SourceFd, Events, Interest, Poll, Token};
+
+use super::{Meter, Target};
+use crate::{
+    driver::{Driver, Recv},
+    payload::{Stamp, Tally, HEADER},
+    result::{Flow, Params, RunResult},
+    sys,
+};
+
+/// Bytes of publications encoded before one write.
+const BATCH_BYTES: usize = 64 << 10;
+
+/// What a throughput run does.
+#[derive(Debug, Clone)]
+pub struct FlowSpec {
+    /// `fanout` or `pairs`.
+    pub workload: &'static str,
+    /// Human name of the case.
+    pub case: String,
+    /// The topic of each publisher.
+    pub publishers: Vec<String>,
+    /// The topic of each subscriber.
+    pub subscribers: Vec<String>,
+    /// Messages each publisher sends.
+    pub msgs: u64,
+    /// Payload bytes (at least the stamp header).
+    pub size: usize,
+    /// End early once deliveries stop for this long after publishing.
+    pub idle: Duration,
+}
+
+impl FlowSpec {
+    /// P publishers and S subscribers on one topic.
+    pub fn fanout(pubs: usize, subs: usize, msgs: u64, size: usize) -> Self {
+        let topic = "bench.fanout".to_owned();
+        Self {
+            workload: "fanout",
+            case: format!("fanout {pubs}->{subs} {size}B"),
+            publishers: vec![topic.clone(); pubs],
+            subscribers: vec![topic; subs],
+            msgs,
+            size,
+            idle: Duration::from_secs(3),
+        }
+    }
+
+    /// K publisher/subscriber pairs, each on its own topic.
+    pub fn pairs(k: usize, msgs: u64, size: usize) -> Self {
+        let topics: Vec<String> = (0..k).map(|i| format!("bench.pair.{i}")).collect();
+        Self {
+            workload: "pairs",
+            case: format!("pairs K={k} {size}B"),
+            publishers: topics.clone(),
+            subscribers: topics,
+            msgs,
+            size,
+            idle: Duration::from_secs(3),
+        }
+    }
+
+    fn params(&self) -> Params {
+        Params {
+            publishers: Some(self.publishers.len()),
+            subscribers: Some(self.subscribers.len()),
+            msgs: Some(self.msgs),
+            size: Some(self.size),
+            ..Params::default()
+        }
+    }
+
+    /// Messages owed to a subscriber of `topic`.
+    fn owed(&self, topic: &str) -> u64 {
+        self.msgs * self.publishers.iter().filter(|t| *t == topic).count() as u64
+    }
+}
+
+/// One subscriber as its reader thread sees it.
+struct Sub {
+    conn: Box<dyn Driver>,
+    tally: Tally,
+    owed: u64,
+    last: Option<Instant>,
+    ended: Option<String>,
+}
+
+impl Sub {
+    fn complete(&self) -> bool {
+        self.tally.unique >= self.owed
+    }
+
+    fn finished(&self) -> bool {
+        self.complete() || self.ended.is_some()
+    }
+
+    /// Reads until the socket is empty (edge-triggered polling needs it).
+    fn drain(&mut self, progress: &AtomicU64) {
+        for _ in 0..4096 {
+            let before = self.tally.unique;
+            let tally = &mut self.tally;
+            let outcome = self.conn.receive(&mut |_, payload| {
+                tally.count(payload);
+            });
+            let gained = self.tally.unique - before;
+            if gained > 0 {
+                progress.fetch_add(gained, Relaxed);
+                self.last = Some(Instant::now());
+            }
+            match outcome {
+                Ok(Recv::Data(_)) => continue,
+                Ok(Recv::Idle) => return,
+                Ok(Recv::Closed) => self.ended = Some("broker closed the connection".into()),
+                Err(e) => self.ended = Some(format!("{e:#}")),
+            }
+            return;
+        }
+    }
+}
+
+/// What a reader thread hands back.
+struct ReaderOutcome {
+    tally: Tally,
+    last: Option<Instant>,
+    disconnected: Vec<String>,
+    broker_dropped: u64,
+}
+
+/// Shared between the coordinator and the reader threads.
+struct Shared {
+    progress: AtomicU64,
+    stop: AtomicBool,
+    deadline: Instant,
+}
+
+fn reader(mut subs: Vec<Sub>, shared: &Shared) -> anyhow::Result<ReaderOutcome> {
+    let mut poll = Poll::new().context("create poller")?;
+    for (i, sub) in subs.iter().enumerate() {
+        sub.conn.stream().set_nonblocking(true)?;
+        let fd = sub.conn.stream().as_raw_fd();
+        poll.registry().register(&mut SourceFd(&fd), Token(i), Interest::READABLE)?;
+    }
+    // Data that arrived with the confirmations is already buffered: read
+    // every socket once before waiting for edges.
+    for sub in subs.iter_mut() {
+        sub.drain(&shared.progress);
+    }
+    let mut events = Events::with_capacity(1024);
+    while !subs.iter().all(Sub::finished)
+        && !shared.stop.load(Relaxed)
+        && Instant::now() < shared.deadline
+    {
+        match poll.poll(&mut events, Some(Duration::from_millis(50))) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("poll"),
+        }
+        for event in events.iter() {
+            if let Some(sub) = subs.get_mut(event.token().0) {
+                sub.drain(&shared.progress);
+            }
+        }
+    }
+    let mut out = ReaderOutcome {
+        tally: Tally::default(),
+        last: None,
+        disconnected: Vec::new(),
+        broker_dropped: 0,
+    };
+    for sub in &subs {
+        out.tally.absorb(&sub.tally);
+        out.last = out.last.max(sub.last);
+        out.broker_dropped += sub.conn.dropped();
+        if let (Some(why), false) = (&sub.ended, sub.complete()) {
+            out.disconnected.push(why.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Connects every subscriber, sends its subscription, then confirms them
+/// all (so the round trips overlap).
+fn connect_subscribers(target: &Target, spec: &FlowSpec) -> anyhow::Result<Vec<Sub>> {
+    let read_buffer = if spec.subscribers.len() > 32 { 64 << 10 } else { 1 << 20 };
+    let mut subs = Vec::with_capacity(spec.subscribers.len());
+    for (i, topic) in spec.subscribers.iter().enumerate() {
+        let mut conn = target.connect(&format!("sub-{i}"), read_buffer)?;
+        conn.subscribe(topic)?;
+        let owed = spec.owed(topic);
+        subs.push(Sub {
+            conn,
+            tally: Tally::new(spec.publishers.len()),
+            owed,
+            last: None,
+            ended: None,
+        });
+    }
+    for sub in subs.iter_mut() {
+        sub.conn.confirm()?;
+    }
+    Ok(subs)
+}
+
+/// Sends `msgs` stamped payloads to `topic` in batches, then flushes.
+/// Returns messages sent and when the flush came back.
+fn publish(
+    mut conn: Box<dyn Driver>,
+    id: u32,
+    topic: &str,
+    msgs: u64,
+    size: usize,
+    deadline: Instant,
+) -> anyhow::Result<(u64, Instant)> {
+    let mut payload = vec![0x5a; size];
+    let mut batch = Vec::with_capacity(BATCH_BYTES + size + 512);
+    let mut sent = 0;
+    while sent < msgs {
+        Stamp { publisher: id, seq: sent, sent_ns: 0, intended_ns: 0 }.write(&mut payload);
+        conn.encode_publish(topic, &payload, &mut batch);
+        sent += 1;
+        if batch.len() >= BATCH_BYTES {
+            conn.publish_batch(&batch)?;
+            batch.clear();
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+    }
+    if !batch.is_empty() {
+        conn.publish_batch(&batch)?;
+    }
+    conn.flush()?;
+    Ok((sent, Instant::now()))
+}
+
+/// Splits subscribers round-robin over `n` reader threads.
+fn deal(subs: Vec<Sub>, n: usize) -> Vec<Vec<Sub>> {
+    let mut groups: Vec<Vec<Sub>> = (0..n).map(|_| Vec::new()).collect();
+    for (i, sub) in subs.into_iter().enumerate() {
+        groups[i % n].push(sub);
+    }
+    groups
+}
+
+/// Runs a throughput workload.
+pub fn run(target: &Target, spec: &FlowSpec) -> anyhow::Result<RunResult> {
+    anyhow::ensure!(spec.size >= HEADER, "payload size must be at least {HEADER} bytes");
+    let mut result = target.result(spec.workload, spec.case.clone(), spec.params());
+    let subs = connect_subscribers(target, spec)?;
+    let pubs: Vec<Box<dyn Driver>> = (0..spec.publishers.len())
+        .map(|i| target.connect(&format!("pub-{i}"), 64 << 10))
+        .collect::<anyhow::Result<_>>()?;
+    let shared = Arc::new(Shared {
+        progress: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+        deadline: Instant::now() + target.timeout,
+    });
+    let threads = sys::allowed_cpus().clamp(1, 4).min(subs.len().max(1));
+    let readers: Vec<_> = deal(subs, threads)
+        .into_iter()
+        .map(|group| {
+            let shared = Arc::clone(&shared);
+            thread::spawn(move || reader(group, &shared))
+        })
+        .collect();
+    let barrier = Arc::new(Barrier::new(pubs.len() + 1));
+    let publishers: Vec<_> = pubs
+        .into_iter()
+        .zip(spec.publishers.clone())
+        .enumerate()
+        .map(|(i, (conn, topic))| {
+            let (barrier, deadline) = (Arc::clone(&barrier), shared.deadline);
+            let (msgs, size) = (spec.msgs, spec.size);
+            thread::spawn(move || {
+                barrier.wait();
+                publish(conn, i as u32, &topic, msgs, size, deadline)
+            })
+        })
+        .collect();
+    let meter = Meter::start(target);
+    barrier.wait();
+    let start = meter.started();
+    let mut flow = Flow::default();
+    let mut pub_end = start;
+    for handle in publishers {
+        match handle.join() {
+            Ok(Ok((sent, end))) => {
+                flow.published += sent;
+                pub_end = pub_end.max(end);
+            }
+            Ok(Err(e)) => result.errors.push(format!("publisher: {e:#}")),
+            Err(_) => result.errors.push("publisher thread panicked".into()),
+        }
+    }
+    wait_for_deliveries(&shared, spec, &readers);
+    shared.stop.store(true, Relaxed);
+    let mut last = None;
+    for handle in readers {
+        match handle.join() {
+            Ok(Ok(out)) => {
+                flow.delivered += out.tally.unique;
+                flow.duplicates += out.tally.duplicates;
+                flow.gaps += out.tally.gaps;
+                flow.broker_dropped += out.broker_dropped;
+                flow.disconnected += out.disconnected.len();
+                last = last.max(out.last);
+                if let Some(first) = out.disconnected.first() {
+                    result.errors.push(format!(
+                        "{} subscriber(s) ended early: {first}",
+                        out.disconnected.len()
+                    ));
+                }
+                if out.tally.foreign > 0 {
+                    result
+                        .errors
+                        .push(format!("{} payloads without a valid stamp", out.tally.foreign));
+                }
+            }
+            Ok(Err(e)) => result.errors.push(format!("reader: {e:#}")),
+            Err(_) => result.errors.push("reader thread panicked".into()),
+        }
+    }
+    meter.finish(&mut result);
+    flow.expected = spec.subscribers.iter().map(|t| spec.owed(t)).sum();
+    flow.lost = flow.expected.saturating_sub(flow.delivered);
+    flow.published_per_s = flow.published as f64 / (pub_end - start).as_secs_f64().max(1e-9);
+    let delivered_secs = last.map_or(0.0, |l: Instant| (l - start).as_secs_f64());
+    flow.delivered_per_s =
+        if delivered_secs > 0.0 { flow.delivered as f64 / delivered_secs } else { 0.0 };
+    result.seconds = delivered_secs.max((pub_end - start).as_secs_f64());
+    if flow.lost > 0 && result.errors.is_empty() {
+        result.errors.push(format!("{} deliveries missing when the run ended", flow.lost));
+    }
+    result.flow = Some(flow);
+    target.totals_into(&mut result);
+    Ok(result)
+}
+
+/// Waits after publishing until every reader is done, deliveries stall for
+/// `spec.idle`, or the deadline passes.
+fn wait_for_deliveries<T>(shared: &Shared, spec: &FlowSpec, readers: &[thread::JoinHandle<T>]) {
+    let (mut seen, mut since) = (shared.progress.load(Relaxed), Instant::now());
+    while Instant::now() < shared.deadline && !readers.iter().all(|r| r.is_finished()) {
+        thread::sleep(Duration::from_millis(10));
+        let now = shared.progress.load(Relaxed);
+        if now != seen {
+            (seen, since) = (now, Instant::now());
+        } else if since.elapsed() >= spec.idle {
+            return;
+        }
+    }
+}
