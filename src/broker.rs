@@ -3,14 +3,12 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
-use glommio::{
-    channels::channel_mesh::MeshBuilder, ExecutorJoinHandle, LocalExecutorBuilder, Placement,
-};
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
 use crate::{
     config::{online_cpus, Config, ConfigError},
     counters::{CoreCounters, Counters},
-    listener,
+    link, listener,
     server::{self, CoreInit},
     shutdown::{ShutdownHandle, ShutdownSignal},
 };
@@ -73,7 +71,7 @@ impl Broker {
         })?;
         log_limits(&cfg, addr);
         let signal = ShutdownSignal::new(cfg.cores);
-        let mesh = (cfg.cores > 1).then(|| MeshBuilder::full(cfg.cores, cfg.cross_core_queue));
+        let mut links = link::mesh(cfg.cores, cfg.cross_core_queue).into_iter();
         let cpus = online_cpus();
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(cfg.cores);
         let counters: Arc<[Arc<CoreCounters>]> =
@@ -91,7 +89,7 @@ impl Broker {
                 cfg: Arc::clone(&cfg),
                 counters: Arc::clone(&counters),
                 listener,
-                mesh: mesh.clone(),
+                links: links.next().unwrap_or_default(),
                 signal: Arc::clone(&broker.signal),
                 ready: ready_tx.clone(),
             };
@@ -107,8 +105,7 @@ impl Broker {
             }
         }
         drop(ready_tx);
-        // Every core joins the mesh before the broker counts as started, so a
-        // shutdown never meets a half-joined mesh.
+        // Every core serves before the broker counts as started.
         for _ in 0..cfg.cores {
             if ready_rx.recv().is_err() {
                 let reason = "stopped before serving".to_string();

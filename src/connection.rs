@@ -89,6 +89,7 @@ impl Drop for Connection {
 
 impl Connection {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let _mark = crate::probe::mark();
         let shard = Rc::clone(&self.shard);
         let mut guard = shard.state.borrow_mut();
         let st = &mut *guard;

@@ -21,9 +21,11 @@
 //! - `fanout`: copying a message into subscribers' write buffers, with the
 //!   slow-consumer policies.
 //! - `mesh`: records, staging and the barrier between cores.
+//! - `link`: the bounded links that carry batches between cores.
 //! - `topics`: the subscription table.
 //! - `buffer`: fixed read and write buffers and their pools.
 //! - [`counters`]: live counters.
+//! - `probe`: marks the broker's own code for allocation accounting.
 //!
 //! The wire protocol lives in the `corecast-proto` crate (`proto/`), which
 //! does no I/O.
@@ -36,8 +38,11 @@ mod connection;
 mod coreset;
 pub mod counters;
 mod fanout;
+mod link;
 mod listener;
 mod mesh;
+#[doc(hidden)]
+pub mod probe;
 mod server;
 mod shard;
 mod shutdown;

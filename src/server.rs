@@ -9,11 +9,9 @@ use std::{
     time::Instant,
 };
 
-use bytes::Bytes;
 use corecast_proto::{ErrFrame, ErrorCode, ServerFrame};
 use futures_lite::{future, AsyncWriteExt};
 use glommio::{
-    channels::channel_mesh::{MeshBuilder, Receivers, Senders},
     net::{TcpListener, TcpStream},
     timer::sleep,
     Task,
@@ -24,6 +22,7 @@ use crate::{
     connection,
     counters::CoreCounters,
     fanout::{self, Message},
+    link::{CoreLinks, LinkRx, LinkTx},
     mesh::Record,
     shard::{Shard, State},
     shutdown::ShutdownSignal,
@@ -37,33 +36,20 @@ pub(crate) struct CoreInit {
     /// Every core's counters; this core writes its own.
     pub counters: Arc<[Arc<CoreCounters>]>,
     pub listener: socket2::Socket,
-    pub mesh: Option<MeshBuilder<Bytes, glommio::channels::channel_mesh::Full>>,
+    /// This core's ends of the links to and from every other core.
+    pub links: CoreLinks,
     pub signal: Arc<ShutdownSignal>,
-    /// Told once this core has joined the mesh and is serving.
+    /// Told once this core is serving.
     pub ready: std::sync::mpsc::SyncSender<()>,
 }
 
 /// Runs one core until shutdown completes.
 pub(crate) async fn run(init: CoreInit) -> Result<(), String> {
-    let CoreInit { core, cfg, counters, listener, mesh, signal, ready } = init;
-    let links = match mesh {
-        Some(builder) => {
-            let joined = future::or(async { Some(builder.join().await) }, async {
-                signal.wait(core).await;
-                None
-            });
-            match joined.await {
-                Some(Ok(pair)) => Some(pair),
-                Some(Err(_)) => return Err(format!("core {core}: cannot join the channel mesh")),
-                None => return Ok(()),
-            }
-        }
-        None => None,
-    };
+    let CoreInit { core, cfg, counters, listener, links, signal, ready } = init;
     // SAFETY: the fd is a listening TCP socket we own; ownership moves over.
     let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
     let shard = Rc::new(Shard::new(core, cfg, counters));
-    let mesh_tasks = links.map(|(tx, rx)| MeshTasks::start(&shard, tx, rx));
+    let mesh_tasks = MeshTasks::start(&shard, links);
     let sweeper = glommio::spawn_local(sweep(Rc::clone(&shard)));
     let acceptor = glommio::spawn_local(accept_loop(Rc::clone(&shard), listener));
     let _ = ready.send(());
@@ -78,34 +64,37 @@ pub(crate) async fn run(init: CoreInit) -> Result<(), String> {
 
 /// The cross-core tasks of one core.
 struct MeshTasks {
-    senders: Rc<Senders<Bytes>>,
     forwarders: Vec<Task<()>>,
     receivers: Vec<Task<()>>,
 }
 
 impl MeshTasks {
-    fn start(shard: &Rc<Shard>, tx: Senders<Bytes>, rx: Receivers<Bytes>) -> Self {
-        let senders = Rc::new(tx);
-        let receivers = Rc::new(rx);
-        let peers: Vec<usize> = (0..senders.nr_consumers()).filter(|&p| p != shard.core).collect();
-        let forwarders = peers
-            .iter()
-            .map(|&p| glommio::spawn_local(forward(Rc::clone(shard), Rc::clone(&senders), p)))
+    fn start(shard: &Rc<Shard>, links: CoreLinks) -> Self {
+        let forwarders = links
+            .to
+            .into_iter()
+            .map(|(peer, tx)| glommio::spawn_local(forward(Rc::clone(shard), tx, peer)))
             .collect();
-        let receivers = peers
-            .iter()
-            .map(|&p| glommio::spawn_local(receive(Rc::clone(shard), Rc::clone(&receivers), p)))
+        let receivers = links
+            .from
+            .into_iter()
+            .map(|(peer, rx)| glommio::spawn_local(receive(Rc::clone(shard), rx, peer)))
             .collect();
-        Self { senders, forwarders, receivers }
+        Self { forwarders, receivers }
     }
 }
 
-/// Hands staged batches for `peer` to its channel; waits when it is full.
-async fn forward(shard: Rc<Shard>, senders: Rc<Senders<Bytes>>, peer: usize) {
+/// Hands staged batches for `peer` to its link; waits when it is full.
+/// Returning drops the link, which tells the peer nothing more comes.
+async fn forward(shard: Rc<Shard>, link: LinkTx, peer: usize) {
     loop {
-        let batch = poll_fn(|cx| shard.state.borrow_mut().outbound.poll_batch(peer, cx)).await;
+        let batch = poll_fn(|cx| {
+            let _mark = crate::probe::mark();
+            shard.state.borrow_mut().outbound.poll_batch(peer, cx)
+        })
+        .await;
         let Some(batch) = batch else { return };
-        if senders.send_to(peer, batch).await.is_err() {
+        if link.send(batch).await.is_err() {
             tracing::warn!(core = shard.core, peer, "peer core left; dropping its traffic");
             return;
         }
@@ -114,8 +103,8 @@ async fn forward(shard: Rc<Shard>, senders: Rc<Senders<Bytes>>, peer: usize) {
 }
 
 /// Applies the batches `peer` sends until it closes its side.
-async fn receive(shard: Rc<Shard>, receivers: Rc<Receivers<Bytes>>, peer: usize) {
-    while let Ok(Some(batch)) = receivers.recv_from(peer).await {
+async fn receive(shard: Rc<Shard>, link: LinkRx, peer: usize) {
+    while let Some(batch) = link.recv().await {
         let mut done = 0;
         while done < batch.len() {
             done += apply_batch(&shard, &mut shard.state.borrow_mut(), peer, &batch[done..]);
@@ -130,17 +119,19 @@ async fn receive(shard: Rc<Shard>, receivers: Rc<Receivers<Bytes>>, peer: usize)
 /// Applies records from the front of `batch`; returns how many bytes it
 /// used. It stops early after a delivery that filled a subscriber past half.
 fn apply_batch(shard: &Shard, st: &mut State, from: usize, batch: &[u8]) -> usize {
+    let _mark = crate::probe::mark();
     let mut src = batch;
     let mut published = 0;
     while let Some(record) = Record::decode(&mut src) {
         match record {
             Record::Publish { topic, reply_to, payload } => {
                 published += 1;
-                let State { slots, topics, doomed, .. } = &mut *st;
+                let State { slots, topics, doomed, burst, .. } = &mut *st;
                 let mut pressed = false;
                 if let Some(entry) = topics.get(topic) {
                     let msg = Message { topic, reply_to, payload };
-                    pressed = fanout::deliver(slots, &entry.local, msg, &shard.counters, doomed);
+                    pressed =
+                        fanout::deliver(slots, &entry.local, msg, &shard.counters, doomed, burst);
                 }
                 st.reap_doomed(shard);
                 if pressed {
@@ -280,31 +271,29 @@ async fn sweep(shard: Rc<Shard>) {
 /// Stops reading everywhere, drains the cross-core channels, sends
 /// `GOAWAY` after every message accepted before, and waits for every
 /// connection to finish within the grace period.
-async fn shutdown(shard: &Rc<Shard>, mesh: Option<MeshTasks>) {
+async fn shutdown(shard: &Rc<Shard>, mesh: MeshTasks) {
     shard.shutting_down.set(true);
-    if let Some(mesh) = mesh {
-        shard.state.borrow_mut().outbound.close();
-        for f in mesh.forwarders {
-            f.await;
+    shard.state.borrow_mut().outbound.close();
+    // Each forwarder ends once its staging is sent, closing its link.
+    for f in mesh.forwarders {
+        f.await;
+    }
+    // Peers close their side once drained; a peer that died never does,
+    // so give up on it after the grace period.
+    let drained = async {
+        for r in mesh.receivers {
+            r.await;
         }
-        mesh.senders.close();
-        // Peers close their side once drained; a peer that died never does,
-        // so give up on it after the grace period.
-        let drained = async {
-            for r in mesh.receivers {
-                r.await;
-            }
-            true
-        };
-        let grace = crate::shard::ms_duration(shard.cfg.shutdown_grace_ms);
-        if !future::or(drained, async {
-            sleep(grace).await;
-            false
-        })
-        .await
-        {
-            tracing::warn!(core = shard.core, "a peer core did not close its channel");
-        }
+        true
+    };
+    let grace = crate::shard::ms_duration(shard.cfg.shutdown_grace_ms);
+    if !future::or(drained, async {
+        sleep(grace).await;
+        false
+    })
+    .await
+    {
+        tracing::warn!(core = shard.core, "a peer core did not close its link");
     }
     {
         let mut st = shard.state.borrow_mut();
