@@ -24,6 +24,7 @@
 //! - `link`: the bounded links that carry batches between cores.
 //! - `topics`: the subscription table.
 //! - `buffer`: fixed read and write buffers and their pools.
+//! - `prefetch`: cache-line hints for the fan-out loop.
 //! - [`counters`]: live counters.
 //! - `probe`: marks the broker's own code for allocation accounting.
 //!
@@ -41,6 +42,7 @@ mod fanout;
 mod link;
 mod listener;
 mod mesh;
+mod prefetch;
 #[doc(hidden)]
 pub mod probe;
 mod server;

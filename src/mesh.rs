@@ -2,12 +2,12 @@
 //! and the barrier that lets a `PING` wait until earlier effects landed on
 //! every core.
 //!
-//! Each pair of cores has one bounded glommio channel carrying `Bytes`
-//! batches. A batch is a run of records in the order they were staged, so
+//! Each ordered pair of cores has one bounded link (`crate::link`) carrying
+//! `Bytes` batches. A batch is a run of records in the order they were staged, so
 //! everything one core sends another (publishes, interest changes,
 //! barriers) arrives in order. Publishers stage only while their peer's
 //! staging is below `cross_core_batch`; past it they stop reading their
-//! socket until the forwarder has handed the batch to the channel. That is
+//! socket until the forwarder has handed the batch to the link. That is
 //! the "backpressure to the publisher" policy.
 
 use std::task::{Context, Poll, Waker};

@@ -1,9 +1,16 @@
 //! `compare`: corecast against nats-server and redis-server on the same
 //! matrix, each broker started fresh for every case (so its peak RSS is
 //! that case's), results in `bench-results/<timestamp>/`.
+//!
+//! Latency cases run in rounds, interleaved across the brokers (round 1:
+//! corecast, nats, redis; round 2: corecast, nats, redis; ...), each round
+//! against a freshly started broker, so that noise on a shared machine and
+//! where the kernel places the connections hit every broker alike. The
+//! rounds of one broker are merged into one result (percentiles over all
+//! samples together); the per-round lines go to `rounds.jsonl`.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -16,7 +23,12 @@ use crate::{
     result::{Params, RunResult},
     servers::{self, Placement, Setup},
     sys,
-    workload::{churn, conns, flow, flow::FlowSpec, latency, Target},
+    workload::{
+        churn, conns, flow,
+        flow::FlowSpec,
+        latency::{self, Histograms, Round},
+        Target,
+    },
 };
 
 /// Which core placements to run.
@@ -65,11 +77,12 @@ pub struct CompareArgs {
     nice: Option<i32>,
 }
 
-/// One cell of the matrix.
+/// One cell of the matrix. A latency case runs `rounds` rounds of `secs`
+/// each per broker, interleaved across the brokers, merged per broker.
 #[derive(Debug, Clone)]
 enum Case {
     Flow(FlowSpec),
-    Latency { rate: u64, secs: f64, size: usize },
+    Latency { rate: u64, secs: f64, size: usize, rounds: u32 },
     Conns(usize),
     Churn { secs: f64, threads: usize },
 }
@@ -95,12 +108,38 @@ impl Case {
         }
     }
 
-    fn run(&self, target: &Target) -> anyhow::Result<RunResult> {
+    /// The parameters a run of the case records (for results of runs that
+    /// failed before the workload filled them in, and merged rounds).
+    fn params(&self) -> Params {
         match self {
-            Case::Flow(spec) => flow::run(target, spec),
-            Case::Latency { rate, secs, size } => latency::run(target, *rate, *secs, *size),
-            Case::Conns(n) => conns::run(target, *n),
-            Case::Churn { secs, threads } => churn::run(target, *secs, *threads),
+            Case::Latency { rate, secs, size, .. } => Params {
+                rate: Some(*rate),
+                duration_s: Some(*secs),
+                size: Some(*size),
+                ..Params::default()
+            },
+            _ => Params::default(),
+        }
+    }
+
+    /// Runs the case once; latency also returns its histograms.
+    fn run(&self, target: &Target) -> anyhow::Result<(RunResult, Option<Histograms>)> {
+        let alone = |r: RunResult| (r, None);
+        match self {
+            Case::Flow(spec) => flow::run(target, spec).map(alone),
+            Case::Latency { rate, secs, size, .. } => {
+                latency::run_with_histograms(target, *rate, *secs, *size).map(|(r, h)| (r, Some(h)))
+            }
+            Case::Conns(n) => conns::run(target, *n).map(alone),
+            Case::Churn { secs, threads } => churn::run(target, *secs, *threads).map(alone),
+        }
+    }
+
+    /// Runs per broker (latency rounds; 1 for the other cases).
+    fn rounds(&self) -> u32 {
+        match self {
+            Case::Latency { rounds, .. } => (*rounds).max(1),
+            _ => 1,
         }
     }
 }
@@ -113,7 +152,7 @@ fn matrix(quick: bool) -> Vec<Case> {
             Case::Flow(FlowSpec::fanout(1, 100, 1_000, 64)),
             Case::Flow(FlowSpec::fanout(1, 1, 50_000, 64)),
             Case::Flow(FlowSpec::pairs(4, 10_000, 256)),
-            Case::Latency { rate: 10_000, secs: 1.0, size: 64 },
+            Case::Latency { rate: 10_000, secs: 1.0, size: 64, rounds: 1 },
             Case::Conns(300),
             Case::Churn { secs: 1.0, threads: 4 },
         ];
@@ -123,8 +162,8 @@ fn matrix(quick: bool) -> Vec<Case> {
         Case::Flow(FlowSpec::fanout(1, 1000, 10_000, 64)),
         Case::Flow(FlowSpec::fanout(1, 1, 1_000_000, 64)),
         Case::Flow(FlowSpec::pairs(4, 250_000, 256)),
-        Case::Latency { rate: 10_000, secs: 5.0, size: 64 },
-        Case::Latency { rate: 50_000, secs: 5.0, size: 64 },
+        Case::Latency { rate: 10_000, secs: 3.0, size: 64, rounds: 3 },
+        Case::Latency { rate: 50_000, secs: 3.0, size: 64, rounds: 3 },
         Case::Conns(5000),
         Case::Churn { secs: 20.0, threads: 4 },
     ]
@@ -187,17 +226,22 @@ struct Limits {
     settle: Duration,
 }
 
-/// Runs one case against one freshly started broker.
+/// Runs one case (one round of it, `round` of [`Case::rounds`]) against one
+/// freshly started broker.
 fn run_case(
     case: &Case,
+    round: u32,
     kind: Kind,
     placement: Placement,
     setup: &Setup,
     limits: Limits,
-) -> RunResult {
+) -> Round {
     let Limits { timeout, settle } = limits;
     let mode = mode_name(placement);
-    let label = format!("{mode}-{kind}-{}", case.name().replace([' ', '>', '/'], "_"));
+    let mut label = format!("{mode}-{kind}-{}", case.name().replace([' ', '>', '/'], "_"));
+    if case.rounds() > 1 {
+        label.push_str(&format!("-round{round}"));
+    }
     let outcome = servers::start(kind, placement, setup, &label).and_then(|mut server| {
         let target = Target {
             kind,
@@ -211,11 +255,11 @@ fn run_case(
         let alive = server.alive();
         let tail = server.log_tail();
         server.stop();
-        let mut result = result?;
+        let (mut result, histograms) = result?;
         if !alive {
             result.errors.push(format!("{kind} was not running at the end of the run: {tail}"));
         }
-        Ok(result)
+        Ok((result, histograms))
     });
     outcome.unwrap_or_else(|e| {
         let target = Target {
@@ -226,10 +270,44 @@ fn run_case(
             mode: Some(mode.into()),
             settle,
         };
-        let mut r = target.result(case.workload(), case.name(), Params::default());
+        let mut r = target.result(case.workload(), case.name(), case.params());
         r.errors.push(format!("{e:#}"));
-        r
+        (r, None)
     })
+}
+
+/// Runs every round of `case` against every broker, rounds outermost
+/// (corecast, nats, redis, corecast, ...), and merges the rounds of each
+/// broker into one result. Per-round lines go to `rounds_file`.
+fn run_rounds(
+    case: &Case,
+    brokers: &[Kind],
+    placement: Placement,
+    setup: &Setup,
+    limits: Limits,
+    rounds_file: &Path,
+    progress: impl Fn(Kind, u32),
+) -> anyhow::Result<Vec<RunResult>> {
+    let total = case.rounds();
+    let mut per_broker: Vec<Vec<Round>> = vec![Vec::new(); brokers.len()];
+    for round in 1..=total {
+        for (i, &kind) in brokers.iter().enumerate() {
+            progress(kind, round);
+            let (mut result, histograms) = run_case(case, round, kind, placement, setup, limits);
+            result.params.rounds = Some(total);
+            result.params.round = Some(round);
+            result.emit(Some(rounds_file))?;
+            per_broker[i].push((result, histograms));
+        }
+    }
+    Ok(per_broker
+        .iter()
+        .filter_map(|rounds| latency::merge_rounds(rounds))
+        .map(|mut merged| {
+            merged.params = Params { rounds: Some(total), ..case.params() };
+            merged
+        })
+        .collect())
 }
 
 /// Runs the comparison.
@@ -252,6 +330,7 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     let setup = Setup { corecast_bin: args.corecast_bin.clone(), dir: dir.clone() };
     let results_file = dir.join("results.jsonl");
+    let rounds_file = dir.join("rounds.jsonl");
     let limits = Limits {
         timeout: Duration::from_secs(args.run_timeout_secs),
         settle: Duration::from_secs(if args.quick { 1 } else { 5 }),
@@ -275,21 +354,46 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
             ));
         }
         for case in &cases {
-            for &kind in &args.brokers {
+            let progress = |kind: Kind, round: u32| {
+                let rounds = case.rounds();
                 eprintln!(
-                    "corecast-bench: [{:>5.0}s] {} / {kind} / {}",
+                    "corecast-bench: [{:>5.0}s] {} / {kind} / {}{}",
                     wall.elapsed().as_secs_f64(),
                     mode_name(placement),
-                    case.name()
+                    case.name(),
+                    if rounds > 1 {
+                        format!(" / round {round} of {rounds}")
+                    } else {
+                        String::new()
+                    }
                 );
-                let result = run_case(case, kind, placement, &setup, limits);
+            };
+            if let Case::Latency { .. } = case {
+                let merged = run_rounds(
+                    case,
+                    &args.brokers,
+                    placement,
+                    &setup,
+                    limits,
+                    &rounds_file,
+                    progress,
+                )?;
+                for result in merged {
+                    result.emit(Some(&results_file))?;
+                    results.push(result);
+                }
+                continue;
+            }
+            for &kind in &args.brokers {
+                progress(kind, 1);
+                let (result, _) = run_case(case, 1, kind, placement, &setup, limits);
                 result.emit(Some(&results_file))?;
                 results.push(result);
             }
         }
     }
     sys::pin_current_thread(None)?;
-    notes.push("every broker is started fresh for each case and stopped (SIGTERM, then SIGKILL after 5 s) right after it".into());
+    notes.push("every broker is started fresh for each case (for each round of a latency case) and stopped (SIGTERM, then SIGKILL after 5 s) right after it".into());
     notes.push(format!("load average after the runs: {}", sys::loadavg()));
     notes.push(format!("wall time of the whole comparison: {:.0} s", wall.elapsed().as_secs_f64()));
     let md = report::write_all(&results, &dir, &notes)?;

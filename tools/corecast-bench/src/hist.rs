@@ -28,6 +28,14 @@ impl Latency {
         self.hist.saturating_record(ns.max(1));
     }
 
+    /// Adds every value recorded in `other`, as if it had been recorded
+    /// here too (the runs of several rounds into one distribution).
+    pub fn merge(&mut self, other: &Latency) {
+        // Both have the same constant bounds and values are clamped into
+        // them when recorded, so the addition always fits.
+        self.hist.add(&other.hist).expect("histograms with the same bounds add up");
+    }
+
     /// The percentiles the reports use.
     pub fn summary(&self) -> Summary {
         let us = |q: f64| self.hist.value_at_quantile(q) as f64 / 1000.0;
@@ -80,5 +88,52 @@ mod tests {
         assert!((s.max_us - 1000.0).abs() < 1.0, "{s:?}");
         h.record(5_000_000);
         assert!((h.summary().max_us - 5000.0).abs() < 5.0);
+    }
+
+    /// Pseudo-random latencies with a long tail (xorshift, deterministic).
+    fn values(seed: u64, n: usize) -> Vec<u64> {
+        let mut x = seed;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let base = 5_000 + x % 20_000;
+                if x % 97 == 0 {
+                    base * (1 + x % 300)
+                } else {
+                    base
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn merged_rounds_equal_one_recording_of_everything() {
+        let rounds = [values(1, 30_000), values(2, 10_000), values(3, 50_000)];
+        let mut all = Latency::new();
+        let mut merged = Latency::new();
+        for round in &rounds {
+            let mut h = Latency::new();
+            for &v in round {
+                h.record(v);
+                all.record(v);
+            }
+            merged.merge(&h);
+        }
+        assert_eq!(merged.summary().count, 90_000);
+        assert_eq!(merged.summary(), all.summary());
+        // Merging an empty histogram changes nothing; merging into an
+        // empty one copies.
+        merged.merge(&Latency::new());
+        assert_eq!(merged.summary(), all.summary());
+        let mut copy = Latency::new();
+        assert_eq!(copy.summary().count, 0);
+        copy.merge(&all);
+        assert_eq!(copy.summary(), all.summary());
+        // And it is not simply one of the rounds.
+        let mut first = Latency::new();
+        rounds[0].iter().for_each(|&v| first.record(v));
+        assert_ne!(first.summary().count, merged.summary().count);
     }
 }

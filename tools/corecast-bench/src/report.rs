@@ -12,7 +12,7 @@ pub fn write_all(results: &[RunResult], dir: &Path, notes: &[String]) -> anyhow:
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let mut md = String::from("# corecast-bench comparison\n\n");
     md.push_str("\"bench CPU\" is the load generator's CPU use as a share of the CPUs it may use (near 100% = the generator, not the broker, was the limit), then in parentheses the cores used meanwhile by other processes on the machine (noise).\n\n");
-    for note in notes {
+    for note in notes.iter().cloned().chain(latency_note(results)).chain(churn_note(results)) {
         let _ = writeln!(md, "- {note}");
     }
     for mode in modes(results) {
@@ -45,6 +45,68 @@ pub fn write_all(results: &[RunResult], dir: &Path, notes: &[String]) -> anyhow:
     }
     std::fs::write(dir.join("report.md"), &md).context("write report.md")?;
     Ok(md)
+}
+
+/// How latency was measured, from the latency results' parameters.
+fn churn_note(results: &[RunResult]) -> Option<String> {
+    results.iter().any(|r| r.churn.is_some()).then(|| {
+        "churn: a 1 s churn before each measured one is not counted, so costs paid once \
+         (code paged in on first use, allocator arenas, pools) are not taken for growth; \
+         RSS before is read after it, RSS after once settled"
+            .to_owned()
+    })
+}
+
+fn latency_note(results: &[RunResult]) -> Option<String> {
+    let lats: Vec<&RunResult> = results.iter().filter(|r| r.latency.is_some()).collect();
+    if lats.is_empty() {
+        return None;
+    }
+    let mut brokers: Vec<Kind> = Vec::new();
+    let mut shapes: Vec<String> = Vec::new();
+    for r in &lats {
+        if !brokers.contains(&r.broker) {
+            brokers.push(r.broker);
+        }
+        let secs = r.params.duration_s.map_or("?".into(), |s| s.to_string());
+        let shape = match r.params.rounds.unwrap_or(1) {
+            1 => format!("1 run of {secs} s"),
+            n => format!("{n} rounds of {secs} s"),
+        };
+        if !shapes.contains(&shape) {
+            shapes.push(shape);
+        }
+    }
+    let warmup = "each run starts with a 0.5 s warm-up at the same rate that is not recorded";
+    let shapes = shapes.join(" / ");
+    if lats.iter().all(|r| r.params.round.is_some()) {
+        return Some(format!(
+            "latency: one line per round ({shapes} per broker, interleaved, each round against a freshly started broker), percentiles of that round alone; {warmup}"
+        ));
+    }
+    if lats.iter().all(|r| r.params.rounds.unwrap_or(1) <= 1) {
+        return Some(format!("latency: {shapes} per broker; {warmup}"));
+    }
+    let order = if brokers.len() > 1 {
+        let names: Vec<&str> = brokers.iter().map(|k| k.name()).collect();
+        format!(", interleaved ({}, {}, ...)", names.join(", "), names[0])
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "latency: {shapes} per broker{order}, each round against a freshly started broker; percentiles over all rounds' samples together; {warmup}"
+    ))
+}
+
+/// Rounds and seconds of a latency result, e.g. `3 × 3 s`, or which round
+/// a per-round result is, e.g. `round 2 of 3, 3 s`.
+fn runs_col(r: &RunResult) -> String {
+    let secs = r.params.duration_s.map_or("?".into(), |s| s.to_string());
+    let rounds = r.params.rounds.unwrap_or(1);
+    match r.params.round {
+        Some(round) => format!("round {round} of {rounds}, {secs} s"),
+        None => format!("{rounds} × {secs} s"),
+    }
 }
 
 fn modes(results: &[RunResult]) -> Vec<Option<String>> {
@@ -143,15 +205,16 @@ fn latency_table(runs: &[&RunResult]) -> String {
     if lats.is_empty() {
         return md;
     }
-    md.push_str("\n### Latency (µs; headline = receive time − actual send time)\n\n| case | broker | p50 | p90 | p99 | p99.9 | max | from intended p99 / p99.9 | publisher lateness p99 / max | received / sent | broker CPU s | broker peak RSS MiB | bench CPU | problems |\n|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n");
+    md.push_str("\n### Latency (µs; headline = receive time − actual send time)\n\n| case | broker | rounds × s | p50 | p90 | p99 | p99.9 | max | from intended p99 / p99.9 | publisher lateness p99 / max | received / sent | broker CPU s | broker peak RSS MiB | bench CPU | problems |\n|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n");
     for r in lats {
         let Some(l) = &r.latency else { continue };
         let (s, i, p) = (&l.latency, &l.from_intended, &l.publisher_lateness);
         let _ = writeln!(
             md,
-            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.1} / {:.1} | {:.1} / {:.0} | {} / {} | {} | {} |",
+            "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.1} / {:.1} | {:.1} / {:.0} | {} / {} | {} | {} |",
             r.case,
             r.broker,
+            runs_col(r),
             s.p50_us,
             s.p90_us,
             s.p99_us,
@@ -176,12 +239,12 @@ fn conns_table(runs: &[&RunResult]) -> String {
     if conns.is_empty() {
         return md;
     }
-    md.push_str("\n### Idle subscribed connections\n\n| case | broker | opened | RSS before MiB | RSS just opened MiB | RSS settled MiB (after s) | RSS per connection (settled) | open time s | problems |\n|---|---|--:|--:|--:|--:|--:|--:|---|\n");
+    md.push_str("\n### Idle subscribed connections\n\n| case | broker | opened | RSS before MiB | RSS just opened MiB | RSS settled MiB (after s) | RSS per connection (settled) | broker CPU while idle | open time s | problems |\n|---|---|--:|--:|--:|--:|--:|--:|--:|---|\n");
     for r in conns {
         let Some(c) = &r.conns else { continue };
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} ({:.1}) | {:.2} KiB | {:.2} | {} |",
+            "| {} | {} | {} | {} | {} | {} ({:.1}) | {:.2} KiB | {} | {:.2} | {} |",
             r.case,
             r.broker,
             c.opened,
@@ -190,6 +253,7 @@ fn conns_table(runs: &[&RunResult]) -> String {
             mib(c.rss_after_kib),
             c.rss_samples_kib.len().saturating_sub(1) as f64 * 0.5,
             c.rss_per_conn_bytes / 1024.0,
+            c.idle_cpu_cores.map_or("-".into(), |x| format!("{:.1}% of a core", x * 100.0)),
             r.seconds,
             errors_col(r)
         );
@@ -336,6 +400,27 @@ fn conns_target(runs: &[&RunResult]) -> Verdict {
     }
 }
 
+fn idle_target(runs: &[&RunResult]) -> Verdict {
+    let name = "idle: broker CPU with every connection open and silent ≤ 1% of a core".to_owned();
+    let idle = |k| {
+        find(runs, k, "conns", |_| true)
+            .and_then(|r| r.conns.as_ref())
+            .and_then(|c| c.idle_cpu_cores.map(|x| (x, c.opened)))
+    };
+    let pct = |x: f64| format!("{:.2}% of a core", x * 100.0);
+    let nats = opt(idle(Kind::Nats).map(|(x, _)| pct(x)));
+    match idle(Kind::Corecast) {
+        Some((cores, opened)) => (
+            name,
+            format!("{} ({opened} open)", pct(cores)),
+            nats,
+            pct(cores),
+            Some(cores <= 0.01 && opened > 0),
+        ),
+        None => (name, "-".into(), nats, "not measured".into(), None),
+    }
+}
+
 fn churn_target(runs: &[&RunResult]) -> Verdict {
     let name =
         "churn: slots, buffers, tasks, subscriptions back to idle; RSS within 10%".to_owned();
@@ -362,6 +447,7 @@ fn targets(runs: &[&RunResult]) -> String {
     ];
     verdicts.extend(latency_targets(runs));
     verdicts.push(conns_target(runs));
+    verdicts.push(idle_target(runs));
     verdicts.push(churn_target(runs));
     let mut md = String::from("\n### Targets for corecast\n\n| target | corecast | nats-server | measured | result |\n|---|--:|--:|--:|---|\n");
     for (target, c, n, measure, verdict) in verdicts {
@@ -378,6 +464,53 @@ fn targets(runs: &[&RunResult]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latency_note_says_how_latency_was_measured() {
+        let target = crate::workload::Target {
+            kind: Kind::Corecast,
+            addr: ([127, 0, 0, 1], 0).into(),
+            pid: None,
+            timeout: std::time::Duration::from_secs(1),
+            mode: Some("one".into()),
+            settle: std::time::Duration::from_secs(1),
+        };
+        let params = crate::result::Params {
+            rate: Some(10_000),
+            duration_s: Some(3.0),
+            rounds: Some(3),
+            ..Default::default()
+        };
+        let mut results = Vec::new();
+        for kind in [Kind::Corecast, Kind::Nats, Kind::Redis] {
+            let mut r = crate::workload::Target { kind, ..target.clone() }.result(
+                "latency",
+                "latency 10k/s 64B".into(),
+                params.clone(),
+            );
+            r.latency = Some(Default::default());
+            results.push(r);
+        }
+        let note = latency_note(&results).expect("a note");
+        assert!(
+            note.starts_with("latency: 3 rounds of 3 s per broker, interleaved (corecast, nats, redis, corecast, ...), each round against a freshly started broker; percentiles over all rounds' samples together"),
+            "{note}"
+        );
+        fn runs_of(rs: &[RunResult]) -> Vec<&RunResult> {
+            rs.iter().collect()
+        }
+        assert!(latency_table(&runs_of(&results))
+            .contains("| latency 10k/s 64B | corecast | 3 × 3 s |"));
+        results[0].params.round = Some(2);
+        assert!(latency_table(&runs_of(&results)).contains("| corecast | round 2 of 3, 3 s |"));
+        results.iter_mut().for_each(|r| r.params.round = Some(1));
+        assert!(latency_note(&results).expect("a note").starts_with("latency: one line per round"));
+        results.iter_mut().for_each(|r| (r.params.rounds, r.params.round) = (None, None));
+        assert!(latency_note(&results)
+            .expect("a note")
+            .starts_with("latency: 1 run of 3 s per broker;"));
+        assert!(latency_note(&[]).is_none());
+    }
 
     #[test]
     fn si_units() {

@@ -76,6 +76,14 @@ pub struct Params {
     /// Load threads (churn).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threads: Option<usize>,
+    /// Rounds of `duration_s` each that were merged into this result
+    /// (latency in `compare`: percentiles over all rounds' samples).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rounds: Option<u32>,
+    /// Which of those rounds this is (1-based), on the per-round lines of
+    /// `rounds.jsonl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round: Option<u32>,
 }
 
 /// Throughput and correctness of a fan-out or pairs run.
@@ -140,6 +148,10 @@ pub struct ConnsFigures {
     /// was confirmed until it settled; the last one is `rss_after_kib`.
     #[serde(default)]
     pub rss_samples_kib: Vec<u64>,
+    /// Broker CPU, in cores, over `IDLE_WINDOW_S` seconds once settled, with
+    /// every connection open and silent: non-zero means it polls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_cpu_cores: Option<f64>,
 }
 
 /// Connect/subscribe/abort churn.

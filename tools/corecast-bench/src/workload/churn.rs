@@ -1,6 +1,9 @@
 //! `churn`: several threads connect, subscribe, confirm and abort (RST via
 //! `SO_LINGER` 0) in a loop for a fixed time. Afterwards the broker's
 //! memory, and for corecast its gauges (via `STATS`), must be back to idle.
+//! A one-second churn before the measured one is not counted, so costs paid
+//! once (code paged in on first use, allocator arenas, pools sized) are not
+//! mistaken for growth; a leak still grows with the measured cycles.
 
 use std::{
     sync::Mutex,
@@ -15,6 +18,9 @@ use crate::result::{ChurnFigures, Params, RunResult};
 
 /// The corecast gauges that must return to their idle values.
 pub const GAUGES: [&str; 4] = ["slots_in_use", "buffers_out", "tasks_alive", "subscriptions"];
+
+/// The unmeasured churn before the measured one.
+const WARMUP: Duration = Duration::from_secs(1);
 
 /// One cycle: connect, subscribe, confirm, abort.
 fn cycle(target: &Target, thread: usize, i: u64) -> anyhow::Result<()> {
@@ -50,6 +56,23 @@ fn churner(
     (ok, failed)
 }
 
+/// Runs `threads` churners until `end`: (cycles, failures).
+fn churn_all(
+    target: &Target,
+    threads: usize,
+    end: Instant,
+    first_error: &Mutex<Option<String>>,
+) -> (u64, u64) {
+    thread::scope(|s| {
+        let handles: Vec<_> =
+            (0..threads).map(|t| s.spawn(move || churner(target, t, end, first_error))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or((0, 1)))
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    })
+}
+
 /// The idle gauges from a `STATS` reply's totals.
 fn gauges(stats: &serde_json::Value) -> serde_json::Value {
     let total = stats.get("total");
@@ -70,19 +93,19 @@ pub fn run(target: &Target, secs: f64, threads: usize) -> anyhow::Result<RunResu
     let proc = target.require_proc("churn")?;
     let params = Params { duration_s: Some(secs), threads: Some(threads), ..Params::default() };
     let mut result = target.result("churn", format!("churn {secs}s x{threads}"), params);
+    let idle = target.stats()?.map(|s| gauges(&s));
+    churn_all(target, threads, Instant::now() + WARMUP, &Mutex::new(None));
+    wait_until(Duration::from_secs(5), || match target.stats() {
+        Ok(Some(s)) => Some(gauges(&s)) == idle,
+        _ => true,
+    });
+    thread::sleep(Duration::from_millis(500));
     let before = target.stats()?.map(|s| gauges(&s));
     let rss_before_kib = proc.rss_kib()?;
     let first_error = &Mutex::new(None);
     let meter = Meter::start(target);
     let end = meter.started() + Duration::from_secs_f64(secs);
-    let (cycles, failures) = thread::scope(|s| {
-        let handles: Vec<_> =
-            (0..threads).map(|t| s.spawn(move || churner(target, t, end, first_error))).collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or((0, 1)))
-            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
-    });
+    let (cycles, failures) = churn_all(target, threads, end, first_error);
     result.seconds = meter.started().elapsed().as_secs_f64();
     meter.finish(&mut result);
     if let Some(e) = first_error.lock().ok().and_then(|mut e| e.take()) {

@@ -13,6 +13,8 @@ use crate::{
 
 /// Connections opened before their subscriptions are confirmed together.
 const CHUNK: usize = 256;
+/// Seconds over which the settled, idle broker's CPU use is measured.
+const IDLE_WINDOW: Duration = Duration::from_secs(2);
 
 /// Opens `count` subscribed connections; stops at the first failure
 /// (recorded in `errors`).
@@ -53,6 +55,7 @@ pub fn run(target: &Target, count: usize) -> anyhow::Result<RunResult> {
     result.seconds = meter.started().elapsed().as_secs_f64();
     let samples = super::settle_rss(proc, target.settle)?;
     let rss_after_kib = samples.last().copied().unwrap_or(0);
+    let idle_cpu_cores = idle_cpu(proc)?;
     meter.finish(&mut result);
     let opened = conns.len();
     target.totals_into(&mut result);
@@ -66,6 +69,14 @@ pub fn run(target: &Target, count: usize) -> anyhow::Result<RunResult> {
         nofile_before,
         nofile_during,
         rss_samples_kib: samples,
+        idle_cpu_cores: Some(idle_cpu_cores),
     });
     Ok(result)
+}
+
+/// The broker's CPU use, in cores, while every connection sits idle.
+fn idle_cpu(proc: sys::Proc) -> anyhow::Result<f64> {
+    let before = proc.cpu_seconds()?;
+    std::thread::sleep(IDLE_WINDOW);
+    Ok((proc.cpu_seconds()? - before) / IDLE_WINDOW.as_secs_f64())
 }

@@ -23,18 +23,34 @@ use crate::{
     driver::{Driver, Recv},
     hist::Latency,
     payload::{Stamp, HEADER},
-    result::{LatencyFigures, Params, RunResult},
+    result::{BenchUsage, BrokerUsage, LatencyFigures, Params, RunResult},
 };
 
 const TOPIC: &str = "bench.latency";
 
-/// The three histograms a subscriber fills.
-#[derive(Debug, Default)]
-struct Histos {
-    received: u64,
-    latency: Latency,
-    from_intended: Latency,
-    lateness: Latency,
+/// The three histograms a subscriber fills (nanoseconds, warm-up left
+/// out), kept apart from the summaries so that several rounds can be
+/// merged into one distribution.
+#[derive(Debug, Clone, Default)]
+pub struct Histograms {
+    /// Messages received, warm-up included.
+    pub received: u64,
+    /// Receive time minus actual send time.
+    pub latency: Latency,
+    /// Receive time minus intended send time.
+    pub from_intended: Latency,
+    /// Actual minus intended send time.
+    pub lateness: Latency,
+}
+
+impl Histograms {
+    /// Adds the samples of `other`.
+    pub fn merge(&mut self, other: &Histograms) {
+        self.received += other.received;
+        self.latency.merge(&other.latency);
+        self.from_intended.merge(&other.from_intended);
+        self.lateness.merge(&other.lateness);
+    }
 }
 
 /// Subscriber loop: reads until it has `sent` (known once the publisher
@@ -47,9 +63,9 @@ fn subscriber(
     publishing: &AtomicBool,
     stop: &AtomicBool,
     deadline: Instant,
-) -> anyhow::Result<Histos> {
+) -> anyhow::Result<Histograms> {
     conn.stream().set_read_timeout(Some(Duration::from_millis(20)))?;
-    let mut h = Histos::default();
+    let mut h = Histograms::default();
     let mut stamps = Vec::new();
     while !stop.load(Relaxed) && Instant::now() < deadline {
         if !publishing.load(Relaxed) && h.received >= sent.load(Relaxed) {
@@ -101,6 +117,17 @@ fn publisher(conn: &mut dyn Driver, rate: u64, total: u64, size: usize) -> anyho
 
 /// Runs the latency workload at `rate` messages/s for `secs` seconds.
 pub fn run(target: &Target, rate: u64, secs: f64, size: usize) -> anyhow::Result<RunResult> {
+    run_with_histograms(target, rate, secs, size).map(|(result, _)| result)
+}
+
+/// [`run`], also returning the histograms behind the result's summaries
+/// (for [`merge_rounds`]).
+pub fn run_with_histograms(
+    target: &Target,
+    rate: u64,
+    secs: f64,
+    size: usize,
+) -> anyhow::Result<(RunResult, Histograms)> {
     anyhow::ensure!(size >= HEADER, "payload size must be at least {HEADER} bytes");
     anyhow::ensure!(rate > 0 && secs > 0.0, "rate and duration must be positive");
     let params =
@@ -140,7 +167,7 @@ pub fn run(target: &Target, rate: u64, secs: f64, size: usize) -> anyhow::Result
         Ok(Ok(h)) => h,
         Ok(Err(e)) => {
             result.errors.push(format!("subscriber: {e:#}"));
-            Histos::default()
+            Histograms::default()
         }
         Err(_) => anyhow::bail!("subscriber thread panicked"),
     };
@@ -161,5 +188,198 @@ pub fn run(target: &Target, rate: u64, secs: f64, size: usize) -> anyhow::Result
         publisher_lateness: histos.lateness.summary(),
     });
     target.totals_into(&mut result);
-    Ok(result)
+    Ok((result, histos))
+}
+
+/// One round of a multi-round latency case: its result and, when the
+/// workload ran, its histograms.
+pub type Round = (RunResult, Option<Histograms>);
+
+/// Merges the rounds of one broker and case into one result: percentiles
+/// over the union of all rounds' samples; sent, received, `seconds` and CPU
+/// seconds summed; achieved rate, broker cores and the bench's utilization
+/// averaged over the rounds that ran; peak RSS the largest, RSS and
+/// corecast's counters the last round's; errors prefixed with their round.
+/// `None` when there are no rounds.
+pub fn merge_rounds(rounds: &[Round]) -> Option<RunResult> {
+    let measured: Vec<&RunResult> =
+        rounds.iter().map(|(r, _)| r).filter(|r| r.latency.is_some()).collect();
+    let mut merged = measured.first().copied().or(rounds.first().map(|(r, _)| r))?.clone();
+    let mean = |values: &[f64]| values.iter().sum::<f64>() / values.len().max(1) as f64;
+    merged.params.rounds = Some(rounds.len() as u32);
+    merged.params.round = None;
+    merged.seconds = rounds.iter().map(|(r, _)| r.seconds).sum();
+    merged.errors = rounds
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (r, _))| {
+            r.errors.iter().map(move |e| {
+                if rounds.len() > 1 {
+                    format!("round {}: {e}", i + 1)
+                } else {
+                    e.clone()
+                }
+            })
+        })
+        .collect();
+    merged.counters_after = rounds.iter().rev().find_map(|(r, _)| r.counters_after.clone());
+
+    let figures: Vec<&LatencyFigures> =
+        measured.iter().filter_map(|r| r.latency.as_ref()).collect();
+    merged.latency = (!figures.is_empty()).then(|| {
+        let mut all = Histograms::default();
+        rounds.iter().filter_map(|(_, h)| h.as_ref()).for_each(|h| all.merge(h));
+        LatencyFigures {
+            sent: figures.iter().map(|f| f.sent).sum(),
+            received: figures.iter().map(|f| f.received).sum(),
+            achieved_rate: mean(&figures.iter().map(|f| f.achieved_rate).collect::<Vec<_>>()),
+            latency: all.latency.summary(),
+            from_intended: all.from_intended.summary(),
+            publisher_lateness: all.lateness.summary(),
+        }
+    });
+
+    let usages: Vec<&BrokerUsage> =
+        rounds.iter().filter_map(|(r, _)| r.broker_usage.as_ref()).collect();
+    merged.broker_usage = usages.last().map(|last| BrokerUsage {
+        pid: last.pid,
+        cpu_s: usages.iter().map(|u| u.cpu_s).sum(),
+        cpu_cores: mean(&usages.iter().map(|u| u.cpu_cores).collect::<Vec<_>>()),
+        peak_rss_kib: usages.iter().map(|u| u.peak_rss_kib).max().unwrap_or(0),
+        rss_kib: last.rss_kib,
+    });
+
+    let bench: Vec<&BenchUsage> = measured.iter().map(|r| &r.bench_usage).collect();
+    merged.bench_usage = BenchUsage {
+        cpu_s: bench.iter().map(|b| b.cpu_s).sum(),
+        cpus: bench.iter().map(|b| b.cpus).max().unwrap_or(0),
+        utilization: mean(&bench.iter().map(|b| b.utilization).collect::<Vec<_>>()),
+        others_cores: mean(&bench.iter().map(|b| b.others_cores).collect::<Vec<_>>()),
+    };
+    Some(merged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::Kind;
+
+    /// A finished round: `values` (µs) recorded in every histogram.
+    fn round(values: &[u64], usage: (f64, f64, u64, u64), errors: &[&str]) -> Round {
+        let target = Target {
+            kind: Kind::Nats,
+            addr: ([127, 0, 0, 1], 4222).into(),
+            pid: None,
+            timeout: Duration::from_secs(1),
+            mode: Some("one".into()),
+            settle: Duration::from_secs(1),
+        };
+        let params = Params { rate: Some(10_000), duration_s: Some(3.0), ..Params::default() };
+        let mut r = target.result("latency", "latency 10k/s 64B".into(), params);
+        let mut h = Histograms { received: values.len() as u64 + 10, ..Histograms::default() };
+        for &v in values {
+            h.latency.record(v * 1000);
+            h.from_intended.record(v * 2000);
+            h.lateness.record(v * 10);
+        }
+        let (cpu_s, cpu_cores, peak, rss) = usage;
+        r.seconds = 3.5;
+        r.latency = Some(LatencyFigures {
+            sent: values.len() as u64,
+            received: values.len() as u64,
+            achieved_rate: 9_000.0 + cpu_s * 1000.0,
+            latency: h.latency.summary(),
+            from_intended: h.from_intended.summary(),
+            publisher_lateness: h.lateness.summary(),
+        });
+        r.broker_usage = Some(BrokerUsage {
+            pid: peak as u32,
+            cpu_s,
+            cpu_cores,
+            peak_rss_kib: peak,
+            rss_kib: rss,
+        });
+        r.bench_usage =
+            BenchUsage { cpu_s: cpu_s / 2.0, cpus: 1, utilization: cpu_cores, others_cores: 0.1 };
+        r.counters_after = Some(serde_json::json!({ "published": peak }));
+        r.errors = errors.iter().map(|e| e.to_string()).collect();
+        (r, Some(h))
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9
+    }
+
+    #[test]
+    fn rounds_merge_into_one_result() {
+        let a: Vec<u64> = (1..=1000).collect();
+        let b: Vec<u64> = (1..=1000).map(|v| v * 3).collect();
+        let c: Vec<u64> = vec![50; 500];
+        let rounds = vec![
+            round(&a, (1.0, 0.2, 3000, 2800), &[]),
+            round(&b, (2.0, 0.4, 5000, 4000), &["1 of 1000 messages not received"]),
+            round(&c, (3.0, 0.9, 4000, 3900), &["x", "y"]),
+        ];
+        let m = merge_rounds(&rounds).expect("three rounds");
+        assert_eq!(m.params.rounds, Some(3));
+        assert_eq!(m.params.rate, Some(10_000));
+        assert!(close(m.seconds, 10.5), "{}", m.seconds);
+
+        // Percentiles over every sample of every round.
+        let mut all = Latency::new();
+        a.iter().chain(&b).chain(&c).for_each(|&v| all.record(v * 1000));
+        let l = m.latency.as_ref().expect("latency figures");
+        assert_eq!(l.latency, all.summary());
+        assert_eq!(l.latency.count, 2500);
+        assert!(l.latency.max_us >= 2990.0 && l.latency.max_us <= 3010.0, "{:?}", l.latency);
+        assert_eq!(l.from_intended.count, 2500);
+        assert_eq!(l.publisher_lateness.count, 2500);
+        assert_eq!((l.sent, l.received), (2500, 2500));
+        assert!(close(l.achieved_rate, 11_000.0), "{}", l.achieved_rate);
+
+        let u = m.broker_usage.as_ref().expect("broker usage");
+        assert!(close(u.cpu_s, 6.0));
+        assert!(close(u.cpu_cores, 0.5));
+        assert_eq!(u.peak_rss_kib, 5000);
+        assert_eq!(u.rss_kib, 3900);
+        assert_eq!(u.pid, 4000);
+
+        assert!(close(m.bench_usage.cpu_s, 3.0));
+        assert!(close(m.bench_usage.utilization, 0.5));
+        assert!(close(m.bench_usage.others_cores, 0.1));
+        assert_eq!(m.bench_usage.cpus, 1);
+
+        assert_eq!(m.counters_after, Some(serde_json::json!({ "published": 4000 })));
+        assert_eq!(
+            m.errors,
+            ["round 2: 1 of 1000 messages not received", "round 3: x", "round 3: y"]
+        );
+    }
+
+    #[test]
+    fn failed_rounds_add_errors_but_no_samples() {
+        let a: Vec<u64> = (1..=100).collect();
+        let ok = round(&a, (1.0, 0.2, 3000, 2800), &[]);
+        let mut failed = ok.0.clone();
+        failed.latency = None;
+        failed.broker_usage = None;
+        failed.counters_after = None;
+        failed.seconds = 0.0;
+        failed.bench_usage = BenchUsage::default();
+        failed.errors = vec!["nats-server exited at start-up".into()];
+        let m = merge_rounds(&[ok.clone(), (failed, None)]).expect("two rounds");
+        assert_eq!(m.params.rounds, Some(2));
+        assert_eq!(m.latency.as_ref().map(|l| l.latency), ok.0.latency.as_ref().map(|l| l.latency));
+        assert!(close(m.bench_usage.utilization, 0.2));
+        assert_eq!(m.counters_after, ok.0.counters_after);
+        assert_eq!(m.errors, ["round 2: nats-server exited at start-up"]);
+
+        // A single round is its own result.
+        let one = merge_rounds(std::slice::from_ref(&ok)).expect("one round");
+        assert_eq!(
+            one.to_line().expect("json").replace(",\"rounds\":1", ""),
+            ok.0.to_line().expect("json")
+        );
+        assert!(merge_rounds(&[]).is_none());
+    }
 }
