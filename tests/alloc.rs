@@ -101,17 +101,6 @@ fn fan_out(publ: &mut Client, subs: Vec<TcpStream>, count: usize) -> Vec<TcpStre
     drains.into_iter().map(|d| d.join().expect("subscriber drained")).collect()
 }
 
-/// Connects clients until one lands on `core`.
-fn connect_on(addr: std::net::SocketAddr, core: u16) -> Client {
-    for _ in 0..64 {
-        let c = Client::connect(addr);
-        if c.core_id() == core {
-            return c;
-        }
-    }
-    panic!("64 connections all missed core {core}");
-}
-
 #[test]
 fn publish_and_fanout_allocate_nothing_per_message() {
     let broker = start(test_config(2));

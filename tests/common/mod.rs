@@ -395,6 +395,17 @@ pub fn connect_not_on(addr: SocketAddr, core: u16) -> Client {
     panic!("64 connections all landed on core {core}");
 }
 
+/// Connects clients until one lands on `core`.
+pub fn connect_on(addr: SocketAddr, core: u16) -> Client {
+    for _ in 0..64 {
+        let c = Client::connect(addr);
+        if c.core_id() == core {
+            return c;
+        }
+    }
+    panic!("64 connections all missed core {core}");
+}
+
 /// A whole client frame from its parts: length prefix, opcode, flags, body.
 pub fn frame(opcode: u8, flags: u8, body: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(6 + body.len());
