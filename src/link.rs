@@ -45,7 +45,7 @@ pub(crate) struct LinkRx {
     wakers: Arc<Wakers>,
 }
 
-/// The receiving end is gone; the batch comes back.
+/// The receiving end is gone; the batch was not sent.
 #[derive(Debug)]
 pub(crate) struct Closed;
 
