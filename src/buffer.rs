@@ -16,7 +16,7 @@ use std::{
     sync::OnceLock,
 };
 
-use corecast_proto::{ServerFrame, LEN_PREFIX};
+use corecast_proto::{Msg, ServerFrame, LEN_PREFIX};
 
 fn page_size() -> usize {
     static PAGE: OnceLock<usize> = OnceLock::new();
@@ -266,18 +266,33 @@ impl WriteBuf {
     }
 
     pub(crate) fn push(&mut self, frame: &ServerFrame<'_>, limit: usize) -> bool {
-        let len = frame.encoded_len();
+        let Some(mut dst) = self.append(frame.encoded_len(), limit) else { return false };
+        frame.encode(&mut dst);
+        true
+    }
+
+    /// Queues an already encoded `MSG` frame with `sid` stamped in: fan-out
+    /// encodes a message once and copies it to every subscriber.
+    pub(crate) fn push_msg(&mut self, encoded: &[u8], sid: u32, limit: usize) -> bool {
+        let Some(dst) = self.append(encoded.len(), limit) else { return false };
+        dst.copy_from_slice(encoded);
+        dst[Msg::SID_AT..Msg::SID_AT + 4].copy_from_slice(&sid.to_le_bytes());
+        true
+    }
+
+    /// Room for `len` more bytes at the tail, within `limit` queued bytes;
+    /// `None` when they do not fit.
+    fn append(&mut self, len: usize, limit: usize) -> Option<&mut [u8]> {
         if self.tail - self.head + len > limit.min(self.buf.len()) {
-            return false;
+            return None;
         }
         if self.tail + len > self.buf.len() {
             self.compact();
         }
-        let mut dst = &mut self.buf[self.tail..self.tail + len];
-        frame.encode(&mut dst);
+        let start = self.tail;
         self.tail += len;
         self.buf.touch(self.tail);
-        true
+        Some(&mut self.buf[start..self.tail])
     }
 
     /// Drops every queued frame that has not started going out, keeping the

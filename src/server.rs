@@ -126,12 +126,12 @@ fn apply_batch(shard: &Shard, st: &mut State, from: usize, batch: &[u8]) -> usiz
         match record {
             Record::Publish { topic, reply_to, payload } => {
                 published += 1;
-                let State { slots, topics, doomed, burst, .. } = &mut *st;
+                let State { slots, topics, doomed, fanout, .. } = &mut *st;
                 let mut pressed = false;
                 if let Some(entry) = topics.get(topic) {
                     let msg = Message { topic, reply_to, payload };
                     pressed =
-                        fanout::deliver(slots, &entry.local, msg, &shard.counters, doomed, burst);
+                        fanout::deliver(slots, &entry.local, msg, &shard.counters, doomed, fanout);
                 }
                 st.reap_doomed(shard);
                 if pressed {

@@ -35,8 +35,8 @@ pub(crate) struct State {
     pub doomed: Vec<usize>,
     /// Slots whose `PONG`s wait for the barrier in flight.
     pub barrier_waiters: Vec<usize>,
-    /// How much publishers copied out since subscribers last flushed.
-    pub burst: crate::fanout::Burst,
+    /// Fan-out scratch: the message encoded once, the burst so far.
+    pub fanout: crate::fanout::Fanout,
     next_conn: u64,
     next_ping: u64,
 }
@@ -78,7 +78,7 @@ impl Shard {
             write_pool: BufferPool::new(cfg.write_buffer),
             doomed: Vec::new(),
             barrier_waiters: Vec::new(),
-            burst: Default::default(),
+            fanout: Default::default(),
             next_conn: 0,
             next_ping: 0,
         };

@@ -165,6 +165,17 @@ impl Slot {
         ok
     }
 
+    /// Queues an encoded `MSG` with `sid` stamped in; false when the write
+    /// buffer is full.
+    pub(crate) fn push_msg(&mut self, encoded: &[u8], sid: u32) -> bool {
+        let limit = self.message_limit();
+        let ok = self.wbuf.push_msg(encoded, sid, limit);
+        if ok {
+            self.notify();
+        }
+        ok
+    }
+
     /// Queues an `ERR`, which may use the reserve.
     pub(crate) fn push_err(&mut self, code: ErrorCode, text: &str) -> bool {
         let frame =

@@ -110,6 +110,13 @@ pub struct Msg<'a> {
     pub payload: &'a [u8],
 }
 
+impl Msg<'_> {
+    /// Where the little-endian `sid` sits in an encoded `MSG` frame (after
+    /// the length, opcode and flags). A server fanning one message out to
+    /// many subscriptions encodes it once and stamps each sid here.
+    pub const SID_AT: usize = 6;
+}
+
 /// `ERR`: an error report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ErrFrame<'a> {

@@ -713,3 +713,19 @@ fn fuzz_mutated_vectors() {
         assert!(runs > 10_000);
     });
 }
+
+/// `Msg::SID_AT` names the bytes that differ between two `MSG` frames
+/// that differ only in their sid.
+#[test]
+fn msg_sid_sits_at_sid_at() {
+    let encode = |sid| {
+        let mut out = Vec::new();
+        let msg = Msg { sid, topic: "a.b", reply_to: "r", payload: b"xyz" };
+        ServerFrame::Msg(msg).encode(&mut out);
+        out
+    };
+    let (a, b) = (encode(0), encode(0x0403_0201));
+    let differ: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
+    assert_eq!(differ, (Msg::SID_AT..Msg::SID_AT + 4).collect::<Vec<_>>());
+    assert_eq!(&b[Msg::SID_AT..Msg::SID_AT + 4], &[1, 2, 3, 4]);
+}
