@@ -20,10 +20,9 @@ impl<'a> RawFrame<'a> {
     /// complete yet. A length prefix above `max_frame` is an error as soon as
     /// the prefix has arrived, before the rest of the frame.
     pub fn split(src: &mut &'a [u8], max_frame: u32) -> Result<Option<Self>, DecodeError> {
-        let Some(prefix) = src.get(..LEN_PREFIX) else {
+        let Some(len) = Self::peek_len(src) else {
             return Ok(None);
         };
-        let len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
         if len < MIN_FRAME_LEN {
             return Err(DecodeError::FrameTooShort(len));
         }
@@ -36,6 +35,13 @@ impl<'a> RawFrame<'a> {
         };
         *src = &src[total..];
         Ok(Some(Self { opcode: frame[0], flags: frame[1], body: &frame[2..] }))
+    }
+
+    /// The length prefix at the front of `src` (the frame's length after
+    /// the prefix), once all of its bytes have arrived.
+    pub fn peek_len(src: &[u8]) -> Option<u32> {
+        let prefix: [u8; LEN_PREFIX] = src.get(..LEN_PREFIX)?.try_into().ok()?;
+        Some(u32::from_le_bytes(prefix))
     }
 
     /// How many bytes the whole frame took on the wire, prefix included.

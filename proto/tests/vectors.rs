@@ -574,6 +574,7 @@ fn specification_example_matches_the_vectors() {
                 Some((dir, hex::decode(&hex).unwrap_or_else(|e| panic!("{line}: {e}"))))
             })
             .collect();
+        assert!(!examples.is_empty(), "no \"example …\" vectors in vectors/v1.json");
         assert_eq!(lines.len(), examples.len(), "example lines in PROTOCOL.md");
         for ((dir, bytes), v) in lines.iter().zip(&examples) {
             assert_eq!(*dir, v.dir, "{}: direction in PROTOCOL.md", v.name);

@@ -407,6 +407,8 @@ bad("MSG flag bit 0", "server", frame(MSG, 0x01, u32(1) + short("a") + short("")
 bad("MSG topic length past end", "server", frame(MSG, 0, u32(1) + u8(3) + b"a"), "Truncated", 1)
 bad("MSG bad UTF-8 in topic", "server", frame(MSG, 0, u32(1) + short(b"\xff") + short("")),
     "BadUtf8", 100, field="Topic")
+bad("MSG bad UTF-8 in reply-to", "server", frame(MSG, 0, u32(1) + short("a") + short(b"\x80") + b"p"),
+    "BadUtf8", 100, field="ReplyTo")
 bad("DROPPED flag bit 0", "server", frame(DROPPED, 0x01, u32(1) + u64(1)), "ReservedFlags", 1)
 bad("unknown server opcode 0x84", "server", frame(0x84, 0, u64(1)), "UnknownOpcode", 2)
 bad("unknown server opcode 0xe2", "server", frame(0xE2, 0, b""), "UnknownOpcode", 2)

@@ -32,7 +32,7 @@ use std::{
 };
 
 use super::{
-    decoder::{server_frame_limit, Decoder},
+    decoder::Decoder,
     session::{self, Retry, Silence, Watch},
     state::{
         self, Blocked, FlushEnd, Link, State, SubCounters, SubKind, WriterStep, CLOSE_LINGER,
@@ -387,8 +387,7 @@ impl Shared {
     }
 
     fn publish(&self, p: &Pub<'_>, wait: bool) -> Result<(), ClientError> {
-        state::check_publication(p)?;
-        self.lock().check_size(p.topic, p.reply_to, p.payload.len())?;
+        self.lock().check_pub(p)?;
         self.queue(self.options.send_timeout, wait, |st| st.try_queue_pub(p))
     }
 
@@ -506,10 +505,8 @@ impl Shared {
     }
 
     fn probe(&self) {
-        let mut st = self.lock();
-        if matches!(st.link(), Link::Up | Link::Closing) {
-            st.queue_probe();
-            self.wake_writer(st);
+        if self.lock().probe() {
+            self.to_writer.notify_all();
         }
     }
 
@@ -654,7 +651,7 @@ fn reconnect(shared: &Shared) -> Option<Conn> {
         match open(&shared.addr, &shared.options) {
             Ok(conn) => return shared.reconnected(conn, retry.attempts()),
             Err(e) => {
-                if let Err(reason) = retry.failed(&e) {
+                if let Err(reason) = Retry::failed(&e) {
                     return shared.give_up(reason);
                 }
             }
@@ -708,25 +705,16 @@ fn handshake(
         || ClientError::ConnectTimeout { addr: addr.to_owned(), timeout: options.connect_timeout };
     let left = || deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero());
     stream.set_write_timeout(Some(left().ok_or_else(timed_out)?))?;
-    // A broker that is full answers before reading HELLO, so a failed write
-    // is reported only if no answer can be read either.
     let wrote = (&*stream).write_all(&session::hello(options));
     stream.set_write_timeout(None)?;
     let mut decoder = Decoder::new();
     loop {
-        if let Some(frame) = decoder.next_frame()? {
-            let info = session::welcome(frame)?;
-            decoder.set_limit(server_frame_limit(info.max_frame));
+        if let Some(info) = session::handshake_answer(&mut decoder)? {
             return Ok((decoder, info));
         }
         stream.set_read_timeout(Some(left().ok_or_else(timed_out)?))?;
         match (&*stream).read(decoder.spare()) {
-            Ok(0) => {
-                return Err(match wrote {
-                    Err(source) => ClientError::Connect { addr: addr.to_owned(), source },
-                    Ok(()) => session::closed_during_handshake(addr),
-                })
-            }
+            Ok(0) => return Err(session::handshake_eof(addr, wrote)),
             Ok(n) => decoder.filled(n),
             Err(e) if is_timeout(&e) => return Err(timed_out()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

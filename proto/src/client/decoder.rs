@@ -1,6 +1,6 @@
 //! A growable receive buffer that cuts server frames out of a byte stream.
 
-use crate::{DecodeError, ServerFrame, LEN_PREFIX};
+use crate::{DecodeError, RawFrame, ServerFrame, LEN_PREFIX};
 
 /// The buffer's usual size, and what it shrinks back to after a large frame.
 const READ_CHUNK: usize = 64 << 10;
@@ -88,15 +88,10 @@ impl Decoder {
     /// Whole length (prefix included) of the frame whose start has arrived,
     /// or 0 when not even its prefix is here or it is above the limit.
     fn frame_in_progress(&self) -> usize {
-        let pending = &self.buf[self.start..self.end];
-        let Some(prefix) = pending.get(..LEN_PREFIX) else {
-            return 0;
-        };
-        let len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
-        if len > self.limit {
-            return 0;
+        match RawFrame::peek_len(&self.buf[self.start..self.end]) {
+            Some(len) if len <= self.limit => LEN_PREFIX + len as usize,
+            _ => 0,
         }
-        LEN_PREFIX + len as usize
     }
 }
 

@@ -368,6 +368,17 @@ pub enum Event {
         /// The new session's `WELCOME`.
         info: ServerInfo,
     },
+    /// A publication buffered while the client reconnected does not fit
+    /// the new broker's `max_frame`; it was not sent (and is counted in
+    /// [`Stats::dropped_publications`]).
+    PublicationDropped {
+        /// Its topic.
+        topic: String,
+        /// Its payload's length.
+        len: usize,
+        /// The new broker's `max_frame`.
+        max_frame: u32,
+    },
     /// The client gave up reconnecting and closed.
     Closed {
         /// Why it gave up.
@@ -391,6 +402,9 @@ pub struct Stats {
     pub dropped_by_client: u64,
     /// Messages the broker reported dropped on lossy subscriptions.
     pub dropped_by_broker: u64,
+    /// Buffered publications not sent after a reconnection because they do
+    /// not fit the new broker's `max_frame` ([`Event::PublicationDropped`]).
+    pub dropped_publications: u64,
     /// Successful reconnections.
     pub reconnects: u64,
     /// Events that did not fit the event queue.

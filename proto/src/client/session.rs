@@ -5,7 +5,9 @@
 use std::time::{Duration, Instant};
 
 use super::{
-    state::ReadOutcome, Backoff, ClientError, DisconnectReason, Options, ServerError, ServerInfo,
+    decoder::{server_frame_limit, Decoder},
+    state::ReadOutcome,
+    Backoff, ClientError, DisconnectReason, Options, ServerError, ServerInfo,
 };
 use crate::{ClientFrame, ErrorCode, Hello, ServerFrame, VERSION};
 
@@ -31,8 +33,19 @@ pub(crate) fn hello(options: &Options) -> Vec<u8> {
     out
 }
 
+/// The broker's answer to `HELLO`, once it has arrived in `decoder`;
+/// `decoder` then takes frames up to the session's limit.
+pub(crate) fn handshake_answer(decoder: &mut Decoder) -> Result<Option<ServerInfo>, ClientError> {
+    let Some(frame) = decoder.next_frame()? else {
+        return Ok(None);
+    };
+    let info = welcome(frame)?;
+    decoder.set_limit(server_frame_limit(info.max_frame));
+    Ok(Some(info))
+}
+
 /// Interprets the broker's answer to `HELLO`.
-pub(crate) fn welcome(frame: ServerFrame<'_>) -> Result<ServerInfo, ClientError> {
+fn welcome(frame: ServerFrame<'_>) -> Result<ServerInfo, ClientError> {
     match frame {
         ServerFrame::Welcome(w) if w.version == VERSION => Ok(ServerInfo {
             server_name: w.server_name.to_owned(),
@@ -54,15 +67,18 @@ pub(crate) fn welcome(frame: ServerFrame<'_>) -> Result<ServerInfo, ClientError>
     }
 }
 
-/// The error for a broker that closed the connection during the handshake.
-pub(crate) fn closed_during_handshake(addr: &str) -> ClientError {
-    ClientError::Connect {
-        addr: addr.to_owned(),
-        source: std::io::Error::new(
+/// The error for a broker that closed the connection during the handshake,
+/// after `HELLO` was written as `wrote` says. A broker that is full answers
+/// before reading `HELLO`, so a failed write is reported only when no
+/// answer could be read either.
+pub(crate) fn handshake_eof(addr: &str, wrote: std::io::Result<()>) -> ClientError {
+    let source = wrote.err().unwrap_or_else(|| {
+        std::io::Error::new(
             std::io::ErrorKind::ConnectionAborted,
             "the broker closed the connection during the handshake",
-        ),
-    }
+        )
+    });
+    ClientError::Connect { addr: addr.to_owned(), source }
 }
 
 /// Whether reconnecting after this error is pointless: the broker will say
@@ -111,7 +127,7 @@ impl Retry {
 
     /// An attempt failed with `e`: why to give up, if trying again is
     /// pointless (the broker would say the same again).
-    pub(crate) fn failed(&self, e: &ClientError) -> Result<(), String> {
+    pub(crate) fn failed(e: &ClientError) -> Result<(), String> {
         if is_permanent(e) {
             return Err(e.to_string());
         }
@@ -223,7 +239,10 @@ impl Watch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::{ErrFrame, Welcome};
+    use crate::{
+        client::decoder::HANDSHAKE_LIMIT,
+        frame::{ErrFrame, Welcome},
+    };
 
     const MS: Duration = Duration::from_millis(1);
 
@@ -283,6 +302,77 @@ mod tests {
         assert!(matches!(odd, ClientError::Protocol(_)));
     }
 
+    /// A decoder for the handshake that got `bytes`.
+    fn fed(bytes: &[u8]) -> Decoder {
+        let mut decoder = Decoder::new();
+        decoder.spare()[..bytes.len()].copy_from_slice(bytes);
+        decoder.filled(bytes.len());
+        decoder
+    }
+
+    fn encoded(frame: &ServerFrame<'_>) -> Vec<u8> {
+        let mut out = Vec::new();
+        frame.encode(&mut out);
+        out
+    }
+
+    const WELCOME: Welcome<'static> = Welcome {
+        version: 1,
+        max_frame: 16,
+        ping_interval_ms: 50,
+        core_id: 0,
+        connection_id: 1,
+        server_name: "b",
+    };
+
+    #[test]
+    fn a_welcome_sets_the_session_limit() {
+        let mut bytes = encoded(&ServerFrame::Welcome(WELCOME));
+        let msg = crate::Msg { sid: 1, topic: "t", reply_to: "", payload: &[0; 64] };
+        bytes.extend(encoded(&ServerFrame::Msg(msg)));
+        let mut decoder = fed(&bytes);
+        let info = handshake_answer(&mut decoder).expect("valid").expect("complete");
+        assert_eq!(info.max_frame, 16);
+        assert!(decoder.next_frame().is_err(), "a MSG above max_frame + 4");
+    }
+
+    #[test]
+    fn another_version_is_a_permanent_protocol_error() {
+        let bytes = encoded(&ServerFrame::Welcome(Welcome { version: 2, ..WELCOME }));
+        let err = handshake_answer(&mut fed(&bytes)).expect_err("version 2");
+        assert!(matches!(err, ClientError::Protocol(_)), "{err:?}");
+        assert!(is_permanent(&err));
+    }
+
+    #[test]
+    fn a_frame_above_the_handshake_limit_is_refused_before_it_arrives() {
+        let mut bytes = (HANDSHAKE_LIMIT + 1).to_le_bytes().to_vec();
+        bytes.extend([0x05, 0]);
+        let err = handshake_answer(&mut fed(&bytes)).expect_err("too long");
+        assert!(matches!(err, ClientError::Protocol(_)), "{err:?}");
+    }
+
+    #[test]
+    fn the_end_of_the_stream_mid_welcome_is_a_connect_error() {
+        let bytes = encoded(&ServerFrame::Welcome(WELCOME));
+        let mut decoder = fed(&bytes[..bytes.len() - 1]);
+        assert!(handshake_answer(&mut decoder).expect("valid so far").is_none());
+        let err = handshake_eof("here:1", Ok(()));
+        let ClientError::Connect { addr, source } = &err else { panic!("{err:?}") };
+        assert_eq!(
+            (addr.as_str(), source.kind()),
+            ("here:1", std::io::ErrorKind::ConnectionAborted)
+        );
+        assert!(err.is_transient());
+        let broken = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        let err = handshake_eof("here:1", Err(broken));
+        assert!(
+            matches!(&err, ClientError::Connect { source, .. }
+            if source.kind() == std::io::ErrorKind::BrokenPipe),
+            "the write's error: {err:?}"
+        );
+    }
+
     #[test]
     fn retries_follow_the_backoff_and_stop_on_permanent_errors() {
         let backoff = Backoff { initial: 10 * MS, max: 20 * MS, max_attempts: Some(2) };
@@ -293,8 +383,8 @@ mod tests {
         assert_eq!(retry.next_delay(), Err("no connection after 2 attempts".into()));
         assert!(Retry::new(None).next_delay().is_err());
         let refused = ServerError { code: 7, fatal: true, text: "auth failed".into() };
-        assert!(retry.failed(&ClientError::Refused(refused)).is_err());
-        assert!(retry.failed(&ClientError::ConnectionLost).is_ok());
+        assert!(Retry::failed(&ClientError::Refused(refused)).is_err());
+        assert!(Retry::failed(&ClientError::ConnectionLost).is_ok());
     }
 
     #[test]

@@ -22,7 +22,7 @@ use super::{
 };
 use crate::{
     topic::{self, TopicKind},
-    ClientFrame, Msg, Pub, ServerFrame, Sub,
+    ClientFrame, Msg, Pub, ServerFrame, Sub, LEN_PREFIX,
 };
 
 /// How long a closing client keeps trying to send what is buffered before
@@ -34,7 +34,9 @@ pub(crate) const CLOSE_LINGER: Duration = Duration::from_secs(2);
 pub(crate) const WRITE_CHECK: Duration = Duration::from_millis(100);
 
 /// Bytes of a `PING` frame.
-const PING_LEN: usize = 14;
+fn ping_len() -> usize {
+    ClientFrame::Ping { nonce: 0 }.encoded_len()
+}
 
 /// Where a reader hands things to the application without ever waiting:
 /// a bounded queue's sending side.
@@ -359,15 +361,22 @@ impl State {
 
     // ---- what the application asks -------------------------------------
 
-    /// Checks that a payload fits one frame with this topic and reply-to.
-    pub(crate) fn check_size(
-        &self,
-        topic: &str,
-        reply_to: &str,
-        len: usize,
-    ) -> Result<(), ClientError> {
+    /// Checks a publication before it is queued: its topic and reply-to,
+    /// and that it fits one frame of the broker's `max_frame`.
+    pub(crate) fn check_pub(&self, p: &Pub<'_>) -> Result<(), ClientError> {
+        check_publish_target("topic", p.topic)?;
+        if !p.reply_to.is_empty() {
+            check_publish_target("reply-to", p.reply_to)?;
+        }
+        self.check_size(p)
+    }
+
+    /// Checks that a publication fits one frame of the broker's `max_frame`.
+    fn check_size(&self, p: &Pub<'_>) -> Result<(), ClientError> {
         let max_frame = self.info.max_frame;
-        let max = (max_frame as usize).saturating_sub(4 + topic.len() + reply_to.len());
+        let header = ClientFrame::Pub(Pub { payload: &[], ..*p }).encoded_len() - LEN_PREFIX;
+        let max = (max_frame as usize).saturating_sub(header);
+        let len = p.payload.len();
         if len > max {
             return Err(ClientError::PayloadTooLarge { len, max, max_frame });
         }
@@ -402,7 +411,7 @@ impl State {
             return Err(Blocked::Closed);
         }
         let sub = ClientFrame::Sub(Sub { sid: 0, topic, queue_group: "", lossy });
-        let probe = if kind == SubKind::Inbox { PING_LEN } else { 0 };
+        let probe = if kind == SubKind::Inbox { ping_len() } else { 0 };
         if !self.has_room(sub.encoded_len() + probe) {
             return Err(Blocked::Full);
         }
@@ -472,7 +481,7 @@ impl State {
     /// Only while the session is open and the send buffer has room.
     pub(crate) fn queue_ping(&mut self, reply: Box<dyn Mailbox<FlushEnd>>) -> Result<u64, Blocked> {
         match self.link {
-            Link::Up if self.has_room(PING_LEN) => {}
+            Link::Up if self.has_room(ping_len()) => {}
             Link::Up => return Err(Blocked::Full),
             Link::Closing | Link::Closed => return Err(Blocked::Closed),
             Link::Draining | Link::Down => return Err(Blocked::NotUp),
@@ -487,8 +496,24 @@ impl State {
         self.pongs.remove(&nonce);
     }
 
-    /// Queues a `PING` nobody waits for (a liveness probe); returns its nonce.
-    pub(crate) fn queue_probe(&mut self) -> u64 {
+    /// Queues a liveness probe if the link allows it (see
+    /// [`State::owes_control`]); true if the writer must be woken for it.
+    pub(crate) fn probe(&mut self) -> bool {
+        if !self.owes_control() {
+            return false;
+        }
+        self.queue_probe();
+        self.wake_writer()
+    }
+
+    /// Whether the frames the client owes the broker (`PONG`, its liveness
+    /// `PING`) are sent: while the session is open or closing.
+    fn owes_control(&self) -> bool {
+        matches!(self.link, Link::Up | Link::Closing)
+    }
+
+    /// Queues a `PING` nobody waits for; returns its nonce.
+    fn queue_probe(&mut self) -> u64 {
         let nonce = self.next_nonce;
         self.next_nonce = self.next_nonce.wrapping_add(1);
         self.push(&ClientFrame::Ping { nonce });
@@ -610,8 +635,8 @@ impl State {
         self.stats.reconnects += 1;
         let waiting = std::mem::take(&mut self.out);
         self.resubscribe();
-        self.requeue_publications(&waiting);
         self.emit(Event::Reconnected { attempts, info });
+        self.requeue_publications(&waiting);
         true
     }
 
@@ -628,12 +653,19 @@ impl State {
     }
 
     /// Keeps the `PUB`s of frames queued for the previous session; its
-    /// `SUB`s, `UNSUB`s, `PING`s and `PONG`s are stale.
+    /// `SUB`s, `UNSUB`s, `PING`s and `PONG`s are stale. A `PUB` too large
+    /// for the new broker's `max_frame` is dropped and reported.
     fn requeue_publications(&mut self, waiting: &[u8]) {
         let mut src = waiting;
         while let Ok(Some(frame)) = ClientFrame::decode(&mut src, u32::MAX) {
-            if let ClientFrame::Pub(_) = frame {
+            let ClientFrame::Pub(p) = frame else { continue };
+            if self.check_size(&p).is_ok() {
                 self.push(&frame);
+            } else {
+                self.stats.dropped_publications += 1;
+                let topic = p.topic.to_owned();
+                let (len, max_frame) = (p.payload.len(), self.info.max_frame);
+                self.emit(Event::PublicationDropped { topic, len, max_frame });
             }
         }
     }
@@ -662,7 +694,7 @@ impl State {
         match frame {
             ServerFrame::Msg(m) => self.deliver(&m),
             ServerFrame::Ping { nonce } => {
-                if matches!(self.link, Link::Up | Link::Closing) {
+                if self.owes_control() {
                     self.push(&ClientFrame::Pong { nonce });
                     outcome.wake_writer |= self.wake_writer();
                 }
@@ -797,15 +829,6 @@ impl State {
     }
 }
 
-/// Checks the topic and reply-to of a publication.
-pub(crate) fn check_publication(p: &Pub<'_>) -> Result<(), ClientError> {
-    check_publish_target("topic", p.topic)?;
-    if !p.reply_to.is_empty() {
-        check_publish_target("reply-to", p.reply_to)?;
-    }
-    Ok(())
-}
-
 /// Empties a written batch, and lets go of its memory after an unusually
 /// large one so that a burst does not pin it for the connection's life.
 pub(crate) fn recycle(batch: &mut Vec<u8>, send_buffer: usize) {
@@ -842,7 +865,10 @@ mod tests {
     use std::sync::mpsc::{sync_channel, Receiver};
 
     use super::*;
-    use crate::frame::ErrFrame;
+    use crate::{
+        client::{decoder::server_frame_limit, session::Watch},
+        frame::ErrFrame,
+    };
 
     fn info(max_frame: u32) -> ServerInfo {
         ServerInfo {
@@ -885,8 +911,14 @@ mod tests {
     fn server(st: &mut State, frame: ServerFrame<'_>) -> ReadOutcome {
         let mut bytes = Vec::new();
         frame.encode(&mut bytes);
+        raw(st, &bytes)
+    }
+
+    /// Reads `bytes` as the broker's, with the session's frame limit.
+    fn raw(st: &mut State, bytes: &[u8]) -> ReadOutcome {
         let mut decoder = Decoder::new();
-        decoder.spare()[..bytes.len()].copy_from_slice(&bytes);
+        decoder.set_limit(server_frame_limit(st.info().max_frame));
+        decoder.spare()[..bytes.len()].copy_from_slice(bytes);
         decoder.filled(bytes.len());
         st.read_frames(&mut decoder)
     }
@@ -1074,12 +1106,60 @@ mod tests {
 
     #[test]
     fn cancelled_flushes_are_forgotten() {
-        let (mut st, _events) = state(1 << 16);
-        let nonce = ping(&mut st);
+        let (mut st, events) = state(1 << 16);
+        let (tx, rx) = sync_channel(1);
+        let nonce = st.queue_ping(Box::new(tx)).expect("up");
         assert_eq!(st.pending_flushes(), 1);
         st.cancel_ping(nonce);
         assert_eq!(st.pending_flushes(), 0);
-        server(&mut st, ServerFrame::Pong { nonce });
+        let outcome = server(&mut st, ServerFrame::Pong { nonce });
+        assert!(!outcome.wake_writer && outcome.protocol.is_none());
+        assert_eq!(st.pending_flushes(), 0);
+        assert_eq!(rx.try_recv(), Err(std::sync::mpsc::TryRecvError::Disconnected));
+        assert_eq!(events.try_recv(), Err(std::sync::mpsc::TryRecvError::Empty));
+    }
+
+    #[test]
+    fn invalid_frames_are_protocol_errors_that_end_the_session() {
+        let mut msg = Vec::new();
+        ServerFrame::Msg(Msg { sid: 1, topic: "t", reply_to: "", payload: b"p" }).encode(&mut msg);
+        // prefix, opcode, flags, sid, topic length: then the topic's byte.
+        msg[4 + 2 + 4 + 1] = 0xff;
+        let mut too_long = (server_frame_limit(1 << 20) + 1).to_le_bytes().to_vec();
+        too_long.extend([0x05, 0]);
+        let unknown_opcode = [2, 0, 0, 0, 0x7f, 0];
+        for (what, bytes) in [
+            ("unknown opcode", &unknown_opcode[..]),
+            ("not valid UTF-8", &msg),
+            ("exceeds max_frame", &too_long),
+        ] {
+            let (mut st, _events) = state(1 << 16);
+            let outcome = raw(&mut st, bytes);
+            assert!(outcome.protocol.as_deref().is_some_and(|e| e.contains(what)), "{outcome:?}");
+            let reason = Watch::new(1000).on_read(&outcome, Instant::now());
+            assert!(matches!(reason, Some(DisconnectReason::Protocol(_))), "{what}: {reason:?}");
+        }
+    }
+
+    #[test]
+    fn publications_too_large_for_the_new_broker_are_dropped_and_reported() {
+        let (mut st, events) = state(1 << 16);
+        // A PUB of topic "t" takes 5 bytes besides its payload.
+        for len in [4091, 4092, 10] {
+            st.try_queue_pub(&publication(&vec![1; len])).expect("open");
+        }
+        st.connection_lost(DisconnectReason::Closed);
+        assert!(st.reconnected(info(4096), 1));
+        let mut src = &st.out[..];
+        let mut kept = Vec::new();
+        while let Some(ClientFrame::Pub(p)) = ClientFrame::decode(&mut src, 4096).expect("fits") {
+            kept.push(p.payload.len());
+        }
+        assert_eq!(kept, [4091, 10]);
+        assert_eq!(st.stats().dropped_publications, 1);
+        let events: Vec<Event> = events.try_iter().collect();
+        let dropped = Event::PublicationDropped { topic: "t".into(), len: 4092, max_frame: 4096 };
+        assert_eq!(events.last(), Some(&dropped), "{events:?}");
     }
 
     #[test]
@@ -1146,9 +1226,11 @@ mod tests {
     fn payload_limits_follow_max_frame() {
         let (st, _events) = state(1 << 16);
         let max = (1 << 20) - 4 - 1 - 2;
-        assert!(st.check_size("t", "ab", max).is_ok());
+        let payload = vec![0; max + 1];
+        let publication = |len| Pub { topic: "t", reply_to: "ab", payload: &payload[..len] };
+        assert!(st.check_pub(&publication(max)).is_ok());
         assert!(matches!(
-            st.check_size("t", "ab", max + 1),
+            st.check_pub(&publication(max + 1)),
             Err(ClientError::PayloadTooLarge { max: m, .. }) if m == max
         ));
     }

@@ -43,7 +43,7 @@ use ::tokio::{
 use futures_core::Stream;
 
 use super::{
-    decoder::{server_frame_limit, Decoder},
+    decoder::Decoder,
     session::{self, Retry, Silence, Watch},
     state::{
         self, Blocked, FlushEnd, Link, State, SubCounters, SubKind, WriterStep, CLOSE_LINGER,
@@ -399,26 +399,22 @@ impl Shared {
         Ok(queued)
     }
 
-    fn check_publication(&self, p: &Pub<'_>) -> Result<(), ClientError> {
-        state::check_publication(p)?;
-        self.lock().check_size(p.topic, p.reply_to, p.payload.len())
-    }
-
     async fn publish(&self, p: &Pub<'_>) -> Result<(), ClientError> {
-        self.check_publication(p)?;
+        self.lock().check_pub(p)?;
         self.queue(self.options.send_timeout, |st| st.try_queue_pub(p)).await
     }
 
     fn try_publish(&self, p: &Pub<'_>) -> Result<(), ClientError> {
-        self.check_publication(p)?;
         let mut st = self.lock();
+        st.check_pub(p)?;
         match st.try_queue_pub(p) {
             Ok(()) => {
                 self.wake_writer(st);
                 Ok(())
             }
             Err(Blocked::Closed) => Err(ClientError::Closed),
-            Err(Blocked::Full | Blocked::NotUp) => Err(ClientError::SendBufferFull),
+            // Publications are buffered whatever the link: the buffer is full.
+            Err(_) => Err(ClientError::SendBufferFull),
         }
     }
 
@@ -535,10 +531,8 @@ impl Shared {
     }
 
     fn probe(&self) {
-        let mut st = self.lock();
-        if matches!(st.link(), Link::Up | Link::Closing) {
-            st.queue_probe();
-            self.wake_writer(st);
+        if self.lock().probe() {
+            self.to_writer.notify_one();
         }
     }
 
@@ -617,7 +611,8 @@ async fn write_loop(
                 let _ = writer.shutdown().await;
                 break DisconnectReason::Closed;
             }
-            WriterStep::Wait | WriterStep::Stop => break DisconnectReason::Closed,
+            // `next_batch` waits out `Wait` itself: this is `Stop`.
+            _ => break DisconnectReason::Closed,
         }
     };
     let _ = stop_reader.send(reason);
@@ -701,7 +696,7 @@ async fn reconnect(shared: &Shared) -> Option<Conn> {
         match open(&shared.addr, &shared.options).await {
             Ok(conn) => return shared.reconnected(conn, retry.attempts()),
             Err(e) => {
-                if let Err(reason) = retry.failed(&e) {
+                if let Err(reason) = Retry::failed(&e) {
                     return shared.give_up(reason);
                 }
             }
@@ -722,23 +717,14 @@ async fn open_unbounded(addr: &str, options: &Options) -> Result<Conn, ClientErr
     let failed = |source| ClientError::Connect { addr: addr.to_owned(), source };
     let mut stream = TcpStream::connect(addr).await.map_err(failed)?;
     stream.set_nodelay(true)?;
-    // A broker that is full answers before reading HELLO, so a failed write
-    // is reported only if no answer can be read either.
     let wrote = stream.write_all(&session::hello(options)).await;
     let mut decoder = Decoder::new();
     loop {
-        if let Some(frame) = decoder.next_frame()? {
-            let info = session::welcome(frame)?;
-            decoder.set_limit(server_frame_limit(info.max_frame));
+        if let Some(info) = session::handshake_answer(&mut decoder)? {
             return Ok(Conn { stream, decoder, info });
         }
         match stream.read(decoder.spare()).await {
-            Ok(0) => {
-                return Err(match wrote {
-                    Err(source) => failed(source),
-                    Ok(()) => session::closed_during_handshake(addr),
-                })
-            }
+            Ok(0) => return Err(session::handshake_eof(addr, wrote)),
             Ok(n) => decoder.filled(n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(source) => return Err(failed(source)),
