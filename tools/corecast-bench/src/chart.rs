@@ -15,7 +15,11 @@ use plotters::{
     },
 };
 
-use crate::{driver::Kind, report::si, result::RunResult};
+use crate::{
+    driver::Kind,
+    report::{distinct, si},
+    result::RunResult,
+};
 
 /// DejaVu Sans (Bitstream Vera license, see `assets/LICENSE-DejaVu.txt`).
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
@@ -147,12 +151,7 @@ pub fn throughput(runs: &[&RunResult], path: &Path) -> anyhow::Result<bool> {
         return Ok(false);
     }
     ensure_font();
-    let mut categories: Vec<String> = Vec::new();
-    for r in &flows {
-        if !categories.contains(&r.case) {
-            categories.push(r.case.clone());
-        }
-    }
+    let categories = distinct(flows.iter().map(|r| r.case.clone()));
     let series = brokers_in(&flows)
         .into_iter()
         .map(|k| {
@@ -201,12 +200,7 @@ pub fn latency(runs: &[&RunResult], path: &Path) -> anyhow::Result<bool> {
         return Ok(false);
     }
     ensure_font();
-    let mut cases: Vec<String> = Vec::new();
-    for r in &lats {
-        if !cases.contains(&r.case) {
-            cases.push(r.case.clone());
-        }
-    }
+    let cases = distinct(lats.iter().map(|r| r.case.clone()));
     let root = BitMapBackend::new(path, (1100, 480 * cases.len() as u32)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
     let mode = lats[0].mode.as_deref().unwrap_or("standalone");

@@ -100,11 +100,9 @@ impl Case {
     fn name(&self) -> String {
         match self {
             Case::Flow(spec) => spec.case.clone(),
-            Case::Latency { rate, size, .. } => {
-                format!("latency {}k/s {size}B", *rate as f64 / 1000.0)
-            }
-            Case::Conns(n) => format!("conns {n}"),
-            Case::Churn { secs, threads } => format!("churn {secs}s x{threads}"),
+            Case::Latency { rate, size, .. } => latency::case_name(*rate, *size),
+            Case::Conns(n) => conns::case_name(*n),
+            Case::Churn { secs, threads } => churn::case_name(*secs, *threads),
         }
     }
 
@@ -112,13 +110,10 @@ impl Case {
     /// failed before the workload filled them in, and merged rounds).
     fn params(&self) -> Params {
         match self {
-            Case::Latency { rate, secs, size, .. } => Params {
-                rate: Some(*rate),
-                duration_s: Some(*secs),
-                size: Some(*size),
-                ..Params::default()
-            },
-            _ => Params::default(),
+            Case::Flow(spec) => spec.params(),
+            Case::Latency { rate, secs, size, .. } => latency::params(*rate, *secs, *size),
+            Case::Conns(n) => conns::params(*n),
+            Case::Churn { secs, threads } => churn::params(*secs, *threads),
         }
     }
 
@@ -405,6 +400,17 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_case_has_its_workloads_name_and_params() {
+        for case in matrix(false).iter().chain(&matrix(true)) {
+            let params = serde_json::to_string(&case.params()).expect("json");
+            assert_ne!(params, "{}", "{}", case.name());
+            assert!(case.name().starts_with(case.workload()), "{}", case.name());
+        }
+        let Case::Flow(spec) = &matrix(false)[1] else { panic!("a flow case") };
+        assert_eq!(Case::Flow(spec.clone()).params().subscribers, Some(1000));
+    }
 
     #[test]
     fn timestamps_are_utc_civil_dates() {

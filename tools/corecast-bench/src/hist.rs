@@ -131,9 +131,5 @@ mod tests {
         assert_eq!(copy.summary().count, 0);
         copy.merge(&all);
         assert_eq!(copy.summary(), all.summary());
-        // And it is not simply one of the rounds.
-        let mut first = Latency::new();
-        rounds[0].iter().for_each(|&v| first.record(v));
-        assert_ne!(first.summary().count, merged.summary().count);
     }
 }

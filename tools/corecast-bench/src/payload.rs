@@ -53,8 +53,6 @@ pub struct Tally {
     pub duplicates: u64,
     /// Jumps forward in a publisher's sequence.
     pub gaps: u64,
-    /// Messages skipped by those jumps.
-    pub skipped: u64,
     /// Payloads without a valid header, or from an unknown publisher.
     pub foreign: u64,
 }
@@ -80,7 +78,6 @@ impl Tally {
         } else {
             if stamp.seq > *next {
                 self.gaps += 1;
-                self.skipped += stamp.seq - *next;
             }
             *next = stamp.seq + 1;
             self.unique += 1;
@@ -93,7 +90,6 @@ impl Tally {
         self.unique += other.unique;
         self.duplicates += other.duplicates;
         self.gaps += other.gaps;
-        self.skipped += other.skipped;
         self.foreign += other.foreign;
     }
 }
@@ -125,6 +121,6 @@ mod tests {
         }
         t.count(b"short");
         t.count(&payload(7, 0));
-        assert_eq!((t.unique, t.duplicates, t.gaps, t.skipped, t.foreign), (6, 1, 1, 2, 2));
+        assert_eq!((t.unique, t.duplicates, t.gaps, t.foreign), (6, 1, 1, 2));
     }
 }

@@ -4,7 +4,12 @@ use std::{fmt::Write as _, path::Path};
 
 use anyhow::Context;
 
-use crate::{chart, driver::Kind, result::RunResult};
+use crate::{
+    chart,
+    driver::Kind,
+    hist::Summary,
+    result::{ChurnFigures, ConnsFigures, RunResult},
+};
 
 /// Writes `report.md` and the charts for `results` into `dir`; `notes` go
 /// under the title. Returns the Markdown.
@@ -47,7 +52,7 @@ pub fn write_all(results: &[RunResult], dir: &Path, notes: &[String]) -> anyhow:
     Ok(md)
 }
 
-/// How latency was measured, from the latency results' parameters.
+/// How churn was measured, when there are churn results.
 fn churn_note(results: &[RunResult]) -> Option<String> {
     results.iter().any(|r| r.churn.is_some()).then(|| {
         "churn: a 1 s churn before each measured one is not counted, so costs paid once \
@@ -57,26 +62,20 @@ fn churn_note(results: &[RunResult]) -> Option<String> {
     })
 }
 
+/// How latency was measured, from the latency results' parameters.
 fn latency_note(results: &[RunResult]) -> Option<String> {
     let lats: Vec<&RunResult> = results.iter().filter(|r| r.latency.is_some()).collect();
     if lats.is_empty() {
         return None;
     }
-    let mut brokers: Vec<Kind> = Vec::new();
-    let mut shapes: Vec<String> = Vec::new();
-    for r in &lats {
-        if !brokers.contains(&r.broker) {
-            brokers.push(r.broker);
-        }
+    let brokers = distinct(lats.iter().map(|r| r.broker));
+    let shapes = distinct(lats.iter().map(|r| {
         let secs = r.params.duration_s.map_or("?".into(), |s| s.to_string());
-        let shape = match r.params.rounds.unwrap_or(1) {
+        match r.params.rounds.unwrap_or(1) {
             1 => format!("1 run of {secs} s"),
             n => format!("{n} rounds of {secs} s"),
-        };
-        if !shapes.contains(&shape) {
-            shapes.push(shape);
         }
-    }
+    }));
     let warmup = "each run starts with a 0.5 s warm-up at the same rate that is not recorded";
     let shapes = shapes.join(" / ");
     if lats.iter().all(|r| r.params.round.is_some()) {
@@ -109,14 +108,19 @@ fn runs_col(r: &RunResult) -> String {
     }
 }
 
-fn modes(results: &[RunResult]) -> Vec<Option<String>> {
-    let mut modes: Vec<Option<String>> = Vec::new();
-    for r in results {
-        if !modes.contains(&r.mode) {
-            modes.push(r.mode.clone());
+/// `items` without repeats, in order of first appearance.
+pub fn distinct<T: PartialEq>(items: impl IntoIterator<Item = T>) -> Vec<T> {
+    let mut out = Vec::new();
+    for item in items {
+        if !out.contains(&item) {
+            out.push(item);
         }
     }
-    modes
+    out
+}
+
+fn modes(results: &[RunResult]) -> Vec<Option<String>> {
+    distinct(results.iter().map(|r| r.mode.clone()))
 }
 
 fn mode_title(mode: Option<&str>) -> String {
@@ -155,7 +159,8 @@ fn broker_cols(r: &RunResult) -> String {
 /// The bench's CPU use, and other processes' (noise), e.g. `38% of 1 (+0.2)`.
 fn bench_col(r: &RunResult) -> String {
     let u = &r.bench_usage;
-    format!("{:.0}% of {} (+{:.1})", u.utilization * 100.0, u.cpus, u.others_cores)
+    let others = u.others_cores.map_or("-".into(), |x| format!("{x:.1}"));
+    format!("{:.0}% of {} (+{others})", u.utilization * 100.0, u.cpus)
 }
 
 fn errors_col(r: &RunResult) -> String {
@@ -310,9 +315,85 @@ fn find<'a>(
     runs.iter().copied().find(|r| r.broker == broker && r.workload == workload && pick(r))
 }
 
+/// How a target came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Pass,
+    Fail,
+    /// corecast (or the reference) was not run for it.
+    NotMeasured,
+    /// nats-server's run failed: nothing to compare with.
+    NatsFailed,
+}
+
+impl Outcome {
+    fn of(pass: bool) -> Self {
+        if pass {
+            Outcome::Pass
+        } else {
+            Outcome::Fail
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Pass => "PASS",
+            Outcome::Fail => "FAIL",
+            Outcome::NotMeasured => "n/a",
+            Outcome::NatsFailed => "n/a (nats failed)",
+        }
+    }
+}
+
 /// One target line: (target, corecast figure, reference figure, measure,
-/// verdict).
-type Verdict = (String, String, String, String, Option<bool>);
+/// outcome).
+type Verdict = (String, String, String, String, Outcome);
+
+/// One broker's figure for a target.
+#[derive(Debug)]
+enum Side<T> {
+    /// The broker was not run for it.
+    NotRun,
+    /// It ran but recorded errors or has no samples: why.
+    Failed(String),
+    /// It ran cleanly; its figure.
+    Measured(T),
+}
+
+impl<T> Side<T> {
+    /// The side of `run`: measured only if it has no errors and `figure`
+    /// finds samples in it.
+    fn of(run: Option<&RunResult>, figure: impl FnOnce(&RunResult) -> Option<T>) -> Self {
+        match run {
+            None => Side::NotRun,
+            Some(r) if !r.errors.is_empty() => {
+                Side::Failed(format!("failed ({} errors)", r.errors.len()))
+            }
+            Some(r) => {
+                figure(r).map_or_else(|| Side::Failed("has no samples".into()), Side::Measured)
+            }
+        }
+    }
+
+    fn show(&self, f: impl FnOnce(&T) -> String) -> String {
+        match self {
+            Side::NotRun => "-".into(),
+            Side::Failed(_) => "failed".into(),
+            Side::Measured(v) => f(v),
+        }
+    }
+}
+
+/// The measure and outcome when a side has no figure: corecast not run is
+/// not measured, corecast failed is a FAIL, nats-server failed leaves
+/// nothing to compare with.
+fn missing<T, U>(c: &Side<T>, n: &Side<U>) -> (String, Outcome) {
+    match (c, n) {
+        (Side::Failed(why), _) => (format!("corecast {why}"), Outcome::Fail),
+        (Side::Measured(_), Side::Failed(why)) => (format!("nats {why}"), Outcome::NatsFailed),
+        _ => ("not measured".into(), Outcome::NotMeasured),
+    }
+}
 
 fn throughput_target(
     runs: &[&RunResult],
@@ -322,123 +403,129 @@ fn throughput_target(
     factor: f64,
 ) -> Verdict {
     let pick = |r: &RunResult| subs.is_none() || r.params.subscribers == subs;
-    let rate = |k| {
-        find(runs, k, workload, pick)
-            .and_then(|r| r.flow.as_ref().map(|f| (f.delivered_per_s, f.lost)))
+    let side = |k| {
+        Side::of(find(runs, k, workload, pick), |r| {
+            r.flow.as_ref().filter(|f| f.delivered > 0).map(|f| (f.delivered_per_s, f.lost))
+        })
     };
+    let (c, n) = (side(Kind::Corecast), side(Kind::Nats));
     let target = format!("{name}: delivered/s ≥ {factor}× nats-server's, nothing lost");
-    match (rate(Kind::Corecast), rate(Kind::Nats)) {
-        (Some((c, lost)), Some((n, _))) => {
+    let (measure, outcome) = match (&c, &n) {
+        (Side::Measured((c, lost)), Side::Measured((n, _))) => {
             let ratio = c / n.max(1e-9);
-            let measure = if lost > 0 {
+            let measure = if *lost > 0 {
                 format!("{ratio:.2}× (corecast lost {lost})")
             } else {
                 format!("{ratio:.2}×")
             };
-            (target, si(c), si(n), measure, Some(ratio >= factor && lost == 0))
+            (measure, Outcome::of(ratio >= factor && *lost == 0))
         }
-        (c, n) => {
-            (target, opt(c.map(|x| si(x.0))), opt(n.map(|x| si(x.0))), "not measured".into(), None)
-        }
-    }
-}
-
-fn opt(s: Option<String>) -> String {
-    s.unwrap_or_else(|| "-".into())
+        _ => missing(&c, &n),
+    };
+    (target, c.show(|x| si(x.0)), n.show(|x| si(x.0)), measure, outcome)
 }
 
 fn latency_targets(runs: &[&RunResult]) -> [Verdict; 2] {
-    let lat = |k| {
-        find(runs, k, "latency", |r| r.params.rate == Some(10_000))
-            .and_then(|r| r.latency.as_ref())
-            .map(|l| l.latency)
+    let side = |k| {
+        Side::of(find(runs, k, "latency", |r| r.params.rate == Some(10_000)), |r| {
+            r.latency.as_ref().map(|l| l.latency).filter(|s| s.count > 0)
+        })
     };
-    let (c, n) = (lat(Kind::Corecast), lat(Kind::Nats));
+    let (c, n) = (side(Kind::Corecast), side(Kind::Nats));
     let p99 = "latency 10k msg/s: p99 ≤ nats-server's p99".to_owned();
     let p999 = "latency 10k msg/s: p99.9 ≤ 2 × nats-server's p99".to_owned();
-    match (c, n) {
-        (Some(c), Some(n)) => [
+    match (&c, &n) {
+        (Side::Measured(c), Side::Measured(n)) => [
             (
                 p99,
                 format!("{:.1} µs", c.p99_us),
                 format!("{:.1} µs", n.p99_us),
                 format!("{:.2}×", c.p99_us / n.p99_us),
-                Some(c.p99_us <= n.p99_us),
+                Outcome::of(c.p99_us <= n.p99_us),
             ),
             (
                 p999,
                 format!("p99.9 {:.1} µs", c.p999_us),
                 format!("2 × p99 = {:.1} µs", 2.0 * n.p99_us),
                 format!("{:.2}×", c.p999_us / (2.0 * n.p99_us)),
-                Some(c.p999_us <= 2.0 * n.p99_us),
+                Outcome::of(c.p999_us <= 2.0 * n.p99_us),
             ),
         ],
-        _ => [
-            (p99, "-".into(), "-".into(), "not measured".into(), None),
-            (p999, "-".into(), "-".into(), "not measured".into(), None),
-        ],
+        _ => {
+            let (measure, outcome) = missing(&c, &n);
+            let p99_fig = |s: &Side<Summary>| s.show(|s| format!("{:.1} µs", s.p99_us));
+            let (cf, nf) = (p99_fig(&c), p99_fig(&n));
+            [
+                (p99, cf.clone(), nf.clone(), measure.clone(), outcome),
+                (p999, cf, nf, measure, outcome),
+            ]
+        }
     }
+}
+
+/// The conns figures of a run that opened every connection it was asked
+/// for (and no errors: see [`Side::of`]).
+fn conns_side(runs: &[&RunResult], k: Kind) -> Side<ConnsFigures> {
+    Side::of(find(runs, k, "conns", |_| true), |r| {
+        r.conns.clone().filter(|c| c.opened > 0 && Some(c.opened) == r.params.conns)
+    })
 }
 
 fn conns_target(runs: &[&RunResult]) -> Verdict {
     let name = "conns: broker RSS per idle subscribed connection ≤ 8 KiB".to_owned();
-    let per = |k| {
-        find(runs, k, "conns", |_| true)
-            .and_then(|r| r.conns.as_ref())
-            .map(|c| (c.rss_per_conn_bytes, c.opened))
+    let (c, n) = (conns_side(runs, Kind::Corecast), conns_side(runs, Kind::Nats));
+    let kib = |c: &ConnsFigures| format!("{:.2} KiB", c.rss_per_conn_bytes / 1024.0);
+    let (measure, outcome) = match &c {
+        Side::Measured(c) => (kib(c), Outcome::of(c.rss_per_conn_bytes <= 8192.0)),
+        _ => missing(&c, &n),
     };
-    let nats = opt(per(Kind::Nats).map(|(b, _)| format!("{:.2} KiB", b / 1024.0)));
-    match per(Kind::Corecast) {
-        Some((bytes, opened)) => (
-            name,
-            format!("{:.2} KiB ({opened} open)", bytes / 1024.0),
-            nats,
-            format!("{:.2} KiB", bytes / 1024.0),
-            Some(bytes <= 8192.0 && opened > 0),
-        ),
-        None => (name, "-".into(), nats, "not measured".into(), None),
-    }
+    let fig = c.show(|c| format!("{} ({} open)", kib(c), c.opened));
+    (name, fig, n.show(kib), measure, outcome)
 }
 
 fn idle_target(runs: &[&RunResult]) -> Verdict {
     let name = "idle: broker CPU with every connection open and silent ≤ 1% of a core".to_owned();
-    let idle = |k| {
-        find(runs, k, "conns", |_| true)
-            .and_then(|r| r.conns.as_ref())
-            .and_then(|c| c.idle_cpu_cores.map(|x| (x, c.opened)))
+    let idle = |k| match conns_side(runs, k) {
+        Side::Measured(c) => match c.idle_cpu_cores {
+            Some(cores) => Side::Measured((cores, c.opened)),
+            None => Side::Failed("has no idle CPU figure".into()),
+        },
+        Side::Failed(why) => Side::Failed(why),
+        Side::NotRun => Side::NotRun,
     };
+    let (c, n) = (idle(Kind::Corecast), idle(Kind::Nats));
     let pct = |x: f64| format!("{:.2}% of a core", x * 100.0);
-    let nats = opt(idle(Kind::Nats).map(|(x, _)| pct(x)));
-    match idle(Kind::Corecast) {
-        Some((cores, opened)) => (
-            name,
-            format!("{} ({opened} open)", pct(cores)),
-            nats,
-            pct(cores),
-            Some(cores <= 0.01 && opened > 0),
-        ),
-        None => (name, "-".into(), nats, "not measured".into(), None),
-    }
+    let (measure, outcome) = match &c {
+        Side::Measured((cores, _)) => (pct(*cores), Outcome::of(*cores <= 0.01)),
+        _ => missing(&c, &n),
+    };
+    let fig = c.show(|(cores, opened)| format!("{} ({opened} open)", pct(*cores)));
+    (name, fig, n.show(|x| pct(x.0)), measure, outcome)
 }
 
 fn churn_target(runs: &[&RunResult]) -> Verdict {
     let name =
         "churn: slots, buffers, tasks, subscriptions back to idle; RSS within 10%".to_owned();
-    let nats = opt(find(runs, Kind::Nats, "churn", |_| true)
-        .and_then(|r| r.churn.as_ref())
-        .map(|c| format!("RSS ×{:.2}", c.rss_ratio)));
-    match find(runs, Kind::Corecast, "churn", |_| true).and_then(|r| r.churn.as_ref()) {
-        Some(c) => {
+    let side = |k| {
+        Side::of(find(runs, k, "churn", |_| true), |r| r.churn.clone().filter(|c| c.cycles > 0))
+    };
+    let (c, n) = (side(Kind::Corecast), side(Kind::Nats));
+    let fig = |c: &ChurnFigures| {
+        let idle = c.back_to_idle.unwrap_or(false);
+        format!("idle: {}, RSS ×{:.2}", if idle { "yes" } else { "no" }, c.rss_ratio)
+    };
+    let (measure, outcome) = match &c {
+        Side::Measured(c) => {
             let idle = c.back_to_idle.unwrap_or(false);
             let rss_ok = (c.rss_ratio - 1.0).abs() <= 0.10;
-            let fig = format!("idle: {}, RSS ×{:.2}", if idle { "yes" } else { "no" }, c.rss_ratio);
-            (name, fig.clone(), nats, fig, Some(idle && rss_ok))
+            (fig(c), Outcome::of(idle && rss_ok))
         }
-        None => (name, "-".into(), nats, "not measured".into(), None),
-    }
+        _ => missing(&c, &n),
+    };
+    (name, c.show(fig), n.show(|c| format!("RSS ×{:.2}", c.rss_ratio)), measure, outcome)
 }
 
-fn targets(runs: &[&RunResult]) -> String {
+fn target_verdicts(runs: &[&RunResult]) -> Vec<Verdict> {
     let mut verdicts = vec![
         throughput_target(runs, "fanout 1→10", "fanout", Some(10), 2.0),
         throughput_target(runs, "fanout 1→1000", "fanout", Some(1000), 2.0),
@@ -449,14 +536,13 @@ fn targets(runs: &[&RunResult]) -> String {
     verdicts.push(conns_target(runs));
     verdicts.push(idle_target(runs));
     verdicts.push(churn_target(runs));
+    verdicts
+}
+
+fn targets(runs: &[&RunResult]) -> String {
     let mut md = String::from("\n### Targets for corecast\n\n| target | corecast | nats-server | measured | result |\n|---|--:|--:|--:|---|\n");
-    for (target, c, n, measure, verdict) in verdicts {
-        let v = match verdict {
-            Some(true) => "PASS",
-            Some(false) => "FAIL",
-            None => "n/a",
-        };
-        let _ = writeln!(md, "| {target} | {c} | {n} | {measure} | **{v}** |");
+    for (target, c, n, measure, outcome) in target_verdicts(runs) {
+        let _ = writeln!(md, "| {target} | {c} | {n} | {measure} | **{}** |", outcome.label());
     }
     md
 }
@@ -510,6 +596,132 @@ mod tests {
             .expect("a note")
             .starts_with("latency: 1 run of 3 s per broker;"));
         assert!(latency_note(&[]).is_none());
+    }
+
+    /// A result of `kind` for `workload` with `params`, nothing measured.
+    fn run_of(kind: Kind, workload: &str, params: crate::result::Params) -> RunResult {
+        let target = crate::workload::Target {
+            kind,
+            addr: ([127, 0, 0, 1], 0).into(),
+            pid: None,
+            timeout: std::time::Duration::from_secs(1),
+            mode: Some("one".into()),
+            settle: std::time::Duration::from_secs(1),
+        };
+        target.result(workload, workload.into(), params)
+    }
+
+    /// A 10k msg/s latency result with `count` samples and this p99.
+    fn latency_run(kind: Kind, p99_us: f64, count: u64) -> RunResult {
+        let params = crate::result::Params { rate: Some(10_000), ..Default::default() };
+        let mut r = run_of(kind, "latency", params);
+        let latency = Summary { count, p99_us, p999_us: p99_us * 1.5, ..Default::default() };
+        r.latency = Some(crate::result::LatencyFigures { latency, ..Default::default() });
+        r
+    }
+
+    /// A pairs result delivering `delivered` messages at `per_s`.
+    fn pairs_run(kind: Kind, per_s: f64, delivered: u64) -> RunResult {
+        let params = crate::result::Params { subscribers: Some(4), ..Default::default() };
+        let mut r = run_of(kind, "pairs", params);
+        let flow = crate::result::Flow {
+            delivered_per_s: per_s,
+            delivered,
+            expected: delivered,
+            ..Default::default()
+        };
+        r.flow = Some(flow);
+        r
+    }
+
+    fn outcomes<const N: usize>(verdicts: [Verdict; N]) -> [Outcome; N] {
+        verdicts.map(|v| v.4)
+    }
+
+    fn latency_outcomes(c: Option<RunResult>, n: Option<RunResult>) -> [Outcome; 2] {
+        let runs: Vec<RunResult> = c.into_iter().chain(n).collect();
+        outcomes(latency_targets(&runs.iter().collect::<Vec<_>>()))
+    }
+
+    fn pairs_outcome(c: RunResult, n: RunResult) -> Outcome {
+        throughput_target(&[&c, &n], "pairs", "pairs", None, 1.5).4
+    }
+
+    fn errored(mut r: RunResult) -> RunResult {
+        r.errors.push("subscriber: broker closed the subscriber connection".into());
+        r
+    }
+
+    #[test]
+    fn latency_targets_pass_or_fail_on_clean_runs() {
+        let nats = || Some(latency_run(Kind::Nats, 20.0, 1000));
+        use Outcome::*;
+        assert_eq!(
+            latency_outcomes(Some(latency_run(Kind::Corecast, 10.0, 1000)), nats()),
+            [Pass, Pass]
+        );
+        assert_eq!(
+            latency_outcomes(Some(latency_run(Kind::Corecast, 25.0, 1000)), nats()),
+            [Fail, Pass]
+        );
+    }
+
+    #[test]
+    fn failed_latency_runs_never_pass() {
+        use Outcome::*;
+        let good = |k| Some(latency_run(k, 10.0, 1000));
+        // corecast with errors, or without samples: FAIL.
+        let c = errored(latency_run(Kind::Corecast, 10.0, 1000));
+        assert_eq!(latency_outcomes(Some(c), good(Kind::Nats)), [Fail, Fail]);
+        let c = latency_run(Kind::Corecast, 0.0, 0);
+        assert_eq!(latency_outcomes(Some(c), good(Kind::Nats)), [Fail, Fail]);
+        // A failed nats-server leaves nothing to compare with.
+        let n = errored(latency_run(Kind::Nats, 10.0, 1000));
+        assert_eq!(latency_outcomes(good(Kind::Corecast), Some(n)), [NatsFailed, NatsFailed]);
+        let n = latency_run(Kind::Nats, 0.0, 0);
+        assert_eq!(latency_outcomes(good(Kind::Corecast), Some(n)), [NatsFailed, NatsFailed]);
+        // Not run at all.
+        assert_eq!(latency_outcomes(None, good(Kind::Nats)), [NotMeasured, NotMeasured]);
+        assert_eq!(latency_outcomes(good(Kind::Corecast), None), [NotMeasured, NotMeasured]);
+    }
+
+    #[test]
+    fn throughput_targets() {
+        use Outcome::*;
+        let (c, n) = (Kind::Corecast, Kind::Nats);
+        assert_eq!(pairs_outcome(pairs_run(c, 3e6, 100), pairs_run(n, 1e6, 100)), Pass);
+        assert_eq!(pairs_outcome(pairs_run(c, 1e6, 100), pairs_run(n, 1e6, 100)), Fail);
+        // nats-server delivered nothing, or failed: no pass against it.
+        assert_eq!(pairs_outcome(pairs_run(c, 3e6, 100), pairs_run(n, 0.0, 0)), NatsFailed);
+        let failed_nats = errored(pairs_run(n, 1e3, 100));
+        assert_eq!(pairs_outcome(pairs_run(c, 3e6, 100), failed_nats), NatsFailed);
+        // corecast failed or lost messages: FAIL.
+        assert_eq!(pairs_outcome(errored(pairs_run(c, 3e6, 100)), pairs_run(n, 1e6, 100)), Fail);
+        assert_eq!(pairs_outcome(pairs_run(c, 0.0, 0), pairs_run(n, 1e6, 100)), Fail);
+        let mut lossy = pairs_run(c, 3e6, 100);
+        lossy.flow.as_mut().expect("flow").lost = 1;
+        assert_eq!(pairs_outcome(lossy, pairs_run(n, 1e6, 100)), Fail);
+    }
+
+    #[test]
+    fn conns_targets_need_every_connection() {
+        let conns = |opened, per_conn, idle| {
+            let params = crate::result::Params { conns: Some(100), ..Default::default() };
+            let mut r = run_of(Kind::Corecast, "conns", params);
+            r.conns = Some(ConnsFigures {
+                opened,
+                rss_per_conn_bytes: per_conn,
+                idle_cpu_cores: Some(idle),
+                ..Default::default()
+            });
+            r
+        };
+        let verdicts = |r: &RunResult| [conns_target(&[r]).4, idle_target(&[r]).4];
+        assert_eq!(verdicts(&conns(100, 4096.0, 0.0)), [Outcome::Pass, Outcome::Pass]);
+        assert_eq!(verdicts(&conns(100, 9000.0, 0.5)), [Outcome::Fail, Outcome::Fail]);
+        assert_eq!(verdicts(&conns(60, 4096.0, 0.0)), [Outcome::Fail, Outcome::Fail]);
+        assert_eq!(verdicts(&errored(conns(100, 4096.0, 0.0))), [Outcome::Fail, Outcome::Fail]);
+        assert_eq!(conns_target(&[]).4, Outcome::NotMeasured);
     }
 
     #[test]

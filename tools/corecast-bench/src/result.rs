@@ -96,7 +96,9 @@ pub struct Flow {
     pub delivered_per_s: f64,
     /// Messages published.
     pub published: u64,
-    /// Deliveries owed (each subscriber, each message of its topic).
+    /// Deliveries owed: each subscriber, each message actually published to
+    /// its topic (a publisher that failed or hit the deadline owes only what
+    /// it sent).
     pub expected: u64,
     /// Distinct messages delivered.
     pub delivered: u64,
@@ -132,7 +134,7 @@ pub struct LatencyFigures {
 /// Broker memory for idle subscribed connections.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ConnsFigures {
-    /// Connections opened and subscribed.
+    /// Connections opened with their subscription confirmed.
     pub opened: usize,
     /// Broker RSS before, KiB.
     pub rss_before_kib: u64,
@@ -148,8 +150,9 @@ pub struct ConnsFigures {
     /// was confirmed until it settled; the last one is `rss_after_kib`.
     #[serde(default)]
     pub rss_samples_kib: Vec<u64>,
-    /// Broker CPU, in cores, over `IDLE_WINDOW_S` seconds once settled, with
-    /// every connection open and silent: non-zero means it polls.
+    /// Broker CPU, in cores, over `IDLE_WINDOW` (in `workload::conns`) once
+    /// settled, with every connection open and silent: non-zero means it
+    /// polls.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_cpu_cores: Option<f64>,
 }
@@ -188,7 +191,7 @@ pub struct BrokerUsage {
     pub pid: u32,
     /// User + system CPU seconds spent during the run.
     pub cpu_s: f64,
-    /// cpu_s over wall seconds (1.0 = one core busy).
+    /// cpu_s over the run's measured seconds (1.0 = one core busy).
     pub cpu_cores: f64,
     /// Peak RSS of the process (`VmHWM`), KiB: the peak of this run when the
     /// broker was started for it.
@@ -204,12 +207,13 @@ pub struct BenchUsage {
     pub cpu_s: f64,
     /// CPUs the bench was allowed to use.
     pub cpus: usize,
-    /// cpu_s / (wall seconds x cpus): 1.0 = every allowed CPU saturated.
+    /// cpu_s / (measured seconds x cpus): 1.0 = every allowed CPU saturated.
     pub utilization: f64,
     /// CPU used during the run by everything but the bench and the broker
     /// (other processes on the machine), in cores: noise in the figures.
-    #[serde(default)]
-    pub others_cores: f64,
+    /// `None` when the machine's or the broker's CPU time could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub others_cores: Option<f64>,
 }
 
 impl RunResult {

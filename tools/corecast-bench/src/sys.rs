@@ -193,7 +193,15 @@ mod tests {
     fn reads_own_process() {
         let me = Proc { pid: std::process::id() };
         assert!(me.rss_kib().expect("rss") > 0);
-        assert!(me.cpu_seconds().expect("cpu") >= 0.0);
-        assert!(self_cpu_seconds() >= 0.0);
+        let (proc_before, self_before) = (me.cpu_seconds().expect("cpu"), self_cpu_seconds());
+        // Burn CPU until both figures move (a tick is 10 ms at most).
+        let start = std::time::Instant::now();
+        let mut x = 1u64;
+        while self_cpu_seconds() <= self_before || me.cpu_seconds().expect("cpu") <= proc_before {
+            for _ in 0..100_000 {
+                x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
+            }
+            assert!(start.elapsed().as_secs() < 10, "CPU time did not rise");
+        }
     }
 }

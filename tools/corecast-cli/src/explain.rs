@@ -59,21 +59,3 @@ pub fn explain(err: &ClientError, server: &str) -> String {
         _ => err.to_string(),
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn refused_connections_say_how_to_start_the_broker() {
-        let err = ClientError::Connect {
-            addr: "127.0.0.1:7400".into(),
-            source: std::io::Error::from(ErrorKind::ConnectionRefused),
-        };
-        assert_eq!(
-            explain(&err, "127.0.0.1:7400"),
-            "cannot connect to 127.0.0.1:7400: connection refused — is the broker running? \
-             start it with `cargo run --release`"
-        );
-    }
-}

@@ -121,30 +121,17 @@ mod tests {
         for f in &frames {
             f.encode(&mut stream);
         }
-        let codec = Corecast::default();
-        for cut in 1..stream.len() {
-            let mut buf = Vec::new();
-            let mut events = Vec::new();
-            for chunk in stream.chunks(cut) {
-                buf.extend_from_slice(chunk);
-                while let Some((event, used)) = codec.parse(&buf).expect("valid stream") {
-                    events.push(format!("{event:?}"));
-                    buf.drain(..used);
-                }
-            }
-            assert!(buf.is_empty(), "cut {cut}: bytes left over");
-            assert_eq!(
-                events,
-                [
-                    r#"Msg { topic: "a.b", payload: [104, 101, 108, 108, 111] }"#,
-                    "Pong",
-                    "Ping(9)",
-                    r#"Stats("{\"total\":{}}")"#,
-                    r#"Msg { topic: "c", payload: [] }"#,
-                ],
-                "cut at {cut}"
-            );
-        }
+        crate::driver::assert_parses_in_pieces(
+            &Corecast::default(),
+            &stream,
+            &[
+                r#"Msg { topic: "a.b", payload: [104, 101, 108, 108, 111] }"#,
+                "Pong",
+                "Ping(9)",
+                r#"Stats("{\"total\":{}}")"#,
+                r#"Msg { topic: "c", payload: [] }"#,
+            ],
+        );
     }
 
     #[test]

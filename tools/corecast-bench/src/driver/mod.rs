@@ -79,6 +79,10 @@ impl FromStr for Kind {
     }
 }
 
+/// The read buffer never grows past this: a frame that does not fit is a
+/// garbage length or a missing newline, not something to wait for.
+pub const MAX_READ_BUFFER: usize = 64 << 20;
+
 /// How a connection is set up.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnOpts {
@@ -86,12 +90,6 @@ pub struct ConnOpts {
     pub read_buffer: usize,
     /// Bound on every blocking read, write and round trip.
     pub timeout: Duration,
-}
-
-impl Default for ConnOpts {
-    fn default() -> Self {
-        Self { read_buffer: 64 << 10, timeout: Duration::from_secs(30) }
-    }
 }
 
 /// One decoded frame, as far as the bench cares.
@@ -150,8 +148,8 @@ pub trait Codec: Send + 'static {
 /// What one [`Driver::receive`] call saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recv {
-    /// Read some bytes; this many whole messages were handed over.
-    Data(usize),
+    /// Read some bytes; the whole messages among them were handed over.
+    Data,
     /// Nothing to read now (non-blocking socket, or read timeout).
     Idle,
     /// The broker closed the connection.
@@ -226,15 +224,24 @@ impl Wire {
     }
 
     /// One `read` into the free end of the buffer (compacting or growing it
-    /// first when needed). `Ok(0)` is end of stream.
+    /// first when needed). `Ok(0)` is end of stream; an `InvalidData` error
+    /// when [`MAX_READ_BUFFER`] bytes hold no whole frame.
     pub fn fill(&mut self) -> io::Result<usize> {
         if self.end == self.buf.len() {
             if self.start > 0 {
                 self.buf.copy_within(self.start..self.end, 0);
                 self.end -= self.start;
                 self.start = 0;
+            } else if self.buf.len() >= MAX_READ_BUFFER {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "no whole frame in {} MiB from the broker (garbage length or missing newline)",
+                        MAX_READ_BUFFER >> 20
+                    ),
+                ));
             } else {
-                self.buf.resize(self.buf.len() * 2, 0);
+                self.buf.resize((self.buf.len() * 2).min(MAX_READ_BUFFER), 0);
             }
         }
         let n = self.stream.read(&mut self.buf[self.end..])?;
@@ -351,9 +358,8 @@ impl<C: Codec> Conn<C> {
         })
     }
 
-    /// Hands every whole frame in the buffer to `on_msg`; returns messages.
-    fn drain_buffer(&mut self, on_msg: &mut dyn FnMut(&str, &[u8])) -> anyhow::Result<usize> {
-        let mut msgs = 0;
+    /// Hands every whole frame in the buffer to `on_msg`.
+    fn drain_buffer(&mut self, on_msg: &mut dyn FnMut(&str, &[u8])) -> anyhow::Result<()> {
         let mut pongs = Vec::new();
         let mut consumed = 0;
         {
@@ -361,10 +367,7 @@ impl<C: Codec> Conn<C> {
             while let Some((event, used)) = self.codec.parse(&data[consumed..])? {
                 consumed += used;
                 match event {
-                    Event::Msg { topic, payload } => {
-                        msgs += 1;
-                        on_msg(topic, payload);
-                    }
+                    Event::Msg { topic, payload } => on_msg(topic, payload),
                     Event::Ping(nonce) => pongs.push(nonce),
                     Event::Dropped(n) => self.dropped += n,
                     Event::Subscribed => self.pending_subs = self.pending_subs.saturating_sub(1),
@@ -380,7 +383,7 @@ impl<C: Codec> Conn<C> {
         if !self.out.is_empty() {
             self.send_out()?;
         }
-        Ok(msgs)
+        Ok(())
     }
 }
 
@@ -434,7 +437,10 @@ impl<C: Codec> Driver for Conn<C> {
     fn receive(&mut self, on_msg: &mut dyn FnMut(&str, &[u8])) -> anyhow::Result<Recv> {
         match self.wire.fill() {
             Ok(0) => Ok(Recv::Closed),
-            Ok(_) => Ok(Recv::Data(self.drain_buffer(on_msg)?)),
+            Ok(_) => {
+                self.drain_buffer(on_msg)?;
+                Ok(Recv::Data)
+            }
             Err(e) if is_transient(&e) => Ok(Recv::Idle),
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok(Recv::Closed),
             Err(e) => Err(e).context("read from broker"),
@@ -471,7 +477,7 @@ impl<C: Codec> Conn<C> {
     fn drain_nonblocking(&mut self) -> anyhow::Result<()> {
         for _ in 0..1024 {
             match self.receive(&mut |_, _| {})? {
-                Recv::Data(_) => continue,
+                Recv::Data => continue,
                 Recv::Idle => return Ok(()),
                 Recv::Closed => bail!("broker closed the publisher connection"),
             }
@@ -504,6 +510,26 @@ pub fn parse_decimal(bytes: &[u8]) -> Option<usize> {
         b'0'..=b'9' => Some(acc * 10 + (b - b'0') as usize),
         _ => None,
     })
+}
+
+/// Feeds `stream` to `codec` in pieces of every size from 1 byte up, like a
+/// socket may deliver it, and checks each time that it decodes to exactly
+/// `expected` (events in `Debug` form) with no bytes left over.
+#[cfg(test)]
+fn assert_parses_in_pieces(codec: &impl Codec, stream: &[u8], expected: &[&str]) {
+    for cut in 1..stream.len() {
+        let mut buf = Vec::new();
+        let mut events = Vec::new();
+        for chunk in stream.chunks(cut) {
+            buf.extend_from_slice(chunk);
+            while let Some((event, used)) = codec.parse(&buf).expect("valid stream") {
+                events.push(format!("{event:?}"));
+                buf.drain(..used);
+            }
+        }
+        assert!(buf.is_empty(), "cut {cut}: bytes left over");
+        assert_eq!(events, expected, "cut at {cut}");
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use anyhow::bail;
 
-use super::{parse_decimal, put_decimal, Codec, Event, Wire};
+use super::{parse_decimal, put_decimal, Codec, Event, Wire, MAX_READ_BUFFER};
 
 /// The NATS codec.
 #[derive(Debug, Default)]
@@ -37,7 +37,7 @@ fn msg_args(args: &[u8]) -> anyhow::Result<(&str, usize)> {
         3 | 4 => parse_decimal(parts[n - 1]),
         _ => None,
     };
-    let Some(size) = size else {
+    let Some(size) = size.filter(|&s| s < MAX_READ_BUFFER) else {
         bail!("NATS MSG line malformed: {:?}", String::from_utf8_lossy(args));
     };
     Ok((std::str::from_utf8(parts[0])?, size))
@@ -127,39 +127,21 @@ impl Codec for Nats {
 mod tests {
     use super::*;
 
-    /// Parses a stream fed in pieces, like a socket would deliver it.
-    fn parse_split(stream: &[u8], cut: usize) -> Vec<(String, Vec<u8>)> {
-        let codec = Nats::default();
-        let mut buf = Vec::new();
-        let mut got = Vec::new();
-        for chunk in stream.chunks(cut) {
-            buf.extend_from_slice(chunk);
-            while let Some((event, used)) = codec.parse(&buf).expect("valid stream") {
-                if let Event::Msg { topic, payload } = event {
-                    got.push((topic.to_owned(), payload.to_vec()));
-                }
-                buf.drain(..used);
-            }
-        }
-        assert!(buf.is_empty(), "bytes left over");
-        got
-    }
-
     #[test]
     fn msg_frames_split_anywhere() {
         let stream = b"INFO {\"x\":1}\r\nMSG a.b 1 5\r\nhello\r\nPING\r\nMSG c 2 r.x 3\r\n\r\n\r\r\n+OK\r\nMSG d 3 0\r\n\r\n";
-        for cut in 1..stream.len() {
-            let got = parse_split(stream, cut);
-            assert_eq!(
-                got,
-                vec![
-                    ("a.b".to_owned(), b"hello".to_vec()),
-                    ("c".to_owned(), b"\r\n\r".to_vec()),
-                    ("d".to_owned(), Vec::new()),
-                ],
-                "cut at {cut}"
-            );
-        }
+        crate::driver::assert_parses_in_pieces(
+            &Nats::default(),
+            stream,
+            &[
+                "Other",
+                r#"Msg { topic: "a.b", payload: [104, 101, 108, 108, 111] }"#,
+                "Ping(0)",
+                r#"Msg { topic: "c", payload: [13, 10, 13] }"#,
+                "Other",
+                r#"Msg { topic: "d", payload: [] }"#,
+            ],
+        );
     }
 
     #[test]
@@ -168,6 +150,7 @@ mod tests {
         assert_eq!(codec.parse(b"MSG a 1 5\r\nhel").expect("valid"), None);
         assert_eq!(codec.parse(b"MSG a 1 5\r\nhello\r").expect("valid"), None);
         assert!(codec.parse(b"-ERR 'Slow Consumer'\r\n").is_err());
+        assert!(codec.parse(b"MSG a 1 99999999999\r\n").is_err(), "a garbage length is an error");
     }
 
     #[test]

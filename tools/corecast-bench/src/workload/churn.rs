@@ -88,17 +88,53 @@ fn gauges(stats: &serde_json::Value) -> serde_json::Value {
         .into()
 }
 
+/// Waits up to 5 s for corecast's gauges to read `want`: the last gauges
+/// read, and whether they did; `Err` with the `STATS` error if they never
+/// did and the last `STATS` failed. Other brokers have no gauges:
+/// `(None, Ok(true))`.
+fn settle_gauges(
+    target: &Target,
+    want: Option<&serde_json::Value>,
+) -> (Option<serde_json::Value>, Result<bool, String>) {
+    let (mut last, mut error) = (None, None);
+    let settled = wait_until(Duration::from_secs(5), || match target.stats() {
+        Ok(Some(s)) => {
+            error = None;
+            last = Some(gauges(&s));
+            last.as_ref() == want
+        }
+        Ok(None) => true,
+        Err(e) => {
+            error = Some(format!("STATS: {e:#}"));
+            false
+        }
+    });
+    let settled = match error {
+        Some(e) if !settled => Err(e),
+        _ => Ok(settled),
+    };
+    (last, settled)
+}
+
+/// The case name of a churn run, e.g. `churn 20s x4`.
+pub fn case_name(secs: f64, threads: usize) -> String {
+    format!("churn {secs}s x{threads}")
+}
+
+/// The parameters a churn run records.
+pub fn params(secs: f64, threads: usize) -> Params {
+    Params { duration_s: Some(secs), threads: Some(threads), ..Params::default() }
+}
+
 /// Runs `threads` churn loops for `secs` seconds.
 pub fn run(target: &Target, secs: f64, threads: usize) -> anyhow::Result<RunResult> {
     let proc = target.require_proc("churn")?;
-    let params = Params { duration_s: Some(secs), threads: Some(threads), ..Params::default() };
-    let mut result = target.result("churn", format!("churn {secs}s x{threads}"), params);
+    let mut result = target.result("churn", case_name(secs, threads), params(secs, threads));
     let idle = target.stats()?.map(|s| gauges(&s));
     churn_all(target, threads, Instant::now() + WARMUP, &Mutex::new(None));
-    wait_until(Duration::from_secs(5), || match target.stats() {
-        Ok(Some(s)) => Some(gauges(&s)) == idle,
-        _ => true,
-    });
+    if let (_, Err(e)) = settle_gauges(target, idle.as_ref()) {
+        result.errors.push(format!("after the warm-up: {e}"));
+    }
     thread::sleep(Duration::from_millis(500));
     let before = target.stats()?.map(|s| gauges(&s));
     let rss_before_kib = proc.rss_kib()?;
@@ -111,16 +147,13 @@ pub fn run(target: &Target, secs: f64, threads: usize) -> anyhow::Result<RunResu
     if let Some(e) = first_error.lock().ok().and_then(|mut e| e.take()) {
         result.errors.push(format!("{failures} failed cycles, first: {e}"));
     }
-    let mut after = None;
-    let settled = wait_until(Duration::from_secs(5), || match target.stats() {
-        Ok(Some(s)) => {
-            after = Some(gauges(&s));
-            after == before
+    let (after, settled) = settle_gauges(target, before.as_ref());
+    match settled {
+        Ok(true) => {}
+        Ok(false) => {
+            result.errors.push("corecast gauges not back to idle 5 s after the run".into())
         }
-        _ => true,
-    });
-    if !settled {
-        result.errors.push("corecast gauges not back to idle 5 s after the run".into());
+        Err(e) => result.errors.push(format!("after the run: {e}")),
     }
     let rss_after_kib = super::settle_rss(proc, target.settle)?.last().copied().unwrap_or(0);
     target.totals_into(&mut result);

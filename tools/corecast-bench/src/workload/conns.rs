@@ -17,7 +17,8 @@ const CHUNK: usize = 256;
 const IDLE_WINDOW: Duration = Duration::from_secs(2);
 
 /// Opens `count` subscribed connections; stops at the first failure
-/// (recorded in `errors`).
+/// (recorded in `errors`), keeping only the connections whose subscription
+/// was confirmed (the chunks before the failed one).
 fn open_all(target: &Target, count: usize, errors: &mut Vec<String>) -> Vec<Box<dyn Driver>> {
     let mut conns: Vec<Box<dyn Driver>> = Vec::with_capacity(count);
     while conns.len() < count {
@@ -32,18 +33,28 @@ fn open_all(target: &Target, count: usize, errors: &mut Vec<String>) -> Vec<Box<
         let confirmed =
             opened.and_then(|()| conns[first..].iter_mut().try_for_each(|c| c.confirm()));
         if let Err(e) = confirmed {
-            errors.push(format!("after {} connections: {e:#}", conns.len()));
+            errors.push(format!("after {first} confirmed connections: {e:#}"));
+            conns.truncate(first);
             break;
         }
     }
     conns
 }
 
+/// The case name of a conns run, e.g. `conns 5000`.
+pub fn case_name(count: usize) -> String {
+    format!("conns {count}")
+}
+
+/// The parameters a conns run records.
+pub fn params(count: usize) -> Params {
+    Params { conns: Some(count), ..Params::default() }
+}
+
 /// Runs the idle-connection workload with `count` connections.
 pub fn run(target: &Target, count: usize) -> anyhow::Result<RunResult> {
     let proc = target.require_proc("conns")?;
-    let params = Params { conns: Some(count), ..Params::default() };
-    let mut result = target.result("conns", format!("conns {count}"), params);
+    let mut result = target.result("conns", case_name(count), params(count));
     let (nofile_before, nofile_during) = sys::raise_nofile(count as u64 + 1024)?;
     if nofile_during > nofile_before {
         eprintln!("corecast-bench: raised RLIMIT_NOFILE of the bench from {nofile_before} to {nofile_during}");
@@ -53,10 +64,10 @@ pub fn run(target: &Target, count: usize) -> anyhow::Result<RunResult> {
     let meter = Meter::start(target);
     let conns = open_all(target, count, &mut result.errors);
     result.seconds = meter.started().elapsed().as_secs_f64();
+    meter.finish(&mut result);
     let samples = super::settle_rss(proc, target.settle)?;
     let rss_after_kib = samples.last().copied().unwrap_or(0);
     let idle_cpu_cores = idle_cpu(proc)?;
-    meter.finish(&mut result);
     let opened = conns.len();
     target.totals_into(&mut result);
     drop(conns);

@@ -80,7 +80,8 @@ impl FlowSpec {
         }
     }
 
-    fn params(&self) -> Params {
+    /// The parameters a run of this spec records.
+    pub fn params(&self) -> Params {
         Params {
             publishers: Some(self.publishers.len()),
             subscribers: Some(self.subscribers.len()),
@@ -90,9 +91,27 @@ impl FlowSpec {
         }
     }
 
-    /// Messages owed to a subscriber of `topic`.
+    /// Messages owed to a subscriber of `topic` if every publisher sends
+    /// all of its `msgs`.
     fn owed(&self, topic: &str) -> u64 {
         self.msgs * self.publishers.iter().filter(|t| *t == topic).count() as u64
+    }
+
+    /// Deliveries owed over all subscribers when publisher `i` actually sent
+    /// `sent[i]` messages: each subscriber, the sum over its topic's
+    /// publishers.
+    fn expected(&self, sent: &[u64]) -> u64 {
+        self.subscribers
+            .iter()
+            .map(|topic| {
+                self.publishers
+                    .iter()
+                    .zip(sent)
+                    .filter(|(t, _)| *t == topic)
+                    .map(|(_, n)| n)
+                    .sum::<u64>()
+            })
+            .sum()
     }
 }
 
@@ -128,7 +147,7 @@ impl Sub {
                 self.last = Some(Instant::now());
             }
             match outcome {
-                Ok(Recv::Data(_)) => continue,
+                Ok(Recv::Data) => continue,
                 Ok(Recv::Idle) => return,
                 Ok(Recv::Closed) => self.ended = Some("broker closed the connection".into()),
                 Err(e) => self.ended = Some(format!("{e:#}")),
@@ -221,8 +240,18 @@ fn connect_subscribers(target: &Target, spec: &FlowSpec) -> anyhow::Result<Vec<S
     Ok(subs)
 }
 
-/// Sends `msgs` stamped payloads to `topic` in batches, then flushes.
-/// Returns messages sent and when the flush came back.
+/// What a publisher did.
+struct Published {
+    /// Messages written to its socket.
+    sent: u64,
+    /// When its flush came back (or it failed).
+    end: Instant,
+    /// Why it stopped, if it failed.
+    error: Option<anyhow::Error>,
+}
+
+/// Sends `msgs` stamped payloads to `topic` in batches, then flushes; stops
+/// early at `deadline` or on an error.
 fn publish(
     mut conn: Box<dyn Driver>,
     id: u32,
@@ -230,17 +259,32 @@ fn publish(
     msgs: u64,
     size: usize,
     deadline: Instant,
-) -> anyhow::Result<(u64, Instant)> {
+) -> Published {
+    let mut sent = 0;
+    let outcome = publish_until(conn.as_mut(), id, topic, (msgs, size), deadline, &mut sent);
+    Published { sent, end: Instant::now(), error: outcome.err() }
+}
+
+/// [`publish`]'s loop; `sent` counts the messages of every batch written.
+fn publish_until(
+    conn: &mut dyn Driver,
+    id: u32,
+    topic: &str,
+    (msgs, size): (u64, usize),
+    deadline: Instant,
+    sent: &mut u64,
+) -> anyhow::Result<()> {
     let mut payload = vec![0x5a; size];
     let mut batch = Vec::with_capacity(BATCH_BYTES + size + 512);
-    let mut sent = 0;
-    while sent < msgs {
-        Stamp { publisher: id, seq: sent, sent_ns: 0, intended_ns: 0 }.write(&mut payload);
+    let mut encoded = 0;
+    while encoded < msgs {
+        Stamp { publisher: id, seq: encoded, sent_ns: 0, intended_ns: 0 }.write(&mut payload);
         conn.encode_publish(topic, &payload, &mut batch);
-        sent += 1;
+        encoded += 1;
         if batch.len() >= BATCH_BYTES {
             conn.publish_batch(&batch)?;
             batch.clear();
+            *sent = encoded;
             if Instant::now() >= deadline {
                 break;
             }
@@ -248,9 +292,9 @@ fn publish(
     }
     if !batch.is_empty() {
         conn.publish_batch(&batch)?;
+        *sent = encoded;
     }
-    conn.flush()?;
-    Ok((sent, Instant::now()))
+    conn.flush()
 }
 
 /// Splits subscribers round-robin over `n` reader threads.
@@ -302,14 +346,24 @@ pub fn run(target: &Target, spec: &FlowSpec) -> anyhow::Result<RunResult> {
     let start = meter.started();
     let mut flow = Flow::default();
     let mut pub_end = start;
-    for handle in publishers {
-        match handle.join() {
-            Ok(Ok((sent, end))) => {
-                flow.published += sent;
-                pub_end = pub_end.max(end);
+    let mut sent_by = vec![0; spec.publishers.len()];
+    for (i, handle) in publishers.into_iter().enumerate() {
+        let Ok(p) = handle.join() else {
+            result.errors.push(format!("publisher {i}: thread panicked"));
+            continue;
+        };
+        sent_by[i] = p.sent;
+        flow.published += p.sent;
+        pub_end = pub_end.max(p.end);
+        match p.error {
+            Some(e) => {
+                result.errors.push(format!("publisher {i} after {} messages: {e:#}", p.sent))
             }
-            Ok(Err(e)) => result.errors.push(format!("publisher: {e:#}")),
-            Err(_) => result.errors.push("publisher thread panicked".into()),
+            None if p.sent < spec.msgs => result.errors.push(format!(
+                "publisher {i} stopped at the run's deadline after {} of {} messages",
+                p.sent, spec.msgs
+            )),
+            None => {}
         }
     }
     wait_for_deliveries(&shared, spec, &readers);
@@ -340,14 +394,14 @@ pub fn run(target: &Target, spec: &FlowSpec) -> anyhow::Result<RunResult> {
             Err(_) => result.errors.push("reader thread panicked".into()),
         }
     }
-    meter.finish(&mut result);
-    flow.expected = spec.subscribers.iter().map(|t| spec.owed(t)).sum();
+    flow.expected = spec.expected(&sent_by);
     flow.lost = flow.expected.saturating_sub(flow.delivered);
     flow.published_per_s = flow.published as f64 / (pub_end - start).as_secs_f64().max(1e-9);
     let delivered_secs = last.map_or(0.0, |l: Instant| (l - start).as_secs_f64());
     flow.delivered_per_s =
         if delivered_secs > 0.0 { flow.delivered as f64 / delivered_secs } else { 0.0 };
     result.seconds = delivered_secs.max((pub_end - start).as_secs_f64());
+    meter.finish(&mut result);
     if flow.lost > 0 && result.errors.is_empty() {
         result.errors.push(format!("{} deliveries missing when the run ended", flow.lost));
     }
@@ -368,5 +422,19 @@ fn wait_for_deliveries<T>(shared: &Shared, spec: &FlowSpec, readers: &[thread::J
         } else if since.elapsed() >= spec.idle {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expected_counts_what_was_sent() {
+        // Every subscriber of the topic is owed what both publishers sent.
+        assert_eq!(FlowSpec::fanout(2, 3, 100, 64).expected(&[5, 7]), 36);
+        // Each subscriber is owed only its own publisher's messages.
+        assert_eq!(FlowSpec::pairs(2, 100, 64).expected(&[5, 7]), 12);
+        assert_eq!(FlowSpec::pairs(2, 100, 64).expected(&[0, 0]), 0);
     }
 }

@@ -91,8 +91,15 @@ fn subscriber(
 
 /// Publisher loop: message `i` is due at `start + i / rate`. Messages that
 /// are due together (the publisher woke late) go out in one write, each
-/// with its own intended time. Returns messages sent.
-fn publisher(conn: &mut dyn Driver, rate: u64, total: u64, size: usize) -> anyhow::Result<u64> {
+/// with its own intended time. `sent` counts the messages of every write
+/// that went out, also when a later one fails.
+fn publisher(
+    conn: &mut dyn Driver,
+    rate: u64,
+    total: u64,
+    size: usize,
+    sent: &mut u64,
+) -> anyhow::Result<()> {
     clock::tight_timer_slack();
     let interval = 1e9 / rate as f64;
     let start = clock::now_ns() + 5_000_000;
@@ -110,9 +117,19 @@ fn publisher(conn: &mut dyn Driver, rate: u64, total: u64, size: usize) -> anyho
         }
         conn.publish_batch(&batch)?;
         batch.clear();
+        *sent = i;
     }
-    conn.flush()?;
-    Ok(total)
+    conn.flush()
+}
+
+/// The case name of a latency run, e.g. `latency 10k/s 64B`.
+pub fn case_name(rate: u64, size: usize) -> String {
+    format!("latency {}k/s {size}B", rate as f64 / 1000.0)
+}
+
+/// The parameters a latency run records.
+pub fn params(rate: u64, secs: f64, size: usize) -> Params {
+    Params { rate: Some(rate), duration_s: Some(secs), size: Some(size), ..Params::default() }
 }
 
 /// Runs the latency workload at `rate` messages/s for `secs` seconds.
@@ -130,10 +147,7 @@ pub fn run_with_histograms(
 ) -> anyhow::Result<(RunResult, Histograms)> {
     anyhow::ensure!(size >= HEADER, "payload size must be at least {HEADER} bytes");
     anyhow::ensure!(rate > 0 && secs > 0.0, "rate and duration must be positive");
-    let params =
-        Params { rate: Some(rate), duration_s: Some(secs), size: Some(size), ..Params::default() };
-    let mut result =
-        target.result("latency", format!("latency {}k/s {size}B", rate as f64 / 1000.0), params);
+    let mut result = target.result("latency", case_name(rate, size), params(rate, secs, size));
     let mut sub = target.connect("lat-sub", 1 << 20)?;
     sub.subscribe(TOPIC)?;
     sub.confirm()?;
@@ -150,15 +164,12 @@ pub fn run_with_histograms(
     };
     let meter = Meter::start(target);
     let measured = (rate as f64 * secs).round() as u64;
-    let published = publisher(publisher_conn.as_mut(), rate, warmup + measured, size);
+    let mut total = 0;
+    let published = publisher(publisher_conn.as_mut(), rate, warmup + measured, size, &mut total);
     let pub_secs = meter.started().elapsed().as_secs_f64();
-    let total = match &published {
-        Ok(n) => *n,
-        Err(e) => {
-            result.errors.push(format!("publisher: {e:#}"));
-            0
-        }
-    };
+    if let Err(e) = published {
+        result.errors.push(format!("publisher after {total} messages: {e:#}"));
+    }
     sent.store(total, Relaxed);
     publishing.store(false, Relaxed);
     let done = super::wait_until(Duration::from_secs(3), || reader.is_finished());
@@ -171,6 +182,7 @@ pub fn run_with_histograms(
         }
         Err(_) => anyhow::bail!("subscriber thread panicked"),
     };
+    result.seconds = pub_secs;
     meter.finish(&mut result);
     if !done || histos.received < total {
         result.errors.push(format!(
@@ -178,7 +190,6 @@ pub fn run_with_histograms(
             total.saturating_sub(histos.received)
         ));
     }
-    result.seconds = pub_secs;
     result.latency = Some(LatencyFigures {
         sent: total.saturating_sub(warmup),
         received: histos.received.saturating_sub(warmup),
@@ -197,9 +208,10 @@ pub type Round = (RunResult, Option<Histograms>);
 
 /// Merges the rounds of one broker and case into one result: percentiles
 /// over the union of all rounds' samples; sent, received, `seconds` and CPU
-/// seconds summed; achieved rate, broker cores and the bench's utilization
-/// averaged over the rounds that ran; peak RSS the largest, RSS and
-/// corecast's counters the last round's; errors prefixed with their round.
+/// seconds summed; achieved rate, broker cores, the bench's utilization and
+/// other processes' cores (where known) averaged over the rounds that ran;
+/// peak RSS the largest, RSS and corecast's counters the last round's;
+/// errors prefixed with their round.
 /// `None` when there are no rounds.
 pub fn merge_rounds(rounds: &[Round]) -> Option<RunResult> {
     let measured: Vec<&RunResult> =
@@ -254,7 +266,10 @@ pub fn merge_rounds(rounds: &[Round]) -> Option<RunResult> {
         cpu_s: bench.iter().map(|b| b.cpu_s).sum(),
         cpus: bench.iter().map(|b| b.cpus).max().unwrap_or(0),
         utilization: mean(&bench.iter().map(|b| b.utilization).collect::<Vec<_>>()),
-        others_cores: mean(&bench.iter().map(|b| b.others_cores).collect::<Vec<_>>()),
+        others_cores: {
+            let others: Vec<f64> = bench.iter().filter_map(|b| b.others_cores).collect();
+            (!others.is_empty()).then(|| mean(&others))
+        },
     };
     Some(merged)
 }
@@ -299,8 +314,12 @@ mod tests {
             peak_rss_kib: peak,
             rss_kib: rss,
         });
-        r.bench_usage =
-            BenchUsage { cpu_s: cpu_s / 2.0, cpus: 1, utilization: cpu_cores, others_cores: 0.1 };
+        r.bench_usage = BenchUsage {
+            cpu_s: cpu_s / 2.0,
+            cpus: 1,
+            utilization: cpu_cores,
+            others_cores: Some(0.1),
+        };
         r.counters_after = Some(serde_json::json!({ "published": peak }));
         r.errors = errors.iter().map(|e| e.to_string()).collect();
         (r, Some(h))
@@ -346,7 +365,7 @@ mod tests {
 
         assert!(close(m.bench_usage.cpu_s, 3.0));
         assert!(close(m.bench_usage.utilization, 0.5));
-        assert!(close(m.bench_usage.others_cores, 0.1));
+        assert!(m.bench_usage.others_cores.is_some_and(|x| close(x, 0.1)));
         assert_eq!(m.bench_usage.cpus, 1);
 
         assert_eq!(m.counters_after, Some(serde_json::json!({ "published": 4000 })));

@@ -120,9 +120,15 @@ impl Meter {
         self.start
     }
 
-    /// Stops measuring and fills in the usage fields of `result`.
+    /// Stops measuring and fills in the usage fields of `result`. CPU
+    /// seconds are turned into cores over `result.seconds`, the measured
+    /// part (set it first; the time since [`Meter::start`] if it is 0).
     pub fn finish(self, result: &mut RunResult) {
-        let wall = self.start.elapsed().as_secs_f64().max(1e-9);
+        let secs = if result.seconds > 0.0 {
+            result.seconds
+        } else {
+            self.start.elapsed().as_secs_f64().max(1e-9)
+        };
         let cpus = sys::allowed_cpus();
         let cpu_s = sys::self_cpu_seconds() - self.bench_cpu;
         let busy = sys::machine_busy_seconds().unwrap_or(f64::NAN) - self.machine_busy;
@@ -133,7 +139,7 @@ impl Meter {
             result.broker_usage = Some(BrokerUsage {
                 pid: proc.pid,
                 cpu_s: broker_s,
-                cpu_cores: broker_s / wall,
+                cpu_cores: broker_s / secs,
                 peak_rss_kib: proc.peak_rss_kib().unwrap_or(0),
                 rss_kib: proc.rss_kib().unwrap_or(0),
             });
@@ -141,8 +147,8 @@ impl Meter {
         result.bench_usage = BenchUsage {
             cpu_s,
             cpus,
-            utilization: cpu_s / (wall * cpus as f64),
-            others_cores: (others / wall).max(0.0),
+            utilization: cpu_s / (secs * cpus as f64),
+            others_cores: (!others.is_nan()).then(|| (others / secs).max(0.0)),
         };
     }
 }
