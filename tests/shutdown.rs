@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The real binary: it logs its address, drains every accepted message
 //! before GOAWAY on SIGTERM, closes within the grace period, and exits 0.
+//! And the embedded broker's shutdown of connections still in handshake.
 
 mod common;
 
@@ -275,4 +276,27 @@ fn sigint_right_after_start_exits_0() {
         };
         assert!(status.success(), "round {round}: exit status {status:?}");
     }
+}
+
+#[test]
+fn shutdown_refuses_connections_still_in_handshake_with_shutting_down() {
+    let broker = start(corecast::Config { shutdown_grace_ms: 1000, ..test_config(2) });
+    let addr = broker.local_addr();
+    let mut raw = Client::connect_raw(addr);
+    let mut open = Client::connect(addr);
+    open.flush_empty();
+    // Both are accepted: the raw one sits in its handshake.
+    wait_counters(&broker, "both connections accepted", |c| c.slots_in_use == 2);
+    broker.shutdown();
+    // No session, so no GOAWAY: only ERR shutting down (11, fatal), then
+    // the close.
+    let frames = raw.read_to_close(Duration::from_secs(5));
+    let codes: Vec<_> = frames.iter().map(Got::err_code).collect();
+    assert_eq!(codes, [Some((11, true))], "handshake connection got {frames:?}");
+    assert_eq!(
+        open.read_to_close(Duration::from_secs(5)),
+        [Got::GoAway { reason: 1, grace_ms: 1000 }]
+    );
+    drop((raw, open));
+    broker.wait().expect("broker stops cleanly");
 }

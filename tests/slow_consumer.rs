@@ -160,8 +160,6 @@ fn non_reader_is_cut_off_while_reader_gets_everything_one_core() {
 fn non_reader_is_cut_off_while_reader_gets_everything_two_cores() {
     let broker = start(slow_config(2));
     slow_round(&broker, "slow.two");
-    let c = wait_idle(&broker);
-    assert!(c.buffers_allocated <= 2 * c.connections_accepted);
     finish(broker);
 }
 
@@ -225,8 +223,6 @@ fn lossy_subscriber_stays_and_reports_every_drop_before_pong() {
     publ.flush_empty();
     assert_eq!(lossy.flush(), vec![Got::msg(1, topic, &seq_payload(END, 0))]);
     drop((lossy, publ));
-    let c = wait_idle(&broker);
-    assert!(c.buffers_allocated <= 2 * c.connections_accepted);
     finish(broker);
 }
 

@@ -24,7 +24,7 @@ fn stats_reports_every_core_and_the_sums() {
     let mut a = Client::connect(broker.local_addr());
     a.sub(1, "s.one");
     a.sub(2, "s.two");
-    a.flush();
+    a.flush_empty();
     let doc = stats(&mut a, 77);
     let per_core = doc["per_core"].as_array().unwrap();
     assert_eq!(per_core.len(), 3);
@@ -34,9 +34,7 @@ fn stats_reports_every_core_and_the_sums() {
     assert_eq!(summed, 2);
     assert_eq!(broker.counters().total.subscriptions, 2);
     drop(a);
-    wait_idle(&broker);
-    broker.shutdown();
-    broker.wait().unwrap();
+    finish(broker);
 }
 
 #[test]
@@ -44,9 +42,9 @@ fn stats_before_hello_is_refused() {
     let broker = start(test_config(1));
     let mut c = Client::connect_raw(broker.local_addr());
     c.send(&ClientFrame::Stats { nonce: 1 });
-    assert_eq!(c.expect_fatal(), 4);
-    broker.shutdown();
-    broker.wait().unwrap();
+    c.expect_only_fatal(4);
+    drop(c);
+    finish(broker);
 }
 
 #[test]
@@ -59,6 +57,6 @@ fn stats_falls_back_to_totals_when_max_frame_is_small() {
     let doc = stats(&mut c, 5);
     assert!(doc.get("per_core").is_none(), "per-core counters do not fit 1200 bytes");
     assert_eq!(doc["total"]["connections_open"], 1);
-    broker.shutdown();
-    broker.wait().unwrap();
+    drop(c);
+    finish(broker);
 }

@@ -37,16 +37,19 @@ fn sweep_slack() -> Duration {
 fn silent_client_is_pinged_then_closed_as_stale() {
     let broker = start(timeout_config());
     let addr = broker.local_addr();
+    // Stamped before connecting, so that a stall between the broker's
+    // WELCOME and this thread running again cannot make the PING or the
+    // close look early: the lower bounds below only get safer.
+    let started = Instant::now();
     let mut silent = Client::connect(addr);
-    let welcomed = Instant::now();
     let mut pings = Vec::new();
     let end = loop {
         match silent.read_frame(Duration::from_secs(5)) {
-            ReadEnd::Frame(Got::Ping(n)) => pings.push((n, welcomed.elapsed())),
+            ReadEnd::Frame(Got::Ping(n)) => pings.push((n, started.elapsed())),
             other => break other,
         }
     };
-    let closed_at = welcomed.elapsed();
+    let closed_at = started.elapsed();
     match end {
         ReadEnd::Frame(Got::Err { code: 10, fatal: true, .. }) => {}
         other => panic!("expected ERR 10 after {pings:?}, got {other:?} at {closed_at:?}"),

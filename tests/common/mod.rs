@@ -267,6 +267,14 @@ impl Client {
         assert!(before.is_empty(), "expected nothing before PONG, got {before:?}");
     }
 
+    /// A flush whose frames before the PONG are exactly non-fatal ERRs with
+    /// these codes, in this order.
+    pub fn flush_expect_errs(&mut self, codes: &[u16]) {
+        let got = self.flush();
+        let want: Vec<_> = codes.iter().map(|&c| Some((c, false))).collect();
+        assert_eq!(got.iter().map(Got::err_code).collect::<Vec<_>>(), want, "{got:?}");
+    }
+
     /// Next frame within `timeout`.
     pub fn read_frame(&mut self, timeout: Duration) -> ReadEnd {
         let deadline = Instant::now() + timeout;
@@ -395,6 +403,16 @@ pub fn connect_not_on(addr: SocketAddr, core: u16) -> Client {
     panic!("64 connections all landed on core {core}");
 }
 
+/// A publisher and a subscriber on another core, the subscriber's `sid`
+/// subscribed to `topic` and flushed (so it is live on every core).
+pub fn cross_core_pair(addr: SocketAddr, sid: u32, topic: &str) -> (Client, Client) {
+    let publ = Client::connect(addr);
+    let mut sub = connect_not_on(addr, publ.core_id());
+    sub.sub(sid, topic);
+    sub.flush_empty();
+    (publ, sub)
+}
+
 /// Connects clients until one lands on `core`.
 pub fn connect_on(addr: SocketAddr, core: u16) -> Client {
     for _ in 0..64 {
@@ -466,10 +484,15 @@ pub fn wait_idle(broker: &Broker) -> Snapshot {
 }
 
 /// Ends a test's broker: no task panicked, everything went back to idle once
-/// the clients closed, and the broker stops cleanly.
+/// the clients closed, buffers were pooled (at most a read and a write
+/// buffer per accepted connection), and the broker stops cleanly.
 pub fn finish(broker: Broker) {
     let c = wait_idle(&broker);
     assert_eq!(c.task_panics, 0, "task panics: {c:#?}");
+    assert!(
+        c.buffers_allocated <= 2 * c.connections_accepted,
+        "buffers are pooled, not allocated per use: {c:#?}"
+    );
     broker.shutdown();
     broker.wait().expect("broker stops cleanly");
 }
