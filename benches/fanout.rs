@@ -46,7 +46,7 @@ fn config() -> Config {
         listen: "127.0.0.1:0".parse().expect("address"),
         cores: 1,
         max_frame: MAX_FRAME,
-        write_buffer: 256 << 10,
+        max_pending: 256 << 10,
         max_connections: 256,
         io_memory: 256 << 10,
         ping_interval_ms: 600_000,

@@ -169,14 +169,21 @@ impl Broker {
 
 fn log_limits(cfg: &Config, addr: SocketAddr) {
     const MIB: u64 = 1 << 20;
+    let bound = cfg.max_memory();
     tracing::info!(
         %addr,
         cores = cfg.cores,
         max_connections_per_core = cfg.max_connections,
-        max_frame = cfg.max_frame,
-        read_buffer = cfg.read_buffer,
-        write_buffer = cfg.write_buffer,
-        "corecast listening; buffers and queues can reach at most {} MiB",
-        cfg.max_memory().div_ceil(MIB)
+        max_pending = cfg.max_pending,
+        pending_budget_per_core = cfg.pending_budget,
+        "corecast listening; memory can reach at most {} MiB: {} MiB for {} connections at {} KiB \
+         each, {} MiB of pending budget ({} MiB per core), {} MiB of cross-core queues",
+        bound.total().div_ceil(MIB),
+        bound.connections.div_ceil(MIB),
+        cfg.max_connections * cfg.cores,
+        crate::config::CONNECTION_OVERHEAD >> 10,
+        bound.pending_budget.div_ceil(MIB),
+        (cfg.pending_budget as u64).div_ceil(MIB),
+        bound.cross_core.div_ceil(MIB),
     );
 }

@@ -8,9 +8,21 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 
-/// Bytes kept free at the end of every write buffer for the frames that end a
-/// session (`ERR`, `GOAWAY`), so they fit even when messages filled the rest.
-pub const WRITE_RESERVE: usize = 512;
+/// Resident memory of one idle, subscribed connection (slot, task,
+/// subscription), rounded up from the 2.2–2.4 KiB measured by
+/// `corecast-bench conns`. Kernel socket buffers come on top (they are
+/// kernel memory, bounded by `net.ipv4.tcp_mem`).
+pub const CONNECTION_OVERHEAD: u64 = 3 << 10;
+
+/// Settings that no longer exist, with what replaced them.
+const RETIRED: [(&str, &str); 2] = [
+    (
+        "write_buffer",
+        "pending output now lives in pooled chunks: use max_pending (per connection) \
+         and pending_budget (per core)",
+    ),
+    ("read_buffer", "input now lives in pooled chunks charged to pending_budget"),
+];
 
 /// The broker's settings. Field names are the TOML keys.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,13 +39,26 @@ pub struct Config {
     pub max_connections: usize,
     /// Largest frame length a client may send (the length prefix's value).
     pub max_frame: u32,
-    /// Read buffer per connection, bytes; 0 = `max_frame` + 4, the least that
-    /// holds a maximal frame.
-    pub read_buffer: usize,
-    /// Write buffer per connection, bytes: what a subscriber may fall behind
-    /// before it is cut off (or, when lossy, before messages are dropped);
-    /// 0 = `max_frame` + 64 KiB.
-    pub write_buffer: usize,
+    /// Bytes queued for one connection, at most: how far a subscriber may
+    /// fall behind a burst before it is cut off (or, on a lossy
+    /// subscription, before messages are dropped).
+    pub max_pending: usize,
+    /// A connection whose socket takes no bytes for this long while output
+    /// is queued is cut off as a slow consumer, ms.
+    pub write_deadline_ms: u64,
+    /// Bytes of queued output and unfinished input all connections of one
+    /// core may hold together; 0 = a quarter of the machine's memory,
+    /// divided among the cores. When full, the connections holding the most
+    /// meet their policy first.
+    pub pending_budget: usize,
+    /// Retired; kept only to name its replacement.
+    #[doc(hidden)]
+    #[serde(skip_serializing)]
+    pub write_buffer: Option<Retired>,
+    /// Retired; kept only to name its replacement.
+    #[doc(hidden)]
+    #[serde(skip_serializing)]
+    pub read_buffer: Option<Retired>,
     /// Subscriptions one connection may hold.
     pub max_subscriptions: usize,
     /// Silence after which the server sends `PING`, ms.
@@ -65,10 +90,13 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
             cores: 0,
             server_name: "corecast".into(),
-            max_connections: 4096,
+            max_connections: 32_768,
             max_frame: 1 << 20,
-            read_buffer: 0,
-            write_buffer: 0,
+            max_pending: 64 << 20,
+            write_deadline_ms: 10_000,
+            pending_budget: 0,
+            write_buffer: None,
+            read_buffer: None,
             max_subscriptions: 1024,
             ping_interval_ms: 30_000,
             stale_after_ms: 0,
@@ -105,6 +133,14 @@ pub enum ConfigError {
     /// A value is out of range or contradicts another.
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    /// A setting that no longer exists.
+    #[error("{key} was retired: {instead}")]
+    Retired {
+        /// The setting, as a TOML key.
+        key: &'static str,
+        /// What to use instead.
+        instead: &'static str,
+    },
 }
 
 impl Config {
@@ -121,11 +157,14 @@ impl Config {
         if self.cores == 0 {
             self.cores = online_cpus().len();
         }
-        if self.read_buffer == 0 {
-            self.read_buffer = self.max_frame as usize + corecast_proto::LEN_PREFIX;
+        let retired = [&self.write_buffer, &self.read_buffer];
+        if let Some(&(key, instead)) =
+            RETIRED.iter().zip(retired).find(|(_, v)| v.is_some()).map(|(r, _)| r)
+        {
+            return Err(ConfigError::Retired { key, instead });
         }
-        if self.write_buffer == 0 {
-            self.write_buffer = self.max_frame as usize + (64 << 10);
+        if self.pending_budget == 0 {
+            self.pending_budget = default_pending_budget(self.cores);
         }
         if self.stale_after_ms == 0 {
             self.stale_after_ms = self.ping_interval_ms.saturating_mul(3);
@@ -140,19 +179,23 @@ impl Config {
         if !(64..=u32::MAX as usize - 64).contains(&frame) {
             return invalid(format!("max_frame {frame} must be at least 64"));
         }
-        if self.read_buffer < frame + corecast_proto::LEN_PREFIX {
+        let max_msg = frame + 8;
+        if self.max_pending < max_msg {
             return invalid(format!(
-                "read_buffer {} cannot hold a frame of max_frame {frame} (needs {})",
-                self.read_buffer,
-                frame + corecast_proto::LEN_PREFIX
+                "max_pending {} cannot hold a maximal MSG (needs at least {max_msg})",
+                self.max_pending
             ));
         }
-        let min_write = frame + 8 + WRITE_RESERVE;
-        if self.write_buffer < min_write {
+        let min_budget = 2 * max_msg + (64 << 10);
+        if self.pending_budget < min_budget {
             return invalid(format!(
-                "write_buffer {} cannot hold a maximal MSG (needs at least {min_write})",
-                self.write_buffer
+                "pending_budget {} cannot hold a maximal frame in and out (needs at least \
+                 {min_budget})",
+                self.pending_budget
             ));
+        }
+        if self.write_deadline_ms == 0 {
+            return invalid("write_deadline_ms must be > 0".into());
         }
         if self.cores == 0 || self.cores > crate::coreset::MAX_CORES {
             return invalid(format!("cores must be 1..={}", crate::coreset::MAX_CORES));
@@ -176,15 +219,22 @@ impl Config {
         Ok(())
     }
 
-    /// The most memory this configuration lets the broker's buffers and
-    /// queues reach, in bytes: every slot's buffers on every core, plus every
-    /// cross-core channel full of maximal batches.
-    pub fn max_memory(&self) -> u64 {
-        let per_conn = (self.read_buffer + self.write_buffer) as u64;
+    /// The most memory this configuration lets the broker's connections
+    /// and queues reach, in bytes, per core and summed over the cores.
+    pub fn max_memory(&self) -> MemoryBound {
+        let cores = self.cores as u64;
         let batch = (self.cross_core_batch + self.max_frame as usize) as u64;
         let per_peer = (self.cross_core_queue as u64 + 1) * batch;
-        let cores = self.cores as u64;
-        cores * (self.max_connections as u64 * per_conn + cores.saturating_sub(1) * per_peer)
+        let per_core = MemoryBound {
+            connections: self.max_connections as u64 * CONNECTION_OVERHEAD,
+            pending_budget: self.pending_budget as u64,
+            cross_core: cores.saturating_sub(1) * per_peer,
+        };
+        MemoryBound {
+            connections: per_core.connections * cores,
+            pending_budget: per_core.pending_budget * cores,
+            cross_core: per_core.cross_core * cores,
+        }
     }
 
     /// How often the sweeper looks for timed-out connections: `busy` while
@@ -194,9 +244,52 @@ impl Config {
     pub(crate) fn sweep_intervals(&self) -> (Duration, Duration) {
         let quarter = |ms: u64| Duration::from_millis((ms / 4).clamp(5, 1000));
         let busy = quarter(self.handshake_timeout_ms.min(self.close_linger_ms.max(1)));
-        let idle = quarter(self.ping_interval_ms).max(busy);
+        let idle = quarter(self.ping_interval_ms.min(self.write_deadline_ms)).max(busy);
         (busy, idle)
     }
+}
+
+/// The value of a retired setting: accepted by the parser only so that the
+/// error can name what replaced it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retired;
+
+impl<'de> Deserialize<'de> for Retired {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d)?;
+        Ok(Retired)
+    }
+}
+
+/// The most memory the broker can reach, by what holds it, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryBound {
+    /// Every connection slot taken, at [`CONNECTION_OVERHEAD`] each.
+    pub connections: u64,
+    /// Every core's pending budget full.
+    pub pending_budget: u64,
+    /// Every cross-core link full of maximal batches.
+    pub cross_core: u64,
+}
+
+impl MemoryBound {
+    /// The sum.
+    pub fn total(&self) -> u64 {
+        self.connections + self.pending_budget + self.cross_core
+    }
+}
+
+/// A quarter of the machine's memory, divided among the cores, at least
+/// 64 MiB each. Pending output is burst absorption: a quarter leaves the
+/// rest to the kernel's socket buffers (which hold another share of every
+/// backlog) and to the other processes of the machine.
+fn default_pending_budget(cores: usize) -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let (pages, page) =
+        unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+    let total = if pages > 0 && page > 0 { pages as u64 * page as u64 } else { 4 << 30 };
+    let share = total / 4 / cores.max(1) as u64;
+    usize::try_from(share).unwrap_or(usize::MAX).max(64 << 20)
 }
 
 /// The CPUs this process may run on.
@@ -228,18 +321,29 @@ pub struct Args {
     /// Name sent to clients in WELCOME [default: corecast].
     #[arg(long)]
     pub server_name: Option<String>,
-    /// Connection slots per core [default: 4096].
+    /// Connection slots per core [default: 32768]; the open-file limit caps
+    /// connections first.
     #[arg(long)]
     pub max_connections: Option<usize>,
     /// Largest frame a client may send, bytes [default: 1048576].
     #[arg(long)]
     pub max_frame: Option<u32>,
-    /// Read buffer per connection, bytes [default: max_frame + 4].
+    /// Bytes queued for one connection before it is a slow consumer (or its
+    /// lossy subscriptions drop) [default: 67108864].
     #[arg(long)]
-    pub read_buffer: Option<usize>,
-    /// Write buffer per connection: how far a subscriber may fall behind, bytes [default: max_frame + 65536].
+    pub max_pending: Option<usize>,
+    /// A socket that takes nothing for this long with output queued is a slow consumer, ms [default: 10000].
     #[arg(long)]
-    pub write_buffer: Option<usize>,
+    pub write_deadline_ms: Option<u64>,
+    /// Queued output and unfinished input all connections of one core may hold, bytes [default: a quarter of memory / cores].
+    #[arg(long)]
+    pub pending_budget: Option<usize>,
+    /// Retired: use --max-pending and --pending-budget.
+    #[arg(long, hide = true, value_name = "BYTES")]
+    pub write_buffer: Option<String>,
+    /// Retired: input is charged to --pending-budget.
+    #[arg(long, hide = true, value_name = "BYTES")]
+    pub read_buffer: Option<String>,
     /// Subscriptions per connection [default: 1024].
     #[arg(long)]
     pub max_subscriptions: Option<usize>,
@@ -288,6 +392,12 @@ impl Args {
         if self.auth_token.is_some() {
             cfg.auth_token = self.auth_token.clone();
         }
+        if self.write_buffer.is_some() {
+            cfg.write_buffer = Some(Retired);
+        }
+        if self.read_buffer.is_some() {
+            cfg.read_buffer = Some(Retired);
+        }
         override_fields!(
             self,
             cfg,
@@ -296,8 +406,9 @@ impl Args {
             server_name,
             max_connections,
             max_frame,
-            read_buffer,
-            write_buffer,
+            max_pending,
+            write_deadline_ms,
+            pending_budget,
             max_subscriptions,
             ping_interval_ms,
             stale_after_ms,
@@ -319,15 +430,27 @@ mod tests {
     #[test]
     fn defaults_resolve() {
         let cfg = Config::default().resolve().expect("defaults are valid");
-        assert_eq!(cfg.read_buffer, (1 << 20) + 4);
+        assert_eq!(cfg.max_pending, 64 << 20);
+        assert!(cfg.pending_budget >= 64 << 20);
         assert_eq!(cfg.stale_after_ms, 90_000);
         assert!(cfg.cores >= 1);
     }
 
     #[test]
-    fn read_buffer_must_hold_max_frame() {
-        let cfg = Config { read_buffer: 1000, max_frame: 1000, ..Config::default() };
+    fn max_pending_must_hold_a_maximal_msg() {
+        let cfg = Config { max_pending: 1000, max_frame: 1000, ..Config::default() };
         assert!(matches!(cfg.resolve(), Err(ConfigError::Invalid(_))));
+    }
+
+    #[test]
+    fn retired_settings_name_their_replacement() {
+        let err = Args::parse_from(["corecast", "--write-buffer", "1000"])
+            .into_config()
+            .expect_err("retired");
+        assert!(err.to_string().contains("max_pending"), "{err}");
+        let cfg: Config = toml::from_str("write_buffer = 67108864").expect("parses");
+        let err = cfg.resolve().expect_err("retired");
+        assert!(err.to_string().starts_with("write_buffer was retired"), "{err}");
     }
 
     #[test]

@@ -1,75 +1,64 @@
-//! The connection task: one per client socket, owner of the socket and the
-//! read buffer, and the only code that writes to that socket.
+//! The connection task: one per client socket, the only code that reads from
+//! or writes to that socket.
 //!
-//! Each poll flushes the write buffer (one `send` for everything queued
-//! since the last one), then reads and applies whole frames. Other tasks
-//! queue frames into the slot's write buffer and wake the task; they never
-//! touch the socket. When the task ends, for whatever reason, its drop frees
-//! the slot and returns both buffers to the pools.
+//! Each poll flushes the output queue (one `sendmsg` for up to 64 chunks),
+//! then reads into the core's scratch and applies whole frames. Bytes left
+//! over after the last whole frame move into chunks of the connection's own,
+//! and a frame too large for the scratch is read into a buffer of its own
+//! size; both are charged to the core's budget. Other tasks queue frames in
+//! the slot and wake the task; they never touch the socket. When the task
+//! ends, for whatever reason, its drop frees the slot and everything it
+//! holds.
 
 use std::{
     future::{poll_fn, Future},
-    io,
+    io::{self, IoSlice},
+    os::fd::AsRawFd,
     pin::Pin,
     rc::Rc,
     task::{Context, Poll},
     time::Instant,
 };
 
-use corecast_proto::RawFrame;
+use corecast_proto::{ErrorCode, RawFrame, LEN_PREFIX};
 use futures_lite::{AsyncRead, AsyncWrite, FutureExt};
 use glommio::net::TcpStream;
 
 use crate::{
-    buffer::ReadBuf,
     cmd::{self, Ctx, Flow},
     counters::CoreCounters,
-    shard::{ms_duration, Shard, State},
-    slot::{Exit, Phase},
+    memory::Charge,
+    shard::{ms_duration, Shard, State, READ_SCRATCH},
+    slot::{Exit, LargeFrame, Phase},
 };
 
 /// Reads applied in one poll before the task yields to others.
 const READS_PER_POLL: usize = 4;
 /// Reads discarded in one poll while draining.
 const DRAIN_READS_PER_POLL: usize = 16;
-
-/// What the connection does about input.
-enum Input {
-    /// Read from the socket.
-    Read,
-    /// Wait to be woken.
-    Wait,
-    /// Buffered frames were applied; flush before reading.
-    Applied,
-    /// Buffered frames filled subscribers; let them flush first.
-    Yield,
-}
+/// Chunks handed to one `sendmsg`.
+const SEND_CHUNKS: usize = 64;
 
 /// The task's own state; dropping it frees the slot.
 struct Connection {
     shard: Rc<Shard>,
     key: usize,
     stream: TcpStream,
-    /// Taken out only by `Drop`, to give it back to the pool.
-    rbuf: Option<ReadBuf>,
     /// `shutdown(Write)` was sent while draining.
     fin_sent: bool,
-    /// Whole frames may wait in the read buffer (after a stall or a yield):
-    /// apply them before reading more.
+    /// The client closed its side while we were draining.
+    peer_eof: bool,
+    /// Whole frames wait in the connection's input (after a stall or a
+    /// yield): apply them before reading more.
     backlog: bool,
 }
 
 /// Serves one accepted connection until it closes. Panics are caught here:
 /// they close this connection and leave the rest of the core running.
-pub(crate) fn serve(
-    shard: Rc<Shard>,
-    stream: TcpStream,
-    key: usize,
-    rbuf: ReadBuf,
-) -> impl Future<Output = ()> {
+pub(crate) fn serve(shard: Rc<Shard>, stream: TcpStream, key: usize) -> impl Future<Output = ()> {
     CoreCounters::add(&shard.counters.tasks_alive, 1);
     let mut conn =
-        Connection { shard, key, stream, rbuf: Some(rbuf), fin_sent: false, backlog: false };
+        Connection { shard, key, stream, fin_sent: false, peer_eof: false, backlog: false };
     let run = async move { poll_fn(|cx| conn.poll(cx)).await };
     async move {
         if std::panic::AssertUnwindSafe(run).catch_unwind().await.is_err() {
@@ -80,9 +69,7 @@ pub(crate) fn serve(
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        if let Some(rbuf) = self.rbuf.take() {
-            self.shard.free_slot(self.key, rbuf);
-        }
+        self.shard.free_slot(self.key);
         CoreCounters::sub(&self.shard.counters.tasks_alive, 1);
     }
 }
@@ -109,153 +96,271 @@ impl Connection {
     }
 
     fn run(&mut self, shard: &Shard, st: &mut State, cx: &mut Context<'_>) -> Poll<()> {
-        self.trim_if_due(st);
         let mut reads = 0;
         loop {
-            if let Err(e) = self.flush(shard, st, cx) {
-                tracing::trace!(error = %e, "write failed");
-                st.leave(shard, self.key, Exit::Reset, "");
-            }
-            match st.slots[self.key].phase {
+            self.flush_or_leave(shard, st, cx);
+            match st.slots[self.key].phase() {
                 Phase::Closed => return Poll::Ready(()),
                 Phase::Draining { .. } => return self.drain(shard, st, cx),
                 Phase::Handshake | Phase::Open => {}
             }
-            match self.input_gate(shard, st, cx) {
-                Input::Read => {}
-                Input::Wait => return Poll::Pending,
-                // Flush what the retried frames queued, then look again.
-                Input::Applied => continue,
-                Input::Yield => return self.yield_now(shard, st, cx),
+            if shard.shutting_down.get() {
+                return Poll::Pending;
             }
-            if reads == READS_PER_POLL {
+            let flow = if self.backlog {
+                self.apply_input(shard, st, cx, 0)
+            } else if reads == READS_PER_POLL {
                 // Budget spent (and flushed above): let the other tasks run.
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
-            }
-            reads += 1;
-            let rbuf = self.rbuf.as_mut().expect("read buffer present while running");
-            match Pin::new(&mut self.stream).poll_read(cx, rbuf.spare()) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(0)) => st.leave(shard, self.key, Exit::Eof, ""),
-                Poll::Ready(Err(_)) => st.leave(shard, self.key, Exit::Reset, ""),
-                Poll::Ready(Ok(n)) => {
-                    rbuf.filled_by(n);
-                    CoreCounters::add(&shard.counters.bytes_in, n as u64);
-                    let slot = &mut st.slots[self.key];
-                    slot.last_inbound = shard.clock.get();
-                    slot.ping_outstanding = false;
-                    slot.trimmed = false;
-                    if self.apply_frames(shard, st, cx) == Flow::Yield {
-                        return self.yield_now(shard, st, cx);
-                    }
+            } else {
+                reads += 1;
+                match self.read(shard, st, cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(flow) => flow,
                 }
+            };
+            match flow {
+                Flow::Continue | Flow::Stop => {}
+                Flow::Stall => return Poll::Pending,
+                Flow::Yield => return self.yield_now(shard, st, cx),
             }
+        }
+    }
+
+    fn flush_or_leave(&mut self, shard: &Shard, st: &mut State, cx: &mut Context<'_>) {
+        if let Err(e) = self.flush(shard, st, cx) {
+            tracing::trace!(error = %e, "write failed");
+            st.leave(shard, self.key, Exit::Reset, "");
         }
     }
 
     /// Lets the subscribers this connection filled flush before it applies
     /// more: they were woken first, so they run before it polls again.
     fn yield_now(&mut self, shard: &Shard, st: &mut State, cx: &mut Context<'_>) -> Poll<()> {
-        if self.flush(shard, st, cx).is_err() {
-            st.leave(shard, self.key, Exit::Reset, "");
-        }
+        self.flush_or_leave(shard, st, cx);
         cx.waker().wake_by_ref();
         Poll::Pending
     }
 
-    /// An idle connection hands its buffers' touched pages back to the
-    /// kernel, so idle connections cost little more than their slot.
-    fn trim_if_due(&mut self, st: &mut State) {
+    /// Reads what the socket has and applies the whole frames.
+    fn read(&mut self, shard: &Shard, st: &mut State, cx: &mut Context<'_>) -> Poll<Flow> {
+        if st.slots[self.key].input.large.is_some() {
+            return self.read_large(shard, st, cx);
+        }
+        let mut scratch = std::mem::take(&mut st.read_scratch);
+        let held = st.slots[self.key].input.stash.len();
+        let result = Pin::new(&mut self.stream).poll_read(cx, &mut scratch[held..]);
+        st.read_scratch = scratch;
+        let n = match result {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(0)) => return Poll::Ready(self.leave(shard, st, Exit::Eof)),
+            Poll::Ready(Err(_)) => return Poll::Ready(self.leave(shard, st, Exit::Reset)),
+            Poll::Ready(Ok(n)) => n,
+        };
+        self.note_inbound(shard, st, n);
+        Poll::Ready(self.apply_input(shard, st, cx, n))
+    }
+
+    fn leave(&mut self, shard: &Shard, st: &mut State, why: Exit) -> Flow {
+        st.leave(shard, self.key, why, "");
+        Flow::Stop
+    }
+
+    fn note_inbound(&mut self, shard: &Shard, st: &mut State, n: usize) {
+        CoreCounters::add(&shard.counters.bytes_in, n as u64);
         let slot = &mut st.slots[self.key];
-        if !std::mem::take(&mut slot.trim_due) {
-            return;
-        }
-        slot.wbuf.trim();
-        if let Some(rbuf) = self.rbuf.as_mut() {
-            rbuf.trim();
-        }
-        slot.trimmed = true;
+        slot.last_inbound = shard.clock.get();
+        slot.ping_outstanding = false;
     }
 
-    /// Whether the connection may take more input now. It must wait while
-    /// shutting down or stalled (the stall's owner wakes it: staging room, a
-    /// barrier, a flush); applying buffered frames may also queue output.
-    fn input_gate(&mut self, shard: &Shard, st: &mut State, cx: &Context<'_>) -> Input {
-        if shard.shutting_down.get() {
-            return Input::Wait;
+    /// Applies the connection's input: the stash, moved in front of the
+    /// `fresh` bytes just read into the scratch (or a complete large frame).
+    /// Whatever is left moves back into the connection's own memory.
+    fn apply_input(
+        &mut self,
+        shard: &Shard,
+        st: &mut State,
+        cx: &Context<'_>,
+        fresh: usize,
+    ) -> Flow {
+        if st.slots[self.key].input.large.as_ref().is_some_and(|l| l.filled == l.buf.len()) {
+            return self.apply_large(shard, st, cx);
         }
-        if !self.backlog {
-            return Input::Read;
+        let mut scratch = std::mem::take(&mut st.read_scratch);
+        let State { slots, mem, .. } = &mut *st;
+        let held = slots[self.key].input.stash.move_into(mem, &mut scratch);
+        let mut src = &scratch[..held + fresh];
+        let flow = self.apply_frames(shard, st, cx, &mut src);
+        if st.slots[self.key].is_live() {
+            self.keep_leftover(shard, st, src);
         }
-        // Frames read earlier wait at the front of the buffer.
-        match self.apply_frames(shard, st, cx) {
-            Flow::Stall => Input::Wait,
-            Flow::Yield => Input::Yield,
-            Flow::Continue | Flow::Stop => Input::Applied,
-        }
+        st.read_scratch = scratch;
+        flow
     }
 
-    /// Applies every whole frame in the read buffer. Returns how it stopped:
-    /// `Continue` when it needs more bytes.
-    fn apply_frames(&mut self, shard: &Shard, st: &mut State, cx: &Context<'_>) -> Flow {
-        let waker = cx.waker();
-        let rbuf = self.rbuf.as_mut().expect("read buffer present while running");
+    /// Applies whole frames from the front of `src`, leaving in it what was
+    /// not applied. Returns how it stopped: `Continue` when it needs more
+    /// bytes.
+    fn apply_frames(
+        &mut self,
+        shard: &Shard,
+        st: &mut State,
+        cx: &Context<'_>,
+        src: &mut &[u8],
+    ) -> Flow {
         let max_frame = shard.cfg.max_frame;
+        // Answers pile up fastest when a client pipelines many frames: let
+        // them out before they reach max_pending.
+        let own_output_limit = shard.cfg.max_pending / 2;
+        self.backlog = false;
         loop {
-            let mut src = rbuf.filled();
-            let before = src.len();
-            let flow = match RawFrame::split(&mut src, max_frame) {
-                Ok(None) => {
-                    self.backlog = false;
-                    return Flow::Continue;
-                }
-                Ok(Some(raw)) => {
-                    let mut ctx = Ctx { shard, st, key: self.key, waker };
-                    cmd::dispatch(&mut ctx, raw)
-                }
-                Err(e) => {
-                    let mut ctx = Ctx { shard, st, key: self.key, waker };
-                    cmd::refuse_decode(&mut ctx, &e)
-                }
+            let before = *src;
+            let mut ctx = Ctx { shard, st, key: self.key, waker: cx.waker() };
+            let flow = match RawFrame::split(src, max_frame) {
+                Ok(None) => return Flow::Continue,
+                Ok(Some(raw)) => cmd::dispatch(&mut ctx, raw),
+                Err(e) => cmd::refuse_decode(&mut ctx, &e),
             };
-            let used = before - src.len();
+            let flow = match flow {
+                Flow::Continue if st_out_len(st, self.key) > own_output_limit => Flow::Yield,
+                flow => flow,
+            };
             match flow {
-                Flow::Continue => rbuf.consume(used),
+                Flow::Continue => {}
                 Flow::Yield => {
-                    rbuf.consume(used);
-                    self.backlog = true;
+                    self.backlog = !src.is_empty();
                     return Flow::Yield;
                 }
                 Flow::Stall => {
+                    *src = before;
                     self.backlog = true;
                     return Flow::Stall;
                 }
                 Flow::Stop => {
-                    rbuf.clear();
-                    self.backlog = false;
+                    *src = &[];
                     return Flow::Stop;
                 }
             }
         }
     }
 
-    /// Writes what is queued, in one `send` when the socket takes it all,
-    /// then queues the notices that were waiting for room.
+    /// Moves input left after the last applied frame into the connection's
+    /// own memory: chunks, or a buffer of its own for a frame larger than
+    /// the scratch. Without budget for it the connection is closed.
+    fn keep_leftover(&mut self, shard: &Shard, st: &mut State, left: &[u8]) {
+        if left.is_empty() {
+            return;
+        }
+        let frame_len = RawFrame::peek_len(left).map_or(0, |len| LEN_PREFIX + len as usize);
+        if !self.backlog && frame_len > READ_SCRATCH {
+            self.start_large_frame(shard, st, left, frame_len);
+            return;
+        }
+        let State { slots, mem, .. } = &mut *st;
+        if slots[self.key].input.stash.push(mem, left, Charge::Budget) {
+            return;
+        }
+        if self.make_room(shard, st, left.len()) {
+            let State { slots, mem, .. } = &mut *st;
+            if slots[self.key].input.stash.push(mem, left, Charge::Budget) {
+                return;
+            }
+        }
+        st.leave(shard, self.key, Exit::OutOfMemory, "");
+    }
+
+    fn start_large_frame(&mut self, shard: &Shard, st: &mut State, left: &[u8], frame_len: usize) {
+        if !st.slots[self.key].is_open() {
+            let text = "the first frame must be HELLO";
+            st.leave(shard, self.key, Exit::Protocol(ErrorCode::HandshakeRequired), text);
+            return;
+        }
+        let buf = match st.mem.take_large(frame_len) {
+            Some(buf) => Some(buf),
+            None if self.make_room(shard, st, frame_len) => st.mem.take_large(frame_len),
+            None => None,
+        };
+        let Some(mut buf) = buf else {
+            st.leave(shard, self.key, Exit::OutOfMemory, "");
+            return;
+        };
+        buf[..left.len()].copy_from_slice(left);
+        st.slots[self.key].input.large = Some(LargeFrame { buf, filled: left.len() });
+    }
+
+    /// Applies the budget policy to connections holding more than this one.
+    fn make_room(&mut self, shard: &Shard, st: &mut State, len: usize) -> bool {
+        let State { slots, mem, doomed, .. } = &mut *st;
+        let made = State::policy(shard, doomed).make_room(slots, mem, self.key, len);
+        st.reap_doomed(shard);
+        made
+    }
+
+    /// Reads the rest of a large frame straight into its buffer (never past
+    /// its end), and applies it once complete.
+    fn read_large(&mut self, shard: &Shard, st: &mut State, cx: &mut Context<'_>) -> Poll<Flow> {
+        let large = st.slots[self.key].input.large.as_mut().expect("checked by the caller");
+        let result = Pin::new(&mut self.stream).poll_read(cx, &mut large.buf[large.filled..]);
+        let n = match result {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(0)) => return Poll::Ready(self.leave(shard, st, Exit::Eof)),
+            Poll::Ready(Err(_)) => return Poll::Ready(self.leave(shard, st, Exit::Reset)),
+            Poll::Ready(Ok(n)) => n,
+        };
+        large.filled += n;
+        let complete = large.filled == large.buf.len();
+        self.note_inbound(shard, st, n);
+        Poll::Ready(if complete { self.apply_large(shard, st, cx) } else { Flow::Continue })
+    }
+
+    fn apply_large(&mut self, shard: &Shard, st: &mut State, cx: &Context<'_>) -> Flow {
+        let large = st.slots[self.key].input.large.take().expect("checked by the caller");
+        let mut src = &large.buf[..];
+        let flow = self.apply_frames(shard, st, cx, &mut src);
+        let stalled = !src.is_empty();
+        let slot = &mut st.slots[self.key];
+        if stalled && slot.is_live() {
+            slot.input.large = Some(large);
+        } else {
+            st.mem.give_large(large.buf);
+        }
+        flow
+    }
+
+    /// Writes what is queued, then queues the notices that were waiting for
+    /// room. Records when the socket stopped taking bytes, for the write
+    /// deadline.
     fn flush(&mut self, shard: &Shard, st: &mut State, cx: &mut Context<'_>) -> io::Result<()> {
         self.release_notices(shard, st);
         loop {
-            let slot = &mut st.slots[self.key];
-            let pending = slot.wbuf.pending();
-            if pending.is_empty() {
+            let State { slots, mem, .. } = &mut *st;
+            let slot = &mut slots[self.key];
+            if slot.out.is_empty() {
+                slot.write_blocked_since = None;
                 return Ok(());
             }
-            match Pin::new(&mut self.stream).poll_write(cx, pending) {
-                Poll::Pending => return Ok(()),
+            let sent = {
+                let mut parts = [IoSlice::new(&[]); SEND_CHUNKS];
+                let n = slot.out.slices(mem, &mut parts);
+                match send_vectored(&self.stream, &parts[..n]) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        // Arms glommio's wake-up for when the socket has room.
+                        Pin::new(&mut self.stream).poll_write(cx, &parts[0])
+                    }
+                    other => Poll::Ready(other),
+                }
+            };
+            match sent {
+                Poll::Pending => {
+                    slot.write_blocked_since.get_or_insert_with(Instant::now);
+                    return Ok(());
+                }
                 Poll::Ready(Err(e)) => return Err(e),
                 Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
                 Poll::Ready(Ok(n)) => {
-                    slot.wbuf.consume(n);
+                    slot.out.consume(mem, n);
+                    slot.write_blocked_since = None;
                     CoreCounters::add(&shard.counters.bytes_out, n as u64);
                     self.release_notices(shard, st);
                 }
@@ -266,47 +371,72 @@ impl Connection {
     /// Queues the notices that were waiting for room or for a barrier:
     /// `DROPPED` reports, then `PONG`s.
     fn release_notices(&mut self, shard: &Shard, st: &mut State) {
-        let slot = &mut st.slots[self.key];
+        let State { slots, mem, .. } = &mut *st;
+        let slot = &mut slots[self.key];
         if !slot.is_open() {
             return;
         }
         if slot.unreported_drops {
-            slot.report_drops();
+            slot.report_drops(mem);
         }
-        if !slot.pongs.is_empty() && !cmd::release_pongs(st, self.key) {
-            st.leave(shard, self.key, Exit::SlowConsumer, "");
+        if !slot.pongs.is_empty() {
+            cmd::release_pongs(shard, st, self.key);
         }
     }
 
-    /// After the final frame went out: half-close, then read and discard
-    /// until the client closes too (or the sweeper ends the linger), so the
-    /// client sees our last frame instead of a reset.
+    /// A closing connection: flush the final frame, then half-close, while
+    /// reading and discarding input the whole time, so unread input never
+    /// turns the close into a reset that would destroy what was queued.
+    /// Ends when the client has closed too and everything is out, or when
+    /// the sweeper ends the drain at its deadline.
     fn drain(&mut self, shard: &Shard, st: &mut State, cx: &mut Context<'_>) -> Poll<()> {
-        let slot = &mut st.slots[self.key];
-        if !slot.wbuf.is_empty() {
-            return Poll::Pending;
-        }
-        if !self.fin_sent {
+        let flushed = st.slots[self.key].out.is_empty();
+        if flushed && !self.fin_sent {
             if let Poll::Ready(Err(_)) = Pin::new(&mut self.stream).poll_close(cx) {
                 return Poll::Ready(());
             }
             self.fin_sent = true;
             // Everything is out: wait for the client's close only briefly.
             let linger = Instant::now() + ms_duration(shard.cfg.close_linger_ms);
-            if let Phase::Draining { until } = &mut slot.phase {
-                *until = (*until).min(linger);
-            }
+            st.slots[self.key].drain_until(linger);
         }
-        let rbuf = self.rbuf.as_mut().expect("read buffer present while running");
+        if self.peer_eof {
+            return if self.fin_sent { Poll::Ready(()) } else { Poll::Pending };
+        }
         for _ in 0..DRAIN_READS_PER_POLL {
-            rbuf.clear();
-            match Pin::new(&mut self.stream).poll_read(cx, rbuf.spare()) {
+            match Pin::new(&mut self.stream).poll_read(cx, &mut st.read_scratch) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Ok(0)) => {
+                    self.peer_eof = true;
+                    return if self.fin_sent { Poll::Ready(()) } else { Poll::Pending };
+                }
                 Poll::Ready(Ok(_)) => {}
             }
         }
         cx.waker().wake_by_ref();
         Poll::Pending
     }
+}
+
+fn st_out_len(st: &State, key: usize) -> usize {
+    st.slots.get(key).map_or(0, |s| s.out.len())
+}
+
+/// One `sendmsg` of several slices (glommio's own vectored write sends only
+/// the first), never blocking and never raising `SIGPIPE`.
+fn send_vectored(stream: &TcpStream, parts: &[IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: msghdr is plain data; an all-zero value is valid.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    // IoSlice is ABI-compatible with iovec on Unix; sendmsg only reads them.
+    msg.msg_iov = parts.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = parts.len() as _;
+    // SAFETY: the fd is the stream's open socket and `msg` points at
+    // `parts`, which outlive the call.
+    let rc =
+        unsafe { libc::sendmsg(stream.as_raw_fd(), &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc as usize)
 }

@@ -47,10 +47,17 @@ counters! {
     connections_open,
     /// Slab slots taken, in any state from `Handshake` to `Closed`.
     slots_in_use,
-    /// Read and write buffers held by slots rather than the pool.
+    /// Chunks and large input buffers held by connections (none while a
+    /// connection is idle).
     buffers_out,
-    /// Buffers ever allocated by the pools (kept for reuse afterwards).
-    buffers_allocated,
+    /// Bytes queued for clients and not yet written.
+    pending_bytes,
+    /// Bytes of the pending budget held by connections: output chunks,
+    /// input chunks, large input buffers.
+    memory_used,
+    /// Bytes of free chunks kept resident for reuse; past a small reserve
+    /// they go back to the kernel on the sweeper's next tick.
+    memory_cached,
     /// Connection tasks running.
     tasks_alive,
     /// Subscriptions held by connections of this core.
@@ -69,8 +76,23 @@ counters! {
     bytes_out,
     /// Messages dropped on lossy subscriptions (reported with `DROPPED`).
     msgs_dropped,
-    /// Connections closed because they could not keep up.
+    /// Of those, dropped because the connection had `max_pending` queued.
+    drops_max_pending,
+    /// Of those, dropped (new or already queued) to keep the core within
+    /// its pending budget.
+    drops_budget,
+    /// Connections closed because they could not keep up (all causes).
     slow_consumer_closes,
+    /// Of those, closed with `max_pending` bytes queued.
+    closes_max_pending,
+    /// Of those, closed because their socket took nothing for
+    /// `write_deadline_ms` while output was pending.
+    closes_write_deadline,
+    /// Of those, closed to keep the core within its pending budget.
+    closes_budget,
+    /// Connections closed because the budget could not hold a frame they
+    /// were sending (`ERR` out of memory).
+    input_budget_closes,
     /// Connections closed for silence past the idle limit.
     stale_closes,
     /// Connections closed for not sending `HELLO` in time.
@@ -94,6 +116,12 @@ impl CoreCounters {
     #[inline]
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    /// Sets a gauge of this core.
+    #[inline]
+    pub(crate) fn set(counter: &AtomicU64, n: u64) {
+        counter.store(n, Relaxed);
     }
 
     /// Subtracts `n` from a gauge of this core.

@@ -18,12 +18,16 @@
 //!   `PUB`).
 //! - `shard`: the state of one core and the ways a connection leaves.
 //! - `slot`: a connection's shared state and lifecycle.
-//! - `fanout`: copying a message into subscribers' write buffers, with the
-//!   slow-consumer policies.
+//! - `fanout`: copying a message into subscribers' output queues.
+//! - `pressure`: the named policies when something is full (`max_pending`,
+//!   write deadline, the per-core pending budget).
 //! - `mesh`: records, staging and the barrier between cores.
 //! - `link`: the bounded links that carry batches between cores.
 //! - `topics`: the subscription table.
-//! - `buffer`: fixed read and write buffers and their pools.
+//! - `memory`: the per-core chunk pool and pending budget, large input
+//!   buffers.
+//! - `queue`: byte queues in chunks (a connection's output, its leftover
+//!   input).
 //! - `prefetch`: cache-line hints for the fan-out loop.
 //! - [`counters`]: live counters.
 //! - `probe`: marks the broker's own code for allocation accounting.
@@ -32,7 +36,6 @@
 //! does no I/O.
 
 pub mod broker;
-mod buffer;
 mod cmd;
 pub mod config;
 mod connection;
@@ -41,10 +44,13 @@ pub mod counters;
 mod fanout;
 mod link;
 mod listener;
+mod memory;
 mod mesh;
 mod prefetch;
+mod pressure;
 #[doc(hidden)]
 pub mod probe;
+mod queue;
 mod server;
 mod shard;
 mod shutdown;

@@ -6,7 +6,7 @@ use std::{
     os::fd::{FromRawFd, IntoRawFd},
     rc::Rc,
     sync::Arc,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use corecast_proto::{ErrFrame, ErrorCode, ServerFrame};
@@ -23,10 +23,11 @@ use crate::{
     counters::CoreCounters,
     fanout::{self, Message},
     link::{CoreLinks, LinkRx, LinkTx},
+    memory::WARM_KEEP,
     mesh::Record,
-    shard::{Shard, State},
+    shard::{ms_duration, Shard, State},
     shutdown::ShutdownSignal,
-    slot::{Exit, Phase},
+    slot::{Exit, Limit, Phase, Slot},
 };
 
 /// What a core needs to start.
@@ -48,7 +49,9 @@ pub(crate) async fn run(init: CoreInit) -> Result<(), String> {
     let CoreInit { core, cfg, counters, listener, links, signal, ready } = init;
     // SAFETY: the fd is a listening TCP socket we own; ownership moves over.
     let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
-    let shard = Rc::new(Shard::new(core, cfg, counters));
+    let shard = Shard::new(core, cfg, counters)
+        .ok_or_else(|| "cannot reserve address space for the pending budget".to_string())?;
+    let shard = Rc::new(shard);
     let mesh_tasks = MeshTasks::start(&shard, links);
     let sweeper = glommio::spawn_local(sweep(Rc::clone(&shard)));
     let acceptor = glommio::spawn_local(accept_loop(Rc::clone(&shard), listener));
@@ -126,12 +129,12 @@ fn apply_batch(shard: &Shard, st: &mut State, from: usize, batch: &[u8]) -> usiz
         match record {
             Record::Publish { topic, reply_to, payload } => {
                 published += 1;
-                let State { slots, topics, doomed, fanout, .. } = &mut *st;
+                let State { slots, topics, doomed, fanout, mem, .. } = &mut *st;
                 let mut pressed = false;
                 if let Some(entry) = topics.get(topic) {
                     let msg = Message { topic, reply_to, payload };
-                    pressed =
-                        fanout::deliver(slots, &entry.local, msg, &shard.counters, doomed, fanout);
+                    let mut policy = State::policy(shard, doomed);
+                    pressed = fanout::deliver(slots, mem, &entry.local, msg, &mut policy, fanout);
                 }
                 st.reap_doomed(shard);
                 if pressed {
@@ -176,13 +179,13 @@ async fn admit(shard: &Rc<Shard>, stream: TcpStream) {
         Ok(peer) => peer,
         Err(_) => return,
     };
-    let Some((key, rbuf)) = shard.open_slot(peer) else {
+    let Some(key) = shard.open_slot(peer) else {
         refuse_full(shard, stream).await;
         return;
     };
     let _ = stream.set_nodelay(true);
     // The state borrow taken by open_slot has ended: spawning polls at once.
-    let task = connection::serve(Rc::clone(shard), stream, key, rbuf);
+    let task = connection::serve(Rc::clone(shard), stream, key);
     match shard.gate.spawn(task) {
         Ok(task) => {
             task.detach();
@@ -204,20 +207,13 @@ async fn refuse_full(shard: &Shard, mut stream: TcpStream) {
     let _ = future::poll_once(stream.close()).await;
 }
 
-/// What the sweeper found a slot due for.
-enum Due {
-    Ping,
-    Close(Exit),
-}
-
-/// Every tick: ping the silent, close the stale and the never-welcomed, and
-/// end lingering closes whose deadline passed.
+/// Every tick: ping the silent, close the stale, the never-welcomed and
+/// those whose socket took nothing within the write deadline, end drains
+/// whose deadline passed, and hand spare pool chunks back to the kernel.
 async fn sweep(shard: Rc<Shard>) {
     let (busy_tick, idle_tick) = shard.cfg.sweep_intervals();
     let mut tick = busy_tick;
-    let ping_after = crate::shard::ms_duration(shard.cfg.ping_interval_ms);
-    let stale_after = crate::shard::ms_duration(shard.cfg.stale_after_ms);
-    let handshake = crate::shard::ms_duration(shard.cfg.handshake_timeout_ms);
+    let limits = SweepLimits::new(&shard.cfg);
     let mut expired = Vec::new();
     loop {
         if tick == idle_tick {
@@ -231,40 +227,74 @@ async fn sweep(shard: Rc<Shard>) {
         let st = &mut *guard;
         tick = idle_tick;
         for (key, slot) in st.slots.iter_mut() {
-            if matches!(slot.phase, Phase::Handshake | Phase::Draining { .. }) {
+            if matches!(slot.phase(), Phase::Handshake | Phase::Draining { .. }) {
                 tick = busy_tick;
             }
-            match slot.phase {
-                Phase::Handshake if now - slot.accepted_at > handshake => {
-                    expired.push((key, Due::Close(Exit::HandshakeTimeout)))
-                }
-                Phase::Open if now - slot.last_inbound > stale_after => {
-                    expired.push((key, Due::Close(Exit::Stale)))
-                }
-                Phase::Open if now - slot.last_inbound > ping_after && !slot.ping_outstanding => {
-                    expired.push((key, Due::Ping))
-                }
-                Phase::Open if now - slot.last_inbound > idle_tick && !slot.trimmed => {
-                    slot.trim_due = true;
-                    slot.notify();
-                }
-                Phase::Draining { until } if now > until => {
-                    slot.phase = Phase::Closed;
-                    slot.notify();
-                }
-                _ => {}
+            match limits.due(slot, now) {
+                Some(Due::End) => slot.close(),
+                Some(due) => expired.push((key, due)),
+                None => {}
             }
         }
         for (key, due) in expired.drain(..) {
             match due {
                 Due::Ping => {
                     let nonce = Shard::next_ping_nonce(st);
-                    let slot = &mut st.slots[key];
-                    slot.ping_outstanding = slot.push(&ServerFrame::Ping { nonce });
+                    let sent = st.push(&shard, key, &ServerFrame::Ping { nonce });
+                    if let Some(slot) = st.slots.get_mut(key) {
+                        slot.ping_outstanding = sent;
+                    }
                 }
                 Due::Close(why) => st.leave(&shard, key, why, ""),
+                Due::End => {}
             }
         }
+        let keep = if st.mem.used() == 0 { 0 } else { WARM_KEEP };
+        st.mem.trim(keep);
+    }
+}
+
+/// What the sweeper found a slot due for.
+enum Due {
+    Ping,
+    Close(Exit),
+    /// The drain's deadline passed.
+    End,
+}
+
+/// The sweeper's time limits.
+struct SweepLimits {
+    ping_after: Duration,
+    stale_after: Duration,
+    handshake: Duration,
+    write_deadline: Duration,
+}
+
+impl SweepLimits {
+    fn new(cfg: &Config) -> Self {
+        Self {
+            ping_after: ms_duration(cfg.ping_interval_ms),
+            stale_after: ms_duration(cfg.stale_after_ms),
+            handshake: ms_duration(cfg.handshake_timeout_ms),
+            write_deadline: ms_duration(cfg.write_deadline_ms),
+        }
+    }
+
+    fn due(&self, slot: &Slot, now: Instant) -> Option<Due> {
+        let blocked_too_long =
+            slot.write_blocked_since.is_some_and(|since| now - since > self.write_deadline);
+        Some(match slot.phase() {
+            Phase::Handshake if now - slot.accepted_at > self.handshake => {
+                Due::Close(Exit::HandshakeTimeout)
+            }
+            Phase::Open if blocked_too_long => Due::Close(Exit::SlowConsumer(Limit::WriteDeadline)),
+            Phase::Open if now - slot.last_inbound > self.stale_after => Due::Close(Exit::Stale),
+            Phase::Open if now - slot.last_inbound > self.ping_after && !slot.ping_outstanding => {
+                Due::Ping
+            }
+            Phase::Draining { until } if now > until => Due::End,
+            _ => return None,
+        })
     }
 }
 
@@ -286,7 +316,7 @@ async fn shutdown(shard: &Rc<Shard>, mesh: MeshTasks) {
         }
         true
     };
-    let grace = crate::shard::ms_duration(shard.cfg.shutdown_grace_ms);
+    let grace = ms_duration(shard.cfg.shutdown_grace_ms);
     if !future::or(drained, async {
         sleep(grace).await;
         false

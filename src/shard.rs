@@ -9,18 +9,22 @@ use std::{
     time::Instant,
 };
 
-use corecast_proto::{ErrorCode, ServerFrame, GOAWAY_SHUTDOWN};
 use glommio::sync::Gate;
 use slab::Slab;
 
 use crate::{
-    buffer::{BufferPool, ReadBuf, WriteBuf},
     config::Config,
     counters::CoreCounters,
+    memory::Memory,
     mesh::{Outbound, Record},
-    slot::{Exit, Phase, Slot},
+    pressure::{Doomed, Policy},
+    slot::{Deadlines, Exit, Limit, Slot},
     topics::Topics,
 };
+
+/// Bytes a connection reads at once; frames longer than this get a buffer
+/// of their own ([`crate::slot::LargeFrame`]).
+pub(crate) const READ_SCRATCH: usize = 256 << 10;
 
 /// The state of one core that its tasks share. Borrowed only in short,
 /// synchronous stretches: never across an `.await` or a `spawn_local`.
@@ -29,10 +33,13 @@ pub(crate) struct State {
     pub slots: Slab<Slot>,
     pub topics: Topics,
     pub outbound: Outbound,
-    read_pool: BufferPool,
-    write_pool: BufferPool,
-    /// Slots found too slow during one delivery; emptied right after it.
-    pub doomed: Vec<usize>,
+    /// Chunks and the budget every connection's data is charged to.
+    pub mem: Memory,
+    /// Where connections read into; input left over after the last whole
+    /// frame moves to the connection's own chunks.
+    pub read_scratch: Vec<u8>,
+    /// Slots that began leaving during a delivery; finished right after it.
+    pub doomed: Doomed,
     /// Slots whose `PONG`s wait for the barrier in flight.
     pub barrier_waiters: Vec<usize>,
     /// Fan-out scratch: the message encoded once, the burst so far.
@@ -40,7 +47,6 @@ pub(crate) struct State {
     next_conn: u64,
     next_ping: u64,
 }
-
 /// One core of the broker.
 #[derive(Debug)]
 pub(crate) struct Shard {
@@ -64,25 +70,28 @@ pub(crate) struct Shard {
 }
 
 impl Shard {
+    /// A core's state; `None` when its memory cannot be reserved.
     pub(crate) fn new(
         core: usize,
         cfg: Arc<Config>,
         all_counters: Arc<[Arc<CoreCounters>]>,
-    ) -> Self {
+    ) -> Option<Self> {
         let counters = Arc::clone(&all_counters[core]);
+        let reserve = cfg.max_connections + 64;
+        let mem = Memory::new(cfg.pending_budget, reserve, cfg.max_pending, Arc::clone(&counters))?;
         let state = State {
-            slots: Slab::with_capacity(cfg.max_connections),
+            slots: Slab::new(),
             topics: Topics::default(),
             outbound: Outbound::new(core, cfg.cores, cfg.cross_core_batch),
-            read_pool: BufferPool::new(cfg.read_buffer),
-            write_pool: BufferPool::new(cfg.write_buffer),
+            mem,
+            read_scratch: vec![0; READ_SCRATCH],
             doomed: Vec::new(),
             barrier_waiters: Vec::new(),
             fanout: Default::default(),
             next_conn: 0,
             next_ping: 0,
         };
-        Self {
+        Some(Self {
             core,
             cfg,
             counters,
@@ -93,7 +102,7 @@ impl Shard {
             gate: Gate::new(),
             sweeper: RefCell::new(None),
             sweeper_nudged: Cell::new(false),
-        }
+        })
     }
 
     /// For the sweeper on its idle tick: ready once nudged, else parks.
@@ -113,48 +122,49 @@ impl Shard {
         }
     }
 
-    /// Takes a slot and both buffers for a new connection; `None` when the
-    /// core is full (all slots taken, or no memory for the buffers).
-    pub(crate) fn open_slot(&self, peer: SocketAddr) -> Option<(usize, ReadBuf)> {
+    /// Takes a slot for a new connection; `None` when the core is full.
+    /// The slot holds no memory until data flows.
+    pub(crate) fn open_slot(&self, peer: SocketAddr) -> Option<usize> {
         let mut st = self.state.borrow_mut();
         if st.slots.len() >= self.cfg.max_connections {
             return None;
         }
-        let (rbuf, new_r) = st.read_pool.take()?;
-        let Some((wbuf, new_w)) = st.write_pool.take() else {
-            st.read_pool.give(rbuf);
-            return None;
-        };
         let c = &self.counters;
-        CoreCounters::add(&c.buffers_allocated, u64::from(new_r) + u64::from(new_w));
-        CoreCounters::add(&c.buffers_out, 2);
         CoreCounters::add(&c.slots_in_use, 1);
         CoreCounters::add(&c.connections_accepted, 1);
         st.next_conn += 1;
         let id = (self.core as u64) << 48 | st.next_conn;
         let now = Instant::now();
         self.clock.set(now);
-        let key = st.slots.insert(Slot::new(id, peer, WriteBuf::new(wbuf), now));
+        let key = st.slots.insert(Slot::new(id, peer, now));
         self.nudge_sweeper();
-        Some((key, ReadBuf::new(rbuf)))
+        Some(key)
     }
 
-    /// Frees a slot and gives both buffers back. Leaves `Open` first if the
+    /// Frees a slot and everything it holds. Leaves `Open` first if the
     /// connection had not (a panic or a cancelled task).
-    pub(crate) fn free_slot(&self, key: usize, rbuf: ReadBuf) {
+    pub(crate) fn free_slot(&self, key: usize) {
         let Ok(mut st) = self.state.try_borrow_mut() else {
             tracing::error!(core = self.core, key, "slot freed while state is borrowed");
             return;
         };
-        if st.slots.get(key).is_some_and(|s| matches!(s.phase, Phase::Handshake | Phase::Open)) {
+        if st.slots.get(key).is_some_and(Slot::is_live) {
             st.leave(self, key, Exit::Panic, "");
         }
-        let slot = st.slots.remove(key);
-        st.read_pool.give(rbuf.into_inner());
-        st.write_pool.give(slot.wbuf.into_inner());
-        let c = &self.counters;
-        CoreCounters::sub(&c.buffers_out, 2);
-        CoreCounters::sub(&c.slots_in_use, 1);
+        let State { slots, mem, .. } = &mut *st;
+        let mut slot = slots.remove(key);
+        slot.out.clear(mem);
+        slot.input.release(mem);
+        CoreCounters::sub(&self.counters.slots_in_use, 1);
+    }
+
+    /// The clock and settings a connection needs to begin leaving.
+    pub(crate) fn deadlines(&self) -> Deadlines {
+        Deadlines {
+            now: Instant::now(),
+            grace_ms: self.cfg.shutdown_grace_ms,
+            linger_ms: self.cfg.close_linger_ms,
+        }
     }
 
     /// A fresh nonce for a server `PING`.
@@ -165,51 +175,51 @@ impl Shard {
 }
 
 impl State {
-    /// Moves a connection out of `Handshake` or `Open`: removes its
-    /// subscriptions now, queues the final frame that `why` calls for, and
-    /// either closes it or lets it drain until a deadline.
+    /// Moves a connection out of `Handshake` or `Open`: its memory goes back
+    /// and its final frame is queued ([`Slot::begin_leave`]), its
+    /// subscriptions are removed, and it either closes or drains until a
+    /// deadline.
     pub(crate) fn leave(&mut self, shard: &Shard, key: usize, why: Exit, text: &str) {
         let Some(slot) = self.slots.get_mut(key) else { return };
-        let was_open = match slot.phase {
-            Phase::Open => true,
-            Phase::Handshake => false,
-            Phase::Draining { .. } | Phase::Closed => return,
-        };
+        if let Some(was_open) = slot.begin_leave(&mut self.mem, why, text, shard.deadlines()) {
+            self.finish_leave(shard, key, why, was_open);
+        }
+    }
+
+    /// The core's half of leaving: counters, subscriptions, the sweeper.
+    fn finish_leave(&mut self, shard: &Shard, key: usize, why: Exit, was_open: bool) {
         let c = &shard.counters;
         if was_open {
             CoreCounters::sub(&c.connections_open, 1);
         }
         count_exit(c, why);
-        slot.pongs.clear();
-        let linger = |ms: u64| Phase::Draining { until: Instant::now() + ms_duration(ms) };
-        slot.phase = match why {
-            Exit::Eof | Exit::Reset | Exit::Panic => Phase::Closed,
-            Exit::Shutdown => {
-                let grace = shard.cfg.shutdown_grace_ms;
-                if was_open {
-                    let grace_ms = u32::try_from(grace).unwrap_or(u32::MAX);
-                    slot.wbuf.push(
-                        &ServerFrame::GoAway { reason: GOAWAY_SHUTDOWN, grace_ms },
-                        slot.wbuf.capacity(),
-                    );
-                } else {
-                    slot.push_err(ErrorCode::ShuttingDown, "server is shutting down");
-                }
-                linger(grace)
-            }
-            _ => {
-                let (code, default_text) = exit_error(why);
-                if why == Exit::SlowConsumer {
-                    slot.wbuf.drop_unstarted();
-                }
-                slot.push_err(code, if text.is_empty() { default_text } else { text });
-                linger(shard.cfg.close_linger_ms)
-            }
-        };
-        tracing::debug!(core = shard.core, conn = slot.id, peer = %slot.peer, ?why, "connection leaves");
-        slot.notify();
+        if let Some(slot) = self.slots.get(key) {
+            tracing::debug!(core = shard.core, conn = slot.id, peer = %slot.peer, ?why, "connection leaves");
+        }
         shard.nudge_sweeper();
         self.unsubscribe_all(shard, key);
+    }
+
+    /// The policies for one delivery or frame, listing cut slots in
+    /// `doomed`.
+    pub(crate) fn policy<'a>(shard: &'a Shard, doomed: &'a mut Doomed) -> Policy<'a> {
+        Policy { counters: &shard.counters, deadlines: shard.deadlines(), doomed }
+    }
+
+    /// Queues a control frame for `key` under the usual policies; false when
+    /// the connection was cut for it.
+    pub(crate) fn push(
+        &mut self,
+        shard: &Shard,
+        key: usize,
+        frame: &corecast_proto::ServerFrame<'_>,
+    ) -> bool {
+        let State { slots, mem, doomed, .. } = self;
+        let mut policy = Self::policy(shard, doomed);
+        let queued =
+            crate::slot::encoded(frame, |bytes| policy.queue(slots, mem, key, bytes, None));
+        self.reap_doomed(shard);
+        queued == crate::pressure::Queued::Yes
     }
 
     /// Removes every subscription of a slot, telling other cores when this
@@ -229,10 +239,10 @@ impl State {
         }
     }
 
-    /// Closes the slots a delivery found too slow.
+    /// Finishes the exits that began during a delivery.
     pub(crate) fn reap_doomed(&mut self, shard: &Shard) {
-        while let Some(key) = self.doomed.pop() {
-            self.leave(shard, key, Exit::SlowConsumer, "");
+        while let Some((key, why, was_open)) = self.doomed.pop() {
+            self.finish_leave(shard, key, why, was_open);
         }
     }
 
@@ -250,19 +260,19 @@ impl State {
     }
 }
 
-fn exit_error(why: Exit) -> (ErrorCode, &'static str) {
-    match why {
-        Exit::Protocol(code) => (code, code.name()),
-        Exit::SlowConsumer => (ErrorCode::SlowConsumer, "write buffer full: client too slow"),
-        Exit::Stale => (ErrorCode::StaleConnection, "no traffic within the idle limit"),
-        Exit::HandshakeTimeout => (ErrorCode::HandshakeTimeout, "no HELLO within the timeout"),
-        _ => (ErrorCode::ShuttingDown, "closing"),
-    }
-}
-
 fn count_exit(c: &CoreCounters, why: Exit) {
+    if let Exit::SlowConsumer(limit) = why {
+        CoreCounters::add(&c.slow_consumer_closes, 1);
+        let cause = match limit {
+            Limit::MaxPending => &c.closes_max_pending,
+            Limit::WriteDeadline => &c.closes_write_deadline,
+            Limit::Budget => &c.closes_budget,
+        };
+        CoreCounters::add(cause, 1);
+        return;
+    }
     let counter = match why {
-        Exit::SlowConsumer => &c.slow_consumer_closes,
+        Exit::OutOfMemory => &c.input_budget_closes,
         Exit::Stale => &c.stale_closes,
         Exit::HandshakeTimeout => &c.handshake_timeouts,
         Exit::Protocol(_) => &c.protocol_errors,
@@ -272,6 +282,4 @@ fn count_exit(c: &CoreCounters, why: Exit) {
     CoreCounters::add(counter, 1);
 }
 
-pub(crate) fn ms_duration(ms: u64) -> std::time::Duration {
-    std::time::Duration::from_millis(ms)
-}
+pub(crate) use crate::slot::ms_duration;

@@ -6,9 +6,11 @@
 //!     └───────────────────────────────────────────┴──── EOF / reset ───────────▲
 //! ```
 //!
-//! Leaving `Open` removes the slot's subscriptions at once. `Draining` only
-//! delivers the final `ERR` or `GOAWAY` within a deadline; `Free` is the
-//! slab entry removed and both buffers back in their pools.
+//! Leaving `Open` ([`Slot::begin_leave`]) gives back every chunk of input and
+//! every queued frame that has not started going out, and queues the final
+//! frame; the core removes the subscriptions at the same moment. `Draining`
+//! only delivers the final `ERR` or `GOAWAY` within a deadline; `Free` is the
+//! slab entry removed with nothing left to give back.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -18,9 +20,12 @@ use std::{
     time::Instant,
 };
 
-use corecast_proto::{ErrFrame, ErrorCode, ServerFrame};
+use corecast_proto::{ErrFrame, ErrorCode, ServerFrame, GOAWAY_SHUTDOWN};
 
-use crate::{buffer::WriteBuf, config::WRITE_RESERVE};
+use crate::{
+    memory::{Charge, Memory, PageBuf, CHUNK},
+    queue::ChunkQueue,
+};
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +40,17 @@ pub(crate) enum Phase {
     Closed,
 }
 
+/// Which limit made a subscriber a slow consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Limit {
+    /// It had `max_pending` bytes queued.
+    MaxPending,
+    /// Its socket took nothing for `write_deadline_ms` with output queued.
+    WriteDeadline,
+    /// The core's pending budget was full and it held the most.
+    Budget,
+}
+
 /// Why a connection left `Open` (or never reached it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Exit {
@@ -45,7 +61,9 @@ pub(crate) enum Exit {
     /// The client broke the protocol; the code goes out in a fatal `ERR`.
     Protocol(ErrorCode),
     /// The client could not take its messages.
-    SlowConsumer,
+    SlowConsumer(Limit),
+    /// The budget could not hold a frame the client was sending.
+    OutOfMemory,
     /// The client went silent past the idle limit.
     Stale,
     /// No `HELLO` within the handshake timeout.
@@ -56,11 +74,47 @@ pub(crate) enum Exit {
     Panic,
 }
 
+impl Exit {
+    /// The code and text of the final `ERR`, for exits that send one.
+    fn error(self) -> Option<(ErrorCode, &'static str)> {
+        Some(match self {
+            Self::Protocol(code) => (code, code.name()),
+            Self::SlowConsumer(Limit::MaxPending) => {
+                (ErrorCode::SlowConsumer, "slow consumer: max_pending bytes queued")
+            }
+            Self::SlowConsumer(Limit::WriteDeadline) => (
+                ErrorCode::SlowConsumer,
+                "slow consumer: socket took nothing within write_deadline",
+            ),
+            Self::SlowConsumer(Limit::Budget) => {
+                (ErrorCode::SlowConsumer, "slow consumer: server memory budget full")
+            }
+            Self::OutOfMemory => {
+                (ErrorCode::OutOfMemory, "server memory budget cannot hold this frame")
+            }
+            Self::Stale => (ErrorCode::StaleConnection, "no traffic within the idle limit"),
+            Self::HandshakeTimeout => (ErrorCode::HandshakeTimeout, "no HELLO within the timeout"),
+            Self::Eof | Self::Reset | Self::Panic | Self::Shutdown => return None,
+        })
+    }
+}
+
+/// Why a frame could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Full {
+    /// The connection has `max_pending` bytes queued.
+    MaxPending,
+    /// The core's budget cannot give the chunks.
+    Budget,
+}
+
 /// A subscription as its connection sees it.
 #[derive(Debug)]
 pub(crate) struct SlotSub {
     /// The topic, shared with the core's topic table.
     pub topic: Rc<str>,
+    /// Drop and count instead of disconnecting when the subscriber is slow.
+    pub lossy: bool,
     /// Messages dropped since the last `DROPPED` notice.
     pub dropped: u64,
 }
@@ -76,6 +130,38 @@ pub(crate) struct PendingPong {
 /// the broker stops reading from it until they are answered.
 pub(crate) const MAX_PENDING_PONGS: usize = 64;
 
+/// Input read from the socket and not yet applied.
+#[derive(Debug, Default)]
+pub(crate) struct Input {
+    /// Bytes left over after the last whole frame, in chunks.
+    pub stash: ChunkQueue<false>,
+    /// A frame too large for the core's read scratch, being filled.
+    pub large: Option<LargeFrame>,
+}
+
+/// One large input frame, read straight into a buffer of its own size.
+#[derive(Debug)]
+pub(crate) struct LargeFrame {
+    pub buf: PageBuf,
+    /// Bytes of the frame read so far.
+    pub filled: usize,
+}
+
+impl Input {
+    /// Budget bytes held.
+    fn held(&self) -> usize {
+        self.stash.chunks() * CHUNK + self.large.as_ref().map_or(0, |l| l.buf.mapped())
+    }
+
+    /// Gives everything back.
+    pub(crate) fn release(&mut self, mem: &mut Memory) {
+        self.stash.clear(mem);
+        if let Some(large) = self.large.take() {
+            mem.give_large(large.buf);
+        }
+    }
+}
+
 /// One connection's shared state.
 #[derive(Debug)]
 pub(crate) struct Slot {
@@ -83,9 +169,11 @@ pub(crate) struct Slot {
     pub id: u64,
     /// Client address, for logs.
     pub peer: SocketAddr,
-    pub phase: Phase,
-    /// Frames queued for the client; fixed size for the slot's life.
-    pub wbuf: WriteBuf,
+    phase: Phase,
+    /// Frames queued for the client.
+    pub out: ChunkQueue<true>,
+    /// Input not yet applied; taken out by the connection while it applies.
+    pub input: Input,
     /// The connection task, to wake when there is something to write.
     pub waker: Option<Waker>,
     /// Set once the task has been woken for the current batch, so a fan-out
@@ -105,21 +193,21 @@ pub(crate) struct Slot {
     pub accepted_at: Instant,
     /// Last time bytes arrived (coarse clock).
     pub last_inbound: Instant,
+    /// Since when the socket has refused output while some was queued; the
+    /// sweeper cuts the connection once this is `write_deadline_ms` old.
+    pub write_blocked_since: Option<Instant>,
     /// A server `PING` went out and no bytes arrived since.
     pub ping_outstanding: bool,
-    /// Asked by the sweeper: the connection is idle, release buffer pages.
-    pub trim_due: bool,
-    /// Buffer pages were released and no bytes arrived since.
-    pub trimmed: bool,
 }
 
 impl Slot {
-    pub(crate) fn new(id: u64, peer: SocketAddr, wbuf: WriteBuf, now: Instant) -> Self {
+    pub(crate) fn new(id: u64, peer: SocketAddr, now: Instant) -> Self {
         Self {
             id,
             peer,
             phase: Phase::Handshake,
-            wbuf,
+            out: ChunkQueue::default(),
+            input: Input::default(),
             waker: None,
             notified: false,
             subs: HashMap::new(),
@@ -129,14 +217,51 @@ impl Slot {
             awaiting_barrier: false,
             accepted_at: now,
             last_inbound: now,
+            write_blocked_since: None,
             ping_outstanding: false,
-            trim_due: false,
-            trimmed: false,
         }
+    }
+
+    pub(crate) fn phase(&self) -> Phase {
+        self.phase
     }
 
     pub(crate) fn is_open(&self) -> bool {
         self.phase == Phase::Open
+    }
+
+    /// In `Handshake` or `Open`: not yet leaving.
+    pub(crate) fn is_live(&self) -> bool {
+        matches!(self.phase, Phase::Handshake | Phase::Open)
+    }
+
+    /// `Handshake → Open`, once `WELCOME` is queued.
+    pub(crate) fn open(&mut self) {
+        debug_assert_eq!(self.phase, Phase::Handshake);
+        self.phase = Phase::Open;
+    }
+
+    /// `Draining → Closed`: the final frame went out, or its time is up.
+    pub(crate) fn close(&mut self) {
+        self.phase = Phase::Closed;
+        self.notify();
+    }
+
+    /// Shortens the drain to end by `at` at the latest.
+    pub(crate) fn drain_until(&mut self, at: Instant) {
+        if let Phase::Draining { until } = &mut self.phase {
+            *until = (*until).min(at);
+        }
+    }
+
+    /// Budget bytes this connection holds: queued output and input.
+    pub(crate) fn held(&self) -> usize {
+        self.out.chunks() * CHUNK + self.input.held()
+    }
+
+    /// Whether every subscription drops rather than disconnects.
+    pub(crate) fn all_lossy(&self) -> bool {
+        !self.subs.is_empty() && self.subs.values().all(|s| s.lossy)
     }
 
     /// Wakes the connection task once per batch of queued frames.
@@ -149,41 +274,73 @@ impl Slot {
         }
     }
 
-    /// Room messages and notices may fill, leaving the reserve for `ERR`
-    /// and `GOAWAY`.
-    pub(crate) fn message_limit(&self) -> usize {
-        self.wbuf.capacity() - WRITE_RESERVE
-    }
-
-    /// Queues a message or notice; false when the write buffer is full.
-    pub(crate) fn push(&mut self, frame: &ServerFrame<'_>) -> bool {
-        let limit = self.message_limit();
-        let ok = self.wbuf.push(frame, limit);
-        if ok {
-            self.notify();
-        }
-        ok
-    }
-
-    /// Queues an encoded `MSG` with `sid` stamped in; false when the write
-    /// buffer is full.
-    pub(crate) fn push_msg(&mut self, encoded: &[u8], sid: u32) -> bool {
-        let limit = self.message_limit();
-        let ok = self.wbuf.push_msg(encoded, sid, limit);
-        if ok {
-            self.notify();
-        }
-        ok
-    }
-
-    /// Queues an `ERR`, which may use the reserve.
-    pub(crate) fn push_err(&mut self, code: ErrorCode, text: &str) -> bool {
-        let frame =
-            ServerFrame::Err(ErrFrame { code: code.as_u16(), fatal: code.is_fatal(), text });
-        let limit = if code.is_fatal() { self.wbuf.capacity() } else { self.message_limit() };
-        let ok = self.wbuf.push(&frame, limit);
+    /// Queues encoded frame bytes within `max_pending` and the budget.
+    pub(crate) fn queue(&mut self, mem: &mut Memory, frame: &[u8]) -> Result<(), Full> {
+        queue_within(&mut self.out, mem, frame)?;
         self.notify();
-        ok
+        Ok(())
+    }
+
+    /// Queues a frame; see [`Self::queue`].
+    pub(crate) fn push(&mut self, mem: &mut Memory, frame: &ServerFrame<'_>) -> Result<(), Full> {
+        encoded(frame, |bytes| self.queue(mem, bytes))
+    }
+
+    /// Queues the frame that ends the session, past any limit (from the
+    /// reserve). Without room even there the connection closes without it.
+    fn push_final(&mut self, mem: &mut Memory, frame: &ServerFrame<'_>) -> bool {
+        encoded(frame, |bytes| self.out.push(mem, bytes, Charge::Reserve))
+    }
+
+    /// Leaves `Handshake` or `Open` for `why`: input and unstarted output go
+    /// back to the pool at once, the final frame is queued, and the slot
+    /// drains until its deadline or closes. Returns whether it was `Open`,
+    /// or `None` if it had already left.
+    pub(crate) fn begin_leave(
+        &mut self,
+        mem: &mut Memory,
+        why: Exit,
+        text: &str,
+        deadlines: Deadlines,
+    ) -> Option<bool> {
+        let was_open = match self.phase {
+            Phase::Open => true,
+            Phase::Handshake => false,
+            Phase::Draining { .. } | Phase::Closed => return None,
+        };
+        self.pongs.clear();
+        self.input.release(mem);
+        let drain = |ms: u64| Phase::Draining { until: deadlines.now + ms_duration(ms) };
+        self.phase = match why {
+            Exit::Eof | Exit::Reset | Exit::Panic => {
+                self.out.clear(mem);
+                Phase::Closed
+            }
+            // Every message accepted before the shutdown goes out first.
+            Exit::Shutdown if was_open => {
+                let grace_ms = u32::try_from(deadlines.grace_ms).unwrap_or(u32::MAX);
+                self.push_final(mem, &ServerFrame::GoAway { reason: GOAWAY_SHUTDOWN, grace_ms });
+                drain(deadlines.grace_ms)
+            }
+            Exit::Shutdown => {
+                self.push_final_err(mem, ErrorCode::ShuttingDown, "server is shutting down");
+                drain(deadlines.grace_ms)
+            }
+            _ => {
+                let (code, default_text) = why.error().unwrap_or((ErrorCode::ShuttingDown, ""));
+                self.out.drop_unstarted(mem);
+                self.push_final_err(mem, code, if text.is_empty() { default_text } else { text });
+                drain(deadlines.linger_ms)
+            }
+        };
+        self.write_blocked_since = None;
+        self.notify();
+        Some(was_open)
+    }
+
+    fn push_final_err(&mut self, mem: &mut Memory, code: ErrorCode, text: &str) {
+        let frame = ServerFrame::Err(ErrFrame { code: code.as_u16(), fatal: true, text });
+        self.push_final(mem, &frame);
     }
 
     /// Counts a message dropped on a lossy subscription.
@@ -192,6 +349,18 @@ impl Slot {
             sub.dropped += 1;
             self.unreported_drops = true;
         }
+    }
+
+    /// Drops every queued message that has not started going out, counting
+    /// each on its subscription; other frames stay. Returns how many.
+    pub(crate) fn shed_messages(&mut self, mem: &mut Memory) -> u64 {
+        let Self { out, subs, unreported_drops, .. } = self;
+        out.shed_messages(mem, |sid| {
+            if let Some(sub) = subs.get_mut(&sid) {
+                sub.dropped += 1;
+                *unreported_drops = true;
+            }
+        })
     }
 
     /// Keeps the drop count of a subscription being removed until its
@@ -207,11 +376,11 @@ impl Slot {
 
     /// Queues `DROPPED` notices while they fit, removed subscriptions first;
     /// true when none is left.
-    pub(crate) fn report_drops(&mut self) -> bool {
-        let limit = self.message_limit();
+    pub(crate) fn report_drops(&mut self, mem: &mut Memory) -> bool {
         let mut reported = 0;
         for &(sid, count) in &self.orphan_drops {
-            if !self.wbuf.push(&ServerFrame::Dropped { sid, count }, limit) {
+            let frame = ServerFrame::Dropped { sid, count };
+            if encoded(&frame, |b| queue_within(&mut self.out, mem, b)).is_err() {
                 break;
             }
             reported += 1;
@@ -220,7 +389,7 @@ impl Slot {
         let mut all = self.orphan_drops.is_empty();
         for (&sid, sub) in self.subs.iter_mut().filter(|(_, s)| all && s.dropped > 0) {
             let frame = ServerFrame::Dropped { sid, count: sub.dropped };
-            if !self.wbuf.push(&frame, limit) {
+            if encoded(&frame, |b| queue_within(&mut self.out, mem, b)).is_err() {
                 all = false;
                 break;
             }
@@ -230,4 +399,44 @@ impl Slot {
         self.notify();
         all
     }
+}
+
+/// Appends a frame if the queue stays within `max_pending` and the budget
+/// has the chunks.
+fn queue_within(out: &mut ChunkQueue<true>, mem: &mut Memory, frame: &[u8]) -> Result<(), Full> {
+    if out.len() + frame.len() > mem.max_pending() {
+        return Err(Full::MaxPending);
+    }
+    if !out.push(mem, frame, Charge::Budget) {
+        return Err(Full::Budget);
+    }
+    Ok(())
+}
+
+/// The clock and the settings `begin_leave` needs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadlines {
+    pub now: Instant,
+    pub grace_ms: u64,
+    pub linger_ms: u64,
+}
+
+/// Encodes `frame` on the stack when it is small (every frame but large
+/// `STATS_REPLY`s and `ERR` texts) and hands the bytes to `f`.
+pub(crate) fn encoded<R>(frame: &ServerFrame<'_>, f: impl FnOnce(&[u8]) -> R) -> R {
+    let len = frame.encoded_len();
+    let mut small = [0u8; 512];
+    if len <= small.len() {
+        let mut dst = &mut small[..len];
+        frame.encode(&mut dst);
+        f(&small[..len])
+    } else {
+        let mut big = Vec::with_capacity(len);
+        frame.encode(&mut big);
+        f(&big)
+    }
+}
+
+pub(crate) fn ms_duration(ms: u64) -> std::time::Duration {
+    std::time::Duration::from_millis(ms)
 }

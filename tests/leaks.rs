@@ -23,12 +23,6 @@ use corecast::Broker;
 const CYCLES: u64 = 3000;
 /// Threads running the quick cycles (a)–(d).
 const WORKERS: u64 = 3;
-/// Connections one client thread holds at most at a time: workers hold one,
-/// the flood thread a publisher and a subscriber.
-const CLIENT_CONCURRENCY: u64 = WORKERS + 2;
-/// Slots the broker may still be closing while clients already opened new
-/// connections.
-const POOL_SLACK: u64 = 59;
 const TOPICS: [&str; 5] = ["leak.a", "leak.b", "leak.c.d", "leak.e", "leak.f"];
 
 /// xorshift64*: enough randomness for picking cycles, and reproducible.
@@ -146,15 +140,15 @@ fn thousands_of_connections_leave_nothing_behind() {
     let deadline = Instant::now() + Duration::from_secs(9);
     let done = Arc::new(AtomicBool::new(false));
 
-    // Samples the per-core slots in use, to compare the pools' allocations
-    // with the concurrency the broker actually saw.
+    // Samples the per-core memory held by connections, to check the storm
+    // used some and gave all of it back.
     let sampler = {
         let (broker, done) = (Arc::clone(&broker), Arc::clone(&done));
         thread::spawn(move || {
             let mut peak = vec![0u64; 2];
             while !done.load(Ordering::Relaxed) {
                 for (p, s) in peak.iter_mut().zip(broker.counters().per_core) {
-                    *p = (*p).max(s.slots_in_use);
+                    *p = (*p).max(s.memory_used);
                 }
                 thread::sleep(Duration::from_millis(1));
             }
@@ -200,10 +194,9 @@ fn thousands_of_connections_leave_nothing_behind() {
     let quick: u64 = cycles[..4].iter().sum();
     let connections = tally.connections.load(Ordering::Relaxed);
     let c = wait_idle(&broker);
-    let per_core: Vec<_> = broker.counters().per_core.iter().map(|s| s.buffers_allocated).collect();
     println!(
-        "cycles by kind {cycles:?}, connections {connections}, sampled peak slots {peak:?}, \
-         buffers allocated per core {per_core:?}"
+        "cycles by kind {cycles:?}, connections {connections}, sampled peak memory used per \
+         core {peak:?}"
     );
     assert!(quick >= 1000, "only {quick} quick cycles ran: {cycles:?}");
     assert!(cycles[..4].iter().all(|&n| n > 0), "every kind ran: {cycles:?}");
@@ -218,21 +211,9 @@ fn thousands_of_connections_leave_nothing_behind() {
     assert_eq!(c.connections_refused, 0);
     assert_eq!(c.connections_accepted, connections, "every connection was accepted once");
     assert_eq!(c.slow_consumer_closes, floods, "exactly the flooded subscribers were cut off");
-    // Each core allocates a read and a write buffer only when its pool is
-    // empty, so it holds exactly twice its peak concurrent slots. The
-    // clients never held more than CLIENT_CONCURRENCY connections at once;
-    // on a busy machine the broker notices closes a little late, so its
-    // peak is higher, but it stays far below one slot per connection.
+    assert_eq!((c.pending_bytes, c.memory_used), (0, 0), "every chunk went back: {c:#?}");
     let sampled: u64 = peak.iter().sum();
-    assert!(
-        c.buffers_allocated <= 2 * (CLIENT_CONCURRENCY + POOL_SLACK),
-        "{} buffers allocated for {connections} connections (sampled peak slots {peak:?})",
-        c.buffers_allocated
-    );
-    for (core, (&alloc, &seen)) in per_core.iter().zip(&peak).enumerate() {
-        assert!(alloc >= 2 * seen, "core {core}: {alloc} buffers allocated, {seen} slots seen");
-    }
-    assert!(sampled > 0, "the sampler saw slots in use");
+    assert!(sampled > 0, "the sampler saw memory in use");
     let broker = Arc::into_inner(broker).expect("no other broker handles");
     finish(broker);
 }

@@ -107,7 +107,7 @@ fn fan_out_round(publ: &mut Client, subs: &mut [Client], base: u64, count: u64) 
 #[test]
 fn fan_out_to_200_subscribers_across_cores_in_order() {
     const SUBSCRIBERS: usize = 200;
-    let broker = start(Config { max_frame: 4096, write_buffer: 16 << 10, ..test_config(4) });
+    let broker = start(Config { max_frame: 4096, max_pending: 16 << 10, ..test_config(4) });
     let addr = broker.local_addr();
     // Pipelined handshakes: every HELLO first, then every WELCOME.
     let mut subs: Vec<Client> = (0..SUBSCRIBERS)
@@ -188,7 +188,7 @@ fn unsubscribe_stops_delivery_and_the_sid_can_be_reused() {
 
 #[test]
 fn pong_after_sub_guarantees_delivery_across_cores() {
-    let broker = start(Config { max_frame: 4096, write_buffer: 16 << 10, ..test_config(4) });
+    let broker = start(Config { max_frame: 4096, max_pending: 16 << 10, ..test_config(4) });
     let addr = broker.local_addr();
     // Publishers on at least three cores, so that every subscriber has one
     // on another core.
@@ -507,7 +507,7 @@ fn maximal_msg_fits_the_smallest_allowed_write_buffer() {
     let max_frame = 4096usize;
     let broker = start(Config {
         max_frame: max_frame as u32,
-        write_buffer: max_frame + 8 + 512,
+        max_pending: max_frame + 8 + 512,
         ..test_config(2)
     });
     let addr = broker.local_addr();

@@ -169,9 +169,9 @@ fn client_that_never_closes_does_not_hold_the_broker_past_the_grace() {
 #[test]
 fn grace_period_bounds_the_drain_of_a_subscriber_that_does_not_read() {
     const N: u64 = 6000;
-    // A write buffer larger than everything published, so the subscriber is
+    // A max_pending larger than everything published, so the subscriber is
     // never a slow consumer: it is only too slow to drain within the grace.
-    let mut broker = Proc::spawn_with(500, &["--write-buffer", "16777216"]);
+    let mut broker = Proc::spawn_with(500, &["--max-pending", "16777216"]);
     let mut sub = Client::connect_small_rcvbuf(broker.addr, 4096);
     sub.sub(1, "grace.t");
     sub.flush_empty();

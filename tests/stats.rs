@@ -51,7 +51,7 @@ fn stats_before_hello_is_refused() {
 fn stats_falls_back_to_totals_when_max_frame_is_small() {
     let mut cfg = small_config(4);
     cfg.max_frame = 1200;
-    cfg.write_buffer = 8192;
+    cfg.max_pending = 8192;
     let broker = start(cfg);
     let mut c = Client::connect(broker.local_addr());
     let doc = stats(&mut c, 5);

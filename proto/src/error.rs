@@ -36,6 +36,9 @@ pub enum ErrorCode {
     StaleConnection = 10,
     /// The server is shutting down and closes the connection.
     ShuttingDown = 11,
+    /// The server's memory budget cannot hold a frame this connection is
+    /// sending (added after version 1.0; see the specification).
+    OutOfMemory = 12,
     /// A topic or reply-to breaks the topic rules (including bad UTF-8).
     BadTopic = 100,
     /// The connection already holds its maximum number of subscriptions.
@@ -54,7 +57,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         Self::MalformedFrame,
         Self::UnknownOpcode,
         Self::FrameTooLarge,
@@ -66,6 +69,7 @@ impl ErrorCode {
         Self::SlowConsumer,
         Self::StaleConnection,
         Self::ShuttingDown,
+        Self::OutOfMemory,
         Self::BadTopic,
         Self::TooManySubscriptions,
         Self::DuplicateSid,
@@ -103,6 +107,7 @@ impl ErrorCode {
             Self::SlowConsumer => "slow consumer",
             Self::StaleConnection => "stale connection",
             Self::ShuttingDown => "shutting down",
+            Self::OutOfMemory => "out of memory",
             Self::BadTopic => "bad topic",
             Self::TooManySubscriptions => "too many subscriptions",
             Self::DuplicateSid => "duplicate sid",

@@ -35,6 +35,7 @@ CODES = {
     9: "slow consumer",
     10: "stale connection",
     11: "shutting down",
+    12: "out of memory",
     100: "bad topic",
     101: "too many subscriptions",
     102: "duplicate sid",

@@ -3,7 +3,7 @@
 use corecast_proto::{ErrorCode, Hello, ServerFrame, Welcome, VERSION};
 
 use super::{Ctx, Flow};
-use crate::{counters::CoreCounters, slot::Phase};
+use crate::counters::CoreCounters;
 
 pub(super) fn apply(ctx: &mut Ctx<'_>, hello: Hello<'_>) -> Flow {
     if hello.version != VERSION {
@@ -25,9 +25,11 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, hello: Hello<'_>) -> Flow {
         connection_id: ctx.slot().id,
         server_name: &cfg.server_name,
     });
+    if !ctx.st.push(ctx.shard, ctx.key, &welcome) {
+        return Flow::Stop;
+    }
     let slot = ctx.slot();
-    slot.push(&welcome);
-    slot.phase = Phase::Open;
+    slot.open();
     tracing::debug!(conn = slot.id, peer = %slot.peer, name = hello.name, "session open");
     CoreCounters::add(&ctx.shard.counters.connections_open, 1);
     Flow::Continue

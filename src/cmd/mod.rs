@@ -17,7 +17,7 @@ mod unsub;
 
 use std::task::Waker;
 
-use corecast_proto::{ClientFrame, DecodeError, ErrorCode, RawFrame};
+use corecast_proto::{ClientFrame, DecodeError, ErrFrame, ErrorCode, RawFrame, ServerFrame};
 
 use crate::{
     counters::CoreCounters,
@@ -61,14 +61,20 @@ impl Ctx<'_> {
         &mut self.st.slots[self.key]
     }
 
+    /// The connection's slot and the core's memory, borrowed together.
+    pub(crate) fn slot_and_memory(&mut self) -> (&mut Slot, &mut crate::memory::Memory) {
+        (&mut self.st.slots[self.key], &mut self.st.mem)
+    }
+
     /// Refuses one frame with a non-fatal `ERR`; the session goes on. A
     /// client that does not read its errors is cut off like any slow one.
     pub(crate) fn refuse(&mut self, code: ErrorCode, text: &str) -> Flow {
         CoreCounters::add(&self.shard.counters.protocol_errors, 1);
-        if self.slot().push_err(code, text) {
+        let frame = ServerFrame::Err(ErrFrame { code: code.as_u16(), fatal: false, text });
+        if self.st.push(self.shard, self.key, &frame) {
             Flow::Continue
         } else {
-            self.close(Exit::SlowConsumer, "")
+            Flow::Stop
         }
     }
 
@@ -89,7 +95,7 @@ pub(crate) fn dispatch(ctx: &mut Ctx<'_>, raw: RawFrame<'_>) -> Flow {
         Ok(frame) => frame,
         Err(e) => return refuse_decode(ctx, &e),
     };
-    let in_handshake = ctx.slot().phase == Phase::Handshake;
+    let in_handshake = ctx.slot().phase() == Phase::Handshake;
     match frame {
         ClientFrame::Hello(hello) if in_handshake => hello::apply(ctx, hello),
         ClientFrame::Hello(_) => ctx.fail(ErrorCode::HandshakeRequired, "HELLO sent twice"),

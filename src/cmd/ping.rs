@@ -5,8 +5,8 @@ use corecast_proto::ServerFrame;
 
 use super::{Ctx, Flow};
 use crate::{
-    shard::State,
-    slot::{Exit, PendingPong, MAX_PENDING_PONGS},
+    shard::{Shard, State},
+    slot::{PendingPong, MAX_PENDING_PONGS},
 };
 
 pub(super) fn ping(ctx: &mut Ctx<'_>, nonce: u64) -> Flow {
@@ -15,22 +15,23 @@ pub(super) fn ping(ctx: &mut Ctx<'_>, nonce: u64) -> Flow {
     }
     let after_seq = ctx.st.outbound.staged_seq();
     ctx.slot().pongs.push_back(PendingPong { nonce, after_seq });
-    if release_pongs(ctx.st, ctx.key) {
+    if release_pongs(ctx.shard, ctx.st, ctx.key) {
         Flow::Continue
     } else {
-        ctx.st.leave(ctx.shard, ctx.key, Exit::SlowConsumer, "");
         Flow::Stop
     }
 }
 
 /// Sends the `PONG`s whose conditions hold, in order; starts a barrier for
 /// the first one that waits on other cores. False when a `PONG` did not fit
-/// the write buffer, which makes the client a slow consumer.
-pub(crate) fn release_pongs(st: &mut State, key: usize) -> bool {
+/// and the client was cut as a slow consumer for it.
+pub(crate) fn release_pongs(shard: &Shard, st: &mut State, key: usize) -> bool {
     let acked = st.outbound.acked_seq();
-    let slot = &mut st.slots[key];
-    while let Some(&pong) = slot.pongs.front() {
-        if slot.unreported_drops && !slot.report_drops() {
+    loop {
+        let State { slots, mem, .. } = &mut *st;
+        let slot = &mut slots[key];
+        let Some(&pong) = slot.pongs.front() else { return true };
+        if slot.unreported_drops && !slot.report_drops(mem) {
             return true;
         }
         if pong.after_seq > acked {
@@ -41,10 +42,9 @@ pub(crate) fn release_pongs(st: &mut State, key: usize) -> bool {
             st.outbound.request_barrier();
             return true;
         }
-        if !slot.push(&ServerFrame::Pong { nonce: pong.nonce }) {
+        if !st.push(shard, key, &ServerFrame::Pong { nonce: pong.nonce }) {
             return false;
         }
-        slot.pongs.pop_front();
+        st.slots[key].pongs.pop_front();
     }
-    true
 }

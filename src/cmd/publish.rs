@@ -22,7 +22,7 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, p: Pub<'_>) -> Flow {
     }
     let counters = &ctx.shard.counters;
     let mut pressed = false;
-    let State { slots, topics, outbound, doomed, fanout, .. } = &mut *ctx.st;
+    let State { slots, topics, outbound, doomed, fanout, mem, .. } = &mut *ctx.st;
     if let Some(entry) = topics.get(p.topic) {
         if !outbound.has_room(&entry.remote) {
             outbound.wait_for_room(ctx.waker);
@@ -30,7 +30,8 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, p: Pub<'_>) -> Flow {
             return Flow::Stall;
         }
         let msg = Message { topic: p.topic, reply_to: p.reply_to, payload: p.payload };
-        pressed = fanout::deliver(slots, &entry.local, msg, counters, doomed, fanout);
+        let mut policy = State::policy(ctx.shard, doomed);
+        pressed = fanout::deliver(slots, mem, &entry.local, msg, &mut policy, fanout);
         let mut crossed = 0;
         for peer in entry.remote.iter() {
             outbound.stage(

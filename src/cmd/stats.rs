@@ -3,7 +3,7 @@
 use corecast_proto::ServerFrame;
 
 use super::{Ctx, Flow};
-use crate::{counters::Counters, slot::Exit};
+use crate::counters::Counters;
 
 pub(super) fn apply(ctx: &mut Ctx<'_>, nonce: u64) -> Flow {
     let counters = Counters::collect(ctx.shard.all_counters.iter().map(|c| c.as_ref()));
@@ -13,10 +13,9 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, nonce: u64) -> Flow {
         // Many cores and a small max_frame: the totals still fit.
         json = serde_json::json!({ "total": counters.total }).to_string();
     }
-    if ctx.slot().push(&ServerFrame::StatsReply { nonce, json: &json }) {
+    if ctx.st.push(ctx.shard, ctx.key, &ServerFrame::StatsReply { nonce, json: &json }) {
         Flow::Continue
     } else {
-        ctx.st.leave(ctx.shard, ctx.key, Exit::SlowConsumer, "");
         Flow::Stop
     }
 }

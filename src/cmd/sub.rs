@@ -35,7 +35,7 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, sub: Sub<'_>) -> Flow {
     if first_here {
         ctx.st.outbound.stage_all(Record::InterestAdd { topic: sub.topic });
     }
-    ctx.slot().subs.insert(sub.sid, SlotSub { topic, dropped: 0 });
+    ctx.slot().subs.insert(sub.sid, SlotSub { topic, lossy: sub.lossy, dropped: 0 });
     CoreCounters::add(&ctx.shard.counters.subscriptions, 1);
     Flow::Continue
 }

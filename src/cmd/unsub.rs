@@ -3,7 +3,10 @@
 use corecast_proto::{ErrorCode, ServerFrame};
 
 use super::{Ctx, Flow};
-use crate::{counters::CoreCounters, slot::Exit};
+use crate::{
+    counters::CoreCounters,
+    slot::{Exit, Limit},
+};
 
 pub(super) fn apply(ctx: &mut Ctx<'_>, sid: u32) -> Flow {
     let Some(sub) = ctx.slot().subs.remove(&sid) else {
@@ -12,7 +15,7 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, sid: u32) -> Flow {
     ctx.st.remove_subscription(ctx.key, sid, &sub.topic);
     CoreCounters::sub(&ctx.shard.counters.subscriptions, 1);
     if sub.dropped > 0 && !report_last_drops(ctx, sid, sub.dropped) {
-        ctx.st.leave(ctx.shard, ctx.key, Exit::SlowConsumer, "");
+        ctx.st.leave(ctx.shard, ctx.key, Exit::SlowConsumer(Limit::MaxPending), "");
         return Flow::Stop;
     }
     Flow::Continue
@@ -22,8 +25,8 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, sid: u32) -> Flow {
 /// or, when the write buffer is full, as soon as it has room.
 fn report_last_drops(ctx: &mut Ctx<'_>, sid: u32, count: u64) -> bool {
     let max = ctx.shard.cfg.max_subscriptions;
-    let slot = ctx.slot();
-    if !slot.unreported_drops && slot.push(&ServerFrame::Dropped { sid, count }) {
+    let (slot, mem) = ctx.slot_and_memory();
+    if !slot.unreported_drops && slot.push(mem, &ServerFrame::Dropped { sid, count }).is_ok() {
         return true;
     }
     slot.orphan_drops(sid, count, max)

@@ -1,0 +1,365 @@
+//! A core's memory for connection data: fixed-size chunks carved from one
+//! mapping, the per-core budget they are charged to, and the large buffers
+//! that hold frames too big for the read scratch.
+//!
+//! Every byte a connection holds beyond its slot comes from here: output
+//! waiting for the socket, input bytes of a frame not yet complete. A chunk
+//! goes back to the core's pool the moment its bytes are written (or the
+//! connection closes); the pool keeps a few resident for reuse and hands the
+//! rest back to the kernel on the sweeper's next tick. An idle connection
+//! therefore holds no chunk at all.
+//!
+//! One mapping per core, not one per buffer: the kernel's map count
+//! (65 530 by default) does not limit the number of connections. The mapping
+//! is reserved, not committed: pages exist only while a chunk is in use or
+//! warm in the pool.
+
+use std::{
+    ops::{Deref, DerefMut},
+    ptr::NonNull,
+    sync::Arc,
+};
+
+use crate::counters::CoreCounters;
+
+/// Bytes in a chunk: one page, so an idle or nearly idle subscriber pins at
+/// most a page of output, and a chunk is released with one `madvise`.
+pub(crate) const CHUNK: usize = 4096;
+
+/// Free chunks the pool keeps resident across a sweeper tick, so steady
+/// traffic does not fault pages in and out.
+pub(crate) const WARM_KEEP: usize = 256;
+
+/// A zeroed anonymous mapping: pages are mapped on first touch and can be
+/// handed back to the kernel at any time.
+#[derive(Debug)]
+pub(crate) struct PageBuf {
+    ptr: NonNull<u8>,
+    len: usize,
+    /// The mapping's length: `len` rounded up to whole pages.
+    map_len: usize,
+}
+
+impl PageBuf {
+    /// Maps `len` bytes, reserved but not committed; `None` when the kernel
+    /// refuses (address space or map count exhausted).
+    pub(crate) fn new(len: usize) -> Option<Self> {
+        let map_len = len.max(1).div_ceil(page_size()) * page_size();
+        // SAFETY: an anonymous private mapping with no address hint has no
+        // preconditions; the result is checked before use.
+        let raw = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            tracing::warn!(error = %std::io::Error::last_os_error(), len, "cannot map memory");
+            return None;
+        }
+        let buf = Self { ptr: NonNull::new(raw.cast::<u8>())?, len, map_len };
+        // Transparent huge pages would make one touched chunk cost 2 MiB.
+        buf.advise(0, map_len, libc::MADV_NOHUGEPAGE);
+        Some(buf)
+    }
+
+    /// The bytes reserved, pages included.
+    pub(crate) fn mapped(&self) -> usize {
+        self.map_len
+    }
+
+    /// Gives the pages of `[start, start + len)` back to the kernel; they
+    /// read as zero afterwards. Both ends must be page-aligned.
+    fn release(&self, start: usize, len: usize) {
+        self.advise(start, len, libc::MADV_DONTNEED);
+    }
+
+    fn advise(&self, start: usize, len: usize, advice: libc::c_int) {
+        debug_assert!(start + len <= self.map_len);
+        // SAFETY: the range lies inside our own mapping; these advices only
+        // change how its pages are backed (DONTNEED zeroes them, and no
+        // reference into the range is alive when it is released).
+        let rc = unsafe { libc::madvise(self.ptr.as_ptr().add(start).cast(), len, advice) };
+        if rc != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "madvise failed");
+        }
+    }
+}
+
+impl Drop for PageBuf {
+    fn drop(&mut self) {
+        // SAFETY: the mapping is ours, unmapped once, and no slice of it
+        // outlives `self`.
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.map_len);
+        }
+    }
+}
+
+impl Deref for PageBuf {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the mapping holds `len` readable bytes for our lifetime.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl DerefMut for PageBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and `&mut self` makes the access exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+pub(crate) fn page_size() -> usize {
+    static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    // SAFETY: sysconf has no preconditions.
+    *PAGE.get_or_init(|| match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as usize,
+        _ => 4096,
+    })
+}
+
+/// A chunk's index in its core's mapping.
+pub(crate) type ChunkId = u32;
+
+/// Whether an allocation may use memory past the budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Charge {
+    /// Within the budget, or not at all.
+    Budget,
+    /// A session's final frame (`ERR`, `GOAWAY`): small, once per
+    /// connection, and taken from the reserve past the budget.
+    Reserve,
+}
+
+/// One core's chunk pool and budget.
+#[derive(Debug)]
+pub(crate) struct Memory {
+    region: PageBuf,
+    /// Chunks in the mapping.
+    chunks: u32,
+    /// Chunks `[fresh, chunks)` were never handed out.
+    fresh: u32,
+    /// Free chunks whose pages are resident, most recently freed last.
+    warm: Vec<ChunkId>,
+    /// Free chunks whose pages went back to the kernel.
+    cold: Vec<ChunkId>,
+    /// Bytes connections may hold: `pending_budget`.
+    limit: usize,
+    /// Bytes connections hold: chunks in use plus large input buffers.
+    used: usize,
+    /// Bytes queued for clients (a part of `used`).
+    pending: usize,
+    /// Most bytes one connection may have queued: `max_pending`.
+    max_pending: usize,
+    /// Where `used`, `pending` and the pool's size are published.
+    counters: Arc<CoreCounters>,
+}
+
+impl Memory {
+    /// Reserves the mapping for `limit` bytes of budget plus the reserve for
+    /// final frames (`reserve_chunks`); `None` if the kernel refuses.
+    pub(crate) fn new(
+        limit: usize,
+        reserve_chunks: usize,
+        max_pending: usize,
+        counters: Arc<CoreCounters>,
+    ) -> Option<Self> {
+        let chunks = (limit / CHUNK + reserve_chunks).min(u32::MAX as usize);
+        let region = PageBuf::new(chunks * CHUNK)?;
+        Some(Self {
+            region,
+            chunks: chunks as u32,
+            fresh: 0,
+            warm: Vec::new(),
+            cold: Vec::new(),
+            limit,
+            used: 0,
+            pending: 0,
+            max_pending,
+            counters,
+        })
+    }
+
+    /// Most bytes one connection may have queued.
+    pub(crate) fn max_pending(&self) -> usize {
+        self.max_pending
+    }
+
+    /// Output queues report their growth and shrinkage here.
+    pub(crate) fn note_pending(&mut self, delta: isize) {
+        self.pending = self.pending.wrapping_add_signed(delta);
+        CoreCounters::set(&self.counters.pending_bytes, self.pending as u64);
+    }
+
+    fn charge(&mut self, delta: isize) {
+        self.used = self.used.wrapping_add_signed(delta);
+        CoreCounters::set(&self.counters.memory_used, self.used as u64);
+    }
+
+    fn publish_cache(&self) {
+        CoreCounters::set(&self.counters.memory_cached, self.cached() as u64);
+    }
+
+    /// Bytes held by connections, charged to the budget.
+    pub(crate) fn used(&self) -> usize {
+        self.used
+    }
+
+    /// Budget bytes still free.
+    pub(crate) fn room(&self) -> usize {
+        self.limit.saturating_sub(self.used)
+    }
+
+    /// Bytes of free chunks kept resident.
+    pub(crate) fn cached(&self) -> usize {
+        self.warm.len() * CHUNK
+    }
+
+    /// Whether `bytes` more may be charged.
+    pub(crate) fn fits(&self, bytes: usize, charge: Charge) -> bool {
+        charge == Charge::Reserve || self.used + bytes <= self.limit
+    }
+
+    /// Whether `n` chunks can be had under `charge`.
+    pub(crate) fn can_take(&self, n: usize, charge: Charge) -> bool {
+        let free = self.warm.len() + self.cold.len() + (self.chunks - self.fresh) as usize;
+        n <= free && self.fits(n * CHUNK, charge)
+    }
+
+    /// A chunk for a connection, or `None` when the budget (or, for the
+    /// reserve, the mapping) has no room.
+    pub(crate) fn take(&mut self, charge: Charge) -> Option<ChunkId> {
+        if !self.fits(CHUNK, charge) {
+            return None;
+        }
+        let id = match self.warm.pop().or_else(|| self.cold.pop()) {
+            Some(id) => id,
+            None if self.fresh < self.chunks => {
+                self.fresh += 1;
+                self.fresh - 1
+            }
+            None => return None,
+        };
+        self.charge(CHUNK as isize);
+        CoreCounters::add(&self.counters.buffers_out, 1);
+        Some(id)
+    }
+
+    /// A chunk back from a connection.
+    pub(crate) fn give(&mut self, id: ChunkId) {
+        self.charge(-(CHUNK as isize));
+        CoreCounters::sub(&self.counters.buffers_out, 1);
+        self.warm.push(id);
+    }
+
+    pub(crate) fn chunk(&self, id: ChunkId) -> &[u8] {
+        let at = id as usize * CHUNK;
+        &self.region[at..at + CHUNK]
+    }
+
+    pub(crate) fn chunk_mut(&mut self, id: ChunkId) -> &mut [u8] {
+        let at = id as usize * CHUNK;
+        &mut self.region[at..at + CHUNK]
+    }
+
+    /// A buffer of `len` bytes for one large input frame, charged to the
+    /// budget; `None` when it does not fit.
+    pub(crate) fn take_large(&mut self, len: usize) -> Option<PageBuf> {
+        let rounded = len.div_ceil(page_size()) * page_size();
+        if !self.fits(rounded, Charge::Budget) {
+            return None;
+        }
+        let buf = PageBuf::new(len)?;
+        self.charge(buf.mapped() as isize);
+        CoreCounters::add(&self.counters.buffers_out, 1);
+        Some(buf)
+    }
+
+    /// Unmaps a large buffer and gives its bytes back to the budget.
+    pub(crate) fn give_large(&mut self, buf: PageBuf) {
+        self.charge(-(buf.mapped() as isize));
+        CoreCounters::sub(&self.counters.buffers_out, 1);
+    }
+
+    /// Hands the pages of free chunks back to the kernel, keeping the most
+    /// `keep` most recently used resident. Runs of adjacent chunks are
+    /// released with one call.
+    pub(crate) fn trim(&mut self, keep: usize) {
+        if self.warm.len() <= keep {
+            self.publish_cache();
+            return;
+        }
+        let split = self.warm.len() - keep;
+        let mut spare: Vec<ChunkId> = self.warm.drain(..split).collect();
+        spare.sort_unstable();
+        let mut run_start = 0;
+        for i in 1..=spare.len() {
+            if i == spare.len() || spare[i] != spare[i - 1] + 1 {
+                let first = spare[run_start] as usize * CHUNK;
+                self.region.release(first, (i - run_start) * CHUNK);
+                run_start = i;
+            }
+        }
+        self.cold.extend(spare);
+        self.publish_cache();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_bounds_chunks_and_the_reserve_goes_past_it() {
+        let mut mem = Memory::new(2 * CHUNK, 1, usize::MAX, Default::default()).expect("mapped");
+        let a = mem.take(Charge::Budget).expect("first");
+        let b = mem.take(Charge::Budget).expect("second");
+        assert!(mem.take(Charge::Budget).is_none(), "budget full");
+        let c = mem.take(Charge::Reserve).expect("reserve");
+        assert!(mem.take(Charge::Reserve).is_none(), "mapping exhausted");
+        assert_eq!(mem.used(), 3 * CHUNK);
+        for id in [a, b, c] {
+            mem.give(id);
+        }
+        assert_eq!(mem.used(), 0);
+        assert_eq!(mem.cached(), 3 * CHUNK);
+    }
+
+    #[test]
+    fn trim_zeroes_released_chunks_and_keeps_them_usable() {
+        let mut mem = Memory::new(8 * CHUNK, 0, usize::MAX, Default::default()).expect("mapped");
+        let ids: Vec<_> = (0..5).map(|_| mem.take(Charge::Budget).expect("chunk")).collect();
+        for &id in &ids {
+            mem.chunk_mut(id).fill(0xAB);
+        }
+        for &id in &ids {
+            mem.give(id);
+        }
+        mem.trim(1);
+        assert_eq!(mem.cached(), CHUNK);
+        mem.trim(0);
+        assert_eq!(mem.cached(), 0);
+        for &id in &ids {
+            assert!(mem.chunk(id).iter().all(|&b| b == 0), "released pages read as zero");
+        }
+        let again = mem.take(Charge::Budget).expect("reused");
+        assert!(ids.contains(&again));
+    }
+
+    #[test]
+    fn large_buffers_are_charged_to_the_budget() {
+        let mut mem = Memory::new(16 * CHUNK, 0, usize::MAX, Default::default()).expect("mapped");
+        let big = mem.take_large(10 * CHUNK).expect("fits");
+        assert!(mem.take_large(10 * CHUNK).is_none(), "would pass the budget");
+        assert_eq!(mem.used(), 10 * CHUNK);
+        mem.give_large(big);
+        assert_eq!(mem.used(), 0);
+    }
+}

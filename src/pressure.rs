@@ -1,0 +1,153 @@
+//! What happens when a connection's output or the core's budget is full:
+//! the named policies, in one place.
+//!
+//! - **`max_pending`** (per connection): a message that would queue more is
+//!   dropped and counted on a lossy subscription, and closes the connection
+//!   with `ERR slow consumer` otherwise.
+//! - **`write_deadline_ms`** (per connection): a socket that took nothing for
+//!   that long while output waited closes the same way (the sweeper checks).
+//! - **`pending_budget`** (per core): when a frame cannot get chunks, the
+//!   connection holding the most budget meets its policy first, as long as it
+//!   holds more than the one asking: a connection whose subscriptions are all
+//!   lossy drops its queued messages (counted, reported with `DROPPED`), any
+//!   other is closed (`ERR slow consumer`, or `ERR out of memory` when what it
+//!   holds is mostly input). Only when the asker holds the most does it meet
+//!   its own policy. So a subscriber that keeps up is never cut while a
+//!   stalled one holds more.
+//!
+//! Connections that begin to leave here are listed in [`Doomed`]; the core
+//! finishes their exit (subscriptions, counters) right after the delivery,
+//! since their subscriptions are being walked.
+
+use slab::Slab;
+
+use crate::{
+    counters::CoreCounters,
+    memory::Memory,
+    slot::{Deadlines, Exit, Full, Limit, Slot},
+};
+
+/// Slots that began leaving during a delivery: key, why, whether it was
+/// `Open`.
+pub(crate) type Doomed = Vec<(usize, Exit, bool)>;
+
+/// What applying a policy needs besides the slots and memory.
+#[derive(Debug)]
+pub(crate) struct Policy<'a> {
+    pub counters: &'a CoreCounters,
+    pub deadlines: Deadlines,
+    pub doomed: &'a mut Doomed,
+}
+
+/// How one queued frame fared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Queued {
+    /// It is queued.
+    Yes,
+    /// It did not fit and the subscription is lossy: dropped and counted.
+    Dropped,
+    /// It did not fit: the connection is leaving as a slow consumer.
+    Cut,
+}
+
+impl Policy<'_> {
+    /// Queues `frame` for `key`, making room in the budget if it can; a
+    /// frame that still does not fit meets `key`'s policy (`lossy` for a
+    /// message on a lossy subscription, with `sid`).
+    pub(crate) fn queue(
+        &mut self,
+        slots: &mut Slab<Slot>,
+        mem: &mut Memory,
+        key: usize,
+        frame: &[u8],
+        drop_sid: Option<u32>,
+    ) -> Queued {
+        let full = match slots[key].queue(mem, frame) {
+            Ok(()) => return Queued::Yes,
+            Err(Full::Budget) if self.make_room(slots, mem, key, frame.len()) => {
+                match slots[key].queue(mem, frame) {
+                    Ok(()) => return Queued::Yes,
+                    Err(full) => full,
+                }
+            }
+            Err(full) => full,
+        };
+        let slot = &mut slots[key];
+        if let Some(sid) = drop_sid {
+            slot.record_drop(sid);
+            let cause = match full {
+                Full::MaxPending => &self.counters.drops_max_pending,
+                Full::Budget => &self.counters.drops_budget,
+            };
+            CoreCounters::add(cause, 1);
+            CoreCounters::add(&self.counters.msgs_dropped, 1);
+            return Queued::Dropped;
+        }
+        let limit = match full {
+            Full::MaxPending => Limit::MaxPending,
+            Full::Budget => Limit::Budget,
+        };
+        self.cut(slots, mem, key, Exit::SlowConsumer(limit));
+        Queued::Cut
+    }
+
+    /// Frees budget until `len` more bytes fit, applying the budget policy
+    /// to connections that hold more than `key`. False when it cannot.
+    pub(crate) fn make_room(
+        &mut self,
+        slots: &mut Slab<Slot>,
+        mem: &mut Memory,
+        key: usize,
+        len: usize,
+    ) -> bool {
+        loop {
+            if mem.room() >= len + crate::memory::CHUNK {
+                return true;
+            }
+            let mine = slots.get(key).map_or(0, Slot::held);
+            let Some((victim, held)) = largest_holder(slots, key) else { return false };
+            if held <= mine {
+                return false;
+            }
+            let before = mem.used();
+            self.apply_budget_policy(slots, mem, victim);
+            if mem.used() >= before {
+                return false;
+            }
+        }
+    }
+
+    fn apply_budget_policy(&mut self, slots: &mut Slab<Slot>, mem: &mut Memory, key: usize) {
+        let slot = &mut slots[key];
+        if slot.all_lossy() && slot.input.stash.is_empty() && slot.input.large.is_none() {
+            let shed = slot.shed_messages(mem);
+            if shed > 0 {
+                slot.notify();
+                CoreCounters::add(&self.counters.drops_budget, shed);
+                CoreCounters::add(&self.counters.msgs_dropped, shed);
+                return;
+            }
+        }
+        let input_bound = slot.held() > 2 * slot.out.chunks() * crate::memory::CHUNK;
+        let why = if input_bound { Exit::OutOfMemory } else { Exit::SlowConsumer(Limit::Budget) };
+        self.cut(slots, mem, key, why);
+    }
+
+    /// Starts `key`'s exit now (giving its memory back) and lists it for
+    /// the core to finish.
+    pub(crate) fn cut(&mut self, slots: &mut Slab<Slot>, mem: &mut Memory, key: usize, why: Exit) {
+        if let Some(was_open) = slots[key].begin_leave(mem, why, "", self.deadlines) {
+            self.doomed.push((key, why, was_open));
+        }
+    }
+}
+
+/// The live connection other than `except` that holds the most budget.
+fn largest_holder(slots: &Slab<Slot>, except: usize) -> Option<(usize, usize)> {
+    slots
+        .iter()
+        .filter(|&(k, s)| k != except && s.is_live())
+        .map(|(k, s)| (k, s.held()))
+        .filter(|&(_, held)| held > 0)
+        .max_by_key(|&(_, held)| held)
+}

@@ -1,0 +1,390 @@
+//! A byte queue made of chunks from the core's [`Memory`]: a connection's
+//! pending output, or the input bytes it has read but not yet applied.
+//!
+//! Frames are appended whole and may span chunks. Each chunk remembers
+//! where the first frame starting in it begins, so the queue can find the
+//! frame boundary after the bytes already on the wire without reading
+//! every length prefix as it writes: that is what lets a closing connection
+//! drop what has not started going out and still end on a whole frame.
+
+use std::{collections::VecDeque, io::IoSlice};
+
+use corecast_proto::{opcode, Msg, LEN_PREFIX};
+
+use crate::memory::{Charge, ChunkId, Memory, CHUNK};
+
+/// No frame starts in this chunk.
+const NO_START: u16 = u16::MAX;
+
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    id: ChunkId,
+    /// Offset of the first frame that starts in this chunk, or `NO_START`.
+    first_start: u16,
+}
+
+/// Queued bytes in chunks; see the module docs. `OUTPUT` queues count their
+/// bytes in the core's pending-output gauge.
+#[derive(Debug, Default)]
+pub(crate) struct ChunkQueue<const OUTPUT: bool> {
+    chunks: VecDeque<Link>,
+    /// Offset of the first queued byte in the first chunk.
+    head: usize,
+    /// Bytes filled in the last chunk.
+    tail: usize,
+    /// Bytes queued.
+    len: usize,
+}
+
+impl<const OUTPUT: bool> ChunkQueue<OUTPUT> {
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Chunks held, each charged to the budget.
+    pub(crate) fn chunks(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// Hints the CPU to fetch the line the next frame will be written at.
+    pub(crate) fn prefetch_tail(&self, mem: &Memory) {
+        if let Some(link) = self.chunks.back() {
+            if self.tail < CHUNK {
+                crate::prefetch::line(mem.chunk(link.id)[self.tail..].as_ptr());
+            }
+        }
+    }
+
+    /// Budget bytes appending `len` more bytes would take.
+    pub(crate) fn cost_of(&self, len: usize) -> usize {
+        let room = if self.chunks.is_empty() { 0 } else { CHUNK - self.tail };
+        len.saturating_sub(room).div_ceil(CHUNK) * CHUNK
+    }
+
+    /// Appends one whole frame; false (and nothing appended) when the
+    /// chunks it needs cannot be had under `charge`.
+    pub(crate) fn push(&mut self, mem: &mut Memory, frame: &[u8], charge: Charge) -> bool {
+        let cost = self.cost_of(frame.len());
+        if cost > 0 && !mem.can_take(cost / CHUNK, charge) {
+            return false;
+        }
+        let mut src = frame;
+        let mut starts_here = true;
+        while !src.is_empty() {
+            if self.chunks.is_empty() || self.tail == CHUNK {
+                let Some(id) = mem.take(charge) else {
+                    unreachable!("can_take promised the chunks")
+                };
+                self.chunks.push_back(Link { id, first_start: NO_START });
+                self.tail = 0;
+            }
+            let link = self.chunks.back_mut().expect("a chunk was just ensured");
+            if std::mem::take(&mut starts_here) && link.first_start == NO_START {
+                link.first_start = self.tail as u16;
+            }
+            let n = (CHUNK - self.tail).min(src.len());
+            mem.chunk_mut(link.id)[self.tail..self.tail + n].copy_from_slice(&src[..n]);
+            self.tail += n;
+            src = &src[n..];
+        }
+        self.len += frame.len();
+        self.note(mem, frame.len() as isize);
+        true
+    }
+
+    /// The queued bytes as slices, in order, as many as `out` holds; returns
+    /// how many it filled.
+    pub(crate) fn slices<'m>(&self, mem: &'m Memory, out: &mut [IoSlice<'m>]) -> usize {
+        let last = self.chunks.len().saturating_sub(1);
+        let mut n = 0;
+        for (i, link) in self.chunks.iter().enumerate().take(out.len()) {
+            let start = if i == 0 { self.head } else { 0 };
+            let end = if i == last { self.tail } else { CHUNK };
+            out[i] = IoSlice::new(&mem.chunk(link.id)[start..end]);
+            n += 1;
+        }
+        n
+    }
+
+    /// Copies every queued byte into `dst` (which must hold them) and empties
+    /// the queue.
+    pub(crate) fn move_into(&mut self, mem: &mut Memory, dst: &mut [u8]) -> usize {
+        let len = self.len;
+        self.read_at(mem, 0, &mut dst[..len]);
+        self.clear(mem);
+        len
+    }
+
+    /// `n` bytes left the front of the queue; chunks emptied go back to the
+    /// pool at once.
+    pub(crate) fn consume(&mut self, mem: &mut Memory, n: usize) {
+        debug_assert!(n <= self.len);
+        self.len -= n;
+        self.note(mem, -(n as isize));
+        let mut left = n;
+        while left > 0 {
+            let end = if self.chunks.len() == 1 { self.tail } else { CHUNK };
+            let avail = end - self.head;
+            if left < avail {
+                self.head += left;
+                break;
+            }
+            left -= avail;
+            self.pop_front(mem);
+        }
+        if self.len == 0 {
+            self.clear(mem);
+        }
+    }
+
+    fn pop_front(&mut self, mem: &mut Memory) {
+        if let Some(link) = self.chunks.pop_front() {
+            mem.give(link.id);
+        }
+        self.head = 0;
+    }
+
+    /// Gives every chunk back.
+    pub(crate) fn clear(&mut self, mem: &mut Memory) {
+        while !self.chunks.is_empty() {
+            self.pop_front(mem);
+        }
+        self.tail = 0;
+        self.note(mem, -(self.len as isize));
+        self.len = 0;
+    }
+
+    fn note(&self, mem: &mut Memory, delta: isize) {
+        if OUTPUT {
+            mem.note_pending(delta);
+        }
+    }
+
+    /// Drops every queued frame that has not started going out, keeping the
+    /// rest of the one the socket is in the middle of, so a final frame can
+    /// follow on a consistent stream.
+    pub(crate) fn drop_unstarted(&mut self, mem: &mut Memory) {
+        let keep = self.started_len(mem);
+        self.truncate(mem, keep);
+    }
+
+    /// Like [`Self::drop_unstarted`], but drops only `MSG` frames, telling
+    /// `dropped` each one's sid, and keeps every other frame in order.
+    /// Returns how many messages it dropped.
+    pub(crate) fn shed_messages(&mut self, mem: &mut Memory, mut dropped: impl FnMut(u32)) -> u64 {
+        let started = self.started_len(mem);
+        let mut kept: Vec<(usize, usize)> = Vec::new();
+        let mut shed = 0;
+        let mut at = started;
+        while at < self.len {
+            let mut head = [0u8; Msg::SID_AT + 4];
+            let got = self.read_at(mem, at, &mut head);
+            let frame_len =
+                LEN_PREFIX + u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+            if got == head.len() && head[LEN_PREFIX] == opcode::MSG {
+                let sid = &head[Msg::SID_AT..];
+                dropped(u32::from_le_bytes([sid[0], sid[1], sid[2], sid[3]]));
+                shed += 1;
+            } else {
+                kept.push((at, frame_len));
+            }
+            at += frame_len;
+        }
+        if shed == 0 {
+            return 0;
+        }
+        let frames: Vec<Vec<u8>> = kept
+            .into_iter()
+            .map(|(at, len)| {
+                let mut frame = vec![0; len];
+                self.read_at(mem, at, &mut frame);
+                frame
+            })
+            .collect();
+        self.truncate(mem, started);
+        for frame in frames {
+            // Room was just freed; the reserve covers the rare case it is not.
+            self.push(mem, &frame, Charge::Reserve);
+        }
+        shed
+    }
+
+    /// Bytes from the front up to the first frame boundary: the rest of the
+    /// frame the socket is in the middle of (0 when it is between frames).
+    fn started_len(&self, mem: &Memory) -> usize {
+        let Some(first) = self.chunks.front() else { return 0 };
+        if first.first_start != NO_START && usize::from(first.first_start) <= self.head {
+            // Walk whole frames from a known start up to the head.
+            let mut at = usize::from(first.first_start);
+            while at < self.head {
+                let mut prefix = [0u8; LEN_PREFIX];
+                self.read_raw(mem, at, &mut prefix);
+                at += LEN_PREFIX + u32::from_le_bytes(prefix) as usize;
+            }
+            return at - self.head;
+        }
+        // The frame at the head began in a chunk already given back: the
+        // next boundary is the first frame start after it.
+        self.chunks
+            .iter()
+            .enumerate()
+            .find(|(_, l)| l.first_start != NO_START)
+            .map_or(self.len, |(i, l)| i * CHUNK + usize::from(l.first_start) - self.head)
+    }
+
+    /// Keeps the first `keep` queued bytes and gives back the chunks past
+    /// them.
+    fn truncate(&mut self, mem: &mut Memory, keep: usize) {
+        if keep == 0 {
+            self.clear(mem);
+            return;
+        }
+        let end = self.head + keep;
+        let last = (end - 1) / CHUNK;
+        while self.chunks.len() > last + 1 {
+            if let Some(link) = self.chunks.pop_back() {
+                mem.give(link.id);
+            }
+        }
+        self.tail = end - last * CHUNK;
+        if let Some(link) = self.chunks.back_mut() {
+            if link.first_start != NO_START && usize::from(link.first_start) >= self.tail {
+                link.first_start = NO_START;
+            }
+        }
+        self.note(mem, keep as isize - self.len as isize);
+        self.len = keep;
+    }
+
+    /// Copies queued bytes from `at` (relative to the head) into `dst`;
+    /// returns how many there were.
+    fn read_at(&self, mem: &Memory, at: usize, dst: &mut [u8]) -> usize {
+        let want = dst.len().min(self.len.saturating_sub(at));
+        self.read_raw(mem, self.head + at, &mut dst[..want]);
+        want
+    }
+
+    /// Copies bytes from `pos` (relative to the first chunk's start).
+    fn read_raw(&self, mem: &Memory, pos: usize, dst: &mut [u8]) {
+        let mut done = 0;
+        while done < dst.len() {
+            let p = pos + done;
+            let chunk = mem.chunk(self.chunks[p / CHUNK].id);
+            let off = p % CHUNK;
+            let n = (CHUNK - off).min(dst.len() - done);
+            dst[done..done + n].copy_from_slice(&chunk[off..off + n]);
+            done += n;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use corecast_proto::ServerFrame;
+
+    use super::*;
+
+    fn encoded(frame: &ServerFrame<'_>) -> Vec<u8> {
+        let mut v = Vec::new();
+        frame.encode(&mut v);
+        v
+    }
+
+    fn ping(n: u64) -> Vec<u8> {
+        encoded(&ServerFrame::Ping { nonce: n })
+    }
+
+    fn msg(sid: u32, payload: &[u8]) -> Vec<u8> {
+        encoded(&ServerFrame::Msg(Msg { sid, topic: "t", reply_to: "", payload }))
+    }
+
+    fn contents(q: &ChunkQueue<true>, mem: &Memory) -> Vec<u8> {
+        let mut out = vec![0; q.len()];
+        q.read_at(mem, 0, &mut out);
+        out
+    }
+
+    fn memory() -> Memory {
+        Memory::new(64 * CHUNK, 4, usize::MAX, Default::default()).expect("mapped")
+    }
+
+    #[test]
+    fn frames_span_chunks_and_chunks_return_as_they_are_written() {
+        let mut mem = memory();
+        let mut q = ChunkQueue::<true>::default();
+        let big = msg(1, &[7; 6000]);
+        assert!(q.push(&mut mem, &ping(1), Charge::Budget));
+        assert!(q.push(&mut mem, &big, Charge::Budget));
+        assert_eq!(q.chunks(), 2);
+        let mut want = ping(1);
+        want.extend_from_slice(&big);
+        assert_eq!(contents(&q, &mem), want);
+        q.consume(&mut mem, CHUNK);
+        assert_eq!(q.chunks(), 1, "the first chunk went back");
+        q.consume(&mut mem, q.len());
+        assert_eq!((q.chunks(), mem.used()), (0, 0));
+    }
+
+    #[test]
+    fn a_full_budget_refuses_without_appending() {
+        let mut mem = Memory::new(CHUNK, 0, usize::MAX, Default::default()).expect("mapped");
+        let mut q = ChunkQueue::<true>::default();
+        assert!(!q.push(&mut mem, &msg(1, &[0; 5000]), Charge::Budget));
+        assert!(q.is_empty());
+        assert!(q.push(&mut mem, &msg(1, &[0; 100]), Charge::Budget));
+    }
+
+    #[test]
+    fn drop_unstarted_keeps_the_partial_frame() {
+        let mut mem = memory();
+        let mut q = ChunkQueue::<true>::default();
+        for n in 0..5 {
+            assert!(q.push(&mut mem, &ping(n), Charge::Budget));
+        }
+        q.consume(&mut mem, 20); // one whole PING (14 bytes) and 6 of the next
+        q.drop_unstarted(&mut mem);
+        assert_eq!(contents(&q, &mem), &1u64.to_le_bytes());
+    }
+
+    #[test]
+    fn drop_unstarted_finds_the_boundary_after_a_chunk_went_back() {
+        let mut mem = memory();
+        let mut q = ChunkQueue::<true>::default();
+        let big = msg(1, &[1; 3 * CHUNK]);
+        assert!(q.push(&mut mem, &big, Charge::Budget));
+        assert!(q.push(&mut mem, &ping(9), Charge::Budget));
+        q.consume(&mut mem, CHUNK + 10);
+        q.drop_unstarted(&mut mem);
+        assert_eq!(q.len(), big.len() - CHUNK - 10);
+        q.consume(&mut mem, big.len() - CHUNK - 10);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn shed_messages_counts_each_sid_and_keeps_other_frames() {
+        let mut mem = memory();
+        let mut q = ChunkQueue::<true>::default();
+        for n in 0..200u32 {
+            assert!(q.push(&mut mem, &msg(n % 3, &[0; 90]), Charge::Budget));
+            if n % 50 == 0 {
+                assert!(q.push(&mut mem, &ping(u64::from(n)), Charge::Budget));
+            }
+        }
+        let head = msg(0, &[0; 90]).len() / 2;
+        q.consume(&mut mem, head);
+        let mut by_sid = [0u32; 3];
+        let shed = q.shed_messages(&mut mem, |sid| by_sid[sid as usize] += 1);
+        assert_eq!(shed, 199);
+        assert_eq!(by_sid.iter().sum::<u32>(), 199);
+        let mut want = msg(0, &[0; 90])[head..].to_vec();
+        for n in [0u64, 50, 100, 150] {
+            want.extend_from_slice(&ping(n));
+        }
+        assert_eq!(contents(&q, &mem), want);
+        assert_eq!(q.chunks(), 1);
+    }
+}
