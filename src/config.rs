@@ -95,12 +95,12 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The TOML file does not describe a configuration.
-    #[error("cannot parse {path}: {source}")]
+    #[error("{at}: {message}")]
     Parse {
-        /// The file.
-        path: PathBuf,
-        /// What went wrong.
-        source: Box<toml::de::Error>,
+        /// The file, and `:line:column` when the error has a place.
+        at: String,
+        /// What is wrong there.
+        message: String,
     },
     /// A value is out of range or contradicts another.
     #[error("invalid configuration: {0}")]
@@ -112,8 +112,7 @@ impl Config {
     pub fn from_toml_file(path: &std::path::Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        toml::from_str(&text)
-            .map_err(|source| ConfigError::Parse { path: path.into(), source: Box::new(source) })
+        toml::from_str(&text).map_err(|e| parse_error(path, &text, &e))
     }
 
     /// Fills the derived values (`0` = automatic) and checks every limit.
@@ -197,6 +196,24 @@ impl Config {
         let idle = quarter(self.ping_interval_ms).max(busy);
         (busy, idle)
     }
+}
+
+/// A TOML error on one line: `file:line:column: message`.
+fn parse_error(path: &std::path::Path, text: &str, error: &toml::de::Error) -> ConfigError {
+    let mut at = path.display().to_string();
+    if let Some(span) = error.span() {
+        let (line, column) = line_and_column(text, span.start);
+        at = format!("{at}:{line}:{column}");
+    }
+    let message = error.message().split_whitespace().collect::<Vec<_>>().join(" ");
+    ConfigError::Parse { at, message }
+}
+
+/// The 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (before.matches('\n').count() + 1, before[line_start..].chars().count() + 1)
 }
 
 /// The CPUs this process may run on.
@@ -352,5 +369,19 @@ mod tests {
     #[test]
     fn unknown_toml_keys_are_refused() {
         assert!(toml::from_str::<Config>("max_conections = 3").is_err());
+    }
+
+    fn parse_message(text: &str) -> String {
+        let error = toml::from_str::<Config>(text).expect_err("refused");
+        parse_error(std::path::Path::new("c.toml"), text, &error).to_string()
+    }
+
+    #[test]
+    fn toml_errors_are_one_line_with_line_and_column() {
+        let message = parse_message("cores = 1\n\n  max_conections = 3\n");
+        assert!(message.starts_with("c.toml:3:3: unknown field `max_conections`"), "{message}");
+        assert!(!message.contains('\n'), "{message}");
+        let message = parse_message("cores = 1\nserver_name = \"é\" 5\n");
+        assert!(message.starts_with("c.toml:2:19: "), "columns count characters: {message}");
     }
 }
