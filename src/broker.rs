@@ -9,9 +9,15 @@ use crate::{
     config::{online_cpus, Config, ConfigError},
     counters::{CoreCounters, Counters},
     link, listener,
+    memlock::{self, MEMLOCK_NEEDED},
     server::{self, CoreInit},
     shutdown::{ShutdownHandle, ShutdownSignal},
 };
+
+/// Memory each executor registers with io_uring, bytes: glommio's least.
+/// It serves storage I/O, which the broker does not do, and does not change
+/// the locked memory glommio needs (see [`MEMLOCK_NEEDED`]).
+const IO_MEMORY: usize = 64 << 10;
 
 /// Why the broker could not start or did not stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +25,20 @@ pub enum BrokerError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Locked memory is limited below what glommio needs.
+    #[error(
+        "the locked-memory limit is {} KiB but glommio's io_uring needs {} KiB: raise it with \
+         `ulimit -l {}` in the shell that starts corecast, or `LimitMEMLOCK={}K` in its systemd \
+         unit",
+        limit / 1024,
+        MEMLOCK_NEEDED / 1024,
+        MEMLOCK_NEEDED / 1024,
+        MEMLOCK_NEEDED / 1024
+    )]
+    MemLock {
+        /// The soft `RLIMIT_MEMLOCK` in force, bytes.
+        limit: u64,
+    },
     /// The listening sockets could not be set up.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -61,6 +81,7 @@ impl Broker {
     /// may connect right away.
     pub fn start(config: Config) -> Result<Self, BrokerError> {
         let cfg = Arc::new(config.resolve()?);
+        memlock::ensure_memlock().map_err(|limit| BrokerError::MemLock { limit })?;
         let sockets = listener::bind_group(cfg.listen, cfg.cores)
             .map_err(|source| BrokerError::Listen { addr: cfg.listen, source })?;
         let addr = sockets[0].local_addr().ok().and_then(|a| a.as_socket()).ok_or_else(|| {
@@ -95,7 +116,7 @@ impl Broker {
             };
             let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpus[core % cpus.len()]))
                 .name(&format!("corecast-{core}"))
-                .io_memory(cfg.io_memory)
+                .io_memory(IO_MEMORY)
                 .spawn(move || server::run(init));
             match spawned {
                 Ok(handle) => broker.executors.push(handle),

@@ -55,8 +55,6 @@ pub struct Config {
     pub cross_core_batch: usize,
     /// Token `HELLO` must carry; none = no authentication.
     pub auth_token: Option<String>,
-    /// Memory each executor registers with io_uring, bytes (locked memory).
-    pub io_memory: usize,
 }
 
 impl Default for Config {
@@ -78,7 +76,6 @@ impl Default for Config {
             cross_core_queue: 64,
             cross_core_batch: 64 << 10,
             auth_token: None,
-            io_memory: 512 << 10,
         }
     }
 }
@@ -101,6 +98,14 @@ pub enum ConfigError {
         at: String,
         /// What is wrong there.
         message: String,
+    },
+    /// A setting that no longer exists was given.
+    #[error("{name} was removed: {why}")]
+    Retired {
+        /// The flag or key.
+        name: String,
+        /// Why it went.
+        why: &'static str,
     },
     /// A value is out of range or contradicts another.
     #[error("invalid configuration: {0}")]
@@ -198,14 +203,27 @@ impl Config {
     }
 }
 
-/// A TOML error on one line: `file:line:column: message`.
+/// Settings that no longer exist, and why.
+const RETIRED: &[(&str, &str)] = &[(
+    "io_memory",
+    "it cannot lower the 512 KiB of locked memory glommio needs, and TCP does not use that memory",
+)];
+
+/// A TOML error on one line: `file:line:column: message`, the message
+/// saying why for a retired key.
 fn parse_error(path: &std::path::Path, text: &str, error: &toml::de::Error) -> ConfigError {
     let mut at = path.display().to_string();
     if let Some(span) = error.span() {
         let (line, column) = line_and_column(text, span.start);
         at = format!("{at}:{line}:{column}");
     }
-    let message = error.message().split_whitespace().collect::<Vec<_>>().join(" ");
+    let retired = RETIRED
+        .iter()
+        .find(|(key, _)| error.message().starts_with(&format!("unknown field `{key}`")));
+    let message = match retired {
+        Some((key, why)) => format!("{key} was removed: {why}"),
+        None => error.message().split_whitespace().collect::<Vec<_>>().join(" "),
+    };
     ConfigError::Parse { at, message }
 }
 
@@ -284,9 +302,9 @@ pub struct Args {
     /// Token clients must present in HELLO [default: none, no authentication].
     #[arg(long, env = "CORECAST_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<String>,
-    /// io_uring registered memory per executor, bytes [default: 524288].
-    #[arg(long)]
-    pub io_memory: Option<usize>,
+    /// Retired: refused with the reason.
+    #[arg(long, hide = true, value_name = "BYTES")]
+    pub io_memory: Option<String>,
 }
 
 macro_rules! override_fields {
@@ -298,6 +316,9 @@ macro_rules! override_fields {
 impl Args {
     /// The configuration these flags describe: file, then flags on top.
     pub fn into_config(self) -> Result<Config, ConfigError> {
+        if self.io_memory.is_some() {
+            return Err(retired_flag("io_memory"));
+        }
         let mut cfg = match &self.config {
             Some(path) => Config::from_toml_file(path)?,
             None => Config::default(),
@@ -323,10 +344,14 @@ impl Args {
             close_linger_ms,
             cross_core_queue,
             cross_core_batch,
-            io_memory,
         );
         cfg.resolve()
     }
+}
+
+fn retired_flag(key: &str) -> ConfigError {
+    let why = RETIRED.iter().find(|(k, _)| *k == key).map_or("", |(_, why)| why);
+    ConfigError::Retired { name: format!("--{}", key.replace('_', "-")), why }
 }
 
 #[cfg(test)]
@@ -383,5 +408,17 @@ mod tests {
         assert!(!message.contains('\n'), "{message}");
         let message = parse_message("cores = 1\nserver_name = \"é\" 5\n");
         assert!(message.starts_with("c.toml:2:19: "), "columns count characters: {message}");
+    }
+
+    #[test]
+    fn retired_settings_say_why() {
+        let message = parse_message("io_memory = 262144\n");
+        assert!(
+            message.starts_with("c.toml:1:1: io_memory was removed: it cannot lower"),
+            "{message}"
+        );
+        let flag = Args::parse_from(["corecast", "--io-memory", "262144"]).into_config();
+        let message = flag.expect_err("refused").to_string();
+        assert!(message.starts_with("--io-memory was removed: it cannot lower"), "{message}");
     }
 }

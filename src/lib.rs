@@ -11,6 +11,7 @@
 //! - [`broker`]: the embedding API ([`Broker::start`], address, counters,
 //!   shutdown).
 //! - [`config`]: every setting and limit, from flags and TOML.
+//! - `memlock`: the locked memory glommio needs.
 //! - `server`: what runs on a core: accept loop, sweeper (heartbeats and
 //!   timeouts), cross-core forwarders and receivers, shutdown sequence.
 //! - `connection`: the task that owns one socket: flush, read, apply.
@@ -41,6 +42,7 @@ pub mod counters;
 mod fanout;
 mod link;
 mod listener;
+mod memlock;
 mod mesh;
 mod prefetch;
 #[doc(hidden)]

@@ -1,20 +1,75 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! The real binary at start-up: a configuration it cannot run with is one
-//! line on stderr and exit 1, before anything listens.
+//! The real binary at start-up: it refuses a locked-memory limit glommio
+//! cannot run with and a bad configuration, each with one line on stderr
+//! and exit 1 before anything listens.
+
+mod common;
 
 use std::{
-    io::Read,
+    io::{BufRead, BufReader, Read},
+    net::SocketAddr,
     process::{Child, Command, ExitStatus, Stdio},
+    sync::mpsc,
     thread,
     time::{Duration, Instant},
 };
 
+use common::*;
+
 const BIN: &str = env!("CARGO_BIN_EXE_corecast");
+
+/// A broker process serving until the test stops it; killed if left running.
+struct Proc {
+    child: Child,
+    /// The address from its "corecast listening" line.
+    addr: SocketAddr,
+}
+
+impl Proc {
+    fn spawn(command: Command) -> Proc {
+        let mut child = piped(command).spawn().expect("start the corecast binary");
+        let lines = lines_of(child.stdout.take().expect("piped stdout"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = lines.recv_timeout(left).expect("a 'corecast listening' line on stdout");
+            if line.contains("corecast listening") {
+                break addr_in(&line);
+            }
+        };
+        // Keep draining stdout so the broker never blocks on its log.
+        thread::spawn(move || lines.iter().count());
+        Proc { child, addr }
+    }
+
+    /// SIGTERM by PID, then the exit status.
+    fn stop(mut self) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+        wait_at_most(&mut self.child, Duration::from_secs(10)).expect("the broker stops")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
 
 /// The binary with the given flags, at info level, as a test would run it.
 fn corecast(args: &[&str]) -> Command {
     let mut command = Command::new(BIN);
     command.args(args);
+    command
+}
+
+/// The same under `prlimit` with this soft and hard locked-memory limit.
+fn corecast_with_memlock(soft: u64, hard: u64, args: &[&str]) -> Command {
+    let mut command = Command::new("prlimit");
+    command.arg(format!("--memlock={soft}:{hard}")).arg(BIN).args(args);
     command
 }
 
@@ -27,6 +82,28 @@ fn piped(mut command: Command) -> Command {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     command
+}
+
+fn lines_of(out: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// `addr=` from a "corecast listening" line.
+fn addr_in(line: &str) -> SocketAddr {
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="))
+        .unwrap_or_else(|| panic!("no addr= in {line:?}"));
+    addr.parse().expect("addr= holds an address")
 }
 
 fn wait_at_most(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
@@ -98,6 +175,40 @@ impl Refused {
     }
 }
 
+/// A subscriber on `addr`, then `n` publishers each on a new connection
+/// (so the kernel picks a listener for each), one message each: the
+/// subscriber must get all `n`, in order.
+fn deliver_each_of(addr: SocketAddr, n: u64) {
+    let mut sub = Client::connect(addr);
+    sub.sub(1, "start.t");
+    sub.flush_empty();
+    for i in 0..n {
+        let mut publisher = Client::connect(addr);
+        publisher.publish("start.t", &seq_payload(i, 8));
+        publisher.flush_empty();
+    }
+    for i in 0..n {
+        assert_eq!(sub.recv(), Got::msg(1, "start.t", &seq_payload(i, 8)), "message {i}");
+    }
+}
+
+#[test]
+fn too_little_locked_memory_is_one_line_before_anything_listens() {
+    let refused = run_refused(corecast_with_memlock(65536, 65536, &["--listen", "127.0.0.1:0"]));
+    let line = refused.assert_one_line("locked-memory limit is 64 KiB");
+    for needed in ["needs 512 KiB", "ulimit -l 512", "LimitMEMLOCK=512K"] {
+        assert!(line.contains(needed), "{needed:?} missing in {line:?}");
+    }
+}
+
+#[test]
+fn a_low_soft_locked_memory_limit_is_raised_to_the_hard_one() {
+    let args = ["--listen", "127.0.0.1:0", "--cores", "2"];
+    let broker = Proc::spawn(corecast_with_memlock(65536, 1 << 20, &args));
+    deliver_each_of(broker.addr, 3);
+    assert!(broker.stop().success());
+}
+
 #[test]
 fn a_toml_error_is_one_line_with_file_line_and_column() {
     let dir = std::env::temp_dir().join(format!("corecast-start-{}", std::process::id()));
@@ -107,14 +218,18 @@ fn a_toml_error_is_one_line_with_file_line_and_column() {
     let refused = run_refused(corecast(&["--config", file.to_str().unwrap()]));
     let line = refused.assert_one_line(&format!("{}:3:1: ", file.display()));
     assert!(line.contains("unknown field `max_conections`"), "{line}");
+    std::fs::write(&file, "io_memory = 262144\n").unwrap();
+    let refused = run_refused(corecast(&["--config", file.to_str().unwrap()]));
+    refused.assert_one_line(":1:1: io_memory was removed: it cannot lower the 512 KiB");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn bad_flags_are_one_line_and_exit_1() {
-    let cases: [(&[&str], &str); 2] = [
+    let cases: [(&[&str], &str); 3] = [
         (&["--cores", "two"], "invalid value 'two' for '--cores <CORES>'"),
         (&["--no-such-flag"], "unexpected argument '--no-such-flag'"),
+        (&["--io-memory", "262144"], "--io-memory was removed: it cannot lower the 512 KiB"),
     ];
     for (args, what) in cases {
         run_refused(corecast(args)).assert_one_line(what);

@@ -22,7 +22,6 @@ pub fn config() -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         cores: 2,
-        io_memory: 256 << 10,
         max_connections: 64,
         max_frame: 64 << 10,
         shutdown_grace_ms: 500,
