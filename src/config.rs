@@ -8,6 +8,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 
+use crate::address::ListenAddr;
+
 /// Bytes kept free at the end of every write buffer for the frames that end a
 /// session (`ERR`, `GOAWAY`), so they fit even when messages filled the rest.
 pub const WRITE_RESERVE: usize = 512;
@@ -16,8 +18,9 @@ pub const WRITE_RESERVE: usize = 512;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Address every core listens on (`SO_REUSEPORT`); port 0 picks one.
-    pub listen: SocketAddr,
+    /// `HOST:PORT` every core listens on (`SO_REUSEPORT`), on every address
+    /// the host resolves to; port 0 picks one.
+    pub listen: ListenAddr,
     /// Executors to run, one per core; 0 = every online core. More executors
     /// than CPUs is allowed (they share CPUs), which tests use.
     pub cores: usize,
@@ -60,7 +63,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7400)).into(),
             cores: 0,
             server_name: "corecast".into(),
             max_connections: 4096,
@@ -254,9 +257,9 @@ pub struct Args {
     /// TOML file with any of the settings below (snake_case keys).
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Address to listen on, on every core [default: 127.0.0.1:7400].
-    #[arg(long, value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
+    /// HOST:PORT to listen on, on every core and every address the host resolves to [default: 127.0.0.1:7400].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<ListenAddr>,
     /// Executors (one per core) [default: every online core].
     #[arg(long)]
     pub cores: Option<usize>,
@@ -420,5 +423,13 @@ mod tests {
         let flag = Args::parse_from(["corecast", "--io-memory", "262144"]).into_config();
         let message = flag.expect_err("refused").to_string();
         assert!(message.starts_with("--io-memory was removed: it cannot lower"), "{message}");
+    }
+
+    #[test]
+    fn listen_takes_a_host_name_from_flags_and_toml() {
+        let args = Args::parse_from(["corecast", "--listen", "localhost:7401"]);
+        assert_eq!(args.into_config().expect("valid").listen.to_string(), "localhost:7401");
+        let cfg: Config = toml::from_str("listen = \"[::1]:0\"").expect("valid");
+        assert_eq!(cfg.listen.host(), "::1");
     }
 }

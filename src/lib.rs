@@ -11,6 +11,8 @@
 //! - [`broker`]: the embedding API ([`Broker::start`], address, counters,
 //!   shutdown).
 //! - [`config`]: every setting and limit, from flags and TOML.
+//! - [`address`]: the `HOST:PORT` to listen on and its resolution.
+//! - `listener`: the cores' listeners on every address.
 //! - `memlock`: the locked memory glommio needs.
 //! - `server`: what runs on a core: accept loop, sweeper (heartbeats and
 //!   timeouts), cross-core forwarders and receivers, shutdown sequence.
@@ -32,6 +34,7 @@
 //! The wire protocol lives in the `corecast-proto` crate (`proto/`), which
 //! does no I/O.
 
+pub mod address;
 pub mod broker;
 mod buffer;
 mod cmd;
@@ -53,6 +56,7 @@ mod shutdown;
 mod slot;
 mod topics;
 
+pub use address::ListenAddr;
 pub use broker::{Broker, BrokerError};
 pub use config::{Args, Config};
 pub use counters::{Counters, Snapshot};

@@ -1,13 +1,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The real binary at start-up: it refuses a locked-memory limit glommio
 //! cannot run with and a bad configuration, each with one line on stderr
-//! and exit 1 before anything listens.
+//! and exit 1 before anything listens; and it listens on what a host name
+//! resolves to.
 
 mod common;
 
 use std::{
     io::{BufRead, BufReader, Read},
-    net::SocketAddr,
+    net::{SocketAddr, ToSocketAddrs},
     process::{Child, Command, ExitStatus, Stdio},
     sync::mpsc,
     thread,
@@ -21,8 +22,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_corecast");
 /// A broker process serving until the test stops it; killed if left running.
 struct Proc {
     child: Child,
-    /// The address from its "corecast listening" line.
-    addr: SocketAddr,
+    /// Every address from its "corecast listening" line (`addrs=`).
+    addrs: Vec<SocketAddr>,
 }
 
 impl Proc {
@@ -30,16 +31,20 @@ impl Proc {
         let mut child = piped(command).spawn().expect("start the corecast binary");
         let lines = lines_of(child.stdout.take().expect("piped stdout"));
         let deadline = Instant::now() + Duration::from_secs(10);
-        let addr = loop {
+        let addrs = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = lines.recv_timeout(left).expect("a 'corecast listening' line on stdout");
             if line.contains("corecast listening") {
-                break addr_in(&line);
+                break addrs_in(&line);
             }
         };
         // Keep draining stdout so the broker never blocks on its log.
         thread::spawn(move || lines.iter().count());
-        Proc { child, addr }
+        Proc { child, addrs }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.addrs[0]
     }
 
     /// SIGTERM by PID, then the exit status.
@@ -97,13 +102,13 @@ fn lines_of(out: impl Read + Send + 'static) -> mpsc::Receiver<String> {
     rx
 }
 
-/// `addr=` from a "corecast listening" line.
-fn addr_in(line: &str) -> SocketAddr {
-    let addr = line
+/// `addrs=a,b` from a "corecast listening" line.
+fn addrs_in(line: &str) -> Vec<SocketAddr> {
+    let list = line
         .split_whitespace()
-        .find_map(|w| w.strip_prefix("addr="))
-        .unwrap_or_else(|| panic!("no addr= in {line:?}"));
-    addr.parse().expect("addr= holds an address")
+        .find_map(|w| w.strip_prefix("addrs="))
+        .unwrap_or_else(|| panic!("no addrs= in {line:?}"));
+    list.split(',').map(|a| a.parse().expect("addrs= holds addresses")).collect()
 }
 
 fn wait_at_most(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
@@ -205,8 +210,52 @@ fn too_little_locked_memory_is_one_line_before_anything_listens() {
 fn a_low_soft_locked_memory_limit_is_raised_to_the_hard_one() {
     let args = ["--listen", "127.0.0.1:0", "--cores", "2"];
     let broker = Proc::spawn(corecast_with_memlock(65536, 1 << 20, &args));
-    deliver_each_of(broker.addr, 3);
+    deliver_each_of(broker.addr(), 3);
     assert!(broker.stop().success());
+}
+
+#[test]
+fn listen_takes_a_host_name_and_serves_each_address_it_resolves_to() {
+    let broker = Proc::spawn(corecast(&["--listen", "localhost:0", "--cores", "2"]));
+    let port = broker.addr().port();
+    assert_ne!(port, 0);
+    let resolved: Vec<SocketAddr> = ("localhost", port).to_socket_addrs().unwrap().collect();
+    assert!(broker.addrs.iter().all(|a| resolved.contains(a)), "{:?}", broker.addrs);
+    assert!(broker.addrs.contains(&SocketAddr::from(([127, 0, 0, 1], port))), "{:?}", broker.addrs);
+    deliver_each_of(SocketAddr::from(([127, 0, 0, 1], port)), 5);
+    match resolved.iter().find(|a| a.is_ipv6()) {
+        Some(v6) => {
+            assert!(broker.addrs.contains(v6), "{:?}", broker.addrs);
+            let mut sub = Client::connect(*v6);
+            sub.sub(1, "v6.t");
+            sub.flush_empty();
+            let mut publisher = Client::connect(SocketAddr::from(([127, 0, 0, 1], port)));
+            publisher.publish("v6.t", b"to ::1");
+            publisher.flush_empty();
+            assert_eq!(sub.recv(), Got::msg(1, "v6.t", b"to ::1"));
+        }
+        None => {
+            eprintln!("note: localhost does not resolve to an IPv6 address here; ::1 not tried")
+        }
+    }
+    assert!(broker.stop().success());
+}
+
+#[test]
+fn the_embedding_api_takes_a_host_name() {
+    let config = corecast::Config { listen: "localhost:0".parse().unwrap(), ..test_config(2) };
+    let broker = start(config);
+    let first = broker.local_addr();
+    assert_eq!(broker.local_addrs()[0], first);
+    assert!(broker.local_addrs().iter().all(|a| a.port() == first.port() && a.ip().is_loopback()));
+    deliver_each_of(first, 3);
+    finish(broker);
+}
+
+#[test]
+fn a_host_that_does_not_resolve_is_named() {
+    let refused = run_refused(corecast(&["--listen", "no-such-host.invalid:7400"]));
+    refused.assert_one_line("cannot resolve the host `no-such-host.invalid`");
 }
 
 #[test]
@@ -226,8 +275,9 @@ fn a_toml_error_is_one_line_with_file_line_and_column() {
 
 #[test]
 fn bad_flags_are_one_line_and_exit_1() {
-    let cases: [(&[&str], &str); 3] = [
+    let cases: [(&[&str], &str); 4] = [
         (&["--cores", "two"], "invalid value 'two' for '--cores <CORES>'"),
+        (&["--listen", "localhost"], "`localhost` has no port"),
         (&["--no-such-flag"], "unexpected argument '--no-such-flag'"),
         (&["--io-memory", "262144"], "--io-memory was removed: it cannot lower the 512 KiB"),
     ];

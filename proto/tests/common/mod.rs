@@ -38,7 +38,7 @@ pub fn start(config: Config) -> Broker {
 pub fn start_on(addr: SocketAddr) -> Broker {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        match Broker::start(Config { listen: addr, ..config() }) {
+        match Broker::start(Config { listen: addr.into(), ..config() }) {
             Ok(broker) => return broker,
             Err(e) if Instant::now() < deadline => {
                 eprintln!("restart on {addr}: {e}; retrying");
