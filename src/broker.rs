@@ -48,6 +48,12 @@ pub enum BrokerError {
         /// What went wrong.
         source: std::io::Error,
     },
+    /// Another process (or another broker) already listens on the address.
+    #[error("cannot listen on {addr}: address already in use (another process listens there)")]
+    AddrInUse {
+        /// The address, with the port.
+        addr: SocketAddr,
+    },
     /// The listening sockets could not be set up.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -209,8 +215,10 @@ fn bind(cfg: &Config) -> Result<Listeners, BrokerError> {
         .listen
         .resolve()
         .map_err(|source| BrokerError::Resolve { host: host.into(), source })?;
-    listener::bind_all(&addrs, cfg.cores)
-        .map_err(|(addr, source)| BrokerError::Listen { addr, source })
+    listener::bind_all(&addrs, cfg.cores).map_err(|(addr, source)| match source.kind() {
+        std::io::ErrorKind::AddrInUse => BrokerError::AddrInUse { addr },
+        _ => BrokerError::Listen { addr, source },
+    })
 }
 
 fn log_limits(cfg: &Config, addrs: &[SocketAddr]) {

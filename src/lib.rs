@@ -12,7 +12,8 @@
 //!   shutdown).
 //! - [`config`]: every setting and limit, from flags and TOML.
 //! - [`address`]: the `HOST:PORT` to listen on and its resolution.
-//! - `listener`: the cores' listeners on every address.
+//! - `listener`: the cores' listeners, and the check that nobody else
+//!   listens on the address.
 //! - `memlock`: the locked memory glommio needs.
 //! - `server`: what runs on a core: accept loop, sweeper (heartbeats and
 //!   timeouts), cross-core forwarders and receivers, shutdown sequence.

@@ -1,14 +1,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! The real binary at start-up: it refuses a locked-memory limit glommio
-//! cannot run with and a bad configuration, each with one line on stderr
-//! and exit 1 before anything listens; and it listens on what a host name
-//! resolves to.
+//! The real binary at start-up: it refuses an address something else
+//! listens on, a locked-memory limit glommio cannot run with, and a bad
+//! configuration, each with one line on stderr and exit 1 before anything
+//! listens; and it listens on what a host name resolves to.
 
 mod common;
 
 use std::{
     io::{BufRead, BufReader, Read},
-    net::{SocketAddr, ToSocketAddrs},
+    net::{SocketAddr, TcpListener, ToSocketAddrs},
     process::{Child, Command, ExitStatus, Stdio},
     sync::mpsc,
     thread,
@@ -195,6 +195,45 @@ fn deliver_each_of(addr: SocketAddr, n: u64) {
     for i in 0..n {
         assert_eq!(sub.recv(), Got::msg(1, "start.t", &seq_payload(i, 8)), "message {i}");
     }
+}
+
+#[test]
+fn a_second_broker_on_the_same_port_exits_1_and_the_first_keeps_its_clients() {
+    let first = Proc::spawn(corecast(&["--listen", "127.0.0.1:0", "--cores", "2"]));
+    let addr = first.addr().to_string();
+    let second = run_refused(corecast(&["--listen", &addr, "--cores", "2"]));
+    second.assert_one_line(&format!("cannot listen on {addr}: address already in use"));
+    // Had the second joined the port, about half of these would reach it.
+    deliver_each_of(first.addr(), 20);
+    assert!(first.stop().success());
+}
+
+#[test]
+fn a_port_another_program_listens_on_is_refused_even_through_a_wildcard() {
+    // std's listener has SO_REUSEADDR and no SO_REUSEPORT; 0.0.0.0 covers
+    // 127.0.0.1.
+    let other = TcpListener::bind("0.0.0.0:0").unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], other.local_addr().unwrap().port())).to_string();
+    let refused = run_refused(corecast(&["--listen", &addr, "--cores", "2"]));
+    refused.assert_one_line("address already in use");
+    // And the other way round: our wildcard covers its loopback listener.
+    let other = TcpListener::bind("127.0.0.1:0").unwrap();
+    let any = format!("0.0.0.0:{}", other.local_addr().unwrap().port());
+    run_refused(corecast(&["--listen", &any])).assert_one_line("address already in use");
+}
+
+#[test]
+fn a_broker_restarts_at_once_on_the_port_it_just_left() {
+    let first = Proc::spawn(corecast(&["--listen", "127.0.0.1:0", "--cores", "2"]));
+    let addr = first.addr();
+    // Connections the broker closes first stay in TIME_WAIT on its port.
+    let clients: Vec<Client> = (0..4).map(|_| Client::connect(addr)).collect();
+    assert!(first.stop().success());
+    drop(clients);
+    let again = Proc::spawn(corecast(&["--listen", &addr.to_string(), "--cores", "2"]));
+    assert_eq!(again.addr(), addr);
+    deliver_each_of(addr, 5);
+    assert!(again.stop().success());
 }
 
 #[test]
