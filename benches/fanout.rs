@@ -48,7 +48,6 @@ fn config() -> Config {
         max_frame: MAX_FRAME,
         max_pending: 256 << 10,
         max_connections: 256,
-        io_memory: 256 << 10,
         ping_interval_ms: 600_000,
         shutdown_grace_ms: 1_000,
         ..Config::default()

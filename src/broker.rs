@@ -8,10 +8,17 @@ use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use crate::{
     config::{online_cpus, Config, ConfigError},
     counters::{CoreCounters, Counters},
-    link, listener,
+    link,
+    listener::{self, Listeners},
+    memlock::{self, MEMLOCK_NEEDED},
     server::{self, CoreInit},
     shutdown::{ShutdownHandle, ShutdownSignal},
 };
+
+/// Memory each executor registers with io_uring, bytes: glommio's least.
+/// It serves storage I/O, which the broker does not do, and does not change
+/// the locked memory glommio needs (see [`MEMLOCK_NEEDED`]).
+const IO_MEMORY: usize = 64 << 10;
 
 /// Why the broker could not start or did not stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +26,34 @@ pub enum BrokerError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Locked memory is limited below what glommio needs.
+    #[error(
+        "the locked-memory limit is {} KiB but glommio's io_uring needs {} KiB: raise it with \
+         `ulimit -l {}` in the shell that starts corecast, or `LimitMEMLOCK={}K` in its systemd \
+         unit",
+        limit / 1024,
+        MEMLOCK_NEEDED / 1024,
+        MEMLOCK_NEEDED / 1024,
+        MEMLOCK_NEEDED / 1024
+    )]
+    MemLock {
+        /// The soft `RLIMIT_MEMLOCK` in force, bytes.
+        limit: u64,
+    },
+    /// The host to listen on does not resolve.
+    #[error("cannot resolve the host `{host}` to listen on: {source}")]
+    Resolve {
+        /// The host name.
+        host: String,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// Another process (or another broker) already listens on the address.
+    #[error("cannot listen on {addr}: address already in use (another process listens there)")]
+    AddrInUse {
+        /// The address, with the port.
+        addr: SocketAddr,
+    },
     /// The listening sockets could not be set up.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -48,7 +83,7 @@ pub enum BrokerError {
 /// A running broker.
 #[derive(Debug)]
 pub struct Broker {
-    addr: SocketAddr,
+    addrs: Vec<SocketAddr>,
     config: Arc<Config>,
     counters: Arc<[Arc<CoreCounters>]>,
     executors: Vec<ExecutorJoinHandle<Result<(), String>>>,
@@ -56,20 +91,19 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Starts one pinned executor per configured core, each listening on the
-    /// configured address. Returns once every listener is bound, so clients
-    /// may connect right away.
+    /// Starts one pinned executor per configured core, each listening on
+    /// every address the configured one resolves to. Returns once every
+    /// listener is bound, so clients may connect right away.
     pub fn start(config: Config) -> Result<Self, BrokerError> {
         let cfg = Arc::new(config.resolve()?);
-        let sockets = listener::bind_group(cfg.listen, cfg.cores)
-            .map_err(|source| BrokerError::Listen { addr: cfg.listen, source })?;
-        let addr = sockets[0].local_addr().ok().and_then(|a| a.as_socket()).ok_or_else(|| {
-            BrokerError::Listen {
-                addr: cfg.listen,
-                source: std::io::ErrorKind::AddrNotAvailable.into(),
-            }
-        })?;
-        log_limits(&cfg, addr);
+        memlock::ensure_memlock().map_err(|limit| BrokerError::MemLock { limit })?;
+        let listeners = bind(&cfg)?;
+        Self::launch(cfg, listeners)
+    }
+
+    /// Starts the executors, each serving its core's listeners.
+    fn launch(cfg: Arc<Config>, listeners: Listeners) -> Result<Self, BrokerError> {
+        log_limits(&cfg, &listeners.addrs);
         let signal = ShutdownSignal::new(cfg.cores);
         let mut links = link::mesh(cfg.cores, cfg.cross_core_queue).into_iter();
         let cpus = online_cpus();
@@ -77,25 +111,25 @@ impl Broker {
         let counters: Arc<[Arc<CoreCounters>]> =
             (0..cfg.cores).map(|_| Arc::new(CoreCounters::default())).collect();
         let mut broker = Self {
-            addr,
+            addrs: listeners.addrs,
             config: Arc::clone(&cfg),
             counters: Arc::clone(&counters),
             executors: Vec::new(),
             signal,
         };
-        for (core, listener) in sockets.into_iter().enumerate() {
+        for (core, listeners) in listeners.per_core.into_iter().enumerate() {
             let init = CoreInit {
                 core,
                 cfg: Arc::clone(&cfg),
                 counters: Arc::clone(&counters),
-                listener,
+                listeners,
                 links: links.next().unwrap_or_default(),
                 signal: Arc::clone(&broker.signal),
                 ready: ready_tx.clone(),
             };
             let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpus[core % cpus.len()]))
                 .name(&format!("corecast-{core}"))
-                .io_memory(cfg.io_memory)
+                .io_memory(IO_MEMORY)
                 .spawn(move || server::run(init));
             match spawned {
                 Ok(handle) => broker.executors.push(handle),
@@ -125,9 +159,16 @@ impl Broker {
         }
     }
 
-    /// The address clients connect to (with the real port when 0 was asked).
+    /// The first address clients may connect to (with the real port when 0
+    /// was asked).
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.addrs[0]
+    }
+
+    /// Every address the broker listens on, in the resolver's order; they
+    /// share one port.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
     }
 
     /// The configuration in force, with automatic values resolved.
@@ -167,11 +208,26 @@ impl Broker {
     }
 }
 
-fn log_limits(cfg: &Config, addr: SocketAddr) {
+/// Resolves the configured address and listens on what it resolves to.
+fn bind(cfg: &Config) -> Result<Listeners, BrokerError> {
+    let host = cfg.listen.host();
+    let addrs = cfg
+        .listen
+        .resolve()
+        .map_err(|source| BrokerError::Resolve { host: host.into(), source })?;
+    listener::bind_all(&addrs, cfg.cores).map_err(|(addr, source)| match source.kind() {
+        std::io::ErrorKind::AddrInUse => BrokerError::AddrInUse { addr },
+        _ => BrokerError::Listen { addr, source },
+    })
+}
+
+fn log_limits(cfg: &Config, addrs: &[SocketAddr]) {
     const MIB: u64 = 1 << 20;
     let bound = cfg.max_memory();
+    let all: Vec<String> = addrs.iter().map(SocketAddr::to_string).collect();
     tracing::info!(
-        %addr,
+        addr = %addrs[0],
+        addrs = %all.join(","),
         cores = cfg.cores,
         max_connections_per_core = cfg.max_connections,
         max_pending = cfg.max_pending,
@@ -186,4 +242,52 @@ fn log_limits(cfg: &Config, addr: SocketAddr) {
         (cfg.pending_budget as u64).div_ceil(MIB),
         bound.cross_core.div_ceil(MIB),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::{collections::BTreeSet, net::SocketAddr, sync::Arc, time::Duration};
+
+    use corecast_proto::client::blocking::Client;
+
+    use super::{listener, Broker};
+    use crate::Config;
+
+    fn config() -> Arc<Config> {
+        let cfg = Config { cores: 2, max_frame: 4096, max_pending: 64 << 10, ..Config::default() };
+        Arc::new(cfg.resolve().expect("valid"))
+    }
+
+    #[test]
+    fn every_core_serves_every_address_and_they_share_one_port() {
+        let both: [SocketAddr; 2] = ["127.0.0.1:0".parse().unwrap(), "[::1]:0".parse().unwrap()];
+        let listeners = match listener::bind_all(&both, 2) {
+            Ok(listeners) => listeners,
+            Err((addr, e)) => return eprintln!("note: skipped, cannot listen on {addr}: {e}"),
+        };
+        let broker = Broker::launch(config(), listeners).expect("starts");
+        let [v4, v6] = broker.local_addrs() else { panic!("{:?}", broker.local_addrs()) };
+        assert_eq!((v4.ip(), v6.ip()), (both[0].ip(), both[1].ip()));
+        assert_eq!(v4.port(), v6.port());
+        assert_eq!(broker.local_addr(), *v4);
+        for addr in [v4, v6] {
+            // 16 connections all on one core: 1 in 32768 when both serve.
+            let clients: Vec<Client> = (0..16).map(|_| Client::connect(addr).unwrap()).collect();
+            let cores: BTreeSet<u16> = clients.iter().map(|c| c.server_info().core_id).collect();
+            assert_eq!(cores, BTreeSet::from([0, 1]), "cores accepting on {addr}");
+        }
+        let sub = Client::connect(v6).unwrap();
+        let messages = sub.subscribe("both.t").unwrap();
+        sub.flush().unwrap();
+        let publisher = Client::connect(v4).unwrap();
+        publisher.publish("both.t", b"across families").unwrap();
+        publisher.flush().unwrap();
+        let got = messages.recv_timeout(Duration::from_secs(5)).unwrap().expect("a message");
+        assert_eq!(&got.payload[..], b"across families");
+        drop((sub, publisher, messages));
+        broker.shutdown();
+        broker.wait().expect("stops cleanly");
+    }
 }

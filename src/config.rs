@@ -8,28 +8,21 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 
+use crate::address::ListenAddr;
+
 /// Resident memory of one idle, subscribed connection (slot, task,
 /// subscription), rounded up from the 2.2–2.4 KiB measured by
 /// `corecast-bench conns`. Kernel socket buffers come on top (they are
 /// kernel memory, bounded by `net.ipv4.tcp_mem`).
 pub const CONNECTION_OVERHEAD: u64 = 3 << 10;
 
-/// Settings that no longer exist, with what replaced them.
-const RETIRED: [(&str, &str); 2] = [
-    (
-        "write_buffer",
-        "pending output now lives in pooled chunks: use max_pending (per connection) \
-         and pending_budget (per core)",
-    ),
-    ("read_buffer", "input now lives in pooled chunks charged to pending_budget"),
-];
-
 /// The broker's settings. Field names are the TOML keys.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Address every core listens on (`SO_REUSEPORT`); port 0 picks one.
-    pub listen: SocketAddr,
+    /// `HOST:PORT` every core listens on (`SO_REUSEPORT`), on every address
+    /// the host resolves to; port 0 picks one.
+    pub listen: ListenAddr,
     /// Executors to run, one per core; 0 = every online core. More executors
     /// than CPUs is allowed (they share CPUs), which tests use.
     pub cores: usize,
@@ -51,14 +44,6 @@ pub struct Config {
     /// divided among the cores. When full, the connections holding the most
     /// meet their policy first.
     pub pending_budget: usize,
-    /// Retired; kept only to name its replacement.
-    #[doc(hidden)]
-    #[serde(skip_serializing)]
-    pub write_buffer: Option<Retired>,
-    /// Retired; kept only to name its replacement.
-    #[doc(hidden)]
-    #[serde(skip_serializing)]
-    pub read_buffer: Option<Retired>,
     /// Subscriptions one connection may hold.
     pub max_subscriptions: usize,
     /// Silence after which the server sends `PING`, ms.
@@ -80,14 +65,12 @@ pub struct Config {
     pub cross_core_batch: usize,
     /// Token `HELLO` must carry; none = no authentication.
     pub auth_token: Option<String>,
-    /// Memory each executor registers with io_uring, bytes (locked memory).
-    pub io_memory: usize,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7400)).into(),
             cores: 0,
             server_name: "corecast".into(),
             max_connections: 32_768,
@@ -95,8 +78,6 @@ impl Default for Config {
             max_pending: 64 << 20,
             write_deadline_ms: 10_000,
             pending_budget: 0,
-            write_buffer: None,
-            read_buffer: None,
             max_subscriptions: 1024,
             ping_interval_ms: 30_000,
             stale_after_ms: 0,
@@ -106,7 +87,6 @@ impl Default for Config {
             cross_core_queue: 64,
             cross_core_batch: 64 << 10,
             auth_token: None,
-            io_memory: 512 << 10,
         }
     }
 }
@@ -123,24 +103,24 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The TOML file does not describe a configuration.
-    #[error("cannot parse {path}: {source}")]
+    #[error("{at}: {message}")]
     Parse {
-        /// The file.
-        path: PathBuf,
-        /// What went wrong.
-        source: Box<toml::de::Error>,
+        /// The file, and `:line:column` when the error has a place.
+        at: String,
+        /// What is wrong there.
+        message: String,
+    },
+    /// A setting that no longer exists was given.
+    #[error("{name} was removed: {why}")]
+    Retired {
+        /// The flag or key.
+        name: String,
+        /// Why it went.
+        why: &'static str,
     },
     /// A value is out of range or contradicts another.
     #[error("invalid configuration: {0}")]
     Invalid(String),
-    /// A setting that no longer exists.
-    #[error("{key} was retired: {instead}")]
-    Retired {
-        /// The setting, as a TOML key.
-        key: &'static str,
-        /// What to use instead.
-        instead: &'static str,
-    },
 }
 
 impl Config {
@@ -148,20 +128,13 @@ impl Config {
     pub fn from_toml_file(path: &std::path::Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        toml::from_str(&text)
-            .map_err(|source| ConfigError::Parse { path: path.into(), source: Box::new(source) })
+        toml::from_str(&text).map_err(|e| parse_error(path, &text, &e))
     }
 
     /// Fills the derived values (`0` = automatic) and checks every limit.
     pub fn resolve(mut self) -> Result<Self, ConfigError> {
         if self.cores == 0 {
             self.cores = online_cpus().len();
-        }
-        let retired = [&self.write_buffer, &self.read_buffer];
-        if let Some(&(key, instead)) =
-            RETIRED.iter().zip(retired).find(|(_, v)| v.is_some()).map(|(r, _)| r)
-        {
-            return Err(ConfigError::Retired { key, instead });
         }
         if self.pending_budget == 0 {
             self.pending_budget = default_pending_budget(self.cores);
@@ -249,18 +222,6 @@ impl Config {
     }
 }
 
-/// The value of a retired setting: accepted by the parser only so that the
-/// error can name what replaced it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retired;
-
-impl<'de> Deserialize<'de> for Retired {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        serde::de::IgnoredAny::deserialize(d)?;
-        Ok(Retired)
-    }
-}
-
 /// The most memory the broker can reach, by what holds it, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryBound {
@@ -292,6 +253,46 @@ fn default_pending_budget(cores: usize) -> usize {
     usize::try_from(share).unwrap_or(usize::MAX).max(64 << 20)
 }
 
+/// Settings that no longer exist, and why.
+const RETIRED: &[(&str, &str)] = &[
+    (
+        "io_memory",
+        "it cannot lower the 512 KiB of locked memory glommio needs, and TCP does not use that \
+         memory",
+    ),
+    (
+        "write_buffer",
+        "pending output lives in pooled chunks; use max_pending (per connection) and \
+         pending_budget (per core)",
+    ),
+    ("read_buffer", "input lives in pooled chunks charged to pending_budget"),
+];
+
+/// A TOML error on one line: `file:line:column: message`, the message
+/// saying why for a retired key.
+fn parse_error(path: &std::path::Path, text: &str, error: &toml::de::Error) -> ConfigError {
+    let mut at = path.display().to_string();
+    if let Some(span) = error.span() {
+        let (line, column) = line_and_column(text, span.start);
+        at = format!("{at}:{line}:{column}");
+    }
+    let retired = RETIRED
+        .iter()
+        .find(|(key, _)| error.message().starts_with(&format!("unknown field `{key}`")));
+    let message = match retired {
+        Some((key, why)) => format!("{key} was removed: {why}"),
+        None => error.message().split_whitespace().collect::<Vec<_>>().join(" "),
+    };
+    ConfigError::Parse { at, message }
+}
+
+/// The 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (before.matches('\n').count() + 1, before[line_start..].chars().count() + 1)
+}
+
 /// The CPUs this process may run on.
 pub fn online_cpus() -> Vec<usize> {
     match core_affinity::get_core_ids() {
@@ -312,9 +313,9 @@ pub struct Args {
     /// TOML file with any of the settings below (snake_case keys).
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Address to listen on, on every core [default: 127.0.0.1:7400].
-    #[arg(long, value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
+    /// HOST:PORT to listen on, on every core and every address the host resolves to [default: 127.0.0.1:7400].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<ListenAddr>,
     /// Executors (one per core) [default: every online core].
     #[arg(long)]
     pub cores: Option<usize>,
@@ -371,9 +372,9 @@ pub struct Args {
     /// Token clients must present in HELLO [default: none, no authentication].
     #[arg(long, env = "CORECAST_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<String>,
-    /// io_uring registered memory per executor, bytes [default: 524288].
-    #[arg(long)]
-    pub io_memory: Option<usize>,
+    /// Retired: refused with the reason.
+    #[arg(long, hide = true, value_name = "BYTES")]
+    pub io_memory: Option<String>,
 }
 
 macro_rules! override_fields {
@@ -385,18 +386,17 @@ macro_rules! override_fields {
 impl Args {
     /// The configuration these flags describe: file, then flags on top.
     pub fn into_config(self) -> Result<Config, ConfigError> {
+        let retired = [("io_memory", &self.io_memory), ("write_buffer", &self.write_buffer)];
+        let retired = retired.into_iter().chain([("read_buffer", &self.read_buffer)]);
+        if let Some((key, _)) = retired.into_iter().find(|(_, v)| v.is_some()) {
+            return Err(retired_flag(key));
+        }
         let mut cfg = match &self.config {
             Some(path) => Config::from_toml_file(path)?,
             None => Config::default(),
         };
         if self.auth_token.is_some() {
             cfg.auth_token = self.auth_token.clone();
-        }
-        if self.write_buffer.is_some() {
-            cfg.write_buffer = Some(Retired);
-        }
-        if self.read_buffer.is_some() {
-            cfg.read_buffer = Some(Retired);
         }
         override_fields!(
             self,
@@ -417,10 +417,14 @@ impl Args {
             close_linger_ms,
             cross_core_queue,
             cross_core_batch,
-            io_memory,
         );
         cfg.resolve()
     }
+}
+
+fn retired_flag(key: &str) -> ConfigError {
+    let why = RETIRED.iter().find(|(k, _)| *k == key).map_or("", |(_, why)| why);
+    ConfigError::Retired { name: format!("--{}", key.replace('_', "-")), why }
 }
 
 #[cfg(test)]
@@ -447,10 +451,10 @@ mod tests {
         let err = Args::parse_from(["corecast", "--write-buffer", "1000"])
             .into_config()
             .expect_err("retired");
+        assert!(err.to_string().starts_with("--write-buffer was removed"), "{err}");
         assert!(err.to_string().contains("max_pending"), "{err}");
-        let cfg: Config = toml::from_str("write_buffer = 67108864").expect("parses");
-        let err = cfg.resolve().expect_err("retired");
-        assert!(err.to_string().starts_with("write_buffer was retired"), "{err}");
+        let message = parse_message("read_buffer = 1000\n");
+        assert!(message.contains("read_buffer was removed"), "{message}");
     }
 
     #[test]
@@ -475,5 +479,39 @@ mod tests {
     #[test]
     fn unknown_toml_keys_are_refused() {
         assert!(toml::from_str::<Config>("max_conections = 3").is_err());
+    }
+
+    fn parse_message(text: &str) -> String {
+        let error = toml::from_str::<Config>(text).expect_err("refused");
+        parse_error(std::path::Path::new("c.toml"), text, &error).to_string()
+    }
+
+    #[test]
+    fn toml_errors_are_one_line_with_line_and_column() {
+        let message = parse_message("cores = 1\n\n  max_conections = 3\n");
+        assert!(message.starts_with("c.toml:3:3: unknown field `max_conections`"), "{message}");
+        assert!(!message.contains('\n'), "{message}");
+        let message = parse_message("cores = 1\nserver_name = \"é\" 5\n");
+        assert!(message.starts_with("c.toml:2:19: "), "columns count characters: {message}");
+    }
+
+    #[test]
+    fn retired_settings_say_why() {
+        let message = parse_message("io_memory = 262144\n");
+        assert!(
+            message.starts_with("c.toml:1:1: io_memory was removed: it cannot lower"),
+            "{message}"
+        );
+        let flag = Args::parse_from(["corecast", "--io-memory", "262144"]).into_config();
+        let message = flag.expect_err("refused").to_string();
+        assert!(message.starts_with("--io-memory was removed: it cannot lower"), "{message}");
+    }
+
+    #[test]
+    fn listen_takes_a_host_name_from_flags_and_toml() {
+        let args = Args::parse_from(["corecast", "--listen", "localhost:7401"]);
+        assert_eq!(args.into_config().expect("valid").listen.to_string(), "localhost:7401");
+        let cfg: Config = toml::from_str("listen = \"[::1]:0\"").expect("valid");
+        assert_eq!(cfg.listen.host(), "::1");
     }
 }

@@ -11,6 +11,10 @@
 //! - [`broker`]: the embedding API ([`Broker::start`], address, counters,
 //!   shutdown).
 //! - [`config`]: every setting and limit, from flags and TOML.
+//! - [`address`]: the `HOST:PORT` to listen on and its resolution.
+//! - `listener`: the cores' listeners, and the check that nobody else
+//!   listens on the address.
+//! - `memlock`: the locked memory glommio needs.
 //! - `server`: what runs on a core: accept loop, sweeper (heartbeats and
 //!   timeouts), cross-core forwarders and receivers, shutdown sequence.
 //! - `connection`: the task that owns one socket: flush, read, apply.
@@ -35,6 +39,7 @@
 //! The wire protocol lives in the `corecast-proto` crate (`proto/`), which
 //! does no I/O.
 
+pub mod address;
 pub mod broker;
 mod cmd;
 pub mod config;
@@ -44,6 +49,7 @@ pub mod counters;
 mod fanout;
 mod link;
 mod listener;
+mod memlock;
 mod memory;
 mod mesh;
 mod prefetch;
@@ -57,6 +63,7 @@ mod shutdown;
 mod slot;
 mod topics;
 
+pub use address::ListenAddr;
 pub use broker::{Broker, BrokerError};
 pub use config::{Args, Config};
 pub use counters::{Counters, Snapshot};

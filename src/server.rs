@@ -36,7 +36,8 @@ pub(crate) struct CoreInit {
     pub cfg: Arc<Config>,
     /// Every core's counters; this core writes its own.
     pub counters: Arc<[Arc<CoreCounters>]>,
-    pub listener: socket2::Socket,
+    /// This core's listening sockets, one per address.
+    pub listeners: Vec<socket2::Socket>,
     /// This core's ends of the links to and from every other core.
     pub links: CoreLinks,
     pub signal: Arc<ShutdownSignal>,
@@ -46,20 +47,27 @@ pub(crate) struct CoreInit {
 
 /// Runs one core until shutdown completes.
 pub(crate) async fn run(init: CoreInit) -> Result<(), String> {
-    let CoreInit { core, cfg, counters, listener, links, signal, ready } = init;
-    // SAFETY: the fd is a listening TCP socket we own; ownership moves over.
-    let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
+    let CoreInit { core, cfg, counters, listeners, links, signal, ready } = init;
     let shard = Shard::new(core, cfg, counters)
         .ok_or_else(|| "cannot reserve address space for the pending budget".to_string())?;
     let shard = Rc::new(shard);
     let mesh_tasks = MeshTasks::start(&shard, links);
     let sweeper = glommio::spawn_local(sweep(Rc::clone(&shard)));
-    let acceptor = glommio::spawn_local(accept_loop(Rc::clone(&shard), listener));
+    let acceptors: Vec<Task<()>> = listeners
+        .into_iter()
+        .map(|listener| {
+            // SAFETY: the fd is a listening TCP socket we own; ownership moves over.
+            let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
+            glommio::spawn_local(accept_loop(Rc::clone(&shard), listener))
+        })
+        .collect();
     let _ = ready.send(());
     drop(ready);
     signal.wait(core).await;
     tracing::info!(core, "shutting down");
-    acceptor.cancel().await;
+    for acceptor in acceptors {
+        acceptor.cancel().await;
+    }
     shutdown(&shard, mesh_tasks).await;
     sweeper.cancel().await;
     Ok(())

@@ -32,7 +32,7 @@ impl Proc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_corecast"))
             .args(["--listen", "127.0.0.1:0", "--cores", "2"])
             .args(["--shutdown-grace-ms", &grace_ms.to_string()])
-            .args(["--max-frame", "65536", "--io-memory", "262144"])
+            .args(["--max-frame", "65536"])
             .args(extra)
             .env("RUST_LOG", "info")
             .env_remove("CORECAST_AUTH_TOKEN")
@@ -232,7 +232,7 @@ fn sigint_right_after_start_exits_0() {
     for round in 0..30u64 {
         let delay = Duration::from_micros(round % 10 * 800);
         let mut child = Command::new(env!("CARGO_BIN_EXE_corecast"))
-            .args(["--listen", "127.0.0.1:0", "--cores", "4", "--io-memory", "262144"])
+            .args(["--listen", "127.0.0.1:0", "--cores", "4"])
             .env("RUST_LOG", "info")
             .env_remove("CORECAST_AUTH_TOKEN")
             .stdin(Stdio::null())

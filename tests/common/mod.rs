@@ -19,7 +19,6 @@ pub fn test_config(cores: usize) -> Config {
         max_frame: 64 << 10,
         max_pending: 256 << 10,
         max_connections: 1024,
-        io_memory: 256 << 10,
         ..Config::default()
     }
 }

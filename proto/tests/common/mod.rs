@@ -22,7 +22,6 @@ pub fn config() -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         cores: 2,
-        io_memory: 256 << 10,
         max_connections: 64,
         max_frame: 64 << 10,
         shutdown_grace_ms: 500,
@@ -39,7 +38,7 @@ pub fn start(config: Config) -> Broker {
 pub fn start_on(addr: SocketAddr) -> Broker {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        match Broker::start(Config { listen: addr, ..config() }) {
+        match Broker::start(Config { listen: addr.into(), ..config() }) {
             Ok(broker) => return broker,
             Err(e) if Instant::now() < deadline => {
                 eprintln!("restart on {addr}: {e}; retrying");

@@ -20,7 +20,6 @@ fn start_broker(auth_token: Option<&str>) -> Broker {
     Broker::start(Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         cores: 2,
-        io_memory: 256 << 10,
         max_connections: 32,
         shutdown_grace_ms: 500,
         auth_token: auth_token.map(str::to_owned),
