@@ -66,6 +66,8 @@ counters! {
     connections_accepted,
     /// Connections refused with `ERR server full`.
     connections_refused,
+    /// Accepts that failed, for instance with the open-file limit reached.
+    accept_failures,
     /// `PUB` frames accepted.
     msgs_in,
     /// Bytes read from client sockets.

@@ -94,10 +94,11 @@ fn raise_fd_limit(config: &corecast::Config) {
     }
     let slots = (config.cores * config.max_connections) as u64;
     if lim.rlim_cur < slots + 64 {
-        tracing::warn!(
+        tracing::info!(
             open_files = lim.rlim_cur,
             slots,
-            "the open-file limit is below the connection slots; accepts will fail first"
+            "connections are capped by the open-file limit before the slots; raise it with \
+             `ulimit -n` or LimitNOFILE= in a systemd unit"
         );
     }
 }

@@ -170,13 +170,19 @@ fn apply_batch(shard: &Shard, st: &mut State, from: usize, batch: &[u8]) -> usiz
 }
 
 async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    let mut warned: Option<Instant> = None;
     loop {
         match listener.accept().await {
             Ok(stream) => admit(&shard, stream).await,
             Err(e) => {
-                // Out of descriptors and the like: back off instead of spinning.
-                tracing::warn!(core = shard.core, error = %e, "accept failed");
-                sleep(std::time::Duration::from_millis(50)).await;
+                // Out of descriptors and the like: back off instead of
+                // spinning, and say so once in a while, not every time.
+                CoreCounters::add(&shard.counters.accept_failures, 1);
+                if warned.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
+                    tracing::warn!(core = shard.core, error = %e, "accept failed");
+                    warned = Some(Instant::now());
+                }
+                sleep(Duration::from_millis(50)).await;
             }
         }
     }
