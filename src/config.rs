@@ -83,7 +83,7 @@ impl Default for Config {
             stale_after_ms: 0,
             handshake_timeout_ms: 5_000,
             shutdown_grace_ms: 5_000,
-            close_linger_ms: 250,
+            close_linger_ms: 1_000,
             cross_core_queue: 64,
             cross_core_batch: 64 << 10,
             auth_token: None,
@@ -360,7 +360,7 @@ pub struct Args {
     /// Time to flush pending messages at shutdown, ms [default: 5000].
     #[arg(long)]
     pub shutdown_grace_ms: Option<u64>,
-    /// Time a connection closed for an error keeps to deliver its ERR, ms [default: 250].
+    /// Time a connection closed for an error keeps to deliver its ERR and see the client's close, ms [default: 1000].
     #[arg(long)]
     pub close_linger_ms: Option<u64>,
     /// Batches in flight per pair of cores [default: 64].
