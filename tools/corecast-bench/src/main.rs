@@ -172,6 +172,10 @@ fn run_one(cli: &Cli) -> anyhow::Result<RunResult> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Thousands of connections: as many open files as the hard limit allows.
+    if let Err(e) = sys::raise_nofile_to_hard() {
+        eprintln!("corecast-bench: {e:#}");
+    }
     match &cli.command {
         Command::Compare(args) => compare::run(args),
         Command::Report { file, out } => {

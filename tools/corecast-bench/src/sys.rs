@@ -125,6 +125,27 @@ pub fn raise_nofile(needed: u64) -> anyhow::Result<(u64, u64)> {
     Ok((before, needed))
 }
 
+/// Raises the soft `RLIMIT_NOFILE` of this process to its hard limit (the
+/// bench holds thousands of connections). Returns (soft limit before,
+/// soft limit now).
+pub fn raise_nofile_to_hard() -> anyhow::Result<(u64, u64)> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `lim` is a valid, writable rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        bail!("getrlimit: {}", std::io::Error::last_os_error());
+    }
+    let before = lim.rlim_cur;
+    if lim.rlim_cur >= lim.rlim_max {
+        return Ok((before, before));
+    }
+    lim.rlim_cur = lim.rlim_max;
+    // SAFETY: `lim` is a valid rlimit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        bail!("setrlimit RLIMIT_NOFILE: {}", std::io::Error::last_os_error());
+    }
+    Ok((before, lim.rlim_cur))
+}
+
 /// Restricts the calling thread (and the threads it starts afterwards) to
 /// `cpus`, or lets it run anywhere with `None`.
 pub fn pin_current_thread(cpus: Option<&[usize]>) -> anyhow::Result<()> {

@@ -40,7 +40,17 @@ pub struct Target {
 impl Target {
     /// Connects with the given read buffer and the run's timeout.
     pub fn connect(&self, name: &str, read_buffer: usize) -> anyhow::Result<Box<dyn Driver>> {
-        let opts = ConnOpts { read_buffer, timeout: self.timeout };
+        self.connect_from(name, read_buffer, None)
+    }
+
+    /// [`Target::connect`] from local address `source`.
+    pub fn connect_from(
+        &self,
+        name: &str,
+        read_buffer: usize,
+        source: Option<std::net::Ipv4Addr>,
+    ) -> anyhow::Result<Box<dyn Driver>> {
+        let opts = ConnOpts { read_buffer, timeout: self.timeout, source };
         self.kind
             .connect(self.addr, name, opts)
             .with_context(|| format!("{} connection {name}", self.kind))
