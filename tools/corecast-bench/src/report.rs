@@ -559,6 +559,7 @@ mod tests {
             pid: None,
             timeout: std::time::Duration::from_secs(1),
             mode: Some("one".into()),
+            settings: Some("defaults".into()),
             settle: std::time::Duration::from_secs(1),
         };
         let params = crate::result::Params {
@@ -606,6 +607,7 @@ mod tests {
             pid: None,
             timeout: std::time::Duration::from_secs(1),
             mode: Some("one".into()),
+            settings: Some("defaults".into()),
             settle: std::time::Duration::from_secs(1),
         };
         target.result(workload, workload.into(), params)
