@@ -538,9 +538,7 @@ impl<T> Side<T> {
     fn of(run: Option<&RunResult>, figure: impl FnOnce(&RunResult) -> Option<T>) -> Self {
         match run {
             None => Side::NotRun,
-            Some(r) if !r.errors.is_empty() => {
-                Side::Failed(format!("failed ({} errors)", r.errors.len()))
-            }
+            Some(r) if !r.errors.is_empty() => Side::Failed(failed_because(r)),
             Some(r) => {
                 figure(r).map_or_else(|| Side::Failed("has no samples".into()), Side::Measured)
             }
@@ -554,6 +552,19 @@ impl<T> Side<T> {
             Side::Measured(v) => f(v),
         }
     }
+}
+
+/// `failed: ` and the first error of `r`, shortened (and how many more).
+fn failed_because(r: &RunResult) -> String {
+    let first = r.errors.first().map_or("", String::as_str);
+    let mut why: String = first.chars().take(100).collect();
+    if first.chars().count() > 100 {
+        why.push('…');
+    }
+    if r.errors.len() > 1 {
+        let _ = write!(why, " (+{} more)", r.errors.len() - 1);
+    }
+    format!("failed: {}", why.replace('|', "/"))
 }
 
 /// The measure and outcome when a side has no figure: corecast not run is
