@@ -167,7 +167,7 @@ impl Case {
 fn matrix(quick: bool) -> Vec<Case> {
     let flow = Case::Flow;
     if quick {
-        let [unstalled, stalled] = stalled::specs(100, 100, 5_000, 64);
+        let [unstalled, stalled] = stalled::specs(100, 100, 5_000, 1024);
         return vec![
             flow(FlowSpec::fanout(1, 10, 20_000, 64)),
             flow(FlowSpec::fanout(1, 1000, 200, 64)),
@@ -181,7 +181,7 @@ fn matrix(quick: bool) -> Vec<Case> {
             Case::Churn { secs: 1.0, threads: 4 },
         ];
     }
-    let [unstalled, stalled] = stalled::specs(100, 100, 100_000, 64);
+    let [unstalled, stalled] = stalled::specs(100, 100, 20_000, 1024);
     vec![
         flow(FlowSpec::fanout(1, 10, 1_000_000, 64)),
         flow(FlowSpec::fanout(1, 1000, 10_000, 64)),

@@ -125,10 +125,10 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         stalled: usize,
         /// Messages.
-        #[arg(long, default_value_t = 100_000)]
+        #[arg(long, default_value_t = 20_000)]
         msgs: u64,
         /// Payload bytes.
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = 1024)]
         size: usize,
     },
     /// C idle subscribed connections; broker RSS per connection.

@@ -6,6 +6,13 @@
 //! holding data for clients that do not read costs the clients that do.
 //! The broker cutting stalled subscribers is fine and counted apart; the
 //! readers must lose nothing.
+//!
+//! A loopback socket that is never read takes about 4 MiB before the
+//! broker's writes to it stop (the sender's buffer grows to `tcp_wmem`'s
+//! maximum); until then a stalled subscriber costs the broker what a reader
+//! does. `compare` sends each subscriber about 20 MiB (20 000 messages of
+//! 1 KiB), so most of the run is about what the broker does with data it
+//! cannot write.
 
 use super::flow::FlowSpec;
 use crate::result::{RunResult, StalledFigures};
