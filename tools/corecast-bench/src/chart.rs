@@ -56,6 +56,15 @@ fn brokers_in(runs: &[&RunResult]) -> Vec<Kind> {
     Kind::ALL.into_iter().filter(|k| runs.iter().any(|r| r.broker == *k)).collect()
 }
 
+/// Core mode and settings of a run, for chart titles.
+fn section(r: &RunResult) -> String {
+    let mode = r.mode.as_deref().unwrap_or("standalone");
+    match r.settings.as_deref() {
+        Some(settings) => format!("cores: {mode}, {settings}"),
+        None => format!("cores: {mode}"),
+    }
+}
+
 fn plot_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("plotters: {e:?}")
 }
@@ -168,9 +177,8 @@ pub fn throughput(runs: &[&RunResult], path: &Path) -> anyhow::Result<bool> {
             (k, vals)
         })
         .collect();
-    let mode = flows[0].mode.as_deref().unwrap_or("standalone");
     let bars = Bars {
-        title: format!("Delivered messages/s (cores: {mode})"),
+        title: format!("Delivered messages/s ({})", section(flows[0])),
         y_label: "messages/s".into(),
         categories,
         series,
@@ -203,7 +211,7 @@ pub fn latency(runs: &[&RunResult], path: &Path) -> anyhow::Result<bool> {
     let cases = distinct(lats.iter().map(|r| r.case.clone()));
     let root = BitMapBackend::new(path, (1100, 480 * cases.len() as u32)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
-    let mode = lats[0].mode.as_deref().unwrap_or("standalone");
+    let section = section(lats[0]);
     for (case, area) in cases.iter().zip(root.split_evenly((cases.len(), 1))) {
         let series = brokers_in(&lats)
             .into_iter()
@@ -228,7 +236,7 @@ pub fn latency(runs: &[&RunResult], path: &Path) -> anyhow::Result<bool> {
             })
             .collect();
         let bars = Bars {
-            title: format!("End-to-end latency, {case} (cores: {mode})"),
+            title: format!("End-to-end latency, {case} ({section})"),
             y_label: "latency (log scale)".into(),
             categories: ["p50", "p90", "p99", "p99.9", "max"].map(String::from).to_vec(),
             series,

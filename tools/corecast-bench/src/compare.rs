@@ -2,6 +2,11 @@
 //! matrix, each broker started fresh for every case (so its peak RSS is
 //! that case's), results in `bench-results/<timestamp>/`.
 //!
+//! Every broker first runs the whole matrix at the settings it ships with
+//! (only its address, and the core count in the one-core mode, are given),
+//! then a small matrix with its limits on slow consumers raised ("tuned",
+//! see the `*_TUNED_*` constants in `servers`).
+//!
 //! Latency cases run in rounds, interleaved across the brokers (round 1:
 //! corecast, nats, redis; round 2: corecast, nats, redis; ...), each round
 //! against a freshly started broker, so that noise on a shared machine and
@@ -21,13 +26,13 @@ use crate::{
     driver::Kind,
     report,
     result::{Params, RunResult},
-    servers::{self, Placement, Setup},
+    servers::{self, Placement, Settings, Setup},
     sys,
     workload::{
         churn, conns, flow,
         flow::FlowSpec,
         latency::{self, Histograms, Round},
-        Target,
+        stalled, Target,
     },
 };
 
@@ -42,13 +47,30 @@ pub enum CoresMode {
     Both,
 }
 
+/// Which broker settings to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SettingsMode {
+    /// Every broker as shipped: the whole matrix.
+    Defaults,
+    /// Limits on slow consumers raised: the small tuned matrix.
+    Tuned,
+    /// The whole matrix at defaults, then the tuned one.
+    Both,
+}
+
 /// Options of `compare`.
 #[derive(Debug, clap::Args)]
 pub struct CompareArgs {
-    /// Core placements to measure.
+    /// Core placements to measure [default: both; one with --quick].
+    #[arg(long, value_enum)]
+    cores_mode: Option<CoresMode>,
+    /// Broker settings: the whole matrix at shipped defaults, and/or the
+    /// small matrix with limits on slow consumers raised.
     #[arg(long, value_enum, default_value = "both")]
-    cores_mode: CoresMode,
-    /// A much smaller matrix, to smoke-test the tool in under a minute.
+    settings: SettingsMode,
+    /// A much smaller matrix (a small version of every case), one core
+    /// mode unless --cores-mode says otherwise, to smoke-test the tool in
+    /// about a minute.
     #[arg(long)]
     quick: bool,
     /// Brokers to compare (comma-separated).
@@ -139,29 +161,64 @@ impl Case {
     }
 }
 
-/// The matrix of the issue, or the `--quick` one.
+/// The matrix every broker runs at its shipped defaults, or the `--quick`
+/// one. A stalled case comes right after its run without stalled
+/// subscribers, which it is measured against.
 fn matrix(quick: bool) -> Vec<Case> {
+    let flow = Case::Flow;
+    if quick {
+        let [unstalled, stalled] = stalled::specs(100, 100, 5_000, 1024);
+        return vec![
+            flow(FlowSpec::fanout(1, 10, 20_000, 64)),
+            flow(FlowSpec::fanout(1, 1000, 200, 64)),
+            flow(FlowSpec::fanout(1, 5000, 40, 64)),
+            flow(FlowSpec::fanout(1, 1, 50_000, 64)),
+            flow(FlowSpec::pairs(4, 10_000, 256)),
+            flow(unstalled),
+            flow(stalled),
+            Case::Latency { rate: 10_000, secs: 1.0, size: 64, rounds: 1 },
+            Case::Conns(2000),
+            Case::Churn { secs: 1.0, threads: 4 },
+        ];
+    }
+    let [unstalled, stalled] = stalled::specs(100, 100, 20_000, 1024);
+    vec![
+        flow(FlowSpec::fanout(1, 10, 1_000_000, 64)),
+        flow(FlowSpec::fanout(1, 1000, 10_000, 64)),
+        flow(FlowSpec::fanout(1, 5000, 2_000, 64)),
+        flow(FlowSpec::fanout(1, 1, 1_000_000, 64)),
+        flow(FlowSpec::pairs(4, 250_000, 256)),
+        flow(unstalled),
+        flow(stalled),
+        Case::Latency { rate: 10_000, secs: 3.0, size: 64, rounds: 3 },
+        Case::Latency { rate: 50_000, secs: 3.0, size: 64, rounds: 3 },
+        Case::Conns(18_000),
+        Case::Churn { secs: 20.0, threads: 4 },
+    ]
+}
+
+/// The small matrix every broker runs tuned, or its `--quick` version.
+fn tuned_matrix(quick: bool) -> Vec<Case> {
     if quick {
         return vec![
             Case::Flow(FlowSpec::fanout(1, 10, 20_000, 64)),
-            Case::Flow(FlowSpec::fanout(1, 100, 1_000, 64)),
-            Case::Flow(FlowSpec::fanout(1, 1, 50_000, 64)),
+            Case::Flow(FlowSpec::fanout(1, 1000, 200, 64)),
             Case::Flow(FlowSpec::pairs(4, 10_000, 256)),
-            Case::Latency { rate: 10_000, secs: 1.0, size: 64, rounds: 1 },
-            Case::Conns(300),
-            Case::Churn { secs: 1.0, threads: 4 },
         ];
     }
     vec![
         Case::Flow(FlowSpec::fanout(1, 10, 1_000_000, 64)),
         Case::Flow(FlowSpec::fanout(1, 1000, 10_000, 64)),
-        Case::Flow(FlowSpec::fanout(1, 1, 1_000_000, 64)),
         Case::Flow(FlowSpec::pairs(4, 250_000, 256)),
-        Case::Latency { rate: 10_000, secs: 3.0, size: 64, rounds: 3 },
-        Case::Latency { rate: 50_000, secs: 3.0, size: 64, rounds: 3 },
-        Case::Conns(5000),
-        Case::Churn { secs: 20.0, threads: 4 },
     ]
+}
+
+fn settings_list(mode: SettingsMode) -> Vec<Settings> {
+    match mode {
+        SettingsMode::Defaults => vec![Settings::Defaults],
+        SettingsMode::Tuned => vec![Settings::Tuned],
+        SettingsMode::Both => vec![Settings::Defaults, Settings::Tuned],
+    }
 }
 
 /// `YYYYmmdd-HHMMSS` in UTC.
@@ -221,41 +278,53 @@ struct Limits {
     settle: Duration,
 }
 
+/// Where and how a case runs: core placement and broker settings.
+#[derive(Debug, Clone, Copy)]
+struct Config {
+    placement: Placement,
+    settings: Settings,
+}
+
 /// Runs one case (one round of it, `round` of [`Case::rounds`]) against one
 /// freshly started broker.
 fn run_case(
     case: &Case,
     round: u32,
     kind: Kind,
-    placement: Placement,
+    config: Config,
     setup: &Setup,
     limits: Limits,
 ) -> Round {
     let Limits { timeout, settle } = limits;
+    let Config { placement, settings } = config;
     let mode = mode_name(placement);
-    let mut label = format!("{mode}-{kind}-{}", case.name().replace([' ', '>', '/'], "_"));
+    let tuned = if settings == Settings::Tuned { "tuned-" } else { "" };
+    let mut label =
+        format!("{mode}-{tuned}{kind}-{}", case.name().replace([' ', '>', '/', '+'], "_"));
     if case.rounds() > 1 {
         label.push_str(&format!("-round{round}"));
     }
-    let outcome = servers::start(kind, placement, setup, &label).and_then(|mut server| {
-        let target = Target {
-            kind,
-            addr: server.addr,
-            pid: Some(server.pid),
-            timeout,
-            mode: Some(mode.into()),
-            settle,
-        };
-        let result = case.run(&target);
-        let alive = server.alive();
-        let tail = server.log_tail();
-        server.stop();
-        let (mut result, histograms) = result?;
-        if !alive {
-            result.errors.push(format!("{kind} was not running at the end of the run: {tail}"));
-        }
-        Ok((result, histograms))
-    });
+    let outcome =
+        servers::start(kind, placement, settings, setup, &label).and_then(|mut server| {
+            let target = Target {
+                kind,
+                addr: server.addr,
+                pid: Some(server.pid),
+                timeout,
+                mode: Some(mode.into()),
+                settings: Some(settings.name().into()),
+                settle,
+            };
+            let result = case.run(&target);
+            let alive = server.alive();
+            let tail = server.log_tail();
+            server.stop();
+            let (mut result, histograms) = result?;
+            if !alive {
+                result.errors.push(format!("{kind} was not running at the end of the run: {tail}"));
+            }
+            Ok((result, histograms))
+        });
     outcome.unwrap_or_else(|e| {
         let target = Target {
             kind,
@@ -263,6 +332,7 @@ fn run_case(
             pid: None,
             timeout,
             mode: Some(mode.into()),
+            settings: Some(settings.name().into()),
             settle,
         };
         let mut r = target.result(case.workload(), case.name(), case.params());
@@ -277,7 +347,7 @@ fn run_case(
 fn run_rounds(
     case: &Case,
     brokers: &[Kind],
-    placement: Placement,
+    config: Config,
     setup: &Setup,
     limits: Limits,
     rounds_file: &Path,
@@ -288,7 +358,7 @@ fn run_rounds(
     for round in 1..=total {
         for (i, &kind) in brokers.iter().enumerate() {
             progress(kind, round);
-            let (mut result, histograms) = run_case(case, round, kind, placement, setup, limits);
+            let (mut result, histograms) = run_case(case, round, kind, config, setup, limits);
             result.params.rounds = Some(total);
             result.params.round = Some(round);
             result.emit(Some(rounds_file))?;
@@ -308,82 +378,102 @@ fn run_rounds(
 /// Runs the comparison.
 pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
     let wall = Instant::now();
+    let cores_mode =
+        args.cores_mode.unwrap_or(if args.quick { CoresMode::One } else { CoresMode::Both });
     let mut notes = vec![format!(
-        "command: `corecast-bench compare --cores-mode {:?} --brokers {}{}` on {} CPUs",
-        args.cores_mode,
+        "command: `corecast-bench compare --cores-mode {:?} --settings {:?} --brokers {}{}` on {} CPUs",
+        cores_mode,
+        args.settings,
         args.brokers.iter().map(|k| k.name()).collect::<Vec<_>>().join(","),
         if args.quick { " --quick" } else { "" },
         sys::online_cpus()
     )
     .to_lowercase()];
     notes.push(format!("load average (1, 5, 15 min) before the runs: {}", sys::loadavg()));
+    let (nofile_before, nofile) = sys::raise_nofile_to_hard()?;
+    notes.push(format!(
+        "open-file limit of the bench: {nofile} (soft limit raised from {nofile_before} to the hard limit)"
+    ));
     notes.extend(servers::ensure_installed(&args.brokers)?);
+    let mut corecast_tuned = Vec::new();
     if args.brokers.contains(&Kind::Corecast) {
         notes.extend(servers::ensure_corecast(&args.corecast_bin, args.build)?);
+        let (flags, note) = servers::corecast_tuned_flags(&args.corecast_bin);
+        corecast_tuned = flags;
+        if args.settings != SettingsMode::Defaults {
+            notes.extend(note);
+        }
     }
     let dir = args.out.join(timestamp(SystemTime::now()));
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-    let setup = Setup { corecast_bin: args.corecast_bin.clone(), dir: dir.clone() };
+    let setup = Setup { corecast_bin: args.corecast_bin.clone(), dir: dir.clone(), corecast_tuned };
     let results_file = dir.join("results.jsonl");
     let rounds_file = dir.join("rounds.jsonl");
     let limits = Limits {
         timeout: Duration::from_secs(args.run_timeout_secs),
         settle: Duration::from_secs(if args.quick { 1 } else { 5 }),
     };
-    let cases: Vec<Case> = matrix(args.quick)
-        .into_iter()
-        .filter(|c| args.only.is_empty() || args.only.iter().any(|o| c.name().contains(o.as_str())))
-        .collect();
+    let wanted =
+        |c: &Case| args.only.is_empty() || args.only.iter().any(|o| c.name().contains(o.as_str()));
     if let Some(nice) = args.nice {
         sys::set_nice(nice)?;
         notes.push(format!("bench and brokers run at nice {nice}"));
     }
-    let mut results = Vec::new();
-    for placement in placements(args.cores_mode) {
-        notes.push(format!("cores {}: {}", mode_name(placement), place_bench(placement)?));
-        for kind in &args.brokers {
-            notes.push(format!(
-                "cores {}: {}",
-                mode_name(placement),
-                servers::describe(*kind, placement)
-            ));
-        }
-        for case in &cases {
-            let progress = |kind: Kind, round: u32| {
-                let rounds = case.rounds();
-                eprintln!(
-                    "corecast-bench: [{:>5.0}s] {} / {kind} / {}{}",
-                    wall.elapsed().as_secs_f64(),
-                    mode_name(placement),
-                    case.name(),
-                    if rounds > 1 {
-                        format!(" / round {round} of {rounds}")
-                    } else {
-                        String::new()
-                    }
-                );
+    let mut results: Vec<RunResult> = Vec::new();
+    for placement in placements(cores_mode) {
+        let mode = mode_name(placement);
+        notes.push(format!("cores {mode}: {}", place_bench(placement)?));
+        for settings in settings_list(args.settings) {
+            for kind in &args.brokers {
+                notes.push(format!(
+                    "cores {mode}, {}: {}",
+                    settings.name(),
+                    servers::describe(*kind, placement, settings, &setup)
+                ));
+            }
+            let config = Config { placement, settings };
+            let cases = match settings {
+                Settings::Defaults => matrix(args.quick),
+                Settings::Tuned => tuned_matrix(args.quick),
             };
-            if let Case::Latency { .. } = case {
-                let merged = run_rounds(
-                    case,
-                    &args.brokers,
-                    placement,
-                    &setup,
-                    limits,
-                    &rounds_file,
-                    progress,
-                )?;
-                for result in merged {
+            for case in cases.iter().filter(|c| wanted(c)) {
+                let progress = |kind: Kind, round: u32| {
+                    let rounds = case.rounds();
+                    eprintln!(
+                        "corecast-bench: [{:>5.0}s] {mode} / {} / {kind} / {}{}",
+                        wall.elapsed().as_secs_f64(),
+                        settings.name(),
+                        case.name(),
+                        if rounds > 1 {
+                            format!(" / round {round} of {rounds}")
+                        } else {
+                            String::new()
+                        }
+                    );
+                };
+                if let Case::Latency { .. } = case {
+                    let merged = run_rounds(
+                        case,
+                        &args.brokers,
+                        config,
+                        &setup,
+                        limits,
+                        &rounds_file,
+                        progress,
+                    )?;
+                    for result in merged {
+                        result.emit(Some(&results_file))?;
+                        results.push(result);
+                    }
+                    continue;
+                }
+                for &kind in &args.brokers {
+                    progress(kind, 1);
+                    let (mut result, _) = run_case(case, 1, kind, config, &setup, limits);
+                    stalled::attach_baseline(&mut result, &results);
                     result.emit(Some(&results_file))?;
                     results.push(result);
                 }
-                continue;
-            }
-            for &kind in &args.brokers {
-                progress(kind, 1);
-                let (result, _) = run_case(case, 1, kind, placement, &setup, limits);
-                result.emit(Some(&results_file))?;
-                results.push(result);
             }
         }
     }
@@ -403,13 +493,45 @@ mod tests {
 
     #[test]
     fn every_case_has_its_workloads_name_and_params() {
-        for case in matrix(false).iter().chain(&matrix(true)) {
+        let all = [matrix(false), matrix(true), tuned_matrix(false), tuned_matrix(true)];
+        for case in all.iter().flatten() {
             let params = serde_json::to_string(&case.params()).expect("json");
             assert_ne!(params, "{}", "{}", case.name());
             assert!(case.name().starts_with(case.workload()), "{}", case.name());
         }
         let Case::Flow(spec) = &matrix(false)[1] else { panic!("a flow case") };
         assert_eq!(Case::Flow(spec.clone()).params().subscribers, Some(1000));
+    }
+
+    #[test]
+    fn quick_has_a_small_version_of_every_case() {
+        let shape = |c: &Case| match c {
+            Case::Flow(spec) => (spec.workload, spec.params().subscribers, spec.params().stalled),
+            other => (other.workload(), None, None),
+        };
+        for full in [matrix, tuned_matrix] {
+            let quick: Vec<_> = full(true).iter().map(shape).collect();
+            for case in full(false) {
+                let wanted = match shape(&case) {
+                    // The quick matrix opens fewer idle connections.
+                    ("conns", ..) => ("conns", None, None),
+                    s => s,
+                };
+                assert!(quick.contains(&wanted), "{} has no quick version", case.name());
+            }
+        }
+        // Every stalled case comes right after its run without stalled
+        // subscribers.
+        for m in [matrix(false), matrix(true)] {
+            for (i, case) in m.iter().enumerate() {
+                if let Case::Flow(spec) = case {
+                    if spec.workload == "stalled" && spec.stalled > 0 {
+                        let Case::Flow(base) = &m[i - 1] else { panic!("a flow case") };
+                        assert_eq!((base.workload, base.stalled), ("stalled", 0));
+                    }
+                }
+            }
+        }
     }
 
     #[test]

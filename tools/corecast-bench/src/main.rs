@@ -7,10 +7,15 @@
 //! `bench-results/<timestamp>/`):
 //!
 //! ```sh
-//! cargo run --release -p corecast-bench -- compare            # full matrix, < 10 min
-//! cargo run --release -p corecast-bench -- compare --quick    # smoke test, < 1 min
+//! cargo run --release -p corecast-bench -- compare            # full matrix, ~10 min
+//! cargo run --release -p corecast-bench -- compare --quick    # smoke test, ~1 min
 //! cargo run --release -p corecast-bench -- compare --cores-mode one --brokers corecast,nats
+//! cargo run --release -p corecast-bench -- compare --settings defaults --only stalled
 //! ```
+//!
+//! `compare` runs every broker at the settings it ships with (the main
+//! tables and the targets), then a small matrix with its limits on slow
+//! consumers raised (the "tuned" tables).
 //!
 //! Single workloads against a broker you started yourself (`--broker-pid`
 //! adds its CPU and memory figures; `conns` and `churn` need it):
@@ -110,10 +115,26 @@ enum Command {
         #[arg(long, default_value_t = 64)]
         size: usize,
     },
+    /// One publisher, R reading subscribers and N that never read, one
+    /// topic (run it with `--stalled 0` too, for the ratio).
+    Stalled {
+        /// Subscribers that read.
+        #[arg(long, default_value_t = 100)]
+        readers: usize,
+        /// Subscribers that subscribe and then never read.
+        #[arg(long, default_value_t = 100)]
+        stalled: usize,
+        /// Messages.
+        #[arg(long, default_value_t = 20_000)]
+        msgs: u64,
+        /// Payload bytes.
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+    },
     /// C idle subscribed connections; broker RSS per connection.
     Conns {
         /// Connections.
-        #[arg(long, default_value_t = 5000)]
+        #[arg(long, default_value_t = 18_000)]
         count: usize,
     },
     /// Connect, subscribe, abort in a loop; broker back to idle after.
@@ -154,6 +175,7 @@ fn run_one(cli: &Cli) -> anyhow::Result<RunResult> {
         pid: cli.broker_pid,
         timeout: Duration::from_secs(cli.timeout_secs),
         mode: None,
+        settings: None,
         settle: Duration::from_secs(5),
     };
     match cli.command {
@@ -162,6 +184,9 @@ fn run_one(cli: &Cli) -> anyhow::Result<RunResult> {
         }
         Command::Pairs { k, msgs, size } => {
             flow::run(&target, &flow::FlowSpec::pairs(k, msgs, size))
+        }
+        Command::Stalled { readers, stalled, msgs, size } => {
+            flow::run(&target, &flow::FlowSpec::stalled(readers, stalled, msgs, size))
         }
         Command::Latency { rate, secs, size } => latency::run(&target, rate, secs, size),
         Command::Conns { count } => conns::run(&target, count),
@@ -172,6 +197,10 @@ fn run_one(cli: &Cli) -> anyhow::Result<RunResult> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Thousands of connections: as many open files as the hard limit allows.
+    if let Err(e) = sys::raise_nofile_to_hard() {
+        eprintln!("corecast-bench: {e:#}");
+    }
     match &cli.command {
         Command::Compare(args) => compare::run(args),
         Command::Report { file, out } => {

@@ -8,7 +8,8 @@ use crate::{
     chart,
     driver::Kind,
     hist::Summary,
-    result::{ChurnFigures, ConnsFigures, RunResult},
+    result::{ChurnFigures, ConnsFigures, Flow, RunResult},
+    workload::stalled,
 };
 
 /// Writes `report.md` and the charts for `results` into `dir`; `notes` go
@@ -16,16 +17,25 @@ use crate::{
 pub fn write_all(results: &[RunResult], dir: &Path, notes: &[String]) -> anyhow::Result<String> {
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let mut md = String::from("# corecast-bench comparison\n\n");
+    md.push_str("Each broker runs first at the settings it ships with (\"shipped defaults\": the main tables, and the targets), then, in sections labelled \"tuned\", on a small matrix with its limits on slow consumers raised (settings in the notes). \"lost\" counts deliveries owed to reading subscribers that never arrived; \"cut\" counts reading subscribers whose connection the broker ended (error frame, end of stream or reset). A run that lost messages or cut a subscriber cannot pass a target.\n\n");
     md.push_str("\"bench CPU\" is the load generator's CPU use as a share of the CPUs it may use (near 100% = the generator, not the broker, was the limit), then in parentheses the cores used meanwhile by other processes on the machine (noise).\n\n");
     for note in notes.iter().cloned().chain(latency_note(results)).chain(churn_note(results)) {
         let _ = writeln!(md, "- {note}");
     }
-    for mode in modes(results) {
-        let runs: Vec<&RunResult> = results.iter().filter(|r| r.mode == mode).collect();
-        let name = mode.as_deref().unwrap_or("standalone");
-        let _ = writeln!(md, "\n## {}\n", mode_title(mode.as_deref()));
+    let results = with_baselines(results);
+    for (mode, settings) in sections(&results) {
+        let runs: Vec<&RunResult> =
+            results.iter().filter(|r| r.mode == mode && r.settings == settings).collect();
+        let mut name = mode.as_deref().unwrap_or("standalone").to_owned();
+        if let Some(s) = settings.as_deref().filter(|s| *s != "defaults") {
+            let _ = write!(name, "-{s}");
+        }
+        let _ = writeln!(md, "\n## {}\n", section_title(mode.as_deref(), settings.as_deref()));
+        md.push_str(&summary_table(&runs));
         md.push_str(&tables(&runs));
-        md.push_str(&targets(&runs));
+        if settings.as_deref() != Some("tuned") {
+            md.push_str(&targets(&runs));
+        }
         let charts = [
             (
                 format!("throughput-{name}.png"),
@@ -50,6 +60,17 @@ pub fn write_all(results: &[RunResult], dir: &Path, notes: &[String]) -> anyhow:
     }
     std::fs::write(dir.join("report.md"), &md).context("write report.md")?;
     Ok(md)
+}
+
+/// `results`, each stalled run with the figures of its run without stalled
+/// subscribers attached (results files written before they were attached
+/// get them here).
+fn with_baselines(results: &[RunResult]) -> Vec<RunResult> {
+    let mut out = results.to_vec();
+    for r in out.iter_mut().filter(|r| r.stalled.as_ref().map_or(true, |s| s.ratio.is_none())) {
+        stalled::attach_baseline(r, results);
+    }
+    out
 }
 
 /// How churn was measured, when there are churn results.
@@ -119,17 +140,30 @@ pub fn distinct<T: PartialEq>(items: impl IntoIterator<Item = T>) -> Vec<T> {
     out
 }
 
-fn modes(results: &[RunResult]) -> Vec<Option<String>> {
-    distinct(results.iter().map(|r| r.mode.clone()))
+/// The (core mode, settings) sections, in order of first appearance.
+fn sections(results: &[RunResult]) -> Vec<(Option<String>, Option<String>)> {
+    distinct(results.iter().map(|r| (r.mode.clone(), r.settings.clone())))
 }
 
-fn mode_title(mode: Option<&str>) -> String {
-    match mode {
-        Some("one") => "One core: broker pinned to CPU 0, load generator pinned to CPU 1".into(),
-        Some("all") => "All cores: broker and load generator unpinned, sharing every CPU".into(),
+fn section_title(mode: Option<&str>, settings: Option<&str>) -> String {
+    let place = match mode {
+        Some("one") => "One core".to_owned(),
+        Some("all") => "All cores".to_owned(),
         Some(other) => format!("Mode {other}"),
-        None => "Standalone runs".into(),
-    }
+        None => "Standalone runs".to_owned(),
+    };
+    let how = match mode {
+        Some("one") => ": broker pinned to CPU 0, load generator pinned to CPU 1",
+        Some("all") => ": broker and load generator unpinned, sharing every CPU",
+        _ => "",
+    };
+    let settings = match settings {
+        Some("defaults") => ", shipped defaults".to_owned(),
+        Some("tuned") => ", tuned (limits on slow consumers raised; not the defaults)".to_owned(),
+        Some(other) => format!(", settings {other}"),
+        None => String::new(),
+    };
+    format!("{place}{settings}{how}")
 }
 
 /// Human number: 1.23M, 456k, 789.
@@ -159,6 +193,9 @@ fn broker_cols(r: &RunResult) -> String {
 /// The bench's CPU use, and other processes' (noise), e.g. `38% of 1 (+0.2)`.
 fn bench_col(r: &RunResult) -> String {
     let u = &r.bench_usage;
+    if u.cpus == 0 {
+        return "-".into();
+    }
     let others = u.others_cores.map_or("-".into(), |x| format!("{x:.1}"));
     format!("{:.0}% of {} (+{others})", u.utilization * 100.0, u.cpus)
 }
@@ -167,7 +204,7 @@ fn errors_col(r: &RunResult) -> String {
     match r.errors.first() {
         None => String::new(),
         Some(first) => {
-            let mut e: String = first.chars().take(90).collect();
+            let mut e: String = first.chars().take(160).collect();
             if r.errors.len() > 1 {
                 let _ = write!(e, " (+{} more)", r.errors.len() - 1);
             }
@@ -176,31 +213,156 @@ fn errors_col(r: &RunResult) -> String {
     }
 }
 
+/// Whether a run belongs in the throughput tables.
+fn is_flow(r: &RunResult) -> bool {
+    matches!(r.workload.as_str(), "fanout" | "pairs" | "stalled")
+}
+
+/// Delivered/s of a throughput run, with what it lost and whom the broker
+/// cut, e.g. `2.10M` or `1.05M, lost 3.2M, 37 cut`.
+fn flow_cell(r: &RunResult) -> String {
+    let Some(f) = &r.flow else { return "failed".into() };
+    let mut cell = si(f.delivered_per_s);
+    if f.lost > 0 {
+        let _ = write!(cell, ", lost {}", si(f.lost as f64));
+    }
+    if f.cut > 0 {
+        let _ = write!(cell, ", {} cut", f.cut);
+    }
+    if let Some(s) = r.stalled.as_ref().filter(|s| s.stalled > 0) {
+        let _ = write!(cell, "; {} of {} stalled cut", s.stalled_cut, s.stalled);
+    }
+    if f.lost == 0 && f.cut == 0 && !r.errors.is_empty() {
+        cell.push_str(", failed");
+    }
+    cell
+}
+
+/// One line per throughput case: delivered/s of every broker with its loss
+/// and cut subscribers, and corecast over nats-server.
+fn summary_table(runs: &[&RunResult]) -> String {
+    let flows: Vec<&RunResult> = runs.iter().copied().filter(|r| is_flow(r)).collect();
+    if flows.is_empty() {
+        return String::new();
+    }
+    let brokers: Vec<Kind> =
+        Kind::ALL.into_iter().filter(|k| flows.iter().any(|r| r.broker == *k)).collect();
+    let mut md = String::from("### Delivered messages/s, lost, cut\n\n| case |");
+    for k in &brokers {
+        let _ = write!(md, " {} |", server_name(*k));
+    }
+    md.push_str(" corecast / nats |\n|---|");
+    md.push_str(&"--:|".repeat(brokers.len() + 1));
+    md.push('\n');
+    for case in distinct(flows.iter().map(|r| r.case.clone())) {
+        let of = |k: Kind| flows.iter().copied().find(|r| r.broker == k && r.case == case);
+        let _ = write!(md, "| {case} |");
+        for k in &brokers {
+            let _ = write!(md, " {} |", of(*k).map_or("-".into(), flow_cell));
+        }
+        let rate = |k| of(k).and_then(|r| r.flow.as_ref()).map(|f| f.delivered_per_s);
+        let ratio = match (rate(Kind::Corecast), rate(Kind::Nats)) {
+            (Some(c), Some(n)) if n > 0.0 => format!("{:.2}×", c / n),
+            _ => "-".into(),
+        };
+        let _ = writeln!(md, " {ratio} |");
+    }
+    md
+}
+
+fn server_name(k: Kind) -> &'static str {
+    match k {
+        Kind::Corecast => "corecast",
+        Kind::Nats => "nats-server",
+        Kind::Redis => "redis-server",
+    }
+}
+
 fn tables(runs: &[&RunResult]) -> String {
     let mut md = String::new();
-    let flows: Vec<_> = runs.iter().filter(|r| r.flow.is_some()).collect();
+    let flows: Vec<_> = runs.iter().filter(|r| is_flow(r) && r.workload != "stalled").collect();
     if !flows.is_empty() {
-        md.push_str("### Throughput\n\n| case | broker | published/s | delivered/s | lost | dup | gaps | broker CPU s | broker peak RSS MiB | bench CPU | problems |\n|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|\n");
+        md.push_str("\n### Throughput\n\n| case | broker | published/s | delivered/s | lost | cut | dup | gaps | broker CPU s | broker peak RSS MiB | bench CPU | problems |\n|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n");
         for r in flows {
-            let Some(f) = &r.flow else { continue };
+            let f = r.flow.clone().unwrap_or_default();
+            let figures = if r.flow.is_some() {
+                format!(
+                    "{} | {} | {} | {} | {} | {}",
+                    si(f.published_per_s),
+                    si(f.delivered_per_s),
+                    f.lost,
+                    f.cut,
+                    f.duplicates,
+                    f.gaps
+                )
+            } else {
+                "- | failed | - | - | - | -".into()
+            };
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {figures} | {} | {} |",
                 r.case,
                 r.broker,
-                si(f.published_per_s),
-                si(f.delivered_per_s),
-                f.lost,
-                f.duplicates,
-                f.gaps,
                 broker_cols(r),
                 errors_col(r)
             );
         }
     }
+    md.push_str(&stalled_table(runs));
     md.push_str(&latency_table(runs));
     md.push_str(&conns_table(runs));
     md.push_str(&churn_table(runs));
+    md
+}
+
+/// The stalled runs (with their baselines attached: see
+/// [`with_baselines`]), one line per broker.
+fn stalled_table(runs: &[&RunResult]) -> String {
+    let mut md = String::new();
+    let stalled: Vec<_> = runs
+        .iter()
+        .filter(|r| r.workload == "stalled" && r.params.stalled.unwrap_or(0) > 0)
+        .collect();
+    if stalled.is_empty() {
+        return md;
+    }
+    md.push_str("\n### Stalled subscribers: one publisher, readers, and subscribers that never read\n\nThe readers' delivered/s with the stalled subscribers over their delivered/s in the same configuration without them (a run of its own against a fresh broker). \"stalled cut\": stalled subscribers whose connection the broker had closed by the end of the run (expected, not a loss); \"lost\" and \"cut\" are the readers'.\n\n| case | broker | readers delivered/s without → with | ratio | readers lost | readers cut | stalled cut | broker peak RSS MiB without → with | broker CPU s | bench CPU | problems |\n|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|\n");
+    for r in stalled {
+        let s = r.stalled.clone().unwrap_or_default();
+        let f: Flow = r.flow.clone().unwrap_or_default();
+        let with = if r.flow.is_some() { si(f.delivered_per_s) } else { "failed".into() };
+        let without = s.baseline_delivered_per_s.map_or("-".into(), si);
+        let ratio = s.ratio.map_or("-".into(), |x| format!("{x:.2}"));
+        let peak = r.broker_usage.as_ref().map_or("-".into(), |u| mib(u.peak_rss_kib));
+        let base_peak = s.baseline_peak_rss_kib.map_or("-".into(), mib);
+        let cpu = r.broker_usage.as_ref().map_or("-".into(), |u| format!("{:.2}", u.cpu_s));
+        let mut problems = errors_col(r);
+        if s.baseline_failed {
+            let base = runs.iter().find(|b| {
+                b.workload == "stalled"
+                    && b.params.stalled == Some(0)
+                    && b.broker == r.broker
+                    && b.params.subscribers == r.params.subscribers
+            });
+            let why = base.map_or(String::new(), |b| errors_col(b));
+            let _ = write!(
+                problems,
+                "{}without stalled: {why}",
+                if problems.is_empty() { "" } else { "; " }
+            );
+        }
+        let _ = writeln!(
+            md,
+            "| {} | {} | {without} → {with} | {ratio} | {} | {} | {} of {} | {base_peak} → {peak} | {cpu} | {} | {problems} |",
+            r.case,
+            r.broker,
+            f.lost,
+            f.cut,
+            s.stalled_cut,
+            s.stalled,
+            bench_col(r),
+        );
+    }
     md
 }
 
@@ -240,19 +402,29 @@ fn latency_table(runs: &[&RunResult]) -> String {
 
 fn conns_table(runs: &[&RunResult]) -> String {
     let mut md = String::new();
-    let conns: Vec<_> = runs.iter().filter(|r| r.conns.is_some()).collect();
+    let conns: Vec<_> = runs.iter().filter(|r| r.workload == "conns").collect();
     if conns.is_empty() {
         return md;
     }
-    md.push_str("\n### Idle subscribed connections\n\n| case | broker | opened | RSS before MiB | RSS just opened MiB | RSS settled MiB (after s) | RSS per connection (settled) | broker CPU while idle | open time s | problems |\n|---|---|--:|--:|--:|--:|--:|--:|--:|---|\n");
+    md.push_str("\n### Idle subscribed connections\n\n| case | broker | opened of asked | RSS before MiB | RSS just opened MiB | RSS settled MiB (after s) | RSS per connection (settled) | broker CPU while idle | open time s | problems |\n|---|---|--:|--:|--:|--:|--:|--:|--:|---|\n");
     for r in conns {
-        let Some(c) = &r.conns else { continue };
+        let Some(c) = &r.conns else {
+            let _ = writeln!(
+                md,
+                "| {} | {} | failed | - | - | - | - | - | - | {} |",
+                r.case,
+                r.broker,
+                errors_col(r)
+            );
+            continue;
+        };
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} ({:.1}) | {:.2} KiB | {} | {:.2} | {} |",
+            "| {} | {} | {} of {} | {} | {} | {} ({:.1}) | {:.2} KiB | {} | {:.2} | {} |",
             r.case,
             r.broker,
             c.opened,
+            r.params.conns.map_or("?".into(), |n| n.to_string()),
             mib(c.rss_before_kib),
             mib(c.rss_samples_kib.first().copied().unwrap_or(c.rss_after_kib)),
             mib(c.rss_after_kib),
@@ -366,9 +538,7 @@ impl<T> Side<T> {
     fn of(run: Option<&RunResult>, figure: impl FnOnce(&RunResult) -> Option<T>) -> Self {
         match run {
             None => Side::NotRun,
-            Some(r) if !r.errors.is_empty() => {
-                Side::Failed(format!("failed ({} errors)", r.errors.len()))
-            }
+            Some(r) if !r.errors.is_empty() => Side::Failed(failed_because(r)),
             Some(r) => {
                 figure(r).map_or_else(|| Side::Failed("has no samples".into()), Side::Measured)
             }
@@ -378,10 +548,23 @@ impl<T> Side<T> {
     fn show(&self, f: impl FnOnce(&T) -> String) -> String {
         match self {
             Side::NotRun => "-".into(),
-            Side::Failed(_) => "failed".into(),
+            Side::Failed(why) => why.clone(),
             Side::Measured(v) => f(v),
         }
     }
+}
+
+/// `failed: ` and the first error of `r`, shortened (and how many more).
+fn failed_because(r: &RunResult) -> String {
+    let first = r.errors.first().map_or("", String::as_str);
+    let mut why: String = first.chars().take(100).collect();
+    if first.chars().count() > 100 {
+        why.push('…');
+    }
+    if r.errors.len() > 1 {
+        let _ = write!(why, " (+{} more)", r.errors.len() - 1);
+    }
+    format!("failed: {}", why.replace('|', "/"))
 }
 
 /// The measure and outcome when a side has no figure: corecast not run is
@@ -395,6 +578,33 @@ fn missing<T, U>(c: &Side<T>, n: &Side<U>) -> (String, Outcome) {
     }
 }
 
+/// The side of a throughput run: its delivered/s and the broker's peak RSS
+/// (KiB) if it ran cleanly (nothing lost, nobody cut, no errors); else
+/// why not, with its figures when it has them.
+fn flow_side(run: Option<&RunResult>) -> Side<(f64, u64)> {
+    let unclean = |r: &RunResult, f: &Flow| !r.errors.is_empty() || f.lost > 0 || f.cut > 0;
+    match run {
+        Some(r) if r.flow.as_ref().is_some_and(|f| f.delivered > 0 && unclean(r, f)) => {
+            Side::Failed(flow_cell(r))
+        }
+        _ => Side::of(run, |r| {
+            let peak = r.broker_usage.as_ref().map_or(0, |u| u.peak_rss_kib);
+            r.flow.as_ref().filter(|f| f.delivered > 0).map(|f| (f.delivered_per_s, peak))
+        }),
+    }
+}
+
+/// The run of `k` for a throughput case: `workload` with `subs` reading
+/// subscribers (any number if `None`).
+fn flow_run<'a>(
+    runs: &[&'a RunResult],
+    k: Kind,
+    workload: &str,
+    subs: Option<usize>,
+) -> Option<&'a RunResult> {
+    find(runs, k, workload, |r| subs.is_none() || r.params.subscribers == subs)
+}
+
 fn throughput_target(
     runs: &[&RunResult],
     name: &str,
@@ -402,27 +612,75 @@ fn throughput_target(
     subs: Option<usize>,
     factor: f64,
 ) -> Verdict {
-    let pick = |r: &RunResult| subs.is_none() || r.params.subscribers == subs;
-    let side = |k| {
-        Side::of(find(runs, k, workload, pick), |r| {
-            r.flow.as_ref().filter(|f| f.delivered > 0).map(|f| (f.delivered_per_s, f.lost))
-        })
-    };
+    let side = |k| flow_side(flow_run(runs, k, workload, subs));
     let (c, n) = (side(Kind::Corecast), side(Kind::Nats));
-    let target = format!("{name}: delivered/s ≥ {factor}× nats-server's, nothing lost");
+    let target = format!("{name}: delivered/s ≥ {factor}× nats-server's, nothing lost, nobody cut");
     let (measure, outcome) = match (&c, &n) {
-        (Side::Measured((c, lost)), Side::Measured((n, _))) => {
+        (Side::Measured((c, _)), Side::Measured((n, _))) => {
             let ratio = c / n.max(1e-9);
-            let measure = if *lost > 0 {
-                format!("{ratio:.2}× (corecast lost {lost})")
-            } else {
-                format!("{ratio:.2}×")
-            };
-            (measure, Outcome::of(ratio >= factor && *lost == 0))
+            (format!("{ratio:.2}×"), Outcome::of(ratio >= factor))
         }
         _ => missing(&c, &n),
     };
     (target, c.show(|x| si(x.0)), n.show(|x| si(x.0)), measure, outcome)
+}
+
+/// Fan-out to many subscribers: delivered/s against nats-server's, and the
+/// broker's peak RSS at most `rss_share` of nats-server's.
+fn wide_fanout_target(runs: &[&RunResult], subs: usize, factor: f64, rss_share: f64) -> Verdict {
+    let side = |k| flow_side(flow_run(runs, k, "fanout", Some(subs)));
+    let (c, n) = (side(Kind::Corecast), side(Kind::Nats));
+    let target = format!(
+        "fanout 1→{subs}: delivered/s ≥ {factor}× nats-server's and broker peak RSS ≤ {rss_share} × nats-server's, nothing lost, nobody cut"
+    );
+    let fig = |x: &(f64, u64)| format!("{}, {} MiB peak", si(x.0), mib(x.1));
+    let (measure, outcome) = match (&c, &n) {
+        (Side::Measured((c, c_rss)), Side::Measured((n, n_rss))) => {
+            let ratio = c / n.max(1e-9);
+            let rss = *c_rss as f64 / (*n_rss).max(1) as f64;
+            (
+                format!("{ratio:.2}×, RSS {rss:.2} ×"),
+                Outcome::of(ratio >= factor && *c_rss > 0 && rss <= rss_share),
+            )
+        }
+        _ => missing(&c, &n),
+    };
+    (target, c.show(fig), n.show(fig), measure, outcome)
+}
+
+/// The readers of the stalled case against their rate without the stalled
+/// subscribers: at least `least`, and both runs clean.
+fn stalled_target(runs: &[&RunResult], least: f64) -> Verdict {
+    let side = |k| {
+        let run = find(runs, k, "stalled", |r| r.params.stalled.unwrap_or(0) > 0);
+        match run {
+            Some(r) if r.stalled.as_ref().is_some_and(|s| s.baseline_failed) => {
+                Side::Failed("failed without the stalled subscribers".into())
+            }
+            _ => match flow_side(run) {
+                Side::Measured(_) => {
+                    let s = run.and_then(|r| r.stalled.clone()).unwrap_or_default();
+                    s.ratio.map_or_else(
+                        || Side::Failed("no run without stalled subscribers".into()),
+                        |ratio| Side::Measured((ratio, s.stalled_cut, s.stalled)),
+                    )
+                }
+                Side::Failed(why) => Side::Failed(why),
+                Side::NotRun => Side::NotRun,
+            },
+        }
+    };
+    let (c, n) = (side(Kind::Corecast), side(Kind::Nats));
+    let target = format!(
+        "stalled: readers' delivered/s with stalled subscribers ≥ {least} × without, readers lose nothing, no reader cut"
+    );
+    let fig =
+        |(ratio, cut, of): &(f64, usize, usize)| format!("{ratio:.2} ({cut} of {of} stalled cut)");
+    let (measure, outcome) = match &c {
+        Side::Measured((ratio, ..)) => (format!("{ratio:.2}"), Outcome::of(*ratio >= least)),
+        _ => missing(&c, &n),
+    };
+    (target, c.show(fig), n.show(fig), measure, outcome)
 }
 
 fn latency_targets(runs: &[&RunResult]) -> [Verdict; 2] {
@@ -527,10 +785,12 @@ fn churn_target(runs: &[&RunResult]) -> Verdict {
 
 fn target_verdicts(runs: &[&RunResult]) -> Vec<Verdict> {
     let mut verdicts = vec![
-        throughput_target(runs, "fanout 1→10", "fanout", Some(10), 2.0),
-        throughput_target(runs, "fanout 1→1000", "fanout", Some(1000), 2.0),
-        throughput_target(runs, "fanout 1→1", "fanout", Some(1), 1.5),
-        throughput_target(runs, "pairs", "pairs", None, 1.5),
+        throughput_target(runs, "fanout 1→10", "fanout", Some(10), 3.0),
+        throughput_target(runs, "fanout 1→1000", "fanout", Some(1000), 3.0),
+        wide_fanout_target(runs, 5000, 3.0, 0.5),
+        throughput_target(runs, "fanout 1→1", "fanout", Some(1), 2.0),
+        throughput_target(runs, "pairs", "pairs", None, 2.0),
+        stalled_target(runs, 0.9),
     ];
     verdicts.extend(latency_targets(runs));
     verdicts.push(conns_target(runs));
@@ -540,7 +800,7 @@ fn target_verdicts(runs: &[&RunResult]) -> Vec<Verdict> {
 }
 
 fn targets(runs: &[&RunResult]) -> String {
-    let mut md = String::from("\n### Targets for corecast\n\n| target | corecast | nats-server | measured | result |\n|---|--:|--:|--:|---|\n");
+    let mut md = String::from("\n### Targets for corecast at its shipped defaults\n\n| target | corecast | nats-server | measured | result |\n|---|--:|--:|--:|---|\n");
     for (target, c, n, measure, outcome) in target_verdicts(runs) {
         let _ = writeln!(md, "| {target} | {c} | {n} | {measure} | **{}** |", outcome.label());
     }
@@ -559,6 +819,7 @@ mod tests {
             pid: None,
             timeout: std::time::Duration::from_secs(1),
             mode: Some("one".into()),
+            settings: Some("defaults".into()),
             settle: std::time::Duration::from_secs(1),
         };
         let params = crate::result::Params {
@@ -606,6 +867,7 @@ mod tests {
             pid: None,
             timeout: std::time::Duration::from_secs(1),
             mode: Some("one".into()),
+            settings: Some("defaults".into()),
             settle: std::time::Duration::from_secs(1),
         };
         target.result(workload, workload.into(), params)
@@ -701,6 +963,144 @@ mod tests {
         let mut lossy = pairs_run(c, 3e6, 100);
         lossy.flow.as_mut().expect("flow").lost = 1;
         assert_eq!(pairs_outcome(lossy, pairs_run(n, 1e6, 100)), Fail);
+    }
+
+    /// A fan-out result of `kind` to `subs` subscribers.
+    fn fanout_run(kind: Kind, subs: usize, per_s: f64, peak_kib: u64) -> RunResult {
+        let params = crate::result::Params { subscribers: Some(subs), ..Default::default() };
+        let mut r = run_of(kind, "fanout", params);
+        r.case = format!("fanout 1->{subs} 64B");
+        r.flow = Some(crate::result::Flow {
+            delivered_per_s: per_s,
+            delivered: 100,
+            expected: 100,
+            ..Default::default()
+        });
+        r.broker_usage =
+            Some(crate::result::BrokerUsage { peak_rss_kib: peak_kib, ..Default::default() });
+        r
+    }
+
+    /// Marks a flow result as having lost `lost` and had `cut` subscribers
+    /// cut, as the workload records it.
+    fn lossy(mut r: RunResult, lost: u64, cut: usize) -> RunResult {
+        let f = r.flow.as_mut().expect("flow");
+        (f.lost, f.cut) = (lost, cut);
+        f.delivered -= lost;
+        r.errors.push(format!("{cut} subscriber(s) cut by the broker"));
+        r
+    }
+
+    #[test]
+    fn loss_and_cuts_fail_targets_and_show_in_the_tables() {
+        use Outcome::*;
+        let (c, n) = (Kind::Corecast, Kind::Nats);
+        let target = |c: &RunResult, n: &RunResult| {
+            throughput_target(&[c, n], "fanout 1→10", "fanout", Some(10), 3.0)
+        };
+        let nats = fanout_run(n, 10, 1e6, 100);
+        assert_eq!(target(&fanout_run(c, 10, 4e6, 50), &nats).4, Pass);
+        assert_eq!(target(&fanout_run(c, 10, 2e6, 50), &nats).4, Fail);
+        let cut = lossy(fanout_run(c, 10, 4e6, 50), 30, 2);
+        let verdict = target(&cut, &nats);
+        assert_eq!(verdict.4, Fail);
+        assert_eq!(verdict.1, "4.00M, lost 30, 2 cut");
+        // Even without a recorded error, a loss or a cut is not a pass.
+        let mut quiet = lossy(fanout_run(c, 10, 4e6, 50), 0, 1);
+        quiet.errors.clear();
+        assert_eq!(target(&quiet, &nats).4, Fail);
+        // A lossy nats-server leaves nothing to compare with.
+        assert_eq!(target(&fanout_run(c, 10, 4e6, 50), &lossy(nats, 5, 0)).4, NatsFailed);
+
+        let rows = summary_table(&[&cut, &fanout_run(n, 10, 1e6, 100)]);
+        assert!(
+            rows.contains("| fanout 1->10 64B | 4.00M, lost 30, 2 cut | 1.00M | 4.00× |"),
+            "{rows}"
+        );
+        let table = tables(&[&cut]);
+        assert!(table.contains("| 4.00M | 30 | 2 | 0 | 0 |"), "{table}");
+        // A run that failed before it measured anything still has its line.
+        let mut failed = run_of(c, "fanout", Default::default());
+        failed.errors.push("corecast refused HELLO: ERR 8: connection limit reached".into());
+        assert!(tables(&[&failed]).contains("| - | failed | - | - | - | - |"));
+        assert!(summary_table(&[&failed]).contains("| failed |"));
+    }
+
+    #[test]
+    fn wide_fanout_needs_the_rate_and_half_the_memory() {
+        use Outcome::*;
+        let (c, n) = (Kind::Corecast, Kind::Nats);
+        let verdict = |c: RunResult, n: RunResult| wide_fanout_target(&[&c, &n], 5000, 3.0, 0.5).4;
+        let nats = || fanout_run(n, 5000, 1e6, 1000);
+        assert_eq!(verdict(fanout_run(c, 5000, 3e6, 500), nats()), Pass);
+        assert_eq!(verdict(fanout_run(c, 5000, 3e6, 501), nats()), Fail);
+        assert_eq!(verdict(fanout_run(c, 5000, 2e6, 100), nats()), Fail);
+        assert_eq!(verdict(lossy(fanout_run(c, 5000, 3e6, 100), 1, 0), nats()), Fail);
+        // Other subscriber counts are other cases.
+        assert_eq!(verdict(fanout_run(c, 1000, 3e6, 100), nats()), NotMeasured);
+    }
+
+    #[test]
+    fn stalled_readers_against_their_own_rate() {
+        use crate::result::StalledFigures;
+        use Outcome::*;
+        let stalled_run = |kind, ratio: Option<f64>, baseline_failed| {
+            let params = crate::result::Params {
+                subscribers: Some(100),
+                stalled: Some(100),
+                ..Default::default()
+            };
+            let mut r = run_of(kind, "stalled", params);
+            r.flow = Some(crate::result::Flow {
+                delivered_per_s: 1e6,
+                delivered: 100,
+                expected: 100,
+                ..Default::default()
+            });
+            r.stalled = Some(StalledFigures {
+                stalled: 100,
+                stalled_cut: 100,
+                ratio,
+                baseline_failed,
+                ..Default::default()
+            });
+            r
+        };
+        let verdict = |c: RunResult| {
+            let n = stalled_run(Kind::Nats, Some(0.5), false);
+            stalled_target(&[&c, &n], 0.9)
+        };
+        let pass = verdict(stalled_run(Kind::Corecast, Some(0.95), false));
+        assert_eq!(pass.4, Pass);
+        assert_eq!(pass.1, "0.95 (100 of 100 stalled cut)");
+        assert_eq!(pass.2, "0.50 (100 of 100 stalled cut)");
+        assert_eq!(verdict(stalled_run(Kind::Corecast, Some(0.85), false)).4, Fail);
+        assert_eq!(verdict(stalled_run(Kind::Corecast, Some(0.95), true)).4, Fail);
+        assert_eq!(verdict(stalled_run(Kind::Corecast, None, false)).4, Fail);
+        let cut_reader = lossy(stalled_run(Kind::Corecast, Some(0.95), false), 10, 1);
+        assert_eq!(verdict(cut_reader).4, Fail);
+    }
+
+    #[test]
+    fn sections_keep_defaults_and_tuned_apart() {
+        let mut tuned = fanout_run(Kind::Corecast, 10, 1e6, 1);
+        tuned.settings = Some("tuned".into());
+        let results = [fanout_run(Kind::Corecast, 10, 2e6, 1), tuned];
+        assert_eq!(
+            sections(&results),
+            [
+                (Some("one".into()), Some("defaults".into())),
+                (Some("one".into()), Some("tuned".into()))
+            ]
+        );
+        let dir =
+            std::env::temp_dir().join(format!("corecast-bench-report-{}", std::process::id()));
+        let md = write_all(&results, &dir, &[]).expect("report");
+        let _ = std::fs::remove_dir_all(&dir);
+        let tuned_at = md.find(", tuned (").expect("a tuned section");
+        let targets_at = md.find("### Targets").expect("targets");
+        assert!(targets_at < tuned_at, "targets only for the shipped defaults");
+        assert_eq!(md.matches("### Targets").count(), 1);
     }
 
     #[test]

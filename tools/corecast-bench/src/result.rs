@@ -20,13 +20,22 @@ pub struct RunResult {
     /// Core mode of a `compare` run (`one` or `all`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
+    /// Broker settings of a `compare` run: `defaults` (as shipped) or
+    /// `tuned`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<String>,
     /// The parameters.
     pub params: Params,
     /// Wall seconds of the measured part.
     pub seconds: f64,
-    /// Throughput figures (fanout, pairs).
+    /// Throughput figures (fanout, pairs; stalled: its reading
+    /// subscribers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flow: Option<Flow>,
+    /// The stalled subscribers of a `stalled` run, and the readers against
+    /// their rate without them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stalled: Option<StalledFigures>,
     /// Latency figures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<LatencyFigures>,
@@ -55,9 +64,13 @@ pub struct Params {
     /// Publisher connections.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publishers: Option<usize>,
-    /// Subscriber connections.
+    /// Subscriber connections (that read; see `stalled`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscribers: Option<usize>,
+    /// Subscriber connections that subscribe and then never read
+    /// (`stalled` runs; 0 in the run without them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stalled: Option<usize>,
     /// Messages per publisher.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub msgs: Option<u64>,
@@ -102,7 +115,8 @@ pub struct Flow {
     pub expected: u64,
     /// Distinct messages delivered.
     pub delivered: u64,
-    /// `expected - delivered`.
+    /// `expected - delivered`: deliveries owed to the subscribers that
+    /// never arrived, whether the broker dropped them or cut the subscriber.
     pub lost: u64,
     /// Messages received again.
     pub duplicates: u64,
@@ -110,8 +124,37 @@ pub struct Flow {
     pub gaps: u64,
     /// Messages the broker reported dropped (`DROPPED`).
     pub broker_dropped: u64,
-    /// Subscribers whose connection ended before they had everything.
-    pub disconnected: usize,
+    /// Subscribers whose connection the broker ended during the run (an
+    /// error frame such as corecast `ERR 9 slow consumer`, end of stream or
+    /// reset), before or after they had everything.
+    #[serde(alias = "disconnected")]
+    pub cut: usize,
+}
+
+/// What happened to the subscribers of a `stalled` run that never read,
+/// and how the readers fared against the same run without them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StalledFigures {
+    /// Subscribers that subscribed and then never read.
+    pub stalled: usize,
+    /// Of those, the ones whose connection the broker had closed by the end
+    /// of the run (expected of a broker that bounds what it holds; not a
+    /// loss of the readers).
+    pub stalled_cut: usize,
+    /// The readers' delivered/s in the same configuration without stalled
+    /// subscribers (`compare` fills it in from that run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_delivered_per_s: Option<f64>,
+    /// The readers' delivered/s here over `baseline_delivered_per_s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ratio: Option<f64>,
+    /// The broker's peak RSS in the run without stalled subscribers, KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_peak_rss_kib: Option<u64>,
+    /// Whether the run without stalled subscribers lost messages, cut a
+    /// reader or failed (then the ratio is not a clean figure).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub baseline_failed: bool,
 }
 
 /// Latency of a paced run, from three clocks.

@@ -20,12 +20,38 @@ use anyhow::{bail, Context};
 
 use crate::driver::{ConnOpts, Kind};
 
-/// corecast's write buffer in comparisons: room for a subscriber to fall
-/// 64 MiB behind before it is cut off as a slow consumer.
-pub const CORECAST_WRITE_BUFFER: usize = 64 << 20;
-/// corecast's connection slots per core in comparisons (conns 5000 must
-/// fit even if `SO_REUSEPORT` puts every connection on one core).
-pub const CORECAST_MAX_CONNECTIONS: usize = 6000;
+/// corecast's tuned flags (the "tuned" section of `compare`): a subscriber
+/// may fall 1 GiB behind before it is cut. The one place to change them.
+pub const CORECAST_TUNED_FLAGS: &[&str] = &["--max-pending", "1073741824"];
+/// What the tuned section passes instead to a corecast binary that has no
+/// `--max-pending` yet (built before it replaced `--write-buffer`): the
+/// write buffer comparisons used before.
+pub const CORECAST_TUNED_FLAGS_BEFORE_MAX_PENDING: &[&str] = &["--write-buffer", "67108864"];
+/// nats-server's tuned settings (config file lines).
+pub const NATS_TUNED_CONFIG: &str = "max_pending: 1GB\nwrite_deadline: \"60s\"\n";
+/// redis-server's tuned flags: no output buffer limit for pub/sub clients.
+pub const REDIS_TUNED_FLAGS: &[&str] = &["--client-output-buffer-limit", "pubsub 0 0 0"];
+
+/// Which broker settings a comparison runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Settings {
+    /// What each broker ships with: only the address (and the core count)
+    /// is given.
+    Defaults,
+    /// Limits on slow consumers raised out of the way (see the `*_TUNED_*`
+    /// constants).
+    Tuned,
+}
+
+impl Settings {
+    /// Lower-case name, as used in results and file names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Settings::Defaults => "defaults",
+            Settings::Tuned => "tuned",
+        }
+    }
+}
 
 /// How a broker is placed on the CPUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +69,8 @@ pub struct Setup {
     pub corecast_bin: PathBuf,
     /// Directory for logs and config files.
     pub dir: PathBuf,
+    /// corecast's flags in the tuned section (see [`corecast_tuned_flags`]).
+    pub corecast_tuned: Vec<String>,
 }
 
 /// A running broker, stopped on drop.
@@ -107,33 +135,83 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 /// The settings each broker runs with, for the report.
-pub fn describe(kind: Kind, placement: Placement) -> String {
-    let pin = if placement == Placement::OneCore { "`taskset -c 0`, " } else { "" };
+pub fn describe(kind: Kind, placement: Placement, settings: Settings, setup: &Setup) -> String {
+    let one = placement == Placement::OneCore;
+    let pin = if one { "`taskset -c 0`, " } else { "" };
+    let tuned = settings == Settings::Tuned;
     match kind {
-        Kind::Corecast => format!(
-            "corecast: {pin}`--cores {}` `--write-buffer {CORECAST_WRITE_BUFFER}` `--max-connections {CORECAST_MAX_CONNECTIONS}` (per core), other flags default, `RUST_LOG=warn`",
-            if placement == Placement::OneCore { "1".to_string() } else { crate::sys::online_cpus().to_string() }
-        ),
-        Kind::Nats => format!(
-            "nats-server: {pin}{}config `max_pending: 1GB`, `write_deadline: \"60s\"`, `max_payload` default (1 MiB)",
-            if placement == Placement::OneCore { "`GOMAXPROCS=1`, " } else { "" }
-        ),
-        Kind::Redis => format!(
-            "redis-server: {pin}`--client-output-buffer-limit \"pubsub 0 0 0\"` `--save \"\"` `--appendonly no` (single-threaded)"
-        ),
+        Kind::Corecast => {
+            let cores = if one { 1 } else { crate::sys::online_cpus() };
+            let flags = if tuned {
+                format!("`{}`, everything else", setup.corecast_tuned.join(" "))
+            } else {
+                "nothing else: every other setting".into()
+            };
+            format!("corecast: {pin}`--listen` and `--cores {cores}`, {flags} at its default")
+        }
+        Kind::Nats => {
+            let gomaxprocs = if one { "`GOMAXPROCS=1`, " } else { "" };
+            if tuned {
+                format!(
+                    "nats-server: {pin}{gomaxprocs}config file with the address and `{}`, everything else at its default",
+                    NATS_TUNED_CONFIG.trim_end().replace('\n', "`, `")
+                )
+            } else {
+                format!("nats-server: {pin}{gomaxprocs}`-a 127.0.0.1 -p PORT`, no config file: every setting at its default")
+            }
+        }
+        Kind::Redis => {
+            let flags = if tuned {
+                format!("`{} \"{}\"`, ", REDIS_TUNED_FLAGS[0], REDIS_TUNED_FLAGS[1])
+            } else {
+                String::new()
+            };
+            format!(
+                "redis-server: {pin}`--port PORT --bind 127.0.0.1`, {flags}`--save \"\"` (no snapshot written at shutdown; pub/sub changes no keys, so no snapshot is triggered during a run either), everything else at its default (single-threaded)"
+            )
+        }
     }
+}
+
+/// corecast's flags for the tuned section: [`CORECAST_TUNED_FLAGS`] if
+/// the binary knows them (its `--help` lists the first one), else
+/// [`CORECAST_TUNED_FLAGS_BEFORE_MAX_PENDING`] and a note saying so.
+pub fn corecast_tuned_flags(bin: &Path) -> (Vec<String>, Option<String>) {
+    let help = Command::new(bin)
+        .arg("--help")
+        .stdin(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let own = |flags: &[&str]| flags.iter().map(|f| f.to_string()).collect();
+    if help.contains(CORECAST_TUNED_FLAGS[0]) {
+        return (own(CORECAST_TUNED_FLAGS), None);
+    }
+    let note = format!(
+        "{} has no `{}` yet: its tuned runs use `{}` instead",
+        bin.display(),
+        CORECAST_TUNED_FLAGS[0],
+        CORECAST_TUNED_FLAGS_BEFORE_MAX_PENDING.join(" ")
+    );
+    (own(CORECAST_TUNED_FLAGS_BEFORE_MAX_PENDING), Some(note))
 }
 
 fn nats_config(dir: &Path, port: u16) -> anyhow::Result<PathBuf> {
     let conf = dir.join("conf");
     std::fs::create_dir_all(&conf).with_context(|| format!("create {}", conf.display()))?;
     let path = conf.join(format!("nats-{port}.conf"));
-    let text = format!("listen: \"127.0.0.1:{port}\"\nmax_pending: 1GB\nwrite_deadline: \"60s\"\n");
+    let text = format!("listen: \"127.0.0.1:{port}\"\n{NATS_TUNED_CONFIG}");
     std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
     Ok(path)
 }
 
-fn command(kind: Kind, placement: Placement, setup: &Setup, port: u16) -> anyhow::Result<Command> {
+fn command(
+    kind: Kind,
+    placement: Placement,
+    settings: Settings,
+    setup: &Setup,
+    port: u16,
+) -> anyhow::Result<Command> {
     let program: &std::ffi::OsStr = match kind {
         Kind::Corecast => setup.corecast_bin.as_os_str(),
         Kind::Nats => "nats-server".as_ref(),
@@ -149,28 +227,33 @@ fn command(kind: Kind, placement: Placement, setup: &Setup, port: u16) -> anyhow
         Placement::AllCores => Command::new(program),
     };
     let cores = if placement == Placement::OneCore { 1 } else { crate::sys::online_cpus() };
+    let tuned = settings == Settings::Tuned;
     match kind {
         Kind::Corecast => {
             cmd.args(["--listen", &format!("127.0.0.1:{port}")])
-                .args(["--cores", &cores.to_string()])
-                .args(["--write-buffer", &CORECAST_WRITE_BUFFER.to_string()])
-                .args(["--max-connections", &CORECAST_MAX_CONNECTIONS.to_string()])
-                .env("RUST_LOG", "warn");
-        }
-        Kind::Nats => {
-            cmd.arg("-c").arg(nats_config(&setup.dir, port)?);
-            if placement == Placement::OneCore {
-                cmd.env("GOMAXPROCS", "1");
+                .args(["--cores", &cores.to_string()]);
+            if tuned {
+                cmd.args(&setup.corecast_tuned);
             }
         }
-        Kind::Redis => {
-            cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .args(["--client-output-buffer-limit", "pubsub 0 0 0"])
-                .args(["--maxclients", "10000", "--daemonize", "no"])
-                .arg("--dir")
-                .arg(&setup.dir);
+        Kind::Nats if tuned => {
+            cmd.arg("-c").arg(nats_config(&setup.dir, port)?);
         }
+        Kind::Nats => {
+            cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
+        }
+        Kind::Redis => {
+            // `--save ""`: no snapshot at shutdown (Redis would write
+            // dump.rdb into its working directory); pub/sub changes no
+            // keys, so it never triggers one during a run either.
+            cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""]);
+            if tuned {
+                cmd.args(REDIS_TUNED_FLAGS);
+            }
+        }
+    }
+    if kind == Kind::Nats && placement == Placement::OneCore {
+        cmd.env("GOMAXPROCS", "1");
     }
     Ok(cmd)
 }
@@ -180,6 +263,7 @@ fn command(kind: Kind, placement: Placement, setup: &Setup, port: u16) -> anyhow
 pub fn start(
     kind: Kind,
     placement: Placement,
+    settings: Settings,
     setup: &Setup,
     label: &str,
 ) -> anyhow::Result<Server> {
@@ -188,7 +272,7 @@ pub fn start(
     let log = setup.dir.join("logs").join(format!("{label}.log"));
     std::fs::create_dir_all(setup.dir.join("logs"))?;
     let out = File::create(&log).with_context(|| format!("create {}", log.display()))?;
-    let mut cmd = command(kind, placement, setup, port)?;
+    let mut cmd = command(kind, placement, settings, setup, port)?;
     cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
     // SAFETY: prctl is async-signal-safe; the closure touches no memory of
     // the parent.
@@ -211,7 +295,8 @@ fn wait_ready(server: &mut Server) -> anyhow::Result<()> {
             bail!("{} exited at start-up:\n{}", server.kind, server.log_tail());
         }
         if TcpStream::connect_timeout(&server.addr, Duration::from_millis(200)).is_ok() {
-            let opts = ConnOpts { read_buffer: 4096, timeout: Duration::from_secs(5) };
+            let opts =
+                ConnOpts { read_buffer: 4096, timeout: Duration::from_secs(5), source: None };
             let mut conn = server.kind.connect(server.addr, "bench-probe", opts)?;
             conn.flush().with_context(|| format!("{} does not answer a ping", server.kind))?;
             return Ok(());

@@ -2,7 +2,7 @@
 //! memory from `/proc/PID`, its own CPU time, its file limit and its CPU
 //! affinity.
 
-use std::fs;
+use std::{fs, net::TcpStream, os::fd::AsRawFd};
 
 use anyhow::{bail, Context};
 
@@ -125,6 +125,92 @@ pub fn raise_nofile(needed: u64) -> anyhow::Result<(u64, u64)> {
     Ok((before, needed))
 }
 
+/// Raises the soft `RLIMIT_NOFILE` of this process to its hard limit (the
+/// bench holds thousands of connections). Returns (soft limit before,
+/// soft limit now).
+pub fn raise_nofile_to_hard() -> anyhow::Result<(u64, u64)> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `lim` is a valid, writable rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        bail!("getrlimit: {}", std::io::Error::last_os_error());
+    }
+    let before = lim.rlim_cur;
+    if lim.rlim_cur >= lim.rlim_max {
+        return Ok((before, before));
+    }
+    lim.rlim_cur = lim.rlim_max;
+    // SAFETY: `lim` is a valid rlimit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        bail!("setrlimit RLIMIT_NOFILE: {}", std::io::Error::last_os_error());
+    }
+    Ok((before, lim.rlim_cur))
+}
+
+/// `TCP_ESTABLISHED` in `tcp_info.tcpi_state` and in `/proc/net/tcp`.
+const TCP_ESTABLISHED: u8 = 1;
+
+/// The kernel's TCP state of a socket (`TCP_INFO`).
+fn tcp_state(stream: &TcpStream) -> anyhow::Result<u8> {
+    // SAFETY: an all-zero tcp_info is a valid value to be overwritten.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` is writable for `len` bytes; the fd is a live socket.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        bail!("getsockopt TCP_INFO: {}", std::io::Error::last_os_error());
+    }
+    Ok(info.tcpi_state)
+}
+
+/// TCP states of the IPv4 sockets bound to local `port`, from
+/// `/proc/net/tcp`: (remote port, state) per socket.
+fn tcp_states_of_port(table: &str, port: u16) -> Vec<(u16, u8)> {
+    let hex_port =
+        |addr: &str| addr.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace().skip(1);
+            let (local, remote, state) = (fields.next()?, fields.next()?, fields.next()?);
+            (hex_port(local)? == port)
+                .then(|| Some((hex_port(remote)?, u8::from_str_radix(state, 16).ok()?)))?
+        })
+        .collect()
+}
+
+/// For each of `streams` (loopback IPv4 connections to a server on
+/// `server_port` that this process never reads from), whether the server
+/// has closed its end. A server that closes a connection whose client does
+/// not read cannot get its FIN through a full receive window, so the client
+/// side alone does not show it: a connection counts as closed when this
+/// side saw the FIN or a reset (its state is no longer ESTABLISHED), or the
+/// server's socket of the pair (in `/proc/net/tcp`) is no longer
+/// ESTABLISHED (FIN_WAIT1 with unsent data queued, for instance) or gone.
+pub fn closed_by_server(streams: &[&TcpStream], server_port: u16) -> anyhow::Result<Vec<bool>> {
+    let table = fs::read_to_string("/proc/net/tcp").context("read /proc/net/tcp")?;
+    let server_side: std::collections::HashMap<u16, u8> =
+        tcp_states_of_port(&table, server_port).into_iter().collect();
+    streams
+        .iter()
+        .map(|s| {
+            if tcp_state(s)? != TCP_ESTABLISHED {
+                return Ok(true);
+            }
+            let port = s.local_addr()?.port();
+            Ok(server_side.get(&port) != Some(&TCP_ESTABLISHED))
+        })
+        .collect()
+}
+
 /// Restricts the calling thread (and the threads it starts afterwards) to
 /// `cpus`, or lets it run anywhere with `None`.
 pub fn pin_current_thread(cpus: Option<&[usize]>) -> anyhow::Result<()> {
@@ -187,6 +273,40 @@ mod tests {
         assert_eq!(parse_status_kib(status, "VmHWM"), Some(2048));
         assert_eq!(parse_status_kib(status, "VmSwap"), None);
         assert_eq!(parse_busy_ticks("cpu  10 1 5 100 7 2 3 4 0 0").expect("valid"), 25);
+    }
+
+    #[test]
+    fn parses_proc_net_tcp() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 0100007F:1CE8 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0\n\
+   1: 0100007F:1CE8 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0\n\
+   2: 0100007F:1CE8 0100007F:9C41 04 00000000:00000000 00:00000000 00000000     0        0 0 1 0\n\
+   3: 0100007F:9C40 0100007F:1CE8 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0\n";
+        assert_eq!(tcp_states_of_port(table, 0x1CE8), [(0, 0x0A), (0x9C40, 1), (0x9C41, 4)]);
+        assert_eq!(tcp_states_of_port(table, 0x9C40), [(0x1CE8, 1)]);
+    }
+
+    #[test]
+    fn sees_a_server_close_a_connection_that_is_never_read() {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (a, b) = (
+            TcpStream::connect(("127.0.0.1", port)).expect("a"),
+            TcpStream::connect(("127.0.0.1", port)).expect("b"),
+        );
+        let (mut server_a, _) = listener.accept().expect("accept a");
+        let (server_b, _) = listener.accept().expect("accept b");
+        assert_eq!(closed_by_server(&[&a, &b], port).expect("states"), [false, false]);
+        // Fill a's receive window, then close the server's end: its FIN
+        // stays queued behind the data a never reads.
+        server_a.set_nonblocking(true).expect("nonblocking");
+        let chunk = vec![7u8; 1 << 16];
+        while server_a.write(&chunk).is_ok() {}
+        drop(server_a);
+        drop(server_b);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert_eq!(closed_by_server(&[&a, &b], port).expect("states"), [true, true]);
     }
 
     #[test]

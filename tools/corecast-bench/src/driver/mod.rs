@@ -90,6 +90,10 @@ pub struct ConnOpts {
     pub read_buffer: usize,
     /// Bound on every blocking read, write and round trip.
     pub timeout: Duration,
+    /// Local address to connect from (the port is still picked at
+    /// connect time), e.g. another loopback address: one source address
+    /// has too few ephemeral ports for tens of thousands of connections.
+    pub source: Option<std::net::Ipv4Addr>,
 }
 
 /// One decoded frame, as far as the bench cares.
@@ -193,10 +197,14 @@ pub struct Wire {
 }
 
 impl Wire {
-    /// Connects with `TCP_NODELAY` and the timeouts of `opts`.
+    /// Connects (from `opts.source`, if given) with `TCP_NODELAY` and the
+    /// timeouts of `opts`.
     pub fn connect(addr: SocketAddr, opts: ConnOpts) -> anyhow::Result<Self> {
-        let stream = TcpStream::connect_timeout(&addr, opts.timeout)
-            .with_context(|| format!("connect to {addr}"))?;
+        let stream = match opts.source {
+            None => TcpStream::connect_timeout(&addr, opts.timeout),
+            Some(ip) => connect_from(ip, addr, opts.timeout),
+        }
+        .with_context(|| format!("connect to {addr}"))?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(opts.timeout))?;
         stream.set_write_timeout(Some(opts.timeout))?;
@@ -298,6 +306,35 @@ impl Wire {
             Err(e) => Err(e).with_context(|| format!("read while waiting for {what}")),
         }
     }
+}
+
+/// Connects to `addr` from local address `ip`. The port is left to
+/// connect time (`IP_BIND_ADDRESS_NO_PORT`), so it only has to be unique
+/// for this destination, not among every socket bound to `ip`.
+fn connect_from(
+    ip: std::net::Ipv4Addr,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
+    use std::os::fd::AsRawFd;
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads an int of the size passed from a live local.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    socket.bind(&SocketAddr::from((ip, 0)).into())?;
+    socket.connect_timeout(&addr.into(), timeout)?;
+    Ok(socket.into())
 }
 
 /// Would-block, timeout and interrupt: try again.

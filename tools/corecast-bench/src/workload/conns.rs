@@ -6,15 +6,35 @@ use std::time::Duration;
 
 use super::{Meter, Target};
 use crate::{
-    driver::Driver,
+    driver::{Driver, Kind},
     result::{ConnsFigures, Params, RunResult},
     sys,
 };
 
 /// Connections opened before their subscriptions are confirmed together.
 const CHUNK: usize = 256;
-/// Seconds over which the settled, idle broker's CPU use is measured.
+/// Loopback source addresses the connections are spread over (127.0.0.1
+/// up): Linux gives `connect` only every other ephemeral port while any are
+/// left, about 14 000 of them per source address and destination, and
+/// searches ever longer once they are taken.
+const SOURCES: u8 = 4;
+/// Longest time over which the settled, idle broker's CPU use is measured
+/// (shorter when the target's settle time is: `compare --quick`).
 const IDLE_WINDOW: Duration = Duration::from_secs(2);
+
+/// The source address of connection `i` to `target`: spread over
+/// [`SOURCES`] loopback addresses when the broker is on loopback. Not for
+/// redis-server, whose protected mode (on by default) turns away clients
+/// from any loopback address but 127.0.0.1 (and it takes 10 000 clients by
+/// default, fewer than one address can open quickly).
+fn source(target: &Target, i: usize) -> Option<std::net::Ipv4Addr> {
+    match target.addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_loopback() && target.kind != Kind::Redis => {
+            Some(std::net::Ipv4Addr::new(127, 0, 0, 1 + (i % SOURCES as usize) as u8))
+        }
+        _ => None,
+    }
+}
 
 /// Opens `count` subscribed connections; stops at the first failure
 /// (recorded in `errors`), keeping only the connections whose subscription
@@ -25,7 +45,7 @@ fn open_all(target: &Target, count: usize, errors: &mut Vec<String>) -> Vec<Box<
         let first = conns.len();
         let chunk_end = (first + CHUNK).min(count);
         let opened = (first..chunk_end).try_for_each(|i| {
-            let mut conn = target.connect(&format!("idle-{i}"), 4096)?;
+            let mut conn = target.connect_from(&format!("idle-{i}"), 4096, source(target, i))?;
             conn.subscribe(&format!("bench.conn.{i}"))?;
             conns.push(conn);
             anyhow::Ok(())
@@ -67,7 +87,7 @@ pub fn run(target: &Target, count: usize) -> anyhow::Result<RunResult> {
     meter.finish(&mut result);
     let samples = super::settle_rss(proc, target.settle)?;
     let rss_after_kib = samples.last().copied().unwrap_or(0);
-    let idle_cpu_cores = idle_cpu(proc)?;
+    let idle_cpu_cores = idle_cpu(proc, IDLE_WINDOW.min(target.settle))?;
     let opened = conns.len();
     target.totals_into(&mut result);
     drop(conns);
@@ -85,9 +105,10 @@ pub fn run(target: &Target, count: usize) -> anyhow::Result<RunResult> {
     Ok(result)
 }
 
-/// The broker's CPU use, in cores, while every connection sits idle.
-fn idle_cpu(proc: sys::Proc) -> anyhow::Result<f64> {
+/// The broker's CPU use, in cores, over `window` while every connection
+/// sits idle.
+fn idle_cpu(proc: sys::Proc, window: Duration) -> anyhow::Result<f64> {
     let before = proc.cpu_seconds()?;
-    std::thread::sleep(IDLE_WINDOW);
-    Ok((proc.cpu_seconds()? - before) / IDLE_WINDOW.as_secs_f64())
+    std::thread::sleep(window);
+    Ok((proc.cpu_seconds()? - before) / window.as_secs_f64().max(1e-3))
 }

@@ -1,14 +1,18 @@
-//! Throughput workloads: `fanout` (P publishers, S subscribers, one topic)
-//! and `pairs` (K publishers each to its own topic, K subscribers).
+//! Throughput workloads: `fanout` (P publishers, S subscribers, one
+//! topic), `pairs` (K publishers each to its own topic, K subscribers) and
+//! `stalled` (one publisher, readers, and subscribers that never read).
 //!
-//! Every subscription is confirmed before the first publication. Reader
-//! threads multiplex the subscriber sockets with `mio` (edge-triggered,
-//! non-blocking reads); publishers write batches as fast as their sockets
-//! take them. The run ends when every subscriber has everything owed to it,
-//! when deliveries stop for `idle` after the publishers are done, or at the
-//! run's timeout.
-
+//! Every subscription is confirmed before the first publication. A few
+//! reader threads (one per allowed CPU, at most 4) multiplex the reading
+//! subscribers with `mio` (edge-triggered, non-blocking reads), taking
+//! turns: a subscriber reads a few times, then waits behind the others that
+//! have data, so that none is starved while another's socket keeps
+//! refilling. Publishers write batches as fast as their sockets take them.
+//! The run ends when every subscriber has everything owed to it or was cut
+//! by the broker, when deliveries stop for `idle` after the publishers are
+//! done, or at the run's timeout.
 use std::{
+    collections::VecDeque,
     os::fd::AsRawFd,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
@@ -25,24 +29,29 @@ use super::{Meter, Target};
 use crate::{
     driver::{Driver, Recv},
     payload::{Stamp, Tally, HEADER},
-    result::{Flow, Params, RunResult},
+    result::{Flow, Params, RunResult, StalledFigures},
     sys,
 };
 
 /// Bytes of publications encoded before one write.
 const BATCH_BYTES: usize = 64 << 10;
+/// Reads a subscriber does in one turn before the next one with data.
+const TURN_READS: usize = 4;
 
 /// What a throughput run does.
 #[derive(Debug, Clone)]
 pub struct FlowSpec {
-    /// `fanout` or `pairs`.
+    /// `fanout`, `pairs` or `stalled`.
     pub workload: &'static str,
     /// Human name of the case.
     pub case: String,
     /// The topic of each publisher.
     pub publishers: Vec<String>,
-    /// The topic of each subscriber.
+    /// The topic of each subscriber that reads.
     pub subscribers: Vec<String>,
+    /// Subscribers of the first publisher's topic that subscribe and then
+    /// never read (none outside `stalled`).
+    pub stalled: usize,
     /// Messages each publisher sends.
     pub msgs: u64,
     /// Payload bytes (at least the stamp header).
@@ -60,6 +69,23 @@ impl FlowSpec {
             case: format!("fanout {pubs}->{subs} {size}B"),
             publishers: vec![topic.clone(); pubs],
             subscribers: vec![topic; subs],
+            stalled: 0,
+            msgs,
+            size,
+            idle: Duration::from_secs(3),
+        }
+    }
+
+    /// One publisher, `readers` subscribers that read and `stalled` that
+    /// never do, all on one topic.
+    pub fn stalled(readers: usize, stalled: usize, msgs: u64, size: usize) -> Self {
+        let topic = "bench.stalled".to_owned();
+        Self {
+            workload: "stalled",
+            case: format!("stalled 1->{readers} +{stalled} stalled {size}B"),
+            publishers: vec![topic.clone()],
+            subscribers: vec![topic; readers],
+            stalled,
             msgs,
             size,
             idle: Duration::from_secs(3),
@@ -74,6 +100,7 @@ impl FlowSpec {
             case: format!("pairs K={k} {size}B"),
             publishers: topics.clone(),
             subscribers: topics,
+            stalled: 0,
             msgs,
             size,
             idle: Duration::from_secs(3),
@@ -85,6 +112,7 @@ impl FlowSpec {
         Params {
             publishers: Some(self.publishers.len()),
             subscribers: Some(self.subscribers.len()),
+            stalled: (self.workload == "stalled").then_some(self.stalled),
             msgs: Some(self.msgs),
             size: Some(self.size),
             ..Params::default()
@@ -121,6 +149,7 @@ struct Sub {
     tally: Tally,
     owed: u64,
     last: Option<Instant>,
+    /// Why the broker ended the connection, if it did.
     ended: Option<String>,
 }
 
@@ -133,9 +162,12 @@ impl Sub {
         self.complete() || self.ended.is_some()
     }
 
-    /// Reads until the socket is empty (edge-triggered polling needs it).
-    fn drain(&mut self, progress: &AtomicU64) {
-        for _ in 0..4096 {
+    /// One turn: up to [`TURN_READS`] reads. Returns whether the socket may
+    /// hold more (every read brought data), so the subscriber should queue
+    /// for another turn; after a read that found nothing, edge-triggered
+    /// polling reports the next data.
+    fn turn(&mut self, progress: &AtomicU64) -> bool {
+        for _ in 0..TURN_READS {
             let before = self.tally.unique;
             let tally = &mut self.tally;
             let outcome = self.conn.receive(&mut |_, payload| {
@@ -148,12 +180,16 @@ impl Sub {
             }
             match outcome {
                 Ok(Recv::Data) => continue,
-                Ok(Recv::Idle) => return,
-                Ok(Recv::Closed) => self.ended = Some("broker closed the connection".into()),
+                Ok(Recv::Idle) => return false,
+                Ok(Recv::Closed) => {
+                    self.ended =
+                        Some("broker closed the connection (end of stream or reset)".into())
+                }
                 Err(e) => self.ended = Some(format!("{e:#}")),
             }
-            return;
+            return false;
         }
+        true
     }
 }
 
@@ -161,7 +197,10 @@ impl Sub {
 struct ReaderOutcome {
     tally: Tally,
     last: Option<Instant>,
-    disconnected: Vec<String>,
+    /// Why each subscriber the broker cut was cut.
+    cut: Vec<String>,
+    /// Subscribers cut before they had everything.
+    cut_short: usize,
     broker_dropped: u64,
 }
 
@@ -172,6 +211,8 @@ struct Shared {
     deadline: Instant,
 }
 
+/// Reads `subs` until each is finished, `stop` or the deadline. Subscribers
+/// with data wait in a queue and read [`TURN_READS`] times per turn.
 fn reader(mut subs: Vec<Sub>, shared: &Shared) -> anyhow::Result<ReaderOutcome> {
     let mut poll = Poll::new().context("create poller")?;
     for (i, sub) in subs.iter().enumerate() {
@@ -179,65 +220,101 @@ fn reader(mut subs: Vec<Sub>, shared: &Shared) -> anyhow::Result<ReaderOutcome> 
         let fd = sub.conn.stream().as_raw_fd();
         poll.registry().register(&mut SourceFd(&fd), Token(i), Interest::READABLE)?;
     }
-    // Data that arrived with the confirmations is already buffered: read
-    // every socket once before waiting for edges.
-    for sub in subs.iter_mut() {
-        sub.drain(&shared.progress);
-    }
+    // Data that arrived with the confirmations is already buffered: every
+    // subscriber gets a first turn before waiting for edges.
+    let mut ready: VecDeque<usize> = (0..subs.len()).collect();
+    let mut queued = vec![true; subs.len()];
+    let mut finished = subs.iter().filter(|s| s.finished()).count();
     let mut events = Events::with_capacity(1024);
-    while !subs.iter().all(Sub::finished)
-        && !shared.stop.load(Relaxed)
-        && Instant::now() < shared.deadline
-    {
-        match poll.poll(&mut events, Some(Duration::from_millis(50))) {
+    while finished < subs.len() && !shared.stop.load(Relaxed) && Instant::now() < shared.deadline {
+        let wait = if ready.is_empty() { Duration::from_millis(50) } else { Duration::ZERO };
+        match poll.poll(&mut events, Some(wait)) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e).context("poll"),
         }
         for event in events.iter() {
-            if let Some(sub) = subs.get_mut(event.token().0) {
-                sub.drain(&shared.progress);
+            let i = event.token().0;
+            if i < subs.len() && !queued[i] {
+                queued[i] = true;
+                ready.push_back(i);
+            }
+        }
+        for _ in 0..ready.len() {
+            let Some(i) = ready.pop_front() else { break };
+            queued[i] = false;
+            let sub = &mut subs[i];
+            if sub.finished() {
+                continue;
+            }
+            let more = sub.turn(&shared.progress);
+            if sub.finished() {
+                finished += 1;
+            } else if more {
+                queued[i] = true;
+                ready.push_back(i);
             }
         }
     }
     let mut out = ReaderOutcome {
         tally: Tally::default(),
         last: None,
-        disconnected: Vec::new(),
+        cut: Vec::new(),
+        cut_short: 0,
         broker_dropped: 0,
     };
     for sub in &subs {
         out.tally.absorb(&sub.tally);
         out.last = out.last.max(sub.last);
         out.broker_dropped += sub.conn.dropped();
-        if let (Some(why), false) = (&sub.ended, sub.complete()) {
-            out.disconnected.push(why.clone());
+        if let Some(why) = &sub.ended {
+            out.cut.push(why.clone());
+            out.cut_short += usize::from(!sub.complete());
         }
     }
     Ok(out)
 }
 
-/// Connects every subscriber, sends its subscription, then confirms them
-/// all (so the round trips overlap).
-fn connect_subscribers(target: &Target, spec: &FlowSpec) -> anyhow::Result<Vec<Sub>> {
-    let read_buffer = if spec.subscribers.len() > 32 { 64 << 10 } else { 1 << 20 };
+/// The subscribers of a run: the readers and the stalled connections.
+type Subscribers = (Vec<Sub>, Vec<Box<dyn Driver>>);
+
+/// Connects every subscriber (the stalled ones interleaved with the
+/// readers) and sends its subscription, then confirms them all (so the
+/// round trips overlap).
+fn connect_subscribers(target: &Target, spec: &FlowSpec) -> anyhow::Result<Subscribers> {
+    let read_buffer = match spec.subscribers.len() {
+        n if n > 1000 => 16 << 10,
+        n if n > 32 => 64 << 10,
+        _ => 1 << 20,
+    };
+    let stalled_topic = spec.publishers.first().cloned().unwrap_or_default();
     let mut subs = Vec::with_capacity(spec.subscribers.len());
-    for (i, topic) in spec.subscribers.iter().enumerate() {
-        let mut conn = target.connect(&format!("sub-{i}"), read_buffer)?;
-        conn.subscribe(topic)?;
-        let owed = spec.owed(topic);
-        subs.push(Sub {
-            conn,
-            tally: Tally::new(spec.publishers.len()),
-            owed,
-            last: None,
-            ended: None,
-        });
+    let mut stalled = Vec::with_capacity(spec.stalled);
+    for i in 0..spec.subscribers.len().max(spec.stalled) {
+        if let Some(topic) = spec.subscribers.get(i) {
+            let mut conn = target.connect(&format!("sub-{i}"), read_buffer)?;
+            conn.subscribe(topic)?;
+            subs.push(Sub {
+                conn,
+                tally: Tally::new(spec.publishers.len()),
+                owed: spec.owed(topic),
+                last: None,
+                ended: None,
+            });
+        }
+        if i < spec.stalled {
+            let mut conn = target.connect(&format!("stalled-{i}"), 4096)?;
+            conn.subscribe(&stalled_topic)?;
+            stalled.push(conn);
+        }
     }
     for sub in subs.iter_mut() {
         sub.conn.confirm()?;
     }
-    Ok(subs)
+    for conn in stalled.iter_mut() {
+        conn.confirm()?;
+    }
+    Ok((subs, stalled))
 }
 
 /// What a publisher did.
@@ -310,7 +387,7 @@ fn deal(subs: Vec<Sub>, n: usize) -> Vec<Vec<Sub>> {
 pub fn run(target: &Target, spec: &FlowSpec) -> anyhow::Result<RunResult> {
     anyhow::ensure!(spec.size >= HEADER, "payload size must be at least {HEADER} bytes");
     let mut result = target.result(spec.workload, spec.case.clone(), spec.params());
-    let subs = connect_subscribers(target, spec)?;
+    let (subs, stalled) = connect_subscribers(target, spec)?;
     let pubs: Vec<Box<dyn Driver>> = (0..spec.publishers.len())
         .map(|i| target.connect(&format!("pub-{i}"), 64 << 10))
         .collect::<anyhow::Result<_>>()?;
@@ -376,12 +453,13 @@ pub fn run(target: &Target, spec: &FlowSpec) -> anyhow::Result<RunResult> {
                 flow.duplicates += out.tally.duplicates;
                 flow.gaps += out.tally.gaps;
                 flow.broker_dropped += out.broker_dropped;
-                flow.disconnected += out.disconnected.len();
+                flow.cut += out.cut.len();
                 last = last.max(out.last);
-                if let Some(first) = out.disconnected.first() {
+                if let Some(first) = out.cut.first() {
                     result.errors.push(format!(
-                        "{} subscriber(s) ended early: {first}",
-                        out.disconnected.len()
+                        "{} subscriber(s) cut by the broker ({} before they had everything): {first}",
+                        out.cut.len(),
+                        out.cut_short
                     ));
                 }
                 if out.tally.foreign > 0 {
@@ -402,12 +480,33 @@ pub fn run(target: &Target, spec: &FlowSpec) -> anyhow::Result<RunResult> {
         if delivered_secs > 0.0 { flow.delivered as f64 / delivered_secs } else { 0.0 };
     result.seconds = delivered_secs.max((pub_end - start).as_secs_f64());
     meter.finish(&mut result);
-    if flow.lost > 0 && result.errors.is_empty() {
+    if flow.lost > 0 {
         result.errors.push(format!("{} deliveries missing when the run ended", flow.lost));
     }
     result.flow = Some(flow);
+    if spec.workload == "stalled" {
+        result.stalled = Some(stalled_figures(target, &stalled, &mut result.errors));
+    }
+    drop(stalled);
     target.totals_into(&mut result);
     Ok(result)
+}
+
+/// How many of the stalled connections the broker closed by now.
+fn stalled_figures(
+    target: &Target,
+    stalled: &[Box<dyn Driver>],
+    errors: &mut Vec<String>,
+) -> StalledFigures {
+    let streams: Vec<&std::net::TcpStream> = stalled.iter().map(|c| c.stream()).collect();
+    let stalled_cut = match sys::closed_by_server(&streams, target.addr.port()) {
+        Ok(closed) => closed.iter().filter(|&&c| c).count(),
+        Err(e) => {
+            errors.push(format!("state of the stalled connections: {e:#}"));
+            0
+        }
+    };
+    StalledFigures { stalled: stalled.len(), stalled_cut, ..StalledFigures::default() }
 }
 
 /// Waits after publishing until every reader is done, deliveries stall for

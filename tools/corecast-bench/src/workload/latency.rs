@@ -287,6 +287,7 @@ mod tests {
             pid: None,
             timeout: Duration::from_secs(1),
             mode: Some("one".into()),
+            settings: Some("defaults".into()),
             settle: Duration::from_secs(1),
         };
         let params = Params { rate: Some(10_000), duration_s: Some(3.0), ..Params::default() };

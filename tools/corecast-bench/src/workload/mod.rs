@@ -5,6 +5,7 @@ pub mod churn;
 pub mod conns;
 pub mod flow;
 pub mod latency;
+pub mod stalled;
 
 use std::{
     net::SocketAddr,
@@ -32,6 +33,8 @@ pub struct Target {
     pub timeout: Duration,
     /// Core mode label for `compare` runs.
     pub mode: Option<String>,
+    /// Broker settings label for `compare` runs (`defaults`, `tuned`).
+    pub settings: Option<String>,
     /// Least time to watch the broker's RSS settle after a run (conns,
     /// churn).
     pub settle: Duration,
@@ -40,7 +43,17 @@ pub struct Target {
 impl Target {
     /// Connects with the given read buffer and the run's timeout.
     pub fn connect(&self, name: &str, read_buffer: usize) -> anyhow::Result<Box<dyn Driver>> {
-        let opts = ConnOpts { read_buffer, timeout: self.timeout };
+        self.connect_from(name, read_buffer, None)
+    }
+
+    /// [`Target::connect`] from local address `source`.
+    pub fn connect_from(
+        &self,
+        name: &str,
+        read_buffer: usize,
+        source: Option<std::net::Ipv4Addr>,
+    ) -> anyhow::Result<Box<dyn Driver>> {
+        let opts = ConnOpts { read_buffer, timeout: self.timeout, source };
         self.kind
             .connect(self.addr, name, opts)
             .with_context(|| format!("{} connection {name}", self.kind))
@@ -63,9 +76,11 @@ impl Target {
             workload: workload.to_owned(),
             case,
             mode: self.mode.clone(),
+            settings: self.settings.clone(),
             params,
             seconds: 0.0,
             flow: None,
+            stalled: None,
             latency: None,
             conns: None,
             churn: None,

@@ -1,0 +1,107 @@
+//! `stalled`: one publisher, R subscribers that read as fast as they can
+//! and N that subscribe and then never read, one topic (a [`FlowSpec`]
+//! run). The figure is the readers' delivered/s over their delivered/s in
+//! the same configuration without the stalled subscribers (the same
+//! workload with N = 0, run first against its own fresh broker): what
+//! holding data for clients that do not read costs the clients that do.
+//! The broker cutting stalled subscribers is fine and counted apart; the
+//! readers must lose nothing.
+//!
+//! A loopback socket that is never read takes about 4 MiB before the
+//! broker's writes to it stop (the sender's buffer grows to `tcp_wmem`'s
+//! maximum); until then a stalled subscriber costs the broker what a reader
+//! does. `compare` sends each subscriber about 20 MiB (20 000 messages of
+//! 1 KiB), so most of the run is about what the broker does with data it
+//! cannot write.
+
+use super::flow::FlowSpec;
+use crate::result::{RunResult, StalledFigures};
+
+/// The run with `stalled` stalled subscribers, and the same without them.
+pub fn specs(readers: usize, stalled: usize, msgs: u64, size: usize) -> [FlowSpec; 2] {
+    [FlowSpec::stalled(readers, 0, msgs, size), FlowSpec::stalled(readers, stalled, msgs, size)]
+}
+
+/// Whether `base` is the run without stalled subscribers of `run`: same
+/// broker, core mode, settings, readers, messages and size.
+fn is_baseline_of(base: &RunResult, run: &RunResult) -> bool {
+    let (p, q) = (&base.params, &run.params);
+    base.workload == "stalled"
+        && base.broker == run.broker
+        && base.mode == run.mode
+        && base.settings == run.settings
+        && p.stalled == Some(0)
+        && (p.subscribers, p.msgs, p.size) == (q.subscribers, q.msgs, q.size)
+}
+
+/// Fills in the baseline figures of a `stalled` run with stalled
+/// subscribers from its baseline among `earlier` (the last one if there are
+/// several). No-op for other runs, or when there is no baseline.
+pub fn attach_baseline(run: &mut RunResult, earlier: &[RunResult]) {
+    if run.workload != "stalled" || run.params.stalled.unwrap_or(0) == 0 {
+        return;
+    }
+    let Some(base) = earlier.iter().rev().find(|b| is_baseline_of(b, run)) else { return };
+    let base_rate = base.flow.as_ref().map(|f| f.delivered_per_s).filter(|r| *r > 0.0);
+    let rate = run.flow.as_ref().map(|f| f.delivered_per_s);
+    let figures = run.stalled.get_or_insert_with(StalledFigures::default);
+    figures.baseline_delivered_per_s = base_rate;
+    figures.ratio = base_rate.zip(rate).map(|(b, r)| r / b);
+    figures.baseline_peak_rss_kib = base.broker_usage.as_ref().map(|u| u.peak_rss_kib);
+    figures.baseline_failed = !base.errors.is_empty() || base_rate.is_none();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        driver::Kind,
+        result::{BrokerUsage, Flow},
+    };
+
+    fn run(kind: Kind, spec: &FlowSpec, per_s: f64, peak: u64) -> RunResult {
+        let target = crate::workload::Target {
+            kind,
+            addr: ([127, 0, 0, 1], 0).into(),
+            pid: None,
+            timeout: std::time::Duration::from_secs(1),
+            mode: Some("one".into()),
+            settings: Some("defaults".into()),
+            settle: std::time::Duration::from_secs(1),
+        };
+        let mut r = target.result(spec.workload, spec.case.clone(), spec.params());
+        r.flow = Some(Flow { delivered_per_s: per_s, delivered: 1, ..Flow::default() });
+        r.broker_usage = Some(BrokerUsage { peak_rss_kib: peak, ..BrokerUsage::default() });
+        r
+    }
+
+    #[test]
+    fn ratio_against_the_same_broker_without_stalled_subscribers() {
+        let [base, with] = specs(100, 100, 1000, 64);
+        assert_eq!(base.params().stalled, Some(0));
+        assert_eq!(with.params().stalled, Some(100));
+        assert_eq!(with.params().subscribers, Some(100));
+        assert_ne!(base.case, with.case);
+        let earlier = vec![run(Kind::Corecast, &base, 1e6, 10), run(Kind::Nats, &base, 4e5, 20)];
+        let mut c = run(Kind::Corecast, &with, 9e5, 30);
+        attach_baseline(&mut c, &earlier);
+        let s = c.stalled.expect("figures");
+        assert_eq!(s.baseline_delivered_per_s, Some(1e6));
+        assert!((s.ratio.expect("ratio") - 0.9).abs() < 1e-9);
+        assert_eq!(s.baseline_peak_rss_kib, Some(10));
+        assert!(!s.baseline_failed);
+
+        let mut n = run(Kind::Nats, &with, 2e5, 30);
+        let mut failed = earlier[1].clone();
+        failed.errors.push("3 deliveries missing".into());
+        attach_baseline(&mut n, &[failed]);
+        let s = n.stalled.expect("figures");
+        assert!((s.ratio.expect("ratio") - 0.5).abs() < 1e-9);
+        assert!(s.baseline_failed);
+
+        // No baseline of that broker: nothing attached.
+        let mut r = run(Kind::Redis, &with, 2e5, 30);
+        attach_baseline(&mut r, &earlier);
+        assert!(r.stalled.is_none());
+    }
+}
