@@ -275,9 +275,14 @@ impl Slot {
     }
 
     /// Queues encoded frame bytes within `max_pending` and the budget.
+    /// A connection whose socket is full is not woken: the socket wakes it
+    /// when it has room, so a stalled subscriber costs the copy and nothing
+    /// more (no failed `sendmsg` per burst).
     pub(crate) fn queue(&mut self, mem: &mut Memory, frame: &[u8]) -> Result<(), Full> {
         queue_within(&mut self.out, mem, frame)?;
-        self.notify();
+        if self.write_blocked_since.is_none() {
+            self.notify();
+        }
         Ok(())
     }
 

@@ -395,18 +395,12 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
         "open-file limit of the bench: {nofile} (soft limit raised from {nofile_before} to the hard limit)"
     ));
     notes.extend(servers::ensure_installed(&args.brokers)?);
-    let mut corecast_tuned = Vec::new();
     if args.brokers.contains(&Kind::Corecast) {
         notes.extend(servers::ensure_corecast(&args.corecast_bin, args.build)?);
-        let (flags, note) = servers::corecast_tuned_flags(&args.corecast_bin);
-        corecast_tuned = flags;
-        if args.settings != SettingsMode::Defaults {
-            notes.extend(note);
-        }
     }
     let dir = args.out.join(timestamp(SystemTime::now()));
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-    let setup = Setup { corecast_bin: args.corecast_bin.clone(), dir: dir.clone(), corecast_tuned };
+    let setup = Setup { corecast_bin: args.corecast_bin.clone(), dir: dir.clone() };
     let results_file = dir.join("results.jsonl");
     let rounds_file = dir.join("rounds.jsonl");
     let limits = Limits {
@@ -428,7 +422,7 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
                 notes.push(format!(
                     "cores {mode}, {}: {}",
                     settings.name(),
-                    servers::describe(*kind, placement, settings, &setup)
+                    servers::describe(*kind, placement, settings)
                 ));
             }
             let config = Config { placement, settings };

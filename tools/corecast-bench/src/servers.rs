@@ -23,10 +23,6 @@ use crate::driver::{ConnOpts, Kind};
 /// corecast's tuned flags (the "tuned" section of `compare`): a subscriber
 /// may fall 1 GiB behind before it is cut. The one place to change them.
 pub const CORECAST_TUNED_FLAGS: &[&str] = &["--max-pending", "1073741824"];
-/// What the tuned section passes instead to a corecast binary that has no
-/// `--max-pending` yet (built before it replaced `--write-buffer`): the
-/// write buffer comparisons used before.
-pub const CORECAST_TUNED_FLAGS_BEFORE_MAX_PENDING: &[&str] = &["--write-buffer", "67108864"];
 /// nats-server's tuned settings (config file lines).
 pub const NATS_TUNED_CONFIG: &str = "max_pending: 1GB\nwrite_deadline: \"60s\"\n";
 /// redis-server's tuned flags: no output buffer limit for pub/sub clients.
@@ -69,8 +65,6 @@ pub struct Setup {
     pub corecast_bin: PathBuf,
     /// Directory for logs and config files.
     pub dir: PathBuf,
-    /// corecast's flags in the tuned section (see [`corecast_tuned_flags`]).
-    pub corecast_tuned: Vec<String>,
 }
 
 /// A running broker, stopped on drop.
@@ -135,7 +129,7 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 /// The settings each broker runs with, for the report.
-pub fn describe(kind: Kind, placement: Placement, settings: Settings, setup: &Setup) -> String {
+pub fn describe(kind: Kind, placement: Placement, settings: Settings) -> String {
     let one = placement == Placement::OneCore;
     let pin = if one { "`taskset -c 0`, " } else { "" };
     let tuned = settings == Settings::Tuned;
@@ -143,7 +137,7 @@ pub fn describe(kind: Kind, placement: Placement, settings: Settings, setup: &Se
         Kind::Corecast => {
             let cores = if one { 1 } else { crate::sys::online_cpus() };
             let flags = if tuned {
-                format!("`{}`, everything else", setup.corecast_tuned.join(" "))
+                format!("`{}`, everything else", CORECAST_TUNED_FLAGS.join(" "))
             } else {
                 "nothing else: every other setting".into()
             };
@@ -171,29 +165,6 @@ pub fn describe(kind: Kind, placement: Placement, settings: Settings, setup: &Se
             )
         }
     }
-}
-
-/// corecast's flags for the tuned section: [`CORECAST_TUNED_FLAGS`] if
-/// the binary knows them (its `--help` lists the first one), else
-/// [`CORECAST_TUNED_FLAGS_BEFORE_MAX_PENDING`] and a note saying so.
-pub fn corecast_tuned_flags(bin: &Path) -> (Vec<String>, Option<String>) {
-    let help = Command::new(bin)
-        .arg("--help")
-        .stdin(Stdio::null())
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    let own = |flags: &[&str]| flags.iter().map(|f| f.to_string()).collect();
-    if help.contains(CORECAST_TUNED_FLAGS[0]) {
-        return (own(CORECAST_TUNED_FLAGS), None);
-    }
-    let note = format!(
-        "{} has no `{}` yet: its tuned runs use `{}` instead",
-        bin.display(),
-        CORECAST_TUNED_FLAGS[0],
-        CORECAST_TUNED_FLAGS_BEFORE_MAX_PENDING.join(" ")
-    );
-    (own(CORECAST_TUNED_FLAGS_BEFORE_MAX_PENDING), Some(note))
 }
 
 fn nats_config(dir: &Path, port: u16) -> anyhow::Result<PathBuf> {
@@ -233,7 +204,7 @@ fn command(
             cmd.args(["--listen", &format!("127.0.0.1:{port}")])
                 .args(["--cores", &cores.to_string()]);
             if tuned {
-                cmd.args(&setup.corecast_tuned);
+                cmd.args(CORECAST_TUNED_FLAGS);
             }
         }
         Kind::Nats if tuned => {
