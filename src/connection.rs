@@ -132,6 +132,8 @@ impl Connection {
         if let Err(e) = self.flush(shard, st, cx) {
             tracing::trace!(error = %e, "write failed");
             st.leave(shard, self.key, Exit::Reset, "");
+            // A draining connection has nothing left to deliver either.
+            st.slots[self.key].close();
         }
     }
 

@@ -861,15 +861,7 @@ mod tests {
 
     /// A result of `kind` for `workload` with `params`, nothing measured.
     fn run_of(kind: Kind, workload: &str, params: crate::result::Params) -> RunResult {
-        let target = crate::workload::Target {
-            kind,
-            addr: ([127, 0, 0, 1], 0).into(),
-            pid: None,
-            timeout: std::time::Duration::from_secs(1),
-            mode: Some("one".into()),
-            settings: Some("defaults".into()),
-            settle: std::time::Duration::from_secs(1),
-        };
+        let target = crate::workload::Target::for_tests(kind);
         target.result(workload, workload.into(), params)
     }
 

@@ -41,6 +41,21 @@ pub struct Target {
 }
 
 impl Target {
+    /// A one-core, shipped-defaults target that nothing listens on, for
+    /// building results in unit tests.
+    #[cfg(test)]
+    pub fn for_tests(kind: Kind) -> Self {
+        Self {
+            kind,
+            addr: ([127, 0, 0, 1], 0).into(),
+            pid: None,
+            timeout: Duration::from_secs(1),
+            mode: Some("one".into()),
+            settings: Some("defaults".into()),
+            settle: Duration::from_secs(1),
+        }
+    }
+
     /// Connects with the given read buffer and the run's timeout.
     pub fn connect(&self, name: &str, read_buffer: usize) -> anyhow::Result<Box<dyn Driver>> {
         self.connect_from(name, read_buffer, None)

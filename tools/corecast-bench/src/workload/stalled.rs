@@ -60,15 +60,7 @@ mod tests {
     };
 
     fn run(kind: Kind, spec: &FlowSpec, per_s: f64, peak: u64) -> RunResult {
-        let target = crate::workload::Target {
-            kind,
-            addr: ([127, 0, 0, 1], 0).into(),
-            pid: None,
-            timeout: std::time::Duration::from_secs(1),
-            mode: Some("one".into()),
-            settings: Some("defaults".into()),
-            settle: std::time::Duration::from_secs(1),
-        };
+        let target = crate::workload::Target::for_tests(kind);
         let mut r = target.result(spec.workload, spec.case.clone(), spec.params());
         r.flow = Some(Flow { delivered_per_s: per_s, delivered: 1, ..Flow::default() });
         r.broker_usage = Some(BrokerUsage { peak_rss_kib: peak, ..BrokerUsage::default() });
