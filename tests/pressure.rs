@@ -392,6 +392,7 @@ fn steady_half_rate_reader_is_never_cut() {
             }
             seqs
         });
+        let _stop = SetOnDrop(&done);
         for seq in 0..total {
             let due = started + Duration::from_micros(seq * 1_000_000 / RATE);
             let now = Instant::now();
@@ -402,7 +403,7 @@ fn steady_half_rate_reader_is_never_cut() {
         }
         publ.flush_empty();
         let got = reader.join().expect("reader");
-        done.store(true, Ordering::Release);
+        drop(_stop);
         (got, sampler.join().expect("sampler"))
     });
     let took = started.elapsed();
@@ -432,18 +433,6 @@ fn budget_config() -> Config {
         close_linger_ms: 200,
         ..test_config(1)
     }
-}
-
-/// Runs `traffic` while a scoped thread samples each core's memory_used;
-/// returns what `traffic` returned and the per-core peaks.
-fn with_peak_memory<R: Send>(broker: &Broker, traffic: impl FnOnce() -> R + Send) -> (R, Vec<u64>) {
-    let done = AtomicBool::new(false);
-    thread::scope(|s| {
-        let sampler = s.spawn(|| sample_peak_memory(broker, &done));
-        let r = traffic();
-        done.store(true, Ordering::Release);
-        (r, sampler.join().expect("sampler"))
-    })
 }
 
 /// Publishes `n` messages (from `first`) in batches of `batch`, each

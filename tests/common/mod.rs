@@ -591,6 +591,30 @@ impl Witness {
 /// may take past the pending budget (from the reserve).
 pub const CHUNK: u64 = 4096;
 
+/// Sets a flag when dropped: a scoped sampler thread stops even when the
+/// code beside it panics (else the scope would wait for it forever).
+pub struct SetOnDrop<'a>(pub &'a std::sync::atomic::AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// Runs `traffic` while a scoped thread samples each core's `memory_used`;
+/// returns what `traffic` returned and the per-core peaks.
+pub fn with_peak_memory<R>(broker: &Broker, traffic: impl FnOnce() -> R) -> (R, Vec<u64>) {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let sampler = s.spawn(|| sample_peak_memory(broker, &done));
+        let r = {
+            let _stop = SetOnDrop(&done);
+            traffic()
+        };
+        (r, sampler.join().expect("sampler"))
+    })
+}
+
 /// Samples every core's `memory_used` about every 200 µs until `done` is
 /// set, and returns each core's peak. Run it on a scoped thread beside the
 /// traffic.
