@@ -319,7 +319,7 @@ fn write_deadline_cuts_a_stalled_subscriber_with_little_queued() {
     let deadline = Duration::from_millis(DEADLINE_MS);
     let idle = cut_seen - last_progress;
     assert!(
-        idle + Duration::from_millis(5) >= deadline && idle <= deadline + Duration::from_secs(1),
+        idle + SAMPLING_SLACK >= deadline && idle <= deadline + Duration::from_secs(1),
         "cut {idle:?} after the socket last took bytes (deadline {deadline:?})"
     );
     // Still within close_linger: it reads what reached its socket, ERR 9,

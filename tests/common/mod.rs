@@ -587,6 +587,10 @@ impl Witness {
     }
 }
 
+/// How late a thread that samples counters every millisecond may see a
+/// change, when the machine is busy: the slack on "not before" bounds.
+pub const SAMPLING_SLACK: Duration = Duration::from_millis(100);
+
 /// Bytes in one chunk of the broker's per-core pool: what a final `ERR`
 /// may take past the pending budget (from the reserve).
 pub const CHUNK: u64 = 4096;
