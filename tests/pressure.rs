@@ -8,10 +8,7 @@
 mod common;
 
 use std::{
-    sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc,
-    },
+    sync::atomic::{AtomicBool, Ordering},
     thread,
     time::{Duration, Instant},
 };
@@ -37,13 +34,12 @@ fn stalled(broker: &Broker, sid: u32, topic: &str, lossy: bool) -> Client {
     c
 }
 
-/// A subscriber that reads on its own thread until the END message,
-/// publishing how many it got; returns the sequence numbers in order.
+/// A subscriber that reads on its own thread until the END message;
+/// returns the sequence numbers it got, in order.
 fn spawn_reader(
     broker: &Broker,
     sid: u32,
     topic: &'static str,
-    progress: Arc<AtomicU64>,
 ) -> thread::JoinHandle<(Client, Vec<u64>)> {
     let mut c = Client::connect(broker.local_addr());
     c.sub(sid, topic);
@@ -58,7 +54,6 @@ fn spawn_reader(
                         return (c, seqs);
                     }
                     seqs.push(seq);
-                    progress.store(seqs.len() as u64, Ordering::Release);
                 }
                 Ok(Got::Ping(n)) => c.send(&corecast_proto::ClientFrame::Pong { nonce: n }),
                 other => panic!("reader got {other:?} after {} messages", seqs.len()),
@@ -103,7 +98,9 @@ fn expect_cut_stream(c: &mut Client, sid: u32, topic: &str, what: &str) {
     assert_prefix(&msg_seqs(&frames, sid, topic), what);
 }
 
-/// Counters that must not move for a test whose subject is another one.
+/// The counters that say why output was refused, in one array to assert
+/// them all at once: closes by max_pending, write deadline, budget, input
+/// budget; drops by max_pending, budget; slow-consumer closes in all.
 fn causes(c: &Snapshot) -> [u64; 7] {
     [
         c.closes_max_pending,
@@ -130,8 +127,7 @@ fn max_pending_cuts_the_non_reader_at_the_limit() {
     });
     let topic = "mp.cut";
     let mut lagging = stalled(&broker, 1, topic, false);
-    let progress = Arc::new(AtomicU64::new(0));
-    let reader = spawn_reader(&broker, 2, topic, Arc::clone(&progress));
+    let reader = spawn_reader(&broker, 2, topic);
     let mut publ = Client::connect(broker.local_addr());
     let wire = Got::msg(1, topic, &seq_payload(0, PAD)).wire_len();
 
@@ -399,7 +395,7 @@ fn steady_half_rate_reader_is_never_cut() {
             }
             seqs
         });
-        let _stop = SetOnDrop(&done);
+        let stop_sampler = SetOnDrop(&done);
         for seq in 0..total {
             let due = started + Duration::from_micros(seq * 1_000_000 / RATE);
             let now = Instant::now();
@@ -410,7 +406,7 @@ fn steady_half_rate_reader_is_never_cut() {
         }
         publ.flush_empty();
         let got = reader.join().expect("reader");
-        drop(_stop);
+        drop(stop_sampler);
         (got, sampler.join().expect("sampler"))
     });
     let took = started.elapsed();
@@ -465,8 +461,7 @@ fn budget_cuts_stalled_subscribers_and_spares_the_reader() {
     let broker = start(budget_config());
     let topic = "budget.cut";
     let stalled: Vec<Client> = (0..STALLED).map(|_| stalled(&broker, 1, topic, false)).collect();
-    let progress = Arc::new(AtomicU64::new(0));
-    let reader = spawn_reader(&broker, 2, topic, Arc::clone(&progress));
+    let reader = spawn_reader(&broker, 2, topic);
     let mut publ = Client::connect(broker.local_addr());
     let (published, peak) = with_peak_memory(&broker, || {
         // Until every stalled subscriber is cut, then as much again.
@@ -514,8 +509,7 @@ fn budget_sheds_lossy_stalled_subscribers_and_reports_every_drop() {
     let topic = "budget.lossy";
     let mut stalled: Vec<Client> =
         (0..STALLED).map(|i| stalled(&broker, 10 + i, topic, true)).collect();
-    let progress = Arc::new(AtomicU64::new(0));
-    let reader = spawn_reader(&broker, 2, topic, Arc::clone(&progress));
+    let reader = spawn_reader(&broker, 2, topic);
     let mut publ = Client::connect(broker.local_addr());
     let ((), peak) =
         with_peak_memory(&broker, || publish_batches(&mut publ, topic, 0, PUBLISHED, 64, PAD4K));
@@ -600,8 +594,7 @@ fn five_hundred_non_readers_and_one_reader(batch: u64) {
     let per_core: Vec<usize> = (0..2)
         .map(|core| stalled.iter().filter(|c| usize::from(c.core_id()) == core).count())
         .collect();
-    let progress = Arc::new(AtomicU64::new(0));
-    let reader = spawn_reader(&broker, 9999, topic, Arc::clone(&progress));
+    let reader = spawn_reader(&broker, 9999, topic);
     let mut publ = Client::connect(addr);
     let started = Instant::now();
     let (published, peak) = with_peak_memory(&broker, || {
