@@ -119,6 +119,20 @@ impl Got {
     }
 }
 
+/// How a stream ended, for [`Client::next_frame`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// The server closed cleanly (FIN) after whole frames.
+    Eof,
+    /// The read failed: a reset, typically (`ConnectionReset`).
+    Failed(ErrorKind),
+    /// The server closed cleanly, but inside a frame: this many bytes of
+    /// it had arrived.
+    Truncated(usize),
+    /// Nothing within the time allowed.
+    Timeout,
+}
+
 /// What reading from the broker ended with.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ReadEnd {
@@ -156,6 +170,27 @@ impl Client {
         s.set_recv_buffer_size(rcvbuf).unwrap();
         s.connect(&addr.into()).expect("connect");
         Self::from_stream(s.into())
+    }
+
+    /// Connects without saying HELLO, made to hold as little as possible
+    /// of what the broker sends while it does not read: a 4 KiB receive
+    /// buffer, and a small MSS, which keeps the broker's kernel send buffer
+    /// for this connection small too (on loopback it is sized from the MSS
+    /// and would otherwise take megabytes before the broker queues a byte).
+    pub fn connect_raw_tight(addr: SocketAddr) -> Self {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+        s.set_recv_buffer_size(4096).unwrap();
+        s.set_mss(536).unwrap();
+        s.connect(&addr.into()).expect("connect");
+        Self::from_stream(s.into())
+    }
+
+    /// [`Self::connect_raw_tight`], then the handshake.
+    pub fn connect_tight(addr: SocketAddr) -> Self {
+        let mut c = Self::connect_raw_tight(addr);
+        c.handshake();
+        c
     }
 
     /// Connects and completes the handshake.
@@ -276,6 +311,16 @@ impl Client {
 
     /// Next frame within `timeout`.
     pub fn read_frame(&mut self, timeout: Duration) -> ReadEnd {
+        match self.next_frame(timeout) {
+            Ok(got) => ReadEnd::Frame(got),
+            Err(StreamEnd::Timeout) => ReadEnd::Timeout,
+            Err(_) => ReadEnd::Closed,
+        }
+    }
+
+    /// Next frame within `timeout`, or how the stream ended: unlike
+    /// [`Self::read_frame`], tells a clean end of stream from a reset.
+    pub fn next_frame(&mut self, timeout: Duration) -> Result<Got, StreamEnd> {
         let deadline = Instant::now() + timeout;
         loop {
             let mut src = &self.buf[self.start..];
@@ -288,14 +333,14 @@ impl Client {
                         self.buf.clear();
                         self.start = 0;
                     }
-                    return ReadEnd::Frame(got);
+                    return Ok(got);
                 }
                 Ok(None) => {}
                 Err(e) => panic!("server sent an undecodable frame: {e}"),
             }
             let now = Instant::now();
             if now >= deadline {
-                return ReadEnd::Timeout;
+                return Err(StreamEnd::Timeout);
             }
             if self.start > 0 {
                 self.buf.drain(..self.start);
@@ -304,13 +349,28 @@ impl Client {
             self.stream.set_read_timeout(Some(deadline - now)).unwrap();
             let mut chunk = [0u8; 64 << 10];
             match self.stream.read(&mut chunk) {
-                Ok(0) => return ReadEnd::Closed,
+                Ok(0) if self.buf.is_empty() => return Err(StreamEnd::Eof),
+                Ok(0) => return Err(StreamEnd::Truncated(self.buf.len())),
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    return ReadEnd::Timeout
+                    return Err(StreamEnd::Timeout)
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => return ReadEnd::Closed,
+                Err(e) => return Err(StreamEnd::Failed(e.kind())),
+            }
+        }
+    }
+
+    /// Every frame until the stream ends, and how it ended (a clean end of
+    /// stream, a reset, or `timeout` in all).
+    pub fn read_to_end(&mut self, timeout: Duration) -> (Vec<Got>, StreamEnd) {
+        let deadline = Instant::now() + timeout;
+        let mut all = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next_frame(left.max(Duration::from_millis(1))) {
+                Ok(g) => all.push(g),
+                Err(end) => return (all, end),
             }
         }
     }
@@ -523,5 +583,55 @@ impl Witness {
         self.publ.flush_empty();
         let got = self.sub.flush();
         assert_eq!(got, vec![Got::msg(Self::SID, Self::TOPIC, &payload)], "witness delivery");
+    }
+}
+
+/// How late a thread that samples counters every millisecond may see a
+/// change, when the machine is busy: the slack on "not before" bounds.
+pub const SAMPLING_SLACK: Duration = Duration::from_millis(100);
+
+/// Bytes in one chunk of the broker's per-core pool: what a final `ERR`
+/// may take past the pending budget (from the reserve).
+pub const CHUNK: u64 = 4096;
+
+/// Sets a flag when dropped: a scoped sampler thread stops even when the
+/// code beside it panics (else the scope would wait for it forever).
+pub struct SetOnDrop<'a>(pub &'a std::sync::atomic::AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// Runs `traffic` while a scoped thread samples each core's `memory_used`;
+/// returns what `traffic` returned and the per-core peaks.
+pub fn with_peak_memory<R>(broker: &Broker, traffic: impl FnOnce() -> R) -> (R, Vec<u64>) {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let sampler = s.spawn(|| sample_peak_memory(broker, &done));
+        let r = {
+            let _stop = SetOnDrop(&done);
+            traffic()
+        };
+        (r, sampler.join().expect("sampler"))
+    })
+}
+
+/// Samples every core's `memory_used` about every 200 µs until `done` is
+/// set, and returns each core's peak. Run it on a scoped thread beside the
+/// traffic.
+pub fn sample_peak_memory(broker: &Broker, done: &std::sync::atomic::AtomicBool) -> Vec<u64> {
+    use std::sync::atomic::Ordering;
+    let mut peak = vec![0u64; broker.counters().per_core.len()];
+    loop {
+        let stop = done.load(Ordering::Acquire);
+        for (p, s) in peak.iter_mut().zip(broker.counters().per_core) {
+            *p = (*p).max(s.memory_used);
+        }
+        if stop {
+            return peak;
+        }
+        std::thread::sleep(Duration::from_micros(200));
     }
 }

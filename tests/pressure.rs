@@ -1,0 +1,685 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The named policies for output that cannot be queued: `max_pending` per
+//! connection (cut with ERR 9, or drops reported with DROPPED on a lossy
+//! subscription), the write deadline, and the per-core pending budget (the
+//! connection holding the most meets its policy first), each with the
+//! counter that names it, and every gauge back to zero afterwards.
+
+mod common;
+
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+use common::*;
+use corecast::{Broker, Config, Snapshot};
+
+/// Payload filler: with the sequence number, messages are about 1 KiB.
+const PAD: usize = 1000;
+/// Sequence number of the message that tells a reader to stop.
+const END: u64 = u64::MAX;
+
+/// A subscriber that will never read (until the test says so), with tight
+/// kernel buffers, so that its backlog piles up in the broker.
+fn stalled(broker: &Broker, sid: u32, topic: &str, lossy: bool) -> Client {
+    let mut c = Client::connect_tight(broker.local_addr());
+    if lossy {
+        c.sub_lossy(sid, topic);
+    } else {
+        c.sub(sid, topic);
+    }
+    c.flush_empty();
+    c
+}
+
+/// A subscriber that reads on its own thread until the END message;
+/// returns the sequence numbers it got, in order.
+fn spawn_reader(
+    broker: &Broker,
+    sid: u32,
+    topic: &'static str,
+) -> thread::JoinHandle<(Client, Vec<u64>)> {
+    let mut c = Client::connect(broker.local_addr());
+    c.sub(sid, topic);
+    c.flush_empty();
+    thread::spawn(move || {
+        let mut seqs = Vec::new();
+        loop {
+            match c.next_frame(Duration::from_secs(10)) {
+                Ok(Got::Msg { sid: s, topic: t, payload, .. }) if s == sid && t == topic => {
+                    let seq = seq_of(&payload);
+                    if seq == END {
+                        return (c, seqs);
+                    }
+                    seqs.push(seq);
+                }
+                Ok(Got::Ping(n)) => c.send(&corecast_proto::ClientFrame::Pong { nonce: n }),
+                other => panic!("reader got {other:?} after {} messages", seqs.len()),
+            }
+        }
+    })
+}
+
+/// The MSGs of `frames` for `sid` on `topic` as sequence numbers; any other
+/// frame fails the test.
+fn msg_seqs(frames: &[Got], sid: u32, topic: &str) -> Vec<u64> {
+    frames
+        .iter()
+        .map(|f| match f {
+            Got::Msg { sid: s, topic: t, payload, .. } if *s == sid && t == topic => {
+                seq_of(payload)
+            }
+            other => panic!("expected only MSGs for sid {sid}, got {other:?}"),
+        })
+        .collect()
+}
+
+/// Asserts `seqs` is exactly `0..seqs.len()`.
+fn assert_prefix(seqs: &[u64], what: &str) {
+    if let Some(i) = seqs.iter().enumerate().position(|(i, &s)| s != i as u64) {
+        let around = &seqs[i.saturating_sub(3)..(i + 4).min(seqs.len())];
+        panic!("{what}: not an in-order prefix at {i}: {around:?} ({} MSGs)", seqs.len());
+    }
+}
+
+/// Reads the stream of a subscriber that was cut and never read while the
+/// broker lingered: an in-order prefix of the messages, the ERR 9 only if
+/// it got out, then the end of the stream, never a reset. The end may come
+/// inside a frame: when the linger ends, what the kernel already took
+/// still goes out, and the rest of that frame does not.
+fn expect_cut_stream(c: &mut Client, sid: u32, topic: &str, what: &str) {
+    let (mut frames, end) = c.read_to_end(Duration::from_secs(10));
+    assert!(matches!(end, StreamEnd::Eof | StreamEnd::Truncated(_)), "{what}: {end:?}");
+    if frames.last().is_some_and(|f| f.err_code() == Some((9, true))) {
+        frames.pop();
+    }
+    assert_prefix(&msg_seqs(&frames, sid, topic), what);
+}
+
+/// The counters that say why output was refused, in one array to assert
+/// them all at once: closes by max_pending, write deadline, budget, input
+/// budget; drops by max_pending, budget; slow-consumer closes in all.
+fn causes(c: &Snapshot) -> [u64; 7] {
+    [
+        c.closes_max_pending,
+        c.closes_write_deadline,
+        c.closes_budget,
+        c.input_budget_closes,
+        c.drops_max_pending,
+        c.drops_budget,
+        c.slow_consumer_closes,
+    ]
+}
+
+/// The subscriber that stops reading with less than `max_pending` queued
+/// is cut with ERR 9 by the message that would pass it, not one sooner or
+/// later; the reading subscriber on the same topic gets every message.
+#[test]
+fn max_pending_cuts_the_non_reader_at_the_limit() {
+    const MAX_PENDING: usize = 64 << 10;
+    let broker = start(Config {
+        max_frame: 4096,
+        max_pending: MAX_PENDING,
+        close_linger_ms: 5000,
+        ..test_config(1)
+    });
+    let topic = "mp.cut";
+    let mut lagging = stalled(&broker, 1, topic, false);
+    let reader = spawn_reader(&broker, 2, topic);
+    let mut publ = Client::connect(broker.local_addr());
+    let wire = Got::msg(1, topic, &seq_payload(0, PAD)).wire_len();
+
+    // One message at a time, each routed (PONG) before the counters are
+    // read: the message that cut the subscriber is known exactly.
+    let mut seq = 0u64;
+    let cut_at = loop {
+        assert!(seq < 10_000, "no cut after {seq} messages of {wire} bytes");
+        publ.publish(topic, &seq_payload(seq, PAD));
+        publ.flush_empty();
+        seq += 1;
+        if broker.counters().total.slow_consumer_closes > 0 {
+            break seq - 1;
+        }
+    };
+    // Then more, which only the reader gets.
+    for _ in 0..200 {
+        publ.publish(topic, &seq_payload(seq, PAD));
+        seq += 1;
+    }
+    publ.publish(topic, &seq_payload(END, 0));
+    publ.flush_empty();
+    let (reader, got) = reader.join().expect("reader");
+    assert_eq!(got.len() as u64, seq, "the reading subscriber lost messages");
+    assert_prefix(&got, "reader");
+
+    // The late reader: what had reached its socket, then ERR 9, then a
+    // clean end of stream.
+    let (frames, end) = lagging.read_to_end(Duration::from_secs(10));
+    assert_eq!(end, StreamEnd::Eof, "after {} frames", frames.len());
+    let (last, msgs) = frames.split_last().expect("frames");
+    assert_eq!(last.err_code(), Some((9, true)), "last frame {last:?}");
+    let seqs = msg_seqs(msgs, 1, topic);
+    assert_prefix(&seqs, "cut subscriber");
+    // Everything from `seqs.len()` (or the one before, if it was on the
+    // wire in part) up to the cut was queued: within max_pending, and the
+    // cutting message would have passed it.
+    let delivered = seqs.len() as u64;
+    assert!(delivered > 0 && delivered <= cut_at, "delivered {delivered}, cut at {cut_at}");
+    let queued_at_least = (cut_at - delivered) as usize * wire;
+    let queued_at_most = (cut_at + 1 - delivered) as usize * wire;
+    assert!(
+        queued_at_least <= MAX_PENDING && queued_at_most + wire > MAX_PENDING,
+        "cut at message {cut_at} with {delivered} delivered ({wire} bytes each): the queue \
+         held {queued_at_least}..={queued_at_most} bytes, max_pending {MAX_PENDING}"
+    );
+
+    let c = wait_counters(&broker, "nothing queued", |c| c.pending_bytes == 0);
+    assert_eq!(causes(&c), [1, 0, 0, 0, 0, 0, 1], "{c:#?}");
+    assert_eq!(c.msgs_dropped, 0);
+    assert_eq!(c.msgs_in, seq + 1);
+    drop((lagging, reader, publ));
+    finish(broker);
+}
+
+/// A lossy subscriber that stops reading drops (and counts) what would
+/// pass `max_pending`, is never cut, and on reading gets an in-order
+/// prefix and a DROPPED with the exact count of the rest.
+#[test]
+fn max_pending_drops_for_a_lossy_non_reader() {
+    const MAX_PENDING: usize = 64 << 10;
+    let broker = start(Config { max_frame: 4096, max_pending: MAX_PENDING, ..test_config(1) });
+    let topic = "mp.lossy";
+    let mut lossy = stalled(&broker, 7, topic, true);
+    let mut publ = Client::connect(broker.local_addr());
+    let wire = Got::msg(7, topic, &seq_payload(0, PAD)).wire_len();
+    let mut seq = 0u64;
+    let first_drop = loop {
+        assert!(seq < 10_000, "no drop after {seq} messages");
+        publ.publish(topic, &seq_payload(seq, PAD));
+        publ.flush_empty();
+        seq += 1;
+        let c = broker.counters().total;
+        // Never more queued than max_pending (the publisher's PONG is out).
+        assert!(c.pending_bytes as usize <= MAX_PENDING, "{} bytes queued", c.pending_bytes);
+        if c.msgs_dropped > 0 {
+            break seq - 1;
+        }
+    };
+    assert!(
+        (first_drop as usize) * wire > MAX_PENDING,
+        "dropped after only {first_drop} messages of {wire} bytes"
+    );
+    for _ in 0..500 {
+        publ.publish(topic, &seq_payload(seq, PAD));
+        seq += 1;
+    }
+    publ.flush_empty();
+    let dropped = broker.counters().total.drops_max_pending;
+    assert!(dropped > 0 && dropped <= seq - first_drop, "{dropped} dropped");
+
+    // It reads now: every message before the first drop, then the ones
+    // queued after it (if the socket took a few bytes meanwhile), in order,
+    // and DROPPED notices that account for all the others; then the PONG.
+    let (mut seqs, mut reported) = (Vec::new(), 0);
+    for f in lossy.flush() {
+        match f {
+            Got::Msg { sid: 7, payload, .. } => seqs.push(seq_of(&payload)),
+            Got::Dropped { sid: 7, count } => reported += count,
+            other => panic!("lossy subscriber got {other:?}"),
+        }
+    }
+    assert!(seqs.len() as u64 >= first_drop, "{} of {first_drop} before the drop", seqs.len());
+    assert_prefix(&seqs[..first_drop as usize], "lossy subscriber");
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "out of order");
+    assert!(!seqs.contains(&first_drop), "the first dropped message arrived");
+    assert_eq!(reported, dropped, "DROPPED reports every drop");
+    assert_eq!(seqs.len() as u64 + reported, seq, "received + dropped = published");
+
+    // Still subscribed, nothing left to report, and it gets new messages.
+    publ.publish(topic, &seq_payload(END, 0));
+    publ.flush_empty();
+    assert_eq!(lossy.flush(), vec![Got::msg(7, topic, &seq_payload(END, 0))]);
+    let c = wait_counters(&broker, "nothing queued", |c| c.pending_bytes == 0);
+    assert_eq!(causes(&c), [0, 0, 0, 0, dropped, 0, 0], "{c:#?}");
+    assert_eq!(c.connections_open, 2);
+    drop((lossy, publ));
+    finish(broker);
+}
+
+/// Watches one core's `bytes_out` (every 1 ms) until a slow consumer is
+/// cut; returns when its socket last took bytes and when the cut was seen.
+fn watch_progress_until_cut(broker: &Broker, core: usize) -> (Instant, Instant) {
+    let started = Instant::now();
+    let mut last = (broker.counters().per_core[core].bytes_out, Instant::now());
+    loop {
+        let c = broker.counters();
+        let now = Instant::now();
+        if c.total.slow_consumer_closes > 0 {
+            return (last.1, now);
+        }
+        if c.per_core[core].bytes_out != last.0 {
+            last = (c.per_core[core].bytes_out, now);
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "never cut: {:#?}", c.total);
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A subscriber that stops reading with a few KiB queued (far below
+/// `max_pending`) is cut once its socket took nothing for the write
+/// deadline: not before, and within a second after. It is alone on its
+/// core, so that core's `bytes_out` shows when its socket last took bytes.
+#[test]
+fn write_deadline_cuts_a_stalled_subscriber_with_little_queued() {
+    const DEADLINE_MS: u64 = 1000;
+    let broker = start(Config {
+        max_frame: 4096,
+        max_pending: 16 << 20,
+        write_deadline_ms: DEADLINE_MS,
+        close_linger_ms: 5000,
+        ..test_config(2)
+    });
+    let addr = broker.local_addr();
+    let topic = "wd.stall";
+    let mut lagging = Client::connect_small_rcvbuf(addr, 4096);
+    lagging.sub(1, topic);
+    lagging.flush_empty();
+    let core = usize::from(lagging.core_id());
+    let mut publ = connect_not_on(addr, lagging.core_id());
+    let (seq, queued, (last_progress, cut_seen)) = thread::scope(|s| {
+        let watch = s.spawn(|| watch_progress_until_cut(&broker, core));
+        // Fill the kernel's buffers (megabytes: on loopback the broker's send
+        // buffer is sized for a 64 KiB MSS), then some: publish until the
+        // broker holds output it cannot write, given a moment to write.
+        let mut seq = 0u64;
+        loop {
+            assert!(seq < 100_000, "the socket took {seq} messages");
+            for _ in 0..256 {
+                publ.publish(topic, &seq_payload(seq, PAD));
+                seq += 1;
+            }
+            publ.flush_empty();
+            thread::sleep(Duration::from_millis(20));
+            if broker.counters().per_core[core].pending_bytes >= 8 << 10 {
+                break;
+            }
+        }
+        let queued = broker.counters().per_core[core].pending_bytes;
+        (seq, queued, watch.join().expect("watcher"))
+    });
+    assert!(queued < 512 << 10, "{queued} bytes queued");
+    let cut = broker.counters().total;
+    assert_eq!(causes(&cut), [0, 1, 0, 0, 0, 0, 1], "{cut:#?}");
+    let deadline = Duration::from_millis(DEADLINE_MS);
+    let idle = cut_seen - last_progress;
+    assert!(
+        idle + SAMPLING_SLACK >= deadline && idle <= deadline + Duration::from_secs(1),
+        "cut {idle:?} after the socket last took bytes (deadline {deadline:?})"
+    );
+    // Still within close_linger: it reads what reached its socket, ERR 9,
+    // then the end of the stream.
+    let (frames, end) = lagging.read_to_end(Duration::from_secs(10));
+    assert_eq!(end, StreamEnd::Eof);
+    let (last, msgs) = frames.split_last().expect("frames");
+    match last {
+        Got::Err { code: 9, fatal: true, text } => {
+            assert!(text.contains("write_deadline"), "{text}")
+        }
+        other => panic!("last frame {other:?}"),
+    }
+    let seqs = msg_seqs(msgs, 1, topic);
+    assert_prefix(&seqs, "cut subscriber");
+    assert!((seqs.len() as u64) < seq);
+    drop(lagging);
+    // The publisher is not a slow consumer: it is still served.
+    publ.flush_empty();
+    let c = wait_counters(&broker, "only the publisher left", |c| {
+        c.slots_in_use == 1 && c.pending_bytes == 0 && c.memory_used == 0 && c.subscriptions == 0
+    });
+    assert_eq!(c.connections_open, 1);
+    drop(publ);
+    finish(broker);
+}
+
+/// A subscriber that reads steadily at half the publisher's rate falls
+/// behind by megabytes, queued in the broker, yet is never cut: its backlog
+/// stays under `max_pending` (64 MiB, the default) and its socket keeps
+/// taking bytes, so the write deadline (1 s here) never passes. It gets
+/// every message, in order.
+#[test]
+fn steady_half_rate_reader_is_never_cut() {
+    const RATE: u64 = 1000; // messages per second
+    const SECS: u64 = 3;
+    const PAYLOAD: usize = 8 << 10;
+    let broker = start(Config {
+        max_pending: Config::default().max_pending,
+        write_deadline_ms: 1000,
+        ..test_config(1)
+    });
+    let topic = "steady.half";
+    let mut sub = Client::connect_small_rcvbuf(broker.local_addr(), 64 << 10);
+    sub.sub(1, topic);
+    sub.flush_empty();
+    let mut publ = Client::connect(broker.local_addr());
+    let total = RATE * SECS;
+    let done = AtomicBool::new(false);
+    let started = Instant::now();
+    let (got, peak_pending) = thread::scope(|s| {
+        let sampler = s.spawn(|| {
+            let mut peak = 0;
+            while !done.load(Ordering::Acquire) {
+                peak = peak.max(broker.counters().total.pending_bytes);
+                thread::sleep(Duration::from_millis(1));
+            }
+            peak
+        });
+        let reader = s.spawn(|| {
+            let mut seqs = Vec::with_capacity(total as usize);
+            while (seqs.len() as u64) < total {
+                // Half the publisher's rate while it publishes, then as fast
+                // as it can.
+                let due = started + Duration::from_micros(seqs.len() as u64 * 2_000_000 / RATE);
+                let now = Instant::now();
+                if now < started + Duration::from_secs(SECS) && due > now {
+                    thread::sleep(due - now);
+                }
+                match sub.next_frame(Duration::from_secs(10)) {
+                    Ok(Got::Msg { sid: 1, payload, .. }) => {
+                        assert_eq!(payload.len(), PAYLOAD);
+                        seqs.push(seq_of(&payload));
+                    }
+                    other => panic!("after {} messages: {other:?}", seqs.len()),
+                }
+            }
+            seqs
+        });
+        let stop_sampler = SetOnDrop(&done);
+        for seq in 0..total {
+            let due = started + Duration::from_micros(seq * 1_000_000 / RATE);
+            let now = Instant::now();
+            if due > now {
+                thread::sleep(due - now);
+            }
+            publ.publish(topic, &seq_payload(seq, PAYLOAD - 8));
+        }
+        publ.flush_empty();
+        let got = reader.join().expect("reader");
+        drop(stop_sampler);
+        (got, sampler.join().expect("sampler"))
+    });
+    let took = started.elapsed();
+    assert_eq!(got.len() as u64, total);
+    assert_prefix(&got, "steady reader");
+    let c = broker.counters().total;
+    assert_eq!(causes(&c), [0; 7], "{c:#?}");
+    println!("{total} messages of {PAYLOAD} bytes in {took:?}; peak pending {peak_pending}");
+    // The backlog sat in the broker, not only in the kernel's buffers.
+    assert!(peak_pending >= 1 << 20, "peak pending_bytes {peak_pending}");
+    sub.flush_empty();
+    wait_counters(&broker, "nothing queued", |c| c.pending_bytes == 0 && c.memory_used == 0);
+    drop((sub, publ));
+    finish(broker);
+}
+
+/// The pending budget of the tests below: 4 MiB on one core, with
+/// `max_pending` at 2 MiB, so that four stalled subscribers together pass
+/// the budget long before each reaches its own limit.
+const BUDGET: usize = 4 << 20;
+
+fn budget_config() -> Config {
+    Config {
+        max_frame: 4096,
+        max_pending: 2 << 20,
+        pending_budget: BUDGET,
+        close_linger_ms: 200,
+        ..test_config(1)
+    }
+}
+
+/// Publishes `n` messages (from `first`) in batches of `batch`, each
+/// routed (PONG) before the next.
+fn publish_batches(publ: &mut Client, topic: &str, first: u64, n: u64, batch: u64, pad: usize) {
+    for seq in first..first + n {
+        publ.publish(topic, &seq_payload(seq, pad));
+        if (seq - first) % batch == batch - 1 {
+            publ.flush_empty();
+        }
+    }
+    publ.flush_empty();
+}
+
+/// Four stalled non-lossy subscribers and one reader on one core with a
+/// 4 MiB budget: the stalled ones are cut (by the budget, the last maybe by
+/// max_pending), the reader is never cut and gets everything, and memory
+/// never passes the budget by more than the final ERRs' chunks.
+#[test]
+fn budget_cuts_stalled_subscribers_and_spares_the_reader() {
+    const STALLED: u64 = 4;
+    const PAD4K: usize = 4000;
+    let broker = start(budget_config());
+    let topic = "budget.cut";
+    let stalled: Vec<Client> = (0..STALLED).map(|_| stalled(&broker, 1, topic, false)).collect();
+    let reader = spawn_reader(&broker, 2, topic);
+    let mut publ = Client::connect(broker.local_addr());
+    let (published, peak) = with_peak_memory(&broker, || {
+        // Until every stalled subscriber is cut, then as much again.
+        let mut seq = 0;
+        while broker.counters().total.slow_consumer_closes < STALLED {
+            assert!(seq < 50_000, "not all cut after {seq}: {:#?}", broker.counters().total);
+            publish_batches(&mut publ, topic, seq, 256, 64, PAD4K);
+            seq += 256;
+        }
+        publish_batches(&mut publ, topic, seq, seq, 64, PAD4K);
+        2 * seq
+    });
+    publ.publish(topic, &seq_payload(END, 0));
+    publ.flush_empty();
+    let (reader, got) = reader.join().expect("reader");
+    assert_eq!(got.len() as u64, published, "the reader lost messages");
+    assert_prefix(&got, "reader");
+    let c = broker.counters().total;
+    println!("published {published}; peak memory_used {peak:?}; {c:#?}");
+    assert!(c.closes_budget > 0, "the budget cut nobody: {c:#?}");
+    assert_eq!(c.closes_budget + c.closes_max_pending, STALLED);
+    assert_eq!(c.slow_consumer_closes, STALLED);
+    assert_eq!((c.closes_write_deadline, c.input_budget_closes, c.msgs_dropped), (0, 0, 0));
+    assert!(
+        peak[0] <= (BUDGET as u64) + STALLED * CHUNK,
+        "peak memory_used {} passed the budget {BUDGET} by more than {STALLED} final ERRs",
+        peak[0]
+    );
+    for (i, mut c) in stalled.into_iter().enumerate() {
+        expect_cut_stream(&mut c, 1, topic, &format!("stalled {i}"));
+    }
+    drop((reader, publ));
+    finish(broker);
+}
+
+/// The same with lossy stalled subscribers: the budget sheds their queued
+/// messages instead of cutting them; when they read at last, what they
+/// received plus what DROPPED reported is exactly what was published.
+#[test]
+fn budget_sheds_lossy_stalled_subscribers_and_reports_every_drop() {
+    const STALLED: u32 = 4;
+    const PAD4K: usize = 4000;
+    const PUBLISHED: u64 = 6000;
+    let broker = start(budget_config());
+    let topic = "budget.lossy";
+    let mut stalled: Vec<Client> =
+        (0..STALLED).map(|i| stalled(&broker, 10 + i, topic, true)).collect();
+    let reader = spawn_reader(&broker, 2, topic);
+    let mut publ = Client::connect(broker.local_addr());
+    let ((), peak) =
+        with_peak_memory(&broker, || publish_batches(&mut publ, topic, 0, PUBLISHED, 64, PAD4K));
+    let c = broker.counters().total;
+    println!("peak memory_used {peak:?}; {c:#?}");
+    assert!(c.drops_budget > 0, "the budget shed nothing: {c:#?}");
+    assert_eq!(c.slow_consumer_closes, 0, "a lossy subscriber was cut: {c:#?}");
+    assert!(
+        peak[0] <= (BUDGET as u64) + 16 * CHUNK,
+        "peak memory_used {} passed the budget {BUDGET}",
+        peak[0]
+    );
+    let mut reported = 0;
+    for (i, c) in stalled.iter_mut().enumerate() {
+        let sid = 10 + i as u32;
+        let (mut seqs, mut dropped) = (Vec::new(), 0);
+        for f in c.flush() {
+            match f {
+                Got::Msg { sid: s, payload, .. } if s == sid => seqs.push(seq_of(&payload)),
+                Got::Dropped { sid: s, count } if s == sid => dropped += count,
+                other => panic!("lossy subscriber {i} got {other:?}"),
+            }
+        }
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "subscriber {i}: MSGs out of order");
+        assert!(dropped > 0, "subscriber {i} lost nothing");
+        assert_eq!(seqs.len() as u64 + dropped, PUBLISHED, "subscriber {i}: received + dropped");
+        reported += dropped;
+    }
+    let c = broker.counters().total;
+    assert_eq!(c.msgs_dropped, reported, "every drop counted was reported, and no more");
+    assert_eq!(c.drops_budget + c.drops_max_pending, c.msgs_dropped);
+    publ.publish(topic, &seq_payload(END, 0));
+    publ.flush_empty();
+    let (reader, got) = reader.join().expect("reader");
+    assert_eq!(got.len() as u64, PUBLISHED, "the reader lost messages");
+    assert_prefix(&got, "reader");
+    for (i, c) in stalled.iter_mut().enumerate() {
+        let sid = 10 + i as u32;
+        assert_eq!(c.flush(), vec![Got::msg(sid, topic, &seq_payload(END, 0))], "still subscribed");
+    }
+    let c =
+        wait_counters(&broker, "nothing queued", |c| c.pending_bytes == 0 && c.memory_used == 0);
+    assert_eq!(c.connections_open, u64::from(STALLED) + 2);
+    drop((stalled, reader, publ));
+    finish(broker);
+}
+
+/// 500 subscribers that never read (one in ten lossy) and one that reads,
+/// on two cores with a 4 MiB budget each, and one publisher sending
+/// batches of `batch` messages, each routed before the next: the reader
+/// gets everything; every non-lossy non-reader is cut, every lossy one
+/// stays and has its losses reported; no core's memory passes its budget
+/// by more than the final ERRs; everything is idle afterwards.
+fn five_hundred_non_readers_and_one_reader(batch: u64) {
+    const STALLED: u32 = 500;
+    const CORE_BUDGET: u64 = 4 << 20;
+    let broker = start(Config {
+        max_frame: 4096,
+        max_pending: 1 << 20,
+        pending_budget: CORE_BUDGET as usize,
+        close_linger_ms: 200,
+        ..test_config(2)
+    });
+    let addr = broker.local_addr();
+    let topic = "many.stalled";
+    let lossy = |i: u32| i % 10 == 0;
+    let mut stalled: Vec<Client> = (0..STALLED)
+        .map(|i| {
+            let mut c = Client::connect_tight(addr);
+            if lossy(i) {
+                c.sub_lossy(i, topic);
+            } else {
+                c.sub(i, topic);
+            }
+            c
+        })
+        .collect();
+    for c in &mut stalled {
+        c.flush_empty();
+    }
+    let cut_expected = u64::from((0..STALLED).filter(|&i| !lossy(i)).count() as u32);
+    let per_core: Vec<usize> = (0..2)
+        .map(|core| stalled.iter().filter(|c| usize::from(c.core_id()) == core).count())
+        .collect();
+    let reader = spawn_reader(&broker, 9999, topic);
+    let mut publ = Client::connect(addr);
+    let started = Instant::now();
+    let (published, peak) = with_peak_memory(&broker, || {
+        let mut seq = 0;
+        while broker.counters().total.slow_consumer_closes < cut_expected {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "not all cut after {seq}: {:#?}",
+                broker.counters().total
+            );
+            publish_batches(&mut publ, topic, seq, 256, batch, PAD);
+            seq += 256;
+        }
+        publish_batches(&mut publ, topic, seq, seq.max(2000), batch, PAD);
+        seq + seq.max(2000)
+    });
+    publ.publish(topic, &seq_payload(END, 0));
+    publ.flush_empty();
+    let (reader, got) = reader.join().expect("reader");
+    let c = broker.counters();
+    println!(
+        "{published} published in {:?}; subscribers per core {per_core:?}; peak memory_used \
+         {peak:?}; {:#?}",
+        started.elapsed(),
+        c.total
+    );
+    assert_eq!(got.len() as u64, published, "the reader lost messages");
+    assert_prefix(&got, "reader");
+    let t = c.total;
+    assert_eq!(t.slow_consumer_closes, cut_expected, "{t:#?}");
+    assert_eq!(t.closes_budget + t.closes_max_pending, cut_expected);
+    assert!(t.closes_budget > 0 && t.msgs_dropped > 0, "{t:#?}");
+    assert_eq!(t.closes_write_deadline + t.input_budget_closes, 0);
+    for (core, (&p, s)) in peak.iter().zip(&c.per_core).enumerate() {
+        let cuts = s.slow_consumer_closes;
+        assert!(
+            p <= CORE_BUDGET + cuts * CHUNK,
+            "core {core}: peak memory_used {p} passed the budget {CORE_BUDGET} by more than \
+             its {cuts} final ERRs"
+        );
+    }
+    // The lossy ones read at last: received + reported dropped = published,
+    // and every drop counted was reported.
+    let mut reported = 0;
+    for (i, c) in stalled.iter_mut().enumerate().filter(|(i, _)| lossy(*i as u32)) {
+        let sid = i as u32;
+        let (mut n, mut last, mut dropped) = (0u64, None, 0);
+        for f in c.flush() {
+            match f {
+                Got::Msg { sid: s, payload, .. } if s == sid => {
+                    let seq = seq_of(&payload);
+                    assert!(last < Some(seq), "lossy {i}: {seq} after {last:?}");
+                    (n, last) = (n + 1, Some(seq));
+                }
+                Got::Dropped { sid: s, count } if s == sid => dropped += count,
+                other => panic!("lossy {i} got {other:?}"),
+            }
+        }
+        assert_eq!(n + dropped, published + 1, "lossy {i}: received + dropped");
+        reported += dropped;
+    }
+    assert_eq!(broker.counters().total.msgs_dropped, reported);
+    for (i, c) in stalled.iter_mut().enumerate().filter(|(i, _)| !lossy(*i as u32)) {
+        expect_cut_stream(c, i as u32, topic, &format!("non-lossy {i}"));
+    }
+    drop((stalled, reader, publ));
+    finish(broker);
+}
+
+/// Batches of 8: every subscriber task gets to write between two batches,
+/// so the reader never holds more than a batch while the non-readers'
+/// backlogs grow.
+#[test]
+fn five_hundred_non_readers_and_one_reader_paced() {
+    five_hundred_non_readers_and_one_reader(8);
+}
+
+/// Batches of 256 (about 256 KiB, one read of the broker's): the first
+/// batch alone passes the budget before any subscriber task has written,
+/// so all 251 subscribers of a core hold the same bytes when the policy
+/// picks whom to cut.
+#[test]
+#[ignore = "broker bug: under a burst the pending-budget policy cuts the subscriber that keeps \
+            up: every subscriber holds the same bytes (nobody has written yet) and the tie \
+            goes to the newest connection or to the asker, whether its socket is blocked or not"]
+fn five_hundred_non_readers_and_one_reader_full_speed() {
+    five_hundred_non_readers_and_one_reader(256);
+}
