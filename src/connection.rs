@@ -123,7 +123,7 @@ impl Connection {
             match flow {
                 Flow::Continue | Flow::Stop => {}
                 Flow::Stall => return Poll::Pending,
-                Flow::Yield => return self.yield_now(shard, st, cx),
+                Flow::Yield | Flow::Defer => return self.yield_now(shard, st, cx),
             }
         }
     }
@@ -238,6 +238,11 @@ impl Connection {
                     *src = before;
                     self.backlog = true;
                     return Flow::Stall;
+                }
+                Flow::Defer => {
+                    *src = before;
+                    self.backlog = true;
+                    return Flow::Yield;
                 }
                 Flow::Stop => {
                     *src = &[];

@@ -104,11 +104,7 @@ impl Policy<'_> {
             if mem.room() >= len + crate::memory::CHUNK {
                 return true;
             }
-            let mine = slots.get(key).map_or(0, Slot::held);
-            let Some((victim, held)) = largest_holder(slots, key) else { return false };
-            if held <= mine {
-                return false;
-            }
+            let Some(victim) = victim_for(slots, key) else { return false };
             let before = mem.used();
             self.apply_budget_policy(slots, mem, victim);
             if mem.used() >= before {
@@ -142,12 +138,39 @@ impl Policy<'_> {
     }
 }
 
-/// The live connection other than `except` that holds the most budget.
-fn largest_holder(slots: &Slab<Slot>, except: usize) -> Option<(usize, usize)> {
-    slots
+/// Who meets the budget policy so that `asker` gets room, if anyone: the
+/// live connection holding the most, among those whose socket refuses
+/// output first (they will not give anything back by themselves), the one
+/// refused longest first among equals. It must hold more than the asker,
+/// unless it is stuck and the asker is not: a subscriber that keeps up
+/// never loses to one that does not.
+fn victim_for(slots: &Slab<Slot>, asker: usize) -> Option<usize> {
+    let rank = |s: &Slot| {
+        let since = s.write_blocked_since.map(std::cmp::Reverse);
+        (s.write_blocked_since.is_some(), s.held(), since)
+    };
+    let (victim, (stuck, held, since)) = slots
         .iter()
-        .filter(|&(k, s)| k != except && s.is_live())
-        .map(|(k, s)| (k, s.held()))
-        .filter(|&(_, held)| held > 0)
-        .max_by_key(|&(_, held)| held)
+        .filter(|&(k, s)| k != asker && s.is_live())
+        .map(|(k, s)| (k, rank(s)))
+        .filter(|&(_, (_, held, _))| held > 0)
+        .max_by_key(|&(_, r)| r)?;
+    let (asker_stuck, mine, asker_since) = slots.get(asker).map_or((false, 0, None), rank);
+    let takes = match (stuck, asker_stuck) {
+        (true, false) => true,
+        (false, true) => false,
+        _ => held > mine || (held == mine && since > asker_since),
+    };
+    takes.then_some(victim)
+}
+
+/// Whether a message of `frame_len` bytes for `subscribers` would run into
+/// the budget. A publisher then lets the subscribers write once before it
+/// delivers (see [`crate::cmd::Flow::Defer`]), so that readers that keep up
+/// give their chunks back instead of meeting the policy alongside the
+/// stalled ones.
+pub(crate) fn budget_short(mem: &Memory, subscribers: usize, frame_len: usize) -> bool {
+    // Each subscriber may need a fresh chunk for it.
+    let per_subscriber = frame_len.max(crate::memory::CHUNK);
+    mem.room() < subscribers.saturating_mul(per_subscriber)
 }

@@ -25,6 +25,7 @@ use crate::{
     link::{CoreLinks, LinkRx, LinkTx},
     memory::WARM_KEEP,
     mesh::Record,
+    pressure,
     shard::{ms_duration, Shard, State},
     shutdown::ShutdownSignal,
     slot::{Exit, Limit, Phase, Slot},
@@ -117,8 +118,11 @@ async fn forward(shard: Rc<Shard>, link: LinkTx, peer: usize) {
 async fn receive(shard: Rc<Shard>, link: LinkRx, peer: usize) {
     while let Some(batch) = link.recv().await {
         let mut done = 0;
+        let mut deferred = false;
         while done < batch.len() {
-            done += apply_batch(&shard, &mut shard.state.borrow_mut(), peer, &batch[done..]);
+            let mut st = shard.state.borrow_mut();
+            done += apply_batch(&shard, &mut st, peer, &batch[done..], &mut deferred);
+            drop(st);
             if done < batch.len() {
                 // Subscribers filled up: let them flush, then go on.
                 futures_lite::future::yield_now().await;
@@ -128,22 +132,38 @@ async fn receive(shard: Rc<Shard>, link: LinkRx, peer: usize) {
 }
 
 /// Applies records from the front of `batch`; returns how many bytes it
-/// used. It stops early after a delivery that filled a subscriber past half.
-fn apply_batch(shard: &Shard, st: &mut State, from: usize, batch: &[u8]) -> usize {
+/// used. It stops early after a delivery that filled a subscriber past half,
+/// and before one the budget is short for (once per record: `deferred`).
+fn apply_batch(
+    shard: &Shard,
+    st: &mut State,
+    from: usize,
+    batch: &[u8],
+    deferred: &mut bool,
+) -> usize {
     let _mark = crate::probe::mark();
     let mut src = batch;
     let mut published = 0;
-    while let Some(record) = Record::decode(&mut src) {
+    loop {
+        let before = src;
+        let Some(record) = Record::decode(&mut src) else { break };
         match record {
             Record::Publish { topic, reply_to, payload } => {
-                published += 1;
                 let State { slots, topics, doomed, fanout, mem, .. } = &mut *st;
                 let mut pressed = false;
                 if let Some(entry) = topics.get(topic) {
+                    let frame_len = 16 + topic.len() + reply_to.len() + payload.len();
+                    let short = pressure::budget_short(mem, entry.local.len(), frame_len);
+                    if !std::mem::take(deferred) && short {
+                        *deferred = true;
+                        src = before;
+                        break;
+                    }
                     let msg = Message { topic, reply_to, payload };
                     let mut policy = State::policy(shard, doomed);
                     pressed = fanout::deliver(slots, mem, &entry.local, msg, &mut policy, fanout);
                 }
+                published += 1;
                 st.reap_doomed(shard);
                 if pressed {
                     break;
@@ -161,7 +181,7 @@ fn apply_batch(shard: &Shard, st: &mut State, from: usize, batch: &[u8]) -> usiz
     }
     CoreCounters::add(&shard.counters.cross_core_received, published);
     match batch.len() - src.len() {
-        0 if !batch.is_empty() => {
+        0 if !batch.is_empty() && !*deferred => {
             tracing::error!(core = shard.core, from, left = batch.len(), "inconsistent batch");
             batch.len()
         }

@@ -198,6 +198,9 @@ pub(crate) struct Slot {
     pub write_blocked_since: Option<Instant>,
     /// A server `PING` went out and no bytes arrived since.
     pub ping_outstanding: bool,
+    /// The frame at the front of the input was deferred once for the
+    /// budget; the next attempt applies it.
+    pub deferred: bool,
 }
 
 impl Slot {
@@ -219,6 +222,7 @@ impl Slot {
             last_inbound: now,
             write_blocked_since: None,
             ping_outstanding: false,
+            deferred: false,
         }
     }
 

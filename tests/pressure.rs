@@ -677,9 +677,6 @@ fn five_hundred_non_readers_and_one_reader_paced() {
 /// so all 251 subscribers of a core hold the same bytes when the policy
 /// picks whom to cut.
 #[test]
-#[ignore = "broker bug: under a burst the pending-budget policy cuts the subscriber that keeps \
-            up: every subscriber holds the same bytes (nobody has written yet) and the tie \
-            goes to the newest connection or to the asker, whether its socket is blocked or not"]
 fn five_hundred_non_readers_and_one_reader_full_speed() {
     five_hundred_non_readers_and_one_reader(256);
 }

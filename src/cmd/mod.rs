@@ -36,6 +36,9 @@ pub(crate) enum Flow {
     /// The frame cannot take effect yet; keep it and stop reading until the
     /// connection is woken.
     Stall,
+    /// The frame should wait for the subscribers to write once: keep it,
+    /// yield, and apply it on the next turn (whatever the budget then).
+    Defer,
     /// The connection is leaving; read nothing more.
     Stop,
 }

@@ -8,6 +8,7 @@ use crate::{
     counters::CoreCounters,
     fanout::{self, Message},
     mesh::Record,
+    pressure,
     shard::State,
 };
 
@@ -28,6 +29,12 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, p: Pub<'_>) -> Flow {
             outbound.wait_for_room(ctx.waker);
             CoreCounters::add(&counters.publisher_stalls, 1);
             return Flow::Stall;
+        }
+        let frame_len = 16 + p.topic.len() + p.reply_to.len() + p.payload.len();
+        let deferred = &mut slots[ctx.key].deferred;
+        if !std::mem::take(deferred) && pressure::budget_short(mem, entry.local.len(), frame_len) {
+            *deferred = true;
+            return Flow::Defer;
         }
         let msg = Message { topic: p.topic, reply_to: p.reply_to, payload: p.payload };
         let mut policy = State::policy(ctx.shard, doomed);
