@@ -120,9 +120,8 @@ async fn receive(shard: Rc<Shard>, link: LinkRx, peer: usize) {
         let mut done = 0;
         let mut deferred = false;
         while done < batch.len() {
-            let mut st = shard.state.borrow_mut();
-            done += apply_batch(&shard, &mut st, peer, &batch[done..], &mut deferred);
-            drop(st);
+            let rest = &batch[done..];
+            done += apply_batch(&shard, &mut shard.state.borrow_mut(), peer, rest, &mut deferred);
             if done < batch.len() {
                 // Subscribers filled up: let them flush, then go on.
                 futures_lite::future::yield_now().await;
