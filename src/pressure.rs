@@ -6,14 +6,17 @@
 //!   with `ERR slow consumer` otherwise.
 //! - **`write_deadline_ms`** (per connection): a socket that took nothing for
 //!   that long while output waited closes the same way (the sweeper checks).
-//! - **`pending_budget`** (per core): when a frame cannot get chunks, the
-//!   connection holding the most budget meets its policy first, as long as it
-//!   holds more than the one asking: a connection whose subscriptions are all
-//!   lossy drops its queued messages (counted, reported with `DROPPED`), any
-//!   other is closed (`ERR slow consumer`, or `ERR out of memory` when what it
-//!   holds is mostly input). Only when the asker holds the most does it meet
-//!   its own policy. So a subscriber that keeps up is never cut while a
-//!   stalled one holds more.
+//! - **`pending_budget`** (per core): a publisher about to deliver a message
+//!   the budget may be short for first lets the subscribers write once. When
+//!   a frame then cannot get chunks, another connection meets its policy
+//!   first: one whose socket refuses output before one whose socket takes
+//!   it, then the one holding the most, as long as it holds more than the
+//!   asker (or is stuck while the asker is not). A connection whose
+//!   subscriptions are all lossy drops its queued messages (counted,
+//!   reported with `DROPPED`); any other is closed (`ERR slow consumer`, or
+//!   `ERR out of memory` when what it holds is mostly input). Only when no
+//!   one qualifies does the asker meet its own policy. So a subscriber that
+//!   keeps up is never cut while a stalled one holds as much.
 //!
 //! Connections that begin to leave here are listed in [`Doomed`]; the core
 //! finishes their exit (subscriptions, counters) right after the delivery,
