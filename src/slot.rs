@@ -337,7 +337,10 @@ impl Slot {
             }
             _ => {
                 let (code, default_text) = why.error().unwrap_or((ErrorCode::ShuttingDown, ""));
-                self.out.drop_unstarted(mem);
+                if matches!(why, Exit::SlowConsumer(_) | Exit::OutOfMemory) {
+                    // What it could not take, or memory it may not keep.
+                    self.out.drop_unstarted(mem);
+                }
                 self.push_final_err(mem, code, if text.is_empty() { default_text } else { text });
                 drain(deadlines.linger_ms)
             }

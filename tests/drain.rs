@@ -185,3 +185,41 @@ fn subscriber_that_sends_but_reads_only_after_the_linger_gets_a_clean_end() {
     drop((sub, publ));
     finish(broker);
 }
+
+/// A protocol error is not about memory: everything queued before it still
+/// goes out, then the ERR, then a clean end of stream.
+#[test]
+fn a_protocol_error_keeps_what_was_queued_before_it() {
+    let cfg = Config { close_linger_ms: LINGER_MS, max_pending: 32 << 20, ..test_config(1) };
+    let broker = start(cfg);
+    let addr = broker.local_addr();
+    let topic = "drain.protocol";
+    let mut sub = Client::connect_tight(addr);
+    sub.sub(1, topic);
+    sub.flush_empty();
+    let mut publ = Client::connect(addr);
+    // About 12 MiB: far more than the kernel's socket buffers take
+    // (tcp_wmem allows 4 MiB), less than max_pending.
+    const SENT: u64 = 12_000;
+    for seq in 0..SENT {
+        publ.publish(topic, &seq_payload(seq, 1000));
+    }
+    publ.flush_empty();
+    wait_counters(&broker, "messages queued in the broker", |c| c.pending_bytes > 4 << 20);
+    sub.send_raw(&frame(0x7f, 0, &[]));
+    let (frames, end) = sub.read_to_end(Duration::from_secs(10));
+    let (last, msgs) = frames.split_last().expect("frames");
+    assert_eq!(last.err_code(), Some((2, true)), "last frame {}", describe(Some(last)));
+    let seqs: Vec<u64> = msgs
+        .iter()
+        .map(|f| match f {
+            Got::Msg { payload, .. } => seq_of(payload),
+            other => panic!("unexpected {}", describe(Some(other))),
+        })
+        .collect();
+    assert_eq!(seqs.len() as u64, SENT, "every queued message arrives before the ERR");
+    assert!(seqs.iter().copied().eq(0..SENT), "in order");
+    assert!(matches!(end, StreamEnd::Eof), "{end:?}");
+    drop((sub, publ));
+    finish(broker);
+}
