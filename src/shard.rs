@@ -158,13 +158,9 @@ impl Shard {
         CoreCounters::sub(&self.counters.slots_in_use, 1);
     }
 
-    /// The clock and settings a connection needs to begin leaving.
+    /// The settings a connection needs to begin leaving.
     pub(crate) fn deadlines(&self) -> Deadlines {
-        Deadlines {
-            now: Instant::now(),
-            grace_ms: self.cfg.shutdown_grace_ms,
-            linger_ms: self.cfg.close_linger_ms,
-        }
+        Deadlines { grace_ms: self.cfg.shutdown_grace_ms, linger_ms: self.cfg.close_linger_ms }
     }
 
     /// A fresh nonce for a server `PING`.

@@ -319,7 +319,8 @@ impl Slot {
         };
         self.pongs.clear();
         self.input.release(mem);
-        let drain = |ms: u64| Phase::Draining { until: deadlines.now + ms_duration(ms) };
+        let now = Instant::now();
+        let drain = |ms: u64| Phase::Draining { until: now + ms_duration(ms) };
         self.phase = match why {
             Exit::Eof | Exit::Reset | Exit::Panic => {
                 self.out.clear(mem);
@@ -425,10 +426,9 @@ fn queue_within(out: &mut ChunkQueue<true>, mem: &mut Memory, frame: &[u8]) -> R
     Ok(())
 }
 
-/// The clock and the settings `begin_leave` needs.
+/// The settings `begin_leave` needs.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Deadlines {
-    pub now: Instant,
     pub grace_ms: u64,
     pub linger_ms: u64,
 }
