@@ -28,6 +28,18 @@ fn describe(f: Option<&Got>) -> String {
         other => format!("{other:?}"),
     }
 }
+/// The sequence numbers of `frames`, which must all be MSGs for sid 1 with
+/// payloads of `payload_len` bytes.
+fn seqs_of(frames: &[Got], payload_len: usize) -> Vec<u64> {
+    frames
+        .iter()
+        .map(|f| match f {
+            Got::Msg { sid: 1, payload, .. } if payload.len() == payload_len => seq_of(payload),
+            other => panic!("{} among the messages", describe(Some(other))),
+        })
+        .collect()
+}
+
 const MESSAGES: u64 = 1000;
 const PAYLOAD: usize = 16 << 10;
 
@@ -66,13 +78,7 @@ fn late_reader_gets_its_messages_then_err_then_a_clean_end() {
         );
         let (last, msgs) = frames.split_last().expect("frames");
         assert_eq!(last.err_code(), Some((9, true)), "round {round}: last frame {last:?}");
-        let seqs: Vec<u64> = msgs
-            .iter()
-            .map(|f| match f {
-                Got::Msg { sid: 1, payload, .. } if payload.len() == PAYLOAD => seq_of(payload),
-                other => panic!("round {round}: {other:?} before the ERR"),
-            })
-            .collect();
+        let seqs = seqs_of(msgs, PAYLOAD);
         assert!(
             !seqs.is_empty() && (seqs.len() as u64) < MESSAGES,
             "round {round}: {} MSGs",
@@ -130,13 +136,7 @@ fn expect_prefix_err_end(sub: &mut Client, require_err: bool) {
     if had_err {
         frames.pop();
     }
-    let seqs: Vec<u64> = frames
-        .iter()
-        .map(|f| match f {
-            Got::Msg { sid: 1, payload, .. } if payload.len() == PAYLOAD => seq_of(payload),
-            other => panic!("{other:?} before the end"),
-        })
-        .collect();
+    let seqs = seqs_of(&frames, PAYLOAD);
     assert!(!seqs.is_empty() && seqs.iter().copied().eq(0..seqs.len() as u64), "not a prefix");
 }
 
@@ -209,13 +209,7 @@ fn a_protocol_error_keeps_what_was_queued_before_it() {
     let (frames, end) = sub.read_to_end(Duration::from_secs(10));
     let (last, msgs) = frames.split_last().expect("frames");
     assert_eq!(last.err_code(), Some((2, true)), "last frame {}", describe(Some(last)));
-    let seqs: Vec<u64> = msgs
-        .iter()
-        .map(|f| match f {
-            Got::Msg { payload, .. } => seq_of(payload),
-            other => panic!("unexpected {}", describe(Some(other))),
-        })
-        .collect();
+    let seqs = seqs_of(msgs, 1008);
     assert_eq!(seqs.len() as u64, SENT, "every queued message arrives before the ERR");
     assert!(seqs.iter().copied().eq(0..SENT), "in order");
     assert!(matches!(end, StreamEnd::Eof), "{end:?}");
