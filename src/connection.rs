@@ -225,7 +225,7 @@ impl Connection {
                 Err(e) => cmd::refuse_decode(&mut ctx, &e),
             };
             let flow = match flow {
-                Flow::Continue if st_out_len(st, self.key) > own_output_limit => Flow::Yield,
+                Flow::Continue if st.slots[self.key].out.len() > own_output_limit => Flow::Yield,
                 flow => flow,
             };
             match flow {
@@ -424,10 +424,6 @@ impl Connection {
         cx.waker().wake_by_ref();
         Poll::Pending
     }
-}
-
-fn st_out_len(st: &State, key: usize) -> usize {
-    st.slots.get(key).map_or(0, |s| s.out.len())
 }
 
 /// One `sendmsg` of several slices (glommio's own vectored write sends only

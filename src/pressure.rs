@@ -27,7 +27,7 @@ use slab::Slab;
 use crate::{
     counters::CoreCounters,
     memory::Memory,
-    slot::{Deadlines, Exit, Full, Limit, Slot},
+    slot::{Deadlines, Exit, Limit, Slot},
 };
 
 /// Slots that began leaving during a delivery: key, why, whether it was
@@ -55,8 +55,9 @@ pub(crate) enum Queued {
 
 impl Policy<'_> {
     /// Queues `frame` for `key`, making room in the budget if it can; a
-    /// frame that still does not fit meets `key`'s policy (`lossy` for a
-    /// message on a lossy subscription, with `sid`).
+    /// frame that still does not fit meets `key`'s policy: dropped and
+    /// counted for a message on a lossy subscription (`drop_sid`), a cut
+    /// otherwise.
     pub(crate) fn queue(
         &mut self,
         slots: &mut Slab<Slot>,
@@ -65,31 +66,27 @@ impl Policy<'_> {
         frame: &[u8],
         drop_sid: Option<u32>,
     ) -> Queued {
-        let full = match slots[key].queue(mem, frame) {
+        let limit = match slots[key].queue(mem, frame) {
             Ok(()) => return Queued::Yes,
-            Err(Full::Budget) if self.make_room(slots, mem, key, frame.len()) => {
+            Err(Limit::Budget) if self.make_room(slots, mem, key, frame.len()) => {
                 match slots[key].queue(mem, frame) {
                     Ok(()) => return Queued::Yes,
-                    Err(full) => full,
+                    Err(limit) => limit,
                 }
             }
-            Err(full) => full,
+            Err(limit) => limit,
         };
         let slot = &mut slots[key];
         if let Some(sid) = drop_sid {
             slot.record_drop(sid);
-            let cause = match full {
-                Full::MaxPending => &self.counters.drops_max_pending,
-                Full::Budget => &self.counters.drops_budget,
+            let cause = match limit {
+                Limit::MaxPending => &self.counters.drops_max_pending,
+                _ => &self.counters.drops_budget,
             };
             CoreCounters::add(cause, 1);
             CoreCounters::add(&self.counters.msgs_dropped, 1);
             return Queued::Dropped;
         }
-        let limit = match full {
-            Full::MaxPending => Limit::MaxPending,
-            Full::Budget => Limit::Budget,
-        };
         self.cut(slots, mem, key, Exit::SlowConsumer(limit));
         Queued::Cut
     }

@@ -60,7 +60,7 @@ impl<const OUTPUT: bool> ChunkQueue<OUTPUT> {
     }
 
     /// Budget bytes appending `len` more bytes would take.
-    pub(crate) fn cost_of(&self, len: usize) -> usize {
+    fn cost_of(&self, len: usize) -> usize {
         let room = if self.chunks.is_empty() { 0 } else { CHUNK - self.tail };
         len.saturating_sub(room).div_ceil(CHUNK) * CHUNK
     }

@@ -40,7 +40,8 @@ pub(crate) enum Phase {
     Closed,
 }
 
-/// Which limit made a subscriber a slow consumer.
+/// Which limit a frame ran into, and so why a subscriber was a slow
+/// consumer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Limit {
     /// It had `max_pending` bytes queued.
@@ -97,15 +98,6 @@ impl Exit {
             Self::Eof | Self::Reset | Self::Panic | Self::Shutdown => return None,
         })
     }
-}
-
-/// Why a frame could not be queued.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Full {
-    /// The connection has `max_pending` bytes queued.
-    MaxPending,
-    /// The core's budget cannot give the chunks.
-    Budget,
 }
 
 /// A subscription as its connection sees it.
@@ -282,7 +274,7 @@ impl Slot {
     /// A connection whose socket is full is not woken: the socket wakes it
     /// when it has room, so a stalled subscriber costs the copy and nothing
     /// more (no failed `sendmsg` per burst).
-    pub(crate) fn queue(&mut self, mem: &mut Memory, frame: &[u8]) -> Result<(), Full> {
+    pub(crate) fn queue(&mut self, mem: &mut Memory, frame: &[u8]) -> Result<(), Limit> {
         queue_within(&mut self.out, mem, frame)?;
         if self.write_blocked_since.is_none() {
             self.notify();
@@ -291,7 +283,7 @@ impl Slot {
     }
 
     /// Queues a frame; see [`Self::queue`].
-    pub(crate) fn push(&mut self, mem: &mut Memory, frame: &ServerFrame<'_>) -> Result<(), Full> {
+    pub(crate) fn push(&mut self, mem: &mut Memory, frame: &ServerFrame<'_>) -> Result<(), Limit> {
         encoded(frame, |bytes| self.queue(mem, bytes))
     }
 
@@ -416,12 +408,12 @@ impl Slot {
 
 /// Appends a frame if the queue stays within `max_pending` and the budget
 /// has the chunks.
-fn queue_within(out: &mut ChunkQueue<true>, mem: &mut Memory, frame: &[u8]) -> Result<(), Full> {
+fn queue_within(out: &mut ChunkQueue<true>, mem: &mut Memory, frame: &[u8]) -> Result<(), Limit> {
     if out.len() + frame.len() > mem.max_pending() {
-        return Err(Full::MaxPending);
+        return Err(Limit::MaxPending);
     }
     if !out.push(mem, frame, Charge::Budget) {
-        return Err(Full::Budget);
+        return Err(Limit::Budget);
     }
     Ok(())
 }
