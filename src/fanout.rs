@@ -10,11 +10,19 @@ use slab::Slab;
 
 use crate::{
     counters::CoreCounters,
-    memory::Memory,
+    memory::{Blob, ChunkId, Memory, CHUNK, REFCOUNT},
     pressure::{Policy, Queued},
+    queue::Item,
     slot::Slot,
+    splice::HEADER,
     topics::LocalSub,
 };
+
+/// Bodies from this many bytes (topic and reply-to included) are written
+/// once to a shared chunk and sent to every subscriber from there; shorter
+/// ones are copied into each queue, which costs less than the record and
+/// the extra slices in `sendmsg`.
+const SHARE_FROM: usize = 256;
 
 /// The parts of a message every subscriber gets.
 #[derive(Debug, Clone, Copy)]
@@ -39,6 +47,9 @@ pub(crate) struct Fanout {
     frame: Vec<u8>,
     /// Bytes copied out since the last yield.
     burst: usize,
+    /// The chunk shared bodies are being written to, and how far it is
+    /// filled; it holds a reference of its own.
+    shared: Option<(ChunkId, usize)>,
 }
 
 impl Fanout {
@@ -63,6 +74,49 @@ impl Fanout {
         &self.frame
     }
 
+    /// The subscriber's own header for the current message.
+    fn header_for(&self, sid: u32) -> [u8; HEADER] {
+        let mut header = [0; HEADER];
+        header.copy_from_slice(&self.frame[..HEADER]);
+        header[Msg::SID_AT..].copy_from_slice(&sid.to_le_bytes());
+        header
+    }
+
+    /// Writes the current message's body to a shared chunk, when sharing
+    /// it pays: more than one subscriber, and a body long enough and no
+    /// longer than a chunk. `None` means copy it.
+    fn share_body(&mut self, mem: &mut Memory, subscribers: usize) -> Option<Blob> {
+        let body = &self.frame[HEADER..];
+        if subscribers < 2 || body.len() < SHARE_FROM || body.len() > CHUNK - REFCOUNT {
+            return None;
+        }
+        let (id, fill) = match self.shared.take() {
+            // No queue holds a body from it any more: write from the start.
+            Some((id, _)) if mem.refs(id) == 1 => (id, REFCOUNT),
+            Some((id, fill)) if fill + body.len() <= CHUNK => (id, fill),
+            full => {
+                if let Some((id, _)) = full {
+                    mem.release(id);
+                }
+                (mem.take_shared()?, REFCOUNT)
+            }
+        };
+        mem.chunk_mut(id)[fill..fill + body.len()].copy_from_slice(body);
+        self.shared = Some((id, fill + body.len()));
+        Some(Blob { chunk: id, off: fill as u16, len: body.len() as u16 })
+    }
+
+    /// Gives the chunk for shared bodies back once no queue holds a body
+    /// from it, so an idle core holds no memory. The sweeper calls it.
+    pub(crate) fn release_idle(&mut self, mem: &mut Memory) {
+        if let Some((id, _)) = self.shared {
+            if mem.refs(id) == 1 {
+                mem.release(id);
+                self.shared = None;
+            }
+        }
+    }
+
     /// Counts `bytes` more copied out; true when the burst is over (and
     /// starts the next one).
     fn burst_over(&mut self, bytes: usize) -> bool {
@@ -82,14 +136,14 @@ const PREFETCH_AHEAD: usize = 4;
 /// Asks for the slot `2 × PREFETCH_AHEAD` subscribers ahead and for the
 /// chunk line the subscriber `PREFETCH_AHEAD` ahead will be written at.
 #[inline(always)]
-fn prefetch_ahead(slots: &Slab<Slot>, mem: &Memory, subs: &[LocalSub], i: usize) {
+fn prefetch_ahead(slots: &Slab<Slot>, mem: &Memory, subs: &[LocalSub], i: usize, shared: bool) {
     if let Some(far) = subs.get(i + 2 * PREFETCH_AHEAD) {
         if let Some(slot) = slots.get(far.key) {
             crate::prefetch::line(slot);
         }
     }
     if let Some(near) = subs.get(i + PREFETCH_AHEAD).and_then(|s| slots.get(s.key)) {
-        near.out.prefetch_tail(mem);
+        near.out.prefetch_tail(mem, shared);
     }
 }
 
@@ -107,16 +161,20 @@ pub(crate) fn deliver(
     let (mut sent, mut pressed) = (0, false);
     let half = mem.max_pending() / 2;
     scratch.encode(msg);
+    let blob = scratch.share_body(mem, subs.len());
     for (i, sub) in subs.iter().enumerate() {
-        prefetch_ahead(slots, mem, subs, i);
+        prefetch_ahead(slots, mem, subs, i, blob.is_some());
         let Some(slot) = slots.get(sub.key) else { continue };
         if !slot.is_open() {
             continue;
         }
         let before = slot.out.len();
-        let frame = scratch.for_sid(sub.sid);
+        let item = match blob {
+            Some(blob) => Item::Shared { header: scratch.header_for(sub.sid), blob },
+            None => Item::Bytes(scratch.for_sid(sub.sid)),
+        };
         let drop_sid = sub.lossy.then_some(sub.sid);
-        if policy.queue(slots, mem, sub.key, frame, drop_sid) == Queued::Yes {
+        if policy.queue(slots, mem, sub.key, item, drop_sid) == Queued::Yes {
             sent += 1;
             // Once per crossing: a subscriber stuck above half is not news.
             pressed |= before <= half && slots[sub.key].out.len() > half;

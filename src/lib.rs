@@ -32,6 +32,7 @@
 //!   buffers.
 //! - `queue`: byte queues in chunks (a connection's output, its leftover
 //!   input).
+//! - `splice`: messages an output queue sends from shared chunks.
 //! - `prefetch`: cache-line hints for the fan-out loop.
 //! - [`counters`]: live counters.
 //! - `probe`: marks the broker's own code for allocation accounting.
@@ -61,6 +62,7 @@ mod server;
 mod shard;
 mod shutdown;
 mod slot;
+mod splice;
 mod topics;
 
 pub use address::ListenAddr;

@@ -128,6 +128,19 @@ pub(crate) fn page_size() -> usize {
 /// A chunk's index in its core's mapping.
 pub(crate) type ChunkId = u32;
 
+/// Bytes at the start of a shared chunk that hold its reference count.
+pub(crate) const REFCOUNT: usize = 4;
+
+/// Bytes inside a shared chunk: the body of one message that many output
+/// queues send without copying it. The chunk is counted once against the
+/// budget and goes back to the pool when its last reference is released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Blob {
+    pub chunk: ChunkId,
+    pub off: u16,
+    pub len: u16,
+}
+
 /// Whether an allocation may use memory past the budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Charge {
@@ -257,6 +270,45 @@ impl Memory {
         self.charge(-(CHUNK as isize));
         CoreCounters::sub(&self.counters.buffers_out, 1);
         self.warm.push(id);
+    }
+
+    /// A fresh chunk for shared message bodies, holding one reference
+    /// (its writer's); `None` when the budget has no room.
+    pub(crate) fn take_shared(&mut self) -> Option<ChunkId> {
+        let id = self.take(Charge::Budget)?;
+        self.set_refs(id, 1);
+        Some(id)
+    }
+
+    /// References to a shared chunk.
+    pub(crate) fn refs(&self, id: ChunkId) -> u32 {
+        let c = self.chunk(id);
+        u32::from_ne_bytes([c[0], c[1], c[2], c[3]])
+    }
+
+    fn set_refs(&mut self, id: ChunkId, n: u32) {
+        self.chunk_mut(id)[..REFCOUNT].copy_from_slice(&n.to_ne_bytes());
+    }
+
+    /// One more reference to a shared chunk.
+    pub(crate) fn retain(&mut self, id: ChunkId) {
+        self.set_refs(id, self.refs(id) + 1);
+    }
+
+    /// Drops a reference to a shared chunk; the last one gives it back.
+    pub(crate) fn release(&mut self, id: ChunkId) {
+        let n = self.refs(id) - 1;
+        if n == 0 {
+            self.give(id);
+        } else {
+            self.set_refs(id, n);
+        }
+    }
+
+    /// The bytes of a shared message body.
+    pub(crate) fn blob(&self, b: Blob) -> &[u8] {
+        let off = usize::from(b.off);
+        &self.chunk(b.chunk)[off..off + usize::from(b.len)]
     }
 
     pub(crate) fn chunk(&self, id: ChunkId) -> &[u8] {

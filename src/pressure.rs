@@ -22,11 +22,14 @@
 //! finishes their exit (subscriptions, counters) right after the delivery,
 //! since their subscriptions are being walked.
 
+use std::collections::HashSet;
+
 use slab::Slab;
 
 use crate::{
     counters::CoreCounters,
     memory::Memory,
+    queue::Item,
     slot::{Deadlines, Exit, Limit, Slot},
 };
 
@@ -63,13 +66,13 @@ impl Policy<'_> {
         slots: &mut Slab<Slot>,
         mem: &mut Memory,
         key: usize,
-        frame: &[u8],
+        item: Item<'_>,
         drop_sid: Option<u32>,
     ) -> Queued {
-        let limit = match slots[key].queue(mem, frame) {
+        let limit = match slots[key].queue(mem, item) {
             Ok(()) => return Queued::Yes,
-            Err(Limit::Budget) if self.make_room(slots, mem, key, frame.len()) => {
-                match slots[key].queue(mem, frame) {
+            Err(Limit::Budget) if self.make_room(slots, mem, key, item.len()) => {
+                match slots[key].queue(mem, item) {
                     Ok(()) => return Queued::Yes,
                     Err(limit) => limit,
                 }
@@ -92,7 +95,12 @@ impl Policy<'_> {
     }
 
     /// Frees budget until `len` more bytes fit, applying the budget policy
-    /// to connections that hold more than `key`. False when it cannot.
+    /// to connections that hold more than `key`, each at most once. False
+    /// when it cannot.
+    ///
+    /// Shared message bodies go back only when every queue holding them
+    /// has let go, so one victim may free little; the loop goes on through
+    /// the holders rather than stopping at the first.
     pub(crate) fn make_room(
         &mut self,
         slots: &mut Slab<Slot>,
@@ -100,19 +108,17 @@ impl Policy<'_> {
         key: usize,
         len: usize,
     ) -> bool {
-        loop {
-            if mem.room() >= len + crate::memory::CHUNK {
-                return true;
-            }
-            let Some(victim) = victim_for(slots, key) else { return false };
-            let before = mem.used();
+        let mut tried = HashSet::new();
+        while mem.room() < len + crate::memory::CHUNK {
+            let Some(victim) = victim_for(slots, key, &tried) else { return false };
+            tried.insert(victim);
             self.apply_budget_policy(slots, mem, victim);
-            if mem.used() >= before {
-                return false;
-            }
         }
+        true
     }
 
+    /// Sheds the queued messages of a connection whose subscriptions are all
+    /// lossy (never cutting it), and cuts any other.
     fn apply_budget_policy(&mut self, slots: &mut Slab<Slot>, mem: &mut Memory, key: usize) {
         let slot = &mut slots[key];
         if slot.all_lossy() && slot.input.stash.is_empty() && slot.input.large.is_none() {
@@ -121,10 +127,10 @@ impl Policy<'_> {
                 slot.notify();
                 CoreCounters::add(&self.counters.drops_budget, shed);
                 CoreCounters::add(&self.counters.msgs_dropped, shed);
-                return;
             }
+            return;
         }
-        let input_bound = slot.held() > 2 * slot.out.chunks() * crate::memory::CHUNK;
+        let input_bound = slot.held() > 2 * slot.out.held();
         let why = if input_bound { Exit::OutOfMemory } else { Exit::SlowConsumer(Limit::Budget) };
         self.cut(slots, mem, key, why);
     }
@@ -144,14 +150,14 @@ impl Policy<'_> {
 /// refused longest first among equals. It must hold more than the asker,
 /// unless it is stuck and the asker is not: a subscriber that keeps up
 /// never loses to one that does not.
-fn victim_for(slots: &Slab<Slot>, asker: usize) -> Option<usize> {
+fn victim_for(slots: &Slab<Slot>, asker: usize, tried: &HashSet<usize>) -> Option<usize> {
     let rank = |s: &Slot| {
         let since = s.write_blocked_since.map(std::cmp::Reverse);
         (s.write_blocked_since.is_some(), s.held(), since)
     };
     let (victim, (stuck, held, since)) = slots
         .iter()
-        .filter(|&(k, s)| k != asker && s.is_live())
+        .filter(|&(k, s)| k != asker && s.is_live() && !tried.contains(&k))
         .map(|(k, s)| (k, rank(s)))
         .filter(|&(_, (_, held, _))| held > 0)
         .max_by_key(|&(_, r)| r)?;

@@ -6,12 +6,20 @@
 //! frame boundary after the bytes already on the wire without reading
 //! every length prefix as it writes: that is what lets a closing connection
 //! drop what has not started going out and still end on a whole frame.
+//!
+//! An output queue also carries messages whose body is shared with other
+//! subscribers ([`crate::splice`]): each goes out between the queue's own
+//! bytes at the position it was queued, its header and body gathered into
+//! the same `sendmsg`.
 
-use std::{collections::VecDeque, io::IoSlice};
+use std::{collections::VecDeque, io::IoSlice, ops::Range};
 
 use corecast_proto::{opcode, Msg, LEN_PREFIX};
 
-use crate::memory::{Charge, ChunkId, Memory, CHUNK};
+use crate::{
+    memory::{Blob, Charge, ChunkId, Memory, CHUNK},
+    splice::{Splice, Splices, HEADER},
+};
 
 /// No frame starts in this chunk.
 const NO_START: u16 = u16::MAX;
@@ -23,6 +31,23 @@ struct Link {
     first_start: u16,
 }
 
+/// A frame to queue: bytes to copy in, or a message whose body is shared.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Item<'a> {
+    Bytes(&'a [u8]),
+    Shared { header: [u8; HEADER], blob: Blob },
+}
+
+impl Item<'_> {
+    /// Bytes it takes on the wire.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Self::Bytes(b) => b.len(),
+            Self::Shared { blob, .. } => HEADER + usize::from(blob.len),
+        }
+    }
+}
+
 /// Queued bytes in chunks; see the module docs. `OUTPUT` queues count their
 /// bytes in the core's pending-output gauge.
 #[derive(Debug, Default)]
@@ -32,27 +57,46 @@ pub(crate) struct ChunkQueue<const OUTPUT: bool> {
     head: usize,
     /// Bytes filled in the last chunk.
     tail: usize,
-    /// Bytes queued.
+    /// Own bytes queued (shared messages not included).
     len: usize,
+    /// Own bytes ever consumed (wrapping): the position [`Splice::at`]
+    /// counts in.
+    consumed: u32,
+    /// Messages with shared bodies, in order.
+    splices: Splices,
+    /// Bytes of the first shared message already written.
+    sent: usize,
+    /// Bytes of shared messages still to write.
+    shared_len: usize,
 }
 
 impl<const OUTPUT: bool> ChunkQueue<OUTPUT> {
+    /// Bytes queued, shared messages included.
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.len + self.shared_len
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     /// Chunks held, each charged to the budget.
     pub(crate) fn chunks(&self) -> usize {
-        self.chunks.len()
+        self.chunks.len() + self.splices.chunks()
     }
 
-    /// Hints the CPU to fetch the line the next frame will be written at.
-    pub(crate) fn prefetch_tail(&self, mem: &Memory) {
-        if let Some(link) = self.chunks.back() {
+    /// Memory this queue keeps from the pool: its own chunks, plus the
+    /// shared bodies it still has to send (others may hold those too).
+    pub(crate) fn held(&self) -> usize {
+        self.chunks() * CHUNK + self.shared_len
+    }
+
+    /// Hints the CPU to fetch the line the next frame (or, for a shared
+    /// message, the next record) will be written at.
+    pub(crate) fn prefetch_tail(&self, mem: &Memory, shared: bool) {
+        if shared {
+            self.splices.prefetch_tail(mem);
+        } else if let Some(link) = self.chunks.back() {
             if self.tail < CHUNK {
                 crate::prefetch::line(mem.chunk(link.id)[self.tail..].as_ptr());
             }
@@ -63,6 +107,33 @@ impl<const OUTPUT: bool> ChunkQueue<OUTPUT> {
     fn cost_of(&self, len: usize) -> usize {
         let room = if self.chunks.is_empty() { 0 } else { CHUNK - self.tail };
         len.saturating_sub(room).div_ceil(CHUNK) * CHUNK
+    }
+
+    /// Appends one frame; false (and nothing appended) when the chunks it
+    /// needs cannot be had under `charge`.
+    pub(crate) fn push_item(&mut self, mem: &mut Memory, item: Item<'_>, charge: Charge) -> bool {
+        match item {
+            Item::Bytes(frame) => self.push(mem, frame, charge),
+            Item::Shared { header, blob } => self.push_shared(mem, header, blob, charge),
+        }
+    }
+
+    /// Appends a message whose body is shared: its header and a reference.
+    fn push_shared(
+        &mut self,
+        mem: &mut Memory,
+        header: [u8; HEADER],
+        blob: Blob,
+        charge: Charge,
+    ) -> bool {
+        let at = self.consumed.wrapping_add(self.len as u32);
+        let splice = Splice { at, header, blob };
+        if !self.splices.push(mem, splice, charge) {
+            return false;
+        }
+        self.shared_len += splice.len();
+        self.note(mem, splice.len() as isize);
+        true
     }
 
     /// Appends one whole frame; false (and nothing appended) when the
@@ -96,35 +167,97 @@ impl<const OUTPUT: bool> ChunkQueue<OUTPUT> {
         true
     }
 
-    /// The queued bytes as slices, in order, as many as `out` holds; returns
-    /// how many it filled.
+    /// The queued bytes as slices, in the order they go out, as many as
+    /// `out` holds; returns how many it filled.
     pub(crate) fn slices<'m>(&self, mem: &'m Memory, out: &mut [IoSlice<'m>]) -> usize {
-        let last = self.chunks.len().saturating_sub(1);
         let mut n = 0;
-        for (i, link) in self.chunks.iter().enumerate().take(out.len()) {
-            let start = if i == 0 { self.head } else { 0 };
-            let end = if i == last { self.tail } else { CHUNK };
-            out[i] = IoSlice::new(&mem.chunk(link.id)[start..end]);
+        let mut from = 0;
+        for i in 0..self.splices.len() {
+            let splice = self.splices.get(mem, i);
+            let upto = splice.at.wrapping_sub(self.consumed) as usize;
+            n = self.own_slices(mem, from..upto, out, n);
+            from = upto;
+            let skip = if i == 0 { self.sent } else { 0 };
+            if skip < HEADER {
+                if n == out.len() {
+                    return n;
+                }
+                out[n] = IoSlice::new(&self.splices.header(mem, i)[skip..]);
+                n += 1;
+            }
+            if n == out.len() {
+                return n;
+            }
+            out[n] = IoSlice::new(&mem.blob(splice.blob)[skip.saturating_sub(HEADER)..]);
             n += 1;
+        }
+        self.own_slices(mem, from..self.len, out, n)
+    }
+
+    /// Slices of the own bytes in `range` (offsets from the head) into
+    /// `out[n..]`; returns the new count.
+    fn own_slices<'m>(
+        &self,
+        mem: &'m Memory,
+        range: Range<usize>,
+        out: &mut [IoSlice<'m>],
+        mut n: usize,
+    ) -> usize {
+        let (mut pos, end) = (self.head + range.start, self.head + range.end);
+        while pos < end && n < out.len() {
+            let (index, off) = (pos / CHUNK, pos % CHUNK);
+            let stop = end.min((index + 1) * CHUNK);
+            out[n] = IoSlice::new(&mem.chunk(self.chunks[index].id)[off..off + stop - pos]);
+            n += 1;
+            pos = stop;
         }
         n
     }
 
     /// Copies every queued byte into `dst` (which must hold them) and empties
-    /// the queue.
+    /// the queue. Input queues only: they hold no shared messages.
     pub(crate) fn move_into(&mut self, mem: &mut Memory, dst: &mut [u8]) -> usize {
+        debug_assert!(self.splices.is_empty());
         let len = self.len;
         self.read_at(mem, 0, &mut dst[..len]);
         self.clear(mem);
         len
     }
 
-    /// `n` bytes left the front of the queue; chunks emptied go back to the
-    /// pool at once.
+    /// `n` bytes left the front of the queue; chunks emptied and shared
+    /// bodies sent go back at once.
     pub(crate) fn consume(&mut self, mem: &mut Memory, n: usize) {
-        debug_assert!(n <= self.len);
-        self.len -= n;
+        debug_assert!(n <= self.len());
         self.note(mem, -(n as isize));
+        let mut left = n;
+        while left > 0 {
+            let due = (!self.splices.is_empty())
+                .then(|| self.splices.get(mem, 0))
+                .map(|s| (s.at.wrapping_sub(self.consumed) as usize, s.len()));
+            match due {
+                Some((0, whole)) => {
+                    let step = left.min(whole - self.sent);
+                    self.sent += step;
+                    self.shared_len -= step;
+                    left -= step;
+                    if self.sent == whole {
+                        self.sent = 0;
+                        self.splices.pop_front(mem);
+                    }
+                }
+                due => {
+                    let step = left.min(due.map_or(self.len, |(upto, _)| upto));
+                    self.consume_own(mem, step);
+                    left -= step;
+                }
+            }
+        }
+    }
+
+    /// `n` of the own bytes left the front.
+    fn consume_own(&mut self, mem: &mut Memory, n: usize) {
+        self.len -= n;
+        self.consumed = self.consumed.wrapping_add(n as u32);
         let mut left = n;
         while left > 0 {
             let end = if self.chunks.len() == 1 { self.tail } else { CHUNK };
@@ -137,7 +270,7 @@ impl<const OUTPUT: bool> ChunkQueue<OUTPUT> {
             self.pop_front(mem);
         }
         if self.len == 0 {
-            self.clear(mem);
+            self.clear_own(mem);
         }
     }
 
@@ -148,13 +281,21 @@ impl<const OUTPUT: bool> ChunkQueue<OUTPUT> {
         self.head = 0;
     }
 
-    /// Gives every chunk back.
+    /// Gives every chunk and shared body back.
     pub(crate) fn clear(&mut self, mem: &mut Memory) {
+        self.note(mem, -(self.len() as isize));
+        self.clear_own(mem);
+        self.splices.truncate(mem, 0, |_| {});
+        self.sent = 0;
+        self.shared_len = 0;
+    }
+
+    /// Gives the own chunks back.
+    fn clear_own(&mut self, mem: &mut Memory) {
         while !self.chunks.is_empty() {
             self.pop_front(mem);
         }
         self.tail = 0;
-        self.note(mem, -(self.len as isize));
         self.len = 0;
     }
 
@@ -168,7 +309,7 @@ impl<const OUTPUT: bool> ChunkQueue<OUTPUT> {
     /// rest of the one the socket is in the middle of, so a final frame can
     /// follow on a consistent stream.
     pub(crate) fn drop_unstarted(&mut self, mem: &mut Memory) {
-        let keep = self.started_len(mem);
+        let keep = self.keep_started(mem, |_| {});
         self.truncate(mem, keep);
     }
 
@@ -176,45 +317,65 @@ impl<const OUTPUT: bool> ChunkQueue<OUTPUT> {
     /// `dropped` each one's sid, and keeps every other frame in order.
     /// Returns how many messages it dropped.
     pub(crate) fn shed_messages(&mut self, mem: &mut Memory, mut dropped: impl FnMut(u32)) -> u64 {
-        let started = self.started_len(mem);
-        let mut kept: Vec<(usize, usize)> = Vec::new();
         let mut shed = 0;
+        let started = self.keep_started(mem, |s| {
+            dropped(s.sid());
+            shed += 1;
+        });
+        let mut kept: Vec<(usize, usize)> = Vec::new();
+        let mut own_shed = 0;
         let mut at = started;
         while at < self.len {
-            let mut head = [0u8; Msg::SID_AT + 4];
+            let mut head = [0u8; HEADER];
             let got = self.read_at(mem, at, &mut head);
             let frame_len =
                 LEN_PREFIX + u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
             if got == head.len() && head[LEN_PREFIX] == opcode::MSG {
                 let sid = &head[Msg::SID_AT..];
                 dropped(u32::from_le_bytes([sid[0], sid[1], sid[2], sid[3]]));
-                shed += 1;
+                own_shed += 1;
             } else {
                 kept.push((at, frame_len));
             }
             at += frame_len;
         }
-        if shed == 0 {
-            return 0;
+        if own_shed > 0 {
+            let frames: Vec<Vec<u8>> = kept
+                .into_iter()
+                .map(|(at, len)| {
+                    let mut frame = vec![0; len];
+                    self.read_at(mem, at, &mut frame);
+                    frame
+                })
+                .collect();
+            self.truncate(mem, started);
+            for frame in frames {
+                // Room was just freed; the reserve covers the rare case it is not.
+                self.push(mem, &frame, Charge::Reserve);
+            }
         }
-        let frames: Vec<Vec<u8>> = kept
-            .into_iter()
-            .map(|(at, len)| {
-                let mut frame = vec![0; len];
-                self.read_at(mem, at, &mut frame);
-                frame
-            })
-            .collect();
-        self.truncate(mem, started);
-        for frame in frames {
-            // Room was just freed; the reserve covers the rare case it is not.
-            self.push(mem, &frame, Charge::Reserve);
-        }
-        shed
+        shed + own_shed
     }
 
-    /// Bytes from the front up to the first frame boundary: the rest of the
-    /// frame the socket is in the middle of (0 when it is between frames).
+    /// Drops the shared messages that have not started going out, showing
+    /// each to `dropped`, and returns how many own bytes belong to a frame
+    /// already started (none when a shared message is the one started).
+    fn keep_started(&mut self, mem: &mut Memory, dropped: impl FnMut(&Splice)) -> usize {
+        let in_progress = self.sent > 0;
+        self.splices.truncate(mem, usize::from(in_progress), dropped);
+        let left = if in_progress { self.splices.get(mem, 0).len() - self.sent } else { 0 };
+        self.note(mem, left as isize - self.shared_len as isize);
+        self.shared_len = left;
+        if in_progress {
+            0
+        } else {
+            self.started_len(mem)
+        }
+    }
+
+    /// Own bytes from the front up to the first frame boundary: the rest of
+    /// the frame the socket is in the middle of (0 when it is between
+    /// frames).
     fn started_len(&self, mem: &Memory) -> usize {
         let Some(first) = self.chunks.front() else { return 0 };
         if first.first_start != NO_START && usize::from(first.first_start) <= self.head {
@@ -236,11 +397,12 @@ impl<const OUTPUT: bool> ChunkQueue<OUTPUT> {
             .map_or(self.len, |(i, l)| i * CHUNK + usize::from(l.first_start) - self.head)
     }
 
-    /// Keeps the first `keep` queued bytes and gives back the chunks past
+    /// Keeps the first `keep` own bytes and gives back the chunks past
     /// them.
     fn truncate(&mut self, mem: &mut Memory, keep: usize) {
         if keep == 0 {
-            self.clear(mem);
+            self.note(mem, -(self.len as isize));
+            self.clear_own(mem);
             return;
         }
         let end = self.head + keep;
@@ -260,8 +422,8 @@ impl<const OUTPUT: bool> ChunkQueue<OUTPUT> {
         self.len = keep;
     }
 
-    /// Copies queued bytes from `at` (relative to the head) into `dst`;
-    /// returns how many there were.
+    /// Copies own bytes from `at` (relative to the head) into `dst`; returns
+    /// how many there were.
     fn read_at(&self, mem: &Memory, at: usize, dst: &mut [u8]) -> usize {
         let want = dst.len().min(self.len.saturating_sub(at));
         self.read_raw(mem, self.head + at, &mut dst[..want]);
@@ -386,5 +548,107 @@ mod tests {
         }
         assert_eq!(contents(&q, &mem), want);
         assert_eq!(q.chunks(), 1);
+    }
+
+    /// A shared copy of `frame`'s body in a fresh chunk, and the header the
+    /// queue would get for it.
+    fn share(mem: &mut Memory, frame: &[u8]) -> (Item<'static>, ChunkId) {
+        let id = mem.take_shared().expect("chunk");
+        let body = &frame[HEADER..];
+        mem.chunk_mut(id)[4..4 + body.len()].copy_from_slice(body);
+        let mut header = [0; HEADER];
+        header.copy_from_slice(&frame[..HEADER]);
+        let blob = Blob { chunk: id, off: 4, len: body.len() as u16 };
+        (Item::Shared { header, blob }, id)
+    }
+
+    /// What the queue would write, gathered the way the socket gets it.
+    fn wire(q: &ChunkQueue<true>, mem: &Memory) -> Vec<u8> {
+        let mut parts = vec![IoSlice::new(&[]); 4096];
+        let n = q.slices(mem, &mut parts);
+        let bytes: Vec<u8> = parts[..n].iter().flat_map(|p| p.iter().copied()).collect();
+        assert_eq!(bytes.len(), q.len(), "every queued byte is in the slices");
+        bytes
+    }
+
+    /// Own frames and shared messages interleaved, 40 of them.
+    fn mixed(mem: &mut Memory, q: &mut ChunkQueue<true>) -> (Vec<u8>, Vec<ChunkId>) {
+        let (mut want, mut shared) = (Vec::new(), Vec::new());
+        for n in 0..40u32 {
+            let frame = msg(n, &vec![n as u8; 300 + n as usize * 13]);
+            if n % 3 == 0 {
+                assert!(q.push(mem, &ping(u64::from(n)), Charge::Budget));
+                want.extend_from_slice(&ping(u64::from(n)));
+                assert!(q.push(mem, &frame, Charge::Budget));
+            } else {
+                let (item, id) = share(mem, &frame);
+                assert!(q.push_item(mem, item, Charge::Budget));
+                shared.push(id);
+            }
+            want.extend_from_slice(&frame);
+        }
+        (want, shared)
+    }
+
+    #[test]
+    fn shared_messages_go_out_in_order_and_release_their_bodies() {
+        let mut mem = memory();
+        let mut q = ChunkQueue::<true>::default();
+        let (want, shared) = mixed(&mut mem, &mut q);
+        for &id in &shared {
+            assert_eq!(mem.refs(id), 2, "the writer's reference and the queue's");
+            mem.release(id);
+        }
+        assert_eq!(wire(&q, &mem), want);
+        // Consumed in uneven steps, the rest is always the tail of `want`.
+        let mut at = 0;
+        for step in [1, 9, 10, 4090, 7, 333, 1000, 5].iter().cycle() {
+            let step = (*step).min(q.len());
+            q.consume(&mut mem, step);
+            at += step;
+            assert_eq!(wire(&q, &mem), want[at..]);
+            if q.is_empty() {
+                break;
+            }
+        }
+        assert_eq!((q.chunks(), mem.used()), (0, 0), "bodies and records all back");
+    }
+
+    #[test]
+    fn drop_unstarted_keeps_a_shared_message_in_progress() {
+        let mut mem = memory();
+        let mut q = ChunkQueue::<true>::default();
+        let first = msg(7, &[1; 500]);
+        let (item, id) = share(&mut mem, &first);
+        assert!(q.push_item(&mut mem, item, Charge::Budget));
+        mem.release(id);
+        let (want, shared) = mixed(&mut mem, &mut q);
+        shared.iter().for_each(|&id| mem.release(id));
+        q.consume(&mut mem, 3);
+        q.drop_unstarted(&mut mem);
+        assert_eq!(wire(&q, &mem), first[3..]);
+        assert!(q.push(&mut mem, &ping(1), Charge::Reserve));
+        let mut rest = first[3..].to_vec();
+        rest.extend_from_slice(&ping(1));
+        assert_eq!(wire(&q, &mem), rest, "a final frame follows the partial one");
+        assert!(want.len() > first.len());
+        q.clear(&mut mem);
+        assert_eq!(mem.used(), 0);
+    }
+
+    #[test]
+    fn shed_messages_drops_shared_ones_too() {
+        let mut mem = memory();
+        let mut q = ChunkQueue::<true>::default();
+        let (_, shared) = mixed(&mut mem, &mut q);
+        shared.iter().for_each(|&id| mem.release(id));
+        let mut sids = Vec::new();
+        assert_eq!(q.shed_messages(&mut mem, |sid| sids.push(sid)), 40);
+        sids.sort_unstable();
+        assert_eq!(sids, (0..40).collect::<Vec<_>>());
+        let pings: Vec<u8> = (0..40).step_by(3).flat_map(ping).collect();
+        assert_eq!(wire(&q, &mem), pings, "only the other frames are left");
+        q.clear(&mut mem);
+        assert_eq!(mem.used(), 0);
     }
 }

@@ -282,6 +282,8 @@ async fn sweep(shard: Rc<Shard>) {
                 Due::End => {}
             }
         }
+        let State { fanout, mem, .. } = &mut *st;
+        fanout.release_idle(mem);
         let keep = if st.mem.used() == 0 { 0 } else { WARM_KEEP };
         st.mem.trim(keep);
     }

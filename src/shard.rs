@@ -18,6 +18,7 @@ use crate::{
     memory::Memory,
     mesh::{Outbound, Record},
     pressure::{Doomed, Policy},
+    queue::Item,
     slot::{Deadlines, Exit, Limit, Slot},
     topics::Topics,
 };
@@ -212,8 +213,9 @@ impl State {
     ) -> bool {
         let State { slots, mem, doomed, .. } = self;
         let mut policy = Self::policy(shard, doomed);
-        let queued =
-            crate::slot::encoded(frame, |bytes| policy.queue(slots, mem, key, bytes, None));
+        let queued = crate::slot::encoded(frame, |bytes| {
+            policy.queue(slots, mem, key, Item::Bytes(bytes), None)
+        });
         self.reap_doomed(shard);
         queued == crate::pressure::Queued::Yes
     }

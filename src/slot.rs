@@ -24,7 +24,7 @@ use corecast_proto::{ErrFrame, ErrorCode, ServerFrame, GOAWAY_SHUTDOWN};
 
 use crate::{
     memory::{Charge, Memory, PageBuf, CHUNK},
-    queue::ChunkQueue,
+    queue::{ChunkQueue, Item},
 };
 
 /// Where a connection is in its life.
@@ -252,7 +252,7 @@ impl Slot {
 
     /// Budget bytes this connection holds: queued output and input.
     pub(crate) fn held(&self) -> usize {
-        self.out.chunks() * CHUNK + self.input.held()
+        self.out.held() + self.input.held()
     }
 
     /// Whether every subscription drops rather than disconnects.
@@ -274,8 +274,8 @@ impl Slot {
     /// A connection whose socket is full is not woken: the socket wakes it
     /// when it has room, so a stalled subscriber costs the copy and nothing
     /// more (no failed `sendmsg` per burst).
-    pub(crate) fn queue(&mut self, mem: &mut Memory, frame: &[u8]) -> Result<(), Limit> {
-        queue_within(&mut self.out, mem, frame)?;
+    pub(crate) fn queue(&mut self, mem: &mut Memory, item: Item<'_>) -> Result<(), Limit> {
+        queue_within(&mut self.out, mem, item)?;
         if self.write_blocked_since.is_none() {
             self.notify();
         }
@@ -284,7 +284,7 @@ impl Slot {
 
     /// Queues a frame; see [`Self::queue`].
     pub(crate) fn push(&mut self, mem: &mut Memory, frame: &ServerFrame<'_>) -> Result<(), Limit> {
-        encoded(frame, |bytes| self.queue(mem, bytes))
+        encoded(frame, |bytes| self.queue(mem, Item::Bytes(bytes)))
     }
 
     /// Queues the frame that ends the session, past any limit (from the
@@ -385,7 +385,7 @@ impl Slot {
         let mut reported = 0;
         for &(sid, count) in &self.orphan_drops {
             let frame = ServerFrame::Dropped { sid, count };
-            if encoded(&frame, |b| queue_within(&mut self.out, mem, b)).is_err() {
+            if encoded(&frame, |b| queue_within(&mut self.out, mem, Item::Bytes(b))).is_err() {
                 break;
             }
             reported += 1;
@@ -394,7 +394,7 @@ impl Slot {
         let mut all = self.orphan_drops.is_empty();
         for (&sid, sub) in self.subs.iter_mut().filter(|(_, s)| all && s.dropped > 0) {
             let frame = ServerFrame::Dropped { sid, count: sub.dropped };
-            if encoded(&frame, |b| queue_within(&mut self.out, mem, b)).is_err() {
+            if encoded(&frame, |b| queue_within(&mut self.out, mem, Item::Bytes(b))).is_err() {
                 all = false;
                 break;
             }
@@ -408,11 +408,11 @@ impl Slot {
 
 /// Appends a frame if the queue stays within `max_pending` and the budget
 /// has the chunks.
-fn queue_within(out: &mut ChunkQueue<true>, mem: &mut Memory, frame: &[u8]) -> Result<(), Limit> {
-    if out.len() + frame.len() > mem.max_pending() {
+fn queue_within(out: &mut ChunkQueue<true>, mem: &mut Memory, item: Item<'_>) -> Result<(), Limit> {
+    if out.len() + item.len() > mem.max_pending() {
         return Err(Limit::MaxPending);
     }
-    if !out.push(mem, frame, Charge::Budget) {
+    if !out.push_item(mem, item, Charge::Budget) {
         return Err(Limit::Budget);
     }
     Ok(())

@@ -430,7 +430,7 @@ const BUDGET: usize = 4 << 20;
 
 fn budget_config() -> Config {
     Config {
-        max_frame: 4096,
+        max_frame: 8192,
         max_pending: 2 << 20,
         pending_budget: BUDGET,
         close_linger_ms: 200,
@@ -450,6 +450,11 @@ fn publish_batches(publ: &mut Client, topic: &str, first: u64, n: u64, batch: u6
     publ.flush_empty();
 }
 
+/// Payload padding that makes a message body longer than a chunk: such
+/// bodies are copied into each subscriber's queue, not shared, so every
+/// stalled subscriber holds a copy of its own.
+const PAD_COPIED: usize = 5000;
+
 /// Four stalled non-lossy subscribers and one reader on one core with a
 /// 4 MiB budget: the stalled ones are cut (by the budget, the last maybe by
 /// max_pending), the reader is never cut and gets everything, and memory
@@ -457,7 +462,6 @@ fn publish_batches(publ: &mut Client, topic: &str, first: u64, n: u64, batch: u6
 #[test]
 fn budget_cuts_stalled_subscribers_and_spares_the_reader() {
     const STALLED: u64 = 4;
-    const PAD4K: usize = 4000;
     let broker = start(budget_config());
     let topic = "budget.cut";
     let stalled: Vec<Client> = (0..STALLED).map(|_| stalled(&broker, 1, topic, false)).collect();
@@ -468,10 +472,10 @@ fn budget_cuts_stalled_subscribers_and_spares_the_reader() {
         let mut seq = 0;
         while broker.counters().total.slow_consumer_closes < STALLED {
             assert!(seq < 50_000, "not all cut after {seq}: {:#?}", broker.counters().total);
-            publish_batches(&mut publ, topic, seq, 256, 64, PAD4K);
+            publish_batches(&mut publ, topic, seq, 256, 64, PAD_COPIED);
             seq += 256;
         }
-        publish_batches(&mut publ, topic, seq, seq, 64, PAD4K);
+        publish_batches(&mut publ, topic, seq, seq, 64, PAD_COPIED);
         2 * seq
     });
     publ.publish(topic, &seq_payload(END, 0));
@@ -503,7 +507,6 @@ fn budget_cuts_stalled_subscribers_and_spares_the_reader() {
 #[test]
 fn budget_sheds_lossy_stalled_subscribers_and_reports_every_drop() {
     const STALLED: u32 = 4;
-    const PAD4K: usize = 4000;
     const PUBLISHED: u64 = 6000;
     let broker = start(budget_config());
     let topic = "budget.lossy";
@@ -511,8 +514,9 @@ fn budget_sheds_lossy_stalled_subscribers_and_reports_every_drop() {
         (0..STALLED).map(|i| stalled(&broker, 10 + i, topic, true)).collect();
     let reader = spawn_reader(&broker, 2, topic);
     let mut publ = Client::connect(broker.local_addr());
-    let ((), peak) =
-        with_peak_memory(&broker, || publish_batches(&mut publ, topic, 0, PUBLISHED, 64, PAD4K));
+    let ((), peak) = with_peak_memory(&broker, || {
+        publish_batches(&mut publ, topic, 0, PUBLISHED, 64, PAD_COPIED)
+    });
     let c = broker.counters().total;
     println!("peak memory_used {peak:?}; {c:#?}");
     assert!(c.drops_budget > 0, "the budget shed nothing: {c:#?}");
@@ -553,6 +557,111 @@ fn budget_sheds_lossy_stalled_subscribers_and_reports_every_drop() {
     let c =
         wait_counters(&broker, "nothing queued", |c| c.pending_bytes == 0 && c.memory_used == 0);
     assert_eq!(c.connections_open, u64::from(STALLED) + 2);
+    drop((stalled, reader, publ));
+    finish(broker);
+}
+
+/// Four stalled subscribers and a reader on one topic, 1 KiB messages:
+/// every subscriber's queue refers to one shared copy of each body, so the
+/// stalled ones fill up to `max_pending` each (and are cut by it) while the
+/// core holds about one backlog of bodies, not four: the 4 MiB budget that
+/// four copies would overrun is never reached.
+#[test]
+fn shared_bodies_are_held_once_however_many_subscribers_hold_them() {
+    const STALLED: u64 = 4;
+    let broker = start(budget_config());
+    let topic = "shared.once";
+    let stalled: Vec<Client> = (0..STALLED).map(|_| stalled(&broker, 1, topic, false)).collect();
+    let reader = spawn_reader(&broker, 2, topic);
+    let mut publ = Client::connect(broker.local_addr());
+    let (published, peak) = with_peak_memory(&broker, || {
+        let mut seq = 0;
+        while broker.counters().total.slow_consumer_closes < STALLED {
+            assert!(seq < 50_000, "not all cut after {seq}: {:#?}", broker.counters().total);
+            publish_batches(&mut publ, topic, seq, 256, 64, 1000);
+            seq += 256;
+        }
+        seq
+    });
+    publ.publish(topic, &seq_payload(END, 0));
+    publ.flush_empty();
+    let (reader, got) = reader.join().expect("reader");
+    assert_eq!(got.len() as u64, published, "the reader lost messages");
+    let c = broker.counters().total;
+    println!("published {published}; peak memory_used {peak:?}; {c:#?}");
+    assert_eq!((c.closes_max_pending, c.closes_budget), (STALLED, 0), "{c:#?}");
+    let max_pending = budget_config().max_pending as u64;
+    assert!(
+        peak[0] < max_pending * 3 / 2,
+        "peak memory_used {} is more than one backlog of bodies ({max_pending})",
+        peak[0]
+    );
+    drop((stalled, reader, publ));
+    finish(broker);
+}
+
+/// A shared body stays charged to the budget while any queue holds it.
+/// Four stalled subscribers each on a topic of their own, and a reader on
+/// all four: every message has two subscribers, so its body is shared, and
+/// each stalled one pins a backlog of its own. The budget cuts them, the
+/// reader gets everything, and memory stays within the budget.
+#[test]
+fn budget_cuts_the_stalled_holders_of_shared_bodies() {
+    const TOPICS: [&str; 4] = ["pinned.0", "pinned.1", "pinned.2", "pinned.3"];
+    let broker = start(budget_config());
+    let stalled: Vec<Client> = TOPICS.iter().map(|t| stalled(&broker, 1, t, false)).collect();
+    let mut reader = Client::connect(broker.local_addr());
+    for (sid, t) in (10..).zip(TOPICS) {
+        reader.sub(sid, t);
+    }
+    reader.flush_empty();
+    let reader = thread::spawn(move || {
+        let mut seqs = Vec::new();
+        loop {
+            match reader.next_frame(Duration::from_secs(10)) {
+                Ok(Got::Msg { sid, topic, payload, .. }) => {
+                    let seq = seq_of(&payload);
+                    if seq == END {
+                        return (reader, seqs);
+                    }
+                    assert_eq!(TOPICS[sid as usize - 10], topic, "sid and topic agree");
+                    assert_eq!(topic, TOPICS[seq as usize % 4], "message {seq} on its topic");
+                    seqs.push(seq);
+                }
+                Ok(Got::Ping(n)) => reader.send(&corecast_proto::ClientFrame::Pong { nonce: n }),
+                other => panic!("reader got {other:?} after {} messages", seqs.len()),
+            }
+        }
+    });
+    let mut publ = Client::connect(broker.local_addr());
+    let (published, peak) = with_peak_memory(&broker, || {
+        let mut seq = 0;
+        while broker.counters().total.slow_consumer_closes < 4 {
+            assert!(seq < 50_000, "not all cut after {seq}: {:#?}", broker.counters().total);
+            for s in seq..seq + 256 {
+                publ.publish(TOPICS[s as usize % 4], &seq_payload(s, 1000));
+                if s % 64 == 63 {
+                    publ.flush_empty();
+                }
+            }
+            seq += 256;
+        }
+        seq
+    });
+    publ.publish(TOPICS[0], &seq_payload(END, 0));
+    publ.flush_empty();
+    let (reader, got) = reader.join().expect("reader");
+    assert_eq!(got.len() as u64, published, "the reader lost messages");
+    assert_prefix(&got, "reader");
+    let c = broker.counters().total;
+    println!("published {published}; peak memory_used {peak:?}; {c:#?}");
+    assert!(c.closes_budget > 0, "the budget cut nobody: {c:#?}");
+    assert_eq!(c.closes_budget + c.closes_max_pending, 4);
+    assert!(
+        peak[0] <= (BUDGET as u64) + 4 * CHUNK,
+        "peak memory_used {} passed the budget {BUDGET} by more than the final ERRs",
+        peak[0]
+    );
     drop((stalled, reader, publ));
     finish(broker);
 }

@@ -23,8 +23,11 @@ pub(super) fn ping(ctx: &mut Ctx<'_>, nonce: u64) -> Flow {
 }
 
 /// Sends the `PONG`s whose conditions hold, in order; starts a barrier for
-/// the first one that waits on other cores. False when a `PONG` did not fit
-/// and the client was cut as a slow consumer for it.
+/// the first one that waits on other cores. For a connection whose
+/// subscriptions are all lossy, a `PONG` that would pass `max_pending`
+/// waits, like a `DROPPED`, for the client to read: such subscribers sit
+/// at that limit by design. False when a `PONG` did not fit and the client
+/// was cut as a slow consumer for it.
 pub(crate) fn release_pongs(shard: &Shard, st: &mut State, key: usize) -> bool {
     let acked = st.outbound.acked_seq();
     loop {
@@ -42,7 +45,11 @@ pub(crate) fn release_pongs(shard: &Shard, st: &mut State, key: usize) -> bool {
             st.outbound.request_barrier();
             return true;
         }
-        if !st.push(shard, key, &ServerFrame::Pong { nonce: pong.nonce }) {
+        let frame = ServerFrame::Pong { nonce: pong.nonce };
+        if slot.all_lossy() && slot.out.len() + frame.encoded_len() > mem.max_pending() {
+            return true;
+        }
+        if !st.push(shard, key, &frame) {
             return false;
         }
         st.slots[key].pongs.pop_front();

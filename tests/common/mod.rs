@@ -377,9 +377,9 @@ impl Client {
 
     /// Next frame, failing the test after 5 s.
     pub fn recv(&mut self) -> Got {
-        match self.read_frame(Duration::from_secs(5)) {
-            ReadEnd::Frame(g) => g,
-            other => panic!("expected a frame, got {other:?}"),
+        match self.next_frame(Duration::from_secs(5)) {
+            Ok(g) => g,
+            Err(end) => panic!("expected a frame, got {end:?}"),
         }
     }
 
