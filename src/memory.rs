@@ -9,6 +9,10 @@
 //! rest back to the kernel on the sweeper's next tick. An idle connection
 //! therefore holds no chunk at all.
 //!
+//! A chunk may also hold message bodies shared by many output queues
+//! ([`Blob`]); its first bytes then count the references to it, and the
+//! last queue to let go gives it back.
+//!
 //! One mapping per core, not one per buffer: the kernel's map count
 //! (65 530 by default) does not limit the number of connections. The mapping
 //! is reserved, not committed: pages exist only while a chunk is in use or
