@@ -10,9 +10,9 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use corecast_proto::client::tokio::Client;
+//! use corecast_client::tokio::Client;
 //!
-//! # async fn run() -> Result<(), corecast_proto::client::ClientError> {
+//! # async fn run() -> Result<(), corecast_client::ClientError> {
 //! let client = Client::connect("127.0.0.1:7400").await?;
 //! let mut orders = client.subscribe("orders.eu").await?;
 //! client.publish("orders.eu", "order 1").await?;
@@ -40,6 +40,7 @@ use ::tokio::{
     sync::{mpsc, oneshot, Notify},
     time::{timeout, timeout_at, Instant},
 };
+use corecast_proto::Pub;
 use futures_core::Stream;
 
 use super::{
@@ -52,7 +53,6 @@ use super::{
     ClientError, DisconnectReason, Event, Message, Options, ServerError, ServerInfo, Stats,
     SubscribeOptions,
 };
-use crate::Pub;
 
 /// A connection to a corecast broker. Cloning it is cheap and gives another
 /// handle on the same connection; the connection closes when the last
@@ -804,7 +804,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::client::testing::{released, Behaviour, FakeBroker};
+    use crate::testing::{released, Behaviour, FakeBroker};
 
     fn options() -> Options {
         Options::new().flush_timeout(Duration::from_millis(200))

@@ -10,13 +10,11 @@ use std::{
 
 use common::*;
 use corecast::Config;
-use corecast_proto::{
-    client::{
-        blocking::{Client, Subscription},
-        ClientError, DisconnectReason, DropSite, Event, Message, SubscribeOptions, TopicProblem,
-    },
-    ErrFrame, ErrorCode, ServerFrame, TopicError,
+use corecast_client::{
+    blocking::{Client, Subscription},
+    ClientError, DisconnectReason, DropSite, Event, Message, SubscribeOptions, TopicProblem,
 };
+use corecast_proto::{ErrFrame, ErrorCode, ServerFrame, TopicError};
 
 const SHORT: Duration = Duration::from_secs(5);
 

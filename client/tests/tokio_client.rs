@@ -11,13 +11,11 @@ use std::{
 
 use common::*;
 use corecast::{Broker, Config};
-use corecast_proto::{
-    client::{
-        tokio::{Client, Subscription},
-        ClientError, DisconnectReason, DropSite, Event, Message, SubscribeOptions,
-    },
-    ErrFrame, ErrorCode, ServerFrame,
+use corecast_client::{
+    tokio::{Client, Subscription},
+    ClientError, DisconnectReason, DropSite, Event, Message, SubscribeOptions,
 };
+use corecast_proto::{ErrFrame, ErrorCode, ServerFrame};
 use futures_core::Stream;
 use tokio::time::timeout;
 

@@ -4,12 +4,13 @@
 
 use std::time::{Duration, Instant};
 
+use corecast_proto::{ClientFrame, ErrorCode, Hello, ServerFrame, VERSION};
+
 use super::{
     decoder::{server_frame_limit, Decoder},
     state::ReadOutcome,
     Backoff, ClientError, DisconnectReason, Options, ServerError, ServerInfo,
 };
-use crate::{ClientFrame, ErrorCode, Hello, ServerFrame, VERSION};
 
 /// How long the reader waits for the broker to close after a fatal `ERR`.
 const FATAL_LINGER: Duration = Duration::from_secs(1);
@@ -238,11 +239,10 @@ impl Watch {
 
 #[cfg(test)]
 mod tests {
+    use corecast_proto::frame::{ErrFrame, Welcome};
+
     use super::*;
-    use crate::{
-        client::decoder::HANDSHAKE_LIMIT,
-        frame::{ErrFrame, Welcome},
-    };
+    use crate::decoder::HANDSHAKE_LIMIT;
 
     const MS: Duration = Duration::from_millis(1);
 
@@ -328,7 +328,7 @@ mod tests {
     #[test]
     fn a_welcome_sets_the_session_limit() {
         let mut bytes = encoded(&ServerFrame::Welcome(WELCOME));
-        let msg = crate::Msg { sid: 1, topic: "t", reply_to: "", payload: &[0; 64] };
+        let msg = corecast_proto::Msg { sid: 1, topic: "t", reply_to: "", payload: &[0; 64] };
         bytes.extend(encoded(&ServerFrame::Msg(msg)));
         let mut decoder = fed(&bytes);
         let info = handshake_answer(&mut decoder).expect("valid").expect("complete");

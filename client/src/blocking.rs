@@ -8,7 +8,7 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use corecast_proto::client::{blocking::Client, Options};
+//! use corecast_client::{blocking::Client, Options};
 //!
 //! let client = Client::connect_with("127.0.0.1:7400", Options::new().name("example"))?;
 //! let orders = client.subscribe("orders.eu")?;
@@ -17,7 +17,7 @@
 //! for msg in orders.iter().take(1) {
 //!     println!("{}: {:?}", msg.topic, msg.payload);
 //! }
-//! # Ok::<(), corecast_proto::client::ClientError>(())
+//! # Ok::<(), corecast_client::ClientError>(())
 //! ```
 
 use std::{
@@ -31,6 +31,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use corecast_proto::Pub;
+
 use super::{
     decoder::Decoder,
     session::{self, Retry, Silence, Watch},
@@ -41,7 +43,6 @@ use super::{
     ClientError, DisconnectReason, Event, Message, Options, ServerError, ServerInfo, Stats,
     SubscribeOptions,
 };
-use crate::Pub;
 
 /// A connection to a corecast broker. Cloning it is cheap and gives another
 /// handle on the same connection; the connection closes when the last
@@ -839,7 +840,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::client::testing::{released, Behaviour, FakeBroker};
+    use crate::testing::{released, Behaviour, FakeBroker};
 
     fn options() -> Options {
         Options::new().flush_timeout(Duration::from_millis(200))

@@ -1,7 +1,10 @@
 //! Clients for the corecast broker: a blocking one over `std::net`, and an
 //! async one on tokio (feature `tokio`).
 //!
-//! Both speak the protocol of this crate through the same connection core:
+//! Both speak the protocol of the `corecast-proto` crate through the same
+//! connection core, which does no I/O: what a connection holds and what it
+//! decides live in one place, and each client only reads, writes, waits and
+//! wakes around it.
 //!
 //! - [`blocking::Client`]: a background reader thread and a background
 //!   writer thread; every call blocks the calling thread only. For simple
@@ -16,7 +19,7 @@
 //!   [`Options::connect_timeout`]; a refusal (auth failed, server full) is
 //!   [`ClientError::Refused`] with the broker's text.
 //! - **Checks before sending**: topics and reply-tos follow the rules of
-//!   [`crate::topic`] (publishing to a wildcard or a `$` topic is refused
+//!   [`corecast_proto::topic`] (publishing to a wildcard or a `$` topic is refused
 //!   locally), and a payload must fit the broker's `max_frame`.
 //! - **Batched writes**: publications go into a send buffer that a
 //!   background writer empties with one write for everything queued, so a
@@ -70,14 +73,14 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use corecast_proto::client::blocking::Client;
+//! use corecast_client::blocking::Client;
 //!
 //! let client = Client::connect("127.0.0.1:7400")?;
 //! let sub = client.subscribe("chat.lobby")?;
 //! client.publish("chat.lobby", "hello")?;
 //! let msg = sub.recv_timeout(Duration::from_secs(1))?.expect("a message");
 //! assert_eq!(&msg.payload[..], b"hello");
-//! # Ok::<(), corecast_proto::client::ClientError>(())
+//! # Ok::<(), corecast_client::ClientError>(())
 //! ```
 
 mod backoff;
@@ -101,7 +104,7 @@ pub use error::{ClientError, ServerError, TopicProblem};
 ///
 /// ```
 /// use std::time::Duration;
-/// use corecast_proto::client::{Backoff, Options};
+/// use corecast_client::{Backoff, Options};
 ///
 /// let options = Options::new()
 ///     .name("billing")
@@ -233,11 +236,11 @@ impl Options {
 
     /// Checks the limits the protocol puts on the name and the token.
     pub(crate) fn check(&self) -> Result<(), ClientError> {
-        if self.name.len() > crate::MAX_CLIENT_NAME {
+        if self.name.len() > corecast_proto::MAX_CLIENT_NAME {
             return Err(ClientError::InvalidOption(format!(
                 "the client name is {} bytes, more than the {} allowed",
                 self.name.len(),
-                crate::MAX_CLIENT_NAME
+                corecast_proto::MAX_CLIENT_NAME
             )));
         }
         if self.auth_token.len() > usize::from(u16::MAX) {
@@ -414,7 +417,7 @@ pub struct Stats {
 }
 
 /// Checks `topic` as `publish` does before sending: a literal topic that
-/// follows the rules of [`crate::topic`] and does not start with `$`.
+/// follows the rules of [`corecast_proto::topic`] and does not start with `$`.
 ///
 /// # Errors
 /// [`ClientError::InvalidTopic`], saying which rule is broken.
@@ -432,7 +435,7 @@ pub fn validate_reply_to(reply_to: &str) -> Result<(), ClientError> {
 }
 
 /// Checks `topic` as `subscribe` does before sending: the rules of
-/// [`crate::topic`] (whether the broker supports wildcards is its own
+/// [`corecast_proto::topic`] (whether the broker supports wildcards is its own
 /// answer).
 ///
 /// # Errors

@@ -16,13 +16,14 @@ use std::{
 
 use bytes::Bytes;
 
+use corecast_proto::{
+    topic::{self, TopicKind},
+    ClientFrame, Msg, Pub, ServerFrame, Sub, LEN_PREFIX,
+};
+
 use super::{
     decoder::Decoder, ClientError, DisconnectReason, DropSite, Event, Message, ServerError,
     ServerInfo, Stats, TopicProblem,
-};
-use crate::{
-    topic::{self, TopicKind},
-    ClientFrame, Msg, Pub, ServerFrame, Sub, LEN_PREFIX,
 };
 
 /// How long a closing client keeps trying to send what is buffered before
@@ -864,11 +865,10 @@ pub(crate) fn check_subscribe_topic(value: &str) -> Result<(), ClientError> {
 mod tests {
     use std::sync::mpsc::{sync_channel, Receiver};
 
+    use corecast_proto::frame::ErrFrame;
+
     use super::*;
-    use crate::{
-        client::{decoder::server_frame_limit, session::Watch},
-        frame::ErrFrame,
-    };
+    use crate::{decoder::server_frame_limit, session::Watch};
 
     fn info(max_frame: u32) -> ServerInfo {
         ServerInfo {
@@ -1211,7 +1211,7 @@ mod tests {
     #[test]
     fn a_welcome_in_an_open_session_is_a_protocol_error() {
         let (mut st, _events) = state(1 << 16);
-        let welcome = crate::Welcome {
+        let welcome = corecast_proto::Welcome {
             version: 1,
             max_frame: 1,
             ping_interval_ms: 1,
