@@ -35,7 +35,7 @@ use corecast_proto::Pub;
 
 use super::{
     decoder::Decoder,
-    session::{self, Retry, Silence, Watch},
+    session::{Handshake, Retry, Silence, Watch},
     state::{
         self, Blocked, FlushEnd, Link, State, SubCounters, SubKind, WriterStep, CLOSE_LINGER,
         WRITE_CHECK,
@@ -666,61 +666,37 @@ fn is_timeout(e: &io::Error) -> bool {
 
 /// Connects and completes the handshake within the connect timeout.
 fn open(addr: &str, options: &Options) -> Result<Conn, ClientError> {
-    let deadline = Instant::now() + options.connect_timeout;
-    let stream = connect_tcp(addr, options.connect_timeout)?;
+    let mut handshake = Handshake::new(addr, options, Instant::now());
+    let stream = connect_tcp(&handshake)?;
     stream.set_nodelay(true)?;
-    let (decoder, info) = handshake(&stream, addr, options, deadline)?;
-    Ok(Conn { stream: Arc::new(stream), decoder, info })
+    stream.set_write_timeout(Some(handshake.time_left(Instant::now())?))?;
+    let wrote = (&stream).write_all(handshake.hello());
+    handshake.hello_written(wrote);
+    stream.set_write_timeout(None)?;
+    loop {
+        stream.set_read_timeout(Some(handshake.time_left(Instant::now())?))?;
+        let read = (&stream).read(handshake.spare());
+        if let Some(info) = handshake.on_read(read)? {
+            return Ok(Conn { stream: Arc::new(stream), decoder: handshake.into_decoder(), info });
+        }
+    }
 }
 
-fn connect_tcp(addr: &str, timeout: Duration) -> Result<TcpStream, ClientError> {
-    let failed = |source| ClientError::Connect { addr: addr.to_owned(), source };
-    let timed_out = || ClientError::ConnectTimeout { addr: addr.to_owned(), timeout };
-    let candidates: Vec<SocketAddr> = addr.to_socket_addrs().map_err(failed)?.collect();
-    let deadline = Instant::now() + timeout;
+/// Connects to the first of the broker's addresses (what its `host:port`
+/// resolves to) that answers within the time `handshake` has left.
+fn connect_tcp(handshake: &Handshake<'_>) -> Result<TcpStream, ClientError> {
+    let candidates: Vec<SocketAddr> =
+        handshake.addr().to_socket_addrs().map_err(|e| handshake.failed(e))?.collect();
     let mut last = io::Error::new(io::ErrorKind::NotFound, "the address resolved to nothing");
     for candidate in candidates {
-        let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())
-        else {
-            return Err(timed_out());
-        };
-        match TcpStream::connect_timeout(&candidate, left) {
+        match TcpStream::connect_timeout(&candidate, handshake.time_left(Instant::now())?) {
             Ok(stream) => return Ok(stream),
             Err(e) => last = e,
         }
     }
     match last.kind() {
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Err(timed_out()),
-        _ => Err(failed(last)),
-    }
-}
-
-/// Sends `HELLO` and reads the answer.
-fn handshake(
-    stream: &TcpStream,
-    addr: &str,
-    options: &Options,
-    deadline: Instant,
-) -> Result<(Decoder, ServerInfo), ClientError> {
-    let timed_out =
-        || ClientError::ConnectTimeout { addr: addr.to_owned(), timeout: options.connect_timeout };
-    let left = || deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero());
-    stream.set_write_timeout(Some(left().ok_or_else(timed_out)?))?;
-    let wrote = (&*stream).write_all(&session::hello(options));
-    stream.set_write_timeout(None)?;
-    let mut decoder = Decoder::new();
-    loop {
-        if let Some(info) = session::handshake_answer(&mut decoder)? {
-            return Ok((decoder, info));
-        }
-        stream.set_read_timeout(Some(left().ok_or_else(timed_out)?))?;
-        match (&*stream).read(decoder.spare()) {
-            Ok(0) => return Err(session::handshake_eof(addr, wrote)),
-            Ok(n) => decoder.filled(n),
-            Err(e) if is_timeout(&e) => return Err(timed_out()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(source) => return Err(ClientError::Connect { addr: addr.to_owned(), source }),
-        }
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Err(handshake.timed_out()),
+        _ => Err(handshake.failed(last)),
     }
 }
 

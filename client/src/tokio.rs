@@ -45,7 +45,7 @@ use futures_core::Stream;
 
 use super::{
     decoder::Decoder,
-    session::{self, Retry, Silence, Watch},
+    session::{Handshake, Retry, Silence, Watch},
     state::{
         self, Blocked, FlushEnd, Link, State, SubCounters, SubKind, WriterStep, CLOSE_LINGER,
         WRITE_CHECK,
@@ -706,28 +706,23 @@ async fn reconnect(shared: &Shared) -> Option<Conn> {
 
 /// Connects and completes the handshake within the connect timeout.
 async fn open(addr: &str, options: &Options) -> Result<Conn, ClientError> {
-    let limit = options.connect_timeout;
-    match timeout(limit, open_unbounded(addr, options)).await {
-        Ok(result) => result,
-        Err(_) => Err(ClientError::ConnectTimeout { addr: addr.to_owned(), timeout: limit }),
-    }
+    let mut handshake = Handshake::new(addr, options, std::time::Instant::now());
+    let opened = timeout(options.connect_timeout, connect(&mut handshake)).await;
+    let (stream, info) = opened.map_err(|_| handshake.timed_out())??;
+    Ok(Conn { stream, decoder: handshake.into_decoder(), info })
 }
 
-async fn open_unbounded(addr: &str, options: &Options) -> Result<Conn, ClientError> {
-    let failed = |source| ClientError::Connect { addr: addr.to_owned(), source };
-    let mut stream = TcpStream::connect(addr).await.map_err(failed)?;
+/// Connects and completes the handshake, however long it takes.
+async fn connect(handshake: &mut Handshake<'_>) -> Result<(TcpStream, ServerInfo), ClientError> {
+    let connected = TcpStream::connect(handshake.addr()).await;
+    let mut stream = connected.map_err(|e| handshake.failed(e))?;
     stream.set_nodelay(true)?;
-    let wrote = stream.write_all(&session::hello(options)).await;
-    let mut decoder = Decoder::new();
+    let wrote = stream.write_all(handshake.hello()).await;
+    handshake.hello_written(wrote);
     loop {
-        if let Some(info) = session::handshake_answer(&mut decoder)? {
-            return Ok(Conn { stream, decoder, info });
-        }
-        match stream.read(decoder.spare()).await {
-            Ok(0) => return Err(session::handshake_eof(addr, wrote)),
-            Ok(n) => decoder.filled(n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(source) => return Err(failed(source)),
+        let read = stream.read(handshake.spare()).await;
+        if let Some(info) = handshake.on_read(read)? {
+            return Ok((stream, info));
         }
     }
 }
