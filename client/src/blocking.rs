@@ -218,8 +218,18 @@ impl Client {
         let shared = &self.handle.shared;
         let _serial = shared.subscribe_serial.lock().unwrap_or_else(PoisonError::into_inner);
         let capacity = options.capacity.unwrap_or(shared.options.subscription_capacity);
-        let sub = shared.add_subscription(topic, options.lossy, SubKind::Subscription, capacity)?;
-        shared.confirm(sub.sid)?;
+        let (answer_tx, answer) = mpsc::sync_channel(1);
+        let sub = shared.add_subscription(topic, options.lossy, capacity, || {
+            SubKind::Subscription(Box::new(answer_tx.clone()))
+        })?;
+        drop(answer_tx);
+        let timeout = shared.options.flush_timeout;
+        let answer = match answer.recv_timeout(timeout) {
+            Ok(answer) => Some(answer),
+            Err(RecvTimeoutError::Timeout) => return Err(state::unanswered(timeout)),
+            Err(RecvTimeoutError::Disconnected) => None,
+        };
+        state::subscribed(answer)?;
         Ok(sub)
     }
 
@@ -261,7 +271,7 @@ impl Client {
         let shared = self.shared();
         state::check_publish_target("topic", topic)?;
         let inbox = shared.lock().next_inbox();
-        let replies = shared.add_subscription(&inbox, false, SubKind::Inbox, 1)?;
+        let replies = shared.add_subscription(&inbox, false, 1, || SubKind::Inbox)?;
         shared.publish(&Pub { topic, reply_to: &inbox, payload: payload.as_ref() }, true)?;
         match replies.recv_timeout(timeout) {
             Ok(Some(reply)) => Ok(reply),
@@ -392,16 +402,18 @@ impl Shared {
         self.queue(self.options.send_timeout, wait, |st| st.try_queue_pub(p))
     }
 
+    /// Registers a subscription of the kind `kind` makes (once per attempt,
+    /// since a full send buffer may take several) and queues its `SUB`.
     fn add_subscription(
         self: &Arc<Self>,
         topic: &str,
         lossy: bool,
-        kind: SubKind,
         capacity: usize,
+        kind: impl Fn() -> SubKind,
     ) -> Result<Subscription, ClientError> {
         let (tx, receiver) = mpsc::sync_channel(capacity.max(1));
         let (sid, counters) = self.queue(self.options.send_timeout, true, |st| {
-            st.add_sub(topic, lossy, kind, Box::new(tx.clone()))
+            st.add_sub(topic, lossy, kind(), Box::new(tx.clone()))
         })?;
         Ok(Subscription {
             sid,
@@ -412,21 +424,7 @@ impl Shared {
         })
     }
 
-    /// Flushes until the broker has answered for the `SUB` of `sid`,
-    /// across reconnections.
-    fn confirm(&self, sid: u32) -> Result<(), ClientError> {
-        let deadline = Instant::now() + self.options.flush_timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.ping(left)? {
-                FlushEnd::Pong => return self.lock().confirmed(sid),
-                FlushEnd::Lost => continue,
-                FlushEnd::Closed => return Err(ClientError::Closed),
-            }
-        }
-    }
-
-    /// The broker's refusal of subscription `sid`, if it refused it.
+    /// The broker's refusal of inbox `sid`, if it refused it.
     fn refusal(&self, sid: u32) -> Option<ServerError> {
         self.lock().take_refusal(sid)
     }

@@ -53,11 +53,13 @@
 //!   first answer, and unsubscribes the inbox whatever the outcome.
 //!   Version 1 has no wildcard subscriptions, so each request has its own
 //!   inbox subscription; it costs no extra round trip, since a connection's
-//!   frames take effect in order (PROTOCOL.md §6.3). A `PING` nobody waits
-//!   for follows the inbox `SUB`, so that a refusal of it can be told apart.
-//! - **Refusals**: an `ERR` does not say which frame it refuses, and the
-//!   broker may refuse a later frame before it answers an earlier `PING`.
-//!   When a refusal of a `SUB` can only be one subscription's, that
+//!   frames take effect in order (PROTOCOL.md §6.3).
+//! - **Refusals**: every `SUB` is followed by a `PING`; a refusal of the
+//!   `SUB` comes before that `PING`'s `PONG`, so the `PONG` says that the
+//!   broker accepted it, and `subscribe` waits for it (across
+//!   reconnections). An `ERR` does not say which frame it refuses, though,
+//!   and the broker may refuse a later frame before it answers an earlier
+//!   `PING`. When a refusal of a `SUB` can only be one subscription's, that
 //!   subscription fails with [`ClientError::Server`] (`subscribe`, or the
 //!   `request` of an inbox) or ends (one restored after a reconnection).
 //!   When it could be any of several, a `subscribe` still waiting for its
@@ -188,8 +190,8 @@ impl Options {
         self
     }
 
-    /// How long `flush` (and `subscribe`, which flushes) waits for the
-    /// broker's answer.
+    /// How long `flush` and `subscribe` wait for the broker's answer (the
+    /// `PONG` of the `PING` they send).
     pub fn flush_timeout(mut self, timeout: Duration) -> Self {
         self.flush_timeout = timeout;
         self

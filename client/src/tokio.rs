@@ -229,9 +229,16 @@ impl Client {
         let shared = self.shared();
         let _serial = shared.subscribe_serial.lock().await;
         let capacity = options.capacity.unwrap_or(shared.options.subscription_capacity);
-        let sub =
-            shared.add_subscription(topic, options.lossy, SubKind::Subscription, capacity).await?;
-        shared.confirm(sub.sid).await?;
+        let (answer_tx, mut answer) = mpsc::channel(1);
+        let sub = shared
+            .add_subscription(topic, options.lossy, capacity, || {
+                SubKind::Subscription(Box::new(answer_tx.clone()))
+            })
+            .await?;
+        drop(answer_tx);
+        let timeout = shared.options.flush_timeout;
+        let answer = ::tokio::time::timeout(timeout, answer.recv()).await;
+        state::subscribed(answer.map_err(|_| state::unanswered(timeout))?)?;
         Ok(sub)
     }
 
@@ -273,7 +280,7 @@ impl Client {
         let shared = self.shared();
         state::check_publish_target("topic", topic)?;
         let inbox = shared.lock().next_inbox();
-        let mut replies = shared.add_subscription(&inbox, false, SubKind::Inbox, 1).await?;
+        let mut replies = shared.add_subscription(&inbox, false, 1, || SubKind::Inbox).await?;
         shared.publish(&Pub { topic, reply_to: &inbox, payload: payload.as_ref() }).await?;
         match ::tokio::time::timeout(timeout, replies.recv()).await {
             Ok(Some(reply)) => Ok(reply),
@@ -418,17 +425,19 @@ impl Shared {
         }
     }
 
+    /// Registers a subscription of the kind `kind` makes (once per attempt,
+    /// since a full send buffer may take several) and queues its `SUB`.
     async fn add_subscription(
         self: &Arc<Self>,
         topic: &str,
         lossy: bool,
-        kind: SubKind,
         capacity: usize,
+        kind: impl Fn() -> SubKind,
     ) -> Result<Subscription, ClientError> {
         let (tx, receiver) = mpsc::channel(capacity.max(1));
         let (sid, counters) = self
             .queue(self.options.send_timeout, |st| {
-                st.add_sub(topic, lossy, kind, Box::new(tx.clone()))
+                st.add_sub(topic, lossy, kind(), Box::new(tx.clone()))
             })
             .await?;
         Ok(Subscription {
@@ -440,20 +449,7 @@ impl Shared {
         })
     }
 
-    /// Flushes until the broker has answered for the `SUB` of `sid`,
-    /// across reconnections.
-    async fn confirm(&self, sid: u32) -> Result<(), ClientError> {
-        let deadline = Instant::now() + self.options.flush_timeout;
-        loop {
-            match self.ping(deadline.saturating_duration_since(Instant::now())).await? {
-                FlushEnd::Pong => return self.lock().confirmed(sid),
-                FlushEnd::Lost => continue,
-                FlushEnd::Closed => return Err(ClientError::Closed),
-            }
-        }
-    }
-
-    /// The broker's refusal of subscription `sid`, if it refused it.
+    /// The broker's refusal of inbox `sid`, if it refused it.
     fn refusal(&self, sid: u32) -> Option<ServerError> {
         self.lock().take_refusal(sid)
     }
