@@ -1,14 +1,14 @@
-//! Clients for the corecast broker: a blocking one over `std::net`, and an
-//! async one on tokio (feature `tokio`).
+//! Clients for the corecast broker: a blocking one over `std::net` (feature
+//! `blocking`, on by default), and an async one on tokio (feature `tokio`).
 //!
 //! Both speak the protocol of the `corecast-proto` crate through the same
 //! connection core, which does no I/O: what a connection holds and what it
 //! decides live in one place, and each client only reads, writes, waits and
 //! wakes around it.
 //!
-//! - [`blocking::Client`]: a background reader thread and a background
-//!   writer thread; every call blocks the calling thread only. For simple
-//!   programs, tools and tests.
+//! - `blocking::Client` (feature `blocking`): a background reader thread
+//!   and a background writer thread; every call blocks the calling thread
+//!   only. For simple programs, tools and tests.
 //! - `tokio::Client` (feature `tokio`): a reader task and a writer task;
 //!   subscriptions are `futures_core::Stream`s. It depends on tokio alone
 //!   (no glommio, nothing of the broker).
@@ -85,7 +85,12 @@
 //! # Ok::<(), corecast_client::ClientError>(())
 //! ```
 
+// Without either client only the types and checks they share are of use;
+// the connection core still compiles, with nobody to call it.
+#![cfg_attr(not(any(feature = "blocking", feature = "tokio")), allow(dead_code))]
+
 mod backoff;
+#[cfg(feature = "blocking")]
 pub mod blocking;
 mod decoder;
 mod error;

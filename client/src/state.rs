@@ -270,6 +270,7 @@ pub(crate) struct State {
     /// The writer is waiting to be woken (and has not been yet).
     writer_idle: bool,
     /// Callers waiting for room or for the link (blocking client).
+    #[cfg(feature = "blocking")]
     callers_waiting: usize,
 }
 
@@ -310,6 +311,7 @@ impl State {
             stats: Stats::default(),
             close_deadline: None,
             writer_idle: false,
+            #[cfg(feature = "blocking")]
             callers_waiting: 0,
         }
     }
@@ -345,21 +347,6 @@ impl State {
     /// one wake-up, not one each.
     pub(crate) fn wake_writer(&mut self) -> bool {
         std::mem::take(&mut self.writer_idle)
-    }
-
-    /// A caller starts waiting for room or for the link.
-    pub(crate) fn caller_waits(&mut self) {
-        self.callers_waiting += 1;
-    }
-
-    /// A caller stopped waiting.
-    pub(crate) fn caller_done(&mut self) {
-        self.callers_waiting = self.callers_waiting.saturating_sub(1);
-    }
-
-    /// Whether some caller waits for room or for the link.
-    pub(crate) fn callers_waiting(&self) -> bool {
-        self.callers_waiting > 0
     }
 
     /// Whether operations are refused because the client is closing.
@@ -850,6 +837,26 @@ impl State {
         if !accepted {
             self.stats.events_discarded += 1;
         }
+    }
+}
+
+/// The blocking client's callers that wait on its condition variable: its
+/// writer wakes them after a batch only when one waits.
+#[cfg(feature = "blocking")]
+impl State {
+    /// A caller starts waiting for room or for the link.
+    pub(crate) fn caller_waits(&mut self) {
+        self.callers_waiting += 1;
+    }
+
+    /// A caller stopped waiting.
+    pub(crate) fn caller_done(&mut self) {
+        self.callers_waiting = self.callers_waiting.saturating_sub(1);
+    }
+
+    /// Whether some caller waits for room or for the link.
+    pub(crate) fn callers_waiting(&self) -> bool {
+        self.callers_waiting > 0
     }
 }
 

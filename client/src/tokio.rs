@@ -703,7 +703,8 @@ async fn reconnect(shared: &Shared) -> Option<Conn> {
 /// Connects and completes the handshake within the connect timeout.
 async fn open(addr: &str, options: &Options) -> Result<Conn, ClientError> {
     let mut handshake = Handshake::new(addr, options, std::time::Instant::now());
-    let opened = timeout(options.connect_timeout, connect(&mut handshake)).await;
+    let limit = handshake.time_left(std::time::Instant::now())?;
+    let opened = timeout(limit, connect(&mut handshake)).await;
     let (stream, info) = opened.map_err(|_| handshake.timed_out())??;
     Ok(Conn { stream, decoder: handshake.into_decoder(), info })
 }
