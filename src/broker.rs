@@ -250,7 +250,7 @@ mod tests {
 
     use std::{collections::BTreeSet, net::SocketAddr, sync::Arc, time::Duration};
 
-    use corecast_proto::client::blocking::Client;
+    use corecast_client::blocking::Client;
 
     use super::{listener, Broker};
     use crate::Config;

@@ -38,7 +38,8 @@
 //! - `probe`: marks the broker's own code for allocation accounting.
 //!
 //! The wire protocol lives in the `corecast-proto` crate (`proto/`), which
-//! does no I/O.
+//! does no I/O; the Rust clients that speak it are the `corecast-client`
+//! crate (`client/`).
 
 pub mod address;
 pub mod broker;

@@ -1,5 +1,4 @@
-//! The corecast wire protocol, version 1: a sans-I/O codec, and the Rust
-//! clients built on it.
+//! The corecast wire protocol, version 1: a sans-I/O codec.
 //!
 //! The codec reads no sockets and no clocks. It turns bytes into frames and
 //! frames into bytes, and it is the whole contract between a corecast broker
@@ -13,14 +12,13 @@
 //! - [`error`]: decode errors and the numbered error codes carried by `ERR`.
 //! - [`topic`]: the rules a topic (and a reply-to) must follow.
 //! - [`opcode`]: the opcode and flag numbers.
-//! - [`client`]: clients that connect to a broker, the only part of the
-//!   crate that does I/O: [`client::blocking`] over `std::net`, and
-//!   `client::tokio` with the `tokio` feature.
 //!
 //! Decoding is incremental: "not enough bytes yet" is `Ok(None)`, never an
 //! error, so a caller appends what the socket gave it and tries again.
+//!
+//! The clients that connect to a broker with this codec, blocking and on
+//! tokio, are the `corecast-client` crate; this one does no I/O at all.
 
-pub mod client;
 pub mod error;
 pub mod frame;
 pub mod opcode;

@@ -8,8 +8,8 @@ use std::{
 };
 
 use anyhow::{bail, Context};
-use corecast_proto::client::{
-    self,
+use corecast_client::{
+    self as client,
     blocking::{Client, Subscription},
     ClientError, DropSite, Event, Message, Options, SubscribeOptions,
 };

@@ -3,10 +3,8 @@
 
 use std::io::ErrorKind;
 
-use corecast_proto::{
-    client::{ClientError, TopicProblem},
-    ErrorCode,
-};
+use corecast_client::{ClientError, TopicProblem};
+use corecast_proto::ErrorCode;
 
 /// The message for `err`, met while talking to the broker at `server`.
 pub fn explain(err: &ClientError, server: &str) -> String {

@@ -12,7 +12,7 @@ mod explain;
 use std::{io, process::ExitCode};
 
 use clap::Parser;
-use corecast_proto::client::ClientError;
+use corecast_client::ClientError;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();

@@ -11,11 +11,8 @@ use std::{
 };
 
 use corecast::{Broker, Config, Snapshot};
-use corecast_proto::{
-    client::{Backoff, Options},
-    frame::Welcome,
-    ClientFrame, ServerFrame,
-};
+use corecast_client::{Backoff, Options};
+use corecast_proto::{frame::Welcome, ClientFrame, ServerFrame};
 
 /// A broker config for tests: 2 cores, little locked memory, quick shutdown.
 pub fn config() -> Config {

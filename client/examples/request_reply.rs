@@ -4,7 +4,7 @@
 //! Start a broker first (`cargo run --release` at the workspace root), then:
 //!
 //! ```sh
-//! cargo run -p corecast-proto --example request_reply
+//! cargo run -p corecast-client --example request_reply
 //! ```
 //!
 //! `CORECAST_SERVER` overrides the broker address (default
@@ -12,7 +12,7 @@
 
 use std::{thread, time::Duration};
 
-use corecast_proto::client::{blocking::Client, ClientError, Options};
+use corecast_client::{blocking::Client, ClientError, Options};
 
 fn main() -> Result<(), ClientError> {
     let server = std::env::var("CORECAST_SERVER").unwrap_or_else(|_| "127.0.0.1:7400".into());

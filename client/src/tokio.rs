@@ -10,9 +10,9 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use corecast_proto::client::tokio::Client;
+//! use corecast_client::tokio::Client;
 //!
-//! # async fn run() -> Result<(), corecast_proto::client::ClientError> {
+//! # async fn run() -> Result<(), corecast_client::ClientError> {
 //! let client = Client::connect("127.0.0.1:7400").await?;
 //! let mut orders = client.subscribe("orders.eu").await?;
 //! client.publish("orders.eu", "order 1").await?;
@@ -40,11 +40,12 @@ use ::tokio::{
     sync::{mpsc, oneshot, Notify},
     time::{timeout, timeout_at, Instant},
 };
+use corecast_proto::Pub;
 use futures_core::Stream;
 
 use super::{
     decoder::Decoder,
-    session::{self, Retry, Silence, Watch},
+    session::{Handshake, Retry, Silence, Watch},
     state::{
         self, Blocked, FlushEnd, Link, State, SubCounters, SubKind, WriterStep, CLOSE_LINGER,
         WRITE_CHECK,
@@ -52,7 +53,6 @@ use super::{
     ClientError, DisconnectReason, Event, Message, Options, ServerError, ServerInfo, Stats,
     SubscribeOptions,
 };
-use crate::Pub;
 
 /// A connection to a corecast broker. Cloning it is cheap and gives another
 /// handle on the same connection; the connection closes when the last
@@ -229,9 +229,16 @@ impl Client {
         let shared = self.shared();
         let _serial = shared.subscribe_serial.lock().await;
         let capacity = options.capacity.unwrap_or(shared.options.subscription_capacity);
-        let sub =
-            shared.add_subscription(topic, options.lossy, SubKind::Subscription, capacity).await?;
-        shared.confirm(sub.sid).await?;
+        let (answer_tx, mut answer) = mpsc::channel(1);
+        let sub = shared
+            .add_subscription(topic, options.lossy, capacity, || {
+                SubKind::Subscription(Box::new(answer_tx.clone()))
+            })
+            .await?;
+        drop(answer_tx);
+        let timeout = shared.options.flush_timeout;
+        let answer = ::tokio::time::timeout(timeout, answer.recv()).await;
+        state::subscribed(answer.map_err(|_| state::unanswered(timeout))?)?;
         Ok(sub)
     }
 
@@ -273,7 +280,7 @@ impl Client {
         let shared = self.shared();
         state::check_publish_target("topic", topic)?;
         let inbox = shared.lock().next_inbox();
-        let mut replies = shared.add_subscription(&inbox, false, SubKind::Inbox, 1).await?;
+        let mut replies = shared.add_subscription(&inbox, false, 1, || SubKind::Inbox).await?;
         shared.publish(&Pub { topic, reply_to: &inbox, payload: payload.as_ref() }).await?;
         match ::tokio::time::timeout(timeout, replies.recv()).await {
             Ok(Some(reply)) => Ok(reply),
@@ -418,17 +425,19 @@ impl Shared {
         }
     }
 
+    /// Registers a subscription of the kind `kind` makes (once per attempt,
+    /// since a full send buffer may take several) and queues its `SUB`.
     async fn add_subscription(
         self: &Arc<Self>,
         topic: &str,
         lossy: bool,
-        kind: SubKind,
         capacity: usize,
+        kind: impl Fn() -> SubKind,
     ) -> Result<Subscription, ClientError> {
         let (tx, receiver) = mpsc::channel(capacity.max(1));
         let (sid, counters) = self
             .queue(self.options.send_timeout, |st| {
-                st.add_sub(topic, lossy, kind, Box::new(tx.clone()))
+                st.add_sub(topic, lossy, kind(), Box::new(tx.clone()))
             })
             .await?;
         Ok(Subscription {
@@ -440,20 +449,7 @@ impl Shared {
         })
     }
 
-    /// Flushes until the broker has answered for the `SUB` of `sid`,
-    /// across reconnections.
-    async fn confirm(&self, sid: u32) -> Result<(), ClientError> {
-        let deadline = Instant::now() + self.options.flush_timeout;
-        loop {
-            match self.ping(deadline.saturating_duration_since(Instant::now())).await? {
-                FlushEnd::Pong => return self.lock().confirmed(sid),
-                FlushEnd::Lost => continue,
-                FlushEnd::Closed => return Err(ClientError::Closed),
-            }
-        }
-    }
-
-    /// The broker's refusal of subscription `sid`, if it refused it.
+    /// The broker's refusal of inbox `sid`, if it refused it.
     fn refusal(&self, sid: u32) -> Option<ServerError> {
         self.lock().take_refusal(sid)
     }
@@ -706,28 +702,24 @@ async fn reconnect(shared: &Shared) -> Option<Conn> {
 
 /// Connects and completes the handshake within the connect timeout.
 async fn open(addr: &str, options: &Options) -> Result<Conn, ClientError> {
-    let limit = options.connect_timeout;
-    match timeout(limit, open_unbounded(addr, options)).await {
-        Ok(result) => result,
-        Err(_) => Err(ClientError::ConnectTimeout { addr: addr.to_owned(), timeout: limit }),
-    }
+    let mut handshake = Handshake::new(addr, options, std::time::Instant::now());
+    let limit = handshake.time_left(std::time::Instant::now())?;
+    let opened = timeout(limit, connect(&mut handshake)).await;
+    let (stream, info) = opened.map_err(|_| handshake.timed_out())??;
+    Ok(Conn { stream, decoder: handshake.into_decoder(), info })
 }
 
-async fn open_unbounded(addr: &str, options: &Options) -> Result<Conn, ClientError> {
-    let failed = |source| ClientError::Connect { addr: addr.to_owned(), source };
-    let mut stream = TcpStream::connect(addr).await.map_err(failed)?;
+/// Connects and completes the handshake, however long it takes.
+async fn connect(handshake: &mut Handshake<'_>) -> Result<(TcpStream, ServerInfo), ClientError> {
+    let connected = TcpStream::connect(handshake.addr()).await;
+    let mut stream = connected.map_err(|e| handshake.failed(e))?;
     stream.set_nodelay(true)?;
-    let wrote = stream.write_all(&session::hello(options)).await;
-    let mut decoder = Decoder::new();
+    let wrote = stream.write_all(handshake.hello()).await;
+    handshake.hello_written(wrote);
     loop {
-        if let Some(info) = session::handshake_answer(&mut decoder)? {
-            return Ok(Conn { stream, decoder, info });
-        }
-        match stream.read(decoder.spare()).await {
-            Ok(0) => return Err(session::handshake_eof(addr, wrote)),
-            Ok(n) => decoder.filled(n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(source) => return Err(failed(source)),
+        let read = stream.read(handshake.spare()).await;
+        if let Some(info) = handshake.on_read(read)? {
+            return Ok((stream, info));
         }
     }
 }
@@ -804,7 +796,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::client::testing::{released, Behaviour, FakeBroker};
+    use crate::testing::{released, Behaviour, FakeBroker};
 
     fn options() -> Options {
         Options::new().flush_timeout(Duration::from_millis(200))

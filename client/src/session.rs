@@ -1,15 +1,20 @@
-//! What both clients do the same way around one connection: the handshake
-//! frames, and the watch over a session (heartbeat probes, the end of a
-//! `GOAWAY` drain, the close after a fatal `ERR`).
+//! What both clients do the same way around one connection: the attempt to
+//! open a session (connect, `HELLO`, `WELCOME`), and the watch over a
+//! session (heartbeat probes, the end of a `GOAWAY` drain, the close after
+//! a fatal `ERR`).
 
-use std::time::{Duration, Instant};
+use std::{
+    io,
+    time::{Duration, Instant},
+};
+
+use corecast_proto::{ClientFrame, ErrorCode, Hello, ServerFrame, VERSION};
 
 use super::{
     decoder::{server_frame_limit, Decoder},
     state::ReadOutcome,
     Backoff, ClientError, DisconnectReason, Options, ServerError, ServerInfo,
 };
-use crate::{ClientFrame, ErrorCode, Hello, ServerFrame, VERSION};
 
 /// How long the reader waits for the broker to close after a fatal `ERR`.
 const FATAL_LINGER: Duration = Duration::from_secs(1);
@@ -21,21 +26,139 @@ const DRAIN_SLACK: Duration = Duration::from_secs(1);
 /// The shortest silence before the client probes the broker.
 const MIN_PROBE: Duration = Duration::from_millis(50);
 
-/// The `HELLO` frame for `options`, encoded.
-pub(crate) fn hello(options: &Options) -> Vec<u8> {
-    let frame = ClientFrame::Hello(Hello {
-        version: VERSION,
-        name: &options.name,
-        token: &options.auth_token,
-    });
-    let mut out = Vec::with_capacity(frame.encoded_len());
-    frame.encode(&mut out);
-    out
+/// One attempt to open a session, without the socket: the client connects,
+/// writes [`Handshake::hello`], reports how that went, then reads into
+/// [`Handshake::spare`] and reports each read until [`Handshake::on_read`]
+/// has the broker's `WELCOME`. Everything the attempt decides (what each
+/// read means, which error it ends with, how much time is left) is here,
+/// so that the blocking and the tokio client only move the bytes.
+#[derive(Debug)]
+pub(crate) struct Handshake<'a> {
+    addr: &'a str,
+    timeout: Duration,
+    deadline: Instant,
+    hello: Vec<u8>,
+    /// Why writing `HELLO` failed, if it did: the error to report if the
+    /// broker then closes without an answer.
+    write_error: Option<io::Error>,
+    decoder: Decoder,
+}
+
+impl<'a> Handshake<'a> {
+    /// An attempt to reach the broker at `addr` with `options`, started
+    /// `now`: it has [`Options::connect_timeout`] for connecting and the
+    /// handshake together.
+    pub(crate) fn new(addr: &'a str, options: &Options, now: Instant) -> Self {
+        let frame = ClientFrame::Hello(Hello {
+            version: VERSION,
+            name: &options.name,
+            token: &options.auth_token,
+        });
+        let mut hello = Vec::with_capacity(frame.encoded_len());
+        frame.encode(&mut hello);
+        Self {
+            addr,
+            timeout: options.connect_timeout,
+            deadline: now + options.connect_timeout,
+            hello,
+            write_error: None,
+            decoder: Decoder::new(),
+        }
+    }
+
+    /// The address as given.
+    pub(crate) fn addr(&self) -> &'a str {
+        self.addr
+    }
+
+    /// The time left for the attempt.
+    ///
+    /// # Errors
+    /// [`ClientError::ConnectTimeout`] once none is left.
+    pub(crate) fn time_left(&self, now: Instant) -> Result<Duration, ClientError> {
+        let left = self.deadline.checked_duration_since(now).filter(|d| !d.is_zero());
+        left.ok_or_else(|| self.timed_out())
+    }
+
+    /// The error of an attempt that ran out of time.
+    pub(crate) fn timed_out(&self) -> ClientError {
+        ClientError::ConnectTimeout { addr: self.addr.to_owned(), timeout: self.timeout }
+    }
+
+    /// The error of an attempt whose connection could not be opened or
+    /// failed, with what the operating system said.
+    pub(crate) fn failed(&self, source: io::Error) -> ClientError {
+        ClientError::Connect { addr: self.addr.to_owned(), source }
+    }
+
+    /// The `HELLO` frame to write first, encoded.
+    pub(crate) fn hello(&self) -> &[u8] {
+        &self.hello
+    }
+
+    /// Writing [`Handshake::hello`] ended as `wrote` says. A failed write
+    /// does not end the attempt: a broker that is full answers before it
+    /// reads `HELLO`, so its answer is read all the same, and the write's
+    /// error is reported only when no answer comes.
+    pub(crate) fn hello_written(&mut self, wrote: io::Result<()>) {
+        self.write_error = wrote.err();
+    }
+
+    /// Room for the next read; report it with [`Handshake::on_read`].
+    pub(crate) fn spare(&mut self) -> &mut [u8] {
+        self.decoder.spare()
+    }
+
+    /// A read into [`Handshake::spare`] ended as `read` says: the session's
+    /// `WELCOME` once it has arrived, `None` while more must be read.
+    ///
+    /// # Errors
+    /// [`ClientError::Refused`] with the broker's refusal,
+    /// [`ClientError::Protocol`] for an answer that is not a `WELCOME` of
+    /// this version, [`ClientError::ConnectTimeout`] for a read that timed
+    /// out, and [`ClientError::Connect`] when reading failed or the broker
+    /// closed the connection first.
+    pub(crate) fn on_read(
+        &mut self,
+        read: io::Result<usize>,
+    ) -> Result<Option<ServerInfo>, ClientError> {
+        match read {
+            Ok(0) => Err(self.closed()),
+            Ok(n) => {
+                self.decoder.filled(n);
+                handshake_answer(&mut self.decoder)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(None),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                Err(self.timed_out())
+            }
+            Err(e) => Err(self.failed(e)),
+        }
+    }
+
+    /// The decoder of the session, once [`Handshake::on_read`] gave its
+    /// `WELCOME`: it takes frames up to the session's limit and holds what
+    /// arrived after the `WELCOME`.
+    pub(crate) fn into_decoder(self) -> Decoder {
+        self.decoder
+    }
+
+    /// The error for a broker that closed the connection before it
+    /// answered: the failed write of `HELLO` if there was one.
+    fn closed(&mut self) -> ClientError {
+        let source = self.write_error.take().unwrap_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the broker closed the connection during the handshake",
+            )
+        });
+        self.failed(source)
+    }
 }
 
 /// The broker's answer to `HELLO`, once it has arrived in `decoder`;
 /// `decoder` then takes frames up to the session's limit.
-pub(crate) fn handshake_answer(decoder: &mut Decoder) -> Result<Option<ServerInfo>, ClientError> {
+fn handshake_answer(decoder: &mut Decoder) -> Result<Option<ServerInfo>, ClientError> {
     let Some(frame) = decoder.next_frame()? else {
         return Ok(None);
     };
@@ -65,20 +188,6 @@ fn welcome(frame: ServerFrame<'_>) -> Result<ServerInfo, ClientError> {
         })),
         other => Err(ClientError::Protocol(format!("expected WELCOME, got {other:?}"))),
     }
-}
-
-/// The error for a broker that closed the connection during the handshake,
-/// after `HELLO` was written as `wrote` says. A broker that is full answers
-/// before reading `HELLO`, so a failed write is reported only when no
-/// answer could be read either.
-pub(crate) fn handshake_eof(addr: &str, wrote: std::io::Result<()>) -> ClientError {
-    let source = wrote.err().unwrap_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::ConnectionAborted,
-            "the broker closed the connection during the handshake",
-        )
-    });
-    ClientError::Connect { addr: addr.to_owned(), source }
 }
 
 /// Whether reconnecting after this error is pointless: the broker will say
@@ -223,7 +332,7 @@ impl Watch {
     }
 
     /// Reading failed.
-    pub(crate) fn on_error(&self, e: &std::io::Error) -> DisconnectReason {
+    pub(crate) fn on_error(&self, e: &io::Error) -> DisconnectReason {
         self.end_reason(DisconnectReason::Io(e.to_string()))
     }
 
@@ -238,11 +347,10 @@ impl Watch {
 
 #[cfg(test)]
 mod tests {
+    use corecast_proto::frame::{ErrFrame, Welcome};
+
     use super::*;
-    use crate::{
-        client::decoder::HANDSHAKE_LIMIT,
-        frame::{ErrFrame, Welcome},
-    };
+    use crate::decoder::HANDSHAKE_LIMIT;
 
     const MS: Duration = Duration::from_millis(1);
 
@@ -302,12 +410,18 @@ mod tests {
         assert!(matches!(odd, ClientError::Protocol(_)));
     }
 
-    /// A decoder for the handshake that got `bytes`.
-    fn fed(bytes: &[u8]) -> Decoder {
-        let mut decoder = Decoder::new();
-        decoder.spare()[..bytes.len()].copy_from_slice(bytes);
-        decoder.filled(bytes.len());
-        decoder
+    /// A handshake with the broker at `here:1`, started now.
+    fn handshake(options: &Options) -> Handshake<'_> {
+        Handshake::new("here:1", options, Instant::now())
+    }
+
+    /// Reports a read of `bytes` (all at once) to `handshake`.
+    fn feed(
+        handshake: &mut Handshake<'_>,
+        bytes: &[u8],
+    ) -> Result<Option<ServerInfo>, ClientError> {
+        handshake.spare()[..bytes.len()].copy_from_slice(bytes);
+        handshake.on_read(Ok(bytes.len()))
     }
 
     fn encoded(frame: &ServerFrame<'_>) -> Vec<u8> {
@@ -326,20 +440,38 @@ mod tests {
     };
 
     #[test]
-    fn a_welcome_sets_the_session_limit() {
+    fn a_welcome_sets_the_session_limit_and_keeps_what_follows() {
         let mut bytes = encoded(&ServerFrame::Welcome(WELCOME));
-        let msg = crate::Msg { sid: 1, topic: "t", reply_to: "", payload: &[0; 64] };
+        bytes.extend(encoded(&ServerFrame::Ping { nonce: 5 }));
+        let msg = corecast_proto::Msg { sid: 1, topic: "t", reply_to: "", payload: &[0; 64] };
         bytes.extend(encoded(&ServerFrame::Msg(msg)));
-        let mut decoder = fed(&bytes);
-        let info = handshake_answer(&mut decoder).expect("valid").expect("complete");
+        let options = Options::new();
+        let mut handshake = handshake(&options);
+        let info = feed(&mut handshake, &bytes).expect("valid").expect("complete");
         assert_eq!(info.max_frame, 16);
+        let mut decoder = handshake.into_decoder();
+        assert!(matches!(decoder.next_frame(), Ok(Some(ServerFrame::Ping { nonce: 5 }))));
         assert!(decoder.next_frame().is_err(), "a MSG above max_frame + 4");
+    }
+
+    #[test]
+    fn a_welcome_in_pieces_is_waited_for() {
+        let bytes = encoded(&ServerFrame::Welcome(WELCOME));
+        let options = Options::new();
+        let mut handshake = handshake(&options);
+        for piece in bytes.chunks(3) {
+            let Some(info) = feed(&mut handshake, piece).expect("valid") else { continue };
+            assert_eq!(info.server_name, "b");
+            return;
+        }
+        panic!("no WELCOME");
     }
 
     #[test]
     fn another_version_is_a_permanent_protocol_error() {
         let bytes = encoded(&ServerFrame::Welcome(Welcome { version: 2, ..WELCOME }));
-        let err = handshake_answer(&mut fed(&bytes)).expect_err("version 2");
+        let options = Options::new();
+        let err = feed(&mut handshake(&options), &bytes).expect_err("version 2");
         assert!(matches!(err, ClientError::Protocol(_)), "{err:?}");
         assert!(is_permanent(&err));
     }
@@ -348,29 +480,65 @@ mod tests {
     fn a_frame_above_the_handshake_limit_is_refused_before_it_arrives() {
         let mut bytes = (HANDSHAKE_LIMIT + 1).to_le_bytes().to_vec();
         bytes.extend([0x05, 0]);
-        let err = handshake_answer(&mut fed(&bytes)).expect_err("too long");
+        let options = Options::new();
+        let err = feed(&mut handshake(&options), &bytes).expect_err("too long");
         assert!(matches!(err, ClientError::Protocol(_)), "{err:?}");
     }
 
     #[test]
     fn the_end_of_the_stream_mid_welcome_is_a_connect_error() {
         let bytes = encoded(&ServerFrame::Welcome(WELCOME));
-        let mut decoder = fed(&bytes[..bytes.len() - 1]);
-        assert!(handshake_answer(&mut decoder).expect("valid so far").is_none());
-        let err = handshake_eof("here:1", Ok(()));
+        let options = Options::new();
+        let mut handshake = handshake(&options);
+        assert!(feed(&mut handshake, &bytes[..bytes.len() - 1]).expect("valid so far").is_none());
+        let err = handshake.on_read(Ok(0)).expect_err("closed");
         let ClientError::Connect { addr, source } = &err else { panic!("{err:?}") };
-        assert_eq!(
-            (addr.as_str(), source.kind()),
-            ("here:1", std::io::ErrorKind::ConnectionAborted)
-        );
+        assert_eq!((addr.as_str(), source.kind()), ("here:1", io::ErrorKind::ConnectionAborted));
         assert!(err.is_transient());
-        let broken = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
-        let err = handshake_eof("here:1", Err(broken));
+    }
+
+    #[test]
+    fn a_failed_hello_is_reported_only_when_no_answer_comes() {
+        let options = Options::new();
+        let mut refused = handshake(&options);
+        refused.hello_written(Err(io::ErrorKind::BrokenPipe.into()));
+        let full = ErrFrame { code: 8, fatal: true, text: "server full" };
+        let err = feed(&mut refused, &encoded(&ServerFrame::Err(full))).expect_err("refused");
+        assert!(matches!(&err, ClientError::Refused(e) if e.code == 8), "the answer: {err:?}");
+        let mut closed = handshake(&options);
+        closed.hello_written(Err(io::ErrorKind::BrokenPipe.into()));
+        let err = closed.on_read(Ok(0)).expect_err("closed");
         assert!(
             matches!(&err, ClientError::Connect { source, .. }
-            if source.kind() == std::io::ErrorKind::BrokenPipe),
+            if source.kind() == io::ErrorKind::BrokenPipe),
             "the write's error: {err:?}"
         );
+    }
+
+    #[test]
+    fn reads_that_fail_or_time_out_end_the_attempt_but_interruptions_do_not() {
+        let options = Options::new().connect_timeout(100 * MS);
+        let mut handshake = handshake(&options);
+        assert!(matches!(handshake.on_read(Err(io::ErrorKind::Interrupted.into())), Ok(None)));
+        for timed_out in [io::ErrorKind::WouldBlock, io::ErrorKind::TimedOut] {
+            let err = handshake.on_read(Err(timed_out.into())).expect_err("timed out");
+            assert!(
+                matches!(err, ClientError::ConnectTimeout { timeout, .. } if timeout == 100 * MS)
+            );
+        }
+        let err = handshake.on_read(Err(io::ErrorKind::ConnectionReset.into())).expect_err("reset");
+        assert!(matches!(err, ClientError::Connect { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn the_attempt_has_the_connect_timeout() {
+        let options = Options::new().connect_timeout(100 * MS);
+        let start = Instant::now();
+        let handshake = Handshake::new("here:1", &options, start);
+        assert_eq!(handshake.time_left(start).ok(), Some(100 * MS));
+        assert_eq!(handshake.time_left(start + 60 * MS).ok(), Some(40 * MS));
+        let late = handshake.time_left(start + 100 * MS).expect_err("no time left");
+        assert!(matches!(late, ClientError::ConnectTimeout { .. }), "{late:?}");
     }
 
     #[test]
@@ -389,8 +557,9 @@ mod tests {
 
     #[test]
     fn hello_carries_name_and_token() {
-        let bytes = hello(&Options::new().name("n").auth_token("t"));
-        let mut src = &bytes[..];
+        let options = Options::new().name("n").auth_token("t");
+        let handshake = handshake(&options);
+        let mut src = handshake.hello();
         let frame = ClientFrame::decode(&mut src, u32::MAX).expect("valid").expect("whole");
         let ClientFrame::Hello(h) = frame else { panic!("{frame:?}") };
         assert_eq!((h.version, h.name, h.token), (VERSION, "n", &b"t"[..]));

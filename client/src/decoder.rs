@@ -1,6 +1,6 @@
 //! A growable receive buffer that cuts server frames out of a byte stream.
 
-use crate::{DecodeError, RawFrame, ServerFrame, LEN_PREFIX};
+use corecast_proto::{DecodeError, RawFrame, ServerFrame, LEN_PREFIX};
 
 /// The buffer's usual size, and what it shrinks back to after a large frame.
 const READ_CHUNK: usize = 64 << 10;
@@ -97,8 +97,9 @@ impl Decoder {
 
 #[cfg(test)]
 mod tests {
+    use corecast_proto::{frame::Msg, ServerFrame};
+
     use super::*;
-    use crate::{frame::Msg, ServerFrame};
 
     fn encoded(frame: &ServerFrame<'_>) -> Vec<u8> {
         let mut out = Vec::new();

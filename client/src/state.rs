@@ -1,5 +1,6 @@
-//! The connection state both clients share: send buffer, subscriptions,
-//! flush waiters, events and counters.
+//! The connection state both clients share: send buffer, subscriptions
+//! (and the `subscribe`s waiting for the broker's answer), flush waiters,
+//! events and counters.
 //!
 //! Nothing here does I/O or waits. The blocking and the tokio client keep a
 //! [`State`] behind a mutex, change it through these methods, and do the
@@ -16,13 +17,14 @@ use std::{
 
 use bytes::Bytes;
 
+use corecast_proto::{
+    topic::{self, TopicKind},
+    ClientFrame, Msg, Pub, ServerFrame, Sub, LEN_PREFIX,
+};
+
 use super::{
     decoder::Decoder, ClientError, DisconnectReason, DropSite, Event, Message, ServerError,
     ServerInfo, Stats, TopicProblem,
-};
-use crate::{
-    topic::{self, TopicKind},
-    ClientFrame, Msg, Pub, ServerFrame, Sub, LEN_PREFIX,
 };
 
 /// How long a closing client keeps trying to send what is buffered before
@@ -140,6 +142,23 @@ impl FlushEnd {
     }
 }
 
+/// The outcome of a `subscribe` whose wait for the broker's answer to its
+/// `SUB` got `answer`: `None` when the mailbox closed unanswered, which
+/// only the client's closing does.
+pub(crate) fn subscribed(answer: Option<SubAnswer>) -> Result<(), ClientError> {
+    match answer {
+        Some(Ok(())) => Ok(()),
+        Some(Err(refusal)) => Err(ClientError::Server(refusal)),
+        None => Err(ClientError::Closed),
+    }
+}
+
+/// The error of a `subscribe` that waited `after` for the broker's answer
+/// to its `SUB` in vain.
+pub(crate) fn unanswered(after: Duration) -> ClientError {
+    ClientError::Timeout { after, waiting_for: "the broker's answer to SUB" }
+}
+
 /// What the writer should do next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum WriterStep {
@@ -180,14 +199,17 @@ impl SubCounters {
     }
 }
 
+/// The broker's answer to a `SUB`: accepted, or refused with this `ERR`.
+pub(crate) type SubAnswer = Result<(), ServerError>;
+
 /// What a subscription is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SubKind {
-    /// Made by `subscribe`, which flushes until the broker has accepted or
-    /// refused it ([`State::confirmed`]).
-    Subscription,
-    /// The inbox of one request: a `PING` follows its `SUB` (so that a
-    /// refusal can be told apart), and local drops are counted but not
+    /// Made by `subscribe`, which waits on this mailbox for the broker's
+    /// answer to its `SUB`, across reconnections. A mailbox dropped
+    /// unanswered means that the client closed.
+    Subscription(Box<dyn Mailbox<SubAnswer>>),
+    /// The inbox of one request: a refusal is kept for the request
+    /// ([`State::take_refusal`]), and local drops are counted but not
     /// reported, since only the first answer matters.
     Inbox,
 }
@@ -196,9 +218,11 @@ pub(crate) enum SubKind {
 struct SubEntry {
     topic: String,
     lossy: bool,
-    kind: SubKind,
-    /// `subscribe` still waits for the broker's answer to its `SUB`.
-    confirming: bool,
+    /// The inbox of a request ([`SubKind::Inbox`]).
+    inbox: bool,
+    /// Where `subscribe` waits for the broker's answer to the `SUB`, until
+    /// it is given.
+    answer: Option<Box<dyn Mailbox<SubAnswer>>>,
     queue: Box<dyn Mailbox<Message>>,
     counters: Arc<SubCounters>,
     /// Local drops not yet reported in an event.
@@ -227,7 +251,7 @@ pub(crate) struct State {
     /// `PONG` waits for every core), so a refusal is tied to a `SUB` only
     /// when a single one is pending.
     pending_subs: VecDeque<PendingSub>,
-    /// Refusals of subscriptions someone waits for (`subscribe`, a request).
+    /// Refusals of inboxes whose request has yet to learn of them.
     refusals: HashMap<u32, ServerError>,
     /// Flushes waiting for their `PONG`, by nonce.
     pongs: HashMap<u64, Box<dyn Mailbox<FlushEnd>>>,
@@ -246,6 +270,7 @@ pub(crate) struct State {
     /// The writer is waiting to be woken (and has not been yet).
     writer_idle: bool,
     /// Callers waiting for room or for the link (blocking client).
+    #[cfg(feature = "blocking")]
     callers_waiting: usize,
 }
 
@@ -286,6 +311,7 @@ impl State {
             stats: Stats::default(),
             close_deadline: None,
             writer_idle: false,
+            #[cfg(feature = "blocking")]
             callers_waiting: 0,
         }
     }
@@ -321,21 +347,6 @@ impl State {
     /// one wake-up, not one each.
     pub(crate) fn wake_writer(&mut self) -> bool {
         std::mem::take(&mut self.writer_idle)
-    }
-
-    /// A caller starts waiting for room or for the link.
-    pub(crate) fn caller_waits(&mut self) {
-        self.callers_waiting += 1;
-    }
-
-    /// A caller stopped waiting.
-    pub(crate) fn caller_done(&mut self) {
-        self.callers_waiting = self.callers_waiting.saturating_sub(1);
-    }
-
-    /// Whether some caller waits for room or for the link.
-    pub(crate) fn callers_waiting(&self) -> bool {
-        self.callers_waiting > 0
     }
 
     /// Whether operations are refused because the client is closing.
@@ -398,8 +409,10 @@ impl State {
         Ok(())
     }
 
-    /// Registers a subscription and queues its `SUB` (and, for an inbox,
-    /// a `PING`) if the send buffer has room; returns its sid.
+    /// Registers a subscription and queues its `SUB`, followed by a `PING`
+    /// whose `PONG` tells that the broker accepted it (a refusal comes
+    /// before), if the send buffer has room; returns its sid. The answer
+    /// of a [`SubKind::Subscription`] goes to its mailbox.
     pub(crate) fn add_sub(
         &mut self,
         topic: &str,
@@ -411,24 +424,29 @@ impl State {
             return Err(Blocked::Closed);
         }
         let sub = ClientFrame::Sub(Sub { sid: 0, topic, queue_group: "", lossy });
-        let probe = if kind == SubKind::Inbox { ping_len() } else { 0 };
-        if !self.has_room(sub.encoded_len() + probe) {
+        if !self.has_room(sub.encoded_len() + ping_len()) {
             return Err(Blocked::Full);
         }
         let sid = self.fresh_sid();
         let counters = Arc::new(SubCounters::default());
+        let (inbox, answer) = match kind {
+            SubKind::Subscription(answer) => (false, Some(answer)),
+            SubKind::Inbox => (true, None),
+        };
         let entry = SubEntry {
             topic: topic.to_owned(),
             lossy,
-            kind,
-            confirming: kind == SubKind::Subscription,
+            inbox,
+            answer,
             queue,
             counters: Arc::clone(&counters),
             unreported: 0,
         };
         self.subs.insert(sid, entry);
         self.push_sub(sid, topic, lossy);
-        if kind == SubKind::Inbox && self.link == Link::Up {
+        // Without a session the `SUB` waits for the next one, which sends
+        // it again with a `PING` of its own (`State::reconnected`).
+        if self.link == Link::Up {
             self.queue_probe();
         }
         Ok((sid, counters))
@@ -457,22 +475,7 @@ impl State {
         true
     }
 
-    /// After the `PONG` of a flush sent after the `SUB` of `sid`: whether
-    /// the broker accepted it. A refused subscription is gone already.
-    pub(crate) fn confirmed(&mut self, sid: u32) -> Result<(), ClientError> {
-        if let Some(e) = self.refusals.remove(&sid) {
-            return Err(ClientError::Server(e));
-        }
-        match self.subs.get_mut(&sid) {
-            Some(entry) => {
-                entry.confirming = false;
-                Ok(())
-            }
-            None => Err(ClientError::Closed),
-        }
-    }
-
-    /// The broker's refusal of subscription `sid`, if it refused it.
+    /// The broker's refusal of inbox `sid`, if it refused it.
     pub(crate) fn take_refusal(&mut self, sid: u32) -> Option<ServerError> {
         self.refusals.remove(&sid)
     }
@@ -740,7 +743,7 @@ impl State {
             Offer::Full => {
                 self.stats.dropped_by_client += 1;
                 entry.counters.by_client.fetch_add(1, Relaxed);
-                if entry.kind != SubKind::Inbox {
+                if !entry.inbox {
                     entry.unreported += 1;
                     let event = Event::Dropped {
                         topic: entry.topic.clone(),
@@ -759,7 +762,12 @@ impl State {
 
     fn pong(&mut self, nonce: u64) {
         while self.pending_subs.front().is_some_and(|p| p.settled_by <= nonce) {
-            self.pending_subs.pop_front();
+            let Some(settled) = self.pending_subs.pop_front() else { break };
+            // No refusal came before this `PONG`: the broker accepted it.
+            let entry = self.subs.get_mut(&settled.sid);
+            if let Some(answer) = entry.and_then(|e| e.answer.take()) {
+                answer.offer(Ok(()));
+            }
         }
         if let Some(waiter) = self.pongs.remove(&nonce) {
             waiter.offer(FlushEnd::Pong);
@@ -785,9 +793,9 @@ impl State {
 
     /// Ties a refusal to the `SUB` it refuses. With a single `SUB` pending,
     /// it is that one. With several, any of them may be: a subscription
-    /// being confirmed is given up, with an `UNSUB` in case the broker
-    /// accepted it after all; the others are taken as accepted. True if an
-    /// `UNSUB` was queued.
+    /// whose `subscribe` still waits is given up, with an `UNSUB` in case
+    /// the broker accepted it after all; the others are taken as accepted.
+    /// True if an `UNSUB` was queued.
     fn sub_refused(&mut self, err: &ServerError) -> bool {
         if self.pending_subs.len() == 1 {
             if let Some(only) = self.pending_subs.pop_front() {
@@ -799,7 +807,7 @@ impl State {
             .pending_subs
             .iter()
             .map(|p| p.sid)
-            .filter(|sid| self.subs.get(sid).is_some_and(|e| e.confirming))
+            .filter(|sid| self.subs.get(sid).is_some_and(|e| e.answer.is_some()))
             .collect();
         for &sid in &suspects {
             self.drop_refused(sid, err, true);
@@ -808,12 +816,15 @@ impl State {
     }
 
     /// Ends subscription `sid` (its handle sees the end of its messages),
-    /// keeping the refusal for whoever waits for it.
+    /// and gives the refusal to whoever waits for it.
     fn drop_refused(&mut self, sid: u32, err: &ServerError, unsub: bool) {
         let Some(entry) = self.subs.remove(&sid) else {
             return;
         };
-        if entry.confirming || entry.kind == SubKind::Inbox {
+        if let Some(answer) = entry.answer {
+            answer.offer(Err(err.clone()));
+        }
+        if entry.inbox {
             self.refusals.insert(sid, err.clone());
         }
         if unsub {
@@ -826,6 +837,26 @@ impl State {
         if !accepted {
             self.stats.events_discarded += 1;
         }
+    }
+}
+
+/// The blocking client's callers that wait on its condition variable: its
+/// writer wakes them after a batch only when one waits.
+#[cfg(feature = "blocking")]
+impl State {
+    /// A caller starts waiting for room or for the link.
+    pub(crate) fn caller_waits(&mut self) {
+        self.callers_waiting += 1;
+    }
+
+    /// A caller stopped waiting.
+    pub(crate) fn caller_done(&mut self) {
+        self.callers_waiting = self.callers_waiting.saturating_sub(1);
+    }
+
+    /// Whether some caller waits for room or for the link.
+    pub(crate) fn callers_waiting(&self) -> bool {
+        self.callers_waiting > 0
     }
 }
 
@@ -862,13 +893,12 @@ pub(crate) fn check_subscribe_topic(value: &str) -> Result<(), ClientError> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::mpsc::{sync_channel, Receiver};
+    use std::sync::mpsc::{sync_channel, Receiver, TryRecvError};
+
+    use corecast_proto::frame::ErrFrame;
 
     use super::*;
-    use crate::{
-        client::{decoder::server_frame_limit, session::Watch},
-        frame::ErrFrame,
-    };
+    use crate::{decoder::server_frame_limit, session::Watch};
 
     fn info(max_frame: u32) -> ServerInfo {
         ServerInfo {
@@ -942,14 +972,14 @@ mod tests {
     fn a_reconnection_resubscribes_then_resends_only_publications() {
         let (mut st, events) = state(1 << 16);
         let (tx, _rx) = sync_channel(4);
-        let (a, _) =
-            st.add_sub("a", false, SubKind::Subscription, Box::new(tx.clone())).expect("open");
-        let (b, _) =
-            st.add_sub("b", true, SubKind::Subscription, Box::new(tx.clone())).expect("open");
-        let (c, _) = st.add_sub("c", false, SubKind::Subscription, Box::new(tx)).expect("open");
-        assert_eq!((a, b, c), (1, 2, 3));
+        let mut answers = Vec::new();
+        for (topic, lossy) in [("a", false), ("b", true), ("c", false)] {
+            let (kind, answer) = subscription();
+            st.add_sub(topic, lossy, kind, Box::new(tx.clone())).expect("open");
+            answers.push(answer);
+        }
         st.try_queue_pub(&publication(b"1")).expect("open");
-        assert!(st.remove_sub(c));
+        assert!(st.remove_sub(3));
         let (pong_tx, pong_rx) = sync_channel(1);
         st.queue_ping(Box::new(pong_tx)).expect("up");
         st.try_queue_pub(&publication(b"2")).expect("open");
@@ -959,13 +989,18 @@ mod tests {
         assert!(st.reconnected(info(4096), 3));
         assert_eq!(
             queued(&st),
-            ["SUB 1 a lossy=false", "SUB 2 b lossy=true", "PING 2", "PUB t [49]", "PUB t [50]"]
+            ["SUB 1 a lossy=false", "SUB 2 b lossy=true", "PING 5", "PUB t [49]", "PUB t [50]"]
         );
         assert_eq!(st.session(), 2);
         assert_eq!(st.info().max_frame, 4096);
         let events: Vec<Event> = events.try_iter().collect();
         assert_eq!(events[0], Event::Disconnected(DisconnectReason::Closed));
         assert!(matches!(events[1], Event::Reconnected { attempts: 3, .. }));
+        // The subscribes of a and b waited across the reconnection.
+        assert_eq!(answers[0].try_recv(), Err(TryRecvError::Empty));
+        server(&mut st, ServerFrame::Pong { nonce: 5 });
+        let answered: Vec<_> = answers.iter().map(Receiver::try_recv).collect();
+        assert_eq!(answered, [Ok(Ok(())), Ok(Ok(())), Err(TryRecvError::Disconnected)]);
     }
 
     #[test]
@@ -1030,64 +1065,106 @@ mod tests {
         assert_eq!(server(&mut st, ServerFrame::Err(fatal)).fatal.map(|e| e.code), Some(9));
     }
 
-    fn sub(st: &mut State, topic: &str, kind: SubKind) -> (u32, Receiver<Message>) {
-        let (tx, rx) = sync_channel(4);
-        let (sid, _) = st.add_sub(topic, false, kind, Box::new(tx)).expect("room");
-        (sid, rx)
+    /// A [`SubKind::Subscription`], and where the broker's answer arrives.
+    fn subscription() -> (SubKind, Receiver<SubAnswer>) {
+        let (tx, rx) = sync_channel(1);
+        (SubKind::Subscription(Box::new(tx)), rx)
     }
 
-    fn ping(st: &mut State) -> u64 {
-        let (tx, _rx) = sync_channel(1);
-        st.queue_ping(Box::new(tx)).expect("up")
+    /// A subscription as `subscribe` makes it: its sid, its messages, and
+    /// where the broker's answer arrives.
+    fn subscribe(st: &mut State, topic: &str) -> (u32, Receiver<Message>, Receiver<SubAnswer>) {
+        let (kind, answer) = subscription();
+        let (tx, rx) = sync_channel(4);
+        let (sid, _) = st.add_sub(topic, false, kind, Box::new(tx)).expect("room");
+        (sid, rx, answer)
+    }
+
+    /// A request's inbox: its sid and its messages.
+    fn inbox(st: &mut State, topic: &str) -> (u32, Receiver<Message>) {
+        let (tx, rx) = sync_channel(4);
+        let (sid, _) = st.add_sub(topic, false, SubKind::Inbox, Box::new(tx)).expect("room");
+        (sid, rx)
     }
 
     const TOO_MANY: ErrFrame<'static> = ErrFrame { code: 101, fatal: false, text: "too many" };
 
+    /// Whether `answer` got the refusal [`TOO_MANY`].
+    fn refused_too_many(answer: &Receiver<SubAnswer>) -> bool {
+        matches!(answer.try_recv(), Ok(Err(e)) if e.code == TOO_MANY.code)
+    }
+
+    #[test]
+    fn every_sub_is_followed_by_a_ping_whose_pong_accepts_it() {
+        let (mut st, _events) = state(1 << 16);
+        let (sid, _rx, answer) = subscribe(&mut st, "t");
+        let (inbox, _i) = inbox(&mut st, "_INBOX.x.1");
+        assert_eq!(
+            queued(&st),
+            [
+                format!("SUB {sid} t lossy=false"),
+                "PING 1".into(),
+                format!("SUB {inbox} _INBOX.x.1 lossy=false"),
+                "PING 2".into()
+            ]
+        );
+        assert_eq!(answer.try_recv(), Err(TryRecvError::Empty));
+        server(&mut st, ServerFrame::Pong { nonce: 1 });
+        assert_eq!(answer.try_recv(), Ok(Ok(())));
+        assert!(st.remove_sub(inbox));
+        server(&mut st, ServerFrame::Pong { nonce: 2 });
+        assert!(st.pending_subs.is_empty());
+    }
+
+    #[test]
+    fn a_subscribe_without_a_session_is_answered_in_the_next_or_ends_with_the_client() {
+        let (mut st, _events) = state(1 << 16);
+        st.connection_lost(DisconnectReason::Closed);
+        let (sid, _rx, answer) = subscribe(&mut st, "t");
+        let sub = format!("SUB {sid} t lossy=false");
+        assert_eq!(queued(&st), [&sub[..]], "no PING without a session");
+        assert!(st.reconnected(info(1 << 20), 1));
+        assert_eq!(queued(&st), [&sub[..], "PING 1"]);
+        server(&mut st, ServerFrame::Pong { nonce: 1 });
+        assert_eq!(answer.try_recv(), Ok(Ok(())));
+        let (_, _rx, unanswered) = subscribe(&mut st, "u");
+        st.give_up("test".into());
+        assert_eq!(unanswered.try_recv(), Err(TryRecvError::Disconnected), "the client closed");
+    }
+
     #[test]
     fn a_refusal_with_one_sub_pending_is_that_subs() {
         let (mut st, _events) = state(1 << 16);
-        let (a, _a) = sub(&mut st, "a", SubKind::Subscription);
-        let nonce = ping(&mut st);
-        server(&mut st, ServerFrame::Pong { nonce });
-        assert_eq!(st.confirmed(a).map_err(|e| e.to_string()), Ok(()));
+        let (a, _a, a_answer) = subscribe(&mut st, "a");
+        server(&mut st, ServerFrame::Pong { nonce: 1 });
+        assert_eq!(a_answer.try_recv(), Ok(Ok(())));
         // Settled by the PONG: a later refusal is the next SUB's.
-        let (b, b_rx) = sub(&mut st, "b", SubKind::Subscription);
-        ping(&mut st);
+        let (b, b_rx, b_answer) = subscribe(&mut st, "b");
         st.out.clear();
         server(&mut st, ServerFrame::Err(TOO_MANY));
         assert!(queued(&st).is_empty(), "no UNSUB for a SUB known refused");
-        assert!(matches!(st.confirmed(b), Err(ClientError::Server(e)) if e.code == 101));
-        assert!(st.confirmed(a).is_ok(), "a stays");
+        assert!(refused_too_many(&b_answer));
+        assert!(st.subs.contains_key(&a) && !st.subs.contains_key(&b), "a stays");
         assert!(b_rx.recv().is_err(), "b's queue ended");
         // An inbox refused alone: the request learns why.
-        let (i, _i_rx) = sub(&mut st, "_INBOX.x.1", SubKind::Inbox);
+        let (i, _i_rx) = inbox(&mut st, "_INBOX.x.1");
         server(&mut st, ServerFrame::Err(TOO_MANY));
         assert_eq!(st.take_refusal(i).map(|e| e.code), Some(101));
     }
 
     #[test]
-    fn an_ambiguous_refusal_gives_up_the_confirming_sub_with_an_unsub() {
+    fn an_ambiguous_refusal_gives_up_the_waiting_sub_with_an_unsub() {
         let (mut st, _events) = state(1 << 16);
-        let (mine, _m) = sub(&mut st, "mine", SubKind::Subscription);
-        let nonce = ping(&mut st);
-        let (inbox, _i) = sub(&mut st, "_INBOX.x.1", SubKind::Inbox);
+        let (mine, _m, answer) = subscribe(&mut st, "mine");
+        let (inbox, _i) = inbox(&mut st, "_INBOX.x.1");
         st.out.clear();
-        // The broker refused one of the two before answering the PING.
+        // The broker refused one of the two before answering the PINGs.
         server(&mut st, ServerFrame::Err(TOO_MANY));
         assert_eq!(queued(&st), [format!("UNSUB {mine}")]);
-        server(&mut st, ServerFrame::Pong { nonce });
-        assert!(matches!(st.confirmed(mine), Err(ClientError::Server(_))));
+        assert!(refused_too_many(&answer));
+        server(&mut st, ServerFrame::Pong { nonce: 2 });
         assert_eq!(st.take_refusal(inbox), None, "the inbox is taken as accepted");
         assert!(st.subs.contains_key(&inbox));
-    }
-
-    #[test]
-    fn inbox_subs_are_followed_by_a_ping_so_they_settle() {
-        let (mut st, _events) = state(1 << 16);
-        let (sid, _rx) = sub(&mut st, "_INBOX.x.1", SubKind::Inbox);
-        assert_eq!(queued(&st), [format!("SUB {sid} _INBOX.x.1 lossy=false"), "PING 1".into()]);
-        assert!(st.remove_sub(sid));
-        server(&mut st, ServerFrame::Pong { nonce: 1 });
         assert!(st.pending_subs.is_empty());
     }
 
@@ -1098,7 +1175,8 @@ mod tests {
         let (tx, _rx) = sync_channel(1);
         assert_eq!(st.queue_ping(Box::new(tx)).err(), Some(Blocked::Full));
         let (tx, _rx) = sync_channel(1);
-        let full = st.add_sub("t", false, SubKind::Subscription, Box::new(tx));
+        let (kind, _answer) = subscription();
+        let full = st.add_sub("t", false, kind, Box::new(tx));
         assert_eq!(full.err(), Some(Blocked::Full));
         assert_eq!(st.pending_flushes(), 0);
         assert!(st.subs.is_empty());
@@ -1186,7 +1264,7 @@ mod tests {
         let (mut st, events) = state(1 << 16);
         let (tx, rx) = sync_channel(1);
         let (sid, counters) =
-            st.add_sub("lossy.t", true, SubKind::Subscription, Box::new(tx)).expect("open");
+            st.add_sub("lossy.t", true, subscription().0, Box::new(tx)).expect("open");
         server(&mut st, ServerFrame::Dropped { sid, count: 5 });
         let msg = |p| ServerFrame::Msg(Msg { sid, topic: "lossy.t", reply_to: "r", payload: p });
         server(&mut st, msg(b"kept"));
@@ -1211,7 +1289,7 @@ mod tests {
     #[test]
     fn a_welcome_in_an_open_session_is_a_protocol_error() {
         let (mut st, _events) = state(1 << 16);
-        let welcome = crate::Welcome {
+        let welcome = corecast_proto::Welcome {
             version: 1,
             max_frame: 1,
             ping_interval_ms: 1,

@@ -3,14 +3,14 @@
 //! Start a broker first (`cargo run --release` at the workspace root), then:
 //!
 //! ```sh
-//! cargo run -p corecast-proto --example publish -- chat.lobby "hello" 3
+//! cargo run -p corecast-client --example publish -- chat.lobby "hello" 3
 //! ```
 //!
 //! Arguments: topic (default `chat.lobby`), message (default `hello`),
 //! count (default 1). `CORECAST_SERVER` overrides the broker address
 //! (default `127.0.0.1:7400`).
 
-use corecast_proto::client::{blocking::Client, ClientError, Options};
+use corecast_client::{blocking::Client, ClientError, Options};
 
 fn main() -> Result<(), ClientError> {
     let mut args = std::env::args().skip(1);

@@ -3,17 +3,17 @@
 //! Start a broker first (`cargo run --release` at the workspace root), then:
 //!
 //! ```sh
-//! cargo run -p corecast-proto --example subscribe -- chat.lobby
+//! cargo run -p corecast-client --example subscribe -- chat.lobby
 //! ```
 //!
 //! and publish from another terminal, for instance with
-//! `cargo run -p corecast-proto --example publish -- chat.lobby hi 5`.
+//! `cargo run -p corecast-client --example publish -- chat.lobby hi 5`.
 //! The example stops after 60 s without messages. `CORECAST_SERVER`
 //! overrides the broker address (default `127.0.0.1:7400`).
 
 use std::time::Duration;
 
-use corecast_proto::client::{blocking::Client, ClientError, Event, Options};
+use corecast_client::{blocking::Client, ClientError, Event, Options};
 
 fn main() -> Result<(), ClientError> {
     let topic = std::env::args().nth(1).unwrap_or_else(|| "chat.lobby".into());

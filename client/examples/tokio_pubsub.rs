@@ -4,7 +4,7 @@
 //! Start a broker first (`cargo run --release` at the workspace root), then:
 //!
 //! ```sh
-//! cargo run -p corecast-proto --features tokio --example tokio_pubsub
+//! cargo run -p corecast-client --features tokio --example tokio_pubsub
 //! ```
 //!
 //! `CORECAST_SERVER` overrides the broker address (default
@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use corecast_proto::client::{tokio::Client, ClientError, Options};
+use corecast_client::{tokio::Client, ClientError, Options};
 
 #[tokio::main]
 async fn main() -> Result<(), ClientError> {

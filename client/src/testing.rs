@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{frame::Welcome, ClientFrame, ServerFrame};
+use corecast_proto::{frame::Welcome, ClientFrame, ServerFrame};
 
 /// What the fake broker does after `WELCOME`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

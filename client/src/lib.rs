@@ -1,11 +1,14 @@
-//! Clients for the corecast broker: a blocking one over `std::net`, and an
-//! async one on tokio (feature `tokio`).
+//! Clients for the corecast broker: a blocking one over `std::net` (feature
+//! `blocking`, on by default), and an async one on tokio (feature `tokio`).
 //!
-//! Both speak the protocol of this crate through the same connection core:
+//! Both speak the protocol of the `corecast-proto` crate through the same
+//! connection core, which does no I/O: what a connection holds and what it
+//! decides live in one place, and each client only reads, writes, waits and
+//! wakes around it.
 //!
-//! - [`blocking::Client`]: a background reader thread and a background
-//!   writer thread; every call blocks the calling thread only. For simple
-//!   programs, tools and tests.
+//! - `blocking::Client` (feature `blocking`): a background reader thread
+//!   and a background writer thread; every call blocks the calling thread
+//!   only. For simple programs, tools and tests.
 //! - `tokio::Client` (feature `tokio`): a reader task and a writer task;
 //!   subscriptions are `futures_core::Stream`s. It depends on tokio alone
 //!   (no glommio, nothing of the broker).
@@ -16,7 +19,7 @@
 //!   [`Options::connect_timeout`]; a refusal (auth failed, server full) is
 //!   [`ClientError::Refused`] with the broker's text.
 //! - **Checks before sending**: topics and reply-tos follow the rules of
-//!   [`crate::topic`] (publishing to a wildcard or a `$` topic is refused
+//!   [`corecast_proto::topic`] (publishing to a wildcard or a `$` topic is refused
 //!   locally), and a payload must fit the broker's `max_frame`.
 //! - **Batched writes**: publications go into a send buffer that a
 //!   background writer empties with one write for everything queued, so a
@@ -50,11 +53,13 @@
 //!   first answer, and unsubscribes the inbox whatever the outcome.
 //!   Version 1 has no wildcard subscriptions, so each request has its own
 //!   inbox subscription; it costs no extra round trip, since a connection's
-//!   frames take effect in order (PROTOCOL.md §6.3). A `PING` nobody waits
-//!   for follows the inbox `SUB`, so that a refusal of it can be told apart.
-//! - **Refusals**: an `ERR` does not say which frame it refuses, and the
-//!   broker may refuse a later frame before it answers an earlier `PING`.
-//!   When a refusal of a `SUB` can only be one subscription's, that
+//!   frames take effect in order (PROTOCOL.md §6.3).
+//! - **Refusals**: every `SUB` is followed by a `PING`; a refusal of the
+//!   `SUB` comes before that `PING`'s `PONG`, so the `PONG` says that the
+//!   broker accepted it, and `subscribe` waits for it (across
+//!   reconnections). An `ERR` does not say which frame it refuses, though,
+//!   and the broker may refuse a later frame before it answers an earlier
+//!   `PING`. When a refusal of a `SUB` can only be one subscription's, that
 //!   subscription fails with [`ClientError::Server`] (`subscribe`, or the
 //!   `request` of an inbox) or ends (one restored after a reconnection).
 //!   When it could be any of several, a `subscribe` still waiting for its
@@ -70,17 +75,22 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use corecast_proto::client::blocking::Client;
+//! use corecast_client::blocking::Client;
 //!
 //! let client = Client::connect("127.0.0.1:7400")?;
 //! let sub = client.subscribe("chat.lobby")?;
 //! client.publish("chat.lobby", "hello")?;
 //! let msg = sub.recv_timeout(Duration::from_secs(1))?.expect("a message");
 //! assert_eq!(&msg.payload[..], b"hello");
-//! # Ok::<(), corecast_proto::client::ClientError>(())
+//! # Ok::<(), corecast_client::ClientError>(())
 //! ```
 
+// Without either client only the types and checks they share are of use;
+// the connection core still compiles, with nobody to call it.
+#![cfg_attr(not(any(feature = "blocking", feature = "tokio")), allow(dead_code))]
+
 mod backoff;
+#[cfg(feature = "blocking")]
 pub mod blocking;
 mod decoder;
 mod error;
@@ -101,7 +111,7 @@ pub use error::{ClientError, ServerError, TopicProblem};
 ///
 /// ```
 /// use std::time::Duration;
-/// use corecast_proto::client::{Backoff, Options};
+/// use corecast_client::{Backoff, Options};
 ///
 /// let options = Options::new()
 ///     .name("billing")
@@ -185,8 +195,8 @@ impl Options {
         self
     }
 
-    /// How long `flush` (and `subscribe`, which flushes) waits for the
-    /// broker's answer.
+    /// How long `flush` and `subscribe` wait for the broker's answer (the
+    /// `PONG` of the `PING` they send).
     pub fn flush_timeout(mut self, timeout: Duration) -> Self {
         self.flush_timeout = timeout;
         self
@@ -233,11 +243,11 @@ impl Options {
 
     /// Checks the limits the protocol puts on the name and the token.
     pub(crate) fn check(&self) -> Result<(), ClientError> {
-        if self.name.len() > crate::MAX_CLIENT_NAME {
+        if self.name.len() > corecast_proto::MAX_CLIENT_NAME {
             return Err(ClientError::InvalidOption(format!(
                 "the client name is {} bytes, more than the {} allowed",
                 self.name.len(),
-                crate::MAX_CLIENT_NAME
+                corecast_proto::MAX_CLIENT_NAME
             )));
         }
         if self.auth_token.len() > usize::from(u16::MAX) {
@@ -414,7 +424,7 @@ pub struct Stats {
 }
 
 /// Checks `topic` as `publish` does before sending: a literal topic that
-/// follows the rules of [`crate::topic`] and does not start with `$`.
+/// follows the rules of [`corecast_proto::topic`] and does not start with `$`.
 ///
 /// # Errors
 /// [`ClientError::InvalidTopic`], saying which rule is broken.
@@ -432,7 +442,7 @@ pub fn validate_reply_to(reply_to: &str) -> Result<(), ClientError> {
 }
 
 /// Checks `topic` as `subscribe` does before sending: the rules of
-/// [`crate::topic`] (whether the broker supports wildcards is its own
+/// [`corecast_proto::topic`] (whether the broker supports wildcards is its own
 /// answer).
 ///
 /// # Errors

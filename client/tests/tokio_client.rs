@@ -11,13 +11,11 @@ use std::{
 
 use common::*;
 use corecast::{Broker, Config};
-use corecast_proto::{
-    client::{
-        tokio::{Client, Subscription},
-        ClientError, DisconnectReason, DropSite, Event, Message, SubscribeOptions,
-    },
-    ErrFrame, ErrorCode, ServerFrame,
+use corecast_client::{
+    tokio::{Client, Subscription},
+    ClientError, DisconnectReason, DropSite, Event, Message, SubscribeOptions,
 };
+use corecast_proto::{ErrFrame, ErrorCode, ServerFrame};
 use futures_core::Stream;
 use tokio::time::timeout;
 
@@ -155,6 +153,30 @@ async fn reconnects_after_a_restart_on_the_same_port_and_restores_subscriptions(
     publisher.publish("restart.topic", "after restart").await.unwrap();
     assert_eq!(&recv(&mut sub).await.payload[..], b"after restart");
     assert_eq!(client.stats().reconnects, 1);
+    drop((sub, client, publisher));
+    stop_broker(broker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribe_while_the_broker_is_down_completes_once_it_is_back() {
+    let broker = start(config());
+    let addr = broker.local_addr();
+    let client = connect(&broker, "patient").await;
+    stop_broker(broker).await;
+    events_until(&client, |e| matches!(e, Event::Disconnected(_))).await;
+    let subscriber = client.clone();
+    let subscribing = tokio::spawn(async move { subscriber.subscribe("later.topic").await });
+    let buffered = async {
+        while client.stats().buffered_bytes == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    timeout(SHORT, buffered).await.expect("the SUB waits in the send buffer");
+    let broker = start_on(addr);
+    let mut sub = subscribing.await.unwrap().unwrap();
+    let publisher = connect(&broker, "pub").await;
+    publisher.publish("later.topic", "arrived").await.unwrap();
+    assert_eq!(&recv(&mut sub).await.payload[..], b"arrived");
     drop((sub, client, publisher));
     stop_broker(broker).await;
 }

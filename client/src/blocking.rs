@@ -8,7 +8,7 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use corecast_proto::client::{blocking::Client, Options};
+//! use corecast_client::{blocking::Client, Options};
 //!
 //! let client = Client::connect_with("127.0.0.1:7400", Options::new().name("example"))?;
 //! let orders = client.subscribe("orders.eu")?;
@@ -17,7 +17,7 @@
 //! for msg in orders.iter().take(1) {
 //!     println!("{}: {:?}", msg.topic, msg.payload);
 //! }
-//! # Ok::<(), corecast_proto::client::ClientError>(())
+//! # Ok::<(), corecast_client::ClientError>(())
 //! ```
 
 use std::{
@@ -31,9 +31,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use corecast_proto::Pub;
+
 use super::{
     decoder::Decoder,
-    session::{self, Retry, Silence, Watch},
+    session::{Handshake, Retry, Silence, Watch},
     state::{
         self, Blocked, FlushEnd, Link, State, SubCounters, SubKind, WriterStep, CLOSE_LINGER,
         WRITE_CHECK,
@@ -41,7 +43,6 @@ use super::{
     ClientError, DisconnectReason, Event, Message, Options, ServerError, ServerInfo, Stats,
     SubscribeOptions,
 };
-use crate::Pub;
 
 /// A connection to a corecast broker. Cloning it is cheap and gives another
 /// handle on the same connection; the connection closes when the last
@@ -217,8 +218,18 @@ impl Client {
         let shared = &self.handle.shared;
         let _serial = shared.subscribe_serial.lock().unwrap_or_else(PoisonError::into_inner);
         let capacity = options.capacity.unwrap_or(shared.options.subscription_capacity);
-        let sub = shared.add_subscription(topic, options.lossy, SubKind::Subscription, capacity)?;
-        shared.confirm(sub.sid)?;
+        let (answer_tx, answer) = mpsc::sync_channel(1);
+        let sub = shared.add_subscription(topic, options.lossy, capacity, || {
+            SubKind::Subscription(Box::new(answer_tx.clone()))
+        })?;
+        drop(answer_tx);
+        let timeout = shared.options.flush_timeout;
+        let answer = match answer.recv_timeout(timeout) {
+            Ok(answer) => Some(answer),
+            Err(RecvTimeoutError::Timeout) => return Err(state::unanswered(timeout)),
+            Err(RecvTimeoutError::Disconnected) => None,
+        };
+        state::subscribed(answer)?;
         Ok(sub)
     }
 
@@ -260,7 +271,7 @@ impl Client {
         let shared = self.shared();
         state::check_publish_target("topic", topic)?;
         let inbox = shared.lock().next_inbox();
-        let replies = shared.add_subscription(&inbox, false, SubKind::Inbox, 1)?;
+        let replies = shared.add_subscription(&inbox, false, 1, || SubKind::Inbox)?;
         shared.publish(&Pub { topic, reply_to: &inbox, payload: payload.as_ref() }, true)?;
         match replies.recv_timeout(timeout) {
             Ok(Some(reply)) => Ok(reply),
@@ -391,16 +402,18 @@ impl Shared {
         self.queue(self.options.send_timeout, wait, |st| st.try_queue_pub(p))
     }
 
+    /// Registers a subscription of the kind `kind` makes (once per attempt,
+    /// since a full send buffer may take several) and queues its `SUB`.
     fn add_subscription(
         self: &Arc<Self>,
         topic: &str,
         lossy: bool,
-        kind: SubKind,
         capacity: usize,
+        kind: impl Fn() -> SubKind,
     ) -> Result<Subscription, ClientError> {
         let (tx, receiver) = mpsc::sync_channel(capacity.max(1));
         let (sid, counters) = self.queue(self.options.send_timeout, true, |st| {
-            st.add_sub(topic, lossy, kind, Box::new(tx.clone()))
+            st.add_sub(topic, lossy, kind(), Box::new(tx.clone()))
         })?;
         Ok(Subscription {
             sid,
@@ -411,21 +424,7 @@ impl Shared {
         })
     }
 
-    /// Flushes until the broker has answered for the `SUB` of `sid`,
-    /// across reconnections.
-    fn confirm(&self, sid: u32) -> Result<(), ClientError> {
-        let deadline = Instant::now() + self.options.flush_timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.ping(left)? {
-                FlushEnd::Pong => return self.lock().confirmed(sid),
-                FlushEnd::Lost => continue,
-                FlushEnd::Closed => return Err(ClientError::Closed),
-            }
-        }
-    }
-
-    /// The broker's refusal of subscription `sid`, if it refused it.
+    /// The broker's refusal of inbox `sid`, if it refused it.
     fn refusal(&self, sid: u32) -> Option<ServerError> {
         self.lock().take_refusal(sid)
     }
@@ -665,61 +664,37 @@ fn is_timeout(e: &io::Error) -> bool {
 
 /// Connects and completes the handshake within the connect timeout.
 fn open(addr: &str, options: &Options) -> Result<Conn, ClientError> {
-    let deadline = Instant::now() + options.connect_timeout;
-    let stream = connect_tcp(addr, options.connect_timeout)?;
+    let mut handshake = Handshake::new(addr, options, Instant::now());
+    let stream = connect_tcp(&handshake)?;
     stream.set_nodelay(true)?;
-    let (decoder, info) = handshake(&stream, addr, options, deadline)?;
-    Ok(Conn { stream: Arc::new(stream), decoder, info })
+    stream.set_write_timeout(Some(handshake.time_left(Instant::now())?))?;
+    let wrote = (&stream).write_all(handshake.hello());
+    handshake.hello_written(wrote);
+    stream.set_write_timeout(None)?;
+    loop {
+        stream.set_read_timeout(Some(handshake.time_left(Instant::now())?))?;
+        let read = (&stream).read(handshake.spare());
+        if let Some(info) = handshake.on_read(read)? {
+            return Ok(Conn { stream: Arc::new(stream), decoder: handshake.into_decoder(), info });
+        }
+    }
 }
 
-fn connect_tcp(addr: &str, timeout: Duration) -> Result<TcpStream, ClientError> {
-    let failed = |source| ClientError::Connect { addr: addr.to_owned(), source };
-    let timed_out = || ClientError::ConnectTimeout { addr: addr.to_owned(), timeout };
-    let candidates: Vec<SocketAddr> = addr.to_socket_addrs().map_err(failed)?.collect();
-    let deadline = Instant::now() + timeout;
+/// Connects to the first of the broker's addresses (what its `host:port`
+/// resolves to) that answers within the time `handshake` has left.
+fn connect_tcp(handshake: &Handshake<'_>) -> Result<TcpStream, ClientError> {
+    let candidates: Vec<SocketAddr> =
+        handshake.addr().to_socket_addrs().map_err(|e| handshake.failed(e))?.collect();
     let mut last = io::Error::new(io::ErrorKind::NotFound, "the address resolved to nothing");
     for candidate in candidates {
-        let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())
-        else {
-            return Err(timed_out());
-        };
-        match TcpStream::connect_timeout(&candidate, left) {
+        match TcpStream::connect_timeout(&candidate, handshake.time_left(Instant::now())?) {
             Ok(stream) => return Ok(stream),
             Err(e) => last = e,
         }
     }
     match last.kind() {
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Err(timed_out()),
-        _ => Err(failed(last)),
-    }
-}
-
-/// Sends `HELLO` and reads the answer.
-fn handshake(
-    stream: &TcpStream,
-    addr: &str,
-    options: &Options,
-    deadline: Instant,
-) -> Result<(Decoder, ServerInfo), ClientError> {
-    let timed_out =
-        || ClientError::ConnectTimeout { addr: addr.to_owned(), timeout: options.connect_timeout };
-    let left = || deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero());
-    stream.set_write_timeout(Some(left().ok_or_else(timed_out)?))?;
-    let wrote = (&*stream).write_all(&session::hello(options));
-    stream.set_write_timeout(None)?;
-    let mut decoder = Decoder::new();
-    loop {
-        if let Some(info) = session::handshake_answer(&mut decoder)? {
-            return Ok((decoder, info));
-        }
-        stream.set_read_timeout(Some(left().ok_or_else(timed_out)?))?;
-        match (&*stream).read(decoder.spare()) {
-            Ok(0) => return Err(session::handshake_eof(addr, wrote)),
-            Ok(n) => decoder.filled(n),
-            Err(e) if is_timeout(&e) => return Err(timed_out()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(source) => return Err(ClientError::Connect { addr: addr.to_owned(), source }),
-        }
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Err(handshake.timed_out()),
+        _ => Err(handshake.failed(last)),
     }
 }
 
@@ -839,7 +814,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::client::testing::{released, Behaviour, FakeBroker};
+    use crate::testing::{released, Behaviour, FakeBroker};
 
     fn options() -> Options {
         Options::new().flush_timeout(Duration::from_millis(200))

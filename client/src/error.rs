@@ -2,7 +2,7 @@
 
 use std::{fmt, io, time::Duration};
 
-use crate::{DecodeError, ErrorCode, TopicError};
+use corecast_proto::{DecodeError, ErrorCode, TopicError};
 
 /// An `ERR` frame sent by the broker, owned.
 #[derive(Debug, Clone, PartialEq, Eq)]

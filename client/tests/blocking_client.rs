@@ -10,13 +10,11 @@ use std::{
 
 use common::*;
 use corecast::Config;
-use corecast_proto::{
-    client::{
-        blocking::{Client, Subscription},
-        ClientError, DisconnectReason, DropSite, Event, Message, SubscribeOptions, TopicProblem,
-    },
-    ErrFrame, ErrorCode, ServerFrame, TopicError,
+use corecast_client::{
+    blocking::{Client, Subscription},
+    ClientError, DisconnectReason, DropSite, Event, Message, SubscribeOptions, TopicProblem,
 };
+use corecast_proto::{ErrFrame, ErrorCode, ServerFrame, TopicError};
 
 const SHORT: Duration = Duration::from_secs(5);
 
@@ -214,6 +212,26 @@ fn reconnects_after_a_restart_on_the_same_port_and_restores_subscriptions() {
     assert_eq!(&recv(&lossy).payload[..], b"lossy too");
     assert_eq!(client.stats().reconnects, 1);
     drop((sub, lossy, client, publisher));
+    stop(broker);
+}
+
+#[test]
+fn a_subscribe_while_the_broker_is_down_completes_once_it_is_back() {
+    let broker = start(config());
+    let addr = broker.local_addr();
+    let client = connect(&broker, "patient");
+    stop(broker);
+    events_until(&client, |e| matches!(e, Event::Disconnected(_)));
+    let subscriber = client.clone();
+    let subscribing = thread::spawn(move || subscriber.subscribe("later.topic"));
+    wait_for("the SUB waits in the send buffer", || client.stats().buffered_bytes > 0);
+    let broker = start_on(addr);
+    let sub = subscribing.join().unwrap().unwrap();
+    let publisher = connect(&broker, "pub");
+    publisher.publish("later.topic", "arrived").unwrap();
+    publisher.flush().unwrap();
+    assert_eq!(&recv(&sub).payload[..], b"arrived");
+    drop((sub, client, publisher));
     stop(broker);
 }
 
