@@ -139,7 +139,7 @@ const PREFETCH_AHEAD: usize = 4;
 fn prefetch_ahead(slots: &Slab<Slot>, mem: &Memory, subs: &[LocalSub], i: usize, shared: bool) {
     if let Some(far) = subs.get(i + 2 * PREFETCH_AHEAD) {
         if let Some(slot) = slots.get(far.key) {
-            crate::prefetch::line(slot);
+            slot.prefetch();
         }
     }
     if let Some(near) = subs.get(i + PREFETCH_AHEAD).and_then(|s| slots.get(s.key)) {

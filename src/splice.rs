@@ -79,6 +79,9 @@ pub(crate) struct Splices {
     head: usize,
     /// Records held.
     len: usize,
+    /// The last chunk, when there is one: appending and prefetching read
+    /// it here rather than from the deque's buffer.
+    last: ChunkId,
 }
 
 impl Splices {
@@ -115,12 +118,14 @@ impl Splices {
     /// Appends a record, taking a reference to its body; false (and nothing
     /// appended) when a chunk for it cannot be had under `charge`.
     pub(crate) fn push(&mut self, mem: &mut Memory, s: Splice, charge: Charge) -> bool {
-        if self.head + self.len == self.chunks.len() * PER_CHUNK {
+        let p = self.head + self.len;
+        if p == self.chunks.len() * PER_CHUNK {
             let Some(id) = mem.take(charge) else { return false };
             self.chunks.push_back(id);
+            self.last = id;
         }
-        let (id, off) = self.place(self.len);
-        s.write(&mut mem.chunk_mut(id)[off..off + STRIDE]);
+        let off = p % PER_CHUNK * STRIDE;
+        s.write(&mut mem.chunk_mut(self.last)[off..off + STRIDE]);
         mem.retain(s.blob.chunk);
         self.len += 1;
         true
@@ -170,16 +175,17 @@ impl Splices {
                 mem.give(id);
             }
         }
-        if self.chunks.is_empty() {
-            self.head = 0;
+        match self.chunks.back() {
+            Some(&id) => self.last = id,
+            None => self.head = 0,
         }
     }
 
     /// Hints the CPU to fetch the line the next record will be written at.
     pub(crate) fn prefetch_tail(&self, mem: &Memory) {
         let p = self.head + self.len;
-        if let Some(&id) = self.chunks.get(p / PER_CHUNK) {
-            crate::prefetch::line(mem.chunk(id)[p % PER_CHUNK * STRIDE..].as_ptr());
+        if p < self.chunks.len() * PER_CHUNK {
+            crate::prefetch::line(mem.chunk(self.last)[p % PER_CHUNK * STRIDE..].as_ptr());
         }
     }
 }
