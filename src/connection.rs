@@ -40,6 +40,8 @@ const DRAIN_READS_PER_POLL: usize = 16;
 /// Slices handed to one `sendmsg` (the kernel takes up to 1024): 2 MiB of
 /// whole chunks, or about 256 messages with shared bodies.
 const SEND_SLICES: usize = 512;
+/// Slices tried first: enough for most flushes, cheap to set up.
+const FEW_SLICES: usize = 32;
 
 /// The task's own state; dropping it frees the slot.
 struct Connection {
@@ -350,14 +352,16 @@ impl Connection {
                 return Ok(());
             }
             let sent = {
-                let mut parts = [IoSlice::new(&[]); SEND_SLICES];
-                let n = slot.out.slices(mem, &mut parts);
-                match send_vectored(&self.stream, &parts[..n]) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        // Arms glommio's wake-up for when the socket has room.
-                        Pin::new(&mut self.stream).poll_write(cx, &parts[0])
-                    }
-                    other => Poll::Ready(other),
+                // Most flushes need few slices: only a long queue pays for
+                // setting up the large array.
+                let mut few = [IoSlice::new(&[]); FEW_SLICES];
+                let n = slot.out.slices(mem, &mut few);
+                if n < FEW_SLICES {
+                    self.send(cx, &few[..n])
+                } else {
+                    let mut many = [IoSlice::new(&[]); SEND_SLICES];
+                    let n = slot.out.slices(mem, &mut many);
+                    self.send(cx, &many[..n])
                 }
             };
             match sent {
@@ -374,6 +378,17 @@ impl Connection {
                     self.release_notices(shard, st);
                 }
             }
+        }
+    }
+
+    /// One `sendmsg` of `parts`; when the socket is full, arms glommio's
+    /// wake-up for when it has room.
+    fn send(&mut self, cx: &mut Context<'_>, parts: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        match send_vectored(&self.stream, parts) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                Pin::new(&mut self.stream).poll_write(cx, &parts[0])
+            }
+            other => Poll::Ready(other),
         }
     }
 
