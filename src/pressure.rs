@@ -22,8 +22,6 @@
 //! finishes their exit (subscriptions, counters) right after the delivery,
 //! since their subscriptions are being walked.
 
-use std::collections::HashSet;
-
 use slab::Slab;
 
 use crate::{
@@ -108,13 +106,17 @@ impl Policy<'_> {
         key: usize,
         len: usize,
     ) -> bool {
-        let mut tried = HashSet::new();
-        while mem.room() < len + crate::memory::CHUNK {
-            let Some(victim) = victim_for(slots, key, &tried) else { return false };
-            tried.insert(victim);
-            self.apply_budget_policy(slots, mem, victim);
+        let fits = |mem: &Memory| mem.room() >= len + crate::memory::CHUNK;
+        if fits(mem) {
+            return true;
         }
-        true
+        for victim in victims_for(slots, key) {
+            self.apply_budget_policy(slots, mem, victim);
+            if fits(mem) {
+                return true;
+            }
+        }
+        false
     }
 
     /// Sheds the queued messages of a connection whose subscriptions are all
@@ -144,30 +146,32 @@ impl Policy<'_> {
     }
 }
 
-/// Who meets the budget policy so that `asker` gets room, if anyone: the
-/// live connection holding the most, among those whose socket refuses
-/// output first (they will not give anything back by themselves), the one
-/// refused longest first among equals. It must hold more than the asker,
-/// unless it is stuck and the asker is not: a subscriber that keeps up
-/// never loses to one that does not.
-fn victim_for(slots: &Slab<Slot>, asker: usize, tried: &HashSet<usize>) -> Option<usize> {
+/// Who meets the budget policy so that `asker` gets room, in order: live
+/// connections whose socket refuses output first (they will not give
+/// anything back by themselves), then by what they hold, the one refused
+/// longest first among equals. Each must hold more than the asker, unless
+/// it is stuck and the asker is not: a subscriber that keeps up never loses
+/// to one that does not. Ranked once, so going through many holders of
+/// shared bodies costs one sort, not a scan per victim.
+fn victims_for(slots: &Slab<Slot>, asker: usize) -> Vec<usize> {
     let rank = |s: &Slot| {
         let since = s.write_blocked_since.map(std::cmp::Reverse);
         (s.write_blocked_since.is_some(), s.held(), since)
     };
-    let (victim, (stuck, held, since)) = slots
-        .iter()
-        .filter(|&(k, s)| k != asker && s.is_live() && !tried.contains(&k))
-        .map(|(k, s)| (k, rank(s)))
-        .filter(|&(_, (_, held, _))| held > 0)
-        .max_by_key(|&(_, r)| r)?;
     let (asker_stuck, mine, asker_since) = slots.get(asker).map_or((false, 0, None), rank);
-    let takes = match (stuck, asker_stuck) {
+    let outranks = |&((stuck, held, since), _): &(_, usize)| match (stuck, asker_stuck) {
         (true, false) => true,
         (false, true) => false,
         _ => held > mine || (held == mine && since > asker_since),
     };
-    takes.then_some(victim)
+    let mut ranked: Vec<_> = slots
+        .iter()
+        .filter(|&(k, s)| k != asker && s.is_live())
+        .map(|(k, s)| (rank(s), k))
+        .filter(|&((_, held, _), _)| held > 0)
+        .collect();
+    ranked.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    ranked.into_iter().take_while(outranks).map(|(_, k)| k).collect()
 }
 
 /// Whether a message of `frame_len` bytes for `subscribers` would run into
