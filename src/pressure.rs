@@ -170,7 +170,7 @@ fn victims_for(slots: &Slab<Slot>, asker: usize) -> Vec<usize> {
         .map(|(k, s)| (rank(s), k))
         .filter(|&((_, held, _), _)| held > 0)
         .collect();
-    ranked.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    ranked.sort_unstable_by_key(|&(rank, _)| std::cmp::Reverse(rank));
     ranked.into_iter().take_while(outranks).map(|(_, k)| k).collect()
 }
 
