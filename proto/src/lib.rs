@@ -10,7 +10,8 @@
 //!   (borrowing, no allocation) and encoded into any [`bytes::BufMut`].
 //! - [`raw`]: splitting a byte stream into length-prefixed frames.
 //! - [`error`]: decode errors and the numbered error codes carried by `ERR`.
-//! - [`topic`]: the rules a topic (and a reply-to) must follow.
+//! - [`topic`]: the rules a topic (and a reply-to) and a queue group name
+//!   must follow.
 //! - [`opcode`]: the opcode and flag numbers.
 //!
 //! Decoding is incremental: "not enough bytes yet" is `Ok(None)`, never an
@@ -29,7 +30,7 @@ mod wire;
 pub use error::{DecodeError, ErrorCode, Field};
 pub use frame::{ClientFrame, ErrFrame, Hello, Msg, Pub, ServerFrame, Sub, Welcome};
 pub use raw::RawFrame;
-pub use topic::{TopicError, TopicKind};
+pub use topic::{QueueGroupError, TopicError, TopicKind};
 
 /// The protocol version this crate speaks, sent in `HELLO` and `WELCOME`.
 pub const VERSION: u16 = 1;
