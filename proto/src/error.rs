@@ -2,7 +2,10 @@
 
 use std::fmt;
 
-/// The numbered error codes of protocol version 1, as carried by `ERR`.
+use crate::header::HeaderError;
+
+/// The numbered error codes of protocol version 1 and 1.1, as carried by
+/// `ERR`.
 ///
 /// Codes below 100 describe a broken session: the server sends them with
 /// `fatal = 1` and closes. Codes from 100 up refuse one frame and leave the
@@ -39,6 +42,9 @@ pub enum ErrorCode {
     /// The server's memory budget cannot hold a frame this connection is
     /// sending (added after version 1.0; see the specification).
     OutOfMemory = 12,
+    /// An `HPUB`'s header block breaks its layout or rules (version 1.1):
+    /// see [`HeaderError`].
+    BadHeader = 13,
     /// A topic or reply-to breaks the topic rules (including bad UTF-8).
     BadTopic = 100,
     /// The connection already holds its maximum number of subscriptions.
@@ -50,14 +56,17 @@ pub enum ErrorCode {
     /// The topic is reserved: topics whose first token starts with `$`
     /// belong to the server and cannot be published to.
     PermissionDenied = 104,
-    /// The frame asks for something this version does not offer yet:
-    /// wildcard subscriptions or queue groups.
+    /// The frame asks for something the session does not offer: in a
+    /// version 1 session, wildcard subscriptions or queue groups.
     Unsupported = 105,
+    /// In a version 1.1 session, `SUB` named a queue group that is not one
+    /// literal token of 1–255 bytes.
+    BadQueueGroup = 106,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 20] = [
         Self::MalformedFrame,
         Self::UnknownOpcode,
         Self::FrameTooLarge,
@@ -70,12 +79,14 @@ impl ErrorCode {
         Self::StaleConnection,
         Self::ShuttingDown,
         Self::OutOfMemory,
+        Self::BadHeader,
         Self::BadTopic,
         Self::TooManySubscriptions,
         Self::DuplicateSid,
         Self::UnknownSid,
         Self::PermissionDenied,
         Self::Unsupported,
+        Self::BadQueueGroup,
     ];
 
     /// The number on the wire.
@@ -108,12 +119,14 @@ impl ErrorCode {
             Self::StaleConnection => "stale connection",
             Self::ShuttingDown => "shutting down",
             Self::OutOfMemory => "out of memory",
+            Self::BadHeader => "bad header",
             Self::BadTopic => "bad topic",
             Self::TooManySubscriptions => "too many subscriptions",
             Self::DuplicateSid => "duplicate sid",
             Self::UnknownSid => "unknown sid",
             Self::PermissionDenied => "permission denied",
             Self::Unsupported => "unsupported",
+            Self::BadQueueGroup => "bad queue group",
         }
     }
 }
@@ -192,6 +205,11 @@ pub enum DecodeError {
         /// The limit.
         max: usize,
     },
+    /// The header block of an `HPUB` or `HMSG` breaks its layout or rules
+    /// (version 1.1). Its length running past the end of the frame is
+    /// [`DecodeError::Truncated`] instead, like any other length.
+    #[error("bad header block: {0}")]
+    BadHeader(HeaderError),
 }
 
 impl DecodeError {
@@ -201,6 +219,7 @@ impl DecodeError {
             Self::FrameTooLarge { .. } => ErrorCode::FrameTooLarge,
             Self::UnknownOpcode(_) => ErrorCode::UnknownOpcode,
             Self::BadUtf8(Field::Topic | Field::ReplyTo) => ErrorCode::BadTopic,
+            Self::BadHeader(_) => ErrorCode::BadHeader,
             _ => ErrorCode::MalformedFrame,
         }
     }

@@ -1,4 +1,5 @@
-//! The corecast wire protocol, version 1: a sans-I/O codec.
+//! The corecast wire protocol, version 1 and its extension 1.1: a sans-I/O
+//! codec.
 //!
 //! The codec reads no sockets and no clocks. It turns bytes into frames and
 //! frames into bytes, and it is the whole contract between a corecast broker
@@ -7,10 +8,16 @@
 //! implementation can replay.
 //!
 //! - [`frame`]: the frames of both directions, decoded from a byte slice
-//!   (borrowing, no allocation) and encoded into any [`bytes::BufMut`].
+//!   (borrowing, no allocation) and encoded into any [`bytes::BufMut`]:
+//!   [`ClientFrame`] and [`ServerFrame`] for version 1 exactly,
+//!   [`ClientFrame11`] and [`ServerFrame11`] for version 1.1, which adds
+//!   headers (`HPUB`, `HMSG`), requests (`NO_RESPONDERS`) and the `HELLO` and
+//!   `WELCOME` flags that negotiate a 1.1 session.
+//! - [`header`]: the header block of `HPUB` and `HMSG`.
 //! - [`raw`]: splitting a byte stream into length-prefixed frames.
 //! - [`error`]: decode errors and the numbered error codes carried by `ERR`.
-//! - [`topic`]: the rules a topic (and a reply-to) must follow.
+//! - [`topic`]: the rules a topic (and a reply-to) and a queue group name
+//!   must follow.
 //! - [`opcode`]: the opcode and flag numbers.
 //!
 //! Decoding is incremental: "not enough bytes yet" is `Ok(None)`, never an
@@ -21,17 +28,24 @@
 
 pub mod error;
 pub mod frame;
+pub mod header;
 pub mod opcode;
 pub mod raw;
 pub mod topic;
 mod wire;
 
 pub use error::{DecodeError, ErrorCode, Field};
-pub use frame::{ClientFrame, ErrFrame, Hello, Msg, Pub, ServerFrame, Sub, Welcome};
+pub use frame::{
+    ClientFrame, ClientFrame11, ErrFrame, HMsg, HPub, Hello, Msg, Pub, ServerFrame, ServerFrame11,
+    Sub, Welcome,
+};
+pub use header::{HeaderBlock, HeaderError, Headers};
 pub use raw::RawFrame;
-pub use topic::{TopicError, TopicKind};
+pub use topic::{QueueGroupError, TopicError, TopicKind};
 
 /// The protocol version this crate speaks, sent in `HELLO` and `WELCOME`.
+/// Version 1.1 is not a different number: it is negotiated with flag bits
+/// of `HELLO` and `WELCOME` ([`opcode::HELLO_FLAG_V1_1`]).
 pub const VERSION: u16 = 1;
 
 /// Bytes of the length prefix in front of every frame.

@@ -6,9 +6,15 @@
 //! are wildcard tokens and may only stand as whole tokens; version 1 brokers
 //! refuse them in `PUB` and do not support them in `SUB` yet. A topic whose
 //! first character is `$` is reserved for the server.
+//!
+//! A queue group name is a single literal token: 1–255 bytes, no `.`, no `*`
+//! or `>`, and no white-space or control character.
 
 /// Longest topic, in bytes.
 pub const MAX_TOPIC_LEN: usize = 255;
+
+/// Longest queue group name, in bytes (its length travels in one byte).
+pub const MAX_QUEUE_GROUP_LEN: usize = 255;
 
 /// What a syntactically valid topic is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +48,21 @@ pub enum TopicError {
     TailNotLast,
 }
 
+/// How a queue group name breaks the rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueGroupError {
+    /// The name is empty.
+    #[error("queue group is empty")]
+    Empty,
+    /// The name is longer than 255 bytes.
+    #[error("queue group is {0} bytes, more than 255")]
+    TooLong(usize),
+    /// A `.`, `*`, `>`, white-space or control character: the name must be
+    /// one literal token.
+    #[error("queue group contains the forbidden character {0:?}")]
+    ForbiddenChar(char),
+}
+
 /// Checks `topic` against the rules and says whether it is a wildcard.
 pub fn validate(topic: &str) -> Result<TopicKind, TopicError> {
     if topic.is_empty() {
@@ -50,7 +71,9 @@ pub fn validate(topic: &str) -> Result<TopicKind, TopicError> {
     if topic.len() > MAX_TOPIC_LEN {
         return Err(TopicError::TooLong(topic.len()));
     }
-    check_chars(topic)?;
+    if let Some(c) = forbidden_char(topic) {
+        return Err(TopicError::ForbiddenChar(c));
+    }
     let mut kind = TopicKind::Literal;
     let mut tokens = topic.split('.').peekable();
     while let Some(token) = tokens.next() {
@@ -71,18 +94,30 @@ pub fn is_reserved(topic: &str) -> bool {
     topic.starts_with('$')
 }
 
-fn check_chars(topic: &str) -> Result<(), TopicError> {
-    if topic.is_ascii() {
-        // ASCII white space and control characters are exactly these bytes.
-        return match topic.bytes().find(|&b| b <= b' ' || b == 0x7f) {
-            Some(b) => Err(TopicError::ForbiddenChar(char::from(b))),
-            None => Ok(()),
-        };
+/// Checks a queue group name: one literal token of 1–255 bytes.
+pub fn validate_queue_group(name: &str) -> Result<(), QueueGroupError> {
+    if name.is_empty() {
+        return Err(QueueGroupError::Empty);
     }
-    match topic.chars().find(|c| c.is_whitespace() || c.is_control()) {
-        Some(c) => Err(TopicError::ForbiddenChar(c)),
+    if name.len() > MAX_QUEUE_GROUP_LEN {
+        return Err(QueueGroupError::TooLong(name.len()));
+    }
+    if let Some(c) = name.chars().find(|c| matches!(c, '.' | '*' | '>')) {
+        return Err(QueueGroupError::ForbiddenChar(c));
+    }
+    match forbidden_char(name) {
+        Some(c) => Err(QueueGroupError::ForbiddenChar(c)),
         None => Ok(()),
     }
+}
+
+/// The first white-space or control character in `s`, if any.
+fn forbidden_char(s: &str) -> Option<char> {
+    if s.is_ascii() {
+        // ASCII white space and control characters are exactly these bytes.
+        return s.bytes().find(|&b| b <= b' ' || b == 0x7f).map(char::from);
+    }
+    s.chars().find(|c| c.is_whitespace() || c.is_control())
 }
 
 #[cfg(test)]
@@ -130,5 +165,31 @@ mod tests {
     #[test]
     fn exactly_255_bytes_pass() {
         assert_eq!(validate(&"a".repeat(255)), Ok(TopicKind::Literal));
+    }
+
+    #[test]
+    fn queue_groups_are_one_literal_token() {
+        for name in ["workers", "q", "eu-west_1", "é", "$SYS", &"a".repeat(255)] {
+            assert_eq!(validate_queue_group(name), Ok(()), "{name}");
+        }
+    }
+
+    #[test]
+    fn bad_queue_groups_fail() {
+        let long = "a".repeat(256);
+        let cases = [
+            ("", QueueGroupError::Empty),
+            (long.as_str(), QueueGroupError::TooLong(256)),
+            ("a.b", QueueGroupError::ForbiddenChar('.')),
+            ("*", QueueGroupError::ForbiddenChar('*')),
+            (">", QueueGroupError::ForbiddenChar('>')),
+            ("w*", QueueGroupError::ForbiddenChar('*')),
+            ("a b", QueueGroupError::ForbiddenChar(' ')),
+            ("a\0", QueueGroupError::ForbiddenChar('\0')),
+            ("é\u{2003}", QueueGroupError::ForbiddenChar('\u{2003}')),
+        ];
+        for (name, want) in cases {
+            assert_eq!(validate_queue_group(name), Err(want), "{name:?}");
+        }
     }
 }

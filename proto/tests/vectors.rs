@@ -2,12 +2,19 @@
 //!
 //! The expected frames are built from the JSON, never from the codec's own
 //! output, so a change of layout on either side makes these tests fail.
+//!
+//! Every vector is replayed against both decoders of its direction: the
+//! version 1 decoder (`ClientFrame`, `ServerFrame`) and the 1.1 decoder
+//! (`ClientFrame11`, `ServerFrame11`). A vector without `since` holds for
+//! both alike. A vector with `"since": "1.1"` holds for the 1.1 decoder, and
+//! the version 1 decoder reads its bytes as the version 1 frame with the
+//! same bytes if there is one, and refuses them otherwise.
 
 #![allow(clippy::unwrap_used)]
 
 use corecast_proto::{
-    opcode, ClientFrame, DecodeError, ErrFrame, ErrorCode, Hello, Msg, Pub, ServerFrame, Sub,
-    Welcome,
+    opcode, ClientFrame, ClientFrame11, DecodeError, ErrFrame, ErrorCode, HMsg, HPub, HeaderError,
+    Headers, Hello, Msg, Pub, ServerFrame, ServerFrame11, Sub, Welcome,
 };
 use serde_json::{Map, Value};
 
@@ -26,13 +33,15 @@ enum Dir {
 #[derive(Debug)]
 enum Expect<'v> {
     Frame(&'v Map<String, Value>),
-    Error { variant: &'v str, code: u16, field: Option<&'v str> },
+    Error { variant: &'v str, code: u16, field: Option<&'v str>, detail: Option<&'v str> },
     Incomplete,
 }
 
 #[derive(Debug)]
 struct Vector<'v> {
     name: &'v str,
+    /// `"since": "1.1"`: a vector of version 1.1 (section 13).
+    v11: bool,
     dir: Dir,
     bytes: Vec<u8>,
     max_frame: u32,
@@ -84,9 +93,28 @@ fn parse_vector(v: &Value) -> Vector<'_> {
     let name = str_of(obj, "name", "vector");
     only_keys(
         obj,
-        &["name", "direction", "hex", "max_frame", "frame", "error", "code", "field", "incomplete"],
+        &[
+            "name",
+            "since",
+            "direction",
+            "hex",
+            "max_frame",
+            "frame",
+            "error",
+            "code",
+            "field",
+            "detail",
+            "incomplete",
+        ],
         name,
     );
+    let v11 = match obj.get("since") {
+        None => false,
+        Some(_) => {
+            assert_eq!(str_of(obj, "since", name), "1.1", "{name}: since");
+            true
+        }
+    };
     let dir = match str_of(obj, "direction", name) {
         "client" => Dir::Client,
         "server" => Dir::Server,
@@ -99,22 +127,26 @@ fn parse_vector(v: &Value) -> Vector<'_> {
     };
     let kinds = ["frame", "error", "incomplete"].iter().filter(|k| obj.contains_key(**k)).count();
     assert_eq!(kinds, 1, "{name}: needs exactly one of frame, error, incomplete");
+    let common = ["name", "since", "direction", "hex", "max_frame"];
+    let with =
+        |more: &[&'static str]| -> Vec<&str> { common.iter().chain(more).copied().collect() };
     let expect = if let Some(frame) = obj.get("frame") {
-        only_keys(obj, &["name", "direction", "hex", "max_frame", "frame"], name);
+        only_keys(obj, &with(&["frame"]), name);
         Expect::Frame(frame.as_object().unwrap_or_else(|| panic!("{name}: frame is no object")))
     } else if obj.contains_key("error") {
-        only_keys(obj, &["name", "direction", "hex", "max_frame", "error", "code", "field"], name);
+        only_keys(obj, &with(&["error", "code", "field", "detail"]), name);
         Expect::Error {
             variant: str_of(obj, "error", name),
             code: u16_of(obj, "code", name),
             field: obj.get("field").map(|_| str_of(obj, "field", name)),
+            detail: obj.get("detail").map(|_| str_of(obj, "detail", name)),
         }
     } else {
-        only_keys(obj, &["name", "direction", "hex", "max_frame", "incomplete"], name);
+        only_keys(obj, &with(&["incomplete"]), name);
         assert!(bool_of(obj, "incomplete", name), "{name}: incomplete must be true");
         Expect::Incomplete
     };
-    Vector { name, dir, bytes, max_frame, expect }
+    Vector { name, v11, dir, bytes, max_frame, expect }
 }
 
 fn with_vectors(f: impl FnOnce(&[Vector<'_>])) {
@@ -139,19 +171,178 @@ fn blob(f: &Map<String, Value>, ctx: &str) -> Vec<u8> {
     Vec::new()
 }
 
+/// The `headers` of an `HPUB` or `HMSG`: `[[key, value], ...]`.
+fn header_pairs<'v>(f: &'v Map<String, Value>, ctx: &str) -> Vec<(&'v str, &'v str)> {
+    let list = f.get("headers").and_then(Value::as_array);
+    let list = list.unwrap_or_else(|| panic!("{ctx}: headers must be an array"));
+    list.iter()
+        .map(|pair| match pair.as_array().map(Vec::as_slice) {
+            Some([Value::String(k), Value::String(v)]) => (k.as_str(), v.as_str()),
+            _ => panic!("{ctx}: a header is [key, value], not {pair}"),
+        })
+        .collect()
+}
+
+/// The header block of `pairs` as section 13.6 lays it out, encoded here
+/// rather than by the codec.
+fn block_of(pairs: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = vec![u8::try_from(pairs.len()).unwrap()];
+    for (k, v) in pairs {
+        out.push(u8::try_from(k.len()).unwrap());
+        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(&u16::try_from(v.len()).unwrap().to_le_bytes());
+        out.extend_from_slice(v.as_bytes());
+    }
+    out
+}
+
+/// What an expected frame borrows: its byte string and its header block.
+struct Owned {
+    blob: Vec<u8>,
+    block: Vec<u8>,
+}
+
+impl Owned {
+    fn of(f: &Map<String, Value>, ctx: &str) -> Self {
+        let block =
+            if f.contains_key("headers") { block_of(&header_pairs(f, ctx)) } else { Vec::new() };
+        Self { blob: blob(f, ctx), block }
+    }
+
+    fn headers(&self, ctx: &str) -> Headers<'_> {
+        Headers::parse(&self.block).unwrap_or_else(|e| panic!("{ctx}: headers: {e}"))
+    }
+}
+
+/// The keys of a frame object: those of version 1, plus the 1.1 flags of
+/// its type in a 1.1 vector; `None` for a type version 1 does not have.
+fn keys_of(ty: &str, dir: Dir, v11: bool) -> Option<Vec<&'static str>> {
+    let (v1, flags): (&[&str], &[&str]) = match (dir, ty) {
+        (Dir::Client, "HELLO") => (&["type", "version", "name", "token"], &["v1_1", "no_echo"]),
+        (_, "PING" | "PONG") => (&["type", "nonce"], &[]),
+        (Dir::Client, "SUB") => (&["type", "sid", "topic", "queue_group", "lossy"], &[]),
+        (Dir::Client, "UNSUB") => (&["type", "sid"], &[]),
+        (Dir::Client, "PUB") => (&["type", "topic", "reply_to", "payload"], &["request"]),
+        (Dir::Client, "STATS") => (&["type", "nonce"], &[]),
+        (Dir::Server, "WELCOME") => (
+            &[
+                "type",
+                "version",
+                "max_frame",
+                "ping_interval_ms",
+                "core_id",
+                "connection_id",
+                "server_name",
+            ],
+            &["v1_1"],
+        ),
+        (Dir::Server, "MSG") => (&["type", "sid", "topic", "reply_to", "payload"], &[]),
+        (Dir::Server, "DROPPED") => (&["type", "sid", "count"], &[]),
+        (Dir::Server, "ERR") => (&["type", "code", "fatal", "text"], &[]),
+        (Dir::Server, "GOAWAY") => (&["type", "reason", "grace_ms"], &[]),
+        (Dir::Server, "STATS_REPLY") => (&["type", "nonce", "json"], &[]),
+        (_, "HPUB" | "HMSG" | "NO_RESPONDERS") if !v11 => return None,
+        (Dir::Client, "HPUB") => {
+            (&["type", "topic", "reply_to", "headers", "payload", "request"], &[])
+        }
+        (Dir::Server, "HMSG") => (&["type", "sid", "topic", "reply_to", "headers", "payload"], &[]),
+        (Dir::Server, "NO_RESPONDERS") => (&["type", "topic", "reply_to"], &[]),
+        _ => return None,
+    };
+    let flags = if v11 { flags } else { &[] };
+    Some(v1.iter().chain(flags).copied().collect())
+}
+
+fn check_keys(f: &Map<String, Value>, dir: Dir, v11: bool, ctx: &str) {
+    let ty = str_of(f, "type", ctx);
+    let keys = keys_of(ty, dir, v11).unwrap_or_else(|| panic!("{ctx}: {ty} is no {dir:?} frame"));
+    only_keys(f, &keys, ctx);
+    assert_eq!(f.len(), keys.len(), "{ctx}: {ty} needs the fields {keys:?}");
+}
+
+/// A 1.1 flag of the frame: read in a 1.1 vector, absent (and clear) in a
+/// version 1 vector.
+fn flag_of(f: &Map<String, Value>, key: &str, v11: bool, ctx: &str) -> bool {
+    v11 && bool_of(f, key, ctx)
+}
+
+fn expected_client11<'a>(
+    f: &'a Map<String, Value>,
+    own: &'a Owned,
+    v11: bool,
+    ctx: &str,
+) -> ClientFrame11<'a> {
+    check_keys(f, Dir::Client, v11, ctx);
+    match str_of(f, "type", ctx) {
+        "HELLO" => ClientFrame11::Hello {
+            hello: Hello {
+                version: u16_of(f, "version", ctx),
+                name: str_of(f, "name", ctx),
+                token: &own.blob,
+            },
+            v1_1: flag_of(f, "v1_1", v11, ctx),
+            no_echo: flag_of(f, "no_echo", v11, ctx),
+        },
+        "PUB" => ClientFrame11::Pub {
+            publish: Pub {
+                topic: str_of(f, "topic", ctx),
+                reply_to: str_of(f, "reply_to", ctx),
+                payload: &own.blob,
+            },
+            request: flag_of(f, "request", v11, ctx),
+        },
+        "HPUB" => ClientFrame11::HPub(HPub {
+            topic: str_of(f, "topic", ctx),
+            reply_to: str_of(f, "reply_to", ctx),
+            headers: own.headers(ctx),
+            payload: &own.blob,
+            request: bool_of(f, "request", ctx),
+        }),
+        _ => expected_client(f, &own.blob, ctx).into(),
+    }
+}
+
+fn expected_server11<'a>(
+    f: &'a Map<String, Value>,
+    own: &'a Owned,
+    v11: bool,
+    ctx: &str,
+) -> ServerFrame11<'a> {
+    check_keys(f, Dir::Server, v11, ctx);
+    match str_of(f, "type", ctx) {
+        "WELCOME" => ServerFrame11::Welcome {
+            welcome: welcome_of(f, ctx),
+            v1_1: flag_of(f, "v1_1", v11, ctx),
+        },
+        "HMSG" => ServerFrame11::HMsg(HMsg {
+            sid: u32_of(f, "sid", ctx),
+            topic: str_of(f, "topic", ctx),
+            reply_to: str_of(f, "reply_to", ctx),
+            headers: own.headers(ctx),
+            payload: &own.blob,
+        }),
+        "NO_RESPONDERS" => ServerFrame11::NoResponders {
+            topic: str_of(f, "topic", ctx),
+            reply_to: str_of(f, "reply_to", ctx),
+        },
+        _ => expected_server(f, &own.blob, ctx).into(),
+    }
+}
+
+fn welcome_of<'a>(f: &'a Map<String, Value>, ctx: &str) -> Welcome<'a> {
+    Welcome {
+        version: u16_of(f, "version", ctx),
+        max_frame: u32_of(f, "max_frame", ctx),
+        ping_interval_ms: u32_of(f, "ping_interval_ms", ctx),
+        core_id: u16_of(f, "core_id", ctx),
+        connection_id: uint_of(f, "connection_id", ctx),
+        server_name: str_of(f, "server_name", ctx),
+    }
+}
+
+/// The version 1 frame of a version 1 vector's fields.
 fn expected_client<'a>(f: &'a Map<String, Value>, blob: &'a [u8], ctx: &str) -> ClientFrame<'a> {
     let ty = str_of(f, "type", ctx);
-    let keys: &[&str] = match ty {
-        "HELLO" => &["type", "version", "name", "token"],
-        "PING" | "PONG" => &["type", "nonce"],
-        "SUB" => &["type", "sid", "topic", "queue_group", "lossy"],
-        "UNSUB" => &["type", "sid"],
-        "PUB" => &["type", "topic", "reply_to", "payload"],
-        "STATS" => &["type", "nonce"],
-        other => panic!("{ctx}: {other} is not a client frame"),
-    };
-    only_keys(f, keys, ctx);
-    assert_eq!(f.len(), keys.len(), "{ctx}: {ty} needs the fields {keys:?}");
     match ty {
         "HELLO" => ClientFrame::Hello(Hello {
             version: u16_of(f, "version", ctx),
@@ -168,45 +359,20 @@ fn expected_client<'a>(f: &'a Map<String, Value>, blob: &'a [u8], ctx: &str) -> 
         }),
         "UNSUB" => ClientFrame::Unsub { sid: u32_of(f, "sid", ctx) },
         "STATS" => ClientFrame::Stats { nonce: uint_of(f, "nonce", ctx) },
-        _ => ClientFrame::Pub(Pub {
+        "PUB" => ClientFrame::Pub(Pub {
             topic: str_of(f, "topic", ctx),
             reply_to: str_of(f, "reply_to", ctx),
             payload: blob,
         }),
+        other => panic!("{ctx}: {other} is not a version 1 client frame"),
     }
 }
 
+/// The version 1 frame of a version 1 vector's fields.
 fn expected_server<'a>(f: &'a Map<String, Value>, blob: &'a [u8], ctx: &str) -> ServerFrame<'a> {
     let ty = str_of(f, "type", ctx);
-    let keys: &[&str] = match ty {
-        "WELCOME" => &[
-            "type",
-            "version",
-            "max_frame",
-            "ping_interval_ms",
-            "core_id",
-            "connection_id",
-            "server_name",
-        ],
-        "PING" | "PONG" => &["type", "nonce"],
-        "MSG" => &["type", "sid", "topic", "reply_to", "payload"],
-        "DROPPED" => &["type", "sid", "count"],
-        "ERR" => &["type", "code", "fatal", "text"],
-        "GOAWAY" => &["type", "reason", "grace_ms"],
-        "STATS_REPLY" => &["type", "nonce", "json"],
-        other => panic!("{ctx}: {other} is not a server frame"),
-    };
-    only_keys(f, keys, ctx);
-    assert_eq!(f.len(), keys.len(), "{ctx}: {ty} needs the fields {keys:?}");
     match ty {
-        "WELCOME" => ServerFrame::Welcome(Welcome {
-            version: u16_of(f, "version", ctx),
-            max_frame: u32_of(f, "max_frame", ctx),
-            ping_interval_ms: u32_of(f, "ping_interval_ms", ctx),
-            core_id: u16_of(f, "core_id", ctx),
-            connection_id: uint_of(f, "connection_id", ctx),
-            server_name: str_of(f, "server_name", ctx),
-        }),
+        "WELCOME" => ServerFrame::Welcome(welcome_of(f, ctx)),
         "PING" => ServerFrame::Ping { nonce: uint_of(f, "nonce", ctx) },
         "PONG" => ServerFrame::Pong { nonce: uint_of(f, "nonce", ctx) },
         "MSG" => ServerFrame::Msg(Msg {
@@ -227,22 +393,31 @@ fn expected_server<'a>(f: &'a Map<String, Value>, blob: &'a [u8], ctx: &str) -> 
             nonce: uint_of(f, "nonce", ctx),
             json: str_of(f, "json", ctx),
         },
-        _ => ServerFrame::GoAway {
+        "GOAWAY" => ServerFrame::GoAway {
             reason: u16_of(f, "reason", ctx),
             grace_ms: u32_of(f, "grace_ms", ctx),
         },
+        other => panic!("{ctx}: {other} is not a version 1 server frame"),
     }
 }
 
 // ------------------------------------------------- direction-agnostic
 
-#[derive(Debug, PartialEq, Eq)]
+/// A frame as the 1.1 decoder of its direction reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Frame<'a> {
+    Client(ClientFrame11<'a>),
+    Server(ServerFrame11<'a>),
+}
+
+/// A frame as the version 1 decoder of its direction reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum V1Frame<'a> {
     Client(ClientFrame<'a>),
     Server(ServerFrame<'a>),
 }
 
-impl Frame<'_> {
+impl<'a> Frame<'a> {
     fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         match self {
@@ -258,16 +433,70 @@ impl Frame<'_> {
             Self::Server(f) => f.encoded_len(),
         }
     }
+
+    fn to_v1(self) -> Option<V1Frame<'a>> {
+        match self {
+            Self::Client(f) => f.to_v1().map(V1Frame::Client),
+            Self::Server(f) => f.to_v1().map(V1Frame::Server),
+        }
+    }
+
+    /// The header block of an `HPUB` or `HMSG`.
+    fn headers(&self) -> Option<Headers<'a>> {
+        match *self {
+            Self::Client(ClientFrame11::HPub(h)) => Some(h.headers),
+            Self::Server(ServerFrame11::HMsg(m)) => Some(m.headers),
+            _ => None,
+        }
+    }
 }
 
+impl<'a> V1Frame<'a> {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        match self {
+            Self::Client(f) => f.encode(&mut out),
+            Self::Server(f) => f.encode(&mut out),
+        }
+        out
+    }
+
+    fn encoded_len(&self) -> usize {
+        match self {
+            Self::Client(f) => f.encoded_len(),
+            Self::Server(f) => f.encoded_len(),
+        }
+    }
+
+    fn into11(self) -> Frame<'a> {
+        match self {
+            Self::Client(f) => Frame::Client(f.into()),
+            Self::Server(f) => Frame::Server(f.into()),
+        }
+    }
+}
+
+/// Decodes with the 1.1 decoder of `dir`.
 fn decode<'a>(
     dir: Dir,
     src: &mut &'a [u8],
     max_frame: u32,
 ) -> Result<Option<Frame<'a>>, DecodeError> {
     Ok(match dir {
-        Dir::Client => ClientFrame::decode(src, max_frame)?.map(Frame::Client),
-        Dir::Server => ServerFrame::decode(src, max_frame)?.map(Frame::Server),
+        Dir::Client => ClientFrame11::decode(src, max_frame)?.map(Frame::Client),
+        Dir::Server => ServerFrame11::decode(src, max_frame)?.map(Frame::Server),
+    })
+}
+
+/// Decodes with the version 1 decoder of `dir`.
+fn decode_v1<'a>(
+    dir: Dir,
+    src: &mut &'a [u8],
+    max_frame: u32,
+) -> Result<Option<V1Frame<'a>>, DecodeError> {
+    Ok(match dir {
+        Dir::Client => ClientFrame::decode(src, max_frame)?.map(V1Frame::Client),
+        Dir::Server => ServerFrame::decode(src, max_frame)?.map(V1Frame::Server),
     })
 }
 
@@ -282,6 +511,7 @@ fn variant(e: &DecodeError) -> &'static str {
         DecodeError::BadUtf8(_) => "BadUtf8",
         DecodeError::BadBool(_) => "BadBool",
         DecodeError::TooLong { .. } => "TooLong",
+        DecodeError::BadHeader(_) => "BadHeader",
         _ => "(a variant these tests do not know)",
     }
 }
@@ -295,9 +525,27 @@ fn error_field(e: &DecodeError) -> Option<String> {
     }
 }
 
+/// The name of a [`HeaderError`] variant, as `detail` has it.
+fn header_error_name(e: &HeaderError) -> String {
+    let debug = format!("{e:?}");
+    debug.split('(').next().unwrap().to_owned()
+}
+
+fn error_detail(e: &DecodeError) -> Option<String> {
+    match e {
+        DecodeError::BadHeader(h) => Some(header_error_name(h)),
+        _ => None,
+    }
+}
+
 /// Errors raised from the length prefix alone, before the frame is cut off.
 fn is_prefix_error(e: &DecodeError) -> bool {
     matches!(e, DecodeError::FrameTooShort(_) | DecodeError::FrameTooLarge { .. })
+}
+
+/// How the version 1 decoder refuses the bytes of a 1.1 frame.
+fn is_refusal_of_v11(e: &DecodeError) -> bool {
+    matches!(e, DecodeError::UnknownOpcode(_) | DecodeError::ReservedFlags { .. })
 }
 
 // ---------------------------------------------------------------- tests
@@ -311,6 +559,14 @@ fn file_is_well_formed() {
         let before = names.len();
         names.dedup();
         assert_eq!(names.len(), before, "vector names must be unique");
+        // The vectors of 1.1 follow all those of version 1.
+        let first = vectors.iter().position(|v| v.v11).expect("1.1 vectors");
+        assert!(vectors[first..].iter().all(|v| v.v11), "a version 1 vector after a 1.1 one");
+        for v in vectors {
+            let detail = matches!(v.expect, Expect::Error { detail: Some(_), .. });
+            let header = matches!(v.expect, Expect::Error { variant: "BadHeader", .. });
+            assert_eq!(detail, header, "{}: detail goes with BadHeader, and only there", v.name);
+        }
     });
 }
 
@@ -323,11 +579,13 @@ fn valid_vectors_decode_and_reencode() {
                 continue;
             };
             let ctx = v.name;
-            let blob = blob(fields, ctx);
+            let own = Owned::of(fields, ctx);
             let want = match v.dir {
-                Dir::Client => Frame::Client(expected_client(fields, &blob, ctx)),
-                Dir::Server => Frame::Server(expected_server(fields, &blob, ctx)),
+                Dir::Client => Frame::Client(expected_client11(fields, &own, v.v11, ctx)),
+                Dir::Server => Frame::Server(expected_server11(fields, &own, v.v11, ctx)),
             };
+
+            // The 1.1 decoder and encoder.
             let mut src = v.bytes.as_slice();
             let got = decode(v.dir, &mut src, v.max_frame)
                 .unwrap_or_else(|e| panic!("{ctx}: decode failed: {e}"))
@@ -337,6 +595,38 @@ fn valid_vectors_decode_and_reencode() {
             assert_eq!(want.encode(), v.bytes, "{ctx}: encoding the expected frame");
             assert_eq!(got.encode(), v.bytes, "{ctx}: re-encoding the decoded frame");
             assert_eq!(want.encoded_len(), v.bytes.len(), "{ctx}: encoded_len");
+            if let Some(headers) = got.headers() {
+                let pairs: Vec<(&str, &str)> = headers.iter().collect();
+                assert_eq!(pairs, header_pairs(fields, ctx), "{ctx}: headers in order");
+                assert_eq!(headers.len(), pairs.len(), "{ctx}: header count");
+            }
+
+            // The version 1 decoder and encoder.
+            let want_v1 = if v.v11 {
+                want.to_v1()
+            } else {
+                let v1 = match v.dir {
+                    Dir::Client => V1Frame::Client(expected_client(fields, &own.blob, ctx)),
+                    Dir::Server => V1Frame::Server(expected_server(fields, &own.blob, ctx)),
+                };
+                assert_eq!(v1.into11(), want, "{ctx}: a version 1 frame converted to 1.1");
+                assert_eq!(want.to_v1(), Some(v1), "{ctx}: a version 1 frame back from 1.1");
+                Some(v1)
+            };
+            let mut src = v.bytes.as_slice();
+            let got_v1 = decode_v1(v.dir, &mut src, v.max_frame);
+            match want_v1 {
+                Some(want_v1) => {
+                    assert_eq!(got_v1, Ok(Some(want_v1)), "{ctx}: version 1 decoder");
+                    assert_eq!(want_v1.encode(), v.bytes, "{ctx}: version 1 encoder");
+                    assert_eq!(want_v1.encoded_len(), v.bytes.len(), "{ctx}: version 1 length");
+                }
+                None => match got_v1 {
+                    Err(e) if is_refusal_of_v11(&e) => {}
+                    other => panic!("{ctx}: the version 1 decoder gave {other:?}"),
+                },
+            }
+            assert!(src.is_empty(), "{ctx}: the version 1 decoder consumes the frame");
             checked += 1;
         }
         assert!(checked > 0);
@@ -347,7 +637,7 @@ fn valid_vectors_decode_and_reencode() {
 fn error_vectors_fail_as_specified() {
     with_vectors(|vectors| {
         for v in vectors {
-            let Expect::Error { variant: want, code, field } = v.expect else {
+            let Expect::Error { variant: want, code, field, detail } = v.expect else {
                 continue;
             };
             let ctx = v.name;
@@ -359,12 +649,26 @@ fn error_vectors_fail_as_specified() {
             assert_eq!(variant(&err), want, "{ctx}: error variant ({err})");
             assert_eq!(err.code().as_u16(), code, "{ctx}: error code ({err})");
             assert_eq!(error_field(&err).as_deref(), field, "{ctx}: error field ({err})");
+            assert_eq!(error_detail(&err).as_deref(), detail, "{ctx}: error detail ({err})");
+            let consumed = v.bytes.len() - src.len();
             if is_prefix_error(&err) {
-                assert_eq!(src.len(), v.bytes.len(), "{ctx}: a prefix error consumes nothing");
+                assert_eq!(consumed, 0, "{ctx}: a prefix error consumes nothing");
             } else {
                 // The frame was cut off whole, so a caller can skip it.
-                assert!(src.is_empty(), "{ctx}: a body error consumes exactly its frame");
+                assert_eq!(consumed, v.bytes.len(), "{ctx}: a body error consumes its frame");
             }
+
+            // The version 1 decoder refuses the same bytes: alike for a
+            // version 1 vector, in some way for a 1.1 one.
+            let mut src = v.bytes.as_slice();
+            let err_v1 = match decode_v1(v.dir, &mut src, v.max_frame) {
+                Err(e) => e,
+                Ok(got) => panic!("{ctx}: the version 1 decoder gave {got:?}"),
+            };
+            if !v.v11 {
+                assert_eq!(err_v1, err, "{ctx}: version 1 decoder");
+            }
+            assert_eq!(v.bytes.len() - src.len(), consumed, "{ctx}: version 1 consumed");
         }
     });
 }
@@ -382,6 +686,11 @@ fn incomplete_vectors_need_more() {
                 other => panic!("{}: expected need-more, got {other:?}", v.name),
             }
             assert_eq!(src.len(), v.bytes.len(), "{}: input must not move", v.name);
+            match decode_v1(v.dir, &mut src, v.max_frame) {
+                Ok(None) => {}
+                other => panic!("{}: version 1 decoder gave {other:?}", v.name),
+            }
+            assert_eq!(src.len(), v.bytes.len(), "{}: input must not move", v.name);
         }
     });
 }
@@ -397,6 +706,10 @@ fn every_strict_prefix_of_a_valid_vector_needs_more() {
                     other => panic!("{}: prefix of {cut} bytes gave {other:?}", v.name),
                 }
                 assert_eq!(src.len(), cut, "{}: prefix of {cut} bytes moved the input", v.name);
+                match decode_v1(v.dir, &mut src, v.max_frame) {
+                    Ok(None) => {}
+                    other => panic!("{}: version 1, prefix of {cut} gave {other:?}", v.name),
+                }
             }
         }
     });
@@ -406,21 +719,30 @@ fn every_strict_prefix_of_a_valid_vector_needs_more() {
 fn valid_vectors_decode_back_to_back_as_one_stream() {
     with_vectors(|vectors| {
         for dir in [Dir::Client, Dir::Server] {
-            let frames: Vec<&Vector<'_>> = vectors
-                .iter()
-                .filter(|v| v.dir == dir && matches!(v.expect, Expect::Frame(_)))
-                .collect();
-            let stream: Vec<u8> = frames.iter().flat_map(|v| v.bytes.iter().copied()).collect();
-            let mut src = stream.as_slice();
-            for v in &frames {
-                let before = src.len();
-                let got = decode(dir, &mut src, DEFAULT_MAX_FRAME)
-                    .unwrap_or_else(|e| panic!("{}: {e}", v.name))
-                    .unwrap_or_else(|| panic!("{}: need-more inside the stream", v.name));
-                assert_eq!(before - src.len(), v.bytes.len(), "{}: consumed", v.name);
-                assert_eq!(got.encode(), v.bytes, "{}: in the stream", v.name);
+            for v1_only in [false, true] {
+                let frames: Vec<&Vector<'_>> = vectors
+                    .iter()
+                    .filter(|v| v.dir == dir && matches!(v.expect, Expect::Frame(_)))
+                    .filter(|v| !(v1_only && v.v11))
+                    .collect();
+                let stream: Vec<u8> = frames.iter().flat_map(|v| v.bytes.iter().copied()).collect();
+                let mut src = stream.as_slice();
+                for v in &frames {
+                    let before = src.len();
+                    let bytes = if v1_only {
+                        let got = decode_v1(dir, &mut src, DEFAULT_MAX_FRAME);
+                        got.unwrap_or_else(|e| panic!("{}: {e}", v.name)).map(|f| f.encode())
+                    } else {
+                        let got = decode(dir, &mut src, DEFAULT_MAX_FRAME);
+                        got.unwrap_or_else(|e| panic!("{}: {e}", v.name)).map(|f| f.encode())
+                    };
+                    let bytes =
+                        bytes.unwrap_or_else(|| panic!("{}: need-more in the stream", v.name));
+                    assert_eq!(before - src.len(), v.bytes.len(), "{}: consumed", v.name);
+                    assert_eq!(bytes, v.bytes, "{}: in the stream", v.name);
+                }
+                assert!(src.is_empty());
             }
-            assert!(src.is_empty());
         }
     });
 }
@@ -452,6 +774,7 @@ fn vectors_cover_every_opcode_flag_and_error_mapping() {
             opcode::SUB,
             opcode::UNSUB,
             opcode::PUB,
+            opcode::HPUB,
             opcode::STATS,
         ];
         for op in client_ops {
@@ -464,6 +787,8 @@ fn vectors_cover_every_opcode_flag_and_error_mapping() {
             opcode::SERVER_PONG,
             opcode::MSG,
             opcode::DROPPED,
+            opcode::HMSG,
+            opcode::NO_RESPONDERS,
             opcode::ERR,
             opcode::GOAWAY,
             opcode::STATS_REPLY,
@@ -473,36 +798,63 @@ fn vectors_cover_every_opcode_flag_and_error_mapping() {
             assert!(unknown_in(Dir::Client, op), "no vector sends server 0x{op:02x} as client");
         }
         // Each opcode cut short and with an undefined flag bit; each opcode
-        // without a payload with trailing bytes.
-        let has_error = |dir: Dir, op: u8, want: &str| {
+        // without a payload with trailing bytes, and each header block too.
+        let has_error = |dir: Dir, op: u8, want: &str, want_detail: Option<&str>| {
             vectors.iter().any(|v| {
                 v.dir == dir
                     && v.bytes.get(4) == Some(&op)
-                    && matches!(v.expect, Expect::Error { variant, .. } if variant == want)
+                    && matches!(v.expect, Expect::Error { variant, detail, .. }
+                        if variant == want && detail == want_detail)
             })
         };
         let all = client_ops.map(|op| (Dir::Client, op)).into_iter();
         for (dir, op) in all.chain(server_ops.map(|op| (Dir::Server, op))) {
-            assert!(has_error(dir, op, "Truncated"), "no Truncated vector for 0x{op:02x}");
-            assert!(has_error(dir, op, "ReservedFlags"), "no ReservedFlags vector for 0x{op:02x}");
-            if op != opcode::PUB && op != opcode::MSG {
-                assert!(has_error(dir, op, "TrailingBytes"), "no TrailingBytes for 0x{op:02x}");
+            assert!(has_error(dir, op, "Truncated", None), "no Truncated vector for 0x{op:02x}");
+            assert!(
+                has_error(dir, op, "ReservedFlags", None),
+                "no ReservedFlags vector for 0x{op:02x}"
+            );
+            let payload = [opcode::PUB, opcode::MSG, opcode::HPUB, opcode::HMSG].contains(&op);
+            if !payload {
+                assert!(
+                    has_error(dir, op, "TrailingBytes", None),
+                    "no TrailingBytes for 0x{op:02x}"
+                );
+            }
+            if op == opcode::HPUB || op == opcode::HMSG {
+                for detail in ["Truncated", "TrailingBytes"] {
+                    assert!(
+                        has_error(dir, op, "BadHeader", Some(detail)),
+                        "no BadHeader {detail} vector for 0x{op:02x}"
+                    );
+                }
             }
         }
-        assert!(
-            client.iter().any(|&(o, f)| o == opcode::SUB && f == opcode::SUB_FLAG_LOSSY),
-            "no vector for the SUB lossy flag"
-        );
+        // Every flag bit, alone and with the others of its opcode.
+        let flags = [
+            (&client, opcode::SUB, opcode::SUB_FLAG_LOSSY),
+            (&client, opcode::HELLO, opcode::HELLO_FLAG_V1_1),
+            (&client, opcode::HELLO, opcode::HELLO_FLAG_V1_1 | opcode::HELLO_FLAG_NO_ECHO),
+            (&client, opcode::PUB, opcode::PUB_FLAG_REQUEST),
+            (&client, opcode::HPUB, opcode::PUB_FLAG_REQUEST),
+            (&server, opcode::WELCOME, opcode::WELCOME_FLAG_V1_1),
+        ];
+        for (frames, op, bits) in flags {
+            assert!(
+                frames.iter().any(|&(o, f)| o == op && f == bits),
+                "no vector for opcode 0x{op:02x} with flags 0x{bits:02x}"
+            );
+        }
 
         // Every decode error, each with the code the server answers it with.
         let errors: Vec<(&str, u16, Option<&str>)> = vectors
             .iter()
             .filter_map(|v| match v.expect {
-                Expect::Error { variant, code, field } => Some((variant, code, field)),
+                Expect::Error { variant, code, field, .. } => Some((variant, code, field)),
                 _ => None,
             })
             .collect();
-        let mappings: [(&str, ErrorCode, Option<&str>); 11] = [
+        let mappings: [(&str, ErrorCode, Option<&str>); 12] = [
             ("FrameTooShort", ErrorCode::MalformedFrame, None),
             ("FrameTooLarge", ErrorCode::FrameTooLarge, None),
             ("UnknownOpcode", ErrorCode::UnknownOpcode, None),
@@ -514,6 +866,7 @@ fn vectors_cover_every_opcode_flag_and_error_mapping() {
             ("BadUtf8", ErrorCode::BadTopic, Some("Topic")),
             ("BadUtf8", ErrorCode::BadTopic, Some("ReplyTo")),
             ("BadUtf8", ErrorCode::MalformedFrame, Some("ClientName")),
+            ("BadHeader", ErrorCode::BadHeader, None),
         ];
         for (name, code, field) in mappings {
             assert!(
@@ -525,6 +878,28 @@ fn vectors_cover_every_opcode_flag_and_error_mapping() {
             let code = ErrorCode::from_u16(code).unwrap_or_else(|| panic!("{name}: code {code}"));
             // Only bad UTF-8 in a topic or reply-to lets the session go on.
             assert_eq!(!code.is_fatal(), code == ErrorCode::BadTopic, "{name}: {code}");
+        }
+        // Every way a header block can be bad, as the codec names them
+        // (BlockTooLong only arises when building one).
+        let header_errors = [
+            HeaderError::Truncated,
+            HeaderError::TrailingBytes(1),
+            HeaderError::TooMany(65),
+            HeaderError::EmptyKey,
+            HeaderError::KeyTooLong(65),
+            HeaderError::BadKeyByte(b':'),
+            HeaderError::ValueTooLong(4097),
+            HeaderError::BadValueUtf8,
+            HeaderError::BadValueChar('\n'),
+        ];
+        for e in header_errors {
+            let name = header_error_name(&e);
+            assert!(
+                vectors.iter().any(
+                    |v| matches!(v.expect, Expect::Error { detail: Some(d), .. } if d == name)
+                ),
+                "no BadHeader vector with detail {name}"
+            );
         }
 
         // Every error code of the table as an ERR frame: number, spec name,
@@ -545,16 +920,18 @@ fn vectors_cover_every_opcode_flag_and_error_mapping() {
         }
 
         for dir in [Dir::Client, Dir::Server] {
-            assert!(
-                vectors.iter().any(|v| v.dir == dir && matches!(v.expect, Expect::Incomplete)),
-                "no incomplete vector for {dir:?}"
-            );
+            for v11 in [false, true] {
+                assert!(
+                    vectors.iter().any(|v| v.dir == dir
+                        && v.v11 == v11
+                        && matches!(v.expect, Expect::Incomplete)),
+                    "no incomplete vector for {dir:?} (1.1: {v11})"
+                );
+            }
         }
     });
 }
 
-/// The worked example in PROTOCOL.md shows the same bytes as the vectors
-/// named "example N: ...".
 #[test]
 fn specification_example_matches_the_vectors() {
     with_vectors(|vectors| {
@@ -617,15 +994,36 @@ impl XorShift {
     }
 }
 
-const OPCODES: [u8; 15] =
-    [0x00, 0x01, 0x02, 0x03, 0x10, 0x11, 0x20, 0x81, 0x82, 0x83, 0x90, 0x91, 0xE0, 0xE1, 0xFF];
+const OPCODES: [u8; 20] = [
+    0x00, 0x01, 0x02, 0x03, 0x10, 0x11, 0x20, 0x22, 0x30, 0x81, 0x82, 0x83, 0x90, 0x91, 0x92, 0x93,
+    0xA0, 0xE0, 0xE1, 0xFF,
+];
 
-/// Decodes `data` frame by frame and checks what any outcome promises.
+/// Decodes `data` frame by frame with both decoders of `dir` side by side,
+/// and checks what any outcome promises: a frame re-encodes to its bytes,
+/// an error consumes its frame (or nothing, from the prefix), and the 1.1
+/// decoder reads everything the version 1 decoder reads, alike.
 fn check_stream(dir: Dir, data: &[u8], max_frame: u32) {
     let mut src = data;
     loop {
         let before = src;
-        match decode(dir, &mut src, max_frame) {
+        let mut src_v1 = src;
+        let got = decode(dir, &mut src, max_frame);
+        let got_v1 = decode_v1(dir, &mut src_v1, max_frame);
+        assert_eq!(src.len(), src_v1.len(), "both decoders consume alike: {got:?} / {got_v1:?}");
+        match (&got, &got_v1) {
+            (Ok(Some(frame)), Ok(Some(v1))) => {
+                assert_eq!(v1.into11(), *frame, "the 1.1 reading of a version 1 frame");
+                assert_eq!(frame.to_v1(), Some(*v1), "the version 1 reading of {frame:?}");
+            }
+            (Ok(Some(frame)), Err(e)) => {
+                assert_eq!(frame.to_v1(), None, "{frame:?} refused by version 1 ({e})");
+                assert!(is_refusal_of_v11(e), "{frame:?} refused by version 1 with {e}");
+            }
+            (Ok(None), Ok(None)) | (Err(_), Err(_)) => {}
+            _ => panic!("the decoders disagree: {got:?} / {got_v1:?}"),
+        }
+        match got {
             Ok(None) => {
                 assert_eq!(src.len(), before.len(), "need-more moved the input");
                 return;
@@ -729,4 +1127,22 @@ fn msg_sid_sits_at_sid_at() {
     let differ: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
     assert_eq!(differ, (Msg::SID_AT..Msg::SID_AT + 4).collect::<Vec<_>>());
     assert_eq!(&b[Msg::SID_AT..Msg::SID_AT + 4], &[1, 2, 3, 4]);
+}
+
+/// `HMsg::SID_AT` names the bytes that differ between two `HMSG` frames
+/// that differ only in their sid.
+#[test]
+fn hmsg_sid_sits_at_sid_at() {
+    let block = [1, 1, b'k', 1, 0, b'v'];
+    let headers = Headers::parse(&block).unwrap();
+    let encode = |sid| {
+        let mut out = Vec::new();
+        let msg = HMsg { sid, topic: "a.b", reply_to: "r", headers, payload: b"xyz" };
+        ServerFrame11::HMsg(msg).encode(&mut out);
+        out
+    };
+    let (a, b) = (encode(0), encode(0x0403_0201));
+    let differ: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
+    assert_eq!(differ, (HMsg::SID_AT..HMsg::SID_AT + 4).collect::<Vec<_>>());
+    assert_eq!(&b[HMsg::SID_AT..HMsg::SID_AT + 4], &[1, 2, 3, 4]);
 }

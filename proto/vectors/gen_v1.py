@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""Writes vectors/v1.json: the test vectors of corecast wire protocol v1.
+"""Writes vectors/v1.json: the test vectors of corecast wire protocol v1 and
+of its extension v1.1 (PROTOCOL.md, section 13).
 
 The byte layouts here are written from PROTOCOL.md with `struct`, on their
 own: they share no code with the Rust codec, so `tests/vectors.rs` checks
-one implementation against the other. Run from anywhere:
+one implementation against the other. The vectors of version 1.1 carry
+`"since": "1.1"` and come after all the others, which keep their bytes and
+their order. Run from anywhere:
 
     python3 proto/vectors/gen_v1.py
 
@@ -132,10 +135,17 @@ def goaway(reason, grace_ms):
 VECTORS = []
 
 
+# Set to "1.1" while the vectors of section 13 are added.
+SINCE = None
+
+
 def add(name, direction, data, max_frame=None, **rest):
     assert direction in ("client", "server")
     assert not any(v["name"] == name for v in VECTORS), name
-    v = {"name": name, "direction": direction, "hex": data.hex()}
+    v = {"name": name}
+    if SINCE is not None:
+        v["since"] = SINCE
+    v.update({"direction": direction, "hex": data.hex()})
     if max_frame is not None:
         v["max_frame"] = max_frame
     v.update(rest)
@@ -146,10 +156,12 @@ def ok(name, direction, data, fields, max_frame=None):
     add(name, direction, data, max_frame, frame=fields)
 
 
-def bad(name, direction, data, error, code, max_frame=None, field=None):
+def bad(name, direction, data, error, code, max_frame=None, field=None, detail=None):
     extra = {"error": error, "code": code}
     if field is not None:
         extra["field"] = field
+    if detail is not None:
+        extra["detail"] = detail
     add(name, direction, data, max_frame, **extra)
 
 
@@ -463,6 +475,329 @@ partial("3 bytes of a server length prefix", "server", err(1, True, "x")[:3])
 partial("WELCOME missing its last byte", "server", welcome(1, DEFAULT_MAX_FRAME, 5000, 0, 1, "corecast")[:-1])
 partial("MSG header without body", "server", msg(1, "a", "", b"payload")[:6])
 partial("ERR missing text bytes", "server", err(9, True, "slow consumer")[:12])
+
+
+# =================================================================== v1.1
+# Everything below belongs to version 1.1 (PROTOCOL.md, section 13).
+SINCE = "1.1"
+
+HPUB, HMSG, NO_RESPONDERS = 0x22, 0x92, 0x93
+HELLO_V11, HELLO_NO_ECHO, WELCOME_V11, REQUEST = 0x02, 0x04, 0x02, 0x02
+CODES_11 = {13: "bad header", 106: "bad queue group"}
+MAX_HEADERS, MAX_KEY, MAX_VALUE = 64, 64, 4096
+
+
+def block(pairs):
+    """A header block: u8 count, then per header u8-length key, u16-length value."""
+    out = u8(len(pairs))
+    for k, v in pairs:
+        out += short(k) + long_(v)
+    return out
+
+
+def hpub_raw(flags, topic, reply_to, blk, payload):
+    """HPUB from a header block given as bytes (for malformed blocks)."""
+    return frame(HPUB, flags, short(topic) + short(reply_to) + long_(blk) + payload)
+
+
+def hpub(topic, reply_to, pairs, payload, request=False):
+    return hpub_raw(REQUEST if request else 0, topic, reply_to, block(pairs), payload)
+
+
+def hmsg_raw(sid, topic, reply_to, blk, payload):
+    return frame(HMSG, 0, u32(sid) + short(topic) + short(reply_to) + long_(blk) + payload)
+
+
+def hmsg(sid, topic, reply_to, pairs, payload):
+    return hmsg_raw(sid, topic, reply_to, block(pairs), payload)
+
+
+def no_responders(topic, reply_to):
+    return frame(NO_RESPONDERS, 0, short(topic) + short(reply_to))
+
+
+def hello11(version, name, token, no_echo):
+    flags = HELLO_V11 | (HELLO_NO_ECHO if no_echo else 0)
+    return frame(HELLO, flags, u16(version) + short(name) + long_(token))
+
+
+def pub_request(topic, reply_to, payload):
+    return frame(PUB, REQUEST, short(topic) + short(reply_to) + payload)
+
+
+def welcome11(*args):
+    return frame(WELCOME, WELCOME_V11, welcome(*args)[6:])
+
+
+def f_hello11(version, name, token, no_echo):
+    f = f_hello(version, name, token)
+    f.update({"v1_1": True, "no_echo": no_echo})
+    return f
+
+
+def f_pub11(topic, reply_to, payload, request):
+    f = f_pub(topic, reply_to, payload)
+    f["request"] = request
+    return f
+
+
+def f_welcome11(*args):
+    f = f_welcome(*args)
+    f["v1_1"] = True
+    return f
+
+
+def f_hpub(topic, reply_to, pairs, payload, request=False):
+    return {"type": "HPUB", "topic": topic, "reply_to": reply_to,
+            "headers": [[k, v] for k, v in pairs], "payload": payload.hex(), "request": request}
+
+
+def f_hmsg(sid, topic, reply_to, pairs, payload):
+    return {"type": "HMSG", "sid": sid, "topic": topic, "reply_to": reply_to,
+            "headers": [[k, v] for k, v in pairs], "payload": payload.hex()}
+
+
+def f_no_responders(topic, reply_to):
+    return {"type": "NO_RESPONDERS", "topic": topic, "reply_to": reply_to}
+
+
+def ok_hpub(name, topic, reply_to, pairs, payload, request=False, **kw):
+    ok(name, "client", hpub(topic, reply_to, pairs, payload, request),
+       f_hpub(topic, reply_to, pairs, payload, request), **kw)
+
+
+def ok_hmsg(name, sid, topic, reply_to, pairs, payload, **kw):
+    ok(name, "server", hmsg(sid, topic, reply_to, pairs, payload),
+       f_hmsg(sid, topic, reply_to, pairs, payload), **kw)
+
+
+def bad_header(name, direction, data, detail, **kw):
+    bad(name, direction, data, "BadHeader", 13, detail=detail, **kw)
+
+
+TRACE = [("trace-id", "4bf92f3577b34da6")]
+
+# --- The worked example of section 13.9, frame by frame.
+ok("example 12: HELLO asking for 1.1", "client", hello11(1, "svc", b"", False),
+   f_hello11(1, "svc", b"", False))
+ok("example 13: WELCOME granting 1.1", "server",
+   welcome11(1, DEFAULT_MAX_FRAME, 30000, 0, 8, "corecast"),
+   f_welcome11(1, DEFAULT_MAX_FRAME, 30000, 0, 8, "corecast"))
+ok_sub("example 14: SUB to a wildcard pattern", 1, "orders.*", "", False)
+ok_sub("example 15: SUB in a queue group", 2, "orders.>", "workers", False)
+ok("example 16: PING", "client", nonce_frame(PING, 2), {"type": "PING", "nonce": 2})
+ok("example 17: PONG", "server", nonce_frame(S_PONG, 2), {"type": "PONG", "nonce": 2})
+ok_hpub("example 18: HPUB", "orders.eu", "", [("trace-id", "7f3a")], b"hi")
+ok_hmsg("example 19: HMSG for the pattern", 1, "orders.eu", "", [("trace-id", "7f3a")], b"hi")
+ok_hmsg("example 20: HMSG for the queue group", 2, "orders.eu", "", [("trace-id", "7f3a")], b"hi")
+ok("example 21: PUB request", "client", pub_request("svc.time", "_INBOX.r1", b""),
+   f_pub11("svc.time", "_INBOX.r1", b"", True))
+ok("example 22: NO_RESPONDERS", "server", no_responders("svc.time", "_INBOX.r1"),
+   f_no_responders("svc.time", "_INBOX.r1"))
+ok_sub("example 23: SUB with a bad queue group", 3, "jobs", "a.b", False)
+ok_err("example 24: ERR bad queue group", 106, False, "bad queue group")
+
+# --- Valid client frames.
+ok("HELLO asking for 1.1 with no echo, name and token", "client",
+   hello11(1, "worker-7", b"s3cr3t", True), f_hello11(1, "worker-7", b"s3cr3t", True))
+ok("HELLO asking for 1.1, version 2 decodes (broker answers unsupported version 6)", "client",
+   hello11(2, "x", b"", False), f_hello11(2, "x", b"", False))
+ok("PUB request with payload", "client", pub_request("svc.time", "_INBOX.a.1", b"now?"),
+   f_pub11("svc.time", "_INBOX.a.1", b"now?", True))
+ok("PUB request with empty reply-to decodes (broker answers bad topic 100)", "client",
+   pub_request("svc.time", "", b""), f_pub11("svc.time", "", b"", True))
+ok("PUB without flags, read by a 1.1 decoder", "client", pub("a", "", b"x"),
+   f_pub11("a", "", b"x", False))
+ok_sub("SUB pattern * in a queue group, lossy", 10, "orders.*.paid", "billing", True)
+ok_sub("SUB pattern > alone", 11, ">", "", False)
+ok_sub("SUB queue group of 255 bytes", 12, "jobs", "q" * 255, False)
+ok_sub("SUB queue group with a dot decodes (broker answers bad queue group 106)", 13, "jobs",
+       "a.b", False)
+ok_hpub("HPUB one header", "orders.eu", "", TRACE, b"payload")
+ok_hpub("HPUB no headers, empty payload", "a", "", [], b"")
+ok_hpub("HPUB request with reply-to and headers", "svc.time", "_INBOX.q2",
+        [("content-type", "application/json"), ("Nats-Msg-Id", "42")], b"{}", request=True)
+ok_hpub("HPUB repeated keys keep their order", "a", "",
+        [("k", "2"), ("k", "1"), ("K", "3"), ("k", "")], b"x")
+ok_hpub("HPUB UTF-8 value with spaces, every key character", "a.b", "",
+        [("!#$%&'*+-.^_`|~09AZaz\"(),/;<=>?@[\\]{}", "café au lait « ü »")], bytes([0, 0xFF]))
+ok_hpub("HPUB 64 headers (the maximum)", "a", "", [("h%d" % i, str(i)) for i in range(64)], b"")
+ok_hpub("HPUB key of 64 bytes and value of 4096 bytes (the maxima)", "a", "",
+        [("k" * 64, "v" * 4096)], b"p")
+ok_hpub("HPUB payload that looks like a header block", "a", "", [], block(TRACE))
+# len = 2 + 1 + 5 + 1 + 0 + 2 + 1 + 4 = 16 = max_frame: exactly at the limit.
+ok_hpub("HPUB exactly max_frame long", "t.max", "", [], b"1234", max_frame=16)
+
+# --- Valid server frames.
+ok("WELCOME granting 1.1, large numbers", "server",
+   welcome11(1, U32_MAX, U32_MAX, 0xFFFF, U64_MAX, ""),
+   f_welcome11(1, U32_MAX, U32_MAX, 0xFFFF, U64_MAX, ""))
+ok_hmsg("HMSG one header", 1, "orders.eu", "", TRACE, b"payload")
+ok_hmsg("HMSG no headers, empty payload, sid u32 max", U32_MAX, "a", "", [], b"")
+ok_hmsg("HMSG with reply-to and repeated keys", 9, "svc.time", "_INBOX.q2",
+        [("k", "1"), ("k", "2")], b"hello")
+# An HPUB exactly max_frame = 16 long becomes an HMSG 4 bytes longer: 20.
+ok_hmsg("HMSG carrying a maximal HPUB is max_frame + 4", 1, "t.max", "", [], b"1234", max_frame=20)
+ok("NO_RESPONDERS", "server", no_responders("svc.time", "_INBOX.q1"),
+   f_no_responders("svc.time", "_INBOX.q1"))
+ok("NO_RESPONDERS UTF-8 topic, maximal lengths", "server", no_responders("é" * 127 + "x", "r" * 255),
+   f_no_responders("é" * 127 + "x", "r" * 255))
+for code, cname in CODES_11.items():
+    ok_err(f"ERR code {code} ({cname})", code, code < 100, cname)
+
+# --- Bad flags.
+hello_body = u16(1) + short("a") + long_(b"")
+bad("HELLO no echo without the 1.1 bit", "client", frame(HELLO, HELLO_NO_ECHO, hello_body),
+    "ReservedFlags", 1)
+bad("HELLO 1.1 bit with flag bit 0", "client", frame(HELLO, 0x03, hello_body), "ReservedFlags", 1)
+bad("HELLO 1.1 and no echo with flag bit 3", "client", frame(HELLO, 0x0E, hello_body),
+    "ReservedFlags", 1)
+bad("HELLO 1.1 flags are checked before a bad body", "client", frame(HELLO, 0x06 | 0x80, b""),
+    "ReservedFlags", 1)
+bad("PUB request with flag bit 0", "client", frame(PUB, 0x03, short("a") + short("r")),
+    "ReservedFlags", 1)
+bad("PUB flag bit 2", "client", frame(PUB, 0x04, short("a") + short("r")), "ReservedFlags", 1)
+bad("HPUB flag bit 0", "client", hpub_raw(0x01, "a", "", block([]), b""), "ReservedFlags", 1)
+bad("HPUB request with flag bit 7", "client", hpub_raw(0x82, "a", "r", block([]), b""),
+    "ReservedFlags", 1)
+bad("WELCOME 1.1 bit with flag bit 0", "server", frame(WELCOME, 0x03, welcome(1, 1024, 1000, 0, 1, "s")[6:]),
+    "ReservedFlags", 1)
+bad("WELCOME flag bit 2", "server", frame(WELCOME, 0x04, welcome(1, 1024, 1000, 0, 1, "s")[6:]),
+    "ReservedFlags", 1)
+bad("HMSG flag bit 0", "server", frame(HMSG, 0x01, u32(1) + short("a") + short("") + long_(block([]))),
+    "ReservedFlags", 1)
+bad("HMSG flag bit 1", "server", frame(HMSG, 0x02, u32(1) + short("a") + short("") + long_(block([]))),
+    "ReservedFlags", 1)
+bad("NO_RESPONDERS flag bit 0", "server", frame(NO_RESPONDERS, 0x01, short("a") + short("r")),
+    "ReservedFlags", 1)
+
+# --- HPUB layout: lengths past the frame are malformed frame (1).
+bad("HPUB empty body", "client", frame(HPUB, 0, b""), "Truncated", 1)
+bad("HPUB topic length past end", "client", frame(HPUB, 0, u8(9) + b"orders"), "Truncated", 1)
+bad("HPUB reply-to length past end", "client", frame(HPUB, 0, short("a") + u8(4) + b"r"),
+    "Truncated", 1)
+bad("HPUB header block length missing", "client", frame(HPUB, 0, short("a") + short("")),
+    "Truncated", 1)
+bad("HPUB header block length cut short", "client", frame(HPUB, 0, short("a") + short("") + b"\x01"),
+    "Truncated", 1)
+bad("HPUB header block length past the end of the frame", "client",
+    frame(HPUB, 0, short("a") + short("") + u16(40) + block(TRACE)), "Truncated", 1)
+bad("HPUB header block length one past the end of the frame", "client",
+    frame(HPUB, 0, short("a") + short("") + u16(len(block(TRACE)) + 1) + block(TRACE)), "Truncated", 1)
+bad("HPUB bad UTF-8 in topic", "client", hpub_raw(0, b"\xff", "", block([]), b""), "BadUtf8", 100,
+    field="Topic")
+bad("HPUB bad UTF-8 in reply-to", "client", hpub_raw(0, "a", b"\xc3", block([]), b""), "BadUtf8", 100,
+    field="ReplyTo")
+bad("HPUB bad UTF-8 in topic is reported before a bad header block", "client",
+    hpub_raw(0, b"\xff", "", u8(65), b""), "BadUtf8", 100, field="Topic")
+bad("HPUB one byte above small max_frame", "client", hpub("t.max", "", [], b"12345"),
+    "FrameTooLarge", 3, max_frame=16)
+
+# --- HPUB header block: anything wrong inside it is bad header (13).
+k1 = short("k") + long_("v")  # one well-formed header: 01 6b 0100 76
+bad_header("HPUB empty header block (no count byte)", "client", hpub_raw(0, "a", "", b"", b"p"),
+           "Truncated")
+bad_header("HPUB header count past the end of the block", "client",
+           hpub_raw(0, "a", "", u8(2) + k1, b""), "Truncated")
+bad_header("HPUB header count 1 with no header", "client", hpub_raw(0, "a", "", u8(1), b"p"),
+           "Truncated")
+bad_header("HPUB header count reaching into the payload", "client",
+           hpub_raw(0, "a", "", u8(2) + k1, k1), "Truncated")
+bad_header("HPUB key length past the end of the block", "client",
+           hpub_raw(0, "a", "", u8(1) + u8(5) + b"ke", b""), "Truncated")
+bad_header("HPUB key running into the payload", "client",
+           hpub_raw(0, "a", "", u8(1) + u8(5) + b"ke", b"y" + long_("v")), "Truncated")
+bad_header("HPUB value length missing", "client", hpub_raw(0, "a", "", u8(1) + short("k"), b""),
+           "Truncated")
+bad_header("HPUB value length cut short", "client",
+           hpub_raw(0, "a", "", u8(1) + short("k") + b"\x01", b""), "Truncated")
+bad_header("HPUB value length past the end of the block", "client",
+           hpub_raw(0, "a", "", u8(1) + short("k") + u16(10) + b"abc", b""), "Truncated")
+bad_header("HPUB trailing byte in the header block", "client",
+           hpub_raw(0, "a", "", u8(1) + k1 + b"\x00", b"p"), "TrailingBytes")
+bad_header("HPUB header block with a count of 0 and a header", "client",
+           hpub_raw(0, "a", "", u8(0) + k1, b""), "TrailingBytes")
+bad_header("HPUB 65 headers", "client", hpub_raw(0, "a", "", u8(65) + k1 * 65, b""), "TooMany")
+bad_header("HPUB header count 255 is refused before the headers", "client",
+           hpub_raw(0, "a", "", u8(255), b""), "TooMany")
+bad_header("HPUB empty key", "client", hpub_raw(0, "a", "", u8(1) + u8(0) + long_("v"), b""),
+           "EmptyKey")
+bad_header("HPUB key of 65 bytes", "client", hpub_raw(0, "a", "", block([("k" * 65, "v")]), b""),
+           "KeyTooLong")
+bad_header("HPUB key of 255 bytes", "client", hpub_raw(0, "a", "", block([("k" * 255, "")]), b""),
+           "KeyTooLong")
+bad_header("HPUB key longer than allowed is refused before its bytes", "client",
+           hpub_raw(0, "a", "", u8(1) + u8(200) + b"k", b""), "KeyTooLong")
+bad_header("HPUB key with a colon", "client", hpub_raw(0, "a", "", block([("a:b", "v")]), b""),
+           "BadKeyByte")
+bad_header("HPUB key with a space", "client", hpub_raw(0, "a", "", block([("a b", "v")]), b""),
+           "BadKeyByte")
+bad_header("HPUB key with a control byte", "client", hpub_raw(0, "a", "", block([("a\x7f", "v")]), b""),
+           "BadKeyByte")
+bad_header("HPUB key with a non-ASCII byte", "client", hpub_raw(0, "a", "", block([("é", "v")]), b""),
+           "BadKeyByte")
+bad_header("HPUB second header bad after a good one", "client",
+           hpub_raw(0, "a", "", u8(2) + k1 + short(":") + long_("v"), b""), "BadKeyByte")
+bad_header("HPUB value of 4097 bytes", "client", hpub_raw(0, "a", "", block([("k", "v" * 4097)]), b""),
+           "ValueTooLong")
+bad_header("HPUB value longer than allowed is refused before its bytes", "client",
+           hpub_raw(0, "a", "", u8(1) + short("k") + u16(0xFFFF), b""), "ValueTooLong")
+bad_header("HPUB value not UTF-8", "client",
+           hpub_raw(0, "a", "", u8(1) + short("k") + long_(b"\xff"), b""), "BadValueUtf8")
+bad_header("HPUB value with an overlong UTF-8 form", "client",
+           hpub_raw(0, "a", "", u8(1) + short("k") + long_(b"\xc0\xaf"), b""), "BadValueUtf8")
+bad_header("HPUB value with CR LF", "client", hpub_raw(0, "a", "", block([("k", "a\r\nb")]), b""),
+           "BadValueChar")
+bad_header("HPUB value with NUL", "client", hpub_raw(0, "a", "", block([("k", "\x00")]), b""),
+           "BadValueChar")
+bad_header("HPUB value with a C1 control (U+0085)", "client",
+           hpub_raw(0, "a", "", block([("k", "x\u0085")]), b""), "BadValueChar")
+
+# --- HMSG and NO_RESPONDERS, malformed (a client closes on each).
+bad("HMSG sid cut short", "server", frame(HMSG, 0, u32(1)[:3]), "Truncated", 1)
+bad("HMSG header block length missing", "server", frame(HMSG, 0, u32(1) + short("a") + short("")),
+    "Truncated", 1)
+bad("HMSG header block length past the end of the frame", "server",
+    frame(HMSG, 0, u32(1) + short("a") + short("") + u16(9) + block([])), "Truncated", 1)
+bad("HMSG bad UTF-8 in topic", "server", hmsg_raw(1, b"\xfe", "", block([]), b""), "BadUtf8", 100,
+    field="Topic")
+bad("HMSG bad UTF-8 in reply-to", "server", hmsg_raw(1, "a", b"\x80", block([]), b""), "BadUtf8", 100,
+    field="ReplyTo")
+bad_header("HMSG header count past the end of the block", "server",
+           hmsg_raw(1, "a", "", u8(3) + k1, b""), "Truncated")
+bad_header("HMSG key of 65 bytes", "server", hmsg_raw(1, "a", "", block([("k" * 65, "v")]), b""),
+           "KeyTooLong")
+bad_header("HMSG value with LF", "server", hmsg_raw(1, "a", "", block([("k", "\n")]), b""),
+           "BadValueChar")
+bad_header("HMSG trailing byte in the header block", "server",
+           hmsg_raw(1, "a", "", block([]) + b"\x00", b""), "TrailingBytes")
+bad("HMSG above max_frame + 4", "server", hmsg(1, "t.max", "", [], b"12345"), "FrameTooLarge", 3,
+    max_frame=20)
+bad("NO_RESPONDERS empty body", "server", frame(NO_RESPONDERS, 0, b""), "Truncated", 1)
+bad("NO_RESPONDERS reply-to length past end", "server", frame(NO_RESPONDERS, 0, short("a") + u8(3) + b"r"),
+    "Truncated", 1)
+bad("NO_RESPONDERS reply-to missing", "server", frame(NO_RESPONDERS, 0, short("a")), "Truncated", 1)
+bad("NO_RESPONDERS trailing byte", "server", frame(NO_RESPONDERS, 0, short("a") + short("r") + TRAIL),
+    "TrailingBytes", 1)
+bad("NO_RESPONDERS bad UTF-8 in topic", "server", frame(NO_RESPONDERS, 0, short(b"\xff") + short("r")),
+    "BadUtf8", 100, field="Topic")
+bad("NO_RESPONDERS bad UTF-8 in reply-to", "server", frame(NO_RESPONDERS, 0, short("a") + short(b"\xff")),
+    "BadUtf8", 100, field="ReplyTo")
+
+# --- Opcodes in the wrong direction, and their undefined neighbours.
+bad("client HPUB sent as server", "server", hpub("a", "", TRACE, b"p"), "UnknownOpcode", 2)
+bad("server HMSG sent as client", "client", hmsg(1, "a", "", TRACE, b"p"), "UnknownOpcode", 2)
+bad("server NO_RESPONDERS sent as client", "client", no_responders("a", "r"), "UnknownOpcode", 2)
+bad("unknown opcode 0x23", "client", frame(0x23, 0, block([])), "UnknownOpcode", 2)
+bad("unknown server opcode 0x94", "server", frame(0x94, 0, short("a") + short("r")), "UnknownOpcode", 2)
+
+# --- Incomplete input.
+partial("HPUB missing the last payload byte", "client", hpub("a", "", TRACE, b"xyz")[:-1])
+partial("HPUB header without body", "client", hpub("a", "", TRACE, b"")[:6])
+partial("HPUB exactly max_frame long, last byte missing", "client", hpub("t.max", "", [], b"1234")[:-1],
+        max_frame=16)
+partial("HMSG missing its last byte", "server", hmsg(1, "a", "", TRACE, b"")[:-1])
+partial("NO_RESPONDERS missing its last byte", "server", no_responders("a", "r")[:-1])
 
 
 def main():
