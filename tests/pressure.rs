@@ -450,6 +450,28 @@ fn publish_batches(publ: &mut Client, topic: &str, first: u64, n: u64, batch: u6
     publ.flush_empty();
 }
 
+/// Publishes with `publish(client, seq)`, routing every 64, until the
+/// broker has cut `cuts` slow consumers; returns how many it published.
+fn publish_until_cut(
+    broker: &Broker,
+    publ: &mut Client,
+    cuts: u64,
+    mut publish: impl FnMut(&mut Client, u64),
+) -> u64 {
+    let mut seq = 0;
+    while broker.counters().total.slow_consumer_closes < cuts {
+        assert!(seq < 50_000, "not all cut after {seq}: {:#?}", broker.counters().total);
+        for s in seq..seq + 256 {
+            publish(publ, s);
+            if s % 64 == 63 {
+                publ.flush_empty();
+            }
+        }
+        seq += 256;
+    }
+    seq
+}
+
 /// Payload padding that makes a message body longer than a chunk: such
 /// bodies are copied into each subscriber's queue, not shared, so every
 /// stalled subscriber holds a copy of its own.
@@ -469,12 +491,9 @@ fn budget_cuts_stalled_subscribers_and_spares_the_reader() {
     let mut publ = Client::connect(broker.local_addr());
     let (published, peak) = with_peak_memory(&broker, || {
         // Until every stalled subscriber is cut, then as much again.
-        let mut seq = 0;
-        while broker.counters().total.slow_consumer_closes < STALLED {
-            assert!(seq < 50_000, "not all cut after {seq}: {:#?}", broker.counters().total);
-            publish_batches(&mut publ, topic, seq, 256, 64, PAD_COPIED);
-            seq += 256;
-        }
+        let seq = publish_until_cut(&broker, &mut publ, STALLED, |p, s| {
+            p.publish(topic, &seq_payload(s, PAD_COPIED));
+        });
         publish_batches(&mut publ, topic, seq, seq, 64, PAD_COPIED);
         2 * seq
     });
@@ -575,13 +594,9 @@ fn shared_bodies_are_held_once_however_many_subscribers_hold_them() {
     let reader = spawn_reader(&broker, 2, topic);
     let mut publ = Client::connect(broker.local_addr());
     let (published, peak) = with_peak_memory(&broker, || {
-        let mut seq = 0;
-        while broker.counters().total.slow_consumer_closes < STALLED {
-            assert!(seq < 50_000, "not all cut after {seq}: {:#?}", broker.counters().total);
-            publish_batches(&mut publ, topic, seq, 256, 64, 1000);
-            seq += 256;
-        }
-        seq
+        publish_until_cut(&broker, &mut publ, STALLED, |p, s| {
+            p.publish(topic, &seq_payload(s, 1000));
+        })
     });
     publ.publish(topic, &seq_payload(END, 0));
     publ.flush_empty();
@@ -635,18 +650,9 @@ fn budget_cuts_the_stalled_holders_of_shared_bodies() {
     });
     let mut publ = Client::connect(broker.local_addr());
     let (published, peak) = with_peak_memory(&broker, || {
-        let mut seq = 0;
-        while broker.counters().total.slow_consumer_closes < 4 {
-            assert!(seq < 50_000, "not all cut after {seq}: {:#?}", broker.counters().total);
-            for s in seq..seq + 256 {
-                publ.publish(TOPICS[s as usize % 4], &seq_payload(s, 1000));
-                if s % 64 == 63 {
-                    publ.flush_empty();
-                }
-            }
-            seq += 256;
-        }
-        seq
+        publish_until_cut(&broker, &mut publ, 4, |p, s| {
+            p.publish(TOPICS[s as usize % 4], &seq_payload(s, 1000));
+        })
     });
     publ.publish(TOPICS[0], &seq_payload(END, 0));
     publ.flush_empty();
