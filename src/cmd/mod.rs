@@ -20,9 +20,12 @@ use std::task::Waker;
 use corecast_proto::{ClientFrame, DecodeError, ErrFrame, ErrorCode, RawFrame, ServerFrame};
 
 use crate::{
+    core::{
+        shard::{Shard, State},
+        slot::{Exit, Phase, Slot},
+    },
     counters::CoreCounters,
-    shard::{Shard, State},
-    slot::{Exit, Phase, Slot},
+    mem::Memory,
 };
 
 /// What the connection does after a frame.
@@ -65,7 +68,7 @@ impl Ctx<'_> {
     }
 
     /// The connection's slot and the core's memory, borrowed together.
-    pub(crate) fn slot_and_memory(&mut self) -> (&mut Slot, &mut crate::memory::Memory) {
+    pub(crate) fn slot_and_memory(&mut self) -> (&mut Slot, &mut Memory) {
         (&mut self.st.slots[self.key], &mut self.st.mem)
     }
 

@@ -4,7 +4,7 @@
 use corecast_proto::ServerFrame;
 
 use super::{Ctx, Flow};
-use crate::{
+use crate::core::{
     shard::{Shard, State},
     slot::{PendingPong, MAX_PENDING_PONGS},
 };

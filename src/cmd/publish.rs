@@ -5,11 +5,10 @@ use corecast_proto::{topic, ErrorCode, Pub, TopicKind};
 
 use super::{Ctx, Flow};
 use crate::{
+    core::{pressure, shard::State},
     counters::CoreCounters,
-    fanout::{self, Message},
-    mesh::Record,
-    pressure,
-    shard::State,
+    mesh::record::Record,
+    route::fanout::{self, Message},
 };
 
 pub(super) fn apply(ctx: &mut Ctx<'_>, p: Pub<'_>) -> Flow {

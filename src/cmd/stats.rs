@@ -5,7 +5,7 @@ use corecast_proto::ServerFrame;
 use serde_json::json;
 
 use super::{Ctx, Flow};
-use crate::{counters::Counters, shard::State};
+use crate::{core::shard::State, counters::Counters};
 
 /// Connections listed in `connections`: the ones with the most queued.
 const LISTED: usize = 16;

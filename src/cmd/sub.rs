@@ -4,7 +4,9 @@
 use corecast_proto::{topic, ErrorCode, Sub, TopicKind};
 
 use super::{Ctx, Flow};
-use crate::{counters::CoreCounters, mesh::Record, slot::SlotSub, topics::LocalSub};
+use crate::{
+    core::slot::SlotSub, counters::CoreCounters, mesh::record::Record, route::topics::LocalSub,
+};
 
 pub(super) fn apply(ctx: &mut Ctx<'_>, sub: Sub<'_>) -> Flow {
     if !sub.queue_group.is_empty() {

@@ -4,8 +4,8 @@ use corecast_proto::{ErrorCode, ServerFrame};
 
 use super::{Ctx, Flow};
 use crate::{
+    core::slot::{Exit, Limit},
     counters::CoreCounters,
-    slot::{Exit, Limit},
 };
 
 pub(super) fn apply(ctx: &mut Ctx<'_>, sid: u32) -> Flow {

@@ -22,9 +22,10 @@ use std::{
 
 use corecast_proto::{ErrFrame, ErrorCode, ServerFrame, GOAWAY_SHUTDOWN};
 
-use crate::{
-    memory::{Charge, Memory, PageBuf, CHUNK},
+use crate::mem::{
+    prefetch,
     queue::{ChunkQueue, Item},
+    Charge, Memory, PageBuf, CHUNK,
 };
 
 /// Where a connection is in its life.
@@ -232,7 +233,7 @@ impl Slot {
     pub(crate) fn prefetch(&self) {
         let start = (self as *const Self).cast::<u8>();
         for off in (0..HOT_BYTES).step_by(64) {
-            crate::prefetch::line(start.wrapping_add(off));
+            prefetch::line(start.wrapping_add(off));
         }
     }
 

@@ -25,12 +25,14 @@ use corecast_proto::{ErrorCode, RawFrame, LEN_PREFIX};
 use futures_lite::{AsyncRead, AsyncWrite, FutureExt};
 use glommio::net::TcpStream;
 
+use super::{
+    shard::{Shard, State, READ_SCRATCH},
+    slot::{ms_duration, Exit, LargeFrame, Phase},
+};
 use crate::{
     cmd::{self, Ctx, Flow},
     counters::CoreCounters,
-    memory::Charge,
-    shard::{ms_duration, Shard, State, READ_SCRATCH},
-    slot::{Exit, LargeFrame, Phase},
+    mem::Charge,
 };
 
 /// Reads applied in one poll before the task yields to others.

@@ -12,19 +12,20 @@ use std::{
 use glommio::sync::Gate;
 use slab::Slab;
 
+use super::{
+    pressure::{Doomed, Policy, Queued},
+    slot::{self, Deadlines, Exit, Limit, Slot},
+};
 use crate::{
     config::Config,
     counters::CoreCounters,
-    memory::Memory,
-    mesh::{Outbound, Record},
-    pressure::{Doomed, Policy},
-    queue::Item,
-    slot::{Deadlines, Exit, Limit, Slot},
-    topics::Topics,
+    mem::{queue::Item, Memory},
+    mesh::{record::Record, staging::Outbound},
+    route::{fanout::Fanout, topics::Topics},
 };
 
 /// Bytes a connection reads at once; frames longer than this get a buffer
-/// of their own ([`crate::slot::LargeFrame`]).
+/// of their own ([`super::slot::LargeFrame`]).
 pub(crate) const READ_SCRATCH: usize = 256 << 10;
 
 /// The state of one core that its tasks share. Borrowed only in short,
@@ -44,7 +45,7 @@ pub(crate) struct State {
     /// Slots whose `PONG`s wait for the barrier in flight.
     pub barrier_waiters: Vec<usize>,
     /// Fan-out scratch: the message encoded once, the burst so far.
-    pub fanout: crate::fanout::Fanout,
+    pub fanout: Fanout,
     next_conn: u64,
     next_ping: u64,
 }
@@ -213,11 +214,10 @@ impl State {
     ) -> bool {
         let State { slots, mem, doomed, .. } = self;
         let mut policy = Self::policy(shard, doomed);
-        let queued = crate::slot::encoded(frame, |bytes| {
-            policy.queue(slots, mem, key, Item::Bytes(bytes), None)
-        });
+        let queued =
+            slot::encoded(frame, |bytes| policy.queue(slots, mem, key, Item::Bytes(bytes), None));
         self.reap_doomed(shard);
-        queued == crate::pressure::Queued::Yes
+        queued == Queued::Yes
     }
 
     /// Removes every subscription of a slot, telling other cores when this
@@ -279,5 +279,3 @@ fn count_exit(c: &CoreCounters, why: Exit) {
     };
     CoreCounters::add(counter, 1);
 }
-
-pub(crate) use crate::slot::ms_duration;

@@ -1,21 +1,21 @@
 //! Copying one message into the output queues of this core's subscribers.
 //!
 //! A subscriber whose queue cannot take the message meets its policy
-//! ([`crate::pressure`]): lossy subscriptions drop and count it (reported
+//! ([`crate::core::pressure`]): lossy subscriptions drop and count it (reported
 //! later with `DROPPED`), others begin to leave as slow consumers and are
-//! listed for the caller to finish with [`crate::shard::State::reap_doomed`].
+//! listed for the caller to finish with [`crate::core::shard::State::reap_doomed`].
 
 use corecast_proto::{Msg, ServerFrame};
 use slab::Slab;
 
+use super::topics::LocalSub;
 use crate::{
+    core::{
+        pressure::{Policy, Queued},
+        slot::Slot,
+    },
     counters::CoreCounters,
-    memory::{Blob, ChunkId, Memory, CHUNK, REFCOUNT},
-    pressure::{Policy, Queued},
-    queue::Item,
-    slot::Slot,
-    splice::HEADER,
-    topics::LocalSub,
+    mem::{queue::Item, splice::HEADER, Blob, ChunkId, Memory, CHUNK, REFCOUNT},
 };
 
 /// Bodies from this many bytes (topic and reply-to included) are written

@@ -1,119 +1,20 @@
-//! Traffic between cores: records, the per-peer staging that batches them,
-//! and the barrier that lets a `PING` wait until earlier effects landed on
-//! every core.
+//! The per-peer staging that batches records for the other cores, and the
+//! barrier that lets a `PING` wait until earlier effects landed on every
+//! core.
 //!
-//! Each ordered pair of cores has one bounded link (`crate::link`) carrying
-//! `Bytes` batches. A batch is a run of records in the order they were staged, so
-//! everything one core sends another (publishes, interest changes,
-//! barriers) arrives in order. Publishers stage only while their peer's
-//! staging is below `cross_core_batch`; past it they stop reading their
-//! socket until the forwarder has handed the batch to the link. That is
-//! the "backpressure to the publisher" policy.
+//! Publishers stage only while their peer's staging is below
+//! `cross_core_batch`; past it they stop reading their socket until the
+//! forwarder has handed the batch to the link. That is the "backpressure to
+//! the publisher" policy.
 
 use std::task::{Context, Poll, Waker};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
-use crate::coreset::CoreSet;
-
-const PUBLISH: u8 = 1;
-const INTEREST_ADD: u8 = 2;
-const INTEREST_REMOVE: u8 = 3;
-const BARRIER: u8 = 4;
-const BARRIER_ACK: u8 = 5;
+use super::{coreset::CoreSet, record::Record};
 
 /// Staging grows in chunks of this size, so batches share allocations.
 const STAGING_CHUNK: usize = 64 << 10;
-
-/// One unit of work for another core.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Record<'a> {
-    /// Deliver to the receiving core's local subscribers of `topic`.
-    Publish { topic: &'a str, reply_to: &'a str, payload: &'a [u8] },
-    /// The sending core now has subscribers for `topic`.
-    InterestAdd { topic: &'a str },
-    /// The sending core no longer has subscribers for `topic`.
-    InterestRemove { topic: &'a str },
-    /// Answer with `BarrierAck` once everything before this took effect.
-    Barrier { seq: u64 },
-    /// Everything the receiver staged up to `seq` took effect on the sender.
-    BarrierAck { seq: u64 },
-}
-
-impl<'a> Record<'a> {
-    fn encoded_len(&self) -> usize {
-        match self {
-            Self::Publish { topic, reply_to, payload } => {
-                1 + 1 + topic.len() + 1 + reply_to.len() + 4 + payload.len()
-            }
-            Self::InterestAdd { topic } | Self::InterestRemove { topic } => 2 + topic.len(),
-            Self::Barrier { .. } | Self::BarrierAck { .. } => 9,
-        }
-    }
-
-    fn encode(&self, dst: &mut BytesMut) {
-        let short = |dst: &mut BytesMut, s: &str| {
-            dst.put_u8(s.len() as u8);
-            dst.put_slice(s.as_bytes());
-        };
-        match self {
-            Self::Publish { topic, reply_to, payload } => {
-                dst.put_u8(PUBLISH);
-                short(dst, topic);
-                short(dst, reply_to);
-                dst.put_u32_le(payload.len() as u32);
-                dst.put_slice(payload);
-            }
-            Self::InterestAdd { topic } => {
-                dst.put_u8(INTEREST_ADD);
-                short(dst, topic);
-            }
-            Self::InterestRemove { topic } => {
-                dst.put_u8(INTEREST_REMOVE);
-                short(dst, topic);
-            }
-            Self::Barrier { seq } => {
-                dst.put_u8(BARRIER);
-                dst.put_u64_le(*seq);
-            }
-            Self::BarrierAck { seq } => {
-                dst.put_u8(BARRIER_ACK);
-                dst.put_u64_le(*seq);
-            }
-        }
-    }
-
-    /// Reads the next record; `None` at the end of the batch (or, should a
-    /// batch ever be inconsistent, at the first byte that does not parse).
-    pub(crate) fn decode(src: &mut &'a [u8]) -> Option<Self> {
-        fn take<'b>(src: &mut &'b [u8], n: usize) -> Option<&'b [u8]> {
-            let (head, tail) = (src.get(..n)?, src.get(n..)?);
-            *src = tail;
-            Some(head)
-        }
-        fn short<'b>(src: &mut &'b [u8]) -> Option<&'b str> {
-            let len = *take(src, 1)?.first()? as usize;
-            std::str::from_utf8(take(src, len)?).ok()
-        }
-        fn u64_le(src: &mut &[u8]) -> Option<u64> {
-            Some(take(src, 8)?.get_u64_le())
-        }
-        let kind = *take(src, 1)?.first()?;
-        Some(match kind {
-            PUBLISH => {
-                let topic = short(src)?;
-                let reply_to = short(src)?;
-                let len = take(src, 4)?.get_u32_le() as usize;
-                Self::Publish { topic, reply_to, payload: take(src, len)? }
-            }
-            INTEREST_ADD => Self::InterestAdd { topic: short(src)? },
-            INTEREST_REMOVE => Self::InterestRemove { topic: short(src)? },
-            BARRIER => Self::Barrier { seq: u64_le(src)? },
-            BARRIER_ACK => Self::BarrierAck { seq: u64_le(src)? },
-            _ => return None,
-        })
-    }
-}
 
 /// Records waiting for one peer's forwarder.
 #[derive(Debug, Default)]
@@ -273,27 +174,6 @@ impl Outbound {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn records_round_trip_in_order() {
-        let records = [
-            Record::Publish { topic: "a.b", reply_to: "", payload: b"hi" },
-            Record::InterestAdd { topic: "x" },
-            Record::Barrier { seq: 7 },
-            Record::InterestRemove { topic: "x" },
-            Record::BarrierAck { seq: 7 },
-            Record::Publish { topic: "é", reply_to: "r", payload: &[] },
-        ];
-        let mut buf = BytesMut::new();
-        for r in &records {
-            let before = buf.len();
-            r.encode(&mut buf);
-            assert_eq!(buf.len() - before, r.encoded_len());
-        }
-        let mut src = &buf[..];
-        let decoded: Vec<_> = std::iter::from_fn(|| Record::decode(&mut src)).collect();
-        assert_eq!(decoded, records);
-    }
 
     #[test]
     fn barrier_completes_after_every_peer_acks() {

@@ -26,11 +26,10 @@ use std::collections::HashSet;
 
 use slab::Slab;
 
+use super::slot::{Deadlines, Exit, Limit, Slot};
 use crate::{
     counters::CoreCounters,
-    memory::Memory,
-    queue::Item,
-    slot::{Deadlines, Exit, Limit, Slot},
+    mem::{queue::Item, Memory, CHUNK},
 };
 
 /// Slots that began leaving during a delivery: key, why, whether it was
@@ -109,7 +108,7 @@ impl Policy<'_> {
         len: usize,
     ) -> bool {
         let mut tried = HashSet::new();
-        while mem.room() < len + crate::memory::CHUNK {
+        while mem.room() < len + CHUNK {
             let Some(victim) = victim_for(slots, key, &tried) else { return false };
             tried.insert(victim);
             self.apply_budget_policy(slots, mem, victim);
@@ -177,6 +176,6 @@ fn victim_for(slots: &Slab<Slot>, asker: usize, tried: &HashSet<usize>) -> Optio
 /// stalled ones.
 pub(crate) fn budget_short(mem: &Memory, subscribers: usize, frame_len: usize) -> bool {
     // Each subscriber may need a fresh chunk for it.
-    let per_subscriber = frame_len.max(crate::memory::CHUNK);
+    let per_subscriber = frame_len.max(CHUNK);
     mem.room() < subscribers.saturating_mul(per_subscriber)
 }
