@@ -30,7 +30,12 @@
 //!     core.
 //! - `cmd`: one file per client frame (`HELLO`, `PING`, `SUB`, `UNSUB`,
 //!   `PUB`, `STATS`).
-//! - `route`: which subscribers a message reaches.
+//! - `route`: which subscribers a message reaches. Every publish, a
+//!   client's or another core's, goes through `route::publish`: topic
+//!   lookup, local fan-out, staging for other cores, reaping the
+//!   subscribers cut on the way.
+//!   - `route::subs`: subscribe, unsubscribe, leave with every
+//!     subscription, and the interest records that follow.
 //!   - `route::topics`: the subscription table.
 //!   - `route::fanout`: copying a message into subscribers' output queues.
 //! - `mesh`: traffic between cores.

@@ -54,6 +54,8 @@ pub(crate) struct Ctx<'a> {
     pub key: usize,
     /// The connection task, to park it on a stall.
     pub waker: &'a Waker,
+    /// The frame was deferred once for the budget already.
+    pub deferred: &'a mut bool,
 }
 
 impl std::fmt::Debug for Ctx<'_> {

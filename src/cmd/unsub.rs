@@ -5,15 +5,13 @@ use corecast_proto::{ErrorCode, ServerFrame};
 use super::{Ctx, Flow};
 use crate::{
     core::slot::{Exit, Limit},
-    counters::CoreCounters,
+    route,
 };
 
 pub(super) fn apply(ctx: &mut Ctx<'_>, sid: u32) -> Flow {
-    let Some(sub) = ctx.slot().subs.remove(&sid) else {
+    let Some(sub) = route::subs::unsubscribe(ctx.shard, ctx.st, ctx.key, sid) else {
         return ctx.refuse(ErrorCode::UnknownSid, &format!("sid {sid} is not subscribed"));
     };
-    ctx.st.remove_subscription(ctx.key, sid, &sub.topic);
-    CoreCounters::sub(&ctx.shard.counters.subscriptions, 1);
     if sub.dropped > 0 && !report_last_drops(ctx, sid, sub.dropped) {
         ctx.st.leave(ctx.shard, ctx.key, Exit::SlowConsumer(Limit::MaxPending), "");
         return Flow::Stop;

@@ -33,6 +33,7 @@ use crate::{
     cmd::{self, Ctx, Flow},
     counters::CoreCounters,
     mem::Charge,
+    route,
 };
 
 /// Reads applied in one poll before the task yields to others.
@@ -57,14 +58,24 @@ struct Connection {
     /// Whole frames wait in the connection's input (after a stall or a
     /// yield): apply them before reading more.
     backlog: bool,
+    /// The frame at the front of the input was deferred once for the
+    /// budget; the next attempt applies it.
+    deferred: bool,
 }
 
 /// Serves one accepted connection until it closes. Panics are caught here:
 /// they close this connection and leave the rest of the core running.
 pub(crate) fn serve(shard: Rc<Shard>, stream: TcpStream, key: usize) -> impl Future<Output = ()> {
     CoreCounters::add(&shard.counters.tasks_alive, 1);
-    let mut conn =
-        Connection { shard, key, stream, fin_sent: false, peer_eof: false, backlog: false };
+    let mut conn = Connection {
+        shard,
+        key,
+        stream,
+        fin_sent: false,
+        peer_eof: false,
+        backlog: false,
+        deferred: false,
+    };
     let run = async move { poll_fn(|cx| conn.poll(cx)).await };
     async move {
         if std::panic::AssertUnwindSafe(run).catch_unwind().await.is_err() {
@@ -224,7 +235,8 @@ impl Connection {
         self.backlog = false;
         loop {
             let before = *src;
-            let mut ctx = Ctx { shard, st, key: self.key, waker: cx.waker() };
+            let waker = cx.waker();
+            let mut ctx = Ctx { shard, st, key: self.key, waker, deferred: &mut self.deferred };
             let flow = match RawFrame::split(src, max_frame) {
                 Ok(None) => return Flow::Continue,
                 Ok(Some(raw)) => cmd::dispatch(&mut ctx, raw),
@@ -306,7 +318,7 @@ impl Connection {
     fn make_room(&mut self, shard: &Shard, st: &mut State, len: usize) -> bool {
         let State { slots, mem, doomed, .. } = &mut *st;
         let made = State::policy(shard, doomed).make_room(slots, mem, self.key, len);
-        st.reap_doomed(shard);
+        route::reap(shard, st);
         made
     }
 

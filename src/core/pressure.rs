@@ -18,9 +18,9 @@
 //!   one qualifies does the asker meet its own policy. So a subscriber that
 //!   keeps up is never cut while a stalled one holds as much.
 //!
-//! Connections that begin to leave here are listed in [`Doomed`]; the core
-//! finishes their exit (subscriptions, counters) right after the delivery,
-//! since their subscriptions are being walked.
+//! Connections that begin to leave here are listed in [`Doomed`];
+//! [`crate::route::reap`] finishes their exit (subscriptions, counters)
+//! right after the delivery, since their subscriptions are being walked.
 
 use std::collections::HashSet;
 

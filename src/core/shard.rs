@@ -20,8 +20,8 @@ use crate::{
     config::Config,
     counters::CoreCounters,
     mem::{queue::Item, Memory},
-    mesh::{record::Record, staging::Outbound},
-    route::{fanout::Fanout, topics::Topics},
+    mesh::staging::Outbound,
+    route::{self, Routes},
 };
 
 /// Bytes a connection reads at once; frames longer than this get a buffer
@@ -33,7 +33,8 @@ pub(crate) const READ_SCRATCH: usize = 256 << 10;
 #[derive(Debug)]
 pub(crate) struct State {
     pub slots: Slab<Slot>,
-    pub topics: Topics,
+    /// Topic table and fan-out scratch.
+    pub routes: Routes,
     pub outbound: Outbound,
     /// Chunks and the budget every connection's data is charged to.
     pub mem: Memory,
@@ -44,8 +45,6 @@ pub(crate) struct State {
     pub doomed: Doomed,
     /// Slots whose `PONG`s wait for the barrier in flight.
     pub barrier_waiters: Vec<usize>,
-    /// Fan-out scratch: the message encoded once, the burst so far.
-    pub fanout: Fanout,
     next_conn: u64,
     next_ping: u64,
 }
@@ -83,13 +82,12 @@ impl Shard {
         let mem = Memory::new(cfg.pending_budget, reserve, cfg.max_pending, Arc::clone(&counters))?;
         let state = State {
             slots: Slab::new(),
-            topics: Topics::default(),
+            routes: Routes::default(),
             outbound: Outbound::new(core, cfg.cores, cfg.cross_core_batch),
             mem,
             read_scratch: vec![0; READ_SCRATCH],
             doomed: Vec::new(),
             barrier_waiters: Vec::new(),
-            fanout: Default::default(),
             next_conn: 0,
             next_ping: 0,
         };
@@ -185,7 +183,7 @@ impl State {
     }
 
     /// The core's half of leaving: counters, subscriptions, the sweeper.
-    fn finish_leave(&mut self, shard: &Shard, key: usize, why: Exit, was_open: bool) {
+    pub(crate) fn finish_leave(&mut self, shard: &Shard, key: usize, why: Exit, was_open: bool) {
         let c = &shard.counters;
         if was_open {
             CoreCounters::sub(&c.connections_open, 1);
@@ -195,7 +193,7 @@ impl State {
             tracing::debug!(core = shard.core, conn = slot.id, peer = %slot.peer, ?why, "connection leaves");
         }
         shard.nudge_sweeper();
-        self.unsubscribe_all(shard, key);
+        route::subs::unsubscribe_all(shard, self, key);
     }
 
     /// The policies for one delivery or frame, listing cut slots in
@@ -216,32 +214,8 @@ impl State {
         let mut policy = Self::policy(shard, doomed);
         let queued =
             slot::encoded(frame, |bytes| policy.queue(slots, mem, key, Item::Bytes(bytes), None));
-        self.reap_doomed(shard);
+        route::reap(shard, self);
         queued == Queued::Yes
-    }
-
-    /// Removes every subscription of a slot, telling other cores when this
-    /// core loses interest in a topic.
-    fn unsubscribe_all(&mut self, shard: &Shard, key: usize) {
-        let subs = std::mem::take(&mut self.slots[key].subs);
-        CoreCounters::sub(&shard.counters.subscriptions, subs.len() as u64);
-        for (sid, sub) in subs {
-            self.remove_subscription(key, sid, &sub.topic);
-        }
-    }
-
-    /// Takes one subscription out of the topic table.
-    pub(crate) fn remove_subscription(&mut self, key: usize, sid: u32, topic: &str) {
-        if self.topics.remove_local(topic, key, sid) {
-            self.outbound.stage_all(Record::InterestRemove { topic });
-        }
-    }
-
-    /// Finishes the exits that began during a delivery.
-    pub(crate) fn reap_doomed(&mut self, shard: &Shard) {
-        while let Some((key, why, was_open)) = self.doomed.pop() {
-            self.finish_leave(shard, key, why, was_open);
-        }
     }
 
     /// Wakes connections whose `PONG`s waited for the barrier that just

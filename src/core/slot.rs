@@ -177,9 +177,6 @@ pub(crate) struct Slot {
     pub notified: bool,
     /// A server `PING` went out and no bytes arrived since.
     pub ping_outstanding: bool,
-    /// The frame at the front of the input was deferred once for the
-    /// budget; the next attempt applies it.
-    pub deferred: bool,
     /// Some subscription has drops not yet reported with `DROPPED`.
     pub unreported_drops: bool,
     /// Registered as a barrier waiter.
@@ -224,7 +221,6 @@ impl Slot {
             last_inbound: now,
             write_blocked_since: None,
             ping_outstanding: false,
-            deferred: false,
         }
     }
 

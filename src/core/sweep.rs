@@ -61,8 +61,8 @@ pub(super) async fn sweep(shard: Rc<Shard>) {
                 Due::End => {}
             }
         }
-        let State { fanout, mem, .. } = &mut *st;
-        fanout.release_idle(mem);
+        let State { routes, mem, .. } = &mut *st;
+        routes.release_idle(mem);
         let keep = if st.mem.used() == 0 { 0 } else { WARM_KEEP };
         st.mem.trim(keep);
     }

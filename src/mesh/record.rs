@@ -4,12 +4,9 @@
 use bytes::{Buf, BufMut, BytesMut};
 
 use crate::{
-    core::{
-        pressure,
-        shard::{Shard, State},
-    },
+    core::shard::{Shard, State},
     counters::CoreCounters,
-    route::fanout::{self, Message},
+    route::{self, Message, Routed, Source},
 };
 
 const PUBLISH: u8 = 1;
@@ -126,28 +123,23 @@ pub(super) fn apply_batch(
         let Some(record) = Record::decode(&mut src) else { break };
         match record {
             Record::Publish { topic, reply_to, payload } => {
-                let State { slots, topics, doomed, fanout, mem, .. } = &mut *st;
-                let mut pressed = false;
-                if let Some(entry) = topics.get(topic) {
-                    let frame_len = 16 + topic.len() + reply_to.len() + payload.len();
-                    let short = pressure::budget_short(mem, entry.local.len(), frame_len);
-                    if !std::mem::take(deferred) && short {
-                        *deferred = true;
+                let msg = Message { topic, reply_to, payload };
+                match route::publish(shard, st, msg, Source::Peer, deferred) {
+                    Routed::Delivered { pressed } => {
+                        published += 1;
+                        if pressed {
+                            break;
+                        }
+                    }
+                    // Kept for the next call (a peer's publish never stalls).
+                    Routed::Deferred | Routed::Stalled => {
                         src = before;
                         break;
                     }
-                    let msg = Message { topic, reply_to, payload };
-                    let mut policy = State::policy(shard, doomed);
-                    pressed = fanout::deliver(slots, mem, &entry.local, msg, &mut policy, fanout);
-                }
-                published += 1;
-                st.reap_doomed(shard);
-                if pressed {
-                    break;
                 }
             }
-            Record::InterestAdd { topic } => st.topics.set_remote(topic, from, true),
-            Record::InterestRemove { topic } => st.topics.set_remote(topic, from, false),
+            Record::InterestAdd { topic } => route::subs::peer_interest(st, from, topic, true),
+            Record::InterestRemove { topic } => route::subs::peer_interest(st, from, topic, false),
             Record::Barrier { seq } => st.outbound.stage(from, Record::BarrierAck { seq }),
             Record::BarrierAck { seq } => {
                 if st.outbound.on_ack(seq) {

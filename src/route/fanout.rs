@@ -3,7 +3,7 @@
 //! A subscriber whose queue cannot take the message meets its policy
 //! ([`crate::core::pressure`]): lossy subscriptions drop and count it (reported
 //! later with `DROPPED`), others begin to leave as slow consumers and are
-//! listed for the caller to finish with [`crate::core::shard::State::reap_doomed`].
+//! listed for the caller to finish with [`super::reap`].
 
 use corecast_proto::{Msg, ServerFrame};
 use slab::Slab;
@@ -30,6 +30,14 @@ pub(crate) struct Message<'a> {
     pub topic: &'a str,
     pub reply_to: &'a str,
     pub payload: &'a [u8],
+}
+
+impl Message<'_> {
+    /// The length the budget check assumes for its `MSG` frame: the body
+    /// and 16 bytes of header and length fields (a few more than exact).
+    pub(crate) fn frame_len(&self) -> usize {
+        16 + self.topic.len() + self.reply_to.len() + self.payload.len()
+    }
 }
 
 /// A core's fan-out scratch: the message being delivered, encoded once, and
