@@ -41,7 +41,9 @@
 //! - `mesh`: traffic between cores.
 //!   - `mesh::record`: the records cores send each other, and what a core
 //!     does with each one that arrives.
-//!   - `mesh::staging`: records batched per peer, and the barrier.
+//!   - `mesh::staging`: records batched per peer.
+//!   - `mesh::barrier`: a `PING`'s `PONG` waits until everything sent
+//!     before it took effect on every core.
 //!   - `mesh::link`: the bounded links that carry batches between cores.
 //!   - `mesh::tasks`: per peer, the forwarder and the receiver.
 //!   - `mesh::coreset`: a set of cores.

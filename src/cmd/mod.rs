@@ -8,8 +8,6 @@
 
 mod hello;
 mod ping;
-
-pub(crate) use ping::release_pongs;
 mod publish;
 mod stats;
 mod sub;

@@ -33,6 +33,7 @@ use crate::{
     cmd::{self, Ctx, Flow},
     counters::CoreCounters,
     mem::Charge,
+    mesh::barrier,
     route,
 };
 
@@ -418,7 +419,7 @@ impl Connection {
             slot.report_drops(mem);
         }
         if !slot.pongs.is_empty() {
-            cmd::release_pongs(shard, st, self.key);
+            barrier::release_pongs(shard, st, self.key);
         }
     }
 

@@ -20,7 +20,7 @@ use crate::{
     config::Config,
     counters::CoreCounters,
     mem::{queue::Item, Memory},
-    mesh::staging::Outbound,
+    mesh::{barrier::Barrier, staging::Outbound},
     route::{self, Routes},
 };
 
@@ -43,8 +43,8 @@ pub(crate) struct State {
     pub read_scratch: Vec<u8>,
     /// Slots that began leaving during a delivery; finished right after it.
     pub doomed: Doomed,
-    /// Slots whose `PONG`s wait for the barrier in flight.
-    pub barrier_waiters: Vec<usize>,
+    /// What `PONG`s wait for: effects known to have landed on every core.
+    pub barrier: Barrier,
     next_conn: u64,
     next_ping: u64,
 }
@@ -87,7 +87,7 @@ impl Shard {
             mem,
             read_scratch: vec![0; READ_SCRATCH],
             doomed: Vec::new(),
-            barrier_waiters: Vec::new(),
+            barrier: Barrier::default(),
             next_conn: 0,
             next_ping: 0,
         };
@@ -216,19 +216,6 @@ impl State {
             slot::encoded(frame, |bytes| policy.queue(slots, mem, key, Item::Bytes(bytes), None));
         route::reap(shard, self);
         queued == Queued::Yes
-    }
-
-    /// Wakes connections whose `PONG`s waited for the barrier that just
-    /// completed.
-    pub(crate) fn wake_barrier_waiters(&mut self) {
-        for key in self.barrier_waiters.drain(..) {
-            if let Some(slot) = self.slots.get_mut(key) {
-                slot.awaiting_barrier = false;
-                if let Some(w) = &slot.waker {
-                    w.wake_by_ref();
-                }
-            }
-        }
     }
 }
 

@@ -12,20 +12,17 @@
 //! only delivers the final `ERR` or `GOAWAY` within a deadline; `Free` is the
 //! slab entry removed with nothing left to give back.
 
-use std::{
-    collections::{HashMap, VecDeque},
-    net::SocketAddr,
-    rc::Rc,
-    task::Waker,
-    time::Instant,
-};
+use std::{collections::HashMap, net::SocketAddr, rc::Rc, task::Waker, time::Instant};
 
 use corecast_proto::{ErrFrame, ErrorCode, ServerFrame, GOAWAY_SHUTDOWN};
 
-use crate::mem::{
-    prefetch,
-    queue::{ChunkQueue, Item},
-    Charge, Memory, PageBuf, CHUNK,
+use crate::{
+    mem::{
+        prefetch,
+        queue::{ChunkQueue, Item},
+        Charge, Memory, PageBuf, CHUNK,
+    },
+    mesh::barrier::Pongs,
 };
 
 /// Where a connection is in its life.
@@ -112,17 +109,6 @@ pub(crate) struct SlotSub {
     pub dropped: u64,
 }
 
-/// A `PONG` owed to the client once effects up to `after_seq` landed.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct PendingPong {
-    pub nonce: u64,
-    pub after_seq: u64,
-}
-
-/// Most `PING`s a connection may have waiting for their `PONG`; past this
-/// the broker stops reading from it until they are answered.
-pub(crate) const MAX_PENDING_PONGS: usize = 64;
-
 /// Input read from the socket and not yet applied.
 #[derive(Debug, Default)]
 pub(crate) struct Input {
@@ -179,8 +165,6 @@ pub(crate) struct Slot {
     pub ping_outstanding: bool,
     /// Some subscription has drops not yet reported with `DROPPED`.
     pub unreported_drops: bool,
-    /// Registered as a barrier waiter.
-    pub awaiting_barrier: bool,
     /// Broker-wide connection id, sent in `WELCOME`.
     pub id: u64,
     /// Client address, for logs.
@@ -193,7 +177,7 @@ pub(crate) struct Slot {
     /// yet, by sid, oldest first; at most `max_subscriptions` long.
     pub orphan_drops: Vec<(u32, u64)>,
     /// `PONG`s waiting for a barrier or for drop reports, in order.
-    pub pongs: VecDeque<PendingPong>,
+    pub pongs: Pongs,
     pub accepted_at: Instant,
     /// Last time bytes arrived (coarse clock).
     pub last_inbound: Instant,
@@ -215,8 +199,7 @@ impl Slot {
             subs: HashMap::new(),
             unreported_drops: false,
             orphan_drops: Vec::new(),
-            pongs: VecDeque::new(),
-            awaiting_barrier: false,
+            pongs: Pongs::default(),
             accepted_at: now,
             last_inbound: now,
             write_blocked_since: None,

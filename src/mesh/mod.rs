@@ -7,7 +7,10 @@
 //! they were staged ([`staging`]), so everything one core sends another
 //! (publishes, interest changes, barriers) arrives in order. One task per
 //! peer forwards the staging and one applies what arrives ([`tasks`]).
+//! The [`barrier`] lets a `PONG` wait until earlier effects landed on every
+//! core.
 
+pub(crate) mod barrier;
 pub(crate) mod coreset;
 pub(crate) mod link;
 pub(crate) mod record;

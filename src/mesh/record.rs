@@ -3,6 +3,8 @@
 
 use bytes::{Buf, BufMut, BytesMut};
 
+use super::barrier;
+
 use crate::{
     core::shard::{Shard, State},
     counters::CoreCounters,
@@ -140,12 +142,8 @@ pub(super) fn apply_batch(
             }
             Record::InterestAdd { topic } => route::subs::peer_interest(st, from, topic, true),
             Record::InterestRemove { topic } => route::subs::peer_interest(st, from, topic, false),
-            Record::Barrier { seq } => st.outbound.stage(from, Record::BarrierAck { seq }),
-            Record::BarrierAck { seq } => {
-                if st.outbound.on_ack(seq) {
-                    st.wake_barrier_waiters();
-                }
-            }
+            Record::Barrier { seq } => barrier::on_barrier(st, from, seq),
+            Record::BarrierAck { seq } => barrier::on_ack(st, seq),
         }
     }
     CoreCounters::add(&shard.counters.cross_core_received, published);

@@ -1,6 +1,4 @@
-//! The per-peer staging that batches records for the other cores, and the
-//! barrier that lets a `PING` wait until earlier effects landed on every
-//! core.
+//! The per-peer staging that batches records for the other cores.
 //!
 //! Publishers stage only while their peer's staging is below
 //! `cross_core_batch`; past it they stop reading their socket until the
@@ -24,13 +22,6 @@ struct PeerQueue {
     forwarder: Option<Waker>,
 }
 
-/// The barrier in flight, if any.
-#[derive(Debug, Clone, Copy)]
-struct Inflight {
-    seq: u64,
-    acks_missing: usize,
-}
-
 /// Everything this core has staged for its peers.
 #[derive(Debug)]
 pub(crate) struct Outbound {
@@ -40,11 +31,9 @@ pub(crate) struct Outbound {
     limit: usize,
     /// Connections waiting for staging room; woken when a batch leaves.
     blocked: Vec<Waker>,
-    /// Effects (publishes, interest changes) staged so far.
+    /// Effects (publishes, interest changes) staged so far, which a
+    /// barrier counts ([`super::barrier`]).
     staged_seq: u64,
-    /// Every effect up to here is known to have landed on every peer.
-    acked_seq: u64,
-    inflight: Option<Inflight>,
     /// Set at shutdown: forwarders finish once their staging is empty.
     closing: bool,
 }
@@ -57,8 +46,6 @@ impl Outbound {
             limit,
             blocked: Vec::new(),
             staged_seq: 0,
-            acked_seq: 0,
-            inflight: None,
             closing: false,
         }
     }
@@ -132,59 +119,20 @@ impl Outbound {
         }
     }
 
-    /// The effect count a `PING` received now must wait for.
+    /// Effects staged so far: what a `PING` received now must wait for.
     pub(crate) fn staged_seq(&self) -> u64 {
         self.staged_seq
     }
 
-    /// The effect count known to have landed everywhere.
-    pub(crate) fn acked_seq(&self) -> u64 {
-        self.acked_seq
-    }
-
-    /// Starts a barrier covering everything staged so far, unless one is in
-    /// flight (its completion starts the next when still needed).
-    pub(crate) fn request_barrier(&mut self) {
-        if self.inflight.is_some() || self.acked_seq >= self.staged_seq {
-            return;
-        }
-        let seq = self.staged_seq;
-        self.inflight = Some(Inflight { seq, acks_missing: self.peers.len() - 1 });
-        self.stage_all(Record::Barrier { seq });
-    }
-
-    /// Counts one peer's ack; true when the barrier completed.
-    pub(crate) fn on_ack(&mut self, seq: u64) -> bool {
-        let Some(inflight) = &mut self.inflight else {
-            return false;
-        };
-        if inflight.seq != seq {
-            return false;
-        }
-        inflight.acks_missing -= 1;
-        if inflight.acks_missing > 0 {
-            return false;
-        }
-        self.acked_seq = seq;
-        self.inflight = None;
-        true
+    /// How many other cores there are.
+    pub(crate) fn peer_count(&self) -> usize {
+        self.peers.len() - 1
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn barrier_completes_after_every_peer_acks() {
-        let mut out = Outbound::new(0, 3, 1024);
-        out.stage_all(Record::InterestAdd { topic: "t" });
-        assert_eq!(out.staged_seq(), 2);
-        out.request_barrier();
-        assert!(!out.on_ack(2));
-        assert!(out.on_ack(2));
-        assert_eq!(out.acked_seq(), 2);
-    }
 
     #[test]
     fn staging_limit_reports_room() {
