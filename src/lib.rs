@@ -20,7 +20,8 @@
 //!   - `core::accept`: the accept loop; a slot and a task per connection.
 //!   - `core::connection`: the task that owns one socket: flush, read,
 //!     apply.
-//!   - `core::slot`: a connection's shared state and lifecycle.
+//!   - `core::slot`: a connection's shared state and lifecycle, changed
+//!     only through its own methods.
 //!   - `core::shard`: the state of one core and the ways a connection
 //!     leaves.
 //!   - `core::pressure`: the named policies when something is full

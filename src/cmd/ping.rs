@@ -6,7 +6,7 @@ use super::{Ctx, Flow};
 use crate::mesh::barrier;
 
 pub(super) fn ping(ctx: &mut Ctx<'_>, nonce: u64) -> Flow {
-    if ctx.slot().pongs.is_full() {
+    if ctx.slot().pongs().is_full() {
         return Flow::Stall;
     }
     barrier::owe_pong(ctx.st, ctx.key, nonce);

@@ -22,11 +22,11 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, sub: Sub<'_>) -> Flow {
     }
     let max = ctx.shard.cfg.max_subscriptions;
     let slot = ctx.slot();
-    if slot.subs.contains_key(&sub.sid) {
+    if slot.has_sub(sub.sid) {
         return ctx
             .refuse(ErrorCode::DuplicateSid, &format!("sid {} is already subscribed", sub.sid));
     }
-    if slot.subs.len() >= max {
+    if slot.sub_count() >= max {
         return ctx
             .refuse(ErrorCode::TooManySubscriptions, &format!("at most {max} subscriptions"));
     }

@@ -24,7 +24,8 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, sid: u32) -> Flow {
 fn report_last_drops(ctx: &mut Ctx<'_>, sid: u32, count: u64) -> bool {
     let max = ctx.shard.cfg.max_subscriptions;
     let (slot, mem) = ctx.slot_and_memory();
-    if !slot.unreported_drops && slot.push(mem, &ServerFrame::Dropped { sid, count }).is_ok() {
+    if !slot.has_unreported_drops() && slot.push(mem, &ServerFrame::Dropped { sid, count }).is_ok()
+    {
         return true;
     }
     slot.orphan_drops(sid, count, max)

@@ -120,7 +120,7 @@ impl Policy<'_> {
     /// lossy (never cutting it), and cuts any other.
     fn apply_budget_policy(&mut self, slots: &mut Slab<Slot>, mem: &mut Memory, key: usize) {
         let slot = &mut slots[key];
-        if slot.all_lossy() && slot.input.stash.is_empty() && slot.input.large.is_none() {
+        if slot.all_lossy() && slot.input().is_empty() {
             let shed = slot.shed_messages(mem);
             if shed > 0 {
                 slot.notify();
@@ -129,7 +129,7 @@ impl Policy<'_> {
             }
             return;
         }
-        let input_bound = slot.held() > 2 * slot.out.held();
+        let input_bound = slot.held() > 2 * slot.out().held();
         let why = if input_bound { Exit::OutOfMemory } else { Exit::SlowConsumer(Limit::Budget) };
         self.cut(slots, mem, key, why);
     }
@@ -151,8 +151,8 @@ impl Policy<'_> {
 /// never loses to one that does not.
 fn victim_for(slots: &Slab<Slot>, asker: usize, tried: &HashSet<usize>) -> Option<usize> {
     let rank = |s: &Slot| {
-        let since = s.write_blocked_since.map(std::cmp::Reverse);
-        (s.write_blocked_since.is_some(), s.held(), since)
+        let since = s.write_blocked_since().map(std::cmp::Reverse);
+        (s.write_blocked_since().is_some(), s.held(), since)
     };
     let (victim, (stuck, held, since)) = slots
         .iter()

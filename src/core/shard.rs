@@ -153,8 +153,7 @@ impl Shard {
         }
         let State { slots, mem, .. } = &mut *st;
         let mut slot = slots.remove(key);
-        slot.out.clear(mem);
-        slot.input.release(mem);
+        slot.release(mem);
         CoreCounters::sub(&self.counters.slots_in_use, 1);
     }
 
@@ -190,7 +189,7 @@ impl State {
         }
         count_exit(c, why);
         if let Some(slot) = self.slots.get(key) {
-            tracing::debug!(core = shard.core, conn = slot.id, peer = %slot.peer, ?why, "connection leaves");
+            tracing::debug!(core = shard.core, conn = slot.id(), peer = %slot.peer(), ?why, "connection leaves");
         }
         shard.nudge_sweeper();
         route::subs::unsubscribe_all(shard, self, key);

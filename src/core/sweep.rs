@@ -52,9 +52,8 @@ pub(super) async fn sweep(shard: Rc<Shard>) {
             match due {
                 Due::Ping => {
                     let nonce = Shard::next_ping_nonce(st);
-                    let sent = st.push(&shard, key, &ServerFrame::Ping { nonce });
-                    if let Some(slot) = st.slots.get_mut(key) {
-                        slot.ping_outstanding = sent;
+                    if st.push(&shard, key, &ServerFrame::Ping { nonce }) {
+                        st.slots[key].ping_sent();
                     }
                 }
                 Due::Close(why) => st.leave(&shard, key, why, ""),
@@ -96,14 +95,16 @@ impl SweepLimits {
 
     fn due(&self, slot: &Slot, now: Instant) -> Option<Due> {
         let blocked_too_long =
-            slot.write_blocked_since.is_some_and(|since| now - since > self.write_deadline);
+            slot.write_blocked_since().is_some_and(|since| now - since > self.write_deadline);
         Some(match slot.phase() {
-            Phase::Handshake if now - slot.accepted_at > self.handshake => {
+            Phase::Handshake if now - slot.accepted_at() > self.handshake => {
                 Due::Close(Exit::HandshakeTimeout)
             }
             Phase::Open if blocked_too_long => Due::Close(Exit::SlowConsumer(Limit::WriteDeadline)),
-            Phase::Open if now - slot.last_inbound > self.stale_after => Due::Close(Exit::Stale),
-            Phase::Open if now - slot.last_inbound > self.ping_after && !slot.ping_outstanding => {
+            Phase::Open if now - slot.last_inbound() > self.stale_after => Due::Close(Exit::Stale),
+            Phase::Open
+                if now - slot.last_inbound() > self.ping_after && !slot.ping_outstanding() =>
+            {
                 Due::Ping
             }
             Phase::Draining { until } if now > until => Due::End,

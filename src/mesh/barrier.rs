@@ -105,7 +105,7 @@ impl Barrier {
 /// far. The caller has checked that its [`Pongs`] are not full.
 pub(crate) fn owe_pong(st: &mut State, key: usize, nonce: u64) {
     let after_seq = st.outbound.staged_seq();
-    st.slots[key].pongs.owed.push_back(PendingPong { nonce, after_seq });
+    st.slots[key].pongs_mut().owed.push_back(PendingPong { nonce, after_seq });
 }
 
 /// Sends the `PONG`s whose conditions hold, in order; starts a barrier for
@@ -119,26 +119,26 @@ pub(crate) fn release_pongs(shard: &Shard, st: &mut State, key: usize) -> bool {
     loop {
         let State { slots, mem, barrier, outbound, .. } = &mut *st;
         let slot = &mut slots[key];
-        let Some(&pong) = slot.pongs.owed.front() else { return true };
-        if slot.unreported_drops && !slot.report_drops(mem) {
+        let Some(&pong) = slot.pongs().owed.front() else { return true };
+        if slot.has_unreported_drops() && !slot.report_drops(mem) {
             return true;
         }
         if pong.after_seq > acked {
-            if !slot.pongs.waiting {
-                slot.pongs.waiting = true;
+            if !slot.pongs().waiting {
+                slot.pongs_mut().waiting = true;
                 barrier.waiters.push(key);
             }
             barrier.request(outbound);
             return true;
         }
         let frame = ServerFrame::Pong { nonce: pong.nonce };
-        if slot.all_lossy() && slot.out.len() + frame.encoded_len() > mem.max_pending() {
+        if slot.all_lossy() && slot.out().len() + frame.encoded_len() > mem.max_pending() {
             return true;
         }
         if !st.push(shard, key, &frame) {
             return false;
         }
-        st.slots[key].pongs.owed.pop_front();
+        st.slots[key].pongs_mut().owed.pop_front();
     }
 }
 
@@ -157,10 +157,8 @@ pub(crate) fn on_ack(st: &mut State, seq: u64) {
     let State { slots, barrier, .. } = st;
     for key in barrier.waiters.drain(..) {
         if let Some(slot) = slots.get_mut(key) {
-            slot.pongs.waiting = false;
-            if let Some(w) = &slot.waker {
-                w.wake_by_ref();
-            }
+            slot.pongs_mut().waiting = false;
+            slot.wake();
         }
     }
 }

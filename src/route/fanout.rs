@@ -151,7 +151,7 @@ fn prefetch_ahead(slots: &Slab<Slot>, mem: &Memory, subs: &[LocalSub], i: usize,
         }
     }
     if let Some(near) = subs.get(i + PREFETCH_AHEAD).and_then(|s| slots.get(s.key)) {
-        near.out.prefetch_tail(mem, shared);
+        near.out().prefetch_tail(mem, shared);
     }
 }
 
@@ -176,7 +176,7 @@ pub(crate) fn deliver(
         if !slot.is_open() {
             continue;
         }
-        let before = slot.out.len();
+        let before = slot.out().len();
         let item = match blob {
             Some(blob) => Item::Shared { header: scratch.header_for(sub.sid), blob },
             None => Item::Bytes(scratch.for_sid(sub.sid)),
@@ -185,7 +185,7 @@ pub(crate) fn deliver(
         if policy.queue(slots, mem, sub.key, item, drop_sid) == Queued::Yes {
             sent += 1;
             // Once per crossing: a subscriber stuck above half is not news.
-            pressed |= before <= half && slots[sub.key].out.len() > half;
+            pressed |= before <= half && slots[sub.key].out().len() > half;
         }
     }
     CoreCounters::add(&policy.counters.msgs_out, sent);

@@ -29,21 +29,21 @@ pub(crate) fn subscribe(
     if first_here {
         st.outbound.stage_all(Record::InterestAdd { topic });
     }
-    st.slots[key].subs.insert(sid, SlotSub { topic: name, lossy, dropped: 0 });
+    st.slots[key].add_sub(sid, SlotSub { topic: name, lossy, dropped: 0 });
     CoreCounters::add(&shard.counters.subscriptions, 1);
 }
 
 /// Removes subscription `sid` of connection `key`; returns it (with its
 /// unreported drops), or `None` when there is no such subscription.
 pub(crate) fn unsubscribe(shard: &Shard, st: &mut State, key: usize, sid: u32) -> Option<SlotSub> {
-    let sub = st.slots[key].subs.remove(&sid)?;
+    let sub = st.slots[key].remove_sub(sid)?;
     forget(shard, st, key, sid, &sub.topic);
     Some(sub)
 }
 
 /// Removes every subscription of connection `key`, which is leaving.
 pub(crate) fn unsubscribe_all(shard: &Shard, st: &mut State, key: usize) {
-    let subs = std::mem::take(&mut st.slots[key].subs);
+    let subs = st.slots[key].take_subs();
     for (sid, sub) in subs {
         forget(shard, st, key, sid, &sub.topic);
     }
