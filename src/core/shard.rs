@@ -1,5 +1,5 @@
-//! One core: its slots, its topic table, its staging for the other cores,
-//! and the ways a connection leaves.
+//! One core: its slots, its routing state, its staging for the other cores
+//! and the barrier, its memory, and the ways a connection leaves.
 
 use std::{
     cell::{Cell, RefCell},
@@ -32,22 +32,26 @@ pub(crate) const READ_SCRATCH: usize = 256 << 10;
 /// synchronous stretches: never across an `.await` or a `spawn_local`.
 #[derive(Debug)]
 pub(crate) struct State {
+    /// Every connection of this core, by key.
     pub slots: Slab<Slot>,
     /// Topic table and fan-out scratch.
     pub routes: Routes,
+    /// Records waiting for the other cores.
     pub outbound: Outbound,
     /// Chunks and the budget every connection's data is charged to.
     pub mem: Memory,
     /// Where connections read into; input left over after the last whole
     /// frame moves to the connection's own chunks.
     pub read_scratch: Vec<u8>,
-    /// Slots that began leaving during a delivery; finished right after it.
+    /// Slots that began leaving during a delivery; finished right after it
+    /// ([`route::reap`]).
     pub doomed: Doomed,
     /// What `PONG`s wait for: effects known to have landed on every core.
     pub barrier: Barrier,
     next_conn: u64,
     next_ping: u64,
 }
+
 /// One core of the broker.
 #[derive(Debug)]
 pub(crate) struct Shard {
