@@ -7,12 +7,14 @@ use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
 use crate::{
     config::{online_cpus, Config, ConfigError},
+    core::{
+        run::{self, CoreInit},
+        shutdown::{ShutdownHandle, ShutdownSignal},
+    },
     counters::{CoreCounters, Counters},
-    link,
     listener::{self, Listeners},
     memlock::{self, MEMLOCK_NEEDED},
-    server::{self, CoreInit},
-    shutdown::{ShutdownHandle, ShutdownSignal},
+    mesh::link,
 };
 
 /// Memory each executor registers with io_uring, bytes: glommio's least.
@@ -130,7 +132,7 @@ impl Broker {
             let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpus[core % cpus.len()]))
                 .name(&format!("corecast-{core}"))
                 .io_memory(IO_MEMORY)
-                .spawn(move || server::run(init));
+                .spawn(move || run::run(init));
             match spawned {
                 Ok(handle) => broker.executors.push(handle),
                 Err(e) => {

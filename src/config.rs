@@ -170,8 +170,8 @@ impl Config {
         if self.write_deadline_ms == 0 {
             return invalid("write_deadline_ms must be > 0".into());
         }
-        if self.cores == 0 || self.cores > crate::coreset::MAX_CORES {
-            return invalid(format!("cores must be 1..={}", crate::coreset::MAX_CORES));
+        if self.cores == 0 || self.cores > crate::mesh::coreset::MAX_CORES {
+            return invalid(format!("cores must be 1..={}", crate::mesh::coreset::MAX_CORES));
         }
         if self.max_connections == 0 || self.max_subscriptions == 0 || self.cross_core_queue == 0 {
             return invalid(

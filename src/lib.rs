@@ -15,25 +15,46 @@
 //! - `listener`: the cores' listeners, and the check that nobody else
 //!   listens on the address.
 //! - `memlock`: the locked memory glommio needs.
-//! - `server`: what runs on a core: accept loop, sweeper (heartbeats and
-//!   timeouts), cross-core forwarders and receivers, shutdown sequence.
-//! - `connection`: the task that owns one socket: flush, read, apply.
+//! - `core`: what runs on one core and the state it keeps.
+//!   - `core::run`: a core's tasks, started and run until shutdown.
+//!   - `core::accept`: the accept loop; a slot and a task per connection.
+//!   - `core::connection`: the task that owns one socket: flush, read,
+//!     apply.
+//!   - `core::slot`: a connection's shared state and lifecycle, changed
+//!     only through its own methods.
+//!   - `core::shard`: the state of one core and the ways a connection
+//!     leaves.
+//!   - `core::pressure`: the named policies when something is full
+//!     (`max_pending`, write deadline, the per-core pending budget).
+//!   - `core::sweep`: heartbeats, timeouts and drain deadlines.
+//!   - `core::shutdown`: the shutdown signal and the sequence that ends a
+//!     core.
 //! - `cmd`: one file per client frame (`HELLO`, `PING`, `SUB`, `UNSUB`,
-//!   `PUB`).
-//! - `shard`: the state of one core and the ways a connection leaves.
-//! - `slot`: a connection's shared state and lifecycle.
-//! - `fanout`: copying a message into subscribers' output queues.
-//! - `pressure`: the named policies when something is full (`max_pending`,
-//!   write deadline, the per-core pending budget).
-//! - `mesh`: records, staging and the barrier between cores.
-//! - `link`: the bounded links that carry batches between cores.
-//! - `topics`: the subscription table.
-//! - `memory`: the per-core chunk pool and pending budget, large input
-//!   buffers.
-//! - `queue`: byte queues in chunks (a connection's output, its leftover
-//!   input).
-//! - `splice`: messages an output queue sends from shared chunks.
-//! - `prefetch`: cache-line hints for the fan-out loop.
+//!   `PUB`, `STATS`).
+//! - `route`: which subscribers a message reaches. Every publish, a
+//!   client's or another core's, goes through `route::publish`: topic
+//!   lookup, local fan-out, staging for other cores, reaping the
+//!   subscribers cut on the way.
+//!   - `route::subs`: subscribe, unsubscribe, leave with every
+//!     subscription, and the interest records that follow.
+//!   - `route::topics`: the subscription table.
+//!   - `route::fanout`: copying a message into subscribers' output queues.
+//! - `mesh`: traffic between cores.
+//!   - `mesh::record`: the records cores send each other, and what a core
+//!     does with each one that arrives.
+//!   - `mesh::staging`: records batched per peer.
+//!   - `mesh::barrier`: a `PING`'s `PONG` waits until everything sent
+//!     before it took effect on every core.
+//!   - `mesh::link`: the bounded links that carry batches between cores.
+//!   - `mesh::tasks`: per peer, the forwarder and the receiver.
+//!   - `mesh::coreset`: a set of cores.
+//! - `mem`: a core's memory for connection data.
+//!   - `mem::pool`: the per-core chunk pool and pending budget, large
+//!     input buffers.
+//!   - `mem::queue`: byte queues in chunks (a connection's output, its
+//!     leftover input).
+//!   - `mem::splice`: messages an output queue sends from shared chunks.
+//!   - `mem::prefetch`: cache-line hints for the fan-out loop.
 //! - [`counters`]: live counters.
 //! - `probe`: marks the broker's own code for allocation accounting.
 //!
@@ -45,29 +66,18 @@ pub mod address;
 pub mod broker;
 mod cmd;
 pub mod config;
-mod connection;
-mod coreset;
+mod core;
 pub mod counters;
-mod fanout;
-mod link;
 mod listener;
+mod mem;
 mod memlock;
-mod memory;
 mod mesh;
-mod prefetch;
-mod pressure;
 #[doc(hidden)]
 pub mod probe;
-mod queue;
-mod server;
-mod shard;
-mod shutdown;
-mod slot;
-mod splice;
-mod topics;
+mod route;
 
+pub use crate::core::shutdown::ShutdownHandle;
 pub use address::ListenAddr;
 pub use broker::{Broker, BrokerError};
 pub use config::{Args, Config};
 pub use counters::{Counters, Snapshot};
-pub use shutdown::ShutdownHandle;

@@ -22,7 +22,7 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, hello: Hello<'_>) -> Flow {
         max_frame: cfg.max_frame,
         ping_interval_ms: u32::try_from(cfg.ping_interval_ms).unwrap_or(u32::MAX),
         core_id: ctx.shard.core as u16,
-        connection_id: ctx.slot().id,
+        connection_id: ctx.slot().id(),
         server_name: &cfg.server_name,
     });
     if !ctx.st.push(ctx.shard, ctx.key, &welcome) {
@@ -30,7 +30,7 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, hello: Hello<'_>) -> Flow {
     }
     let slot = ctx.slot();
     slot.open();
-    tracing::debug!(conn = slot.id, peer = %slot.peer, name = hello.name, "session open");
+    tracing::debug!(conn = slot.id(), peer = %slot.peer(), name = hello.name, "session open");
     CoreCounters::add(&ctx.shard.counters.connections_open, 1);
     Flow::Continue
 }

@@ -8,8 +8,6 @@
 
 mod hello;
 mod ping;
-
-pub(crate) use ping::release_pongs;
 mod publish;
 mod stats;
 mod sub;
@@ -20,9 +18,12 @@ use std::task::Waker;
 use corecast_proto::{ClientFrame, DecodeError, ErrFrame, ErrorCode, RawFrame, ServerFrame};
 
 use crate::{
+    core::{
+        shard::{Shard, State},
+        slot::{Exit, Phase, Slot},
+    },
     counters::CoreCounters,
-    shard::{Shard, State},
-    slot::{Exit, Phase, Slot},
+    mem::Memory,
 };
 
 /// What the connection does after a frame.
@@ -51,6 +52,8 @@ pub(crate) struct Ctx<'a> {
     pub key: usize,
     /// The connection task, to park it on a stall.
     pub waker: &'a Waker,
+    /// The frame was deferred once for the budget already.
+    pub deferred: &'a mut bool,
 }
 
 impl std::fmt::Debug for Ctx<'_> {
@@ -65,7 +68,7 @@ impl Ctx<'_> {
     }
 
     /// The connection's slot and the core's memory, borrowed together.
-    pub(crate) fn slot_and_memory(&mut self) -> (&mut Slot, &mut crate::memory::Memory) {
+    pub(crate) fn slot_and_memory(&mut self) -> (&mut Slot, &mut Memory) {
         (&mut self.st.slots[self.key], &mut self.st.mem)
     }
 

@@ -1,15 +1,13 @@
-//! `PUB`: deliver to this core's subscribers and stage one copy for each
-//! other core that has subscribers.
+//! `PUB`: check the topic and reply-to, then route the message: to this
+//! core's subscribers and one copy for each other core that has
+//! subscribers ([`route::publish`]).
 
 use corecast_proto::{topic, ErrorCode, Pub, TopicKind};
 
 use super::{Ctx, Flow};
 use crate::{
     counters::CoreCounters,
-    fanout::{self, Message},
-    mesh::Record,
-    pressure,
-    shard::State,
+    route::{self, Message, Routed, Source},
 };
 
 pub(super) fn apply(ctx: &mut Ctx<'_>, p: Pub<'_>) -> Flow {
@@ -21,36 +19,14 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, p: Pub<'_>) -> Flow {
             return ctx.refuse(code, &text);
         }
     }
-    let counters = &ctx.shard.counters;
-    let mut pressed = false;
-    let State { slots, topics, outbound, doomed, fanout, mem, .. } = &mut *ctx.st;
-    if let Some(entry) = topics.get(p.topic) {
-        if !outbound.has_room(&entry.remote) {
-            outbound.wait_for_room(ctx.waker);
-            CoreCounters::add(&counters.publisher_stalls, 1);
-            return Flow::Stall;
-        }
-        let frame_len = 16 + p.topic.len() + p.reply_to.len() + p.payload.len();
-        let deferred = &mut slots[ctx.key].deferred;
-        if !std::mem::take(deferred) && pressure::budget_short(mem, entry.local.len(), frame_len) {
-            *deferred = true;
-            return Flow::Defer;
-        }
-        let msg = Message { topic: p.topic, reply_to: p.reply_to, payload: p.payload };
-        let mut policy = State::policy(ctx.shard, doomed);
-        pressed = fanout::deliver(slots, mem, &entry.local, msg, &mut policy, fanout);
-        let mut crossed = 0;
-        for peer in entry.remote.iter() {
-            outbound.stage(
-                peer,
-                Record::Publish { topic: p.topic, reply_to: p.reply_to, payload: p.payload },
-            );
-            crossed += 1;
-        }
-        CoreCounters::add(&counters.cross_core_sent, crossed);
-    }
-    CoreCounters::add(&counters.msgs_in, 1);
-    ctx.st.reap_doomed(ctx.shard);
+    let msg = Message { topic: p.topic, reply_to: p.reply_to, payload: p.payload };
+    let source = Source::Client(ctx.waker);
+    let pressed = match route::publish(ctx.shard, ctx.st, msg, source, ctx.deferred) {
+        Routed::Delivered { pressed } => pressed,
+        Routed::Stalled => return Flow::Stall,
+        Routed::Deferred => return Flow::Defer,
+    };
+    CoreCounters::add(&ctx.shard.counters.msgs_in, 1);
     match (ctx.slot().is_open(), pressed) {
         (false, _) => Flow::Stop,
         (true, true) => Flow::Yield,

@@ -5,7 +5,7 @@ use corecast_proto::ServerFrame;
 use serde_json::json;
 
 use super::{Ctx, Flow};
-use crate::{counters::Counters, shard::State};
+use crate::{core::shard::State, counters::Counters};
 
 /// Connections listed in `connections`: the ones with the most queued.
 const LISTED: usize = 16;
@@ -32,17 +32,17 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, nonce: u64) -> Flow {
 
 /// This core's connections with output queued, most first.
 fn most_pending(st: &State, core: usize) -> serde_json::Value {
-    let mut queued: Vec<_> = st.slots.iter().filter(|(_, s)| !s.out.is_empty()).collect();
-    queued.sort_unstable_by_key(|(_, s)| std::cmp::Reverse(s.out.len()));
+    let mut queued: Vec<_> = st.slots.iter().filter(|(_, s)| !s.out().is_empty()).collect();
+    queued.sort_unstable_by_key(|(_, s)| std::cmp::Reverse(s.out().len()));
     queued
         .into_iter()
         .take(LISTED)
         .map(|(_, s)| {
             json!({
-                "id": s.id,
+                "id": s.id(),
                 "core": core,
-                "peer": s.peer.to_string(),
-                "pending_bytes": s.out.len(),
+                "peer": s.peer().to_string(),
+                "pending_bytes": s.out().len(),
                 "held_bytes": s.held(),
             })
         })

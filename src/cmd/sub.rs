@@ -1,10 +1,10 @@
-//! `SUB`: register a subscription here and, for a topic new to this core,
-//! tell the other cores.
+//! `SUB`: check the topic, the sid and the connection's limit, then
+//! subscribe ([`route::subs::subscribe`]).
 
 use corecast_proto::{topic, ErrorCode, Sub, TopicKind};
 
 use super::{Ctx, Flow};
-use crate::{counters::CoreCounters, mesh::Record, slot::SlotSub, topics::LocalSub};
+use crate::route;
 
 pub(super) fn apply(ctx: &mut Ctx<'_>, sub: Sub<'_>) -> Flow {
     if !sub.queue_group.is_empty() {
@@ -22,20 +22,14 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, sub: Sub<'_>) -> Flow {
     }
     let max = ctx.shard.cfg.max_subscriptions;
     let slot = ctx.slot();
-    if slot.subs.contains_key(&sub.sid) {
+    if slot.has_sub(sub.sid) {
         return ctx
             .refuse(ErrorCode::DuplicateSid, &format!("sid {} is already subscribed", sub.sid));
     }
-    if slot.subs.len() >= max {
+    if slot.sub_count() >= max {
         return ctx
             .refuse(ErrorCode::TooManySubscriptions, &format!("at most {max} subscriptions"));
     }
-    let local = LocalSub { key: ctx.key, sid: sub.sid, lossy: sub.lossy };
-    let (topic, first_here) = ctx.st.topics.add_local(sub.topic, local);
-    if first_here {
-        ctx.st.outbound.stage_all(Record::InterestAdd { topic: sub.topic });
-    }
-    ctx.slot().subs.insert(sub.sid, SlotSub { topic, lossy: sub.lossy, dropped: 0 });
-    CoreCounters::add(&ctx.shard.counters.subscriptions, 1);
+    route::subs::subscribe(ctx.shard, ctx.st, ctx.key, sub.sid, sub.topic, sub.lossy);
     Flow::Continue
 }

@@ -4,16 +4,14 @@ use corecast_proto::{ErrorCode, ServerFrame};
 
 use super::{Ctx, Flow};
 use crate::{
-    counters::CoreCounters,
-    slot::{Exit, Limit},
+    core::slot::{Exit, Limit},
+    route,
 };
 
 pub(super) fn apply(ctx: &mut Ctx<'_>, sid: u32) -> Flow {
-    let Some(sub) = ctx.slot().subs.remove(&sid) else {
+    let Some(sub) = route::subs::unsubscribe(ctx.shard, ctx.st, ctx.key, sid) else {
         return ctx.refuse(ErrorCode::UnknownSid, &format!("sid {sid} is not subscribed"));
     };
-    ctx.st.remove_subscription(ctx.key, sid, &sub.topic);
-    CoreCounters::sub(&ctx.shard.counters.subscriptions, 1);
     if sub.dropped > 0 && !report_last_drops(ctx, sid, sub.dropped) {
         ctx.st.leave(ctx.shard, ctx.key, Exit::SlowConsumer(Limit::MaxPending), "");
         return Flow::Stop;
@@ -26,7 +24,8 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, sid: u32) -> Flow {
 fn report_last_drops(ctx: &mut Ctx<'_>, sid: u32, count: u64) -> bool {
     let max = ctx.shard.cfg.max_subscriptions;
     let (slot, mem) = ctx.slot_and_memory();
-    if !slot.unreported_drops && slot.push(mem, &ServerFrame::Dropped { sid, count }).is_ok() {
+    if !slot.has_unreported_drops() && slot.push(mem, &ServerFrame::Dropped { sid, count }).is_ok()
+    {
         return true;
     }
     slot.orphan_drops(sid, count, max)

@@ -8,7 +8,7 @@
 //! drop what has not started going out and still end on a whole frame.
 //!
 //! An output queue also carries messages whose body is shared with other
-//! subscribers ([`crate::splice`]): each goes out between the queue's own
+//! subscribers ([`super::splice`]): each goes out between the queue's own
 //! bytes at the position it was queued, its header and body gathered into
 //! the same `sendmsg`.
 
@@ -16,9 +16,10 @@ use std::{collections::VecDeque, io::IoSlice, ops::Range};
 
 use corecast_proto::{opcode, Msg, LEN_PREFIX};
 
-use crate::{
-    memory::{Blob, Charge, ChunkId, Memory, CHUNK},
+use super::{
+    prefetch,
     splice::{Splice, Splices, HEADER},
+    Blob, Charge, ChunkId, Memory, CHUNK,
 };
 
 /// No frame starts in this chunk.
@@ -102,7 +103,7 @@ impl<const OUTPUT: bool> ChunkQueue<OUTPUT> {
         if shared {
             self.splices.prefetch_tail(mem);
         } else if !self.chunks.is_empty() && self.tail < CHUNK {
-            crate::prefetch::line(mem.chunk(self.last)[self.tail..].as_ptr());
+            prefetch::line(mem.chunk(self.last)[self.tail..].as_ptr());
         }
     }
 

@@ -11,20 +11,23 @@
 //! frame; the core removes the subscriptions at the same moment. `Draining`
 //! only delivers the final `ERR` or `GOAWAY` within a deadline; `Free` is the
 //! slab entry removed with nothing left to give back.
+//!
+//! The slot's fields are its own: the phase changes only through
+//! [`Slot::open`], [`Slot::begin_leave`], [`Slot::drain_until`] and
+//! [`Slot::close`], and everything else through methods named for what
+//! happened (bytes arrived, the socket took output, a `PING` went out).
 
-use std::{
-    collections::{HashMap, VecDeque},
-    net::SocketAddr,
-    rc::Rc,
-    task::Waker,
-    time::Instant,
-};
+use std::{collections::HashMap, net::SocketAddr, rc::Rc, task::Waker, time::Instant};
 
 use corecast_proto::{ErrFrame, ErrorCode, ServerFrame, GOAWAY_SHUTDOWN};
 
 use crate::{
-    memory::{Charge, Memory, PageBuf, CHUNK},
-    queue::{ChunkQueue, Item},
+    mem::{
+        prefetch,
+        queue::{ChunkQueue, Item},
+        Charge, Memory, PageBuf, CHUNK,
+    },
+    mesh::barrier::Pongs,
 };
 
 /// Where a connection is in its life.
@@ -111,17 +114,6 @@ pub(crate) struct SlotSub {
     pub dropped: u64,
 }
 
-/// A `PONG` owed to the client once effects up to `after_seq` landed.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct PendingPong {
-    pub nonce: u64,
-    pub after_seq: u64,
-}
-
-/// Most `PING`s a connection may have waiting for their `PONG`; past this
-/// the broker stops reading from it until they are answered.
-pub(crate) const MAX_PENDING_PONGS: usize = 64;
-
 /// Input read from the socket and not yet applied.
 #[derive(Debug, Default)]
 pub(crate) struct Input {
@@ -145,8 +137,13 @@ impl Input {
         self.stash.chunks() * CHUNK + self.large.as_ref().map_or(0, |l| l.buf.mapped())
     }
 
+    /// Whether it holds no input.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.stash.is_empty() && self.large.is_none()
+    }
+
     /// Gives everything back.
-    pub(crate) fn release(&mut self, mem: &mut Memory) {
+    fn release(&mut self, mem: &mut Memory) {
         self.stash.clear(mem);
         if let Some(large) = self.large.take() {
             mem.give_large(large.buf);
@@ -164,41 +161,37 @@ impl Input {
 #[repr(C)]
 pub(crate) struct Slot {
     /// Frames queued for the client.
-    pub out: ChunkQueue<true>,
+    out: ChunkQueue<true>,
     phase: Phase,
     /// Since when the socket has refused output while some was queued; the
     /// sweeper cuts the connection once this is `write_deadline_ms` old.
-    pub write_blocked_since: Option<Instant>,
+    write_blocked_since: Option<Instant>,
     /// The connection task, to wake when there is something to write.
-    pub waker: Option<Waker>,
+    waker: Option<Waker>,
     /// Set once the task has been woken for the current batch, so a fan-out
     /// of many messages wakes it once.
-    pub notified: bool,
+    notified: bool,
     /// A server `PING` went out and no bytes arrived since.
-    pub ping_outstanding: bool,
-    /// The frame at the front of the input was deferred once for the
-    /// budget; the next attempt applies it.
-    pub deferred: bool,
+    ping_outstanding: bool,
     /// Some subscription has drops not yet reported with `DROPPED`.
-    pub unreported_drops: bool,
-    /// Registered as a barrier waiter.
-    pub awaiting_barrier: bool,
+    unreported_drops: bool,
     /// Broker-wide connection id, sent in `WELCOME`.
-    pub id: u64,
+    id: u64,
     /// Client address, for logs.
-    pub peer: SocketAddr,
+    peer: SocketAddr,
     /// Input not yet applied; taken out by the connection while it applies.
-    pub input: Input,
+    input: Input,
     /// Subscriptions by sid.
-    pub subs: HashMap<u32, SlotSub>,
+    subs: HashMap<u32, SlotSub>,
     /// Drops of subscriptions already removed whose `DROPPED` did not fit
     /// yet, by sid, oldest first; at most `max_subscriptions` long.
-    pub orphan_drops: Vec<(u32, u64)>,
+    orphan_drops: Vec<(u32, u64)>,
     /// `PONG`s waiting for a barrier or for drop reports, in order.
-    pub pongs: VecDeque<PendingPong>,
-    pub accepted_at: Instant,
+    pongs: Pongs,
+    /// When the connection was accepted, for the handshake timeout.
+    accepted_at: Instant,
     /// Last time bytes arrived (coarse clock).
-    pub last_inbound: Instant,
+    last_inbound: Instant,
 }
 
 /// Bytes from a slot's start that hold the fields a fan-out touches.
@@ -217,13 +210,11 @@ impl Slot {
             subs: HashMap::new(),
             unreported_drops: false,
             orphan_drops: Vec::new(),
-            pongs: VecDeque::new(),
-            awaiting_barrier: false,
+            pongs: Pongs::default(),
             accepted_at: now,
             last_inbound: now,
             write_blocked_since: None,
             ping_outstanding: false,
-            deferred: false,
         }
     }
 
@@ -232,8 +223,18 @@ impl Slot {
     pub(crate) fn prefetch(&self) {
         let start = (self as *const Self).cast::<u8>();
         for off in (0..HOT_BYTES).step_by(64) {
-            crate::prefetch::line(start.wrapping_add(off));
+            prefetch::line(start.wrapping_add(off));
         }
+    }
+
+    /// Broker-wide connection id.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The client's address.
+    pub(crate) fn peer(&self) -> SocketAddr {
+        self.peer
     }
 
     pub(crate) fn phase(&self) -> Phase {
@@ -266,6 +267,139 @@ impl Slot {
         if let Phase::Draining { until } = &mut self.phase {
             *until = (*until).min(at);
         }
+    }
+
+    /// The connection task starts a poll, with `waker`. It flushes before
+    /// it returns, so wakes for the frames queued meanwhile are moot.
+    pub(crate) fn begin_poll(&mut self, waker: &Waker) {
+        self.notified = true;
+        if !self.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            self.waker = Some(waker.clone());
+        }
+    }
+
+    /// The connection task's poll ended: the next frame queued wakes it.
+    pub(crate) fn end_poll(&mut self) {
+        self.notified = false;
+    }
+
+    /// Wakes the connection task even if it was woken for this batch
+    /// already: what it waited for (a barrier) is there.
+    pub(crate) fn wake(&self) {
+        if let Some(w) = &self.waker {
+            w.wake_by_ref();
+        }
+    }
+
+    /// Frames queued for the client.
+    pub(crate) fn out(&self) -> &ChunkQueue<true> {
+        &self.out
+    }
+
+    /// The socket took the first `n` bytes of the output.
+    pub(crate) fn sent(&mut self, mem: &mut Memory, n: usize) {
+        self.out.consume(mem, n);
+        self.write_blocked_since = None;
+    }
+
+    /// Everything queued went out: no write deadline runs.
+    pub(crate) fn flushed(&mut self) {
+        self.write_blocked_since = None;
+    }
+
+    /// The socket refused output while some was queued: the write deadline
+    /// runs from the first refusal.
+    pub(crate) fn write_blocked(&mut self) {
+        self.write_blocked_since.get_or_insert_with(Instant::now);
+    }
+
+    /// Since when the socket has refused the output queued, if it has.
+    pub(crate) fn write_blocked_since(&self) -> Option<Instant> {
+        self.write_blocked_since
+    }
+
+    /// Input read and not yet applied.
+    pub(crate) fn input(&self) -> &Input {
+        &self.input
+    }
+
+    /// Input read and not yet applied, for the connection to fill and take.
+    pub(crate) fn input_mut(&mut self) -> &mut Input {
+        &mut self.input
+    }
+
+    /// Bytes arrived (at `now`, by the coarse clock): the connection is not
+    /// silent, and any server `PING` is answered.
+    pub(crate) fn note_inbound(&mut self, now: Instant) {
+        self.last_inbound = now;
+        self.ping_outstanding = false;
+    }
+
+    /// When bytes last arrived (coarse clock).
+    pub(crate) fn last_inbound(&self) -> Instant {
+        self.last_inbound
+    }
+
+    /// When the connection was accepted.
+    pub(crate) fn accepted_at(&self) -> Instant {
+        self.accepted_at
+    }
+
+    /// A server `PING` went out and no bytes arrived since.
+    pub(crate) fn ping_outstanding(&self) -> bool {
+        self.ping_outstanding
+    }
+
+    /// A server `PING` went out.
+    pub(crate) fn ping_sent(&mut self) {
+        self.ping_outstanding = true;
+    }
+
+    /// Whether subscription `sid` exists.
+    pub(crate) fn has_sub(&self, sid: u32) -> bool {
+        self.subs.contains_key(&sid)
+    }
+
+    /// How many subscriptions the connection holds.
+    pub(crate) fn sub_count(&self) -> usize {
+        self.subs.len()
+    }
+
+    /// Records subscription `sid`; the core's table has it too.
+    pub(crate) fn add_sub(&mut self, sid: u32, sub: SlotSub) {
+        self.subs.insert(sid, sub);
+    }
+
+    /// Forgets subscription `sid` and returns it.
+    pub(crate) fn remove_sub(&mut self, sid: u32) -> Option<SlotSub> {
+        self.subs.remove(&sid)
+    }
+
+    /// Forgets every subscription and returns them, for a connection that
+    /// leaves.
+    pub(crate) fn take_subs(&mut self) -> HashMap<u32, SlotSub> {
+        std::mem::take(&mut self.subs)
+    }
+
+    /// Some drops are not yet reported with `DROPPED`.
+    pub(crate) fn has_unreported_drops(&self) -> bool {
+        self.unreported_drops
+    }
+
+    /// The `PONG`s the connection is owed.
+    pub(crate) fn pongs(&self) -> &Pongs {
+        &self.pongs
+    }
+
+    /// The `PONG`s the connection is owed, for the barrier to change.
+    pub(crate) fn pongs_mut(&mut self) -> &mut Pongs {
+        &mut self.pongs
+    }
+
+    /// Gives back every chunk and buffer the slot holds, as it is freed.
+    pub(crate) fn release(&mut self, mem: &mut Memory) {
+        self.out.clear(mem);
+        self.input.release(mem);
     }
 
     /// Budget bytes this connection holds: queued output and input.

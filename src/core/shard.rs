@@ -1,5 +1,5 @@
-//! One core: its slots, its topic table, its staging for the other cores,
-//! and the ways a connection leaves.
+//! One core: its slots, its routing state, its staging for the other cores
+//! and the barrier, its memory, and the ways a connection leaves.
 
 use std::{
     cell::{Cell, RefCell},
@@ -12,42 +12,46 @@ use std::{
 use glommio::sync::Gate;
 use slab::Slab;
 
+use super::{
+    pressure::{Doomed, Policy, Queued},
+    slot::{self, Deadlines, Exit, Limit, Slot},
+};
 use crate::{
     config::Config,
     counters::CoreCounters,
-    memory::Memory,
-    mesh::{Outbound, Record},
-    pressure::{Doomed, Policy},
-    queue::Item,
-    slot::{Deadlines, Exit, Limit, Slot},
-    topics::Topics,
+    mem::{queue::Item, Memory},
+    mesh::{barrier::Barrier, staging::Outbound},
+    route::{self, Routes},
 };
 
 /// Bytes a connection reads at once; frames longer than this get a buffer
-/// of their own ([`crate::slot::LargeFrame`]).
+/// of their own ([`super::slot::LargeFrame`]).
 pub(crate) const READ_SCRATCH: usize = 256 << 10;
 
 /// The state of one core that its tasks share. Borrowed only in short,
 /// synchronous stretches: never across an `.await` or a `spawn_local`.
 #[derive(Debug)]
 pub(crate) struct State {
+    /// Every connection of this core, by key.
     pub slots: Slab<Slot>,
-    pub topics: Topics,
+    /// Topic table and fan-out scratch.
+    pub routes: Routes,
+    /// Records waiting for the other cores.
     pub outbound: Outbound,
     /// Chunks and the budget every connection's data is charged to.
     pub mem: Memory,
     /// Where connections read into; input left over after the last whole
     /// frame moves to the connection's own chunks.
     pub read_scratch: Vec<u8>,
-    /// Slots that began leaving during a delivery; finished right after it.
+    /// Slots that began leaving during a delivery; finished right after it
+    /// ([`route::reap`]).
     pub doomed: Doomed,
-    /// Slots whose `PONG`s wait for the barrier in flight.
-    pub barrier_waiters: Vec<usize>,
-    /// Fan-out scratch: the message encoded once, the burst so far.
-    pub fanout: crate::fanout::Fanout,
+    /// What `PONG`s wait for: effects known to have landed on every core.
+    pub barrier: Barrier,
     next_conn: u64,
     next_ping: u64,
 }
+
 /// One core of the broker.
 #[derive(Debug)]
 pub(crate) struct Shard {
@@ -82,13 +86,12 @@ impl Shard {
         let mem = Memory::new(cfg.pending_budget, reserve, cfg.max_pending, Arc::clone(&counters))?;
         let state = State {
             slots: Slab::new(),
-            topics: Topics::default(),
+            routes: Routes::default(),
             outbound: Outbound::new(core, cfg.cores, cfg.cross_core_batch),
             mem,
             read_scratch: vec![0; READ_SCRATCH],
             doomed: Vec::new(),
-            barrier_waiters: Vec::new(),
-            fanout: Default::default(),
+            barrier: Barrier::default(),
             next_conn: 0,
             next_ping: 0,
         };
@@ -154,8 +157,7 @@ impl Shard {
         }
         let State { slots, mem, .. } = &mut *st;
         let mut slot = slots.remove(key);
-        slot.out.clear(mem);
-        slot.input.release(mem);
+        slot.release(mem);
         CoreCounters::sub(&self.counters.slots_in_use, 1);
     }
 
@@ -184,17 +186,17 @@ impl State {
     }
 
     /// The core's half of leaving: counters, subscriptions, the sweeper.
-    fn finish_leave(&mut self, shard: &Shard, key: usize, why: Exit, was_open: bool) {
+    pub(crate) fn finish_leave(&mut self, shard: &Shard, key: usize, why: Exit, was_open: bool) {
         let c = &shard.counters;
         if was_open {
             CoreCounters::sub(&c.connections_open, 1);
         }
         count_exit(c, why);
         if let Some(slot) = self.slots.get(key) {
-            tracing::debug!(core = shard.core, conn = slot.id, peer = %slot.peer, ?why, "connection leaves");
+            tracing::debug!(core = shard.core, conn = slot.id(), peer = %slot.peer(), ?why, "connection leaves");
         }
         shard.nudge_sweeper();
-        self.unsubscribe_all(shard, key);
+        route::subs::unsubscribe_all(shard, self, key);
     }
 
     /// The policies for one delivery or frame, listing cut slots in
@@ -213,48 +215,10 @@ impl State {
     ) -> bool {
         let State { slots, mem, doomed, .. } = self;
         let mut policy = Self::policy(shard, doomed);
-        let queued = crate::slot::encoded(frame, |bytes| {
-            policy.queue(slots, mem, key, Item::Bytes(bytes), None)
-        });
-        self.reap_doomed(shard);
-        queued == crate::pressure::Queued::Yes
-    }
-
-    /// Removes every subscription of a slot, telling other cores when this
-    /// core loses interest in a topic.
-    fn unsubscribe_all(&mut self, shard: &Shard, key: usize) {
-        let subs = std::mem::take(&mut self.slots[key].subs);
-        CoreCounters::sub(&shard.counters.subscriptions, subs.len() as u64);
-        for (sid, sub) in subs {
-            self.remove_subscription(key, sid, &sub.topic);
-        }
-    }
-
-    /// Takes one subscription out of the topic table.
-    pub(crate) fn remove_subscription(&mut self, key: usize, sid: u32, topic: &str) {
-        if self.topics.remove_local(topic, key, sid) {
-            self.outbound.stage_all(Record::InterestRemove { topic });
-        }
-    }
-
-    /// Finishes the exits that began during a delivery.
-    pub(crate) fn reap_doomed(&mut self, shard: &Shard) {
-        while let Some((key, why, was_open)) = self.doomed.pop() {
-            self.finish_leave(shard, key, why, was_open);
-        }
-    }
-
-    /// Wakes connections whose `PONG`s waited for the barrier that just
-    /// completed.
-    pub(crate) fn wake_barrier_waiters(&mut self) {
-        for key in self.barrier_waiters.drain(..) {
-            if let Some(slot) = self.slots.get_mut(key) {
-                slot.awaiting_barrier = false;
-                if let Some(w) = &slot.waker {
-                    w.wake_by_ref();
-                }
-            }
-        }
+        let queued =
+            slot::encoded(frame, |bytes| policy.queue(slots, mem, key, Item::Bytes(bytes), None));
+        route::reap(shard, self);
+        queued == Queued::Yes
     }
 }
 
@@ -279,5 +243,3 @@ fn count_exit(c: &CoreCounters, why: Exit) {
     };
     CoreCounters::add(counter, 1);
 }
-
-pub(crate) use crate::slot::ms_duration;

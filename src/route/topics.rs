@@ -6,7 +6,7 @@
 
 use std::{collections::HashMap, rc::Rc};
 
-use crate::coreset::CoreSet;
+use crate::mesh::coreset::CoreSet;
 
 /// A subscription held by a connection of this core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

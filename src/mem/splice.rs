@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 
 use corecast_proto::Msg;
 
-use crate::memory::{Blob, Charge, ChunkId, Memory, CHUNK};
+use super::{prefetch, Blob, Charge, ChunkId, Memory, CHUNK};
 
 /// Bytes of a `MSG` frame before its body: length, opcode, flags and sid.
 pub(crate) const HEADER: usize = Msg::SID_AT + 4;
@@ -185,7 +185,7 @@ impl Splices {
     pub(crate) fn prefetch_tail(&self, mem: &Memory) {
         let p = self.head + self.len;
         if p < self.chunks.len() * PER_CHUNK {
-            crate::prefetch::line(mem.chunk(self.last)[p % PER_CHUNK * STRIDE..].as_ptr());
+            prefetch::line(mem.chunk(self.last)[p % PER_CHUNK * STRIDE..].as_ptr());
         }
     }
 }

@@ -1,21 +1,21 @@
 //! Copying one message into the output queues of this core's subscribers.
 //!
 //! A subscriber whose queue cannot take the message meets its policy
-//! ([`crate::pressure`]): lossy subscriptions drop and count it (reported
+//! ([`crate::core::pressure`]): lossy subscriptions drop and count it (reported
 //! later with `DROPPED`), others begin to leave as slow consumers and are
-//! listed for the caller to finish with [`crate::shard::State::reap_doomed`].
+//! listed for the caller to finish with [`super::reap`].
 
 use corecast_proto::{Msg, ServerFrame};
 use slab::Slab;
 
+use super::topics::LocalSub;
 use crate::{
+    core::{
+        pressure::{Policy, Queued},
+        slot::Slot,
+    },
     counters::CoreCounters,
-    memory::{Blob, ChunkId, Memory, CHUNK, REFCOUNT},
-    pressure::{Policy, Queued},
-    queue::Item,
-    slot::Slot,
-    splice::HEADER,
-    topics::LocalSub,
+    mem::{queue::Item, splice::HEADER, Blob, ChunkId, Memory, CHUNK, REFCOUNT},
 };
 
 /// Bodies from this many bytes (topic and reply-to included) are written
@@ -30,6 +30,14 @@ pub(crate) struct Message<'a> {
     pub topic: &'a str,
     pub reply_to: &'a str,
     pub payload: &'a [u8],
+}
+
+impl Message<'_> {
+    /// The length the budget check assumes for its `MSG` frame: the body
+    /// and 16 bytes of header and length fields (a few more than exact).
+    pub(crate) fn frame_len(&self) -> usize {
+        16 + self.topic.len() + self.reply_to.len() + self.payload.len()
+    }
 }
 
 /// A core's fan-out scratch: the message being delivered, encoded once, and
@@ -143,7 +151,7 @@ fn prefetch_ahead(slots: &Slab<Slot>, mem: &Memory, subs: &[LocalSub], i: usize,
         }
     }
     if let Some(near) = subs.get(i + PREFETCH_AHEAD).and_then(|s| slots.get(s.key)) {
-        near.out.prefetch_tail(mem, shared);
+        near.out().prefetch_tail(mem, shared);
     }
 }
 
@@ -168,7 +176,7 @@ pub(crate) fn deliver(
         if !slot.is_open() {
             continue;
         }
-        let before = slot.out.len();
+        let before = slot.out().len();
         let item = match blob {
             Some(blob) => Item::Shared { header: scratch.header_for(sub.sid), blob },
             None => Item::Bytes(scratch.for_sid(sub.sid)),
@@ -177,7 +185,7 @@ pub(crate) fn deliver(
         if policy.queue(slots, mem, sub.key, item, drop_sid) == Queued::Yes {
             sent += 1;
             // Once per crossing: a subscriber stuck above half is not news.
-            pressed |= before <= half && slots[sub.key].out.len() > half;
+            pressed |= before <= half && slots[sub.key].out().len() > half;
         }
     }
     CoreCounters::add(&policy.counters.msgs_out, sent);

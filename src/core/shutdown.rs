@@ -1,7 +1,9 @@
-//! The shutdown signal: raised from any thread, awaited by every core.
+//! Shutdown: the signal, raised from any thread and awaited by every core,
+//! and the sequence each core then runs to end its connections gracefully.
 
 use std::{
     future::poll_fn,
+    rc::Rc,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -10,6 +12,9 @@ use std::{
 };
 
 use atomic_waker::AtomicWaker;
+
+use super::{shard::Shard, slot::Exit};
+use crate::mesh::tasks::MeshTasks;
 
 /// A one-way flag with one waker slot per core.
 #[derive(Debug)]
@@ -62,4 +67,30 @@ impl ShutdownHandle {
     pub fn shutdown(&self) {
         self.0.raise();
     }
+}
+
+/// Stops reading everywhere, drains the cross-core channels, sends
+/// `GOAWAY` after every message accepted before, and waits for every
+/// connection to finish within the grace period.
+pub(super) async fn shutdown(shard: &Rc<Shard>, mesh: MeshTasks) {
+    shard.shutting_down.set(true);
+    mesh.finish(shard).await;
+    {
+        let mut st = shard.state.borrow_mut();
+        let keys: Vec<usize> = st.slots.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            st.leave(shard, key, Exit::Shutdown, "");
+        }
+    }
+    // Every slot now drains with a deadline the sweeper enforces.
+    if shard.gate.close().await.is_err() {
+        tracing::warn!(core = shard.core, "gate already closed");
+    }
+    let c = shard.counters.snapshot();
+    tracing::info!(
+        core = shard.core,
+        slots = c.slots_in_use,
+        tasks = c.tasks_alive,
+        "core stopped"
+    );
 }

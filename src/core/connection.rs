@@ -25,12 +25,16 @@ use corecast_proto::{ErrorCode, RawFrame, LEN_PREFIX};
 use futures_lite::{AsyncRead, AsyncWrite, FutureExt};
 use glommio::net::TcpStream;
 
+use super::{
+    shard::{Shard, State, READ_SCRATCH},
+    slot::{ms_duration, Exit, LargeFrame, Phase},
+};
 use crate::{
     cmd::{self, Ctx, Flow},
     counters::CoreCounters,
-    memory::Charge,
-    shard::{ms_duration, Shard, State, READ_SCRATCH},
-    slot::{Exit, LargeFrame, Phase},
+    mem::Charge,
+    mesh::barrier,
+    route,
 };
 
 /// Reads applied in one poll before the task yields to others.
@@ -55,14 +59,24 @@ struct Connection {
     /// Whole frames wait in the connection's input (after a stall or a
     /// yield): apply them before reading more.
     backlog: bool,
+    /// The frame at the front of the input was deferred once for the
+    /// budget; the next attempt applies it.
+    deferred: bool,
 }
 
 /// Serves one accepted connection until it closes. Panics are caught here:
 /// they close this connection and leave the rest of the core running.
 pub(crate) fn serve(shard: Rc<Shard>, stream: TcpStream, key: usize) -> impl Future<Output = ()> {
     CoreCounters::add(&shard.counters.tasks_alive, 1);
-    let mut conn =
-        Connection { shard, key, stream, fin_sent: false, peer_eof: false, backlog: false };
+    let mut conn = Connection {
+        shard,
+        key,
+        stream,
+        fin_sent: false,
+        peer_eof: false,
+        backlog: false,
+        deferred: false,
+    };
     let run = async move { poll_fn(|cx| conn.poll(cx)).await };
     async move {
         if std::panic::AssertUnwindSafe(run).catch_unwind().await.is_err() {
@@ -84,17 +98,10 @@ impl Connection {
         let shard = Rc::clone(&self.shard);
         let mut guard = shard.state.borrow_mut();
         let st = &mut *guard;
-        {
-            let slot = &mut st.slots[self.key];
-            // We flush before returning, so wakes for our own frames are moot.
-            slot.notified = true;
-            if !slot.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                slot.waker = Some(cx.waker().clone());
-            }
-        }
+        st.slots[self.key].begin_poll(cx.waker());
         let result = self.run(&shard, st, cx);
         if let Some(slot) = st.slots.get_mut(self.key) {
-            slot.notified = false;
+            slot.end_poll();
         }
         result
     }
@@ -151,11 +158,11 @@ impl Connection {
 
     /// Reads what the socket has and applies the whole frames.
     fn read(&mut self, shard: &Shard, st: &mut State, cx: &mut Context<'_>) -> Poll<Flow> {
-        if st.slots[self.key].input.large.is_some() {
+        if st.slots[self.key].input().large.is_some() {
             return self.read_large(shard, st, cx);
         }
         let mut scratch = std::mem::take(&mut st.read_scratch);
-        let held = st.slots[self.key].input.stash.len();
+        let held = st.slots[self.key].input().stash.len();
         let result = Pin::new(&mut self.stream).poll_read(cx, &mut scratch[held..]);
         st.read_scratch = scratch;
         let n = match result {
@@ -175,9 +182,7 @@ impl Connection {
 
     fn note_inbound(&mut self, shard: &Shard, st: &mut State, n: usize) {
         CoreCounters::add(&shard.counters.bytes_in, n as u64);
-        let slot = &mut st.slots[self.key];
-        slot.last_inbound = shard.clock.get();
-        slot.ping_outstanding = false;
+        st.slots[self.key].note_inbound(shard.clock.get());
     }
 
     /// Applies the connection's input: the stash, moved in front of the
@@ -190,12 +195,12 @@ impl Connection {
         cx: &Context<'_>,
         fresh: usize,
     ) -> Flow {
-        if st.slots[self.key].input.large.as_ref().is_some_and(|l| l.filled == l.buf.len()) {
+        if st.slots[self.key].input().large.as_ref().is_some_and(|l| l.filled == l.buf.len()) {
             return self.apply_large(shard, st, cx);
         }
         let mut scratch = std::mem::take(&mut st.read_scratch);
         let State { slots, mem, .. } = &mut *st;
-        let held = slots[self.key].input.stash.move_into(mem, &mut scratch);
+        let held = slots[self.key].input_mut().stash.move_into(mem, &mut scratch);
         let mut src = &scratch[..held + fresh];
         let flow = self.apply_frames(shard, st, cx, &mut src);
         if st.slots[self.key].is_live() {
@@ -222,14 +227,15 @@ impl Connection {
         self.backlog = false;
         loop {
             let before = *src;
-            let mut ctx = Ctx { shard, st, key: self.key, waker: cx.waker() };
+            let waker = cx.waker();
+            let mut ctx = Ctx { shard, st, key: self.key, waker, deferred: &mut self.deferred };
             let flow = match RawFrame::split(src, max_frame) {
                 Ok(None) => return Flow::Continue,
                 Ok(Some(raw)) => cmd::dispatch(&mut ctx, raw),
                 Err(e) => cmd::refuse_decode(&mut ctx, &e),
             };
             let flow = match flow {
-                Flow::Continue if st.slots[self.key].out.len() > own_output_limit => Flow::Yield,
+                Flow::Continue if st.slots[self.key].out().len() > own_output_limit => Flow::Yield,
                 flow => flow,
             };
             match flow {
@@ -269,12 +275,12 @@ impl Connection {
             return;
         }
         let State { slots, mem, .. } = &mut *st;
-        if slots[self.key].input.stash.push(mem, left, Charge::Budget) {
+        if slots[self.key].input_mut().stash.push(mem, left, Charge::Budget) {
             return;
         }
         if self.make_room(shard, st, left.len()) {
             let State { slots, mem, .. } = &mut *st;
-            if slots[self.key].input.stash.push(mem, left, Charge::Budget) {
+            if slots[self.key].input_mut().stash.push(mem, left, Charge::Budget) {
                 return;
             }
         }
@@ -297,21 +303,21 @@ impl Connection {
             return;
         };
         buf[..left.len()].copy_from_slice(left);
-        st.slots[self.key].input.large = Some(LargeFrame { buf, filled: left.len() });
+        st.slots[self.key].input_mut().large = Some(LargeFrame { buf, filled: left.len() });
     }
 
     /// Applies the budget policy to connections holding more than this one.
     fn make_room(&mut self, shard: &Shard, st: &mut State, len: usize) -> bool {
         let State { slots, mem, doomed, .. } = &mut *st;
         let made = State::policy(shard, doomed).make_room(slots, mem, self.key, len);
-        st.reap_doomed(shard);
+        route::reap(shard, st);
         made
     }
 
     /// Reads the rest of a large frame straight into its buffer (never past
     /// its end), and applies it once complete.
     fn read_large(&mut self, shard: &Shard, st: &mut State, cx: &mut Context<'_>) -> Poll<Flow> {
-        let large = st.slots[self.key].input.large.as_mut().expect("checked by the caller");
+        let large = st.slots[self.key].input_mut().large.as_mut().expect("checked by the caller");
         let result = Pin::new(&mut self.stream).poll_read(cx, &mut large.buf[large.filled..]);
         let n = match result {
             Poll::Pending => return Poll::Pending,
@@ -326,13 +332,13 @@ impl Connection {
     }
 
     fn apply_large(&mut self, shard: &Shard, st: &mut State, cx: &Context<'_>) -> Flow {
-        let large = st.slots[self.key].input.large.take().expect("checked by the caller");
+        let large = st.slots[self.key].input_mut().large.take().expect("checked by the caller");
         let mut src = &large.buf[..];
         let flow = self.apply_frames(shard, st, cx, &mut src);
         let stalled = !src.is_empty();
         let slot = &mut st.slots[self.key];
         if stalled && slot.is_live() {
-            slot.input.large = Some(large);
+            slot.input_mut().large = Some(large);
         } else {
             st.mem.give_large(large.buf);
         }
@@ -347,33 +353,32 @@ impl Connection {
         loop {
             let State { slots, mem, .. } = &mut *st;
             let slot = &mut slots[self.key];
-            if slot.out.is_empty() {
-                slot.write_blocked_since = None;
+            if slot.out().is_empty() {
+                slot.flushed();
                 return Ok(());
             }
             let sent = {
                 // Most flushes need few slices: only a long queue pays for
                 // setting up the large array.
                 let mut few = [IoSlice::new(&[]); FEW_SLICES];
-                let n = slot.out.slices(mem, &mut few);
+                let n = slot.out().slices(mem, &mut few);
                 if n < FEW_SLICES {
                     self.send(cx, &few[..n])
                 } else {
                     let mut many = [IoSlice::new(&[]); SEND_SLICES];
-                    let n = slot.out.slices(mem, &mut many);
+                    let n = slot.out().slices(mem, &mut many);
                     self.send(cx, &many[..n])
                 }
             };
             match sent {
                 Poll::Pending => {
-                    slot.write_blocked_since.get_or_insert_with(Instant::now);
+                    slot.write_blocked();
                     return Ok(());
                 }
                 Poll::Ready(Err(e)) => return Err(e),
                 Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
                 Poll::Ready(Ok(n)) => {
-                    slot.out.consume(mem, n);
-                    slot.write_blocked_since = None;
+                    slot.sent(mem, n);
                     CoreCounters::add(&shard.counters.bytes_out, n as u64);
                     self.release_notices(shard, st);
                 }
@@ -400,11 +405,11 @@ impl Connection {
         if !slot.is_open() {
             return;
         }
-        if slot.unreported_drops {
+        if slot.has_unreported_drops() {
             slot.report_drops(mem);
         }
-        if !slot.pongs.is_empty() {
-            cmd::release_pongs(shard, st, self.key);
+        if !slot.pongs().is_empty() {
+            barrier::release_pongs(shard, st, self.key);
         }
     }
 
@@ -414,7 +419,7 @@ impl Connection {
     /// Ends when the client has closed too and everything is out, or when
     /// the sweeper ends the drain at its deadline.
     fn drain(&mut self, shard: &Shard, st: &mut State, cx: &mut Context<'_>) -> Poll<()> {
-        let flushed = st.slots[self.key].out.is_empty();
+        let flushed = st.slots[self.key].out().is_empty();
         if flushed && !self.fin_sent {
             if let Poll::Ready(Err(_)) = Pin::new(&mut self.stream).poll_close(cx) {
                 return Poll::Ready(());

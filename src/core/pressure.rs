@@ -18,17 +18,16 @@
 //!   one qualifies does the asker meet its own policy. So a subscriber that
 //!   keeps up is never cut while a stalled one holds as much.
 //!
-//! Connections that begin to leave here are listed in [`Doomed`]; the core
-//! finishes their exit (subscriptions, counters) right after the delivery,
-//! since their subscriptions are being walked.
+//! Connections that begin to leave here are listed in [`Doomed`];
+//! [`crate::route::reap`] finishes their exit (subscriptions, counters)
+//! right after the delivery, since their subscriptions are being walked.
 
 use slab::Slab;
 
+use super::slot::{Deadlines, Exit, Limit, Slot};
 use crate::{
     counters::CoreCounters,
-    memory::Memory,
-    queue::Item,
-    slot::{Deadlines, Exit, Limit, Slot},
+    mem::{queue::Item, Memory, CHUNK},
 };
 
 /// Slots that began leaving during a delivery: key, why, whether it was
@@ -106,7 +105,7 @@ impl Policy<'_> {
         key: usize,
         len: usize,
     ) -> bool {
-        let fits = |mem: &Memory| mem.room() >= len + crate::memory::CHUNK;
+        let fits = |mem: &Memory| mem.room() >= len + CHUNK;
         if fits(mem) {
             return true;
         }
@@ -123,7 +122,7 @@ impl Policy<'_> {
     /// lossy (never cutting it), and cuts any other.
     fn apply_budget_policy(&mut self, slots: &mut Slab<Slot>, mem: &mut Memory, key: usize) {
         let slot = &mut slots[key];
-        if slot.all_lossy() && slot.input.stash.is_empty() && slot.input.large.is_none() {
+        if slot.all_lossy() && slot.input().is_empty() {
             let shed = slot.shed_messages(mem);
             if shed > 0 {
                 slot.notify();
@@ -132,7 +131,7 @@ impl Policy<'_> {
             }
             return;
         }
-        let input_bound = slot.held() > 2 * slot.out.held();
+        let input_bound = slot.held() > 2 * slot.out().held();
         let why = if input_bound { Exit::OutOfMemory } else { Exit::SlowConsumer(Limit::Budget) };
         self.cut(slots, mem, key, why);
     }
@@ -155,8 +154,8 @@ impl Policy<'_> {
 /// shared bodies costs one sort, not a scan per victim.
 fn victims_for(slots: &Slab<Slot>, asker: usize) -> Vec<usize> {
     let rank = |s: &Slot| {
-        let since = s.write_blocked_since.map(std::cmp::Reverse);
-        (s.write_blocked_since.is_some(), s.held(), since)
+        let since = s.write_blocked_since().map(std::cmp::Reverse);
+        (s.write_blocked_since().is_some(), s.held(), since)
     };
     let (asker_stuck, mine, asker_since) = slots.get(asker).map_or((false, 0, None), rank);
     let outranks = |&((stuck, held, since), _): &(_, usize)| match (stuck, asker_stuck) {
@@ -181,6 +180,6 @@ fn victims_for(slots: &Slab<Slot>, asker: usize) -> Vec<usize> {
 /// stalled ones.
 pub(crate) fn budget_short(mem: &Memory, subscribers: usize, frame_len: usize) -> bool {
     // Each subscriber may need a fresh chunk for it.
-    let per_subscriber = frame_len.max(crate::memory::CHUNK);
+    let per_subscriber = frame_len.max(CHUNK);
     mem.room() < subscribers.saturating_mul(per_subscriber)
 }

@@ -1,0 +1,70 @@
+//! The accept loop: one per listener of a core. Each connection gets a slot
+//! and a task of its own, or `ERR server full` when the core has no slot
+//! left.
+
+use std::{
+    rc::Rc,
+    time::{Duration, Instant},
+};
+
+use corecast_proto::{ErrFrame, ErrorCode, ServerFrame};
+use futures_lite::{future, AsyncWriteExt};
+use glommio::{
+    net::{TcpListener, TcpStream},
+    timer::sleep,
+};
+
+use super::{connection, shard::Shard};
+use crate::counters::CoreCounters;
+
+pub(super) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    let mut warned: Option<Instant> = None;
+    loop {
+        match listener.accept().await {
+            Ok(stream) => admit(&shard, stream).await,
+            Err(e) => {
+                // Out of descriptors and the like: back off instead of
+                // spinning, and say so once in a while, not every time.
+                CoreCounters::add(&shard.counters.accept_failures, 1);
+                if !warned.is_some_and(|at| at.elapsed() < Duration::from_secs(10)) {
+                    tracing::warn!(core = shard.core, error = %e, "accept failed");
+                    warned = Some(Instant::now());
+                }
+                sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn admit(shard: &Rc<Shard>, stream: TcpStream) {
+    let peer = match stream.peer_addr() {
+        Ok(peer) => peer,
+        Err(_) => return,
+    };
+    let Some(key) = shard.open_slot(peer) else {
+        refuse_full(shard, stream).await;
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    // The state borrow taken by open_slot has ended: spawning polls at once.
+    let task = connection::serve(Rc::clone(shard), stream, key);
+    match shard.gate.spawn(task) {
+        Ok(task) => {
+            task.detach();
+        }
+        Err(_) => tracing::warn!(core = shard.core, "connection arrived during shutdown"),
+    }
+}
+
+/// Tells a connection the core is full, without taking a slot or buffers.
+async fn refuse_full(shard: &Shard, mut stream: TcpStream) {
+    CoreCounters::add(&shard.counters.connections_refused, 1);
+    let text = "connection limit reached";
+    let frame =
+        ServerFrame::Err(ErrFrame { code: ErrorCode::ServerFull.as_u16(), fatal: true, text });
+    let mut bytes = Vec::with_capacity(frame.encoded_len());
+    frame.encode(&mut bytes);
+    // One non-blocking attempt: a fresh socket takes a small frame at once.
+    let _ = future::poll_once(stream.write_all(&bytes)).await;
+    let _ = future::poll_once(stream.close()).await;
+}

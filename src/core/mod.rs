@@ -1,0 +1,19 @@
+//! What runs on one core, and the state it keeps.
+//!
+//! - [`run`]: starts a core's tasks and runs it until shutdown.
+//! - [`accept`]: the accept loop, a slot and a task per connection.
+//! - [`connection`]: the task that owns one socket: flush, read, apply.
+//! - [`slot`]: a connection's shared state and its lifecycle.
+//! - [`shard`]: the state of one core and the ways a connection leaves.
+//! - [`pressure`]: the named policies when something is full.
+//! - [`sweep`]: heartbeats, timeouts, drain deadlines, pool trimming.
+//! - [`shutdown`]: the signal and the sequence that ends a core.
+
+pub(crate) mod accept;
+pub(crate) mod connection;
+pub(crate) mod pressure;
+pub(crate) mod run;
+pub(crate) mod shard;
+pub(crate) mod shutdown;
+pub(crate) mod slot;
+pub(crate) mod sweep;

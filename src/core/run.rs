@@ -1,0 +1,65 @@
+//! What runs on each core: the state, then the cross-core tasks, the
+//! sweeper and one accept loop per listener, until the shutdown signal.
+
+use std::{
+    os::fd::{FromRawFd, IntoRawFd},
+    rc::Rc,
+    sync::Arc,
+};
+
+use glommio::{net::TcpListener, Task};
+
+use super::{
+    accept::accept_loop,
+    shard::Shard,
+    shutdown::{self, ShutdownSignal},
+    sweep::sweep,
+};
+use crate::{
+    config::Config,
+    counters::CoreCounters,
+    mesh::{link::CoreLinks, tasks::MeshTasks},
+};
+
+/// What a core needs to start.
+pub(crate) struct CoreInit {
+    pub core: usize,
+    pub cfg: Arc<Config>,
+    /// Every core's counters; this core writes its own.
+    pub counters: Arc<[Arc<CoreCounters>]>,
+    /// This core's listening sockets, one per address.
+    pub listeners: Vec<socket2::Socket>,
+    /// This core's ends of the links to and from every other core.
+    pub links: CoreLinks,
+    pub signal: Arc<ShutdownSignal>,
+    /// Told once this core is serving.
+    pub ready: std::sync::mpsc::SyncSender<()>,
+}
+
+/// Runs one core until shutdown completes.
+pub(crate) async fn run(init: CoreInit) -> Result<(), String> {
+    let CoreInit { core, cfg, counters, listeners, links, signal, ready } = init;
+    let shard = Shard::new(core, cfg, counters)
+        .ok_or_else(|| "cannot reserve address space for the pending budget".to_string())?;
+    let shard = Rc::new(shard);
+    let mesh_tasks = MeshTasks::start(&shard, links);
+    let sweeper = glommio::spawn_local(sweep(Rc::clone(&shard)));
+    let acceptors: Vec<Task<()>> = listeners
+        .into_iter()
+        .map(|listener| {
+            // SAFETY: the fd is a listening TCP socket we own; ownership moves over.
+            let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
+            glommio::spawn_local(accept_loop(Rc::clone(&shard), listener))
+        })
+        .collect();
+    let _ = ready.send(());
+    drop(ready);
+    signal.wait(core).await;
+    tracing::info!(core, "shutting down");
+    for acceptor in acceptors {
+        acceptor.cancel().await;
+    }
+    shutdown::shutdown(&shard, mesh_tasks).await;
+    sweeper.cancel().await;
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! The cross-core tasks of one core: per peer, a forwarder that hands the
+//! staging to the link and a receiver that applies the batches arriving.
+
+use std::{future::poll_fn, rc::Rc};
+
+use futures_lite::future;
+use glommio::{timer::sleep, Task};
+
+use super::{
+    link::{CoreLinks, LinkRx, LinkTx},
+    record,
+};
+use crate::{
+    core::{shard::Shard, slot::ms_duration},
+    counters::CoreCounters,
+};
+
+/// The cross-core tasks of one core.
+pub(crate) struct MeshTasks {
+    forwarders: Vec<Task<()>>,
+    receivers: Vec<Task<()>>,
+}
+
+impl MeshTasks {
+    pub(crate) fn start(shard: &Rc<Shard>, links: CoreLinks) -> Self {
+        let forwarders = links
+            .to
+            .into_iter()
+            .map(|(peer, tx)| glommio::spawn_local(forward(Rc::clone(shard), tx, peer)))
+            .collect();
+        let receivers = links
+            .from
+            .into_iter()
+            .map(|(peer, rx)| glommio::spawn_local(receive(Rc::clone(shard), rx, peer)))
+            .collect();
+        Self { forwarders, receivers }
+    }
+
+    /// For the shutdown: sends what is staged, closing every link, then
+    /// applies what the peers still send until they close theirs.
+    pub(crate) async fn finish(self, shard: &Shard) {
+        shard.state.borrow_mut().outbound.close();
+        // Each forwarder ends once its staging is sent, closing its link.
+        for f in self.forwarders {
+            f.await;
+        }
+        // Peers close their side once drained; a peer that died never does,
+        // so give up on it after the grace period.
+        let drained = async {
+            for r in self.receivers {
+                r.await;
+            }
+            true
+        };
+        let grace = ms_duration(shard.cfg.shutdown_grace_ms);
+        if !future::or(drained, async {
+            sleep(grace).await;
+            false
+        })
+        .await
+        {
+            tracing::warn!(core = shard.core, "a peer core did not close its link");
+        }
+    }
+}
+
+/// Hands staged batches for `peer` to its link; waits when it is full.
+/// Returning drops the link, which tells the peer nothing more comes.
+async fn forward(shard: Rc<Shard>, link: LinkTx, peer: usize) {
+    loop {
+        let batch = poll_fn(|cx| {
+            let _mark = crate::probe::mark();
+            shard.state.borrow_mut().outbound.poll_batch(peer, cx)
+        })
+        .await;
+        let Some(batch) = batch else { return };
+        if link.send(batch).await.is_err() {
+            tracing::warn!(core = shard.core, peer, "peer core left; dropping its traffic");
+            return;
+        }
+        CoreCounters::add(&shard.counters.cross_core_batches, 1);
+    }
+}
+
+/// Applies the batches `peer` sends until it closes its side.
+async fn receive(shard: Rc<Shard>, link: LinkRx, peer: usize) {
+    while let Some(batch) = link.recv().await {
+        let mut done = 0;
+        let mut deferred = false;
+        while done < batch.len() {
+            let rest = &batch[done..];
+            done += record::apply_batch(
+                &shard,
+                &mut shard.state.borrow_mut(),
+                peer,
+                rest,
+                &mut deferred,
+            );
+            if done < batch.len() {
+                // Subscribers filled up: let them flush, then go on.
+                futures_lite::future::yield_now().await;
+            }
+        }
+    }
+}
