@@ -29,8 +29,8 @@
 //!   - `core::sweep`: heartbeats, timeouts and drain deadlines.
 //!   - `core::shutdown`: the shutdown signal and the sequence that ends a
 //!     core.
-//! - `cmd`: one file per client frame (`HELLO`, `PING`, `SUB`, `UNSUB`,
-//!   `PUB`, `STATS`).
+//! - `cmd`: one file per client frame (`HELLO`, which negotiates version
+//!   1.1, `PING`, `SUB`, `UNSUB`, `PUB` and `HPUB`, `STATS`).
 //! - `route`: which subscribers a message reaches. Every publish, a
 //!   client's or another core's, goes through `route::publish`: topic
 //!   lookup, local fan-out, staging for other cores, reaping the

@@ -1,11 +1,14 @@
 //! `HELLO`: version check, authentication, `WELCOME`.
 
-use corecast_proto::{ErrorCode, Hello, ServerFrame, Welcome, VERSION};
+use corecast_proto::{ErrorCode, Hello, ServerFrame11, Welcome, VERSION};
 
 use super::{Ctx, Flow};
-use crate::counters::CoreCounters;
+use crate::{core::slot::Session, counters::CoreCounters};
 
-pub(super) fn apply(ctx: &mut Ctx<'_>, hello: Hello<'_>) -> Flow {
+/// Opens the session. A `HELLO` with the 1.1 bit is granted 1.1 (and its
+/// no-echo bit honoured); without it the `WELCOME` is the version 1 one,
+/// flags 0, byte for byte.
+pub(super) fn apply(ctx: &mut Ctx<'_>, hello: Hello<'_>, v1_1: bool, no_echo: bool) -> Flow {
     if hello.version != VERSION {
         let text =
             format!("version {} is not supported; this server speaks {VERSION}", hello.version);
@@ -17,19 +20,19 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, hello: Hello<'_>) -> Flow {
             return ctx.fail(ErrorCode::AuthFailed, "auth token missing or wrong");
         }
     }
-    let welcome = ServerFrame::Welcome(Welcome {
+    let welcome = Welcome {
         version: VERSION,
         max_frame: cfg.max_frame,
         ping_interval_ms: u32::try_from(cfg.ping_interval_ms).unwrap_or(u32::MAX),
         core_id: ctx.shard.core as u16,
         connection_id: ctx.slot().id(),
         server_name: &cfg.server_name,
-    });
-    if !ctx.st.push(ctx.shard, ctx.key, &welcome) {
+    };
+    if !ctx.st.push(ctx.shard, ctx.key, &ServerFrame11::Welcome { welcome, v1_1 }) {
         return Flow::Stop;
     }
     let slot = ctx.slot();
-    slot.open();
+    slot.open(Session { v1_1, no_echo: v1_1 && no_echo });
     tracing::debug!(conn = slot.id(), peer = %slot.peer(), name = hello.name, "session open");
     CoreCounters::add(&ctx.shard.counters.connections_open, 1);
     Flow::Continue

@@ -15,7 +15,9 @@ mod unsub;
 
 use std::task::Waker;
 
-use corecast_proto::{ClientFrame, DecodeError, ErrFrame, ErrorCode, RawFrame, ServerFrame};
+use corecast_proto::{
+    ClientFrame, ClientFrame11, DecodeError, ErrFrame, ErrorCode, RawFrame, ServerFrame,
+};
 
 use crate::{
     core::{
@@ -97,23 +99,40 @@ impl Ctx<'_> {
 
 /// Applies one frame.
 pub(crate) fn dispatch(ctx: &mut Ctx<'_>, raw: RawFrame<'_>) -> Flow {
-    let frame = match ClientFrame::parse(raw) {
+    let frame = match decode(ctx, raw) {
         Ok(frame) => frame,
         Err(e) => return refuse_decode(ctx, &e),
     };
     let in_handshake = ctx.slot().phase() == Phase::Handshake;
     match frame {
-        ClientFrame::Hello(hello) if in_handshake => hello::apply(ctx, hello),
-        ClientFrame::Hello(_) => ctx.fail(ErrorCode::HandshakeRequired, "HELLO sent twice"),
+        ClientFrame11::Hello { hello, v1_1, no_echo } if in_handshake => {
+            hello::apply(ctx, hello, v1_1, no_echo)
+        }
+        ClientFrame11::Hello { .. } => ctx.fail(ErrorCode::HandshakeRequired, "HELLO sent twice"),
         _ if in_handshake => {
             ctx.fail(ErrorCode::HandshakeRequired, "the first frame must be HELLO")
         }
-        ClientFrame::Ping { nonce } => ping::ping(ctx, nonce),
-        ClientFrame::Pong { .. } => Flow::Continue,
-        ClientFrame::Sub(s) => sub::apply(ctx, s),
-        ClientFrame::Unsub { sid } => unsub::apply(ctx, sid),
-        ClientFrame::Pub(p) => publish::apply(ctx, p),
-        ClientFrame::Stats { nonce } => stats::apply(ctx, nonce),
+        ClientFrame11::Ping { nonce } => ping::ping(ctx, nonce),
+        ClientFrame11::Pong { .. } => Flow::Continue,
+        ClientFrame11::Sub(s) => sub::apply(ctx, s),
+        ClientFrame11::Unsub { sid } => unsub::apply(ctx, sid),
+        ClientFrame11::Pub { publish, request } => publish::apply(ctx, publish.into(), request),
+        ClientFrame11::HPub(h) => publish::apply(ctx, h.into(), h.request),
+        ClientFrame11::Stats { nonce } => stats::apply(ctx, nonce),
+        // The codec may grow frames this broker does not speak yet.
+        _ => ctx.fail(ErrorCode::UnknownOpcode, "frame not supported"),
+    }
+}
+
+/// Decodes with the session's version: `HELLO` (which negotiates it) and
+/// 1.1 sessions with the 1.1 decoder, version 1 sessions with the version 1
+/// decoder, which refuses every 1.1 opcode and flag bit as before.
+fn decode<'a>(ctx: &mut Ctx<'_>, raw: RawFrame<'a>) -> Result<ClientFrame11<'a>, DecodeError> {
+    let slot = ctx.slot();
+    if slot.phase() == Phase::Handshake || slot.session().v1_1 {
+        ClientFrame11::parse(raw)
+    } else {
+        ClientFrame::parse(raw).map(ClientFrame11::from)
     }
 }
 

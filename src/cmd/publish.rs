@@ -1,8 +1,10 @@
-//! `PUB`: check the topic and reply-to, then route the message: to this
-//! core's subscribers and one copy for each other core that has
-//! subscribers ([`route::publish`]).
+//! `PUB` and `HPUB`: check the topic and reply-to, then route the message:
+//! to this core's subscribers and one copy for each other core that has
+//! subscribers ([`route::publish`]). A request nobody would receive is
+//! answered with `NO_RESPONDERS` at once, queued in order with the
+//! connection's other output.
 
-use corecast_proto::{topic, ErrorCode, Pub, TopicKind};
+use corecast_proto::{topic, ErrorCode, ServerFrame11, TopicKind};
 
 use super::{Ctx, Flow};
 use crate::{
@@ -10,23 +12,35 @@ use crate::{
     route::{self, Message, Routed, Source},
 };
 
-pub(super) fn apply(ctx: &mut Ctx<'_>, p: Pub<'_>) -> Flow {
-    if let Err((code, text)) = check_target(p.topic, "topic") {
+/// Publishes `msg`; `request` (1.1 sessions only: the version 1 decoder
+/// refuses the flag) asks for `NO_RESPONDERS` when nobody would receive it.
+pub(super) fn apply(ctx: &mut Ctx<'_>, msg: Message<'_>, request: bool) -> Flow {
+    if let Err((code, text)) = check_target(msg.topic, "topic") {
         return ctx.refuse(code, &text);
     }
-    if !p.reply_to.is_empty() {
-        if let Err((code, text)) = check_target(p.reply_to, "reply-to") {
+    if request && msg.reply_to.is_empty() {
+        return ctx.refuse(ErrorCode::BadTopic, "reply-to: a request needs one");
+    }
+    if !msg.reply_to.is_empty() {
+        if let Err((code, text)) = check_target(msg.reply_to, "reply-to") {
             return ctx.refuse(code, &text);
         }
     }
-    let msg = Message { topic: p.topic, reply_to: p.reply_to, payload: p.payload };
-    let source = Source::Client(ctx.waker);
-    let pressed = match route::publish(ctx.shard, ctx.st, msg, source, ctx.deferred) {
-        Routed::Delivered { pressed } => pressed,
+    let session = ctx.slot().session();
+    let skip = session.no_echo.then_some(ctx.key);
+    let source = Source::Client { waker: ctx.waker, skip };
+    let (pressed, responders) = match route::publish(ctx.shard, ctx.st, msg, source, ctx.deferred) {
+        Routed::Delivered { pressed, responders } => (pressed, responders),
         Routed::Stalled => return Flow::Stall,
         Routed::Deferred => return Flow::Defer,
     };
     CoreCounters::add(&ctx.shard.counters.msgs_in, 1);
+    if request && !responders && ctx.slot().is_open() {
+        let frame = ServerFrame11::NoResponders { topic: msg.topic, reply_to: msg.reply_to };
+        if !ctx.st.push(ctx.shard, ctx.key, &frame) {
+            return Flow::Stop;
+        }
+    }
     match (ctx.slot().is_open(), pressed) {
         (false, _) => Flow::Stop,
         (true, true) => Flow::Yield,

@@ -207,12 +207,7 @@ impl State {
 
     /// Queues a control frame for `key` under the usual policies; false when
     /// the connection was cut for it.
-    pub(crate) fn push(
-        &mut self,
-        shard: &Shard,
-        key: usize,
-        frame: &corecast_proto::ServerFrame<'_>,
-    ) -> bool {
+    pub(crate) fn push(&mut self, shard: &Shard, key: usize, frame: &impl slot::OutFrame) -> bool {
         let State { slots, mem, doomed, .. } = self;
         let mut policy = Self::policy(shard, doomed);
         let queued =

@@ -19,7 +19,7 @@
 
 use std::{collections::HashMap, net::SocketAddr, rc::Rc, task::Waker, time::Instant};
 
-use corecast_proto::{ErrFrame, ErrorCode, ServerFrame, GOAWAY_SHUTDOWN};
+use corecast_proto::{ErrFrame, ErrorCode, ServerFrame, ServerFrame11, GOAWAY_SHUTDOWN};
 
 use crate::{
     mem::{
@@ -114,6 +114,17 @@ pub(crate) struct SlotSub {
     pub dropped: u64,
 }
 
+/// What the client asked for in `HELLO` and was granted: the protocol
+/// version of the session and its options.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Session {
+    /// A version 1.1 session: it decodes 1.1 frames and receives `HMSG`
+    /// and `NO_RESPONDERS`. Otherwise every byte is as in version 1.
+    pub v1_1: bool,
+    /// Its own publications never reach its own subscriptions.
+    pub no_echo: bool,
+}
+
 /// Input read from the socket and not yet applied.
 #[derive(Debug, Default)]
 pub(crate) struct Input {
@@ -179,6 +190,8 @@ pub(crate) struct Slot {
     id: u64,
     /// Client address, for logs.
     peer: SocketAddr,
+    /// Negotiated in `HELLO`; version 1 until then.
+    session: Session,
     /// Input not yet applied; taken out by the connection while it applies.
     input: Input,
     /// Subscriptions by sid.
@@ -202,6 +215,7 @@ impl Slot {
         Self {
             id,
             peer,
+            session: Session::default(),
             phase: Phase::Handshake,
             out: ChunkQueue::default(),
             input: Input::default(),
@@ -250,10 +264,16 @@ impl Slot {
         matches!(self.phase, Phase::Handshake | Phase::Open)
     }
 
-    /// `Handshake → Open`, once `WELCOME` is queued.
-    pub(crate) fn open(&mut self) {
+    /// What `HELLO` negotiated.
+    pub(crate) fn session(&self) -> Session {
+        self.session
+    }
+
+    /// `Handshake → Open`, once `WELCOME` is queued, with what it granted.
+    pub(crate) fn open(&mut self, session: Session) {
         debug_assert_eq!(self.phase, Phase::Handshake);
         self.phase = Phase::Open;
+        self.session = session;
     }
 
     /// `Draining → Closed`: the final frame went out, or its time is up.
@@ -435,7 +455,7 @@ impl Slot {
     }
 
     /// Queues a frame; see [`Self::queue`].
-    pub(crate) fn push(&mut self, mem: &mut Memory, frame: &ServerFrame<'_>) -> Result<(), Limit> {
+    pub(crate) fn push(&mut self, mem: &mut Memory, frame: &impl OutFrame) -> Result<(), Limit> {
         encoded(frame, |bytes| self.queue(mem, Item::Bytes(bytes)))
     }
 
@@ -577,9 +597,34 @@ pub(crate) struct Deadlines {
     pub linger_ms: u64,
 }
 
+/// A frame a connection can be sent: one of version 1, or of 1.1 (only to
+/// 1.1 sessions), so both go through one queueing path.
+pub(crate) trait OutFrame {
+    fn encoded_len(&self) -> usize;
+    fn encode<B: bytes::BufMut>(&self, dst: &mut B);
+}
+
+impl OutFrame for ServerFrame<'_> {
+    fn encoded_len(&self) -> usize {
+        ServerFrame::encoded_len(self)
+    }
+    fn encode<B: bytes::BufMut>(&self, dst: &mut B) {
+        ServerFrame::encode(self, dst);
+    }
+}
+
+impl OutFrame for ServerFrame11<'_> {
+    fn encoded_len(&self) -> usize {
+        ServerFrame11::encoded_len(self)
+    }
+    fn encode<B: bytes::BufMut>(&self, dst: &mut B) {
+        ServerFrame11::encode(self, dst);
+    }
+}
+
 /// Encodes `frame` on the stack when it is small (every frame but large
 /// `STATS_REPLY`s and `ERR` texts) and hands the bytes to `f`.
-pub(crate) fn encoded<R>(frame: &ServerFrame<'_>, f: impl FnOnce(&[u8]) -> R) -> R {
+pub(crate) fn encoded<R>(frame: &impl OutFrame, f: impl FnOnce(&[u8]) -> R) -> R {
     let len = frame.encoded_len();
     let mut small = [0u8; 512];
     if len <= small.len() {

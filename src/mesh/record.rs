@@ -16,12 +16,17 @@ const INTEREST_ADD: u8 = 2;
 const INTEREST_REMOVE: u8 = 3;
 const BARRIER: u8 = 4;
 const BARRIER_ACK: u8 = 5;
+const HPUBLISH: u8 = 6;
 
 /// One unit of work for another core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Record<'a> {
     /// Deliver to the receiving core's local subscribers of `topic`.
     Publish { topic: &'a str, reply_to: &'a str, payload: &'a [u8] },
+    /// The same with a header block (from `HPUB`), checked by the sending
+    /// core's codec. A record of its own, so header-less publishes keep
+    /// their bytes and their cost.
+    HPublish { topic: &'a str, reply_to: &'a str, headers: &'a [u8], payload: &'a [u8] },
     /// The sending core now has subscribers for `topic`.
     InterestAdd { topic: &'a str },
     /// The sending core no longer has subscribers for `topic`.
@@ -33,10 +38,40 @@ pub(crate) enum Record<'a> {
 }
 
 impl<'a> Record<'a> {
+    /// The record that carries `msg` to another core.
+    pub(crate) fn publish(msg: Message<'a>) -> Self {
+        let Message { topic, reply_to, headers, payload } = msg;
+        match headers {
+            None => Self::Publish { topic, reply_to, payload },
+            Some(headers) => Self::HPublish { topic, reply_to, headers, payload },
+        }
+    }
+
+    /// The message a publish record carries.
+    fn message(&self) -> Option<Message<'a>> {
+        Some(match *self {
+            Self::Publish { topic, reply_to, payload } => {
+                Message { topic, reply_to, headers: None, payload }
+            }
+            Self::HPublish { topic, reply_to, headers, payload } => {
+                Message { topic, reply_to, headers: Some(headers), payload }
+            }
+            _ => return None,
+        })
+    }
+
+    /// Whether it is a publish, of either kind.
+    pub(crate) fn is_publish(&self) -> bool {
+        matches!(self, Self::Publish { .. } | Self::HPublish { .. })
+    }
+
     pub(super) fn encoded_len(&self) -> usize {
         match self {
             Self::Publish { topic, reply_to, payload } => {
                 1 + 1 + topic.len() + 1 + reply_to.len() + 4 + payload.len()
+            }
+            Self::HPublish { topic, reply_to, headers, payload } => {
+                1 + 1 + topic.len() + 1 + reply_to.len() + 2 + headers.len() + 4 + payload.len()
             }
             Self::InterestAdd { topic } | Self::InterestRemove { topic } => 2 + topic.len(),
             Self::Barrier { .. } | Self::BarrierAck { .. } => 9,
@@ -53,6 +88,15 @@ impl<'a> Record<'a> {
                 dst.put_u8(PUBLISH);
                 short(dst, topic);
                 short(dst, reply_to);
+                dst.put_u32_le(payload.len() as u32);
+                dst.put_slice(payload);
+            }
+            Self::HPublish { topic, reply_to, headers, payload } => {
+                dst.put_u8(HPUBLISH);
+                short(dst, topic);
+                short(dst, reply_to);
+                dst.put_u16_le(headers.len() as u16);
+                dst.put_slice(headers);
                 dst.put_u32_le(payload.len() as u32);
                 dst.put_slice(payload);
             }
@@ -98,6 +142,14 @@ impl<'a> Record<'a> {
                 let len = take(src, 4)?.get_u32_le() as usize;
                 Self::Publish { topic, reply_to, payload: take(src, len)? }
             }
+            HPUBLISH => {
+                let topic = short(src)?;
+                let reply_to = short(src)?;
+                let hlen = take(src, 2)?.get_u16_le() as usize;
+                let headers = take(src, hlen)?;
+                let len = take(src, 4)?.get_u32_le() as usize;
+                Self::HPublish { topic, reply_to, headers, payload: take(src, len)? }
+            }
             INTEREST_ADD => Self::InterestAdd { topic: short(src)? },
             INTEREST_REMOVE => Self::InterestRemove { topic: short(src)? },
             BARRIER => Self::Barrier { seq: u64_le(src)? },
@@ -124,10 +176,10 @@ pub(super) fn apply_batch(
         let before = src;
         let Some(record) = Record::decode(&mut src) else { break };
         match record {
-            Record::Publish { topic, reply_to, payload } => {
-                let msg = Message { topic, reply_to, payload };
+            Record::Publish { .. } | Record::HPublish { .. } => {
+                let msg = record.message().expect("a publish carries a message");
                 match route::publish(shard, st, msg, Source::Peer, deferred) {
-                    Routed::Delivered { pressed } => {
+                    Routed::Delivered { pressed, .. } => {
                         published += 1;
                         if pressed {
                             break;
@@ -169,6 +221,12 @@ mod tests {
             Record::InterestRemove { topic: "x" },
             Record::BarrierAck { seq: 7 },
             Record::Publish { topic: "é", reply_to: "r", payload: &[] },
+            Record::HPublish {
+                topic: "h",
+                reply_to: "",
+                headers: &[1, 1, b'k', 0, 0],
+                payload: b"x",
+            },
         ];
         let mut buf = BytesMut::new();
         for r in &records {

@@ -5,7 +5,7 @@
 //! later with `DROPPED`), others begin to leave as slow consumers and are
 //! listed for the caller to finish with [`super::reap`].
 
-use corecast_proto::{Msg, ServerFrame};
+use corecast_proto::{HMsg, HPub, Headers, Msg, Pub, ServerFrame, ServerFrame11};
 use slab::Slab;
 
 use super::topics::LocalSub;
@@ -29,14 +29,33 @@ const SHARE_FROM: usize = 256;
 pub(crate) struct Message<'a> {
     pub topic: &'a str,
     pub reply_to: &'a str,
+    /// The header block of an `HPUB`, checked by the codec; `None` for a
+    /// `PUB`. 1.1 subscribers get it in `HMSG`, version 1 ones a `MSG`
+    /// without it.
+    pub headers: Option<&'a [u8]>,
     pub payload: &'a [u8],
 }
 
 impl Message<'_> {
-    /// The length the budget check assumes for its `MSG` frame: the body
-    /// and 16 bytes of header and length fields (a few more than exact).
+    /// The length the budget check assumes for its `MSG` or `HMSG` frame:
+    /// the body and 16 bytes of header and length fields (a few more than
+    /// exact).
     pub(crate) fn frame_len(&self) -> usize {
-        16 + self.topic.len() + self.reply_to.len() + self.payload.len()
+        let headers = self.headers.map_or(0, |h| 2 + h.len());
+        16 + self.topic.len() + self.reply_to.len() + headers + self.payload.len()
+    }
+}
+
+impl<'a> From<Pub<'a>> for Message<'a> {
+    fn from(p: Pub<'a>) -> Self {
+        Message { topic: p.topic, reply_to: p.reply_to, headers: None, payload: p.payload }
+    }
+}
+
+impl<'a> From<HPub<'a>> for Message<'a> {
+    fn from(h: HPub<'a>) -> Self {
+        let headers = Some(h.headers.as_bytes());
+        Message { topic: h.topic, reply_to: h.reply_to, headers, payload: h.payload }
     }
 }
 
@@ -53,6 +72,9 @@ pub(crate) struct Fanout {
     /// The current `MSG`; each subscriber gets a copy with its own sid
     /// stamped in. Grows to the largest message, at most a frame.
     frame: Vec<u8>,
+    /// The current `HMSG`, when the message has headers, for 1.1
+    /// subscribers; stamped like `frame`.
+    hframe: Vec<u8>,
     /// Bytes copied out since the last yield.
     burst: usize,
     /// The chunk shared bodies are being written to, and how far it is
@@ -69,11 +91,26 @@ impl Fanout {
     /// 43 MiB RSS.
     const BURST: usize = 32 << 20;
 
-    /// Encodes `msg` once for the subscribers about to get it.
+    /// Encodes `msg` once for the subscribers about to get it: as `MSG`,
+    /// and as `HMSG` too when it has headers.
     fn encode(&mut self, msg: Message<'_>) {
         self.frame.clear();
-        let Message { topic, reply_to, payload } = msg;
+        let Message { topic, reply_to, headers, payload } = msg;
         ServerFrame::Msg(Msg { sid: 0, topic, reply_to, payload }).encode(&mut self.frame);
+        if let Some(block) = headers {
+            self.hframe.clear();
+            // The codec checked the block when it decoded the HPUB (or the
+            // peer core's codec did); a broken one cannot get here.
+            let headers = Headers::parse(block).unwrap_or(Headers::EMPTY);
+            let hmsg = HMsg { sid: 0, topic, reply_to, headers, payload };
+            ServerFrame11::HMsg(hmsg).encode(&mut self.hframe);
+        }
+    }
+
+    /// The encoded `HMSG` with `sid` stamped in.
+    fn hmsg_for_sid(&mut self, sid: u32) -> &[u8] {
+        self.hframe[HMsg::SID_AT..HMsg::SID_AT + 4].copy_from_slice(&sid.to_le_bytes());
+        &self.hframe
     }
 
     /// The encoded message with `sid` stamped in.
@@ -155,40 +192,49 @@ fn prefetch_ahead(slots: &Slab<Slot>, mem: &Memory, subs: &[LocalSub], i: usize,
     }
 }
 
-/// Delivers `msg` to `subs`. Returns whether the caller should let
-/// subscribers flush before delivering more: some subscriber's queue just
-/// went past half of `max_pending`, or this burst reached its limit.
+/// Delivers `msg` to `subs`, except to the subscriptions of connection
+/// `skip` (a publisher that asked for no echo). Returns whether the caller
+/// should let subscribers flush before delivering more: some subscriber's
+/// queue just went past half of `max_pending`, or this burst reached its
+/// limit.
+///
+/// Only header-less bodies are shared between queues: a message with
+/// headers goes out as two different frames (`HMSG`, `MSG`), and each
+/// subscriber gets its own copy of the one it speaks.
 pub(crate) fn deliver(
     slots: &mut Slab<Slot>,
     mem: &mut Memory,
     subs: &[LocalSub],
-    msg: Message<'_>,
+    (msg, skip): (Message<'_>, Option<usize>),
     policy: &mut Policy<'_>,
     scratch: &mut Fanout,
 ) -> bool {
-    let (mut sent, mut pressed) = (0, false);
+    let (mut sent, mut copied, mut pressed) = (0, 0, false);
     let half = mem.max_pending() / 2;
     scratch.encode(msg);
-    let blob = scratch.share_body(mem, subs.len());
+    let has_headers = msg.headers.is_some();
+    let blob = if has_headers { None } else { scratch.share_body(mem, subs.len()) };
     for (i, sub) in subs.iter().enumerate() {
         prefetch_ahead(slots, mem, subs, i, blob.is_some());
         let Some(slot) = slots.get(sub.key) else { continue };
-        if !slot.is_open() {
+        if !slot.is_open() || skip == Some(sub.key) {
             continue;
         }
         let before = slot.out().len();
         let item = match blob {
             Some(blob) => Item::Shared { header: scratch.header_for(sub.sid), blob },
+            None if has_headers && sub.hmsg => Item::Bytes(scratch.hmsg_for_sid(sub.sid)),
             None => Item::Bytes(scratch.for_sid(sub.sid)),
         };
+        let len = item.len();
         let drop_sid = sub.lossy.then_some(sub.sid);
         if policy.queue(slots, mem, sub.key, item, drop_sid) == Queued::Yes {
             sent += 1;
+            copied += len;
             // Once per crossing: a subscriber stuck above half is not news.
             pressed |= before <= half && slots[sub.key].out().len() > half;
         }
     }
     CoreCounters::add(&policy.counters.msgs_out, sent);
-    let copied = scratch.frame.len() * sent as usize;
     scratch.burst_over(copied) | pressed
 }

@@ -55,9 +55,11 @@ impl Routes {
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Source<'a> {
     /// A client of this core: delivered here and staged once for each other
-    /// core with subscribers. Its task (`Waker`) waits while such a core's
-    /// staging is full.
-    Client(&'a Waker),
+    /// core with subscribers. Its task (`waker`) waits while such a core's
+    /// staging is full. `skip` is its slab key when it asked for no echo:
+    /// a connection lives on one core, so only this core's fan-out has its
+    /// subscriptions to leave out.
+    Client { waker: &'a Waker, skip: Option<usize> },
     /// Another core, which staged it for this one: delivered here only.
     Peer,
 }
@@ -68,7 +70,10 @@ pub(crate) enum Routed {
     /// Delivered, if anyone listens. `pressed`: some subscriber's queue
     /// just went past half of `max_pending`, or the burst reached its
     /// limit; let the subscribers flush before delivering more.
-    Delivered { pressed: bool },
+    /// `responders`: some subscription here (not skipped) or some other
+    /// core's was there to receive it, which is what decides a request's
+    /// `NO_RESPONDERS`.
+    Delivered { pressed: bool, responders: bool },
     /// A peer's staging is full: nothing was delivered, and the client's
     /// task is woken when a batch leaves. Only a client's publish stalls.
     Stalled,
@@ -89,9 +94,13 @@ pub(crate) fn publish(
 ) -> Routed {
     let State { slots, routes, outbound, doomed, mem, .. } = &mut *st;
     let Routes { topics, fanout } = routes;
-    let mut pressed = false;
+    let (mut pressed, mut responders) = (false, false);
     if let Some(entry) = topics.get(msg.topic) {
-        if let Source::Client(waker) = source {
+        let skip = match source {
+            Source::Client { skip, .. } => skip,
+            Source::Peer => None,
+        };
+        if let Source::Client { waker, .. } = source {
             if !outbound.has_room(&entry.remote) {
                 outbound.wait_for_room(waker);
                 CoreCounters::add(&shard.counters.publisher_stalls, 1);
@@ -104,21 +113,22 @@ pub(crate) fn publish(
             return Routed::Deferred;
         }
         let mut policy = State::policy(shard, doomed);
-        pressed = fanout::deliver(slots, mem, &entry.local, msg, &mut policy, fanout);
-        if let Source::Client(_) = source {
+        pressed = fanout::deliver(slots, mem, &entry.local, (msg, skip), &mut policy, fanout);
+        responders = !entry.remote.is_empty() || entry.local.iter().any(|s| skip != Some(s.key));
+        if let Source::Client { .. } = source {
             stage_for_peers(shard, outbound, &entry.remote, msg);
         }
     }
     reap(shard, st);
-    Routed::Delivered { pressed }
+    Routed::Delivered { pressed, responders }
 }
 
 /// Stages one copy of a client's message for each core in `peers`.
 fn stage_for_peers(shard: &Shard, outbound: &mut Outbound, peers: &CoreSet, msg: Message<'_>) {
-    let Message { topic, reply_to, payload } = msg;
+    let record = Record::publish(msg);
     let mut crossed = 0;
     for peer in peers.iter() {
-        outbound.stage(peer, Record::Publish { topic, reply_to, payload });
+        outbound.stage(peer, record);
         crossed += 1;
     }
     CoreCounters::add(&shard.counters.cross_core_sent, crossed);

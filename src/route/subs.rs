@@ -25,7 +25,9 @@ pub(crate) fn subscribe(
     topic: &str,
     lossy: bool,
 ) {
-    let (name, first_here) = st.routes.topics.add_local(topic, LocalSub { key, sid, lossy });
+    let hmsg = st.slots[key].session().v1_1;
+    let local = LocalSub { key, sid, lossy, hmsg };
+    let (name, first_here) = st.routes.topics.add_local(topic, local);
     if first_here {
         st.outbound.stage_all(Record::InterestAdd { topic });
     }

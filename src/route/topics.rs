@@ -17,6 +17,9 @@ pub(crate) struct LocalSub {
     pub sid: u32,
     /// Drop and count instead of disconnecting when the subscriber is slow.
     pub lossy: bool,
+    /// The connection speaks 1.1: a message with headers reaches it as
+    /// `HMSG`. Kept here so the fan-out need not look at the session.
+    pub hmsg: bool,
 }
 
 /// Who wants one topic.
@@ -105,7 +108,7 @@ mod tests {
     use super::*;
 
     fn sub(key: usize, sid: u32) -> LocalSub {
-        LocalSub { key, sid, lossy: false }
+        LocalSub { key, sid, lossy: false, hmsg: false }
     }
 
     #[test]

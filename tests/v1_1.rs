@@ -1,0 +1,430 @@
+//! Protocol 1.1 against a real broker over TCP: negotiation, headers
+//! (`HPUB`/`HMSG`), no echo and `NO_RESPONDERS`, locally and across cores,
+//! beside version 1 sessions that must see no change.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::{
+    io::{ErrorKind, Read, Write},
+    net::{SocketAddr, TcpStream},
+    time::{Duration, Instant},
+};
+
+use common::{connect_not_on, finish, start, test_config, Client, Got, ReadEnd, Witness};
+use corecast_proto::{
+    ClientFrame11, HPub, HeaderBlock, Headers, Hello, Pub, ServerFrame11, Sub, VERSION,
+};
+
+/// An owned copy of a 1.1 server frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Got11 {
+    Welcome { v1_1: bool, core_id: u16 },
+    Pong(u64),
+    Msg { sid: u32, topic: String, reply_to: String, payload: Vec<u8> },
+    HMsg { sid: u32, topic: String, reply_to: String, headers: Vec<u8>, payload: Vec<u8> },
+    NoResponders { topic: String, reply_to: String },
+    Err { code: u16, fatal: bool },
+    Other(String),
+}
+
+impl Got11 {
+    fn from_frame(f: ServerFrame11<'_>) -> Self {
+        match f {
+            ServerFrame11::Welcome { welcome, v1_1 } => {
+                Got11::Welcome { v1_1, core_id: welcome.core_id }
+            }
+            ServerFrame11::Pong { nonce } => Got11::Pong(nonce),
+            ServerFrame11::Msg(m) => Got11::Msg {
+                sid: m.sid,
+                topic: m.topic.into(),
+                reply_to: m.reply_to.into(),
+                payload: m.payload.to_vec(),
+            },
+            ServerFrame11::HMsg(m) => Got11::HMsg {
+                sid: m.sid,
+                topic: m.topic.into(),
+                reply_to: m.reply_to.into(),
+                headers: m.headers.as_bytes().to_vec(),
+                payload: m.payload.to_vec(),
+            },
+            ServerFrame11::NoResponders { topic, reply_to } => {
+                Got11::NoResponders { topic: topic.into(), reply_to: reply_to.into() }
+            }
+            ServerFrame11::Err(e) => Got11::Err { code: e.code, fatal: e.fatal },
+            other => Got11::Other(format!("{other:?}")),
+        }
+    }
+}
+
+/// A blocking client that asks for 1.1 in its `HELLO` and decodes with the
+/// 1.1 decoder.
+struct Client11 {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    nonce: u64,
+    core_id: u16,
+}
+
+impl Client11 {
+    fn connect(addr: SocketAddr, no_echo: bool) -> Self {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_nodelay(true).unwrap();
+        let mut c = Client11 { stream, buf: Vec::new(), nonce: 1, core_id: 0 };
+        let hello = Hello { version: VERSION, name: "v11", token: b"" };
+        c.send(&ClientFrame11::Hello { hello, v1_1: true, no_echo });
+        match c.recv() {
+            Got11::Welcome { v1_1: true, core_id } => c.core_id = core_id,
+            other => panic!("expected WELCOME granting 1.1, got {other:?}"),
+        }
+        c
+    }
+
+    fn send(&mut self, frame: &ClientFrame11<'_>) {
+        let mut out = Vec::new();
+        frame.encode(&mut out);
+        self.stream.write_all(&out).unwrap();
+    }
+
+    fn sub(&mut self, sid: u32, topic: &str) {
+        self.send(&ClientFrame11::Sub(Sub { sid, topic, queue_group: "", lossy: false }));
+    }
+
+    fn publish(&mut self, topic: &str, payload: &[u8]) {
+        let publish = Pub { topic, reply_to: "", payload };
+        self.send(&ClientFrame11::Pub { publish, request: false });
+    }
+
+    fn request(&mut self, topic: &str, reply_to: &str, payload: &[u8]) {
+        let publish = Pub { topic, reply_to, payload };
+        self.send(&ClientFrame11::Pub { publish, request: true });
+    }
+
+    fn hpub(&mut self, topic: &str, headers: Headers<'_>, payload: &[u8], request: bool) {
+        let reply_to = if request { "_INBOX.h" } else { "" };
+        self.send(&ClientFrame11::HPub(HPub { topic, reply_to, headers, payload, request }));
+    }
+
+    fn next(&mut self, timeout: Duration) -> Option<Got11> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut src = &self.buf[..];
+            if let Some(f) = ServerFrame11::decode(&mut src, u32::MAX).expect("decodable") {
+                let got = Got11::from_frame(f);
+                let used = self.buf.len() - src.len();
+                self.buf.drain(..used);
+                return Some(got);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            self.stream.set_read_timeout(Some(left)).unwrap();
+            let mut chunk = [0u8; 16 << 10];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return None
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    fn recv(&mut self) -> Got11 {
+        self.next(Duration::from_secs(5)).expect("a frame within 5 s")
+    }
+
+    /// PING, then every frame before its PONG.
+    fn flush(&mut self) -> Vec<Got11> {
+        let nonce = self.nonce;
+        self.nonce += 1;
+        self.send(&ClientFrame11::Ping { nonce });
+        let mut before = Vec::new();
+        loop {
+            match self.recv() {
+                Got11::Pong(n) if n == nonce => return before,
+                other => before.push(other),
+            }
+        }
+    }
+
+    /// The next frame is this fatal `ERR`, then the close.
+    fn expect_fatal(&mut self, code: u16) {
+        assert_eq!(self.recv(), Got11::Err { code, fatal: true });
+        assert_eq!(self.next(Duration::from_secs(5)), None, "close after the fatal ERR");
+    }
+}
+
+/// A header block with a trace id, as a client would build it.
+fn trace_block() -> HeaderBlock {
+    let mut block = HeaderBlock::new();
+    block.push("trace-id", "7f3a").unwrap();
+    block.push("content-type", "text/plain; charset=utf-8").unwrap();
+    block
+}
+
+fn hmsg(sid: u32, topic: &str, headers: &[u8], payload: &[u8]) -> Got11 {
+    Got11::HMsg {
+        sid,
+        topic: topic.into(),
+        reply_to: String::new(),
+        headers: headers.to_vec(),
+        payload: payload.to_vec(),
+    }
+}
+
+fn msg11(sid: u32, topic: &str, payload: &[u8]) -> Got11 {
+    Got11::Msg { sid, topic: topic.into(), reply_to: String::new(), payload: payload.to_vec() }
+}
+
+fn no_responders(topic: &str, reply_to: &str) -> Got11 {
+    Got11::NoResponders { topic: topic.into(), reply_to: reply_to.into() }
+}
+
+/// A 1.1 client on a core other than `core`.
+fn connect11_not_on(addr: SocketAddr, core: u16, no_echo: bool) -> Client11 {
+    for _ in 0..64 {
+        let c = Client11::connect(addr, no_echo);
+        if c.core_id != core {
+            return c;
+        }
+    }
+    panic!("64 connections all landed on core {core}");
+}
+
+#[test]
+fn hello_with_the_1_1_bit_is_granted_and_without_it_welcome_is_version_1() {
+    let broker = start(test_config(1));
+    let addr = broker.local_addr();
+    let mut c11 = Client11::connect(addr, false);
+    assert!(c11.flush().is_empty());
+    // A version 1 client: WELCOME with flags 0, byte for byte the v1 frame
+    // (the v1 decoder refuses any flag bit), and 1.1 frames stay refused.
+    let mut v1 = Client::connect(addr);
+    v1.flush_empty();
+    v1.send_raw(&common::frame(corecast_proto::opcode::HPUB, 0, b"\x01a\x00\x01\x00"));
+    v1.expect_only_fatal(2);
+    let mut v1 = Client::connect(addr);
+    v1.send_raw(&common::frame(corecast_proto::opcode::PUB, 0x02, b"\x01a\x01r"));
+    v1.expect_only_fatal(1);
+    drop(c11);
+    finish(broker);
+}
+
+#[test]
+fn v1_subscriber_gets_plain_msg_for_hpub_and_1_1_subscriber_hmsg() {
+    let broker = start(test_config(1));
+    let addr = broker.local_addr();
+    let mut v1 = Client::connect(addr);
+    v1.sub(1, "orders.eu");
+    v1.flush_empty();
+    let mut s11 = Client11::connect(addr, false);
+    s11.sub(2, "orders.eu");
+    assert!(s11.flush().is_empty());
+    let mut publ = Client11::connect(addr, false);
+    let block = trace_block();
+    publ.hpub("orders.eu", block.headers(), b"hi", false);
+    publ.publish("orders.eu", b"plain");
+    assert!(publ.flush().is_empty());
+    // The version 1 decoder would panic on anything but v1 frames.
+    assert_eq!(
+        v1.flush(),
+        vec![Got::msg(1, "orders.eu", b"hi"), Got::msg(1, "orders.eu", b"plain")]
+    );
+    let want = vec![
+        hmsg(2, "orders.eu", block.headers().as_bytes(), b"hi"),
+        msg11(2, "orders.eu", b"plain"),
+    ];
+    assert_eq!(s11.flush(), want);
+    drop((v1, s11, publ));
+    finish(broker);
+}
+
+#[test]
+fn headers_round_trip_across_cores_to_both_kinds_of_subscriber() {
+    let broker = start(test_config(2));
+    let addr = broker.local_addr();
+    let mut publ = Client11::connect(addr, false);
+    let mut s11 = connect11_not_on(addr, publ.core_id, false);
+    s11.sub(5, "t.x");
+    assert!(s11.flush().is_empty());
+    let mut v1 = connect_not_on(addr, publ.core_id);
+    v1.sub(6, "t.x");
+    v1.flush_empty();
+    let block = trace_block();
+    // Large enough that a header-less body would be shared between queues.
+    let payload = vec![0x5a; 1000];
+    for _ in 0..3 {
+        publ.hpub("t.x", block.headers(), &payload, false);
+        publ.publish("t.x", &payload);
+    }
+    assert!(publ.flush().is_empty());
+    let h = hmsg(5, "t.x", block.headers().as_bytes(), &payload);
+    let m = msg11(5, "t.x", &payload);
+    assert_eq!(s11.flush(), [h, m].iter().cycle().take(6).cloned().collect::<Vec<_>>());
+    let plain = Got::msg(6, "t.x", &payload);
+    assert_eq!(v1.flush(), vec![plain; 6]);
+    drop((publ, s11, v1));
+    finish(broker);
+}
+
+#[test]
+fn every_malformed_header_vector_gets_err_13_and_a_close() {
+    let broker = start(test_config(2));
+    let addr = broker.local_addr();
+    let mut witness = Witness::new(addr);
+    let doc: serde_json::Value =
+        serde_json::from_str(include_str!("../proto/vectors/v1.json")).unwrap();
+    let mut cases = 0;
+    for v in doc["vectors"].as_array().unwrap() {
+        let bad_header = v["error"] == "BadHeader" && v["direction"] == "client";
+        if !bad_header {
+            continue;
+        }
+        let bytes = hex(v["hex"].as_str().unwrap());
+        let mut c = Client11::connect(addr, false);
+        c.stream.write_all(&bytes).unwrap();
+        c.expect_fatal(13);
+        witness.check();
+        cases += 1;
+    }
+    assert!(cases >= 20, "only {cases} malformed header vectors");
+    // A header block length past the end of the frame is a malformed frame.
+    let mut c = Client11::connect(addr, false);
+    c.stream
+        .write_all(&common::frame(corecast_proto::opcode::HPUB, 0, b"\x01a\x00\x09\x00\x00"))
+        .unwrap();
+    c.expect_fatal(1);
+    witness.check();
+    drop(witness);
+    finish(broker);
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
+#[test]
+fn no_echo_leaves_out_only_the_publishers_own_subscriptions() {
+    let broker = start(test_config(1));
+    let addr = broker.local_addr();
+    let mut quiet = Client11::connect(addr, true);
+    quiet.sub(1, "chat");
+    let mut loud = Client11::connect(addr, false);
+    loud.sub(2, "chat");
+    assert!(quiet.flush().is_empty());
+    assert!(loud.flush().is_empty());
+    quiet.publish("chat", b"from quiet");
+    quiet.hpub("chat", trace_block().headers(), b"h", false);
+    assert!(quiet.flush().is_empty(), "no echo");
+    loud.publish("chat", b"from loud");
+    assert_eq!(quiet.flush(), vec![msg11(1, "chat", b"from loud")]);
+    let got = loud.flush();
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(got[0], msg11(2, "chat", b"from quiet"));
+    assert_eq!(got[2], msg11(2, "chat", b"from loud"), "echo by default");
+    // A request whose only subscriber is its no-echo publisher: nobody.
+    quiet.request("chat.only", "_INBOX.q", b"");
+    quiet.sub(3, "chat.only");
+    assert_eq!(quiet.flush(), vec![no_responders("chat.only", "_INBOX.q")]);
+    quiet.request("chat.only", "_INBOX.q2", b"");
+    assert_eq!(quiet.flush(), vec![no_responders("chat.only", "_INBOX.q2")]);
+    drop((quiet, loud));
+    finish(broker);
+}
+
+#[test]
+fn no_responders_locally_before_a_later_pong() {
+    let broker = start(test_config(1));
+    let addr = broker.local_addr();
+    let mut c = Client11::connect(addr, false);
+    c.request("svc.time", "_INBOX.r1", b"");
+    c.hpub("svc.time", trace_block().headers(), b"", true);
+    assert_eq!(
+        c.flush(),
+        vec![no_responders("svc.time", "_INBOX.r1"), no_responders("svc.time", "_INBOX.h")]
+    );
+    // A request needs a reply-to.
+    c.request("svc.time", "", b"");
+    assert_eq!(c.flush(), vec![Got11::Err { code: 100, fatal: false }]);
+    // With a responder, nothing more; the responder gets a plain MSG.
+    let mut svc = Client11::connect(addr, false);
+    svc.sub(9, "svc.time");
+    assert!(svc.flush().is_empty());
+    c.request("svc.time", "_INBOX.r2", b"now?");
+    assert!(c.flush().is_empty());
+    let want = Got11::Msg {
+        sid: 9,
+        topic: "svc.time".into(),
+        reply_to: "_INBOX.r2".into(),
+        payload: b"now?".to_vec(),
+    };
+    assert_eq!(svc.flush(), vec![want]);
+    drop((c, svc));
+    finish(broker);
+}
+
+#[test]
+fn no_responders_across_cores_and_after_the_last_responder_left() {
+    let broker = start(test_config(2));
+    let addr = broker.local_addr();
+    let mut req = Client11::connect(addr, false);
+    let mut svc = connect11_not_on(addr, req.core_id, false);
+    svc.sub(1, "svc.far");
+    assert!(svc.flush().is_empty());
+    req.request("svc.far", "_INBOX.a", b"x");
+    assert!(req.flush().is_empty(), "a responder on the other core counts");
+    assert_eq!(svc.flush().len(), 1);
+    // UNSUB, flushed: gone on every core.
+    svc.send(&ClientFrame11::Unsub { sid: 1 });
+    assert!(svc.flush().is_empty());
+    req.request("svc.far", "_INBOX.b", b"x");
+    assert_eq!(req.flush(), vec![no_responders("svc.far", "_INBOX.b")]);
+    // Subscribed again, then the connection leaves altogether.
+    svc.sub(2, "svc.far");
+    assert!(svc.flush().is_empty());
+    req.request("svc.far", "_INBOX.c", b"x");
+    assert!(req.flush().is_empty());
+    drop(svc);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        req.request("svc.far", "_INBOX.d", b"x");
+        let got = req.flush();
+        if got == vec![no_responders("svc.far", "_INBOX.d")] {
+            break;
+        }
+        assert!(got.is_empty(), "{got:?}");
+        assert!(Instant::now() < deadline, "the left responder still counts");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(req);
+    finish(broker);
+}
+
+#[test]
+fn v1_session_is_unchanged_beside_1_1_traffic() {
+    let broker = start(test_config(1));
+    let addr = broker.local_addr();
+    let mut v1 = Client::connect(addr);
+    match v1.welcome.clone() {
+        Some(Got::Welcome { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    v1.sub(1, "x");
+    v1.flush_empty();
+    let mut p = Client11::connect(addr, true);
+    p.hpub("x", Headers::EMPTY, b"e", false);
+    p.request("x", "_INBOX.z", b"r");
+    assert!(p.flush().is_empty());
+    let got = v1.flush();
+    assert_eq!(got[0], Got::msg(1, "x", b"e"));
+    assert_eq!(
+        got[1],
+        Got::Msg { sid: 1, topic: "x".into(), reply_to: "_INBOX.z".into(), payload: b"r".to_vec() }
+    );
+    assert_eq!(v1.read_frame(Duration::from_millis(50)), ReadEnd::Timeout);
+    drop((v1, p));
+    finish(broker);
+}
