@@ -37,10 +37,10 @@ use super::{
     decoder::Decoder,
     session::{Handshake, Retry, Silence, Watch},
     state::{
-        self, Blocked, FlushEnd, Link, State, SubCounters, SubKind, WriterStep, CLOSE_LINGER,
-        WRITE_CHECK,
+        self, Blocked, FlushEnd, Link, Publication, State, SubCounters, SubKind, WriterStep,
+        CLOSE_LINGER, WRITE_CHECK,
     },
-    ClientError, DisconnectReason, Event, Message, Options, ServerError, ServerInfo, Stats,
+    ClientError, DisconnectReason, Event, HeaderBlock, Message, Options, ServerInfo, Stats,
     SubscribeOptions,
 };
 
@@ -153,7 +153,7 @@ impl Client {
     /// [`ClientError::Timeout`] when the buffer stayed full;
     /// [`ClientError::Closed`].
     pub fn publish(&self, topic: &str, payload: impl AsRef<[u8]>) -> Result<(), ClientError> {
-        self.shared().publish(&Pub { topic, reply_to: "", payload: payload.as_ref() }, true)
+        self.shared().publish(&Pub { topic, reply_to: "", payload: payload.as_ref() }.into(), true)
     }
 
     /// Publishes `payload` to `topic`, asking for answers on `reply_to`.
@@ -166,7 +166,25 @@ impl Client {
         reply_to: &str,
         payload: impl AsRef<[u8]>,
     ) -> Result<(), ClientError> {
-        self.shared().publish(&Pub { topic, reply_to, payload: payload.as_ref() }, true)
+        self.shared().publish(&Pub { topic, reply_to, payload: payload.as_ref() }.into(), true)
+    }
+
+    /// Publishes `payload` to `topic` with `headers` (`HPUB`). Subscribers
+    /// in 1.1 sessions receive them in [`Message::headers`]; those in
+    /// version 1 sessions receive the message without them.
+    ///
+    /// # Errors
+    /// As [`Client::publish`]; [`ClientError::Unsupported`] when the
+    /// session is a version 1 session ([`ServerInfo::v1_1`]).
+    pub fn publish_with_headers(
+        &self,
+        topic: &str,
+        headers: &HeaderBlock,
+        payload: impl AsRef<[u8]>,
+    ) -> Result<(), ClientError> {
+        let publish = Pub { topic, reply_to: "", payload: payload.as_ref() };
+        let p = Publication { publish, headers: Some(headers.headers()), request: false };
+        self.shared().publish(&p, true)
     }
 
     /// Publishes without waiting: fails with [`ClientError::SendBufferFull`]
@@ -176,7 +194,7 @@ impl Client {
     /// As [`Client::publish`], with [`ClientError::SendBufferFull`] instead
     /// of waiting.
     pub fn try_publish(&self, topic: &str, payload: impl AsRef<[u8]>) -> Result<(), ClientError> {
-        self.shared().publish(&Pub { topic, reply_to: "", payload: payload.as_ref() }, false)
+        self.shared().publish(&Pub { topic, reply_to: "", payload: payload.as_ref() }.into(), false)
     }
 
     /// Answers `request` by publishing `payload` to its reply-to.
@@ -258,6 +276,9 @@ impl Client {
     /// this returns, whatever the outcome.
     ///
     /// # Errors
+    /// [`ClientError::NoResponders`] at once when the broker says that no
+    /// subscription would receive the request (protocol 1.1 sessions; in a
+    /// version 1 session the request times out instead);
     /// [`ClientError::Timeout`] when nobody answered in time;
     /// [`ClientError::Server`] when the broker refused the inbox
     /// subscription (too many subscriptions); otherwise as
@@ -272,11 +293,18 @@ impl Client {
         state::check_publish_target("topic", topic)?;
         let inbox = shared.lock().next_inbox();
         let replies = shared.add_subscription(&inbox, false, 1, || SubKind::Inbox)?;
-        shared.publish(&Pub { topic, reply_to: &inbox, payload: payload.as_ref() }, true)?;
+        shared.publish(
+            &Publication {
+                publish: Pub { topic, reply_to: &inbox, payload: payload.as_ref() },
+                headers: None,
+                request: true,
+            },
+            true,
+        )?;
         match replies.recv_timeout(timeout) {
             Ok(Some(reply)) => Ok(reply),
             Ok(None) => Err(ClientError::Timeout { after: timeout, waiting_for: "a reply" }),
-            Err(closed) => Err(shared.refusal(replies.sid).map_or(closed, ClientError::Server)),
+            Err(closed) => Err(shared.refusal(replies.sid).unwrap_or(closed)),
         }
     }
 
@@ -397,7 +425,7 @@ impl Shared {
         }
     }
 
-    fn publish(&self, p: &Pub<'_>, wait: bool) -> Result<(), ClientError> {
+    fn publish(&self, p: &Publication<'_>, wait: bool) -> Result<(), ClientError> {
         self.lock().check_pub(p)?;
         self.queue(self.options.send_timeout, wait, |st| st.try_queue_pub(p))
     }
@@ -424,8 +452,8 @@ impl Shared {
         })
     }
 
-    /// The broker's refusal of inbox `sid`, if it refused it.
-    fn refusal(&self, sid: u32) -> Option<ServerError> {
+    /// Why inbox `sid` ended before its reply, if the broker said why.
+    fn refusal(&self, sid: u32) -> Option<ClientError> {
         self.lock().take_refusal(sid)
     }
 
@@ -663,9 +691,21 @@ fn is_timeout(e: &io::Error) -> bool {
 }
 
 /// Connects and completes the handshake within the connect timeout.
+/// Asks for protocol 1.1 if `options` say so, and connects again as a
+/// version 1 client when a version 1 broker refuses that.
 fn open(addr: &str, options: &Options) -> Result<Conn, ClientError> {
     let mut handshake = Handshake::new(addr, options, Instant::now());
-    let stream = connect_tcp(&handshake)?;
+    loop {
+        match open_once(&mut handshake) {
+            Err(e) if handshake.falls_back(&e, options) => continue,
+            opened => return opened,
+        }
+    }
+}
+
+/// One connection and handshake, as `handshake` says.
+fn open_once(handshake: &mut Handshake<'_>) -> Result<Conn, ClientError> {
+    let stream = connect_tcp(handshake)?;
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(handshake.time_left(Instant::now())?))?;
     let wrote = (&stream).write_all(handshake.hello());
@@ -675,7 +715,8 @@ fn open(addr: &str, options: &Options) -> Result<Conn, ClientError> {
         stream.set_read_timeout(Some(handshake.time_left(Instant::now())?))?;
         let read = (&stream).read(handshake.spare());
         if let Some(info) = handshake.on_read(read)? {
-            return Ok(Conn { stream: Arc::new(stream), decoder: handshake.into_decoder(), info });
+            let decoder = handshake.take_decoder();
+            return Ok(Conn { stream: Arc::new(stream), decoder, info });
         }
     }
 }

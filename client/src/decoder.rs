@@ -1,6 +1,6 @@
 //! A growable receive buffer that cuts server frames out of a byte stream.
 
-use corecast_proto::{DecodeError, RawFrame, ServerFrame, LEN_PREFIX};
+use corecast_proto::{DecodeError, RawFrame, ServerFrame, ServerFrame11, LEN_PREFIX};
 
 /// The buffer's usual size, and what it shrinks back to after a large frame.
 const READ_CHUNK: usize = 64 << 10;
@@ -28,17 +28,26 @@ pub(crate) struct Decoder {
     start: usize,
     end: usize,
     limit: u32,
+    /// Whether frames of protocol 1.1 are valid: in a 1.1 session, and
+    /// during the handshake, whose `WELCOME` may grant 1.1.
+    v1_1: bool,
 }
 
 impl Decoder {
     /// An empty decoder for the handshake.
     pub(crate) fn new() -> Self {
-        Self { buf: vec![0; READ_CHUNK], start: 0, end: 0, limit: HANDSHAKE_LIMIT }
+        Self { buf: vec![0; READ_CHUNK], start: 0, end: 0, limit: HANDSHAKE_LIMIT, v1_1: true }
     }
 
     /// Sets the largest frame length accepted from now on.
     pub(crate) fn set_limit(&mut self, limit: u32) {
         self.limit = limit;
+    }
+
+    /// Whether the session is a 1.1 session: in a version 1 session the
+    /// frames of 1.1 are as invalid as any unknown frame.
+    pub(crate) fn set_v1_1(&mut self, v1_1: bool) {
+        self.v1_1 = v1_1;
     }
 
     /// Room to read into; call [`Decoder::filled`] with what was read.
@@ -53,12 +62,18 @@ impl Decoder {
     }
 
     /// The next complete frame, if one has arrived.
-    pub(crate) fn next_frame(&mut self) -> Result<Option<ServerFrame<'_>>, DecodeError> {
+    pub(crate) fn next_frame(&mut self) -> Result<Option<ServerFrame11<'_>>, DecodeError> {
         let pending = &self.buf[self.start..self.end];
         let mut src = pending;
-        let frame = ServerFrame::decode(&mut src, self.limit)?;
+        let Some(raw) = RawFrame::split(&mut src, self.limit)? else {
+            return Ok(None);
+        };
         self.start += pending.len() - src.len();
-        Ok(frame)
+        if self.v1_1 {
+            ServerFrame11::parse(raw).map(Some)
+        } else {
+            ServerFrame::parse(raw).map(|frame| Some(frame.into()))
+        }
     }
 
     /// Makes sure the buffer can take at least [`MIN_READ`] more bytes and
@@ -97,7 +112,7 @@ impl Decoder {
 
 #[cfg(test)]
 mod tests {
-    use corecast_proto::{frame::Msg, ServerFrame};
+    use corecast_proto::{frame::Msg, ServerFrame, ServerFrame11};
 
     use super::*;
 
@@ -117,7 +132,7 @@ mod tests {
             bytes = &bytes[n..];
             while let Some(frame) = d.next_frame().expect("valid frames") {
                 match frame {
-                    ServerFrame::Msg(m) => payloads.push(m.payload.to_vec()),
+                    ServerFrame11::Msg(m) => payloads.push(m.payload.to_vec()),
                     other => panic!("unexpected {other:?}"),
                 }
             }

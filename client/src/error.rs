@@ -144,6 +144,18 @@ pub enum ClientError {
     /// The broker sent bytes that are not a valid server frame.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// Nobody would receive the request: the broker said so at once
+    /// (`NO_RESPONDERS`, protocol 1.1), so the request fails without
+    /// waiting for its timeout.
+    #[error("no responders for {topic}")]
+    NoResponders {
+        /// The request's topic.
+        topic: String,
+    },
+    /// The session does not support what was asked (headers need protocol
+    /// 1.1, and the broker granted only version 1).
+    #[error("{0} need protocol 1.1, and the broker speaks version 1 only")]
+    Unsupported(&'static str),
     /// An I/O error outside of connecting.
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),

@@ -18,6 +18,12 @@
 //! - **Handshake**: `HELLO` with a name and an auth token, `WELCOME` within
 //!   [`Options::connect_timeout`]; a refusal (auth failed, server full) is
 //!   [`ClientError::Refused`] with the broker's text.
+//! - **Protocol 1.1** when the broker grants it ([`ServerInfo::v1_1`];
+//!   asked for by default, [`Options::protocol_1_1`]): headers
+//!   (`publish_with_headers`, [`Message::headers`]), requests that fail at
+//!   once with [`ClientError::NoResponders`] when no subscription would
+//!   receive them, and [`Options::no_echo`]. A version 1 broker refuses the
+//!   1.1 `HELLO`; the client then connects again as a version 1 client.
 //! - **Checks before sending**: topics and reply-tos follow the rules of
 //!   [`corecast_proto::topic`] (publishing to a wildcard or a `$` topic is refused
 //!   locally), and a payload must fit the broker's `max_frame`.
@@ -51,6 +57,8 @@
 //! - **Request/reply**: `request` subscribes a fresh inbox topic
 //!   `_INBOX.<random>.<n>`, publishes with that reply-to, waits for the
 //!   first answer, and unsubscribes the inbox whatever the outcome.
+//!   In a 1.1 session it is sent as a request, so that the broker's
+//!   `NO_RESPONDERS` ends it at once instead of the timeout.
 //!   Version 1 has no wildcard subscriptions, so each request has its own
 //!   inbox subscription; it costs no extra round trip, since a connection's
 //!   frames take effect in order (PROTOCOL.md §6.3).
@@ -105,6 +113,7 @@ use std::time::Duration;
 
 pub use backoff::Backoff;
 pub use bytes::Bytes;
+pub use corecast_proto::header::{HeaderBlock, HeaderError, Headers};
 pub use error::{ClientError, ServerError, TopicProblem};
 
 /// How a client connects and how much it may buffer.
@@ -131,6 +140,8 @@ pub struct Options {
     pub(crate) subscription_capacity: usize,
     pub(crate) event_capacity: usize,
     pub(crate) reconnect: Option<Backoff>,
+    pub(crate) v1_1: bool,
+    pub(crate) no_echo: bool,
 }
 
 impl std::fmt::Debug for Options {
@@ -145,6 +156,8 @@ impl std::fmt::Debug for Options {
             .field("subscription_capacity", &self.subscription_capacity)
             .field("event_capacity", &self.event_capacity)
             .field("reconnect", &self.reconnect)
+            .field("v1_1", &self.v1_1)
+            .field("no_echo", &self.no_echo)
             .finish()
     }
 }
@@ -161,6 +174,8 @@ impl Default for Options {
             subscription_capacity: 1024,
             event_capacity: 256,
             reconnect: Some(Backoff::default()),
+            v1_1: true,
+            no_echo: false,
         }
     }
 }
@@ -169,7 +184,7 @@ impl Options {
     /// The defaults: name `corecast-rs`, no token, 5 s to connect, 10 s for a
     /// flush and for room in the send buffer, a 64 KiB send buffer, 1024
     /// messages per subscription, 256 events, reconnection with
-    /// [`Backoff::default`].
+    /// [`Backoff::default`], protocol 1.1 asked for, echo on.
     pub fn new() -> Self {
         Self::default()
     }
@@ -241,6 +256,26 @@ impl Options {
         self
     }
 
+    /// Whether to ask for protocol 1.1 (on by default). A 1.1 session gives
+    /// headers and requests that fail at once without responders; a broker
+    /// that speaks only version 1 refuses the request, and the client then
+    /// connects again as a version 1 client (PROTOCOL.md §13.1), so asking
+    /// costs nothing with an older broker. Turn it off to get a version 1
+    /// session whatever the broker speaks.
+    pub fn protocol_1_1(mut self, ask: bool) -> Self {
+        self.v1_1 = ask;
+        self
+    }
+
+    /// Never deliver this client's own publications to its subscriptions
+    /// (off by default). The broker does this, so it works only in a 1.1
+    /// session ([`ServerInfo::v1_1`]); a request then counts only other
+    /// clients' subscriptions as responders.
+    pub fn no_echo(mut self, on: bool) -> Self {
+        self.no_echo = on;
+        self
+    }
+
     /// Checks the limits the protocol puts on the name and the token.
     pub(crate) fn check(&self) -> Result<(), ClientError> {
         if self.name.len() > corecast_proto::MAX_CLIENT_NAME {
@@ -283,6 +318,16 @@ pub struct Message {
     pub reply_to: Option<String>,
     /// The payload, unchanged.
     pub payload: Bytes,
+    /// The publisher's headers, in order (protocol 1.1, `HMSG`); empty for
+    /// a message without any.
+    pub headers: HeaderBlock,
+}
+
+impl Message {
+    /// The value of the first header named `key` (case-sensitive).
+    pub fn header(&self, key: &str) -> Option<&str> {
+        self.headers.headers().get(key)
+    }
 }
 
 /// What the broker said about itself in `WELCOME`.
@@ -300,6 +345,9 @@ pub struct ServerInfo {
     pub core_id: u16,
     /// The connection's id, unique within the broker's lifetime.
     pub connection_id: u64,
+    /// Whether the session speaks protocol 1.1 (the broker granted it in
+    /// `WELCOME`): headers, fail-fast requests and no echo need it.
+    pub v1_1: bool,
 }
 
 /// Where messages of a subscription were lost.

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use corecast_proto::{ClientFrame, ErrorCode, Hello, ServerFrame, VERSION};
+use corecast_proto::{ClientFrame11, ErrorCode, Hello, ServerFrame11, VERSION};
 
 use super::{
     decoder::{server_frame_limit, Decoder},
@@ -38,6 +38,8 @@ pub(crate) struct Handshake<'a> {
     timeout: Duration,
     deadline: Instant,
     hello: Vec<u8>,
+    /// Whether `hello` asks for protocol 1.1.
+    asks_v1_1: bool,
     /// Why writing `HELLO` failed, if it did: the error to report if the
     /// broker then closes without an answer.
     write_error: Option<io::Error>,
@@ -49,21 +51,33 @@ impl<'a> Handshake<'a> {
     /// `now`: it has [`Options::connect_timeout`] for connecting and the
     /// handshake together.
     pub(crate) fn new(addr: &'a str, options: &Options, now: Instant) -> Self {
-        let frame = ClientFrame::Hello(Hello {
-            version: VERSION,
-            name: &options.name,
-            token: &options.auth_token,
-        });
-        let mut hello = Vec::with_capacity(frame.encoded_len());
-        frame.encode(&mut hello);
         Self {
             addr,
             timeout: options.connect_timeout,
             deadline: now + options.connect_timeout,
-            hello,
+            hello: encode_hello(options, options.v1_1),
+            asks_v1_1: options.v1_1,
             write_error: None,
             decoder: Decoder::new(),
         }
+    }
+
+    /// Whether the attempt, which failed with `e`, starts over as a version
+    /// 1 client: a version 1 broker refuses the `HELLO` that asks for 1.1
+    /// with *malformed frame* (PROTOCOL.md §13.1). If so, the client
+    /// connects again and writes the new [`Handshake::hello`], within the
+    /// time the attempt has left.
+    pub(crate) fn falls_back(&mut self, e: &ClientError, options: &Options) -> bool {
+        let refused_v1_1 = matches!(e, ClientError::Refused(err)
+            if err.error_code() == Some(ErrorCode::MalformedFrame));
+        if !(self.asks_v1_1 && refused_v1_1) {
+            return false;
+        }
+        self.asks_v1_1 = false;
+        self.hello = encode_hello(options, false);
+        self.write_error = None;
+        self.decoder = Decoder::new();
+        true
     }
 
     /// The address as given.
@@ -126,7 +140,7 @@ impl<'a> Handshake<'a> {
             Ok(0) => Err(self.closed()),
             Ok(n) => {
                 self.decoder.filled(n);
-                handshake_answer(&mut self.decoder)
+                handshake_answer(&mut self.decoder, self.asks_v1_1)
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(None),
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
@@ -139,8 +153,8 @@ impl<'a> Handshake<'a> {
     /// The decoder of the session, once [`Handshake::on_read`] gave its
     /// `WELCOME`: it takes frames up to the session's limit and holds what
     /// arrived after the `WELCOME`.
-    pub(crate) fn into_decoder(self) -> Decoder {
-        self.decoder
+    pub(crate) fn take_decoder(&mut self) -> Decoder {
+        std::mem::replace(&mut self.decoder, Decoder::new())
     }
 
     /// The error for a broker that closed the connection before it
@@ -156,32 +170,54 @@ impl<'a> Handshake<'a> {
     }
 }
 
-/// The broker's answer to `HELLO`, once it has arrived in `decoder`;
-/// `decoder` then takes frames up to the session's limit.
-fn handshake_answer(decoder: &mut Decoder) -> Result<Option<ServerInfo>, ClientError> {
+/// `HELLO` for `options`, asking for protocol 1.1 if `v1_1` (no echo is
+/// defined only then).
+fn encode_hello(options: &Options, v1_1: bool) -> Vec<u8> {
+    let hello = Hello { version: VERSION, name: &options.name, token: &options.auth_token };
+    let frame = ClientFrame11::Hello { hello, v1_1, no_echo: v1_1 && options.no_echo };
+    let mut out = Vec::with_capacity(frame.encoded_len());
+    frame.encode(&mut out);
+    out
+}
+
+/// The broker's answer to a `HELLO` that asked for 1.1 if `asked_v1_1`,
+/// once it has arrived in `decoder`; `decoder` then takes frames up to the
+/// session's limit, of the session's version.
+fn handshake_answer(
+    decoder: &mut Decoder,
+    asked_v1_1: bool,
+) -> Result<Option<ServerInfo>, ClientError> {
     let Some(frame) = decoder.next_frame()? else {
         return Ok(None);
     };
-    let info = welcome(frame)?;
+    let info = welcome(frame, asked_v1_1)?;
     decoder.set_limit(server_frame_limit(info.max_frame));
+    decoder.set_v1_1(info.v1_1);
     Ok(Some(info))
 }
 
-/// Interprets the broker's answer to `HELLO`.
-fn welcome(frame: ServerFrame<'_>) -> Result<ServerInfo, ClientError> {
+/// Interprets the broker's answer to a `HELLO` that asked for 1.1 if
+/// `asked_v1_1`.
+fn welcome(frame: ServerFrame11<'_>, asked_v1_1: bool) -> Result<ServerInfo, ClientError> {
     match frame {
-        ServerFrame::Welcome(w) if w.version == VERSION => Ok(ServerInfo {
-            server_name: w.server_name.to_owned(),
-            version: w.version,
-            max_frame: w.max_frame,
-            ping_interval_ms: w.ping_interval_ms,
-            core_id: w.core_id,
-            connection_id: w.connection_id,
-        }),
-        ServerFrame::Welcome(w) => {
+        ServerFrame11::Welcome { welcome: w, v1_1 } if w.version == VERSION => {
+            if v1_1 && !asked_v1_1 {
+                return Err(ClientError::Protocol("the broker granted 1.1 unasked".into()));
+            }
+            Ok(ServerInfo {
+                server_name: w.server_name.to_owned(),
+                version: w.version,
+                max_frame: w.max_frame,
+                ping_interval_ms: w.ping_interval_ms,
+                core_id: w.core_id,
+                connection_id: w.connection_id,
+                v1_1,
+            })
+        }
+        ServerFrame11::Welcome { welcome: w, .. } => {
             Err(ClientError::Protocol(format!("the broker answered with version {}", w.version)))
         }
-        ServerFrame::Err(e) => Err(ClientError::Refused(ServerError {
+        ServerFrame11::Err(e) => Err(ClientError::Refused(ServerError {
             code: e.code,
             fatal: e.fatal,
             text: e.text.to_owned(),
@@ -347,7 +383,10 @@ impl Watch {
 
 #[cfg(test)]
 mod tests {
-    use corecast_proto::frame::{ErrFrame, Welcome};
+    use corecast_proto::{
+        frame::{ErrFrame, Welcome},
+        ClientFrame, ServerFrame,
+    };
 
     use super::*;
     use crate::decoder::HANDSHAKE_LIMIT;
@@ -398,15 +437,16 @@ mod tests {
             connection_id: 7,
             server_name: "b",
         };
-        let info = super::welcome(ServerFrame::Welcome(welcome)).expect("welcome");
+        let info = super::welcome(ServerFrame::Welcome(welcome).into(), true).expect("welcome");
         assert_eq!((info.max_frame, info.core_id, info.server_name.as_str()), (4096, 1, "b"));
         let refusal = ErrFrame { code: 7, fatal: true, text: "auth failed" };
-        let err = super::welcome(ServerFrame::Err(refusal)).expect_err("refused");
+        let err = super::welcome(ServerFrame::Err(refusal).into(), true).expect_err("refused");
         assert!(is_permanent(&err), "{err:?}");
         let full = ErrFrame { code: 8, fatal: true, text: "full" };
-        let err = super::welcome(ServerFrame::Err(full)).expect_err("refused");
+        let err = super::welcome(ServerFrame::Err(full).into(), true).expect_err("refused");
         assert!(!is_permanent(&err) && err.is_transient(), "{err:?}");
-        let odd = super::welcome(ServerFrame::Pong { nonce: 1 }).expect_err("not a welcome");
+        let odd =
+            super::welcome(ServerFrame::Pong { nonce: 1 }.into(), true).expect_err("not a welcome");
         assert!(matches!(odd, ClientError::Protocol(_)));
     }
 
@@ -449,8 +489,8 @@ mod tests {
         let mut handshake = handshake(&options);
         let info = feed(&mut handshake, &bytes).expect("valid").expect("complete");
         assert_eq!(info.max_frame, 16);
-        let mut decoder = handshake.into_decoder();
-        assert!(matches!(decoder.next_frame(), Ok(Some(ServerFrame::Ping { nonce: 5 }))));
+        let mut decoder = handshake.take_decoder();
+        assert!(matches!(decoder.next_frame(), Ok(Some(ServerFrame11::Ping { nonce: 5 }))));
         assert!(decoder.next_frame().is_err(), "a MSG above max_frame + 4");
     }
 
@@ -557,11 +597,67 @@ mod tests {
 
     #[test]
     fn hello_carries_name_and_token() {
-        let options = Options::new().name("n").auth_token("t");
+        let options = Options::new().name("n").auth_token("t").protocol_1_1(false);
         let handshake = handshake(&options);
         let mut src = handshake.hello();
         let frame = ClientFrame::decode(&mut src, u32::MAX).expect("valid").expect("whole");
         let ClientFrame::Hello(h) = frame else { panic!("{frame:?}") };
         assert_eq!((h.version, h.name, h.token), (VERSION, "n", &b"t"[..]));
+    }
+
+    /// The 1.1 flag bits of a `HELLO`: (v1.1, no echo).
+    fn hello_bits(handshake: &Handshake<'_>) -> (bool, bool) {
+        let mut src = handshake.hello();
+        match ClientFrame11::decode(&mut src, u32::MAX).expect("valid").expect("whole") {
+            ClientFrame11::Hello { v1_1, no_echo, .. } => (v1_1, no_echo),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn hello_asks_for_1_1_by_default_and_no_echo_only_with_it() {
+        assert_eq!(hello_bits(&handshake(&Options::new())), (true, false));
+        assert_eq!(hello_bits(&handshake(&Options::new().no_echo(true))), (true, true));
+        let v1 = Options::new().no_echo(true).protocol_1_1(false);
+        assert_eq!(hello_bits(&handshake(&v1)), (false, false));
+    }
+
+    #[test]
+    fn a_granted_1_1_is_told_in_the_server_info() {
+        let mut bytes = Vec::new();
+        ServerFrame11::Welcome { welcome: WELCOME, v1_1: true }.encode(&mut bytes);
+        let options = Options::new();
+        let info = feed(&mut handshake(&options), &bytes).expect("valid").expect("complete");
+        assert!(info.v1_1);
+        let v1 = Options::new().protocol_1_1(false);
+        let err = feed(&mut handshake(&v1), &bytes).expect_err("granted unasked");
+        assert!(matches!(err, ClientError::Protocol(_)), "{err:?}");
+        let declined = encoded(&ServerFrame::Welcome(WELCOME));
+        let info = feed(&mut handshake(&options), &declined).expect("valid").expect("complete");
+        assert!(!info.v1_1, "a broker may decline");
+    }
+
+    #[test]
+    fn a_version_1_broker_refusing_the_1_1_hello_makes_the_client_start_over_as_v1() {
+        let options = Options::new().no_echo(true);
+        let mut handshake = handshake(&options);
+        let malformed = ErrFrame { code: 1, fatal: true, text: "undefined flag bits" };
+        let err = feed(&mut handshake, &encoded(&ServerFrame::Err(malformed))).expect_err("no");
+        assert!(handshake.falls_back(&err, &options), "{err:?}");
+        assert_eq!(hello_bits(&handshake), (false, false));
+        let info = feed(&mut handshake, &encoded(&ServerFrame::Welcome(WELCOME)));
+        assert!(!info.expect("valid").expect("complete").v1_1);
+        assert!(!handshake.falls_back(&err, &options), "only once");
+    }
+
+    #[test]
+    fn other_refusals_and_v1_clients_do_not_fall_back() {
+        let options = Options::new();
+        let auth = ErrFrame { code: 7, fatal: true, text: "auth failed" };
+        let err = feed(&mut handshake(&options), &encoded(&ServerFrame::Err(auth))).expect_err("");
+        assert!(!handshake(&options).falls_back(&err, &options));
+        let v1 = Options::new().protocol_1_1(false);
+        let malformed = ClientError::Refused(ServerError { code: 1, fatal: true, text: "".into() });
+        assert!(!handshake(&v1).falls_back(&malformed, &v1));
     }
 }

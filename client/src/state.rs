@@ -18,8 +18,9 @@ use std::{
 use bytes::Bytes;
 
 use corecast_proto::{
+    header::{HeaderBlock, Headers},
     topic::{self, TopicKind},
-    ClientFrame, Msg, Pub, ServerFrame, Sub, LEN_PREFIX,
+    ClientFrame, ClientFrame11, HMsg, HPub, Msg, Pub, ServerFrame11, Sub, LEN_PREFIX,
 };
 
 use super::{
@@ -172,6 +173,77 @@ pub(crate) enum WriterStep {
     Stop,
 }
 
+/// A publication as the application asks for it; [`State`] makes the frame
+/// the session can take.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Publication<'a> {
+    /// Topic, reply-to and payload.
+    pub publish: Pub<'a>,
+    /// Headers to send with `HPUB` (protocol 1.1 only).
+    pub headers: Option<Headers<'a>>,
+    /// A request, to be answered with `NO_RESPONDERS` when nobody would
+    /// receive it; in a version 1 session it is a plain publication.
+    pub request: bool,
+}
+
+impl<'a> From<Pub<'a>> for Publication<'a> {
+    fn from(publish: Pub<'a>) -> Self {
+        Self { publish, headers: None, request: false }
+    }
+}
+
+impl<'a> Publication<'a> {
+    /// The frame of this publication in a session of protocol 1.1 if
+    /// `v1_1`, else version 1.
+    ///
+    /// # Errors
+    /// [`ClientError::Unsupported`] for headers in a version 1 session.
+    fn frame(&self, v1_1: bool) -> Result<ClientFrame11<'a>, ClientError> {
+        let Pub { topic, reply_to, payload } = self.publish;
+        let request = self.request && v1_1;
+        match self.headers {
+            Some(_) if !v1_1 => Err(ClientError::Unsupported("headers")),
+            Some(headers) => {
+                Ok(ClientFrame11::HPub(HPub { topic, reply_to, headers, payload, request }))
+            }
+            None => Ok(ClientFrame11::Pub { publish: self.publish, request }),
+        }
+    }
+
+    /// The publication a queued frame carries, if it is one.
+    fn queued(frame: ClientFrame11<'a>) -> Option<Self> {
+        match frame {
+            ClientFrame11::Pub { publish, request } => {
+                Some(Self { publish, headers: None, request })
+            }
+            ClientFrame11::HPub(h) => Some(Self {
+                publish: Pub { topic: h.topic, reply_to: h.reply_to, payload: h.payload },
+                headers: Some(h.headers),
+                request: h.request,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// How the inbox of a request ended before its reply.
+#[derive(Debug, Clone)]
+enum InboxEnd {
+    /// The broker refused its `SUB`.
+    Refused(ServerError),
+    /// The broker said that nobody would receive the request.
+    NoResponders(String),
+}
+
+impl From<InboxEnd> for ClientError {
+    fn from(end: InboxEnd) -> Self {
+        match end {
+            InboxEnd::Refused(e) => ClientError::Server(e),
+            InboxEnd::NoResponders(topic) => ClientError::NoResponders { topic },
+        }
+    }
+}
+
 /// What the frames of one read asked of the reader.
 #[derive(Debug, Default)]
 pub(crate) struct ReadOutcome {
@@ -251,8 +323,8 @@ pub(crate) struct State {
     /// `PONG` waits for every core), so a refusal is tied to a `SUB` only
     /// when a single one is pending.
     pending_subs: VecDeque<PendingSub>,
-    /// Refusals of inboxes whose request has yet to learn of them.
-    refusals: HashMap<u32, ServerError>,
+    /// Ends of inboxes whose request has yet to learn of them.
+    refusals: HashMap<u32, InboxEnd>,
     /// Flushes waiting for their `PONG`, by nonce.
     pongs: HashMap<u64, Box<dyn Mailbox<FlushEnd>>>,
     /// `None` once the client is closed, so that the application's side
@@ -364,6 +436,10 @@ impl State {
         frame.encode(&mut self.out);
     }
 
+    fn push11(&mut self, frame: &ClientFrame11<'_>) {
+        frame.encode(&mut self.out);
+    }
+
     /// Queues a `SUB` and remembers it until the broker has had its say.
     fn push_sub(&mut self, sid: u32, topic: &str, lossy: bool) {
         self.push(&ClientFrame::Sub(Sub { sid, topic, queue_group: "", lossy }));
@@ -374,39 +450,53 @@ impl State {
 
     /// Checks a publication before it is queued: its topic and reply-to,
     /// and that it fits one frame of the broker's `max_frame`.
-    pub(crate) fn check_pub(&self, p: &Pub<'_>) -> Result<(), ClientError> {
-        check_publish_target("topic", p.topic)?;
-        if !p.reply_to.is_empty() {
-            check_publish_target("reply-to", p.reply_to)?;
+    pub(crate) fn check_pub(&self, p: &Publication<'_>) -> Result<(), ClientError> {
+        check_publish_target("topic", p.publish.topic)?;
+        if !p.publish.reply_to.is_empty() {
+            check_publish_target("reply-to", p.publish.reply_to)?;
         }
         self.check_size(p)
     }
 
-    /// Checks that a publication fits one frame of the broker's `max_frame`.
-    fn check_size(&self, p: &Pub<'_>) -> Result<(), ClientError> {
+    /// Checks that a publication fits one frame of the broker's
+    /// `max_frame`, and that the session can carry it.
+    fn check_size(&self, p: &Publication<'_>) -> Result<(), ClientError> {
         let max_frame = self.info.max_frame;
-        let header = ClientFrame::Pub(Pub { payload: &[], ..*p }).encoded_len() - LEN_PREFIX;
+        let empty = Publication { publish: Pub { payload: &[], ..p.publish }, ..*p };
+        let header = empty.frame(self.info.v1_1)?.encoded_len() - LEN_PREFIX;
         let max = (max_frame as usize).saturating_sub(header);
-        let len = p.payload.len();
+        let len = p.publish.payload.len();
         if len > max {
             return Err(ClientError::PayloadTooLarge { len, max, max_frame });
         }
         Ok(())
     }
 
-    /// Queues a `PUB` if the send buffer has room. Topics must have been
-    /// checked.
-    pub(crate) fn try_queue_pub(&mut self, p: &Pub<'_>) -> Result<(), Blocked> {
+    /// Queues a `PUB` or `HPUB` if the send buffer has room. It must have
+    /// been checked ([`State::check_pub`]).
+    pub(crate) fn try_queue_pub(&mut self, p: &Publication<'_>) -> Result<(), Blocked> {
         if self.is_closed() {
             return Err(Blocked::Closed);
         }
-        let frame = ClientFrame::Pub(*p);
+        // The session changed since the check, to one that cannot carry it.
+        let Ok(frame) = p.frame(self.info.v1_1) else {
+            self.drop_publication(p);
+            return Ok(());
+        };
         if !self.has_room(frame.encoded_len()) {
             return Err(Blocked::Full);
         }
-        self.push(&frame);
+        self.push11(&frame);
         self.stats.published += 1;
         Ok(())
+    }
+
+    /// Counts and reports a publication the session cannot take.
+    fn drop_publication(&mut self, p: &Publication<'_>) {
+        self.stats.dropped_publications += 1;
+        let topic = p.publish.topic.to_owned();
+        let (len, max_frame) = (p.publish.payload.len(), self.info.max_frame);
+        self.emit(Event::PublicationDropped { topic, len, max_frame });
     }
 
     /// Registers a subscription and queues its `SUB`, followed by a `PING`
@@ -476,8 +566,8 @@ impl State {
     }
 
     /// The broker's refusal of inbox `sid`, if it refused it.
-    pub(crate) fn take_refusal(&mut self, sid: u32) -> Option<ServerError> {
-        self.refusals.remove(&sid)
+    pub(crate) fn take_refusal(&mut self, sid: u32) -> Option<ClientError> {
+        self.refusals.remove(&sid).map(ClientError::from)
     }
 
     /// Queues a `PING` whose `PONG` goes to `reply`; returns its nonce.
@@ -655,20 +745,18 @@ impl State {
         }
     }
 
-    /// Keeps the `PUB`s of frames queued for the previous session; its
-    /// `SUB`s, `UNSUB`s, `PING`s and `PONG`s are stale. A `PUB` too large
-    /// for the new broker's `max_frame` is dropped and reported.
+    /// Keeps the `PUB`s and `HPUB`s of frames queued for the previous
+    /// session, as the new session takes them; its `SUB`s, `UNSUB`s,
+    /// `PING`s and `PONG`s are stale. A publication too large for the new
+    /// broker's `max_frame`, or with headers for a version 1 session, is
+    /// dropped and reported.
     fn requeue_publications(&mut self, waiting: &[u8]) {
         let mut src = waiting;
-        while let Ok(Some(frame)) = ClientFrame::decode(&mut src, u32::MAX) {
-            let ClientFrame::Pub(p) = frame else { continue };
-            if self.check_size(&p).is_ok() {
-                self.push(&frame);
-            } else {
-                self.stats.dropped_publications += 1;
-                let topic = p.topic.to_owned();
-                let (len, max_frame) = (p.payload.len(), self.info.max_frame);
-                self.emit(Event::PublicationDropped { topic, len, max_frame });
+        while let Ok(Some(frame)) = ClientFrame11::decode(&mut src, u32::MAX) {
+            let Some(p) = Publication::queued(frame) else { continue };
+            match p.frame(self.info.v1_1) {
+                Ok(frame) if self.check_size(&p).is_ok() => self.push11(&frame),
+                _ => self.drop_publication(&p),
             }
         }
     }
@@ -693,18 +781,22 @@ impl State {
         }
     }
 
-    fn apply(&mut self, frame: ServerFrame<'_>, outcome: &mut ReadOutcome) {
+    fn apply(&mut self, frame: ServerFrame11<'_>, outcome: &mut ReadOutcome) {
         match frame {
-            ServerFrame::Msg(m) => self.deliver(&m),
-            ServerFrame::Ping { nonce } => {
+            ServerFrame11::Msg(m) => self.deliver(&without_headers(m)),
+            ServerFrame11::HMsg(m) => self.deliver(&m),
+            ServerFrame11::NoResponders { topic, reply_to } => {
+                outcome.wake_writer |= self.no_responders(topic, reply_to) && self.wake_writer();
+            }
+            ServerFrame11::Ping { nonce } => {
                 if self.owes_control() {
                     self.push(&ClientFrame::Pong { nonce });
                     outcome.wake_writer |= self.wake_writer();
                 }
             }
-            ServerFrame::Pong { nonce } => self.pong(nonce),
-            ServerFrame::Dropped { sid, count } => self.broker_dropped(sid, count),
-            ServerFrame::Err(e) => {
+            ServerFrame11::Pong { nonce } => self.pong(nonce),
+            ServerFrame11::Dropped { sid, count } => self.broker_dropped(sid, count),
+            ServerFrame11::Err(e) => {
                 let err = ServerError { code: e.code, fatal: e.fatal, text: e.text.to_owned() };
                 if err.fatal {
                     outcome.fatal = Some(err);
@@ -713,22 +805,23 @@ impl State {
                     outcome.wake_writer |= unsub && self.wake_writer();
                 }
             }
-            ServerFrame::GoAway { grace_ms, .. } => {
+            ServerFrame11::GoAway { grace_ms, .. } => {
                 if self.link == Link::Up {
                     self.link = Link::Draining;
                 }
                 outcome.goaway = Some(grace_ms);
                 self.emit(Event::GoAway { grace_ms });
             }
-            ServerFrame::Welcome(_) => {
+            ServerFrame11::Welcome { .. } => {
                 outcome.protocol = Some("WELCOME in an open session".into());
             }
             // This client never sends STATS; a reply it did not ask for is ignored.
-            ServerFrame::StatsReply { .. } => {}
+            ServerFrame11::StatsReply { .. } => {}
+            other => outcome.protocol = Some(format!("unexpected frame {other:?}")),
         }
     }
 
-    fn deliver(&mut self, m: &Msg<'_>) {
+    fn deliver(&mut self, m: &HMsg<'_>) {
         let Some(entry) = self.subs.get_mut(&m.sid) else {
             return; // sent before our UNSUB took effect
         };
@@ -736,6 +829,7 @@ impl State {
             topic: m.topic.to_owned(),
             reply_to: (!m.reply_to.is_empty()).then(|| m.reply_to.to_owned()),
             payload: Bytes::copy_from_slice(m.payload),
+            headers: owned(m.headers),
         };
         match entry.queue.offer(message) {
             Offer::Accepted => self.stats.received += 1,
@@ -784,6 +878,21 @@ impl State {
         self.emit(Event::Dropped { topic, sid, count, site: DropSite::Broker });
     }
 
+    /// `NO_RESPONDERS` for the request whose reply-to is `reply_to`: its
+    /// inbox ends (the request learns why from [`State::take_refusal`]) and
+    /// is unsubscribed. One for a request that already ended is ignored.
+    /// True if an `UNSUB` was queued.
+    fn no_responders(&mut self, topic: &str, reply_to: &str) -> bool {
+        let inbox = self.subs.iter().find(|(_, e)| e.inbox && e.topic == reply_to);
+        let Some((&sid, _)) = inbox else {
+            return false;
+        };
+        self.subs.remove(&sid);
+        self.refusals.insert(sid, InboxEnd::NoResponders(topic.to_owned()));
+        self.push(&ClientFrame::Unsub { sid });
+        true
+    }
+
     /// A non-fatal `ERR`; true if it queued an `UNSUB`.
     fn refused(&mut self, err: ServerError) -> bool {
         let unsub = err.refuses_subscription() && self.sub_refused(&err);
@@ -825,7 +934,7 @@ impl State {
             answer.offer(Err(err.clone()));
         }
         if entry.inbox {
-            self.refusals.insert(sid, err.clone());
+            self.refusals.insert(sid, InboxEnd::Refused(err.clone()));
         }
         if unsub {
             self.push(&ClientFrame::Unsub { sid });
@@ -858,6 +967,22 @@ impl State {
     pub(crate) fn callers_waiting(&self) -> bool {
         self.callers_waiting > 0
     }
+}
+
+/// A `MSG` as the `HMSG` without headers that it is.
+fn without_headers(m: Msg<'_>) -> HMsg<'_> {
+    let Msg { sid, topic, reply_to, payload } = m;
+    HMsg { sid, topic, reply_to, headers: Headers::EMPTY, payload }
+}
+
+/// An owned copy of a received header block.
+fn owned(headers: Headers<'_>) -> HeaderBlock {
+    let mut block = HeaderBlock::new();
+    for (key, value) in headers {
+        // A received block was checked against the rules `push` applies.
+        let _ = block.push(key, value);
+    }
+    block
 }
 
 /// Empties a written batch, and lets go of its memory after an unusually
@@ -895,7 +1020,7 @@ pub(crate) fn check_subscribe_topic(value: &str) -> Result<(), ClientError> {
 mod tests {
     use std::sync::mpsc::{sync_channel, Receiver, TryRecvError};
 
-    use corecast_proto::frame::ErrFrame;
+    use corecast_proto::{frame::ErrFrame, ServerFrame};
 
     use super::*;
     use crate::{decoder::server_frame_limit, session::Watch};
@@ -908,6 +1033,7 @@ mod tests {
             ping_interval_ms: 1000,
             core_id: 0,
             connection_id: 1,
+            v1_1: false,
         }
     }
 
@@ -916,8 +1042,8 @@ mod tests {
         (State::new(info(1 << 20), send_buffer, Box::new(tx)), rx)
     }
 
-    fn publication(payload: &[u8]) -> Pub<'_> {
-        Pub { topic: "t", reply_to: "", payload }
+    fn publication(payload: &[u8]) -> Publication<'_> {
+        Pub { topic: "t", reply_to: "", payload }.into()
     }
 
     /// The frames in the send buffer, decoded and described.
@@ -938,7 +1064,8 @@ mod tests {
         frames
     }
 
-    fn server(st: &mut State, frame: ServerFrame<'_>) -> ReadOutcome {
+    fn server<'a>(st: &mut State, frame: impl Into<ServerFrame11<'a>>) -> ReadOutcome {
+        let frame = frame.into();
         let mut bytes = Vec::new();
         frame.encode(&mut bytes);
         raw(st, &bytes)
@@ -1149,7 +1276,7 @@ mod tests {
         // An inbox refused alone: the request learns why.
         let (i, _i_rx) = inbox(&mut st, "_INBOX.x.1");
         server(&mut st, ServerFrame::Err(TOO_MANY));
-        assert_eq!(st.take_refusal(i).map(|e| e.code), Some(101));
+        assert!(matches!(st.take_refusal(i), Some(ClientError::Server(e)) if e.code == 101));
     }
 
     #[test]
@@ -1163,7 +1290,7 @@ mod tests {
         assert_eq!(queued(&st), [format!("UNSUB {mine}")]);
         assert!(refused_too_many(&answer));
         server(&mut st, ServerFrame::Pong { nonce: 2 });
-        assert_eq!(st.take_refusal(inbox), None, "the inbox is taken as accepted");
+        assert!(st.take_refusal(inbox).is_none(), "the inbox is taken as accepted");
         assert!(st.subs.contains_key(&inbox));
         assert!(st.pending_subs.is_empty());
     }
@@ -1306,10 +1433,113 @@ mod tests {
         let max = (1 << 20) - 4 - 1 - 2;
         let payload = vec![0; max + 1];
         let publication = |len| Pub { topic: "t", reply_to: "ab", payload: &payload[..len] };
-        assert!(st.check_pub(&publication(max)).is_ok());
+        assert!(st.check_pub(&publication(max).into()).is_ok());
         assert!(matches!(
-            st.check_pub(&publication(max + 1)),
+            st.check_pub(&publication(max + 1).into()),
             Err(ClientError::PayloadTooLarge { max: m, .. }) if m == max
         ));
+    }
+
+    /// A client whose session speaks 1.1.
+    fn state11() -> (State, Receiver<Event>) {
+        let (tx, rx) = sync_channel(16);
+        (State::new(ServerInfo { v1_1: true, ..info(1 << 20) }, 1 << 16, Box::new(tx)), rx)
+    }
+
+    /// The frames in the send buffer of a 1.1 session, described.
+    fn queued11(st: &State) -> Vec<String> {
+        let mut src = &st.out[..];
+        let mut frames = Vec::new();
+        while let Some(frame) = ClientFrame11::decode(&mut src, u32::MAX).expect("valid") {
+            frames.push(match frame {
+                ClientFrame11::Pub { publish, request } => {
+                    format!("PUB {} {request}", publish.topic)
+                }
+                ClientFrame11::HPub(h) => format!("HPUB {} {:?} {}", h.topic, h.headers, h.request),
+                other => format!("{other:?}"),
+            });
+        }
+        frames
+    }
+
+    fn block(pairs: &[(&str, &str)]) -> HeaderBlock {
+        let mut block = HeaderBlock::new();
+        for (k, v) in pairs {
+            block.push(k, v).expect("valid");
+        }
+        block
+    }
+
+    #[test]
+    fn requests_and_headers_go_out_as_the_session_takes_them() {
+        let headers = block(&[("k", "v")]);
+        let request = Publication { request: true, ..publication(b"q") };
+        let with_headers = Publication { headers: Some(headers.headers()), ..publication(b"h") };
+        let (mut v11, _events) = state11();
+        v11.try_queue_pub(&request).expect("open");
+        v11.try_queue_pub(&with_headers).expect("open");
+        assert_eq!(queued11(&v11), ["PUB t true", "HPUB t [(\"k\", \"v\")] false"]);
+        let (mut v1, _events) = state(1 << 16);
+        v1.try_queue_pub(&request).expect("open");
+        assert_eq!(queued(&v1), ["PUB t [113]"], "a plain PUB in a version 1 session");
+        let err = v1.check_pub(&with_headers).expect_err("no headers in version 1");
+        assert!(matches!(err, ClientError::Unsupported(_)), "{err:?}");
+    }
+
+    #[test]
+    fn no_responders_ends_its_request_and_unsubscribes_the_inbox() {
+        let (mut st, _events) = state11();
+        let (sid, replies) = inbox(&mut st, "_INBOX.a.1");
+        server(&mut st, ServerFrame::Pong { nonce: 1 });
+        st.out.clear();
+        let stray = ServerFrame11::NoResponders { topic: "svc", reply_to: "_INBOX.a.9" };
+        assert!(!server(&mut st, stray).wake_writer, "no such request: ignored");
+        server(&mut st, ServerFrame11::NoResponders { topic: "svc", reply_to: "_INBOX.a.1" });
+        assert_eq!(replies.try_recv(), Err(TryRecvError::Disconnected));
+        assert_eq!(queued(&st), [format!("UNSUB {sid}")]);
+        let end = st.take_refusal(sid).expect("told why");
+        assert!(matches!(&end, ClientError::NoResponders { topic } if topic == "svc"), "{end:?}");
+        assert!(!st.remove_sub(sid), "already gone");
+    }
+
+    #[test]
+    fn hmsg_delivers_headers_and_msg_none() {
+        let (mut st, _events) = state11();
+        let (sid, messages, _answer) = subscribe(&mut st, "t");
+        let headers = block(&[("trace", "1"), ("trace", "2")]);
+        let hmsg =
+            HMsg { sid, topic: "t", reply_to: "", headers: headers.headers(), payload: b"p" };
+        server(&mut st, ServerFrame11::HMsg(hmsg));
+        server(&mut st, ServerFrame::Msg(Msg { sid, topic: "t", reply_to: "", payload: b"p" }));
+        let first = messages.try_recv().expect("HMSG");
+        assert_eq!((first.headers.len(), first.header("trace")), (2, Some("1")));
+        assert!(messages.try_recv().expect("MSG").headers.is_empty());
+    }
+
+    #[test]
+    fn a_version_1_session_refuses_1_1_frames() {
+        let (mut st, _events) = state(1 << 16);
+        let mut bytes = Vec::new();
+        ServerFrame11::NoResponders { topic: "t", reply_to: "r" }.encode(&mut bytes);
+        let mut decoder = Decoder::new();
+        decoder.set_v1_1(false);
+        decoder.spare()[..bytes.len()].copy_from_slice(&bytes);
+        decoder.filled(bytes.len());
+        assert!(st.read_frames(&mut decoder).protocol.is_some());
+    }
+
+    #[test]
+    fn a_reconnection_to_a_version_1_broker_drops_headers_and_request_flags() {
+        let (mut st, events) = state11();
+        let headers = block(&[("k", "v")]);
+        st.try_queue_pub(&Publication { request: true, ..publication(b"q") }).expect("open");
+        let hpub = Publication { headers: Some(headers.headers()), ..publication(b"h") };
+        st.try_queue_pub(&hpub).expect("open");
+        st.connection_lost(DisconnectReason::Closed);
+        assert!(st.reconnected(info(1 << 20), 1));
+        assert_eq!(queued(&st), ["PUB t [113]"]);
+        assert_eq!(st.stats().dropped_publications, 1);
+        let dropped = events.try_iter().any(|e| matches!(e, Event::PublicationDropped { .. }));
+        assert!(dropped);
     }
 }

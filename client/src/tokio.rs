@@ -47,10 +47,10 @@ use super::{
     decoder::Decoder,
     session::{Handshake, Retry, Silence, Watch},
     state::{
-        self, Blocked, FlushEnd, Link, State, SubCounters, SubKind, WriterStep, CLOSE_LINGER,
-        WRITE_CHECK,
+        self, Blocked, FlushEnd, Link, Publication, State, SubCounters, SubKind, WriterStep,
+        CLOSE_LINGER, WRITE_CHECK,
     },
-    ClientError, DisconnectReason, Event, Message, Options, ServerError, ServerInfo, Stats,
+    ClientError, DisconnectReason, Event, HeaderBlock, Message, Options, ServerInfo, Stats,
     SubscribeOptions,
 };
 
@@ -160,7 +160,7 @@ impl Client {
     /// [`ClientError::Timeout`] when the buffer stayed full;
     /// [`ClientError::Closed`].
     pub async fn publish(&self, topic: &str, payload: impl AsRef<[u8]>) -> Result<(), ClientError> {
-        self.shared().publish(&Pub { topic, reply_to: "", payload: payload.as_ref() }).await
+        self.shared().publish(&Pub { topic, reply_to: "", payload: payload.as_ref() }.into()).await
     }
 
     /// Publishes `payload` to `topic`, asking for answers on `reply_to`.
@@ -173,7 +173,25 @@ impl Client {
         reply_to: &str,
         payload: impl AsRef<[u8]>,
     ) -> Result<(), ClientError> {
-        self.shared().publish(&Pub { topic, reply_to, payload: payload.as_ref() }).await
+        self.shared().publish(&Pub { topic, reply_to, payload: payload.as_ref() }.into()).await
+    }
+
+    /// Publishes `payload` to `topic` with `headers` (`HPUB`). Subscribers
+    /// in 1.1 sessions receive them in [`Message::headers`]; those in
+    /// version 1 sessions receive the message without them.
+    ///
+    /// # Errors
+    /// As [`Client::publish`]; [`ClientError::Unsupported`] when the
+    /// session is a version 1 session ([`ServerInfo::v1_1`]).
+    pub async fn publish_with_headers(
+        &self,
+        topic: &str,
+        headers: &HeaderBlock,
+        payload: impl AsRef<[u8]>,
+    ) -> Result<(), ClientError> {
+        let publish = Pub { topic, reply_to: "", payload: payload.as_ref() };
+        let p = Publication { publish, headers: Some(headers.headers()), request: false };
+        self.shared().publish(&p).await
     }
 
     /// Publishes without waiting: fails with [`ClientError::SendBufferFull`]
@@ -183,7 +201,7 @@ impl Client {
     /// As [`Client::publish`], with [`ClientError::SendBufferFull`] instead
     /// of waiting.
     pub fn try_publish(&self, topic: &str, payload: impl AsRef<[u8]>) -> Result<(), ClientError> {
-        self.shared().try_publish(&Pub { topic, reply_to: "", payload: payload.as_ref() })
+        self.shared().try_publish(&Pub { topic, reply_to: "", payload: payload.as_ref() }.into())
     }
 
     /// Answers `request` by publishing `payload` to its reply-to.
@@ -267,6 +285,9 @@ impl Client {
     /// this completes or is dropped.
     ///
     /// # Errors
+    /// [`ClientError::NoResponders`] at once when the broker says that no
+    /// subscription would receive the request (protocol 1.1 sessions; in a
+    /// version 1 session the request times out instead);
     /// [`ClientError::Timeout`] when nobody answered in time;
     /// [`ClientError::Server`] when the broker refused the inbox
     /// subscription (too many subscriptions); otherwise as
@@ -281,12 +302,16 @@ impl Client {
         state::check_publish_target("topic", topic)?;
         let inbox = shared.lock().next_inbox();
         let mut replies = shared.add_subscription(&inbox, false, 1, || SubKind::Inbox).await?;
-        shared.publish(&Pub { topic, reply_to: &inbox, payload: payload.as_ref() }).await?;
+        shared
+            .publish(&Publication {
+                publish: Pub { topic, reply_to: &inbox, payload: payload.as_ref() },
+                headers: None,
+                request: true,
+            })
+            .await?;
         match ::tokio::time::timeout(timeout, replies.recv()).await {
             Ok(Some(reply)) => Ok(reply),
-            Ok(None) => {
-                Err(shared.refusal(replies.sid).map_or(ClientError::Closed, ClientError::Server))
-            }
+            Ok(None) => Err(shared.refusal(replies.sid).unwrap_or(ClientError::Closed)),
             Err(_) => Err(ClientError::Timeout { after: timeout, waiting_for: "a reply" }),
         }
     }
@@ -406,12 +431,12 @@ impl Shared {
         Ok(queued)
     }
 
-    async fn publish(&self, p: &Pub<'_>) -> Result<(), ClientError> {
+    async fn publish(&self, p: &Publication<'_>) -> Result<(), ClientError> {
         self.lock().check_pub(p)?;
         self.queue(self.options.send_timeout, |st| st.try_queue_pub(p)).await
     }
 
-    fn try_publish(&self, p: &Pub<'_>) -> Result<(), ClientError> {
+    fn try_publish(&self, p: &Publication<'_>) -> Result<(), ClientError> {
         let mut st = self.lock();
         st.check_pub(p)?;
         match st.try_queue_pub(p) {
@@ -449,8 +474,8 @@ impl Shared {
         })
     }
 
-    /// The broker's refusal of inbox `sid`, if it refused it.
-    fn refusal(&self, sid: u32) -> Option<ServerError> {
+    /// Why inbox `sid` ended before its reply, if the broker said why.
+    fn refusal(&self, sid: u32) -> Option<ClientError> {
         self.lock().take_refusal(sid)
     }
 
@@ -700,13 +725,25 @@ async fn reconnect(shared: &Shared) -> Option<Conn> {
     }
 }
 
-/// Connects and completes the handshake within the connect timeout.
+/// Connects and completes the handshake within the connect timeout. Asks
+/// for protocol 1.1 if `options` say so, and connects again as a version 1
+/// client when a version 1 broker refuses that.
 async fn open(addr: &str, options: &Options) -> Result<Conn, ClientError> {
     let mut handshake = Handshake::new(addr, options, std::time::Instant::now());
+    loop {
+        match open_once(&mut handshake).await {
+            Err(e) if handshake.falls_back(&e, options) => continue,
+            opened => return opened,
+        }
+    }
+}
+
+/// One connection and handshake, as `handshake` says.
+async fn open_once(handshake: &mut Handshake<'_>) -> Result<Conn, ClientError> {
     let limit = handshake.time_left(std::time::Instant::now())?;
-    let opened = timeout(limit, connect(&mut handshake)).await;
+    let opened = timeout(limit, connect(handshake)).await;
     let (stream, info) = opened.map_err(|_| handshake.timed_out())??;
-    Ok(Conn { stream, decoder: handshake.into_decoder(), info })
+    Ok(Conn { stream, decoder: handshake.take_decoder(), info })
 }
 
 /// Connects and completes the handshake, however long it takes.

@@ -12,7 +12,8 @@ use common::*;
 use corecast::Config;
 use corecast_client::{
     blocking::{Client, Subscription},
-    ClientError, DisconnectReason, DropSite, Event, Message, SubscribeOptions, TopicProblem,
+    ClientError, DisconnectReason, DropSite, Event, HeaderBlock, Message, SubscribeOptions,
+    TopicProblem,
 };
 use corecast_proto::{ErrFrame, ErrorCode, ServerFrame, TopicError};
 
@@ -150,7 +151,10 @@ fn request_gets_the_reply_of_a_responder() {
 #[test]
 fn request_without_a_responder_times_out_and_leaves_nothing_behind() {
     let broker = start(config());
-    let client = connect(&broker, "lonely");
+    // A version 1 session has no NO_RESPONDERS: the request waits it out.
+    let client =
+        Client::connect_with(broker.local_addr(), options("lonely").protocol_1_1(false)).unwrap();
+    assert!(!client.server_info().v1_1);
     let started = Instant::now();
     let err = client.request("svc.nobody", "anyone?", Duration::from_millis(200)).unwrap_err();
     assert!(matches!(err, ClientError::Timeout { waiting_for: "a reply", .. }), "{err:?}");
@@ -581,5 +585,79 @@ fn closing_flushes_and_ends_subscriptions() {
     drop(clone);
     assert!(matches!(sub.recv_timeout(SHORT), Err(ClientError::Closed)));
     wait_counters(&broker, "everyone gone", |c| c.connections_open == 0);
+    stop(broker);
+}
+
+#[test]
+fn a_request_nobody_would_receive_fails_at_once_with_no_responders() {
+    let broker = start(config());
+    let client = connect(&broker, "hasty");
+    assert!(client.server_info().v1_1, "the broker grants 1.1 when asked");
+    let started = Instant::now();
+    let err = client.request("svc.nobody", "anyone?", SHORT).unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    let ClientError::NoResponders { topic } = &err else { panic!("{err:?}") };
+    assert_eq!(topic, "svc.nobody");
+    client.flush().unwrap();
+    wait_counters(&broker, "the inbox unsubscribed", |c| c.subscriptions == 0);
+    let responder = echo_responder(connect(&broker, "responder"), "svc.echo", 1);
+    assert_eq!(&client.request("svc.echo", "hi", SHORT).unwrap().payload[..], b"echo: hi");
+    drop((client, responder.join().unwrap()));
+    stop(broker);
+}
+
+fn headers(pairs: &[(&str, &str)]) -> HeaderBlock {
+    let mut block = HeaderBlock::new();
+    for (k, v) in pairs {
+        block.push(k, v).unwrap();
+    }
+    block
+}
+
+#[test]
+fn headers_reach_1_1_subscribers_and_version_1_ones_get_the_message_alone() {
+    let broker = start(config());
+    let subscriber = connect(&broker, "sub11");
+    let v1 =
+        Client::connect_with(broker.local_addr(), options("sub1").protocol_1_1(false)).unwrap();
+    let sub = subscriber.subscribe("h.t").unwrap();
+    let sub1 = v1.subscribe("h.t").unwrap();
+    let publisher = connect(&broker, "pub");
+    let sent = headers(&[("trace-id", "42"), ("k", "a"), ("k", "b")]);
+    publisher.publish_with_headers("h.t", &sent, "body").unwrap();
+    publisher.publish("h.t", "plain").unwrap();
+    let got = recv(&sub);
+    assert_eq!((&got.payload[..], &got.headers), (&b"body"[..], &sent));
+    assert_eq!((got.header("trace-id"), got.header("k")), (Some("42"), Some("a")));
+    assert!(recv(&sub).headers.is_empty(), "a MSG has none");
+    let old = recv(&sub1);
+    assert_eq!((&old.payload[..], old.headers.is_empty()), (&b"body"[..], true));
+    let err = v1.publish_with_headers("h.t", &sent, "x").unwrap_err();
+    assert!(matches!(err, ClientError::Unsupported(_)), "{err:?}");
+    drop((subscriber, v1, publisher, sub, sub1));
+    stop(broker);
+}
+
+#[test]
+fn no_echo_keeps_a_clients_publications_from_its_own_subscriptions() {
+    let broker = start(config());
+    let quiet = Client::connect_with(broker.local_addr(), options("quiet").no_echo(true)).unwrap();
+    let other = connect(&broker, "other");
+    let own = quiet.subscribe("echo.t").unwrap();
+    let theirs = other.subscribe("echo.t").unwrap();
+    quiet.publish("echo.t", "mine").unwrap();
+    other.publish("echo.t", "theirs").unwrap();
+    let mut seen = [recv(&theirs).payload, recv(&theirs).payload];
+    seen.sort();
+    assert_eq!(seen, [&b"mine"[..], &b"theirs"[..]], "echo is on for the other client");
+    assert_eq!(&recv(&own).payload[..], b"theirs", "only the other client's message");
+    quiet.flush().unwrap();
+    assert!(own.recv_timeout(Duration::from_millis(100)).unwrap().is_none());
+    drop(theirs);
+    other.flush().unwrap();
+    // Its own subscription does not count as a responder either.
+    let err = quiet.request("echo.t", "?", SHORT).unwrap_err();
+    assert!(matches!(err, ClientError::NoResponders { .. }), "{err:?}");
+    drop((quiet, other, own));
     stop(broker);
 }

@@ -13,7 +13,7 @@ use common::*;
 use corecast::{Broker, Config};
 use corecast_client::{
     tokio::{Client, Subscription},
-    ClientError, DisconnectReason, DropSite, Event, Message, SubscribeOptions,
+    ClientError, DisconnectReason, DropSite, Event, HeaderBlock, Message, SubscribeOptions,
 };
 use corecast_proto::{ErrFrame, ErrorCode, ServerFrame};
 use futures_core::Stream;
@@ -109,8 +109,11 @@ async fn request_gets_the_reply_of_a_responder_task() {
     }
     let _responder = answering.await.unwrap();
     requester.flush().await.unwrap();
-    let err = requester.request("svc.nobody", "?", Duration::from_millis(100)).await.unwrap_err();
-    assert!(matches!(err, ClientError::Timeout { waiting_for: "a reply", .. }), "{err:?}");
+    // A 1.1 session hears at once that nobody listens.
+    let started = Instant::now();
+    let err = requester.request("svc.nobody", "?", SHORT).await.unwrap_err();
+    assert!(matches!(err, ClientError::NoResponders { .. }), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
     requester.flush().await.unwrap();
     wait_counters(&broker, "only the responder's subscription", |c| c.subscriptions == 1);
     drop((requester, _responder));
@@ -339,4 +342,25 @@ async fn server_pings_are_answered_and_a_refused_inbox_fails_the_request_at_once
     let ClientError::Server(e) = err else { panic!("{err:?}") };
     assert_eq!(e.error_code(), Some(ErrorCode::TooManySubscriptions));
     assert!(started.elapsed() < SHORT, "the request did not wait for its timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_round_trip_and_a_version_1_request_times_out() {
+    let broker = start(config());
+    let client = connect(&broker, "headers").await;
+    assert!(client.server_info().v1_1);
+    let mut sub = client.subscribe("h.t").await.unwrap();
+    let mut headers = HeaderBlock::new();
+    headers.push("content-type", "text/plain").unwrap();
+    client.publish_with_headers("h.t", &headers, "hi").await.unwrap();
+    let got = recv(&mut sub).await;
+    assert_eq!((&got.payload[..], &got.headers), (&b"hi"[..], &headers));
+    assert_eq!(got.header("content-type"), Some("text/plain"));
+    let v1 =
+        Client::connect_with(broker.local_addr(), options("v1").protocol_1_1(false)).await.unwrap();
+    assert!(!v1.server_info().v1_1);
+    let err = v1.request("svc.nobody", "?", Duration::from_millis(100)).await.unwrap_err();
+    assert!(matches!(err, ClientError::Timeout { waiting_for: "a reply", .. }), "{err:?}");
+    drop((client, v1, sub));
+    stop_broker(broker).await;
 }

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 /// Examples:
 ///   corecast-cli sub chat.lobby
 ///   corecast-cli pub chat.lobby "hello"
+///   corecast-cli pub chat.lobby "hello" --header trace-id=42
 ///   corecast-cli reply svc.echo
 ///   corecast-cli req svc.echo "ping me" --timeout 2s
 ///   corecast-cli ping --count 3
@@ -54,10 +55,15 @@ pub enum Command {
         #[arg(long, default_value_t = 1)]
         count: u64,
         /// Ask for answers on this topic.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "headers")]
         reply_to: Option<String>,
+        /// Send a header KEY=VALUE with the message (repeatable; needs a
+        /// broker that speaks protocol 1.1).
+        #[arg(long = "header", value_name = "KEY=VALUE", value_parser = parse_header)]
+        headers: Vec<(String, String)>,
     },
-    /// Print the messages published to a topic, one a line: `[TOPIC] PAYLOAD`.
+    /// Print the messages published to a topic, one a line: `[TOPIC] PAYLOAD`,
+    /// with the reply-to and the headers in the brackets when there are any.
     #[command(name = "sub")]
     Subscribe {
         /// The topic, e.g. orders.eu.
@@ -107,6 +113,15 @@ pub enum Command {
     },
 }
 
+/// Parses a header given as `KEY=VALUE` (the value may be empty and may
+/// hold `=`).
+pub fn parse_header(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("{text:?} is not a header like KEY=VALUE")),
+    }
+}
+
 /// Parses `500ms`, `5s`, `2m`, or a plain number of seconds (`1.5`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -136,6 +151,14 @@ mod tests {
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5h").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn headers_parse() {
+        assert_eq!(parse_header("k=v=w"), Ok(("k".into(), "v=w".into())));
+        assert_eq!(parse_header("k="), Ok(("k".into(), String::new())));
+        assert!(parse_header("=v").is_err());
+        assert!(parse_header("kv").is_err());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use corecast_client::{
     self as client,
     blocking::{Client, Subscription},
-    ClientError, DropSite, Event, Message, Options, SubscribeOptions,
+    ClientError, DropSite, Event, HeaderBlock, Message, Options, SubscribeOptions,
 };
 
 use crate::cli::{Cli, Command, Connection};
@@ -23,8 +23,10 @@ const POLL: Duration = Duration::from_millis(250);
 pub fn run(cli: &Cli) -> anyhow::Result<()> {
     let conn = &cli.conn;
     match &cli.command {
-        Command::Publish { topic, message, count, reply_to } => {
-            publish(conn, topic, message.as_deref(), *count, reply_to.as_deref())
+        Command::Publish { topic, message, count, reply_to, headers } => {
+            let target =
+                Target { topic, reply_to: reply_to.as_deref(), headers: header_block(headers)? };
+            publish(conn, &target, message.as_deref(), *count)
         }
         Command::Subscribe { topic, count, raw, lossy } => {
             subscribe(conn, topic, *count, *raw, *lossy)
@@ -74,23 +76,44 @@ fn plural(n: u64, word: &str) -> String {
     }
 }
 
+/// Where `pub` sends, and with what.
+struct Target<'a> {
+    topic: &'a str,
+    reply_to: Option<&'a str>,
+    headers: Option<HeaderBlock>,
+}
+
+/// The headers of `--header`, checked; `None` when there are none, so that
+/// a plain `pub` works with any broker.
+fn header_block(headers: &[(String, String)]) -> anyhow::Result<Option<HeaderBlock>> {
+    if headers.is_empty() {
+        return Ok(None);
+    }
+    let mut block = HeaderBlock::new();
+    for (key, value) in headers {
+        block.push(key, value).with_context(|| format!("invalid header {key}={value}"))?;
+    }
+    Ok(Some(block))
+}
+
 fn publish(
     conn: &Connection,
-    topic: &str,
+    target: &Target<'_>,
     message: Option<&str>,
     count: u64,
-    reply_to: Option<&str>,
 ) -> anyhow::Result<()> {
+    let topic = target.topic;
     client::validate_publish_topic(topic)?;
-    if let Some(reply_to) = reply_to {
+    if let Some(reply_to) = target.reply_to {
         client::validate_reply_to(reply_to)?;
     }
     let payload = message_or_stdin(message)?;
     let client = connect(conn)?;
     for _ in 0..count {
-        match reply_to {
-            Some(reply_to) => client.publish_with_reply(topic, reply_to, &payload)?,
-            None => client.publish(topic, &payload)?,
+        match (target.reply_to, &target.headers) {
+            (_, Some(headers)) => client.publish_with_headers(topic, headers, &payload)?,
+            (Some(reply_to), None) => client.publish_with_reply(topic, reply_to, &payload)?,
+            (None, None) => client.publish(topic, &payload)?,
         }
     }
     // Returns once the broker has routed every message.
@@ -144,12 +167,22 @@ fn print_message(out: &mut impl Write, msg: &Message, raw: bool) -> io::Result<(
     } else {
         let text = String::from_utf8_lossy(&msg.payload);
         let text = text.strip_suffix('\n').unwrap_or(&text);
-        match &msg.reply_to {
-            Some(reply_to) => writeln!(out, "[{} reply-to {reply_to}] {text}", msg.topic)?,
-            None => writeln!(out, "[{}] {text}", msg.topic)?,
-        }
+        writeln!(out, "[{}] {text}", describe(msg))?;
     }
     out.flush()
+}
+
+/// What goes in the brackets before a message: its topic, then its
+/// reply-to and headers when it has any.
+fn describe(msg: &Message) -> String {
+    let mut about = msg.topic.clone();
+    if let Some(reply_to) = &msg.reply_to {
+        about.push_str(&format!(" reply-to {reply_to}"));
+    }
+    for (key, value) in msg.headers.headers() {
+        about.push_str(&format!(" {key}={value}"));
+    }
+    about
 }
 
 /// Writes a payload as received, then a newline unless it ends with one.
@@ -195,6 +228,10 @@ fn request(
     let client = connect(conn)?;
     let reply = match client.request(topic, &payload, timeout) {
         Ok(reply) => reply,
+        Err(ClientError::NoResponders { .. }) => bail!(
+            "no responders for {topic}: nobody is subscribed to it \
+             (`corecast-cli reply {topic}` answers requests)"
+        ),
         Err(ClientError::Timeout { waiting_for: "a reply", .. }) => bail!(
             "no reply on {topic} within {timeout:?} — is a responder running? \
              (`corecast-cli reply {topic}` answers requests)"

@@ -112,7 +112,7 @@ fn forward_lines(stderr: ChildStderr) -> mpsc::Receiver<String> {
 fn sub_prints_what_pub_publishes() {
     let broker = start_broker(None);
     let addr = broker.local_addr();
-    let sub = Background::start(addr, &["sub", "news.eu", "--count", "4"], "subscribed to news.eu");
+    let sub = Background::start(addr, &["sub", "news.eu", "--count", "5"], "subscribed to news.eu");
     cli(addr)
         .args(["pub", "news.eu", "hello world"])
         .assert()
@@ -128,6 +128,10 @@ fn sub_prints_what_pub_publishes() {
         .assert()
         .success()
         .stderr(predicate::str::contains("published 2 messages to news.eu (5 bytes each)"));
+    cli(addr)
+        .args(["pub", "news.eu", "with headers", "--header", "trace-id=42", "--header", "k=a=b"])
+        .assert()
+        .success();
     assert_eq!(
         sub.finish(),
         concat!(
@@ -135,6 +139,7 @@ fn sub_prints_what_pub_publishes() {
             "[news.eu reply-to answers.here] from stdin\n",
             "[news.eu] again\n",
             "[news.eu] again\n",
+            "[news.eu trace-id=42 k=a=b] with headers\n",
         )
     );
     stop(broker);
@@ -191,13 +196,12 @@ fn req_without_a_responder_says_so() {
     let broker = start_broker(None);
     let addr = broker.local_addr();
     cli(addr)
-        .args(["req", "svc.nobody", "hello?", "--timeout", "200ms"])
+        .args(["req", "svc.nobody", "hello?", "--timeout", "10s"])
+        .timeout(Duration::from_secs(3))
         .assert()
         .failure()
         .code(1)
-        .stderr(predicate::str::contains(
-            "error: no reply on svc.nobody within 200ms — is a responder running?",
-        ));
+        .stderr(predicate::str::contains("error: no responders for svc.nobody"));
     stop(broker);
 }
 
