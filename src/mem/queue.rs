@@ -631,15 +631,29 @@ mod tests {
         let (want, shared) = mixed(&mut mem, &mut q);
         shared.iter().for_each(|&id| mem.release(id));
         q.consume(&mut mem, 3);
+        assert_eq!(q.len(), first.len() - 3 + want.len(), "all queued before the drop");
         q.drop_unstarted(&mut mem);
         assert_eq!(wire(&q, &mem), first[3..]);
         assert!(q.push(&mut mem, &ping(1), Charge::Reserve));
         let mut rest = first[3..].to_vec();
         rest.extend_from_slice(&ping(1));
         assert_eq!(wire(&q, &mem), rest, "a final frame follows the partial one");
-        assert!(want.len() > first.len());
         q.clear(&mut mem);
         assert_eq!(mem.used(), 0);
+    }
+
+    #[test]
+    fn drop_unstarted_drops_shared_messages_behind_an_own_frame_in_progress() {
+        let mut mem = memory();
+        let mut q = ChunkQueue::<true>::default();
+        assert!(q.push(&mut mem, &ping(5), Charge::Budget));
+        let (_, shared) = mixed(&mut mem, &mut q);
+        shared.iter().for_each(|&id| mem.release(id));
+        q.consume(&mut mem, 4);
+        q.drop_unstarted(&mut mem);
+        assert_eq!(wire(&q, &mem), ping(5)[4..], "only the rest of the PING is left");
+        q.clear(&mut mem);
+        assert_eq!(mem.used(), 0, "the dropped records released their bodies");
     }
 
     #[test]
