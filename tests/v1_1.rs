@@ -428,3 +428,166 @@ fn v1_session_is_unchanged_beside_1_1_traffic() {
     drop((v1, p));
     finish(broker);
 }
+
+/// Messages sorted by payload, then sid: the order within one publish is
+/// not specified, the order between publishes is checked apart.
+fn sorted(mut got: Vec<Got11>) -> Vec<Got11> {
+    got.sort_by(|a, b| match (a, b) {
+        (Got11::Msg { sid: s1, payload: p1, .. }, Got11::Msg { sid: s2, payload: p2, .. }) => {
+            (p1, s1).cmp(&(p2, s2))
+        }
+        _ => panic!("only MSG expected, got {a:?} and {b:?}"),
+    });
+    got
+}
+
+/// The payloads in arrival order never go back: one publisher's messages
+/// arrive in the order it sent them.
+fn assert_in_order(got: &[Got11]) {
+    let payloads: Vec<&[u8]> = got
+        .iter()
+        .map(|g| match g {
+            Got11::Msg { payload, .. } => payload.as_slice(),
+            other => panic!("only MSG expected, got {other:?}"),
+        })
+        .collect();
+    assert!(payloads.windows(2).all(|w| w[0] <= w[1]), "out of order: {payloads:?}");
+}
+
+#[test]
+fn wildcards_deliver_locally_once_per_matching_subscription_with_the_topic() {
+    let broker = start(test_config(1));
+    let addr = broker.local_addr();
+    let mut s = Client11::connect(addr, false);
+    for (sid, pattern) in [(1, "a.*"), (2, "a.>"), (3, "a.b"), (4, ">"), (5, "*.c")] {
+        s.sub(sid, pattern);
+    }
+    assert!(s.flush().is_empty(), "1.1 sessions may subscribe with wildcards");
+    let mut publ = Client11::connect(addr, false);
+    for (topic, payload) in [("a.b", b"1"), ("a.b.c", b"2"), ("x", b"3"), ("b.c", b"4")] {
+        publ.publish(topic, payload);
+    }
+    assert!(publ.flush().is_empty());
+    let got = s.flush();
+    assert_in_order(&got);
+    let want = vec![
+        msg11(1, "a.b", b"1"),
+        msg11(2, "a.b", b"1"),
+        msg11(3, "a.b", b"1"),
+        msg11(4, "a.b", b"1"),
+        msg11(2, "a.b.c", b"2"),
+        msg11(4, "a.b.c", b"2"),
+        msg11(4, "x", b"3"),
+        msg11(4, "b.c", b"4"),
+        msg11(5, "b.c", b"4"),
+    ];
+    assert_eq!(sorted(got), want);
+    // UNSUB takes each pattern out on its own.
+    s.send(&ClientFrame11::Unsub { sid: 4 });
+    s.send(&ClientFrame11::Unsub { sid: 2 });
+    assert!(s.flush().is_empty());
+    publ.publish("a.b", b"5");
+    publ.publish("x", b"6");
+    assert!(publ.flush().is_empty());
+    let want = vec![msg11(1, "a.b", b"5"), msg11(3, "a.b", b"5")];
+    assert_eq!(sorted(s.flush()), want);
+    drop((s, publ));
+    finish(broker);
+}
+
+#[test]
+fn wildcards_deliver_across_cores_one_copy_per_core_in_order() {
+    let broker = start(test_config(2));
+    let addr = broker.local_addr();
+    let mut publ = Client11::connect(addr, false);
+    let mut s = connect11_not_on(addr, publ.core_id, false);
+    s.sub(1, "orders.*");
+    s.sub(2, "orders.>");
+    assert!(s.flush().is_empty());
+    let mut v1 = connect_not_on(addr, publ.core_id);
+    v1.sub(3, "orders.eu");
+    v1.flush_empty();
+    let crossed_before = broker.counters().total.cross_core_sent;
+    let mut want = Vec::new();
+    for i in 0..20u8 {
+        let topic = if i % 2 == 0 { "orders.eu" } else { "orders.eu.x" };
+        publ.publish(topic, &[i]);
+        want.push(msg11(2, topic, &[i]));
+        if i % 2 == 0 {
+            want.push(msg11(1, topic, &[i]));
+        }
+    }
+    publ.publish("other", b"no");
+    assert!(publ.flush().is_empty());
+    let crossed = broker.counters().total.cross_core_sent - crossed_before;
+    assert_eq!(crossed, 20, "one copy per core however many patterns match");
+    let got = s.flush();
+    assert_in_order(&got);
+    assert_eq!(sorted(got), sorted(want));
+    let exact: Vec<Got> = (0..20u8).step_by(2).map(|i| Got::msg(3, "orders.eu", &[i])).collect();
+    assert_eq!(v1.flush(), exact);
+    drop((s, v1, publ));
+    finish(broker);
+}
+
+#[test]
+fn a_wildcard_subscriber_leaving_takes_its_interest_from_every_core() {
+    let broker = start(test_config(2));
+    let addr = broker.local_addr();
+    let mut req = Client11::connect(addr, false);
+    let mut svc = connect11_not_on(addr, req.core_id, false);
+    svc.sub(1, "svc.*");
+    assert!(svc.flush().is_empty());
+    req.request("svc.far", "_INBOX.a", b"x");
+    assert!(req.flush().is_empty(), "a pattern on the other core responds");
+    assert_eq!(
+        svc.flush(),
+        vec![Got11::Msg {
+            sid: 1,
+            topic: "svc.far".into(),
+            reply_to: "_INBOX.a".into(),
+            payload: b"x".to_vec(),
+        }]
+    );
+    svc.send(&ClientFrame11::Unsub { sid: 1 });
+    assert!(svc.flush().is_empty());
+    req.request("svc.far", "_INBOX.b", b"x");
+    assert_eq!(req.flush(), vec![no_responders("svc.far", "_INBOX.b")]);
+    svc.sub(2, "svc.>");
+    assert!(svc.flush().is_empty());
+    drop(svc);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        req.request("svc.far", "_INBOX.c", b"x");
+        let got = req.flush();
+        if got == vec![no_responders("svc.far", "_INBOX.c")] {
+            break;
+        }
+        assert!(got.is_empty(), "{got:?}");
+        assert!(Instant::now() < deadline, "the left subscriber still counts");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(req);
+    finish(broker);
+}
+
+#[test]
+fn v1_sessions_still_get_105_for_wildcards_and_queue_groups_stay_refused() {
+    let broker = start(test_config(1));
+    let addr = broker.local_addr();
+    let mut v1 = Client::connect(addr);
+    v1.sub(1, "a.*");
+    v1.sub(2, ">");
+    v1.flush_expect_errs(&[105, 105]);
+    let mut s = Client11::connect(addr, false);
+    let group = Sub { sid: 3, topic: "a.b", queue_group: "g", lossy: false };
+    s.send(&ClientFrame11::Sub(group));
+    assert_eq!(s.flush(), vec![Got11::Err { code: 105, fatal: false }]);
+    // Nothing of the refused ones is left: a publish reaches nobody.
+    let mut publ = Client::connect(addr);
+    publ.publish("a.b", b"x");
+    publ.flush_empty();
+    v1.flush_empty();
+    drop((v1, s, publ));
+    finish(broker);
+}

@@ -1,5 +1,6 @@
 //! `SUB`: check the topic, the sid and the connection's limit, then
-//! subscribe ([`route::subs::subscribe`]).
+//! subscribe ([`route::subs::subscribe`]). Only a 1.1 session may
+//! subscribe to a pattern with wildcards; a v1 session keeps its `105`.
 
 use corecast_proto::{topic, ErrorCode, Sub, TopicKind};
 
@@ -12,13 +13,13 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, sub: Sub<'_>) -> Flow {
     }
     match topic::validate(sub.topic) {
         Err(e) => return ctx.refuse(ErrorCode::BadTopic, &e.to_string()),
-        Ok(TopicKind::Wildcard) => {
+        Ok(TopicKind::Wildcard) if !ctx.slot().session().v1_1 => {
             return ctx.refuse(
                 ErrorCode::Unsupported,
                 "wildcard subscriptions are not supported in version 1",
             )
         }
-        Ok(TopicKind::Literal) => {}
+        Ok(TopicKind::Literal | TopicKind::Wildcard) => {}
     }
     let max = ctx.shard.cfg.max_subscriptions;
     let slot = ctx.slot();

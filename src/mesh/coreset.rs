@@ -15,11 +15,6 @@ impl CoreSet {
         self.0[core / 64] |= 1 << (core % 64);
     }
 
-    /// Removes a core.
-    pub fn remove(&mut self, core: usize) {
-        self.0[core / 64] &= !(1 << (core % 64));
-    }
-
     /// Whether no core is in the set.
     pub fn is_empty(&self) -> bool {
         self.0.iter().all(|w| *w == 0)
@@ -46,15 +41,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn insert_iter_remove() {
+    fn insert_iter() {
         let mut s = CoreSet::default();
         assert!(s.is_empty());
         for c in [0, 3, 64, 255] {
             s.insert(c);
         }
         assert_eq!(s.iter().collect::<Vec<_>>(), vec![0, 3, 64, 255]);
-        s.remove(3);
-        s.remove(255);
-        assert_eq!(s.iter().collect::<Vec<_>>(), vec![0, 64]);
     }
 }

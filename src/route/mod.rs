@@ -10,11 +10,16 @@
 //! step.
 //!
 //! - [`topics`]: one core's subscription table.
+//! - [`sublist`]: the index behind it, with `*` and `>` patterns.
 //! - [`fanout`]: copying a message into subscribers' output queues.
 //! - [`subs`]: subscribe, unsubscribe, leave with every subscription, and
 //!   the interest records that follow.
 
 pub(crate) mod fanout;
+// Queue groups are refused before they reach the index, so its group side
+// is used by its tests only.
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) mod sublist;
 pub(crate) mod subs;
 pub(crate) mod topics;
 
@@ -113,7 +118,7 @@ pub(crate) fn publish(
             return Routed::Deferred;
         }
         let mut policy = State::policy(shard, doomed);
-        pressed = fanout::deliver(slots, mem, &entry.local, (msg, skip), &mut policy, fanout);
+        pressed = fanout::deliver(slots, mem, entry.local, (msg, skip), &mut policy, fanout);
         responders = !entry.remote.is_empty() || entry.local.iter().any(|s| skip != Some(s.key));
         if let Source::Client { .. } = source {
             stage_for_peers(shard, outbound, &entry.remote, msg);

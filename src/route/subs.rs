@@ -1,8 +1,10 @@
 //! The subscription lifecycle: a connection subscribes, unsubscribes, or
-//! leaves with every subscription. The core's interest in a topic follows:
-//! the other cores are told when the first local subscription to a topic
-//! arrives and when the last one goes, and what they tell this core is
-//! recorded here too.
+//! leaves with every subscription. The core's interest in a pattern (a
+//! topic, possibly with wildcards) follows: the other cores are told when
+//! the first local subscription to a pattern arrives and when the last one
+//! goes, and what they tell this core is recorded here too.
+
+use std::rc::Rc;
 
 use super::topics::LocalSub;
 use crate::{
@@ -27,11 +29,10 @@ pub(crate) fn subscribe(
 ) {
     let hmsg = st.slots[key].session().v1_1;
     let local = LocalSub { key, sid, lossy, hmsg };
-    let (name, first_here) = st.routes.topics.add_local(topic, local);
-    if first_here {
+    if st.routes.topics.add_local(topic, local) {
         st.outbound.stage_all(Record::InterestAdd { topic });
     }
-    st.slots[key].add_sub(sid, SlotSub { topic: name, lossy, dropped: 0 });
+    st.slots[key].add_sub(sid, SlotSub { topic: Rc::from(topic), lossy, dropped: 0 });
     CoreCounters::add(&shard.counters.subscriptions, 1);
 }
 
@@ -60,7 +61,8 @@ fn forget(shard: &Shard, st: &mut State, key: usize, sid: u32, topic: &str) {
     CoreCounters::sub(&shard.counters.subscriptions, 1);
 }
 
-/// Records what core `from` said about its interest in `topic`.
+/// Records what core `from` said about its interest in `topic`, a
+/// pattern.
 pub(crate) fn peer_interest(st: &mut State, from: usize, topic: &str, interested: bool) {
     st.routes.topics.set_remote(topic, from, interested);
 }

@@ -1,15 +1,18 @@
-//! One core's subscription table: for each topic, the local subscriptions
-//! and the set of other cores that have subscribers for it.
+//! One core's subscription table: the local subscriptions by pattern, and
+//! for each other core the patterns it has subscribers for.
 //!
-//! Entries exist only while someone is interested, so the table is bounded
-//! by the subscriptions that exist on all cores.
+//! Both are [`Sublist`]s, so a topic without wildcards anywhere is one
+//! hash probe in each. Entries exist only while someone is interested, so
+//! the table is bounded by the subscriptions that exist on all cores.
 
-use std::{collections::HashMap, rc::Rc};
-
+use super::sublist::{Match, Sublist};
 use crate::mesh::coreset::CoreSet;
 
 /// A subscription held by a connection of this core.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// Two are equal when they are the same connection's same sid: that is
+/// what identifies a subscription when it is removed.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct LocalSub {
     /// Slab key of the subscribing connection.
     pub key: usize,
@@ -22,85 +25,82 @@ pub(crate) struct LocalSub {
     pub hmsg: bool,
 }
 
-/// Who wants one topic.
-#[derive(Debug, Default)]
-pub(crate) struct TopicEntry {
-    /// Subscriptions on this core, in subscription order.
-    pub local: Vec<LocalSub>,
-    /// Other cores with at least one subscription.
+impl PartialEq for LocalSub {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key && self.sid == other.sid
+    }
+}
+
+impl Eq for LocalSub {}
+
+/// Who wants one topic: borrowed from the table for one publish.
+#[derive(Debug)]
+pub(crate) struct TopicEntry<'a> {
+    /// Subscriptions on this core whose pattern matches, each once per
+    /// matching subscription.
+    pub local: &'a [LocalSub],
+    /// Other cores with at least one matching pattern.
     pub remote: CoreSet,
 }
 
-impl TopicEntry {
-    fn is_unused(&self) -> bool {
-        self.local.is_empty() && self.remote.is_empty()
-    }
-}
-
-/// The table, keyed by topic.
+/// The table.
 #[derive(Debug, Default)]
 pub(crate) struct Topics {
-    map: HashMap<Rc<str>, TopicEntry, foldhash::fast::RandomState>,
+    /// This core's subscriptions, by pattern.
+    local: Sublist<LocalSub>,
+    /// The patterns other cores have subscribers for; the value is the
+    /// core. A core says so once per pattern, so each appears once.
+    remote: Sublist<u8>,
 }
 
 impl Topics {
-    pub(crate) fn get(&self, topic: &str) -> Option<&TopicEntry> {
-        self.map.get(topic)
-    }
-
-    fn entry(&mut self, topic: &str) -> &mut TopicEntry {
-        if !self.map.contains_key(topic) {
-            self.map.insert(Rc::from(topic), TopicEntry::default());
+    /// Who a message published to `topic` reaches; `None` when nobody.
+    pub(crate) fn get(&mut self, topic: &str) -> Option<TopicEntry<'_>> {
+        let remote = cores(self.remote.match_topic(topic));
+        let local = self.local.match_topic(topic).plain();
+        if local.is_empty() && remote.is_empty() {
+            return None;
         }
-        self.map.get_mut(topic).expect("entry was just ensured")
+        Some(TopicEntry { local, remote })
     }
 
-    fn shared_name(&self, topic: &str) -> Rc<str> {
-        let (name, _) = self.map.get_key_value(topic).expect("entry exists");
-        name.clone()
-    }
-
-    /// Adds a local subscription. Returns the shared topic name and whether
-    /// this core just became interested in the topic (its first local sub).
-    pub(crate) fn add_local(&mut self, topic: &str, sub: LocalSub) -> (Rc<str>, bool) {
-        let entry = self.entry(topic);
-        let first = entry.local.is_empty();
-        entry.local.push(sub);
-        (self.shared_name(topic), first)
+    /// Adds a local subscription to `pattern`; true when this core just
+    /// became interested in the pattern (its first local sub to it).
+    pub(crate) fn add_local(&mut self, pattern: &str, sub: LocalSub) -> bool {
+        self.local.insert(pattern, None, sub).opened()
     }
 
     /// Removes a local subscription; true when it was this core's last one
-    /// for the topic.
-    pub(crate) fn remove_local(&mut self, topic: &str, key: usize, sid: u32) -> bool {
-        let Some(entry) = self.map.get_mut(topic) else {
-            return false;
-        };
-        let before = entry.local.len();
-        entry.local.retain(|s| !(s.key == key && s.sid == sid));
-        let last = before > 0 && entry.local.is_empty();
-        if entry.is_unused() {
-            self.map.remove(topic);
-        }
-        last
+    /// for the pattern.
+    pub(crate) fn remove_local(&mut self, pattern: &str, key: usize, sid: u32) -> bool {
+        let sub = LocalSub { key, sid, lossy: false, hmsg: false };
+        self.local.remove(pattern, None, sub).is_some_and(|i| i.closed())
     }
 
-    /// Records whether core `core` has subscribers for `topic`.
-    pub(crate) fn set_remote(&mut self, topic: &str, core: usize, interested: bool) {
+    /// Records whether core `core` has subscribers for `pattern`.
+    pub(crate) fn set_remote(&mut self, pattern: &str, core: usize, interested: bool) {
+        let core = u8::try_from(core).expect("core ids fit a CoreSet");
         if interested {
-            self.entry(topic).remote.insert(core);
-        } else if let Some(entry) = self.map.get_mut(topic) {
-            entry.remote.remove(core);
-            if entry.is_unused() {
-                self.map.remove(topic);
-            }
+            self.remote.insert(pattern, None, core);
+        } else {
+            self.remote.remove(pattern, None, core);
         }
     }
 
-    /// Topics in the table (local or remote interest).
+    /// Subscriptions in the table (local or remote interest).
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.map.len()
+        self.local.len() + self.remote.len()
     }
+}
+
+/// The cores in a remote match, each once however many patterns matched.
+fn cores(found: &Match<u8>) -> CoreSet {
+    let mut set = CoreSet::default();
+    for &core in found.plain() {
+        set.insert(usize::from(core));
+    }
+    set
 }
 
 #[cfg(test)]
@@ -111,24 +111,45 @@ mod tests {
         LocalSub { key, sid, lossy: false, hmsg: false }
     }
 
+    fn remote(t: &mut Topics, topic: &str) -> Vec<usize> {
+        t.get(topic).map(|e| e.remote.iter().collect()).unwrap_or_default()
+    }
+
     #[test]
     fn interest_follows_first_and_last_local_sub() {
         let mut t = Topics::default();
-        assert!(t.add_local("a", sub(1, 1)).1);
-        assert!(!t.add_local("a", sub(2, 1)).1);
+        assert!(t.add_local("a", sub(1, 1)));
+        assert!(!t.add_local("a", sub(2, 1)));
         assert!(!t.remove_local("a", 1, 1));
         assert!(t.remove_local("a", 2, 1));
         assert_eq!(t.len(), 0, "unused entries are removed");
     }
 
     #[test]
-    fn remote_interest_keeps_entry_alive() {
+    fn remote_interest_is_per_pattern() {
         let mut t = Topics::default();
         t.set_remote("a", 3, true);
         t.add_local("a", sub(1, 7));
         assert!(t.remove_local("a", 1, 7));
-        assert_eq!(t.get("a").map(|e| e.remote.iter().collect::<Vec<_>>()), Some(vec![3]));
+        assert_eq!(remote(&mut t, "a"), vec![3]);
         t.set_remote("a", 3, false);
         assert_eq!(t.len(), 0);
+        assert!(t.get("a").is_none());
+    }
+
+    #[test]
+    fn wildcards_match_locally_and_remotely_once_per_core() {
+        let mut t = Topics::default();
+        t.add_local("a.*", sub(1, 1));
+        t.add_local("a.>", sub(1, 2));
+        t.add_local("a.b", sub(2, 1));
+        t.set_remote("a.>", 2, true);
+        t.set_remote("*.b", 2, true);
+        t.set_remote("x.>", 1, true);
+        let e = t.get("a.b").expect("someone listens");
+        assert_eq!(e.local.len(), 3, "each matching subscription once");
+        assert_eq!(e.remote.iter().collect::<Vec<_>>(), vec![2]);
+        assert_eq!(t.get("a.b.c").map(|e| e.local.len()), Some(1));
+        assert!(t.get("b.c").is_none());
     }
 }
