@@ -1,6 +1,7 @@
 //! Protocol 1.1 against a real broker over TCP: negotiation, headers
-//! (`HPUB`/`HMSG`), no echo and `NO_RESPONDERS`, locally and across cores,
-//! beside version 1 sessions that must see no change.
+//! (`HPUB`/`HMSG`), no echo, `NO_RESPONDERS` and wildcard subscriptions,
+//! locally and across cores, beside version 1 sessions that must see no
+//! change.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -589,5 +590,30 @@ fn v1_sessions_still_get_105_for_wildcards_and_queue_groups_stay_refused() {
     publ.flush_empty();
     v1.flush_empty();
     drop((v1, s, publ));
+    finish(broker);
+}
+
+#[test]
+fn hpub_reaches_wildcards_as_hmsg_with_the_topic_and_no_echo_skips_own_patterns() {
+    let broker = start(test_config(2));
+    let addr = broker.local_addr();
+    let mut publ = Client11::connect(addr, true);
+    publ.sub(9, "t.>");
+    assert!(publ.flush().is_empty());
+    let mut s = connect11_not_on(addr, publ.core_id, false);
+    s.sub(1, "t.*");
+    s.sub(2, "*.x");
+    assert!(s.flush().is_empty());
+    let block = trace_block();
+    publ.hpub("t.x", block.headers(), b"h", false);
+    assert!(publ.flush().is_empty(), "no echo through the publisher's own pattern");
+    let mut got = s.flush();
+    got.sort_by_key(|g| match g {
+        Got11::HMsg { sid, .. } => *sid,
+        other => panic!("HMSG expected, got {other:?}"),
+    });
+    let headers = block.headers().as_bytes().to_vec();
+    assert_eq!(got, vec![hmsg(1, "t.x", &headers, b"h"), hmsg(2, "t.x", &headers, b"h")]);
+    drop((publ, s));
     finish(broker);
 }
