@@ -379,14 +379,16 @@ fn bad_topics_and_oversized_payloads_are_refused_before_sending() {
     client.publish("ok.topic", vec![0; max]).unwrap();
     let Err(ClientError::InvalidTopic { field, .. }) = client.subscribe("a b") else { panic!() };
     assert_eq!(field, "topic");
-    let err = client.subscribe("orders.*").unwrap_err();
+    // A version 1 session: the broker refuses wildcards.
+    let v1 = Client::connect_with(broker.local_addr(), options("v1").protocol_1_1(false)).unwrap();
+    let err = v1.subscribe("orders.*").unwrap_err();
     let ClientError::Server(refusal) = err else { panic!("{err:?}") };
     assert_eq!(refusal.error_code(), Some(ErrorCode::Unsupported));
-    events_until(&client, |e| matches!(e, Event::ServerError(s) if s.code == 105));
-    client.flush().unwrap();
+    events_until(&v1, |e| matches!(e, Event::ServerError(s) if s.code == 105));
+    v1.flush().unwrap();
     assert_eq!(broker.counters().total.subscriptions, 0);
     assert_eq!(broker.counters().total.protocol_errors, 1, "only the wildcard reached it");
-    drop(client);
+    drop((client, v1));
     stop(broker);
 }
 

@@ -271,9 +271,8 @@ async fn refusals_are_typed_errors() {
     let err = Client::connect_with(broker.local_addr(), options("intruder")).await.unwrap_err();
     let ClientError::Refused(refusal) = err else { panic!("{err:?}") };
     assert_eq!(refusal.error_code(), Some(ErrorCode::AuthFailed));
-    let client = Client::connect_with(broker.local_addr(), options("friend").auth_token("s3cret"))
-        .await
-        .unwrap();
+    let v1 = options("friend").auth_token("s3cret").protocol_1_1(false);
+    let client = Client::connect_with(broker.local_addr(), v1).await.unwrap();
     let err = client.subscribe("a.>").await.unwrap_err();
     let ClientError::Server(refusal) = err else { panic!("{err:?}") };
     assert_eq!(refusal.error_code(), Some(ErrorCode::Unsupported));

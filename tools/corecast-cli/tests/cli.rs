@@ -277,13 +277,73 @@ fn a_broker_that_never_answers_the_handshake_is_a_connect_timeout() {
 
 #[test]
 fn a_refused_subscription_names_the_topic_and_the_reason() {
-    let broker = start_broker(None);
-    let addr = broker.local_addr();
+    let addr = version_1_broker();
     cli(addr).args(["sub", "orders.*"]).assert().failure().code(1).stderr(
         predicate::str::starts_with(format!(
             "error: cannot subscribe to orders.*: the broker at {addr} refused it: unsupported (105)"
         ))
         .and(predicate::str::contains("subscribe to a literal topic")),
     );
-    stop(broker);
+}
+
+/// A fake broker that speaks version 1 only, as a broker before 1.1 did:
+/// a `HELLO` asking for 1.1 gets `ERR 1` and a close, and every `SUB`
+/// gets `ERR 105` (`PING`s are answered). Serves connections until the
+/// test ends.
+fn version_1_broker() -> SocketAddr {
+    use corecast_proto::{frame::Welcome, ClientFrame, ErrFrame, ErrorCode, ServerFrame};
+    use std::io::Write;
+
+    fn send(stream: &mut std::net::TcpStream, frame: ServerFrame<'_>) {
+        let mut out = Vec::new();
+        frame.encode(&mut out);
+        stream.write_all(&out).unwrap();
+    }
+    fn err(code: ErrorCode, fatal: bool) -> ServerFrame<'static> {
+        ServerFrame::Err(ErrFrame { code: code.as_u16(), fatal, text: code.name() })
+    }
+    fn serve(mut stream: std::net::TcpStream) {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let mut src = &buf[..];
+            match ClientFrame::decode(&mut src, u32::MAX) {
+                Ok(Some(frame)) => {
+                    let reply = match frame {
+                        ClientFrame::Hello(_) => Some(ServerFrame::Welcome(Welcome {
+                            version: 1,
+                            max_frame: 1 << 20,
+                            ping_interval_ms: 30_000,
+                            core_id: 0,
+                            connection_id: 1,
+                            server_name: "v1",
+                        })),
+                        ClientFrame::Sub(_) => Some(err(ErrorCode::Unsupported, false)),
+                        ClientFrame::Ping { nonce } => Some(ServerFrame::Pong { nonce }),
+                        _ => None,
+                    };
+                    let used = buf.len() - src.len();
+                    buf.drain(..used);
+                    if let Some(reply) = reply {
+                        send(&mut stream, reply);
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+                Err(_) => return send(&mut stream, err(ErrorCode::MalformedFrame, true)),
+            }
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            thread::spawn(move || serve(stream));
+        }
+    });
+    addr
 }
