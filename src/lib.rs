@@ -37,10 +37,11 @@
 //!   subscribers cut on the way.
 //!   - `route::subs`: subscribe, unsubscribe, leave with every
 //!     subscription, and the interest records that follow.
-//!   - `route::topics`: the subscription table: local subscriptions and
-//!     other cores' interest, by pattern.
+//!   - `route::topics`: the subscription table: for each pattern, local
+//!     subscriptions, other cores' interest and queue groups, found with
+//!     one lookup per publish.
 //!   - `route::sublist`: the index behind it, with `*` and `>` patterns
-//!     and a bounded lookup cache.
+//!     and a bounded cache of merged lookups.
 //!   - `route::fanout`: copying a message into subscribers' output queues.
 //! - `mesh`: traffic between cores.
 //!   - `mesh::record`: the records cores send each other, and what a core

@@ -9,18 +9,18 @@
 //! cores' view of this core's interest and the `subscriptions` counter in
 //! step.
 //!
-//! - [`topics`]: one core's subscription table.
-//! - [`sublist`]: the index behind it, with `*` and `>` patterns.
+//! - [`topics`]: one core's subscription table, one lookup per publish.
+//! - [`sublist`]: the pattern index behind it, with `*` and `>` patterns.
 //! - [`fanout`]: copying a message into subscribers' output queues.
 //! - [`subs`]: subscribe, unsubscribe, leave with every subscription, and
 //!   the interest records that follow.
 
 pub(crate) mod fanout;
-// Queue groups are refused before they reach the index, so its group side
-// is used by its tests only.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) mod sublist;
 pub(crate) mod subs;
+// Queue groups are refused before they reach the table, so its group side
+// is used by its tests only.
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) mod topics;
 
 use std::task::Waker;
@@ -106,22 +106,23 @@ pub(crate) fn publish(
             Source::Peer => None,
         };
         if let Source::Client { waker, .. } = source {
-            if !outbound.has_room(&entry.remote) {
+            if !outbound.has_room(entry.remote()) {
                 outbound.wait_for_room(waker);
                 CoreCounters::add(&shard.counters.publisher_stalls, 1);
                 return Routed::Stalled;
             }
         }
-        let short = pressure::budget_short(mem, entry.local.len(), msg.frame_len());
+        let short = pressure::budget_short(mem, entry.local().len(), msg.frame_len());
         if !std::mem::take(deferred) && short {
             *deferred = true;
             return Routed::Deferred;
         }
         let mut policy = State::policy(shard, doomed);
-        pressed = fanout::deliver(slots, mem, entry.local, (msg, skip), &mut policy, fanout);
-        responders = !entry.remote.is_empty() || entry.local.iter().any(|s| skip != Some(s.key));
+        let local = entry.local();
+        pressed = fanout::deliver(slots, mem, local, (msg, skip), &mut policy, fanout);
+        responders = !entry.remote().is_empty() || local.iter().any(|s| skip != Some(s.key));
         if let Source::Client { .. } = source {
-            stage_for_peers(shard, outbound, &entry.remote, msg);
+            stage_for_peers(shard, outbound, entry.remote(), msg);
         }
     }
     reap(shard, st);

@@ -6,14 +6,14 @@
 
 use std::rc::Rc;
 
-use super::topics::LocalSub;
+use super::topics::{Change, LocalSub};
 use crate::{
     core::{
         shard::{Shard, State},
         slot::SlotSub,
     },
     counters::CoreCounters,
-    mesh::record::Record,
+    mesh::{record::Record, staging::Outbound},
 };
 
 /// Adds subscription `sid` of connection `key` to `topic`, telling the
@@ -29,9 +29,8 @@ pub(crate) fn subscribe(
 ) {
     let hmsg = st.slots[key].session().v1_1;
     let local = LocalSub { key, sid, lossy, hmsg };
-    if st.routes.topics.add_local(topic, local) {
-        st.outbound.stage_all(Record::InterestAdd { topic });
-    }
+    let change = st.routes.topics.add_local(topic, None, local);
+    tell_peers(&mut st.outbound, topic, change);
     st.slots[key].add_sub(sid, SlotSub { topic: Rc::from(topic), lossy, dropped: 0 });
     CoreCounters::add(&shard.counters.subscriptions, 1);
 }
@@ -55,10 +54,20 @@ pub(crate) fn unsubscribe_all(shard: &Shard, st: &mut State, key: usize) {
 /// Takes one subscription out of the topic table, telling the other cores
 /// when it was this core's last one for the topic.
 fn forget(shard: &Shard, st: &mut State, key: usize, sid: u32, topic: &str) {
-    if st.routes.topics.remove_local(topic, key, sid) {
-        st.outbound.stage_all(Record::InterestRemove { topic });
-    }
+    let change = st.routes.topics.remove_local(topic, None, key, sid);
+    tell_peers(&mut st.outbound, topic, change);
     CoreCounters::sub(&shard.counters.subscriptions, 1);
+}
+
+/// Stages the interest record a change calls for, if any, for every other
+/// core.
+fn tell_peers(outbound: &mut Outbound, topic: &str, change: Change) {
+    let record = match change {
+        Change::Plain(true) => Record::InterestAdd { topic },
+        Change::Plain(false) => Record::InterestRemove { topic },
+        Change::Members(_) | Change::Quiet => return,
+    };
+    outbound.stage_all(record);
 }
 
 /// Records what core `from` said about its interest in `topic`, a

@@ -49,6 +49,7 @@ impl<V> Cache<V> {
     }
 
     /// Entries held.
+    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.index.len()
     }
