@@ -83,6 +83,10 @@ counters! {
     /// Of those, dropped (new or already queued) to keep the core within
     /// its pending budget.
     drops_budget,
+    /// Messages no member of a queue group received: the core drawn for
+    /// the group had no member left when the message arrived (the member
+    /// drawn left while it was on its way).
+    queue_undeliverable,
     /// Connections closed because they could not keep up (all causes).
     slow_consumer_closes,
     /// Of those, closed with `max_pending` bytes queued.

@@ -33,8 +33,8 @@
 //!   1.1, `PING`, `SUB`, `UNSUB`, `PUB` and `HPUB`, `STATS`).
 //! - `route`: which subscribers a message reaches. Every publish, a
 //!   client's or another core's, goes through `route::publish`: topic
-//!   lookup, local fan-out, staging for other cores, reaping the
-//!   subscribers cut on the way.
+//!   lookup, the draw of queue group members, local fan-out, staging for
+//!   other cores, reaping the subscribers cut on the way.
 //!   - `route::subs`: subscribe, unsubscribe, leave with every
 //!     subscription, and the interest records that follow.
 //!   - `route::topics`: the subscription table: for each pattern, local
@@ -42,6 +42,8 @@
 //!     one lookup per publish.
 //!   - `route::sublist`: the index behind it, with `*` and `>` patterns
 //!     and a bounded cache of merged lookups.
+//!   - `route::queue`: one member of each queue group per message, drawn
+//!     across cores.
 //!   - `route::fanout`: copying a message into subscribers' output queues.
 //! - `mesh`: traffic between cores.
 //!   - `mesh::record`: the records cores send each other, and what a core

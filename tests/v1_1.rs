@@ -396,22 +396,31 @@ fn a_wildcard_subscriber_leaving_takes_its_interest_from_every_core() {
 }
 
 #[test]
-fn v1_sessions_still_get_105_for_wildcards_and_queue_groups_stay_refused() {
+fn v1_sessions_get_105_for_wildcards_and_queue_groups_and_1_1_gets_106_for_bad_names() {
     let broker = start(test_config(1));
     let addr = broker.local_addr();
     let mut v1 = Client::connect(addr);
     v1.sub(1, "a.*");
     v1.sub(2, ">");
-    v1.flush_expect_errs(&[105, 105]);
+    v1.sub_group(3, "a.b", "g");
+    v1.flush_expect_errs(&[105, 105, 105]);
     let mut s = Client11::connect(addr, false);
-    let group = Sub { sid: 3, topic: "a.b", queue_group: "g", lossy: false };
-    s.send(&ClientFrame11::Sub(group));
-    assert_eq!(s.flush(), vec![Got11::Err { code: 105, fatal: false }]);
+    for (sid, name) in [(4, "a.b"), (5, "*"), (6, ">"), (7, "x y"), (8, "w\u{a0}")] {
+        s.send(&ClientFrame11::Sub(Sub { sid, topic: "a.b", queue_group: name, lossy: false }));
+    }
+    assert_eq!(s.flush(), vec![Got11::Err { code: 106, fatal: false }; 5]);
     // Nothing of the refused ones is left: a publish reaches nobody.
     let mut publ = Client::connect(addr);
     publ.publish("a.b", b"x");
     publ.flush_empty();
     v1.flush_empty();
+    s.flush_empty();
+    // The session goes on: a good name is taken.
+    s.sub_group(4, "a.b", "g");
+    s.flush_empty();
+    publ.publish("a.b", b"y");
+    publ.flush_empty();
+    assert_eq!(s.flush(), vec![msg11(4, "a.b", b"y")]);
     drop((v1, s, publ));
     finish(broker);
 }

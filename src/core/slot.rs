@@ -106,8 +106,11 @@ impl Exit {
 /// A subscription as its connection sees it.
 #[derive(Debug)]
 pub(crate) struct SlotSub {
-    /// The topic, shared with the core's topic table.
+    /// The topic (a pattern in 1.1 sessions), to find the subscription in
+    /// the core's topic table when it goes.
     pub topic: Rc<str>,
+    /// The queue group it is a member of, if any (1.1 sessions only).
+    pub queue: Option<Rc<str>>,
     /// Drop and count instead of disconnecting when the subscriber is slow.
     pub lossy: bool,
     /// Messages dropped since the last `DROPPED` notice.

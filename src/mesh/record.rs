@@ -17,6 +17,46 @@ const INTEREST_REMOVE: u8 = 3;
 const BARRIER: u8 = 4;
 const BARRIER_ACK: u8 = 5;
 const HPUBLISH: u8 = 6;
+const QUEUE_PUBLISH: u8 = 7;
+const QUEUE_INTEREST: u8 = 8;
+
+/// The queue groups a publish record asks its core to serve, as they
+/// travel: each name as a short string (a length byte, then the bytes).
+/// The core that published the message drew a member of each group on the
+/// receiving core; the receiving core picks which one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct GroupNames<'a>(&'a [u8]);
+
+impl<'a> GroupNames<'a> {
+    /// Appends `name` (at most 255 bytes, as every queue group name) to
+    /// the names being built in `buf`.
+    pub(crate) fn push(buf: &mut Vec<u8>, name: &str) {
+        buf.push(name.len() as u8);
+        buf.extend_from_slice(name.as_bytes());
+    }
+
+    /// The names built with [`Self::push`].
+    pub(crate) fn from_encoded(bytes: &'a [u8]) -> Self {
+        Self(bytes)
+    }
+
+    /// Whether no group is named.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The names, in order. Stops at the first one that does not parse
+    /// (which a core's own encoding never produces).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &'a str> {
+        let mut rest = self.0;
+        std::iter::from_fn(move || {
+            let (&len, tail) = rest.split_first()?;
+            let name = tail.get(..usize::from(len))?;
+            rest = &tail[usize::from(len)..];
+            std::str::from_utf8(name).ok()
+        })
+    }
+}
 
 /// One unit of work for another core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,10 +67,27 @@ pub(crate) enum Record<'a> {
     /// core's codec. A record of its own, so header-less publishes keep
     /// their bytes and their cost.
     HPublish { topic: &'a str, reply_to: &'a str, headers: &'a [u8], payload: &'a [u8] },
-    /// The sending core now has subscribers for `topic`.
+    /// Deliver to the receiving core's subscribers of `topic` without a
+    /// queue group, and to one of its members of each group in `groups`.
+    /// A record of its own, so that publishes no group reaches keep their
+    /// bytes and their cost.
+    QueuePublish {
+        topic: &'a str,
+        reply_to: &'a str,
+        headers: Option<&'a [u8]>,
+        groups: GroupNames<'a>,
+        payload: &'a [u8],
+    },
+    /// The sending core now has subscribers without a queue group for
+    /// `topic`, a pattern.
     InterestAdd { topic: &'a str },
-    /// The sending core no longer has subscribers for `topic`.
+    /// The sending core no longer has subscribers without a queue group
+    /// for `topic`.
     InterestRemove { topic: &'a str },
+    /// The sending core now has `members` members of queue group `group`
+    /// subscribed to `topic` (0: none). A count, not a flag, because the
+    /// publishing core draws a core in proportion to its members.
+    QueueInterest { topic: &'a str, group: &'a str, members: u32 },
     /// Answer with `BarrierAck` once everything before this took effect.
     Barrier { seq: u64 },
     /// Everything the receiver staged up to `seq` took effect on the sender.
@@ -47,6 +104,24 @@ impl<'a> Record<'a> {
         }
     }
 
+    /// The record that carries `msg` to another core with the queue groups
+    /// that core serves; a plain publish when there are none.
+    pub(crate) fn queue_publish(msg: Message<'a>, groups: GroupNames<'a>) -> Self {
+        if groups.is_empty() {
+            return Self::publish(msg);
+        }
+        let Message { topic, reply_to, headers, payload } = msg;
+        Self::QueuePublish { topic, reply_to, headers, groups, payload }
+    }
+
+    /// The queue groups a publish record asks the receiving core to serve.
+    fn groups(&self) -> GroupNames<'a> {
+        match *self {
+            Self::QueuePublish { groups, .. } => groups,
+            _ => GroupNames::default(),
+        }
+    }
+
     /// The message a publish record carries.
     fn message(&self) -> Option<Message<'a>> {
         Some(match *self {
@@ -56,13 +131,17 @@ impl<'a> Record<'a> {
             Self::HPublish { topic, reply_to, headers, payload } => {
                 Message { topic, reply_to, headers: Some(headers), payload }
             }
+            Self::QueuePublish { topic, reply_to, headers, payload, .. } => {
+                Message { topic, reply_to, headers, payload }
+            }
             _ => return None,
         })
     }
 
-    /// Whether it is a publish, of either kind.
-    pub(crate) fn is_publish(&self) -> bool {
-        matches!(self, Self::Publish { .. } | Self::HPublish { .. })
+    /// Whether it changes what the receiving core does (a publish, an
+    /// interest change): what a later barrier must cover.
+    pub(crate) fn is_effect(&self) -> bool {
+        !matches!(self, Self::Barrier { .. } | Self::BarrierAck { .. })
     }
 
     pub(super) fn encoded_len(&self) -> usize {
@@ -73,7 +152,21 @@ impl<'a> Record<'a> {
             Self::HPublish { topic, reply_to, headers, payload } => {
                 1 + 1 + topic.len() + 1 + reply_to.len() + 2 + headers.len() + 4 + payload.len()
             }
+            Self::QueuePublish { topic, reply_to, headers, groups, payload } => {
+                let headers = headers.map_or(0, |h| 2 + h.len());
+                1 + 1
+                    + topic.len()
+                    + 1
+                    + reply_to.len()
+                    + 1
+                    + headers
+                    + 4
+                    + groups.0.len()
+                    + 4
+                    + payload.len()
+            }
             Self::InterestAdd { topic } | Self::InterestRemove { topic } => 2 + topic.len(),
+            Self::QueueInterest { topic, group, .. } => 2 + topic.len() + 1 + group.len() + 4,
             Self::Barrier { .. } | Self::BarrierAck { .. } => 9,
         }
     }
@@ -100,6 +193,26 @@ impl<'a> Record<'a> {
                 dst.put_u32_le(payload.len() as u32);
                 dst.put_slice(payload);
             }
+            Self::QueuePublish { topic, reply_to, headers, groups, payload } => {
+                dst.put_u8(QUEUE_PUBLISH);
+                short(dst, topic);
+                short(dst, reply_to);
+                dst.put_u8(u8::from(headers.is_some()));
+                if let Some(headers) = headers {
+                    dst.put_u16_le(headers.len() as u16);
+                    dst.put_slice(headers);
+                }
+                dst.put_u32_le(groups.0.len() as u32);
+                dst.put_slice(groups.0);
+                dst.put_u32_le(payload.len() as u32);
+                dst.put_slice(payload);
+            }
+            Self::QueueInterest { topic, group, members } => {
+                dst.put_u8(QUEUE_INTEREST);
+                short(dst, topic);
+                short(dst, group);
+                dst.put_u32_le(*members);
+            }
             Self::InterestAdd { topic } => {
                 dst.put_u8(INTEREST_ADD);
                 short(dst, topic);
@@ -122,18 +235,6 @@ impl<'a> Record<'a> {
     /// Reads the next record; `None` at the end of the batch (or, should a
     /// batch ever be inconsistent, at the first byte that does not parse).
     pub(crate) fn decode(src: &mut &'a [u8]) -> Option<Self> {
-        fn take<'b>(src: &mut &'b [u8], n: usize) -> Option<&'b [u8]> {
-            let (head, tail) = (src.get(..n)?, src.get(n..)?);
-            *src = tail;
-            Some(head)
-        }
-        fn short<'b>(src: &mut &'b [u8]) -> Option<&'b str> {
-            let len = *take(src, 1)?.first()? as usize;
-            std::str::from_utf8(take(src, len)?).ok()
-        }
-        fn u64_le(src: &mut &[u8]) -> Option<u64> {
-            Some(take(src, 8)?.get_u64_le())
-        }
         let kind = *take(src, 1)?.first()?;
         Some(match kind {
             PUBLISH => {
@@ -150,6 +251,12 @@ impl<'a> Record<'a> {
                 let len = take(src, 4)?.get_u32_le() as usize;
                 Self::HPublish { topic, reply_to, headers, payload: take(src, len)? }
             }
+            QUEUE_PUBLISH => Self::decode_queue_publish(src)?,
+            QUEUE_INTEREST => Self::QueueInterest {
+                topic: short(src)?,
+                group: short(src)?,
+                members: u32_le(src)?,
+            },
             INTEREST_ADD => Self::InterestAdd { topic: short(src)? },
             INTEREST_REMOVE => Self::InterestRemove { topic: short(src)? },
             BARRIER => Self::Barrier { seq: u64_le(src)? },
@@ -157,6 +264,44 @@ impl<'a> Record<'a> {
             _ => return None,
         })
     }
+
+    /// The rest of a `QueuePublish` after its kind byte.
+    fn decode_queue_publish(src: &mut &'a [u8]) -> Option<Self> {
+        let topic = short(src)?;
+        let reply_to = short(src)?;
+        let headers = match *take(src, 1)?.first()? {
+            0 => None,
+            _ => {
+                let hlen = take(src, 2)?.get_u16_le() as usize;
+                Some(take(src, hlen)?)
+            }
+        };
+        let glen = u32_le(src)? as usize;
+        let groups = GroupNames(take(src, glen)?);
+        let len = u32_le(src)? as usize;
+        Some(Self::QueuePublish { topic, reply_to, headers, groups, payload: take(src, len)? })
+    }
+}
+
+/// The first `n` bytes of `src`, which moves past them.
+fn take<'b>(src: &mut &'b [u8], n: usize) -> Option<&'b [u8]> {
+    let (head, tail) = (src.get(..n)?, src.get(n..)?);
+    *src = tail;
+    Some(head)
+}
+
+/// A string of at most 255 bytes after its length byte.
+fn short<'b>(src: &mut &'b [u8]) -> Option<&'b str> {
+    let len = *take(src, 1)?.first()? as usize;
+    std::str::from_utf8(take(src, len)?).ok()
+}
+
+fn u64_le(src: &mut &[u8]) -> Option<u64> {
+    Some(take(src, 8)?.get_u64_le())
+}
+
+fn u32_le(src: &mut &[u8]) -> Option<u32> {
+    Some(take(src, 4)?.get_u32_le())
 }
 
 /// Applies records from the front of `batch`; returns how many bytes it
@@ -176,9 +321,10 @@ pub(super) fn apply_batch(
         let before = src;
         let Some(record) = Record::decode(&mut src) else { break };
         match record {
-            Record::Publish { .. } | Record::HPublish { .. } => {
+            Record::Publish { .. } | Record::HPublish { .. } | Record::QueuePublish { .. } => {
                 let msg = record.message().expect("a publish carries a message");
-                match route::publish(shard, st, msg, Source::Peer, deferred) {
+                let source = Source::Peer { groups: record.groups() };
+                match route::publish(shard, st, msg, source, deferred) {
                     Routed::Delivered { pressed, .. } => {
                         published += 1;
                         if pressed {
@@ -194,6 +340,9 @@ pub(super) fn apply_batch(
             }
             Record::InterestAdd { topic } => route::subs::peer_interest(st, from, topic, true),
             Record::InterestRemove { topic } => route::subs::peer_interest(st, from, topic, false),
+            Record::QueueInterest { topic, group, members } => {
+                route::subs::peer_members(st, from, topic, group, members)
+            }
             Record::Barrier { seq } => barrier::on_barrier(st, from, seq),
             Record::BarrierAck { seq } => barrier::on_ack(st, seq),
         }
@@ -221,6 +370,21 @@ mod tests {
             Record::InterestRemove { topic: "x" },
             Record::BarrierAck { seq: 7 },
             Record::Publish { topic: "é", reply_to: "r", payload: &[] },
+            Record::QueueInterest { topic: "q.>", group: "workers", members: 3 },
+            Record::QueuePublish {
+                topic: "q.a",
+                reply_to: "",
+                headers: None,
+                groups: GroupNames(b"\x07workers\x01w"),
+                payload: b"p",
+            },
+            Record::QueuePublish {
+                topic: "q.b",
+                reply_to: "r",
+                headers: Some(&[0]),
+                groups: GroupNames(b"\x01w"),
+                payload: &[],
+            },
             Record::HPublish {
                 topic: "h",
                 reply_to: "",
@@ -237,5 +401,24 @@ mod tests {
         let mut src = &buf[..];
         let decoded: Vec<_> = std::iter::from_fn(|| Record::decode(&mut src)).collect();
         assert_eq!(decoded, records);
+    }
+
+    #[test]
+    fn group_names_round_trip() {
+        let mut buf = Vec::new();
+        for name in ["workers", "é", &"x".repeat(255)] {
+            GroupNames::push(&mut buf, name);
+        }
+        let names = GroupNames::from_encoded(&buf);
+        assert_eq!(names.iter().collect::<Vec<_>>(), ["workers", "é", &"x".repeat(255)]);
+        assert!(!names.is_empty());
+        assert_eq!(GroupNames::default().iter().count(), 0);
+    }
+
+    #[test]
+    fn a_publish_without_groups_keeps_its_plain_record() {
+        let msg = Message { topic: "t", reply_to: "", headers: None, payload: b"x" };
+        let record = Record::queue_publish(msg, GroupNames::default());
+        assert_eq!(record, Record::Publish { topic: "t", reply_to: "", payload: b"x" });
     }
 }

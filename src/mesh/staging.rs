@@ -65,9 +65,7 @@ impl Outbound {
     /// Stages a record for one peer. Publishes and interest changes count as
     /// effects that a later barrier must cover.
     pub(crate) fn stage(&mut self, peer: usize, record: Record<'_>) {
-        if record.is_publish()
-            || matches!(record, Record::InterestAdd { .. } | Record::InterestRemove { .. })
-        {
+        if record.is_effect() {
             self.staged_seq += 1;
         }
         let queue = &mut self.peers[peer];

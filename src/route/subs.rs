@@ -1,8 +1,10 @@
 //! The subscription lifecycle: a connection subscribes, unsubscribes, or
 //! leaves with every subscription. The core's interest in a pattern (a
 //! topic, possibly with wildcards) follows: the other cores are told when
-//! the first local subscription to a pattern arrives and when the last one
-//! goes, and what they tell this core is recorded here too.
+//! the first local subscription without a queue group to a pattern arrives
+//! and when the last one goes, and how many members each queue group has
+//! here on the pattern whenever that changes. What they tell this core is
+//! recorded here too.
 
 use std::rc::Rc;
 
@@ -16,22 +18,25 @@ use crate::{
     mesh::{record::Record, staging::Outbound},
 };
 
-/// Adds subscription `sid` of connection `key` to `topic`, telling the
-/// other cores when the topic is new to this core. The caller has checked
-/// that `sid` is free and within the connection's limit.
+/// Adds subscription `sid` of connection `key` to `topic`, a member of
+/// queue group `queue` if given, telling the other cores what changes for
+/// them. The caller has checked that `sid` is free and within the
+/// connection's limit, and the topic and group name.
 pub(crate) fn subscribe(
     shard: &Shard,
     st: &mut State,
     key: usize,
     sid: u32,
     topic: &str,
+    queue: Option<&str>,
     lossy: bool,
 ) {
     let hmsg = st.slots[key].session().v1_1;
     let local = LocalSub { key, sid, lossy, hmsg };
-    let change = st.routes.topics.add_local(topic, None, local);
-    tell_peers(&mut st.outbound, topic, change);
-    st.slots[key].add_sub(sid, SlotSub { topic: Rc::from(topic), lossy, dropped: 0 });
+    let change = st.routes.topics.add_local(topic, queue, local);
+    tell_peers(&mut st.outbound, topic, queue, change);
+    let sub = SlotSub { topic: Rc::from(topic), queue: queue.map(Rc::from), lossy, dropped: 0 };
+    st.slots[key].add_sub(sid, sub);
     CoreCounters::add(&shard.counters.subscriptions, 1);
 }
 
@@ -39,7 +44,7 @@ pub(crate) fn subscribe(
 /// unreported drops), or `None` when there is no such subscription.
 pub(crate) fn unsubscribe(shard: &Shard, st: &mut State, key: usize, sid: u32) -> Option<SlotSub> {
     let sub = st.slots[key].remove_sub(sid)?;
-    forget(shard, st, key, sid, &sub.topic);
+    forget(shard, st, key, sid, &sub);
     Some(sub)
 }
 
@@ -47,31 +52,39 @@ pub(crate) fn unsubscribe(shard: &Shard, st: &mut State, key: usize, sid: u32) -
 pub(crate) fn unsubscribe_all(shard: &Shard, st: &mut State, key: usize) {
     let subs = st.slots[key].take_subs();
     for (sid, sub) in subs {
-        forget(shard, st, key, sid, &sub.topic);
+        forget(shard, st, key, sid, &sub);
     }
 }
 
 /// Takes one subscription out of the topic table, telling the other cores
-/// when it was this core's last one for the topic.
-fn forget(shard: &Shard, st: &mut State, key: usize, sid: u32, topic: &str) {
-    let change = st.routes.topics.remove_local(topic, None, key, sid);
-    tell_peers(&mut st.outbound, topic, change);
+/// what changes for them. From here on no message reaches it.
+fn forget(shard: &Shard, st: &mut State, key: usize, sid: u32, sub: &SlotSub) {
+    let queue = sub.queue.as_deref();
+    let change = st.routes.topics.remove_local(&sub.topic, queue, key, sid);
+    tell_peers(&mut st.outbound, &sub.topic, queue, change);
     CoreCounters::sub(&shard.counters.subscriptions, 1);
 }
 
 /// Stages the interest record a change calls for, if any, for every other
 /// core.
-fn tell_peers(outbound: &mut Outbound, topic: &str, change: Change) {
-    let record = match change {
-        Change::Plain(true) => Record::InterestAdd { topic },
-        Change::Plain(false) => Record::InterestRemove { topic },
-        Change::Members(_) | Change::Quiet => return,
+fn tell_peers(outbound: &mut Outbound, topic: &str, queue: Option<&str>, change: Change) {
+    let record = match (change, queue) {
+        (Change::Plain(true), _) => Record::InterestAdd { topic },
+        (Change::Plain(false), _) => Record::InterestRemove { topic },
+        (Change::Members(members), Some(group)) => Record::QueueInterest { topic, group, members },
+        (Change::Members(_), None) | (Change::Quiet, _) => return,
     };
     outbound.stage_all(record);
 }
 
-/// Records what core `from` said about its interest in `topic`, a
-/// pattern.
+/// Records what core `from` said about its subscriptions without a queue
+/// group to `topic`, a pattern.
 pub(crate) fn peer_interest(st: &mut State, from: usize, topic: &str, interested: bool) {
     st.routes.topics.set_remote(topic, from, interested);
+}
+
+/// Records how many members of queue group `group` core `from` has on
+/// `topic`, a pattern.
+pub(crate) fn peer_members(st: &mut State, from: usize, topic: &str, group: &str, members: u32) {
+    st.routes.topics.set_remote_members(topic, group, from, members);
 }

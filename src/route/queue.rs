@@ -1,0 +1,245 @@
+//! Queue groups at publish time: a message goes to one member of each
+//! group it reaches, drawn uniformly among the members on every core.
+//!
+//! The core where the message is published draws for each group: one of
+//! its own members, or another core, weighted by the members that core
+//! has (the interest records carry the counts). A message drawn for
+//! another core travels there once, with the names of the groups it must
+//! serve ([`GroupNames`]), and that core picks one of its own members.
+//!
+//! If that core has no member left when the message arrives (it left while
+//! the message was on its way), the message is lost to that group and
+//! counted in `queue_undeliverable`. Handing it on to a third core could
+//! let it arrive after messages published later, breaking the order a
+//! member sees.
+//!
+//! A pick here passes over members whose connection is leaving, and
+//! prefers a member with room for the message below `max_pending` to one
+//! the message would make meet the slow-consumer policy; when every member
+//! is that full, the one drawn meets its policy as any subscriber would.
+
+use std::{ops::Range, rc::Rc};
+
+use slab::Slab;
+
+use super::{
+    topics::{LocalSub, QueueGroup, TopicEntry},
+    Targets,
+};
+use crate::{
+    core::slot::Slot,
+    mesh::{coreset::CoreSet, record::GroupNames},
+};
+
+/// A core's queue group scratch: the random draws, and the targets of the
+/// message being routed, reused from one message to the next.
+#[derive(Debug)]
+pub(crate) struct Queues {
+    /// The draws. Seeded per core; the distribution is what matters, not
+    /// unpredictability.
+    rng: fastrand::Rng,
+    /// The local subscriptions the message goes to: the plain ones, then
+    /// the members picked here.
+    recipients: Vec<LocalSub>,
+    /// Groups drawn for other cores: the core and the group's name.
+    handed: Vec<(usize, Rc<str>)>,
+    /// The names handed to each core, encoded for its record.
+    names: Vec<u8>,
+    /// Which bytes of `names` go to which core, by core.
+    blocks: Vec<(usize, Range<usize>)>,
+}
+
+impl Default for Queues {
+    fn default() -> Self {
+        Self {
+            rng: fastrand::Rng::new(),
+            recipients: Vec::new(),
+            handed: Vec::new(),
+            names: Vec::new(),
+            blocks: Vec::new(),
+        }
+    }
+}
+
+/// The groups a message was drawn for on other cores, by core.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Handed<'a> {
+    blocks: &'a [(usize, Range<usize>)],
+    names: &'a [u8],
+}
+
+impl<'a> Handed<'a> {
+    /// The groups core `peer` must serve; empty when none.
+    pub(crate) fn to(&self, peer: usize) -> GroupNames<'a> {
+        match self.blocks.iter().find(|(core, _)| *core == peer) {
+            Some((_, range)) => GroupNames::from_encoded(&self.names[range.clone()]),
+            None => GroupNames::default(),
+        }
+    }
+
+    /// Whether no group went to another core.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.blocks.is_empty()
+    }
+}
+
+/// What a pick checks a member's output queue against: the message's
+/// frame and the connection's `max_pending`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Room {
+    frame: usize,
+    max_pending: usize,
+}
+
+impl Room {
+    /// Room for a frame of `frame` bytes below `max_pending`.
+    pub(crate) fn new(frame: usize, max_pending: usize) -> Self {
+        Self { frame, max_pending }
+    }
+}
+
+/// Where one group's member was drawn.
+enum Draw {
+    Here(LocalSub),
+    There(usize),
+    Nobody,
+}
+
+impl Queues {
+    /// The targets of a client's message whose topic has queue groups: the
+    /// plain subscriptions here and on other cores, and one member of each
+    /// group, drawn among all members but those of connection `skip` (a
+    /// publisher that asked for no echo).
+    pub(super) fn draw<'a>(
+        &'a mut self,
+        entry: &'a TopicEntry,
+        slots: &Slab<Slot>,
+        skip: Option<usize>,
+        room: Room,
+    ) -> Targets<'a> {
+        self.start(entry.local());
+        let mut remote = *entry.remote();
+        for group in entry.groups() {
+            match self.draw_one(group, slots, skip, room) {
+                Draw::Here(member) => self.recipients.push(member),
+                Draw::There(core) => {
+                    remote.insert(core);
+                    self.handed.push((core, Rc::clone(group.name())));
+                }
+                Draw::Nobody => {}
+            }
+        }
+        self.encode_handed();
+        let handed = Handed { blocks: &self.blocks, names: &self.names };
+        Targets { local: &self.recipients, remote, handed, undeliverable: 0 }
+    }
+
+    /// The targets of a message another core sent here: the plain
+    /// subscriptions, and a member here of each group in `groups`. A group
+    /// with no member left here is counted as undeliverable.
+    pub(super) fn serve<'a>(
+        &'a mut self,
+        entry: Option<&'a TopicEntry>,
+        groups: GroupNames<'_>,
+        slots: &Slab<Slot>,
+        room: Room,
+    ) -> Targets<'a> {
+        self.start(entry.map_or(&[], TopicEntry::local));
+        let mut undeliverable = 0;
+        for name in groups.iter() {
+            let members = entry.and_then(|e| e.group(name)).map_or(&[][..], QueueGroup::local);
+            match self.pick(members, slots, room) {
+                Some(member) => self.recipients.push(member),
+                None => undeliverable += 1,
+            }
+        }
+        let (local, remote) = (&self.recipients[..], CoreSet::default());
+        Targets { local, remote, handed: Handed::default(), undeliverable }
+    }
+
+    fn start(&mut self, plain: &[LocalSub]) {
+        self.recipients.clear();
+        self.recipients.extend_from_slice(plain);
+    }
+
+    /// Draws among all members of `group`: each member here counts once,
+    /// each other core as many times as it has members.
+    fn draw_one(
+        &mut self,
+        group: &QueueGroup,
+        slots: &Slab<Slot>,
+        skip: Option<usize>,
+        room: Room,
+    ) -> Draw {
+        let members = group.local();
+        let here = members.iter().filter(|m| eligible(m, slots, skip)).count() as u64;
+        let total = here + group.remote_members();
+        if total == 0 {
+            return Draw::Nobody;
+        }
+        let mut n = self.rng.u64(..total);
+        if n < here {
+            return Draw::Here(pick_nth(members, slots, skip, n as usize, room));
+        }
+        n -= here;
+        for (core, count) in group.remote() {
+            match n.checked_sub(u64::from(count)) {
+                Some(rest) => n = rest,
+                None => return Draw::There(core),
+            }
+        }
+        Draw::Nobody
+    }
+
+    /// Picks one of `members` here, uniformly; `None` if none can take
+    /// messages.
+    fn pick(&mut self, members: &[LocalSub], slots: &Slab<Slot>, room: Room) -> Option<LocalSub> {
+        let here = members.iter().filter(|m| eligible(m, slots, None)).count();
+        if here == 0 {
+            return None;
+        }
+        let n = self.rng.usize(..here);
+        Some(pick_nth(members, slots, None, n, room))
+    }
+
+    /// Encodes the groups drawn for other cores, one block of names per
+    /// core, and lets go of the names.
+    fn encode_handed(&mut self) {
+        self.names.clear();
+        self.blocks.clear();
+        self.handed.sort_by_key(|(core, _)| *core);
+        for (core, name) in self.handed.drain(..) {
+            let start = self.names.len();
+            GroupNames::push(&mut self.names, &name);
+            let end = self.names.len();
+            match self.blocks.last_mut() {
+                Some((last, range)) if *last == core => range.end = end,
+                _ => self.blocks.push((core, start..end)),
+            }
+        }
+    }
+}
+
+/// Whether a member can be picked: its connection is open, and it is not
+/// the publisher's own when that asked for no echo.
+fn eligible(member: &LocalSub, slots: &Slab<Slot>, skip: Option<usize>) -> bool {
+    skip != Some(member.key) && slots.get(member.key).is_some_and(Slot::is_open)
+}
+
+/// The `nth` eligible member or, when its queue has no room for the
+/// message, the next eligible one after it that has; the `nth` itself if
+/// none has.
+fn pick_nth(
+    members: &[LocalSub],
+    slots: &Slab<Slot>,
+    skip: Option<usize>,
+    nth: usize,
+    room: Room,
+) -> LocalSub {
+    let is_eligible = |m: &LocalSub| eligible(m, slots, skip);
+    let at =
+        members.iter().enumerate().filter(|(_, m)| is_eligible(m)).nth(nth).map_or(0, |(at, _)| at);
+    let has_room = |m: &LocalSub| slots[m.key].out().len() + room.frame <= room.max_pending;
+    let from_at = members[at..].iter().chain(&members[..at]);
+    from_at.copied().find(|m| is_eligible(m) && has_room(m)).unwrap_or(members[at])
+}
