@@ -232,12 +232,53 @@ impl Client {
         topic: &str,
         options: SubscribeOptions,
     ) -> Result<Subscription, ClientError> {
+        self.subscribe_as((topic, None), options)
+    }
+
+    /// Subscribes to `topic` as a member of queue group `group`, with the
+    /// default [`SubscribeOptions`] (protocol 1.1).
+    ///
+    /// Each message published to the topic goes to one member of the
+    /// group, wherever its members are connected (and, as usual, to every
+    /// subscription without a group): members share the work. A group is
+    /// named by its name alone, and each member keeps its own options.
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidQueueGroup`] when `group` is not one literal
+    /// token of 1-255 bytes; [`ClientError::Server`] when the broker
+    /// refuses, for instance because it speaks version 1 only
+    /// (`unsupported`); otherwise as [`Client::subscribe`].
+    pub fn queue_subscribe(&self, topic: &str, group: &str) -> Result<Subscription, ClientError> {
+        self.queue_subscribe_with(topic, group, SubscribeOptions::default())
+    }
+
+    /// [`Client::queue_subscribe`] with `options` (lossy, queue capacity).
+    ///
+    /// # Errors
+    /// As [`Client::queue_subscribe`].
+    pub fn queue_subscribe_with(
+        &self,
+        topic: &str,
+        group: &str,
+        options: SubscribeOptions,
+    ) -> Result<Subscription, ClientError> {
+        state::check_queue_group(group)?;
+        self.subscribe_as((topic, Some(group)), options)
+    }
+
+    /// Subscribes to `topic`, in queue group `queue_group` if given, and
+    /// waits for the broker's answer.
+    fn subscribe_as(
+        &self,
+        (topic, queue_group): (&str, Option<&str>),
+        options: SubscribeOptions,
+    ) -> Result<Subscription, ClientError> {
         state::check_subscribe_topic(topic)?;
         let shared = &self.handle.shared;
         let _serial = shared.subscribe_serial.lock().unwrap_or_else(PoisonError::into_inner);
         let capacity = options.capacity.unwrap_or(shared.options.subscription_capacity);
         let (answer_tx, answer) = mpsc::sync_channel(1);
-        let sub = shared.add_subscription(topic, options.lossy, capacity, || {
+        let sub = shared.add_subscription((topic, queue_group), options.lossy, capacity, || {
             SubKind::Subscription(Box::new(answer_tx.clone()))
         })?;
         drop(answer_tx);
@@ -292,7 +333,7 @@ impl Client {
         let shared = self.shared();
         state::check_publish_target("topic", topic)?;
         let inbox = shared.lock().next_inbox();
-        let replies = shared.add_subscription(&inbox, false, 1, || SubKind::Inbox)?;
+        let replies = shared.add_subscription((&inbox, None), false, 1, || SubKind::Inbox)?;
         shared.publish(
             &Publication {
                 publish: Pub { topic, reply_to: &inbox, payload: payload.as_ref() },
@@ -434,14 +475,14 @@ impl Shared {
     /// since a full send buffer may take several) and queues its `SUB`.
     fn add_subscription(
         self: &Arc<Self>,
-        topic: &str,
+        (topic, queue_group): (&str, Option<&str>),
         lossy: bool,
         capacity: usize,
         kind: impl Fn() -> SubKind,
     ) -> Result<Subscription, ClientError> {
         let (tx, receiver) = mpsc::sync_channel(capacity.max(1));
         let (sid, counters) = self.queue(self.options.send_timeout, true, |st| {
-            st.add_sub(topic, lossy, kind(), Box::new(tx.clone()))
+            st.add_sub((topic, queue_group), lossy, kind(), Box::new(tx.clone()))
         })?;
         Ok(Subscription {
             sid,

@@ -2,7 +2,7 @@
 
 use std::{fmt, io, time::Duration};
 
-use corecast_proto::{DecodeError, ErrorCode, TopicError};
+use corecast_proto::{DecodeError, ErrorCode, QueueGroupError, TopicError};
 
 /// An `ERR` frame sent by the broker, owned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +103,16 @@ pub enum ClientError {
         /// Which rule it breaks.
         #[source]
         problem: TopicProblem,
+    },
+    /// A queue group name is not one literal token of 1-255 bytes; nothing
+    /// was sent.
+    #[error("invalid queue group {name:?}: {problem}")]
+    InvalidQueueGroup {
+        /// The offending name.
+        name: String,
+        /// Which rule it breaks.
+        #[source]
+        problem: QueueGroupError,
     },
     /// The payload does not fit in one frame of the broker's `max_frame`.
     #[error(

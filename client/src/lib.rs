@@ -22,11 +22,17 @@
 //!   asked for by default, [`Options::protocol_1_1`]): headers
 //!   (`publish_with_headers`, [`Message::headers`]), requests that fail at
 //!   once with [`ClientError::NoResponders`] when no subscription would
-//!   receive them, and [`Options::no_echo`]. A version 1 broker refuses the
-//!   1.1 `HELLO`; the client then connects again as a version 1 client.
+//!   receive them, [`Options::no_echo`], subscriptions to patterns (`*` for
+//!   one token, `>` for the rest: `subscribe("orders.>")`), and queue
+//!   groups (`queue_subscribe(topic, group)`: each message goes to one
+//!   member of the group). A version 1 broker refuses the 1.1 `HELLO`; the
+//!   client then connects again as a version 1 client, and that broker
+//!   refuses patterns and queue groups ([`ClientError::Server`]).
 //! - **Checks before sending**: topics and reply-tos follow the rules of
 //!   [`corecast_proto::topic`] (publishing to a wildcard or a `$` topic is refused
-//!   locally), and a payload must fit the broker's `max_frame`.
+//!   locally), queue group names are one token
+//!   ([`ClientError::InvalidQueueGroup`]), and a payload must fit the
+//!   broker's `max_frame`.
 //! - **Batched writes**: publications go into a send buffer that a
 //!   background writer empties with one write for everything queued, so a
 //!   burst of small publications becomes few system calls, and a lone one is

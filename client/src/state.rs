@@ -289,6 +289,8 @@ pub(crate) enum SubKind {
 /// A subscription as the reader sees it.
 struct SubEntry {
     topic: String,
+    /// The queue group it is a member of, if any.
+    queue_group: Option<String>,
     lossy: bool,
     /// The inbox of a request ([`SubKind::Inbox`]).
     inbox: bool,
@@ -441,8 +443,9 @@ impl State {
     }
 
     /// Queues a `SUB` and remembers it until the broker has had its say.
-    fn push_sub(&mut self, sid: u32, topic: &str, lossy: bool) {
-        self.push(&ClientFrame::Sub(Sub { sid, topic, queue_group: "", lossy }));
+    fn push_sub(&mut self, sid: u32, topic: &str, queue_group: Option<&str>, lossy: bool) {
+        let queue_group = queue_group.unwrap_or("");
+        self.push(&ClientFrame::Sub(Sub { sid, topic, queue_group, lossy }));
         self.pending_subs.push_back(PendingSub { sid, settled_by: self.next_nonce });
     }
 
@@ -499,13 +502,14 @@ impl State {
         self.emit(Event::PublicationDropped { topic, len, max_frame });
     }
 
-    /// Registers a subscription and queues its `SUB`, followed by a `PING`
-    /// whose `PONG` tells that the broker accepted it (a refusal comes
-    /// before), if the send buffer has room; returns its sid. The answer
-    /// of a [`SubKind::Subscription`] goes to its mailbox.
+    /// Registers a subscription (a member of `queue_group` if given) and
+    /// queues its `SUB`, followed by a `PING` whose `PONG` tells that the
+    /// broker accepted it (a refusal comes before), if the send buffer has
+    /// room; returns its sid. The answer of a [`SubKind::Subscription`]
+    /// goes to its mailbox.
     pub(crate) fn add_sub(
         &mut self,
-        topic: &str,
+        (topic, queue_group): (&str, Option<&str>),
         lossy: bool,
         kind: SubKind,
         queue: Box<dyn Mailbox<Message>>,
@@ -513,7 +517,8 @@ impl State {
         if self.is_closed() {
             return Err(Blocked::Closed);
         }
-        let sub = ClientFrame::Sub(Sub { sid: 0, topic, queue_group: "", lossy });
+        let sub =
+            ClientFrame::Sub(Sub { sid: 0, topic, queue_group: queue_group.unwrap_or(""), lossy });
         if !self.has_room(sub.encoded_len() + ping_len()) {
             return Err(Blocked::Full);
         }
@@ -525,6 +530,7 @@ impl State {
         };
         let entry = SubEntry {
             topic: topic.to_owned(),
+            queue_group: queue_group.map(str::to_owned),
             lossy,
             inbox,
             answer,
@@ -533,7 +539,7 @@ impl State {
             unreported: 0,
         };
         self.subs.insert(sid, entry);
-        self.push_sub(sid, topic, lossy);
+        self.push_sub(sid, topic, queue_group, lossy);
         // Without a session the `SUB` waits for the next one, which sends
         // it again with a `PING` of its own (`State::reconnected`).
         if self.link == Link::Up {
@@ -735,10 +741,13 @@ impl State {
 
     fn resubscribe(&mut self) {
         self.pending_subs.clear();
-        let subs: Vec<(u32, String, bool)> =
-            self.subs.iter().map(|(&sid, e)| (sid, e.topic.clone(), e.lossy)).collect();
-        for (sid, topic, lossy) in &subs {
-            self.push_sub(*sid, topic, *lossy);
+        let subs: Vec<(u32, String, Option<String>, bool)> = self
+            .subs
+            .iter()
+            .map(|(&sid, e)| (sid, e.topic.clone(), e.queue_group.clone(), e.lossy))
+            .collect();
+        for (sid, topic, queue_group, lossy) in &subs {
+            self.push_sub(*sid, topic, queue_group.as_deref(), *lossy);
         }
         if !subs.is_empty() {
             self.queue_probe();
@@ -1016,6 +1025,12 @@ pub(crate) fn check_subscribe_topic(value: &str) -> Result<(), ClientError> {
     })
 }
 
+/// Checks a queue group name: one literal token of 1-255 bytes.
+pub(crate) fn check_queue_group(name: &str) -> Result<(), ClientError> {
+    topic::validate_queue_group(name)
+        .map_err(|problem| ClientError::InvalidQueueGroup { name: name.to_owned(), problem })
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::mpsc::{sync_channel, Receiver, TryRecvError};
@@ -1052,6 +1067,9 @@ mod tests {
         let mut frames = Vec::new();
         while let Some(frame) = ClientFrame::decode(&mut src, u32::MAX).expect("valid") {
             frames.push(match frame {
+                ClientFrame::Sub(s) if !s.queue_group.is_empty() => {
+                    format!("SUB {} {} lossy={} queue={}", s.sid, s.topic, s.lossy, s.queue_group)
+                }
                 ClientFrame::Sub(s) => format!("SUB {} {} lossy={}", s.sid, s.topic, s.lossy),
                 ClientFrame::Unsub { sid } => format!("UNSUB {sid}"),
                 ClientFrame::Pub(p) => format!("PUB {} {:?}", p.topic, p.payload),
@@ -1100,9 +1118,11 @@ mod tests {
         let (mut st, events) = state(1 << 16);
         let (tx, _rx) = sync_channel(4);
         let mut answers = Vec::new();
-        for (topic, lossy) in [("a", false), ("b", true), ("c", false)] {
+        for (topic, lossy, group) in
+            [("a", false, None), ("b", true, Some("g")), ("c", false, None)]
+        {
             let (kind, answer) = subscription();
-            st.add_sub(topic, lossy, kind, Box::new(tx.clone())).expect("open");
+            st.add_sub((topic, group), lossy, kind, Box::new(tx.clone())).expect("open");
             answers.push(answer);
         }
         st.try_queue_pub(&publication(b"1")).expect("open");
@@ -1116,7 +1136,14 @@ mod tests {
         assert!(st.reconnected(info(4096), 3));
         assert_eq!(
             queued(&st),
-            ["SUB 1 a lossy=false", "SUB 2 b lossy=true", "PING 5", "PUB t [49]", "PUB t [50]"]
+            [
+                "SUB 1 a lossy=false",
+                "SUB 2 b lossy=true queue=g",
+                "PING 5",
+                "PUB t [49]",
+                "PUB t [50]"
+            ],
+            "a queue group member is restored in its group"
         );
         assert_eq!(st.session(), 2);
         assert_eq!(st.info().max_frame, 4096);
@@ -1203,14 +1230,15 @@ mod tests {
     fn subscribe(st: &mut State, topic: &str) -> (u32, Receiver<Message>, Receiver<SubAnswer>) {
         let (kind, answer) = subscription();
         let (tx, rx) = sync_channel(4);
-        let (sid, _) = st.add_sub(topic, false, kind, Box::new(tx)).expect("room");
+        let (sid, _) = st.add_sub((topic, None), false, kind, Box::new(tx)).expect("room");
         (sid, rx, answer)
     }
 
     /// A request's inbox: its sid and its messages.
     fn inbox(st: &mut State, topic: &str) -> (u32, Receiver<Message>) {
         let (tx, rx) = sync_channel(4);
-        let (sid, _) = st.add_sub(topic, false, SubKind::Inbox, Box::new(tx)).expect("room");
+        let (sid, _) =
+            st.add_sub((topic, None), false, SubKind::Inbox, Box::new(tx)).expect("room");
         (sid, rx)
     }
 
@@ -1303,7 +1331,7 @@ mod tests {
         assert_eq!(st.queue_ping(Box::new(tx)).err(), Some(Blocked::Full));
         let (tx, _rx) = sync_channel(1);
         let (kind, _answer) = subscription();
-        let full = st.add_sub("t", false, kind, Box::new(tx));
+        let full = st.add_sub(("t", None), false, kind, Box::new(tx));
         assert_eq!(full.err(), Some(Blocked::Full));
         assert_eq!(st.pending_flushes(), 0);
         assert!(st.subs.is_empty());
@@ -1391,7 +1419,7 @@ mod tests {
         let (mut st, events) = state(1 << 16);
         let (tx, rx) = sync_channel(1);
         let (sid, counters) =
-            st.add_sub("lossy.t", true, subscription().0, Box::new(tx)).expect("open");
+            st.add_sub(("lossy.t", None), true, subscription().0, Box::new(tx)).expect("open");
         server(&mut st, ServerFrame::Dropped { sid, count: 5 });
         let msg = |p| ServerFrame::Msg(Msg { sid, topic: "lossy.t", reply_to: "r", payload: p });
         server(&mut st, msg(b"kept"));

@@ -15,7 +15,7 @@ use corecast_client::{
     ClientError, DisconnectReason, DropSite, Event, HeaderBlock, Message, SubscribeOptions,
     TopicProblem,
 };
-use corecast_proto::{ErrFrame, ErrorCode, ServerFrame, TopicError};
+use corecast_proto::{ErrFrame, ErrorCode, QueueGroupError, ServerFrame, TopicError};
 
 const SHORT: Duration = Duration::from_secs(5);
 
@@ -379,15 +379,20 @@ fn bad_topics_and_oversized_payloads_are_refused_before_sending() {
     client.publish("ok.topic", vec![0; max]).unwrap();
     let Err(ClientError::InvalidTopic { field, .. }) = client.subscribe("a b") else { panic!() };
     assert_eq!(field, "topic");
-    // A version 1 session: the broker refuses wildcards.
+    let err = client.queue_subscribe("ok", "a.b").unwrap_err();
+    let ClientError::InvalidQueueGroup { name, problem } = err else { panic!("{err:?}") };
+    assert_eq!((name.as_str(), problem), ("a.b", QueueGroupError::ForbiddenChar('.')));
+    // A version 1 session: the broker refuses wildcards and queue groups.
     let v1 = Client::connect_with(broker.local_addr(), options("v1").protocol_1_1(false)).unwrap();
-    let err = v1.subscribe("orders.*").unwrap_err();
-    let ClientError::Server(refusal) = err else { panic!("{err:?}") };
-    assert_eq!(refusal.error_code(), Some(ErrorCode::Unsupported));
+    for refused in [v1.subscribe("orders.*"), v1.queue_subscribe("orders", "workers")] {
+        let err = refused.unwrap_err();
+        let ClientError::Server(refusal) = err else { panic!("{err:?}") };
+        assert_eq!(refusal.error_code(), Some(ErrorCode::Unsupported));
+    }
     events_until(&v1, |e| matches!(e, Event::ServerError(s) if s.code == 105));
     v1.flush().unwrap();
     assert_eq!(broker.counters().total.subscriptions, 0);
-    assert_eq!(broker.counters().total.protocol_errors, 1, "only the wildcard reached it");
+    assert_eq!(broker.counters().total.protocol_errors, 2, "only those two reached it");
     drop((client, v1));
     stop(broker);
 }
@@ -661,5 +666,43 @@ fn no_echo_keeps_a_clients_publications_from_its_own_subscriptions() {
     let err = quiet.request("echo.t", "?", SHORT).unwrap_err();
     assert!(matches!(err, ClientError::NoResponders { .. }), "{err:?}");
     drop((quiet, other, own));
+    stop(broker);
+}
+
+#[test]
+fn queue_members_share_the_messages_and_wildcards_match_across_cores() {
+    let broker = start(config());
+    let (a, b) = (connect(&broker, "a"), connect(&broker, "b"));
+    let members = [
+        a.queue_subscribe("jobs.*", "workers").unwrap(),
+        b.queue_subscribe_with("jobs.>", "workers", SubscribeOptions::default()).unwrap(),
+    ];
+    let watcher = connect(&broker, "watcher");
+    let every = watcher.subscribe("jobs.>").unwrap();
+    let publisher = connect(&broker, "pub");
+    let n = 200u32;
+    for i in 0..n {
+        publisher.publish("jobs.x", i.to_le_bytes()).unwrap();
+    }
+    publisher.flush().unwrap();
+    let seq = |m: Message| u32::from_le_bytes(m.payload[..].try_into().unwrap());
+    let watched: Vec<u32> = (0..n).map(|_| seq(recv(&every))).collect();
+    assert_eq!(watched, (0..n).collect::<Vec<_>>(), "a plain subscriber gets them all");
+    let mut shared = Vec::new();
+    while shared.len() < n as usize {
+        let got = members.iter().find_map(|m| m.recv_timeout(Duration::from_millis(10)).unwrap());
+        match got {
+            Some(msg) => shared.push(seq(msg)),
+            None => panic!("the group got {} of {n}", shared.len()),
+        }
+    }
+    a.flush().unwrap();
+    b.flush().unwrap();
+    for m in &members {
+        assert!(m.try_recv().unwrap().is_none(), "each message reaches one member only");
+    }
+    shared.sort_unstable();
+    assert_eq!(shared, (0..n).collect::<Vec<_>>());
+    drop((a, b, watcher, publisher, members, every));
     stop(broker);
 }

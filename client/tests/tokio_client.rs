@@ -363,3 +363,33 @@ async fn headers_round_trip_and_a_version_1_request_times_out() {
     drop((client, v1, sub));
     stop_broker(broker).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_members_share_the_messages_of_a_pattern() {
+    let broker = start(config());
+    let (a, b) = (connect(&broker, "a").await, connect(&broker, "b").await);
+    let mut members = [
+        a.queue_subscribe("tasks.>", "workers").await.unwrap(),
+        b.queue_subscribe_with("tasks.*", "workers", SubscribeOptions::default()).await.unwrap(),
+    ];
+    let err = a.queue_subscribe("tasks.x", "").await.unwrap_err();
+    assert!(matches!(err, ClientError::InvalidQueueGroup { .. }), "{err:?}");
+    let publisher = connect(&broker, "pub").await;
+    let n = 100u32;
+    for i in 0..n {
+        publisher.publish("tasks.x", i.to_le_bytes()).await.unwrap();
+    }
+    publisher.flush().await.unwrap();
+    a.flush().await.unwrap();
+    b.flush().await.unwrap();
+    let mut shared = Vec::new();
+    for m in &mut members {
+        while let Some(msg) = m.try_recv() {
+            shared.push(u32::from_le_bytes(msg.payload[..].try_into().unwrap()));
+        }
+    }
+    shared.sort_unstable();
+    assert_eq!(shared, (0..n).collect::<Vec<_>>(), "each message to one member");
+    drop((a, b, publisher, members));
+    stop_broker(broker).await;
+}
