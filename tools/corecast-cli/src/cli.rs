@@ -8,6 +8,8 @@ use clap::{Args, Parser, Subcommand};
 ///
 /// Examples:
 ///   corecast-cli sub chat.lobby
+///   corecast-cli sub 'orders.>'
+///   corecast-cli sub --queue workers jobs.new
 ///   corecast-cli pub chat.lobby "hello"
 ///   corecast-cli pub chat.lobby "hello" --header trace-id=42
 ///   corecast-cli reply svc.echo
@@ -64,9 +66,11 @@ pub enum Command {
     },
     /// Print the messages published to a topic, one a line: `[TOPIC] PAYLOAD`,
     /// with the reply-to and the headers in the brackets when there are any.
+    /// The topic may be a pattern: `*` stands for one token, `>` for the
+    /// rest (`orders.>`).
     #[command(name = "sub")]
     Subscribe {
-        /// The topic, e.g. orders.eu.
+        /// The topic, e.g. orders.eu, or a pattern, e.g. 'orders.*'.
         topic: String,
         /// Stop after this many messages.
         #[arg(long)]
@@ -78,6 +82,10 @@ pub enum Command {
         /// behind, instead of disconnecting it.
         #[arg(long)]
         lossy: bool,
+        /// Join this queue group: each message goes to one member of the
+        /// group (needs a broker that speaks protocol 1.1).
+        #[arg(long, value_name = "NAME")]
+        queue: Option<String>,
     },
     /// Send a request and print the first reply.
     #[command(name = "req")]

@@ -28,8 +28,9 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
                 Target { topic, reply_to: reply_to.as_deref(), headers: header_block(headers)? };
             publish(conn, &target, message.as_deref(), *count)
         }
-        Command::Subscribe { topic, count, raw, lossy } => {
-            subscribe(conn, topic, *count, *raw, *lossy)
+        Command::Subscribe { topic, count, raw, lossy, queue } => {
+            let options = SubscribeOptions { lossy: *lossy, capacity: None };
+            subscribe(conn, (topic, queue.as_deref()), options, *count, *raw)
         }
         Command::Request { topic, message, timeout } => {
             request(conn, topic, message.as_deref(), *timeout)
@@ -124,19 +125,27 @@ fn publish(
     Ok(())
 }
 
+/// Prints what is published to `topic` (a pattern, possibly), as a member
+/// of queue group `queue` if given.
 fn subscribe(
     conn: &Connection,
-    topic: &str,
+    (topic, queue): (&str, Option<&str>),
+    options: SubscribeOptions,
     count: Option<u64>,
     raw: bool,
-    lossy: bool,
 ) -> anyhow::Result<()> {
     client::validate_subscribe_topic(topic)?;
     let client = connect(conn)?;
-    let sub = client
-        .subscribe_with(topic, SubscribeOptions { lossy, capacity: None })
-        .with_context(|| format!("cannot subscribe to {topic}"))?;
-    eprintln!("subscribed to {topic} on {}; waiting for messages (Ctrl-C to stop)", conn.server);
+    let sub = match queue {
+        None => client.subscribe_with(topic, options),
+        Some(group) => client.queue_subscribe_with(topic, group, options),
+    };
+    let sub = sub.with_context(|| format!("cannot subscribe to {topic}"))?;
+    let member = queue.map_or(String::new(), |group| format!(" in queue group {group}"));
+    eprintln!(
+        "subscribed to {topic}{member} on {}; waiting for messages (Ctrl-C to stop)",
+        conn.server
+    );
     let mut out = io::stdout().lock();
     let mut received = 0;
     while wants_more(count, received) {

@@ -42,10 +42,19 @@ pub fn explain(err: &ClientError, server: &str) -> String {
             };
             format!("{err}{rules}")
         }
+        ClientError::InvalidQueueGroup { .. } => format!(
+            "{err} (a queue group name is one token of 1-255 bytes, without '.', '*', '>', \
+             spaces or control characters)"
+        ),
         ClientError::Server(refusal) => {
             let hint = match refusal.error_code() {
                 Some(ErrorCode::Unsupported) => {
-                    " — subscribe to a literal topic, such as orders.eu"
+                    " — the broker speaks protocol version 1 only: subscribe to a literal \
+                     topic, such as orders.eu, without --queue"
+                }
+                Some(ErrorCode::BadQueueGroup) => {
+                    " — a queue group name is one token of 1-255 bytes, without '.', '*', '>', \
+                     spaces or control characters"
                 }
                 Some(ErrorCode::TooManySubscriptions) => {
                     " — the broker's limit of subscriptions per connection is reached"

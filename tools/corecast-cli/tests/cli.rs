@@ -282,8 +282,38 @@ fn a_refused_subscription_names_the_topic_and_the_reason() {
         predicate::str::starts_with(format!(
             "error: cannot subscribe to orders.*: the broker at {addr} refused it: unsupported (105)"
         ))
-        .and(predicate::str::contains("subscribe to a literal topic")),
+        .and(predicate::str::contains("speaks protocol version 1 only")),
     );
+}
+
+#[test]
+fn a_bad_queue_group_is_refused_before_sending() {
+    let broker = start_broker(None);
+    let addr = broker.local_addr();
+    cli(addr).args(["sub", "--queue", "a.b", "orders"]).assert().failure().code(1).stderr(
+        predicate::str::contains("invalid queue group \"a.b\"")
+            .and(predicate::str::contains("one token of 1-255 bytes")),
+    );
+    assert_eq!(broker.counters().total.protocol_errors, 0, "nothing reached the broker");
+    stop(broker);
+}
+
+#[test]
+fn sub_takes_wildcards_and_queue_groups() {
+    let broker = start_broker(None);
+    let addr = broker.local_addr();
+    let pattern = Background::start(addr, &["sub", "orders.>", "--count", "3"], "subscribed");
+    let member = Background::start(
+        addr,
+        &["sub", "--queue", "workers", "orders.*", "--count", "2"],
+        "subscribed to orders.* in queue group workers",
+    );
+    cli(addr).args(["pub", "orders.eu", "one"]).assert().success();
+    cli(addr).args(["pub", "orders.eu.x", "two"]).assert().success();
+    cli(addr).args(["pub", "orders.us", "three"]).assert().success();
+    assert_eq!(pattern.finish(), "[orders.eu] one\n[orders.eu.x] two\n[orders.us] three\n");
+    assert_eq!(member.finish(), "[orders.eu] one\n[orders.us] three\n", "the group's only member");
+    stop(broker);
 }
 
 /// A fake broker that speaks version 1 only, as a broker before 1.1 did:
