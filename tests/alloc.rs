@@ -12,6 +12,10 @@
 //! allocation per message, or per delivery, fails it. The runtime's own
 //! reactor bookkeeping between polls (timer and preemption sources) is not
 //! counted: it happens per wake-up whatever the broker does.
+//!
+//! The same holds for a topic that wildcard patterns and a queue group
+//! reach: the merged lookup comes from the cache, and the draw reuses its
+//! scratch.
 
 mod common;
 
@@ -19,12 +23,15 @@ use std::{
     alloc::{GlobalAlloc, Layout, System},
     io::{Read, Write},
     net::TcpStream,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
     thread,
     time::{Duration, Instant},
 };
 
-use common::*;
+use common::{v11::connect11_on, *};
 
 /// Counts allocations made while broker code runs.
 struct Counting;
@@ -66,43 +73,110 @@ fn payload() -> Vec<u8> {
     vec![0x42; 48]
 }
 
-/// Reads and discards until `bytes` more bytes arrived (bounded in time).
-fn spawn_drain(mut stream: TcpStream, bytes: usize) -> thread::JoinHandle<TcpStream> {
+/// The tests share the counting allocator, so they take turns.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Reads and discards until `bytes` bytes arrived on this stream and the
+/// streams that share `got` together (bounded in time).
+fn spawn_drain(
+    mut stream: TcpStream,
+    got: Arc<AtomicUsize>,
+    bytes: usize,
+) -> thread::JoinHandle<TcpStream> {
     thread::spawn(move || {
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut buf = vec![0u8; 64 << 10];
-        let mut got = 0;
-        stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-        while got < bytes {
-            assert!(Instant::now() < deadline, "subscriber got {got} of {bytes} bytes");
+        stream.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        while got.load(Ordering::Relaxed) < bytes {
+            let now = got.load(Ordering::Relaxed);
+            assert!(Instant::now() < deadline, "subscribers got {now} of {bytes} bytes");
             match stream.read(&mut buf) {
                 Ok(0) => panic!("broker closed a subscriber"),
-                Ok(n) => got += n,
+                Ok(n) => _ = got.fetch_add(n, Ordering::Relaxed),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
                 Err(e) => panic!("subscriber read: {e}"),
             }
         }
-        assert_eq!(got, bytes, "more than the expected messages arrived");
+        assert_eq!(got.load(Ordering::Relaxed), bytes, "more than the expected messages arrived");
         stream
     })
 }
 
-/// Publishes `count` messages in writes of `BATCH` and waits until every
-/// subscriber has all of them.
-fn fan_out(publ: &mut Client, subs: Vec<TcpStream>, count: usize) -> Vec<TcpStream> {
-    let msg_len = Got::msg(1, TOPIC, &payload()).wire_len();
-    let drains: Vec<_> = subs.into_iter().map(|s| spawn_drain(s, msg_len * count)).collect();
-    let frame = raw_pub(TOPIC.as_bytes(), b"", &payload());
+/// Publishes `count` messages to `topic` in writes of `BATCH` and waits
+/// until every subscriber in `each` has all of them, and the subscribers in
+/// `shared` all of them together.
+fn fan_out(
+    publ: &mut Client,
+    topic: &str,
+    (each, shared): (Vec<TcpStream>, Vec<TcpStream>),
+    count: usize,
+) -> (Vec<TcpStream>, Vec<TcpStream>) {
+    let bytes = Got::msg(1, topic, &payload()).wire_len() * count;
+    let drains: Vec<_> = each.into_iter().map(|s| spawn_drain(s, Arc::default(), bytes)).collect();
+    let together = Arc::new(AtomicUsize::new(0));
+    let shared_drains: Vec<_> =
+        shared.into_iter().map(|s| spawn_drain(s, Arc::clone(&together), bytes)).collect();
+    let frame = raw_pub(topic.as_bytes(), b"", &payload());
     let batch: Vec<u8> = frame.repeat(BATCH);
     for _ in 0..count / BATCH {
         publ.stream.write_all(&batch).unwrap();
     }
-    drains.into_iter().map(|d| d.join().expect("subscriber drained")).collect()
+    let join = |d: thread::JoinHandle<TcpStream>| d.join().expect("subscriber drained");
+    (drains.into_iter().map(join).collect(), shared_drains.into_iter().map(join).collect())
+}
+
+/// Warms up, then counts the broker's allocations while `MEASURED`
+/// messages fan out; returns them and the publish records sent across.
+fn measure(
+    broker: &corecast::Broker,
+    publ: &mut Client,
+    topic: &str,
+    streams: (Vec<TcpStream>, Vec<TcpStream>),
+) -> (u64, u64) {
+    let streams = fan_out(publ, topic, streams, WARMUP);
+    let before = BROKER_ALLOCS.load(Ordering::Relaxed);
+    let crossed_before = broker.counters().total.cross_core_sent;
+    fan_out(publ, topic, streams, MEASURED);
+    let allocs = BROKER_ALLOCS.load(Ordering::Relaxed) - before;
+    assert!(before > 0, "the counting allocator sees broker code");
+    (allocs, broker.counters().total.cross_core_sent - crossed_before)
+}
+
+#[test]
+fn patterns_and_a_queue_group_allocate_nothing_per_message() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let broker = start(test_config(2));
+    let addr = broker.local_addr();
+    let mut publ = Client::connect(addr);
+    let (mut each, mut shared) = (Vec::new(), Vec::new());
+    for core in [0, 1] {
+        let mut plain = connect11_on(addr, core);
+        plain.sub(1, "alloc.*.x");
+        plain.flush_empty();
+        let mut member = connect11_on(addr, core);
+        member.sub_group(1, "alloc.>", "w");
+        member.flush_empty();
+        each.push(plain);
+        shared.push(member);
+    }
+    publ.flush_empty();
+    let clone = |c: &common::v11::Client11| c.stream.try_clone().unwrap();
+    let streams = (each.iter().map(clone).collect(), shared.iter().map(clone).collect());
+    let (allocs, crossed) = measure(&broker, &mut publ, "alloc.jobs.x", streams);
+    assert_eq!(crossed, MEASURED as u64, "one record to the other core per message");
+    assert!(
+        allocs * 100 <= MEASURED as u64,
+        "{allocs} allocations by broker code for {MEASURED} messages through patterns and a group"
+    );
+    eprintln!("{allocs} allocations for {MEASURED} messages");
+    drop((publ, each, shared));
+    finish(broker);
 }
 
 #[test]
 fn publish_and_fanout_allocate_nothing_per_message() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let broker = start(test_config(2));
     let addr = broker.local_addr();
     let mut publ = Client::connect(addr);
@@ -121,14 +195,7 @@ fn publish_and_fanout_allocate_nothing_per_message() {
     publ.flush_empty();
     let streams: Vec<TcpStream> = subs.iter().map(|c| c.stream.try_clone().unwrap()).collect();
 
-    let streams = fan_out(&mut publ, streams, WARMUP);
-    let before = BROKER_ALLOCS.load(Ordering::Relaxed);
-    let crossed_before = broker.counters().total.cross_core_sent;
-    fan_out(&mut publ, streams, MEASURED);
-    let allocs = BROKER_ALLOCS.load(Ordering::Relaxed) - before;
-    let crossed = broker.counters().total.cross_core_sent - crossed_before;
-
-    assert!(before > 0, "the counting allocator sees broker code");
+    let (allocs, crossed) = measure(&broker, &mut publ, TOPIC, (streams, Vec::new()));
     assert_eq!(crossed, MEASURED as u64, "every message crossed to the other core once");
     assert!(
         allocs * 100 <= MEASURED as u64,
