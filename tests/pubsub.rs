@@ -601,3 +601,52 @@ fn refusal_after_a_stalled_publish_arrives_without_further_input() {
     drop((publ, sub));
     finish(broker);
 }
+
+/// A message for several subscribers is written once with the first
+/// subscriber's sid: subscribers with that sid send it as it lies there,
+/// others get their own header on the shared body or, when it is short, a
+/// copy. Topics, sids and sizes interleaved here take every one of those
+/// paths, and each subscriber must see exactly its own sids, in order.
+#[test]
+fn shared_frames_carry_each_subscribers_own_sid() {
+    let broker = start(test_config(1));
+    let addr = broker.local_addr();
+    // (subscriptions as (sid, topic)) per subscriber; the first on each
+    // topic decides the sid written to the shared chunk.
+    let plans: [&[(u32, &str)]; 5] =
+        [&[(1, "t")], &[(1, "t"), (2, "u")], &[(9, "t")], &[(2, "u"), (1, "t")], &[(1, "u")]];
+    let mut subs: Vec<Client> = plans
+        .iter()
+        .map(|plan| {
+            let mut c = Client::connect(addr);
+            plan.iter().for_each(|&(sid, topic)| c.sub(sid, topic));
+            c.flush_empty();
+            c
+        })
+        .collect();
+    let mut publ = Client::connect(addr);
+    let mut sent = Vec::new();
+    for n in 0..400u64 {
+        let topic = if n % 3 == 0 { "u" } else { "t" };
+        let pad = [10, 600, 40, 3000][n as usize % 4];
+        let payload = seq_payload(n, pad);
+        publ.publish(topic, &payload);
+        sent.push((topic, payload));
+    }
+    publ.flush_empty();
+    for (c, plan) in subs.iter_mut().zip(plans) {
+        let nonce = c.ping();
+        let got = c.until_pong(nonce);
+        let want: Vec<Got> = sent
+            .iter()
+            .filter_map(|(topic, payload)| {
+                let &(sid, _) = plan.iter().find(|(_, t)| t == topic)?;
+                Some(Got::msg(sid, topic, payload))
+            })
+            .collect();
+        assert_eq!(got.len(), want.len(), "subscriber {plan:?}");
+        assert!(got == want, "subscriber {plan:?} got other messages than were sent to it");
+    }
+    drop((subs, publ));
+    finish(broker);
+}

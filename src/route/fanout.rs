@@ -18,11 +18,43 @@ use crate::{
     mem::{queue::Item, splice::HEADER, Blob, ChunkId, Memory, CHUNK, REFCOUNT},
 };
 
-/// Bodies from this many bytes (topic and reply-to included) are written
-/// once to a shared chunk and sent to every subscriber from there; shorter
-/// ones are copied into each queue, which costs less than the record and
-/// the extra slices in `sendmsg`.
+/// A message for more than one subscriber is written once to a shared
+/// chunk, with the first subscriber's sid, and every subscriber with that
+/// sid queues the frame as it lies there: consecutive ones extend one
+/// record. (Clients number sids from 1, so the subscribers of one topic
+/// often share one.) A subscriber with another sid gets its own header and
+/// the shared body when the body (topic and reply-to included) has this
+/// many bytes; a shorter one is copied into its queue, which costs less
+/// than a record and the extra slices in `sendmsg`.
 const SHARE_FROM: usize = 256;
+
+/// The current message, written once to a shared chunk with one
+/// subscriber's sid.
+#[derive(Debug, Clone, Copy)]
+struct Shared {
+    sid: u32,
+    frame: Blob,
+}
+
+impl Shared {
+    /// How `sub` gets it: the whole frame when its sid is the one written;
+    /// else its own header and the shared body when the body is long
+    /// enough for that to beat a copy; else `None`, a copy.
+    fn item_for(
+        self,
+        sub: &LocalSub,
+        header: impl FnOnce() -> [u8; HEADER],
+    ) -> Option<Item<'static>> {
+        if sub.sid == self.sid {
+            return Some(Item::Frame { sid: sub.sid, frame: self.frame });
+        }
+        let body = usize::from(self.frame.len) - HEADER;
+        (body >= SHARE_FROM).then(|| {
+            let blob = Blob { off: self.frame.off + HEADER as u16, len: body as u16, ..self.frame };
+            Item::Shared { header: header(), blob }
+        })
+    }
+}
 
 /// The parts of a message every subscriber gets.
 #[derive(Debug, Clone, Copy)]
@@ -127,18 +159,18 @@ impl Fanout {
         header
     }
 
-    /// Writes the current message's body to a shared chunk, when sharing
-    /// it pays: more than one subscriber, and a body long enough and no
-    /// longer than a chunk. `None` means copy it.
-    fn share_body(&mut self, mem: &mut Memory, subscribers: usize) -> Option<Blob> {
-        let body = &self.frame[HEADER..];
-        if subscribers < 2 || body.len() < SHARE_FROM || body.len() > CHUNK - REFCOUNT {
+    /// Writes the current message, stamped with `sid`, to a shared chunk
+    /// when more than one subscriber will get it and it fits in a chunk;
+    /// `None` means copy it.
+    fn share(&mut self, mem: &mut Memory, subscribers: usize, sid: u32) -> Option<Shared> {
+        let len = self.frame.len();
+        if subscribers < 2 || len > CHUNK - REFCOUNT {
             return None;
         }
         let (id, fill) = match self.shared.take() {
-            // No queue holds a body from it any more: write from the start.
+            // No queue holds a frame from it any more: write from the start.
             Some((id, _)) if mem.refs(id) == 1 => (id, REFCOUNT),
-            Some((id, fill)) if fill + body.len() <= CHUNK => (id, fill),
+            Some((id, fill)) if fill + len <= CHUNK => (id, fill),
             full => {
                 if let Some((id, _)) = full {
                     mem.release(id);
@@ -146,9 +178,10 @@ impl Fanout {
                 (mem.take_shared()?, REFCOUNT)
             }
         };
-        mem.chunk_mut(id)[fill..fill + body.len()].copy_from_slice(body);
-        self.shared = Some((id, fill + body.len()));
-        Some(Blob { chunk: id, off: fill as u16, len: body.len() as u16 })
+        let frame = self.for_sid(sid);
+        mem.chunk_mut(id)[fill..fill + len].copy_from_slice(frame);
+        self.shared = Some((id, fill + len));
+        Some(Shared { sid, frame: Blob { chunk: id, off: fill as u16, len: len as u16 } })
     }
 
     /// Gives the chunk for shared bodies back once no queue holds a body
@@ -198,7 +231,7 @@ fn prefetch_ahead(slots: &Slab<Slot>, mem: &Memory, subs: &[LocalSub], i: usize,
 /// queue just went past half of `max_pending`, or this burst reached its
 /// limit.
 ///
-/// Only header-less bodies are shared between queues: a message with
+/// Only header-less messages are shared between queues: a message with
 /// headers goes out as two different frames (`HMSG`, `MSG`), and each
 /// subscriber gets its own copy of the one it speaks.
 pub(crate) fn deliver(
@@ -213,16 +246,17 @@ pub(crate) fn deliver(
     let half = mem.max_pending() / 2;
     scratch.encode(msg);
     let has_headers = msg.headers.is_some();
-    let blob = if has_headers { None } else { scratch.share_body(mem, subs.len()) };
+    let first_sid = subs.first().map_or(0, |s| s.sid);
+    let shared = if has_headers { None } else { scratch.share(mem, subs.len(), first_sid) };
     for (i, sub) in subs.iter().enumerate() {
-        prefetch_ahead(slots, mem, subs, i, blob.is_some());
+        prefetch_ahead(slots, mem, subs, i, shared.is_some());
         let Some(slot) = slots.get(sub.key) else { continue };
         if !slot.is_open() || skip == Some(sub.key) {
             continue;
         }
         let before = slot.out().len();
-        let item = match blob {
-            Some(blob) => Item::Shared { header: scratch.header_for(sub.sid), blob },
+        let item = match shared.and_then(|s| s.item_for(sub, || scratch.header_for(sub.sid))) {
+            Some(item) => item,
             None if has_headers && sub.hmsg => Item::Bytes(scratch.hmsg_for_sid(sub.sid)),
             None => Item::Bytes(scratch.for_sid(sub.sid)),
         };
