@@ -8,7 +8,7 @@ use super::barrier;
 use crate::{
     core::shard::{Shard, State},
     counters::CoreCounters,
-    route::{self, Message, Routed, Source},
+    route::{self, Batch, Message, Routed, Source},
 };
 
 const PUBLISH: u8 = 1;
@@ -162,6 +162,20 @@ impl<'a> Record<'a> {
 /// Applies records from the front of `batch`; returns how many bytes it
 /// used. It stops early after a delivery that filled a subscriber past half,
 /// and before one the budget is short for (once per record: `deferred`).
+/// Adds to `batch` the publish records at the front of `src` that it
+/// admits; returns what follows them.
+fn gather<'a>(batch: &mut Batch<'a>, mut src: &'a [u8]) -> &'a [u8] {
+    loop {
+        let mut next = src;
+        let msg = Record::decode(&mut next).and_then(|r| r.message());
+        match msg {
+            Some(msg) if batch.admits(&msg) => batch.push(msg),
+            _ => return src,
+        }
+        src = next;
+    }
+}
+
 pub(super) fn apply_batch(
     shard: &Shard,
     st: &mut State,
@@ -178,9 +192,13 @@ pub(super) fn apply_batch(
         match record {
             Record::Publish { .. } | Record::HPublish { .. } => {
                 let msg = record.message().expect("a publish carries a message");
-                match route::publish(shard, st, msg, Source::Peer, deferred) {
+                let mut batch = Batch::new(msg, shard.cfg.max_pending);
+                let after = gather(&mut batch, src);
+                let msgs = batch.messages();
+                match route::publish(shard, st, msgs, Source::Peer, deferred) {
                     Routed::Delivered { pressed, .. } => {
-                        published += 1;
+                        published += msgs.len() as u64;
+                        src = after;
                         if pressed {
                             break;
                         }

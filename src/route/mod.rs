@@ -83,19 +83,21 @@ pub(crate) enum Routed {
     Deferred,
 }
 
-/// Routes one message. `deferred` says whether it was deferred once
-/// already (and is set when it is deferred now).
+/// Routes a batch of messages to one topic, in order. `deferred` says
+/// whether it was deferred once already (and is set when it is deferred
+/// now).
 pub(crate) fn publish(
     shard: &Shard,
     st: &mut State,
-    msg: Message<'_>,
+    msgs: &[Message<'_>],
     source: Source<'_>,
     deferred: &mut bool,
 ) -> Routed {
     let State { slots, routes, outbound, doomed, mem, .. } = &mut *st;
     let Routes { topics, fanout } = routes;
     let (mut pressed, mut responders) = (false, false);
-    if let Some(entry) = topics.get(msg.topic) {
+    let Some(first) = msgs.first() else { return Routed::Delivered { pressed, responders } };
+    if let Some(entry) = topics.get(first.topic) {
         let skip = match source {
             Source::Client { skip, .. } => skip,
             Source::Peer => None,
@@ -107,20 +109,65 @@ pub(crate) fn publish(
                 return Routed::Stalled;
             }
         }
-        let short = pressure::budget_short(mem, entry.local.len(), msg.frame_len());
+        let frames_len = msgs.iter().map(Message::frame_len).sum();
+        let short = pressure::budget_short(mem, entry.local.len(), frames_len);
         if !std::mem::take(deferred) && short {
             *deferred = true;
             return Routed::Deferred;
         }
         let mut policy = State::policy(shard, doomed);
-        pressed = fanout::deliver(slots, mem, &entry.local, (msg, skip), &mut policy, fanout);
+        pressed = fanout::deliver(slots, mem, &entry.local, (msgs, skip), &mut policy, fanout);
         responders = !entry.remote.is_empty() || entry.local.iter().any(|s| skip != Some(s.key));
         if let Source::Client { .. } = source {
-            stage_for_peers(shard, outbound, &entry.remote, msg);
+            msgs.iter().for_each(|&msg| stage_for_peers(shard, outbound, &entry.remote, msg));
         }
     }
     reap(shard, st);
     Routed::Delivered { pressed, responders }
+}
+
+/// Messages to one topic that follow each other in a publisher's input (or
+/// a peer core's batch), delivered together ([`fanout::deliver`]).
+#[derive(Debug)]
+pub(crate) struct Batch<'a> {
+    msgs: [Message<'a>; Batch::MAX],
+    len: usize,
+    /// Bytes of frames so far, and the most the batch may hold.
+    bytes: usize,
+    limit: usize,
+}
+
+impl<'a> Batch<'a> {
+    /// At most this many messages: enough that each subscriber's slot and
+    /// queue are fetched once for many messages, few enough that the
+    /// batch's frames stay in the first-level cache.
+    pub(crate) const MAX: usize = 32;
+
+    /// A batch that starts with `first`. It takes at most 64 KiB of frames,
+    /// and an eighth of `max_pending`, so one batch cannot carry a
+    /// subscriber far past the point where it would have yielded.
+    pub(crate) fn new(first: Message<'a>, max_pending: usize) -> Self {
+        let limit = (max_pending / 8).min(64 << 10);
+        Self { msgs: [first; Self::MAX], len: 1, bytes: first.frame_len(), limit }
+    }
+
+    /// Whether `msg` may join: same topic, and room for it.
+    pub(crate) fn admits(&self, msg: &Message<'_>) -> bool {
+        self.len < Self::MAX
+            && msg.topic == self.msgs[0].topic
+            && self.bytes + msg.frame_len() <= self.limit
+    }
+
+    /// Adds `msg`, which [`Self::admits`] accepted.
+    pub(crate) fn push(&mut self, msg: Message<'a>) {
+        self.bytes += msg.frame_len();
+        self.msgs[self.len] = msg;
+        self.len += 1;
+    }
+
+    pub(crate) fn messages(&self) -> &[Message<'a>] {
+        &self.msgs[..self.len]
+    }
 }
 
 /// Stages one copy of a client's message for each core in `peers`.
