@@ -634,8 +634,10 @@ fn shared_frames_carry_each_subscribers_own_sid() {
     let mut publ = Client::connect(addr);
     let mut sent = Vec::new();
     for n in 0..400u64 {
-        let topic = if n % 3 == 0 { "u" } else { "t" };
-        let pad = [10, 600, 40, 3000][n as usize % 4];
+        // Mixed first; then a long row to one topic, which goes in batches
+        // that fill several shared chunks each.
+        let topic = if n % 3 == 0 && n < 300 { "u" } else { "t" };
+        let pad = if n < 300 { [10, 600, 40, 3000][n as usize % 4] } else { 1000 };
         let payload = seq_payload(n, pad);
         publ.publish(topic, &payload);
         sent.push((topic, payload));
