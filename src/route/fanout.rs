@@ -1,13 +1,18 @@
-//! Copying one message into the output queues of this core's subscribers.
+//! Copying a batch of messages to one topic into the output queues of this
+//! core's subscribers.
 //!
-//! A subscriber whose queue cannot take the message meets its policy
+//! Each message is encoded once. One for several subscribers is also
+//! written once to a shared chunk, and queues refer to it there (see
+//! [`SHARE_FROM`] and [`crate::mem::splice`]).
+//!
+//! A subscriber whose queue cannot take a message meets its policy
 //! ([`crate::core::pressure`]): lossy subscriptions drop and count it (reported
 //! later with `DROPPED`), others begin to leave as slow consumers and are
 //! listed for the caller to finish with [`super::reap`].
 
-use corecast_proto::{HMsg, HPub, Headers, Msg, Pub, ServerFrame, ServerFrame11};
 use std::ops::Range;
 
+use corecast_proto::{HMsg, HPub, Headers, Msg, Pub, ServerFrame, ServerFrame11};
 use slab::Slab;
 
 use super::topics::LocalSub;
@@ -30,7 +35,7 @@ use crate::{
 /// than a record and the extra slices in `sendmsg`.
 const SHARE_FROM: usize = 256;
 
-/// The current message, written once to a shared chunk with one
+/// A message of the batch, written once to a shared chunk with one
 /// subscriber's sid.
 #[derive(Debug, Clone, Copy)]
 struct Shared {
