@@ -572,13 +572,19 @@ fn cross_core_backpressure_keeps_order_and_loses_nothing() {
 fn refusal_after_a_stalled_publish_arrives_without_further_input() {
     // cross_core_batch 1: every cross-core PUB after the first waits for the
     // forwarder, so the rest of the write is applied when the stalled PUB is
-    // retried. The ERR for the bad PUB at its end must still go out.
+    // retried. The ERR for the bad PUB at its end must still go out. The
+    // topics alternate, so each PUB goes alone (PUBs to one topic in a row
+    // would go together).
+    const TOPICS: [&str; 2] = ["stall.t", "stall.u"];
     let broker = start(Config { cross_core_batch: 1, cross_core_queue: 1, ..test_config(2) });
     let addr = broker.local_addr();
-    let (mut publ, mut sub) = cross_core_pair(addr, 1, "stall.t");
+    let (mut publ, mut sub) = cross_core_pair(addr, 1, TOPICS[0]);
+    sub.sub(2, TOPICS[1]);
+    sub.flush_empty();
     let mut bytes = Vec::new();
     for i in 0..20 {
-        bytes.extend_from_slice(&raw_pub(b"stall.t", b"", &seq_payload(i, 0)));
+        let topic = TOPICS[i as usize % 2];
+        bytes.extend_from_slice(&raw_pub(topic.as_bytes(), b"", &seq_payload(i, 0)));
     }
     bytes.extend_from_slice(&raw_pub(b"bad topic", b"", b""));
     publ.send_raw(&bytes);
@@ -595,9 +601,131 @@ fn refusal_after_a_stalled_publish_arrives_without_further_input() {
         }
     }
     for i in 0..20 {
-        assert_eq!(sub.recv(), Got::msg(1, "stall.t", &seq_payload(i, 0)));
+        let sid = i as u32 % 2 + 1;
+        assert_eq!(sub.recv(), Got::msg(sid, TOPICS[sid as usize - 1], &seq_payload(i, 0)));
     }
     assert!(broker.counters().total.publisher_stalls > 0);
     drop((publ, sub));
+    finish(broker);
+}
+
+/// A message for several subscribers is written once with the first
+/// subscriber's sid: subscribers with that sid send it as it lies there,
+/// others get their own header on the shared body or, when it is short, a
+/// copy. Topics, sids and sizes interleaved here take every one of those
+/// paths, and each subscriber must see exactly its own sids, in order.
+#[test]
+fn shared_frames_carry_each_subscribers_own_sid() {
+    let broker = start(test_config(1));
+    let addr = broker.local_addr();
+    // (subscriptions as (sid, topic)) per subscriber; the first on each
+    // topic decides the sid written to the shared chunk.
+    let plans: [&[(u32, &str)]; 5] =
+        [&[(1, "t")], &[(1, "t"), (2, "u")], &[(9, "t")], &[(2, "u"), (1, "t")], &[(1, "u")]];
+    let mut subs: Vec<Client> = plans
+        .iter()
+        .map(|plan| {
+            let mut c = Client::connect(addr);
+            plan.iter().for_each(|&(sid, topic)| c.sub(sid, topic));
+            c.flush_empty();
+            c
+        })
+        .collect();
+    let mut publ = Client::connect(addr);
+    let mut sent = Vec::new();
+    for n in 0..400u64 {
+        // Mixed first; then a long row to one topic, which goes in batches
+        // that fill several shared chunks each.
+        let topic = if n % 3 == 0 && n < 300 { "u" } else { "t" };
+        let pad = if n < 300 { [10, 600, 40, 3000][n as usize % 4] } else { 1000 };
+        let payload = seq_payload(n, pad);
+        publ.publish(topic, &payload);
+        sent.push((topic, payload));
+    }
+    publ.flush_empty();
+    for (c, plan) in subs.iter_mut().zip(plans) {
+        let nonce = c.ping();
+        let got = c.until_pong(nonce);
+        let want: Vec<Got> = sent
+            .iter()
+            .filter_map(|(topic, payload)| {
+                let &(sid, _) = plan.iter().find(|(_, t)| t == topic)?;
+                Some(Got::msg(sid, topic, payload))
+            })
+            .collect();
+        assert_eq!(got.len(), want.len(), "subscriber {plan:?}");
+        assert!(got == want, "subscriber {plan:?} got other messages than were sent to it");
+    }
+    drop((subs, publ));
+    finish(broker);
+}
+
+/// `PUB`s to one topic that arrive in one read are delivered together.
+/// A connection subscribed to the topic under two sids must still get
+/// each message for both sids before the next message, as it would one
+/// by one.
+#[test]
+fn publishes_in_a_row_keep_their_order_on_a_connection_with_two_sids() {
+    let broker = start(test_config(1));
+    let addr = broker.local_addr();
+    let mut twice = Client::connect(addr);
+    twice.sub(1, "row.t");
+    twice.sub(2, "row.t");
+    twice.flush_empty();
+    let mut other = Client::connect(addr);
+    other.sub(1, "row.t");
+    other.flush_empty();
+    let mut publ = Client::connect(addr);
+    let bytes: Vec<u8> =
+        (0..100).flat_map(|i| raw_pub(b"row.t", b"", &seq_payload(i, 40))).collect();
+    publ.send_raw(&bytes);
+    publ.flush_empty();
+    let nonce = twice.ping();
+    let want: Vec<Got> = (0..100)
+        .flat_map(|i| [1, 2].map(|sid| Got::msg(sid, "row.t", &seq_payload(i, 40))))
+        .collect();
+    assert!(twice.until_pong(nonce) == want, "the two sids' messages interleave as published");
+    let nonce = other.ping();
+    let got = other.until_pong(nonce);
+    assert_eq!(got.len(), 100);
+    drop((twice, other, publ));
+    finish(broker);
+}
+
+/// A `PUB` that is refused in the middle of a run to one topic ends the
+/// run there: what came before it is delivered, its `ERR` comes back, and
+/// what follows is delivered after it.
+#[test]
+fn a_refused_publish_in_a_row_is_refused_in_its_place() {
+    let broker = start(test_config(1));
+    let addr = broker.local_addr();
+    let mut sub = Client::connect(addr);
+    sub.sub(1, "row.r");
+    sub.flush_empty();
+    let mut publ = Client::connect(addr);
+    publ.sub(7, "row.r");
+    publ.flush_empty();
+    let mut bytes = Vec::new();
+    for i in 0..30u64 {
+        let reply: &[u8] = if i == 12 { b"bad reply" } else { b"" };
+        bytes.extend_from_slice(&raw_pub(b"row.r", reply, &seq_payload(i, 0)));
+    }
+    publ.send_raw(&bytes);
+    let nonce = publ.ping();
+    let got = publ.until_pong(nonce);
+    let err_at = got.iter().position(|g| matches!(g, Got::Err { code: 100, fatal: false, .. }));
+    assert_eq!(err_at, Some(12), "the ERR comes between the 12th and 13th echo: {got:?}");
+    let echoed: Vec<u64> = got
+        .iter()
+        .filter_map(|g| match g {
+            Got::Msg { sid: 7, payload, .. } => Some(seq_of(payload)),
+            _ => None,
+        })
+        .collect();
+    let want: Vec<u64> = (0..30).filter(|&i| i != 12).collect();
+    assert_eq!(echoed, want);
+    let nonce = sub.ping();
+    assert_eq!(sub.until_pong(nonce).len(), 29);
+    drop((sub, publ));
     finish(broker);
 }

@@ -2,8 +2,8 @@
 //!
 //! [`dispatch`] takes one frame cut out of a connection's read buffer and
 //! applies it to the core's state. A command answers with a [`Flow`]: go on
-//! with the next frame, yield to the subscribers it filled, stop reading for now (the frame stays in the buffer
-//! and is applied again later), or stop for good because the connection is
+//! with the next frame, yield to the subscribers it filled, stop reading for
+//! now (the frame stays in the buffer and is applied again later), or stop for good because the connection is
 //! leaving.
 
 mod hello;
@@ -97,8 +97,9 @@ impl Ctx<'_> {
     }
 }
 
-/// Applies one frame.
-pub(crate) fn dispatch(ctx: &mut Ctx<'_>, raw: RawFrame<'_>) -> Flow {
+/// Applies one frame; `rest` is the input after it, where a `PUB` may take
+/// the ones that follow it to the same topic.
+pub(crate) fn dispatch<'a>(ctx: &mut Ctx<'_>, raw: RawFrame<'a>, rest: &mut &'a [u8]) -> Flow {
     let frame = match decode(ctx, raw) {
         Ok(frame) => frame,
         Err(e) => return refuse_decode(ctx, &e),
@@ -116,8 +117,10 @@ pub(crate) fn dispatch(ctx: &mut Ctx<'_>, raw: RawFrame<'_>) -> Flow {
         ClientFrame11::Pong { .. } => Flow::Continue,
         ClientFrame11::Sub(s) => sub::apply(ctx, s),
         ClientFrame11::Unsub { sid } => unsub::apply(ctx, sid),
-        ClientFrame11::Pub { publish, request } => publish::apply(ctx, publish.into(), request),
-        ClientFrame11::HPub(h) => publish::apply(ctx, h.into(), h.request),
+        ClientFrame11::Pub { publish, request } => {
+            publish::apply(ctx, publish.into(), request, rest)
+        }
+        ClientFrame11::HPub(h) => publish::apply(ctx, h.into(), h.request, rest),
         ClientFrame11::Stats { nonce } => stats::apply(ctx, nonce),
         // The codec may grow frames this broker does not speak yet.
         _ => ctx.fail(ErrorCode::UnknownOpcode, "frame not supported"),

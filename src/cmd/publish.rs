@@ -1,20 +1,28 @@
 //! `PUB` and `HPUB`: check the topic and reply-to, then route the message:
 //! to this core's subscribers and one copy for each other core that has
-//! subscribers ([`route::publish`]). A request nobody would receive is
-//! answered with `NO_RESPONDERS` at once, queued in order with the
-//! connection's other output.
+//! subscribers ([`route::publish`]). The `PUB`s to the same topic that
+//! follow it in the input go with it, as one [`Batch`]. A request nobody
+//! would receive is answered with `NO_RESPONDERS` at once, queued in order
+//! with the connection's other output.
 
-use corecast_proto::{topic, ErrorCode, ServerFrame11, TopicKind};
+use corecast_proto::{topic, ClientFrame11, ErrorCode, RawFrame, ServerFrame11, TopicKind};
 
 use super::{Ctx, Flow};
 use crate::{
     counters::CoreCounters,
-    route::{self, Message, Routed, Source},
+    route::{self, Batch, Message, Routed, Source},
 };
 
-/// Publishes `msg`; `request` (1.1 sessions only: the version 1 decoder
-/// refuses the flag) asks for `NO_RESPONDERS` when nobody would receive it.
-pub(super) fn apply(ctx: &mut Ctx<'_>, msg: Message<'_>, request: bool) -> Flow {
+/// Publishes `msg`, with the plain `PUB`s to its topic that follow it in
+/// `rest` (which then starts after them); `request` (1.1 sessions only: the
+/// version 1 decoder refuses the flag) asks for `NO_RESPONDERS` when nobody
+/// would receive it.
+pub(super) fn apply<'a>(
+    ctx: &mut Ctx<'_>,
+    msg: Message<'a>,
+    request: bool,
+    rest: &mut &'a [u8],
+) -> Flow {
     if let Err((code, text)) = check_target(msg.topic, "topic") {
         return ctx.refuse(code, &text);
     }
@@ -29,12 +37,20 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, msg: Message<'_>, request: bool) -> Flow 
     let session = ctx.slot().session();
     let skip = session.no_echo.then_some(ctx.key);
     let source = Source::Client { waker: ctx.waker, skip };
-    let (pressed, responders) = match route::publish(ctx.shard, ctx.st, msg, source, ctx.deferred) {
+    let mut batch = Batch::new(msg, ctx.shard.cfg.max_pending);
+    let mut after = *rest;
+    if !request && msg.headers.is_none() {
+        gather(ctx, &mut batch, &mut after);
+    }
+    let msgs = batch.messages();
+    let (pressed, responders) = match route::publish(ctx.shard, ctx.st, msgs, source, ctx.deferred)
+    {
         Routed::Delivered { pressed, responders } => (pressed, responders),
         Routed::Stalled => return Flow::Stall,
         Routed::Deferred => return Flow::Defer,
     };
-    CoreCounters::add(&ctx.shard.counters.msgs_in, 1);
+    *rest = after;
+    CoreCounters::add(&ctx.shard.counters.msgs_in, msgs.len() as u64);
     if request && !responders && ctx.slot().is_open() {
         let frame = ServerFrame11::NoResponders { topic: msg.topic, reply_to: msg.reply_to };
         if !ctx.st.push(ctx.shard, ctx.key, &frame) {
@@ -45,6 +61,26 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, msg: Message<'_>, request: bool) -> Flow 
         (false, _) => Flow::Stop,
         (true, true) => Flow::Yield,
         (true, false) => Flow::Continue,
+    }
+}
+
+/// Adds to `batch` the plain `PUB`s at the front of `rest` that it admits
+/// and that would be applied as they are (a reply-to that passes the
+/// check), moving `rest` past them. Anything else stays for the frame loop.
+fn gather<'a>(ctx: &mut Ctx<'_>, batch: &mut Batch<'a>, rest: &mut &'a [u8]) {
+    loop {
+        let mut next = *rest;
+        let Ok(Some(raw)) = RawFrame::split(&mut next, ctx.shard.cfg.max_frame) else { return };
+        let Ok(ClientFrame11::Pub { publish, request: false }) = super::decode(ctx, raw) else {
+            return;
+        };
+        let msg = Message::from(publish);
+        let reply_ok = msg.reply_to.is_empty() || check_target(msg.reply_to, "").is_ok();
+        if !reply_ok || !batch.admits(&msg) {
+            return;
+        }
+        batch.push(msg);
+        *rest = next;
     }
 }
 

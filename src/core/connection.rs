@@ -231,7 +231,7 @@ impl Connection {
             let mut ctx = Ctx { shard, st, key: self.key, waker, deferred: &mut self.deferred };
             let flow = match RawFrame::split(src, max_frame) {
                 Ok(None) => return Flow::Continue,
-                Ok(Some(raw)) => cmd::dispatch(&mut ctx, raw),
+                Ok(Some(raw)) => cmd::dispatch(&mut ctx, raw, src),
                 Err(e) => cmd::refuse_decode(&mut ctx, &e),
             };
             let flow = match flow {

@@ -189,6 +189,9 @@ pub(crate) struct Slot {
     ping_outstanding: bool,
     /// Some subscription has drops not yet reported with `DROPPED`.
     unreported_drops: bool,
+    /// The last fan-out pass that saw this connection among a topic's
+    /// subscribers ([`Slot::visit`]).
+    visited: u32,
     /// Broker-wide connection id, sent in `WELCOME`.
     id: u64,
     /// Client address, for logs.
@@ -232,7 +235,15 @@ impl Slot {
             last_inbound: now,
             write_blocked_since: None,
             ping_outstanding: false,
+            visited: 0,
         }
+    }
+
+    /// Marks the connection as seen by fan-out pass `pass`; false when it
+    /// was already (it holds two of the subscriptions being walked). A mark
+    /// left from 2³² passes ago only makes a batch go message by message.
+    pub(crate) fn visit(&mut self, pass: u32) -> bool {
+        std::mem::replace(&mut self.visited, pass) != pass
     }
 
     /// Hints the CPU to fetch the lines a fan-out will touch.

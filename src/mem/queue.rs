@@ -18,7 +18,7 @@ use corecast_proto::{opcode, Msg, LEN_PREFIX};
 
 use super::{
     prefetch,
-    splice::{Splice, Splices, HEADER},
+    splice::{Head, Splice, Splices, HEADER},
     Blob, Charge, ChunkId, Memory, CHUNK,
 };
 
@@ -32,11 +32,20 @@ struct Link {
     first_start: u16,
 }
 
-/// A frame to queue: bytes to copy in, or a message whose body is shared.
+/// A frame to queue: bytes to copy in, or a message in a shared chunk.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Item<'a> {
     Bytes(&'a [u8]),
-    Shared { header: [u8; HEADER], blob: Blob },
+    /// The subscriber's own header, then a shared body.
+    Shared {
+        header: [u8; HEADER],
+        blob: Blob,
+    },
+    /// A whole shared frame that already carries the subscriber's `sid`.
+    Frame {
+        sid: u32,
+        frame: Blob,
+    },
 }
 
 impl Item<'_> {
@@ -45,6 +54,7 @@ impl Item<'_> {
         match self {
             Self::Bytes(b) => b.len(),
             Self::Shared { blob, .. } => HEADER + usize::from(blob.len),
+            Self::Frame { frame, .. } => usize::from(frame.len),
         }
     }
 }
@@ -118,26 +128,37 @@ impl<const OUTPUT: bool> ChunkQueue<OUTPUT> {
     pub(crate) fn push_item(&mut self, mem: &mut Memory, item: Item<'_>, charge: Charge) -> bool {
         match item {
             Item::Bytes(frame) => self.push(mem, frame, charge),
-            Item::Shared { header, blob } => self.push_shared(mem, header, blob, charge),
+            Item::Shared { header, blob } => self.push_shared(mem, Head::Own(header), blob, charge),
+            Item::Frame { sid, frame } => {
+                let at = self.own_end();
+                if self.splices.extend_run(mem, at, sid, frame) {
+                    self.count_shared(mem, usize::from(frame.len));
+                    return true;
+                }
+                self.push_shared(mem, Head::Run { sid, count: 1 }, frame, charge)
+            }
         }
     }
 
-    /// Appends a message whose body is shared: its header and a reference.
-    fn push_shared(
-        &mut self,
-        mem: &mut Memory,
-        header: [u8; HEADER],
-        blob: Blob,
-        charge: Charge,
-    ) -> bool {
-        let at = self.consumed.wrapping_add(self.len as u32);
-        let splice = Splice { at, header, blob };
+    /// The position in the own byte stream after the last own byte queued.
+    fn own_end(&self) -> u32 {
+        self.consumed.wrapping_add(self.len as u32)
+    }
+
+    /// Appends a record for a message in a shared chunk, taking a reference
+    /// to the chunk.
+    fn push_shared(&mut self, mem: &mut Memory, head: Head, blob: Blob, charge: Charge) -> bool {
+        let splice = Splice { at: self.own_end(), head, blob };
         if !self.splices.push(mem, splice, charge) {
             return false;
         }
-        self.shared_len += splice.len();
-        self.note(mem, splice.len() as isize);
+        self.count_shared(mem, splice.len());
         true
+    }
+
+    fn count_shared(&mut self, mem: &mut Memory, len: usize) {
+        self.shared_len += len;
+        self.note(mem, len as isize);
     }
 
     /// Appends one whole frame; false (and nothing appended) when the
@@ -183,7 +204,8 @@ impl<const OUTPUT: bool> ChunkQueue<OUTPUT> {
             n = self.own_slices(mem, from..upto, out, n);
             from = upto;
             let skip = if i == 0 { self.sent } else { 0 };
-            if skip < HEADER {
+            let header = splice.header_len();
+            if skip < header {
                 if n == out.len() {
                     return n;
                 }
@@ -193,7 +215,7 @@ impl<const OUTPUT: bool> ChunkQueue<OUTPUT> {
             if n == out.len() {
                 return n;
             }
-            out[n] = IoSlice::new(&mem.blob(splice.blob)[skip.saturating_sub(HEADER)..]);
+            out[n] = IoSlice::new(&mem.blob(splice.blob)[skip.saturating_sub(header)..]);
             n += 1;
         }
         self.own_slices(mem, from..self.len, out, n)
@@ -323,8 +345,8 @@ impl<const OUTPUT: bool> ChunkQueue<OUTPUT> {
     /// Returns how many messages it dropped.
     pub(crate) fn shed_messages(&mut self, mem: &mut Memory, mut dropped: impl FnMut(u32)) -> u64 {
         let mut shed = 0;
-        let started = self.keep_started(mem, |s| {
-            dropped(s.sid());
+        let started = self.keep_started(mem, |sid| {
+            dropped(sid);
             shed += 1;
         });
         let mut kept: Vec<(usize, usize)> = Vec::new();
@@ -362,13 +384,22 @@ impl<const OUTPUT: bool> ChunkQueue<OUTPUT> {
         shed + own_shed
     }
 
-    /// Drops the shared messages that have not started going out, showing
-    /// each to `dropped`, and returns how many own bytes belong to a frame
-    /// already started (none when a shared message is the one started).
-    fn keep_started(&mut self, mem: &mut Memory, dropped: impl FnMut(&Splice)) -> usize {
+    /// Drops the shared messages that have not started going out, telling
+    /// `dropped` each one's sid, and returns how many own bytes belong to a
+    /// frame already started (none when a shared message is the one
+    /// started).
+    fn keep_started(&mut self, mem: &mut Memory, mut dropped: impl FnMut(u32)) -> usize {
         let in_progress = self.sent > 0;
-        self.splices.truncate(mem, usize::from(in_progress), dropped);
-        let left = if in_progress { self.splices.get(mem, 0).len() - self.sent } else { 0 };
+        self.splices.truncate(mem, usize::from(in_progress), &mut dropped);
+        let mut left = 0;
+        if in_progress {
+            left = self.splices.cut_first_run(mem, self.sent, &mut dropped) - self.sent;
+            if left == 0 {
+                // The run was cut right where the socket stands.
+                self.splices.pop_front(mem);
+                self.sent = 0;
+            }
+        }
         self.note(mem, left as isize - self.shared_len as isize);
         self.shared_len = left;
         if in_progress {
@@ -668,6 +699,133 @@ mod tests {
         assert_eq!(sids, (0..40).collect::<Vec<_>>());
         let pings: Vec<u8> = (0..40).step_by(3).flat_map(ping).collect();
         assert_eq!(wire(&q, &mem), pings, "only the other frames are left");
+        q.clear(&mut mem);
+        assert_eq!(mem.used(), 0);
+    }
+
+    /// `frames` written back to back to a fresh shared chunk, as the
+    /// fan-out writes them; returns each one's place.
+    fn share_frames(mem: &mut Memory, frames: &[Vec<u8>]) -> (Vec<Blob>, ChunkId) {
+        let id = mem.take_shared().expect("chunk");
+        let mut at = 4;
+        let blobs = frames
+            .iter()
+            .map(|f| {
+                mem.chunk_mut(id)[at..at + f.len()].copy_from_slice(f);
+                let blob = Blob { chunk: id, off: at as u16, len: f.len() as u16 };
+                at += f.len();
+                blob
+            })
+            .collect();
+        (blobs, id)
+    }
+
+    fn frame_item(sid: u32, frame: Blob) -> Item<'static> {
+        Item::Frame { sid, frame }
+    }
+
+    #[test]
+    fn consecutive_shared_frames_extend_one_run() {
+        let mut mem = memory();
+        let mut q = ChunkQueue::<true>::default();
+        let frames: Vec<Vec<u8>> = (0..6u8).map(|n| msg(5, &[n; 100])).collect();
+        let (blobs, id) = share_frames(&mut mem, &frames);
+        for &b in &blobs[..3] {
+            assert!(q.push_item(&mut mem, frame_item(5, b), Charge::Budget));
+        }
+        assert_eq!((q.splices.len(), mem.refs(id)), (1, 2), "one record, one reference");
+        assert!(q.push(&mut mem, &ping(1), Charge::Budget));
+        assert!(q.push_item(&mut mem, frame_item(5, blobs[3]), Charge::Budget));
+        assert!(q.push_item(&mut mem, frame_item(6, blobs[4]), Charge::Budget));
+        assert!(q.push_item(&mut mem, frame_item(6, blobs[5]), Charge::Budget));
+        assert_eq!(q.splices.len(), 3, "own bytes and another sid start new runs");
+        mem.release(id);
+        let mut want: Vec<u8> = frames[..3].concat();
+        want.extend_from_slice(&ping(1));
+        want.extend_from_slice(&frames[3..].concat());
+        assert_eq!(wire(&q, &mem), want);
+        let mut at = 0;
+        for step in [1, 99, 120, 3, 240, 14].iter().cycle() {
+            let step = (*step).min(q.len());
+            q.consume(&mut mem, step);
+            at += step;
+            assert_eq!(wire(&q, &mem), want[at..]);
+            if q.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(mem.used(), 0, "the run's chunk went back with its last byte");
+    }
+
+    #[test]
+    fn a_run_that_does_not_follow_its_chunk_starts_a_new_record() {
+        let mut mem = memory();
+        let mut q = ChunkQueue::<true>::default();
+        let frames: Vec<Vec<u8>> = (0..3u8).map(|n| msg(1, &[n; 50])).collect();
+        let (blobs, id) = share_frames(&mut mem, &frames);
+        assert!(q.push_item(&mut mem, frame_item(1, blobs[0]), Charge::Budget));
+        assert!(q.push_item(&mut mem, frame_item(1, blobs[2]), Charge::Budget));
+        assert_eq!(q.splices.len(), 2, "the frame between was not this queue's");
+        mem.release(id);
+        assert_eq!(wire(&q, &mem), [frames[0].clone(), frames[2].clone()].concat());
+        q.clear(&mut mem);
+        assert_eq!(mem.used(), 0);
+    }
+
+    #[test]
+    fn drop_unstarted_cuts_a_run_after_the_frame_in_progress() {
+        let mut mem = memory();
+        let mut q = ChunkQueue::<true>::default();
+        let frames: Vec<Vec<u8>> = (0..4u8).map(|n| msg(3, &[n; 70])).collect();
+        let (blobs, id) = share_frames(&mut mem, &frames);
+        blobs
+            .iter()
+            .for_each(|&b| assert!(q.push_item(&mut mem, frame_item(3, b), Charge::Budget)));
+        mem.release(id);
+        let into_second = frames[0].len() + 5;
+        q.consume(&mut mem, into_second);
+        q.drop_unstarted(&mut mem);
+        assert_eq!(wire(&q, &mem), frames[1][5..], "the rest of the second frame only");
+        assert!(q.push(&mut mem, &ping(2), Charge::Reserve));
+        assert_eq!(wire(&q, &mem), [&frames[1][5..], &ping(2)[..]].concat());
+        q.clear(&mut mem);
+        assert_eq!(mem.used(), 0);
+    }
+
+    #[test]
+    fn drop_unstarted_on_a_frame_boundary_inside_a_run_leaves_nothing() {
+        let mut mem = memory();
+        let mut q = ChunkQueue::<true>::default();
+        let frames: Vec<Vec<u8>> = (0..3u8).map(|n| msg(3, &[n; 70])).collect();
+        let (blobs, id) = share_frames(&mut mem, &frames);
+        blobs
+            .iter()
+            .for_each(|&b| assert!(q.push_item(&mut mem, frame_item(3, b), Charge::Budget)));
+        mem.release(id);
+        q.consume(&mut mem, frames[0].len());
+        q.drop_unstarted(&mut mem);
+        assert!(q.is_empty());
+        assert_eq!(mem.used(), 0, "the run and its chunk are gone");
+        assert!(q.push(&mut mem, &ping(2), Charge::Reserve));
+        assert_eq!(wire(&q, &mem), ping(2));
+        q.clear(&mut mem);
+    }
+
+    #[test]
+    fn shed_messages_counts_every_message_of_a_run() {
+        let mut mem = memory();
+        let mut q = ChunkQueue::<true>::default();
+        let frames: Vec<Vec<u8>> = (0..5u8).map(|n| msg(9, &[n; 40])).collect();
+        let (blobs, id) = share_frames(&mut mem, &frames);
+        blobs
+            .iter()
+            .for_each(|&b| assert!(q.push_item(&mut mem, frame_item(9, b), Charge::Budget)));
+        mem.release(id);
+        q.consume(&mut mem, 3);
+        let mut sids = Vec::new();
+        assert_eq!(q.shed_messages(&mut mem, |sid| sids.push(sid)), 4);
+        assert_eq!(sids, [9; 4]);
+        assert_eq!(wire(&q, &mem), frames[0][3..]);
         q.clear(&mut mem);
         assert_eq!(mem.used(), 0);
     }

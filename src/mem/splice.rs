@@ -1,15 +1,21 @@
-//! The messages an output queue sends from shared chunks: for each, the
-//! subscriber's own frame header and a reference to the body that every
-//! subscriber of the message shares. Records sit in order in chunks of the
-//! core's [`Memory`], like the queue's own bytes, so they are charged to
-//! the budget and go back to the pool as they are sent.
+//! The messages an output queue sends from shared chunks. A record is one
+//! of two kinds:
 //!
-//! A subscriber that stops reading then holds 24 bytes per message instead
-//! of a copy of it; the bodies are held once, however many hold them.
+//! - the subscriber's own frame header and a reference to a body every
+//!   subscriber of the message shares ([`Head::Own`]);
+//! - a run of whole frames that were written to the shared chunk with this
+//!   subscriber's sid already in them ([`Head::Run`]). Consecutive messages
+//!   extend the run in place, so they cost the queue no record at all.
+//!
+//! Records sit in order in chunks of the core's [`Memory`], like the
+//! queue's own bytes, so they are charged to the budget and go back to the
+//! pool as they are sent. A subscriber that stops reading holds at most 24
+//! bytes per message instead of a copy of it, and nothing per message
+//! while it is in a run; the bodies are held once, however many hold them.
 
 use std::collections::VecDeque;
 
-use corecast_proto::Msg;
+use corecast_proto::{Msg, LEN_PREFIX};
 
 use super::{prefetch, Blob, Charge, ChunkId, Memory, CHUNK};
 
@@ -22,33 +28,74 @@ const STRIDE: usize = 24;
 /// Records in one chunk.
 const PER_CHUNK: usize = CHUNK / STRIDE;
 
-/// One message sent from a shared chunk.
+/// How a record's bytes begin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Head {
+    /// One message: this header, the subscriber's own with its sid stamped
+    /// in, goes out before the shared body.
+    Own([u8; HEADER]),
+    /// `count` whole `MSG` frames, written to the shared chunk with `sid`
+    /// in them, that go out as they lie there.
+    Run { sid: u32, count: u16 },
+}
+
+/// One record: messages sent from a shared chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Splice {
     /// The position in the queue's own byte stream (counted from its first
-    /// byte ever, wrapping) that the message goes out before.
+    /// byte ever, wrapping) that the messages go out before.
     pub at: u32,
-    /// The subscriber's frame header, its sid stamped in.
-    pub header: [u8; HEADER],
-    /// The body, shared with the message's other subscribers.
+    pub head: Head,
+    /// The shared bytes: a body for [`Head::Own`], whole frames for a run.
     pub blob: Blob,
 }
 
 impl Splice {
-    /// Bytes the message takes on the wire.
+    /// Bytes the messages take on the wire.
     pub(crate) fn len(&self) -> usize {
-        HEADER + usize::from(self.blob.len)
+        self.header_len() + usize::from(self.blob.len)
     }
 
-    /// The subscription it is for.
+    /// Bytes of the record's own header that go out before the blob.
+    pub(crate) fn header_len(&self) -> usize {
+        match self.head {
+            Head::Own(_) => HEADER,
+            Head::Run { .. } => 0,
+        }
+    }
+
+    /// The subscription its messages are for.
     pub(crate) fn sid(&self) -> u32 {
-        let s = &self.header[Msg::SID_AT..];
-        u32::from_le_bytes([s[0], s[1], s[2], s[3]])
+        match self.head {
+            Head::Own(h) => {
+                let s = &h[Msg::SID_AT..];
+                u32::from_le_bytes([s[0], s[1], s[2], s[3]])
+            }
+            Head::Run { sid, .. } => sid,
+        }
     }
 
+    /// Messages in the record.
+    pub(crate) fn messages(&self) -> usize {
+        match self.head {
+            Head::Own(_) => 1,
+            Head::Run { count, .. } => usize::from(count),
+        }
+    }
+
+    /// Stored as the 10 header bytes; a run as a zero length prefix (no
+    /// frame has one), its count, then its sid.
     fn write(&self, dst: &mut [u8]) {
         dst[..4].copy_from_slice(&self.at.to_le_bytes());
-        dst[4..4 + HEADER].copy_from_slice(&self.header);
+        let h = &mut dst[4..4 + HEADER];
+        match self.head {
+            Head::Own(header) => h.copy_from_slice(&header),
+            Head::Run { sid, count } => {
+                h[..4].fill(0);
+                h[4..6].copy_from_slice(&count.to_le_bytes());
+                h[Msg::SID_AT..].copy_from_slice(&sid.to_le_bytes());
+            }
+        }
         let b = &mut dst[4 + HEADER..];
         b[..4].copy_from_slice(&self.blob.chunk.to_le_bytes());
         b[4..6].copy_from_slice(&self.blob.off.to_le_bytes());
@@ -56,12 +103,20 @@ impl Splice {
     }
 
     fn read(src: &[u8]) -> Self {
-        let mut header = [0; HEADER];
-        header.copy_from_slice(&src[4..4 + HEADER]);
+        let h = &src[4..4 + HEADER];
+        let head = if h[..4] == [0; 4] {
+            let s = &h[Msg::SID_AT..];
+            let count = u16::from_le_bytes([h[4], h[5]]);
+            Head::Run { sid: u32::from_le_bytes([s[0], s[1], s[2], s[3]]), count }
+        } else {
+            let mut header = [0; HEADER];
+            header.copy_from_slice(h);
+            Head::Own(header)
+        };
         let b = &src[4 + HEADER..];
         Self {
             at: u32::from_le_bytes([src[0], src[1], src[2], src[3]]),
-            header,
+            head,
             blob: Blob {
                 chunk: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
                 off: u16::from_le_bytes([b[4], b[5]]),
@@ -109,7 +164,8 @@ impl Splices {
         Splice::read(&mem.chunk(id)[off..off + STRIDE])
     }
 
-    /// Record `i`'s header, where it is stored.
+    /// Record `i`'s header, where it is stored (meaningful for
+    /// [`Head::Own`] only).
     pub(crate) fn header<'m>(&self, mem: &'m Memory, i: usize) -> &'m [u8] {
         let (id, off) = self.place(i);
         &mem.chunk(id)[off + 4..off + 4 + HEADER]
@@ -131,6 +187,52 @@ impl Splices {
         true
     }
 
+    /// Adds one more frame to the last record when it is a run for `sid`
+    /// at position `at` that `frame` directly follows in the same shared
+    /// chunk; false (and nothing changed) otherwise. The run already holds
+    /// its reference to the chunk.
+    pub(crate) fn extend_run(&mut self, mem: &mut Memory, at: u32, sid: u32, frame: Blob) -> bool {
+        let Some(i) = self.len.checked_sub(1) else { return false };
+        let off = (self.head + i) % PER_CHUNK * STRIDE;
+        let record = &mut mem.chunk_mut(self.last)[off..off + STRIDE];
+        let mut s = Splice::read(record);
+        let Head::Run { sid: run_sid, count } = s.head else { return false };
+        let follows = s.blob.chunk == frame.chunk && s.blob.off + s.blob.len == frame.off;
+        if !follows || s.at != at || run_sid != sid || count == u16::MAX {
+            return false;
+        }
+        s.blob.len += frame.len;
+        s.head = Head::Run { sid, count: count + 1 };
+        s.write(record);
+        true
+    }
+
+    /// Cuts the first record, a run the socket is `sent` bytes into, after
+    /// the frame in progress, telling `dropped` the sid of each message cut.
+    /// Returns the record's length now.
+    pub(crate) fn cut_first_run(
+        &mut self,
+        mem: &mut Memory,
+        sent: usize,
+        mut dropped: impl FnMut(u32),
+    ) -> usize {
+        let mut s = self.get(mem, 0);
+        let Head::Run { sid, count } = s.head else { return s.len() };
+        let frames = mem.blob(s.blob);
+        let (mut end, mut kept) = (0, 0u16);
+        while end < sent {
+            let prefix = [frames[end], frames[end + 1], frames[end + 2], frames[end + 3]];
+            end += LEN_PREFIX + u32::from_le_bytes(prefix) as usize;
+            kept += 1;
+        }
+        (kept..count).for_each(|_| dropped(sid));
+        s.blob.len = end as u16;
+        s.head = Head::Run { sid, count: kept };
+        let (id, off) = self.place(0);
+        s.write(&mut mem.chunk_mut(id)[off..off + STRIDE]);
+        end
+    }
+
     /// Removes the first record, releasing its body.
     pub(crate) fn pop_front(&mut self, mem: &mut Memory) {
         if self.len == 0 {
@@ -150,17 +252,12 @@ impl Splices {
         }
     }
 
-    /// Keeps the first `keep` records; each one removed is shown to
-    /// `dropped` and its body released.
-    pub(crate) fn truncate(
-        &mut self,
-        mem: &mut Memory,
-        keep: usize,
-        mut dropped: impl FnMut(&Splice),
-    ) {
+    /// Keeps the first `keep` records; `dropped` is told the sid of each
+    /// message removed, and their bodies are released.
+    pub(crate) fn truncate(&mut self, mem: &mut Memory, keep: usize, mut dropped: impl FnMut(u32)) {
         for i in keep..self.len {
             let s = self.get(mem, i);
-            dropped(&s);
+            (0..s.messages()).for_each(|_| dropped(s.sid()));
             mem.release(s.blob.chunk);
         }
         self.len = self.len.min(keep);
@@ -181,11 +278,16 @@ impl Splices {
         }
     }
 
-    /// Hints the CPU to fetch the line the next record will be written at.
+    /// Hints the CPU to fetch the last record, which a run extends, and
+    /// the line the next one will be written at.
     pub(crate) fn prefetch_tail(&self, mem: &Memory) {
         let p = self.head + self.len;
+        let chunk = mem.chunk(self.last);
+        if let Some(last) = p.checked_sub(1).filter(|_| self.len > 0) {
+            prefetch::line(chunk[last % PER_CHUNK * STRIDE..].as_ptr());
+        }
         if p < self.chunks.len() * PER_CHUNK {
-            prefetch::line(mem.chunk(self.last)[p % PER_CHUNK * STRIDE..].as_ptr());
+            prefetch::line(chunk[p % PER_CHUNK * STRIDE..].as_ptr());
         }
     }
 }

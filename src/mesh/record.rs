@@ -8,7 +8,7 @@ use super::barrier;
 use crate::{
     core::shard::{Shard, State},
     counters::CoreCounters,
-    route::{self, Message, Routed, Source},
+    route::{self, Batch, Message, Routed, Source},
 };
 
 const PUBLISH: u8 = 1;
@@ -304,6 +304,21 @@ fn u32_le(src: &mut &[u8]) -> Option<u32> {
     Some(take(src, 4)?.get_u32_le())
 }
 
+/// Adds to `batch` the publish records without queue groups at the front
+/// of `src` that it admits; returns what follows them.
+fn gather<'a>(batch: &mut Batch<'a>, mut src: &'a [u8]) -> &'a [u8] {
+    loop {
+        let mut next = src;
+        let plain = Record::decode(&mut next).filter(|r| r.groups().is_empty());
+        let msg = plain.and_then(|r| r.message());
+        match msg {
+            Some(msg) if batch.admits(&msg) => batch.push(msg),
+            _ => return src,
+        }
+        src = next;
+    }
+}
+
 /// Applies records from the front of `batch`; returns how many bytes it
 /// used. It stops early after a delivery that filled a subscriber past half,
 /// and before one the budget is short for (once per record: `deferred`).
@@ -323,10 +338,15 @@ pub(super) fn apply_batch(
         match record {
             Record::Publish { .. } | Record::HPublish { .. } | Record::QueuePublish { .. } => {
                 let msg = record.message().expect("a publish carries a message");
-                let source = Source::Peer { groups: record.groups() };
-                match route::publish(shard, st, msg, source, deferred) {
+                let groups = record.groups();
+                let mut batch = Batch::new(msg, shard.cfg.max_pending);
+                // A publish for queue groups goes alone: its groups are its own.
+                let after = if groups.is_empty() { gather(&mut batch, src) } else { src };
+                let msgs = batch.messages();
+                match route::publish(shard, st, msgs, Source::Peer { groups }, deferred) {
                     Routed::Delivered { pressed, .. } => {
-                        published += 1;
+                        published += msgs.len() as u64;
+                        src = after;
                         if pressed {
                             break;
                         }

@@ -1,9 +1,16 @@
-//! Copying one message into the output queues of this core's subscribers.
+//! Copying a batch of messages to one topic into the output queues of this
+//! core's subscribers.
 //!
-//! A subscriber whose queue cannot take the message meets its policy
+//! Each message is encoded once. One for several subscribers is also
+//! written once to a shared chunk, and queues refer to it there (see
+//! [`SHARE_FROM`] and [`crate::mem::splice`]).
+//!
+//! A subscriber whose queue cannot take a message meets its policy
 //! ([`crate::core::pressure`]): lossy subscriptions drop and count it (reported
 //! later with `DROPPED`), others begin to leave as slow consumers and are
 //! listed for the caller to finish with [`super::reap`].
+
+use std::ops::Range;
 
 use corecast_proto::{HMsg, HPub, Headers, Msg, Pub, ServerFrame, ServerFrame11};
 use slab::Slab;
@@ -18,11 +25,43 @@ use crate::{
     mem::{queue::Item, splice::HEADER, Blob, ChunkId, Memory, CHUNK, REFCOUNT},
 };
 
-/// Bodies from this many bytes (topic and reply-to included) are written
-/// once to a shared chunk and sent to every subscriber from there; shorter
-/// ones are copied into each queue, which costs less than the record and
-/// the extra slices in `sendmsg`.
+/// A message for more than one subscriber is written once to a shared
+/// chunk, with the first subscriber's sid, and every subscriber with that
+/// sid queues the frame as it lies there: consecutive ones extend one
+/// record. (Clients number sids from 1, so the subscribers of one topic
+/// often share one.) A subscriber with another sid gets its own header and
+/// the shared body when the body (topic and reply-to included) has this
+/// many bytes; a shorter one is copied into its queue, which costs less
+/// than a record and the extra slices in `sendmsg`.
 const SHARE_FROM: usize = 256;
+
+/// A message of the batch, written once to a shared chunk with one
+/// subscriber's sid.
+#[derive(Debug, Clone, Copy)]
+struct Shared {
+    sid: u32,
+    frame: Blob,
+}
+
+impl Shared {
+    /// How `sub` gets it: the whole frame when its sid is the one written;
+    /// else its own header and the shared body when the body is long
+    /// enough for that to beat a copy; else `None`, a copy.
+    fn item_for(
+        self,
+        sub: &LocalSub,
+        header: impl FnOnce() -> [u8; HEADER],
+    ) -> Option<Item<'static>> {
+        if sub.sid == self.sid {
+            return Some(Item::Frame { sid: sub.sid, frame: self.frame });
+        }
+        let body = usize::from(self.frame.len) - HEADER;
+        (body >= SHARE_FROM).then(|| {
+            let blob = Blob { off: self.frame.off + HEADER as u16, len: body as u16, ..self.frame };
+            Item::Shared { header: header(), blob }
+        })
+    }
+}
 
 /// The parts of a message every subscriber gets.
 #[derive(Debug, Clone, Copy)]
@@ -59,8 +98,19 @@ impl<'a> From<HPub<'a>> for Message<'a> {
     }
 }
 
-/// A core's fan-out scratch: the message being delivered, encoded once, and
-/// how much was copied out since subscribers last had a turn to flush.
+/// Where one message of the batch lies in [`Fanout`]'s frames.
+#[derive(Debug, Clone, Copy)]
+struct Encoded {
+    /// Its `MSG`: start and length in `frames`.
+    msg: (usize, usize),
+    /// Its `HMSG`, when it has headers, for 1.1 subscribers.
+    hmsg: Option<(usize, usize)>,
+    /// Its copy in a shared chunk, when it has one.
+    shared: Option<Shared>,
+}
+
+/// A core's fan-out scratch: the messages being delivered, encoded once,
+/// and how much was copied out since subscribers last had a turn to flush.
 ///
 /// Past [`Fanout::BURST`] bytes the publisher yields and every subscriber
 /// writes, giving its chunks back. Without it one large read of publishes
@@ -69,17 +119,22 @@ impl<'a> From<HPub<'a>> for Message<'a> {
 /// broker RSS in the hundreds of MiB.
 #[derive(Debug, Default)]
 pub(crate) struct Fanout {
-    /// The current `MSG`; each subscriber gets a copy with its own sid
-    /// stamped in. Grows to the largest message, at most a frame.
-    frame: Vec<u8>,
-    /// The current `HMSG`, when the message has headers, for 1.1
-    /// subscribers; stamped like `frame`.
-    hframe: Vec<u8>,
+    /// The batch's frames, back to back; each subscriber gets a copy with
+    /// its own sid stamped in. At most a batch's bytes.
+    frames: Vec<u8>,
+    /// The batch, in order.
+    batch: Vec<Encoded>,
     /// Bytes copied out since the last yield.
     burst: usize,
-    /// The chunk shared bodies are being written to, and how far it is
+    /// The chunk shared frames are being written to, and how far it is
     /// filled; it holds a reference of its own.
     shared: Option<(ChunkId, usize)>,
+    /// Chunks filled during this batch, whose reference is held until the
+    /// batch is queued.
+    retired: Vec<ChunkId>,
+    /// Numbers the checks that no connection is listed twice; see
+    /// [`Slot::visit`].
+    pass: u32,
 }
 
 impl Fanout {
@@ -91,64 +146,116 @@ impl Fanout {
     /// 43 MiB RSS.
     const BURST: usize = 32 << 20;
 
-    /// Encodes `msg` once for the subscribers about to get it: as `MSG`,
-    /// and as `HMSG` too when it has headers.
-    fn encode(&mut self, msg: Message<'_>) {
-        self.frame.clear();
-        let Message { topic, reply_to, headers, payload } = msg;
-        ServerFrame::Msg(Msg { sid: 0, topic, reply_to, payload }).encode(&mut self.frame);
-        if let Some(block) = headers {
-            self.hframe.clear();
-            // The codec checked the block when it decoded the HPUB (or the
-            // peer core's codec did); a broken one cannot get here.
-            let headers = Headers::parse(block).unwrap_or(Headers::EMPTY);
-            let hmsg = HMsg { sid: 0, topic, reply_to, headers, payload };
-            ServerFrame11::HMsg(hmsg).encode(&mut self.hframe);
+    /// Encodes the batch once for the subscribers about to get it: each
+    /// message as `MSG`, as `HMSG` too when it has headers, and written to
+    /// a shared chunk when that pays.
+    fn encode(&mut self, mem: &mut Memory, msgs: &[Message<'_>], subs: &[LocalSub]) {
+        self.frames.clear();
+        self.batch.clear();
+        let first_sid = subs.first().map_or(0, |s| s.sid);
+        for &Message { topic, reply_to, headers, payload } in msgs {
+            let start = self.frames.len();
+            ServerFrame::Msg(Msg { sid: 0, topic, reply_to, payload }).encode(&mut self.frames);
+            let msg = (start, self.frames.len() - start);
+            let hmsg = headers.map(|block| {
+                let start = self.frames.len();
+                // The codec checked the block when it decoded the HPUB (or
+                // the peer core's codec did); a broken one cannot get here.
+                let headers = Headers::parse(block).unwrap_or(Headers::EMPTY);
+                let hmsg = HMsg { sid: 0, topic, reply_to, headers, payload };
+                ServerFrame11::HMsg(hmsg).encode(&mut self.frames);
+                (start, self.frames.len() - start)
+            });
+            let shared = match hmsg {
+                Some(_) => None,
+                None => self.share(mem, msg, subs.len(), first_sid),
+            };
+            self.batch.push(Encoded { msg, hmsg, shared });
         }
     }
 
-    /// The encoded `HMSG` with `sid` stamped in.
-    fn hmsg_for_sid(&mut self, sid: u32) -> &[u8] {
-        self.hframe[HMsg::SID_AT..HMsg::SID_AT + 4].copy_from_slice(&sid.to_le_bytes());
-        &self.hframe
+    /// The frame at `(start, len)` with `sid` stamped in.
+    fn stamped(&mut self, (start, len): (usize, usize), sid: u32) -> &[u8] {
+        // `MSG` and `HMSG` keep the sid at the same offset.
+        const _: () = assert!(Msg::SID_AT == HMsg::SID_AT);
+        let frame = &mut self.frames[start..start + len];
+        frame[Msg::SID_AT..Msg::SID_AT + 4].copy_from_slice(&sid.to_le_bytes());
+        frame
     }
 
-    /// The encoded message with `sid` stamped in.
-    fn for_sid(&mut self, sid: u32) -> &[u8] {
-        self.frame[Msg::SID_AT..Msg::SID_AT + 4].copy_from_slice(&sid.to_le_bytes());
-        &self.frame
-    }
-
-    /// The subscriber's own header for the current message.
-    fn header_for(&self, sid: u32) -> [u8; HEADER] {
+    /// The subscriber's own header for message `j`.
+    fn header_for(&self, j: usize, sid: u32) -> [u8; HEADER] {
+        let start = self.batch[j].msg.0;
         let mut header = [0; HEADER];
-        header.copy_from_slice(&self.frame[..HEADER]);
+        header.copy_from_slice(&self.frames[start..start + HEADER]);
         header[Msg::SID_AT..].copy_from_slice(&sid.to_le_bytes());
         header
     }
 
-    /// Writes the current message's body to a shared chunk, when sharing
-    /// it pays: more than one subscriber, and a body long enough and no
-    /// longer than a chunk. `None` means copy it.
-    fn share_body(&mut self, mem: &mut Memory, subscribers: usize) -> Option<Blob> {
-        let body = &self.frame[HEADER..];
-        if subscribers < 2 || body.len() < SHARE_FROM || body.len() > CHUNK - REFCOUNT {
+    /// How `sub` gets message `j`.
+    fn item_for(&mut self, j: usize, sub: &LocalSub) -> Item<'_> {
+        let e = self.batch[j];
+        if let Some(item) = e.shared.and_then(|s| s.item_for(sub, || self.header_for(j, sub.sid))) {
+            return item;
+        }
+        match e.hmsg {
+            Some(hmsg) if sub.hmsg => Item::Bytes(self.stamped(hmsg, sub.sid)),
+            _ => Item::Bytes(self.stamped(e.msg, sub.sid)),
+        }
+    }
+
+    /// Whether every subscription in `subs` belongs to a different
+    /// connection, checked by marking each connection's slot with a fresh
+    /// pass number. Only then may each subscriber take the whole batch in
+    /// turn and still see the messages in the order they were published.
+    fn one_per_connection(&mut self, slots: &mut Slab<Slot>, subs: &[LocalSub]) -> bool {
+        self.pass = self.pass.wrapping_add(1);
+        let pass = self.pass;
+        subs.iter().enumerate().all(|(i, sub)| {
+            if let Some(slot) = subs.get(i + 2 * PREFETCH_AHEAD).and_then(|s| slots.get(s.key)) {
+                slot.prefetch();
+            }
+            slots.get_mut(sub.key).map_or(true, |slot| slot.visit(pass))
+        })
+    }
+
+    /// Writes a message, stamped with `sid`, to a shared chunk when more
+    /// than one subscriber will get it and it fits in a chunk; `None` means
+    /// copy it.
+    fn share(
+        &mut self,
+        mem: &mut Memory,
+        msg: (usize, usize),
+        subscribers: usize,
+        sid: u32,
+    ) -> Option<Shared> {
+        let len = msg.1;
+        if subscribers < 2 || len > CHUNK - REFCOUNT {
             return None;
         }
+        let batch_holds_none = !self.batch.iter().any(|e| e.shared.is_some());
         let (id, fill) = match self.shared.take() {
-            // No queue holds a body from it any more: write from the start.
-            Some((id, _)) if mem.refs(id) == 1 => (id, REFCOUNT),
-            Some((id, fill)) if fill + body.len() <= CHUNK => (id, fill),
+            // No queue holds a frame from it, nor does this batch: write
+            // from the start.
+            Some((id, _)) if batch_holds_none && mem.refs(id) == 1 => (id, REFCOUNT),
+            Some((id, fill)) if fill + len <= CHUNK => (id, fill),
             full => {
-                if let Some((id, _)) = full {
-                    mem.release(id);
-                }
+                // Frames of this batch may be in it, not yet queued: its
+                // reference goes once they are ([`Fanout::release_retired`]).
+                self.retired.extend(full.map(|(id, _)| id));
                 (mem.take_shared()?, REFCOUNT)
             }
         };
-        mem.chunk_mut(id)[fill..fill + body.len()].copy_from_slice(body);
-        self.shared = Some((id, fill + body.len()));
-        Some(Blob { chunk: id, off: fill as u16, len: body.len() as u16 })
+        let frame = self.stamped(msg, sid);
+        mem.chunk_mut(id)[fill..fill + len].copy_from_slice(frame);
+        self.shared = Some((id, fill + len));
+        Some(Shared { sid, frame: Blob { chunk: id, off: fill as u16, len: len as u16 } })
+    }
+
+    /// Drops the references to the chunks filled during the last batch,
+    /// now that its frames are queued.
+    fn release_retired(&mut self, mem: &mut Memory) {
+        self.retired.drain(..).for_each(|id| mem.release(id));
     }
 
     /// Gives the chunk for shared bodies back once no queue holds a body
@@ -192,49 +299,93 @@ fn prefetch_ahead(slots: &Slab<Slot>, mem: &Memory, subs: &[LocalSub], i: usize,
     }
 }
 
-/// Delivers `msg` to `subs`, except to the subscriptions of connection
-/// `skip` (a publisher that asked for no echo). Returns whether the caller
-/// should let subscribers flush before delivering more: some subscriber's
-/// queue just went past half of `max_pending`, or this burst reached its
-/// limit.
+/// Delivers `msgs` (one topic's, in order) to `subs`, except to the
+/// subscriptions of connection `skip` (a publisher that asked for no
+/// echo). Returns whether the caller should let subscribers flush before
+/// delivering more: some subscriber's queue just went past half of
+/// `max_pending`, or this burst reached its limit.
 ///
-/// Only header-less bodies are shared between queues: a message with
+/// When no connection holds two of the subscriptions, each subscriber takes
+/// the whole batch in turn, so its slot and queue are fetched once for the
+/// batch rather than once per message; otherwise message by message.
+///
+/// Only header-less messages are shared between queues: a message with
 /// headers goes out as two different frames (`HMSG`, `MSG`), and each
 /// subscriber gets its own copy of the one it speaks.
 pub(crate) fn deliver(
     slots: &mut Slab<Slot>,
     mem: &mut Memory,
     subs: &[LocalSub],
-    (msg, skip): (Message<'_>, Option<usize>),
+    (msgs, skip): (&[Message<'_>], Option<usize>),
     policy: &mut Policy<'_>,
     scratch: &mut Fanout,
 ) -> bool {
-    let (mut sent, mut copied, mut pressed) = (0, 0, false);
-    let half = mem.max_pending() / 2;
-    scratch.encode(msg);
-    let has_headers = msg.headers.is_some();
-    let blob = if has_headers { None } else { scratch.share_body(mem, subs.len()) };
-    for (i, sub) in subs.iter().enumerate() {
-        prefetch_ahead(slots, mem, subs, i, blob.is_some());
-        let Some(slot) = slots.get(sub.key) else { continue };
-        if !slot.is_open() || skip == Some(sub.key) {
-            continue;
-        }
-        let before = slot.out().len();
-        let item = match blob {
-            Some(blob) => Item::Shared { header: scratch.header_for(sub.sid), blob },
-            None if has_headers && sub.hmsg => Item::Bytes(scratch.hmsg_for_sid(sub.sid)),
-            None => Item::Bytes(scratch.for_sid(sub.sid)),
-        };
-        let len = item.len();
-        let drop_sid = sub.lossy.then_some(sub.sid);
-        if policy.queue(slots, mem, sub.key, item, drop_sid) == Queued::Yes {
-            sent += 1;
-            copied += len;
-            // Once per crossing: a subscriber stuck above half is not news.
-            pressed |= before <= half && slots[sub.key].out().len() > half;
-        }
+    scratch.encode(mem, msgs, subs);
+    let whole = msgs.len() > 1 && scratch.one_per_connection(slots, subs);
+    let mut d = Delivery { slots, mem, policy, scratch, skip, tally: Tally::default() };
+    if whole {
+        d.offer_each(subs, 0..msgs.len());
+    } else {
+        (0..msgs.len()).for_each(|j| d.offer_each(subs, j..j + 1));
     }
+    let Tally { sent, copied, pressed } = d.tally;
+    scratch.release_retired(mem);
     CoreCounters::add(&policy.counters.msgs_out, sent);
     scratch.burst_over(copied) | pressed
+}
+
+/// What a delivery queued.
+#[derive(Debug, Default)]
+struct Tally {
+    sent: u64,
+    copied: usize,
+    /// Some subscriber's queue went past half of `max_pending`.
+    pressed: bool,
+}
+
+/// One delivery in progress.
+struct Delivery<'a, 'p> {
+    slots: &'a mut Slab<Slot>,
+    mem: &'a mut Memory,
+    policy: &'a mut Policy<'p>,
+    scratch: &'a mut Fanout,
+    skip: Option<usize>,
+    tally: Tally,
+}
+
+impl Delivery<'_, '_> {
+    /// Offers the batch's messages `which` to every subscriber in turn.
+    fn offer_each(&mut self, subs: &[LocalSub], which: Range<usize>) {
+        let shared = self.scratch.batch[which.start].shared.is_some();
+        for (i, sub) in subs.iter().enumerate() {
+            prefetch_ahead(self.slots, self.mem, subs, i, shared);
+            self.offer(sub, which.clone());
+        }
+    }
+
+    /// Queues messages `which` for `sub`, each meeting the subscriber's
+    /// policy if it does not fit; stops at a cut.
+    fn offer(&mut self, sub: &LocalSub, which: Range<usize>) {
+        let Some(slot) = self.slots.get(sub.key) else { return };
+        if !slot.is_open() || self.skip == Some(sub.key) {
+            return;
+        }
+        let half = self.mem.max_pending() / 2;
+        let before = slot.out().len();
+        let drop_sid = sub.lossy.then_some(sub.sid);
+        for j in which {
+            let item = self.scratch.item_for(j, sub);
+            let len = item.len();
+            match self.policy.queue(self.slots, self.mem, sub.key, item, drop_sid) {
+                Queued::Yes => {
+                    self.tally.sent += 1;
+                    self.tally.copied += len;
+                }
+                Queued::Dropped => {}
+                Queued::Cut => return,
+            }
+        }
+        // Once per crossing: a subscriber stuck above half is not news.
+        self.tally.pressed |= before <= half && self.slots[sub.key].out().len() > half;
+    }
 }

@@ -32,7 +32,7 @@ use topics::{LocalSub, TopicEntry, Topics};
 
 use crate::{
     core::{
-        pressure,
+        pressure::{self, Doomed},
         shard::{Shard, State},
         slot::Slot,
     },
@@ -98,7 +98,7 @@ pub(crate) enum Routed {
     Deferred,
 }
 
-/// Who gets one message.
+/// Who gets one message, or a batch of them.
 #[derive(Debug, Default)]
 struct Targets<'a> {
     /// Subscriptions here: every plain one, and the queue group members
@@ -124,70 +124,201 @@ impl<'a> Targets<'a> {
     }
 }
 
-/// Routes one message. `deferred` says whether it was deferred once
-/// already (and is set when it is deferred now).
+/// Routes a batch of messages to one topic, in order. `deferred` says
+/// whether it was deferred once already (and is set when it is deferred
+/// now).
+///
+/// A batch shares one lookup. Its messages share their targets too, unless
+/// a client publishes to a topic with queue groups: then each message draws
+/// its own members. A peer's publish for queue groups comes alone.
 pub(crate) fn publish(
     shard: &Shard,
     st: &mut State,
-    msg: Message<'_>,
+    msgs: &[Message<'_>],
     source: Source<'_>,
     deferred: &mut bool,
 ) -> Routed {
+    let Some(first) = msgs.first() else {
+        return Routed::Delivered { pressed: false, responders: false };
+    };
     let State { slots, routes, outbound, doomed, mem, .. } = &mut *st;
     let Routes { topics, fanout, queues } = routes;
-    let room = Room::new(msg.frame_len(), mem.max_pending());
-    let targets = targets(topics.get(msg.topic), source, queues, slots, room);
-    let skip = match source {
-        Source::Client { skip, .. } => skip,
-        Source::Peer { .. } => None,
+    let entry = topics.get(first.topic);
+    let mut p = Publishing { shard, slots, mem, outbound, doomed, fanout, source };
+    let routed = match (entry, source) {
+        (Some(entry), Source::Client { skip, .. }) if !entry.groups().is_empty() => {
+            p.drawn(entry, queues, (msgs, skip), deferred)
+        }
+        _ => p.together(entry, queues, msgs, deferred),
     };
-    let (mut pressed, mut responders) = (false, false);
-    if !targets.is_empty() {
-        if let Source::Client { waker, .. } = source {
-            if !outbound.has_room(&targets.remote) {
-                outbound.wait_for_room(waker);
-                CoreCounters::add(&shard.counters.publisher_stalls, 1);
-                return Routed::Stalled;
-            }
-        }
-        let short = pressure::budget_short(mem, targets.local.len(), msg.frame_len());
-        if !std::mem::take(deferred) && short {
-            *deferred = true;
-            return Routed::Deferred;
-        }
-        let mut policy = State::policy(shard, doomed);
-        pressed = fanout::deliver(slots, mem, targets.local, (msg, skip), &mut policy, fanout);
-        responders =
-            !targets.remote.is_empty() || targets.local.iter().any(|s| skip != Some(s.key));
-        if let Source::Client { .. } = source {
-            stage_for_peers(shard, outbound, &targets, msg);
-        }
-    }
-    if targets.undeliverable > 0 {
-        CoreCounters::add(&shard.counters.queue_undeliverable, targets.undeliverable);
-    }
     reap(shard, st);
-    Routed::Delivered { pressed, responders }
+    routed
 }
 
-/// Who gets a message whose topic `entry` names. A topic without queue
-/// groups takes its entry as it is: no copy, no draw.
-fn targets<'a>(
-    entry: Option<&'a TopicEntry>,
-    source: Source<'_>,
-    queues: &'a mut Queues,
-    slots: &Slab<Slot>,
-    room: Room,
-) -> Targets<'a> {
-    match (entry, source) {
-        (Some(entry), Source::Client { skip, .. }) if !entry.groups().is_empty() => {
-            queues.draw(entry, slots, skip, room)
+/// The parts of a core's state one publish works with.
+struct Publishing<'s, 'm> {
+    shard: &'s Shard,
+    slots: &'s mut Slab<Slot>,
+    mem: &'s mut Memory,
+    outbound: &'s mut Outbound,
+    doomed: &'s mut Doomed,
+    fanout: &'s mut Fanout,
+    source: Source<'m>,
+}
+
+impl Publishing<'_, '_> {
+    /// One set of targets for the whole batch: a topic without queue
+    /// groups (its entry as it is: no copy, no draw), or a peer's publish
+    /// for queue groups.
+    fn together(
+        &mut self,
+        entry: Option<&TopicEntry>,
+        queues: &mut Queues,
+        msgs: &[Message<'_>],
+        deferred: &mut bool,
+    ) -> Routed {
+        let room = Room::new(msgs[0].frame_len(), self.mem.max_pending());
+        let targets = match (entry, self.source) {
+            (entry, Source::Peer { groups }) if !groups.is_empty() => {
+                queues.serve(entry, groups, self.slots, room)
+            }
+            (Some(entry), _) => Targets::plain(entry),
+            (None, _) => Targets::default(),
+        };
+        let (mut pressed, mut responders) = (false, false);
+        if !targets.is_empty() {
+            let frames_len = msgs.iter().map(Message::frame_len).sum();
+            if let Err(blocked) =
+                self.admit(&targets.remote, targets.local.len(), frames_len, deferred)
+            {
+                return blocked;
+            }
+            (pressed, responders) = self.deliver(&targets, msgs);
         }
-        (entry, Source::Peer { groups }) if !groups.is_empty() => {
-            queues.serve(entry, groups, slots, room)
+        if targets.undeliverable > 0 {
+            let counter = &self.shard.counters.queue_undeliverable;
+            CoreCounters::add(counter, targets.undeliverable);
         }
-        (Some(entry), _) => Targets::plain(entry),
-        (None, _) => Targets::default(),
+        Routed::Delivered { pressed, responders }
+    }
+
+    /// A client's batch to a topic with queue groups: after one check of
+    /// everything the batch may reach, each message draws its own members
+    /// (leaving out those of connection `skip`) and goes on its own.
+    fn drawn(
+        &mut self,
+        entry: &TopicEntry,
+        queues: &mut Queues,
+        (msgs, skip): (&[Message<'_>], Option<usize>),
+        deferred: &mut bool,
+    ) -> Routed {
+        let frames_len = msgs.iter().map(Message::frame_len).sum();
+        let local = entry.local().len() + entry.groups().len();
+        if let Err(blocked) = self.admit(&queue::reach(entry), local, frames_len, deferred) {
+            return blocked;
+        }
+        let (mut pressed, mut responders) = (false, false);
+        for msg in msgs {
+            let room = Room::new(msg.frame_len(), self.mem.max_pending());
+            let targets = queues.draw(entry, self.slots, skip, room);
+            if !targets.is_empty() {
+                let (p, r) = self.deliver(&targets, std::slice::from_ref(msg));
+                (pressed, responders) = (pressed | p, responders | r);
+            }
+        }
+        Routed::Delivered { pressed, responders }
+    }
+
+    /// Checks before anything of a batch is delivered: a client's publish
+    /// waits while a core in `reach` has no staging room, and any waits
+    /// once for the subscribers to write when the budget may be short for
+    /// `local` subscribers.
+    fn admit(
+        &mut self,
+        reach: &CoreSet,
+        local: usize,
+        frames_len: usize,
+        deferred: &mut bool,
+    ) -> Result<(), Routed> {
+        if let Source::Client { waker, .. } = self.source {
+            if !self.outbound.has_room(reach) {
+                self.outbound.wait_for_room(waker);
+                CoreCounters::add(&self.shard.counters.publisher_stalls, 1);
+                return Err(Routed::Stalled);
+            }
+        }
+        let short = pressure::budget_short(self.mem, local, frames_len);
+        if !std::mem::take(deferred) && short {
+            *deferred = true;
+            return Err(Routed::Deferred);
+        }
+        Ok(())
+    }
+
+    /// Delivers `msgs` to the targets here and, for a client's publish,
+    /// stages them for the other cores in the targets; returns whether
+    /// subscribers should flush first (`pressed`) and whether anyone was
+    /// there to receive them (`responders`).
+    fn deliver(&mut self, targets: &Targets<'_>, msgs: &[Message<'_>]) -> (bool, bool) {
+        let skip = match self.source {
+            Source::Client { skip, .. } => skip,
+            Source::Peer { .. } => None,
+        };
+        let mut policy = State::policy(self.shard, self.doomed);
+        let local = targets.local;
+        let pressed =
+            fanout::deliver(self.slots, self.mem, local, (msgs, skip), &mut policy, self.fanout);
+        let responders = !targets.remote.is_empty() || local.iter().any(|s| skip != Some(s.key));
+        if let Source::Client { .. } = self.source {
+            for &msg in msgs {
+                stage_for_peers(self.shard, self.outbound, targets, msg);
+            }
+        }
+        (pressed, responders)
+    }
+}
+
+/// Messages to one topic that follow each other in a publisher's input (or
+/// a peer core's batch), delivered together ([`fanout::deliver`]).
+#[derive(Debug)]
+pub(crate) struct Batch<'a> {
+    msgs: [Message<'a>; Batch::MAX],
+    len: usize,
+    /// Bytes of frames so far, and the most the batch may hold.
+    bytes: usize,
+    limit: usize,
+}
+
+impl<'a> Batch<'a> {
+    /// At most this many messages: enough that each subscriber's slot and
+    /// queue are fetched once for many messages, few enough that the
+    /// batch's frames stay in the first-level cache.
+    pub(crate) const MAX: usize = 32;
+
+    /// A batch that starts with `first`. It takes at most 64 KiB of frames,
+    /// and an eighth of `max_pending`, so one batch cannot carry a
+    /// subscriber far past the point where it would have yielded.
+    pub(crate) fn new(first: Message<'a>, max_pending: usize) -> Self {
+        let limit = (max_pending / 8).min(64 << 10);
+        Self { msgs: [first; Self::MAX], len: 1, bytes: first.frame_len(), limit }
+    }
+
+    /// Whether `msg` may join: same topic, and room for it.
+    pub(crate) fn admits(&self, msg: &Message<'_>) -> bool {
+        self.len < Self::MAX
+            && msg.topic == self.msgs[0].topic
+            && self.bytes + msg.frame_len() <= self.limit
+    }
+
+    /// Adds `msg`, which [`Self::admits`] accepted.
+    pub(crate) fn push(&mut self, msg: Message<'a>) {
+        self.bytes += msg.frame_len();
+        self.msgs[self.len] = msg;
+        self.len += 1;
+    }
+
+    pub(crate) fn messages(&self) -> &[Message<'a>] {
+        &self.msgs[..self.len]
     }
 }
 

@@ -220,6 +220,16 @@ impl Queues {
     }
 }
 
+/// Every other core a message to `entry`'s topic may go to: those with
+/// subscriptions without a group, and those with members of its groups.
+pub(super) fn reach(entry: &TopicEntry) -> CoreSet {
+    let mut cores = *entry.remote();
+    for group in entry.groups() {
+        group.remote().for_each(|(core, _)| cores.insert(core));
+    }
+    cores
+}
+
 /// Whether a member can be picked: its connection is open, and it is not
 /// the publisher's own when that asked for no echo.
 fn eligible(member: &LocalSub, slots: &Slab<Slot>, skip: Option<usize>) -> bool {
