@@ -83,10 +83,17 @@ counters! {
     /// Of those, dropped (new or already queued) to keep the core within
     /// its pending budget.
     drops_budget,
-    /// Messages no member of a queue group received: the core drawn for
-    /// the group had no member left when the message arrived (the member
-    /// drawn left while it was on its way).
+    /// Messages no member of a queue group received, once per group: the
+    /// core drawn for the group had no member left when the message
+    /// arrived (the member drawn left while it was on its way), and no
+    /// other member could be drawn: none on another core that it knew of
+    /// and could hand the message to at once, or the message had been
+    /// drawn again already.
     queue_undeliverable,
+    /// Messages handed on to another core for a queue group, once per
+    /// group: the core drawn for the group had no member left when the
+    /// message arrived, and drew again among the other cores' members.
+    queue_redrawn,
     /// Connections closed because they could not keep up (all causes).
     slow_consumer_closes,
     /// Of those, closed with `max_pending` bytes queued.
