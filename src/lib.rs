@@ -43,7 +43,8 @@
 //!   - `route::sublist`: the index behind it, with `*` and `>` patterns
 //!     and a bounded cache of merged lookups.
 //!   - `route::queue`: one member of each queue group per message, drawn
-//!     across cores.
+//!     across cores, and drawn once more when the core drawn has no member
+//!     left.
 //!   - `route::fanout`: copying a message into subscribers' output queues.
 //! - `mesh`: traffic between cores.
 //!   - `mesh::record`: the records cores send each other, and what a core

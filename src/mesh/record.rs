@@ -20,9 +20,16 @@ const HPUBLISH: u8 = 6;
 const QUEUE_PUBLISH: u8 = 7;
 const QUEUE_INTEREST: u8 = 8;
 
+/// The flags of a `QueuePublish`: a header block follows; it was re-drawn
+/// ([`Handoff::redrawn`]); the publisher that asked for no echo follows.
+const HAS_HEADERS: u8 = 1;
+const REDRAWN: u8 = 2;
+const NO_ECHO: u8 = 4;
+
 /// The queue groups a publish record asks its core to serve, as they
 /// travel: each name as a short string (a length byte, then the bytes).
-/// The core that published the message drew a member of each group on the
+/// The core that sent the record (the publishing core, or one that drew
+/// again, [`Handoff::redrawn`]) drew a member of each group on the
 /// receiving core; the receiving core picks which one.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct GroupNames<'a>(&'a [u8]);
@@ -58,6 +65,42 @@ impl<'a> GroupNames<'a> {
     }
 }
 
+/// What a queue publish record asks of the receiving core: the groups it
+/// serves, and what it may do with a group it has no member of left.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Handoff<'a> {
+    /// The groups to serve with a member of the receiving core.
+    pub groups: GroupNames<'a>,
+    /// Drawn a second time, by a core whose members of these groups had
+    /// all left while the message was on its way there. The receiving
+    /// core serves the groups only (its subscribers without a group had
+    /// their copy from the publishing core), and drops and counts a group
+    /// it has no member of instead of handing the message on again: one
+    /// more hop at most.
+    pub redrawn: bool,
+    /// The publishing connection, when it asked for no echo. It travels
+    /// with the message because a second draw may bring the message back
+    /// to the publishing core, where that connection's members must be
+    /// passed over as in the first draw.
+    pub no_echo: Option<Publisher>,
+}
+
+/// A connection that published a message: its core (below 256, as every
+/// core index) and its slab key there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Publisher {
+    pub core: usize,
+    pub key: usize,
+}
+
+impl Handoff<'_> {
+    /// The slab key of the connection whose members a core `core` must
+    /// pass over: the publisher's, on its own core.
+    pub(crate) fn skip_on(&self, core: usize) -> Option<usize> {
+        self.no_echo.filter(|p| p.core == core).map(|p| p.key)
+    }
+}
+
 /// One unit of work for another core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Record<'a> {
@@ -67,15 +110,15 @@ pub(crate) enum Record<'a> {
     /// core's codec. A record of its own, so header-less publishes keep
     /// their bytes and their cost.
     HPublish { topic: &'a str, reply_to: &'a str, headers: &'a [u8], payload: &'a [u8] },
-    /// Deliver to the receiving core's subscribers of `topic` without a
-    /// queue group, and to one of its members of each group in `groups`.
-    /// A record of its own, so that publishes no group reaches keep their
-    /// bytes and their cost.
+    /// Deliver to one of the receiving core's members of each group in
+    /// the handoff and, unless it was re-drawn, to its subscribers of
+    /// `topic` without a queue group. A record of its own, so that
+    /// publishes no group reaches keep their bytes and their cost.
     QueuePublish {
         topic: &'a str,
         reply_to: &'a str,
         headers: Option<&'a [u8]>,
-        groups: GroupNames<'a>,
+        handoff: Handoff<'a>,
         payload: &'a [u8],
     },
     /// The sending core now has subscribers without a queue group for
@@ -106,19 +149,20 @@ impl<'a> Record<'a> {
 
     /// The record that carries `msg` to another core with the queue groups
     /// that core serves; a plain publish when there are none.
-    pub(crate) fn queue_publish(msg: Message<'a>, groups: GroupNames<'a>) -> Self {
-        if groups.is_empty() {
+    pub(crate) fn queue_publish(msg: Message<'a>, handoff: Handoff<'a>) -> Self {
+        if handoff.groups.is_empty() {
             return Self::publish(msg);
         }
         let Message { topic, reply_to, headers, payload } = msg;
-        Self::QueuePublish { topic, reply_to, headers, groups, payload }
+        Self::QueuePublish { topic, reply_to, headers, handoff, payload }
     }
 
-    /// The queue groups a publish record asks the receiving core to serve.
-    fn groups(&self) -> GroupNames<'a> {
+    /// What a publish record asks the receiving core to do for queue
+    /// groups: nothing (no groups) unless it is a `QueuePublish`.
+    fn handoff(&self) -> Handoff<'a> {
         match *self {
-            Self::QueuePublish { groups, .. } => groups,
-            _ => GroupNames::default(),
+            Self::QueuePublish { handoff, .. } => handoff,
+            _ => Handoff::default(),
         }
     }
 
@@ -152,16 +196,18 @@ impl<'a> Record<'a> {
             Self::HPublish { topic, reply_to, headers, payload } => {
                 1 + 1 + topic.len() + 1 + reply_to.len() + 2 + headers.len() + 4 + payload.len()
             }
-            Self::QueuePublish { topic, reply_to, headers, groups, payload } => {
+            Self::QueuePublish { topic, reply_to, headers, handoff, payload } => {
                 let headers = headers.map_or(0, |h| 2 + h.len());
+                let no_echo = if handoff.no_echo.is_some() { 1 + 8 } else { 0 };
                 1 + 1
                     + topic.len()
                     + 1
                     + reply_to.len()
                     + 1
                     + headers
+                    + no_echo
                     + 4
-                    + groups.0.len()
+                    + handoff.groups.0.len()
                     + 4
                     + payload.len()
             }
@@ -193,17 +239,21 @@ impl<'a> Record<'a> {
                 dst.put_u32_le(payload.len() as u32);
                 dst.put_slice(payload);
             }
-            Self::QueuePublish { topic, reply_to, headers, groups, payload } => {
+            Self::QueuePublish { topic, reply_to, headers, handoff, payload } => {
                 dst.put_u8(QUEUE_PUBLISH);
                 short(dst, topic);
                 short(dst, reply_to);
-                dst.put_u8(u8::from(headers.is_some()));
+                dst.put_u8(queue_flags(headers.is_some(), handoff));
                 if let Some(headers) = headers {
                     dst.put_u16_le(headers.len() as u16);
                     dst.put_slice(headers);
                 }
-                dst.put_u32_le(groups.0.len() as u32);
-                dst.put_slice(groups.0);
+                if let Some(Publisher { core, key }) = handoff.no_echo {
+                    dst.put_u8(core as u8);
+                    dst.put_u64_le(key as u64);
+                }
+                dst.put_u32_le(handoff.groups.0.len() as u32);
+                dst.put_slice(handoff.groups.0);
                 dst.put_u32_le(payload.len() as u32);
                 dst.put_slice(payload);
             }
@@ -269,18 +319,43 @@ impl<'a> Record<'a> {
     fn decode_queue_publish(src: &mut &'a [u8]) -> Option<Self> {
         let topic = short(src)?;
         let reply_to = short(src)?;
-        let headers = match *take(src, 1)?.first()? {
+        let flags = *take(src, 1)?.first()?;
+        let headers = match flags & HAS_HEADERS {
             0 => None,
             _ => {
                 let hlen = take(src, 2)?.get_u16_le() as usize;
                 Some(take(src, hlen)?)
             }
         };
+        let no_echo = match flags & NO_ECHO {
+            0 => None,
+            _ => {
+                let core = usize::from(*take(src, 1)?.first()?);
+                Some(Publisher { core, key: usize::try_from(u64_le(src)?).ok()? })
+            }
+        };
         let glen = u32_le(src)? as usize;
         let groups = GroupNames(take(src, glen)?);
+        let handoff = Handoff { groups, redrawn: flags & REDRAWN != 0, no_echo };
         let len = u32_le(src)? as usize;
-        Some(Self::QueuePublish { topic, reply_to, headers, groups, payload: take(src, len)? })
+        Some(Self::QueuePublish { topic, reply_to, headers, handoff, payload: take(src, len)? })
     }
+}
+
+/// The flags byte of a `QueuePublish`: which optional parts follow, and
+/// whether it was re-drawn.
+fn queue_flags(has_headers: bool, handoff: &Handoff<'_>) -> u8 {
+    let mut flags = 0;
+    if has_headers {
+        flags |= HAS_HEADERS;
+    }
+    if handoff.redrawn {
+        flags |= REDRAWN;
+    }
+    if handoff.no_echo.is_some() {
+        flags |= NO_ECHO;
+    }
+    flags
 }
 
 /// The first `n` bytes of `src`, which moves past them.
@@ -309,7 +384,7 @@ fn u32_le(src: &mut &[u8]) -> Option<u32> {
 fn gather<'a>(batch: &mut Batch<'a>, mut src: &'a [u8]) -> &'a [u8] {
     loop {
         let mut next = src;
-        let plain = Record::decode(&mut next).filter(|r| r.groups().is_empty());
+        let plain = Record::decode(&mut next).filter(|r| r.handoff().groups.is_empty());
         let msg = plain.and_then(|r| r.message());
         match msg {
             Some(msg) if batch.admits(&msg) => batch.push(msg),
@@ -338,12 +413,12 @@ pub(super) fn apply_batch(
         match record {
             Record::Publish { .. } | Record::HPublish { .. } | Record::QueuePublish { .. } => {
                 let msg = record.message().expect("a publish carries a message");
-                let groups = record.groups();
+                let handoff = record.handoff();
                 let mut batch = Batch::new(msg, shard.cfg.max_pending);
                 // A publish for queue groups goes alone: its groups are its own.
-                let after = if groups.is_empty() { gather(&mut batch, src) } else { src };
+                let after = if handoff.groups.is_empty() { gather(&mut batch, src) } else { src };
                 let msgs = batch.messages();
-                match route::publish(shard, st, msgs, Source::Peer { groups }, deferred) {
+                match route::publish(shard, st, msgs, Source::Peer { handoff }, deferred) {
                     Routed::Delivered { pressed, .. } => {
                         published += msgs.len() as u64;
                         src = after;
@@ -395,15 +470,37 @@ mod tests {
                 topic: "q.a",
                 reply_to: "",
                 headers: None,
-                groups: GroupNames(b"\x07workers\x01w"),
+                handoff: Handoff { groups: GroupNames(b"\x07workers\x01w"), ..Handoff::default() },
                 payload: b"p",
             },
             Record::QueuePublish {
                 topic: "q.b",
                 reply_to: "r",
                 headers: Some(&[0]),
-                groups: GroupNames(b"\x01w"),
+                handoff: Handoff { groups: GroupNames(b"\x01w"), ..Handoff::default() },
                 payload: &[],
+            },
+            Record::QueuePublish {
+                topic: "q.c",
+                reply_to: "",
+                headers: None,
+                handoff: Handoff {
+                    groups: GroupNames(b"\x01w"),
+                    redrawn: true,
+                    no_echo: Some(Publisher { core: 255, key: 1 << 40 }),
+                },
+                payload: b"again",
+            },
+            Record::QueuePublish {
+                topic: "q.d",
+                reply_to: "",
+                headers: Some(&[1, 1, b'k', 0, 0]),
+                handoff: Handoff {
+                    groups: GroupNames(b"\x01w"),
+                    redrawn: false,
+                    no_echo: Some(Publisher { core: 3, key: 7 }),
+                },
+                payload: b"",
             },
             Record::HPublish {
                 topic: "h",
@@ -438,7 +535,17 @@ mod tests {
     #[test]
     fn a_publish_without_groups_keeps_its_plain_record() {
         let msg = Message { topic: "t", reply_to: "", headers: None, payload: b"x" };
-        let record = Record::queue_publish(msg, GroupNames::default());
+        let no_echo = Some(Publisher { core: 1, key: 2 });
+        let record = Record::queue_publish(msg, Handoff { no_echo, ..Handoff::default() });
         assert_eq!(record, Record::Publish { topic: "t", reply_to: "", payload: b"x" });
+    }
+
+    #[test]
+    fn the_publisher_is_skipped_only_on_its_own_core() {
+        let handoff =
+            Handoff { no_echo: Some(Publisher { core: 2, key: 9 }), ..Handoff::default() };
+        assert_eq!(handoff.skip_on(2), Some(9));
+        assert_eq!(handoff.skip_on(1), None);
+        assert_eq!(Handoff::default().skip_on(2), None);
     }
 }

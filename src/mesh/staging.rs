@@ -4,6 +4,10 @@
 //! `cross_core_batch`; past it they stop reading their socket until the
 //! forwarder has handed the batch to the link. That is the "backpressure to
 //! the publisher" policy.
+//!
+//! A core that hands a peer's message on to a third core (a queue group
+//! whose members here left, `route::queue`) never waits: it asks
+//! [`Outbound::can_forward`] and chooses among the cores that have room.
 
 use std::task::{Context, Poll, Waker};
 
@@ -53,6 +57,14 @@ impl Outbound {
     /// Whether every peer in `peers` can take more records now.
     pub(crate) fn has_room(&self, peers: &CoreSet) -> bool {
         peers.iter().all(|p| self.peers[p].staging.len() < self.limit)
+    }
+
+    /// Whether a record staged for `peer` now would reach it without
+    /// waiting: its staging is below the limit, so the record keeps it
+    /// within the bound a publisher's batch keeps, and the forwarders are
+    /// not closing (one that has finished would never send it).
+    pub(crate) fn can_forward(&self, peer: usize) -> bool {
+        !self.closing && self.peers[peer].staging.len() < self.limit
     }
 
     /// Parks a connection until a batch leaves.
@@ -139,5 +151,15 @@ mod tests {
         assert!(out.has_room(&peers));
         out.stage(1, Record::Publish { topic: "t", reply_to: "", payload: &[0; 32] });
         assert!(!out.has_room(&peers));
+    }
+
+    #[test]
+    fn forwarding_needs_room_and_an_open_mesh() {
+        let mut out = Outbound::new(0, 3, 16);
+        assert!(out.can_forward(1) && out.can_forward(2));
+        out.stage(1, Record::Publish { topic: "t", reply_to: "", payload: &[0; 32] });
+        assert!(!out.can_forward(1) && out.can_forward(2));
+        out.close();
+        assert!(!out.can_forward(2));
     }
 }

@@ -4,9 +4,10 @@
 //! Every publish goes through [`publish`], whether a client of this core
 //! sent it (`PUB`) or another core forwarded it: topic lookup, the draw of
 //! a member of each queue group, the fan-out to local subscribers, staging
-//! for the other cores that have subscribers or were drawn, and reaping
-//! the subscribers cut on the way. Subscriptions change only through
-//! [`subs`], which keeps the topic table, the other cores' view of this
+//! for the other cores that have subscribers or were drawn (or, for a
+//! queue group whose members here left while another core's message was
+//! on its way, drawn again), and reaping the subscribers cut on the way.
+//! Subscriptions change only through [`subs`], which keeps the topic table, the other cores' view of this
 //! core's interest and the `subscriptions` counter in step.
 //!
 //! - [`topics`]: one core's subscription table.
@@ -40,7 +41,7 @@ use crate::{
     mem::Memory,
     mesh::{
         coreset::CoreSet,
-        record::{GroupNames, Record},
+        record::{Handoff, Publisher, Record},
         staging::Outbound,
     },
 };
@@ -73,10 +74,12 @@ pub(crate) enum Source<'a> {
     /// slab key when it asked for no echo: a connection lives on one core,
     /// so only this core's fan-out has its subscriptions to leave out.
     Client { waker: &'a Waker, skip: Option<usize> },
-    /// Another core, which staged it for this one: delivered here only, to
-    /// the subscriptions without a queue group and to one member of each
-    /// group in `groups`, which that core drew here.
-    Peer { groups: GroupNames<'a> },
+    /// Another core, which staged it for this one: delivered here, to the
+    /// subscriptions without a queue group (unless it was re-drawn) and to
+    /// one member of each group in the handoff, which that core drew here.
+    /// A group with no member left here is drawn once more among the other
+    /// cores ([`queue`]), the only case where a peer's publish goes on.
+    Peer { handoff: Handoff<'a> },
 }
 
 /// How a publish went.
@@ -92,9 +95,13 @@ pub(crate) enum Routed {
     /// A peer's staging is full: nothing was delivered, and the client's
     /// task is woken when a batch leaves. Only a client's publish stalls.
     Stalled,
-    /// The budget may be short for it: nothing was delivered. Let the
-    /// subscribers write once, then publish it again; it is delivered then
-    /// whatever the budget.
+    /// The budget may be short for it, or (a peer's publish) a queue
+    /// group it must hand on finds every core with members of the group
+    /// short of staging room: nothing was delivered. Let the subscribers
+    /// write and the forwarders send once, then publish it again; it goes
+    /// through then whatever the budget, and a group still without room
+    /// is counted as undeliverable. Waiting once, and never for a peer,
+    /// keeps cores from waiting on each other in a circle.
     Deferred,
 }
 
@@ -109,14 +116,27 @@ struct Targets<'a> {
     remote: CoreSet,
     /// The queue groups each drawn core serves.
     handed: Handed<'a>,
-    /// Queue groups this core was drawn for but has no member of any more.
+    /// Queue groups this core was drawn for but has no member of any more,
+    /// and could not draw again for.
     undeliverable: u64,
+    /// Queue groups this core was drawn for, has no member of any more,
+    /// and drew again for another core.
+    redrawn: u64,
+    /// Of the undeliverable ones, those with members on other cores, none
+    /// of which this core could stage for now.
+    stuck: u64,
 }
 
 impl<'a> Targets<'a> {
     /// The targets of a topic without queue groups: its entry as it is.
     fn plain(entry: &'a TopicEntry) -> Self {
         Self { local: entry.local(), remote: *entry.remote(), ..Self::default() }
+    }
+
+    /// The targets of a peer's publish without queue groups: the
+    /// subscriptions here; the peer sent the other cores their own copy.
+    fn here(entry: &'a TopicEntry) -> Self {
+        Self { local: entry.local(), ..Self::default() }
     }
 
     fn is_empty(&self) -> bool {
@@ -178,13 +198,21 @@ impl Publishing<'_, '_> {
         deferred: &mut bool,
     ) -> Routed {
         let room = Room::new(msgs[0].frame_len(), self.mem.max_pending());
+        let outbound = &*self.outbound;
+        let can_forward = |core| outbound.can_forward(core);
         let targets = match (entry, self.source) {
-            (entry, Source::Peer { groups }) if !groups.is_empty() => {
-                queues.serve(entry, groups, self.slots, room)
+            (entry, Source::Peer { handoff }) if !handoff.groups.is_empty() => {
+                let skip = handoff.skip_on(self.shard.core);
+                queues.serve(entry, (handoff, skip), self.slots, can_forward, room)
             }
-            (Some(entry), _) => Targets::plain(entry),
+            (Some(entry), Source::Peer { .. }) => Targets::here(entry),
+            (Some(entry), Source::Client { .. }) => Targets::plain(entry),
             (None, _) => Targets::default(),
         };
+        if targets.stuck > 0 && !*deferred {
+            *deferred = true;
+            return Routed::Deferred;
+        }
         let (mut pressed, mut responders) = (false, false);
         if !targets.is_empty() {
             let frames_len = msgs.iter().map(Message::frame_len).sum();
@@ -195,9 +223,14 @@ impl Publishing<'_, '_> {
             }
             (pressed, responders) = self.deliver(&targets, msgs);
         }
+        // Through, whether or not `admit` ran: the next publish may wait once.
+        *deferred = false;
+        let counters = &self.shard.counters;
         if targets.undeliverable > 0 {
-            let counter = &self.shard.counters.queue_undeliverable;
-            CoreCounters::add(counter, targets.undeliverable);
+            CoreCounters::add(&counters.queue_undeliverable, targets.undeliverable);
+        }
+        if targets.redrawn > 0 {
+            CoreCounters::add(&counters.queue_redrawn, targets.redrawn);
         }
         Routed::Delivered { pressed, responders }
     }
@@ -255,10 +288,11 @@ impl Publishing<'_, '_> {
         Ok(())
     }
 
-    /// Delivers `msgs` to the targets here and, for a client's publish,
-    /// stages them for the other cores in the targets; returns whether
-    /// subscribers should flush first (`pressed`) and whether anyone was
-    /// there to receive them (`responders`).
+    /// Delivers `msgs` to the targets here and stages them for the other
+    /// cores in the targets (a peer's publish has some only when it was
+    /// drawn again); returns whether subscribers should flush first
+    /// (`pressed`) and whether anyone was there to receive them
+    /// (`responders`).
     fn deliver(&mut self, targets: &Targets<'_>, msgs: &[Message<'_>]) -> (bool, bool) {
         let skip = match self.source {
             Source::Client { skip, .. } => skip,
@@ -269,12 +303,28 @@ impl Publishing<'_, '_> {
         let pressed =
             fanout::deliver(self.slots, self.mem, local, (msgs, skip), &mut policy, self.fanout);
         let responders = !targets.remote.is_empty() || local.iter().any(|s| skip != Some(s.key));
-        if let Source::Client { .. } = self.source {
+        if !targets.remote.is_empty() {
+            let onward = self.onward();
             for &msg in msgs {
-                stage_for_peers(self.shard, self.outbound, targets, msg);
+                stage_for_peers(self.shard, self.outbound, targets, msg, onward);
             }
         }
         (pressed, responders)
+    }
+
+    /// How the message goes on to other cores for queue groups: a
+    /// client's names its publisher when that asked for no echo; a peer's
+    /// goes on as re-drawn, with the publisher it came with.
+    fn onward(&self) -> Handoff<'static> {
+        match self.source {
+            Source::Client { skip, .. } => {
+                let no_echo = skip.map(|key| Publisher { core: self.shard.core, key });
+                Handoff { no_echo, ..Handoff::default() }
+            }
+            Source::Peer { handoff } => {
+                Handoff { redrawn: true, no_echo: handoff.no_echo, ..Handoff::default() }
+            }
+        }
     }
 }
 
@@ -322,13 +372,14 @@ impl<'a> Batch<'a> {
     }
 }
 
-/// Stages one copy of a client's message for each core in the targets,
-/// with the queue groups that core was drawn for.
+/// Stages one copy of a message for each core in the targets, with the
+/// queue groups that core was drawn for, handed on as `onward` says.
 fn stage_for_peers(
     shard: &Shard,
     outbound: &mut Outbound,
     targets: &Targets<'_>,
     msg: Message<'_>,
+    onward: Handoff<'_>,
 ) {
     let plain = Record::publish(msg);
     let mut crossed = 0;
@@ -336,7 +387,7 @@ fn stage_for_peers(
         let record = if targets.handed.is_empty() {
             plain
         } else {
-            Record::queue_publish(msg, targets.handed.to(peer))
+            Record::queue_publish(msg, Handoff { groups: targets.handed.to(peer), ..onward })
         };
         outbound.stage(peer, record);
         crossed += 1;

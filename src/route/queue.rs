@@ -8,15 +8,36 @@
 //! serve ([`GroupNames`]), and that core picks one of its own members.
 //!
 //! If that core has no member left when the message arrives (it left while
-//! the message was on its way), the message is lost to that group and
-//! counted in `queue_undeliverable`. Handing it on to a third core could
-//! let it arrive after messages published later, breaking the order a
-//! member sees.
+//! the message was on its way), it draws once more among the other cores
+//! it knows members on, the publishing core included, weighted the same
+//! way, and hands the message on there, marked as re-drawn
+//! ([`Handoff::redrawn`]): one more hop at most, so a message never
+//! circles while the cores learn of the departures. A group the core
+//! knows no member of elsewhere, or whose re-drawn message finds no member
+//! either, loses the message, which is counted in `queue_undeliverable`;
+//! each group of a message is served, handed on or lost on its own. The
+//! hop may bring the message to its member after messages of the same
+//! publisher published later; the protocol allows that for a message given
+//! to another member after the first left.
+//!
+//! The re-draw never waits for a full peer: it is made on a peer's
+//! publish, which must never stall (a core waiting for another to make
+//! room while that one waits for it would stop both). It chooses only
+//! among cores whose staging has room (`Outbound::can_forward`). When
+//! none with members has, the message waits once, as a delivery waits
+//! once for the budget: the receiving task yields, which lets this core's
+//! forwarders hand their staging to the links, and draws again. Still no
+//! room (the links are full too), and the message is lost and counted as
+//! above. Staging stays within its bound: below `cross_core_batch` before
+//! each record, as for a client's publish.
 //!
 //! A pick here passes over members whose connection is leaving, and
 //! prefers a member with room for the message below `max_pending` to one
 //! the message would make meet the slow-consumer policy; when every member
 //! is that full, the one drawn meets its policy as any subscriber would.
+
+#[cfg(test)]
+mod tests;
 
 use std::{ops::Range, rc::Rc};
 
@@ -28,7 +49,10 @@ use super::{
 };
 use crate::{
     core::slot::Slot,
-    mesh::{coreset::CoreSet, record::GroupNames},
+    mesh::{
+        coreset::CoreSet,
+        record::{GroupNames, Handoff},
+    },
 };
 
 /// A core's queue group scratch: the random draws, and the targets of the
@@ -131,30 +155,54 @@ impl Queues {
         }
         self.encode_handed();
         let handed = Handed { blocks: &self.blocks, names: &self.names };
-        Targets { local: &self.recipients, remote, handed, undeliverable: 0 }
+        Targets { local: &self.recipients, remote, handed, ..Targets::default() }
     }
 
     /// The targets of a message another core sent here: the plain
-    /// subscriptions, and a member here of each group in `groups`. A group
-    /// with no member left here is counted as undeliverable.
+    /// subscriptions (unless it was re-drawn), and a member here of each
+    /// group in the handoff, passing over the members of connection `skip`
+    /// (the publisher's, when it asked for no echo and the message came
+    /// back to its core). A group with no member left here is drawn once
+    /// more among the other cores that `can_forward` to, unless it was
+    /// re-drawn already; else it is counted as undeliverable, and as stuck
+    /// when only the staging room was missing.
     pub(super) fn serve<'a>(
         &'a mut self,
         entry: Option<&'a TopicEntry>,
-        groups: GroupNames<'_>,
+        (handoff, skip): (Handoff<'_>, Option<usize>),
         slots: &Slab<Slot>,
+        can_forward: impl Fn(usize) -> bool,
         room: Room,
     ) -> Targets<'a> {
-        self.start(entry.map_or(&[], TopicEntry::local));
-        let mut undeliverable = 0;
-        for name in groups.iter() {
-            let members = entry.and_then(|e| e.group(name)).map_or(&[][..], QueueGroup::local);
-            match self.pick(members, slots, room) {
-                Some(member) => self.recipients.push(member),
-                None => undeliverable += 1,
+        let plain = entry.filter(|_| !handoff.redrawn).map_or(&[][..], TopicEntry::local);
+        self.start(plain);
+        let (mut remote, mut undeliverable, mut stuck) = (CoreSet::default(), 0, 0);
+        for name in handoff.groups.iter() {
+            let group = entry.and_then(|e| e.group(name));
+            let members = group.map_or(&[][..], QueueGroup::local);
+            if let Some(member) = self.pick(members, slots, skip, room) {
+                self.recipients.push(member);
+                continue;
+            }
+            let Some(group) = group.filter(|_| !handoff.redrawn) else {
+                undeliverable += 1;
+                continue;
+            };
+            match self.redraw(group, &can_forward) {
+                Some(core) => {
+                    remote.insert(core);
+                    self.handed.push((core, Rc::clone(group.name())));
+                }
+                None => {
+                    undeliverable += 1;
+                    stuck += u64::from(group.remote_members() > 0);
+                }
             }
         }
-        let (local, remote) = (&self.recipients[..], CoreSet::default());
-        Targets { local, remote, handed: Handed::default(), undeliverable }
+        let redrawn = self.handed.len() as u64;
+        self.encode_handed();
+        let handed = Handed { blocks: &self.blocks, names: &self.names };
+        Targets { local: &self.recipients, remote, handed, undeliverable, redrawn, stuck }
     }
 
     fn start(&mut self, plain: &[LocalSub]) {
@@ -177,29 +225,45 @@ impl Queues {
         if total == 0 {
             return Draw::Nobody;
         }
-        let mut n = self.rng.u64(..total);
+        let n = self.rng.u64(..total);
         if n < here {
             return Draw::Here(pick_nth(members, slots, skip, n as usize, room));
         }
-        n -= here;
-        for (core, count) in group.remote() {
-            match n.checked_sub(u64::from(count)) {
-                Some(rest) => n = rest,
-                None => return Draw::There(core),
-            }
-        }
-        Draw::Nobody
+        let weights = group.remote().map(|(core, count)| (core, u64::from(count)));
+        nth_core(weights, n - here).map_or(Draw::Nobody, Draw::There)
     }
 
-    /// Picks one of `members` here, uniformly; `None` if none can take
-    /// messages.
-    fn pick(&mut self, members: &[LocalSub], slots: &Slab<Slot>, room: Room) -> Option<LocalSub> {
-        let here = members.iter().filter(|m| eligible(m, slots, None)).count();
+    /// Draws one of the other cores with members of `group` that
+    /// `can_forward` to, each weighted by its members; `None` when there
+    /// is none.
+    fn redraw(&mut self, group: &QueueGroup, can_forward: impl Fn(usize) -> bool) -> Option<usize> {
+        let can_forward = &can_forward;
+        let weights = move || {
+            let open = group.remote().filter(move |&(core, _)| can_forward(core));
+            open.map(|(core, count)| (core, u64::from(count)))
+        };
+        let total: u64 = weights().map(|(_, w)| w).sum();
+        if total == 0 {
+            return None;
+        }
+        nth_core(weights(), self.rng.u64(..total))
+    }
+
+    /// Picks one of `members` here that is not connection `skip`'s,
+    /// uniformly; `None` if none can take messages.
+    fn pick(
+        &mut self,
+        members: &[LocalSub],
+        slots: &Slab<Slot>,
+        skip: Option<usize>,
+        room: Room,
+    ) -> Option<LocalSub> {
+        let here = members.iter().filter(|m| eligible(m, slots, skip)).count();
         if here == 0 {
             return None;
         }
         let n = self.rng.usize(..here);
-        Some(pick_nth(members, slots, None, n, room))
+        Some(pick_nth(members, slots, skip, n, room))
     }
 
     /// Encodes the groups drawn for other cores, one block of names per
@@ -228,6 +292,18 @@ pub(super) fn reach(entry: &TopicEntry) -> CoreSet {
         group.remote().for_each(|(core, _)| cores.insert(core));
     }
     cores
+}
+
+/// The core whose share holds the `n`th of the weights' sum, when cores
+/// are lined up with `weights`, each `(core, weight)`.
+fn nth_core(weights: impl Iterator<Item = (usize, u64)>, mut n: u64) -> Option<usize> {
+    for (core, weight) in weights {
+        match n.checked_sub(weight) {
+            Some(rest) => n = rest,
+            None => return Some(core),
+        }
+    }
+    None
 }
 
 /// Whether a member can be picked: its connection is open, and it is not
