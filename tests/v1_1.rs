@@ -12,7 +12,7 @@ use std::{
 };
 
 use common::{
-    connect_not_on, finish, start, test_config,
+    connect_not_on, connect_on, finish, start, test_config,
     v11::{connect11_not_on, hmsg, msg11, no_responders, trace_block, Client11, Got11},
     Client, Got, ReadEnd, Witness,
 };
@@ -321,14 +321,15 @@ fn wildcards_deliver_locally_once_per_matching_subscription_with_the_topic() {
 
 #[test]
 fn wildcards_deliver_across_cores_one_copy_per_core_in_order() {
-    let broker = start(test_config(2));
+    let broker = start(test_config(4));
     let addr = broker.local_addr();
     let mut publ = Client11::connect(addr, false);
     let mut s = connect11_not_on(addr, publ.core_id, false);
     s.sub(1, "orders.*");
     s.sub(2, "orders.>");
     assert!(s.flush().is_empty());
-    let mut v1 = connect_not_on(addr, publ.core_id);
+    // On the pattern subscriber's core, so that one copy crosses per message.
+    let mut v1 = connect_on(addr, s.core_id);
     v1.sub(3, "orders.eu");
     v1.flush_empty();
     let crossed_before = broker.counters().total.cross_core_sent;
@@ -356,7 +357,7 @@ fn wildcards_deliver_across_cores_one_copy_per_core_in_order() {
 
 #[test]
 fn a_wildcard_subscriber_leaving_takes_its_interest_from_every_core() {
-    let broker = start(test_config(2));
+    let broker = start(test_config(4));
     let addr = broker.local_addr();
     let mut req = Client11::connect(addr, false);
     let mut svc = connect11_not_on(addr, req.core_id, false);
@@ -427,7 +428,7 @@ fn v1_sessions_get_105_for_wildcards_and_queue_groups_and_1_1_gets_106_for_bad_n
 
 #[test]
 fn hpub_reaches_wildcards_as_hmsg_with_the_topic_and_no_echo_skips_own_patterns() {
-    let broker = start(test_config(2));
+    let broker = start(test_config(4));
     let addr = broker.local_addr();
     let mut publ = Client11::connect(addr, true);
     publ.sub(9, "t.>");
