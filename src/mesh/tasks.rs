@@ -82,24 +82,28 @@ async fn forward(shard: Rc<Shard>, link: LinkTx, peer: usize) {
     }
 }
 
-/// Applies the batches `peer` sends until it closes its side.
+/// Applies the batches `peer` sends until it closes its side. It yields
+/// after every batch: a receive from a link that already holds the next
+/// batch does not, so under a steady flow from a peer this task would
+/// otherwise keep the core from the connections' own reads and writes.
 async fn receive(shard: Rc<Shard>, link: LinkRx, peer: usize) {
     while let Some(batch) = link.recv().await {
-        let mut done = 0;
-        let mut deferred = false;
-        while done < batch.len() {
-            let rest = &batch[done..];
-            done += record::apply_batch(
-                &shard,
-                &mut shard.state.borrow_mut(),
-                peer,
-                rest,
-                &mut deferred,
-            );
-            if done < batch.len() {
-                // Subscribers filled up: let them flush, then go on.
-                futures_lite::future::yield_now().await;
-            }
+        apply(&shard, &batch, peer).await;
+        futures_lite::future::yield_now().await;
+    }
+}
+
+/// Applies one batch, letting subscribers flush whenever they fill up.
+async fn apply(shard: &Shard, batch: &[u8], peer: usize) {
+    let mut done = 0;
+    let mut deferred = false;
+    while done < batch.len() {
+        let rest = &batch[done..];
+        done +=
+            record::apply_batch(shard, &mut shard.state.borrow_mut(), peer, rest, &mut deferred);
+        if done < batch.len() {
+            // Subscribers filled up: let them flush, then go on.
+            futures_lite::future::yield_now().await;
         }
     }
 }
