@@ -257,9 +257,24 @@ impl Wire {
         Ok(n)
     }
 
-    /// Writes all of `bytes` (bounded by the write timeout).
+    /// Writes all of `bytes`, bounded by the write timeout. On a
+    /// non-blocking socket (one a poller reads) a full send buffer is
+    /// waited out with `poll(2)` rather than taken for an error.
     pub fn send(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
-        self.stream.write_all(bytes).context("write to broker")
+        let deadline = self.deadline();
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            match self.stream.write(rest) {
+                Ok(0) => bail!("write to broker: the connection takes no more bytes"),
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    wait_writable(&self.stream, deadline)?
+                }
+                Err(e) => return Err(e).context("write to broker"),
+            }
+        }
+        Ok(())
     }
 
     /// Blocking reads until `codec` decodes an event that `want` accepts;
@@ -335,6 +350,25 @@ fn connect_from(
     socket.bind(&SocketAddr::from((ip, 0)).into())?;
     socket.connect_timeout(&addr.into(), timeout)?;
     Ok(socket.into())
+}
+
+/// Waits until `stream` can take more bytes, or fails at `deadline`.
+fn wait_writable(stream: &TcpStream, deadline: Instant) -> anyhow::Result<()> {
+    use std::os::fd::AsRawFd;
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        bail!("write to broker: timed out");
+    }
+    let mut pfd = libc::pollfd { fd: stream.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
+    let ms = left.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
+    // SAFETY: poll reads and writes the one live pollfd passed, count 1.
+    if unsafe { libc::poll(&mut pfd, 1, ms) } < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e).context("poll for room to write");
+        }
+    }
+    Ok(())
 }
 
 /// Would-block, timeout and interrupt: try again.
