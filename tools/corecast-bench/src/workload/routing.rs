@@ -30,6 +30,9 @@ pub const WILDCARD_PATTERNS: [&str; 2] = ["bench.*.x", "bench.>"];
 /// The queue group of the `queue` case.
 pub const QUEUE_GROUP: &str = "bench-workers";
 
+/// How Redis takes the `wildcard` case, for the report.
+pub const REDIS_GLOB_NOTE: &str = "wildcard, redis-server: `PSUBSCRIBE` with the globs `bench.*.x` and `bench.*` (for `bench.>`); in a Redis glob `*` matches dots too (`bench.*.x` would also match `bench.a.b.x`), which makes no difference here: every topic published is `bench.<i>.x`";
+
 /// `subs` subscribers, alternately on `bench.*.x` and `bench.>`, and one
 /// publisher spreading `msgs` messages over `topics` topics `bench.<i>.x`.
 pub fn wildcard(subs: usize, topics: usize, msgs: u64, size: usize) -> FlowSpec {
