@@ -7,7 +7,7 @@
 //! `bench-results/<timestamp>/`):
 //!
 //! ```sh
-//! cargo run --release -p corecast-bench -- compare            # full matrix, ~10 min
+//! cargo run --release -p corecast-bench -- compare            # full matrix, ~15 min
 //! cargo run --release -p corecast-bench -- compare --quick    # smoke test, ~1 min
 //! cargo run --release -p corecast-bench -- compare --cores-mode one --brokers corecast,nats
 //! cargo run --release -p corecast-bench -- compare --settings defaults --only stalled
