@@ -493,7 +493,10 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
                 }
                 for &kind in &args.brokers {
                     if let Some(why) = routing::unsupported(kind, case.workload()) {
-                        eprintln!("corecast-bench: {mode} / {kind} / {}: {why}", case.name());
+                        eprintln!(
+                            "corecast-bench: {mode} / {kind} / {}: skipped: {why}",
+                            case.name()
+                        );
                         continue;
                     }
                     progress(kind, 1);

@@ -119,7 +119,8 @@ pub(super) fn table(runs: &[&RunResult]) -> String {
             for k in &brokers {
                 let cell = match of(*k) {
                     Some(r) => (m.cell)(r),
-                    None => routing::unsupported(*k, &case.0).unwrap_or("-").to_owned(),
+                    None => routing::unsupported(*k, &case.0)
+                        .map_or_else(|| "-".to_owned(), |why| format!("skipped: {why}")),
                 };
                 let _ = write!(md, " {cell} |");
             }

@@ -77,10 +77,8 @@ pub fn topics(conns: usize, per_conn: usize, msgs: u64, size: usize) -> FlowSpec
 /// Why `kind` cannot run `workload`, if it cannot.
 pub fn unsupported(kind: Kind, workload: &str) -> Option<&'static str> {
     match (kind, workload) {
-        (Kind::Redis, "queue") => Some("skipped: Redis pub/sub has no queue groups"),
-        (Kind::Redis, "request") => {
-            Some("skipped: Redis pub/sub has no queue groups and no reply-to")
-        }
+        (Kind::Redis, "queue") => Some("Redis pub/sub has no queue groups"),
+        (Kind::Redis, "request") => Some("Redis pub/sub has no queue groups and no reply-to"),
         _ => None,
     }
 }
