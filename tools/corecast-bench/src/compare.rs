@@ -5,7 +5,11 @@
 //! Every broker first runs the whole matrix at the settings it ships with
 //! (only its address, and the core count in the one-core mode, are given),
 //! then a small matrix with its limits on slow consumers raised ("tuned",
-//! see the `*_TUNED_*` constants in `servers`).
+//! see the `*_TUNED_*` constants in `servers`). The matrix at the shipped
+//! defaults ends with the routing cases (`wildcard`, `queue`, `request`,
+//! `topics`; see `workload::routing`), for which corecast speaks protocol
+//! 1.1 where it needs to; Redis skips `queue` and `request`, which it has
+//! no means for.
 //!
 //! Latency cases run in rounds, interleaved across the brokers (round 1:
 //! corecast, nats, redis; round 2: corecast, nats, redis; ...), each round
@@ -32,7 +36,8 @@ use crate::{
         churn, conns, flow,
         flow::FlowSpec,
         latency::{self, Histograms, Round},
-        stalled, Target,
+        request::{self, RequestSpec},
+        routing, stalled, Target,
     },
 };
 
@@ -107,6 +112,7 @@ enum Case {
     Latency { rate: u64, secs: f64, size: usize, rounds: u32 },
     Conns(usize),
     Churn { secs: f64, threads: usize },
+    Request(RequestSpec),
 }
 
 impl Case {
@@ -116,6 +122,7 @@ impl Case {
             Case::Latency { .. } => "latency",
             Case::Conns(_) => "conns",
             Case::Churn { .. } => "churn",
+            Case::Request(_) => "request",
         }
     }
 
@@ -125,6 +132,7 @@ impl Case {
             Case::Latency { rate, size, .. } => latency::case_name(*rate, *size),
             Case::Conns(n) => conns::case_name(*n),
             Case::Churn { secs, threads } => churn::case_name(*secs, *threads),
+            Case::Request(spec) => spec.case(),
         }
     }
 
@@ -136,6 +144,7 @@ impl Case {
             Case::Latency { rate, secs, size, .. } => latency::params(*rate, *secs, *size),
             Case::Conns(n) => conns::params(*n),
             Case::Churn { secs, threads } => churn::params(*secs, *threads),
+            Case::Request(spec) => spec.params(),
         }
     }
 
@@ -149,6 +158,7 @@ impl Case {
             }
             Case::Conns(n) => conns::run(target, *n).map(alone),
             Case::Churn { secs, threads } => churn::run(target, *secs, *threads).map(alone),
+            Case::Request(spec) => request::run(target, spec).map(alone),
         }
     }
 
@@ -161,10 +171,30 @@ impl Case {
     }
 }
 
+/// The routing cases (protocol 1.1 features), or their `--quick`
+/// versions: the same shapes with fewer messages, round trips and topics.
+fn routing_cases(quick: bool) -> Vec<Case> {
+    let (msgs, requests, per_conn) =
+        if quick { (20_000, 1_000, 100) } else { (1_000_000, 20_000, 1000) };
+    vec![
+        Case::Flow(routing::wildcard(10, 1000, msgs, 64)),
+        Case::Flow(routing::queue(8, msgs, 64)),
+        Case::Request(RequestSpec { requesters: 8, responders: 4, requests, size: 64 }),
+        Case::Flow(routing::topics(100, per_conn, msgs, 64)),
+    ]
+}
+
 /// The matrix every broker runs at its shipped defaults, or the `--quick`
 /// one. A stalled case comes right after its run without stalled
 /// subscribers, which it is measured against.
 fn matrix(quick: bool) -> Vec<Case> {
+    let mut cases = base_matrix(quick);
+    cases.extend(routing_cases(quick));
+    cases
+}
+
+/// [`matrix`] without the routing cases.
+fn base_matrix(quick: bool) -> Vec<Case> {
     let flow = Case::Flow;
     if quick {
         let [unstalled, stalled] = stalled::specs(100, 100, 5_000, 1024);
@@ -462,6 +492,13 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
                     continue;
                 }
                 for &kind in &args.brokers {
+                    if let Some(why) = routing::unsupported(kind, case.workload()) {
+                        eprintln!(
+                            "corecast-bench: {mode} / {kind} / {}: skipped: {why}",
+                            case.name()
+                        );
+                        continue;
+                    }
                     progress(kind, 1);
                     let (mut result, _) = run_case(case, 1, kind, config, &setup, limits);
                     stalled::attach_baseline(&mut result, &results);
@@ -526,6 +563,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn routing_cases_run_at_the_shipped_defaults() {
+        let routing = ["wildcard", "queue", "request", "topics"];
+        for quick in [false, true] {
+            let names: Vec<&str> = matrix(quick).iter().map(Case::workload).collect();
+            assert!(routing.iter().all(|w| names.contains(w)), "{names:?}");
+            assert!(tuned_matrix(quick).iter().all(|c| !routing.contains(&c.workload())));
+        }
+        let Some(Case::Flow(topics)) = matrix(false).into_iter().last() else {
+            panic!("topics last")
+        };
+        assert_eq!(topics.params().subscriptions, Some(100_000));
     }
 
     #[test]

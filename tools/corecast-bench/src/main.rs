@@ -7,7 +7,7 @@
 //! `bench-results/<timestamp>/`):
 //!
 //! ```sh
-//! cargo run --release -p corecast-bench -- compare            # full matrix, ~10 min
+//! cargo run --release -p corecast-bench -- compare            # full matrix, ~15 min
 //! cargo run --release -p corecast-bench -- compare --quick    # smoke test, ~1 min
 //! cargo run --release -p corecast-bench -- compare --cores-mode one --brokers corecast,nats
 //! cargo run --release -p corecast-bench -- compare --settings defaults --only stalled
@@ -24,6 +24,16 @@
 //! cargo run --release -p corecast-bench -- --broker corecast fanout --subs 10 --msgs 200000
 //! cargo run --release -p corecast-bench -- --broker nats --server 127.0.0.1:4222 latency --rate 10000
 //! cargo run --release -p corecast-bench -- --broker-pid $(pidof corecast) churn --secs 20
+//! ```
+//!
+//! The routing cases (corecast speaks protocol 1.1 for them; Redis runs
+//! `wildcard` and `topics` only):
+//!
+//! ```sh
+//! cargo run --release -p corecast-bench -- wildcard --subs 10 --topics 1000
+//! cargo run --release -p corecast-bench -- --broker nats --server 127.0.0.1:4222 queue --members 8
+//! cargo run --release -p corecast-bench -- request --requesters 8 --responders 4
+//! cargo run --release -p corecast-bench -- --broker-pid $(pidof corecast) topics --conns 100 --per-conn 1000
 //! ```
 //!
 //! Every run prints one JSON line (and appends it to `--results FILE`);
@@ -49,7 +59,11 @@ use clap::{Parser, Subcommand};
 use crate::{
     driver::Kind,
     result::RunResult,
-    workload::{churn, conns, flow, latency, Target},
+    workload::{
+        churn, conns, flow, latency,
+        request::{self, RequestSpec},
+        routing, Target,
+    },
 };
 
 #[derive(Debug, Parser)]
@@ -137,6 +151,71 @@ enum Command {
         #[arg(long, default_value_t = 18_000)]
         count: usize,
     },
+    /// One publisher over many topics `bench.<i>.x`; subscribers
+    /// alternately on the patterns `bench.*.x` and `bench.>` (Redis:
+    /// PSUBSCRIBE globs). corecast speaks protocol 1.1.
+    Wildcard {
+        /// Subscriber connections, one pattern each.
+        #[arg(long, default_value_t = 10)]
+        subs: usize,
+        /// Topics the publisher spreads its messages over, round-robin.
+        #[arg(long, default_value_t = 1000)]
+        topics: usize,
+        /// Messages.
+        #[arg(long, default_value_t = 1_000_000)]
+        msgs: u64,
+        /// Payload bytes.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+    },
+    /// One publisher to one queue group: each message must reach exactly
+    /// one member (not Redis, which has no queue groups).
+    Queue {
+        /// Members of the group, one connection each.
+        #[arg(long, default_value_t = 8)]
+        members: usize,
+        /// Messages.
+        #[arg(long, default_value_t = 1_000_000)]
+        msgs: u64,
+        /// Payload bytes.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+    },
+    /// Synchronous request/reply: requesters, each with one request
+    /// outstanding, and responders in one queue group answering to the
+    /// reply-to; round trips/s and their latency (not Redis).
+    Request {
+        /// Requester connections.
+        #[arg(long, default_value_t = 8)]
+        requesters: usize,
+        /// Responder connections.
+        #[arg(long, default_value_t = 4)]
+        responders: usize,
+        /// Round trips per requester.
+        #[arg(long, default_value_t = 20_000)]
+        requests: u64,
+        /// Payload bytes of requests and replies.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+    },
+    /// Many topics with one subscription each, over a few connections; one
+    /// publisher round-robin over them all; broker RSS per subscription
+    /// (needs --broker-pid).
+    Topics {
+        /// Subscriber connections.
+        #[arg(long, default_value_t = 100)]
+        conns: usize,
+        /// Subscriptions (topics) per connection; corecast allows 1024 per
+        /// connection by default.
+        #[arg(long, default_value_t = 1000)]
+        per_conn: usize,
+        /// Messages.
+        #[arg(long, default_value_t = 1_000_000)]
+        msgs: u64,
+        /// Payload bytes.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+    },
     /// Connect, subscribe, abort in a loop; broker back to idle after.
     Churn {
         /// Seconds.
@@ -168,6 +247,14 @@ fn default_addr(kind: Kind) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
+/// An error if the target's broker lacks what `workload` needs.
+fn refuse_unsupported(target: &Target, workload: &str) -> anyhow::Result<()> {
+    match routing::unsupported(target.kind, workload) {
+        Some(why) => anyhow::bail!("{}: {why}", target.kind),
+        None => Ok(()),
+    }
+}
+
 fn run_one(cli: &Cli) -> anyhow::Result<RunResult> {
     let target = Target {
         kind: cli.broker,
@@ -191,6 +278,19 @@ fn run_one(cli: &Cli) -> anyhow::Result<RunResult> {
         Command::Latency { rate, secs, size } => latency::run(&target, rate, secs, size),
         Command::Conns { count } => conns::run(&target, count),
         Command::Churn { secs, threads } => churn::run(&target, secs, threads),
+        Command::Wildcard { subs, topics, msgs, size } => {
+            flow::run(&target, &routing::wildcard(subs, topics, msgs, size))
+        }
+        Command::Queue { members, msgs, size } => {
+            refuse_unsupported(&target, "queue")?;
+            flow::run(&target, &routing::queue(members, msgs, size))
+        }
+        Command::Request { requesters, responders, requests, size } => {
+            request::run(&target, &RequestSpec { requesters, responders, requests, size })
+        }
+        Command::Topics { conns, per_conn, msgs, size } => {
+            flow::run(&target, &routing::topics(conns, per_conn, msgs, size))
+        }
         Command::Compare(_) | Command::Report { .. } => unreachable!("handled in main"),
     }
 }

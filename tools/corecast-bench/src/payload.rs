@@ -47,6 +47,9 @@ impl Stamp {
 #[derive(Debug, Clone, Default)]
 pub struct Tally {
     next: Vec<u64>,
+    /// The subscriber is owed only some of each publisher's messages (a
+    /// queue member, one of many topics): a skip ahead is no gap.
+    sparse: bool,
     /// Messages seen for the first time.
     pub unique: u64,
     /// Messages whose sequence was already passed.
@@ -63,6 +66,12 @@ impl Tally {
         Self { next: vec![0; publishers], ..Self::default() }
     }
 
+    /// A tally for a subscriber owed only some of the messages of each of
+    /// `publishers` publishers: it counts no gaps.
+    pub fn sparse(publishers: usize) -> Self {
+        Self { sparse: true, ..Self::new(publishers) }
+    }
+
     /// Counts one received payload; returns its stamp if it was valid.
     pub fn count(&mut self, payload: &[u8]) -> Option<Stamp> {
         let Some(stamp) = Stamp::read(payload) else {
@@ -76,7 +85,7 @@ impl Tally {
         if stamp.seq < *next {
             self.duplicates += 1;
         } else {
-            if stamp.seq > *next {
+            if stamp.seq > *next && !self.sparse {
                 self.gaps += 1;
             }
             *next = stamp.seq + 1;
@@ -91,6 +100,56 @@ impl Tally {
         self.duplicates += other.duplicates;
         self.gaps += other.gaps;
         self.foreign += other.foreign;
+    }
+}
+
+/// The messages (publisher, sequence) that the members of one queue group
+/// received, one bit each: members' sets merged tell a message that went
+/// to two members from one that went to one.
+#[derive(Debug, Clone, Default)]
+pub struct Seen {
+    bits: Vec<u64>,
+    /// Publishers.
+    publishers: u64,
+    /// Messages per publisher.
+    msgs: u64,
+}
+
+impl Seen {
+    /// Room for `msgs` messages from each of `publishers` publishers.
+    pub fn new(publishers: usize, msgs: u64) -> Self {
+        let total = publishers as u64 * msgs;
+        Self { bits: vec![0; total.div_ceil(64) as usize], publishers: publishers as u64, msgs }
+    }
+
+    /// Marks `stamp`'s message; `false` if it is outside the room given.
+    pub fn insert(&mut self, stamp: &Stamp) -> bool {
+        if stamp.seq >= self.msgs || u64::from(stamp.publisher) >= self.publishers {
+            return false;
+        }
+        let i = u64::from(stamp.publisher) * self.msgs + stamp.seq;
+        self.bits[(i / 64) as usize] |= 1 << (i % 64);
+        true
+    }
+
+    /// Adds `other`'s messages; returns how many of them were here already
+    /// (each one delivered twice). Both must have the same room, or this
+    /// one none yet.
+    pub fn merge(&mut self, other: &Seen) -> u64 {
+        if self.bits.is_empty() {
+            *self = Self { bits: vec![0; other.bits.len()], ..*other };
+        }
+        let mut both = 0;
+        for (mine, theirs) in self.bits.iter_mut().zip(&other.bits) {
+            both += u64::from((*mine & theirs).count_ones());
+            *mine |= theirs;
+        }
+        both
+    }
+
+    /// Distinct messages marked.
+    pub fn count(&self) -> u64 {
+        self.bits.iter().map(|w| u64::from(w.count_ones())).sum()
     }
 }
 
@@ -122,5 +181,36 @@ mod tests {
         t.count(b"short");
         t.count(&payload(7, 0));
         assert_eq!((t.unique, t.duplicates, t.gaps, t.foreign), (6, 1, 1, 2));
+    }
+
+    #[test]
+    fn sparse_tallies_count_no_gaps() {
+        let mut t = Tally::sparse(1);
+        for s in [0, 3, 7, 7, 2, 9] {
+            t.count(&payload(0, s));
+        }
+        assert_eq!((t.unique, t.duplicates, t.gaps), (4, 2, 0));
+    }
+
+    #[test]
+    fn seen_sets_tell_messages_delivered_twice() {
+        let stamp = |publisher, seq| Stamp { publisher, seq, sent_ns: 0, intended_ns: 0 };
+        let (mut a, mut b) = (Seen::new(2, 100), Seen::new(2, 100));
+        for seq in 0..60 {
+            assert!(a.insert(&stamp(0, seq)));
+        }
+        for seq in 50..100 {
+            assert!(b.insert(&stamp(0, seq)));
+        }
+        assert!(b.insert(&stamp(1, 99)));
+        assert!(!b.insert(&stamp(1, 100)), "past the room given");
+        assert!(!b.insert(&stamp(2, 0)), "no such publisher");
+        assert_eq!((a.count(), b.count()), (60, 51));
+        assert_eq!(a.merge(&b), 10, "50..60 went to both");
+        assert_eq!(a.count(), 101);
+        // Merging into an empty set copies.
+        let mut all = Seen::default();
+        assert_eq!(all.merge(&a), 0);
+        assert_eq!(all.count(), 101);
     }
 }

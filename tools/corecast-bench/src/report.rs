@@ -1,5 +1,7 @@
 //! Markdown report and target verdicts from a set of results.
 
+mod routing;
+
 use std::{fmt::Write as _, path::Path};
 
 use anyhow::Context;
@@ -19,7 +21,8 @@ pub fn write_all(results: &[RunResult], dir: &Path, notes: &[String]) -> anyhow:
     let mut md = String::from("# corecast-bench comparison\n\n");
     md.push_str("Each broker runs first at the settings it ships with (\"shipped defaults\": the main tables, and the targets), then, in sections labelled \"tuned\", on a small matrix with its limits on slow consumers raised (settings in the notes). \"lost\" counts deliveries owed to reading subscribers that never arrived; \"cut\" counts reading subscribers whose connection the broker ended (error frame, end of stream or reset). A run that lost messages or cut a subscriber cannot pass a target.\n\n");
     md.push_str("\"bench CPU\" is the load generator's CPU use as a share of the CPUs it may use (near 100% = the generator, not the broker, was the limit), then in parentheses the cores used meanwhile by other processes on the machine (noise).\n\n");
-    for note in notes.iter().cloned().chain(latency_note(results)).chain(churn_note(results)) {
+    let generated = latency_note(results).into_iter().chain(churn_note(results));
+    for note in notes.iter().cloned().chain(generated).chain(routing::notes(results)) {
         let _ = writeln!(md, "- {note}");
     }
     let results = with_baselines(results);
@@ -215,7 +218,7 @@ fn errors_col(r: &RunResult) -> String {
 
 /// Whether a run belongs in the throughput tables.
 fn is_flow(r: &RunResult) -> bool {
-    matches!(r.workload.as_str(), "fanout" | "pairs" | "stalled")
+    matches!(r.workload.as_str(), "fanout" | "pairs" | "stalled" | "wildcard" | "queue" | "topics")
 }
 
 /// Delivered/s of a throughput run, with what it lost and whom the broker
@@ -229,10 +232,13 @@ fn flow_cell(r: &RunResult) -> String {
     if f.cut > 0 {
         let _ = write!(cell, ", {} cut", f.cut);
     }
+    if f.duplicates > 0 {
+        let _ = write!(cell, ", {} dup", si(f.duplicates as f64));
+    }
     if let Some(s) = r.stalled.as_ref().filter(|s| s.stalled > 0) {
         let _ = write!(cell, "; {} of {} stalled cut", s.stalled_cut, s.stalled);
     }
-    if f.lost == 0 && f.cut == 0 && !r.errors.is_empty() {
+    if f.lost == 0 && f.cut == 0 && f.duplicates == 0 && !r.errors.is_empty() {
         cell.push_str(", failed");
     }
     cell
@@ -312,6 +318,9 @@ fn tables(runs: &[&RunResult]) -> String {
     md.push_str(&latency_table(runs));
     md.push_str(&conns_table(runs));
     md.push_str(&churn_table(runs));
+    md.push_str(&routing::table(runs));
+    md.push_str(&routing::request_table(runs));
+    md.push_str(&routing::topics_table(runs));
     md
 }
 
@@ -796,6 +805,10 @@ fn target_verdicts(runs: &[&RunResult]) -> Vec<Verdict> {
     verdicts.push(conns_target(runs));
     verdicts.push(idle_target(runs));
     verdicts.push(churn_target(runs));
+    verdicts.push(throughput_target(runs, "wildcard", "wildcard", None, 2.0));
+    verdicts.push(throughput_target(runs, "queue (one member each)", "queue", None, 2.0));
+    verdicts.push(routing::request_target(runs, 1.5));
+    verdicts.push(routing::topics_target(runs));
     verdicts
 }
 

@@ -13,7 +13,8 @@ use crate::{driver::Kind, hist::Summary};
 pub struct RunResult {
     /// Which broker.
     pub broker: Kind,
-    /// `fanout`, `pairs`, `latency`, `conns` or `churn`.
+    /// `fanout`, `pairs`, `stalled`, `latency`, `conns`, `churn`,
+    /// `wildcard`, `queue`, `request` or `topics`.
     pub workload: String,
     /// Short human name of the case, e.g. `fanout 1->10 64B`.
     pub case: String,
@@ -45,6 +46,12 @@ pub struct RunResult {
     /// Connect/abort churn figures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub churn: Option<ChurnFigures>,
+    /// Broker memory per subscription (`topics`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subs_memory: Option<SubsMemory>,
+    /// Request/reply round trips (`request`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<RequestFigures>,
     /// The broker process, when its pid is known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broker_usage: Option<BrokerUsage>,
@@ -89,6 +96,24 @@ pub struct Params {
     /// Load threads (churn).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threads: Option<usize>,
+    /// Distinct topics the publishers spread their messages over, when a
+    /// publisher has more than one (wildcard, topics).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topics: Option<usize>,
+    /// Subscriptions over all subscriber connections, when a connection
+    /// holds more than one (topics).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscriptions: Option<usize>,
+    /// Queue groups the subscribers form (queue, request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<usize>,
+    /// Requester connections, each with one request outstanding at a
+    /// time (request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requesters: Option<usize>,
+    /// Responder connections, members of one queue group (request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub responders: Option<usize>,
     /// Rounds of `duration_s` each that were merged into this result
     /// (latency in `compare`: percentiles over all rounds' samples).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -198,6 +223,54 @@ pub struct ConnsFigures {
     /// polls.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_cpu_cores: Option<f64>,
+}
+
+/// Broker memory per subscription: RSS with every subscriber connection
+/// open and nothing subscribed, against RSS with every subscription
+/// confirmed and settled.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SubsMemory {
+    /// Subscriptions confirmed.
+    pub subscriptions: usize,
+    /// Broker RSS with the connections open, before any subscription, KiB.
+    pub rss_before_kib: u64,
+    /// Broker RSS with every subscription confirmed, once settled, KiB.
+    pub rss_after_kib: u64,
+    /// (after - before) / subscriptions, bytes.
+    pub rss_per_sub_bytes: f64,
+    /// RSS samples (KiB, every 0.5 s) from the last confirmation until
+    /// settled; the last one is `rss_after_kib`.
+    #[serde(default)]
+    pub rss_samples_kib: Vec<u64>,
+}
+
+/// Request/reply: requesters each waiting for the reply to one request at
+/// a time, responders in one queue group answering to the reply-to.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RequestFigures {
+    /// Requests sent.
+    pub sent: u64,
+    /// Requests answered by the matching reply.
+    pub answered: u64,
+    /// Answered requests per second over the measured part.
+    pub round_trips_per_s: f64,
+    /// Request sent to its reply received.
+    pub round_trip: Summary,
+    /// Requests without a reply within the per-request timeout (the
+    /// requester went on with its next one).
+    pub timed_out: u64,
+    /// Requests the broker answered with `NO_RESPONDERS` (corecast).
+    pub no_responders: u64,
+    /// Requests still unanswered when the run ended (at its deadline).
+    pub unanswered: u64,
+    /// Replies that matched no outstanding request (late, duplicated or
+    /// foreign).
+    pub stray_replies: u64,
+    /// Requests each responder answered, fewest and most: how evenly the
+    /// queue group spread them.
+    pub per_responder_min: u64,
+    /// See `per_responder_min`.
+    pub per_responder_max: u64,
 }
 
 /// Connect/subscribe/abort churn.

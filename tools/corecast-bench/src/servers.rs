@@ -266,8 +266,12 @@ fn wait_ready(server: &mut Server) -> anyhow::Result<()> {
             bail!("{} exited at start-up:\n{}", server.kind, server.log_tail());
         }
         if TcpStream::connect_timeout(&server.addr, Duration::from_millis(200)).is_ok() {
-            let opts =
-                ConnOpts { read_buffer: 4096, timeout: Duration::from_secs(5), source: None };
+            let opts = ConnOpts {
+                read_buffer: 4096,
+                timeout: Duration::from_secs(5),
+                source: None,
+                v1_1: false,
+            };
             let mut conn = server.kind.connect(server.addr, "bench-probe", opts)?;
             conn.flush().with_context(|| format!("{} does not answer a ping", server.kind))?;
             return Ok(());

@@ -1,11 +1,16 @@
 //! corecast: the binary protocol of `proto/PROTOCOL.md`, through the
 //! `corecast-proto` codec. Subscriptions are confirmed with `PING`/`PONG`;
-//! the `STATS` extension frame reads the broker's counters.
+//! the `STATS` extension frame reads the broker's counters. A connection
+//! asks for a protocol 1.1 session (`HELLO` bit 1) only when told to, for
+//! wildcards, queue groups and requests; it then fails unless `WELCOME`
+//! grants it.
 
 use anyhow::{bail, Context};
-use corecast_proto::{ClientFrame, Hello, Pub, ServerFrame, Sub, VERSION};
+use corecast_proto::{
+    ClientFrame, ClientFrame11, Hello, Pub, ServerFrame, ServerFrame11, Sub, VERSION,
+};
 
-use super::{Codec, Event, Wire};
+use super::{Codec, Delivery, Event, Subscription, Wire};
 
 /// Frames a client accepts before `WELCOME` says otherwise (spec 2.4).
 const DEFAULT_MAX_FRAME: u32 = 1 << 20;
@@ -16,11 +21,36 @@ pub struct Corecast {
     /// Limit on server frames: `max_frame` from `WELCOME` plus 4.
     max_server_frame: u32,
     next_sid: u32,
+    /// Whether the session is (or, before the handshake, is to be) a 1.1
+    /// session.
+    v1_1: bool,
 }
 
 impl Default for Corecast {
     fn default() -> Self {
-        Self { max_server_frame: DEFAULT_MAX_FRAME + 4, next_sid: 1 }
+        Self::new(false)
+    }
+}
+
+impl Corecast {
+    /// A codec that asks for a 1.1 session when `v1_1`.
+    pub fn new(v1_1: bool) -> Self {
+        Self { max_server_frame: DEFAULT_MAX_FRAME + 4, next_sid: 1, v1_1 }
+    }
+
+    /// Decodes one server frame with the decoder of the session's version
+    /// (a version 1 session must never see a 1.1 frame).
+    fn decode<'a>(
+        &self,
+        src: &mut &'a [u8],
+        max: u32,
+    ) -> anyhow::Result<Option<ServerFrame11<'a>>> {
+        let frame = if self.v1_1 {
+            ServerFrame11::decode(src, max)
+        } else {
+            ServerFrame::decode(src, max).map(|f| f.map(ServerFrame11::from))
+        };
+        frame.context("corecast frame")
     }
 }
 
@@ -29,24 +59,33 @@ fn encode(frame: &ClientFrame<'_>, out: &mut Vec<u8>) {
     frame.encode(out);
 }
 
+fn encode11(frame: &ClientFrame11<'_>, out: &mut Vec<u8>) {
+    out.reserve(frame.encoded_len());
+    frame.encode(out);
+}
+
 impl Codec for Corecast {
     fn handshake(&mut self, wire: &mut Wire, name: &str) -> anyhow::Result<()> {
         let name = &name[..name.len().min(64)];
         let mut out = Vec::new();
-        encode(&ClientFrame::Hello(Hello { version: VERSION, name, token: b"" }), &mut out);
+        let hello = Hello { version: VERSION, name, token: b"" };
+        encode11(&ClientFrame11::Hello { hello, v1_1: self.v1_1, no_echo: false }, &mut out);
         wire.send(&out)?;
         let deadline = wire.deadline();
         loop {
             let mut src = wire.data();
             let before = src.len();
-            match ServerFrame::decode(&mut src, DEFAULT_MAX_FRAME + 4).context("corecast frame")? {
-                Some(ServerFrame::Welcome(w)) => {
-                    self.max_server_frame = w.max_frame.saturating_add(4);
+            match self.decode(&mut src, DEFAULT_MAX_FRAME + 4)? {
+                Some(ServerFrame11::Welcome { welcome, v1_1 }) => {
+                    if self.v1_1 && !v1_1 {
+                        bail!("corecast declined protocol 1.1 (WELCOME without bit 1)");
+                    }
+                    self.max_server_frame = welcome.max_frame.saturating_add(4);
                     let used = before - src.len();
                     wire.consume(used);
                     return Ok(());
                 }
-                Some(ServerFrame::Err(e)) => {
+                Some(ServerFrame11::Err(e)) => {
                     bail!("corecast refused HELLO: ERR {}: {}", e.code, e.text)
                 }
                 Some(other) => bail!("expected WELCOME, got {other:?}"),
@@ -55,14 +94,34 @@ impl Codec for Corecast {
         }
     }
 
-    fn encode_sub(&mut self, topic: &str, out: &mut Vec<u8>) {
+    fn encode_sub(&mut self, sub: Subscription<'_>, out: &mut Vec<u8>) -> anyhow::Result<()> {
+        if !self.v1_1 && (sub.group.is_some() || sub.is_pattern()) {
+            bail!("wildcards and queue groups need a protocol 1.1 session");
+        }
         let sid = self.next_sid;
         self.next_sid = self.next_sid.wrapping_add(1);
-        encode(&ClientFrame::Sub(Sub { sid, topic, queue_group: "", lossy: false }), out);
+        let queue_group = sub.group.unwrap_or("");
+        encode(&ClientFrame::Sub(Sub { sid, topic: sub.topic, queue_group, lossy: false }), out);
+        Ok(())
     }
 
     fn encode_pub(&self, topic: &str, payload: &[u8], out: &mut Vec<u8>) {
         encode(&ClientFrame::Pub(Pub { topic, reply_to: "", payload }), out);
+    }
+
+    /// A `PUB` with a reply-to, flagged as a request in a 1.1 session (as
+    /// corecast's own clients send requests), so that the broker answers
+    /// `NO_RESPONDERS` when nobody listens.
+    fn encode_request(
+        &self,
+        topic: &str,
+        reply_to: &str,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> anyhow::Result<()> {
+        let publish = Pub { topic, reply_to, payload };
+        encode11(&ClientFrame11::Pub { publish, request: self.v1_1 }, out);
+        Ok(())
     }
 
     fn encode_ping(&self, out: &mut Vec<u8>) {
@@ -80,23 +139,28 @@ impl Codec for Corecast {
 
     fn parse<'a>(&self, buf: &'a [u8]) -> anyhow::Result<Option<(Event<'a>, usize)>> {
         let mut src = buf;
-        let Some(frame) =
-            ServerFrame::decode(&mut src, self.max_server_frame).context("corecast frame")?
-        else {
+        let Some(frame) = self.decode(&mut src, self.max_server_frame)? else {
             return Ok(None);
         };
         let used = buf.len() - src.len();
         let event = match frame {
-            ServerFrame::Msg(m) => Event::Msg { topic: m.topic, payload: m.payload },
-            ServerFrame::Pong { .. } => Event::Pong,
-            ServerFrame::Ping { nonce } => Event::Ping(nonce),
-            ServerFrame::Dropped { count, .. } => Event::Dropped(count),
-            ServerFrame::StatsReply { json, .. } => Event::Stats(json),
-            ServerFrame::Welcome(_) => Event::Other,
-            ServerFrame::Err(e) => {
+            ServerFrame11::Msg(m) => {
+                Event::Msg(Delivery { topic: m.topic, reply_to: m.reply_to, payload: m.payload })
+            }
+            ServerFrame11::HMsg(m) => {
+                Event::Msg(Delivery { topic: m.topic, reply_to: m.reply_to, payload: m.payload })
+            }
+            ServerFrame11::NoResponders { .. } => Event::NoResponders,
+            ServerFrame11::Pong { .. } => Event::Pong,
+            ServerFrame11::Ping { nonce } => Event::Ping(nonce),
+            ServerFrame11::Dropped { count, .. } => Event::Dropped(count),
+            ServerFrame11::StatsReply { json, .. } => Event::Stats(json),
+            ServerFrame11::Welcome { .. } => Event::Other,
+            ServerFrame11::Err(e) => {
                 bail!("corecast ERR {} (fatal: {}): {}", e.code, e.fatal, e.text)
             }
-            ServerFrame::GoAway { reason, .. } => bail!("corecast GOAWAY (reason {reason})"),
+            ServerFrame11::GoAway { reason, .. } => bail!("corecast GOAWAY (reason {reason})"),
+            other => bail!("unexpected corecast frame {other:?}"),
         };
         Ok(Some((event, used)))
     }
@@ -125,11 +189,11 @@ mod tests {
             &Corecast::default(),
             &stream,
             &[
-                r#"Msg { topic: "a.b", payload: [104, 101, 108, 108, 111] }"#,
+                r#"Msg(Delivery { topic: "a.b", reply_to: "", payload: [104, 101, 108, 108, 111] })"#,
                 "Pong",
                 "Ping(9)",
                 r#"Stats("{\"total\":{}}")"#,
-                r#"Msg { topic: "c", payload: [] }"#,
+                r#"Msg(Delivery { topic: "c", reply_to: "r", payload: [] })"#,
             ],
         );
     }
@@ -141,5 +205,52 @@ mod tests {
             .encode(&mut out);
         let err = Corecast::default().parse(&out).expect_err("ERR is an error");
         assert!(format!("{err:#}").contains("slow consumer"));
+    }
+
+    #[test]
+    fn sessions_of_1_1_read_its_frames() {
+        let mut stream = Vec::new();
+        let frames = [
+            ServerFrame11::NoResponders { topic: "svc.echo", reply_to: "bench.inbox.3" },
+            ServerFrame11::HMsg(corecast_proto::HMsg {
+                sid: 2,
+                topic: "a.b",
+                reply_to: "r.1",
+                headers: corecast_proto::Headers::EMPTY,
+                payload: b"x",
+            }),
+        ];
+        for f in &frames {
+            f.encode(&mut stream);
+        }
+        crate::driver::assert_parses_in_pieces(
+            &Corecast::new(true),
+            &stream,
+            &["NoResponders", r#"Msg(Delivery { topic: "a.b", reply_to: "r.1", payload: [120] })"#],
+        );
+        // A version 1 session refuses them, as its peer must.
+        assert!(Corecast::new(false).parse(&stream).is_err());
+    }
+
+    #[test]
+    fn requests_and_group_subscriptions() {
+        let mut out = Vec::new();
+        Corecast::new(true).encode_request("svc", "inbox.1", b"q", &mut out).expect("request");
+        let mut src = &out[..];
+        let frame = ClientFrame11::decode(&mut src, 1 << 20).expect("valid").expect("whole");
+        let publish = Pub { topic: "svc", reply_to: "inbox.1", payload: b"q" };
+        assert_eq!(frame, ClientFrame11::Pub { publish, request: true });
+
+        let group = Subscription { topic: "svc", group: Some("workers") };
+        let pattern = Subscription::plain("a.*");
+        let mut v1 = Corecast::new(false);
+        assert!(v1.encode_sub(group, &mut out).is_err(), "no queue groups in version 1");
+        assert!(v1.encode_sub(pattern, &mut out).is_err(), "no wildcards in version 1");
+        let (mut v11, mut out) = (Corecast::new(true), Vec::new());
+        v11.encode_sub(group, &mut out).expect("1.1 has queue groups");
+        let mut src = &out[..];
+        let frame = ClientFrame11::decode(&mut src, 1 << 20).expect("valid").expect("whole");
+        let sub = Sub { sid: 1, topic: "svc", queue_group: "workers", lossy: false };
+        assert_eq!(frame, ClientFrame11::Sub(sub));
     }
 }

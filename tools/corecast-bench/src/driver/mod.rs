@@ -47,7 +47,7 @@ impl Kind {
     ) -> anyhow::Result<Box<dyn Driver>> {
         let wire = Wire::connect(addr, opts)?;
         Ok(match self {
-            Kind::Corecast => Box::new(Conn::open(wire, corecast::Corecast::default(), name)?),
+            Kind::Corecast => Box::new(Conn::open(wire, corecast::Corecast::new(opts.v1_1), name)?),
             Kind::Nats => Box::new(Conn::open(wire, nats::Nats::default(), name)?),
             Kind::Redis => Box::new(Conn::open(wire, redis::Redis, name)?),
         })
@@ -94,18 +94,52 @@ pub struct ConnOpts {
     /// connect time), e.g. another loopback address: one source address
     /// has too few ephemeral ports for tens of thousands of connections.
     pub source: Option<std::net::Ipv4Addr>,
+    /// Ask corecast for a protocol 1.1 session (wildcards, queue groups,
+    /// requests); other brokers have one protocol and ignore it. Off for
+    /// the workloads that need nothing of 1.1, so their figures stay those
+    /// of a version 1 session.
+    pub v1_1: bool,
+}
+
+/// One subscription a connection asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscription<'a> {
+    /// A literal topic, or a pattern in the syntax of NATS and corecast 1.1
+    /// (`*` one token, `>` every token that follows); the Redis codec turns
+    /// a pattern into a glob.
+    pub topic: &'a str,
+    /// The queue group it joins, if any.
+    pub group: Option<&'a str>,
+}
+
+impl<'a> Subscription<'a> {
+    /// A subscription to `topic` outside any queue group.
+    pub fn plain(topic: &'a str) -> Self {
+        Self { topic, group: None }
+    }
+
+    /// Whether the topic has a wildcard token (`*` or `>`).
+    pub fn is_pattern(&self) -> bool {
+        self.topic.split('.').any(|t| t == "*" || t == ">")
+    }
+}
+
+/// A delivered message, as far as the bench cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery<'a> {
+    /// The topic it was published to.
+    pub topic: &'a str,
+    /// Where the publisher wants answers; empty for none.
+    pub reply_to: &'a str,
+    /// Its payload.
+    pub payload: &'a [u8],
 }
 
 /// One decoded frame, as far as the bench cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event<'a> {
     /// A whole delivered message.
-    Msg {
-        /// The topic it was published to.
-        topic: &'a str,
-        /// Its payload.
-        payload: &'a [u8],
-    },
+    Msg(Delivery<'a>),
     /// The answer to our ping: everything sent before has taken effect.
     Pong,
     /// A subscription confirmation (brokers that send one).
@@ -116,6 +150,8 @@ pub enum Event<'a> {
     Dropped(u64),
     /// corecast `STATS_REPLY` JSON.
     Stats(&'a str),
+    /// corecast 1.1 `NO_RESPONDERS`: nobody would have received a request.
+    NoResponders,
     /// Anything else (greetings, publish acknowledgements, `+OK`).
     Other,
 }
@@ -125,10 +161,22 @@ pub enum Event<'a> {
 pub trait Codec: Send + 'static {
     /// Runs the protocol's greeting on a fresh connection.
     fn handshake(&mut self, wire: &mut Wire, name: &str) -> anyhow::Result<()>;
-    /// Appends a subscription request.
-    fn encode_sub(&mut self, topic: &str, out: &mut Vec<u8>);
+    /// Appends a subscription request; an error if the broker has no such
+    /// subscription (a queue group in Redis).
+    fn encode_sub(&mut self, sub: Subscription<'_>, out: &mut Vec<u8>) -> anyhow::Result<()>;
     /// Appends one publication.
     fn encode_pub(&self, topic: &str, payload: &[u8], out: &mut Vec<u8>);
+    /// Appends one request: a publication with a reply-to. Brokers
+    /// without reply-tos refuse.
+    fn encode_request(
+        &self,
+        _topic: &str,
+        _reply_to: &str,
+        _payload: &[u8],
+        _out: &mut Vec<u8>,
+    ) -> anyhow::Result<()> {
+        bail!("this broker has no reply-to")
+    }
     /// Appends a ping whose [`Event::Pong`] answer proves earlier requests
     /// took effect.
     fn encode_ping(&self, out: &mut Vec<u8>);
@@ -163,7 +211,12 @@ pub enum Recv {
 /// A connection to a broker, whatever its protocol.
 pub trait Driver: Send {
     /// Sends a subscription request (confirm it with [`Driver::confirm`]).
-    fn subscribe(&mut self, topic: &str) -> anyhow::Result<()>;
+    fn subscribe(&mut self, topic: &str) -> anyhow::Result<()> {
+        self.subscribe_all(&[Subscription::plain(topic)])
+    }
+    /// Sends every request of `subs` in one write (confirm them with
+    /// [`Driver::confirm`]).
+    fn subscribe_all(&mut self, subs: &[Subscription<'_>]) -> anyhow::Result<()>;
     /// Waits until every subscription sent so far is live.
     fn confirm(&mut self) -> anyhow::Result<()>;
     /// Appends one publication to a batch (see [`Driver::publish_batch`]).
@@ -172,13 +225,21 @@ pub trait Driver: Send {
     /// published it also reads (without blocking) whatever the broker
     /// answered, so replies never pile up.
     fn publish_batch(&mut self, batch: &[u8]) -> anyhow::Result<()>;
+    /// Writes encoded publications now and reads nothing: for a
+    /// connection that also receives, whose messages
+    /// [`Driver::publish_batch`] would read and throw away.
+    fn send(&mut self, encoded: &[u8]) -> anyhow::Result<()>;
+    /// Sends one request (a publication with a reply-to) now.
+    fn request(&mut self, topic: &str, reply_to: &str, payload: &[u8]) -> anyhow::Result<()>;
     /// Round trip proving every earlier publication reached the broker.
     fn flush(&mut self) -> anyhow::Result<()>;
-    /// One read, then every whole message in the buffer goes to `on_msg`
-    /// as (topic, payload). Broker pings are answered here.
-    fn receive(&mut self, on_msg: &mut dyn FnMut(&str, &[u8])) -> anyhow::Result<Recv>;
+    /// One read, then every whole message in the buffer goes to `on_msg`.
+    /// Broker pings are answered here.
+    fn receive(&mut self, on_msg: &mut dyn FnMut(Delivery<'_>)) -> anyhow::Result<Recv>;
     /// Messages the broker reported as dropped for this connection.
     fn dropped(&self) -> u64;
+    /// Requests the broker answered with `NO_RESPONDERS` (corecast 1.1).
+    fn no_responders(&self) -> u64;
     /// The broker's counters as JSON (corecast `STATS`), `None` if the
     /// protocol has no such request.
     fn stats(&mut self) -> anyhow::Result<Option<String>>;
@@ -257,9 +318,24 @@ impl Wire {
         Ok(n)
     }
 
-    /// Writes all of `bytes` (bounded by the write timeout).
+    /// Writes all of `bytes`, bounded by the write timeout. On a
+    /// non-blocking socket (one a poller reads) a full send buffer is
+    /// waited out with `poll(2)` rather than taken for an error.
     pub fn send(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
-        self.stream.write_all(bytes).context("write to broker")
+        let deadline = self.deadline();
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            match self.stream.write(rest) {
+                Ok(0) => bail!("write to broker: the connection takes no more bytes"),
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    wait_writable(&self.stream, deadline)?
+                }
+                Err(e) => return Err(e).context("write to broker"),
+            }
+        }
+        Ok(())
     }
 
     /// Blocking reads until `codec` decodes an event that `want` accepts;
@@ -337,6 +413,25 @@ fn connect_from(
     Ok(socket.into())
 }
 
+/// Waits until `stream` can take more bytes, or fails at `deadline`.
+fn wait_writable(stream: &TcpStream, deadline: Instant) -> anyhow::Result<()> {
+    use std::os::fd::AsRawFd;
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        bail!("write to broker: timed out");
+    }
+    let mut pfd = libc::pollfd { fd: stream.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
+    let ms = left.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
+    // SAFETY: poll reads and writes the one live pollfd passed, count 1.
+    if unsafe { libc::poll(&mut pfd, 1, ms) } < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e).context("poll for room to write");
+        }
+    }
+    Ok(())
+}
+
 /// Would-block, timeout and interrupt: try again.
 fn is_transient(e: &io::Error) -> bool {
     matches!(
@@ -357,6 +452,7 @@ pub struct Conn<C> {
     out: Vec<u8>,
     pending_subs: usize,
     dropped: u64,
+    no_responders: u64,
     stats: Option<String>,
     /// Bytes published since the socket was last drained.
     undrained: usize,
@@ -372,6 +468,7 @@ impl<C: Codec> Conn<C> {
             out: Vec::new(),
             pending_subs: 0,
             dropped: 0,
+            no_responders: 0,
             stats: None,
             undrained: 0,
         })
@@ -396,7 +493,7 @@ impl<C: Codec> Conn<C> {
     }
 
     /// Hands every whole frame in the buffer to `on_msg`.
-    fn drain_buffer(&mut self, on_msg: &mut dyn FnMut(&str, &[u8])) -> anyhow::Result<()> {
+    fn drain_buffer(&mut self, on_msg: &mut dyn FnMut(Delivery<'_>)) -> anyhow::Result<()> {
         let mut pongs = Vec::new();
         let mut consumed = 0;
         {
@@ -404,11 +501,12 @@ impl<C: Codec> Conn<C> {
             while let Some((event, used)) = self.codec.parse(&data[consumed..])? {
                 consumed += used;
                 match event {
-                    Event::Msg { topic, payload } => on_msg(topic, payload),
+                    Event::Msg(delivery) => on_msg(delivery),
                     Event::Ping(nonce) => pongs.push(nonce),
                     Event::Dropped(n) => self.dropped += n,
                     Event::Subscribed => self.pending_subs = self.pending_subs.saturating_sub(1),
                     Event::Stats(json) => self.stats = Some(json.to_owned()),
+                    Event::NoResponders => self.no_responders += 1,
                     Event::Pong | Event::Other => {}
                 }
             }
@@ -425,10 +523,15 @@ impl<C: Codec> Conn<C> {
 }
 
 impl<C: Codec> Driver for Conn<C> {
-    fn subscribe(&mut self, topic: &str) -> anyhow::Result<()> {
-        self.codec.encode_sub(topic, &mut self.out);
+    fn subscribe_all(&mut self, subs: &[Subscription<'_>]) -> anyhow::Result<()> {
+        for sub in subs {
+            if let Err(e) = self.codec.encode_sub(*sub, &mut self.out) {
+                self.out.clear();
+                return Err(e);
+            }
+        }
         if self.codec.acks_subscriptions() {
-            self.pending_subs += 1;
+            self.pending_subs += subs.len();
         }
         self.send_out()
     }
@@ -467,11 +570,23 @@ impl<C: Codec> Driver for Conn<C> {
         drained
     }
 
+    fn send(&mut self, encoded: &[u8]) -> anyhow::Result<()> {
+        self.wire.send(encoded)
+    }
+
+    fn request(&mut self, topic: &str, reply_to: &str, payload: &[u8]) -> anyhow::Result<()> {
+        if let Err(e) = self.codec.encode_request(topic, reply_to, payload, &mut self.out) {
+            self.out.clear();
+            return Err(e);
+        }
+        self.send_out()
+    }
+
     fn flush(&mut self) -> anyhow::Result<()> {
         self.ping_round_trip("flush (PONG)")
     }
 
-    fn receive(&mut self, on_msg: &mut dyn FnMut(&str, &[u8])) -> anyhow::Result<Recv> {
+    fn receive(&mut self, on_msg: &mut dyn FnMut(Delivery<'_>)) -> anyhow::Result<Recv> {
         match self.wire.fill() {
             Ok(0) => Ok(Recv::Closed),
             Ok(_) => {
@@ -486,6 +601,10 @@ impl<C: Codec> Driver for Conn<C> {
 
     fn dropped(&self) -> u64 {
         self.dropped
+    }
+
+    fn no_responders(&self) -> u64 {
+        self.no_responders
     }
 
     fn stats(&mut self) -> anyhow::Result<Option<String>> {
@@ -513,7 +632,7 @@ impl<C: Codec> Conn<C> {
     /// Reads until the socket has nothing more, discarding messages.
     fn drain_nonblocking(&mut self) -> anyhow::Result<()> {
         for _ in 0..1024 {
-            match self.receive(&mut |_, _| {})? {
+            match self.receive(&mut |_| {})? {
                 Recv::Data => continue,
                 Recv::Idle => return Ok(()),
                 Recv::Closed => bail!("broker closed the publisher connection"),
@@ -582,6 +701,19 @@ mod tests {
         }
         assert_eq!(parse_decimal(b""), None);
         assert_eq!(parse_decimal(b"1x"), None);
+    }
+
+    #[test]
+    fn patterns_are_told_from_topics() {
+        for (topic, pattern) in [
+            ("bench.*.x", true),
+            ("bench.>", true),
+            (">", true),
+            ("bench.a*", false),
+            ("a.b", false),
+        ] {
+            assert_eq!(Subscription::plain(topic).is_pattern(), pattern, "{topic}");
+        }
     }
 
     #[test]

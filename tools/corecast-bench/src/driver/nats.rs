@@ -1,10 +1,13 @@
-//! NATS core protocol, by hand: `INFO`, `CONNECT`, `SUB`, `PUB`, `MSG`,
+//! NATS core protocol, by hand: `INFO`, `CONNECT`, `SUB` (with a queue
+//! group when asked), `PUB` (with a reply-to for requests), `MSG`,
 //! `PING`/`PONG`, `+OK`, `-ERR`. A `MSG` counts only once its payload and
 //! trailing CRLF have arrived.
 
 use anyhow::bail;
 
-use super::{parse_decimal, put_decimal, Codec, Event, Wire, MAX_READ_BUFFER};
+use super::{
+    parse_decimal, put_decimal, Codec, Delivery, Event, Subscription, Wire, MAX_READ_BUFFER,
+};
 
 /// The NATS codec.
 #[derive(Debug, Default)]
@@ -21,9 +24,16 @@ fn control_line(buf: &[u8]) -> Option<(&[u8], usize)> {
     Some((line, nl + 1))
 }
 
-/// Parses the arguments of `MSG <subject> <sid> [reply-to] <#bytes>`:
-/// (subject, payload size).
-fn msg_args(args: &[u8]) -> anyhow::Result<(&str, usize)> {
+/// The fields of a `MSG` line that the bench uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MsgArgs<'a> {
+    subject: &'a str,
+    reply_to: &'a str,
+    size: usize,
+}
+
+/// Parses the arguments of `MSG <subject> <sid> [reply-to] <#bytes>`.
+fn msg_args(args: &[u8]) -> anyhow::Result<MsgArgs<'_>> {
     let mut parts: [&[u8]; 4] = [&[]; 4];
     let mut n = 0;
     for part in args.split(|&b| b == b' ' || b == b'\t').filter(|p| !p.is_empty()) {
@@ -40,7 +50,8 @@ fn msg_args(args: &[u8]) -> anyhow::Result<(&str, usize)> {
     let Some(size) = size.filter(|&s| s < MAX_READ_BUFFER) else {
         bail!("NATS MSG line malformed: {:?}", String::from_utf8_lossy(args));
     };
-    Ok((std::str::from_utf8(parts[0])?, size))
+    let reply_to = if n == 4 { std::str::from_utf8(parts[2])? } else { "" };
+    Ok(MsgArgs { subject: std::str::from_utf8(parts[0])?, reply_to, size })
 }
 
 fn parse_msg<'a>(
@@ -48,7 +59,7 @@ fn parse_msg<'a>(
     line: &'a [u8],
     header: usize,
 ) -> anyhow::Result<Option<(Event<'a>, usize)>> {
-    let (topic, size) = msg_args(&line[4..])?;
+    let MsgArgs { subject, reply_to, size } = msg_args(&line[4..])?;
     let total = header + size + 2;
     if buf.len() < total {
         return Ok(None);
@@ -56,7 +67,23 @@ fn parse_msg<'a>(
     if &buf[header + size..total] != b"\r\n" {
         bail!("NATS MSG payload not followed by CRLF");
     }
-    Ok(Some((Event::Msg { topic, payload: &buf[header..header + size] }, total)))
+    let payload = &buf[header..header + size];
+    Ok(Some((Event::Msg(Delivery { topic: subject, reply_to, payload }), total)))
+}
+
+/// Appends `PUB <subject> [reply-to] <#bytes>`, the payload and CRLFs.
+fn put_pub(subject: &str, reply_to: &str, payload: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(b"PUB ");
+    out.extend_from_slice(subject.as_bytes());
+    out.push(b' ');
+    if !reply_to.is_empty() {
+        out.extend_from_slice(reply_to.as_bytes());
+        out.push(b' ');
+    }
+    put_decimal(out, payload.len());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(payload);
+    out.extend_from_slice(b"\r\n");
 }
 
 impl Codec for Nats {
@@ -80,23 +107,35 @@ impl Codec for Nats {
         wire.wait_for(self, "PONG after CONNECT", |e| matches!(e, Event::Pong))
     }
 
-    fn encode_sub(&mut self, topic: &str, out: &mut Vec<u8>) {
+    /// `SUB <subject> [queue group] <sid>`; NATS subjects take `*` and `>`
+    /// as they are.
+    fn encode_sub(&mut self, sub: Subscription<'_>, out: &mut Vec<u8>) -> anyhow::Result<()> {
         self.next_sid += 1;
         out.extend_from_slice(b"SUB ");
-        out.extend_from_slice(topic.as_bytes());
+        out.extend_from_slice(sub.topic.as_bytes());
         out.push(b' ');
+        if let Some(group) = sub.group {
+            out.extend_from_slice(group.as_bytes());
+            out.push(b' ');
+        }
         put_decimal(out, self.next_sid);
         out.extend_from_slice(b"\r\n");
+        Ok(())
     }
 
     fn encode_pub(&self, topic: &str, payload: &[u8], out: &mut Vec<u8>) {
-        out.extend_from_slice(b"PUB ");
-        out.extend_from_slice(topic.as_bytes());
-        out.push(b' ');
-        put_decimal(out, payload.len());
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(payload);
-        out.extend_from_slice(b"\r\n");
+        put_pub(topic, "", payload, out);
+    }
+
+    fn encode_request(
+        &self,
+        topic: &str,
+        reply_to: &str,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> anyhow::Result<()> {
+        put_pub(topic, reply_to, payload, out);
+        Ok(())
     }
 
     fn encode_ping(&self, out: &mut Vec<u8>) {
@@ -135,11 +174,11 @@ mod tests {
             stream,
             &[
                 "Other",
-                r#"Msg { topic: "a.b", payload: [104, 101, 108, 108, 111] }"#,
+                r#"Msg(Delivery { topic: "a.b", reply_to: "", payload: [104, 101, 108, 108, 111] })"#,
                 "Ping(0)",
-                r#"Msg { topic: "c", payload: [13, 10, 13] }"#,
+                r#"Msg(Delivery { topic: "c", reply_to: "r.x", payload: [13, 10, 13] })"#,
                 "Other",
-                r#"Msg { topic: "d", payload: [] }"#,
+                r#"Msg(Delivery { topic: "d", reply_to: "", payload: [] })"#,
             ],
         );
     }
@@ -158,5 +197,17 @@ mod tests {
         let mut out = Vec::new();
         Nats::default().encode_pub("t.x", b"abc", &mut out);
         assert_eq!(out, b"PUB t.x 3\r\nabc\r\n");
+        out.clear();
+        Nats::default().encode_request("svc", "bench.inbox.2", b"q", &mut out).expect("request");
+        assert_eq!(out, b"PUB svc bench.inbox.2 1\r\nq\r\n");
+    }
+
+    #[test]
+    fn sub_encoding() {
+        let (mut codec, mut out) = (Nats::default(), Vec::new());
+        codec.encode_sub(Subscription::plain("bench.>"), &mut out).expect("sub");
+        let group = Subscription { topic: "svc", group: Some("workers") };
+        codec.encode_sub(group, &mut out).expect("queue sub");
+        assert_eq!(out, b"SUB bench.> 1\r\nSUB svc workers 2\r\n");
     }
 }

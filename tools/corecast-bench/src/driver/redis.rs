@@ -1,10 +1,18 @@
-//! Redis pub/sub over RESP2, by hand: `SUBSCRIBE` (confirmed by its
-//! `subscribe` reply), pipelined `PUBLISH`, `PING`. A `message` push counts
-//! only once all three of its bulk strings have arrived.
+//! Redis pub/sub over RESP2, by hand: `SUBSCRIBE` and `PSUBSCRIBE`
+//! (confirmed by their replies), pipelined `PUBLISH`, `PING`. A `message`
+//! or `pmessage` push counts only once all of its bulk strings have
+//! arrived. Redis has neither queue groups nor reply-tos.
+//!
+//! A pattern is turned into a Redis glob: `*` and `>` tokens both become
+//! `*`, which in a glob also matches dots. `bench.*.x` therefore matches
+//! `bench.a.b.x` in Redis and not in NATS or corecast; the workloads only
+//! publish to topics where both readings agree.
 
 use anyhow::bail;
 
-use super::{parse_decimal, put_decimal, Codec, Event, Wire, MAX_READ_BUFFER};
+use super::{
+    parse_decimal, put_decimal, Codec, Delivery, Event, Subscription, Wire, MAX_READ_BUFFER,
+};
 
 /// The Redis codec. Redis has no greeting and no broker pings.
 #[derive(Debug, Default)]
@@ -59,7 +67,7 @@ fn scalar(buf: &[u8], pos: usize) -> anyhow::Result<Option<(Scalar<'_>, usize)>>
     Ok(Some((value, after)))
 }
 
-/// Parses a push array of up to 3 scalars at the front of `buf`.
+/// Parses a push array of up to 4 scalars at the front of `buf`.
 fn push(buf: &[u8]) -> anyhow::Result<Option<(Event<'_>, usize)>> {
     let Some((line, mut pos)) = line_at(buf, 0) else {
         return Ok(None);
@@ -67,25 +75,55 @@ fn push(buf: &[u8]) -> anyhow::Result<Option<(Event<'_>, usize)>> {
     let Some(n) = parse_decimal(&line[1..]) else {
         bail!("bad RESP array length {:?}", String::from_utf8_lossy(line));
     };
-    if n > 3 {
+    if n > 4 {
         bail!("unexpected RESP array of {n} elements");
     }
-    let mut items = [Scalar::Null; 3];
+    let mut items = [Scalar::Null; 4];
     for item in items.iter_mut().take(n) {
         match scalar(buf, pos)? {
             Some((value, end)) => (*item, pos) = (value, end),
             None => return Ok(None),
         }
     }
-    let event = match items {
-        [Scalar::Bulk(b"message"), Scalar::Bulk(topic), Scalar::Bulk(payload)] => {
-            Event::Msg { topic: std::str::from_utf8(topic)?, payload }
+    let event = match (n, items) {
+        (3, [Scalar::Bulk(b"message"), Scalar::Bulk(topic), Scalar::Bulk(payload), _]) => {
+            delivery(topic, payload)?
         }
-        [Scalar::Bulk(b"subscribe"), ..] => Event::Subscribed,
-        [Scalar::Bulk(b"pong"), ..] => Event::Pong,
+        (4, [Scalar::Bulk(b"pmessage"), _, Scalar::Bulk(topic), Scalar::Bulk(payload)]) => {
+            delivery(topic, payload)?
+        }
+        (_, [Scalar::Bulk(b"subscribe" | b"psubscribe"), ..]) => Event::Subscribed,
+        (_, [Scalar::Bulk(b"pong"), ..]) => Event::Pong,
         _ => Event::Other,
     };
     Ok(Some((event, pos)))
+}
+
+/// A message pushed to a subscriber.
+fn delivery<'a>(topic: &'a [u8], payload: &'a [u8]) -> anyhow::Result<Event<'a>> {
+    Ok(Event::Msg(Delivery { topic: std::str::from_utf8(topic)?, reply_to: "", payload }))
+}
+
+/// The Redis glob for a pattern in NATS syntax: wildcard tokens become
+/// `*`, and the glob's special characters in literal tokens are escaped.
+fn glob(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len() + 4);
+    for (i, token) in pattern.split('.').enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        if token == "*" || token == ">" {
+            out.push('*');
+            continue;
+        }
+        for c in token.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Appends a RESP command of bulk strings.
@@ -107,8 +145,17 @@ impl Codec for Redis {
         Ok(())
     }
 
-    fn encode_sub(&mut self, topic: &str, out: &mut Vec<u8>) {
-        command(&[b"SUBSCRIBE", topic.as_bytes()], out);
+    /// `SUBSCRIBE`, or `PSUBSCRIBE` with the pattern's glob.
+    fn encode_sub(&mut self, sub: Subscription<'_>, out: &mut Vec<u8>) -> anyhow::Result<()> {
+        if sub.group.is_some() {
+            bail!("Redis pub/sub has no queue groups");
+        }
+        if sub.is_pattern() {
+            command(&[b"PSUBSCRIBE", glob(sub.topic).as_bytes()], out);
+        } else {
+            command(&[b"SUBSCRIBE", sub.topic.as_bytes()], out);
+        }
+        Ok(())
     }
 
     fn encode_pub(&self, topic: &str, payload: &[u8], out: &mut Vec<u8>) {
@@ -149,17 +196,21 @@ mod tests {
         let stream: &[u8] = b"*3\r\n$9\r\nsubscribe\r\n$3\r\na.b\r\n:1\r\n\
             *3\r\n$7\r\nmessage\r\n$3\r\na.b\r\n$4\r\n\r\nxy\r\n\
             :12\r\n+PONG\r\n*2\r\n$4\r\npong\r\n$0\r\n\r\n\
-            *3\r\n$7\r\nmessage\r\n$3\r\na.b\r\n$0\r\n\r\n";
+            *3\r\n$7\r\nmessage\r\n$3\r\na.b\r\n$0\r\n\r\n\
+            *3\r\n$10\r\npsubscribe\r\n$3\r\nb.*\r\n:2\r\n\
+            *4\r\n$8\r\npmessage\r\n$3\r\nb.*\r\n$5\r\nb.1.x\r\n$2\r\nhi\r\n";
         crate::driver::assert_parses_in_pieces(
             &Redis,
             stream,
             &[
                 "Subscribed",
-                r#"Msg { topic: "a.b", payload: [13, 10, 120, 121] }"#,
+                r#"Msg(Delivery { topic: "a.b", reply_to: "", payload: [13, 10, 120, 121] })"#,
                 "Other",
                 "Pong",
                 "Pong",
-                r#"Msg { topic: "a.b", payload: [] }"#,
+                r#"Msg(Delivery { topic: "a.b", reply_to: "", payload: [] })"#,
+                "Subscribed",
+                r#"Msg(Delivery { topic: "b.1.x", reply_to: "", payload: [104, 105] })"#,
             ],
         );
     }
@@ -172,5 +223,18 @@ mod tests {
         assert!(Redis.parse(b"-ERR wrong\r\n").is_err());
         assert_eq!(Redis.parse(b"*3\r\n$7\r\nmessage\r\n$1\r\nt\r\n$2\r\nh").expect("valid"), None);
         assert!(Redis.parse(b"$99999999999\r\n").is_err(), "a garbage length is an error");
+    }
+
+    #[test]
+    fn patterns_become_globs_and_groups_are_refused() {
+        assert_eq!(glob("bench.*.x"), "bench.*.x");
+        assert_eq!(glob("bench.>"), "bench.*");
+        assert_eq!(glob("a?.[b].*"), "a\\?.\\[b\\].*");
+        let mut out = Vec::new();
+        Redis.encode_sub(Subscription::plain("bench.>"), &mut out).expect("psubscribe");
+        assert_eq!(out, b"*2\r\n$10\r\nPSUBSCRIBE\r\n$7\r\nbench.*\r\n");
+        let group = Subscription { topic: "svc", group: Some("workers") };
+        assert!(Redis.encode_sub(group, &mut out).is_err());
+        assert!(Redis.encode_request("svc", "inbox", b"q", &mut out).is_err());
     }
 }

@@ -71,7 +71,7 @@ fn subscriber(
         if !publishing.load(Relaxed) && h.received >= sent.load(Relaxed) {
             break;
         }
-        let outcome = conn.receive(&mut |_, payload| stamps.extend(Stamp::read(payload)))?;
+        let outcome = conn.receive(&mut |m| stamps.extend(Stamp::read(m.payload)))?;
         let now = clock::now_ns();
         for s in stamps.drain(..) {
             h.received += 1;

@@ -5,6 +5,9 @@ pub mod churn;
 pub mod conns;
 pub mod flow;
 pub mod latency;
+pub mod owed;
+pub mod request;
+pub mod routing;
 pub mod stalled;
 
 use std::{
@@ -58,7 +61,7 @@ impl Target {
 
     /// Connects with the given read buffer and the run's timeout.
     pub fn connect(&self, name: &str, read_buffer: usize) -> anyhow::Result<Box<dyn Driver>> {
-        self.connect_from(name, read_buffer, None)
+        self.open(name, ConnOpts { read_buffer, timeout: self.timeout, source: None, v1_1: false })
     }
 
     /// [`Target::connect`] from local address `source`.
@@ -68,7 +71,21 @@ impl Target {
         read_buffer: usize,
         source: Option<std::net::Ipv4Addr>,
     ) -> anyhow::Result<Box<dyn Driver>> {
-        let opts = ConnOpts { read_buffer, timeout: self.timeout, source };
+        self.open(name, ConnOpts { read_buffer, timeout: self.timeout, source, v1_1: false })
+    }
+
+    /// [`Target::connect`], as a protocol 1.1 session when `v1_1` (corecast;
+    /// see [`ConnOpts::v1_1`]).
+    pub fn connect_as(
+        &self,
+        name: &str,
+        read_buffer: usize,
+        v1_1: bool,
+    ) -> anyhow::Result<Box<dyn Driver>> {
+        self.open(name, ConnOpts { read_buffer, timeout: self.timeout, source: None, v1_1 })
+    }
+
+    fn open(&self, name: &str, opts: ConnOpts) -> anyhow::Result<Box<dyn Driver>> {
         self.kind
             .connect(self.addr, name, opts)
             .with_context(|| format!("{} connection {name}", self.kind))
@@ -99,6 +116,8 @@ impl Target {
             latency: None,
             conns: None,
             churn: None,
+            subs_memory: None,
+            request: None,
             broker_usage: None,
             bench_usage: BenchUsage::default(),
             counters_after: None,
