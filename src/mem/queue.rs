@@ -724,6 +724,26 @@ mod tests {
         Item::Frame { sid, frame }
     }
 
+    /// A fresh queue holding one run of `count` messages for `sid` with
+    /// `pad`-byte payloads, the writer's reference to their chunk already
+    /// dropped; returns the queue and the frames.
+    fn queued_run(
+        mem: &mut Memory,
+        sid: u32,
+        count: u8,
+        pad: usize,
+    ) -> (ChunkQueue<true>, Vec<Vec<u8>>) {
+        let mut q = ChunkQueue::<true>::default();
+        let frames: Vec<Vec<u8>> = (0..count).map(|n| msg(sid, &vec![n; pad])).collect();
+        let (blobs, id) = share_frames(mem, &frames);
+        for &b in &blobs {
+            assert!(q.push_item(mem, frame_item(sid, b), Charge::Budget));
+        }
+        assert_eq!(q.splices.len(), 1, "one run");
+        mem.release(id);
+        (q, frames)
+    }
+
     #[test]
     fn consecutive_shared_frames_extend_one_run() {
         let mut mem = memory();
@@ -775,13 +795,7 @@ mod tests {
     #[test]
     fn drop_unstarted_cuts_a_run_after_the_frame_in_progress() {
         let mut mem = memory();
-        let mut q = ChunkQueue::<true>::default();
-        let frames: Vec<Vec<u8>> = (0..4u8).map(|n| msg(3, &[n; 70])).collect();
-        let (blobs, id) = share_frames(&mut mem, &frames);
-        blobs
-            .iter()
-            .for_each(|&b| assert!(q.push_item(&mut mem, frame_item(3, b), Charge::Budget)));
-        mem.release(id);
+        let (mut q, frames) = queued_run(&mut mem, 3, 4, 70);
         let into_second = frames[0].len() + 5;
         q.consume(&mut mem, into_second);
         q.drop_unstarted(&mut mem);
@@ -795,13 +809,7 @@ mod tests {
     #[test]
     fn drop_unstarted_on_a_frame_boundary_inside_a_run_leaves_nothing() {
         let mut mem = memory();
-        let mut q = ChunkQueue::<true>::default();
-        let frames: Vec<Vec<u8>> = (0..3u8).map(|n| msg(3, &[n; 70])).collect();
-        let (blobs, id) = share_frames(&mut mem, &frames);
-        blobs
-            .iter()
-            .for_each(|&b| assert!(q.push_item(&mut mem, frame_item(3, b), Charge::Budget)));
-        mem.release(id);
+        let (mut q, frames) = queued_run(&mut mem, 3, 3, 70);
         q.consume(&mut mem, frames[0].len());
         q.drop_unstarted(&mut mem);
         assert!(q.is_empty());
@@ -814,13 +822,7 @@ mod tests {
     #[test]
     fn shed_messages_counts_every_message_of_a_run() {
         let mut mem = memory();
-        let mut q = ChunkQueue::<true>::default();
-        let frames: Vec<Vec<u8>> = (0..5u8).map(|n| msg(9, &[n; 40])).collect();
-        let (blobs, id) = share_frames(&mut mem, &frames);
-        blobs
-            .iter()
-            .for_each(|&b| assert!(q.push_item(&mut mem, frame_item(9, b), Charge::Budget)));
-        mem.release(id);
+        let (mut q, frames) = queued_run(&mut mem, 9, 5, 40);
         q.consume(&mut mem, 3);
         let mut sids = Vec::new();
         assert_eq!(q.shed_messages(&mut mem, |sid| sids.push(sid)), 4);
