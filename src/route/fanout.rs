@@ -132,6 +132,9 @@ pub(crate) struct Fanout {
     /// Chunks filled during this batch, whose reference is held until the
     /// batch is queued.
     retired: Vec<ChunkId>,
+    /// Some message of this batch was written to a shared chunk, so the
+    /// chunk in use may hold frames no queue has a reference to yet.
+    batch_shared: bool,
     /// Numbers the checks that no connection is listed twice; see
     /// [`Slot::visit`].
     pass: u32,
@@ -152,6 +155,7 @@ impl Fanout {
     fn encode(&mut self, mem: &mut Memory, msgs: &[Message<'_>], subs: &[LocalSub]) {
         self.frames.clear();
         self.batch.clear();
+        self.batch_shared = false;
         let first_sid = subs.first().map_or(0, |s| s.sid);
         for &Message { topic, reply_to, headers, payload } in msgs {
             let start = self.frames.len();
@@ -233,11 +237,10 @@ impl Fanout {
         if subscribers < 2 || len > CHUNK - REFCOUNT {
             return None;
         }
-        let batch_holds_none = !self.batch.iter().any(|e| e.shared.is_some());
         let (id, fill) = match self.shared.take() {
             // No queue holds a frame from it, nor does this batch: write
             // from the start.
-            Some((id, _)) if batch_holds_none && mem.refs(id) == 1 => (id, REFCOUNT),
+            Some((id, _)) if !self.batch_shared && mem.refs(id) == 1 => (id, REFCOUNT),
             Some((id, fill)) if fill + len <= CHUNK => (id, fill),
             full => {
                 // Frames of this batch may be in it, not yet queued: its
@@ -249,6 +252,7 @@ impl Fanout {
         let frame = self.stamped(msg, sid);
         mem.chunk_mut(id)[fill..fill + len].copy_from_slice(frame);
         self.shared = Some((id, fill + len));
+        self.batch_shared = true;
         Some(Shared { sid, frame: Blob { chunk: id, off: fill as u16, len: len as u16 } })
     }
 
