@@ -729,3 +729,34 @@ fn a_refused_publish_in_a_row_is_refused_in_its_place() {
     drop((sub, publ));
     finish(broker);
 }
+
+/// A frame with an unknown opcode right after a row of `PUB`s to one topic
+/// ends the session, but only after the row: every message before it is
+/// delivered, none after it, and a witness connection on the same core
+/// keeps working.
+#[test]
+fn an_unknown_opcode_after_a_row_of_publishes_ends_the_session_after_them() {
+    let broker = start(test_config(1));
+    let addr = broker.local_addr();
+    let mut sub = Client::connect(addr);
+    sub.sub(1, "row.bad");
+    sub.flush_empty();
+    let mut publ = Client::connect(addr);
+    let mut bytes: Vec<u8> =
+        (0..20).flat_map(|i| raw_pub(b"row.bad", b"", &seq_payload(i, 10))).collect();
+    bytes.extend_from_slice(&frame(0x7e, 0, b"no such opcode"));
+    bytes.extend_from_slice(&raw_pub(b"row.bad", b"", &seq_payload(99, 10)));
+    publ.send_raw(&bytes);
+    let unknown = corecast_proto::ErrorCode::UnknownOpcode.as_u16();
+    assert_eq!(publ.expect_fatal(), unknown, "an unknown opcode ends the session");
+    let nonce = sub.ping();
+    let got = sub.until_pong(nonce);
+    let want: Vec<Got> = (0..20).map(|i| Got::msg(1, "row.bad", &seq_payload(i, 10))).collect();
+    assert!(got == want, "the 20 before the bad frame, and nothing after it: {} got", got.len());
+    let mut witness = Client::connect(addr);
+    witness.publish("row.bad", b"still here");
+    witness.flush_empty();
+    assert_eq!(sub.recv(), Got::msg(1, "row.bad", b"still here"));
+    drop((sub, witness));
+    finish(broker);
+}
