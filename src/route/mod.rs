@@ -332,11 +332,21 @@ impl Publishing<'_, '_> {
 /// a peer core's batch), delivered together ([`fanout::deliver`]).
 #[derive(Debug)]
 pub(crate) struct Batch<'a> {
-    msgs: [Message<'a>; Batch::MAX],
-    len: usize,
+    msgs: Msgs<'a>,
     /// Bytes of frames so far, and the most the batch may hold.
     bytes: usize,
     limit: usize,
+}
+
+/// A lone message is kept alone: most publishes that do not come in a row
+/// would otherwise fill the whole array for one message. The large variant
+/// stays inline on purpose: a batch lives on the stack for one publish, and
+/// boxing it would allocate per batch.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+enum Msgs<'a> {
+    One(Message<'a>),
+    Many([Message<'a>; Batch::MAX], usize),
 }
 
 impl<'a> Batch<'a> {
@@ -350,25 +360,42 @@ impl<'a> Batch<'a> {
     /// subscriber far past the point where it would have yielded.
     pub(crate) fn new(first: Message<'a>, max_pending: usize) -> Self {
         let limit = (max_pending / 8).min(64 << 10);
-        Self { msgs: [first; Self::MAX], len: 1, bytes: first.frame_len(), limit }
+        Self { msgs: Msgs::One(first), bytes: first.frame_len(), limit }
+    }
+
+    /// The topic every message of the batch goes to.
+    pub(crate) fn topic(&self) -> &'a str {
+        self.messages()[0].topic
     }
 
     /// Whether `msg` may join: same topic, and room for it.
     pub(crate) fn admits(&self, msg: &Message<'_>) -> bool {
-        self.len < Self::MAX
-            && msg.topic == self.msgs[0].topic
+        self.messages().len() < Self::MAX
+            && msg.topic == self.topic()
             && self.bytes + msg.frame_len() <= self.limit
     }
 
     /// Adds `msg`, which [`Self::admits`] accepted.
     pub(crate) fn push(&mut self, msg: Message<'a>) {
         self.bytes += msg.frame_len();
-        self.msgs[self.len] = msg;
-        self.len += 1;
+        match &mut self.msgs {
+            Msgs::One(first) => {
+                let mut all = [*first; Self::MAX];
+                all[1] = msg;
+                self.msgs = Msgs::Many(all, 2);
+            }
+            Msgs::Many(all, len) => {
+                all[*len] = msg;
+                *len += 1;
+            }
+        }
     }
 
     pub(crate) fn messages(&self) -> &[Message<'a>] {
-        &self.msgs[..self.len]
+        match &self.msgs {
+            Msgs::One(first) => std::slice::from_ref(first),
+            Msgs::Many(all, len) => &all[..*len],
+        }
     }
 }
 
