@@ -19,6 +19,7 @@ impl<'a> RawFrame<'a> {
     /// Returns `Ok(None)` and leaves `src` alone when the frame is not
     /// complete yet. A length prefix above `max_frame` is an error as soon as
     /// the prefix has arrived, before the rest of the frame.
+    #[inline]
     pub fn split(src: &mut &'a [u8], max_frame: u32) -> Result<Option<Self>, DecodeError> {
         let Some(len) = Self::peek_len(src) else {
             return Ok(None);
@@ -39,6 +40,7 @@ impl<'a> RawFrame<'a> {
 
     /// The length prefix at the front of `src` (the frame's length after
     /// the prefix), once all of its bytes have arrived.
+    #[inline]
     pub fn peek_len(src: &[u8]) -> Option<u32> {
         let prefix: [u8; LEN_PREFIX] = src.get(..LEN_PREFIX)?.try_into().ok()?;
         Some(u32::from_le_bytes(prefix))

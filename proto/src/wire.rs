@@ -10,10 +10,12 @@ pub(crate) struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    #[inline]
     pub(crate) fn new(body: &'a [u8]) -> Self {
         Self { rest: body }
     }
 
+    #[inline]
     pub(crate) fn bytes(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.rest.len() < n {
             return Err(DecodeError::Truncated);
@@ -23,29 +25,35 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
+    #[inline]
     fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
         let mut out = [0; N];
         out.copy_from_slice(self.bytes(N)?);
         Ok(out)
     }
 
+    #[inline]
     pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.array::<1>()?[0])
     }
 
+    #[inline]
     pub(crate) fn u16(&mut self) -> Result<u16, DecodeError> {
         Ok(u16::from_le_bytes(self.array()?))
     }
 
+    #[inline]
     pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
         Ok(u32::from_le_bytes(self.array()?))
     }
 
+    #[inline]
     pub(crate) fn u64(&mut self) -> Result<u64, DecodeError> {
         Ok(u64::from_le_bytes(self.array()?))
     }
 
     /// A `u8`-length string of UTF-8.
+    #[inline]
     pub(crate) fn short_str(&mut self, field: Field) -> Result<&'a str, DecodeError> {
         let len = self.u8()? as usize;
         utf8(self.bytes(len)?, field)
@@ -58,6 +66,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Everything left: a payload.
+    #[inline]
     pub(crate) fn rest(self) -> &'a [u8] {
         self.rest
     }
@@ -71,6 +80,7 @@ impl<'a> Reader<'a> {
     }
 }
 
+#[inline]
 pub(crate) fn utf8(bytes: &[u8], field: Field) -> Result<&str, DecodeError> {
     std::str::from_utf8(bytes).map_err(|_| DecodeError::BadUtf8(field))
 }

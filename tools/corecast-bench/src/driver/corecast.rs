@@ -7,7 +7,8 @@
 
 use anyhow::{bail, Context};
 use corecast_proto::{
-    ClientFrame, ClientFrame11, Hello, Pub, ServerFrame, ServerFrame11, Sub, VERSION,
+    opcode, ClientFrame, ClientFrame11, Hello, Pub, RawFrame, ServerFrame, ServerFrame11, Sub,
+    VERSION,
 };
 
 use super::{Codec, Delivery, Event, Subscription, Wire};
@@ -45,10 +46,17 @@ impl Corecast {
         src: &mut &'a [u8],
         max: u32,
     ) -> anyhow::Result<Option<ServerFrame11<'a>>> {
+        let raw = RawFrame::split(src, max).context("corecast frame")?;
+        raw.map(|raw| self.parse_raw(raw)).transpose()
+    }
+
+    /// Interprets a frame already cut out of the stream with the parser of
+    /// the session's version.
+    fn parse_raw<'a>(&self, raw: RawFrame<'a>) -> anyhow::Result<ServerFrame11<'a>> {
         let frame = if self.v1_1 {
-            ServerFrame11::decode(src, max)
+            ServerFrame11::parse(raw)
         } else {
-            ServerFrame::decode(src, max).map(|f| f.map(ServerFrame11::from))
+            ServerFrame::parse(raw).map(ServerFrame11::from)
         };
         frame.context("corecast frame")
     }
@@ -139,11 +147,22 @@ impl Codec for Corecast {
 
     fn parse<'a>(&self, buf: &'a [u8]) -> anyhow::Result<Option<(Event<'a>, usize)>> {
         let mut src = buf;
-        let Some(frame) = self.decode(&mut src, self.max_server_frame)? else {
+        let Some(raw) =
+            RawFrame::split(&mut src, self.max_server_frame).context("corecast frame")?
+        else {
             return Ok(None);
         };
         let used = buf.len() - src.len();
-        let event = match frame {
+        // A `MSG`, what a run is made of, has one layout in both versions:
+        // parsed as it is, not through the 1.1 enum.
+        if raw.opcode == opcode::MSG {
+            if let ServerFrame::Msg(m) = ServerFrame::parse(raw).context("corecast MSG")? {
+                let delivery =
+                    Delivery { topic: m.topic, reply_to: m.reply_to, payload: m.payload };
+                return Ok(Some((Event::Msg(delivery), used)));
+            }
+        }
+        let event = match self.parse_raw(raw)? {
             ServerFrame11::Msg(m) => {
                 Event::Msg(Delivery { topic: m.topic, reply_to: m.reply_to, payload: m.payload })
             }
