@@ -114,6 +114,10 @@ counters! {
     protocol_errors,
     /// Times a publisher's reads were held back by a full cross-core queue.
     publisher_stalls,
+    /// Times a publisher (or the receiver of another core's publishes) was
+    /// held back for a subscriber that keeps reading and had most of
+    /// `max_pending` queued (the fast-producer hold).
+    publisher_holds,
     /// Publish records sent to other cores.
     cross_core_sent,
     /// Publish records received from other cores.

@@ -39,6 +39,10 @@ pub(crate) enum Flow {
     /// The frame cannot take effect yet; keep it and stop reading until the
     /// connection is woken.
     Stall,
+    /// The frame took effect, and left subscriber `by`, which keeps
+    /// reading, near `max_pending`: read nothing more until it has written
+    /// some, within a bound ([`crate::core::pressure::Hold`]).
+    Hold { by: usize },
     /// The frame should wait for the subscribers to write once: keep it,
     /// yield, and apply it on the next turn (whatever the budget then).
     Defer,

@@ -9,6 +9,7 @@ use corecast_proto::{opcode, topic, ClientFrame11, ErrorCode, RawFrame, ServerFr
 
 use super::{Ctx, Flow};
 use crate::{
+    core::pressure::Pressure,
     counters::CoreCounters,
     route::{self, Batch, Message, Routed, Source},
 };
@@ -43,9 +44,9 @@ pub(super) fn apply<'a>(
         gather(ctx, &mut batch, &mut after);
     }
     let msgs = batch.messages();
-    let (pressed, responders) = match route::publish(ctx.shard, ctx.st, msgs, source, ctx.deferred)
+    let (pressure, responders) = match route::publish(ctx.shard, ctx.st, msgs, source, ctx.deferred)
     {
-        Routed::Delivered { pressed, responders } => (pressed, responders),
+        Routed::Delivered { pressure, responders } => (pressure, responders),
         Routed::Stalled => return Flow::Stall,
         Routed::Deferred => return Flow::Defer,
     };
@@ -57,10 +58,13 @@ pub(super) fn apply<'a>(
             return Flow::Stop;
         }
     }
-    match (ctx.slot().is_open(), pressed) {
-        (false, _) => Flow::Stop,
-        (true, true) => Flow::Yield,
-        (true, false) => Flow::Continue,
+    if !ctx.slot().is_open() {
+        return Flow::Stop;
+    }
+    match pressure {
+        Pressure { hold: Some(by), .. } => Flow::Hold { by },
+        Pressure { flush: true, .. } => Flow::Yield,
+        Pressure { flush: false, .. } => Flow::Continue,
     }
 }
 

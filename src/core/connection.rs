@@ -23,9 +23,10 @@ use std::{
 
 use corecast_proto::{ErrorCode, RawFrame, LEN_PREFIX};
 use futures_lite::{AsyncRead, AsyncWrite, FutureExt};
-use glommio::net::TcpStream;
+use glommio::{net::TcpStream, timer::Timer};
 
 use super::{
+    pressure::Hold,
     shard::{Shard, State, READ_SCRATCH},
     slot::{ms_duration, Exit, LargeFrame, Phase},
 };
@@ -62,6 +63,12 @@ struct Connection {
     /// The frame at the front of the input was deferred once for the
     /// budget; the next attempt applies it.
     deferred: bool,
+    /// A delivery from the input being applied left this subscriber, which
+    /// keeps reading, near `max_pending`: the next read waits for it.
+    hold_for: Option<usize>,
+    /// Reads wait for a subscriber that keeps reading ([`Hold`]); the timer
+    /// wakes the task to look at it again.
+    hold: Option<(Hold, Timer)>,
 }
 
 /// Serves one accepted connection until it closes. Panics are caught here:
@@ -76,6 +83,8 @@ pub(crate) fn serve(shard: Rc<Shard>, stream: TcpStream, key: usize) -> impl Fut
         peer_eof: false,
         backlog: false,
         deferred: false,
+        hold_for: None,
+        hold: None,
     };
     let run = async move { poll_fn(|cx| conn.poll(cx)).await };
     async move {
@@ -118,6 +127,13 @@ impl Connection {
             if shard.shutting_down.get() {
                 return Poll::Pending;
             }
+            if let Some(by) = self.hold_for.take() {
+                CoreCounters::add(&shard.counters.publisher_holds, 1);
+                self.hold = Some((Hold::new(by, Instant::now()), Timer::new(Hold::TICK)));
+            }
+            if self.held(st, cx) {
+                return Poll::Pending;
+            }
             let flow = if self.backlog {
                 self.apply_input(shard, st, cx, 0)
             } else if reads == READS_PER_POLL {
@@ -135,8 +151,25 @@ impl Connection {
                 Flow::Continue | Flow::Stop => {}
                 Flow::Stall => return Poll::Pending,
                 Flow::Yield | Flow::Defer => return self.yield_now(shard, st, cx),
+                Flow::Hold { by } => {
+                    self.hold_for.get_or_insert(by);
+                }
             }
         }
+    }
+
+    /// Whether reads still wait for the subscriber the connection is held
+    /// for; the timer is armed to look again when they do.
+    fn held(&mut self, st: &State, cx: &mut Context<'_>) -> bool {
+        let Some((hold, timer)) = &mut self.hold else { return false };
+        if !hold.holds(&st.slots, st.mem.max_pending(), Instant::now()) {
+            self.hold = None;
+            return false;
+        }
+        while Pin::new(&mut *timer).poll(cx).is_ready() {
+            *timer = Timer::new(Hold::TICK);
+        }
+        true
     }
 
     fn flush_or_leave(&mut self, shard: &Shard, st: &mut State, cx: &mut Context<'_>) {
@@ -235,11 +268,20 @@ impl Connection {
                 Err(e) => cmd::refuse_decode(&mut ctx, &e),
             };
             let flow = match flow {
+                // Like nats-server's stall, a hold comes between reads, not
+                // between the frames of one read.
+                Flow::Hold { by } => {
+                    self.hold_for.get_or_insert(by);
+                    Flow::Continue
+                }
+                flow => flow,
+            };
+            let flow = match flow {
                 Flow::Continue if st.slots[self.key].out().len() > own_output_limit => Flow::Yield,
                 flow => flow,
             };
             match flow {
-                Flow::Continue => {}
+                Flow::Continue | Flow::Hold { .. } => {}
                 Flow::Yield => {
                     self.backlog = !src.is_empty();
                     return Flow::Yield;

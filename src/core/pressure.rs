@@ -17,10 +17,19 @@
 //!   `ERR out of memory` when what it holds is mostly input). Only when no
 //!   one qualifies does the asker meet its own policy. So a subscriber that
 //!   keeps up is never cut while a stalled one holds as much.
+//! - **Fast-producer hold** (backpressure): a delivery that leaves a
+//!   subscriber that keeps reading past [`Hold::FROM`] of `max_pending`
+//!   holds its publisher back: the publisher reads nothing more until the
+//!   subscriber is back under that mark, for at most [`Hold::MAX`] per
+//!   delivery (counted in `publisher_holds`). A reading subscriber is thus
+//!   not cut for being slower than its publisher for a while, and one that
+//!   stopped reading, or that subscribed lossy, holds no one back.
 //!
 //! Connections that begin to leave here are listed in [`Doomed`];
 //! [`crate::route::reap`] finishes their exit (subscriptions, counters)
 //! right after the delivery, since their subscriptions are being walked.
+
+use std::time::{Duration, Instant};
 
 use slab::Slab;
 
@@ -40,6 +49,62 @@ pub(crate) struct Policy<'a> {
     pub counters: &'a CoreCounters,
     pub deadlines: Deadlines,
     pub doomed: &'a mut Doomed,
+}
+
+/// What a delivery asks of its publisher before it delivers more.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Pressure {
+    /// Some subscriber's queue just went past half of `max_pending`, or the
+    /// burst reached its limit: let the subscribers flush first.
+    pub flush: bool,
+    /// A subscriber that keeps reading is past [`Hold::FROM`]: wait for it.
+    pub hold: Option<usize>,
+}
+
+impl Pressure {
+    /// Both deliveries' asks.
+    pub(crate) fn and(self, other: Self) -> Self {
+        Self { flush: self.flush | other.flush, hold: self.hold.or(other.hold) }
+    }
+}
+
+/// A publisher held back for subscriber `by` (see the module docs).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Hold {
+    by: usize,
+    until: Instant,
+}
+
+impl Hold {
+    /// The share of `max_pending` past which a reading subscriber holds its
+    /// publisher back, as nats-server stalls a fast producer past 3/4.
+    pub(crate) const FROM: (usize, usize) = (3, 4);
+    /// The longest one delivery waits; as long as nats-server's stall per
+    /// read. A subscriber that drains slower than its publisher's reads
+    /// arrive at this pace still falls behind, and meets its policy.
+    pub(crate) const MAX: Duration = Duration::from_millis(10);
+    /// How often a held publisher looks at the subscriber again.
+    pub(crate) const TICK: Duration = Duration::from_millis(1);
+    /// A socket that has refused output for this long is not read.
+    const READING: Duration = Duration::from_millis(100);
+
+    /// Whether `slot`, a subscriber of a non-lossy subscription just given
+    /// a message, holds its publisher back.
+    pub(crate) fn holds_for(slot: &Slot, max_pending: usize, now: Instant) -> bool {
+        let (num, den) = Self::FROM;
+        slot.is_open()
+            && slot.out().len() > max_pending / den * num
+            && slot.write_blocked_since().map_or(true, |since| now - since < Self::READING)
+    }
+
+    pub(crate) fn new(by: usize, now: Instant) -> Self {
+        Self { by, until: now + Self::MAX }
+    }
+
+    /// Whether the publisher still waits.
+    pub(crate) fn holds(&self, slots: &Slab<Slot>, max_pending: usize, now: Instant) -> bool {
+        now < self.until && slots.get(self.by).is_some_and(|s| Self::holds_for(s, max_pending, now))
+    }
 }
 
 /// How one queued frame fared.

@@ -41,10 +41,12 @@ pub(crate) enum Item<'a> {
         header: [u8; HEADER],
         blob: Blob,
     },
-    /// A whole shared frame that already carries the subscriber's `sid`.
-    Frame {
+    /// `count` whole shared frames, back to back in one chunk, that
+    /// already carry the subscriber's `sid`.
+    Frames {
         sid: u32,
-        frame: Blob,
+        frames: Blob,
+        count: u16,
     },
 }
 
@@ -54,7 +56,7 @@ impl Item<'_> {
         match self {
             Self::Bytes(b) => b.len(),
             Self::Shared { blob, .. } => HEADER + usize::from(blob.len),
-            Self::Frame { frame, .. } => usize::from(frame.len),
+            Self::Frames { frames, .. } => usize::from(frames.len),
         }
     }
 }
@@ -129,13 +131,13 @@ impl<const OUTPUT: bool> ChunkQueue<OUTPUT> {
         match item {
             Item::Bytes(frame) => self.push(mem, frame, charge),
             Item::Shared { header, blob } => self.push_shared(mem, Head::Own(header), blob, charge),
-            Item::Frame { sid, frame } => {
+            Item::Frames { sid, frames, count } => {
                 let at = self.own_end();
-                if self.splices.extend_run(mem, at, sid, frame) {
-                    self.count_shared(mem, usize::from(frame.len));
+                if self.splices.extend_run(mem, at, (sid, frames, count)) {
+                    self.count_shared(mem, usize::from(frames.len));
                     return true;
                 }
-                self.push_shared(mem, Head::Run { sid, count: 1 }, frame, charge)
+                self.push_shared(mem, Head::Run { sid, count }, frames, charge)
             }
         }
     }
@@ -721,7 +723,7 @@ mod tests {
     }
 
     fn frame_item(sid: u32, frame: Blob) -> Item<'static> {
-        Item::Frame { sid, frame }
+        Item::Frames { sid, frames: frame, count: 1 }
     }
 
     /// A fresh queue holding one run of `count` messages for `sid` with

@@ -187,22 +187,28 @@ impl Splices {
         true
     }
 
-    /// Adds one more frame to the last record when it is a run for `sid`
-    /// at position `at` that `frame` directly follows in the same shared
-    /// chunk; false (and nothing changed) otherwise. The run already holds
-    /// its reference to the chunk.
-    pub(crate) fn extend_run(&mut self, mem: &mut Memory, at: u32, sid: u32, frame: Blob) -> bool {
+    /// Adds `count` more frames to the last record when it is a run for
+    /// `sid` at position `at` that `frames` directly follow in the same
+    /// shared chunk; false (and nothing changed) otherwise. The run already
+    /// holds its reference to the chunk.
+    pub(crate) fn extend_run(
+        &mut self,
+        mem: &mut Memory,
+        at: u32,
+        (sid, frames, count): (u32, Blob, u16),
+    ) -> bool {
         let Some(i) = self.len.checked_sub(1) else { return false };
         let off = (self.head + i) % PER_CHUNK * STRIDE;
         let record = &mut mem.chunk_mut(self.last)[off..off + STRIDE];
         let mut s = Splice::read(record);
-        let Head::Run { sid: run_sid, count } = s.head else { return false };
-        let follows = s.blob.chunk == frame.chunk && s.blob.off + s.blob.len == frame.off;
-        if !follows || s.at != at || run_sid != sid || count == u16::MAX {
+        let Head::Run { sid: run_sid, count: run_count } = s.head else { return false };
+        let follows = s.blob.chunk == frames.chunk && s.blob.off + s.blob.len == frames.off;
+        let Some(total) = run_count.checked_add(count) else { return false };
+        if !follows || s.at != at || run_sid != sid {
             return false;
         }
-        s.blob.len += frame.len;
-        s.head = Head::Run { sid, count: count + 1 };
+        s.blob.len += frames.len;
+        s.head = Head::Run { sid, count: total };
         s.write(record);
         true
     }

@@ -395,18 +395,20 @@ fn gather<'a>(batch: &mut Batch<'a>, mut src: &'a [u8]) -> &'a [u8] {
 }
 
 /// Applies records from the front of `batch`; returns how many bytes it
-/// used. It stops early after a delivery that filled a subscriber past half,
-/// and before one the budget is short for (once per record: `deferred`).
+/// used, and the subscriber that holds the receiver back, if one does. It
+/// stops early after a delivery that filled a subscriber past half, and
+/// before one the budget is short for (once per record: `deferred`).
 pub(super) fn apply_batch(
     shard: &Shard,
     st: &mut State,
     from: usize,
     batch: &[u8],
     deferred: &mut bool,
-) -> usize {
+) -> (usize, Option<usize>) {
     let _mark = crate::probe::mark();
     let mut src = batch;
     let mut published = 0;
+    let mut hold = None;
     loop {
         let before = src;
         let Some(record) = Record::decode(&mut src) else { break };
@@ -419,10 +421,11 @@ pub(super) fn apply_batch(
                 let after = if handoff.groups.is_empty() { gather(&mut batch, src) } else { src };
                 let msgs = batch.messages();
                 match route::publish(shard, st, msgs, Source::Peer { handoff }, deferred) {
-                    Routed::Delivered { pressed, .. } => {
+                    Routed::Delivered { pressure, .. } => {
                         published += msgs.len() as u64;
                         src = after;
-                        if pressed {
+                        if pressure.flush || pressure.hold.is_some() {
+                            hold = pressure.hold;
                             break;
                         }
                     }
@@ -443,13 +446,14 @@ pub(super) fn apply_batch(
         }
     }
     CoreCounters::add(&shard.counters.cross_core_received, published);
-    match batch.len() - src.len() {
+    let used = match batch.len() - src.len() {
         0 if !batch.is_empty() && !*deferred => {
             tracing::error!(core = shard.core, from, left = batch.len(), "inconsistent batch");
             batch.len()
         }
         used => used,
-    }
+    };
+    (used, hold)
 }
 
 #[cfg(test)]

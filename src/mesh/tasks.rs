@@ -1,7 +1,7 @@
 //! The cross-core tasks of one core: per peer, a forwarder that hands the
 //! staging to the link and a receiver that applies the batches arriving.
 
-use std::{future::poll_fn, rc::Rc};
+use std::{future::poll_fn, rc::Rc, time::Instant};
 
 use futures_lite::future;
 use glommio::{timer::sleep, Task};
@@ -11,7 +11,7 @@ use super::{
     record,
 };
 use crate::{
-    core::{shard::Shard, slot::ms_duration},
+    core::{pressure::Hold, shard::Shard, slot::ms_duration},
     counters::CoreCounters,
 };
 
@@ -93,17 +93,35 @@ async fn receive(shard: Rc<Shard>, link: LinkRx, peer: usize) {
     }
 }
 
-/// Applies one batch, letting subscribers flush whenever they fill up.
+/// Applies one batch, letting subscribers flush whenever they fill up, and
+/// waiting for one that holds the receiver back (as a client publisher
+/// waits: [`Hold`]). While it waits, the link fills and the publishing
+/// core's publishers wait for room.
 async fn apply(shard: &Shard, batch: &[u8], peer: usize) {
     let mut done = 0;
     let mut deferred = false;
     while done < batch.len() {
         let rest = &batch[done..];
-        done +=
+        let (used, hold) =
             record::apply_batch(shard, &mut shard.state.borrow_mut(), peer, rest, &mut deferred);
-        if done < batch.len() {
+        done += used;
+        if let Some(by) = hold {
+            wait_for(shard, Hold::new(by, Instant::now())).await;
+        } else if done < batch.len() {
             // Subscribers filled up: let them flush, then go on.
             futures_lite::future::yield_now().await;
+        }
+    }
+}
+
+/// Waits while `hold` holds.
+async fn wait_for(shard: &Shard, hold: Hold) {
+    CoreCounters::add(&shard.counters.publisher_holds, 1);
+    loop {
+        sleep(Hold::TICK).await;
+        let st = shard.state.borrow();
+        if !hold.holds(&st.slots, st.mem.max_pending(), Instant::now()) {
+            return;
         }
     }
 }

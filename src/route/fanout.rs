@@ -18,7 +18,7 @@ use slab::Slab;
 use super::topics::LocalSub;
 use crate::{
     core::{
-        pressure::{Policy, Queued},
+        pressure::{Hold, Policy, Pressure, Queued},
         slot::Slot,
     },
     counters::CoreCounters,
@@ -53,7 +53,7 @@ impl Shared {
         header: impl FnOnce() -> [u8; HEADER],
     ) -> Option<Item<'static>> {
         if sub.sid == self.sid {
-            return Some(Item::Frame { sid: sub.sid, frame: self.frame });
+            return Some(Item::Frames { sid: sub.sid, frames: self.frame, count: 1 });
         }
         let body = usize::from(self.frame.len) - HEADER;
         (body >= SHARE_FROM).then(|| {
@@ -107,6 +107,10 @@ struct Encoded {
     hmsg: Option<(usize, usize)>,
     /// Its copy in a shared chunk, when it has one.
     shared: Option<Shared>,
+    /// One past the last message of the batch whose shared copy follows
+    /// this one's directly in the same chunk, message after message: a
+    /// subscriber with the shared sid queues them as one item.
+    run_end: usize,
 }
 
 /// A core's fan-out scratch: the messages being delivered, encoded once,
@@ -174,8 +178,38 @@ impl Fanout {
                 Some(_) => None,
                 None => self.share(mem, msg, subs.len(), first_sid),
             };
-            self.batch.push(Encoded { msg, hmsg, shared });
+            self.batch.push(Encoded { msg, hmsg, shared, run_end: self.batch.len() + 1 });
         }
+        self.link_runs();
+    }
+
+    /// Sets each message's `run_end`, from the last message back.
+    fn link_runs(&mut self) {
+        for j in (1..self.batch.len()).rev() {
+            let (before, after) = (self.batch[j - 1], self.batch[j]);
+            let follows = match (before.shared, after.shared) {
+                (Some(a), Some(b)) => {
+                    a.frame.chunk == b.frame.chunk && a.frame.off + a.frame.len == b.frame.off
+                }
+                _ => false,
+            };
+            if follows {
+                self.batch[j - 1].run_end = after.run_end;
+            }
+        }
+    }
+
+    /// Messages `j..` up to `end` as one item for `sub`, when it takes
+    /// them as they lie in the shared chunk and there are at least two;
+    /// returns the item and how many messages it holds.
+    fn frames_from(&self, j: usize, end: usize, sub: &LocalSub) -> Option<(Item<'static>, usize)> {
+        let first = self.batch[j].shared.filter(|s| s.sid == sub.sid)?;
+        let last = self.batch[j].run_end.min(end) - 1;
+        let tail = self.batch[last].shared?.frame;
+        let count = u16::try_from(last + 1 - j).ok().filter(|&n| n >= 2)?;
+        let len = tail.off + tail.len - first.frame.off;
+        let frames = Blob { len, ..first.frame };
+        Some((Item::Frames { sid: sub.sid, frames, count }, usize::from(count)))
     }
 
     /// The frame at `(start, len)` with `sid` stamped in.
@@ -305,9 +339,10 @@ fn prefetch_ahead(slots: &Slab<Slot>, mem: &Memory, subs: &[LocalSub], i: usize,
 
 /// Delivers `msgs` (one topic's, in order) to `subs`, except to the
 /// subscriptions of connection `skip` (a publisher that asked for no
-/// echo). Returns whether the caller should let subscribers flush before
-/// delivering more: some subscriber's queue just went past half of
-/// `max_pending`, or this burst reached its limit.
+/// echo). Returns what the publisher should do before delivering more:
+/// let subscribers flush (some subscriber's queue just went past half of
+/// `max_pending`, or this burst reached its limit), or wait for one that
+/// keeps reading and is near `max_pending` ([`Hold`]).
 ///
 /// When no connection holds two of the subscriptions, each subscriber takes
 /// the whole batch in turn, so its slot and queue are fetched once for the
@@ -323,7 +358,7 @@ pub(crate) fn deliver(
     (msgs, skip): (&[Message<'_>], Option<usize>),
     policy: &mut Policy<'_>,
     scratch: &mut Fanout,
-) -> bool {
+) -> Pressure {
     scratch.encode(mem, msgs, subs);
     let whole = msgs.len() > 1 && scratch.one_per_connection(slots, subs);
     let mut d = Delivery { slots, mem, policy, scratch, skip, tally: Tally::default() };
@@ -332,10 +367,10 @@ pub(crate) fn deliver(
     } else {
         (0..msgs.len()).for_each(|j| d.offer_each(subs, j..j + 1));
     }
-    let Tally { sent, copied, pressed } = d.tally;
+    let Tally { sent, copied, pressed, hold } = d.tally;
     scratch.release_retired(mem);
     CoreCounters::add(&policy.counters.msgs_out, sent);
-    scratch.burst_over(copied) | pressed
+    Pressure { flush: scratch.burst_over(copied) | pressed, hold }
 }
 
 /// What a delivery queued.
@@ -345,6 +380,8 @@ struct Tally {
     copied: usize,
     /// Some subscriber's queue went past half of `max_pending`.
     pressed: bool,
+    /// A subscriber that holds the publisher back.
+    hold: Option<usize>,
 }
 
 /// One delivery in progress.
@@ -368,7 +405,9 @@ impl Delivery<'_, '_> {
     }
 
     /// Queues messages `which` for `sub`, each meeting the subscriber's
-    /// policy if it does not fit; stops at a cut.
+    /// policy if it does not fit; stops at a cut. Messages that lie back to
+    /// back in the shared chunk with `sub`'s sid go in as one item while
+    /// they fit; past that, message by message.
     fn offer(&mut self, sub: &LocalSub, which: Range<usize>) {
         let Some(slot) = self.slots.get(sub.key) else { return };
         if !slot.is_open() || self.skip == Some(sub.key) {
@@ -377,7 +416,17 @@ impl Delivery<'_, '_> {
         let half = self.mem.max_pending() / 2;
         let before = slot.out().len();
         let drop_sid = sub.lossy.then_some(sub.sid);
-        for j in which {
+        let (mut j, mut whole) = (which.start, true);
+        while j < which.end {
+            if let Some((item, n)) = self.scratch.frames_from(j, which.end, sub).filter(|_| whole) {
+                if self.slots[sub.key].queue(self.mem, item).is_ok() {
+                    self.tally.sent += n as u64;
+                    self.tally.copied += item.len();
+                    j += n;
+                    continue;
+                }
+                whole = false;
+            }
             let item = self.scratch.item_for(j, sub);
             let len = item.len();
             match self.policy.queue(self.slots, self.mem, sub.key, item, drop_sid) {
@@ -388,8 +437,17 @@ impl Delivery<'_, '_> {
                 Queued::Dropped => {}
                 Queued::Cut => return,
             }
+            j += 1;
         }
+        let slot = &self.slots[sub.key];
+        let after = slot.out().len();
         // Once per crossing: a subscriber stuck above half is not news.
-        self.tally.pressed |= before <= half && self.slots[sub.key].out().len() > half;
+        self.tally.pressed |= before <= half && after > half;
+        if after > half && drop_sid.is_none() && self.tally.hold.is_none() {
+            let max_pending = self.mem.max_pending();
+            if Hold::holds_for(slot, max_pending, std::time::Instant::now()) {
+                self.tally.hold = Some(sub.key);
+            }
+        }
     }
 }

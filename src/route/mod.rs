@@ -33,7 +33,7 @@ use topics::{LocalSub, TopicEntry, Topics};
 
 use crate::{
     core::{
-        pressure::{self, Doomed},
+        pressure::{self, Doomed, Pressure},
         shard::{Shard, State},
         slot::Slot,
     },
@@ -85,13 +85,12 @@ pub(crate) enum Source<'a> {
 /// How a publish went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Routed {
-    /// Delivered, if anyone listens. `pressed`: some subscriber's queue
-    /// just went past half of `max_pending`, or the burst reached its
-    /// limit; let the subscribers flush before delivering more.
-    /// `responders`: some subscription here (not skipped) or some other
+    /// Delivered, if anyone listens. `pressure`: what the publisher should
+    /// do before it delivers more (let subscribers flush, or wait for
+    /// one). `responders`: some subscription here (not skipped) or some other
     /// core's was there to receive it, which is what decides a request's
     /// `NO_RESPONDERS`.
-    Delivered { pressed: bool, responders: bool },
+    Delivered { pressure: Pressure, responders: bool },
     /// A peer's staging is full: nothing was delivered, and the client's
     /// task is woken when a batch leaves. Only a client's publish stalls.
     Stalled,
@@ -159,7 +158,7 @@ pub(crate) fn publish(
     deferred: &mut bool,
 ) -> Routed {
     let Some(first) = msgs.first() else {
-        return Routed::Delivered { pressed: false, responders: false };
+        return Routed::Delivered { pressure: Pressure::default(), responders: false };
     };
     let State { slots, routes, outbound, doomed, mem, .. } = &mut *st;
     let Routes { topics, fanout, queues } = routes;
@@ -213,7 +212,7 @@ impl Publishing<'_, '_> {
             *deferred = true;
             return Routed::Deferred;
         }
-        let (mut pressed, mut responders) = (false, false);
+        let (mut pressure, mut responders) = (Pressure::default(), false);
         if !targets.is_empty() {
             let frames_len = msgs.iter().map(Message::frame_len).sum();
             if let Err(blocked) =
@@ -221,7 +220,7 @@ impl Publishing<'_, '_> {
             {
                 return blocked;
             }
-            (pressed, responders) = self.deliver(&targets, msgs);
+            (pressure, responders) = self.deliver(&targets, msgs);
         }
         // Through, whether or not `admit` ran: the next publish may wait once.
         *deferred = false;
@@ -232,7 +231,7 @@ impl Publishing<'_, '_> {
         if targets.redrawn > 0 {
             CoreCounters::add(&counters.queue_redrawn, targets.redrawn);
         }
-        Routed::Delivered { pressed, responders }
+        Routed::Delivered { pressure, responders }
     }
 
     /// A client's batch to a topic with queue groups: after one check of
@@ -250,16 +249,16 @@ impl Publishing<'_, '_> {
         if let Err(blocked) = self.admit(&queue::reach(entry), local, frames_len, deferred) {
             return blocked;
         }
-        let (mut pressed, mut responders) = (false, false);
+        let (mut pressure, mut responders) = (Pressure::default(), false);
         for msg in msgs {
             let room = Room::new(msg.frame_len(), self.mem.max_pending());
             let targets = queues.draw(entry, self.slots, skip, room);
             if !targets.is_empty() {
                 let (p, r) = self.deliver(&targets, std::slice::from_ref(msg));
-                (pressed, responders) = (pressed | p, responders | r);
+                (pressure, responders) = (pressure.and(p), responders | r);
             }
         }
-        Routed::Delivered { pressed, responders }
+        Routed::Delivered { pressure, responders }
     }
 
     /// Checks before anything of a batch is delivered: a client's publish
@@ -290,17 +289,17 @@ impl Publishing<'_, '_> {
 
     /// Delivers `msgs` to the targets here and stages them for the other
     /// cores in the targets (a peer's publish has some only when it was
-    /// drawn again); returns whether subscribers should flush first
-    /// (`pressed`) and whether anyone was there to receive them
+    /// drawn again); returns what the publisher should do before more
+    /// ([`Pressure`]) and whether anyone was there to receive them
     /// (`responders`).
-    fn deliver(&mut self, targets: &Targets<'_>, msgs: &[Message<'_>]) -> (bool, bool) {
+    fn deliver(&mut self, targets: &Targets<'_>, msgs: &[Message<'_>]) -> (Pressure, bool) {
         let skip = match self.source {
             Source::Client { skip, .. } => skip,
             Source::Peer { .. } => None,
         };
         let mut policy = State::policy(self.shard, self.doomed);
         let local = targets.local;
-        let pressed =
+        let pressure =
             fanout::deliver(self.slots, self.mem, local, (msgs, skip), &mut policy, self.fanout);
         let responders = !targets.remote.is_empty() || local.iter().any(|s| skip != Some(s.key));
         if !targets.remote.is_empty() {
@@ -309,7 +308,7 @@ impl Publishing<'_, '_> {
                 stage_for_peers(self.shard, self.outbound, targets, msg, onward);
             }
         }
-        (pressed, responders)
+        (pressure, responders)
     }
 
     /// How the message goes on to other cores for queue groups: a
