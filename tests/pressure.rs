@@ -343,6 +343,48 @@ fn write_deadline_cuts_a_stalled_subscriber_with_little_queued() {
     finish(broker);
 }
 
+/// Messages for two subscriptions with the same sid lie once in a shared
+/// chunk, and a batch of them goes into each queue as one item while it
+/// fits. Two lossy subscribers that stop reading still queue every message
+/// that fits, one by one past that, and drop and report exactly the rest.
+#[test]
+fn lossy_drops_stay_exact_for_batches_of_shared_messages() {
+    const MAX_PENDING: usize = 64 << 10;
+    const MSGS: u64 = 2000;
+    let broker = start(Config { max_frame: 4096, max_pending: MAX_PENDING, ..test_config(1) });
+    let topic = "mp.lossy.shared";
+    let mut subs = [stalled(&broker, 7, topic, true), stalled(&broker, 7, topic, true)];
+    let mut publ = Client::connect(broker.local_addr());
+    let wire = Got::msg(7, topic, &seq_payload(0, PAD)).wire_len();
+    for seq in 0..MSGS {
+        publ.publish(topic, &seq_payload(seq, PAD));
+    }
+    publ.flush_empty();
+    let dropped = broker.counters().total.drops_max_pending;
+    assert!(dropped > 0, "nothing dropped");
+    let mut reported_total = 0;
+    for (i, sub) in subs.iter_mut().enumerate() {
+        let (mut seqs, mut reported) = (Vec::new(), 0);
+        for f in sub.flush() {
+            match f {
+                Got::Msg { sid: 7, payload, .. } => seqs.push(seq_of(&payload)),
+                Got::Dropped { sid: 7, count } => reported += count,
+                other => panic!("subscriber {i} got {other:?}"),
+            }
+        }
+        let first_gap = seqs.iter().zip(0..).take_while(|(s, n)| *s == n).count();
+        assert!(first_gap * wire > MAX_PENDING, "subscriber {i}: a drop after {first_gap}");
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "subscriber {i}: out of order");
+        assert_eq!(seqs.len() as u64 + reported, MSGS, "subscriber {i}: received + dropped");
+        reported_total += reported;
+    }
+    assert_eq!(reported_total, dropped, "DROPPED reports every drop");
+    let c = wait_counters(&broker, "nothing queued", |c| c.pending_bytes == 0);
+    assert_eq!(causes(&c), [0, 0, 0, 0, dropped, 0, 0], "{c:#?}");
+    drop((subs, publ));
+    finish(broker);
+}
+
 /// A subscriber that reads steadily at half the publisher's rate falls
 /// behind by megabytes, queued in the broker, yet is never cut: its backlog
 /// stays under `max_pending` (64 MiB, the default) and its socket keeps

@@ -779,6 +779,33 @@ mod tests {
         assert_eq!(mem.used(), 0, "the run's chunk went back with its last byte");
     }
 
+    /// `blobs`, back to back in one chunk, as one item.
+    fn frames_item(sid: u32, blobs: &[Blob]) -> Item<'static> {
+        let (first, last) = (blobs[0], blobs[blobs.len() - 1]);
+        let frames = Blob { len: last.off + last.len - first.off, ..first };
+        Item::Frames { sid, frames, count: blobs.len() as u16 }
+    }
+
+    #[test]
+    fn several_frames_go_in_as_one_item_and_extend_a_run_like_single_ones() {
+        let mut mem = memory();
+        let mut q = ChunkQueue::<true>::default();
+        let frames: Vec<Vec<u8>> = (0..7u8).map(|n| msg(4, &[n; 60])).collect();
+        let (blobs, id) = share_frames(&mut mem, &frames);
+        assert!(q.push_item(&mut mem, frames_item(4, &blobs[..3]), Charge::Budget));
+        assert!(q.push_item(&mut mem, frame_item(4, blobs[3]), Charge::Budget));
+        assert!(q.push_item(&mut mem, frames_item(4, &blobs[4..]), Charge::Budget));
+        assert_eq!((q.splices.len(), mem.refs(id)), (1, 2), "one run, one reference");
+        mem.release(id);
+        assert_eq!(wire(&q, &mem), frames.concat());
+        let mut sids = Vec::new();
+        q.consume(&mut mem, frames[0].len() + 1);
+        assert_eq!(q.shed_messages(&mut mem, |sid| sids.push(sid)), 5, "all but the one begun");
+        assert_eq!(sids, [4; 5]);
+        q.clear(&mut mem);
+        assert_eq!(mem.used(), 0);
+    }
+
     #[test]
     fn a_run_that_does_not_follow_its_chunk_starts_a_new_record() {
         let mut mem = memory();
