@@ -11,12 +11,25 @@
 //! 1.1 where it needs to; Redis skips `queue` and `request`, which it has
 //! no means for.
 //!
-//! Latency cases run in rounds, interleaved across the brokers (round 1:
-//! corecast, nats, redis; round 2: corecast, nats, redis; ...), each round
-//! against a freshly started broker, so that noise on a shared machine and
-//! where the kernel places the connections hit every broker alike. The
-//! rounds of one broker are merged into one result (percentiles over all
-//! samples together); the per-round lines go to `rounds.jsonl`.
+//! Latency cases, and the throughput cases of the main matrix at the
+//! shipped defaults (fan-out 1->10, 1->1000, 1->1, pairs, and the stalled
+//! case with and without its stalled subscribers), run in rounds
+//! ([`THROUGHPUT_ROUNDS`]; [`QUICK_THROUGHPUT_ROUNDS`] with `--quick`),
+//! interleaved across the brokers (round 1: corecast, nats, redis; round 2:
+//! corecast, nats, redis; ...), each round against a freshly started
+//! broker, so that noise on a shared machine and where the kernel places
+//! the connections hit every broker alike. The rounds of one broker are
+//! merged into one result, which goes to `results.jsonl`; the per-round
+//! lines go to `rounds.jsonl`. Latency: percentiles over all rounds'
+//! samples together ([`latency::merge_rounds`]). Throughput: the round with
+//! the median delivered/s, with the most any round lost or cut, every
+//! round's errors and the largest peak RSS of any round
+//! ([`flow::merge_rounds`]), so that a loss in any round fails the case and
+//! no memory figure comes from the leanest round; the stalled case's median
+//! round is measured against the median round without stalled subscribers.
+//! Fan-out 1->5000 (whose point is the broker's memory, and whose
+//! connection setup is long), the routing cases and the tuned matrix run
+//! once per broker.
 
 use std::{
     path::{Path, PathBuf},
@@ -104,11 +117,18 @@ pub struct CompareArgs {
     nice: Option<i32>,
 }
 
+/// Rounds of each throughput case of the main matrix at the shipped
+/// defaults (fan-out 1->5000 aside), per broker.
+const THROUGHPUT_ROUNDS: u32 = 3;
+/// [`THROUGHPUT_ROUNDS`] with `--quick`: enough to go through the merge.
+const QUICK_THROUGHPUT_ROUNDS: u32 = 2;
+
 /// One cell of the matrix. A latency case runs `rounds` rounds of `secs`
-/// each per broker, interleaved across the brokers, merged per broker.
+/// each per broker, a throughput case `rounds` runs, interleaved across the
+/// brokers, merged per broker.
 #[derive(Debug, Clone)]
 enum Case {
-    Flow(FlowSpec),
+    Flow { spec: FlowSpec, rounds: u32 },
     Latency { rate: u64, secs: f64, size: usize, rounds: u32 },
     Conns(usize),
     Churn { secs: f64, threads: usize },
@@ -118,7 +138,7 @@ enum Case {
 impl Case {
     fn workload(&self) -> &'static str {
         match self {
-            Case::Flow(spec) => spec.workload,
+            Case::Flow { spec, .. } => spec.workload,
             Case::Latency { .. } => "latency",
             Case::Conns(_) => "conns",
             Case::Churn { .. } => "churn",
@@ -128,7 +148,7 @@ impl Case {
 
     fn name(&self) -> String {
         match self {
-            Case::Flow(spec) => spec.case.clone(),
+            Case::Flow { spec, .. } => spec.case.clone(),
             Case::Latency { rate, size, .. } => latency::case_name(*rate, *size),
             Case::Conns(n) => conns::case_name(*n),
             Case::Churn { secs, threads } => churn::case_name(*secs, *threads),
@@ -140,7 +160,7 @@ impl Case {
     /// failed before the workload filled them in, and merged rounds).
     fn params(&self) -> Params {
         match self {
-            Case::Flow(spec) => spec.params(),
+            Case::Flow { spec, .. } => spec.params(),
             Case::Latency { rate, secs, size, .. } => latency::params(*rate, *secs, *size),
             Case::Conns(n) => conns::params(*n),
             Case::Churn { secs, threads } => churn::params(*secs, *threads),
@@ -152,7 +172,7 @@ impl Case {
     fn run(&self, target: &Target) -> anyhow::Result<(RunResult, Option<Histograms>)> {
         let alone = |r: RunResult| (r, None);
         match self {
-            Case::Flow(spec) => flow::run(target, spec).map(alone),
+            Case::Flow { spec, .. } => flow::run(target, spec).map(alone),
             Case::Latency { rate, secs, size, .. } => {
                 latency::run_with_histograms(target, *rate, *secs, *size).map(|(r, h)| (r, Some(h)))
             }
@@ -162,13 +182,33 @@ impl Case {
         }
     }
 
-    /// Runs per broker (latency rounds; 1 for the other cases).
+    /// Runs per broker (1 for the cases that do not run in rounds).
     fn rounds(&self) -> u32 {
         match self {
-            Case::Latency { rounds, .. } => (*rounds).max(1),
+            Case::Latency { rounds, .. } | Case::Flow { rounds, .. } => (*rounds).max(1),
             _ => 1,
         }
     }
+
+    /// Whether the case runs through [`run_rounds`]: latency always (its
+    /// results record their rounds), other cases when they have several.
+    fn in_rounds(&self) -> bool {
+        matches!(self, Case::Latency { .. }) || self.rounds() > 1
+    }
+
+    /// Merges the rounds of one broker (see [`latency::merge_rounds`] and
+    /// [`flow::merge_rounds`]).
+    fn merge(&self, rounds: &[Round]) -> Option<RunResult> {
+        match self {
+            Case::Latency { .. } => latency::merge_rounds(rounds),
+            _ => flow::merge_rounds(&rounds.iter().map(|(r, _)| r.clone()).collect::<Vec<_>>()),
+        }
+    }
+}
+
+/// A throughput case run once per broker.
+fn once(spec: FlowSpec) -> Case {
+    Case::Flow { spec, rounds: 1 }
 }
 
 /// The routing cases (protocol 1.1 features), or their `--quick`
@@ -177,16 +217,19 @@ fn routing_cases(quick: bool) -> Vec<Case> {
     let (msgs, requests, per_conn) =
         if quick { (20_000, 1_000, 100) } else { (1_000_000, 20_000, 1000) };
     vec![
-        Case::Flow(routing::wildcard(10, 1000, msgs, 64)),
-        Case::Flow(routing::queue(8, msgs, 64)),
+        once(routing::wildcard(10, 1000, msgs, 64)),
+        once(routing::queue(8, msgs, 64)),
         Case::Request(RequestSpec { requesters: 8, responders: 4, requests, size: 64 }),
-        Case::Flow(routing::topics(100, per_conn, msgs, 64)),
+        once(routing::topics(100, per_conn, msgs, 64)),
     ]
 }
 
 /// The matrix every broker runs at its shipped defaults, or the `--quick`
 /// one. A stalled case comes right after its run without stalled
-/// subscribers, which it is measured against.
+/// subscribers, which it is measured against. The throughput cases run in
+/// [`THROUGHPUT_ROUNDS`] (or [`QUICK_THROUGHPUT_ROUNDS`]) rounds, but for
+/// fan-out 1->5000: its point is the broker's memory, its 5000
+/// connections take long to set up.
 fn matrix(quick: bool) -> Vec<Case> {
     let mut cases = base_matrix(quick);
     cases.extend(routing_cases(quick));
@@ -195,13 +238,14 @@ fn matrix(quick: bool) -> Vec<Case> {
 
 /// [`matrix`] without the routing cases.
 fn base_matrix(quick: bool) -> Vec<Case> {
-    let flow = Case::Flow;
+    let rounds = if quick { QUICK_THROUGHPUT_ROUNDS } else { THROUGHPUT_ROUNDS };
+    let flow = |spec| Case::Flow { spec, rounds };
     if quick {
         let [unstalled, stalled] = stalled::specs(100, 100, 5_000, 1024);
         return vec![
             flow(FlowSpec::fanout(1, 10, 20_000, 64)),
             flow(FlowSpec::fanout(1, 1000, 200, 64)),
-            flow(FlowSpec::fanout(1, 5000, 40, 64)),
+            once(FlowSpec::fanout(1, 5000, 40, 64)),
             flow(FlowSpec::fanout(1, 1, 50_000, 64)),
             flow(FlowSpec::pairs(4, 10_000, 256)),
             flow(unstalled),
@@ -215,7 +259,7 @@ fn base_matrix(quick: bool) -> Vec<Case> {
     vec![
         flow(FlowSpec::fanout(1, 10, 1_000_000, 64)),
         flow(FlowSpec::fanout(1, 1000, 10_000, 64)),
-        flow(FlowSpec::fanout(1, 5000, 2_000, 64)),
+        once(FlowSpec::fanout(1, 5000, 2_000, 64)),
         flow(FlowSpec::fanout(1, 1, 1_000_000, 64)),
         flow(FlowSpec::pairs(4, 250_000, 256)),
         flow(unstalled),
@@ -231,15 +275,15 @@ fn base_matrix(quick: bool) -> Vec<Case> {
 fn tuned_matrix(quick: bool) -> Vec<Case> {
     if quick {
         return vec![
-            Case::Flow(FlowSpec::fanout(1, 10, 20_000, 64)),
-            Case::Flow(FlowSpec::fanout(1, 1000, 200, 64)),
-            Case::Flow(FlowSpec::pairs(4, 10_000, 256)),
+            once(FlowSpec::fanout(1, 10, 20_000, 64)),
+            once(FlowSpec::fanout(1, 1000, 200, 64)),
+            once(FlowSpec::pairs(4, 10_000, 256)),
         ];
     }
     vec![
-        Case::Flow(FlowSpec::fanout(1, 10, 1_000_000, 64)),
-        Case::Flow(FlowSpec::fanout(1, 1000, 10_000, 64)),
-        Case::Flow(FlowSpec::pairs(4, 250_000, 256)),
+        once(FlowSpec::fanout(1, 10, 1_000_000, 64)),
+        once(FlowSpec::fanout(1, 1000, 10_000, 64)),
+        once(FlowSpec::pairs(4, 250_000, 256)),
     ]
 }
 
@@ -397,7 +441,7 @@ fn run_rounds(
     }
     Ok(per_broker
         .iter()
-        .filter_map(|rounds| latency::merge_rounds(rounds))
+        .filter_map(|rounds| case.merge(rounds))
         .map(|mut merged| {
             merged.params = Params { rounds: Some(total), ..case.params() };
             merged
@@ -475,41 +519,44 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
                         }
                     );
                 };
-                if let Case::Latency { .. } = case {
-                    let merged = run_rounds(
-                        case,
-                        &args.brokers,
-                        config,
-                        &setup,
-                        limits,
-                        &rounds_file,
-                        progress,
-                    )?;
-                    for result in merged {
-                        result.emit(Some(&results_file))?;
-                        results.push(result);
-                    }
-                    continue;
-                }
-                for &kind in &args.brokers {
-                    if let Some(why) = routing::unsupported(kind, case.workload()) {
-                        eprintln!(
-                            "corecast-bench: {mode} / {kind} / {}: skipped: {why}",
-                            case.name()
-                        );
-                        continue;
-                    }
-                    progress(kind, 1);
-                    let (mut result, _) = run_case(case, 1, kind, config, &setup, limits);
+                let brokers: Vec<Kind> = args
+                    .brokers
+                    .iter()
+                    .copied()
+                    .filter(|&kind| match routing::unsupported(kind, case.workload()) {
+                        Some(why) => {
+                            eprintln!(
+                                "corecast-bench: {mode} / {kind} / {}: skipped: {why}",
+                                case.name()
+                            );
+                            false
+                        }
+                        None => true,
+                    })
+                    .collect();
+                // A stalled case's baseline (merged, when in rounds) is
+                // among the results already.
+                let mut record = |mut result: RunResult| {
                     stalled::attach_baseline(&mut result, &results);
                     result.emit(Some(&results_file))?;
                     results.push(result);
+                    anyhow::Ok(())
+                };
+                if case.in_rounds() {
+                    let merged =
+                        run_rounds(case, &brokers, config, &setup, limits, &rounds_file, progress)?;
+                    merged.into_iter().try_for_each(record)?;
+                } else {
+                    for &kind in &brokers {
+                        progress(kind, 1);
+                        record(run_case(case, 1, kind, config, &setup, limits).0)?;
+                    }
                 }
             }
         }
     }
     sys::pin_current_thread(None)?;
-    notes.push("every broker is started fresh for each case (for each round of a latency case) and stopped (SIGTERM, then SIGKILL after 5 s) right after it".into());
+    notes.push("every broker is started fresh for each case (for each round of a case run in rounds) and stopped (SIGTERM, then SIGKILL after 5 s) right after it".into());
     notes.push(format!("load average after the runs: {}", sys::loadavg()));
     notes.push(format!("wall time of the whole comparison: {:.0} s", wall.elapsed().as_secs_f64()));
     let md = report::write_all(&results, &dir, &notes)?;
@@ -530,14 +577,16 @@ mod tests {
             assert_ne!(params, "{}", "{}", case.name());
             assert!(case.name().starts_with(case.workload()), "{}", case.name());
         }
-        let Case::Flow(spec) = &matrix(false)[1] else { panic!("a flow case") };
-        assert_eq!(Case::Flow(spec.clone()).params().subscribers, Some(1000));
+        let Case::Flow { spec, .. } = &matrix(false)[1] else { panic!("a flow case") };
+        assert_eq!(once(spec.clone()).params().subscribers, Some(1000));
     }
 
     #[test]
     fn quick_has_a_small_version_of_every_case() {
         let shape = |c: &Case| match c {
-            Case::Flow(spec) => (spec.workload, spec.params().subscribers, spec.params().stalled),
+            Case::Flow { spec, .. } => {
+                (spec.workload, spec.params().subscribers, spec.params().stalled)
+            }
             other => (other.workload(), None, None),
         };
         for full in [matrix, tuned_matrix] {
@@ -555,9 +604,11 @@ mod tests {
         // subscribers.
         for m in [matrix(false), matrix(true)] {
             for (i, case) in m.iter().enumerate() {
-                if let Case::Flow(spec) = case {
+                if let Case::Flow { spec, .. } = case {
                     if spec.workload == "stalled" && spec.stalled > 0 {
-                        let Case::Flow(base) = &m[i - 1] else { panic!("a flow case") };
+                        let Case::Flow { spec: base, .. } = &m[i - 1] else {
+                            panic!("a flow case")
+                        };
                         assert_eq!((base.workload, base.stalled), ("stalled", 0));
                     }
                 }
@@ -573,10 +624,40 @@ mod tests {
             assert!(routing.iter().all(|w| names.contains(w)), "{names:?}");
             assert!(tuned_matrix(quick).iter().all(|c| !routing.contains(&c.workload())));
         }
-        let Some(Case::Flow(topics)) = matrix(false).into_iter().last() else {
+        let Some(Case::Flow { spec: topics, .. }) = matrix(false).into_iter().last() else {
             panic!("topics last")
         };
         assert_eq!(topics.params().subscriptions, Some(100_000));
+    }
+
+    #[test]
+    fn throughput_cases_at_the_shipped_defaults_run_in_rounds() {
+        let rounds_of = |cases: Vec<Case>| -> Vec<(String, u32, bool)> {
+            cases
+                .iter()
+                .filter(|c| matches!(c, Case::Flow { .. }))
+                .map(|c| (c.name(), c.rounds(), c.in_rounds()))
+                .collect()
+        };
+        for (quick, n) in [(false, THROUGHPUT_ROUNDS), (true, QUICK_THROUGHPUT_ROUNDS)] {
+            for (name, rounds, in_rounds) in rounds_of(matrix(quick)) {
+                let routing = ["wildcard", "queue", "topics"].iter().any(|w| name.starts_with(w));
+                let wanted = if routing || name.starts_with("fanout 1->5000") { 1 } else { n };
+                assert_eq!(rounds, wanted, "{name}");
+                assert_eq!(in_rounds, wanted > 1, "{name}");
+            }
+            assert!(rounds_of(tuned_matrix(quick)).iter().all(|(_, r, _)| *r == 1));
+        }
+        assert_eq!(THROUGHPUT_ROUNDS, 3);
+        let names: Vec<String> = rounds_of(matrix(false))
+            .into_iter()
+            .filter(|(_, r, _)| *r == 3)
+            .map(|(name, ..)| name)
+            .collect();
+        assert_eq!(names.len(), 6, "fanout 1->10, 1->1000, 1->1, pairs, stalled twice: {names:?}");
+        // Latency goes through the rounds in every matrix, also with one.
+        assert!(matrix(true).iter().any(|c| matches!(c, Case::Latency { .. }) && c.in_rounds()));
+        assert!(!matrix(false).iter().any(|c| matches!(c, Case::Conns(_)) && c.in_rounds()));
     }
 
     #[test]

@@ -21,7 +21,10 @@ pub fn write_all(results: &[RunResult], dir: &Path, notes: &[String]) -> anyhow:
     let mut md = String::from("# corecast-bench comparison\n\n");
     md.push_str("Each broker runs first at the settings it ships with (\"shipped defaults\": the main tables, and the targets), then, in sections labelled \"tuned\", on a small matrix with its limits on slow consumers raised (settings in the notes). \"lost\" counts deliveries owed to reading subscribers that never arrived; \"cut\" counts reading subscribers whose connection the broker ended (error frame, end of stream or reset). A run that lost messages or cut a subscriber cannot pass a target.\n\n");
     md.push_str("\"bench CPU\" is the load generator's CPU use as a share of the CPUs it may use (near 100% = the generator, not the broker, was the limit), then in parentheses the cores used meanwhile by other processes on the machine (noise).\n\n");
-    let generated = latency_note(results).into_iter().chain(churn_note(results));
+    let generated = throughput_note(results)
+        .into_iter()
+        .chain(latency_note(results))
+        .chain(churn_note(results));
     for note in notes.iter().cloned().chain(generated).chain(routing::notes(results)) {
         let _ = writeln!(md, "- {note}");
     }
@@ -84,6 +87,45 @@ fn churn_note(results: &[RunResult]) -> Option<String> {
          RSS before is read after it, RSS after once settled"
             .to_owned()
     })
+}
+
+/// How the throughput cases that ran in rounds were measured, from the
+/// throughput results' parameters; `None` when every one ran once.
+fn throughput_note(results: &[RunResult]) -> Option<String> {
+    let flows: Vec<&RunResult> = results.iter().filter(|r| is_flow(r)).collect();
+    let rounds = |r: &RunResult| r.params.rounds.unwrap_or(1);
+    let counts = distinct(flows.iter().map(|r| rounds(r)).filter(|&n| n > 1));
+    if counts.is_empty() {
+        return None;
+    }
+    let shapes = counts
+        .iter()
+        .map(|&n| {
+            let cases = distinct(flows.iter().filter(|r| rounds(r) == n).map(|r| r.case.as_str()));
+            format!("{} ({n} rounds)", cases.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    if flows.iter().all(|r| r.params.round.is_some()) {
+        return Some(format!(
+            "throughput: one line per round of {shapes}, interleaved across the brokers, each round against a freshly started broker"
+        ));
+    }
+    let brokers = distinct(flows.iter().map(|r| r.broker));
+    let order = if brokers.len() > 1 {
+        let names: Vec<&str> = brokers.iter().map(|k| k.name()).collect();
+        format!(", interleaved ({}, {}, ...)", names.join(", "), names[0])
+    } else {
+        String::new()
+    };
+    let once = if flows.iter().any(|r| rounds(r) == 1) {
+        "; the other throughput cases ran once per broker"
+    } else {
+        ""
+    };
+    Some(format!(
+        "throughput: the figures of {shapes} are the median of their rounds per broker{order}, each round against a freshly started broker: the round with the median delivered/s (of an even count, the lower middle one), with the most any round lost, cut or duplicated, every round's problems, and the largest broker peak RSS of any round, so that a loss in any round fails its target and no memory figure comes from the leanest round; the stalled ratio compares the median round with stalled subscribers against the median round without; every round's own line is in rounds.jsonl{once}"
+    ))
 }
 
 /// How latency was measured, from the latency results' parameters.
@@ -1029,6 +1071,83 @@ mod tests {
         failed.errors.push("corecast refused HELLO: ERR 8: connection limit reached".into());
         assert!(tables(&[&failed]).contains("| - | failed | - | - | - | - |"));
         assert!(summary_table(&[&failed]).contains("| failed |"));
+    }
+
+    #[test]
+    fn a_loss_in_any_round_fails_the_target() {
+        use crate::workload::flow::merge_rounds;
+        use Outcome::*;
+        let (c, n) = (Kind::Corecast, Kind::Nats);
+        let target = |c: &RunResult, n: &RunResult| {
+            throughput_target(&[c, n], "fanout 1→10", "fanout", Some(10), 3.0)
+        };
+        let round = |per_s, lost, cut| {
+            let r = fanout_run(c, 10, per_s, 50);
+            if lost > 0 || cut > 0 {
+                lossy(r, lost, cut)
+            } else {
+                r
+            }
+        };
+        let nats = merge_rounds(&[fanout_run(n, 10, 1e6, 100)]).expect("one round");
+        let clean = merge_rounds(&[round(4e6, 0, 0), round(5e6, 0, 0), round(3.5e6, 0, 0)])
+            .expect("three rounds");
+        assert_eq!(target(&clean, &nats).4, Pass);
+        // The median round (4M) was clean; the fastest lost and cut.
+        let merged = merge_rounds(&[round(4e6, 0, 0), round(5e6, 30, 2), round(3.5e6, 0, 0)])
+            .expect("three rounds");
+        let verdict = target(&merged, &nats);
+        assert_eq!(verdict.4, Fail);
+        assert_eq!(verdict.1, "4.00M, lost 30, 2 cut");
+        assert!(summary_table(&[&merged, &nats]).contains("| 4.00M, lost 30, 2 cut |"));
+        assert!(tables(&[&merged]).contains("| 4.00M | 30 | 2 | 0 | 0 |"));
+        assert!(tables(&[&merged]).contains("round 2: 2 subscriber(s) cut"));
+        // A cut no round recorded as an error fails all the same.
+        let mut quiet = lossy(fanout_run(c, 10, 3e6, 50), 0, 1);
+        quiet.errors.clear();
+        let merged = merge_rounds(&[round(4e6, 0, 0), round(5e6, 0, 0), quiet]).expect("three");
+        assert!(merged.errors.is_empty());
+        assert_eq!(target(&merged, &nats).4, Fail);
+        // A lossy round of nats-server leaves nothing to compare with.
+        let lossy_nats = merge_rounds(&[
+            fanout_run(n, 10, 1e6, 100),
+            lossy(fanout_run(n, 10, 2e6, 100), 5, 0),
+            fanout_run(n, 10, 0.9e6, 100),
+        ])
+        .expect("three rounds");
+        assert_eq!(target(&clean, &lossy_nats).4, NatsFailed);
+        // The wide fan-out's memory figure is the largest of any round.
+        let wide = |per_s, peak| fanout_run(c, 5000, per_s, peak);
+        let merged = merge_rounds(&[wide(3e6, 400), wide(3.1e6, 600), wide(2.9e6, 450)])
+            .expect("three rounds");
+        let nats = fanout_run(n, 5000, 1e6, 1000);
+        let verdict = wide_fanout_target(&[&merged, &nats], 5000, 3.0, 0.5);
+        assert_eq!((verdict.1.as_str(), verdict.4), ("3.00M, 0.6 MiB peak", Fail));
+    }
+
+    #[test]
+    fn throughput_note_says_which_cases_ran_in_rounds() {
+        let mut results = Vec::new();
+        for kind in [Kind::Corecast, Kind::Nats, Kind::Redis] {
+            for (subs, rounds) in [(10, Some(3)), (5000, None)] {
+                let mut r = fanout_run(kind, subs, 1e6, 10);
+                r.params.rounds = rounds;
+                results.push(r);
+            }
+        }
+        let note = throughput_note(&results).expect("a note");
+        assert!(
+            note.starts_with("throughput: the figures of fanout 1->10 64B (3 rounds) are the median of their rounds per broker, interleaved (corecast, nats, redis, corecast, ...), each round against a freshly started broker: the round with the median delivered/s"),
+            "{note}"
+        );
+        assert!(note.ends_with("; the other throughput cases ran once per broker"), "{note}");
+        results.retain(|r| r.params.rounds.is_some());
+        results.iter_mut().for_each(|r| r.params.round = Some(2));
+        assert!(throughput_note(&results).expect("a note").starts_with(
+            "throughput: one line per round of fanout 1->10 64B (3 rounds), interleaved"
+        ));
+        results.iter_mut().for_each(|r| r.params.rounds = Some(1));
+        assert!(throughput_note(&results).is_none());
     }
 
     #[test]

@@ -114,8 +114,12 @@ pub struct Params {
     /// Responder connections, members of one queue group (request).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub responders: Option<usize>,
-    /// Rounds of `duration_s` each that were merged into this result
-    /// (latency in `compare`: percentiles over all rounds' samples).
+    /// Rounds that were merged into this result in `compare`, each against
+    /// a freshly started broker. Latency: rounds of `duration_s` each,
+    /// percentiles over all rounds' samples. Throughput: the round with the
+    /// median delivered/s, with the most any round lost, cut, duplicated,
+    /// skipped or saw dropped, every round's errors and the largest peak
+    /// RSS of any round (see `workload::flow::merge_rounds`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rounds: Option<u32>,
     /// Which of those rounds this is (1-based), on the per-round lines of

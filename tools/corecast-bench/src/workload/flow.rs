@@ -773,6 +773,42 @@ pub fn run(target: &Target, spec: &FlowSpec) -> anyhow::Result<RunResult> {
     Ok(result)
 }
 
+/// Merges the rounds of one broker and case (each run against a freshly
+/// started broker) into one result: the round with the median delivered/s
+/// (the middle one of an odd count, the lower middle one of an even count;
+/// a round that measured nothing counts as 0), with what no round may
+/// hide. Lost, cut, duplicates, gaps and broker-dropped are the most of any
+/// round, the errors are every round's (prefixed with their round), and the
+/// broker's peak RSS is the largest of any round, so a round that lost
+/// messages fails the case and a memory figure never comes from the
+/// leanest round. The rest (rates, seconds, CPU, the stalled subscribers'
+/// figures, corecast's counters) is the median round's, so the figures of
+/// one run stay together. `None` when there are no rounds.
+pub fn merge_rounds(rounds: &[RunResult]) -> Option<RunResult> {
+    let rate = |r: &RunResult| r.flow.as_ref().map_or(0.0, |f| f.delivered_per_s);
+    let mut by_rate: Vec<&RunResult> = rounds.iter().collect();
+    by_rate.sort_by(|a, b| rate(a).total_cmp(&rate(b)));
+    let mut merged = by_rate.get(rounds.len().checked_sub(1)? / 2).copied()?.clone();
+    merged.params.rounds = Some(rounds.len() as u32);
+    merged.params.round = None;
+    merged.errors = super::round_errors(rounds.iter());
+    if let Some(flow) = merged.flow.as_mut() {
+        for f in rounds.iter().filter_map(|r| r.flow.as_ref()) {
+            flow.lost = flow.lost.max(f.lost);
+            flow.cut = flow.cut.max(f.cut);
+            flow.duplicates = flow.duplicates.max(f.duplicates);
+            flow.gaps = flow.gaps.max(f.gaps);
+            flow.broker_dropped = flow.broker_dropped.max(f.broker_dropped);
+        }
+    }
+    if let Some(usage) = merged.broker_usage.as_mut() {
+        for u in rounds.iter().filter_map(|r| r.broker_usage.as_ref()) {
+            usage.peak_rss_kib = usage.peak_rss_kib.max(u.peak_rss_kib);
+        }
+    }
+    Some(merged)
+}
+
 /// How many of the stalled connections the broker closed by now.
 fn stalled_figures(
     target: &Target,
@@ -817,6 +853,89 @@ fn wait_for_deliveries<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A round of `fanout 1->10` on nats-server at `per_s` delivered/s, the
+    /// broker peaking at `peak` KiB.
+    fn round(per_s: f64, peak: u64) -> RunResult {
+        let spec = FlowSpec::fanout(1, 10, 100, 64);
+        let target = Target::for_tests(crate::driver::Kind::Nats);
+        let mut r = target.result(spec.workload, spec.case.clone(), spec.params());
+        r.seconds = 1000.0 / per_s;
+        r.flow = Some(Flow {
+            published_per_s: per_s / 10.0,
+            delivered_per_s: per_s,
+            published: 100,
+            expected: 1000,
+            delivered: 1000,
+            ..Flow::default()
+        });
+        r.broker_usage = Some(crate::result::BrokerUsage {
+            pid: per_s as u32,
+            peak_rss_kib: peak,
+            rss_kib: peak / 2,
+            ..Default::default()
+        });
+        r.params.rounds = Some(3);
+        r
+    }
+
+    #[test]
+    fn rounds_report_the_median_round_and_the_largest_peak_rss() {
+        let rounds = [round(2e6, 300), round(1e6, 900), round(3e6, 100)];
+        let m = merge_rounds(&rounds).expect("three rounds");
+        let f = m.flow.as_ref().expect("flow");
+        assert_eq!(f.delivered_per_s, 2e6, "the middle one of three");
+        assert_eq!((f.published_per_s, m.seconds), (2e5, 1000.0 / 2e6));
+        assert_eq!((f.lost, f.cut, f.delivered), (0, 0, 1000));
+        assert_eq!((m.params.rounds, m.params.round), (Some(3), None));
+        assert_eq!(m.params.subscribers, Some(10));
+        let u = m.broker_usage.as_ref().expect("usage");
+        assert_eq!((u.pid, u.rss_kib), (2_000_000, 150), "the median round's");
+        assert_eq!(u.peak_rss_kib, 900, "the largest of any round");
+        assert!(m.errors.is_empty());
+
+        // An even count takes the lower middle round; a round that measured
+        // nothing counts as 0 and carries its error.
+        let mut failed = round(0.0, 0);
+        (failed.flow, failed.broker_usage) = (None, None);
+        failed.errors.push("nats-server exited at start-up".into());
+        let m = merge_rounds(&[round(4e6, 10), failed, round(5e6, 10), round(3e6, 10)])
+            .expect("four rounds");
+        assert_eq!(m.flow.as_ref().map(|f| f.delivered_per_s), Some(3e6));
+        assert_eq!(m.params.rounds, Some(4));
+        assert_eq!(m.errors, ["round 2: nats-server exited at start-up"]);
+        let m = merge_rounds(&[round(4e6, 10), round(5e6, 10)]).expect("two rounds");
+        assert_eq!(m.flow.as_ref().map(|f| f.delivered_per_s), Some(4e6));
+
+        // One round is itself; none is nothing.
+        let one = merge_rounds(&rounds[..1]).expect("one round");
+        assert_eq!(one.params.rounds, Some(1));
+        assert_eq!(one.flow.as_ref().map(|f| f.delivered_per_s), Some(2e6));
+        assert!(merge_rounds(&[]).is_none());
+    }
+
+    #[test]
+    fn a_loss_in_any_round_shows_in_the_merged_result() {
+        // The fastest round lost messages and had subscribers cut; the
+        // median round was clean.
+        let mut lossy = round(3e6, 100);
+        let f = lossy.flow.as_mut().expect("flow");
+        (f.lost, f.cut, f.delivered, f.duplicates, f.gaps) = (30, 2, 970, 1, 4);
+        lossy.errors.push("30 deliveries missing when the run ended".into());
+        let mut dropped = round(1e6, 100);
+        dropped.flow.as_mut().expect("flow").broker_dropped = 7;
+        let m = merge_rounds(&[round(2e6, 100), dropped, lossy]).expect("three rounds");
+        let f = m.flow.as_ref().expect("flow");
+        assert_eq!(f.delivered_per_s, 2e6);
+        assert_eq!((f.lost, f.cut, f.duplicates, f.gaps, f.broker_dropped), (30, 2, 1, 4, 7));
+        assert_eq!(m.errors, ["round 3: 30 deliveries missing when the run ended"]);
+
+        // A cut without a recorded error shows all the same.
+        let mut quiet = round(1e6, 100);
+        quiet.flow.as_mut().expect("flow").cut = 1;
+        let m = merge_rounds(&[round(2e6, 100), round(3e6, 100), quiet]).expect("three rounds");
+        assert_eq!(m.flow.as_ref().map(|f| (f.delivered_per_s, f.cut)), Some((2e6, 1)));
+    }
 
     #[test]
     fn expected_counts_what_was_sent() {

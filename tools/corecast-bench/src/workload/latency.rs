@@ -221,19 +221,7 @@ pub fn merge_rounds(rounds: &[Round]) -> Option<RunResult> {
     merged.params.rounds = Some(rounds.len() as u32);
     merged.params.round = None;
     merged.seconds = rounds.iter().map(|(r, _)| r.seconds).sum();
-    merged.errors = rounds
-        .iter()
-        .enumerate()
-        .flat_map(|(i, (r, _))| {
-            r.errors.iter().map(move |e| {
-                if rounds.len() > 1 {
-                    format!("round {}: {e}", i + 1)
-                } else {
-                    e.clone()
-                }
-            })
-        })
-        .collect();
+    merged.errors = super::round_errors(rounds.iter().map(|(r, _)| r));
     merged.counters_after = rounds.iter().rev().find_map(|(r, _)| r.counters_after.clone());
 
     let figures: Vec<&LatencyFigures> =

@@ -234,3 +234,17 @@ pub fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The errors of every round of one broker and case, in order, each
+/// prefixed with its round (`round 2: ...`) when there are several.
+pub fn round_errors<'a>(rounds: impl ExactSizeIterator<Item = &'a RunResult>) -> Vec<String> {
+    let several = rounds.len() > 1;
+    rounds
+        .enumerate()
+        .flat_map(|(i, r)| {
+            r.errors
+                .iter()
+                .map(move |e| if several { format!("round {}: {e}", i + 1) } else { e.clone() })
+        })
+        .collect()
+}

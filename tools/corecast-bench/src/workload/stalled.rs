@@ -37,6 +37,12 @@ fn is_baseline_of(base: &RunResult, run: &RunResult) -> bool {
 /// Fills in the baseline figures of a `stalled` run with stalled
 /// subscribers from its baseline among `earlier` (the last one if there are
 /// several). No-op for other runs, or when there is no baseline.
+///
+/// In `compare` both cases run in rounds and `earlier` holds the merged
+/// results (see [`super::flow::merge_rounds`]): the median round with
+/// stalled subscribers is compared with the median round without them, and
+/// the baseline counts as failed if any of its rounds lost messages, cut a
+/// reader or recorded an error.
 pub fn attach_baseline(run: &mut RunResult, earlier: &[RunResult]) {
     if run.workload != "stalled" || run.params.stalled.unwrap_or(0) == 0 {
         return;
@@ -48,7 +54,8 @@ pub fn attach_baseline(run: &mut RunResult, earlier: &[RunResult]) {
     figures.baseline_delivered_per_s = base_rate;
     figures.ratio = base_rate.zip(rate).map(|(b, r)| r / b);
     figures.baseline_peak_rss_kib = base.broker_usage.as_ref().map(|u| u.peak_rss_kib);
-    figures.baseline_failed = !base.errors.is_empty() || base_rate.is_none();
+    let unclean = base.flow.as_ref().is_some_and(|f| f.lost > 0 || f.cut > 0);
+    figures.baseline_failed = !base.errors.is_empty() || base_rate.is_none() || unclean;
 }
 
 #[cfg(test)]
@@ -91,9 +98,57 @@ mod tests {
         assert!((s.ratio.expect("ratio") - 0.5).abs() < 1e-9);
         assert!(s.baseline_failed);
 
+        // A baseline that cut a reader without recording an error failed
+        // all the same.
+        let mut cut = earlier[0].clone();
+        cut.flow.as_mut().expect("flow").cut = 1;
+        let mut c = run(Kind::Corecast, &with, 9e5, 30);
+        attach_baseline(&mut c, &[cut]);
+        assert!(c.stalled.expect("figures").baseline_failed);
+
         // No baseline of that broker: nothing attached.
         let mut r = run(Kind::Redis, &with, 2e5, 30);
         attach_baseline(&mut r, &earlier);
         assert!(r.stalled.is_none());
+    }
+
+    #[test]
+    fn merged_rounds_compare_median_with_median() {
+        use crate::workload::flow::merge_rounds;
+        let [base, with] = specs(100, 100, 1000, 64);
+        let rounds = |spec: &FlowSpec, rates: [f64; 3], peaks: [u64; 3]| {
+            let rounds: Vec<RunResult> = rates
+                .iter()
+                .zip(peaks)
+                .enumerate()
+                .map(|(i, (&r, peak))| {
+                    let mut r = run(Kind::Corecast, spec, r, peak);
+                    (r.params.round, r.params.rounds) = (Some(i as u32 + 1), Some(3));
+                    r
+                })
+                .collect();
+            merge_rounds(&rounds).expect("three rounds")
+        };
+        let baseline = rounds(&base, [1e6, 2e6, 1.5e6], [10, 30, 20]);
+        let fanout = run(Kind::Corecast, &FlowSpec::fanout(1, 100, 1000, 64), 5e6, 1);
+        let earlier = vec![baseline.clone(), fanout];
+        let mut c = rounds(&with, [1.2e6, 0.9e6, 3e6], [50, 40, 45]);
+        attach_baseline(&mut c, &earlier);
+        let s = c.stalled.clone().expect("figures");
+        assert_eq!(s.baseline_delivered_per_s, Some(1.5e6));
+        assert!((s.ratio.expect("ratio") - 0.8).abs() < 1e-9);
+        assert_eq!(s.baseline_peak_rss_kib, Some(30), "the largest of the baseline's rounds");
+        assert_eq!(c.broker_usage.as_ref().map(|u| u.peak_rss_kib), Some(50));
+        assert!(!s.baseline_failed);
+
+        // A loss in a baseline round that is not its median fails it.
+        let mut lossy = run(Kind::Corecast, &base, 3e6, 10);
+        lossy.flow.as_mut().expect("flow").lost = 5;
+        lossy.errors.push("5 deliveries missing when the run ended".into());
+        let clean = |r| run(Kind::Corecast, &base, r, 10);
+        let baseline = merge_rounds(&[clean(1e6), clean(1.5e6), lossy]).expect("three rounds");
+        let mut c = rounds(&with, [1.2e6, 0.9e6, 3e6], [50, 40, 45]);
+        attach_baseline(&mut c, &[baseline]);
+        assert!(c.stalled.expect("figures").baseline_failed);
     }
 }
