@@ -118,13 +118,18 @@ fn throughput_note(results: &[RunResult]) -> Option<String> {
     } else {
         String::new()
     };
+    let stalled = if flows.iter().any(|r| r.workload == "stalled" && rounds(r) > 1) {
+        "; the stalled ratio compares the median round with stalled subscribers against the median round without"
+    } else {
+        ""
+    };
     let once = if flows.iter().any(|r| rounds(r) == 1) {
         "; the other throughput cases ran once per broker"
     } else {
         ""
     };
     Some(format!(
-        "throughput: the figures of {shapes} are the median of their rounds per broker{order}, each round against a freshly started broker: the round with the median delivered/s (of an even count, the lower middle one), with the most any round lost, cut or duplicated, every round's problems, and the largest broker peak RSS of any round, so that a loss in any round fails its target and no memory figure comes from the leanest round; the stalled ratio compares the median round with stalled subscribers against the median round without; every round's own line is in rounds.jsonl{once}"
+        "throughput: the figures of {shapes} are the median of their rounds per broker{order}, each round against a freshly started broker: the round with the median delivered/s (of an even count, the lower middle one), with the most any round lost, cut or duplicated, every round's problems, and the largest broker peak RSS of any round, so that a loss in any round fails its target and no memory figure comes from the leanest round{stalled}; every round's own line is in rounds.jsonl{once}"
     ))
 }
 
@@ -1141,6 +1146,14 @@ mod tests {
             "{note}"
         );
         assert!(note.ends_with("; the other throughput cases ran once per broker"), "{note}");
+        assert!(!note.contains("stalled"), "{note}");
+        let mut stalled = fanout_run(Kind::Corecast, 100, 1e6, 10);
+        (stalled.workload, stalled.case) = ("stalled".into(), "stalled 1->100 +0 stalled".into());
+        stalled.params.rounds = Some(3);
+        let with_stalled = [results.clone(), vec![stalled]].concat();
+        let note = throughput_note(&with_stalled).expect("a note");
+        assert!(note.contains("fanout 1->10 64B, stalled 1->100 +0 stalled (3 rounds)"), "{note}");
+        assert!(note.contains("the stalled ratio compares the median round with stalled subscribers against the median round without"), "{note}");
         results.retain(|r| r.params.rounds.is_some());
         results.iter_mut().for_each(|r| r.params.round = Some(2));
         assert!(throughput_note(&results).expect("a note").starts_with(
