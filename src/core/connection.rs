@@ -128,8 +128,10 @@ impl Connection {
                 return Poll::Pending;
             }
             if let Some(by) = self.hold_for.take() {
-                CoreCounters::add(&shard.counters.publisher_holds, 1);
-                self.hold = Some((Hold::new(by, Instant::now()), Timer::new(Hold::TICK)));
+                if let Some(hold) = Hold::start(by, &st.slots, st.mem.max_pending()) {
+                    CoreCounters::add(&shard.counters.publisher_holds, 1);
+                    self.hold = Some((hold, Timer::new(Hold::TICK)));
+                }
             }
             if self.held(st, cx) {
                 return Poll::Pending;

@@ -18,12 +18,15 @@
 //!   one qualifies does the asker meet its own policy. So a subscriber that
 //!   keeps up is never cut while a stalled one holds as much.
 //! - **Fast-producer hold** (backpressure): a delivery that leaves a
-//!   subscriber that keeps reading past [`Hold::FROM`] of `max_pending`
-//!   holds its publisher back: the publisher reads nothing more until the
-//!   subscriber is back under that mark, for at most [`Hold::MAX`] per
-//!   delivery (counted in `publisher_holds`). A reading subscriber is thus
-//!   not cut for being slower than its publisher for a while, and one that
-//!   stopped reading, or that subscribed lossy, holds no one back.
+//!   subscriber that keeps reading with more than [`Hold::FROM`] of
+//!   `max_pending` queued holds its publisher back until the subscriber is
+//!   back under that mark, for at most [`Hold::MAX`] each time (counted in
+//!   `publisher_holds`): a client publisher before its next read (of up to
+//!   256 KiB), the receiver of another core's publishes before its next
+//!   delivery (its link fills meanwhile, and that core's publishers wait
+//!   for room). A reading subscriber is thus not cut for being slower than
+//!   its publisher for a while, and one that stopped reading, or that
+//!   subscribed lossy, holds no one back.
 //!
 //! Connections that begin to leave here are listed in [`Doomed`];
 //! [`crate::route::reap`] finishes their exit (subscriptions, counters)
@@ -77,8 +80,12 @@ pub(crate) struct Hold {
 
 impl Hold {
     /// The share of `max_pending` past which a reading subscriber holds its
-    /// publisher back, as nats-server stalls a fast producer past 3/4.
-    pub(crate) const FROM: (usize, usize) = (3, 4);
+    /// publisher back. nats-server stalls a fast producer past 3/4; half
+    /// leaves room for what arrives meanwhile: a socket that is read
+    /// without pause may still refuse output for 20–50 ms at a time (the
+    /// kernel wakes a writer once a third of its send buffer is free), and
+    /// a publisher goes on by a read of up to 256 KiB after each hold.
+    pub(crate) const FROM: (usize, usize) = (1, 2);
     /// The longest one delivery waits; as long as nats-server's stall per
     /// read. A subscriber that drains slower than its publisher's reads
     /// arrive at this pace still falls behind, and meets its policy.
@@ -97,8 +104,11 @@ impl Hold {
             && slot.write_blocked_since().map_or(true, |since| now - since < Self::READING)
     }
 
-    pub(crate) fn new(by: usize, now: Instant) -> Self {
-        Self { by, until: now + Self::MAX }
+    /// A hold for `by`, if it holds now.
+    pub(crate) fn start(by: usize, slots: &Slab<Slot>, max_pending: usize) -> Option<Self> {
+        let now = Instant::now();
+        let hold = Self { by, until: now + Self::MAX };
+        hold.holds(slots, max_pending, now).then_some(hold)
     }
 
     /// Whether the publisher still waits.

@@ -106,7 +106,7 @@ async fn apply(shard: &Shard, batch: &[u8], peer: usize) {
             record::apply_batch(shard, &mut shard.state.borrow_mut(), peer, rest, &mut deferred);
         done += used;
         if let Some(by) = hold {
-            wait_for(shard, Hold::new(by, Instant::now())).await;
+            wait_for(shard, by).await;
         } else if done < batch.len() {
             // Subscribers filled up: let them flush, then go on.
             futures_lite::future::yield_now().await;
@@ -114,8 +114,13 @@ async fn apply(shard: &Shard, batch: &[u8], peer: usize) {
     }
 }
 
-/// Waits while `hold` holds.
-async fn wait_for(shard: &Shard, hold: Hold) {
+/// Waits while subscriber `by` holds the receiver back, if it does.
+async fn wait_for(shard: &Shard, by: usize) {
+    let hold = {
+        let st = shard.state.borrow();
+        Hold::start(by, &st.slots, st.mem.max_pending())
+    };
+    let Some(hold) = hold else { return };
     CoreCounters::add(&shard.counters.publisher_holds, 1);
     loop {
         sleep(Hold::TICK).await;
