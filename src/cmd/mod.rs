@@ -41,8 +41,10 @@ pub(crate) enum Flow {
     Stall,
     /// The frame took effect, and left subscriber `by`, which keeps
     /// reading, near `max_pending`: read nothing more until it has written
-    /// some, within a bound ([`crate::core::pressure::Hold`]).
-    Hold { by: usize },
+    /// some, within a bound ([`crate::core::pressure::Hold`]). With
+    /// `flush`, as after `Yield`, the subscribers flush before the next
+    /// frame; without, the frames already read go on first.
+    Hold { by: usize, flush: bool },
     /// The frame should wait for the subscribers to write once: keep it,
     /// yield, and apply it on the next turn (whatever the budget then).
     Defer,

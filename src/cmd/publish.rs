@@ -62,7 +62,7 @@ pub(super) fn apply<'a>(
         return Flow::Stop;
     }
     match pressure {
-        Pressure { hold: Some(by), .. } => Flow::Hold { by },
+        Pressure { hold: Some(by), flush } => Flow::Hold { by, flush },
         Pressure { flush: true, .. } => Flow::Yield,
         Pressure { flush: false, .. } => Flow::Continue,
     }

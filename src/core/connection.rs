@@ -153,7 +153,7 @@ impl Connection {
                 Flow::Continue | Flow::Stop => {}
                 Flow::Stall => return Poll::Pending,
                 Flow::Yield | Flow::Defer => return self.yield_now(shard, st, cx),
-                Flow::Hold { by } => {
+                Flow::Hold { by, .. } => {
                     self.hold_for.get_or_insert(by);
                 }
             }
@@ -271,10 +271,15 @@ impl Connection {
             };
             let flow = match flow {
                 // Like nats-server's stall, a hold comes between reads, not
-                // between the frames of one read.
-                Flow::Hold { by } => {
+                // between the frames of one read, unless the subscribers
+                // are to flush first anyway.
+                Flow::Hold { by, flush } => {
                     self.hold_for.get_or_insert(by);
-                    Flow::Continue
+                    if flush {
+                        Flow::Yield
+                    } else {
+                        Flow::Continue
+                    }
                 }
                 flow => flow,
             };

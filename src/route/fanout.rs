@@ -404,6 +404,17 @@ impl Delivery<'_, '_> {
         }
     }
 
+    /// Queues `n` messages in one item for `key` if they fit, with no
+    /// policy applied when they do not.
+    fn queue_together(&mut self, key: usize, item: Item<'_>, n: usize) -> bool {
+        if self.slots[key].queue(self.mem, item).is_err() {
+            return false;
+        }
+        self.tally.sent += n as u64;
+        self.tally.copied += item.len();
+        true
+    }
+
     /// Queues messages `which` for `sub`, each meeting the subscriber's
     /// policy if it does not fit; stops at a cut. Messages that lie back to
     /// back in the shared chunk with `sub`'s sid go in as one item while
@@ -416,16 +427,14 @@ impl Delivery<'_, '_> {
         let half = self.mem.max_pending() / 2;
         let before = slot.out().len();
         let drop_sid = sub.lossy.then_some(sub.sid);
-        let (mut j, mut whole) = (which.start, true);
+        let (mut j, mut together) = (which.start, true);
         while j < which.end {
-            if let Some((item, n)) = self.scratch.frames_from(j, which.end, sub).filter(|_| whole) {
-                if self.slots[sub.key].queue(self.mem, item).is_ok() {
-                    self.tally.sent += n as u64;
-                    self.tally.copied += item.len();
+            if let Some((item, n)) = self.scratch.frames_from(j, which.end, sub) {
+                if together && self.queue_together(sub.key, item, n) {
                     j += n;
                     continue;
                 }
-                whole = false;
+                together = false;
             }
             let item = self.scratch.item_for(j, sub);
             let len = item.len();
