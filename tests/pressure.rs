@@ -900,15 +900,15 @@ fn publish_flat_out(publ: &mut Client, topic: &str, seqs: std::ops::Range<u64>) 
     publ.send_raw(&buf);
 }
 
-/// `max_pending` of the fast-producer hold tests: 8 MiB. The quarter above
+/// `max_pending` of the fast-producer hold tests: 8 MiB. The half above
 /// the hold's mark must take what the publisher reads while the reader's
 /// socket refuses output. A reader that reads all the time still leaves
 /// its socket refusing for 20 to 50 ms at a stretch (on loopback the
 /// kernel's send buffer grows to megabytes, and wakes the writer only once
 /// about a third of it is free), and the hold lets one read of 256 KiB
 /// through every 10 ms meanwhile: up to 5 reads, about 1.3 MiB. With
-/// `max_pending` at 1 or 2 MiB the throttled reader below is cut in spite
-/// of the hold.
+/// `max_pending` at 1 or 2 MiB (and the mark at 3/4) the throttled reader
+/// below was cut in spite of the hold.
 const HOLD_MAX_PENDING: usize = 8 << 20;
 /// Messages the hold tests publish: about 64 MiB, 8 times max_pending.
 const HOLD_MSGS: u64 = 64 << 10;
@@ -920,7 +920,7 @@ fn hold_config(cores: usize) -> Config {
 /// One publisher writing as fast as it can, many times `max_pending` in
 /// all, to a subscriber that reads all the time but slower: the
 /// fast-producer hold makes the publisher wait whenever the subscriber has
-/// more than 3/4 of `max_pending` queued, so the subscriber is never cut
+/// more than half of `max_pending` queued, so the subscriber is never cut
 /// and gets every message in order. Without the hold it is cut as a slow
 /// consumer within milliseconds (checked: with `Hold::holds_for` returning
 /// false the reader gets `ERR 9` after a few thousand messages).
@@ -996,9 +996,9 @@ fn a_lossy_subscriber_holds_no_one_back() {
 /// socket's first 100 ms of refusing output: it may hold its publisher a
 /// few times, then holds no one, and is cut by `max_pending` as always
 /// while a reader on the same topic gets everything. `max_pending` is
-/// large here (32 MiB) so that the quarter above the hold's mark takes
-/// many reads: were the publisher held for the stalled subscriber on every
-/// read, 8 MiB / 256 KiB = 32 reads would each wait the full 10 ms before
+/// large here (32 MiB) so that the half above the hold's mark takes many
+/// reads: were the publisher held for the stalled subscriber on every
+/// read, 16 MiB / 256 KiB = 64 reads would each wait the full 10 ms before
 /// the cut. Within 100 ms at most 100 / 10 + 1 = 11 holds start; the bound
 /// below leaves room for a few for the reader. (Checked: with
 /// `Hold::holds_for` not looking at how long the socket has refused
