@@ -250,12 +250,17 @@ impl Publishing<'_, '_> {
             return blocked;
         }
         let (mut pressure, mut responders) = (Pressure::default(), false);
+        queues.begin_batch();
         for msg in msgs {
             let room = Room::new(msg.frame_len(), self.mem.max_pending());
             let targets = queues.draw(entry, self.slots, skip, room);
             if !targets.is_empty() {
+                let cut_before = self.doomed.len();
                 let (p, r) = self.deliver(&targets, std::slice::from_ref(msg));
                 (pressure, responders) = (pressure.and(p), responders | r);
+                if self.doomed.len() > cut_before {
+                    queues.recount();
+                }
             }
         }
         Routed::Delivered { pressure, responders }

@@ -71,6 +71,13 @@ pub(crate) struct Queues {
     names: Vec<u8>,
     /// Which bytes of `names` go to which core, by core.
     blocks: Vec<(usize, Range<usize>)>,
+    /// For each group of the topic being drawn for, the positions of its
+    /// members here that can be drawn; counted once for the messages of a
+    /// batch ([`Queues::begin_batch`]), again once a delivery has cut a
+    /// connection ([`Queues::recount`]).
+    eligible: Vec<Vec<usize>>,
+    /// Whether `eligible` holds for the batch being drawn for.
+    counted: bool,
 }
 
 impl Default for Queues {
@@ -81,6 +88,8 @@ impl Default for Queues {
             handed: Vec::new(),
             names: Vec::new(),
             blocks: Vec::new(),
+            eligible: Vec::new(),
+            counted: false,
         }
     }
 }
@@ -130,10 +139,24 @@ enum Draw {
 }
 
 impl Queues {
+    /// Starts drawing for a batch of messages to one topic: who can be
+    /// drawn is counted at the first draw and kept for the batch.
+    pub(super) fn begin_batch(&mut self) {
+        self.counted = false;
+    }
+
+    /// Counts who can be drawn again at the next draw: a delivery cut a
+    /// connection, which may be a member.
+    pub(super) fn recount(&mut self) {
+        self.counted = false;
+    }
+
     /// The targets of a client's message whose topic has queue groups: the
     /// plain subscriptions here and on other cores, and one member of each
     /// group, drawn among all members but those of connection `skip` (a
-    /// publisher that asked for no echo).
+    /// publisher that asked for no echo). Between [`Queues::begin_batch`]
+    /// and the end of the batch, `entry`, `skip` and the members' states
+    /// stay as they were but for what [`Queues::recount`] says.
     pub(super) fn draw<'a>(
         &'a mut self,
         entry: &'a TopicEntry,
@@ -141,10 +164,13 @@ impl Queues {
         skip: Option<usize>,
         room: Room,
     ) -> Targets<'a> {
+        if !self.counted {
+            self.count_eligible(entry, slots, skip);
+        }
         self.start(entry.local());
         let mut remote = *entry.remote();
-        for group in entry.groups() {
-            match self.draw_one(group, slots, skip, room) {
+        for (g, group) in entry.groups().iter().enumerate() {
+            match self.draw_one(g, group, slots, room) {
                 Draw::Here(member) => self.recipients.push(member),
                 Draw::There(core) => {
                     remote.insert(core);
@@ -156,6 +182,19 @@ impl Queues {
         self.encode_handed();
         let handed = Handed { blocks: &self.blocks, names: &self.names };
         Targets { local: &self.recipients, remote, handed, ..Targets::default() }
+    }
+
+    /// Lists, for each group of `entry`, its members here that can be
+    /// drawn.
+    fn count_eligible(&mut self, entry: &TopicEntry, slots: &Slab<Slot>, skip: Option<usize>) {
+        let groups = entry.groups();
+        self.eligible.resize_with(groups.len(), Vec::new);
+        for (list, group) in self.eligible.iter_mut().zip(groups) {
+            list.clear();
+            let members = group.local().iter().enumerate();
+            list.extend(members.filter(|(_, m)| eligible(m, slots, skip)).map(|(at, _)| at));
+        }
+        self.counted = true;
     }
 
     /// The targets of a message another core sent here: the plain
@@ -210,24 +249,24 @@ impl Queues {
         self.recipients.extend_from_slice(plain);
     }
 
-    /// Draws among all members of `group`: each member here counts once,
-    /// each other core as many times as it has members.
-    fn draw_one(
-        &mut self,
-        group: &QueueGroup,
-        slots: &Slab<Slot>,
-        skip: Option<usize>,
-        room: Room,
-    ) -> Draw {
-        let members = group.local();
-        let here = members.iter().filter(|m| eligible(m, slots, skip)).count() as u64;
+    /// Draws among all members of `group`, the `g`th of the topic: each
+    /// member here that can be drawn counts once, each other core as many
+    /// times as it has members.
+    fn draw_one(&mut self, g: usize, group: &QueueGroup, slots: &Slab<Slot>, room: Room) -> Draw {
+        let here = self.eligible[g].len() as u64;
         let total = here + group.remote_members();
         if total == 0 {
             return Draw::Nobody;
         }
         let n = self.rng.u64(..total);
         if n < here {
-            return Draw::Here(pick_nth(members, slots, skip, n as usize, room));
+            return Draw::Here(pick_listed(
+                group.local(),
+                &self.eligible[g],
+                n as usize,
+                slots,
+                room,
+            ));
         }
         let weights = group.remote().map(|(core, count)| (core, u64::from(count)));
         nth_core(weights, n - here).map_or(Draw::Nobody, Draw::There)
@@ -310,6 +349,22 @@ fn nth_core(weights: impl Iterator<Item = (usize, u64)>, mut n: u64) -> Option<u
 /// the publisher's own when that asked for no echo.
 fn eligible(member: &LocalSub, slots: &Slab<Slot>, skip: Option<usize>) -> bool {
     skip != Some(member.key) && slots.get(member.key).is_some_and(Slot::is_open)
+}
+
+/// The member at `listed[nth]` or, when its queue has no room for the
+/// message, the next listed one after it that has; the `nth` itself if
+/// none has.
+fn pick_listed(
+    members: &[LocalSub],
+    listed: &[usize],
+    nth: usize,
+    slots: &Slab<Slot>,
+    room: Room,
+) -> LocalSub {
+    let has_room =
+        |&at: &usize| slots[members[at].key].out().len() + room.frame <= room.max_pending;
+    let from_nth = listed[nth..].iter().chain(&listed[..nth]);
+    members[from_nth.copied().find(has_room).unwrap_or(listed[nth])]
 }
 
 /// The `nth` eligible member or, when its queue has no room for the

@@ -167,3 +167,24 @@ fn nth_core_lines_cores_up_by_weight() {
     let at = |n| nth_core(weights.iter().copied(), n);
     assert_eq!([at(0), at(1), at(2), at(4), at(5)], [Some(4), Some(4), Some(9), Some(9), None]);
 }
+
+/// Who can be drawn is counted once per batch; after a recount a member
+/// that closed meanwhile is drawn no more, and the other takes every
+/// message.
+#[test]
+fn a_recount_leaves_a_member_that_closed_during_the_batch_out_of_the_draw() {
+    let mut f = Fixture::new();
+    let (a, b) = (f.subscribe("t", Some("g")), f.subscribe("t", Some("g")));
+    let Fixture { topics, slots } = &mut f;
+    let entry = topics.get("t").expect("the topic");
+    let mut q = Queues::default();
+    q.begin_batch();
+    let drawn: Vec<usize> =
+        (0..64).map(|_| keys(q.draw(entry, slots, None, room()).local)[0]).collect();
+    assert!(drawn.contains(&a.key) && drawn.contains(&b.key), "{drawn:?}");
+    slots[a.key].close();
+    q.recount();
+    for _ in 0..64 {
+        assert_eq!(keys(q.draw(entry, slots, None, room()).local), [b.key]);
+    }
+}
