@@ -287,8 +287,17 @@ impl Client {
     /// Reads until the PONG for `nonce`, answering server PINGs; returns the
     /// frames before it.
     pub fn until_pong(&mut self, nonce: u64) -> Vec<Got> {
+        // Server PINGs keep a silent connection busy: without a bound, a
+        // PONG that never comes would hang the test instead of failing it.
+        let deadline = Instant::now() + Duration::from_secs(30);
         let mut before = Vec::new();
         loop {
+            assert!(
+                Instant::now() < deadline,
+                "no PONG {nonce} within 30 s; {} frames before, the last {:?}",
+                before.len(),
+                before.last()
+            );
             match self.recv() {
                 Got::Pong(n) if n == nonce => return before,
                 Got::Ping(n) => self.send(&ClientFrame::Pong { nonce: n }),
