@@ -10,7 +10,7 @@
 //! later with `DROPPED`), others begin to leave as slow consumers and are
 //! listed for the caller to finish with [`super::reap`].
 
-use std::ops::Range;
+use std::{ops::Range, time::Instant};
 
 use corecast_proto::{HMsg, HPub, Headers, Msg, Pub, ServerFrame, ServerFrame11};
 use slab::Slab;
@@ -361,7 +361,7 @@ pub(crate) fn deliver(
 ) -> Pressure {
     scratch.encode(mem, msgs, subs);
     let whole = msgs.len() > 1 && scratch.one_per_connection(slots, subs);
-    let mut d = Delivery { slots, mem, policy, scratch, skip, tally: Tally::default() };
+    let mut d = Delivery { slots, mem, policy, scratch, skip, tally: Tally::default(), now: None };
     if whole {
         d.offer_each(subs, 0..msgs.len());
     } else {
@@ -392,6 +392,9 @@ struct Delivery<'a, 'p> {
     scratch: &'a mut Fanout,
     skip: Option<usize>,
     tally: Tally,
+    /// The time, read once per delivery and only if a subscriber's queue
+    /// is past half of `max_pending`.
+    now: Option<Instant>,
 }
 
 impl Delivery<'_, '_> {
@@ -453,8 +456,8 @@ impl Delivery<'_, '_> {
         // Once per crossing: a subscriber stuck above half is not news.
         self.tally.pressed |= before <= half && after > half;
         if after > half && drop_sid.is_none() && self.tally.hold.is_none() {
-            let max_pending = self.mem.max_pending();
-            if Hold::holds_for(slot, max_pending, std::time::Instant::now()) {
+            let now = *self.now.get_or_insert_with(Instant::now);
+            if Hold::holds_for(slot, self.mem.max_pending(), now) {
                 self.tally.hold = Some(sub.key);
             }
         }

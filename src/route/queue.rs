@@ -78,6 +78,8 @@ pub(crate) struct Queues {
     eligible: Vec<Vec<usize>>,
     /// Whether `eligible` holds for the batch being drawn for.
     counted: bool,
+    /// Scratch for a pick among one group's members here.
+    listed: Vec<usize>,
 }
 
 impl Default for Queues {
@@ -90,6 +92,7 @@ impl Default for Queues {
             blocks: Vec::new(),
             eligible: Vec::new(),
             counted: false,
+            listed: Vec::new(),
         }
     }
 }
@@ -190,9 +193,7 @@ impl Queues {
         let groups = entry.groups();
         self.eligible.resize_with(groups.len(), Vec::new);
         for (list, group) in self.eligible.iter_mut().zip(groups) {
-            list.clear();
-            let members = group.local().iter().enumerate();
-            list.extend(members.filter(|(_, m)| eligible(m, slots, skip)).map(|(at, _)| at));
+            list_eligible(group.local(), slots, skip, list);
         }
         self.counted = true;
     }
@@ -297,12 +298,13 @@ impl Queues {
         skip: Option<usize>,
         room: Room,
     ) -> Option<LocalSub> {
-        let here = members.iter().filter(|m| eligible(m, slots, skip)).count();
-        if here == 0 {
+        let listed = &mut self.listed;
+        list_eligible(members, slots, skip, listed);
+        if listed.is_empty() {
             return None;
         }
-        let n = self.rng.usize(..here);
-        Some(pick_nth(members, slots, skip, n, room))
+        let n = self.rng.usize(..listed.len());
+        Some(pick_listed(members, listed, n, slots, room))
     }
 
     /// Encodes the groups drawn for other cores, one block of names per
@@ -351,6 +353,18 @@ fn eligible(member: &LocalSub, slots: &Slab<Slot>, skip: Option<usize>) -> bool 
     skip != Some(member.key) && slots.get(member.key).is_some_and(Slot::is_open)
 }
 
+/// Sets `list` to the positions of the `members` that can be picked.
+fn list_eligible(
+    members: &[LocalSub],
+    slots: &Slab<Slot>,
+    skip: Option<usize>,
+    list: &mut Vec<usize>,
+) {
+    list.clear();
+    let open = members.iter().enumerate().filter(|(_, m)| eligible(m, slots, skip));
+    list.extend(open.map(|(at, _)| at));
+}
+
 /// The member at `listed[nth]` or, when its queue has no room for the
 /// message, the next listed one after it that has; the `nth` itself if
 /// none has.
@@ -365,22 +379,4 @@ fn pick_listed(
         |&at: &usize| slots[members[at].key].out().len() + room.frame <= room.max_pending;
     let from_nth = listed[nth..].iter().chain(&listed[..nth]);
     members[from_nth.copied().find(has_room).unwrap_or(listed[nth])]
-}
-
-/// The `nth` eligible member or, when its queue has no room for the
-/// message, the next eligible one after it that has; the `nth` itself if
-/// none has.
-fn pick_nth(
-    members: &[LocalSub],
-    slots: &Slab<Slot>,
-    skip: Option<usize>,
-    nth: usize,
-    room: Room,
-) -> LocalSub {
-    let is_eligible = |m: &LocalSub| eligible(m, slots, skip);
-    let at =
-        members.iter().enumerate().filter(|(_, m)| is_eligible(m)).nth(nth).map_or(0, |(at, _)| at);
-    let has_room = |m: &LocalSub| slots[m.key].out().len() + room.frame <= room.max_pending;
-    let from_at = members[at..].iter().chain(&members[..at]);
-    from_at.copied().find(|m| is_eligible(m) && has_room(m)).unwrap_or(members[at])
 }
