@@ -63,12 +63,19 @@ struct Connection {
     /// The frame at the front of the input was deferred once for the
     /// budget; the next attempt applies it.
     deferred: bool,
-    /// A delivery from the input being applied left this subscriber, which
-    /// keeps reading, near `max_pending`: the next read waits for it.
-    hold_for: Option<usize>,
-    /// Reads wait for a subscriber that keeps reading ([`Hold`]); the timer
-    /// wakes the task to look at it again.
-    hold: Option<(Hold, Timer)>,
+    /// A subscriber that keeps reading holds the connection's reads back;
+    /// boxed, so that the many connections that never publish carry one
+    /// pointer for it.
+    hold: Option<Box<Held>>,
+}
+
+/// A connection held back for a subscriber that keeps reading.
+enum Held {
+    /// A delivery from the input being applied left subscriber `by` near
+    /// `max_pending`: the next read waits for it.
+    Next { by: usize },
+    /// Reads wait ([`Hold`]); the timer wakes the task to look again.
+    Waiting(Hold, Timer),
 }
 
 /// Serves one accepted connection until it closes. Panics are caught here:
@@ -83,7 +90,6 @@ pub(crate) fn serve(shard: Rc<Shard>, stream: TcpStream, key: usize) -> impl Fut
         peer_eof: false,
         backlog: false,
         deferred: false,
-        hold_for: None,
         hold: None,
     };
     let run = async move { poll_fn(|cx| conn.poll(cx)).await };
@@ -127,13 +133,7 @@ impl Connection {
             if shard.shutting_down.get() {
                 return Poll::Pending;
             }
-            if let Some(by) = self.hold_for.take() {
-                if let Some(hold) = Hold::start(by, &st.slots, st.mem.max_pending()) {
-                    CoreCounters::add(&shard.counters.publisher_holds, 1);
-                    self.hold = Some((hold, Timer::new(Hold::TICK)));
-                }
-            }
-            if self.held(st, cx) {
+            if self.held(shard, st, cx) {
                 return Poll::Pending;
             }
             let flow = if self.backlog {
@@ -153,18 +153,36 @@ impl Connection {
                 Flow::Continue | Flow::Stop => {}
                 Flow::Stall => return Poll::Pending,
                 Flow::Yield | Flow::Defer => return self.yield_now(shard, st, cx),
-                Flow::Hold { by, .. } => {
-                    self.hold_for.get_or_insert(by);
-                }
+                Flow::Hold { by, .. } => self.hold_next(by),
             }
         }
     }
 
-    /// Whether reads still wait for the subscriber the connection is held
-    /// for; the timer is armed to look again when they do.
-    fn held(&mut self, st: &State, cx: &mut Context<'_>) -> bool {
-        let Some((hold, timer)) = &mut self.hold else { return false };
-        if !hold.holds(&st.slots, st.mem.max_pending(), Instant::now()) {
+    /// Holds the next read for subscriber `by`, unless a hold is on already.
+    fn hold_next(&mut self, by: usize) {
+        self.hold.get_or_insert_with(|| Box::new(Held::Next { by }));
+    }
+
+    /// Whether reads wait for the subscriber the connection is held for
+    /// (starting the hold the last read asked for); the timer is armed to
+    /// look again when they do.
+    fn held(&mut self, shard: &Shard, st: &State, cx: &mut Context<'_>) -> bool {
+        let Some(held) = self.hold.as_deref_mut() else { return false };
+        let max_pending = st.mem.max_pending();
+        if let Held::Next { by } = *held {
+            match Hold::start(by, &st.slots, max_pending) {
+                Some(hold) => {
+                    CoreCounters::add(&shard.counters.publisher_holds, 1);
+                    *held = Held::Waiting(hold, Timer::new(Hold::TICK));
+                }
+                None => {
+                    self.hold = None;
+                    return false;
+                }
+            }
+        }
+        let Held::Waiting(hold, timer) = held else { return false };
+        if !hold.holds(&st.slots, max_pending, Instant::now()) {
             self.hold = None;
             return false;
         }
@@ -274,7 +292,7 @@ impl Connection {
                 // between the frames of one read, unless the subscribers
                 // are to flush first anyway.
                 Flow::Hold { by, flush } => {
-                    self.hold_for.get_or_insert(by);
+                    self.hold_next(by);
                     if flush {
                         Flow::Yield
                     } else {
