@@ -464,10 +464,7 @@ fn steady_half_rate_reader_is_never_cut() {
     println!("{total} messages of {PAYLOAD} bytes in {took:?}; peak pending {peak_pending}");
     // The backlog sat in the broker, not only in the kernel's buffers.
     assert!(peak_pending >= 1 << 20, "peak pending_bytes {peak_pending}");
-    sub.flush_empty();
-    wait_counters(&broker, "nothing queued", |c| c.pending_bytes == 0 && c.memory_used == 0);
-    drop((sub, publ));
-    finish(broker);
+    finish_idle(broker, sub, publ);
 }
 
 /// The pending budget of the tests below: 4 MiB on one core, with
@@ -900,6 +897,31 @@ fn publish_flat_out(publ: &mut Client, topic: &str, seqs: std::ops::Range<u64>) 
     publ.send_raw(&buf);
 }
 
+/// Subscribes `c` to `topic` (lossy if asked) and starts its throttled
+/// reader.
+fn subscribe_throttled(
+    mut c: Client,
+    topic: &'static str,
+    lossy: bool,
+) -> thread::JoinHandle<(Client, Vec<u64>, u64)> {
+    if lossy {
+        c.sub_lossy(1, topic);
+    } else {
+        c.sub(1, topic);
+    }
+    c.flush_empty();
+    spawn_throttled_reader(c, 1, topic)
+}
+
+/// The end of a test whose subscriber read everything: no
+/// byte is queued or held on any core; then the broker stops.
+fn finish_idle(broker: Broker, mut sub: Client, publ: Client) {
+    sub.flush_empty();
+    wait_counters(&broker, "nothing queued", |c| c.pending_bytes == 0 && c.memory_used == 0);
+    drop((sub, publ));
+    finish(broker);
+}
+
 /// `max_pending` of the fast-producer hold tests: 8 MiB. The half above
 /// the hold's mark must take what the publisher reads while the reader's
 /// socket refuses output. A reader that reads all the time still leaves
@@ -929,27 +951,22 @@ fn a_reader_slower_than_its_publisher_holds_it_back_and_is_never_cut() {
     let broker = start(hold_config(1));
     let addr = broker.local_addr();
     let topic = "hold.slow";
-    let mut sub = Client::connect_small_rcvbuf(addr, 64 << 10);
-    sub.sub(1, topic);
-    sub.flush_empty();
-    let reader = spawn_throttled_reader(sub, 1, topic);
+    let sub = Client::connect_small_rcvbuf(addr, 64 << 10);
+    let reader = subscribe_throttled(sub, topic, false);
     let mut publ = Client::connect(addr);
     let started = Instant::now();
     publish_flat_out(&mut publ, topic, 0..HOLD_MSGS);
     publ.publish(topic, &seq_payload(END, 0));
     publ.flush_empty();
     let published_in = started.elapsed();
-    let (mut sub, got, dropped) = reader.join().expect("reader");
+    let (sub, got, dropped) = reader.join().expect("reader");
     let c = broker.counters().total;
     println!("published in {published_in:?}, read in {:?}; {c:#?}", started.elapsed());
     assert_eq!((got.len() as u64, dropped), (HOLD_MSGS, 0), "the reader lost messages");
     assert_prefix(&got, "reader");
     assert_eq!(causes(&c), [0; 7], "{c:#?}");
     assert!(c.publisher_holds > 0, "the publisher was never held: {c:#?}");
-    sub.flush_empty();
-    wait_counters(&broker, "nothing queued", |c| c.pending_bytes == 0 && c.memory_used == 0);
-    drop((sub, publ));
-    finish(broker);
+    finish_idle(broker, sub, publ);
 }
 
 /// The same with a lossy subscription: it holds no one back. The
@@ -963,10 +980,8 @@ fn a_lossy_subscriber_holds_no_one_back() {
     let broker = start(hold_config(1));
     let addr = broker.local_addr();
     let topic = "hold.lossy";
-    let mut sub = Client::connect_small_rcvbuf(addr, 64 << 10);
-    sub.sub_lossy(1, topic);
-    sub.flush_empty();
-    let reader = spawn_throttled_reader(sub, 1, topic);
+    let sub = Client::connect_small_rcvbuf(addr, 64 << 10);
+    let reader = subscribe_throttled(sub, topic, true);
     let mut publ = Client::connect(addr);
     let started = Instant::now();
     publish_flat_out(&mut publ, topic, 0..HOLD_MSGS);
@@ -977,7 +992,7 @@ fn a_lossy_subscriber_holds_no_one_back() {
     wait_counters(&broker, "nothing queued", |c| c.pending_bytes == 0);
     publ.publish(topic, &seq_payload(END, 0));
     publ.flush_empty();
-    let (mut sub, got, reported) = reader.join().expect("reader");
+    let (sub, got, reported) = reader.join().expect("reader");
     let c = broker.counters().total;
     println!("published in {published_in:?}; got {}, {reported} dropped; {c:#?}", got.len());
     assert_eq!(c.publisher_holds, 0, "a lossy subscriber held the publisher: {c:#?}");
@@ -986,10 +1001,7 @@ fn a_lossy_subscriber_holds_no_one_back() {
     assert_eq!(reported, c.msgs_dropped, "DROPPED reports every drop");
     assert!(got.windows(2).all(|w| w[0] < w[1]), "out of order");
     assert_eq!(got.len() as u64 + reported, HOLD_MSGS, "received + dropped = published");
-    sub.flush_empty();
-    wait_counters(&broker, "nothing queued", |c| c.pending_bytes == 0 && c.memory_used == 0);
-    drop((sub, publ));
-    finish(broker);
+    finish_idle(broker, sub, publ);
 }
 
 /// A subscriber that stopped reading counts as reading only for its
@@ -1060,17 +1072,15 @@ fn a_slow_reader_on_another_core_holds_the_publisher_back_through_the_link() {
     let sub = (0..64)
         .map(|_| Client::connect_small_rcvbuf(addr, 64 << 10))
         .find(|c| c.core_id() != publ.core_id());
-    let mut sub = sub.expect("64 connections all landed on the publisher's core");
+    let sub = sub.expect("64 connections all landed on the publisher's core");
     let (pc, sc) = (usize::from(publ.core_id()), usize::from(sub.core_id()));
-    sub.sub(1, topic);
-    sub.flush_empty();
-    let reader = spawn_throttled_reader(sub, 1, topic);
+    let reader = subscribe_throttled(sub, topic, false);
     let started = Instant::now();
     publish_flat_out(&mut publ, topic, 0..HOLD_MSGS);
     publ.publish(topic, &seq_payload(END, 0));
     publ.flush_empty();
     let published_in = started.elapsed();
-    let (mut sub, got, dropped) = reader.join().expect("reader");
+    let (sub, got, dropped) = reader.join().expect("reader");
     let c = broker.counters();
     println!("published in {published_in:?}, read in {:?}; {c:#?}", started.elapsed());
     assert_eq!((got.len() as u64, dropped), (HOLD_MSGS, 0), "the reader lost messages");
@@ -1080,8 +1090,5 @@ fn a_slow_reader_on_another_core_holds_the_publisher_back_through_the_link() {
     assert!(s.publisher_holds > 0, "the reader's core never waited: {c:#?}");
     assert_eq!(p.publisher_holds, 0, "no subscriber on the publisher's core: {c:#?}");
     assert!(p.publisher_stalls > 0, "the publisher never waited for the link: {c:#?}");
-    sub.flush_empty();
-    wait_counters(&broker, "nothing queued", |c| c.pending_bytes == 0 && c.memory_used == 0);
-    drop((sub, publ));
-    finish(broker);
+    finish_idle(broker, sub, publ);
 }
