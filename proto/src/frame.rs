@@ -180,10 +180,12 @@ pub enum ServerFrame<'a> {
     },
 }
 
+#[inline]
 fn no_flags(raw: &RawFrame<'_>) -> Result<(), DecodeError> {
     allow_flags(raw, 0)
 }
 
+#[inline]
 fn allow_flags(raw: &RawFrame<'_>, defined: u8) -> Result<(), DecodeError> {
     match raw.flags & !defined {
         0 => Ok(()),
@@ -337,6 +339,17 @@ fn parse_sub(raw: RawFrame<'_>) -> Result<ClientFrame<'_>, DecodeError> {
     Ok(ClientFrame::Sub(Sub { sid, topic, queue_group, lossy }))
 }
 
+/// The body of a `MSG` frame.
+#[inline]
+fn msg_body<'a>(raw: &RawFrame<'a>) -> Result<Msg<'a>, DecodeError> {
+    no_flags(raw)?;
+    let mut r = Reader::new(raw.body);
+    let sid = r.u32()?;
+    let topic = r.short_str(Field::Topic)?;
+    let reply_to = r.short_str(Field::ReplyTo)?;
+    Ok(Msg { sid, topic, reply_to, payload: r.rest() })
+}
+
 impl<'a> ServerFrame<'a> {
     /// Decodes the next server frame; see [`ClientFrame::decode`]. A client
     /// passes the `max_frame` from `WELCOME` plus 4, since a `MSG` carrying a
@@ -345,8 +358,17 @@ impl<'a> ServerFrame<'a> {
         RawFrame::split(src, max_frame)?.map(Self::parse).transpose()
     }
 
-    /// Interprets a frame already cut out of the stream.
+    /// Interprets a frame already cut out of the stream. `MSG`, the frame
+    /// a subscriber's receive loop meets nearly always, is parsed inline.
+    #[inline]
     pub fn parse(raw: RawFrame<'a>) -> Result<Self, DecodeError> {
+        if raw.opcode == op::MSG {
+            return msg_body(&raw).map(Self::Msg);
+        }
+        Self::parse_other(raw)
+    }
+
+    fn parse_other(raw: RawFrame<'a>) -> Result<Self, DecodeError> {
         match raw.opcode {
             op::WELCOME => {
                 no_flags(&raw)?;
@@ -354,14 +376,7 @@ impl<'a> ServerFrame<'a> {
             }
             op::SERVER_PING => Ok(Self::Ping { nonce: nonce_only(&raw)? }),
             op::SERVER_PONG => Ok(Self::Pong { nonce: nonce_only(&raw)? }),
-            op::MSG => {
-                no_flags(&raw)?;
-                let mut r = Reader::new(raw.body);
-                let sid = r.u32()?;
-                let topic = r.short_str(Field::Topic)?;
-                let reply_to = r.short_str(Field::ReplyTo)?;
-                Ok(Self::Msg(Msg { sid, topic, reply_to, payload: r.rest() }))
-            }
+            op::MSG => msg_body(&raw).map(Self::Msg),
             op::DROPPED => {
                 no_flags(&raw)?;
                 let mut r = Reader::new(raw.body);
