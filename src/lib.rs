@@ -29,8 +29,6 @@
 //!   - `core::sweep`: heartbeats, timeouts and drain deadlines.
 //!   - `core::shutdown`: the shutdown signal and the sequence that ends a
 //!     core.
-//!   - `core::unsent`: how much unsent output the kernel may hold for a
-//!     connection, until it has shown that it reads.
 //! - `cmd`: one file per client frame (`HELLO`, which negotiates version
 //!   1.1, `PING`, `SUB`, `UNSUB`, `PUB` and `HPUB`, `STATS`).
 //! - `route`: which subscribers a message reaches. Every publish, a

@@ -8,9 +8,7 @@
 //! its publisher, from meeting them: the publisher waits for it
 //! (`publisher_holds`), on the same core or through the cross-core link,
 //! while a lossy subscription holds no one back and one that stopped
-//! reading does so only briefly. And the kernel's share: a subscriber
-//! that has never read leaves its backlog with the broker, one that reads
-//! gets the kernel's full buffers.
+//! reading does so only briefly.
 
 mod common;
 
@@ -1093,74 +1091,4 @@ fn a_slow_reader_on_another_core_holds_the_publisher_back_through_the_link() {
     assert_eq!(p.publisher_holds, 0, "no subscriber on the publisher's core: {c:#?}");
     assert!(p.publisher_stalls > 0, "the publisher never waited for the link: {c:#?}");
     finish_idle(broker, sub, publ);
-}
-
-/// A subscriber that has never read keeps its backlog in the broker, where
-/// `max_pending`, the write deadline and the budget count it: the kernel
-/// takes only its receive window and the unsent limit (128 KiB), not the
-/// megabytes a loopback send buffer grows to. When it reads at last, it
-/// gets every message in order and the gauge returns to 0.
-#[test]
-fn a_subscriber_that_never_read_leaves_its_backlog_in_the_broker() {
-    const MSGS: u64 = 4096;
-    let broker = start(Config { max_pending: 16 << 20, ..test_config(1) });
-    let topic = "unsent.never";
-    let mut sub = Client::connect(broker.local_addr());
-    sub.sub(1, topic);
-    sub.flush_empty();
-    let mut publ = Client::connect(broker.local_addr());
-    for seq in 0..MSGS {
-        publ.publish(topic, &seq_payload(seq, PAD));
-    }
-    publ.flush_empty();
-    let sent = MSGS as usize * Got::msg(1, topic, &seq_payload(0, PAD)).wire_len();
-    // The socket takes what it will within moments; give it time to.
-    thread::sleep(Duration::from_millis(300));
-    let queued = broker.counters().total.pending_bytes as usize;
-    let taken = sent - queued;
-    assert!(
-        taken <= 512 << 10,
-        "the kernel took {taken} of {sent} bytes for a subscriber that never read"
-    );
-    let got = msg_seqs(&sub.flush(), 1, topic);
-    assert_eq!(got, (0..MSGS).collect::<Vec<_>>());
-    wait_counters(&broker, "nothing queued", |c| c.pending_bytes == 0);
-    drop((sub, publ));
-    finish(broker);
-}
-
-/// Once a subscriber has read more than a peer that never reads could
-/// absorb, the unsent limit is lifted: when it then falls behind, the
-/// kernel takes megabytes for it, as for any reader. Its receive window is
-/// kept small, so that what the kernel takes is the broker's send side.
-#[test]
-fn a_subscriber_that_reads_gets_the_kernels_full_buffers() {
-    const MSGS: u64 = 8192;
-    let broker = start(Config { max_pending: 16 << 20, ..test_config(1) });
-    let topic = "unsent.reader";
-    let mut sub = Client::connect_small_rcvbuf(broker.local_addr(), 64 << 10);
-    sub.sub(1, topic);
-    sub.flush_empty();
-    let mut publ = Client::connect(broker.local_addr());
-    let mut publish = |seqs: std::ops::Range<u64>| {
-        for seq in seqs {
-            publ.publish(topic, &seq_payload(seq, PAD));
-        }
-        publ.flush_empty();
-    };
-    publish(0..1024);
-    assert_eq!(msg_seqs(&sub.flush(), 1, topic), (0..1024).collect::<Vec<_>>());
-    publish(1024..1024 + MSGS);
-    let sent = MSGS as usize * Got::msg(1, topic, &seq_payload(0, PAD)).wire_len();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut taken = 0;
-    while taken < 2 << 20 && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(20));
-        taken = sent - broker.counters().total.pending_bytes as usize;
-    }
-    assert!(taken >= 2 << 20, "the kernel took only {taken} of {sent} bytes for a reader");
-    let got = msg_seqs(&sub.flush(), 1, topic);
-    assert_eq!(got, (1024..1024 + MSGS).collect::<Vec<_>>());
-    drop((sub, publ));
-    finish(broker);
 }
