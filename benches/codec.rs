@@ -35,6 +35,35 @@ fn decode_pub(c: &mut Criterion) {
     group.finish();
 }
 
+/// What a subscriber's receive loop does: `MSG` after `MSG`, through the
+/// same `ServerFrame::decode` every client uses.
+fn decode_msg(c: &mut Criterion) {
+    let payload = [7u8; 64];
+    let mut bytes = Vec::new();
+    for sid in 0..1000u32 {
+        ServerFrame::Msg(Msg {
+            sid,
+            topic: "game.world.42.updates",
+            reply_to: "",
+            payload: &payload,
+        })
+        .encode(&mut bytes);
+    }
+    let mut group = c.benchmark_group("decode");
+    group.throughput(Throughput::Elements(1000));
+    group.bench_function("msg_64B_x1000", |b| {
+        b.iter(|| {
+            let mut src = black_box(&bytes[..]);
+            let mut payload_bytes = 0;
+            while let Ok(Some(ServerFrame::Msg(m))) = ServerFrame::decode(&mut src, 1 << 20) {
+                payload_bytes += m.payload.len();
+            }
+            assert_eq!(payload_bytes, 64_000);
+        })
+    });
+    group.finish();
+}
+
 fn encode_msg(c: &mut Criterion) {
     let payload = [7u8; 64];
     let mut buf = vec![0u8; 1 << 20];
@@ -57,5 +86,5 @@ fn encode_msg(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decode_pub, encode_msg);
+criterion_group!(benches, decode_pub, decode_msg, encode_msg);
 criterion_main!(benches);
