@@ -368,6 +368,7 @@ impl<'a> ServerFrame<'a> {
         Self::parse_other(raw)
     }
 
+    /// [`Self::parse`] for every opcode but `MSG`.
     fn parse_other(raw: RawFrame<'a>) -> Result<Self, DecodeError> {
         match raw.opcode {
             op::WELCOME => {
@@ -376,7 +377,6 @@ impl<'a> ServerFrame<'a> {
             }
             op::SERVER_PING => Ok(Self::Ping { nonce: nonce_only(&raw)? }),
             op::SERVER_PONG => Ok(Self::Pong { nonce: nonce_only(&raw)? }),
-            op::MSG => msg_body(&raw).map(Self::Msg),
             op::DROPPED => {
                 no_flags(&raw)?;
                 let mut r = Reader::new(raw.body);
