@@ -170,6 +170,9 @@ impl Queues {
         if !self.counted {
             self.count_eligible(entry, slots, skip);
         }
+        // A count kept from another topic's batch would draw from the wrong
+        // lists: every batch starts with `begin_batch`.
+        debug_assert_eq!(self.eligible.len(), entry.groups().len(), "draw outside its batch");
         self.start(entry.local());
         let mut remote = *entry.remote();
         for (g, group) in entry.groups().iter().enumerate() {

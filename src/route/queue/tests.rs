@@ -188,3 +188,20 @@ fn a_recount_leaves_a_member_that_closed_during_the_batch_out_of_the_draw() {
         assert_eq!(keys(q.draw(entry, slots, None, room()).local), [b.key]);
     }
 }
+
+/// A draw for another topic without a new batch would use the first
+/// topic's lists; it is caught where the groups differ in number.
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "draw outside its batch")]
+fn a_draw_outside_its_batch_is_caught() {
+    let mut f = Fixture::new();
+    f.subscribe("t", Some("g"));
+    f.subscribe("t", Some("h"));
+    f.subscribe("u", Some("g"));
+    let Fixture { topics, slots } = &mut f;
+    let mut q = Queues::default();
+    q.begin_batch();
+    let _ = q.draw(topics.get("t").expect("t"), slots, None, room());
+    let _ = q.draw(topics.get("u").expect("u"), slots, None, room());
+}
