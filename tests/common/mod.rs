@@ -166,10 +166,20 @@ impl Client {
 
     /// Connects without saying HELLO, with a small kernel receive buffer
     /// (set before connecting, so the advertised window stays small too).
+    /// Connects without saying HELLO, with a receive buffer of `rcvbuf`
+    /// bytes. Below 64 KiB the MSS is made small too: the kernel sizes the
+    /// broker's MSS for this connection to half the largest window it saw,
+    /// and a window that stays just under that MSS (a 4 KiB buffer
+    /// announces about 1.9 KiB against an MSS of 2 KiB) leaves the broker's
+    /// kernel sending only zero-window probes on a backing-off timer, so a
+    /// client that reads a backlog late would wait minutes for it.
     pub fn connect_raw_small_rcvbuf(addr: SocketAddr, rcvbuf: usize) -> Self {
         use socket2::{Domain, Protocol, Socket, Type};
         let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
         s.set_recv_buffer_size(rcvbuf).unwrap();
+        if rcvbuf < 64 << 10 {
+            s.set_mss(536).unwrap();
+        }
         s.connect(&addr.into()).expect("connect");
         Self::from_stream(s.into())
     }
@@ -180,12 +190,7 @@ impl Client {
     /// for this connection small too (on loopback it is sized from the MSS
     /// and would otherwise take megabytes before the broker queues a byte).
     pub fn connect_raw_tight(addr: SocketAddr) -> Self {
-        use socket2::{Domain, Protocol, Socket, Type};
-        let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
-        s.set_recv_buffer_size(4096).unwrap();
-        s.set_mss(536).unwrap();
-        s.connect(&addr.into()).expect("connect");
-        Self::from_stream(s.into())
+        Self::connect_raw_small_rcvbuf(addr, 4096)
     }
 
     /// [`Self::connect_raw_tight`], then the handshake.
