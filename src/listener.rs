@@ -112,6 +112,7 @@ fn probe(addr: SocketAddr, v6only: bool) -> io::Result<Socket> {
 fn listener(addr: SocketAddr, v6only: bool) -> io::Result<Socket> {
     let socket = new_socket(addr, v6only)?;
     socket.set_reuse_port(true)?;
+    crate::core::unsent::limit(&socket)?;
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
     Ok(socket)

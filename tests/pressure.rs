@@ -121,6 +121,44 @@ fn causes(c: &Snapshot) -> [u64; 7] {
 /// The subscriber that stops reading with less than `max_pending` queued
 /// is cut with ERR 9 by the message that would pass it, not one sooner or
 /// later; the reading subscriber on the same topic gets every message.
+/// A subscriber with the kernel's default buffers that never reads: its
+/// socket takes about its receive window and 512 KiB of unsent output (on
+/// loopback the kernel would otherwise take 4 MiB of copies), and the rest
+/// of its backlog waits in the broker's counted pending queue, where
+/// `max_pending`, the write deadline and the budget see it. A reader's
+/// socket gets the kernel's full buffers back (see `core::unsent`).
+#[test]
+fn a_non_reader_leaves_its_backlog_in_the_counted_queue() {
+    const PUBLISHED: u64 = 4096;
+    let broker = start(Config { max_pending: 16 << 20, ..test_config(1) });
+    let topic = "unsent";
+    let mut idle = Client::connect(broker.local_addr());
+    idle.sub(1, topic);
+    idle.flush_empty();
+    let mut publ = Client::connect(broker.local_addr());
+    let wire = Got::msg(1, topic, &seq_payload(0, PAD)).wire_len() as u64;
+    for seq in 0..PUBLISHED {
+        publ.publish(topic, &seq_payload(seq, PAD));
+    }
+    publ.flush_empty();
+    // The socket took at most its window and the limit, with room for
+    // the kernel's accounting.
+    let published = PUBLISHED * wire;
+    let absorbed_at_most = (1 << 20) + (512 << 10);
+    let c = broker.counters().total;
+    assert!(
+        c.pending_bytes >= published - absorbed_at_most,
+        "{published} bytes published, {} pending: the kernel took the rest",
+        c.pending_bytes
+    );
+    // Then it reads everything, in order.
+    let frames = idle.flush();
+    assert_eq!(msg_seqs(&frames, 1, topic), (0..PUBLISHED).collect::<Vec<_>>());
+    wait_counters(&broker, "nothing queued", |c| c.pending_bytes == 0);
+    drop((idle, publ));
+    finish(broker);
+}
+
 #[test]
 fn max_pending_cuts_the_non_reader_at_the_limit() {
     const MAX_PENDING: usize = 64 << 10;

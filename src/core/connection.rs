@@ -29,6 +29,7 @@ use super::{
     pressure::Hold,
     shard::{Shard, State, READ_SCRATCH},
     slot::{ms_duration, Exit, LargeFrame, Phase},
+    unsent::Proof,
 };
 use crate::{
     cmd::{self, Ctx, Flow},
@@ -67,6 +68,8 @@ struct Connection {
     /// boxed, so that the many connections that never publish carry one
     /// pointer for it.
     hold: Option<Box<Held>>,
+    /// Lifts the kernel's limit on unsent output once the client reads.
+    proof: Proof,
 }
 
 /// A connection held back for a subscriber that keeps reading.
@@ -91,6 +94,7 @@ pub(crate) fn serve(shard: Rc<Shard>, stream: TcpStream, key: usize) -> impl Fut
         backlog: false,
         deferred: false,
         hold: None,
+        proof: Proof::new(),
     };
     let run = async move { poll_fn(|cx| conn.poll(cx)).await };
     async move {
@@ -446,6 +450,7 @@ impl Connection {
                 Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
                 Poll::Ready(Ok(n)) => {
                     slot.sent(mem, n);
+                    self.proof.took(&self.stream, n);
                     CoreCounters::add(&shard.counters.bytes_out, n as u64);
                     self.release_notices(shard, st);
                 }

@@ -7,6 +7,7 @@
 //! - [`shard`]: the state of one core and the ways a connection leaves.
 //! - [`pressure`]: the named policies when something is full.
 //! - [`sweep`]: heartbeats, timeouts, drain deadlines, pool trimming.
+//! - [`unsent`]: how much unsent output the kernel holds per connection.
 //! - [`shutdown`]: the signal and the sequence that ends a core.
 
 pub(crate) mod accept;
@@ -17,3 +18,4 @@ pub(crate) mod shard;
 pub(crate) mod shutdown;
 pub(crate) mod slot;
 pub(crate) mod sweep;
+pub(crate) mod unsent;
