@@ -36,6 +36,12 @@ struct Link {
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Item<'a> {
     Bytes(&'a [u8]),
+    /// A frame in two parts, copied in back to back: its head, then its
+    /// payload from wherever the publish lies.
+    Parts {
+        head: &'a [u8],
+        payload: &'a [u8],
+    },
     /// The subscriber's own header, then a shared body.
     Shared {
         header: [u8; HEADER],
@@ -55,6 +61,7 @@ impl Item<'_> {
     pub(crate) fn len(&self) -> usize {
         match self {
             Self::Bytes(b) => b.len(),
+            Self::Parts { head, payload } => head.len() + payload.len(),
             Self::Shared { blob, .. } => HEADER + usize::from(blob.len),
             Self::Frames { frames, .. } => usize::from(frames.len),
         }
@@ -130,6 +137,7 @@ impl<const OUTPUT: bool> ChunkQueue<OUTPUT> {
     pub(crate) fn push_item(&mut self, mem: &mut Memory, item: Item<'_>, charge: Charge) -> bool {
         match item {
             Item::Bytes(frame) => self.push(mem, frame, charge),
+            Item::Parts { head, payload } => self.push_parts(mem, &[head, payload], charge),
             Item::Shared { header, blob } => self.push_shared(mem, Head::Own(header), blob, charge),
             Item::Frames { sid, frames, count } => {
                 let at = self.own_end();
@@ -166,12 +174,43 @@ impl<const OUTPUT: bool> ChunkQueue<OUTPUT> {
     /// Appends one whole frame; false (and nothing appended) when the
     /// chunks it needs cannot be had under `charge`.
     pub(crate) fn push(&mut self, mem: &mut Memory, frame: &[u8], charge: Charge) -> bool {
-        let cost = self.cost_of(frame.len());
+        self.push_parts(mem, &[frame], charge)
+    }
+
+    /// Appends one whole frame given as parts that go back to back; false
+    /// (and nothing appended) when the chunks it needs cannot be had under
+    /// `charge`.
+    #[inline]
+    pub(crate) fn push_parts<const N: usize>(
+        &mut self,
+        mem: &mut Memory,
+        parts: &[&[u8]; N],
+        charge: Charge,
+    ) -> bool {
+        let len = parts.iter().map(|p| p.len()).sum();
+        let cost = self.cost_of(len);
         if cost > 0 && !mem.can_take(cost / CHUNK, charge) {
             return false;
         }
-        let mut src = frame;
         let mut starts_here = true;
+        for &part in parts {
+            self.copy_in(mem, part, &mut starts_here, charge);
+        }
+        self.len += len;
+        self.note(mem, len as isize);
+        true
+    }
+
+    /// Copies `src` to the end of the queue, taking chunks as it goes (the
+    /// caller checked they can be had); marks where a frame starts at the
+    /// first byte copied while `starts_here`.
+    fn copy_in(
+        &mut self,
+        mem: &mut Memory,
+        mut src: &[u8],
+        starts_here: &mut bool,
+        charge: Charge,
+    ) {
         while !src.is_empty() {
             if self.chunks.is_empty() || self.tail == CHUNK {
                 let Some(id) = mem.take(charge) else {
@@ -180,7 +219,7 @@ impl<const OUTPUT: bool> ChunkQueue<OUTPUT> {
                 self.chunks.push_back(Link { id, first_start: NO_START });
                 (self.last, self.last_has_start, self.tail) = (id, false, 0);
             }
-            if std::mem::take(&mut starts_here) && !self.last_has_start {
+            if std::mem::take(starts_here) && !self.last_has_start {
                 let link = self.chunks.back_mut().expect("a chunk was just ensured");
                 link.first_start = self.tail as u16;
                 self.last_has_start = true;
@@ -190,9 +229,6 @@ impl<const OUTPUT: bool> ChunkQueue<OUTPUT> {
             self.tail += n;
             src = &src[n..];
         }
-        self.len += frame.len();
-        self.note(mem, frame.len() as isize);
-        true
     }
 
     /// The queued bytes as slices, in the order they go out, as many as

@@ -359,15 +359,25 @@ pub(crate) fn deliver(
     policy: &mut Policy<'_>,
     scratch: &mut Fanout,
 ) -> Pressure {
-    scratch.encode(mem, msgs, subs);
-    let whole = msgs.len() > 1 && scratch.one_per_connection(slots, subs);
-    let mut d = Delivery { slots, mem, policy, scratch, skip, tally: Tally::default(), now: None };
-    if whole {
-        d.offer_each(subs, 0..msgs.len());
-    } else {
-        (0..msgs.len()).for_each(|j| d.offer_each(subs, j..j + 1));
-    }
-    let Tally { sent, copied, pressed, hold } = d.tally;
+    let tally = match subs {
+        [sub] if msgs.iter().all(|m| m.headers.is_none()) => {
+            let mut d = Delivery::new(slots, mem, policy, scratch, skip);
+            d.offer_alone(sub, msgs);
+            d.tally
+        }
+        _ => {
+            scratch.encode(mem, msgs, subs);
+            let whole = msgs.len() > 1 && scratch.one_per_connection(slots, subs);
+            let mut d = Delivery::new(slots, mem, policy, scratch, skip);
+            if whole {
+                d.offer_each(subs, 0..msgs.len());
+            } else {
+                (0..msgs.len()).for_each(|j| d.offer_each(subs, j..j + 1));
+            }
+            d.tally
+        }
+    };
+    let Tally { sent, copied, pressed, hold } = tally;
     scratch.release_retired(mem);
     CoreCounters::add(&policy.counters.msgs_out, sent);
     Pressure { flush: scratch.burst_over(copied) | pressed, hold }
@@ -397,7 +407,17 @@ struct Delivery<'a, 'p> {
     now: Option<Instant>,
 }
 
-impl Delivery<'_, '_> {
+impl<'a, 'p> Delivery<'a, 'p> {
+    fn new(
+        slots: &'a mut Slab<Slot>,
+        mem: &'a mut Memory,
+        policy: &'a mut Policy<'p>,
+        scratch: &'a mut Fanout,
+        skip: Option<usize>,
+    ) -> Self {
+        Self { slots, mem, policy, scratch, skip, tally: Tally::default(), now: None }
+    }
+
     /// Offers the batch's messages `which` to every subscriber in turn.
     fn offer_each(&mut self, subs: &[LocalSub], which: Range<usize>) {
         let shared = self.scratch.batch[which.start].shared.is_some();
@@ -423,12 +443,7 @@ impl Delivery<'_, '_> {
     /// back in the shared chunk with `sub`'s sid go in as one item while
     /// they fit; past that, message by message.
     fn offer(&mut self, sub: &LocalSub, which: Range<usize>) {
-        let Some(slot) = self.slots.get(sub.key) else { return };
-        if !slot.is_open() || self.skip == Some(sub.key) {
-            return;
-        }
-        let half = self.mem.max_pending() / 2;
-        let before = slot.out().len();
+        let Some(before) = self.queued_before(sub) else { return };
         let drop_sid = sub.lossy.then_some(sub.sid);
         let (mut j, mut together) = (which.start, true);
         while j < which.end {
@@ -440,17 +455,66 @@ impl Delivery<'_, '_> {
                 together = false;
             }
             let item = self.scratch.item_for(j, sub);
-            let len = item.len();
-            match self.policy.queue(self.slots, self.mem, sub.key, item, drop_sid) {
-                Queued::Yes => {
-                    self.tally.sent += 1;
-                    self.tally.copied += len;
-                }
-                Queued::Dropped => {}
-                Queued::Cut => return,
+            let (len, queued) =
+                (item.len(), self.policy.queue(self.slots, self.mem, sub.key, item, drop_sid));
+            if !self.count(queued, len) {
+                return;
             }
             j += 1;
         }
+        self.after_offer(sub, before, drop_sid);
+    }
+
+    /// Queues `msgs` for the topic's one subscriber, each frame's head
+    /// written for it and its payload copied straight from where the
+    /// publish lies: one copy of the payload instead of two (into the
+    /// batch's frames, then into the queue). Each message meets the
+    /// subscriber's policy if it does not fit; stops at a cut.
+    fn offer_alone(&mut self, sub: &LocalSub, msgs: &[Message<'_>]) {
+        let Some(before) = self.queued_before(sub) else { return };
+        let drop_sid = sub.lossy.then_some(sub.sid);
+        let mut head = [0; Msg::MAX_HEAD];
+        for m in msgs {
+            let msg =
+                Msg { sid: sub.sid, topic: m.topic, reply_to: m.reply_to, payload: m.payload };
+            let mut rest = &mut head[..];
+            msg.encode_head(&mut rest);
+            let written = Msg::MAX_HEAD - rest.len();
+            let item = Item::Parts { head: &head[..written], payload: m.payload };
+            let queued = self.policy.queue(self.slots, self.mem, sub.key, item, drop_sid);
+            if !self.count(queued, item.len()) {
+                return;
+            }
+        }
+        self.after_offer(sub, before, drop_sid);
+    }
+
+    /// What `sub`'s connection has queued before it is offered messages;
+    /// `None` when it takes none (gone, leaving, or the publisher asked for
+    /// no echo).
+    fn queued_before(&self, sub: &LocalSub) -> Option<usize> {
+        let slot = self.slots.get(sub.key)?;
+        (slot.is_open() && self.skip != Some(sub.key)).then(|| slot.out().len())
+    }
+
+    /// Tallies how one message of `len` bytes fared; false at a cut.
+    fn count(&mut self, queued: Queued, len: usize) -> bool {
+        match queued {
+            Queued::Yes => {
+                self.tally.sent += 1;
+                self.tally.copied += len;
+                true
+            }
+            Queued::Dropped => true,
+            Queued::Cut => false,
+        }
+    }
+
+    /// After `sub` took its messages: whether its queue just passed half of
+    /// `max_pending` (the publisher lets subscribers flush), and whether it
+    /// holds the publisher back.
+    fn after_offer(&mut self, sub: &LocalSub, before: usize, drop_sid: Option<u32>) {
+        let half = self.mem.max_pending() / 2;
         let slot = &self.slots[sub.key];
         let after = slot.out().len();
         // Once per crossing: a subscriber stuck above half is not news.
