@@ -1,9 +1,9 @@
 //! How much unsent output the kernel may hold for a connection.
 //!
 //! Linux grows a socket's send buffer, up to `tcp_wmem`'s maximum (4 MiB by
-//! default), while the peer's window lets data move; on loopback it starts
-//! near that maximum. A subscriber that never reads therefore takes
-//! megabytes of copies before its socket refuses output. With 100 of them
+//! default), while the peer's window lets data move. A subscriber that
+//! never reads therefore takes megabytes of copies before its socket
+//! refuses output (on loopback, 3.9 of 4.2 MB published). With 100 of them
 //! beside 100 readers, the readers got 0.78 of the rate they get alone
 //! (median of 6 rounds), and the kernel held memory no broker counter sees.
 //!
@@ -14,10 +14,9 @@
 //! budget see it (the readers' ratio became 0.91). Once a socket has taken
 //! [`READER_PROOF`] bytes, more than a peer that never reads can absorb,
 //! the connection is a reader and the limit is lifted: readers keep the
-//! kernel's full buffers and the fewer, larger writes they allow. A lower
-//! limit (128 KiB) or an earlier lift (after 512 KiB) throttled readers at
-//! their start enough to cost pairs of publishers and subscribers a tenth
-//! of their rate.
+//! kernel's full buffers and the fewer, larger writes they allow. A limit
+//! of 128 KiB lifted after 512 KiB throttled readers at their start enough
+//! to cost pairs of publishers and subscribers 12% of their rate.
 
 use std::{
     io,

@@ -3,7 +3,9 @@
 //!
 //! Each message is encoded once. One for several subscribers is also
 //! written once to a shared chunk, and queues refer to it there (see
-//! [`SHARE_FROM`] and [`crate::mem::splice`]).
+//! [`SHARE_FROM`] and [`crate::mem::splice`]). One for a lone subscriber
+//! goes into its queue as a head written for it and the payload copied
+//! from where the publish lies.
 //!
 //! A subscriber whose queue cannot take a message meets its policy
 //! ([`crate::core::pressure`]): lossy subscriptions drop and count it (reported
@@ -350,7 +352,9 @@ fn prefetch_ahead(slots: &Slab<Slot>, mem: &Memory, subs: &[LocalSub], i: usize,
 ///
 /// Only header-less messages are shared between queues: a message with
 /// headers goes out as two different frames (`HMSG`, `MSG`), and each
-/// subscriber gets its own copy of the one it speaks.
+/// subscriber gets its own copy of the one it speaks. A topic's lone
+/// subscriber gets header-less messages without the batch being encoded
+/// at all ([`Delivery::offer_alone`]).
 pub(crate) fn deliver(
     slots: &mut Slab<Slot>,
     mem: &mut Memory,
@@ -455,8 +459,8 @@ impl<'a, 'p> Delivery<'a, 'p> {
                 together = false;
             }
             let item = self.scratch.item_for(j, sub);
-            let (len, queued) =
-                (item.len(), self.policy.queue(self.slots, self.mem, sub.key, item, drop_sid));
+            let len = item.len();
+            let queued = self.policy.queue(self.slots, self.mem, sub.key, item, drop_sid);
             if !self.count(queued, len) {
                 return;
             }
