@@ -8,7 +8,9 @@
 //! its publisher, from meeting them: the publisher waits for it
 //! (`publisher_holds`), on the same core or through the cross-core link,
 //! while a lossy subscription holds no one back and one that stopped
-//! reading does so only briefly.
+//! reading does so only briefly. And the kernel's share: a subscriber
+//! that has not yet read 2 MiB leaves its backlog with the broker, one
+//! that has gets the kernel's full buffers.
 
 mod common;
 
@@ -156,6 +158,45 @@ fn a_non_reader_leaves_its_backlog_in_the_counted_queue() {
     assert_eq!(msg_seqs(&frames, 1, topic), (0..PUBLISHED).collect::<Vec<_>>());
     wait_counters(&broker, "nothing queued", |c| c.pending_bytes == 0);
     drop((idle, publ));
+    finish(broker);
+}
+
+/// Once a subscriber has read more than a peer that never reads could
+/// absorb (2 MiB), the unsent limit is lifted: when it then falls behind,
+/// the kernel takes megabytes for it, as for any reader. Its receive window
+/// is kept small, so that what the kernel takes is the broker's send side.
+#[test]
+fn a_reader_gets_the_kernels_full_buffers() {
+    const PROOF: u64 = 2560;
+    const BEHIND: u64 = 8192;
+    let broker = start(Config { max_pending: 16 << 20, ..test_config(1) });
+    let topic = "unsent.reader";
+    let mut sub = Client::connect_small_rcvbuf(broker.local_addr(), 64 << 10);
+    sub.sub(1, topic);
+    sub.flush_empty();
+    let mut publ = Client::connect(broker.local_addr());
+    let mut publish = |seqs: std::ops::Range<u64>| {
+        for seq in seqs {
+            publ.publish(topic, &seq_payload(seq, PAD));
+        }
+        publ.flush_empty();
+    };
+    // About 2.6 MB read: the connection has proven it reads.
+    publish(0..PROOF);
+    assert_eq!(msg_seqs(&sub.flush(), 1, topic), (0..PROOF).collect::<Vec<_>>());
+    publish(PROOF..PROOF + BEHIND);
+    let sent = BEHIND * Got::msg(1, topic, &seq_payload(0, PAD)).wire_len() as u64;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut taken = 0;
+    while taken < 2 << 20 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+        taken = sent - broker.counters().total.pending_bytes;
+    }
+    assert!(taken >= 2 << 20, "the kernel took only {taken} of {sent} bytes for a reader");
+    let got = msg_seqs(&sub.flush(), 1, topic);
+    assert_eq!(got, (PROOF..PROOF + BEHIND).collect::<Vec<_>>());
+    wait_counters(&broker, "nothing queued", |c| c.pending_bytes == 0);
+    drop((sub, publ));
     finish(broker);
 }
 
