@@ -120,15 +120,12 @@ fn causes(c: &Snapshot) -> [u64; 7] {
     ]
 }
 
-/// The subscriber that stops reading with less than `max_pending` queued
-/// is cut with ERR 9 by the message that would pass it, not one sooner or
-/// later; the reading subscriber on the same topic gets every message.
 /// A subscriber with the kernel's default buffers that never reads: its
 /// socket takes about its receive window and 512 KiB of unsent output (on
 /// loopback the kernel would otherwise take 4 MiB of copies), and the rest
 /// of its backlog waits in the broker's counted pending queue, where
-/// `max_pending`, the write deadline and the budget see it. A reader's
-/// socket gets the kernel's full buffers back (see `core::unsent`).
+/// `max_pending`, the write deadline and the budget see it (`core::unsent`;
+/// a reader's socket gets the kernel's full buffers back: the next test).
 #[test]
 fn a_non_reader_leaves_its_backlog_in_the_counted_queue() {
     const PUBLISHED: u64 = 4096;
@@ -139,10 +136,7 @@ fn a_non_reader_leaves_its_backlog_in_the_counted_queue() {
     idle.flush_empty();
     let mut publ = Client::connect(broker.local_addr());
     let wire = Got::msg(1, topic, &seq_payload(0, PAD)).wire_len() as u64;
-    for seq in 0..PUBLISHED {
-        publ.publish(topic, &seq_payload(seq, PAD));
-    }
-    publ.flush_empty();
+    publish_batches(&mut publ, topic, 0, PUBLISHED, 1024, PAD);
     // The socket took at most its window and the limit, with room for
     // the kernel's accounting.
     let published = PUBLISHED * wire;
@@ -156,9 +150,7 @@ fn a_non_reader_leaves_its_backlog_in_the_counted_queue() {
     // Then it reads everything, in order.
     let frames = idle.flush();
     assert_eq!(msg_seqs(&frames, 1, topic), (0..PUBLISHED).collect::<Vec<_>>());
-    wait_counters(&broker, "nothing queued", |c| c.pending_bytes == 0);
-    drop((idle, publ));
-    finish(broker);
+    finish_idle(broker, idle, publ);
 }
 
 /// Once a subscriber has read more than a peer that never reads could
@@ -175,16 +167,10 @@ fn a_reader_gets_the_kernels_full_buffers() {
     sub.sub(1, topic);
     sub.flush_empty();
     let mut publ = Client::connect(broker.local_addr());
-    let mut publish = |seqs: std::ops::Range<u64>| {
-        for seq in seqs {
-            publ.publish(topic, &seq_payload(seq, PAD));
-        }
-        publ.flush_empty();
-    };
     // About 2.6 MB read: the connection has proven it reads.
-    publish(0..PROOF);
+    publish_batches(&mut publ, topic, 0, PROOF, 1024, PAD);
     assert_eq!(msg_seqs(&sub.flush(), 1, topic), (0..PROOF).collect::<Vec<_>>());
-    publish(PROOF..PROOF + BEHIND);
+    publish_batches(&mut publ, topic, PROOF, BEHIND, 1024, PAD);
     let sent = BEHIND * Got::msg(1, topic, &seq_payload(0, PAD)).wire_len() as u64;
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut taken = 0;
@@ -195,11 +181,12 @@ fn a_reader_gets_the_kernels_full_buffers() {
     assert!(taken >= 2 << 20, "the kernel took only {taken} of {sent} bytes for a reader");
     let got = msg_seqs(&sub.flush(), 1, topic);
     assert_eq!(got, (PROOF..PROOF + BEHIND).collect::<Vec<_>>());
-    wait_counters(&broker, "nothing queued", |c| c.pending_bytes == 0);
-    drop((sub, publ));
-    finish(broker);
+    finish_idle(broker, sub, publ);
 }
 
+/// The subscriber that stops reading with less than `max_pending` queued
+/// is cut with ERR 9 by the message that would pass it, not one sooner or
+/// later; the reading subscriber on the same topic gets every message.
 #[test]
 fn max_pending_cuts_the_non_reader_at_the_limit() {
     const MAX_PENDING: usize = 64 << 10;
