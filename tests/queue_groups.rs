@@ -422,7 +422,8 @@ fn check_hand_on(config: Config) {
 /// reach nobody else: not a member of the same name on another topic, nor
 /// (twice) the members of another group or a plain subscriber. The member
 /// never sees one after its `PONG`. The window is short, so a round may
-/// miss it; some round of several hits.
+/// miss it (on a loaded machine, several in a row); some round of up to 40
+/// hits.
 #[test]
 fn messages_on_their_way_to_the_last_member_anywhere_are_counted_and_reach_nobody() {
     let broker = start(roomy_config());
@@ -431,7 +432,7 @@ fn messages_on_their_way_to_the_last_member_anywhere_are_counted_and_reach_nobod
     let mut plain2 = connect11_on(addr, 2);
     let mut h3 = connect11_on(addr, 3);
     let mut hit = false;
-    for round in 0..10u32 {
+    for round in 0..40u32 {
         let (topic, sid) = (format!("gone.{round}"), round + 1);
         elsewhere2.sub_group(sid, &format!("other.{round}"), "g");
         plain2.sub(sid, &topic);

@@ -335,6 +335,27 @@ fn put_hello<B: BufMut>(dst: &mut B, h: &Hello<'_>, flags: u8, body: usize) {
     put_long(dst, h.token);
 }
 
+impl<'a> Pub<'a> {
+    /// The flagless `PUB` in `raw` when its topic is `topic`, parsed
+    /// without checking the topic's UTF-8 again; `None` when `raw` is
+    /// anything else (another opcode, a flag bit, another topic). A server
+    /// that batches the `PUB`s following one to the same topic reads each
+    /// this way; where this gives `Some`, [`ClientFrame::parse`] and
+    /// [`ClientFrame11::parse`] give the same `PUB` or the same error.
+    pub fn parse_to(raw: &RawFrame<'a>, topic: &'a str) -> Option<Result<Self, DecodeError>> {
+        let t = topic.as_bytes();
+        let same = raw.opcode == op::PUB
+            && raw.flags == 0
+            && u8::try_from(t.len()).is_ok_and(|len| raw.body.first() == Some(&len))
+            && raw.body.get(1..1 + t.len()) == Some(t);
+        if !same {
+            return None;
+        }
+        let mut r = Reader::new(&raw.body[1 + t.len()..]);
+        Some(r.short_str(Field::ReplyTo).map(|reply_to| Pub { topic, reply_to, payload: r.rest() }))
+    }
+}
+
 fn pub_body(body: &[u8]) -> Result<Pub<'_>, DecodeError> {
     let mut r = Reader::new(body);
     let topic = r.short_str(Field::Topic)?;
@@ -951,6 +972,64 @@ mod tests {
     use crate::{error::DecodeError, header::HeaderBlock};
 
     const MAX: u32 = u32::MAX;
+
+    /// `Pub::parse_to` on `bytes` (one whole frame) with `topic`.
+    fn parse_to<'a>(bytes: &'a [u8], topic: &'a str) -> Option<Result<Pub<'a>, DecodeError>> {
+        let mut src = bytes;
+        let raw = RawFrame::split(&mut src, MAX).expect("valid").expect("whole");
+        Pub::parse_to(&raw, topic)
+    }
+
+    #[test]
+    fn a_pub_to_the_known_topic_parses_as_the_decoders_parse_it() {
+        let publish = Pub { topic: "a.b", reply_to: "_INBOX.1", payload: b"p" };
+        let plain = bytes_of11(&ClientFrame11::Pub { publish, request: false });
+        assert_eq!(parse_to(&plain, "a.b"), Some(Ok(publish)));
+        let mut src = &plain[..];
+        let decoded = ClientFrame::decode(&mut src, MAX).expect("valid").expect("whole");
+        assert_eq!(decoded, ClientFrame::Pub(publish));
+        let bare = Pub { reply_to: "", payload: b"", ..publish };
+        assert_eq!(
+            parse_to(&bytes_of11(&ClientFrame11::Pub { publish: bare, request: false }), "a.b"),
+            Some(Ok(bare))
+        );
+    }
+
+    #[test]
+    fn anything_but_a_flagless_pub_to_the_known_topic_is_left_to_the_decoders() {
+        let publish = Pub { topic: "a.b", reply_to: "r", payload: b"p" };
+        let plain = bytes_of11(&ClientFrame11::Pub { publish, request: false });
+        for other in ["a.bc", "a.c", "a", ""] {
+            assert_eq!(parse_to(&plain, other), None, "{other}");
+        }
+        let request = bytes_of11(&ClientFrame11::Pub { publish, request: true });
+        assert_eq!(parse_to(&request, "a.b"), None);
+        assert_eq!(parse_to(&bytes_of11(&ClientFrame11::Unsub { sid: 3 }), "a.b"), None);
+        let long = "x".repeat(300);
+        assert_eq!(parse_to(&plain, &long), None);
+    }
+
+    #[test]
+    fn a_bad_reply_to_after_the_known_topic_gets_the_decoders_error() {
+        let publish = Pub { topic: "a.b", reply_to: "rr", payload: b"" };
+        let mut bytes = bytes_of11(&ClientFrame11::Pub { publish, request: false });
+        // The reply-to follows the length prefix, opcode, flags and topic.
+        let at = crate::LEN_PREFIX + 2 + 1 + 3 + 1;
+        bytes[at] = 0xff;
+        let mut src = &bytes[..];
+        let decoded = ClientFrame::decode(&mut src, MAX).expect_err("bad UTF-8");
+        assert_eq!(parse_to(&bytes, "a.b"), Some(Err(decoded)));
+        // A reply-to length past the end of the frame.
+        let mut cut = bytes_of11(&ClientFrame11::Pub {
+            publish: Pub { reply_to: "", ..publish },
+            request: false,
+        });
+        let at = crate::LEN_PREFIX + 2 + 1 + 3;
+        cut[at] = 9;
+        let mut src = &cut[..];
+        let decoded = ClientFrame::decode(&mut src, MAX).expect_err("reply-to past the end");
+        assert_eq!(parse_to(&cut, "a.b"), Some(Err(decoded)));
+    }
 
     fn bytes_of11(frame: &ClientFrame11<'_>) -> Vec<u8> {
         let mut out = Vec::new();

@@ -5,7 +5,7 @@
 //! would receive is answered with `NO_RESPONDERS` at once, queued in order
 //! with the connection's other output.
 
-use corecast_proto::{opcode, topic, ClientFrame11, ErrorCode, RawFrame, ServerFrame11, TopicKind};
+use corecast_proto::{topic, ErrorCode, Pub, RawFrame, ServerFrame11, TopicKind};
 
 use super::{Ctx, Flow};
 use crate::{
@@ -70,18 +70,14 @@ pub(super) fn apply<'a>(
 
 /// Adds to `batch` the plain `PUB`s at the front of `rest` that it admits
 /// and that would be applied as they are (a reply-to that passes the
-/// check), moving `rest` past them. Anything else stays for the frame loop.
+/// check), moving `rest` past them. Anything else stays for the frame loop,
+/// which decodes it once. The topic was checked with the first `PUB`:
+/// those that follow are recognised by its bytes and not checked again.
 fn gather<'a>(ctx: &mut Ctx<'_>, batch: &mut Batch<'a>, rest: &mut &'a [u8]) {
     loop {
         let mut next = *rest;
         let Ok(Some(raw)) = RawFrame::split(&mut next, ctx.shard.cfg.max_frame) else { return };
-        if !is_pub_to(&raw, batch.topic()) {
-            // Left for the frame loop, which decodes it once.
-            return;
-        }
-        let Ok(ClientFrame11::Pub { publish, request: false }) = super::decode(ctx, raw) else {
-            return;
-        };
+        let Some(Ok(publish)) = Pub::parse_to(&raw, batch.topic()) else { return };
         let msg = Message::from(publish);
         let reply_ok = msg.reply_to.is_empty() || check_target(msg.reply_to, "").is_ok();
         if !reply_ok || !batch.admits(&msg) {
@@ -90,16 +86,6 @@ fn gather<'a>(ctx: &mut Ctx<'_>, batch: &mut Batch<'a>, rest: &mut &'a [u8]) {
         batch.push(msg);
         *rest = next;
     }
-}
-
-/// Whether `raw` is a `PUB` whose topic is `topic`, read from the bytes
-/// without decoding the frame: a `PUB` body starts with its topic, one
-/// length byte then the bytes.
-fn is_pub_to(raw: &RawFrame<'_>, topic: &str) -> bool {
-    let topic = topic.as_bytes();
-    raw.opcode == opcode::PUB
-        && raw.body.first() == Some(&(topic.len() as u8))
-        && raw.body.get(1..1 + topic.len()) == Some(topic)
 }
 
 /// A publish target must be a literal topic outside the reserved space.
@@ -114,33 +100,5 @@ fn check_target(name: &str, what: &str) -> Result<(), (ErrorCode, String)> {
             format!("{what}: topics starting with '$' are reserved"),
         )),
         Ok(TopicKind::Literal) => Ok(()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use corecast_proto::{ClientFrame, Pub};
-
-    use super::*;
-
-    fn raw_of(frame: &ClientFrame<'_>, check: impl Fn(&RawFrame<'_>) -> bool) -> bool {
-        let mut bytes = Vec::new();
-        frame.encode(&mut bytes);
-        let mut src = &bytes[..];
-        let raw = RawFrame::split(&mut src, 1 << 20).expect("valid").expect("whole");
-        check(&raw)
-    }
-
-    fn publish(topic: &str) -> ClientFrame<'_> {
-        ClientFrame::Pub(Pub { topic, reply_to: "r", payload: b"x" })
-    }
-
-    #[test]
-    fn a_pub_to_the_topic_is_recognised_from_its_bytes() {
-        assert!(raw_of(&publish("a.b"), |r| is_pub_to(r, "a.b")));
-        assert!(!raw_of(&publish("a.b"), |r| is_pub_to(r, "a.bc")));
-        assert!(!raw_of(&publish("a.bc"), |r| is_pub_to(r, "a.b")));
-        assert!(!raw_of(&publish("a.c"), |r| is_pub_to(r, "a.b")));
-        assert!(!raw_of(&ClientFrame::Unsub { sid: 3 }, |r| is_pub_to(r, "a.b")));
     }
 }

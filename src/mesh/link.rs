@@ -12,7 +12,10 @@
 
 use std::{
     future::poll_fn,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     task::{Context, Poll},
 };
 
@@ -27,6 +30,9 @@ struct Wakers {
     data: AtomicWaker,
     /// The sending task, parked on a full queue.
     room: AtomicWaker,
+    /// The receiving end is gone. A full queue whose receiver left stays
+    /// full, so waiting for room must look here too.
+    receiver_gone: AtomicBool,
 }
 
 /// The sending end of a link, owned by one task on the sending core.
@@ -80,40 +86,49 @@ pub(crate) fn mesh(cores: usize, capacity: usize) -> Vec<CoreLinks> {
 
 impl LinkTx {
     /// Queues `batch`, waiting while the link is full.
+    #[cfg(test)]
     pub(crate) async fn send(&self, batch: Bytes) -> Result<(), Closed> {
-        let mut batch = Some(batch);
-        poll_fn(|cx| self.poll_send(cx, &mut batch)).await
+        poll_fn(|cx| self.poll_room(cx)).await?;
+        self.push(batch)
     }
 
-    fn poll_send(
-        &self,
-        cx: &mut Context<'_>,
-        batch: &mut Option<Bytes>,
-    ) -> Poll<Result<(), Closed>> {
-        let (Some(item), Some(queue)) = (batch.take(), &self.queue) else {
-            return Poll::Ready(Ok(()));
+    /// Whether the link takes a batch now. Each link has one sending
+    /// task's core behind it and the receiver only makes room, so a batch
+    /// pushed right after this said yes is taken.
+    pub(crate) fn has_room(&self) -> bool {
+        self.queue.as_ref().is_some_and(|q| !q.is_full())
+    }
+
+    /// Ready once the link has room (or is closed); until then the task
+    /// is woken when the receiver takes a batch.
+    pub(crate) fn poll_room(&self, cx: &Context<'_>) -> Poll<Result<(), Closed>> {
+        let Some(queue) = &self.queue else { return Poll::Ready(Err(Closed)) };
+        let room = || match self.wakers.receiver_gone.load(Ordering::Acquire) {
+            true => Some(Err(Closed)),
+            false => (!queue.is_full()).then_some(Ok(())),
         };
-        let item = match queue.try_send(item) {
-            Ok(()) => return self.sent(),
-            Err(TrySendError::Disconnected(_)) => return Poll::Ready(Err(Closed)),
-            Err(TrySendError::Full(item)) => item,
-        };
-        self.wakers.room.register(cx.waker());
-        // The receiver may have made room between the attempt and the
-        // registration; try once more so that wake is not lost.
-        match queue.try_send(item) {
-            Ok(()) => self.sent(),
-            Err(TrySendError::Disconnected(_)) => Poll::Ready(Err(Closed)),
-            Err(TrySendError::Full(item)) => {
-                *batch = Some(item);
-                Poll::Pending
-            }
+        if let Some(ready) = room() {
+            return Poll::Ready(ready);
         }
+        self.wakers.room.register(cx.waker());
+        // The receiver may have made room (or left) between the check and
+        // the registration; look once more so that wake is not lost.
+        room().map_or(Poll::Pending, Poll::Ready)
     }
 
-    fn sent(&self) -> Poll<Result<(), Closed>> {
-        self.wakers.data.wake();
-        Poll::Ready(Ok(()))
+    /// Queues `batch`, which the link must have room for ([`Self::has_room`]
+    /// or [`Self::poll_room`] just said so), and wakes the receiver.
+    pub(crate) fn push(&self, batch: Bytes) -> Result<(), Closed> {
+        let queue = self.queue.as_ref().ok_or(Closed)?;
+        match queue.try_send(batch) {
+            Ok(()) => {
+                self.wakers.data.wake();
+                Ok(())
+            }
+            // Full cannot happen when the caller asked first; were it to,
+            // the batch is lost as if the peer had left, and said so.
+            Err(TrySendError::Disconnected(_) | TrySendError::Full(_)) => Err(Closed),
+        }
     }
 }
 
@@ -156,6 +171,7 @@ impl LinkRx {
 impl Drop for LinkRx {
     fn drop(&mut self) {
         drop(self.queue.take());
+        self.wakers.receiver_gone.store(true, Ordering::Release);
         self.wakers.room.wake();
     }
 }

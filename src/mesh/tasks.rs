@@ -1,14 +1,15 @@
 //! The cross-core tasks of one core: per peer, a forwarder that hands the
 //! staging to the link and a receiver that applies the batches arriving.
 
-use std::{future::poll_fn, rc::Rc, time::Instant};
+use std::{future::poll_fn, rc::Rc, task::Poll, time::Instant};
 
 use futures_lite::future;
 use glommio::{timer::sleep, Task};
 
 use super::{
-    link::{CoreLinks, LinkRx, LinkTx},
+    link::{CoreLinks, LinkRx},
     record,
+    staging::Forwarded,
 };
 use crate::{
     core::{pressure::Hold, shard::Shard, slot::ms_duration},
@@ -23,10 +24,16 @@ pub(crate) struct MeshTasks {
 
 impl MeshTasks {
     pub(crate) fn start(shard: &Rc<Shard>, links: CoreLinks) -> Self {
-        let forwarders = links
-            .to
+        let peers: Vec<usize> = links.to.iter().map(|(peer, _)| *peer).collect();
+        {
+            let outbound = &mut shard.state.borrow_mut().outbound;
+            for (peer, tx) in links.to {
+                outbound.connect(peer, tx);
+            }
+        }
+        let forwarders = peers
             .into_iter()
-            .map(|(peer, tx)| glommio::spawn_local(forward(Rc::clone(shard), tx, peer)))
+            .map(|peer| glommio::spawn_local(forward(Rc::clone(shard), peer)))
             .collect();
         let receivers = links
             .from
@@ -64,22 +71,28 @@ impl MeshTasks {
     }
 }
 
-/// Hands staged batches for `peer` to its link; waits when it is full.
-/// Returning drops the link, which tells the peer nothing more comes.
-async fn forward(shard: Rc<Shard>, link: LinkTx, peer: usize) {
-    loop {
-        let batch = poll_fn(|cx| {
-            let _mark = crate::probe::mark();
-            shard.state.borrow_mut().outbound.poll_batch(peer, cx)
-        })
-        .await;
-        let Some(batch) = batch else { return };
-        if link.send(batch).await.is_err() {
-            tracing::warn!(core = shard.core, peer, "peer core left; dropping its traffic");
-            return;
+/// Hands staged batches for `peer` to its link whenever there are some and
+/// the link has room. Ends once closing and drained, which closes the link
+/// and so tells the peer nothing more comes.
+async fn forward(shard: Rc<Shard>, peer: usize) {
+    poll_fn(|cx| {
+        let _mark = crate::probe::mark();
+        let outbound = &mut shard.state.borrow_mut().outbound;
+        loop {
+            match outbound.poll_forward(peer, cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Forwarded::Batch) => {
+                    CoreCounters::add(&shard.counters.cross_core_batches, 1);
+                }
+                Poll::Ready(Forwarded::Done) => return Poll::Ready(()),
+                Poll::Ready(Forwarded::PeerGone) => {
+                    tracing::warn!(core = shard.core, peer, "peer core left; dropping its traffic");
+                    return Poll::Ready(());
+                }
+            }
         }
-        CoreCounters::add(&shard.counters.cross_core_batches, 1);
-    }
+    })
+    .await;
 }
 
 /// Applies the batches `peer` sends until it closes its side. It yields

@@ -364,6 +364,8 @@ pub(crate) fn deliver(
     scratch: &mut Fanout,
 ) -> Pressure {
     let tally = match subs {
+        // Every target is on other cores: nothing to encode here.
+        [] => return Pressure::default(),
         [sub] if msgs.iter().all(|m| m.headers.is_none()) => {
             let mut d = Delivery::new(slots, mem, policy, scratch, skip);
             d.offer_alone(sub, msgs);

@@ -279,6 +279,10 @@ impl Publishing<'_, '_> {
     ) -> Result<(), Routed> {
         if let Source::Client { waker, .. } = self.source {
             if !self.outbound.has_room(reach) {
+                let sent = self.outbound.send_full(reach);
+                CoreCounters::add(&self.shard.counters.cross_core_batches, sent);
+            }
+            if !self.outbound.has_room(reach) {
                 self.outbound.wait_for_room(waker);
                 CoreCounters::add(&self.shard.counters.publisher_stalls, 1);
                 return Err(Routed::Stalled);
