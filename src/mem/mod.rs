@@ -1,7 +1,8 @@
 //! A core's memory for connection data, and the queues built on it.
 //!
-//! - [`pool`]: fixed-size chunks carved from one mapping, the per-core
-//!   budget they are charged to, and large input buffers.
+//! - [`pool`]: fixed-size chunks (and blocks for shared bodies) carved
+//!   from one mapping each, the per-core budget they are charged to, and
+//!   large input buffers.
 //! - [`queue`]: byte queues in chunks (a connection's output, its leftover
 //!   input).
 //! - [`splice`]: messages an output queue sends from shared chunks.

@@ -9,14 +9,15 @@
 //! rest back to the kernel on the sweeper's next tick. An idle connection
 //! therefore holds no chunk at all.
 //!
-//! A chunk may also hold message bodies shared by many output queues
-//! ([`Blob`]); its first bytes then count the references to it, and the
-//! last queue to let go gives it back.
+//! Message bodies shared by many output queues ([`Blob`]) go to blocks of
+//! [`BLOCK`] bytes (or, when none is left, to a chunk); a block's first
+//! bytes count the references to it, and the last queue to let go gives it
+//! back.
 //!
-//! One mapping per core, not one per buffer: the kernel's map count
-//! (65 530 by default) does not limit the number of connections. The mapping
-//! is reserved, not committed: pages exist only while a chunk is in use or
-//! warm in the pool.
+//! One mapping per size, not one per buffer: the kernel's map count
+//! (65 530 by default) does not limit the number of connections. The
+//! mappings are reserved, not committed: pages exist only while a chunk or
+//! block is in use or warm in the pool.
 
 use std::{
     ops::{Deref, DerefMut},
@@ -30,8 +31,15 @@ use crate::counters::CoreCounters;
 /// most a page of output, and a chunk is released with one `madvise`.
 pub(crate) const CHUNK: usize = 4096;
 
+/// Bytes in a block for shared message bodies. Eight pages: frames written
+/// one after another to a block go to a subscriber with their sid as one
+/// item and one slice of a `sendmsg`, about 30 messages of 1 KiB, where a
+/// chunk would hold 3. Offsets within it fit the `u16` of a [`Blob`].
+pub(crate) const BLOCK: usize = 32 << 10;
+
 /// Free chunks the pool keeps resident across a sweeper tick, so steady
-/// traffic does not fault pages in and out.
+/// traffic does not fault pages in and out; free blocks are kept up to the
+/// same bytes.
 pub(crate) const WARM_KEEP: usize = 256;
 
 /// A zeroed anonymous mapping: pages are mapped on first touch and can be
@@ -155,21 +163,89 @@ pub(crate) enum Charge {
     Reserve,
 }
 
+/// Equal slots carved from one mapping, with the free ones split into
+/// those whose pages are resident and those handed back to the kernel.
+#[derive(Debug)]
+struct Area {
+    region: PageBuf,
+    /// Bytes in a slot.
+    size: usize,
+    /// Slots in the mapping.
+    slots: u32,
+    /// Slots `[fresh, slots)` were never handed out.
+    fresh: u32,
+    /// Free slots whose pages are resident, most recently freed last.
+    warm: Vec<u32>,
+    /// Free slots whose pages went back to the kernel.
+    cold: Vec<u32>,
+}
+
+impl Area {
+    fn new(size: usize, slots: usize) -> Option<Self> {
+        let slots = slots.min(u32::MAX as usize);
+        let region = PageBuf::new(slots * size)?;
+        let (warm, cold) = (Vec::new(), Vec::new());
+        Some(Self { region, size, slots: slots as u32, fresh: 0, warm, cold })
+    }
+
+    fn free(&self) -> usize {
+        self.warm.len() + self.cold.len() + (self.slots - self.fresh) as usize
+    }
+
+    fn take(&mut self) -> Option<u32> {
+        match self.warm.pop().or_else(|| self.cold.pop()) {
+            Some(i) => Some(i),
+            None if self.fresh < self.slots => {
+                self.fresh += 1;
+                Some(self.fresh - 1)
+            }
+            None => None,
+        }
+    }
+
+    fn bytes(&self, i: u32) -> &[u8] {
+        let at = i as usize * self.size;
+        &self.region[at..at + self.size]
+    }
+
+    fn bytes_mut(&mut self, i: u32) -> &mut [u8] {
+        let at = i as usize * self.size;
+        &mut self.region[at..at + self.size]
+    }
+
+    /// Hands the pages of free slots back to the kernel, keeping the
+    /// `keep` most recently used resident. Runs of adjacent slots are
+    /// released with one call.
+    fn trim(&mut self, keep: usize) {
+        if self.warm.len() <= keep {
+            return;
+        }
+        let split = self.warm.len() - keep;
+        let mut spare: Vec<u32> = self.warm.drain(..split).collect();
+        spare.sort_unstable();
+        let mut run_start = 0;
+        for i in 1..=spare.len() {
+            if i == spare.len() || spare[i] != spare[i - 1] + 1 {
+                let first = spare[run_start] as usize * self.size;
+                self.region.release(first, (i - run_start) * self.size);
+                run_start = i;
+            }
+        }
+        self.cold.extend(spare);
+    }
+}
+
 /// One core's chunk pool and budget.
 #[derive(Debug)]
 pub(crate) struct Memory {
-    region: PageBuf,
-    /// Chunks in the mapping.
-    chunks: u32,
-    /// Chunks `[fresh, chunks)` were never handed out.
-    fresh: u32,
-    /// Free chunks whose pages are resident, most recently freed last.
-    warm: Vec<ChunkId>,
-    /// Free chunks whose pages went back to the kernel.
-    cold: Vec<ChunkId>,
+    /// Chunks: ids `0..chunks.slots`.
+    chunks: Area,
+    /// Blocks for shared bodies: ids `chunks.slots..`, after the chunks'.
+    blocks: Area,
     /// Bytes connections may hold: `pending_budget`.
     limit: usize,
-    /// Bytes connections hold: chunks in use plus large input buffers.
+    /// Bytes connections hold: chunks and blocks in use, plus large input
+    /// buffers.
     used: usize,
     /// Bytes queued for clients (a part of `used`).
     pending: usize,
@@ -180,28 +256,18 @@ pub(crate) struct Memory {
 }
 
 impl Memory {
-    /// Reserves the mapping for `limit` bytes of budget plus the reserve for
-    /// final frames (`reserve_chunks`); `None` if the kernel refuses.
+    /// Reserves the mappings for `limit` bytes of budget plus the reserve
+    /// for final frames (`reserve_chunks`); `None` if the kernel refuses.
     pub(crate) fn new(
         limit: usize,
         reserve_chunks: usize,
         max_pending: usize,
         counters: Arc<CoreCounters>,
     ) -> Option<Self> {
-        let chunks = (limit / CHUNK + reserve_chunks).min(u32::MAX as usize);
-        let region = PageBuf::new(chunks * CHUNK)?;
-        Some(Self {
-            region,
-            chunks: chunks as u32,
-            fresh: 0,
-            warm: Vec::new(),
-            cold: Vec::new(),
-            limit,
-            used: 0,
-            pending: 0,
-            max_pending,
-            counters,
-        })
+        let chunks = Area::new(CHUNK, limit / CHUNK + reserve_chunks)?;
+        let ids_left = (u32::MAX - chunks.slots) as usize;
+        let blocks = Area::new(BLOCK, (limit / BLOCK).min(ids_left))?;
+        Some(Self { chunks, blocks, limit, used: 0, pending: 0, max_pending, counters })
     }
 
     /// Most bytes one connection may have queued.
@@ -234,9 +300,9 @@ impl Memory {
         self.limit.saturating_sub(self.used)
     }
 
-    /// Bytes of free chunks kept resident.
+    /// Bytes of free chunks and blocks kept resident.
     pub(crate) fn cached(&self) -> usize {
-        self.warm.len() * CHUNK
+        self.chunks.warm.len() * CHUNK + self.blocks.warm.len() * BLOCK
     }
 
     /// Whether `bytes` more may be charged.
@@ -246,8 +312,7 @@ impl Memory {
 
     /// Whether `n` chunks can be had under `charge`.
     pub(crate) fn can_take(&self, n: usize, charge: Charge) -> bool {
-        let free = self.warm.len() + self.cold.len() + (self.chunks - self.fresh) as usize;
-        n <= free && self.fits(n * CHUNK, charge)
+        n <= self.chunks.free() && self.fits(n * CHUNK, charge)
     }
 
     /// A chunk for a connection, or `None` when the budget (or, for the
@@ -256,30 +321,45 @@ impl Memory {
         if !self.fits(CHUNK, charge) {
             return None;
         }
-        let id = match self.warm.pop().or_else(|| self.cold.pop()) {
-            Some(id) => id,
-            None if self.fresh < self.chunks => {
-                self.fresh += 1;
-                self.fresh - 1
-            }
-            None => return None,
-        };
+        let id = self.chunks.take()?;
         self.charge(CHUNK as isize);
         CoreCounters::add(&self.counters.buffers_out, 1);
         Some(id)
     }
 
-    /// A chunk back from a connection.
+    /// A chunk (or block) back.
     pub(crate) fn give(&mut self, id: ChunkId) {
-        self.charge(-(CHUNK as isize));
         CoreCounters::sub(&self.counters.buffers_out, 1);
-        self.warm.push(id);
+        match self.block_index(id) {
+            Some(i) => {
+                self.charge(-(BLOCK as isize));
+                self.blocks.warm.push(i);
+            }
+            None => {
+                self.charge(-(CHUNK as isize));
+                self.chunks.warm.push(id);
+            }
+        }
     }
 
-    /// A fresh chunk for shared message bodies, holding one reference
-    /// (its writer's); `None` when the budget has no room.
+    /// The index among the blocks of `id`, when it names a block.
+    fn block_index(&self, id: ChunkId) -> Option<u32> {
+        id.checked_sub(self.chunks.slots)
+    }
+
+    /// A fresh block for shared message bodies (a chunk when no block is
+    /// left), holding one reference (its writer's); `None` when the budget
+    /// has no room.
     pub(crate) fn take_shared(&mut self) -> Option<ChunkId> {
-        let id = self.take(Charge::Budget)?;
+        let block = self.fits(BLOCK, Charge::Budget).then(|| self.blocks.take()).flatten();
+        let id = match block {
+            Some(i) => {
+                self.charge(BLOCK as isize);
+                CoreCounters::add(&self.counters.buffers_out, 1);
+                self.chunks.slots + i
+            }
+            None => self.take(Charge::Budget)?,
+        };
         self.set_refs(id, 1);
         Some(id)
     }
@@ -315,14 +395,19 @@ impl Memory {
         &self.chunk(b.chunk)[off..off + usize::from(b.len)]
     }
 
+    /// The bytes of a chunk, or of a block: [`CHUNK`] or [`BLOCK`] of them.
     pub(crate) fn chunk(&self, id: ChunkId) -> &[u8] {
-        let at = id as usize * CHUNK;
-        &self.region[at..at + CHUNK]
+        match self.block_index(id) {
+            Some(i) => self.blocks.bytes(i),
+            None => self.chunks.bytes(id),
+        }
     }
 
     pub(crate) fn chunk_mut(&mut self, id: ChunkId) -> &mut [u8] {
-        let at = id as usize * CHUNK;
-        &mut self.region[at..at + CHUNK]
+        match self.block_index(id) {
+            Some(i) => self.blocks.bytes_mut(i),
+            None => self.chunks.bytes_mut(id),
+        }
     }
 
     /// A buffer of `len` bytes for one large input frame, charged to the
@@ -345,25 +430,11 @@ impl Memory {
     }
 
     /// Hands the pages of free chunks back to the kernel, keeping the most
-    /// `keep` most recently used resident. Runs of adjacent chunks are
-    /// released with one call.
+    /// `keep` most recently used resident, and of free blocks beyond the
+    /// same bytes.
     pub(crate) fn trim(&mut self, keep: usize) {
-        if self.warm.len() <= keep {
-            self.publish_cache();
-            return;
-        }
-        let split = self.warm.len() - keep;
-        let mut spare: Vec<ChunkId> = self.warm.drain(..split).collect();
-        spare.sort_unstable();
-        let mut run_start = 0;
-        for i in 1..=spare.len() {
-            if i == spare.len() || spare[i] != spare[i - 1] + 1 {
-                let first = spare[run_start] as usize * CHUNK;
-                self.region.release(first, (i - run_start) * CHUNK);
-                run_start = i;
-            }
-        }
-        self.cold.extend(spare);
+        self.chunks.trim(keep);
+        self.blocks.trim(keep * CHUNK / BLOCK);
         self.publish_cache();
     }
 }
@@ -407,6 +478,32 @@ mod tests {
         }
         let again = mem.take(Charge::Budget).expect("reused");
         assert!(ids.contains(&again));
+    }
+
+    /// Shared bodies go to blocks, charged at their size and given back
+    /// with the last reference; when the budget has room for a chunk but
+    /// not a block, to a chunk.
+    #[test]
+    fn shared_bodies_take_a_block_while_the_budget_has_room_for_one() {
+        let mut mem =
+            Memory::new(BLOCK + CHUNK, 0, usize::MAX, Default::default()).expect("mapped");
+        let block = mem.take_shared().expect("a block");
+        assert_eq!((mem.chunk(block).len(), mem.used(), mem.refs(block)), (BLOCK, BLOCK, 1));
+        mem.chunk_mut(block)[BLOCK - 1] = 7;
+        let chunk = mem.take_shared().expect("a chunk: no room for a second block");
+        assert_eq!((mem.chunk(chunk).len(), mem.used()), (CHUNK, BLOCK + CHUNK));
+        assert!(mem.take_shared().is_none(), "budget full");
+        mem.retain(block);
+        mem.release(block);
+        assert_eq!(mem.used(), BLOCK + CHUNK, "one reference is left");
+        mem.release(block);
+        mem.release(chunk);
+        assert_eq!((mem.used(), mem.cached()), (0, BLOCK + CHUNK));
+        mem.trim(0);
+        assert_eq!(mem.cached(), 0);
+        let again = mem.take_shared().expect("the block again");
+        assert_eq!(again, block);
+        assert_eq!(mem.chunk(again)[BLOCK - 1], 0, "its pages went back to the kernel");
     }
 
     #[test]

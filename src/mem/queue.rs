@@ -546,7 +546,8 @@ mod tests {
     }
 
     fn memory() -> Memory {
-        Memory::new(64 * CHUNK, 4, usize::MAX, Default::default()).expect("mapped")
+        Memory::new(64 * crate::mem::pool::BLOCK, 4, usize::MAX, Default::default())
+            .expect("mapped")
     }
 
     #[test]

@@ -277,7 +277,7 @@ impl Fanout {
             // No queue holds a frame from it, nor does this batch: write
             // from the start.
             Some((id, _)) if !self.batch_shared && mem.refs(id) == 1 => (id, REFCOUNT),
-            Some((id, fill)) if fill + len <= CHUNK => (id, fill),
+            Some((id, fill)) if fill + len <= mem.chunk(id).len() => (id, fill),
             full => {
                 // Frames of this batch may be in it, not yet queued: its
                 // reference goes once they are ([`Fanout::release_retired`]).
