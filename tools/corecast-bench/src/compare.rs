@@ -25,8 +25,10 @@
 //! the median delivered/s, with the most any round lost or cut, every
 //! round's errors and the largest peak RSS of any round
 //! ([`flow::merge_rounds`]), so that a loss in any round fails the case and
-//! no memory figure comes from the leanest round; the stalled case's median
-//! round is measured against the median round without stalled subscribers.
+//! no memory figure comes from the leanest round. The stalled case and its
+//! baseline run in [`STALLED_ROUNDS`] pairs, each broker running one right
+//! after the other, and its ratio is the median of the pairs' ratios
+//! ([`stalled::paired_ratio`]).
 //! Fan-out 1->5000 (whose point is the broker's memory, and whose
 //! connection setup is long), the routing cases and the tuned matrix run
 //! once per broker.
@@ -122,6 +124,9 @@ pub struct CompareArgs {
 const THROUGHPUT_ROUNDS: u32 = 3;
 /// [`THROUGHPUT_ROUNDS`] with `--quick`: enough to go through the merge.
 const QUICK_THROUGHPUT_ROUNDS: u32 = 2;
+/// Rounds of the stalled case and its baseline, which run in pairs: its
+/// figure is a ratio of two runs, each as noisy as any throughput run.
+const STALLED_ROUNDS: u32 = 5;
 
 /// One cell of the matrix. A latency case runs `rounds` rounds of `secs`
 /// each per broker, a throughput case `rounds` runs, interleaved across the
@@ -196,6 +201,17 @@ impl Case {
         matches!(self, Case::Latency { .. }) || self.rounds() > 1
     }
 
+    /// Whether `with` is this stalled baseline's stalled case, the two run
+    /// in pairs.
+    fn pairs_with(&self, with: &Case) -> bool {
+        match (self, with) {
+            (Case::Flow { spec: base, rounds: a }, Case::Flow { spec: with, rounds: b }) => {
+                a == b && stalled::pairs_with(base, with)
+            }
+            _ => false,
+        }
+    }
+
     /// Merges the rounds of one broker (see [`latency::merge_rounds`] and
     /// [`flow::merge_rounds`]).
     fn merge(&self, rounds: &[Round]) -> Option<RunResult> {
@@ -256,14 +272,15 @@ fn base_matrix(quick: bool) -> Vec<Case> {
         ];
     }
     let [unstalled, stalled] = stalled::specs(100, 100, 20_000, 1024);
+    let paired = |spec| Case::Flow { spec, rounds: STALLED_ROUNDS };
     vec![
         flow(FlowSpec::fanout(1, 10, 1_000_000, 64)),
         flow(FlowSpec::fanout(1, 1000, 10_000, 64)),
         once(FlowSpec::fanout(1, 5000, 2_000, 64)),
         flow(FlowSpec::fanout(1, 1, 1_000_000, 64)),
         flow(FlowSpec::pairs(4, 250_000, 256)),
-        flow(unstalled),
-        flow(stalled),
+        paired(unstalled),
+        paired(stalled),
         Case::Latency { rate: 10_000, secs: 3.0, size: 64, rounds: 3 },
         Case::Latency { rate: 50_000, secs: 3.0, size: 64, rounds: 3 },
         Case::Conns(18_000),
@@ -415,38 +432,51 @@ fn run_case(
     })
 }
 
-/// Runs every round of `case` against every broker, rounds outermost
-/// (corecast, nats, redis, corecast, ...), and merges the rounds of each
-/// broker into one result. Per-round lines go to `rounds_file`.
+/// Runs every round of `cases` (one case, or a stalled case's baseline
+/// and the stalled case, which pair up) against every broker, rounds
+/// outermost (corecast, nats, redis, corecast, ...; in a pair, each broker
+/// runs the baseline and then the stalled case), and merges the rounds of
+/// each case and broker into one result: every broker's for the first
+/// case, then for the second. A stalled case's ratio is that of its
+/// paired rounds ([`stalled::paired_ratio`]). Per-round lines go to
+/// `rounds_file`.
 fn run_rounds(
-    case: &Case,
+    cases: &[&Case],
     brokers: &[Kind],
     config: Config,
     setup: &Setup,
     limits: Limits,
     rounds_file: &Path,
-    progress: impl Fn(Kind, u32),
+    progress: impl Fn(&Case, Kind, u32),
 ) -> anyhow::Result<Vec<RunResult>> {
-    let total = case.rounds();
-    let mut per_broker: Vec<Vec<Round>> = vec![Vec::new(); brokers.len()];
+    let total = cases.iter().map(|c| c.rounds()).max().unwrap_or(1);
+    let mut per_case: Vec<Vec<Vec<Round>>> = vec![vec![Vec::new(); brokers.len()]; cases.len()];
     for round in 1..=total {
         for (i, &kind) in brokers.iter().enumerate() {
-            progress(kind, round);
-            let (mut result, histograms) = run_case(case, round, kind, config, setup, limits);
-            result.params.rounds = Some(total);
-            result.params.round = Some(round);
-            result.emit(Some(rounds_file))?;
-            per_broker[i].push((result, histograms));
+            for (case, rounds) in cases.iter().zip(per_case.iter_mut()) {
+                progress(case, kind, round);
+                let (mut result, histograms) = run_case(case, round, kind, config, setup, limits);
+                result.params.rounds = Some(total);
+                result.params.round = Some(round);
+                result.emit(Some(rounds_file))?;
+                rounds[i].push((result, histograms));
+            }
         }
     }
-    Ok(per_broker
-        .iter()
-        .filter_map(|rounds| case.merge(rounds))
-        .map(|mut merged| {
-            merged.params = Params { rounds: Some(total), ..case.params() };
-            merged
-        })
-        .collect())
+    let mut merged = Vec::new();
+    for (c, case) in cases.iter().enumerate() {
+        for (i, rounds) in per_case[c].iter().enumerate() {
+            let Some(mut result) = case.merge(rounds) else { continue };
+            result.params = Params { rounds: Some(total), ..case.params() };
+            if let (Some(base), Some(figures)) = (c.checked_sub(1), result.stalled.as_mut()) {
+                let runs =
+                    |rounds: &[Round]| rounds.iter().map(|(r, _)| r.clone()).collect::<Vec<_>>();
+                figures.ratio = stalled::paired_ratio(&runs(&per_case[base][i]), &runs(rounds));
+            }
+            merged.push(result);
+        }
+    }
+    Ok(merged)
 }
 
 /// Runs the comparison.
@@ -504,8 +534,17 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
                 Settings::Defaults => matrix(args.quick),
                 Settings::Tuned => tuned_matrix(args.quick),
             };
-            for case in cases.iter().filter(|c| wanted(c)) {
-                let progress = |kind: Kind, round: u32| {
+            let selected: Vec<&Case> = cases.iter().filter(|c| wanted(c)).collect();
+            let mut next = 0;
+            while let Some(&case) = selected.get(next) {
+                // A stalled case runs round by round right after its
+                // baseline, in pairs.
+                let group: Vec<&Case> = match selected.get(next + 1) {
+                    Some(&with) if case.in_rounds() && case.pairs_with(with) => vec![case, with],
+                    _ => vec![case],
+                };
+                next += group.len();
+                let progress = |case: &Case, kind: Kind, round: u32| {
                     let rounds = case.rounds();
                     eprintln!(
                         "corecast-bench: [{:>5.0}s] {mode} / {} / {kind} / {}{}",
@@ -543,12 +582,19 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
                     anyhow::Ok(())
                 };
                 if case.in_rounds() {
-                    let merged =
-                        run_rounds(case, &brokers, config, &setup, limits, &rounds_file, progress)?;
+                    let merged = run_rounds(
+                        &group,
+                        &brokers,
+                        config,
+                        &setup,
+                        limits,
+                        &rounds_file,
+                        progress,
+                    )?;
                     merged.into_iter().try_for_each(record)?;
                 } else {
                     for &kind in &brokers {
-                        progress(kind, 1);
+                        progress(case, kind, 1);
                         record(run_case(case, 1, kind, config, &setup, limits).0)?;
                     }
                 }
@@ -642,7 +688,11 @@ mod tests {
         for (quick, n) in [(false, THROUGHPUT_ROUNDS), (true, QUICK_THROUGHPUT_ROUNDS)] {
             for (name, rounds, in_rounds) in rounds_of(matrix(quick)) {
                 let routing = ["wildcard", "queue", "topics"].iter().any(|w| name.starts_with(w));
-                let wanted = if routing || name.starts_with("fanout 1->5000") { 1 } else { n };
+                let wanted = match name {
+                    _ if routing || name.starts_with("fanout 1->5000") => 1,
+                    _ if name.starts_with("stalled") && !quick => STALLED_ROUNDS,
+                    _ => n,
+                };
                 assert_eq!(rounds, wanted, "{name}");
                 assert_eq!(in_rounds, wanted > 1, "{name}");
             }
@@ -654,7 +704,13 @@ mod tests {
             .filter(|(_, r, _)| *r == 3)
             .map(|(name, ..)| name)
             .collect();
-        assert_eq!(names.len(), 6, "fanout 1->10, 1->1000, 1->1, pairs, stalled twice: {names:?}");
+        assert_eq!(names.len(), 4, "fanout 1->10, 1->1000, 1->1, pairs: {names:?}");
+        // The stalled case and its baseline pair up, round by round.
+        let m = matrix(false);
+        let stalled: Vec<usize> = (0..m.len()).filter(|&i| m[i].workload() == "stalled").collect();
+        assert_eq!(stalled.len(), 2);
+        assert!(m[stalled[0]].pairs_with(&m[stalled[1]]) && stalled[1] == stalled[0] + 1);
+        assert!(m[stalled[0]].in_rounds() && m[stalled[0]].rounds() == STALLED_ROUNDS);
         // Latency goes through the rounds in every matrix, also with one.
         assert!(matrix(true).iter().any(|c| matches!(c, Case::Latency { .. }) && c.in_rounds()));
         assert!(!matrix(false).iter().any(|c| matches!(c, Case::Conns(_)) && c.in_rounds()));

@@ -119,7 +119,7 @@ fn throughput_note(results: &[RunResult]) -> Option<String> {
         String::new()
     };
     let stalled = if flows.iter().any(|r| r.workload == "stalled" && rounds(r) > 1) {
-        "; the stalled ratio compares the median round with stalled subscribers against the median round without"
+        "; the stalled case and its run without stalled subscribers go in pairs, one right after the other against the same broker, and the stalled ratio is the median of the pairs' ratios"
     } else {
         ""
     };
@@ -1153,7 +1153,7 @@ mod tests {
         let with_stalled = [results.clone(), vec![stalled]].concat();
         let note = throughput_note(&with_stalled).expect("a note");
         assert!(note.contains("fanout 1->10 64B, stalled 1->100 +0 stalled (3 rounds)"), "{note}");
-        assert!(note.contains("the stalled ratio compares the median round with stalled subscribers against the median round without"), "{note}");
+        assert!(note.contains("the stalled ratio is the median of the pairs' ratios"), "{note}");
         results.retain(|r| r.params.rounds.is_some());
         results.iter_mut().for_each(|r| r.params.round = Some(2));
         assert!(throughput_note(&results).expect("a note").starts_with(

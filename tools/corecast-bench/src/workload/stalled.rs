@@ -39,10 +39,9 @@ fn is_baseline_of(base: &RunResult, run: &RunResult) -> bool {
 /// several). No-op for other runs, or when there is no baseline.
 ///
 /// In `compare` both cases run in rounds and `earlier` holds the merged
-/// results (see [`super::flow::merge_rounds`]): the median round with
-/// stalled subscribers is compared with the median round without them, and
-/// the baseline counts as failed if any of its rounds lost messages, cut a
-/// reader or recorded an error.
+/// results (see [`super::flow::merge_rounds`]); the ratio there is already
+/// set, by [`paired_ratio`], and stays. The baseline counts as failed if
+/// any of its rounds lost messages, cut a reader or recorded an error.
 pub fn attach_baseline(run: &mut RunResult, earlier: &[RunResult]) {
     if run.workload != "stalled" || run.params.stalled.unwrap_or(0) == 0 {
         return;
@@ -52,10 +51,36 @@ pub fn attach_baseline(run: &mut RunResult, earlier: &[RunResult]) {
     let rate = run.flow.as_ref().map(|f| f.delivered_per_s);
     let figures = run.stalled.get_or_insert_with(StalledFigures::default);
     figures.baseline_delivered_per_s = base_rate;
-    figures.ratio = base_rate.zip(rate).map(|(b, r)| r / b);
+    // A ratio of paired rounds ([`paired_ratio`]) stays.
+    figures.ratio = figures.ratio.or(base_rate.zip(rate).map(|(b, r)| r / b));
     figures.baseline_peak_rss_kib = base.broker_usage.as_ref().map(|u| u.peak_rss_kib);
     let unclean = base.flow.as_ref().is_some_and(|f| f.lost > 0 || f.cut > 0);
     figures.baseline_failed = !base.errors.is_empty() || base_rate.is_none() || unclean;
+}
+
+/// The ratio of runs taken in pairs, each run without stalled subscribers
+/// (`base[i]`) right before its run with them (`with[i]`): the median of
+/// the pairs' ratios (of an even count, the lower middle one). A machine
+/// whose speed drifts during a comparison moves both runs of a pair alike,
+/// where the median of each series on its own would compare runs taken
+/// minutes apart.
+pub fn paired_ratio(base: &[RunResult], with: &[RunResult]) -> Option<f64> {
+    let rate = |r: &RunResult| r.flow.as_ref().map(|f| f.delivered_per_s).filter(|r| *r > 0.0);
+    let mut ratios: Vec<f64> =
+        base.iter().zip(with).filter_map(|(b, w)| Some(rate(w)? / rate(b)?)).collect();
+    ratios.sort_by(f64::total_cmp);
+    ratios.get(ratios.len().checked_sub(1)? / 2).copied()
+}
+
+/// Whether `with` is the stalled case whose baseline is `base`: they run
+/// in pairs ([`paired_ratio`]).
+pub fn pairs_with(base: &FlowSpec, with: &FlowSpec) -> bool {
+    let (p, q) = (base.params(), with.params());
+    base.workload == "stalled"
+        && with.workload == "stalled"
+        && p.stalled == Some(0)
+        && q.stalled.unwrap_or(0) > 0
+        && (p.subscribers, p.msgs, p.size) == (q.subscribers, q.msgs, q.size)
 }
 
 #[cfg(test)]
@@ -72,6 +97,30 @@ mod tests {
         r.flow = Some(Flow { delivered_per_s: per_s, delivered: 1, ..Flow::default() });
         r.broker_usage = Some(BrokerUsage { peak_rss_kib: peak, ..BrokerUsage::default() });
         r
+    }
+
+    /// Paired rounds give the median of their own ratios, which a drift
+    /// between the first rounds and the last does not move; an attached
+    /// baseline keeps it.
+    #[test]
+    fn paired_rounds_give_the_median_of_their_ratios() {
+        let [base, with] = specs(100, 100, 1000, 64);
+        assert!(pairs_with(&base, &with) && !pairs_with(&with, &base));
+        assert!(!pairs_with(&base, &specs(100, 100, 2000, 64)[1]), "another message count");
+        // The machine slows down round after round; each pair loses 10%.
+        let rates = [(4e6, 3.6e6), (3e6, 2.7e6), (2e6, 1.8e6)];
+        let runs = |f: fn(&(f64, f64)) -> f64, spec| {
+            rates.iter().map(|r| run(Kind::Corecast, spec, f(r), 10)).collect::<Vec<_>>()
+        };
+        let (bases, withs) = (runs(|r| r.0, &base), runs(|r| r.1, &with));
+        let ratio = paired_ratio(&bases, &withs).expect("three pairs");
+        assert!((ratio - 0.9).abs() < 1e-9, "{ratio}");
+        let mut merged = withs[0].clone();
+        merged.stalled = Some(StalledFigures { ratio: Some(ratio), ..StalledFigures::default() });
+        attach_baseline(&mut merged, &bases[2..]);
+        let s = merged.stalled.expect("figures");
+        assert_eq!((s.ratio, s.baseline_delivered_per_s), (Some(ratio), Some(2e6)));
+        assert_eq!(paired_ratio(&bases, &[]), None);
     }
 
     #[test]
