@@ -382,7 +382,7 @@ fn stalled_table(runs: &[&RunResult]) -> String {
     if stalled.is_empty() {
         return md;
     }
-    md.push_str("\n### Stalled subscribers: one publisher, readers, and subscribers that never read\n\nThe readers' delivered/s with the stalled subscribers over their delivered/s in the same configuration without them (a run of its own against a fresh broker). \"stalled cut\": stalled subscribers whose connection the broker had closed by the end of the run (expected, not a loss); \"lost\" and \"cut\" are the readers'.\n\n| case | broker | readers delivered/s without → with | ratio | readers lost | readers cut | stalled cut | broker peak RSS MiB without → with | broker CPU s | bench CPU | problems |\n|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|\n");
+    md.push_str("\n### Stalled subscribers: one publisher, readers, and subscribers that never read\n\nThe readers' delivered/s with the stalled subscribers over their delivered/s in the same configuration without them (a run of its own against a fresh broker; in rounds the two run in pairs, one right after the other, and the ratio is the median of the pairs' ratios, which need not equal the ratio of the two medians shown). \"stalled cut\": stalled subscribers whose connection the broker had closed by the end of the run (expected, not a loss); \"lost\" and \"cut\" are the readers'.\n\n| case | broker | readers delivered/s without → with | ratio | readers lost | readers cut | stalled cut | broker peak RSS MiB without → with | broker CPU s | bench CPU | problems |\n|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|\n");
     for r in stalled {
         let s = r.stalled.clone().unwrap_or_default();
         let f: Flow = r.flow.clone().unwrap_or_default();
