@@ -9,10 +9,10 @@
 //! rest back to the kernel on the sweeper's next tick. An idle connection
 //! therefore holds no chunk at all.
 //!
-//! Message bodies shared by many output queues ([`Blob`]) go to blocks of
-//! [`BLOCK`] bytes (or, when none is left, to a chunk); a block's first
-//! bytes count the references to it, and the last queue to let go gives it
-//! back.
+//! Message bodies shared by many output queues ([`Blob`]) go to a "shared
+//! chunk": a block of [`BLOCK`] bytes from a mapping of its own or, when
+//! none is left, a chunk. Its first bytes count the references to it, and
+//! the last queue to let go gives it back.
 //!
 //! One mapping per size, not one per buffer: the kernel's map count
 //! (65 530 by default) does not limit the number of connections. The
@@ -137,7 +137,8 @@ pub(crate) fn page_size() -> usize {
     })
 }
 
-/// A chunk's index in its core's mapping.
+/// A chunk's index in its core's chunk mapping or, counted on past the
+/// chunks, a block's in the block mapping.
 pub(crate) type ChunkId = u32;
 
 /// Bytes at the start of a shared chunk that hold its reference count.

@@ -20,7 +20,8 @@ use super::{
     record::Record,
 };
 
-/// Staging grows in chunks of this size, so batches share allocations.
+/// What a batch's staging reserves past the limit when it starts, and
+/// grows by should a record not fit.
 const STAGING_CHUNK: usize = 64 << 10;
 
 /// Records waiting for one peer's link.
