@@ -81,21 +81,14 @@ fn watch_signals(mut signals: Signals, handle: ShutdownHandle) -> std::io::Resul
 /// Lifts the soft open-file limit to the hard one: every connection is a
 /// descriptor, and the configured slots should not run into the default 1024.
 fn raise_fd_limit(config: &corecast::Config) {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
+    use rlimit::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::NOFILE) else { return };
+    let open_files =
+        if soft < hard && setrlimit(Resource::NOFILE, hard, hard).is_ok() { hard } else { soft };
     let slots = (config.cores * config.max_connections) as u64;
-    if lim.rlim_cur < slots + 64 {
+    if open_files < slots + 64 {
         tracing::info!(
-            open_files = lim.rlim_cur,
+            open_files,
             slots,
             "connections are capped by the open-file limit before the slots; raise it with \
              `ulimit -n` or LimitNOFILE= in a systemd unit"

@@ -13,21 +13,14 @@ pub(crate) const MEMLOCK_NEEDED: u64 = 512 << 10;
 /// raising it to the hard limit when that is enough. Otherwise returns the
 /// soft limit in force, bytes.
 pub(crate) fn ensure_memlock() -> Result<(), u64> {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit only writes the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0 {
-        // Unknown: glommio will tell.
+    use rlimit::{getrlimit, setrlimit, Resource};
+    // Unknown: glommio will tell.
+    let Ok((soft, hard)) = getrlimit(Resource::MEMLOCK) else { return Ok(()) };
+    if soft >= MEMLOCK_NEEDED {
         return Ok(());
     }
-    if lim.rlim_cur >= MEMLOCK_NEEDED {
+    if hard >= MEMLOCK_NEEDED && setrlimit(Resource::MEMLOCK, hard, hard).is_ok() {
         return Ok(());
     }
-    if lim.rlim_max >= MEMLOCK_NEEDED {
-        let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
-        // SAFETY: setrlimit only reads the struct we pass.
-        if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raised) } == 0 {
-            return Ok(());
-        }
-    }
-    Err(lim.rlim_cur)
+    Err(soft)
 }

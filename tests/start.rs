@@ -245,6 +245,24 @@ fn too_little_locked_memory_is_one_line_before_anything_listens() {
     }
 }
 
+/// The soft and hard "Max open files" of a running process.
+fn open_file_limits(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("its limits");
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).expect("open files");
+    let mut numbers = line.split_whitespace().filter_map(|w| w.parse::<u64>().ok());
+    (numbers.next().expect("soft"), numbers.next().expect("hard"))
+}
+
+#[test]
+fn a_low_soft_open_file_limit_is_raised_to_the_hard_one() {
+    let mut command = Command::new("prlimit");
+    command.arg("--nofile=256:4096").arg(BIN).args(["--listen", "127.0.0.1:0", "--cores", "1"]);
+    let broker = Proc::spawn(command);
+    assert_eq!(open_file_limits(broker.child.id()), (4096, 4096));
+    deliver_each_of(broker.addr(), 3);
+    assert!(broker.stop().success());
+}
+
 #[test]
 fn a_low_soft_locked_memory_limit_is_raised_to_the_hard_one() {
     let args = ["--listen", "127.0.0.1:0", "--cores", "2"];

@@ -129,21 +129,13 @@ pub fn raise_nofile(needed: u64) -> anyhow::Result<(u64, u64)> {
 /// bench holds thousands of connections). Returns (soft limit before,
 /// soft limit now).
 pub fn raise_nofile_to_hard() -> anyhow::Result<(u64, u64)> {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: `lim` is a valid, writable rlimit.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        bail!("getrlimit: {}", std::io::Error::last_os_error());
-    }
-    let before = lim.rlim_cur;
-    if lim.rlim_cur >= lim.rlim_max {
+    use rlimit::{getrlimit, setrlimit, Resource};
+    let (before, hard) = getrlimit(Resource::NOFILE).context("getrlimit RLIMIT_NOFILE")?;
+    if before >= hard {
         return Ok((before, before));
     }
-    lim.rlim_cur = lim.rlim_max;
-    // SAFETY: `lim` is a valid rlimit.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-        bail!("setrlimit RLIMIT_NOFILE: {}", std::io::Error::last_os_error());
-    }
-    Ok((before, lim.rlim_cur))
+    setrlimit(Resource::NOFILE, hard, hard).context("setrlimit RLIMIT_NOFILE")?;
+    Ok((before, hard))
 }
 
 /// `TCP_ESTABLISHED` in `tcp_info.tcpi_state` and in `/proc/net/tcp`.
