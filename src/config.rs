@@ -476,6 +476,30 @@ mod tests {
         assert_eq!(cfg.stale_after_ms, 6000);
     }
 
+    /// `packaging/corecast.toml` loads to the defaults and names every key
+    /// (`auth_token`, which has no default value, commented out).
+    #[test]
+    fn the_example_config_lists_every_key_at_its_default() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/corecast.toml");
+        assert_eq!(Config::from_toml_file(&path).expect("the example loads"), Config::default());
+        let text = std::fs::read_to_string(&path).expect("the example");
+        let keys: Vec<String> = serde_json::to_value(Config::default())
+            .expect("serializable")
+            .as_object()
+            .expect("a table")
+            .keys()
+            .cloned()
+            .collect();
+        assert!(keys.len() >= 17, "{keys:?}");
+        for key in keys {
+            let listed = text
+                .lines()
+                .map(|l| l.trim_start_matches("# "))
+                .any(|l| l.starts_with(&format!("{key} = ")));
+            assert!(listed, "{key} is missing from packaging/corecast.toml");
+        }
+    }
+
     #[test]
     fn unknown_toml_keys_are_refused() {
         assert!(toml::from_str::<Config>("max_conections = 3").is_err());
