@@ -75,9 +75,14 @@ pub enum Command {
         /// Stop after this many messages.
         #[arg(long)]
         count: Option<u64>,
-        /// Print only the payload, as received.
+        /// Print only the payload, as received, each followed by a newline
+        /// unless it ends with one.
         #[arg(long)]
         raw: bool,
+        /// With --raw: end each payload with a NUL byte instead, so payloads
+        /// that hold newlines stay apart (for `xargs -0`, `read -d ''`).
+        #[arg(long, requires = "raw")]
+        null: bool,
         /// Let the broker drop messages (and say so) when this client falls
         /// behind, instead of disconnecting it.
         #[arg(long)]

@@ -28,9 +28,14 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
                 Target { topic, reply_to: reply_to.as_deref(), headers: header_block(headers)? };
             publish(conn, &target, message.as_deref(), *count)
         }
-        Command::Subscribe { topic, count, raw, lossy, queue } => {
+        Command::Subscribe { topic, count, raw, null, lossy, queue } => {
             let options = SubscribeOptions { lossy: *lossy, capacity: None };
-            subscribe(conn, (topic, queue.as_deref()), options, *count, *raw)
+            let output = match (*raw, *null) {
+                (false, _) => Output::Text,
+                (true, false) => Output::Raw,
+                (true, true) => Output::RawNul,
+            };
+            subscribe(conn, (topic, queue.as_deref()), options, *count, output)
         }
         Command::Request { topic, message, timeout } => {
             request(conn, topic, message.as_deref(), *timeout)
@@ -132,7 +137,7 @@ fn subscribe(
     (topic, queue): (&str, Option<&str>),
     options: SubscribeOptions,
     count: Option<u64>,
-    raw: bool,
+    output: Output,
 ) -> anyhow::Result<()> {
     client::validate_subscribe_topic(topic)?;
     let client = connect(conn)?;
@@ -152,7 +157,7 @@ fn subscribe(
         let Some(msg) = next_message(&client, &sub)? else {
             continue;
         };
-        print_message(&mut out, &msg, raw)?;
+        print_message(&mut out, &msg, output)?;
         received += 1;
     }
     Ok(())
@@ -169,16 +174,44 @@ fn next_message(client: &Client, sub: &Subscription) -> anyhow::Result<Option<Me
     next.context("the subscription ended")
 }
 
-/// Writes one message: `[TOPIC] PAYLOAD`, or the payload alone with `raw`.
-fn print_message(out: &mut impl Write, msg: &Message, raw: bool) -> io::Result<()> {
-    if raw {
-        write_payload(out, &msg.payload)?;
-    } else {
-        let text = String::from_utf8_lossy(&msg.payload);
-        let text = text.strip_suffix('\n').unwrap_or(&text);
-        writeln!(out, "[{}] {text}", describe(msg))?;
+/// How `sub` prints each message.
+#[derive(Debug, Clone, Copy)]
+enum Output {
+    /// `[TOPIC] PAYLOAD`, a payload that is not UTF-8 in hex.
+    Text,
+    /// The payload as received, then a newline unless it ends with one.
+    Raw,
+    /// The payload as received, then a NUL byte.
+    RawNul,
+}
+
+/// Writes one message as `output` says.
+fn print_message(out: &mut impl Write, msg: &Message, output: Output) -> io::Result<()> {
+    match output {
+        Output::Raw => write_payload(out, &msg.payload)?,
+        Output::RawNul => {
+            out.write_all(&msg.payload)?;
+            out.write_all(b"\0")?;
+        }
+        Output::Text => {
+            let text = printable(&msg.payload);
+            let text = text.strip_suffix('\n').unwrap_or(&text);
+            writeln!(out, "[{}] {text}", describe(msg))?;
+        }
     }
     out.flush()
+}
+
+/// A payload as text: itself when it is UTF-8, else `hex:` and its bytes in
+/// hex, so that nothing is replaced by U+FFFD unseen.
+fn printable(payload: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(payload) {
+        Ok(text) => text.into(),
+        Err(_) => {
+            let hex: String = payload.iter().map(|b| format!("{b:02x}")).collect();
+            format!("hex:{hex}").into()
+        }
+    }
 }
 
 /// What goes in the brackets before a message: its topic, then its

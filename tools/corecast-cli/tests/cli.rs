@@ -157,6 +157,34 @@ fn sub_raw_prints_payloads_only() {
 }
 
 #[test]
+fn sub_raw_null_keeps_payloads_with_newlines_apart() {
+    let broker = start_broker(None);
+    let addr = broker.local_addr();
+    let args = ["sub", "nul.topic", "--raw", "--null", "--count", "2"];
+    let sub = Background::start(addr, &args, "subscribed");
+    cli(addr).args(["pub", "nul.topic"]).write_stdin("one\ntwo\n").assert().success();
+    cli(addr).args(["pub", "nul.topic", "three"]).assert().success();
+    assert_eq!(sub.finish(), "one\ntwo\n\0three\0");
+    cli(addr)
+        .args(["sub", "nul.topic", "--null"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--raw"));
+    stop(broker);
+}
+
+#[test]
+fn sub_prints_a_payload_that_is_not_utf8_in_hex() {
+    let broker = start_broker(None);
+    let addr = broker.local_addr();
+    let sub = Background::start(addr, &["sub", "bin.topic", "--count", "2"], "subscribed");
+    cli(addr).args(["pub", "bin.topic"]).write_stdin(vec![0xff, 0x00, 0x41]).assert().success();
+    cli(addr).args(["pub", "bin.topic", "plain"]).assert().success();
+    assert_eq!(sub.finish(), "[bin.topic] hex:ff0041\n[bin.topic] plain\n");
+    stop(broker);
+}
+
+#[test]
 fn req_gets_the_echo_of_reply() {
     let broker = start_broker(None);
     let addr = broker.local_addr();
