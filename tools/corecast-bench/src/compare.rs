@@ -106,6 +106,10 @@ pub struct CompareArgs {
     /// Rebuild corecast even if the binary exists.
     #[arg(long)]
     build: bool,
+    /// Install a missing nats-server or redis-server with apt-get (without
+    /// it, compare stops and says what to install).
+    #[arg(long)]
+    install: bool,
     /// Bound on each run.
     #[arg(long, default_value_t = 60)]
     run_timeout_secs: u64,
@@ -498,7 +502,7 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
     notes.push(format!(
         "open-file limit of the bench: {nofile} (soft limit raised from {nofile_before} to the hard limit)"
     ));
-    notes.extend(servers::ensure_installed(&args.brokers)?);
+    notes.extend(servers::ensure_installed(&args.brokers, args.install)?);
     if args.brokers.contains(&Kind::Corecast) {
         notes.extend(servers::ensure_corecast(&args.corecast_bin, args.build)?);
     }

@@ -308,9 +308,11 @@ fn apt(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Installs the Debian packages of the missing `brokers` (running
-/// `apt-get update` once if the first attempt fails). Returns what it did.
-pub fn ensure_installed(brokers: &[Kind]) -> anyhow::Result<Vec<String>> {
+/// Makes sure every broker in `brokers` is on `PATH`. A missing one is an
+/// error that names the Debian packages and the command that installs
+/// them, unless `install` says to run it here (with `apt-get update` once
+/// if the first attempt fails). Returns what it did.
+pub fn ensure_installed(brokers: &[Kind], install: bool) -> anyhow::Result<Vec<String>> {
     let wanted: Vec<(&str, &str)> = brokers
         .iter()
         .filter_map(|k| match k {
@@ -326,6 +328,13 @@ pub fn ensure_installed(brokers: &[Kind]) -> anyhow::Result<Vec<String>> {
     let packages: Vec<&str> = wanted.iter().map(|(_, p)| *p).collect();
     let mut args = vec!["install", "-y", "--no-install-recommends"];
     args.extend(&packages);
+    if !install {
+        bail!(
+            "{} not installed: run `apt-get {}`, pass --install to have compare run it, or leave the broker out with --brokers",
+            packages.join(" and "),
+            args.join(" ")
+        );
+    }
     if apt(&args).is_err() {
         apt(&["update"])?;
         apt(&args)?;
