@@ -16,7 +16,10 @@ use crate::address::ListenAddr;
 /// kernel memory, bounded by `net.ipv4.tcp_mem`).
 pub const CONNECTION_OVERHEAD: u64 = 3 << 10;
 
-/// The broker's settings. Field names are the TOML keys.
+/// The broker's settings. Field names are the TOML keys, but for the
+/// durations: a `*_ms` field (milliseconds) is the key without `_ms`, read
+/// as `"10s"`, `"250ms"` or `"2m"` (or a number of milliseconds), and the
+/// `*_ms` key still reads too.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -38,6 +41,7 @@ pub struct Config {
     pub max_pending: usize,
     /// A connection whose socket takes no bytes for this long while output
     /// is queued is cut off as a slow consumer, ms.
+    #[serde(rename = "write_deadline", alias = "write_deadline_ms", with = "millis")]
     pub write_deadline_ms: u64,
     /// Bytes of queued output and unfinished input all connections of one
     /// core may hold together; 0 = a quarter of the machine's memory,
@@ -47,16 +51,21 @@ pub struct Config {
     /// Subscriptions one connection may hold.
     pub max_subscriptions: usize,
     /// Silence after which the server sends `PING`, ms.
+    #[serde(rename = "ping_interval", alias = "ping_interval_ms", with = "millis")]
     pub ping_interval_ms: u64,
     /// Silence after which a connection is closed as stale, ms; 0 = three
     /// ping intervals.
+    #[serde(rename = "stale_after", alias = "stale_after_ms", with = "millis")]
     pub stale_after_ms: u64,
     /// Time a new connection has to send `HELLO`, ms.
+    #[serde(rename = "handshake_timeout", alias = "handshake_timeout_ms", with = "millis")]
     pub handshake_timeout_ms: u64,
     /// Time given at shutdown to flush pending messages after `GOAWAY`, ms.
+    #[serde(rename = "shutdown_grace", alias = "shutdown_grace_ms", with = "millis")]
     pub shutdown_grace_ms: u64,
     /// Time a connection closed for an error keeps its slot to deliver the
     /// final `ERR`, ms.
+    #[serde(rename = "close_linger", alias = "close_linger_ms", with = "millis")]
     pub close_linger_ms: u64,
     /// Batches in flight per pair of cores; a full channel holds back the
     /// publishers whose messages need it.
@@ -168,7 +177,7 @@ impl Config {
             ));
         }
         if self.write_deadline_ms == 0 {
-            return invalid("write_deadline_ms must be > 0".into());
+            return invalid("write_deadline must be > 0".into());
         }
         if self.cores == 0 || self.cores > crate::mesh::coreset::MAX_CORES {
             return invalid(format!("cores must be 1..={}", crate::mesh::coreset::MAX_CORES));
@@ -179,9 +188,7 @@ impl Config {
             );
         }
         if self.ping_interval_ms == 0 || self.stale_after_ms <= self.ping_interval_ms {
-            return invalid(
-                "stale_after_ms must exceed ping_interval_ms, which must be > 0".into(),
-            );
+            return invalid("stale_after must exceed ping_interval, which must be > 0".into());
         }
         if self.server_name.len() > 255 {
             return invalid("server_name is longer than 255 bytes".into());
@@ -333,8 +340,8 @@ pub struct Args {
     /// lossy subscriptions drop) [default: 67108864].
     #[arg(long)]
     pub max_pending: Option<usize>,
-    /// A socket that takes nothing for this long with output queued is a slow consumer, ms [default: 10000].
-    #[arg(long)]
+    /// A socket that takes nothing for this long with output queued is a slow consumer [default: 10s].
+    #[arg(long = "write-deadline", visible_alias = "write-deadline-ms", value_name = "DURATION", value_parser = millis::parse)]
     pub write_deadline_ms: Option<u64>,
     /// Queued output and unfinished input all connections of one core may hold, bytes [default: a quarter of memory / cores].
     #[arg(long)]
@@ -348,20 +355,20 @@ pub struct Args {
     /// Subscriptions per connection [default: 1024].
     #[arg(long)]
     pub max_subscriptions: Option<usize>,
-    /// Silence before the server pings a client, ms [default: 30000].
-    #[arg(long)]
+    /// Silence before the server pings a client [default: 30s].
+    #[arg(long = "ping-interval", visible_alias = "ping-interval-ms", value_name = "DURATION", value_parser = millis::parse)]
     pub ping_interval_ms: Option<u64>,
-    /// Silence before a connection is closed as stale, ms [default: 3 x ping interval].
-    #[arg(long)]
+    /// Silence before a connection is closed as stale [default: 3 x ping interval].
+    #[arg(long = "stale-after", visible_alias = "stale-after-ms", value_name = "DURATION", value_parser = millis::parse)]
     pub stale_after_ms: Option<u64>,
-    /// Time allowed for HELLO, ms [default: 5000].
-    #[arg(long)]
+    /// Time allowed for HELLO [default: 5s].
+    #[arg(long = "handshake-timeout", visible_alias = "handshake-timeout-ms", value_name = "DURATION", value_parser = millis::parse)]
     pub handshake_timeout_ms: Option<u64>,
-    /// Time to flush pending messages at shutdown, ms [default: 5000].
-    #[arg(long)]
+    /// Time to flush pending messages at shutdown [default: 5s].
+    #[arg(long = "shutdown-grace", visible_alias = "shutdown-grace-ms", value_name = "DURATION", value_parser = millis::parse)]
     pub shutdown_grace_ms: Option<u64>,
-    /// Time a connection closed for an error keeps to deliver its ERR and see the client's close, ms [default: 1000].
-    #[arg(long)]
+    /// Time a connection closed for an error keeps to deliver its ERR and see the client's close [default: 1s].
+    #[arg(long = "close-linger", visible_alias = "close-linger-ms", value_name = "DURATION", value_parser = millis::parse)]
     pub close_linger_ms: Option<u64>,
     /// Batches in flight per pair of cores [default: 64].
     #[arg(long)]
@@ -425,6 +432,42 @@ impl Args {
 fn retired_flag(key: &str) -> ConfigError {
     let why = RETIRED.iter().find(|(k, _)| *k == key).map_or("", |(_, why)| why);
     ConfigError::Retired { name: format!("--{}", key.replace('_', "-")), why }
+}
+
+/// Durations kept as milliseconds, read as `humantime` text (`"10s"`,
+/// `"250ms"`, `"2m"`) or a number of milliseconds, and written as text.
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// A number (milliseconds) or a duration with its unit.
+    pub fn parse(text: &str) -> Result<u64, String> {
+        let text = text.trim();
+        if let Ok(ms) = text.parse::<u64>() {
+            return Ok(ms);
+        }
+        let duration = humantime::parse_duration(text)
+            .map_err(|e| format!("{text:?} is not a duration like 10s, 250ms or 2m: {e}"))?;
+        u64::try_from(duration.as_millis()).map_err(|_| format!("{text:?} is too long"))
+    }
+
+    pub fn serialize<S: Serializer>(ms: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(Duration::from_millis(*ms)).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Millis(u64),
+            Text(String),
+        }
+        match Written::deserialize(d)? {
+            Written::Millis(ms) => Ok(ms),
+            Written::Text(text) => parse(&text).map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -498,6 +541,39 @@ mod tests {
                 .any(|l| l.starts_with(&format!("{key} = ")));
             assert!(listed, "{key} is missing from packaging/corecast.toml");
         }
+    }
+
+    /// Durations read as text with a unit under their new keys and as
+    /// milliseconds under the `*_ms` ones, in the file and on flags; a bad
+    /// one is refused naming its key.
+    #[test]
+    fn durations_read_with_units_and_as_milliseconds() {
+        let cfg: Config = toml::from_str(
+            "write_deadline = \"2m\"\nping_interval = \"250ms\"\nclose_linger_ms = 1500\n",
+        )
+        .expect("valid");
+        assert_eq!((cfg.write_deadline_ms, cfg.ping_interval_ms), (120_000, 250));
+        assert_eq!(cfg.close_linger_ms, 1500);
+        let cfg: Config = toml::from_str("handshake_timeout = 700").expect("a number is ms");
+        assert_eq!(cfg.handshake_timeout_ms, 700);
+        let args = [
+            "corecast",
+            "--write-deadline",
+            "3s",
+            "--shutdown-grace-ms",
+            "40",
+            "--stale-after",
+            "1h",
+        ];
+        let cfg = Args::parse_from(args).into_config().expect("valid");
+        assert_eq!((cfg.write_deadline_ms, cfg.shutdown_grace_ms), (3000, 40));
+        assert_eq!(cfg.stale_after_ms, 3_600_000);
+        let message = parse_message("write_deadline = \"soon\"\n");
+        assert!(message.starts_with("c.toml:1:18: "), "{message}");
+        assert!(message.contains("\"soon\" is not a duration"), "{message}");
+        assert!(Args::try_parse_from(["corecast", "--ping-interval", "soon"]).is_err());
+        let written = toml::to_string(&Config::default()).expect("serializable");
+        assert!(written.contains("write_deadline = \"10s\""), "{written}");
     }
 
     #[test]
