@@ -107,12 +107,13 @@ impl Outbound {
         }
         let queue = &mut self.peers[peer];
         let need = record.encoded_len();
-        // A new batch starts with room for the limit and a publisher's
-        // overshoot past it, rather than in what the last one left over:
-        // growing a batch copies what it holds.
+        // A new batch starts where the last one ended while the space left
+        // holds the limit and a publisher's overshoot past it (growing a
+        // batch copies what it holds), else in an allocation that holds
+        // two batches, so that small batches share one.
         let batch = self.limit + STAGING_CHUNK;
         if queue.staging.is_empty() && queue.staging.capacity() < batch {
-            queue.staging.reserve(need.max(batch));
+            queue.staging.reserve(need.max(batch + self.limit));
         } else if queue.staging.capacity() - queue.staging.len() < need {
             queue.staging.reserve(need.max(STAGING_CHUNK));
         }
@@ -259,6 +260,22 @@ mod tests {
         assert_eq!(forward(&mut out), Poll::Ready(Forwarded::Batch));
         assert!(out.has_room(&peers));
         assert_eq!(block_on(rx.recv()).as_deref(), Some(&encoded(&[publish(&[2; 32])])[..]));
+    }
+
+    /// Small batches share an allocation: the next starts where the last
+    /// one ended, with no new buffer per batch.
+    #[test]
+    fn small_batches_share_one_allocation() {
+        let (tx, rx) = link(4);
+        let mut out = Outbound::new(0, 2, 1024);
+        out.connect(1, tx);
+        out.stage(1, publish(b"a"));
+        assert_eq!(forward(&mut out), Poll::Ready(Forwarded::Batch));
+        out.stage(1, publish(b"b"));
+        assert_eq!(forward(&mut out), Poll::Ready(Forwarded::Batch));
+        let first = block_on(rx.recv()).expect("first batch");
+        let second = block_on(rx.recv()).expect("second batch");
+        assert_eq!(second.as_ptr(), first.as_ptr().wrapping_add(first.len()), "one allocation");
     }
 
     /// Below the limit nothing is sent early: records gather into one
