@@ -115,6 +115,61 @@ impl From<ListenAddr> for String {
     }
 }
 
+/// Where the monitoring port listens (`--http`, key `http`): `HOST:PORT`,
+/// or `off`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum HttpAddr {
+    /// No monitoring port.
+    Off,
+    /// Listen here.
+    At(ListenAddr),
+}
+
+impl HttpAddr {
+    /// The address, unless it is off.
+    pub fn addr(&self) -> Option<&ListenAddr> {
+        match self {
+            Self::Off => None,
+            Self::At(addr) => Some(addr),
+        }
+    }
+}
+
+impl FromStr for HttpAddr {
+    type Err = ListenAddrError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "off" | "" => Ok(Self::Off),
+            _ => text.parse().map(Self::At),
+        }
+    }
+}
+
+impl fmt::Display for HttpAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Off => f.write_str("off"),
+            Self::At(addr) => addr.fmt(f),
+        }
+    }
+}
+
+impl TryFrom<String> for HttpAddr {
+    type Error = ListenAddrError;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse()
+    }
+}
+
+impl From<HttpAddr> for String {
+    fn from(addr: HttpAddr) -> Self {
+        addr.to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +206,15 @@ mod tests {
         assert_eq!(doc.listen.host(), "localhost");
         assert_eq!(toml::to_string(&doc).expect("serialize").trim(), "listen = \"localhost:0\"");
         assert!(toml::from_str::<Doc>("listen = \"localhost\"").is_err());
+    }
+
+    #[test]
+    fn the_monitoring_address_may_be_off() {
+        assert_eq!("off".parse::<HttpAddr>(), Ok(HttpAddr::Off));
+        let at = "127.0.0.1:0".parse::<HttpAddr>().expect("an address");
+        assert_eq!(at.addr().map(ListenAddr::port), Some(0));
+        assert_eq!(at.to_string(), "127.0.0.1:0");
+        assert!("nowhere".parse::<HttpAddr>().is_err());
     }
 
     #[test]

@@ -1,20 +1,29 @@
 //! The embedding API: start a broker, read its address and counters, shut
 //! it down and wait for it.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    io::ErrorKind,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    thread::JoinHandle,
+    time::{Duration, Instant, SystemTime},
+};
 
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
 use crate::{
-    config::{online_cpus, Config, ConfigError},
+    address::ListenAddr,
+    config::{online_cpus, Config, ConfigError, DEFAULT_HTTP},
     core::{
+        inspect::{Inbox, Query, Reply},
         run::{self, CoreInit},
-        shutdown::{ShutdownHandle, ShutdownSignal},
+        shutdown::ShutdownSignal,
     },
-    counters::{CoreCounters, Counters},
+    counters::{CoreCounters, Counters, HistogramSnapshot},
     listener::{self, Listeners},
     memlock::{self, MEMLOCK_NEEDED},
     mesh::link,
+    monitor::Monitor,
 };
 
 /// Memory each executor registers with io_uring, bytes: glommio's least.
@@ -72,6 +81,14 @@ pub enum BrokerError {
         /// What went wrong.
         reason: String,
     },
+    /// The monitoring port could not listen.
+    #[error("cannot serve the monitoring port on {addr}: {source}")]
+    Monitor {
+        /// The address asked for.
+        addr: String,
+        /// What went wrong.
+        source: std::io::Error,
+    },
     /// A core stopped with an error.
     #[error("core {core} failed: {reason}")]
     Core {
@@ -86,10 +103,26 @@ pub enum BrokerError {
 #[derive(Debug)]
 pub struct Broker {
     addrs: Vec<SocketAddr>,
-    config: Arc<Config>,
-    counters: Arc<[Arc<CoreCounters>]>,
+    control: Arc<Control>,
     executors: Vec<ExecutorJoinHandle<Result<(), String>>>,
+    monitor: Option<Monitor>,
+}
+
+/// What the threads outside the cores (the monitoring port, signals, the
+/// embedding API) use to see and steer them: the settings in force, the
+/// counters, each core's inbox and the shutdown signal.
+#[derive(Debug)]
+pub(crate) struct Control {
+    config: Mutex<Arc<Config>>,
+    /// `max_connections` at start: the final-frame reserve is sized for it.
+    start_max_connections: usize,
+    counters: Arc<[Arc<CoreCounters>]>,
+    inboxes: Vec<Arc<Inbox>>,
     signal: Arc<ShutdownSignal>,
+    /// Ends the lame duck once every client left or its time is up.
+    lame_duck: Mutex<Option<JoinHandle<()>>>,
+    started_at: SystemTime,
+    started: Instant,
 }
 
 impl Broker {
@@ -112,12 +145,21 @@ impl Broker {
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(cfg.cores);
         let counters: Arc<[Arc<CoreCounters>]> =
             (0..cfg.cores).map(|_| Arc::new(CoreCounters::default())).collect();
+        let control = Arc::new(Control {
+            config: Mutex::new(Arc::clone(&cfg)),
+            start_max_connections: cfg.max_connections,
+            counters: Arc::clone(&counters),
+            inboxes: (0..cfg.cores).map(|_| Arc::new(Inbox::default())).collect(),
+            signal,
+            lame_duck: Mutex::new(None),
+            started_at: SystemTime::now(),
+            started: Instant::now(),
+        });
         let mut broker = Self {
             addrs: listeners.addrs,
-            config: Arc::clone(&cfg),
-            counters: Arc::clone(&counters),
+            control: Arc::clone(&control),
             executors: Vec::new(),
-            signal,
+            monitor: None,
         };
         for (core, listeners) in listeners.per_core.into_iter().enumerate() {
             let init = CoreInit {
@@ -126,7 +168,8 @@ impl Broker {
                 counters: Arc::clone(&counters),
                 listeners,
                 links: links.next().unwrap_or_default(),
-                signal: Arc::clone(&broker.signal),
+                signal: Arc::clone(&control.signal),
+                inbox: Arc::clone(&control.inboxes[core]),
                 ready: ready_tx.clone(),
             };
             let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpus[core % cpus.len()]))
@@ -147,6 +190,10 @@ impl Broker {
                 let reason = "stopped before serving".to_string();
                 return Err(broker.abort(BrokerError::Executor { core: 0, reason }));
             }
+        }
+        match start_monitor(&cfg, &control) {
+            Ok(monitor) => broker.monitor = monitor,
+            Err(e) => return Err(broker.abort(e)),
         }
         Ok(broker)
     }
@@ -173,40 +220,315 @@ impl Broker {
         &self.addrs
     }
 
-    /// The configuration in force, with automatic values resolved.
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// The configuration in force, with automatic values resolved (and
+    /// the last reload applied).
+    pub fn config(&self) -> Arc<Config> {
+        self.control.config()
+    }
+
+    /// The address of the monitoring port, if it serves.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.monitor.as_ref().map(Monitor::addr)
     }
 
     /// Live counters, per core and summed.
     pub fn counters(&self) -> Counters {
-        Counters::collect(self.counters.iter().map(|c| c.as_ref()))
+        self.control.counters()
     }
 
-    /// A handle that can start the shutdown from another thread (a signal
-    /// handler, say).
+    /// A handle that can start the shutdown, the lame duck or a reload from
+    /// another thread (a signal handler, say).
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        ShutdownHandle(Arc::clone(&self.signal))
+        ShutdownHandle(Arc::clone(&self.control))
     }
 
     /// Starts a graceful shutdown; see [`ShutdownHandle::shutdown`].
     pub fn shutdown(&self) {
-        self.signal.raise();
+        self.control.signal.raise();
     }
 
-    /// Waits until every core has stopped (after a shutdown).
+    /// Starts lame duck mode: every core closes its listeners (`/healthz`
+    /// turns 503), waits `lame_duck_grace`, then sends its clients `GOAWAY`
+    /// spread over `lame_duck_duration`. The shutdown follows once every
+    /// client has left or that time is over.
+    pub fn lame_duck(&self) {
+        Control::lame_duck(&self.control);
+    }
+
+    /// Puts a new configuration in force: limits, heartbeats, deadlines and
+    /// the token apply to new connections and, at their next frame or
+    /// sweep, to open ones. Settings fixed at start keep their value and
+    /// are listed in [`Reloaded::refused`]. An invalid `new` changes
+    /// nothing.
+    pub fn reload(&self, new: Config) -> Result<Reloaded, ConfigError> {
+        self.control.reload(new)
+    }
+
+    /// Waits until every core has stopped (after a shutdown), then stops
+    /// the monitoring port, which serves `/healthz` (503) meanwhile.
     pub fn wait(self) -> Result<(), BrokerError> {
-        let mut result = Ok(());
-        for (core, handle) in self.executors.into_iter().enumerate() {
-            let outcome = match handle.join() {
-                Ok(Ok(())) => continue,
-                Ok(Err(reason)) => reason,
-                Err(e) => e.to_string(),
-            };
-            tracing::error!(core, reason = %outcome, "core failed");
-            result = Err(BrokerError::Core { core, reason: outcome });
+        let result = join_cores(self.executors);
+        if let Some(monitor) = self.monitor {
+            monitor.stop();
+        }
+        let lame_duck = self.control.lame_duck.lock().ok().and_then(|mut t| t.take());
+        if let Some(thread) = lame_duck {
+            let _ = thread.join();
         }
         result
+    }
+}
+
+/// A handle that steers the broker from any thread: shutdown, lame duck,
+/// reload.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle(Arc<Control>);
+
+impl ShutdownHandle {
+    /// Stops accepting, sends `GOAWAY`, flushes within the grace period and
+    /// closes everything. Returns at once; wait on the broker for the end.
+    pub fn shutdown(&self) {
+        self.0.signal.raise();
+    }
+
+    /// Starts lame duck mode; see [`Broker::lame_duck`].
+    pub fn lame_duck(&self) {
+        Control::lame_duck(&self.0);
+    }
+
+    /// Puts a new configuration in force; see [`Broker::reload`].
+    pub fn reload(&self, new: Config) -> Result<Reloaded, ConfigError> {
+        self.0.reload(new)
+    }
+}
+
+/// What a reload changed and what it could not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Keys now in force with a new value.
+    pub changed: Vec<String>,
+    /// Keys whose new value needs a restart; they keep the old one.
+    pub refused: Vec<String>,
+}
+
+/// Settings a running broker cannot change: its sockets, its cores and the
+/// memory reserved for them at start, and what clients were told.
+const FIXED: &[(&str, &str)] = &[
+    ("listen", "the listeners are bound at start"),
+    ("cores", "the executors are started at start"),
+    ("pending_budget", "each core reserves its memory at start"),
+    ("cross_core_queue", "the links between cores are made at start"),
+    ("cross_core_batch", "the links between cores are made at start"),
+    ("max_frame", "clients were told it in WELCOME"),
+    ("http", "the monitoring port is bound at start"),
+    ("closed_connections", "the records are sized at start"),
+    ("log_format", "the log output is set up at start"),
+];
+
+impl Control {
+    pub(crate) fn config(&self) -> Arc<Config> {
+        self.config.lock().map(|c| Arc::clone(&c)).unwrap_or_else(|e| Arc::clone(&e.into_inner()))
+    }
+
+    pub(crate) fn counters(&self) -> Counters {
+        Counters::collect(self.counters.iter().map(|c| c.as_ref()))
+    }
+
+    /// One histogram per core, read with `read`.
+    pub(crate) fn histograms(
+        &self,
+        read: impl Fn(&crate::counters::Histograms) -> HistogramSnapshot,
+    ) -> Vec<HistogramSnapshot> {
+        self.counters.iter().map(|c| read(&c.histograms)).collect()
+    }
+
+    pub(crate) fn signal(&self) -> &ShutdownSignal {
+        &self.signal
+    }
+
+    pub(crate) fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Asks every core the question `make` builds and waits for each answer
+    /// within `timeout`; an error names the core that did not answer.
+    pub(crate) async fn ask<T>(
+        &self,
+        timeout: Duration,
+        make: impl Fn(Reply<T>) -> Query,
+    ) -> Result<Vec<T>, String> {
+        let mut waiting = Vec::with_capacity(self.inboxes.len());
+        for (core, inbox) in self.inboxes.iter().enumerate() {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            if !inbox.ask(make(reply)) {
+                return Err(format!("core {core} has too many questions waiting"));
+            }
+            waiting.push(answer);
+        }
+        let mut answers = Vec::with_capacity(waiting.len());
+        for (core, answer) in waiting.into_iter().enumerate() {
+            match tokio::time::timeout(timeout, answer).await {
+                Ok(Ok(answer)) => answers.push(answer),
+                _ => return Err(format!("core {core} did not answer within {timeout:?}")),
+            }
+        }
+        Ok(answers)
+    }
+
+    /// `/stats`: who the broker is, how long it has run, the settings in
+    /// force (the token hidden) and the summed counters.
+    pub(crate) fn stats(&self) -> serde_json::Value {
+        let config = self.config();
+        let mut shown = serde_json::to_value(&*config).unwrap_or_default();
+        if config.auth_token.is_some() {
+            shown["auth_token"] = "(redacted)".into();
+        }
+        serde_json::json!({
+            "server_name": config.server_name,
+            "version": env!("CARGO_PKG_VERSION"),
+            "pid": std::process::id(),
+            "started_at": humantime::format_rfc3339_millis(self.started_at).to_string(),
+            "uptime_ms": u64::try_from(self.uptime().as_millis()).unwrap_or(u64::MAX),
+            "cores": config.cores,
+            "lame_duck": self.signal.is_lame_duck(),
+            "shutting_down": self.signal.is_raised(),
+            "config": shown,
+            "counters": self.counters().total,
+        })
+    }
+
+    /// Lame duck: the cores close their listeners and send their clients
+    /// away over the configured time; once all are gone, or the grace and
+    /// the duration are over, the shutdown begins.
+    fn lame_duck(this: &Arc<Self>) {
+        if !this.signal.raise_lame_duck() {
+            return;
+        }
+        let cfg = this.config();
+        let grace = Duration::from_millis(cfg.lame_duck_grace_ms);
+        let until = Instant::now() + grace + Duration::from_millis(cfg.lame_duck_duration_ms);
+        tracing::info!(?grace, duration_ms = cfg.lame_duck_duration_ms, "lame duck: not accepting");
+        let control = Arc::clone(this);
+        let spawned =
+            std::thread::Builder::new().name("corecast-lame-duck".into()).spawn(move || {
+                let after_grace = Instant::now() + grace;
+                loop {
+                    std::thread::sleep(Duration::from_millis(20));
+                    let now = Instant::now();
+                    let empty = control.counters().total.slots_in_use == 0;
+                    if control.signal.is_raised() || now >= until || (now >= after_grace && empty) {
+                        break;
+                    }
+                }
+                tracing::info!("lame duck over: shutting down");
+                control.signal.raise();
+            });
+        match spawned {
+            Ok(thread) => {
+                if let Ok(mut slot) = this.lame_duck.lock() {
+                    *slot = Some(thread);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot time the lame duck: shutting down now");
+                this.signal.raise();
+            }
+        }
+    }
+
+    /// Checks `new` and puts what may change at run time in force on every
+    /// core; what may not keeps its value, logged as refused.
+    fn reload(&self, new: Config) -> Result<Reloaded, ConfigError> {
+        let new = new.resolve()?;
+        let old = self.config();
+        let (merged, report) = merge_reload(&old, new, self.start_max_connections);
+        for key in &report.refused {
+            tracing::warn!(key, "reload: needs a restart; the old value stays");
+        }
+        for key in &report.changed {
+            let value =
+                serde_json::to_value(&merged).map(|v| v[key.as_str()].clone()).unwrap_or_default();
+            let value = if key == "auth_token" { "(redacted)".into() } else { value.to_string() };
+            tracing::info!(key, %value, "reload: changed");
+        }
+        for (core, inbox) in self.inboxes.iter().enumerate() {
+            if !inbox.tell(Query::Reload(Box::new(merged.clone()))) {
+                tracing::error!(core, "reload: the core did not take the new settings");
+            }
+        }
+        if let Ok(mut config) = self.config.lock() {
+            *config = Arc::new(merged);
+        }
+        Ok(report)
+    }
+}
+
+/// `new` with the fixed settings of `old`, and which keys changed or were
+/// refused. `max_connections` may not grow past its value at start.
+fn merge_reload(old: &Config, mut new: Config, start_max_connections: usize) -> (Config, Reloaded) {
+    let as_map = |c: &Config| match serde_json::to_value(c) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    let mut report = Reloaded::default();
+    if new.max_connections > start_max_connections {
+        report.refused.push("max_connections".into());
+        new.max_connections = old.max_connections;
+    }
+    let (before, after) = (as_map(old), as_map(&new));
+    for (key, value) in &after {
+        if before.get(key) == Some(value) {
+            continue;
+        }
+        if FIXED.iter().any(|(fixed, _)| fixed == key) {
+            report.refused.push(key.clone());
+        } else {
+            report.changed.push(key.clone());
+        }
+    }
+    new.listen = old.listen.clone();
+    new.cores = old.cores;
+    new.pending_budget = old.pending_budget;
+    new.cross_core_queue = old.cross_core_queue;
+    new.cross_core_batch = old.cross_core_batch;
+    new.max_frame = old.max_frame;
+    new.http = old.http.clone();
+    new.closed_connections = old.closed_connections;
+    new.log_format = old.log_format;
+    (new, report)
+}
+
+/// Joins every core's executor; the last error, if any failed.
+fn join_cores(executors: Vec<ExecutorJoinHandle<Result<(), String>>>) -> Result<(), BrokerError> {
+    let mut result = Ok(());
+    for (core, handle) in executors.into_iter().enumerate() {
+        let outcome = match handle.join() {
+            Ok(Ok(())) => continue,
+            Ok(Err(reason)) => reason,
+            Err(e) => e.to_string(),
+        };
+        tracing::error!(core, reason = %outcome, "core failed");
+        result = Err(BrokerError::Core { core, reason: outcome });
+    }
+    result
+}
+
+/// Starts the monitoring port if one is configured. At the default address
+/// a port already taken is a warning, so a second broker on the machine
+/// (or a test) still starts; an address asked for must be served.
+fn start_monitor(cfg: &Config, control: &Arc<Control>) -> Result<Option<Monitor>, BrokerError> {
+    let Some(at) = cfg.http.addr() else { return Ok(None) };
+    match Monitor::start(at, Arc::clone(control)) {
+        Ok(monitor) => Ok(Some(monitor)),
+        Err(e) if *at == ListenAddr::from(DEFAULT_HTTP) && e.kind() == ErrorKind::AddrInUse => {
+            tracing::warn!(
+                addr = %at,
+                "the default monitoring port is taken: serving without it (set http to an \
+                 address, or off)"
+            );
+            Ok(None)
+        }
+        Err(source) => Err(BrokerError::Monitor { addr: at.to_string(), source }),
     }
 }
 

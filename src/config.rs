@@ -8,7 +8,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 
-use crate::address::ListenAddr;
+use crate::address::{HttpAddr, ListenAddr};
 
 /// Resident memory of one idle, subscribed connection (slot, task,
 /// subscription), rounded up from the 2.2–2.4 KiB measured by
@@ -74,7 +74,42 @@ pub struct Config {
     pub cross_core_batch: usize,
     /// Token `HELLO` must carry; none = no authentication.
     pub auth_token: Option<String>,
+    /// `HOST:PORT` of the monitoring port (`/metrics`, `/healthz`,
+    /// `/stats`, `/connz`, `/subsz`), or `off`. Never the client port.
+    pub http: HttpAddr,
+    /// Closed connections kept for `/connz?state=closed`, divided among
+    /// the cores; the oldest go first.
+    pub closed_connections: usize,
+    /// Lame duck (SIGUSR2): time between closing the listeners (and
+    /// `/healthz` turning 503) and the first `GOAWAY`, for load balancers
+    /// to notice, ms.
+    #[serde(rename = "lame_duck_grace", alias = "lame_duck_grace_ms", with = "millis")]
+    pub lame_duck_grace_ms: u64,
+    /// Lame duck: time over which the `GOAWAY`s are spread, so clients do
+    /// not all reconnect elsewhere at once, ms.
+    #[serde(rename = "lame_duck_duration", alias = "lame_duck_duration_ms", with = "millis")]
+    pub lame_duck_duration_ms: u64,
+    /// What to log: a level (`info`) or `tracing` directives
+    /// (`info,corecast::core=debug`). `RUST_LOG`, when set, wins.
+    pub log_level: String,
+    /// How log lines look: `text` or `json` (one object a line).
+    pub log_format: LogFormat,
 }
+
+/// The shape of log lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// The default monitoring port, on loopback only.
+pub const DEFAULT_HTTP: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7422);
 
 impl Default for Config {
     fn default() -> Self {
@@ -96,6 +131,12 @@ impl Default for Config {
             cross_core_queue: 64,
             cross_core_batch: 64 << 10,
             auth_token: None,
+            http: HttpAddr::At(DEFAULT_HTTP.into()),
+            closed_connections: 10_000,
+            lame_duck_grace_ms: 5_000,
+            lame_duck_duration_ms: 30_000,
+            log_level: "info".into(),
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -195,6 +236,12 @@ impl Config {
         }
         if self.auth_token.as_ref().is_some_and(|t| t.len() > u16::MAX as usize) {
             return invalid("auth_token is longer than 65535 bytes".into());
+        }
+        if self.http.addr().is_some_and(|http| *http == self.listen && http.port() != 0) {
+            return invalid(format!("http {} is the client port; pick another", self.http));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log_level) {
+            return invalid(format!("log_level {:?}: {e}", self.log_level));
         }
         Ok(())
     }
@@ -382,17 +429,37 @@ pub struct Args {
     /// Retired: refused with the reason.
     #[arg(long, hide = true, value_name = "BYTES")]
     pub io_memory: Option<String>,
+    /// Monitoring port (/metrics, /healthz, /stats, /connz, /subsz), or `off` [default: 127.0.0.1:7422].
+    #[arg(long, value_name = "HOST:PORT|off")]
+    pub http: Option<HttpAddr>,
+    /// Closed connections kept for /connz?state=closed [default: 10000].
+    #[arg(long)]
+    pub closed_connections: Option<usize>,
+    /// Lame duck: wait between closing the listeners and the first GOAWAY [default: 5s].
+    #[arg(long = "lame-duck-grace", value_name = "DURATION", value_parser = millis::parse)]
+    pub lame_duck_grace_ms: Option<u64>,
+    /// Lame duck: time over which the GOAWAYs are spread [default: 30s].
+    #[arg(long = "lame-duck-duration", value_name = "DURATION", value_parser = millis::parse)]
+    pub lame_duck_duration_ms: Option<u64>,
+    /// What to log: a level or tracing directives [default: info; RUST_LOG wins].
+    #[arg(long)]
+    pub log_level: Option<String>,
+    /// Log lines as text or JSON [default: text].
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
 }
 
 macro_rules! override_fields {
     ($args:expr, $cfg:expr, $($field:ident),* $(,)?) => {
-        $( if let Some(v) = $args.$field { $cfg.$field = v; } )*
+        $( if let Some(v) = &$args.$field { $cfg.$field = v.clone(); } )*
     };
 }
 
 impl Args {
     /// The configuration these flags describe: file, then flags on top.
-    pub fn into_config(self) -> Result<Config, ConfigError> {
+    /// Called again on SIGHUP, so a reload reads the file anew and the
+    /// flags still win.
+    pub fn to_config(&self) -> Result<Config, ConfigError> {
         let retired = [("io_memory", &self.io_memory), ("write_buffer", &self.write_buffer)];
         let retired = retired.into_iter().chain([("read_buffer", &self.read_buffer)]);
         if let Some((key, _)) = retired.into_iter().find(|(_, v)| v.is_some()) {
@@ -403,7 +470,7 @@ impl Args {
             None => Config::default(),
         };
         if self.auth_token.is_some() {
-            cfg.auth_token = self.auth_token.clone();
+            cfg.auth_token.clone_from(&self.auth_token);
         }
         override_fields!(
             self,
@@ -424,6 +491,12 @@ impl Args {
             close_linger_ms,
             cross_core_queue,
             cross_core_batch,
+            http,
+            closed_connections,
+            lame_duck_grace_ms,
+            lame_duck_duration_ms,
+            log_level,
+            log_format,
         );
         cfg.resolve()
     }
@@ -492,7 +565,7 @@ mod tests {
     #[test]
     fn retired_settings_name_their_replacement() {
         let err = Args::parse_from(["corecast", "--write-buffer", "1000"])
-            .into_config()
+            .to_config()
             .expect_err("retired");
         assert!(err.to_string().starts_with("--write-buffer was removed"), "{err}");
         assert!(err.to_string().contains("max_pending"), "{err}");
@@ -513,7 +586,7 @@ mod tests {
             "--ping-interval-ms",
             "2000",
         ]);
-        let cfg = args.into_config().expect("valid");
+        let cfg = args.to_config().expect("valid");
         assert_eq!(cfg.max_connections, 7);
         assert_eq!(cfg.ping_interval_ms, 2000);
         assert_eq!(cfg.stale_after_ms, 6000);
@@ -565,7 +638,7 @@ mod tests {
             "--stale-after",
             "1h",
         ];
-        let cfg = Args::parse_from(args).into_config().expect("valid");
+        let cfg = Args::parse_from(args).to_config().expect("valid");
         assert_eq!((cfg.write_deadline_ms, cfg.shutdown_grace_ms), (3000, 40));
         assert_eq!(cfg.stale_after_ms, 3_600_000);
         let message = parse_message("write_deadline = \"soon\"\n");
@@ -602,7 +675,7 @@ mod tests {
             message.starts_with("c.toml:1:1: io_memory was removed: it cannot lower"),
             "{message}"
         );
-        let flag = Args::parse_from(["corecast", "--io-memory", "262144"]).into_config();
+        let flag = Args::parse_from(["corecast", "--io-memory", "262144"]).to_config();
         let message = flag.expect_err("refused").to_string();
         assert!(message.starts_with("--io-memory was removed: it cannot lower"), "{message}");
     }
@@ -610,7 +683,7 @@ mod tests {
     #[test]
     fn listen_takes_a_host_name_from_flags_and_toml() {
         let args = Args::parse_from(["corecast", "--listen", "localhost:7401"]);
-        assert_eq!(args.into_config().expect("valid").listen.to_string(), "localhost:7401");
+        assert_eq!(args.to_config().expect("valid").listen.to_string(), "localhost:7401");
         let cfg: Config = toml::from_str("listen = \"[::1]:0\"").expect("valid");
         assert_eq!(cfg.listen.host(), "::1");
     }

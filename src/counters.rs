@@ -7,11 +7,13 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 macro_rules! counters {
-    ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
+    ($( $(#[$doc:meta])* $kind:ident $name:ident ),* $(,)?) => {
         /// The counters of one core, written only by that core.
         #[derive(Debug, Default)]
         pub struct CoreCounters {
             $( $(#[$doc])* pub(crate) $name: AtomicU64, )*
+            /// Distributions the monitoring port exports.
+            pub(crate) histograms: Histograms,
         }
 
         /// A copy of counter values: one core's, or the sum over cores.
@@ -38,94 +40,148 @@ macro_rules! counters {
             pub fn fields(&self) -> Vec<(&'static str, u64)> {
                 vec![$( (stringify!($name), self.$name), )*]
             }
+
+            /// Every counter with its kind and the first line of its doc.
+            pub fn described(&self) -> Vec<Described> {
+                vec![$( Described {
+                    name: stringify!($name),
+                    kind: kind!($kind),
+                    doc: &[$( stringify!($doc) ),*],
+                    value: self.$name,
+                }, )*]
+            }
         }
     };
 }
 
+/// Whether a value only grows or goes up and down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A total since start: only grows.
+    Counter,
+    /// A level now: goes up and down.
+    Gauge,
+}
+
+macro_rules! kind {
+    (counter) => {
+        Kind::Counter
+    };
+    (gauge) => {
+        Kind::Gauge
+    };
+}
+
+/// One counter's value with what it is, for exporters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Described {
+    /// The field's name, as in `STATS`.
+    pub name: &'static str,
+    /// Counter or gauge.
+    pub kind: Kind,
+    /// Its value.
+    pub value: u64,
+    /// Its documentation, line by line, as `stringify!` wrote the
+    /// attributes.
+    doc: &'static [&'static str],
+}
+
+impl Described {
+    /// Its documentation as one line.
+    pub fn help(&self) -> String {
+        // Each is `doc = r" text"` (or `doc = " text"`).
+        let text = |d: &'static str| {
+            let literal = d.trim_start_matches("doc").trim_start().trim_start_matches('=').trim();
+            literal.trim_start_matches('r').trim_matches('"').trim()
+        };
+        self.doc.iter().map(|d| text(d)).collect::<Vec<_>>().join(" ")
+    }
+}
+
 counters! {
     /// Connections past the handshake and not yet leaving (state `Open`).
-    connections_open,
+    gauge connections_open,
     /// Slab slots taken, in any state from `Handshake` to `Closed`.
-    slots_in_use,
+    gauge slots_in_use,
     /// Chunks and large input buffers held by connections (none while a
     /// connection is idle).
-    buffers_out,
+    gauge buffers_out,
     /// Bytes queued for clients and not yet written.
-    pending_bytes,
+    gauge pending_bytes,
     /// Bytes of the pending budget held by connections: output chunks,
     /// input chunks, large input buffers.
-    memory_used,
+    gauge memory_used,
     /// Bytes of free chunks kept resident for reuse; past a small reserve
     /// they go back to the kernel on the sweeper's next tick.
-    memory_cached,
+    gauge memory_cached,
     /// Connection tasks running.
-    tasks_alive,
+    gauge tasks_alive,
     /// Subscriptions held by connections of this core.
-    subscriptions,
+    gauge subscriptions,
     /// Connections accepted since start.
-    connections_accepted,
+    counter connections_accepted,
     /// Connections refused with `ERR server full`.
-    connections_refused,
+    counter connections_refused,
     /// Accepts that failed, for instance with the open-file limit reached.
-    accept_failures,
+    counter accept_failures,
     /// `PUB` frames accepted.
-    msgs_in,
+    counter msgs_in,
     /// Bytes read from client sockets.
-    bytes_in,
+    counter bytes_in,
     /// `MSG` frames queued to subscribers.
-    msgs_out,
+    counter msgs_out,
     /// Bytes written to client sockets.
-    bytes_out,
+    counter bytes_out,
     /// Messages dropped on lossy subscriptions (reported with `DROPPED`).
-    msgs_dropped,
+    counter msgs_dropped,
     /// Of those, dropped because the connection had `max_pending` queued.
-    drops_max_pending,
+    counter drops_max_pending,
     /// Of those, dropped (new or already queued) to keep the core within
     /// its pending budget.
-    drops_budget,
+    counter drops_budget,
     /// Messages no member of a queue group received, once per group: the
     /// core drawn for the group had no member left when the message
     /// arrived (the member drawn left while it was on its way), and no
     /// other member could be drawn: none on another core that it knew of
     /// and could hand the message to at once, or the message had been
     /// drawn again already.
-    queue_undeliverable,
+    counter queue_undeliverable,
     /// Messages handed on to another core for a queue group, once per
     /// group: the core drawn for the group had no member left when the
     /// message arrived, and drew again among the other cores' members.
-    queue_redrawn,
+    counter queue_redrawn,
     /// Connections closed because they could not keep up (all causes).
-    slow_consumer_closes,
+    counter slow_consumer_closes,
     /// Of those, closed with `max_pending` bytes queued.
-    closes_max_pending,
+    counter closes_max_pending,
     /// Of those, closed because their socket took nothing for
     /// `write_deadline_ms` while output was pending.
-    closes_write_deadline,
+    counter closes_write_deadline,
     /// Of those, closed to keep the core within its pending budget.
-    closes_budget,
+    counter closes_budget,
     /// Connections closed because the budget could not hold a frame they
     /// were sending (`ERR` out of memory).
-    input_budget_closes,
+    counter input_budget_closes,
     /// Connections closed for silence past the idle limit.
-    stale_closes,
+    counter stale_closes,
     /// Connections closed for not sending `HELLO` in time.
-    handshake_timeouts,
+    counter handshake_timeouts,
     /// Frames refused with an `ERR` code, fatal or not.
-    protocol_errors,
+    counter protocol_errors,
     /// Times a publisher's reads were held back by a full cross-core queue.
-    publisher_stalls,
+    counter publisher_stalls,
     /// Times a publisher (or the receiver of another core's publishes) was
     /// held back for a subscriber that keeps reading and had most of
     /// `max_pending` queued (the fast-producer hold).
-    publisher_holds,
+    counter publisher_holds,
     /// Publish records sent to other cores.
-    cross_core_sent,
+    counter cross_core_sent,
     /// Publish records received from other cores.
-    cross_core_received,
+    counter cross_core_received,
     /// Batches handed to cross-core channels.
-    cross_core_batches,
+    counter cross_core_batches,
     /// Connection tasks that panicked (caught; the connection was closed).
-    task_panics,
+    counter task_panics,
 }
 
 impl CoreCounters {
@@ -165,5 +221,107 @@ impl Counters {
             total += *s;
         }
         Self { per_core, total }
+    }
+}
+
+/// Most buckets a [`Histogram`] has, the last (`+Inf`) included.
+const MAX_BUCKETS: usize = 16;
+
+/// A distribution one core writes: a count per bucket and the sum of the
+/// values, updated like the counters (load and store, no locked
+/// instruction).
+#[derive(Debug)]
+pub(crate) struct Histogram {
+    /// Upper bounds of the buckets, ascending; one more bucket holds what
+    /// is above the last.
+    bounds: &'static [u64],
+    counts: [AtomicU64; MAX_BUCKETS],
+    sum: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [u64]) -> Self {
+        debug_assert!(bounds.len() < MAX_BUCKETS && bounds.windows(2).all(|w| w[0] < w[1]));
+        Self { bounds, counts: Default::default(), sum: AtomicU64::new(0) }
+    }
+
+    /// Counts `n` observations of `value`.
+    #[inline]
+    pub(crate) fn observe(&self, value: u64, n: u64) {
+        let bucket = self.bounds.partition_point(|&bound| bound < value);
+        CoreCounters::add(&self.counts[bucket], n);
+        CoreCounters::add(&self.sum, value.wrapping_mul(n));
+    }
+
+    /// Reads the buckets.
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let counts = self.counts[..=self.bounds.len()].iter().map(|c| c.load(Relaxed)).collect();
+        HistogramSnapshot { bounds: self.bounds, counts, sum: self.sum.load(Relaxed) }
+    }
+}
+
+/// A copy of a histogram: one core's, or the sum over cores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistogramSnapshot {
+    /// Upper bounds of the buckets but the last, ascending.
+    pub bounds: &'static [u64],
+    /// Observations per bucket (not cumulative); one more than `bounds`.
+    pub counts: Vec<u64>,
+    /// The sum of the values observed.
+    pub sum: u64,
+}
+
+impl HistogramSnapshot {
+    /// Empty buckets with these bounds.
+    pub fn empty(bounds: &'static [u64]) -> Self {
+        Self { bounds, counts: vec![0; bounds.len() + 1], sum: 0 }
+    }
+
+    /// Counts `n` observations of `value`, for distributions taken from a
+    /// snapshot rather than kept.
+    pub fn observe(&mut self, value: u64) {
+        let bucket = self.bounds.partition_point(|&bound| bound < value);
+        self.counts[bucket] += 1;
+        self.sum += value;
+    }
+
+    /// Adds another core's buckets (same bounds).
+    pub fn add(&mut self, other: &Self) {
+        for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
+            *mine += theirs;
+        }
+        self.sum += other.sum;
+    }
+
+    /// Observations in all.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+/// Bucket bounds of the bytes one `sendmsg` wrote.
+pub const WRITE_BYTES_BUCKETS: &[u64] =
+    &[64, 256, 1 << 10, 4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20];
+/// Bucket bounds of the subscribers one message reached on a core.
+pub const FANOUT_BUCKETS: &[u64] = &[1, 2, 5, 10, 50, 100, 500, 1000, 5000, 10_000, 50_000];
+/// Bucket bounds of the bytes queued for one connection.
+pub const PENDING_BYTES_BUCKETS: &[u64] =
+    &[0, 1 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20, 64 << 20];
+
+/// The distributions a core keeps as it works.
+#[derive(Debug)]
+pub(crate) struct Histograms {
+    /// Bytes written by each `sendmsg` to a client.
+    pub write_bytes: Histogram,
+    /// Subscribers on this core each published message reached.
+    pub fanout: Histogram,
+}
+
+impl Default for Histograms {
+    fn default() -> Self {
+        Self {
+            write_bytes: Histogram::new(WRITE_BYTES_BUCKETS),
+            fanout: Histogram::new(FANOUT_BUCKETS),
+        }
     }
 }

@@ -79,11 +79,12 @@ mod listener;
 mod mem;
 mod memlock;
 mod mesh;
+mod monitor;
 #[doc(hidden)]
 pub mod probe;
 mod route;
 
-pub use crate::core::shutdown::ShutdownHandle;
+pub use crate::broker::{Reloaded, ShutdownHandle};
 pub use address::ListenAddr;
 pub use broker::{Broker, BrokerError};
 pub use config::{Args, Config};

@@ -59,3 +59,6 @@ pub const MAX_CLIENT_NAME: usize = 64;
 
 /// Reason carried by `GOAWAY` when the server is shutting down.
 pub const GOAWAY_SHUTDOWN: u16 = 1;
+/// Reason carried by `GOAWAY` when the server leaves service in lame duck
+/// mode: it takes no new connections and sends each client away in turn.
+pub const GOAWAY_LAME_DUCK: u16 = 2;

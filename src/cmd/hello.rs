@@ -14,7 +14,7 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, hello: Hello<'_>, v1_1: bool, no_echo: bo
             format!("version {} is not supported; this server speaks {VERSION}", hello.version);
         return ctx.fail(ErrorCode::UnsupportedVersion, &text);
     }
-    let cfg = &ctx.shard.cfg;
+    let cfg = ctx.shard.cfg();
     if let Some(token) = &cfg.auth_token {
         if !constant_time_eq(token.as_bytes(), hello.token) {
             return ctx.fail(ErrorCode::AuthFailed, "auth token missing or wrong");
@@ -32,7 +32,7 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, hello: Hello<'_>, v1_1: bool, no_echo: bo
         return Flow::Stop;
     }
     let slot = ctx.slot();
-    slot.open(Session { v1_1, no_echo: v1_1 && no_echo });
+    slot.open(Session { v1_1, no_echo: v1_1 && no_echo }, hello.name);
     tracing::debug!(conn = slot.id(), peer = %slot.peer(), name = hello.name, "session open");
     CoreCounters::add(&ctx.shard.counters.connections_open, 1);
     Flow::Continue

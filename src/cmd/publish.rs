@@ -38,7 +38,7 @@ pub(super) fn apply<'a>(
     let session = ctx.slot().session();
     let skip = session.no_echo.then_some(ctx.key);
     let source = Source::Client { waker: ctx.waker, skip };
-    let mut batch = Batch::new(msg, ctx.shard.cfg.max_pending);
+    let mut batch = Batch::new(msg, ctx.st.mem.max_pending());
     let mut after = *rest;
     if !request && msg.headers.is_none() {
         gather(ctx, &mut batch, &mut after);
@@ -52,6 +52,9 @@ pub(super) fn apply<'a>(
     };
     *rest = after;
     CoreCounters::add(&ctx.shard.counters.msgs_in, msgs.len() as u64);
+    if let Some(slot) = ctx.st.slots.get_mut(ctx.key) {
+        slot.count_published(msgs.len() as u64);
+    }
     if request && !responders && ctx.slot().is_open() {
         let frame = ServerFrame11::NoResponders { topic: msg.topic, reply_to: msg.reply_to };
         if !ctx.st.push(ctx.shard, ctx.key, &frame) {
@@ -74,9 +77,10 @@ pub(super) fn apply<'a>(
 /// which decodes it once. The topic was checked with the first `PUB`:
 /// those that follow are recognised by its bytes and not checked again.
 fn gather<'a>(ctx: &mut Ctx<'_>, batch: &mut Batch<'a>, rest: &mut &'a [u8]) {
+    let max_frame = ctx.shard.cfg().max_frame;
     loop {
         let mut next = *rest;
-        let Ok(Some(raw)) = RawFrame::split(&mut next, ctx.shard.cfg.max_frame) else { return };
+        let Ok(Some(raw)) = RawFrame::split(&mut next, max_frame) else { return };
         let Some(Ok(publish)) = Pub::parse_to(&raw, batch.topic()) else { return };
         let msg = Message::from(publish);
         let reply_ok = msg.reply_to.is_empty() || check_target(msg.reply_to, "").is_ok();

@@ -12,7 +12,7 @@ const LISTED: usize = 16;
 
 pub(super) fn apply(ctx: &mut Ctx<'_>, nonce: u64) -> Flow {
     let counters = Counters::collect(ctx.shard.all_counters.iter().map(|c| c.as_ref()));
-    let limit = ctx.shard.cfg.max_frame as usize;
+    let limit = ctx.shard.cfg().max_frame as usize;
     let doc = json!({
         "total": counters.total,
         "per_core": counters.per_core,

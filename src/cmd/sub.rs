@@ -24,7 +24,7 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, sub: Sub<'_>) -> Flow {
         }
         Ok(TopicKind::Literal | TopicKind::Wildcard) => {}
     }
-    let max = ctx.shard.cfg.max_subscriptions;
+    let max = ctx.shard.cfg().max_subscriptions;
     let slot = ctx.slot();
     if slot.has_sub(sub.sid) {
         return ctx

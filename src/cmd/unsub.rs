@@ -22,7 +22,7 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, sid: u32) -> Flow {
 /// Loss is never silent: the removed subscription's drops are reported now
 /// or, when the write buffer is full, as soon as it has room.
 fn report_last_drops(ctx: &mut Ctx<'_>, sid: u32, count: u64) -> bool {
-    let max = ctx.shard.cfg.max_subscriptions;
+    let max = ctx.shard.cfg().max_subscriptions;
     let (slot, mem) = ctx.slot_and_memory();
     if !slot.has_unreported_drops() && slot.push(mem, &ServerFrame::Dropped { sid, count }).is_ok()
     {

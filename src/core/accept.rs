@@ -3,6 +3,8 @@
 //! left.
 
 use std::{
+    cell::Cell,
+    net::SocketAddr,
     rc::Rc,
     time::{Duration, Instant},
 };
@@ -14,7 +16,7 @@ use glommio::{
     timer::sleep,
 };
 
-use super::{connection, shard::Shard};
+use super::{closed::ClosedConn, connection, shard::Shard};
 use crate::counters::CoreCounters;
 
 pub(super) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
@@ -42,7 +44,7 @@ async fn admit(shard: &Rc<Shard>, stream: TcpStream) {
         Err(_) => return,
     };
     let Some(key) = shard.open_slot(peer) else {
-        refuse_full(shard, stream).await;
+        refuse_full(shard, peer, stream).await;
         return;
     };
     let _ = stream.set_nodelay(true);
@@ -57,14 +59,45 @@ async fn admit(shard: &Rc<Shard>, stream: TcpStream) {
 }
 
 /// Tells a connection the core is full, without taking a slot or buffers.
-async fn refuse_full(shard: &Shard, mut stream: TcpStream) {
+async fn refuse_full(shard: &Shard, peer: SocketAddr, mut stream: TcpStream) {
     CoreCounters::add(&shard.counters.connections_refused, 1);
+    let code = ErrorCode::ServerFull.as_u16();
+    shard.state.borrow_mut().closed.record(ClosedConn::refused(peer, shard.core, code));
+    shard.refusals.note(shard.core, peer, shard.cfg().max_connections);
     let text = "connection limit reached";
-    let frame =
-        ServerFrame::Err(ErrFrame { code: ErrorCode::ServerFull.as_u16(), fatal: true, text });
+    let frame = ServerFrame::Err(ErrFrame { code, fatal: true, text });
     let mut bytes = Vec::with_capacity(frame.encoded_len());
     frame.encode(&mut bytes);
     // One non-blocking attempt: a fresh socket takes a small frame at once.
     let _ = future::poll_once(stream.write_all(&bytes)).await;
     let _ = future::poll_once(stream.close()).await;
+}
+
+/// Logs connections refused for a full core at `info`, at most once a
+/// second: a storm of refusals is one line a second with how many there
+/// were, not one line each.
+#[derive(Debug, Default)]
+pub(crate) struct Refusals {
+    last_logged: Cell<Option<Instant>>,
+    unlogged: Cell<u64>,
+}
+
+impl Refusals {
+    /// `peer` was refused on `core`, full at `max_connections` slots.
+    fn note(&self, core: usize, peer: SocketAddr, max_connections: usize) {
+        let now = Instant::now();
+        if self.last_logged.get().is_some_and(|at| now - at < Duration::from_secs(1)) {
+            self.unlogged.set(self.unlogged.get() + 1);
+            return;
+        }
+        self.last_logged.set(Some(now));
+        let also_refused = self.unlogged.replace(0);
+        tracing::info!(
+            core,
+            %peer,
+            max_connections,
+            also_refused,
+            "connection refused: server full"
+        );
+    }
 }

@@ -239,7 +239,7 @@ impl Connection {
 
     fn note_inbound(&mut self, shard: &Shard, st: &mut State, n: usize) {
         CoreCounters::add(&shard.counters.bytes_in, n as u64);
-        st.slots[self.key].note_inbound(shard.clock.get());
+        st.slots[self.key].note_inbound(shard.clock.get(), n);
     }
 
     /// Applies the connection's input: the stash, moved in front of the
@@ -277,10 +277,10 @@ impl Connection {
         cx: &Context<'_>,
         src: &mut &[u8],
     ) -> Flow {
-        let max_frame = shard.cfg.max_frame;
+        let max_frame = shard.cfg().max_frame;
         // Answers pile up fastest when a client pipelines many frames: let
         // them out before they reach max_pending.
-        let own_output_limit = shard.cfg.max_pending / 2;
+        let own_output_limit = st.mem.max_pending() / 2;
         self.backlog = false;
         loop {
             let before = *src;
@@ -452,6 +452,7 @@ impl Connection {
                     slot.sent(mem, n);
                     self.proof.took(&self.stream, n);
                     CoreCounters::add(&shard.counters.bytes_out, n as u64);
+                    shard.counters.histograms.write_bytes.observe(n as u64, 1);
                     self.release_notices(shard, st);
                 }
             }
@@ -498,7 +499,7 @@ impl Connection {
             }
             self.fin_sent = true;
             // Everything is out: wait for the client's close only briefly.
-            let linger = Instant::now() + ms_duration(shard.cfg.close_linger_ms);
+            let linger = Instant::now() + ms_duration(shard.cfg().close_linger_ms);
             st.slots[self.key].drain_until(linger);
         }
         if self.peer_eof {

@@ -11,7 +11,10 @@
 //! - [`shutdown`]: the signal and the sequence that ends a core.
 
 pub(crate) mod accept;
+pub(crate) mod closed;
 pub(crate) mod connection;
+pub(crate) mod inspect;
+pub(crate) mod lame_duck;
 pub(crate) mod pressure;
 pub(crate) mod run;
 pub(crate) mod shard;

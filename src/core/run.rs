@@ -9,10 +9,14 @@ use std::{
 
 use glommio::{net::TcpListener, Task};
 
+use futures_lite::future;
+
 use super::{
     accept::accept_loop,
+    inspect::{answer_queries, Inbox},
+    lame_duck,
     shard::Shard,
-    shutdown::{self, ShutdownSignal},
+    shutdown::{self, ShutdownSignal, Stop},
     sweep::sweep,
 };
 use crate::{
@@ -32,18 +36,21 @@ pub(crate) struct CoreInit {
     /// This core's ends of the links to and from every other core.
     pub links: CoreLinks,
     pub signal: Arc<ShutdownSignal>,
+    /// Where questions for this core arrive.
+    pub inbox: Arc<Inbox>,
     /// Told once this core is serving.
     pub ready: std::sync::mpsc::SyncSender<()>,
 }
 
 /// Runs one core until shutdown completes.
 pub(crate) async fn run(init: CoreInit) -> Result<(), String> {
-    let CoreInit { core, cfg, counters, listeners, links, signal, ready } = init;
+    let CoreInit { core, cfg, counters, listeners, links, signal, inbox, ready } = init;
     let shard = Shard::new(core, cfg, counters)
         .ok_or_else(|| "cannot reserve address space for the pending budget".to_string())?;
     let shard = Rc::new(shard);
     let mesh_tasks = MeshTasks::start(&shard, links);
     let sweeper = glommio::spawn_local(sweep(Rc::clone(&shard)));
+    let answerer = glommio::spawn_local(answer_queries(Rc::clone(&shard), inbox));
     let acceptors: Vec<Task<()>> = listeners
         .into_iter()
         .map(|listener| {
@@ -54,12 +61,20 @@ pub(crate) async fn run(init: CoreInit) -> Result<(), String> {
         .collect();
     let _ = ready.send(());
     drop(ready);
-    signal.wait(core).await;
-    tracing::info!(core, "shutting down");
+    let stop = signal.wait_stop(core).await;
     for acceptor in acceptors {
         acceptor.cancel().await;
     }
+    if stop == Stop::LameDuck {
+        tracing::info!(core, "lame duck: listeners closed");
+        // The broker raises the shutdown once every client left or the
+        // duration is over.
+        future::or(signal.wait(core), lame_duck::evict(Rc::clone(&shard))).await;
+        signal.wait(core).await;
+    }
+    tracing::info!(core, "shutting down");
     shutdown::shutdown(&shard, mesh_tasks).await;
     sweeper.cancel().await;
+    answerer.cancel().await;
     Ok(())
 }

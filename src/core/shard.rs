@@ -4,6 +4,7 @@
 use std::{
     cell::{Cell, RefCell},
     net::SocketAddr,
+    rc::Rc,
     sync::Arc,
     task::{Poll, Waker},
     time::Instant,
@@ -13,6 +14,8 @@ use glommio::sync::Gate;
 use slab::Slab;
 
 use super::{
+    accept::Refusals,
+    closed::{ClosedConn, ClosedRing},
     pressure::{Doomed, Policy, Queued},
     slot::{self, Deadlines, Exit, Limit, Slot},
 };
@@ -48,6 +51,8 @@ pub(crate) struct State {
     pub doomed: Doomed,
     /// What `PONG`s wait for: effects known to have landed on every core.
     pub barrier: Barrier,
+    /// The last connections that closed, for `/connz?state=closed`.
+    pub closed: ClosedRing,
     next_conn: u64,
     next_ping: u64,
 }
@@ -56,7 +61,8 @@ pub(crate) struct State {
 #[derive(Debug)]
 pub(crate) struct Shard {
     pub core: usize,
-    pub cfg: Arc<Config>,
+    /// The settings in force; a reload replaces them.
+    cfg: RefCell<Rc<Config>>,
     pub counters: Arc<CoreCounters>,
     /// Every core's counters, for `STATS`.
     pub all_counters: Arc<[Arc<CoreCounters>]>,
@@ -67,6 +73,8 @@ pub(crate) struct Shard {
     pub clock: Cell<Instant>,
     /// Connection tasks enter here; shutdown waits for all to leave.
     pub gate: Gate,
+    /// Connections refused for a full core, for the log.
+    pub refusals: Refusals,
     /// The sweeper, parked on its long idle tick; woken when a slot gets a
     /// short deadline (handshake, draining).
     sweeper: RefCell<Option<Waker>>,
@@ -92,21 +100,36 @@ impl Shard {
             read_scratch: vec![0; READ_SCRATCH],
             doomed: Vec::new(),
             barrier: Barrier::default(),
+            closed: ClosedRing::new(cfg.closed_connections.div_ceil(cfg.cores)),
             next_conn: 0,
             next_ping: 0,
         };
         Some(Self {
             core,
-            cfg,
+            cfg: RefCell::new(Rc::new(Config::clone(&cfg))),
             counters,
             all_counters,
             state: RefCell::new(state),
             shutting_down: Cell::new(false),
             clock: Cell::new(Instant::now()),
             gate: Gate::new(),
+            refusals: Refusals::default(),
             sweeper: RefCell::new(None),
             sweeper_nudged: Cell::new(false),
         })
+    }
+
+    /// The settings in force.
+    pub(crate) fn cfg(&self) -> Rc<Config> {
+        Rc::clone(&self.cfg.borrow())
+    }
+
+    /// Puts reloaded settings in force: new limits apply to the next
+    /// frame, connection or sweep.
+    pub(crate) fn set_cfg(&self, cfg: Config) {
+        self.state.borrow_mut().mem.set_max_pending(cfg.max_pending);
+        *self.cfg.borrow_mut() = Rc::new(cfg);
+        self.nudge_sweeper();
     }
 
     /// For the sweeper on its idle tick: ready once nudged, else parks.
@@ -130,7 +153,7 @@ impl Shard {
     /// The slot holds no memory until data flows.
     pub(crate) fn open_slot(&self, peer: SocketAddr) -> Option<usize> {
         let mut st = self.state.borrow_mut();
-        if st.slots.len() >= self.cfg.max_connections {
+        if st.slots.len() >= self.cfg().max_connections {
             return None;
         }
         let c = &self.counters;
@@ -155,15 +178,17 @@ impl Shard {
         if st.slots.get(key).is_some_and(Slot::is_live) {
             st.leave(self, key, Exit::Panic, "");
         }
-        let State { slots, mem, .. } = &mut *st;
+        let State { slots, mem, closed, .. } = &mut *st;
         let mut slot = slots.remove(key);
         slot.release(mem);
+        closed.record(ClosedConn::of(&slot, self.core));
         CoreCounters::sub(&self.counters.slots_in_use, 1);
     }
 
     /// The settings a connection needs to begin leaving.
     pub(crate) fn deadlines(&self) -> Deadlines {
-        Deadlines { grace_ms: self.cfg.shutdown_grace_ms, linger_ms: self.cfg.close_linger_ms }
+        let cfg = self.cfg();
+        Deadlines { grace_ms: cfg.shutdown_grace_ms, linger_ms: cfg.close_linger_ms }
     }
 
     /// A fresh nonce for a server `PING`.
@@ -193,7 +218,7 @@ impl State {
         }
         count_exit(c, why);
         if let Some(slot) = self.slots.get(key) {
-            tracing::debug!(core = shard.core, conn = slot.id(), peer = %slot.peer(), ?why, "connection leaves");
+            log_leave(shard.core, slot, why);
         }
         shard.nudge_sweeper();
         route::subs::unsubscribe_all(shard, self, key);
@@ -214,6 +239,38 @@ impl State {
             slot::encoded(frame, |bytes| policy.queue(slots, mem, key, Item::Bytes(bytes), None));
         route::reap(shard, self);
         queued == Queued::Yes
+    }
+}
+
+/// One line per connection that leaves: at `info` when the broker chose to
+/// end it, so an operator sees who was cut off and why without more.
+fn log_leave(core: usize, slot: &Slot, why: Exit) {
+    let t = slot.traffic();
+    macro_rules! leave {
+        ($level:ident) => {
+            tracing::$level!(
+                core,
+                conn = slot.id(),
+                name = slot.name().unwrap_or(""),
+                peer = %slot.peer(),
+                reason = %why.describe(),
+                subscriptions = slot.sub_count(),
+                pending_bytes = slot.out().len(),
+                msgs_in = t.msgs_in,
+                msgs_out = t.msgs_out,
+                bytes_in = t.bytes_in,
+                bytes_out = t.bytes_out,
+                drops = t.drops,
+                "connection closed by the server"
+            )
+        };
+    }
+    if why == Exit::Panic {
+        leave!(error);
+    } else if why.is_broker_choice() {
+        leave!(info);
+    } else {
+        tracing::debug!(core, conn = slot.id(), peer = %slot.peer(), reason = %why.describe(), "connection leaves");
     }
 }
 

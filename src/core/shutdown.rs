@@ -16,24 +16,47 @@ use atomic_waker::AtomicWaker;
 use super::{shard::Shard, slot::Exit};
 use crate::mesh::tasks::MeshTasks;
 
-/// A one-way flag with one waker slot per core.
+/// Two one-way flags, lame duck and shutdown, with one waker slot per
+/// core (each core's run task is the only one that waits).
 #[derive(Debug)]
 pub(crate) struct ShutdownSignal {
     raised: AtomicBool,
+    lame_duck: AtomicBool,
     wakers: Vec<AtomicWaker>,
+}
+
+/// What ended a core's normal service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// Lame duck: stop accepting, send the clients away over time.
+    LameDuck,
+    /// Shutdown: send every client away now.
+    Shutdown,
 }
 
 impl ShutdownSignal {
     pub(crate) fn new(cores: usize) -> Arc<Self> {
         Arc::new(Self {
             raised: AtomicBool::new(false),
+            lame_duck: AtomicBool::new(false),
             wakers: (0..cores).map(|_| AtomicWaker::new()).collect(),
         })
     }
 
-    /// Raises the flag and wakes every core waiting for it.
+    /// Raises the shutdown flag and wakes every core waiting for it.
     pub(crate) fn raise(&self) {
         self.raised.store(true, Ordering::SeqCst);
+        self.wake_all();
+    }
+
+    /// Raises the lame-duck flag; false if it was raised already.
+    pub(crate) fn raise_lame_duck(&self) -> bool {
+        let first = !self.lame_duck.swap(true, Ordering::SeqCst);
+        self.wake_all();
+        first
+    }
+
+    fn wake_all(&self) {
         for waker in &self.wakers {
             waker.wake();
         }
@@ -43,29 +66,35 @@ impl ShutdownSignal {
         self.raised.load(Ordering::SeqCst)
     }
 
-    /// Resolves once the flag is raised; `core` picks the waker slot.
+    pub(crate) fn is_lame_duck(&self) -> bool {
+        self.lame_duck.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once shutdown is raised; `core` picks the waker slot.
     pub(crate) async fn wait(&self, core: usize) {
+        self.wait_for(core, Self::is_raised).await;
+    }
+
+    /// Resolves once lame duck or shutdown is raised, with which.
+    pub(crate) async fn wait_stop(&self, core: usize) -> Stop {
+        self.wait_for(core, |s| s.is_raised() || s.is_lame_duck()).await;
+        if self.is_raised() {
+            Stop::Shutdown
+        } else {
+            Stop::LameDuck
+        }
+    }
+
+    async fn wait_for(&self, core: usize, raised: impl Fn(&Self) -> bool) {
         poll_fn(|cx| {
             self.wakers[core].register(cx.waker());
-            if self.is_raised() {
+            if raised(self) {
                 Poll::Ready(())
             } else {
                 Poll::Pending
             }
         })
         .await;
-    }
-}
-
-/// A handle that starts a graceful shutdown of the broker from any thread.
-#[derive(Debug, Clone)]
-pub struct ShutdownHandle(pub(crate) Arc<ShutdownSignal>);
-
-impl ShutdownHandle {
-    /// Stops accepting, sends `GOAWAY`, flushes within the grace period and
-    /// closes everything. Returns at once; wait on the broker for the end.
-    pub fn shutdown(&self) {
-        self.0.raise();
     }
 }
 

@@ -19,7 +19,9 @@
 
 use std::{collections::HashMap, net::SocketAddr, rc::Rc, task::Waker, time::Instant};
 
-use corecast_proto::{ErrFrame, ErrorCode, ServerFrame, ServerFrame11, GOAWAY_SHUTDOWN};
+use corecast_proto::{
+    ErrFrame, ErrorCode, ServerFrame, ServerFrame11, GOAWAY_LAME_DUCK, GOAWAY_SHUTDOWN,
+};
 
 use crate::{
     mem::{
@@ -74,6 +76,8 @@ pub(crate) enum Exit {
     HandshakeTimeout,
     /// The broker is shutting down.
     Shutdown,
+    /// The broker is in lame duck mode and sends its clients elsewhere.
+    LameDuck,
     /// The connection task panicked.
     Panic,
 }
@@ -98,9 +102,57 @@ impl Exit {
             }
             Self::Stale => (ErrorCode::StaleConnection, "no traffic within the idle limit"),
             Self::HandshakeTimeout => (ErrorCode::HandshakeTimeout, "no HELLO within the timeout"),
-            Self::Eof | Self::Reset | Self::Panic | Self::Shutdown => return None,
+            Self::Eof | Self::Reset | Self::Panic | Self::Shutdown | Self::LameDuck => return None,
         })
     }
+}
+
+impl Exit {
+    /// Whether the broker chose to end the connection (as opposed to the
+    /// client closing, its socket failing, or a shutdown): what an operator
+    /// is told about at the default log level.
+    pub(crate) fn is_broker_choice(self) -> bool {
+        !matches!(self, Self::Eof | Self::Reset | Self::Shutdown | Self::LameDuck)
+    }
+
+    /// The reason in words, for logs and `/connz?state=closed`.
+    pub(crate) fn describe(self) -> String {
+        match self {
+            Self::Eof => "client closed".into(),
+            Self::Reset => "connection reset".into(),
+            Self::Protocol(ErrorCode::AuthFailed) => "auth failed".into(),
+            Self::Protocol(code) => format!("protocol error {} ({})", code.as_u16(), code.name()),
+            Self::SlowConsumer(Limit::MaxPending) => "slow consumer: max_pending".into(),
+            Self::SlowConsumer(Limit::WriteDeadline) => "slow consumer: write_deadline".into(),
+            Self::SlowConsumer(Limit::Budget) => "slow consumer: pending_budget".into(),
+            Self::OutOfMemory => "frame too large for pending_budget".into(),
+            Self::Stale => "stale: no traffic within stale_after".into(),
+            Self::HandshakeTimeout => "handshake timeout".into(),
+            Self::Shutdown => "server shutdown".into(),
+            Self::LameDuck => "lame duck: sent elsewhere".into(),
+            Self::Panic => "connection task panicked".into(),
+        }
+    }
+
+    /// The protocol error code sent in the final `ERR`, if one was.
+    pub(crate) fn code(self) -> Option<u16> {
+        self.error().map(|(code, _)| code.as_u16())
+    }
+}
+
+/// What a connection sent and received, for `/connz` and its closed record.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Traffic {
+    /// Messages it published.
+    pub msgs_in: u64,
+    /// Messages queued to it.
+    pub msgs_out: u64,
+    /// Bytes read from its socket.
+    pub bytes_in: u64,
+    /// Bytes written to its socket.
+    pub bytes_out: u64,
+    /// Messages dropped on its lossy subscriptions.
+    pub drops: u64,
 }
 
 /// A subscription as its connection sees it.
@@ -211,6 +263,14 @@ pub(crate) struct Slot {
     accepted_at: Instant,
     /// Last time bytes arrived (coarse clock).
     last_inbound: Instant,
+    /// The name the client gave in `HELLO`, if any, for operators.
+    name: Option<Box<str>>,
+    /// What it sent and received.
+    traffic: Traffic,
+    /// Why it left `Open` (or never reached it), once it has.
+    exit: Option<Exit>,
+    /// Subscriptions it held when it left.
+    subs_at_exit: usize,
 }
 
 /// Bytes from a slot's start that hold the fields a fan-out touches.
@@ -236,6 +296,10 @@ impl Slot {
             write_blocked_since: None,
             ping_outstanding: false,
             visited: 0,
+            name: None,
+            traffic: Traffic::default(),
+            exit: None,
+            subs_at_exit: 0,
         }
     }
 
@@ -283,11 +347,48 @@ impl Slot {
         self.session
     }
 
-    /// `Handshake → Open`, once `WELCOME` is queued, with what it granted.
-    pub(crate) fn open(&mut self, session: Session) {
+    /// `Handshake → Open`, once `WELCOME` is queued, with what it granted
+    /// and the name the client gave.
+    pub(crate) fn open(&mut self, session: Session, name: &str) {
         debug_assert_eq!(self.phase, Phase::Handshake);
         self.phase = Phase::Open;
         self.session = session;
+        self.name = (!name.is_empty()).then(|| name.into());
+    }
+
+    /// The name the client gave in `HELLO`, if any.
+    pub(crate) fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// Why it left `Open` (or never reached it), once it has.
+    pub(crate) fn exit(&self) -> Option<Exit> {
+        self.exit
+    }
+
+    /// Subscriptions it held when it left.
+    pub(crate) fn subs_at_exit(&self) -> usize {
+        self.subs_at_exit
+    }
+
+    /// What it sent and received so far.
+    pub(crate) fn traffic(&self) -> Traffic {
+        self.traffic
+    }
+
+    /// It published `n` messages.
+    pub(crate) fn count_published(&mut self, n: u64) {
+        self.traffic.msgs_in += n;
+    }
+
+    /// `n` messages were queued to it.
+    pub(crate) fn count_delivered(&mut self, n: u64) {
+        self.traffic.msgs_out += n;
+    }
+
+    /// Its subscriptions, by sid.
+    pub(crate) fn subscriptions(&self) -> impl Iterator<Item = (u32, &SlotSub)> + '_ {
+        self.subs.iter().map(|(&sid, sub)| (sid, sub))
     }
 
     /// `Draining → Closed`: the final frame went out, or its time is up.
@@ -332,6 +433,7 @@ impl Slot {
 
     /// The socket took the first `n` bytes of the output.
     pub(crate) fn sent(&mut self, mem: &mut Memory, n: usize) {
+        self.traffic.bytes_out += n as u64;
         self.out.consume(mem, n);
         self.write_blocked_since = None;
     }
@@ -364,7 +466,8 @@ impl Slot {
 
     /// Bytes arrived (at `now`, by the coarse clock): the connection is not
     /// silent, and any server `PING` is answered.
-    pub(crate) fn note_inbound(&mut self, now: Instant) {
+    pub(crate) fn note_inbound(&mut self, now: Instant, n: usize) {
+        self.traffic.bytes_in += n as u64;
         self.last_inbound = now;
         self.ping_outstanding = false;
     }
@@ -495,6 +598,8 @@ impl Slot {
             Phase::Handshake => false,
             Phase::Draining { .. } | Phase::Closed => return None,
         };
+        self.exit = Some(why);
+        self.subs_at_exit = self.subs.len();
         self.pongs.clear();
         self.input.release(mem);
         let now = Instant::now();
@@ -505,12 +610,13 @@ impl Slot {
                 Phase::Closed
             }
             // Every message accepted before the shutdown goes out first.
-            Exit::Shutdown if was_open => {
+            Exit::Shutdown | Exit::LameDuck if was_open => {
                 let grace_ms = u32::try_from(deadlines.grace_ms).unwrap_or(u32::MAX);
-                self.push_final(mem, &ServerFrame::GoAway { reason: GOAWAY_SHUTDOWN, grace_ms });
+                let reason = if why == Exit::LameDuck { GOAWAY_LAME_DUCK } else { GOAWAY_SHUTDOWN };
+                self.push_final(mem, &ServerFrame::GoAway { reason, grace_ms });
                 drain(deadlines.grace_ms)
             }
-            Exit::Shutdown => {
+            Exit::Shutdown | Exit::LameDuck => {
                 self.push_final_err(mem, ErrorCode::ShuttingDown, "server is shutting down");
                 drain(deadlines.grace_ms)
             }
@@ -540,13 +646,15 @@ impl Slot {
             sub.dropped += 1;
             self.unreported_drops = true;
         }
+        self.traffic.drops += 1;
     }
 
     /// Drops every queued message that has not started going out, counting
     /// each on its subscription; other frames stay. Returns how many.
     pub(crate) fn shed_messages(&mut self, mem: &mut Memory) -> u64 {
-        let Self { out, subs, unreported_drops, .. } = self;
+        let Self { out, subs, unreported_drops, traffic, .. } = self;
         out.shed_messages(mem, |sid| {
+            traffic.drops += 1;
             if let Some(sub) = subs.get_mut(&sid) {
                 sub.dropped += 1;
                 *unreported_drops = true;

@@ -23,24 +23,25 @@ use super::{
 use crate::{config::Config, mem::WARM_KEEP};
 
 pub(super) async fn sweep(shard: Rc<Shard>) {
-    let (busy_tick, idle_tick) = shard.cfg.sweep_intervals();
-    let mut tick = busy_tick;
-    let limits = SweepLimits::new(&shard.cfg);
+    let mut busy = true;
     let mut expired = Vec::new();
     loop {
-        if tick == idle_tick {
-            future::or(sleep(tick), poll_fn(|cx| shard.poll_nudge(cx.waker()))).await;
+        // Read each time: a reload may change them.
+        let (busy_tick, idle_tick) = shard.cfg().sweep_intervals();
+        if busy {
+            sleep(busy_tick).await;
         } else {
-            sleep(tick).await;
+            future::or(sleep(idle_tick), poll_fn(|cx| shard.poll_nudge(cx.waker()))).await;
         }
+        let limits = SweepLimits::new(&shard.cfg());
         let now = Instant::now();
         shard.clock.set(now);
         let mut guard = shard.state.borrow_mut();
         let st = &mut *guard;
-        tick = idle_tick;
+        busy = false;
         for (key, slot) in st.slots.iter_mut() {
             if matches!(slot.phase(), Phase::Handshake | Phase::Draining { .. }) {
-                tick = busy_tick;
+                busy = true;
             }
             match limits.due(slot, now) {
                 Some(Due::End) => slot.close(),

@@ -276,6 +276,11 @@ impl Memory {
         self.max_pending
     }
 
+    /// Changes `max_pending` (a reload): queues past it take nothing more.
+    pub(crate) fn set_max_pending(&mut self, max_pending: usize) {
+        self.max_pending = max_pending;
+    }
+
     /// Output queues report their growth and shrinkage here.
     pub(crate) fn note_pending(&mut self, delta: isize) {
         self.pending = self.pending.wrapping_add_signed(delta);

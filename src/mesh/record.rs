@@ -416,7 +416,7 @@ pub(super) fn apply_batch(
             Record::Publish { .. } | Record::HPublish { .. } | Record::QueuePublish { .. } => {
                 let msg = record.message().expect("a publish carries a message");
                 let handoff = record.handoff();
-                let mut batch = Batch::new(msg, shard.cfg.max_pending);
+                let mut batch = Batch::new(msg, st.mem.max_pending());
                 // A publish for queue groups goes alone: its groups are its own.
                 let after = if handoff.groups.is_empty() { gather(&mut batch, src) } else { src };
                 let msgs = batch.messages();

@@ -59,7 +59,7 @@ impl MeshTasks {
             }
             true
         };
-        let grace = ms_duration(shard.cfg.shutdown_grace_ms);
+        let grace = ms_duration(shard.cfg().shutdown_grace_ms);
         if !future::or(drained, async {
             sleep(grace).await;
             false

@@ -386,6 +386,8 @@ pub(crate) fn deliver(
     let Tally { sent, copied, pressed, hold } = tally;
     scratch.release_retired(mem);
     CoreCounters::add(&policy.counters.msgs_out, sent);
+    let n = msgs.len() as u64;
+    policy.counters.histograms.fanout.observe(sent / n.max(1), n);
     Pressure { flush: scratch.burst_over(copied) | pressed, hold }
 }
 
@@ -450,6 +452,7 @@ impl<'a, 'p> Delivery<'a, 'p> {
     /// they fit; past that, message by message.
     fn offer(&mut self, sub: &LocalSub, which: Range<usize>) {
         let Some(before) = self.queued_before(sub) else { return };
+        let sent_before = self.tally.sent;
         let drop_sid = sub.lossy.then_some(sub.sid);
         let (mut j, mut together) = (which.start, true);
         while j < which.end {
@@ -468,7 +471,7 @@ impl<'a, 'p> Delivery<'a, 'p> {
             }
             j += 1;
         }
-        self.after_offer(sub, before, drop_sid);
+        self.after_offer(sub, before, drop_sid, sent_before);
     }
 
     /// Queues `msgs` for the topic's one subscriber, each frame's head
@@ -478,6 +481,7 @@ impl<'a, 'p> Delivery<'a, 'p> {
     /// subscriber's policy if it does not fit; stops at a cut.
     fn offer_alone(&mut self, sub: &LocalSub, msgs: &[Message<'_>]) {
         let Some(before) = self.queued_before(sub) else { return };
+        let sent_before = self.tally.sent;
         let drop_sid = sub.lossy.then_some(sub.sid);
         let mut head = [0; Msg::MAX_HEAD];
         for m in msgs {
@@ -492,7 +496,7 @@ impl<'a, 'p> Delivery<'a, 'p> {
                 return;
             }
         }
-        self.after_offer(sub, before, drop_sid);
+        self.after_offer(sub, before, drop_sid, sent_before);
     }
 
     /// What `sub`'s connection has queued before it is offered messages;
@@ -516,12 +520,20 @@ impl<'a, 'p> Delivery<'a, 'p> {
         }
     }
 
-    /// After `sub` took its messages: whether its queue just passed half of
+    /// After `sub` took its messages (the tally had `sent_before` before
+    /// them): its own count, whether its queue just passed half of
     /// `max_pending` (the publisher lets subscribers flush), and whether it
     /// holds the publisher back.
-    fn after_offer(&mut self, sub: &LocalSub, before: usize, drop_sid: Option<u32>) {
+    fn after_offer(
+        &mut self,
+        sub: &LocalSub,
+        before: usize,
+        drop_sid: Option<u32>,
+        sent_before: u64,
+    ) {
         let half = self.mem.max_pending() / 2;
-        let slot = &self.slots[sub.key];
+        let slot = &mut self.slots[sub.key];
+        slot.count_delivered(self.tally.sent - sent_before);
         let after = slot.out().len();
         // Once per crossing: a subscriber stuck above half is not news.
         self.tally.pressed |= before <= half && after > half;

@@ -317,7 +317,7 @@ fn is_wildcard(pattern: &str) -> bool {
 /// Whether `pattern` matches the literal `topic`, by the trie's rules (a
 /// `>` that is not last is an ordinary token). Finds the cache entries a
 /// wildcard change makes stale.
-fn matches(pattern: &str, topic: &str) -> bool {
+pub(crate) fn matches(pattern: &str, topic: &str) -> bool {
     let (mut pattern, mut topic) = (pattern.split('.'), topic.split('.'));
     loop {
         match (pattern.next(), topic.next()) {

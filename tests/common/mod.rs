@@ -21,6 +21,7 @@ pub fn test_config(cores: usize) -> Config {
         max_frame: 64 << 10,
         max_pending: 256 << 10,
         max_connections: 1024,
+        http: corecast::address::HttpAddr::Off,
         ..Config::default()
     }
 }

@@ -18,7 +18,7 @@ impl Fixture {
     /// `group` if given.
     fn subscribe(&mut self, topic: &str, group: Option<&str>) -> LocalSub {
         let mut slot = Slot::new(0, "127.0.0.1:1".parse().expect("an address"), Instant::now());
-        slot.open(Session::default());
+        slot.open(Session::default(), "");
         let sub = LocalSub { key: self.slots.insert(slot), sid: 1, lossy: false, hmsg: false };
         self.topics.add_local(topic, group, sub);
         sub
