@@ -376,13 +376,14 @@ impl Control {
     }
 
     /// `/stats`: who the broker is, how long it has run, the settings in
-    /// force (the token hidden) and the summed counters.
+    /// force (the token hidden), the summed counters and each core's.
     pub(crate) fn stats(&self) -> serde_json::Value {
         let config = self.config();
         let mut shown = serde_json::to_value(&*config).unwrap_or_default();
         if config.auth_token.is_some() {
             shown["auth_token"] = "(redacted)".into();
         }
+        let counters = self.counters();
         serde_json::json!({
             "server_name": config.server_name,
             "version": env!("CARGO_PKG_VERSION"),
@@ -393,7 +394,8 @@ impl Control {
             "lame_duck": self.signal.is_lame_duck(),
             "shutting_down": self.signal.is_raised(),
             "config": shown,
-            "counters": self.counters().total,
+            "counters": counters.total,
+            "per_core": counters.per_core,
         })
     }
 
