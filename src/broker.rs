@@ -453,8 +453,11 @@ impl Control {
             let value = if key == "auth_token" { "(redacted)".into() } else { value.to_string() };
             tracing::info!(key, %value, "reload: changed");
         }
+        // Every core has the new settings when this returns.
         for (core, inbox) in self.inboxes.iter().enumerate() {
-            if !inbox.tell(Query::Reload(Box::new(merged.clone()))) {
+            let (done, applied) = std::sync::mpsc::sync_channel(1);
+            let told = inbox.tell(Query::Reload(Box::new(merged.clone()), done));
+            if !told || applied.recv_timeout(Duration::from_secs(2)).is_err() {
                 tracing::error!(core, "reload: the core did not take the new settings");
             }
         }

@@ -46,8 +46,9 @@ pub(crate) enum Query {
     Subs { topic: Option<String>, reply: Reply<CoreSubs> },
     /// Bytes queued per connection, as a histogram.
     Pending(Reply<HistogramSnapshot>),
-    /// Settings to put in force (already checked by the broker).
-    Reload(Box<Config>),
+    /// Settings to put in force (already checked by the broker); told
+    /// once they are.
+    Reload(Box<Config>, std::sync::mpsc::SyncSender<()>),
 }
 
 /// How `/connz` orders open connections.
@@ -244,7 +245,10 @@ fn answer(shard: &Shard, query: Query) {
         }
         Query::Subs { topic, reply } => drop(reply.send(subs(shard, topic.as_deref()))),
         Query::Pending(reply) => drop(reply.send(pending(shard))),
-        Query::Reload(cfg) => shard.set_cfg(*cfg),
+        Query::Reload(cfg, done) => {
+            shard.set_cfg(*cfg);
+            let _ = done.try_send(());
+        }
     }
 }
 

@@ -40,9 +40,9 @@ pub(super) async fn evict(shard: Rc<Shard>) {
     let mut sent = 0;
     while sent < keys.len() {
         let elapsed = start.elapsed().min(spread);
-        // Connections due by now: an even share of the spread each.
-        let due = ((keys.len() as u128 * elapsed.as_nanos()) / spread.as_nanos()) as usize;
-        let due = due.clamp(sent + 1, keys.len());
+        // Connection i goes at i/n of the spread: the first at once.
+        let share = (keys.len() as u128 * elapsed.as_nanos()) / spread.as_nanos();
+        let due = (share as usize + 1).min(keys.len());
         send_away(&shard, &keys[sent..due]);
         sent = due;
         sleep(TICK).await;

@@ -251,7 +251,7 @@ fn log_leave(core: usize, slot: &Slot, why: Exit) {
             tracing::$level!(
                 core,
                 conn = slot.id(),
-                name = slot.name().unwrap_or(""),
+                name = %slot.name().unwrap_or(""),
                 peer = %slot.peer(),
                 reason = %why.describe(),
                 subscriptions = slot.sub_count(),
