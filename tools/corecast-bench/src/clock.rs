@@ -1,42 +1,32 @@
 //! A monotonic nanosecond clock shared by every thread of the bench, and
 //! absolute sleeps on it (so a paced publisher does not drift).
 
+use std::time::Duration;
+
+use nix::{
+    errno::Errno,
+    sys::{prctl, time::TimeSpec},
+    time::{clock_gettime, clock_nanosleep, ClockId, ClockNanosleepFlags},
+};
+
 /// Nanoseconds on `CLOCK_MONOTONIC`.
 pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid, writable timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    let now = clock_gettime(ClockId::CLOCK_MONOTONIC).expect("Linux has CLOCK_MONOTONIC");
+    Duration::from(now).as_nanos() as u64
 }
 
 /// Sleeps until `CLOCK_MONOTONIC` reads `deadline_ns` (returns at once if
 /// it already has).
 pub fn sleep_until(deadline_ns: u64) {
-    let ts = libc::timespec {
-        tv_sec: (deadline_ns / 1_000_000_000) as libc::time_t,
-        tv_nsec: (deadline_ns % 1_000_000_000) as libc::c_long,
-    };
-    loop {
-        // SAFETY: `ts` is a valid timespec; no remainder is asked for.
-        let rc = unsafe {
-            libc::clock_nanosleep(
-                libc::CLOCK_MONOTONIC,
-                libc::TIMER_ABSTIME,
-                &ts,
-                std::ptr::null_mut(),
-            )
-        };
-        if rc != libc::EINTR {
-            return;
-        }
-    }
+    let deadline = TimeSpec::from(Duration::from_nanos(deadline_ns));
+    let (clock, flags) = (ClockId::CLOCK_MONOTONIC, ClockNanosleepFlags::TIMER_ABSTIME);
+    while clock_nanosleep(clock, flags, &deadline) == Err(Errno::EINTR) {}
 }
 
 /// Asks the kernel for 1 µs timer slack on this thread (the default 50 µs
 /// would blur a 20 µs send interval).
 pub fn tight_timer_slack() {
-    // SAFETY: PR_SET_TIMERSLACK takes an integer argument and no pointers.
-    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong, 0, 0, 0) };
+    let _ = prctl::set_timerslack(1000);
 }
 
 #[cfg(test)]

@@ -17,6 +17,13 @@ use std::{
 };
 
 use anyhow::{bail, Context};
+use nix::{
+    sys::{
+        prctl,
+        signal::{kill, Signal},
+    },
+    unistd::Pid,
+};
 
 use crate::driver::{ConnOpts, Kind};
 
@@ -86,8 +93,8 @@ impl Server {
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else { return };
         if let Ok(None) = child.try_wait() {
-            // SAFETY: kill(2) on the pid of our own unreaped child.
-            unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGTERM) };
+            // Our own unreaped child: its pid cannot have been reused.
+            let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGTERM);
             let end = Instant::now() + Duration::from_secs(5);
             while Instant::now() < end && matches!(child.try_wait(), Ok(None)) {
                 thread::sleep(Duration::from_millis(10));
@@ -249,7 +256,7 @@ pub fn start(
     // the parent.
     unsafe {
         cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong);
+            let _ = prctl::set_pdeathsig(Signal::SIGTERM);
             Ok(())
         });
     }

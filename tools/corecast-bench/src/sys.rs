@@ -2,9 +2,21 @@
 //! memory from `/proc/PID`, its own CPU time, its file limit and its CPU
 //! affinity.
 
-use std::{fs, net::TcpStream, os::fd::AsRawFd};
+use std::{collections::HashMap, net::TcpStream, os::fd::AsRawFd};
 
 use anyhow::{bail, Context};
+use nix::{
+    sched::{sched_getaffinity, sched_setaffinity, CpuSet},
+    sys::resource::{getrusage, UsageWho},
+    sys::time::TimeVal,
+    unistd::{sysconf, Pid, SysconfVar},
+};
+use procfs::{
+    net::{TcpNetEntry, TcpState},
+    process::{Process, Status},
+    CpuTime, Current, CurrentSI, KernelStats, LoadAverage,
+};
+use rlimit::{getrlimit, setrlimit, Resource};
 
 /// A process observed through `/proc/PID`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,112 +28,74 @@ pub struct Proc {
 impl Proc {
     /// User plus system CPU seconds so far (`/proc/PID/stat` utime + stime).
     pub fn cpu_seconds(self) -> anyhow::Result<f64> {
-        let path = format!("/proc/{}/stat", self.pid);
-        let text = fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
-        parse_stat_ticks(&text).map(|ticks| ticks as f64 / clock_ticks_per_second())
+        let stat = self
+            .process()
+            .and_then(|p| p.stat())
+            .with_context(|| format!("read /proc/{}/stat", self.pid))?;
+        Ok(ticks_to_seconds(stat.utime + stat.stime))
     }
 
     /// Resident set size now, KiB (`VmRSS`).
     pub fn rss_kib(self) -> anyhow::Result<u64> {
-        self.status_kib("VmRSS")
+        self.status()?.vmrss.with_context(|| format!("no VmRSS in /proc/{}/status", self.pid))
     }
 
     /// Peak resident set size since the process started, KiB (`VmHWM`).
     pub fn peak_rss_kib(self) -> anyhow::Result<u64> {
-        self.status_kib("VmHWM")
+        self.status()?.vmhwm.with_context(|| format!("no VmHWM in /proc/{}/status", self.pid))
     }
 
-    fn status_kib(self, key: &str) -> anyhow::Result<u64> {
-        let path = format!("/proc/{}/status", self.pid);
-        let text = fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
-        parse_status_kib(&text, key).with_context(|| format!("no {key} in {path}"))
+    fn status(self) -> anyhow::Result<Status> {
+        self.process()
+            .and_then(|p| p.status())
+            .with_context(|| format!("read /proc/{}/status", self.pid))
+    }
+
+    fn process(self) -> procfs::ProcResult<Process> {
+        Process::new(self.pid as i32)
     }
 }
 
-/// utime + stime, in clock ticks, from the text of `/proc/PID/stat`.
-fn parse_stat_ticks(stat: &str) -> anyhow::Result<u64> {
-    // The command name (field 2) is in parentheses and may hold spaces:
-    // count fields from the last ')'. utime and stime are fields 14 and 15.
-    let after = stat.rfind(')').map(|i| &stat[i + 1..]).context("malformed stat")?;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let (Some(utime), Some(stime)) = (fields.get(11), fields.get(12)) else {
-        bail!("stat has too few fields");
-    };
-    Ok(utime.parse::<u64>()? + stime.parse::<u64>()?)
-}
-
-fn parse_status_kib(status: &str, key: &str) -> Option<u64> {
-    status.lines().find_map(|line| {
-        let rest = line.strip_prefix(key)?.strip_prefix(':')?;
-        rest.split_whitespace().next()?.parse().ok()
-    })
-}
-
-fn clock_ticks_per_second() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks > 0 {
-        ticks as f64
-    } else {
-        100.0
-    }
+fn ticks_to_seconds(ticks: u64) -> f64 {
+    ticks as f64 / procfs::ticks_per_second() as f64
 }
 
 /// CPU seconds the whole machine has been busy (every CPU, every process:
 /// user, nice, system, irq, softirq, steal from `/proc/stat`).
 pub fn machine_busy_seconds() -> anyhow::Result<f64> {
-    let text = fs::read_to_string("/proc/stat").context("read /proc/stat")?;
-    let line = text.lines().next().context("empty /proc/stat")?;
-    parse_busy_ticks(line).map(|t| t as f64 / clock_ticks_per_second())
+    let stats = KernelStats::current().context("read /proc/stat")?;
+    Ok(ticks_to_seconds(busy_ticks(&stats.total)))
 }
 
-fn parse_busy_ticks(cpu_line: &str) -> anyhow::Result<u64> {
-    let fields: Vec<u64> = cpu_line
-        .split_whitespace()
-        .skip(1)
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .context("parse /proc/stat")?;
-    // user nice system idle iowait irq softirq steal ...
-    let busy = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| fields.get(i)).sum();
-    Ok(busy)
+/// Every tick of `cpu` but idle, iowait and guest time (guest time is
+/// already counted in user time).
+fn busy_ticks(cpu: &CpuTime) -> u64 {
+    let irq_softirq_steal = [cpu.irq, cpu.softirq, cpu.steal].into_iter().flatten().sum::<u64>();
+    cpu.user + cpu.nice + cpu.system + irq_softirq_steal
 }
 
-/// The 1-minute load average.
+/// The 1, 5 and 15-minute load averages, as `/proc/loadavg` shows them.
 pub fn loadavg() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+    LoadAverage::current()
+        .map(|l| format!("{:.2} {:.2} {:.2}", l.one, l.five, l.fifteen))
         .unwrap_or_else(|_| "?".into())
 }
 
 /// CPU seconds (user + system) used by this process so far, every thread.
 pub fn self_cpu_seconds() -> f64 {
-    // SAFETY: an all-zero rusage is a valid value to be overwritten.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `usage` is a valid, writable rusage.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    let secs = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
-    secs(usage.ru_utime) + secs(usage.ru_stime)
+    let secs = |tv: TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+    getrusage(UsageWho::RUSAGE_SELF).map_or(0.0, |u| secs(u.user_time()) + secs(u.system_time()))
 }
 
 /// Makes sure this process may open `needed` files, raising the soft (and
 /// if allowed the hard) `RLIMIT_NOFILE`. Returns (limit before, limit now).
 pub fn raise_nofile(needed: u64) -> anyhow::Result<(u64, u64)> {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: `lim` is a valid, writable rlimit.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        bail!("getrlimit: {}", std::io::Error::last_os_error());
-    }
-    let before = lim.rlim_cur;
-    if lim.rlim_cur >= needed {
+    let (before, hard) = getrlimit(Resource::NOFILE).context("getrlimit")?;
+    if before >= needed {
         return Ok((before, before));
     }
-    lim.rlim_cur = needed;
-    lim.rlim_max = lim.rlim_max.max(needed);
-    // SAFETY: `lim` is a valid rlimit.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-        bail!("cannot raise RLIMIT_NOFILE to {needed}: {}", std::io::Error::last_os_error());
-    }
+    setrlimit(Resource::NOFILE, needed, hard.max(needed))
+        .with_context(|| format!("cannot raise RLIMIT_NOFILE to {needed}"))?;
     Ok((before, needed))
 }
 
@@ -129,7 +103,6 @@ pub fn raise_nofile(needed: u64) -> anyhow::Result<(u64, u64)> {
 /// bench holds thousands of connections). Returns (soft limit before,
 /// soft limit now).
 pub fn raise_nofile_to_hard() -> anyhow::Result<(u64, u64)> {
-    use rlimit::{getrlimit, setrlimit, Resource};
     let (before, hard) = getrlimit(Resource::NOFILE).context("getrlimit RLIMIT_NOFILE")?;
     if before >= hard {
         return Ok((before, before));
@@ -138,7 +111,7 @@ pub fn raise_nofile_to_hard() -> anyhow::Result<(u64, u64)> {
     Ok((before, hard))
 }
 
-/// `TCP_ESTABLISHED` in `tcp_info.tcpi_state` and in `/proc/net/tcp`.
+/// `TCP_ESTABLISHED` in `tcp_info.tcpi_state`.
 const TCP_ESTABLISHED: u8 = 1;
 
 /// The kernel's TCP state of a socket (`TCP_INFO`).
@@ -162,20 +135,13 @@ fn tcp_state(stream: &TcpStream) -> anyhow::Result<u8> {
     Ok(info.tcpi_state)
 }
 
-/// TCP states of the IPv4 sockets bound to local `port`, from
-/// `/proc/net/tcp`: (remote port, state) per socket.
-fn tcp_states_of_port(table: &str, port: u16) -> Vec<(u16, u8)> {
-    let hex_port =
-        |addr: &str| addr.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+/// TCP states of the IPv4 sockets bound to local `port` in `table`, by
+/// remote port.
+fn tcp_states_of_port(table: &[TcpNetEntry], port: u16) -> HashMap<u16, TcpState> {
     table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace().skip(1);
-            let (local, remote, state) = (fields.next()?, fields.next()?, fields.next()?);
-            (hex_port(local)? == port)
-                .then(|| Some((hex_port(remote)?, u8::from_str_radix(state, 16).ok()?)))?
-        })
+        .iter()
+        .filter(|e| e.local_address.port() == port)
+        .map(|e| (e.remote_address.port(), e.state.clone()))
         .collect()
 }
 
@@ -188,9 +154,8 @@ fn tcp_states_of_port(table: &str, port: u16) -> Vec<(u16, u8)> {
 /// server's socket of the pair (in `/proc/net/tcp`) is no longer
 /// ESTABLISHED (FIN_WAIT1 with unsent data queued, for instance) or gone.
 pub fn closed_by_server(streams: &[&TcpStream], server_port: u16) -> anyhow::Result<Vec<bool>> {
-    let table = fs::read_to_string("/proc/net/tcp").context("read /proc/net/tcp")?;
-    let server_side: std::collections::HashMap<u16, u8> =
-        tcp_states_of_port(&table, server_port).into_iter().collect();
+    let table = procfs::net::tcp().context("read /proc/net/tcp")?;
+    let server_side = tcp_states_of_port(&table, server_port);
     streams
         .iter()
         .map(|s| {
@@ -198,7 +163,7 @@ pub fn closed_by_server(streams: &[&TcpStream], server_port: u16) -> anyhow::Res
                 return Ok(true);
             }
             let port = s.local_addr()?.port();
-            Ok(server_side.get(&port) != Some(&TCP_ESTABLISHED))
+            Ok(server_side.get(&port) != Some(&TcpState::Established))
         })
         .collect()
 }
@@ -206,76 +171,68 @@ pub fn closed_by_server(streams: &[&TcpStream], server_port: u16) -> anyhow::Res
 /// Restricts the calling thread (and the threads it starts afterwards) to
 /// `cpus`, or lets it run anywhere with `None`.
 pub fn pin_current_thread(cpus: Option<&[usize]>) -> anyhow::Result<()> {
-    // SAFETY: an all-zero cpu_set_t is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let all: Vec<usize> = (0..online_cpus()).collect();
+    let all: Vec<usize> = (0..online_cpus().min(CpuSet::count())).collect();
+    let mut set = CpuSet::new();
     for &cpu in cpus.unwrap_or(&all) {
-        // SAFETY: `set` is a valid cpu_set_t and CPU_SET bounds-checks.
-        unsafe { libc::CPU_SET(cpu, &mut set) };
+        set.set(cpu).with_context(|| format!("no CPU {cpu} in a cpu_set_t"))?;
     }
-    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 = this thread.
-    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    if rc != 0 {
-        bail!("sched_setaffinity({cpus:?}): {}", std::io::Error::last_os_error());
-    }
-    Ok(())
+    // Pid 0 is the calling thread.
+    sched_setaffinity(Pid::from_raw(0), &set)
+        .with_context(|| format!("sched_setaffinity({cpus:?})"))
 }
 
 /// Sets the nice value of the calling thread; threads and processes it
 /// starts afterwards inherit it.
 pub fn set_nice(nice: i32) -> anyhow::Result<()> {
-    // SAFETY: setpriority takes plain integers; 0 = the calling thread.
-    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
-        bail!("setpriority({nice}): {}", std::io::Error::last_os_error());
-    }
-    Ok(())
+    // No pid: the calling thread.
+    rustix::process::setpriority_process(None, nice).with_context(|| format!("setpriority({nice})"))
 }
 
 /// CPUs this thread may run on.
 pub fn allowed_cpus() -> usize {
-    // SAFETY: an all-zero cpu_set_t is valid to be overwritten.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid, writable cpu_set_t of the size passed.
-    let rc =
-        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    if rc != 0 {
-        return online_cpus();
+    match sched_getaffinity(Pid::from_raw(0)) {
+        Ok(set) => (0..CpuSet::count()).filter(|&cpu| set.is_set(cpu) == Ok(true)).count().max(1),
+        Err(_) => online_cpus(),
     }
-    // SAFETY: `set` was filled in by the kernel.
-    (unsafe { libc::CPU_COUNT(&set) }).max(1) as usize
 }
 
 /// CPUs online on this machine.
 pub fn online_cpus() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    let n = sysconf(SysconfVar::_NPROCESSORS_ONLN).ok().flatten().unwrap_or(1);
     n.max(1) as usize
 }
 
 #[cfg(test)]
 mod tests {
+    use procfs::{net::TcpNetEntries, FromBufReadSI};
+
     use super::*;
 
     #[test]
-    fn parses_proc_files() {
-        let stat = "42 (a b) c) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 1 0";
-        assert_eq!(parse_stat_ticks(stat).expect("valid"), 300);
-        let status = "Name:\tx\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\n";
-        assert_eq!(parse_status_kib(status, "VmRSS"), Some(1024));
-        assert_eq!(parse_status_kib(status, "VmHWM"), Some(2048));
-        assert_eq!(parse_status_kib(status, "VmSwap"), None);
-        assert_eq!(parse_busy_ticks("cpu  10 1 5 100 7 2 3 4 0 0").expect("valid"), 25);
+    fn sums_busy_ticks() {
+        let text = "cpu  10 1 5 100 7 2 3 4 0 0\ncpu0 10 1 5 100 7 2 3 4 0 0\nctxt 1\nbtime 1\nprocesses 1\n";
+        let stats = KernelStats::from_buf_read(text.as_bytes(), procfs::current_system_info())
+            .expect("valid");
+        assert_eq!(busy_ticks(&stats.total), 25);
     }
 
     #[test]
-    fn parses_proc_net_tcp() {
+    fn finds_the_sockets_of_a_port() {
+        use TcpState::{Established, FinWait1, Listen};
         let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
    0: 0100007F:1CE8 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0\n\
    1: 0100007F:1CE8 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0\n\
    2: 0100007F:1CE8 0100007F:9C41 04 00000000:00000000 00:00000000 00000000     0        0 0 1 0\n\
    3: 0100007F:9C40 0100007F:1CE8 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0\n";
-        assert_eq!(tcp_states_of_port(table, 0x1CE8), [(0, 0x0A), (0x9C40, 1), (0x9C41, 4)]);
-        assert_eq!(tcp_states_of_port(table, 0x9C40), [(0x1CE8, 1)]);
+        let entries = TcpNetEntries::from_buf_read(table.as_bytes(), procfs::current_system_info())
+            .expect("valid")
+            .0;
+        let of = |port| tcp_states_of_port(&entries, port);
+        assert_eq!(
+            of(0x1CE8),
+            HashMap::from([(0, Listen), (0x9C40, Established), (0x9C41, FinWait1)])
+        );
+        assert_eq!(of(0x9C40), HashMap::from([(0x1CE8, Established)]));
     }
 
     #[test]
@@ -304,7 +261,8 @@ mod tests {
     #[test]
     fn reads_own_process() {
         let me = Proc { pid: std::process::id() };
-        assert!(me.rss_kib().expect("rss") > 0);
+        let rss = me.rss_kib().expect("rss");
+        assert!(rss > 0 && me.peak_rss_kib().expect("peak rss") >= rss);
         let (proc_before, self_before) = (me.cpu_seconds().expect("cpu"), self_cpu_seconds());
         // Burn CPU until both figures move (a tick is 10 ms at most).
         let start = std::time::Instant::now();

@@ -385,22 +385,9 @@ fn connect_from(
     addr: SocketAddr,
     timeout: Duration,
 ) -> io::Result<TcpStream> {
-    use std::os::fd::AsRawFd;
+    use nix::sys::socket::{setsockopt, sockopt::IpBindAddressNoPort};
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-    let on: libc::c_int = 1;
-    // SAFETY: setsockopt reads an int of the size passed from a live local.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    setsockopt(&socket, IpBindAddressNoPort, &true)?;
     socket.bind(&SocketAddr::from((ip, 0)).into())?;
     socket.connect_timeout(&addr.into(), timeout)?;
     Ok(socket.into())
@@ -408,21 +395,21 @@ fn connect_from(
 
 /// Waits until `stream` can take more bytes, or fails at `deadline`.
 fn wait_writable(stream: &TcpStream, deadline: Instant) -> anyhow::Result<()> {
-    use std::os::fd::AsRawFd;
+    use nix::{
+        errno::Errno,
+        poll::{poll, PollFd, PollFlags, PollTimeout},
+    };
+    use std::os::fd::AsFd;
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
         bail!("write to broker: timed out");
     }
-    let mut pfd = libc::pollfd { fd: stream.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
-    let ms = left.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
-    // SAFETY: poll reads and writes the one live pollfd passed, count 1.
-    if unsafe { libc::poll(&mut pfd, 1, ms) } < 0 {
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e).context("poll for room to write");
-        }
+    // At least 1 ms: under a millisecond left is no reason to spin.
+    let timeout = PollTimeout::try_from(left.as_millis().max(1)).unwrap_or(PollTimeout::MAX);
+    match poll(&mut [PollFd::new(stream.as_fd(), PollFlags::POLLOUT)], timeout) {
+        Err(e) if e != Errno::EINTR => Err(io::Error::from(e)).context("poll for room to write"),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// Would-block, timeout and interrupt: try again.
