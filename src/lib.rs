@@ -9,7 +9,7 @@
 //! The map of the crate, from the outside in:
 //!
 //! - [`broker`]: the embedding API ([`Broker::start`], address, counters,
-//!   shutdown).
+//!   reload, lame duck, shutdown).
 //! - [`config`]: every setting and limit, from flags and TOML.
 //! - [`address`]: the `HOST:PORT` to listen on and its resolution.
 //! - `listener`: the cores' listeners, and the check that nobody else
@@ -27,8 +27,12 @@
 //!   - `core::pressure`: the named policies when something is full
 //!     (`max_pending`, write deadline, the per-core pending budget).
 //!   - `core::sweep`: heartbeats, timeouts and drain deadlines.
-//!   - `core::shutdown`: the shutdown signal and the sequence that ends a
-//!     core.
+//!   - `core::shutdown`: the shutdown and lame-duck signal and the
+//!     sequence that ends a core; `core::lame_duck`: sending the clients
+//!     away over time.
+//!   - `core::inspect`: the inbox through which the monitoring port asks a
+//!     core about its connections and subscriptions, and reloads reach it.
+//!   - `core::closed`: the record of closed connections and why.
 //! - `cmd`: one file per client frame (`HELLO`, which negotiates version
 //!   1.1, `PING`, `SUB`, `UNSUB`, `PUB` and `HPUB`, `STATS`).
 //! - `route`: which subscribers a message reaches. Every publish, a
@@ -62,7 +66,9 @@
 //!     leftover input).
 //!   - `mem::splice`: messages an output queue sends from shared chunks.
 //!   - `mem::prefetch`: cache-line hints for the fan-out loop.
-//! - [`counters`]: live counters.
+//! - [`counters`]: live counters and histograms.
+//! - `monitor`: the HTTP monitoring port on a thread of its own
+//!   (`/metrics`, `/healthz`, `/stats`, `/connz`, `/subsz`).
 //! - `probe`: marks the broker's own code for allocation accounting.
 //!
 //! The wire protocol lives in the `corecast-proto` crate (`proto/`), which
