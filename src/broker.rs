@@ -445,7 +445,11 @@ impl Control {
         let old = self.config();
         let (merged, report) = merge_reload(&old, new, self.start_max_connections);
         for key in &report.refused {
-            tracing::warn!(key, "reload: needs a restart; the old value stays");
+            let why = FIXED.iter().find(|(fixed, _)| fixed == key).map_or(
+                "it may not grow past its value at start: the final-frame reserve is sized for it",
+                |(_, why)| why,
+            );
+            tracing::warn!(key, why, "reload: needs a restart; the old value stays");
         }
         for key in &report.changed {
             let value =
@@ -562,7 +566,8 @@ fn log_limits(cfg: &Config, addrs: &[SocketAddr]) {
         max_pending = cfg.max_pending,
         pending_budget_per_core = cfg.pending_budget,
         "corecast listening; memory can reach at most {} MiB: {} MiB for {} connections at {} KiB \
-         each, {} MiB of pending budget ({} MiB per core), {} MiB of cross-core queues",
+         each, {} MiB of pending budget ({} MiB per core), {} MiB of cross-core queues, {} MiB \
+         of closed-connection records",
         bound.total().div_ceil(MIB),
         bound.connections.div_ceil(MIB),
         cfg.max_connections * cfg.cores,
@@ -570,6 +575,7 @@ fn log_limits(cfg: &Config, addrs: &[SocketAddr]) {
         bound.pending_budget.div_ceil(MIB),
         (cfg.pending_budget as u64).div_ceil(MIB),
         bound.cross_core.div_ceil(MIB),
+        bound.closed_records.div_ceil(MIB),
     );
 }
 

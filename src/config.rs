@@ -16,6 +16,10 @@ use crate::address::{HttpAddr, ListenAddr};
 /// kernel memory, bounded by `net.ipv4.tcp_mem`).
 pub const CONNECTION_OVERHEAD: u64 = 3 << 10;
 
+/// Memory one record of a closed connection takes at most: the record and
+/// its name and reason text.
+pub const CLOSED_RECORD: u64 = 384;
+
 /// The broker's settings. Field names are the TOML keys, but for the
 /// durations: a `*_ms` field (milliseconds) is the key without `_ms`, read
 /// as `"10s"`, `"250ms"` or `"2m"` (or a number of milliseconds), and the
@@ -256,11 +260,14 @@ impl Config {
             connections: self.max_connections as u64 * CONNECTION_OVERHEAD,
             pending_budget: self.pending_budget as u64,
             cross_core: cores.saturating_sub(1) * per_peer,
+            closed_records: self.closed_connections.div_ceil(self.cores.max(1)) as u64
+                * CLOSED_RECORD,
         };
         MemoryBound {
             connections: per_core.connections * cores,
             pending_budget: per_core.pending_budget * cores,
             cross_core: per_core.cross_core * cores,
+            closed_records: per_core.closed_records * cores,
         }
     }
 
@@ -285,12 +292,14 @@ pub struct MemoryBound {
     pub pending_budget: u64,
     /// Every cross-core link full of maximal batches.
     pub cross_core: u64,
+    /// The record of closed connections full.
+    pub closed_records: u64,
 }
 
 impl MemoryBound {
     /// The sum.
     pub fn total(&self) -> u64 {
-        self.connections + self.pending_budget + self.cross_core
+        self.connections + self.pending_budget + self.cross_core + self.closed_records
     }
 }
 

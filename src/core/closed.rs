@@ -91,8 +91,12 @@ impl ClosedRing {
         if self.capacity == 0 {
             return;
         }
-        if self.entries.len() == self.capacity {
+        let len = self.entries.len();
+        if len == self.capacity {
             self.entries.pop_front();
+        } else if len == self.entries.capacity() {
+            // Grows by doubling as usual, but never past the bound.
+            self.entries.reserve_exact(len.max(16).min(self.capacity - len));
         }
         self.entries.push_back(conn);
     }
@@ -122,6 +126,26 @@ mod rfc3339 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`crate::config::CLOSED_RECORD`], which the memory bound counts per
+    /// record, holds the longest record.
+    #[test]
+    fn a_record_fits_the_memory_the_bound_counts() {
+        let longest_reason = "protocol error 65535 (unsupported version)".len() + 16;
+        let record =
+            std::mem::size_of::<ClosedConn>() + corecast_proto::MAX_CLIENT_NAME + longest_reason;
+        assert!(record as u64 <= crate::config::CLOSED_RECORD, "{record}");
+    }
+
+    #[test]
+    fn the_ring_allocates_no_more_than_its_capacity() {
+        let peer: SocketAddr = ([127, 0, 0, 1], 1).into();
+        let mut ring = ClosedRing::new(100);
+        for code in 0..1000 {
+            ring.record(ClosedConn::refused(peer, 0, code));
+            assert!(ring.entries.capacity() <= 100, "{}", ring.entries.capacity());
+        }
+    }
 
     #[test]
     fn the_ring_keeps_the_newest_within_its_capacity() {
