@@ -444,6 +444,9 @@ impl Control {
         let new = new.resolve()?;
         let old = self.config();
         let (merged, report) = merge_reload(&old, new, self.start_max_connections);
+        if report.changed.is_empty() && report.refused.is_empty() {
+            tracing::info!("reload: nothing changed");
+        }
         for key in &report.refused {
             let why = FIXED.iter().find(|(fixed, _)| fixed == key).map_or(
                 "it may not grow past its value at start: the final-frame reserve is sized for it",
