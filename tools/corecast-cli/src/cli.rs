@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Command-line client for the corecast broker.
 ///
@@ -15,6 +15,11 @@ use clap::{Args, Parser, Subcommand};
 ///   corecast-cli reply svc.echo
 ///   corecast-cli req svc.echo "ping me" --timeout 2s
 ///   corecast-cli ping --count 3
+///   corecast-cli stats
+///   corecast-cli conns --sort pending --limit 20
+///   corecast-cli conns --closed
+///   corecast-cli top --interval 2s
+///   corecast-cli lame-duck
 #[derive(Debug, Parser)]
 #[command(name = "corecast-cli", version, verbatim_doc_comment)]
 pub struct Cli {
@@ -124,6 +129,128 @@ pub enum Command {
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
         interval: Duration,
     },
+    /// Print the broker's counters, summed over its cores: connections,
+    /// messages, bytes, drops and closes by cause, cross-core traffic.
+    ///
+    /// Read with a STATS frame over the client port (--server,
+    /// --auth-token), which every corecast broker answers, with or without
+    /// its monitoring port. With --http, read from the monitoring port's
+    /// /stats instead, which adds the version, the pid, the uptime and
+    /// whether the broker is in lame duck mode.
+    Stats {
+        /// Read /stats from the monitoring port at HOST:PORT instead;
+        /// without a value, at CORECAST_HTTP or 127.0.0.1:7422.
+        #[arg(long, value_name = "HOST:PORT", num_args = 0..=1)]
+        http: Option<Option<String>>,
+    },
+    /// List the broker's open connections (or, with --closed, the last
+    /// closed ones and why they closed), from the monitoring port's /connz.
+    Conns {
+        /// Where the monitoring port is.
+        #[command(flatten)]
+        http: Http,
+        /// The order of open connections, largest first (id: oldest
+        /// first). Closed ones are listed newest first.
+        #[arg(long, value_enum, value_name = "KEY", default_value_t = SortKey::Id)]
+        sort: SortKey,
+        /// List closed connections instead, newest first, with the reason.
+        #[arg(long, conflicts_with = "sort")]
+        closed: bool,
+        /// List at most this many (1-10000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+        limit: u16,
+    },
+    /// A live view of the broker, refreshed every --interval: message and
+    /// byte rates per core, connections, bytes queued, and the 10
+    /// connections with the most bytes queued. From the monitoring port.
+    Top {
+        /// Where the monitoring port is.
+        #[command(flatten)]
+        http: Http,
+        /// Time between refreshes; rates are measured over it (e.g.
+        /// 500ms, 1s, 5s).
+        #[arg(long, default_value = "1s", value_parser = parse_interval)]
+        interval: Duration,
+        /// Stop after this many refreshes (for scripts).
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// Put the broker in lame duck mode: it stops accepting connections,
+    /// sends its clients GOAWAY spread over its lame_duck_duration, then
+    /// exits 0.
+    ///
+    /// Sends SIGUSR2 to the broker's process, whose pid it reads from the
+    /// monitoring port's /stats unless --pid is given. This works only on
+    /// the broker's own host (the monitoring port must be on a loopback
+    /// address), as a user allowed to signal the broker: the same user, or
+    /// root.
+    LameDuck {
+        /// Where the monitoring port is (to find the pid).
+        #[command(flatten)]
+        http: Http,
+        /// Signal this process instead of reading the pid from /stats.
+        #[arg(long)]
+        pid: Option<i32>,
+    },
+}
+
+/// Where the broker's monitoring port is.
+#[derive(Debug, Args)]
+pub struct Http {
+    /// The broker's monitoring port, HOST:PORT (its `http` setting).
+    #[arg(
+        long = "http",
+        value_name = "HOST:PORT",
+        env = HTTP_ENV,
+        default_value = DEFAULT_HTTP
+    )]
+    pub addr: String,
+}
+
+/// The environment variable that holds the monitoring port's address.
+pub const HTTP_ENV: &str = "CORECAST_HTTP";
+/// The broker's default monitoring port.
+pub const DEFAULT_HTTP: &str = "127.0.0.1:7422";
+
+/// How `conns` orders open connections (the monitoring port's `sort`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SortKey {
+    /// By id: oldest first.
+    Id,
+    /// Most bytes queued first.
+    Pending,
+    /// Most messages queued to it first.
+    #[value(name = "msgs_out", alias = "msgs-out")]
+    MsgsOut,
+    /// Most messages published first.
+    #[value(name = "msgs_in", alias = "msgs-in")]
+    MsgsIn,
+    /// Most bytes written to it first.
+    #[value(name = "bytes_out", alias = "bytes-out")]
+    BytesOut,
+    /// Most bytes read from it first.
+    #[value(name = "bytes_in", alias = "bytes-in")]
+    BytesIn,
+    /// Longest silent first.
+    Idle,
+    /// Oldest first.
+    Uptime,
+}
+
+impl SortKey {
+    /// The name `/connz` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Id => "id",
+            Self::Pending => "pending",
+            Self::MsgsOut => "msgs_out",
+            Self::MsgsIn => "msgs_in",
+            Self::BytesOut => "bytes_out",
+            Self::BytesIn => "bytes_in",
+            Self::Idle => "idle",
+            Self::Uptime => "uptime",
+        }
+    }
 }
 
 /// Parses a header given as `KEY=VALUE` (the value may be empty and may
@@ -146,6 +273,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{text:?} is not a duration like 500ms, 5s, 2m or 5h: {e}"))
 }
 
+/// Parses the time between two refreshes of `top`: a duration of at least
+/// 10 ms.
+pub fn parse_interval(text: &str) -> Result<Duration, String> {
+    let interval = parse_duration(text)?;
+    if interval < Duration::from_millis(10) {
+        return Err(format!("{text:?} is too short: refresh at most every 10ms"));
+    }
+    Ok(interval)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,6 +298,17 @@ mod tests {
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("-1").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn sort_keys_are_the_monitoring_ports() {
+        for key in SortKey::value_variants() {
+            let name = key.to_possible_value().map(|v| v.get_name().to_owned());
+            assert_eq!(name.as_deref(), Some(key.name()));
+        }
+        assert_eq!(SortKey::from_str("msgs-out", false), Ok(SortKey::MsgsOut));
+        assert!(parse_interval("0s").is_err());
+        assert_eq!(parse_interval("200ms"), Ok(Duration::from_millis(200)));
     }
 
     #[test]

@@ -14,7 +14,10 @@ use corecast_client::{
     ClientError, DropSite, Event, HeaderBlock, Message, Options, SubscribeOptions,
 };
 
-use crate::cli::{Cli, Command, Connection};
+use crate::{
+    cli::{Cli, Command, Connection, DEFAULT_HTTP, HTTP_ENV},
+    monitor::{self, Port},
+};
 
 /// How long a receiving loop waits before it looks at the events again.
 const POLL: Duration = Duration::from_millis(250);
@@ -42,7 +45,25 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         }
         Command::Reply { topic, exec, count } => reply(conn, topic, exec.as_deref(), *count),
         Command::Ping { count, interval } => ping(conn, *count, *interval),
+        Command::Stats { http } => {
+            let port = http.as_ref().map(|addr| Port::new(&http_or_default(addr.as_deref())));
+            monitor::stats(conn, port.as_ref())
+        }
+        Command::Conns { http, sort, closed, limit } => {
+            monitor::conns(&Port::new(&http.addr), *sort, *closed, *limit)
+        }
+        Command::Top { http, interval, count } => {
+            monitor::top(&Port::new(&http.addr), *interval, *count)
+        }
+        Command::LameDuck { http, pid } => monitor::lame_duck(&Port::new(&http.addr), *pid),
     }
+}
+
+/// The monitoring port `stats --http` names, else `CORECAST_HTTP`, else
+/// the default.
+fn http_or_default(given: Option<&str>) -> String {
+    let from_env = || std::env::var(HTTP_ENV).ok().filter(|addr| !addr.trim().is_empty());
+    given.map(str::to_owned).or_else(from_env).unwrap_or_else(|| DEFAULT_HTTP.to_owned())
 }
 
 fn connect(conn: &Connection) -> Result<Client, ClientError> {
@@ -68,14 +89,14 @@ fn message_or_stdin(message: Option<&str>) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Whether a loop limited to `count` (if any) wants more after `done`.
-fn wants_more(count: Option<u64>, done: u64) -> bool {
+pub(crate) fn wants_more(count: Option<u64>, done: u64) -> bool {
     match count {
         Some(count) => done < count,
         None => true,
     }
 }
 
-fn plural(n: u64, word: &str) -> String {
+pub(crate) fn plural(n: u64, word: &str) -> String {
     match n {
         1 => format!("1 {word}"),
         n => format!("{n} {word}s"),

@@ -1,5 +1,7 @@
 //! `corecast-cli`: publish, subscribe, send requests, answer them and
-//! measure round trips, against a corecast broker, from the shell.
+//! measure round trips, against a corecast broker, from the shell; and
+//! watch and steer the broker: its counters, its connections, a live view,
+//! lame duck mode.
 //!
 //! Exit status: 0 when the command did what it was asked, 1 when it failed
 //! (the reason is printed on standard error), 2 for a command line that
@@ -8,6 +10,7 @@
 mod cli;
 mod commands;
 mod explain;
+mod monitor;
 
 use std::{io, process::ExitCode};
 

@@ -2,12 +2,13 @@
 //! Runs the `corecast-cli` binary against an embedded broker on loopback.
 
 use std::{
-    io::{BufRead, BufReader, Read},
+    io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpListener},
+    path::Path,
     process::{Child, ChildStderr, Command, Stdio},
     sync::mpsc,
     thread,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use assert_cmd::Command as Cli;
@@ -23,6 +24,7 @@ fn start_broker(auth_token: Option<&str>) -> Broker {
         max_connections: 32,
         shutdown_grace_ms: 500,
         auth_token: auth_token.map(str::to_owned),
+        http: "127.0.0.1:0".parse().unwrap(),
         ..Config::default()
     })
     .unwrap()
@@ -33,10 +35,17 @@ fn stop(broker: Broker) {
     broker.wait().unwrap();
 }
 
-/// The binary, pointed at `addr`, with no token from the environment.
+/// The address of `broker`'s monitoring port.
+fn http(broker: &Broker) -> String {
+    broker.http_addr().unwrap().to_string()
+}
+
+/// The binary, pointed at `addr`, with no token or monitoring port from
+/// the environment.
 fn cli(addr: SocketAddr) -> Cli {
     let mut cmd = Cli::new(BIN);
     cmd.arg("--server").arg(addr.to_string()).env_remove("CORECAST_AUTH_TOKEN");
+    cmd.env_remove("CORECAST_HTTP");
     cmd.timeout(Duration::from_secs(10));
     cmd
 }
@@ -404,4 +413,357 @@ fn version_1_broker() -> SocketAddr {
         }
     });
     addr
+}
+
+/// What `cmd` printed on standard output, once it succeeded.
+fn stdout_of(cmd: &mut Cli) -> String {
+    let out = cmd.assert().success();
+    String::from_utf8(out.get_output().stdout.clone()).unwrap()
+}
+
+/// What `cmd` printed once it printed what `done` wants (2 s at most: a
+/// connection's record is kept once its slot is freed, just after it
+/// closed).
+fn eventually(cmd: &mut Cli, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let out = stdout_of(cmd);
+        if done(&out) || Instant::now() >= deadline {
+            return out;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The value `stats` prints for `label`: the last word of its line.
+fn counter<'a>(stats: &'a str, label: &str) -> &'a str {
+    let line = stats.lines().find(|l| l.trim_start().starts_with(label));
+    let line = line.unwrap_or_else(|| panic!("no {label:?} in\n{stats}"));
+    line.split_whitespace().last().unwrap()
+}
+
+#[test]
+fn stats_counts_a_known_workload() {
+    let broker = start_broker(None);
+    let addr = broker.local_addr();
+    let sub = Background::start(addr, &["sub", "work.done", "--count", "3"], "subscribed");
+    cli(addr).args(["pub", "work.done", "twelve bytes", "--count", "3"]).assert().success();
+    sub.finish();
+
+    // Over the client port, with a STATS frame: the stats connection counts.
+    let stats = stdout_of(cli(addr).arg("stats"));
+    assert!(stats.starts_with(&format!("corecast at {addr}, 2 cores (STATS")), "{stats}");
+    assert_eq!(counter(&stats, "in (published)"), "3", "{stats}");
+    assert_eq!(counter(&stats, "out (queued to subscribers)"), "3", "{stats}");
+    assert_eq!(counter(&stats, "open"), "1", "{stats}");
+    assert_eq!(counter(&stats, "accepted since start"), "3", "{stats}");
+    for group in ["connections", "messages", "bytes", "drops", "closes", "cross-core"] {
+        assert!(stats.lines().any(|l| l == group), "no {group} group in\n{stats}");
+    }
+    let bytes = stats.lines().skip_while(|l| *l != "bytes").nth(1).unwrap();
+    assert!(bytes.starts_with("  in ") && bytes.ends_with(" B"), "{stats}");
+
+    // From /stats: the same counts, and who the broker is.
+    let http = http(&broker);
+    let stats = stdout_of(cli(addr).args(["stats", "--http", &http]));
+    let title = format!(
+        "corecast {} at {http}, pid {}, up ",
+        env!("CARGO_PKG_VERSION"),
+        std::process::id()
+    );
+    assert!(stats.starts_with(&title), "{stats}");
+    assert_eq!(counter(&stats, "in (published)"), "3", "{stats}");
+    assert_eq!(counter(&stats, "open"), "0", "{stats}");
+    // --http without a value: CORECAST_HTTP.
+    let stats = stdout_of(cli(addr).args(["stats", "--http"]).env("CORECAST_HTTP", &http));
+    assert!(stats.starts_with(&title), "{stats}");
+    stop(broker);
+}
+
+#[test]
+fn stats_over_the_client_port_takes_the_token() {
+    let broker = start_broker(Some("s3cret"));
+    let addr = broker.local_addr();
+    cli(addr).arg("stats").assert().failure().code(1).stderr(
+        predicate::str::contains("refused the connection: auth failed (7)")
+            .and(predicate::str::contains("--auth-token or CORECAST_AUTH_TOKEN")),
+    );
+    let stats = stdout_of(cli(addr).args(["stats", "--auth-token", "s3cret"]));
+    assert_eq!(counter(&stats, "open"), "1", "{stats}");
+    stop(broker);
+}
+
+#[test]
+fn conns_lists_open_and_closed_connections() {
+    let broker = start_broker(None);
+    let (addr, http) = (broker.local_addr(), http(&broker));
+    let _watcher =
+        Background::start(addr, &["--name", "watcher-7", "sub", "conns.t"], "subscribed");
+    cli(addr).args(["--name", "leaver-9", "pub", "conns.t", "bye"]).assert().success();
+
+    let open = stdout_of(cli(addr).args(["conns", "--http", &http]));
+    let lines: Vec<&str> = open.lines().collect();
+    assert_eq!(lines[0], "1 open connection, by id", "{open}");
+    assert!(lines[1].split_whitespace().eq([
+        "ID", "CORE", "PEER", "NAME", "STATE", "UPTIME", "IDLE", "PENDING", "SUBS", "MSGS", "IN",
+        "MSGS", "OUT", "BYTES", "IN", "BYTES", "OUT", "DROPS"
+    ]));
+    let row: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!((row[3], row[4]), ("watcher-7", "open"), "{open}");
+    // PENDING is "0 B": two words.
+    assert_eq!((row[7], row[8]), ("0", "B"), "{open}");
+    assert_eq!(row[9], "1", "one subscription: {open}");
+    assert_eq!(row[11], "1", "one message out: {open}");
+
+    // The port from the environment; sorted by bytes queued.
+    let mut sorted = cli(addr);
+    sorted.args(["conns", "--sort", "pending"]).env("CORECAST_HTTP", &http);
+    let sorted = stdout_of(&mut sorted);
+    assert!(sorted.starts_with("1 open connection, by pending\n"), "{sorted}");
+    assert!(sorted.contains("watcher-7"), "{sorted}");
+
+    let closed = eventually(cli(addr).args(["conns", "--closed", "--http", &http]), |out| {
+        out.contains("leaver-9")
+    });
+    let lines: Vec<&str> = closed.lines().collect();
+    assert_eq!(lines[0], "1 closed connection kept, newest first", "{closed}");
+    assert!(lines[1].ends_with("DROPS  REASON"), "{closed}");
+    assert!(lines[2].contains(" leaver-9 ") && lines[2].ends_with("client closed"), "{closed}");
+    stop(broker);
+}
+
+#[test]
+fn conns_closed_names_the_brokers_reason() {
+    let broker = start_broker(None);
+    let (addr, http) = (broker.local_addr(), http(&broker));
+    // A length prefix (little-endian) of 16 MiB: past max_frame, so the
+    // broker closes with ERR frame too large.
+    let mut raw = std::net::TcpStream::connect(addr).unwrap();
+    raw.write_all(&[0, 0, 0, 1, 0xff]).unwrap();
+    let mut rest = Vec::new();
+    let _ = raw.read_to_end(&mut rest);
+    let mut conns = cli(addr);
+    conns.args(["conns", "--closed", "--limit", "5", "--http", &http]);
+    let closed = eventually(&mut conns, |out| out.contains("protocol error"));
+    assert!(
+        closed.lines().nth(2).unwrap().ends_with("protocol error 3 (frame too large)"),
+        "{closed}"
+    );
+    stop(broker);
+}
+
+#[test]
+fn conns_takes_known_sort_keys_only() {
+    let broker = start_broker(None);
+    let (addr, http) = (broker.local_addr(), http(&broker));
+    for key in ["id", "pending", "msgs_out", "msgs-in", "bytes_out", "bytes_in", "idle", "uptime"] {
+        cli(addr).args(["conns", "--sort", key, "--http", &http]).assert().success();
+    }
+    cli(addr)
+        .args(["conns", "--sort", "fastest", "--http", &http])
+        .assert()
+        .failure()
+        .code(2)
+        .stderr(
+            predicate::str::contains("invalid value 'fastest' for '--sort <KEY>'")
+                .and(predicate::str::contains("[possible values: id, pending, msgs_out")),
+        );
+    cli(addr)
+        .args(["conns", "--closed", "--sort", "pending", "--http", &http])
+        .assert()
+        .failure()
+        .code(2)
+        .stderr(predicate::str::contains("'--closed' cannot be used with '--sort <KEY>'"));
+    stop(broker);
+}
+
+#[test]
+fn an_unreachable_monitoring_port_is_one_line() {
+    let free = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    for args in [&["conns"][..], &["top", "--count", "1"], &["stats", "--http"], &["lame-duck"]] {
+        cli(free)
+            .args(args)
+            .env("CORECAST_HTTP", free.to_string())
+            .assert()
+            .failure()
+            .code(1)
+            .stderr(format!(
+                "error: cannot reach the monitoring port at {free}: connection refused (is the \
+                 broker running with http enabled? --http or CORECAST_HTTP give its address)\n"
+            ));
+    }
+}
+
+#[test]
+fn an_error_answer_is_one_line_with_the_brokers_reason() {
+    let port = http_server("503 Service Unavailable", r#"{"error": "core 1 did not answer"}"#);
+    cli(port).args(["conns", "--http", &port.to_string()]).assert().failure().code(1).stderr(
+        format!(
+            "error: the monitoring port at {port} answered /connz?sort=id&limit=100 with 503 \
+             Service Unavailable: core 1 did not answer (the broker is busy or shutting down; \
+             try again)\n"
+        ),
+    );
+}
+
+/// A server that answers every request with `status` and `body`.
+fn http_server(status: &'static str, body: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut head = Vec::new();
+            let mut byte = [0u8];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+                 connection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
+
+#[test]
+fn top_prints_frames_with_a_line_per_core() {
+    let broker = start_broker(None);
+    let (addr, http) = (broker.local_addr(), http(&broker));
+    let _busy = Background::start(addr, &["--name", "busy-1", "sub", "top.t"], "subscribed");
+    let mut top = cli(addr);
+    top.args(["top", "--count", "2", "--interval", "200ms", "--http", &http]);
+    let started = Instant::now();
+    let out = stdout_of(&mut top);
+    assert!(started.elapsed() >= Duration::from_millis(400), "two intervals");
+    assert!(!out.contains('\x1b'), "no escapes on a pipe: {out:?}");
+    let frames: Vec<&str> = out.split("\n\ncorecast ").collect();
+    assert_eq!(frames.len(), 2, "{out}");
+    for frame in frames {
+        assert!(
+            frame.trim_start_matches("corecast ").contains(&format!(" at {http}  up ")),
+            "{frame}"
+        );
+        let lines: Vec<&str> = frame.lines().collect();
+        let header = lines.iter().position(|l| l.starts_with("CORE  CONNS")).unwrap();
+        assert!(lines[header].ends_with("MSGS IN/S  MSGS OUT/S  BYTES OUT/S  PENDING"), "{frame}");
+        assert!(lines[header + 1].starts_with("0 "), "{frame}");
+        assert!(lines[header + 2].starts_with("1 "), "{frame}");
+        assert!(lines[header + 3].starts_with("all "), "{frame}");
+        assert!(lines[header + 3].contains(" B/s "), "{frame}");
+        assert!(frame.contains("connections by bytes queued (1 of 1 open)"), "{frame}");
+        assert!(frame.contains(" busy-1 "), "{frame}");
+    }
+    stop(broker);
+}
+
+#[test]
+fn lame_duck_refuses_a_missing_process() {
+    let free = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    cli(free)
+        .args(["lame-duck", "--pid", &i32::MAX.to_string()])
+        .assert()
+        .failure()
+        .code(1)
+        .stderr(format!("error: no process {}: is the broker running?\n", i32::MAX));
+}
+
+/// A `corecast` broker process (the binary `cargo test` builds beside this
+/// one), killed if a test leaves it running.
+struct BrokerProcess {
+    child: Child,
+    addr: SocketAddr,
+    http: String,
+}
+
+impl BrokerProcess {
+    /// Starts the binary with a short lame duck; `None` when it is not
+    /// built (`cargo test -p corecast-cli` builds only this package).
+    fn start() -> Option<Self> {
+        let bin = Path::new(BIN).with_file_name("corecast");
+        if !bin.exists() {
+            return None;
+        }
+        let mut child = Command::new(&bin)
+            .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--cores", "2"])
+            .args(["--lame-duck-grace", "100ms", "--lame-duck-duration", "300ms"])
+            .env("RUST_LOG", "info")
+            .env_remove("CORECAST_AUTH_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut addr, mut http) = (None, None);
+        for line in lines {
+            let line = line.unwrap();
+            let at = line.split_whitespace().find_map(|w| w.strip_prefix("addr="));
+            if line.contains("corecast listening") {
+                addr = at.map(|a| a.parse().unwrap());
+            } else if line.contains("monitoring port listening") {
+                http = at.map(str::to_owned);
+            }
+            if addr.is_some() && http.is_some() {
+                break;
+            }
+        }
+        let (Some(addr), Some(http)) = (addr, http) else {
+            let _ = child.kill();
+            panic!("{} did not log its addresses (is it out of date? cargo build)", bin.display());
+        };
+        Some(Self { child, addr, http })
+    }
+
+    /// Waits (10 s at most) for the process to exit.
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the broker did not exit within 10 s");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn lame_duck_sends_a_broker_process_away() {
+    // Never the embedded broker: SIGUSR2 would end this test process.
+    let Some(mut broker) = BrokerProcess::start() else {
+        eprintln!("note: lame-duck not tested: build the corecast binary (cargo test builds it)");
+        return;
+    };
+    let client = Background::start(broker.addr, &["sub", "ld.t"], "subscribed");
+    let pid = broker.child.id();
+    let out = stdout_of(cli(broker.addr).args(["lame-duck", "--http", &broker.http]));
+    assert_eq!(
+        out,
+        format!(
+            "the broker at {} (pid {pid}) is in lame duck mode: it accepts no connections, \
+             sends its 1 client GOAWAY over 300ms, then exits\n",
+            broker.http
+        )
+    );
+    let status = broker.wait_exit();
+    assert!(status.success(), "{status}");
+    // The client was sent GOAWAY (`sub` says so).
+    let mut told = Vec::new();
+    while let Ok(line) = client.stderr_lines.recv_timeout(Duration::from_secs(5)) {
+        if line.contains("the broker is shutting down") {
+            return;
+        }
+        told.push(line);
+    }
+    panic!("the client was not sent GOAWAY; it said {told:?}");
 }
