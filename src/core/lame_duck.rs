@@ -40,11 +40,16 @@ pub(super) async fn evict(shard: Rc<Shard>) {
     let mut sent = 0;
     while sent < keys.len() {
         let elapsed = start.elapsed().min(spread);
-        // Connections due by now: an even share of the spread each.
-        let due = ((keys.len() as u128 * elapsed.as_nanos()) / spread.as_nanos()) as usize;
-        let due = due.clamp(sent + 1, keys.len());
-        send_away(&shard, &keys[sent..due]);
-        sent = due;
+        // Connections due by now: an even share of the spread each, the
+        // k-th of n at (k - 1) / n of it, so the last goes before the
+        // spread is over (and the shutdown with it). A tick with none due
+        // sends none.
+        let due = (keys.len() as u128 * elapsed.as_nanos()).div_ceil(spread.as_nanos()) as usize;
+        let due = due.min(keys.len());
+        if due > sent {
+            send_away(&shard, &keys[sent..due]);
+            sent = due;
+        }
         sleep(TICK).await;
     }
 }
