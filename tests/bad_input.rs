@@ -416,7 +416,7 @@ fn flood_until_slow_consumer(frame_of: impl Fn(u64) -> Vec<u8>, each: impl Fn(u6
                 Err(e) => panic!("flood write failed: {e}"),
             }
             rounds += 1;
-            if rounds % 16 == 0 {
+            if rounds.is_multiple_of(16) {
                 witness.check();
             }
         }

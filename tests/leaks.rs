@@ -64,7 +64,7 @@ fn quick_cycle(addr: SocketAddr, rng: &mut Rng, tally: &Tally) {
     if kind == 2 {
         // (c) connect and close without HELLO; sometimes with half of one.
         let mut c = Client::connect_raw(addr);
-        if rng.next() % 2 == 0 {
+        if rng.next().is_multiple_of(2) {
             c.send_raw(&frame(corecast_proto::opcode::HELLO, 0, &[1, 0, 4])[..5]);
         }
         drop(c);
@@ -73,10 +73,10 @@ fn quick_cycle(addr: SocketAddr, rng: &mut Rng, tally: &Tally) {
     }
     let mut c = Client::connect(addr);
     c.sub(1, rng.topic());
-    if rng.next() % 2 == 0 {
+    if rng.next().is_multiple_of(2) {
         c.sub(2, rng.topic());
     }
-    if rng.next() % 2 == 0 {
+    if rng.next().is_multiple_of(2) {
         // Other threads publish to these topics, so MSGs may come first.
         c.flush();
     }
@@ -93,7 +93,7 @@ fn quick_cycle(addr: SocketAddr, rng: &mut Rng, tally: &Tally) {
         // (d) publish something, then a graceful close.
         _ => {
             c.publish(rng.topic(), b"hello from a short-lived connection");
-            if rng.next() % 2 == 0 {
+            if rng.next().is_multiple_of(2) {
                 c.flush();
             }
             drop(c);
@@ -121,7 +121,7 @@ fn flood_cycle(broker: &Broker, publ: &mut Client, n: u64, tally: &Tally) {
         }
         publ.flush_empty();
     }
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         let frames = lag.read_to_close(Duration::from_secs(5));
         let last = frames.last().expect("frames");
         assert_eq!(last.err_code(), Some((9, true)), "flood {n} last frame {last:?}");

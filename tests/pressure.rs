@@ -800,7 +800,7 @@ fn five_hundred_non_readers_and_one_reader(batch: u64) {
     });
     let addr = broker.local_addr();
     let topic = "many.stalled";
-    let lossy = |i: u32| i % 10 == 0;
+    let lossy = |i: u32| i.is_multiple_of(10);
     let mut stalled: Vec<Client> = (0..STALLED)
         .map(|i| {
             let mut c = Client::connect_tight(addr);

@@ -88,7 +88,7 @@ fn slow_round(broker: &Broker, topic: &'static str) {
     let started = Instant::now();
     let mut seq = 1u64;
     let mut stop_at = None;
-    while stop_at.map_or(true, |n| seq < n) {
+    while stop_at.is_none_or(|n| seq < n) {
         assert!(started.elapsed() < Duration::from_secs(8), "no slow consumer after {seq}");
         while seq - progress.load(Ordering::Acquire) >= WINDOW {
             assert!(started.elapsed() < Duration::from_secs(8), "reader stuck at {seq}");
@@ -97,7 +97,7 @@ fn slow_round(broker: &Broker, topic: &'static str) {
         publ.publish(topic, &seq_payload(seq, PAD));
         seq += 1;
         if stop_at.is_none()
-            && seq % 16 == 0
+            && seq.is_multiple_of(16)
             && broker.counters().total.slow_consumer_closes > before.slow_consumer_closes
         {
             stop_at = Some(seq + 200);
@@ -174,7 +174,7 @@ fn lossy_subscriber_stays_and_reports_every_drop_before_pong() {
     let started = Instant::now();
     let mut published = 0u64;
     let mut extra = None;
-    while extra.map_or(true, |n| published < n) {
+    while extra.is_none_or(|n| published < n) {
         assert!(started.elapsed() < Duration::from_secs(8), "no drops after {published}");
         for _ in 0..64 {
             publ.publish(topic, &seq_payload(published, PAD));

@@ -28,7 +28,7 @@ pub(super) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                 // Out of descriptors and the like: back off instead of
                 // spinning, and say so once in a while, not every time.
                 CoreCounters::add(&shard.counters.accept_failures, 1);
-                if !warned.is_some_and(|at| at.elapsed() < Duration::from_secs(10)) {
+                if warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
                     tracing::warn!(core = shard.core, error = %e, "accept failed");
                     warned = Some(Instant::now());
                 }

@@ -101,7 +101,7 @@ impl Hold {
         let (num, den) = Self::FROM;
         slot.is_open()
             && slot.out().len() > max_pending / den * num
-            && slot.write_blocked_since().map_or(true, |since| now - since < Self::READING)
+            && slot.write_blocked_since().is_none_or(|since| now - since < Self::READING)
     }
 
     /// A hold for `by`, if it holds now.

@@ -255,7 +255,7 @@ impl Fanout {
             if let Some(slot) = subs.get(i + 2 * PREFETCH_AHEAD).and_then(|s| slots.get(s.key)) {
                 slot.prefetch();
             }
-            slots.get_mut(sub.key).map_or(true, |slot| slot.visit(pass))
+            slots.get_mut(sub.key).is_none_or(|slot| slot.visit(pass))
         })
     }
 

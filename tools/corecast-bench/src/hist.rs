@@ -99,7 +99,7 @@ mod tests {
                 x ^= x >> 7;
                 x ^= x << 17;
                 let base = 5_000 + x % 20_000;
-                if x % 97 == 0 {
+                if x.is_multiple_of(97) {
                     base * (1 + x % 300)
                 } else {
                     base

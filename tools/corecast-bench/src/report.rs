@@ -73,7 +73,7 @@ pub fn write_all(results: &[RunResult], dir: &Path, notes: &[String]) -> anyhow:
 /// get them here).
 fn with_baselines(results: &[RunResult]) -> Vec<RunResult> {
     let mut out = results.to_vec();
-    for r in out.iter_mut().filter(|r| r.stalled.as_ref().map_or(true, |s| s.ratio.is_none())) {
+    for r in out.iter_mut().filter(|r| r.stalled.as_ref().is_none_or(|s| s.ratio.is_none())) {
         stalled::attach_baseline(r, results);
     }
     out
