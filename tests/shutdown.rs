@@ -7,111 +7,33 @@ mod common;
 
 use std::{
     io::{BufRead, BufReader, Write},
-    net::SocketAddr,
-    process::{Child, Command, ExitStatus, Stdio},
-    sync::mpsc,
+    process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
-use common::*;
+use common::{process::Proc, *};
 
-/// A broker process, killed if a test leaves it running.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    addr: SocketAddr,
+/// The binary on an ephemeral port, 2 cores, with this shutdown grace.
+fn spawn(grace_ms: u64) -> Proc {
+    spawn_with(grace_ms, &[])
 }
 
-impl Proc {
-    fn spawn(grace_ms: u64) -> Proc {
-        Self::spawn_with(grace_ms, &[])
-    }
-
-    fn spawn_with(grace_ms: u64, extra: &[&str]) -> Proc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_corecast"))
-            .args(["--listen", "127.0.0.1:0", "--cores", "2"])
-            .args(["--shutdown-grace-ms", &grace_ms.to_string()])
-            .args(["--max-frame", "65536"])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .env_remove("CORECAST_AUTH_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the corecast binary");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let addr = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = lines.recv_timeout(left).expect("a 'corecast listening' line on stdout");
-            assert!(!line.contains('\x1b'), "ANSI escapes on a pipe: {line:?}");
-            if line.contains("corecast listening") {
-                let addr = line
-                    .split_whitespace()
-                    .find_map(|w| w.strip_prefix("addr="))
-                    .unwrap_or_else(|| panic!("no addr= in {line:?}"));
-                break addr.parse::<SocketAddr>().expect("addr= holds an address");
-            }
-        };
-        assert_eq!(addr.ip().to_string(), "127.0.0.1");
-        assert_ne!(addr.port(), 0);
-        Proc { child, lines, addr }
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{name} failed");
-    }
-
-    /// Waits for the process to exit, at most `limit`.
-    fn wait_exit(&mut self, limit: Duration) -> (ExitStatus, Duration) {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return (status, started.elapsed());
-            }
-            assert!(started.elapsed() < limit, "broker still running after {limit:?}");
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Every stdout line logged so far.
-    fn log(&self) -> Vec<String> {
-        let mut all = Vec::new();
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
-            all.push(line);
-        }
-        all
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+fn spawn_with(grace_ms: u64, extra: &[&str]) -> Proc {
+    let grace = grace_ms.to_string();
+    let mut args = vec!["--listen", "127.0.0.1:0", "--cores", "2", "--shutdown-grace-ms", &grace];
+    args.extend(["--max-frame", "65536"]);
+    args.extend(extra);
+    let broker = Proc::spawn(&args);
+    assert_eq!(broker.addr.ip().to_string(), "127.0.0.1");
+    assert_ne!(broker.addr.port(), 0);
+    broker
 }
 
 #[test]
 fn sigterm_delivers_everything_accepted_then_goaway_then_exits_0() {
     const N: u64 = 2000;
-    let mut broker = Proc::spawn(3000);
+    let mut broker = spawn(3000);
     let addr = broker.addr;
     let mut sub = Client::connect(addr);
     sub.sub(1, "drain.t");
@@ -146,7 +68,7 @@ fn sigterm_delivers_everything_accepted_then_goaway_then_exits_0() {
 
 #[test]
 fn client_that_never_closes_does_not_hold_the_broker_past_the_grace() {
-    let mut broker = Proc::spawn(1500);
+    let mut broker = spawn(1500);
     let mut stays = Client::connect(broker.addr);
     stays.sub(1, "stay.t");
     stays.flush_empty();
@@ -171,7 +93,7 @@ fn grace_period_bounds_the_drain_of_a_subscriber_that_does_not_read() {
     const N: u64 = 6000;
     // A max_pending larger than everything published, so the subscriber is
     // never a slow consumer: it is only too slow to drain within the grace.
-    let mut broker = Proc::spawn_with(500, &["--max-pending", "16777216"]);
+    let mut broker = spawn_with(500, &["--max-pending", "16777216"]);
     let mut sub = Client::connect_small_rcvbuf(broker.addr, 4096);
     sub.sub(1, "grace.t");
     sub.flush_empty();
@@ -211,7 +133,7 @@ fn grace_period_bounds_the_drain_of_a_subscriber_that_does_not_read() {
 
 #[test]
 fn idle_broker_exits_0_promptly_on_sigint() {
-    let mut broker = Proc::spawn(3000);
+    let mut broker = spawn(3000);
     // Both cores serve (each answered a HELLO), then nothing is connected.
     let first = Client::connect(broker.addr);
     let second = connect_not_on(broker.addr, first.core_id());

@@ -8,18 +8,13 @@
 mod common;
 
 use std::{
-    io::{BufRead, BufReader},
     net::{SocketAddr, TcpStream},
     path::PathBuf,
-    process::{Child, Command, ExitStatus, Stdio},
-    sync::mpsc,
     thread,
     time::{Duration, Instant},
 };
 
-use common::{Client, Got, StreamEnd};
-
-const BIN: &str = env!("CARGO_BIN_EXE_corecast");
+use common::{process::Proc, Client, Got, StreamEnd};
 
 /// SIGHUP reads the file again: a lower `max_connections` refuses the next
 /// connection and keeps the open ones; a key that cannot change live is
@@ -33,7 +28,7 @@ fn sighup_applies_what_may_change_and_a_broken_file_changes_nothing() {
     let mut second = Client::connect(broker.addr);
 
     file.write("cores = 1\nmax_connections = 2\ncross_core_batch = 131072\n");
-    broker.signal("-HUP");
+    broker.signal("HUP");
     broker.wait_for("reload done");
     assert!(broker.saw(|l| l.contains("reload: changed") && l.contains("max_connections")));
     let refused = |l: &str| l.contains("needs a restart") && l.contains("cross_core_batch");
@@ -45,7 +40,7 @@ fn sighup_applies_what_may_change_and_a_broken_file_changes_nothing() {
     }
 
     file.write("cores = 1\nmax_connections = \n");
-    broker.signal("-HUP");
+    broker.signal("HUP");
     broker.wait_for("reload refused");
     drop(first);
     let mut third = connect_when_a_slot_is_free(broker.addr);
@@ -74,7 +69,7 @@ fn sigusr2_sends_every_client_away_and_exits_0() {
     ];
     let mut broker = Proc::spawn(&args);
     let mut clients: Vec<Client> = (0..4).map(|_| Client::connect(broker.addr)).collect();
-    broker.signal("-USR2");
+    broker.signal("USR2");
     broker.wait_for_all("lame duck: listeners closed", 2);
     // The sockets close as the runtime completes the cancelled accepts.
     let deadline = Instant::now() + Duration::from_secs(2);
@@ -91,7 +86,7 @@ fn sigusr2_sends_every_client_away_and_exits_0() {
         assert_ne!(end, StreamEnd::Timeout);
     }
     drop(clients);
-    let status = broker.wait(Duration::from_secs(15)).expect("exits after the lame duck");
+    let (status, _) = broker.wait_exit(Duration::from_secs(15));
     assert!(status.success(), "{status:?}");
 }
 
@@ -160,117 +155,6 @@ impl Drop for ConfigFile {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
-}
-
-/// The broker binary, its log lines as they come, stopped by PID.
-struct Proc {
-    child: Child,
-    addr: SocketAddr,
-    lines: Vec<String>,
-    rx: mpsc::Receiver<String>,
-}
-
-impl Proc {
-    fn spawn(args: &[&str]) -> Proc {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .env("RUST_LOG", "info")
-            .env_remove("CORECAST_AUTH_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the corecast binary");
-        let out = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut proc = Proc { child, addr: ([0, 0, 0, 0], 0).into(), lines: Vec::new(), rx };
-        let line = proc.wait_for("corecast listening");
-        proc.addr = addr_in(&line);
-        proc
-    }
-
-    /// The first line (from the start) holding `text`; panics after 10 s.
-    fn wait_for(&mut self, text: &str) -> String {
-        if let Some(line) = self.lines.iter().find(|l| l.contains(text)) {
-            return line.clone();
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(line) = self.rx.recv_timeout(left) else {
-                panic!("no line with {text:?} within 10 s: {:#?}", self.lines);
-            };
-            self.lines.push(line.clone());
-            if line.contains(text) {
-                return line;
-            }
-        }
-    }
-
-    /// Waits until `n` lines hold `text` (one from each of `n` cores).
-    fn wait_for_all(&mut self, text: &str, n: usize) {
-        while self.lines.iter().filter(|l| l.contains(text)).count() < n {
-            match self.rx.recv_timeout(Duration::from_secs(10)) {
-                Ok(line) => self.lines.push(line),
-                Err(_) => panic!("fewer than {n} lines with {text:?}: {:#?}", self.lines),
-            }
-        }
-    }
-
-    /// Whether a line read so far passes `test`.
-    fn saw(&self, test: impl Fn(&str) -> bool) -> bool {
-        self.lines.iter().any(|l| test(l))
-    }
-
-    fn signal(&self, signal: &str) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args([signal, &pid]).status().unwrap().success());
-    }
-
-    /// SIGTERM, then the exit status.
-    fn stop(mut self) -> ExitStatus {
-        self.signal("-TERM");
-        self.wait(Duration::from_secs(10)).expect("the broker stops")
-    }
-
-    fn wait(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            while let Ok(line) = self.rx.try_recv() {
-                self.lines.push(line);
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// `addr=…` from a log line, in text (`addr=1.2.3.4:5`) or JSON.
-fn addr_in(line: &str) -> SocketAddr {
-    if let Ok(value) = serde_json::from_str::<serde_json::Value>(line) {
-        return value["addr"].as_str().unwrap().parse().unwrap();
-    }
-    let word = line.split_whitespace().find_map(|w| w.strip_prefix("addr=")).unwrap();
-    word.parse().unwrap()
 }
 
 /// The next connection gets `ERR server full` (8).

@@ -11,6 +11,7 @@ use std::{
 use corecast::{Broker, Config, Snapshot};
 use corecast_proto::{ClientFrame, Hello, Pub, ServerFrame, Sub, VERSION};
 
+pub mod process;
 pub mod v11;
 
 /// A config for tests: ephemeral port, small buffers, `cores` executors.
