@@ -18,8 +18,8 @@ const PATHS: &[&str] = &["/metrics", "/healthz", "/stats", "/connz", "/subsz"];
 
 /// An answer, before it becomes a response.
 pub(super) enum Answer {
-    /// A JSON document with a status.
-    Json(StatusCode, serde_json::Value),
+    /// A JSON document, written out, with a status.
+    Json(StatusCode, Vec<u8>),
     /// The Prometheus text exposition.
     Metrics(String),
 }
@@ -27,22 +27,30 @@ pub(super) enum Answer {
 impl Answer {
     /// `200` with `value` as JSON.
     pub(super) fn ok(value: &impl Serialize) -> Self {
-        Self::Json(StatusCode::OK, json(value))
+        Self::json(StatusCode::OK, value)
+    }
+
+    /// `status` with `value` as JSON, written straight from the value (a
+    /// page of `/connz` is thousands of records: no tree in between).
+    pub(super) fn json(status: StatusCode, value: &impl Serialize) -> Self {
+        match serde_json::to_vec_pretty(value) {
+            Ok(mut body) => {
+                body.push(b'\n');
+                Self::Json(status, body)
+            }
+            Err(e) => Self::Json(StatusCode::INTERNAL_SERVER_ERROR, e.to_string().into_bytes()),
+        }
     }
 
     /// `status` with `{"error": text}`.
     pub(super) fn error(status: StatusCode, text: impl Into<String>) -> Self {
-        Self::Json(status, serde_json::json!({ "error": text.into() }))
+        Self::json(status, &serde_json::json!({ "error": text.into() }))
     }
 
     /// `503`: some core did not answer.
     pub(super) fn unavailable(text: impl Into<String>) -> Self {
         Self::error(StatusCode::SERVICE_UNAVAILABLE, text)
     }
-}
-
-fn json(value: &impl Serialize) -> serde_json::Value {
-    serde_json::to_value(value).unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }))
 }
 
 pub(super) async fn handle<B>(control: &Control, request: Request<B>) -> Response<Full<Bytes>> {
@@ -89,11 +97,7 @@ fn parse<T: DeserializeOwned>(query: &str) -> Result<T, Answer> {
 
 fn respond(answer: Answer) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match answer {
-        Answer::Json(status, value) => {
-            let mut body = serde_json::to_vec_pretty(&value).unwrap_or_default();
-            body.push(b'\n');
-            (status, "application/json", body)
-        }
+        Answer::Json(status, body) => (status, "application/json", body),
         Answer::Metrics(text) => {
             (StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text.into_bytes())
         }

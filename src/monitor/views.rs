@@ -38,9 +38,9 @@ pub(super) async fn health(control: &Control) -> Answer {
     };
     match reason {
         None => Answer::ok(&serde_json::json!({ "status": "ok" })),
-        Some(reason) => Answer::Json(
+        Some(reason) => Answer::json(
             StatusCode::SERVICE_UNAVAILABLE,
-            serde_json::json!({ "status": "unavailable", "reason": reason }),
+            &serde_json::json!({ "status": "unavailable", "reason": reason }),
         ),
     }
 }
@@ -91,57 +91,55 @@ pub(super) async fn connz(control: &Control, q: ConnzQuery) -> Answer {
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Answer::error(StatusCode::BAD_REQUEST, format!("limit must be 1..={MAX_LIMIT}"));
     }
-    let keep = q.offset.saturating_add(limit);
-    let answer = match q.state {
-        ConnState::Open => open_page(control, &q, keep).await,
-        ConnState::Closed => closed_page(control, keep).await,
-    };
-    match answer {
-        Ok((total, all)) => page(q.state, total, q.offset, limit, all),
-        Err(reason) => Answer::unavailable(reason),
+    let page = Page { state: q.state, offset: q.offset, limit };
+    match q.state {
+        ConnState::Open => open_page(control, &q, page).await,
+        ConnState::Closed => closed_page(control, page).await,
+    }
+    .unwrap_or_else(Answer::unavailable)
+}
+
+/// Which page of connections is asked for.
+#[derive(Debug, Clone, Copy)]
+struct Page {
+    state: ConnState,
+    offset: usize,
+    limit: usize,
+}
+
+impl Page {
+    /// The first `offset + limit` of every connection, in order.
+    fn keep(self) -> usize {
+        self.offset.saturating_add(self.limit)
+    }
+
+    /// The page out of `all`, sorted and cut to [`Self::keep`].
+    fn answer<T: Serialize>(self, total: usize, all: Vec<T>) -> Answer {
+        let Self { state, offset, limit } = self;
+        let connections = all.into_iter().skip(offset).take(limit).collect();
+        Answer::ok(&ConnPage { state, total, offset, limit, connections })
     }
 }
 
-async fn open_page(
-    control: &Control,
-    q: &ConnzQuery,
-    keep: usize,
-) -> Result<(usize, Vec<serde_json::Value>), String> {
-    let (sort, subs) = (q.sort, q.subs);
+async fn open_page(control: &Control, q: &ConnzQuery, page: Page) -> Result<Answer, String> {
+    let (sort, subs, keep) = (q.sort, q.subs, page.keep());
     let cores =
         control.ask(ANSWER_TIMEOUT, |reply| Query::Conns { sort, keep, subs, reply }).await?;
     let mut all: Vec<ConnInfo> = cores.into_iter().flatten().collect();
     all.sort_by(|a, b| sort.compare(a, b));
     all.truncate(keep);
     let total = control.counters().total.slots_in_use as usize;
-    Ok((total, all.iter().map(to_json).collect()))
+    Ok(page.answer(total, all))
 }
 
-async fn closed_page(
-    control: &Control,
-    keep: usize,
-) -> Result<(usize, Vec<serde_json::Value>), String> {
+async fn closed_page(control: &Control, page: Page) -> Result<Answer, String> {
+    let keep = page.keep();
     let cores = control.ask(ANSWER_TIMEOUT, |reply| Query::Closed { keep, reply }).await?;
     let total = cores.iter().map(|(kept, _)| kept).sum();
     let mut all: Vec<ClosedConn> = cores.into_iter().flat_map(|(_, conns)| conns).collect();
     all.sort_by_key(|c| std::cmp::Reverse(c.closed_at));
     all.truncate(keep);
-    Ok((total, all.iter().map(to_json).collect()))
-}
-
-fn page(
-    state: ConnState,
-    total: usize,
-    offset: usize,
-    limit: usize,
-    all: Vec<serde_json::Value>,
-) -> Answer {
-    let connections = all.into_iter().skip(offset).take(limit).collect();
-    Answer::ok(&ConnPage { state, total, offset, limit, connections })
-}
-
-fn to_json(value: &impl Serialize) -> serde_json::Value {
-    serde_json::to_value(value).unwrap_or_default()
+    Ok(page.answer(total, all))
 }
 
 /// `/subsz` parameters.
