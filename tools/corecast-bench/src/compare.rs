@@ -12,8 +12,9 @@
 //! no means for.
 //!
 //! Latency cases, and the throughput cases of the main matrix at the
-//! shipped defaults (fan-out 1->10, 1->1000, 1->1, pairs, and the stalled
-//! case with and without its stalled subscribers), run in rounds
+//! shipped defaults (fan-out 1->10, 1->1000, 1->1, pairs, the stalled
+//! case with and without its stalled subscribers, and the scraped case
+//! with and without its scraper), run in rounds
 //! ([`THROUGHPUT_ROUNDS`]; [`QUICK_THROUGHPUT_ROUNDS`] with `--quick`),
 //! interleaved across the brokers (round 1: corecast, nats, redis; round 2:
 //! corecast, nats, redis; ...), each round against a freshly started
@@ -26,9 +27,12 @@
 //! round's errors and the largest peak RSS of any round
 //! ([`flow::merge_rounds`]), so that a loss in any round fails the case and
 //! no memory figure comes from the leanest round. The stalled case and its
-//! baseline run in [`STALLED_ROUNDS`] pairs, each broker running one right
+//! baseline run in [`PAIRED_ROUNDS`] pairs, each broker running one right
 //! after the other, and its ratio is the median of the pairs' ratios
-//! ([`stalled::paired_ratio`]).
+//! ([`stalled::paired_ratio`]). So do the scraped case (corecast only: a
+//! fan-out with a scraper polling its monitoring port, see
+//! [`scraped`]) and its run without the scraper, except that which of the
+//! two runs first alternates from pair to pair.
 //! Fan-out 1->5000 (whose point is the broker's memory, and whose
 //! connection setup is long), the routing cases and the tuned matrix run
 //! once per broker.
@@ -52,7 +56,7 @@ use crate::{
         flow::FlowSpec,
         latency::{self, Histograms, Round},
         request::{self, RequestSpec},
-        routing, stalled, Target,
+        routing, scraped, stalled, Target,
     },
 };
 
@@ -128,9 +132,10 @@ pub struct CompareArgs {
 const THROUGHPUT_ROUNDS: u32 = 3;
 /// [`THROUGHPUT_ROUNDS`] with `--quick`: enough to go through the merge.
 const QUICK_THROUGHPUT_ROUNDS: u32 = 2;
-/// Rounds of the stalled case and its baseline, which run in pairs: its
-/// figure is a ratio of two runs, each as noisy as any throughput run.
-const STALLED_ROUNDS: u32 = 5;
+/// Rounds of the stalled and scraped cases and their baselines, which run
+/// in pairs: their figure is a ratio of two runs, each as noisy as any
+/// throughput run.
+const PAIRED_ROUNDS: u32 = 5;
 
 /// One cell of the matrix. A latency case runs `rounds` rounds of `secs`
 /// each per broker, a throughput case `rounds` runs, interleaved across the
@@ -205,15 +210,21 @@ impl Case {
         matches!(self, Case::Latency { .. }) || self.rounds() > 1
     }
 
-    /// Whether `with` is this stalled baseline's stalled case, the two run
-    /// in pairs.
+    /// Whether `with` is this stalled baseline's stalled case, or this
+    /// scraped case's run with the scraper: the two run in pairs.
     fn pairs_with(&self, with: &Case) -> bool {
         match (self, with) {
             (Case::Flow { spec: base, rounds: a }, Case::Flow { spec: with, rounds: b }) => {
-                a == b && stalled::pairs_with(base, with)
+                a == b && (stalled::pairs_with(base, with) || scraped::pairs_with(base, with))
             }
             _ => false,
         }
+    }
+
+    /// Whether the two runs of its pair take turns at running first (the
+    /// scraped case), rather than the baseline always first (stalled).
+    fn alternates(&self) -> bool {
+        matches!(self, Case::Flow { spec, .. } if spec.workload == "scraped")
     }
 
     /// Merges the rounds of one broker (see [`latency::merge_rounds`] and
@@ -262,6 +273,7 @@ fn base_matrix(quick: bool) -> Vec<Case> {
     let flow = |spec| Case::Flow { spec, rounds };
     if quick {
         let [unstalled, stalled] = stalled::specs(100, 100, 5_000, 1024);
+        let [unscraped, scraped] = scraped::specs(1000, 3_000, 64, scraped::INTERVAL);
         return vec![
             flow(FlowSpec::fanout(1, 10, 20_000, 64)),
             flow(FlowSpec::fanout(1, 1000, 200, 64)),
@@ -270,13 +282,17 @@ fn base_matrix(quick: bool) -> Vec<Case> {
             flow(FlowSpec::pairs(4, 10_000, 256)),
             flow(unstalled),
             flow(stalled),
+            flow(unscraped),
+            flow(scraped),
             Case::Latency { rate: 10_000, secs: 1.0, size: 64, rounds: 1 },
             Case::Conns(2000),
             Case::Churn { secs: 1.0, threads: 4 },
         ];
     }
     let [unstalled, stalled] = stalled::specs(100, 100, 20_000, 1024);
-    let paired = |spec| Case::Flow { spec, rounds: STALLED_ROUNDS };
+    // About 3 s of deliveries a round at corecast's fan-out 1->1000 rate.
+    let [unscraped, scraped] = scraped::specs(1000, 40_000, 64, scraped::INTERVAL);
+    let paired = |spec| Case::Flow { spec, rounds: PAIRED_ROUNDS };
     vec![
         flow(FlowSpec::fanout(1, 10, 1_000_000, 64)),
         flow(FlowSpec::fanout(1, 1000, 10_000, 64)),
@@ -285,6 +301,8 @@ fn base_matrix(quick: bool) -> Vec<Case> {
         flow(FlowSpec::pairs(4, 250_000, 256)),
         paired(unstalled),
         paired(stalled),
+        paired(unscraped),
+        paired(scraped),
         Case::Latency { rate: 10_000, secs: 3.0, size: 64, rounds: 3 },
         Case::Latency { rate: 50_000, secs: 3.0, size: 64, rounds: 3 },
         Case::Conns(18_000),
@@ -404,6 +422,7 @@ fn run_case(
             let target = Target {
                 kind,
                 addr: server.addr,
+                http: server.http,
                 pid: Some(server.pid),
                 timeout,
                 mode: Some(mode.into()),
@@ -424,6 +443,7 @@ fn run_case(
         let target = Target {
             kind,
             addr: ([127, 0, 0, 1], 0).into(),
+            http: None,
             pid: None,
             timeout,
             mode: Some(mode.into()),
@@ -436,14 +456,16 @@ fn run_case(
     })
 }
 
-/// Runs every round of `cases` (one case, or a stalled case's baseline
-/// and the stalled case, which pair up) against every broker, rounds
-/// outermost (corecast, nats, redis, corecast, ...; in a pair, each broker
-/// runs the baseline and then the stalled case), and merges the rounds of
-/// each case and broker into one result: every broker's for the first
-/// case, then for the second. A stalled case's ratio is that of its
-/// paired rounds ([`stalled::paired_ratio`]). Per-round lines go to
-/// `rounds_file`.
+/// Runs every round of `cases` (one case, or a baseline and the case
+/// measured against it, which pair up: see [`Case::pairs_with`]) against
+/// every broker, rounds outermost (corecast, nats, redis, corecast, ...;
+/// in a pair, each broker runs the baseline and then the other case, or,
+/// for a pair that [`Case::alternates`], the other case first in even
+/// rounds), and merges the rounds of each case and broker into one result:
+/// every broker's for the first case, then for the second. The second
+/// case's ratios are those of its paired rounds ([`stalled::paired_ratio`],
+/// [`scraped::set_paired`]).
+/// Per-round lines go to `rounds_file`.
 fn run_rounds(
     cases: &[&Case],
     brokers: &[Kind],
@@ -455,9 +477,11 @@ fn run_rounds(
 ) -> anyhow::Result<Vec<RunResult>> {
     let total = cases.iter().map(|c| c.rounds()).max().unwrap_or(1);
     let mut per_case: Vec<Vec<Vec<Round>>> = vec![vec![Vec::new(); brokers.len()]; cases.len()];
+    let alternate = cases.len() == 2 && cases.iter().all(|c| c.alternates());
     for round in 1..=total {
         for (i, &kind) in brokers.iter().enumerate() {
-            for (case, rounds) in cases.iter().zip(per_case.iter_mut()) {
+            for c in run_order(cases.len(), alternate, round) {
+                let (case, rounds) = (cases[c], &mut per_case[c]);
                 progress(case, kind, round);
                 let (mut result, histograms) = run_case(case, round, kind, config, setup, limits);
                 result.params.rounds = Some(total);
@@ -472,15 +496,30 @@ fn run_rounds(
         for (i, rounds) in per_case[c].iter().enumerate() {
             let Some(mut result) = case.merge(rounds) else { continue };
             result.params = Params { rounds: Some(total), ..case.params() };
-            if let (Some(base), Some(figures)) = (c.checked_sub(1), result.stalled.as_mut()) {
+            if let Some(base) = c.checked_sub(1) {
                 let runs =
                     |rounds: &[Round]| rounds.iter().map(|(r, _)| r.clone()).collect::<Vec<_>>();
-                figures.ratio = stalled::paired_ratio(&runs(&per_case[base][i]), &runs(rounds));
+                let (base, with) = (runs(&per_case[base][i]), runs(rounds));
+                if let Some(figures) = result.stalled.as_mut() {
+                    figures.ratio = stalled::paired_ratio(&base, &with);
+                }
+                scraped::set_paired(&mut result, &base, &with);
             }
             merged.push(result);
         }
     }
     Ok(merged)
+}
+
+/// The order in which the `n` cases of a group run in `round` (1-based):
+/// as given, or for a pair that alternates, the second first in even
+/// rounds.
+fn run_order(n: usize, alternate: bool, round: u32) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    if alternate && round % 2 == 0 {
+        order.reverse();
+    }
+    order
 }
 
 /// Runs the comparison.
@@ -541,7 +580,7 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
             let selected: Vec<&Case> = cases.iter().filter(|c| wanted(c)).collect();
             let mut next = 0;
             while let Some(&case) = selected.get(next) {
-                // A stalled case runs round by round right after its
+                // A stalled or scraped case runs round by round with its
                 // baseline, in pairs.
                 let group: Vec<&Case> = match selected.get(next + 1) {
                     Some(&with) if case.in_rounds() && case.pairs_with(with) => vec![case, with],
@@ -577,10 +616,11 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
                         None => true,
                     })
                     .collect();
-                // A stalled case's baseline (merged, when in rounds) is
-                // among the results already.
+                // A stalled or scraped case's baseline (merged, when in
+                // rounds) is among the results already.
                 let mut record = |mut result: RunResult| {
                     stalled::attach_baseline(&mut result, &results);
+                    scraped::attach_baseline(&mut result, &results);
                     result.emit(Some(&results_file))?;
                     results.push(result);
                     anyhow::Ok(())
@@ -663,6 +703,12 @@ mod tests {
                     }
                 }
             }
+            // And every scraped case with a scraper right after the same
+            // fan-out without one, in pairs.
+            let with: Vec<usize> =
+                (0..m.len()).filter(|&i| m[i].params().scrape_ms.unwrap_or(0) > 0).collect();
+            assert_eq!(with.len(), 1);
+            assert!(m[with[0] - 1].pairs_with(&m[with[0]]) && m[with[0]].in_rounds());
         }
     }
 
@@ -694,7 +740,9 @@ mod tests {
                 let routing = ["wildcard", "queue", "topics"].iter().any(|w| name.starts_with(w));
                 let wanted = match name {
                     _ if routing || name.starts_with("fanout 1->5000") => 1,
-                    _ if name.starts_with("stalled") && !quick => STALLED_ROUNDS,
+                    _ if ["stalled", "scraped"].iter().any(|w| name.starts_with(w)) && !quick => {
+                        PAIRED_ROUNDS
+                    }
                     _ => n,
                 };
                 assert_eq!(rounds, wanted, "{name}");
@@ -709,15 +757,41 @@ mod tests {
             .map(|(name, ..)| name)
             .collect();
         assert_eq!(names.len(), 4, "fanout 1->10, 1->1000, 1->1, pairs: {names:?}");
-        // The stalled case and its baseline pair up, round by round.
+        // The stalled and scraped cases and their baselines pair up, round
+        // by round; only the scraped pair takes turns at running first.
         let m = matrix(false);
-        let stalled: Vec<usize> = (0..m.len()).filter(|&i| m[i].workload() == "stalled").collect();
-        assert_eq!(stalled.len(), 2);
-        assert!(m[stalled[0]].pairs_with(&m[stalled[1]]) && stalled[1] == stalled[0] + 1);
-        assert!(m[stalled[0]].in_rounds() && m[stalled[0]].rounds() == STALLED_ROUNDS);
+        for workload in ["stalled", "scraped"] {
+            let pair: Vec<usize> = (0..m.len()).filter(|&i| m[i].workload() == workload).collect();
+            assert_eq!(pair.len(), 2);
+            assert!(m[pair[0]].pairs_with(&m[pair[1]]) && pair[1] == pair[0] + 1);
+            assert!(!m[pair[1]].pairs_with(&m[pair[0]]));
+            assert!(m[pair[0]].in_rounds() && m[pair[0]].rounds() == PAIRED_ROUNDS);
+            assert_eq!(m[pair[0]].alternates(), workload == "scraped");
+        }
+        assert!(!m[0].pairs_with(&m[1]), "two fan-outs do not pair");
         // Latency goes through the rounds in every matrix, also with one.
         assert!(matrix(true).iter().any(|c| matches!(c, Case::Latency { .. }) && c.in_rounds()));
         assert!(!matrix(false).iter().any(|c| matches!(c, Case::Conns(_)) && c.in_rounds()));
+    }
+
+    #[test]
+    fn an_alternating_pair_takes_turns_at_running_first() {
+        let orders: Vec<Vec<usize>> = (1..=5).map(|round| run_order(2, true, round)).collect();
+        assert_eq!(orders, [vec![0, 1], vec![1, 0], vec![0, 1], vec![1, 0], vec![0, 1]]);
+        assert!((1..=5).all(|round| run_order(2, false, round) == [0, 1]));
+        assert_eq!(run_order(1, false, 2), [0]);
+        // The scraped case runs on corecast at its shipped defaults, with
+        // about 3 s of deliveries per round.
+        let Some(Case::Flow { spec, .. }) =
+            matrix(false).into_iter().find(|c| c.params().scrape_ms.unwrap_or(0) > 0)
+        else {
+            panic!("a scraped case")
+        };
+        assert_eq!(spec.scrape, Some(scraped::INTERVAL));
+        assert_eq!((spec.params().subscribers, spec.msgs), (Some(1000), 40_000));
+        assert!(tuned_matrix(false).iter().all(|c| c.workload() != "scraped"));
+        assert!(routing::unsupported(Kind::Nats, "scraped").is_some());
+        assert!(routing::unsupported(Kind::Corecast, "scraped").is_none());
     }
 
     #[test]

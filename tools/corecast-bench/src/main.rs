@@ -11,6 +11,7 @@
 //! cargo run --release -p corecast-bench -- compare --quick    # smoke test, ~1 min
 //! cargo run --release -p corecast-bench -- compare --cores-mode one --brokers corecast,nats
 //! cargo run --release -p corecast-bench -- compare --settings defaults --only stalled
+//! cargo run --release -p corecast-bench -- compare --brokers corecast --settings defaults --only scraped
 //! ```
 //!
 //! `compare` runs every broker at the settings it ships with (the main
@@ -24,6 +25,7 @@
 //! cargo run --release -p corecast-bench -- --broker corecast fanout --subs 10 --msgs 200000
 //! cargo run --release -p corecast-bench -- --broker nats --server 127.0.0.1:4222 latency --rate 10000
 //! cargo run --release -p corecast-bench -- --broker-pid $(pidof corecast) churn --secs 20
+//! cargo run --release -p corecast-bench -- --http 127.0.0.1:7422 scraped --subs 1000 --msgs 40000
 //! ```
 //!
 //! The routing cases (corecast speaks protocol 1.1 for them; Redis runs
@@ -62,7 +64,7 @@ use crate::{
     workload::{
         churn, conns, flow, latency,
         request::{self, RequestSpec},
-        routing, Target,
+        routing, scraped, Target,
     },
 };
 
@@ -78,6 +80,10 @@ struct Cli {
     /// The broker's pid, for its CPU and memory figures.
     #[arg(long, global = true)]
     broker_pid: Option<u32>,
+    /// corecast's monitoring port, for `scraped` [default: 127.0.0.1:7422
+    /// with corecast].
+    #[arg(long, global = true)]
+    http: Option<SocketAddr>,
     /// Give up on a run after this long.
     #[arg(long, default_value_t = 60, global = true)]
     timeout_secs: u64,
@@ -144,6 +150,24 @@ enum Command {
         /// Payload bytes.
         #[arg(long, default_value_t = 1024)]
         size: usize,
+    },
+    /// One publisher, S subscribers, one topic, with a scraper GETting
+    /// `/metrics` and `/connz?limit=1024` from corecast's monitoring port
+    /// (`--http`) meanwhile (run it with `--interval-ms 0` too, for the
+    /// ratio).
+    Scraped {
+        /// Subscriber connections.
+        #[arg(long, default_value_t = 1000)]
+        subs: usize,
+        /// Messages.
+        #[arg(long, default_value_t = 40_000)]
+        msgs: u64,
+        /// Payload bytes.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Milliseconds from one scrape to the next; 0: no scraper.
+        #[arg(long, default_value_t = 100)]
+        interval_ms: u64,
     },
     /// C idle subscribed connections; broker RSS per connection.
     Conns {
@@ -259,6 +283,9 @@ fn run_one(cli: &Cli) -> anyhow::Result<RunResult> {
     let target = Target {
         kind: cli.broker,
         addr: cli.server.unwrap_or_else(|| default_addr(cli.broker)),
+        http: cli.http.or_else(|| {
+            (cli.broker == Kind::Corecast).then(|| SocketAddr::from(([127, 0, 0, 1], 7422)))
+        }),
         pid: cli.broker_pid,
         timeout: Duration::from_secs(cli.timeout_secs),
         mode: None,
@@ -274,6 +301,12 @@ fn run_one(cli: &Cli) -> anyhow::Result<RunResult> {
         }
         Command::Stalled { readers, stalled, msgs, size } => {
             flow::run(&target, &flow::FlowSpec::stalled(readers, stalled, msgs, size))
+        }
+        Command::Scraped { subs, msgs, size, interval_ms } => {
+            refuse_unsupported(&target, "scraped")?;
+            let every = Duration::from_millis(interval_ms);
+            let [without, with] = scraped::specs(subs, msgs, size, every);
+            flow::run(&target, if interval_ms == 0 { &without } else { &with })
         }
         Command::Latency { rate, secs, size } => latency::run(&target, rate, secs, size),
         Command::Conns { count } => conns::run(&target, count),

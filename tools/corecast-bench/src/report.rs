@@ -11,7 +11,7 @@ use crate::{
     driver::Kind,
     hist::Summary,
     result::{ChurnFigures, ConnsFigures, Flow, RunResult},
-    workload::stalled,
+    workload::{scraped, stalled},
 };
 
 /// Writes `report.md` and the charts for `results` into `dir`; `notes` go
@@ -69,12 +69,16 @@ pub fn write_all(results: &[RunResult], dir: &Path, notes: &[String]) -> anyhow:
 }
 
 /// `results`, each stalled run with the figures of its run without stalled
-/// subscribers attached (results files written before they were attached
+/// subscribers attached, and each scraped run with those of its run
+/// without the scraper (results files written before they were attached
 /// get them here).
 fn with_baselines(results: &[RunResult]) -> Vec<RunResult> {
     let mut out = results.to_vec();
     for r in out.iter_mut().filter(|r| r.stalled.as_ref().is_none_or(|s| s.ratio.is_none())) {
         stalled::attach_baseline(r, results);
+    }
+    for r in out.iter_mut().filter(|r| r.scrape.as_ref().map_or(true, |s| s.ratio.is_none())) {
+        scraped::attach_baseline(r, results);
     }
     out
 }
@@ -118,11 +122,14 @@ fn throughput_note(results: &[RunResult]) -> Option<String> {
     } else {
         String::new()
     };
-    let stalled = if flows.iter().any(|r| r.workload == "stalled" && rounds(r) > 1) {
-        "; the stalled case and its run without stalled subscribers go in pairs, one right after the other against the same broker, and the stalled ratio is the median of the pairs' ratios"
+    let mut stalled = if flows.iter().any(|r| r.workload == "stalled" && rounds(r) > 1) {
+        "; the stalled case and its run without stalled subscribers go in pairs, one right after the other against the same broker, and the stalled ratio is the median of the pairs' ratios".to_owned()
     } else {
-        ""
+        String::new()
     };
+    if flows.iter().any(|r| r.workload == "scraped" && rounds(r) > 1) {
+        stalled.push_str("; the scraped case and its run without the scraper go in pairs too, taking turns at running first, and its ratio is the median of the pairs' ratios");
+    }
     let once = if flows.iter().any(|r| rounds(r) == 1) {
         "; the other throughput cases ran once per broker"
     } else {
@@ -265,7 +272,16 @@ fn errors_col(r: &RunResult) -> String {
 
 /// Whether a run belongs in the throughput tables.
 fn is_flow(r: &RunResult) -> bool {
-    matches!(r.workload.as_str(), "fanout" | "pairs" | "stalled" | "wildcard" | "queue" | "topics")
+    matches!(
+        r.workload.as_str(),
+        "fanout" | "pairs" | "stalled" | "scraped" | "wildcard" | "queue" | "topics"
+    )
+}
+
+/// Whether a throughput run compares the brokers (the scraped case, which
+/// only corecast runs, has a table of its own).
+fn compares_brokers(r: &RunResult) -> bool {
+    is_flow(r) && r.workload != "scraped"
 }
 
 /// Delivered/s of a throughput run, with what it lost and whom the broker
@@ -294,7 +310,7 @@ fn flow_cell(r: &RunResult) -> String {
 /// One line per throughput case: delivered/s of every broker with its loss
 /// and cut subscribers, and corecast over nats-server.
 fn summary_table(runs: &[&RunResult]) -> String {
-    let flows: Vec<&RunResult> = runs.iter().copied().filter(|r| is_flow(r)).collect();
+    let flows: Vec<&RunResult> = runs.iter().copied().filter(|r| compares_brokers(r)).collect();
     if flows.is_empty() {
         return String::new();
     }
@@ -333,7 +349,8 @@ fn server_name(k: Kind) -> &'static str {
 
 fn tables(runs: &[&RunResult]) -> String {
     let mut md = String::new();
-    let flows: Vec<_> = runs.iter().filter(|r| is_flow(r) && r.workload != "stalled").collect();
+    let flows: Vec<_> =
+        runs.iter().filter(|r| compares_brokers(r) && r.workload != "stalled").collect();
     if !flows.is_empty() {
         md.push_str("\n### Throughput\n\n| case | broker | published/s | delivered/s | lost | cut | dup | gaps | broker CPU s | broker peak RSS MiB | bench CPU | problems |\n|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n");
         for r in flows {
@@ -362,6 +379,7 @@ fn tables(runs: &[&RunResult]) -> String {
         }
     }
     md.push_str(&stalled_table(runs));
+    md.push_str(&scraped_table(runs));
     md.push_str(&latency_table(runs));
     md.push_str(&conns_table(runs));
     md.push_str(&churn_table(runs));
@@ -416,6 +434,78 @@ fn stalled_table(runs: &[&RunResult]) -> String {
             f.cut,
             s.stalled_cut,
             s.stalled,
+            bench_col(r),
+        );
+    }
+    md
+}
+
+/// The run without a scraper of the scraped run `r`, if there is one.
+fn scraped_baseline<'a>(runs: &[&'a RunResult], r: &RunResult) -> Option<&'a RunResult> {
+    runs.iter().copied().find(|b| {
+        b.workload == "scraped"
+            && b.broker == r.broker
+            && b.params.scrape_ms == Some(0)
+            && (b.params.subscribers, b.params.msgs) == (r.params.subscribers, r.params.msgs)
+    })
+}
+
+/// The scraped runs (with their baselines attached: see
+/// [`with_baselines`]), one line per broker.
+fn scraped_table(runs: &[&RunResult]) -> String {
+    let mut md = String::new();
+    let scraped: Vec<&RunResult> = runs
+        .iter()
+        .copied()
+        .filter(|r| r.workload == "scraped" && r.params.scrape_ms.unwrap_or(0) > 0)
+        .collect();
+    if scraped.is_empty() {
+        return md;
+    }
+    md.push_str("\n### Monitoring port scraped during a fan-out (corecast)\n\nDelivered/s with a scraper in the bench GETting `/metrics` and `/connz?limit=1024` from corecast's monitoring port at the interval given, over delivered/s of the same fan-out without it (a run of its own against a fresh broker; in rounds the two run in pairs, taking turns at running first, and the ratio is the median of the pairs' ratios, which need not equal the ratio of the two medians shown). Each path is GET from a thread of its own, on its own schedule; \"scrapes\" counts the GETs of the path that had the fewest, and \"late\" the GETs sent late because the one before took longer than the interval. Scrapes and GETs add up over the rounds; \"not 200\" counts GETs answered otherwise or not at all; \"/connz listed\" is what its first answer listed, of the open connections it counted. Broker CPU per delivery (every thread of the broker, its monitoring port's included) is the median round's, and its ratio, in parentheses, is taken like delivered/s': what serving the scrapes cost the broker, whether or not that slowed delivery.\n\n| case | broker | delivered/s without → with | ratio | scrapes (GETs late) | GETs not 200 | /connz listed | GET mean / max ms, /metrics | GET mean / max ms, /connz | lost | cut | broker CPU ns per delivery without → with | scraper CPU per scrape | bench CPU | problems |\n|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n");
+    for r in scraped {
+        let s = r.scrape.clone().unwrap_or_default();
+        let f: Flow = r.flow.clone().unwrap_or_default();
+        let with = if r.flow.is_some() { si(f.delivered_per_s) } else { "failed".into() };
+        let without = s.baseline_delivered_per_s.map_or("-".into(), si);
+        let ratio = s.ratio.map_or("-".into(), |x| format!("{x:.3}"));
+        let listed = match (s.connz_listed, s.connz_total) {
+            (Some(l), Some(t)) => format!("{l} of {t}"),
+            _ => "-".into(),
+        };
+        let get = |prefix: &str| {
+            s.paths.iter().find(|p| p.path.starts_with(prefix)).map_or("-".into(), |p| {
+                format!("{:.1} / {:.1}", p.total_ms / p.gets.max(1) as f64, p.max_ms)
+            })
+        };
+        let per_delivery = |run: Option<&RunResult>| {
+            run.and_then(|r| Some((r.broker_usage.as_ref()?.cpu_s, r.flow.as_ref()?.delivered)))
+                .filter(|(_, d)| *d > 0)
+                .map_or("-".into(), |(cpu, d)| format!("{:.1}", cpu * 1e9 / d as f64))
+        };
+        let base = scraped_baseline(runs, r);
+        let mut problems = errors_col(r);
+        if s.baseline_failed {
+            let why = base.map_or(String::new(), errors_col);
+            let sep = if problems.is_empty() { "" } else { "; " };
+            let _ = write!(problems, "{sep}without the scraper: {why}");
+        }
+        let _ = writeln!(
+            md,
+            "| {} | {} | {without} → {with} | {ratio} | {} ({}) | {} | {listed} | {} | {} | {} | {} | {} → {} ({}) | {:.2} ms | {} | {problems} |",
+            r.case,
+            r.broker,
+            s.scrapes,
+            s.paths.iter().map(|p| p.late).sum::<u64>(),
+            s.non_200 + s.failed,
+            get("/metrics"),
+            get("/connz"),
+            f.lost,
+            f.cut,
+            per_delivery(base),
+            per_delivery(Some(r)),
+            s.broker_cpu_ratio.map_or("-".into(), |x| format!("×{x:.2}")),
+            s.scraper_cpu_s * 1e3 / s.scrapes.max(1) as f64,
             bench_col(r),
         );
     }
@@ -739,6 +829,62 @@ fn stalled_target(runs: &[&RunResult], least: f64) -> Verdict {
     (target, c.show(fig), n.show(fig), measure, outcome)
 }
 
+/// The fan-out with the monitoring port scraped against the same fan-out
+/// without: at least `least`, every GET answered 200, and both runs clean
+/// (corecast only).
+fn scraped_target(runs: &[&RunResult], least: f64) -> Verdict {
+    let side = |k| {
+        let run = find(runs, k, "scraped", |r| r.params.scrape_ms.unwrap_or(0) > 0);
+        match run {
+            Some(r) if r.scrape.as_ref().is_some_and(|s| s.baseline_failed) => {
+                Side::Failed("failed without the scraper".into())
+            }
+            _ => match flow_side(run) {
+                Side::Measured(_) => {
+                    let s = run.and_then(|r| r.scrape.clone()).unwrap_or_default();
+                    match s.ratio {
+                        None => Side::Failed("no run without the scraper".into()),
+                        Some(_) if s.scrapes == 0 => Side::Failed("no scrape done".into()),
+                        Some(ratio) => Side::Measured((
+                            ratio,
+                            s.scrapes,
+                            s.non_200 + s.failed,
+                            s.broker_cpu_ratio,
+                        )),
+                    }
+                }
+                Side::Failed(why) => Side::Failed(why),
+                Side::NotRun => Side::NotRun,
+            },
+        }
+    };
+    let (c, n) = (side(Kind::Corecast), side(Kind::Nats));
+    let (subs, interval) =
+        find(runs, Kind::Corecast, "scraped", |r| r.params.scrape_ms.unwrap_or(0) > 0).map_or(
+            ("1000".into(), "100".into()),
+            |r| {
+                (
+                    r.params.subscribers.map_or("?".into(), |s| s.to_string()),
+                    r.params.scrape_ms.map_or("?".into(), |s| s.to_string()),
+                )
+            },
+        );
+    let target = format!(
+        "scraped: fan-out 1→{subs} delivered/s with `/metrics` and `/connz` scraped every {interval} ms ≥ {least} × without, every GET answered 200, nothing lost, nobody cut"
+    );
+    let fig = |(ratio, scrapes, bad, cpu): &(f64, u64, u64, Option<f64>)| {
+        let cpu = cpu.map_or(String::new(), |c| format!("; broker CPU per delivery ×{c:.2}"));
+        format!("{ratio:.3} ({scrapes} scrapes, {bad} GETs not 200{cpu})")
+    };
+    let (measure, outcome) = match &c {
+        Side::Measured((ratio, _, bad, _)) => {
+            (format!("{ratio:.3}"), Outcome::of(*ratio >= least && *bad == 0))
+        }
+        _ => missing(&c, &n),
+    };
+    (target, c.show(fig), n.show(fig), measure, outcome)
+}
+
 fn latency_targets(runs: &[&RunResult]) -> [Verdict; 2] {
     let side = |k| {
         Side::of(find(runs, k, "latency", |r| r.params.rate == Some(10_000)), |r| {
@@ -847,6 +993,7 @@ fn target_verdicts(runs: &[&RunResult]) -> Vec<Verdict> {
         throughput_target(runs, "fanout 1→1", "fanout", Some(1), 2.0),
         throughput_target(runs, "pairs", "pairs", None, 2.0),
         stalled_target(runs, 0.9),
+        scraped_target(runs, 0.97),
     ];
     verdicts.extend(latency_targets(runs));
     verdicts.push(conns_target(runs));
@@ -876,6 +1023,7 @@ mod tests {
         let target = crate::workload::Target {
             kind: Kind::Corecast,
             addr: ([127, 0, 0, 1], 0).into(),
+            http: None,
             pid: None,
             timeout: std::time::Duration::from_secs(1),
             mode: Some("one".into()),
@@ -1216,6 +1364,75 @@ mod tests {
         assert_eq!(verdict(stalled_run(Kind::Corecast, None, false)).4, Fail);
         let cut_reader = lossy(stalled_run(Kind::Corecast, Some(0.95), false), 10, 1);
         assert_eq!(verdict(cut_reader).4, Fail);
+    }
+
+    #[test]
+    fn scraped_fanout_against_its_own_rate() {
+        use crate::{
+            result::{BrokerUsage, ScrapeFigures},
+            workload::scraped,
+        };
+        use Outcome::*;
+        let [base, with] = scraped::specs(1000, 40_000, 64, scraped::INTERVAL);
+        let flow_of = |spec: &crate::workload::flow::FlowSpec, per_s: f64| {
+            let mut r = run_of(Kind::Corecast, spec.workload, spec.params());
+            r.case = spec.case.clone();
+            r.flow = Some(Flow { delivered_per_s: per_s, delivered: 1000, ..Flow::default() });
+            r.broker_usage = Some(BrokerUsage { cpu_s: 2e-5, ..BrokerUsage::default() });
+            r
+        };
+        let scraped_run = |ratio: Option<f64>, non_200| {
+            let mut r = flow_of(&with, 9.8e6);
+            let paths = scraped::PATHS.iter().map(|p| crate::result::PathFigures {
+                path: (*p).into(),
+                gets: 30,
+                total_ms: 60.0,
+                max_ms: 9.5,
+                ..Default::default()
+            });
+            r.scrape = Some(ScrapeFigures {
+                interval_ms: 100,
+                scrapes: 30,
+                paths: paths.collect(),
+                non_200,
+                connz_total: Some(1001),
+                connz_listed: Some(1001),
+                scraper_cpu_s: 0.03,
+                ratio,
+                ..ScrapeFigures::default()
+            });
+            if non_200 > 0 {
+                r.errors.push("1 of 60 GETs of the monitoring port not answered 200".into());
+            }
+            r
+        };
+        let baseline = flow_of(&base, 1e7);
+        let verdict = |r: RunResult| scraped_target(&[&baseline, &r], 0.97);
+        let pass = verdict(scraped_run(Some(0.98), 0));
+        assert_eq!(
+            (pass.1.as_str(), pass.2.as_str(), pass.4),
+            ("0.980 (30 scrapes, 0 GETs not 200)", "-", Pass)
+        );
+        assert!(pass.0.contains("1→1000") && pass.0.contains("every 100 ms ≥ 0.97"), "{}", pass.0);
+        assert_eq!(verdict(scraped_run(Some(0.96), 0)).4, Fail);
+        assert_eq!(verdict(scraped_run(Some(0.99), 1)).4, Fail, "a GET not answered 200");
+        assert_eq!(verdict(scraped_run(None, 0)).4, Fail, "no run without the scraper");
+        assert_eq!(verdict(lossy(scraped_run(Some(0.99), 0), 10, 1)).4, Fail);
+        assert_eq!(scraped_target(&[&baseline], 0.97).4, NotMeasured);
+
+        // Its own table, with the baseline attached from the results; not
+        // in the tables that compare brokers.
+        let results = with_baselines(&[baseline.clone(), scraped_run(None, 0)]);
+        let s = results[1].scrape.as_ref().expect("figures");
+        assert_eq!(s.baseline_delivered_per_s, Some(1e7));
+        assert!((s.ratio.expect("ratio") - 0.98).abs() < 1e-9);
+        let runs: Vec<&RunResult> = results.iter().collect();
+        let table = scraped_table(&runs);
+        assert!(
+            table.contains("| 10.00M → 9.80M | 0.980 | 30 (0) | 0 | 1001 of 1001 | 2.0 / 9.5 | 2.0 / 9.5 | 0 | 0 | 20.0 → 20.0 (×1.00) | 1.00 ms |"),
+            "{table}"
+        );
+        assert!(summary_table(&runs).is_empty() && !tables(&runs).contains("### Throughput"));
     }
 
     #[test]

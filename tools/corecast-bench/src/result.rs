@@ -13,8 +13,8 @@ use crate::{driver::Kind, hist::Summary};
 pub struct RunResult {
     /// Which broker.
     pub broker: Kind,
-    /// `fanout`, `pairs`, `stalled`, `latency`, `conns`, `churn`,
-    /// `wildcard`, `queue`, `request` or `topics`.
+    /// `fanout`, `pairs`, `stalled`, `scraped`, `latency`, `conns`,
+    /// `churn`, `wildcard`, `queue`, `request` or `topics`.
     pub workload: String,
     /// Short human name of the case, e.g. `fanout 1->10 64B`.
     pub case: String,
@@ -37,6 +37,10 @@ pub struct RunResult {
     /// their rate without them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stalled: Option<StalledFigures>,
+    /// The scraper of a `scraped` run with one (corecast's monitoring
+    /// port), and the fan-out against its rate without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scrape: Option<ScrapeFigures>,
     /// Latency figures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<LatencyFigures>,
@@ -104,6 +108,10 @@ pub struct Params {
     /// holds more than one (topics).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscriptions: Option<usize>,
+    /// Milliseconds between two scrapes of corecast's monitoring port
+    /// (`scraped`; 0 in the run without a scraper).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scrape_ms: Option<u64>,
     /// Queue groups the subscribers form (queue, request).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub groups: Option<usize>,
@@ -184,6 +192,83 @@ pub struct StalledFigures {
     /// reader or failed (then the ratio is not a clean figure).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub baseline_failed: bool,
+}
+
+/// What the scraper of a `scraped` run did: every `interval_ms` it GETs
+/// each of `paths` from corecast's monitoring port, each path on its own
+/// schedule (a thread each), so that a slow answer on one path does not
+/// thin out the GETs of the other.
+/// In `compare`'s merged result (see `workload::flow::merge_rounds`) the
+/// counts, bytes, milliseconds and CPU seconds add up over every round and
+/// `max_ms` is the largest of any round.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ScrapeFigures {
+    /// Time from one scrape to the next, ms.
+    pub interval_ms: u64,
+    /// Scrapes done: the GETs of the path that had the fewest.
+    pub scrapes: u64,
+    /// Each path's GETs.
+    pub paths: Vec<PathFigures>,
+    /// GETs answered with a status other than 200, over all paths.
+    pub non_200: u64,
+    /// GETs that got no answer (refused, reset, timed out), over all paths.
+    pub failed: u64,
+    /// The first non-200 answer or failure, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_problem: Option<String>,
+    /// Open connections `/connz` counted (`total`) in its first answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connz_total: Option<u64>,
+    /// Connections that first `/connz` answer listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connz_listed: Option<u64>,
+    /// CPU seconds of the bench's scraper threads (taken from the load
+    /// generator's CPUs).
+    pub scraper_cpu_s: f64,
+    /// The fan-out's delivered/s in the same configuration without the
+    /// scraper (`compare` fills it in from that run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_delivered_per_s: Option<f64>,
+    /// Delivered/s here over `baseline_delivered_per_s`; in `compare`, the
+    /// median of the paired rounds' ratios.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ratio: Option<f64>,
+    /// The broker's CPU seconds per delivery here over the same in the
+    /// run without the scraper (what serving the scrapes cost the broker,
+    /// whether or not it slowed delivery); in `compare`, the median of the
+    /// paired rounds' ratios.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker_cpu_ratio: Option<f64>,
+    /// Whether the run without the scraper lost messages, cut a
+    /// subscriber or failed (then the ratio is not a clean figure).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub baseline_failed: bool,
+}
+
+/// The GETs of one path of a scraper.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PathFigures {
+    /// The path and query, e.g. `/connz?limit=1024`.
+    pub path: String,
+    /// GETs sent.
+    pub gets: u64,
+    /// Of those, answered 200.
+    pub ok: u64,
+    /// Answered with another status.
+    pub non_200: u64,
+    /// No answer.
+    pub failed: u64,
+    /// Body bytes received.
+    pub bytes: u64,
+    /// Milliseconds from sending a GET to its whole body, added up.
+    pub total_ms: f64,
+    /// The slowest GET, ms.
+    pub max_ms: f64,
+    /// GETs sent late, because the one before took longer than the
+    /// interval (the scraper then goes on from there, with no burst to
+    /// catch up).
+    #[serde(default)]
+    pub late: u64,
 }
 
 /// Latency of a paced run, from three clocks.

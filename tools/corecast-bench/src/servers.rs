@@ -2,9 +2,12 @@
 //! installing the ones that are missing.
 //!
 //! Every broker runs on loopback on a free port, with its output in a log
-//! file. A [`Server`] stops its process by pid when dropped (SIGTERM, wait,
-//! then SIGKILL), so error paths do not leave brokers behind; the child also
-//! gets SIGTERM if the bench itself dies (`PR_SET_PDEATHSIG`).
+//! file; corecast's monitoring port (on at its defaults) gets a free port
+//! of its own, so that a broker someone else runs on its default port
+//! (7422) changes nothing. A [`Server`] stops its process by pid when
+//! dropped (SIGTERM, wait, then SIGKILL), so error paths do not leave
+//! brokers behind; the child also gets SIGTERM if the bench itself dies
+//! (`PR_SET_PDEATHSIG`).
 
 use std::{
     fs::File,
@@ -83,6 +86,8 @@ pub struct Server {
     pub pid: u32,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// corecast's monitoring port (`--http`); `None` for the others.
+    pub http: Option<SocketAddr>,
     child: Option<Child>,
     log: PathBuf,
 }
@@ -129,10 +134,13 @@ impl Drop for Server {
     }
 }
 
-/// A port on 127.0.0.1 that was free a moment ago.
-fn free_port() -> anyhow::Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("bind a probe socket")?;
-    Ok(listener.local_addr()?.port())
+/// `n` distinct ports on 127.0.0.1 that were free a moment ago (each
+/// probe is held until all are taken, so no two are the same).
+fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let probes = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").context("bind a probe socket"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    probes.iter().map(|l| Ok(l.local_addr()?.port())).collect()
 }
 
 /// The settings each broker runs with, for the report.
@@ -148,7 +156,9 @@ pub fn describe(kind: Kind, placement: Placement, settings: Settings) -> String 
             } else {
                 "nothing else: every other setting".into()
             };
-            format!("corecast: {pin}`--listen` and `--cores {cores}`, {flags} at its default")
+            format!(
+                "corecast: {pin}`--listen`, `--http` (its monitoring port, on as shipped, on a free port of its own) and `--cores {cores}`, {flags} at its default"
+            )
         }
         Kind::Nats => {
             let gomaxprocs = if one { "`GOMAXPROCS=1`, " } else { "" };
@@ -188,7 +198,7 @@ fn command(
     placement: Placement,
     settings: Settings,
     setup: &Setup,
-    port: u16,
+    (port, http): (u16, u16),
 ) -> anyhow::Result<Command> {
     let program: &std::ffi::OsStr = match kind {
         Kind::Corecast => setup.corecast_bin.as_os_str(),
@@ -209,6 +219,7 @@ fn command(
     match kind {
         Kind::Corecast => {
             cmd.args(["--listen", &format!("127.0.0.1:{port}")])
+                .args(["--http", &format!("127.0.0.1:{http}")])
                 .args(["--cores", &cores.to_string()]);
             if tuned {
                 cmd.args(CORECAST_TUNED_FLAGS);
@@ -236,8 +247,9 @@ fn command(
     Ok(cmd)
 }
 
-/// Starts `kind` on a free loopback port and waits until it accepts
-/// connections and answers a handshake.
+/// Starts `kind` on a free loopback port (corecast's monitoring port on
+/// another) and waits until it accepts connections and answers a
+/// handshake, and corecast's monitoring port accepts connections.
 pub fn start(
     kind: Kind,
     placement: Placement,
@@ -245,12 +257,14 @@ pub fn start(
     setup: &Setup,
     label: &str,
 ) -> anyhow::Result<Server> {
-    let port = free_port()?;
+    let ports = free_ports(2)?;
+    let (port, http_port) = (ports[0], ports[1]);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let http = (kind == Kind::Corecast).then(|| SocketAddr::from(([127, 0, 0, 1], http_port)));
     let log = setup.dir.join("logs").join(format!("{label}.log"));
     std::fs::create_dir_all(setup.dir.join("logs"))?;
     let out = File::create(&log).with_context(|| format!("create {}", log.display()))?;
-    let mut cmd = command(kind, placement, settings, setup, port)?;
+    let mut cmd = command(kind, placement, settings, setup, (port, http_port))?;
     cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
     // SAFETY: prctl is async-signal-safe; the closure touches no memory of
     // the parent.
@@ -261,7 +275,7 @@ pub fn start(
         });
     }
     let child = cmd.spawn().with_context(|| format!("start {kind}: {cmd:?}"))?;
-    let mut server = Server { kind, pid: child.id(), addr, child: Some(child), log };
+    let mut server = Server { kind, pid: child.id(), addr, http, child: Some(child), log };
     wait_ready(&mut server)?;
     Ok(server)
 }
@@ -272,7 +286,8 @@ fn wait_ready(server: &mut Server) -> anyhow::Result<()> {
         if !server.alive() {
             bail!("{} exited at start-up:\n{}", server.kind, server.log_tail());
         }
-        if TcpStream::connect_timeout(&server.addr, Duration::from_millis(200)).is_ok() {
+        let accepts = |addr| TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_ok();
+        if accepts(&server.addr) && server.http.as_ref().map_or(true, accepts) {
             let opts = ConnOpts {
                 read_buffer: 4096,
                 timeout: Duration::from_secs(5),
@@ -284,8 +299,9 @@ fn wait_ready(server: &mut Server) -> anyhow::Result<()> {
             return Ok(());
         }
         if Instant::now() >= end {
+            let http = server.http.map_or(String::new(), |h| format!(" (monitoring port {h})"));
             bail!(
-                "{} did not listen on {} within 15 s:\n{}",
+                "{} did not listen on {}{http} within 15 s:\n{}",
                 server.kind,
                 server.addr,
                 server.log_tail()

@@ -1,6 +1,8 @@
 //! Throughput workloads: `fanout` (P publishers, S subscribers, one
 //! topic), `pairs` (K publishers each to its own topic, K subscribers),
-//! `stalled` (one publisher, readers, and subscribers that never read), and
+//! `stalled` (one publisher, readers, and subscribers that never read),
+//! `scraped` (a fan-out with or without a scraper polling corecast's
+//! monitoring port: see [`super::scraped`]), and
 //! the routing cases of [`super::routing`]: `wildcard` (patterns),
 //! `queue` (one queue group) and `topics` (many topics, one subscriber
 //! each).
@@ -36,7 +38,7 @@ use std::{
 use anyhow::Context;
 use mio::{unix::SourceFd, Events, Interest, Poll, Token};
 
-use super::{owed, Meter, Target};
+use super::{owed, scraped::Scraper, Meter, Target};
 use crate::{
     driver::{Driver, Recv, Subscription},
     payload::{Seen, Stamp, Tally, HEADER},
@@ -81,7 +83,8 @@ impl Subscriber {
 /// What a throughput run does.
 #[derive(Debug, Clone)]
 pub struct FlowSpec {
-    /// `fanout`, `pairs`, `stalled`, `wildcard`, `queue` or `topics`.
+    /// `fanout`, `pairs`, `stalled`, `scraped`, `wildcard`, `queue` or
+    /// `topics`.
     pub workload: &'static str,
     /// Human name of the case.
     pub case: String,
@@ -102,6 +105,10 @@ pub struct FlowSpec {
     /// Measure the broker's RSS per subscription: its growth from every
     /// connection open to every subscription confirmed (and settled).
     pub subs_memory: bool,
+    /// Scrape corecast's monitoring port this often while publishing and
+    /// delivering (`scraped`; `None` elsewhere, and in the `scraped` run
+    /// without a scraper).
+    pub scrape: Option<Duration>,
 }
 
 impl FlowSpec {
@@ -123,6 +130,7 @@ impl FlowSpec {
             size,
             idle: Duration::from_secs(3),
             subs_memory: false,
+            scrape: None,
         }
     }
 
@@ -171,6 +179,8 @@ impl FlowSpec {
             topics: self.publishers.iter().any(|t| t.len() > 1).then_some(topics),
             subscriptions: (subscriptions != self.subscribers.len()).then_some(subscriptions),
             groups: (groups > 0).then_some(groups),
+            scrape_ms: (self.workload == "scraped")
+                .then(|| self.scrape.map_or(0, |d| d.as_millis() as u64)),
             ..Params::default()
         }
     }
@@ -740,6 +750,9 @@ pub fn run(target: &Target, spec: &FlowSpec) -> anyhow::Result<RunResult> {
         stop: AtomicBool::new(false),
         deadline: Instant::now() + target.timeout,
     });
+    // A `scraped` run's scraper: its first GETs go out as the publishers
+    // start, and it stops once delivery ends.
+    let scraper = spec.scrape.map(|every| Scraper::start(target, every)).transpose()?;
     let readers = spawn_readers(subs, &shared);
     let barrier = Arc::new(Barrier::new(pubs.len() + 1));
     let publishers = spawn_publishers(pubs, spec, &barrier, shared.deadline);
@@ -748,6 +761,7 @@ pub fn run(target: &Target, spec: &FlowSpec) -> anyhow::Result<RunResult> {
     let start = meter.started();
     let (sent_by, pub_end) = join_publishers(publishers, spec, start, &mut result.errors);
     wait_for_deliveries(&shared, spec.idle, spec.expected(&sent_by), &readers);
+    result.scrape = scraper.map(|s| s.stop(&mut result.errors));
     shared.stop.store(true, Relaxed);
     let outcome = join_readers(readers, &mut result.errors);
     let mut flow = delivery_figures(spec, &sent_by, &outcome);
@@ -781,9 +795,10 @@ pub fn run(target: &Target, spec: &FlowSpec) -> anyhow::Result<RunResult> {
 /// round, the errors are every round's (prefixed with their round), and the
 /// broker's peak RSS is the largest of any round, so a round that lost
 /// messages fails the case and a memory figure never comes from the
-/// leanest round. The rest (rates, seconds, CPU, the stalled subscribers'
-/// figures, corecast's counters) is the median round's, so the figures of
-/// one run stay together. `None` when there are no rounds.
+/// leanest round. A scraper's counts add up over the rounds (see
+/// [`super::scraped::add_up`]). The rest (rates, seconds, CPU, the stalled
+/// subscribers' figures, corecast's counters) is the median round's, so
+/// the figures of one run stay together. `None` when there are no rounds.
 pub fn merge_rounds(rounds: &[RunResult]) -> Option<RunResult> {
     let rate = |r: &RunResult| r.flow.as_ref().map_or(0.0, |f| f.delivered_per_s);
     let mut by_rate: Vec<&RunResult> = rounds.iter().collect();
@@ -806,6 +821,7 @@ pub fn merge_rounds(rounds: &[RunResult]) -> Option<RunResult> {
             usage.peak_rss_kib = usage.peak_rss_kib.max(u.peak_rss_kib);
         }
     }
+    merged.scrape = super::scraped::add_up(rounds.iter().filter_map(|r| r.scrape.as_ref()));
     Some(merged)
 }
 

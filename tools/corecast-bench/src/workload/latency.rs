@@ -272,6 +272,7 @@ mod tests {
         let target = Target {
             kind: Kind::Nats,
             addr: ([127, 0, 0, 1], 4222).into(),
+            http: None,
             pid: None,
             timeout: Duration::from_secs(1),
             mode: Some("one".into()),

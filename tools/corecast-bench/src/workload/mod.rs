@@ -8,6 +8,7 @@ pub mod latency;
 pub mod owed;
 pub mod request;
 pub mod routing;
+pub mod scraped;
 pub mod stalled;
 
 use std::{
@@ -30,6 +31,8 @@ pub struct Target {
     pub kind: Kind,
     /// Where it listens (loopback).
     pub addr: SocketAddr,
+    /// corecast's monitoring port, if known (`scraped` needs it).
+    pub http: Option<SocketAddr>,
     /// Its process, for CPU and memory figures.
     pub pid: Option<u32>,
     /// Bound on every run.
@@ -51,6 +54,7 @@ impl Target {
         Self {
             kind,
             addr: ([127, 0, 0, 1], 0).into(),
+            http: None,
             pid: None,
             timeout: Duration::from_secs(1),
             mode: Some("one".into()),
@@ -113,6 +117,7 @@ impl Target {
             seconds: 0.0,
             flow: None,
             stalled: None,
+            scrape: None,
             latency: None,
             conns: None,
             churn: None,

@@ -79,6 +79,9 @@ pub fn unsupported(kind: Kind, workload: &str) -> Option<&'static str> {
     match (kind, workload) {
         (Kind::Redis, "queue") => Some("Redis pub/sub has no queue groups"),
         (Kind::Redis, "request") => Some("Redis pub/sub has no queue groups and no reply-to"),
+        (Kind::Nats | Kind::Redis, "scraped") => {
+            Some("it has no corecast monitoring port to scrape")
+        }
         _ => None,
     }
 }

@@ -63,11 +63,21 @@ pub fn attach_baseline(run: &mut RunResult, earlier: &[RunResult]) {
 /// the pairs' ratios (of an even count, the lower middle one). A machine
 /// whose speed drifts during a comparison moves both runs of a pair alike,
 /// where the median of each series on its own would compare runs taken
-/// minutes apart.
+/// minutes apart. (The scraped case pairs its runs the same way.)
 pub fn paired_ratio(base: &[RunResult], with: &[RunResult]) -> Option<f64> {
-    let rate = |r: &RunResult| r.flow.as_ref().map(|f| f.delivered_per_s).filter(|r| *r > 0.0);
+    paired_median(base, with, |r| r.flow.as_ref().map(|f| f.delivered_per_s))
+}
+
+/// [`paired_ratio`] of another `figure` of each run (pairs where either
+/// run has none, or 0, left out).
+pub fn paired_median(
+    base: &[RunResult],
+    with: &[RunResult],
+    figure: impl Fn(&RunResult) -> Option<f64>,
+) -> Option<f64> {
+    let of = |r: &RunResult| figure(r).filter(|x| *x > 0.0);
     let mut ratios: Vec<f64> =
-        base.iter().zip(with).filter_map(|(b, w)| Some(rate(w)? / rate(b)?)).collect();
+        base.iter().zip(with).filter_map(|(b, w)| Some(of(w)? / of(b)?)).collect();
     ratios.sort_by(f64::total_cmp);
     ratios.get(ratios.len().checked_sub(1)? / 2).copied()
 }
