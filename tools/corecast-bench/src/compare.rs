@@ -516,7 +516,7 @@ fn run_rounds(
 /// rounds.
 fn run_order(n: usize, alternate: bool, round: u32) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
-    if alternate && round % 2 == 0 {
+    if alternate && round.is_multiple_of(2) {
         order.reverse();
     }
     order

@@ -77,7 +77,7 @@ fn with_baselines(results: &[RunResult]) -> Vec<RunResult> {
     for r in out.iter_mut().filter(|r| r.stalled.as_ref().is_none_or(|s| s.ratio.is_none())) {
         stalled::attach_baseline(r, results);
     }
-    for r in out.iter_mut().filter(|r| r.scrape.as_ref().map_or(true, |s| s.ratio.is_none())) {
+    for r in out.iter_mut().filter(|r| r.scrape.as_ref().is_none_or(|s| s.ratio.is_none())) {
         scraped::attach_baseline(r, results);
     }
     out

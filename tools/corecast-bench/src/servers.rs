@@ -287,7 +287,7 @@ fn wait_ready(server: &mut Server) -> anyhow::Result<()> {
             bail!("{} exited at start-up:\n{}", server.kind, server.log_tail());
         }
         let accepts = |addr| TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_ok();
-        if accepts(&server.addr) && server.http.as_ref().map_or(true, accepts) {
+        if accepts(&server.addr) && server.http.as_ref().is_none_or(accepts) {
             let opts = ConnOpts {
                 read_buffer: 4096,
                 timeout: Duration::from_secs(5),
