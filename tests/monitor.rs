@@ -48,7 +48,7 @@ fn metrics_match_the_counters_and_the_binary_stats() {
         assert_eq!(s.flush().len() as u64, N, "each subscriber got every message");
     }
     // The binary STATS reply, the last frame any client sends here.
-    let stats = binary_stats(&mut subs[0], 7);
+    let stats = subs[0].stats(7);
     wait_counters(&broker, "the STATS reply written", |c| c.pending_bytes == 0);
 
     // Counters and scrape of one settled moment (the sweeper may still
@@ -470,6 +470,28 @@ fn subsz_counts_topics_and_lists_receivers() {
 /// `/healthz` is `200 {"status":"ok"}`, turns `503` naming the lame duck
 /// as soon as it begins (during the grace), and the broker then stops by
 /// itself once its client was sent away.
+/// `/subsz?topic=` lists at most 10 000 receivers per core and says when
+/// it left some out, so one question cannot make the broker build an
+/// answer as large as its whole subscription table.
+#[test]
+fn subsz_receivers_are_bounded_and_flagged() {
+    const SUBS: u32 = 10_001;
+    let cfg = Config { max_subscriptions: 20_000, ..test_config(1) };
+    let broker = start(monitored(cfg));
+    let (addr, http) = (broker.local_addr(), Http::of(&broker));
+    let mut many = named(addr, "many");
+    for sid in 1..=SUBS {
+        many.sub(sid, "crowded.topic");
+    }
+    many.flush_empty();
+    let view = http.ok("/subsz?topic=crowded.topic");
+    assert_eq!(view["subscriptions"].as_u64(), Some(u64::from(SUBS)));
+    assert_eq!(view["receivers"].as_array().unwrap().len(), 10_000);
+    assert_eq!(view["truncated"], true);
+    let few = http.ok("/subsz?topic=quiet.topic");
+    assert_eq!((few["receivers"].as_array().unwrap().len(), &few["truncated"]), (0, &false.into()));
+}
+
 #[test]
 fn healthz_turns_503_in_lame_duck_and_the_broker_then_stops() {
     let broker = start(monitored(Config {
@@ -929,20 +951,6 @@ fn metric_name(field: &str, kind: Kind) -> String {
     };
     let total = if kind == Kind::Counter { "_total" } else { "" };
     format!("corecast_{base}{total}")
-}
-
-/// The binary `STATS` reply, as JSON.
-fn binary_stats(client: &mut Client, nonce: u64) -> Value {
-    client.send(&ClientFrame::Stats { nonce });
-    loop {
-        match client.recv() {
-            Got::Stats { nonce: n, json } if n == nonce => {
-                return serde_json::from_str(&json).unwrap()
-            }
-            Got::Ping(n) => client.send(&ClientFrame::Pong { nonce: n }),
-            other => panic!("expected STATS_REPLY, got {other:?}"),
-        }
-    }
 }
 
 /// Whether a connection to `addr` is refused (nothing listens there).

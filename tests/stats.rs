@@ -6,19 +6,6 @@ use common::*;
 use corecast::Config;
 use corecast_proto::ClientFrame;
 
-fn stats(client: &mut Client, nonce: u64) -> serde_json::Value {
-    client.send(&ClientFrame::Stats { nonce });
-    loop {
-        match client.recv() {
-            Got::Stats { nonce: n, json } if n == nonce => {
-                return serde_json::from_str(&json).unwrap()
-            }
-            Got::Ping(n) => client.send(&ClientFrame::Pong { nonce: n }),
-            other => panic!("expected STATS_REPLY, got {other:?}"),
-        }
-    }
-}
-
 #[test]
 fn stats_reports_every_core_and_the_sums() {
     let broker = start(test_config(3));
@@ -26,7 +13,7 @@ fn stats_reports_every_core_and_the_sums() {
     a.sub(1, "s.one");
     a.sub(2, "s.two");
     a.flush_empty();
-    let doc = stats(&mut a, 77);
+    let doc = a.stats(77);
     let per_core = doc["per_core"].as_array().unwrap();
     assert_eq!(per_core.len(), 3);
     assert_eq!(doc["total"]["subscriptions"], 2);
@@ -55,7 +42,7 @@ fn stats_falls_back_to_totals_when_max_frame_is_small() {
     cfg.max_pending = 8192;
     let broker = start(cfg);
     let mut c = Client::connect(broker.local_addr());
-    let doc = stats(&mut c, 5);
+    let doc = c.stats(5);
     assert!(doc.get("per_core").is_none(), "per-core counters do not fit 1200 bytes");
     assert_eq!(doc["total"]["connections_open"], 1);
     drop(c);
@@ -79,7 +66,7 @@ fn stats_lists_the_connections_with_the_most_output_queued() {
     }
     publ.flush_empty();
     wait_counters(&broker, "output queued for the stalled subscriber", |c| c.pending_bytes > 0);
-    let doc = stats(&mut publ, 9);
+    let doc = publ.stats(9);
     let listed = doc["connections"].as_array().unwrap();
     assert_eq!(listed.len(), 1, "only the stalled subscriber has output queued: {doc}");
     let entry = &listed[0];

@@ -29,6 +29,8 @@ use crate::{
 const INBOX: usize = 16;
 /// Distinct patterns a core lists in `/subsz`, at most.
 pub const MAX_PATTERNS: usize = 100_000;
+/// Receivers of one topic a core lists in `/subsz?topic=`, at most.
+pub const MAX_RECEIVERS: usize = 10_000;
 
 /// Where an answer goes: any thread may wait on it.
 pub(crate) type Reply<T> = tokio::sync::oneshot::Sender<T>;
@@ -170,7 +172,8 @@ pub(crate) struct CoreSubs {
     pub subscriptions: usize,
     /// Subscriptions per topic or pattern (at most [`MAX_PATTERNS`]).
     pub patterns: HashMap<String, usize>,
-    /// Whether some patterns were left out.
+    /// Whether some patterns, or receivers past [`MAX_RECEIVERS`], were
+    /// left out.
     pub truncated: bool,
     /// Subscriptions a publish to the topic asked about would reach.
     pub matches: Vec<SubMatch>,
@@ -315,6 +318,10 @@ fn subs(shard: &Shard, topic: Option<&str>) -> CoreSubs {
                 out.truncated = true;
             }
             if topic.is_some_and(|t| slot.is_open() && sublist::matches(&sub.topic, t)) {
+                if out.matches.len() == MAX_RECEIVERS {
+                    out.truncated = true;
+                    continue;
+                }
                 out.matches.push(SubMatch {
                     conn: slot.id(),
                     core: shard.core,

@@ -157,8 +157,9 @@ struct SubsView {
     subscriptions: usize,
     /// Distinct topics and patterns subscribed to.
     topics: usize,
-    /// A core had more distinct patterns than it lists: `topics` and `top`
-    /// count only those listed.
+    /// A core had more distinct patterns, or receivers, than it lists
+    /// (100 000 and 10 000): `topics`, `top` and `receivers` count only
+    /// those listed.
     truncated: bool,
     top: Vec<TopicCount>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -248,6 +248,21 @@ impl Client {
         self.stream.write_all(&out).expect("write");
     }
 
+    /// The broker's `STATS` reply to `nonce`, as JSON (answering any
+    /// server `PING` on the way).
+    pub fn stats(&mut self, nonce: u64) -> serde_json::Value {
+        self.send(&ClientFrame::Stats { nonce });
+        loop {
+            match self.recv() {
+                Got::Stats { nonce: n, json } if n == nonce => {
+                    return serde_json::from_str(&json).unwrap()
+                }
+                Got::Ping(n) => self.send(&ClientFrame::Pong { nonce: n }),
+                other => panic!("expected STATS_REPLY, got {other:?}"),
+            }
+        }
+    }
+
     pub fn send_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("write");
     }
