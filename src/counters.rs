@@ -325,3 +325,26 @@ impl Default for Histograms {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each counter's help (the `# HELP` of `/metrics`) is its doc as plain
+    /// text: no attribute syntax or string quotes left from `stringify!`.
+    #[test]
+    fn every_counter_has_its_doc_as_help() {
+        let described = Snapshot::default().described();
+        assert_eq!(described.len(), Snapshot::default().fields().len());
+        for d in described {
+            let help = d.help();
+            assert!(help.len() > 10, "{}: {help:?}", d.name);
+            assert!(!help.starts_with("doc") && !help.contains('"'), "{}: {help:?}", d.name);
+            assert!(!help.starts_with("r ") && !help.starts_with(' '), "{}: {help:?}", d.name);
+        }
+        let queued = Snapshot::default().described();
+        let pending = queued.iter().find(|d| d.name == "pending_bytes").expect("listed");
+        assert_eq!(pending.help(), "Bytes queued for clients and not yet written.");
+        assert_eq!(pending.kind, Kind::Gauge);
+    }
+}

@@ -7,12 +7,15 @@ use std::time::SystemTime;
 
 use serde::Deserialize;
 
-/// The broker's counters, summed or of one core (the fields shown).
-#[derive(Debug, Default, Clone, Deserialize)]
+/// The broker's counters, summed or of one core: every one `STATS` has (a
+/// test holds the list to the broker's).
+#[derive(Debug, Default, Clone, Deserialize, serde::Serialize)]
 #[serde(default)]
 pub struct Counters {
     pub connections_open: u64,
     pub slots_in_use: u64,
+    pub buffers_out: u64,
+    pub tasks_alive: u64,
     pub pending_bytes: u64,
     pub memory_used: u64,
     pub memory_cached: u64,
@@ -145,6 +148,21 @@ mod tests {
         assert_eq!(stats.total.msgs_in, 5);
         assert_eq!(stats.total.msgs_out, 0);
         assert!(stats.per_core.is_empty());
+    }
+
+    /// The tool knows every counter the broker has, so `stats` shows them
+    /// all: one added to the broker without a field here fails this.
+    #[test]
+    fn every_counter_of_the_broker_is_known() {
+        let keys = |value: serde_json::Value| -> Vec<String> {
+            let mut keys: Vec<String> =
+                value.as_object().expect("an object").keys().cloned().collect();
+            keys.sort();
+            keys
+        };
+        let broker = serde_json::to_value(corecast::Snapshot::default()).expect("serializable");
+        let known = serde_json::to_value(Counters::default()).expect("serializable");
+        assert_eq!(keys(known), keys(broker));
     }
 
     #[test]

@@ -220,6 +220,7 @@ pub fn counter_groups(c: &Counters) -> Vec<Group> {
             vec![
                 ("open", n(c.connections_open)),
                 ("slots in use", n(c.slots_in_use)),
+                ("connection tasks", n(c.tasks_alive)),
                 ("accepted since start", n(c.connections_accepted)),
                 ("refused (server full)", n(c.connections_refused)),
                 ("accept failures", n(c.accept_failures)),
@@ -242,6 +243,7 @@ pub fn counter_groups(c: &Counters) -> Vec<Group> {
                 ("pending (queued, not sent)", bytes(c.pending_bytes)),
                 ("memory used", bytes(c.memory_used)),
                 ("memory cached", bytes(c.memory_cached)),
+                ("chunks and large buffers held", n(c.buffers_out)),
             ],
         ),
         (
