@@ -8,7 +8,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 
-use crate::address::{HttpAddr, ListenAddr};
+use crate::{
+    address::{HttpAddr, ListenAddr},
+    auth::{JwtConfig, Permissions, UserConfig},
+};
 
 /// Resident memory of one idle, subscribed connection (slot, task,
 /// subscription), rounded up from the 2.2–2.4 KiB measured by
@@ -98,6 +101,17 @@ pub struct Config {
     pub log_level: String,
     /// How log lines look: `text` or `json` (one object a line).
     pub log_format: LogFormat,
+    /// The users who may connect (`[[users]]`), each with its credentials,
+    /// permissions and limits; none = no user accounts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<UserConfig>,
+    /// Permissions of users configured without their own, and of JWT
+    /// subjects without the `corecast` claim; none = everything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_permissions: Option<Permissions>,
+    /// Keys that verify JWTs in `HELLO`; none = JWTs are refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtConfig>,
 }
 
 /// The shape of log lines.
@@ -141,6 +155,9 @@ impl Default for Config {
             lame_duck_duration_ms: 30_000,
             log_level: "info".into(),
             log_format: LogFormat::Text,
+            users: Vec::new(),
+            default_permissions: None,
+            jwt: None,
         }
     }
 }
@@ -518,7 +535,7 @@ fn retired_flag(key: &str) -> ConfigError {
 
 /// Durations kept as milliseconds, read as `humantime` text (`"10s"`,
 /// `"250ms"`, `"2m"`) or a number of milliseconds, and written as text.
-mod millis {
+pub(crate) mod millis {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};

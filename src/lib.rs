@@ -76,6 +76,7 @@
 //! crate (`client/`).
 
 pub mod address;
+pub mod auth;
 pub mod broker;
 mod cmd;
 pub mod config;
