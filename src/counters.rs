@@ -182,6 +182,23 @@ counters! {
     counter cross_core_batches,
     /// Connection tasks that panicked (caught; the connection was closed).
     counter task_panics,
+    /// `HELLO`s refused with `ERR auth failed` (throttled ones included).
+    counter auth_failures,
+    /// Of those, refused unchecked: the source address had failed too
+    /// often lately.
+    counter auth_throttled,
+    /// `PUB`s and `SUB`s refused with `ERR permission denied`.
+    counter permission_denied,
+    /// Messages not delivered to a wildcard subscription because a deny
+    /// rule of its user covers their topic.
+    counter deliveries_denied,
+    /// Subscriptions removed by a reload that took their permission away.
+    counter subscriptions_revoked,
+    /// Times a publisher over its user's publish rate had its reads paused
+    /// until its bucket refilled.
+    counter publish_rate_waits,
+    /// Connections refused for their user's `max_connections`.
+    counter user_connection_refusals,
 }
 
 impl CoreCounters {

@@ -91,7 +91,10 @@ impl RuleSet {
                 })
                 .collect()
         };
-        Ok(Self { allow: rules.allow.as_deref().map(check).transpose()?, deny: check(&rules.deny)? })
+        Ok(Self {
+            allow: rules.allow.as_deref().map(check).transpose()?,
+            deny: check(&rules.deny)?,
+        })
     }
 
     fn is_open(&self) -> bool {

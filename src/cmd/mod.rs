@@ -13,7 +13,7 @@ mod stats;
 mod sub;
 mod unsub;
 
-use std::task::Waker;
+use std::{task::Waker, time::Instant};
 
 use corecast_proto::{
     ClientFrame, ClientFrame11, DecodeError, ErrFrame, ErrorCode, RawFrame, ServerFrame,
@@ -48,6 +48,9 @@ pub(crate) enum Flow {
     /// The frame should wait for the subscribers to write once: keep it,
     /// yield, and apply it on the next turn (whatever the budget then).
     Defer,
+    /// The publisher is over its user's publish rate: keep the frame and
+    /// read nothing until then.
+    Wait(Instant),
     /// The connection is leaving; read nothing more.
     Stop,
 }
@@ -90,6 +93,13 @@ impl Ctx<'_> {
         } else {
             Flow::Stop
         }
+    }
+
+    /// Refuses a `PUB` or `SUB` its user may not send, naming `what` it
+    /// tried (`publish to a.b`); the session goes on.
+    pub(crate) fn deny(&mut self, what: &str) -> Flow {
+        CoreCounters::add(&self.shard.counters.permission_denied, 1);
+        self.refuse(ErrorCode::PermissionDenied, &format!("permission denied: {what}"))
     }
 
     /// Ends the session with a fatal `ERR`.

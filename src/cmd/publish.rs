@@ -5,10 +5,13 @@
 //! would receive is answered with `NO_RESPONDERS` at once, queued in order
 //! with the connection's other output.
 
+use std::time::Instant;
+
 use corecast_proto::{topic, ErrorCode, Pub, RawFrame, ServerFrame11, TopicKind};
 
 use super::{Ctx, Flow};
 use crate::{
+    auth::access::Allowed,
     core::pressure::Pressure,
     counters::CoreCounters,
     route::{self, Batch, Message, Routed, Source},
@@ -35,12 +38,26 @@ pub(super) fn apply<'a>(
             return ctx.refuse(code, &text);
         }
     }
+    let mut gathers = !request && msg.headers.is_none();
+    if let Some(access) = ctx.slot().access_mut() {
+        let now = Instant::now();
+        if let Some(until) = access.rate_wait(now) {
+            CoreCounters::add(&ctx.shard.counters.publish_rate_waits, 1);
+            return Flow::Wait(until);
+        }
+        match access.may_publish(msg.topic, now) {
+            Allowed::ByRules => {}
+            // A permit answers one request: the next PUB needs its own.
+            Allowed::ByPermit => gathers = false,
+            Allowed::No => return ctx.deny(&format!("publish to {}", msg.topic)),
+        }
+    }
     let session = ctx.slot().session();
     let skip = session.no_echo.then_some(ctx.key);
     let source = Source::Client { waker: ctx.waker, skip };
     let mut batch = Batch::new(msg, ctx.st.mem.max_pending());
     let mut after = *rest;
-    if !request && msg.headers.is_none() {
+    if gathers {
         gather(ctx, &mut batch, &mut after);
     }
     let msgs = batch.messages();
@@ -54,6 +71,9 @@ pub(super) fn apply<'a>(
     CoreCounters::add(&ctx.shard.counters.msgs_in, msgs.len() as u64);
     if let Some(slot) = ctx.st.slots.get_mut(ctx.key) {
         slot.count_published(msgs.len() as u64);
+        if let Some(access) = slot.access_mut() {
+            access.charge(msgs.len(), msgs.iter().map(|m| m.payload.len()).sum());
+        }
     }
     if request && !responders && ctx.slot().is_open() {
         let frame = ServerFrame11::NoResponders { topic: msg.topic, reply_to: msg.reply_to };

@@ -24,7 +24,14 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, sub: Sub<'_>) -> Flow {
         }
         Ok(TopicKind::Literal | TopicKind::Wildcard) => {}
     }
-    let max = ctx.shard.cfg().max_subscriptions;
+    let mut max = ctx.shard.cfg().max_subscriptions;
+    if let Some(access) = ctx.slot().access() {
+        if !access.grant().may_subscribe(sub.topic) {
+            return ctx.deny(&format!("subscribe to {}", sub.topic));
+        }
+        let own = access.grant().limits().max_subscriptions;
+        max = max.min(own.map_or(usize::MAX, |n| n as usize));
+    }
     let slot = ctx.slot();
     if slot.has_sub(sub.sid) {
         return ctx

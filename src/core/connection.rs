@@ -70,6 +70,8 @@ struct Connection {
     hold: Option<Box<Held>>,
     /// Lifts the kernel's limit on unsent output once the client reads.
     proof: Proof,
+    /// Reads wait for this timer: the publisher is over its user's rate.
+    paused: Option<Timer>,
 }
 
 /// A connection held back for a subscriber that keeps reading.
@@ -95,6 +97,7 @@ pub(crate) fn serve(shard: Rc<Shard>, stream: TcpStream, key: usize) -> impl Fut
         deferred: false,
         hold: None,
         proof: Proof::new(),
+        paused: None,
     };
     let run = async move { poll_fn(|cx| conn.poll(cx)).await };
     async move {
@@ -137,7 +140,7 @@ impl Connection {
             if shard.shutting_down.get() {
                 return Poll::Pending;
             }
-            if self.held(shard, st, cx) {
+            if self.held(shard, st, cx) || self.paused(cx) {
                 return Poll::Pending;
             }
             let flow = if self.backlog {
@@ -158,8 +161,22 @@ impl Connection {
                 Flow::Stall => return Poll::Pending,
                 Flow::Yield | Flow::Defer => return self.yield_now(shard, st, cx),
                 Flow::Hold { by, .. } => self.hold_next(by),
+                Flow::Wait(until) => {
+                    let wait = until.saturating_duration_since(Instant::now());
+                    self.paused = Some(Timer::new(wait));
+                }
             }
         }
+    }
+
+    /// Whether reads wait for the publish rate; the timer wakes the task.
+    fn paused(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(timer) = self.paused.as_mut() else { return false };
+        if Pin::new(timer).poll(cx).is_pending() {
+            return true;
+        }
+        self.paused = None;
+        false
     }
 
     /// Holds the next read for subscriber `by`, unless a hold is on already.
@@ -324,6 +341,11 @@ impl Connection {
                     *src = before;
                     self.backlog = true;
                     return Flow::Yield;
+                }
+                Flow::Wait(until) => {
+                    *src = before;
+                    self.backlog = true;
+                    return Flow::Wait(until);
                 }
                 Flow::Stop => {
                     *src = &[];

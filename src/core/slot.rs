@@ -24,6 +24,7 @@ use corecast_proto::{
 };
 
 use crate::{
+    auth::access::Access,
     mem::{
         prefetch,
         queue::{ChunkQueue, Item},
@@ -167,6 +168,9 @@ pub(crate) struct SlotSub {
     pub lossy: bool,
     /// Messages dropped since the last `DROPPED` notice.
     pub dropped: u64,
+    /// The pattern overlaps a deny rule of the user: each delivery's topic
+    /// is checked.
+    pub guarded: bool,
 }
 
 /// What the client asked for in `HELLO` and was granted: the protocol
@@ -241,6 +245,10 @@ pub(crate) struct Slot {
     ping_outstanding: bool,
     /// Some subscription has drops not yet reported with `DROPPED`.
     unreported_drops: bool,
+    /// Deliveries need a look at [`Slot::admit`]: a subscription's pattern
+    /// overlaps a deny rule, or the user answers requests under
+    /// `allow_responses`. Everyone else's deliveries skip it.
+    watch: bool,
     /// The last fan-out pass that saw this connection among a topic's
     /// subscribers ([`Slot::visit`]).
     visited: u32,
@@ -271,6 +279,8 @@ pub(crate) struct Slot {
     exit: Option<Exit>,
     /// Subscriptions it held when it left.
     subs_at_exit: usize,
+    /// What its user may do; none when everything is allowed.
+    access: Option<Box<Access>>,
 }
 
 /// Bytes from a slot's start that hold the fields a fan-out touches.
@@ -300,6 +310,8 @@ impl Slot {
             traffic: Traffic::default(),
             exit: None,
             subs_at_exit: 0,
+            access: None,
+            watch: false,
         }
     }
 
@@ -359,6 +371,42 @@ impl Slot {
     /// The name the client gave in `HELLO`, if any.
     pub(crate) fn name(&self) -> Option<&str> {
         self.name.as_deref()
+    }
+
+    /// Gives the connection its user's access: at `HELLO`, and again when
+    /// a reload changes the rules.
+    pub(crate) fn authorize(&mut self, access: Box<Access>) {
+        self.watch = access.notes_requests() || self.subs.values().any(|s| s.guarded);
+        self.access = Some(access);
+    }
+
+    /// What its user may do; `None` when everything is allowed.
+    pub(crate) fn access(&self) -> Option<&Access> {
+        self.access.as_deref()
+    }
+
+    /// As [`Slot::access`], to use a permit or charge the rate.
+    pub(crate) fn access_mut(&mut self) -> Option<&mut Access> {
+        self.access.as_deref_mut()
+    }
+
+    /// Whether deliveries to this connection go through [`Slot::admit`].
+    #[inline]
+    pub(crate) fn watches(&self) -> bool {
+        self.watch
+    }
+
+    /// Whether messages on `topic` may reach subscription `sid`; the
+    /// requests among them (`reply_tos`) become permits to answer.
+    pub(crate) fn admit<'a>(
+        &mut self,
+        sid: u32,
+        topic: &str,
+        reply_tos: impl Iterator<Item = &'a str>,
+        now: &mut Option<Instant>,
+    ) -> bool {
+        let guarded = self.subs.get(&sid).is_some_and(|s| s.guarded);
+        self.access.as_mut().is_none_or(|a| a.admit(guarded, topic, reply_tos, now))
     }
 
     /// Why it left `Open` (or never reached it), once it has.
@@ -504,6 +552,7 @@ impl Slot {
 
     /// Records subscription `sid`; the core's table has it too.
     pub(crate) fn add_sub(&mut self, sid: u32, sub: SlotSub) {
+        self.watch |= sub.guarded;
         self.subs.insert(sid, sub);
     }
 

@@ -367,14 +367,14 @@ pub(crate) fn deliver(
         // Every target is on other cores: nothing to encode here.
         [] => return Pressure::default(),
         [sub] if msgs.iter().all(|m| m.headers.is_none()) => {
-            let mut d = Delivery::new(slots, mem, policy, scratch, skip);
+            let mut d = Delivery::new(slots, mem, policy, scratch, (msgs, skip));
             d.offer_alone(sub, msgs);
             d.tally
         }
         _ => {
             scratch.encode(mem, msgs, subs);
             let whole = msgs.len() > 1 && scratch.one_per_connection(slots, subs);
-            let mut d = Delivery::new(slots, mem, policy, scratch, skip);
+            let mut d = Delivery::new(slots, mem, policy, scratch, (msgs, skip));
             if whole {
                 d.offer_each(subs, 0..msgs.len());
             } else {
@@ -403,11 +403,14 @@ struct Tally {
 }
 
 /// One delivery in progress.
-struct Delivery<'a, 'p> {
+struct Delivery<'a, 'p, 'm> {
     slots: &'a mut Slab<Slot>,
     mem: &'a mut Memory,
     policy: &'a mut Policy<'p>,
     scratch: &'a mut Fanout,
+    /// The messages, for the subscribers whose deliveries are checked
+    /// ([`Slot::admit`]).
+    msgs: &'a [Message<'m>],
     skip: Option<usize>,
     tally: Tally,
     /// The time, read once per delivery and only if a subscriber's queue
@@ -415,15 +418,15 @@ struct Delivery<'a, 'p> {
     now: Option<Instant>,
 }
 
-impl<'a, 'p> Delivery<'a, 'p> {
+impl<'a, 'p, 'm> Delivery<'a, 'p, 'm> {
     fn new(
         slots: &'a mut Slab<Slot>,
         mem: &'a mut Memory,
         policy: &'a mut Policy<'p>,
         scratch: &'a mut Fanout,
-        skip: Option<usize>,
+        (msgs, skip): (&'a [Message<'m>], Option<usize>),
     ) -> Self {
-        Self { slots, mem, policy, scratch, skip, tally: Tally::default(), now: None }
+        Self { slots, mem, policy, scratch, msgs, skip, tally: Tally::default(), now: None }
     }
 
     /// Offers the batch's messages `which` to every subscriber in turn.
@@ -451,7 +454,7 @@ impl<'a, 'p> Delivery<'a, 'p> {
     /// back in the shared chunk with `sub`'s sid go in as one item while
     /// they fit; past that, message by message.
     fn offer(&mut self, sub: &LocalSub, which: Range<usize>) {
-        let Some(before) = self.queued_before(sub) else { return };
+        let Some(before) = self.queued_before(sub, which.clone()) else { return };
         let sent_before = self.tally.sent;
         let drop_sid = sub.lossy.then_some(sub.sid);
         let (mut j, mut together) = (which.start, true);
@@ -480,7 +483,7 @@ impl<'a, 'p> Delivery<'a, 'p> {
     /// batch's frames, then into the queue). Each message meets the
     /// subscriber's policy if it does not fit; stops at a cut.
     fn offer_alone(&mut self, sub: &LocalSub, msgs: &[Message<'_>]) {
-        let Some(before) = self.queued_before(sub) else { return };
+        let Some(before) = self.queued_before(sub, 0..msgs.len()) else { return };
         let sent_before = self.tally.sent;
         let drop_sid = sub.lossy.then_some(sub.sid);
         let mut head = [0; Msg::MAX_HEAD];
@@ -499,12 +502,23 @@ impl<'a, 'p> Delivery<'a, 'p> {
         self.after_offer(sub, before, drop_sid, sent_before);
     }
 
-    /// What `sub`'s connection has queued before it is offered messages;
-    /// `None` when it takes none (gone, leaving, or the publisher asked for
-    /// no echo).
-    fn queued_before(&self, sub: &LocalSub) -> Option<usize> {
-        let slot = self.slots.get(sub.key)?;
-        (slot.is_open() && self.skip != Some(sub.key)).then(|| slot.out().len())
+    /// What `sub`'s connection has queued before it is offered messages
+    /// `which`; `None` when it takes none (gone, leaving, the publisher
+    /// asked for no echo, or its user may not receive the topic).
+    fn queued_before(&mut self, sub: &LocalSub, which: Range<usize>) -> Option<usize> {
+        let slot = self.slots.get_mut(sub.key)?;
+        if !slot.is_open() || self.skip == Some(sub.key) {
+            return None;
+        }
+        if slot.watches() {
+            let msgs = &self.msgs[which];
+            let reply_tos = msgs.iter().map(|m| m.reply_to);
+            if !slot.admit(sub.sid, msgs[0].topic, reply_tos, &mut self.now) {
+                CoreCounters::add(&self.policy.counters.deliveries_denied, msgs.len() as u64);
+                return None;
+            }
+        }
+        Some(slot.out().len())
     }
 
     /// Tallies how one message of `len` bytes fared; false at a cut.

@@ -31,11 +31,14 @@ pub(crate) fn subscribe(
     queue: Option<&str>,
     lossy: bool,
 ) {
-    let hmsg = st.slots[key].session().v1_1;
+    let slot = &st.slots[key];
+    let hmsg = slot.session().v1_1;
+    let guarded = slot.access().is_some_and(|a| a.grant().overlaps_deny(topic));
     let local = LocalSub { key, sid, lossy, hmsg };
     let change = st.routes.topics.add_local(topic, queue, local);
     tell_peers(&mut st.outbound, topic, queue, change);
-    let sub = SlotSub { topic: Rc::from(topic), queue: queue.map(Rc::from), lossy, dropped: 0 };
+    let sub =
+        SlotSub { topic: Rc::from(topic), queue: queue.map(Rc::from), lossy, dropped: 0, guarded };
     st.slots[key].add_sub(sid, sub);
     CoreCounters::add(&shard.counters.subscriptions, 1);
 }

@@ -46,6 +46,13 @@ pub struct Counters {
     pub cross_core_received: u64,
     pub cross_core_batches: u64,
     pub task_panics: u64,
+    pub auth_failures: u64,
+    pub auth_throttled: u64,
+    pub permission_denied: u64,
+    pub deliveries_denied: u64,
+    pub subscriptions_revoked: u64,
+    pub publish_rate_waits: u64,
+    pub user_connection_refusals: u64,
 }
 
 /// `/stats`.

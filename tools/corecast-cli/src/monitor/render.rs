@@ -279,6 +279,18 @@ pub fn counter_groups(c: &Counters) -> Vec<Group> {
                 ("publisher stalls (queue full)", n(c.publisher_stalls)),
             ],
         ),
+        (
+            "security",
+            vec![
+                ("auth failures", n(c.auth_failures)),
+                ("  throttled", n(c.auth_throttled)),
+                ("PUB/SUB denied", n(c.permission_denied)),
+                ("deliveries denied", n(c.deliveries_denied)),
+                ("subscriptions revoked", n(c.subscriptions_revoked)),
+                ("publish rate waits", n(c.publish_rate_waits)),
+                ("user connection limit", n(c.user_connection_refusals)),
+            ],
+        ),
     ]
 }
 

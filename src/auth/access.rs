@@ -1,0 +1,110 @@
+//! What one connection may do and how much: its user's grant, the replies
+//! `allow_responses` lets it send, its publish rate and its place in its
+//! user's connection count. Held by the slot (boxed: connections with
+//! everything allowed carry none) and dropped with it.
+
+use std::{rc::Rc, time::Instant};
+
+use super::{census::Lease, grant::Grant, rate::Rate, replies::Replies};
+
+/// Whether a publish may go, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Allowed {
+    /// The user's publish rules allow the topic.
+    ByRules,
+    /// A reply to a request the connection received (`allow_responses`).
+    ByPermit,
+    /// Neither.
+    No,
+}
+
+/// One connection's access.
+#[derive(Debug)]
+pub(crate) struct Access {
+    grant: Rc<Grant>,
+    /// Permits to answer requests received; only with `allow_responses`.
+    replies: Option<Replies>,
+    /// Only with a publish rate.
+    rate: Option<Rate>,
+    /// Counts the connection against its user's `max_connections` until
+    /// the slot is freed.
+    _lease: Option<Lease>,
+}
+
+impl Access {
+    pub(crate) fn new(grant: Rc<Grant>, lease: Option<Lease>, now: Instant) -> Self {
+        let replies = grant.rules().allow_responses().map(|_| Replies::default());
+        let rate = Rate::new(grant.limits(), now);
+        Self { grant, replies, rate, _lease: lease }
+    }
+
+    /// The user's rules on this core.
+    pub(crate) fn grant(&self) -> &Rc<Grant> {
+        &self.grant
+    }
+
+    /// Takes the rules of a reload, keeping the permits, rate and lease.
+    pub(crate) fn regrant(&mut self, grant: Rc<Grant>) {
+        if grant.rules().allow_responses().is_none() {
+            self.replies = None;
+        } else if self.replies.is_none() {
+            self.replies = Some(Replies::default());
+        }
+        self.grant = grant;
+    }
+
+    /// Whether the connection may publish to `topic`: its rules allow it,
+    /// or it holds a permit to answer a request it received there (which
+    /// this uses).
+    pub(crate) fn may_publish(&mut self, topic: &str, now: Instant) -> Allowed {
+        if self.grant.may_publish(topic) {
+            Allowed::ByRules
+        } else if self.replies.as_mut().is_some_and(|r| r.take(topic, now)) {
+            Allowed::ByPermit
+        } else {
+            Allowed::No
+        }
+    }
+
+    /// Whether deliveries to the connection need a look: it answers
+    /// requests under `allow_responses`.
+    pub(crate) fn notes_requests(&self) -> bool {
+        self.replies.is_some()
+    }
+
+    /// Messages on `topic` with `reply_tos` are about to reach a
+    /// subscription (`guarded`: its pattern overlaps a deny rule). False
+    /// when the topic is denied to the user; otherwise the requests among
+    /// them become permits. `now` is read once, only if needed.
+    pub(crate) fn admit<'a>(
+        &mut self,
+        guarded: bool,
+        topic: &str,
+        reply_tos: impl Iterator<Item = &'a str>,
+        now: &mut Option<Instant>,
+    ) -> bool {
+        if guarded && !self.grant.may_receive(topic) {
+            return false;
+        }
+        if let (Some(replies), Some(rule)) =
+            (self.replies.as_mut(), self.grant.rules().allow_responses())
+        {
+            for reply_to in reply_tos.filter(|r| !r.is_empty()) {
+                replies.received(reply_to, rule, *now.get_or_insert_with(Instant::now));
+            }
+        }
+        true
+    }
+
+    /// When the connection may publish again, if its rate says not now.
+    pub(crate) fn rate_wait(&mut self, now: Instant) -> Option<Instant> {
+        self.rate.as_mut()?.wait(now)
+    }
+
+    /// Charges a published batch to the rate.
+    pub(crate) fn charge(&mut self, msgs: usize, bytes: usize) {
+        if let Some(rate) = &mut self.rate {
+            rate.charge(msgs, bytes);
+        }
+    }
+}
