@@ -9,6 +9,7 @@
 //! - `rate`: a connection's publish rate (token buckets).
 //! - `census`: open connections per user, for `max_connections`.
 //! - `access`: all of the above for one connection, held by its slot.
+//! - `verifier`: the threads that check passwords off the cores.
 
 pub(crate) mod access;
 pub(crate) mod census;
@@ -17,5 +18,6 @@ pub(crate) mod grant;
 pub(crate) mod permissions;
 pub(crate) mod rate;
 pub(crate) mod replies;
+pub(crate) mod verifier;
 
 pub use config::{AllowResponses, JwtConfig, Permissions, Rules, UserConfig, UserLimits};
