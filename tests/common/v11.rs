@@ -90,6 +90,38 @@ impl Client11 {
         c
     }
 
+    /// Connects from `source` (any 127.x.y.z: each test's failures count
+    /// against its own address) and says `HELLO` with `token`, typed (the
+    /// credential flag, `password user:pw`, `bearer ..`, `jwt ..`) or as a
+    /// plain token. The session, or the code of the `ERR` that refused it.
+    pub fn login(addr: SocketAddr, source: [u8; 4], token: &[u8], typed: bool) -> Result<Self, u16> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+        s.bind(&SocketAddr::from((source, 0)).into()).expect("bind the source address");
+        s.connect(&addr.into()).expect("connect");
+        let stream: TcpStream = s.into();
+        stream.set_nodelay(true).unwrap();
+        let mut c = Client11 { stream, buf: Vec::new(), nonce: 1, core_id: 0 };
+        let mut body = VERSION.to_le_bytes().to_vec();
+        body.push(5);
+        body.extend_from_slice(b"login");
+        body.extend_from_slice(&(token.len() as u16).to_le_bytes());
+        body.extend_from_slice(token);
+        let flags = 0x02 | if typed { 0x08 } else { 0 };
+        c.stream.write_all(&super::frame(corecast_proto::opcode::HELLO, flags, &body)).unwrap();
+        match c.next(Duration::from_secs(10)) {
+            Some(Got11::Welcome { v1_1: true, core_id }) => {
+                c.core_id = core_id;
+                Ok(c)
+            }
+            Some(Got11::Err { code, fatal: true }) => {
+                assert_eq!(c.next(Duration::from_secs(5)), None, "close after the fatal ERR");
+                Err(code)
+            }
+            other => panic!("expected WELCOME or a fatal ERR, got {other:?}"),
+        }
+    }
+
     /// Aborts the connection with a RST (SO_LINGER 0, then close).
     pub fn reset(self) {
         socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO)).unwrap();
