@@ -10,14 +10,36 @@
 //! - `census`: open connections per user, for `max_connections`.
 //! - `access`: all of the above for one connection, held by its slot.
 //! - `verifier`: the threads that check passwords off the cores.
+//! - `verify`: [`Authenticator`], the checks of a `HELLO`'s credential,
+//!   built once per configuration and shared by the cores.
+//! - `users`: the configured users compiled and indexed by name, token
+//!   digest and TLS subject.
+//! - `password`: argon2 checks as jobs to run off the cores.
+//! - `jwt`: JWT keys, signatures and claims.
+//! - `throttle`: failed attempts rate-limited per source address.
+//! - `identity`: who a client turned out to be; `failure`: why not.
+//! - `hash`: the hashed forms of passwords and tokens the config holds.
 
 pub(crate) mod access;
 pub(crate) mod census;
 pub mod config;
+mod failure;
 pub(crate) mod grant;
+mod hash;
+mod identity;
+mod jwt;
+mod password;
 pub(crate) mod permissions;
 pub(crate) mod rate;
 pub(crate) mod replies;
+mod throttle;
+mod users;
 pub(crate) mod verifier;
+mod verify;
 
 pub use config::{AllowResponses, JwtConfig, Permissions, Rules, UserConfig, UserLimits};
+pub use failure::{AuthFailure, ANSWER};
+pub use hash::{hash_password, hash_token};
+pub use identity::{CredentialKind, Identity};
+pub use password::PasswordJob;
+pub use verify::{Authenticator, Begin, Presented};

@@ -1,0 +1,238 @@
+//! Failed authentications, rate-limited per source address: a token
+//! bucket per address (or IPv6 /64), so guessing passwords or tokens costs
+//! an attacker time while a client that mistyped once is not held back.
+//!
+//! Time is the caller's `now` in whole seconds since the Unix epoch (what
+//! [`super::Authenticator::begin`] is given): the throttle reads no clock.
+//! A clock that steps back refills nothing until it has caught up again.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv6Addr},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Mutex, PoisonError,
+    },
+};
+
+use super::failure::AuthFailure;
+
+/// Failures an address may have in a row before it is throttled.
+pub(crate) const BURST: u32 = 5;
+/// Failures forgiven per second.
+pub(crate) const REFILL_PER_SEC: u32 = 1;
+/// Addresses tracked at most: the memory bound when many addresses fail.
+pub(crate) const MAX_SOURCES: usize = 4096;
+
+/// Where failures are counted: an IPv4 address, or the /64 of an IPv6 one
+/// (one host usually holds a whole /64, and would otherwise have 2^64
+/// buckets to spend).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Source {
+    V4(u32),
+    V6Prefix(u64),
+}
+
+impl Source {
+    fn of(peer: IpAddr) -> Self {
+        match peer.to_canonical() {
+            IpAddr::V4(v4) => Self::V4(v4.to_bits()),
+            IpAddr::V6(v6) => Self::V6Prefix(prefix64(v6)),
+        }
+    }
+}
+
+fn prefix64(v6: Ipv6Addr) -> u64 {
+    (v6.to_bits() >> 64) as u64
+}
+
+/// One source's bucket: how many more failures it may have, as of when.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: u32,
+    /// The second `tokens` was last brought up to date.
+    at: u64,
+}
+
+impl Bucket {
+    /// The bucket as of `now`, refilled for the seconds since `at`.
+    fn refilled(self, now: u64) -> Self {
+        let elapsed = now.saturating_sub(self.at);
+        let gained = elapsed.saturating_mul(u64::from(REFILL_PER_SEC));
+        let tokens = u64::from(self.tokens).saturating_add(gained).min(u64::from(BURST)) as u32;
+        Self { tokens, at: now.max(self.at) }
+    }
+
+    fn is_full(self) -> bool {
+        self.tokens >= BURST
+    }
+}
+
+/// The buckets of the sources that failed recently. Not shared by itself:
+/// the authenticator holds it behind a mutex.
+#[derive(Debug, Default)]
+pub(crate) struct Throttle {
+    buckets: HashMap<Source, Bucket>,
+}
+
+impl Throttle {
+    /// Whether `peer` has no failure left to spend at `now`: it must be
+    /// refused without any verification.
+    pub(crate) fn is_throttled(&self, peer: IpAddr, now: u64) -> bool {
+        self.buckets.get(&Source::of(peer)).is_some_and(|b| b.refilled(now).tokens == 0)
+    }
+
+    /// Spends one of `peer`'s failures at `now`.
+    pub(crate) fn record_failure(&mut self, peer: IpAddr, now: u64) {
+        let source = Source::of(peer);
+        if !self.buckets.contains_key(&source) && self.buckets.len() >= MAX_SOURCES {
+            self.make_room(now);
+        }
+        let bucket = self.buckets.entry(source).or_insert(Bucket { tokens: BURST, at: now });
+        let mut refilled = bucket.refilled(now);
+        refilled.tokens = refilled.tokens.saturating_sub(1);
+        *bucket = refilled;
+    }
+
+    /// Frees at least one place: the buckets that have refilled go (they
+    /// hold nothing a fresh bucket would not), and if none has, the one
+    /// least recently touched.
+    fn make_room(&mut self, now: u64) {
+        self.buckets.retain(|_, b| !b.refilled(now).is_full());
+        if self.buckets.len() < MAX_SOURCES {
+            return;
+        }
+        let oldest = self.buckets.iter().min_by_key(|(_, b)| b.at).map(|(source, _)| *source);
+        if let Some(source) = oldest {
+            self.buckets.remove(&source);
+        }
+    }
+
+    /// Sources tracked now.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.buckets.len()
+    }
+}
+
+/// The throttle shared by the cores, and the failure counters.
+///
+/// A `std::sync::Mutex` is fine here: it is taken only while a `HELLO` is
+/// checked (once to look, once more on a failure), never on the data
+/// path, and held for a hash map operation.
+#[derive(Debug, Default)]
+pub(crate) struct Guard {
+    throttle: Mutex<Throttle>,
+    /// `HELLO`s refused after a check.
+    pub(crate) failures: AtomicU64,
+    /// `HELLO`s refused unchecked because their address was throttled.
+    pub(crate) throttled: AtomicU64,
+}
+
+impl Guard {
+    /// [`AuthFailure::Throttled`] (counted) if `peer` must not be checked
+    /// at `now`.
+    pub(crate) fn admit(&self, peer: IpAddr, now: u64) -> Result<(), AuthFailure> {
+        if self.lock().is_throttled(peer, now) {
+            self.throttled.fetch_add(1, Ordering::Relaxed);
+            return Err(AuthFailure::Throttled);
+        }
+        Ok(())
+    }
+
+    /// Counts a failed check from `peer` at `now`.
+    pub(crate) fn record_failure(&self, peer: IpAddr, now: u64) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        self.lock().record_failure(peer, now);
+    }
+
+    /// The throttle; a panic while it was held left it consistent (each
+    /// operation finishes its one map update), so poisoning is ignored.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Throttle> {
+        self.throttle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    fn v4(last: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(192, 0, 2, last))
+    }
+
+    fn fail(throttle: &mut Throttle, peer: IpAddr, now: u64, times: u32) {
+        for _ in 0..times {
+            throttle.record_failure(peer, now);
+        }
+    }
+
+    #[test]
+    fn a_burst_of_failures_then_one_more_a_second() {
+        let mut t = Throttle::default();
+        for i in 0..BURST {
+            assert!(!t.is_throttled(v4(1), 100), "failure {i} is within the burst");
+            t.record_failure(v4(1), 100);
+        }
+        assert!(t.is_throttled(v4(1), 100));
+        assert!(!t.is_throttled(v4(2), 100), "other addresses are not held back");
+        assert!(!t.is_throttled(v4(1), 101), "one second refills one failure");
+        t.record_failure(v4(1), 101);
+        assert!(t.is_throttled(v4(1), 101));
+        assert!(!t.is_throttled(v4(1), 200));
+        fail(&mut t, v4(1), 200, BURST - 1);
+        assert!(!t.is_throttled(v4(1), 200), "refilled to the burst, not beyond");
+        t.record_failure(v4(1), 200);
+        assert!(t.is_throttled(v4(1), 200));
+    }
+
+    #[test]
+    fn a_clock_stepping_back_refills_nothing() {
+        let mut t = Throttle::default();
+        fail(&mut t, v4(1), 1000, BURST);
+        assert!(t.is_throttled(v4(1), 10));
+        assert!(t.is_throttled(v4(1), 1000));
+    }
+
+    #[test]
+    fn ipv6_addresses_share_their_64_and_mapped_v4_is_v4() {
+        let mut t = Throttle::default();
+        let a: IpAddr = "2001:db8:1:2::1".parse().expect("v6");
+        let b: IpAddr = "2001:db8:1:2:ffff:eeee:dddd:cccc".parse().expect("v6");
+        let other: IpAddr = "2001:db8:1:3::1".parse().expect("v6");
+        fail(&mut t, a, 5, BURST);
+        assert!(t.is_throttled(b, 5), "same /64");
+        assert!(!t.is_throttled(other, 5), "another /64");
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().expect("v6");
+        fail(&mut t, v4(7), 5, BURST);
+        assert!(t.is_throttled(mapped, 5));
+    }
+
+    #[test]
+    fn at_most_4096_sources_and_the_refilled_go_first() {
+        let peer = |i: u32| IpAddr::V4(Ipv4Addr::from_bits(0x0a00_0000 + i));
+        // Even sources failed once at 0 and have refilled by 5; odd ones
+        // failed a whole burst at 4 and have not.
+        let mut t = Throttle::default();
+        for i in 0..MAX_SOURCES as u32 {
+            let (at, times) = if i % 2 == 0 { (0, 1) } else { (4, BURST) };
+            fail(&mut t, peer(i), at, times);
+        }
+        assert_eq!(t.len(), MAX_SOURCES);
+        t.record_failure(peer(MAX_SOURCES as u32), 5);
+        assert_eq!(t.len(), MAX_SOURCES / 2 + 1);
+        assert!(t.is_throttled(peer(1), 4), "a source still failing is kept");
+        // Full of sources that are all still draining: the oldest goes.
+        let mut t = Throttle::default();
+        for i in 0..MAX_SOURCES as u32 {
+            fail(&mut t, peer(i), if i == 0 { 999 } else { 1000 }, BURST);
+        }
+        t.record_failure(peer(MAX_SOURCES as u32), 1000);
+        assert_eq!(t.len(), MAX_SOURCES);
+        assert!(!t.is_throttled(peer(0), 999), "the oldest was evicted");
+        assert!(t.is_throttled(peer(1), 1000));
+        assert!(t.is_throttled(peer(MAX_SOURCES as u32 - 1), 1000));
+    }
+}
