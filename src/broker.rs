@@ -11,6 +11,7 @@ use std::{
 
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
+use crate::auth::{Authenticator, Logins};
 use crate::{
     address::ListenAddr,
     config::{online_cpus, Config, ConfigError, DEFAULT_HTTP},
@@ -121,6 +122,7 @@ pub(crate) struct Control {
     signal: Arc<ShutdownSignal>,
     /// Ends the lame duck once every client left or its time is up.
     lame_duck: Mutex<Option<JoinHandle<()>>>,
+
     started_at: SystemTime,
     started: Instant,
 }
@@ -131,13 +133,23 @@ impl Broker {
     /// listener is bound, so clients may connect right away.
     pub fn start(config: Config) -> Result<Self, BrokerError> {
         let cfg = Arc::new(config.resolve()?);
+        let auth = Arc::new(Authenticator::new(&cfg)?);
         memlock::ensure_memlock().map_err(|limit| BrokerError::MemLock { limit })?;
         let listeners = bind(&cfg)?;
-        Self::launch(cfg, listeners)
+        Self::launch(cfg, auth, listeners)
     }
 
     /// Starts the executors, each serving its core's listeners.
-    fn launch(cfg: Arc<Config>, listeners: Listeners) -> Result<Self, BrokerError> {
+    fn launch(
+        cfg: Arc<Config>,
+        auth: Arc<Authenticator>,
+        listeners: Listeners,
+    ) -> Result<Self, BrokerError> {
+        let logins = Logins::start(cfg.cores).map_err(|e| BrokerError::Executor {
+            core: 0,
+            reason: format!("cannot start the password threads: {e}"),
+        })?;
+        let logins = Arc::new(logins);
         log_limits(&cfg, &listeners.addrs);
         let signal = ShutdownSignal::new(cfg.cores);
         let mut links = link::mesh(cfg.cores, cfg.cross_core_queue).into_iter();
@@ -170,6 +182,7 @@ impl Broker {
                 links: links.next().unwrap_or_default(),
                 signal: Arc::clone(&control.signal),
                 inbox: Arc::clone(&control.inboxes[core]),
+                auth: (Arc::clone(&auth), Arc::clone(&logins)),
                 ready: ready_tx.clone(),
             };
             let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpus[core % cpus.len()]))
@@ -442,6 +455,7 @@ impl Control {
     /// core; what may not keeps its value, logged as refused.
     fn reload(&self, new: Config) -> Result<Reloaded, ConfigError> {
         let new = new.resolve()?;
+        let auth = Arc::new(Authenticator::new(&new)?);
         let old = self.config();
         let (merged, report) = merge_reload(&old, new, self.start_max_connections);
         if report.changed.is_empty() && report.refused.is_empty() {
@@ -457,13 +471,15 @@ impl Control {
         for key in &report.changed {
             let value =
                 serde_json::to_value(&merged).map(|v| v[key.as_str()].clone()).unwrap_or_default();
-            let value = if key == "auth_token" { "(redacted)".into() } else { value.to_string() };
+            let secret =
+                ["auth_token", "users", "jwt", "default_permissions"].contains(&key.as_str());
+            let value = if secret { "(redacted)".into() } else { value.to_string() };
             tracing::info!(key, %value, "reload: changed");
         }
         // Every core has the new settings when this returns.
         for (core, inbox) in self.inboxes.iter().enumerate() {
             let (done, applied) = std::sync::mpsc::sync_channel(1);
-            let told = inbox.tell(Query::Reload(Box::new(merged.clone()), done));
+            let told = inbox.tell(Query::Reload(Box::new(merged.clone()), Arc::clone(&auth), done));
             if !told || applied.recv_timeout(Duration::from_secs(2)).is_err() {
                 tracing::error!(core, "reload: the core did not take the new settings");
             }
@@ -488,7 +504,10 @@ fn merge_reload(old: &Config, mut new: Config, start_max_connections: usize) -> 
         new.max_connections = old.max_connections;
     }
     let (before, after) = (as_map(old), as_map(&new));
-    for (key, value) in &after {
+    // A table left out (no users any more) is a change too.
+    let gone =
+        before.keys().filter(|k| !after.contains_key(*k)).map(|k| (k, &serde_json::Value::Null));
+    for (key, value) in after.iter().chain(gone) {
         if before.get(key) == Some(value) {
             continue;
         }
@@ -605,7 +624,9 @@ mod tests {
             Ok(listeners) => listeners,
             Err((addr, e)) => return eprintln!("note: skipped, cannot listen on {addr}: {e}"),
         };
-        let broker = Broker::launch(config(), listeners).expect("starts");
+        let cfg = config();
+        let auth = Arc::new(Authenticator::new(&cfg).expect("no users"));
+        let broker = Broker::launch(cfg, auth, listeners).expect("starts");
         let [v4, v6] = broker.local_addrs() else { panic!("{:?}", broker.local_addrs()) };
         assert_eq!((v4.ip(), v6.ip()), (both[0].ip(), both[1].ip()));
         assert_eq!(v4.port(), v6.port());

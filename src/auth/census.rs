@@ -38,6 +38,7 @@ impl Census {
     }
 
     /// Connections `user` has open.
+    #[cfg(test)]
     pub(crate) fn open(&self, user: &str) -> u32 {
         let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         open.get(user).copied().unwrap_or(0)

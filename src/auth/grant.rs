@@ -19,8 +19,6 @@ const VERDICTS: usize = 4096;
 /// A user's rules and limits on one core, with a cache of answers.
 #[derive(Debug)]
 pub(crate) struct Grant {
-    /// The user's name; `None` for a client without one (the shared token).
-    user: Option<Arc<str>>,
     rules: Arc<Compiled>,
     limits: UserLimits,
     /// Answers per topic: a publish is one hash probe once its topic was
@@ -36,13 +34,8 @@ struct Verdict {
 }
 
 impl Grant {
-    pub(crate) fn new(user: Option<Arc<str>>, rules: Arc<Compiled>, limits: UserLimits) -> Self {
-        Self { user, rules, limits, verdicts: RefCell::default() }
-    }
-
-    /// The user's name, if it has one.
-    pub(crate) fn user(&self) -> Option<&Arc<str>> {
-        self.user.as_ref()
+    pub(crate) fn new(rules: Arc<Compiled>, limits: UserLimits) -> Self {
+        Self { rules, limits, verdicts: RefCell::default() }
     }
 
     /// The user's limits.
@@ -117,7 +110,7 @@ impl Grants {
         if self.by_user.len() >= 64 {
             self.by_user.retain(|_, g| g.strong_count() > 0);
         }
-        let grant = Rc::new(Grant::new(user.clone(), Arc::clone(rules), limits));
+        let grant = Rc::new(Grant::new(Arc::clone(rules), limits));
         self.by_user.insert(user, Rc::downgrade(&grant));
         grant
     }
@@ -136,7 +129,7 @@ mod tests {
 
     #[test]
     fn answers_are_cached_and_bounded() {
-        let grant = Grant::new(None, denying("a.secret"), UserLimits::default());
+        let grant = Grant::new(denying("a.secret"), UserLimits::default());
         assert!(!grant.may_publish("a.secret"));
         assert!(!grant.may_receive("a.secret"));
         assert!(grant.may_publish("a.public"));

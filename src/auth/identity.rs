@@ -83,9 +83,13 @@ impl Identity {
         self.user.as_deref()
     }
 
+    /// The user's name, shared.
+    pub(crate) fn user_name(&self) -> Option<&Arc<str>> {
+        self.user.as_ref()
+    }
+
     /// The compiled rules of the user. Crate-private because the compiled
     /// form is: the connection's checks are the only readers.
-    #[allow(dead_code, reason = "read by the HELLO handler and the PUB/SUB checks")]
     pub(crate) fn permissions(&self) -> &Arc<Compiled> {
         &self.permissions
     }

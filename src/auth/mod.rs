@@ -37,6 +37,23 @@ mod users;
 pub(crate) mod verifier;
 mod verify;
 
+/// What the cores share to let clients in, beyond the authenticator in
+/// force: each user's open connections, and the threads that check
+/// passwords. Lives as long as the broker.
+#[derive(Debug)]
+pub(crate) struct Logins {
+    pub census: std::sync::Arc<census::Census>,
+    pub verifier: verifier::Verifier,
+}
+
+impl Logins {
+    /// Starts the password threads: one per two cores, at least one.
+    pub(crate) fn start(cores: usize) -> std::io::Result<Self> {
+        let verifier = verifier::Verifier::start(cores.div_ceil(2))?;
+        Ok(Self { census: std::sync::Arc::default(), verifier })
+    }
+}
+
 pub use config::{AllowResponses, JwtConfig, Permissions, Rules, UserConfig, UserLimits};
 pub use failure::{AuthFailure, ANSWER};
 pub use hash::{hash_password, hash_token};

@@ -51,6 +51,7 @@ impl Replies {
     }
 
     /// Permits held.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.permits.len()
     }

@@ -165,6 +165,12 @@ impl Authenticator {
         Begin::Done(outcome)
     }
 
+    /// The rules and limits the configuration gives `user`, if it is
+    /// configured: what a reload re-checks open connections against.
+    pub(crate) fn rules_of(&self, user: &str) -> Option<(Arc<Compiled>, UserLimits)> {
+        self.users.by_name(user).map(|u| (Arc::clone(&u.permissions), u.limits))
+    }
+
     /// Counts a failure against `peer` at `now_unix_secs` (the throttle's
     /// time). [`Authenticator::begin`] and [`PasswordJob::run`] call it for
     /// every failure they return; the caller may for other failures of a

@@ -1,25 +1,62 @@
 //! `HELLO`: version check, authentication, `WELCOME`.
+//!
+//! The credential is checked by the broker's [`Authenticator`]: at once for
+//! tokens, JWTs and certificates; on the password threads for a password,
+//! while the `HELLO` waits unapplied (the connection reads nothing more)
+//! until the answer wakes the connection. Every failure gets the same
+//! fatal `ERR auth failed`; the reason goes only to the log and the
+//! counters.
 
-use corecast_proto::{ErrorCode, Hello, ServerFrame11, Welcome, VERSION};
+use std::time::{Instant, SystemTime};
+
+use corecast_proto::{Credential, ErrorCode, Hello, ServerFrame11, Welcome, VERSION};
 
 use super::{Ctx, Flow};
-use crate::{core::slot::Session, counters::CoreCounters};
+use crate::{
+    auth::{access::Access, AuthFailure, Begin, Identity, Presented, ANSWER},
+    core::slot::Session,
+    counters::CoreCounters,
+};
+
+/// What a password check answers, once it does.
+pub(crate) type LoginAnswer = Result<Identity, AuthFailure>;
+
+/// Where the login stands.
+enum Login {
+    Done(LoginAnswer),
+    /// A password check is under way; the connection is woken when done.
+    Waiting,
+    /// The password threads have too many checks waiting.
+    Busy,
+}
 
 /// Opens the session. A `HELLO` with the 1.1 bit is granted 1.1 (and its
 /// no-echo bit honoured); without it the `WELCOME` is the version 1 one,
-/// flags 0, byte for byte.
-pub(super) fn apply(ctx: &mut Ctx<'_>, hello: Hello<'_>, v1_1: bool, no_echo: bool) -> Flow {
+/// flags 0, byte for byte. `typed`: the token field holds a typed
+/// credential (1.1 only).
+pub(super) fn apply(
+    ctx: &mut Ctx<'_>,
+    hello: Hello<'_>,
+    (v1_1, no_echo, typed): (bool, bool, bool),
+) -> Flow {
     if hello.version != VERSION {
         let text =
             format!("version {} is not supported; this server speaks {VERSION}", hello.version);
         return ctx.fail(ErrorCode::UnsupportedVersion, &text);
     }
-    let cfg = ctx.shard.cfg();
-    if let Some(token) = &cfg.auth_token {
-        if !constant_time_eq(token.as_bytes(), hello.token) {
-            return ctx.fail(ErrorCode::AuthFailed, "auth token missing or wrong");
+    let identity = match login(ctx, &hello, typed) {
+        Login::Done(Ok(identity)) => identity,
+        Login::Done(Err(failure)) => return refuse(ctx, &failure),
+        Login::Waiting => return Flow::Stall,
+        Login::Busy => {
+            return ctx.fail(ErrorCode::ServerFull, "too many logins at once; try again")
         }
-    }
+    };
+    let access = match access_for(ctx, &identity) {
+        Ok(access) => access,
+        Err(flow) => return flow,
+    };
+    let cfg = ctx.shard.cfg();
     let welcome = Welcome {
         version: VERSION,
         max_frame: cfg.max_frame,
@@ -33,12 +70,99 @@ pub(super) fn apply(ctx: &mut Ctx<'_>, hello: Hello<'_>, v1_1: bool, no_echo: bo
     }
     let slot = ctx.slot();
     slot.open(Session { v1_1, no_echo: v1_1 && no_echo }, hello.name);
-    tracing::debug!(conn = slot.id(), peer = %slot.peer(), name = hello.name, "session open");
+    slot.identify(identity.user_name().cloned(), identity.kind());
+    if let Some(access) = access {
+        slot.authorize(access);
+    }
+    tracing::debug!(
+        conn = slot.id(),
+        peer = %slot.peer(),
+        name = hello.name,
+        user = identity.user().unwrap_or(""),
+        credential = %identity.kind(),
+        "session open"
+    );
     CoreCounters::add(&ctx.shard.counters.connections_open, 1);
     Flow::Continue
 }
 
-/// Compares without an early exit, so timing does not reveal the prefix.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Checks the credential, or picks up the answer of a password check
+/// started by an earlier attempt at this `HELLO`.
+fn login(ctx: &mut Ctx<'_>, hello: &Hello<'_>, typed: bool) -> Login {
+    if let Some(pending) = ctx.slot().login() {
+        return match pending.take(ctx.waker) {
+            Some(answer) => {
+                ctx.slot().end_login();
+                Login::Done(answer)
+            }
+            None => Login::Waiting,
+        };
+    }
+    let auth = ctx.shard.auth();
+    let presented = if typed { presented(hello.token) } else { Presented::Token(hello.token) };
+    let slot = ctx.slot();
+    let (peer, subject) = (slot.peer().ip(), slot.tls_subject().map(str::to_owned));
+    match auth.begin(presented, peer, subject.as_deref(), unix_now()) {
+        Begin::Done(answer) => Login::Done(answer),
+        Begin::Verify(job) => match ctx.shard.logins.verifier.submit(|| job.run(), ctx.waker) {
+            Ok(pending) => {
+                ctx.slot().start_login(pending);
+                Login::Waiting
+            }
+            Err(_) => Login::Busy,
+        },
+    }
+}
+
+/// The typed credential of a `HELLO` with the credential flag.
+fn presented(token: &[u8]) -> Presented<'_> {
+    match Credential::parse(token) {
+        Some(Credential::Password { user, password }) => Presented::Password { user, password },
+        Some(Credential::Bearer(token)) => Presented::Bearer(token),
+        Some(Credential::Jwt(token)) => Presented::Jwt(token),
+        None => Presented::Malformed,
+    }
+}
+
+/// The same answer whatever failed; the reason goes to the log.
+fn refuse(ctx: &mut Ctx<'_>, failure: &AuthFailure) -> Flow {
+    let counters = &ctx.shard.counters;
+    CoreCounters::add(&counters.auth_failures, 1);
+    if matches!(failure, AuthFailure::Throttled) {
+        CoreCounters::add(&counters.auth_throttled, 1);
+    }
+    let slot = ctx.slot();
+    tracing::info!(conn = slot.id(), peer = %slot.peer(), reason = %failure, "auth failed");
+    ctx.fail(ErrorCode::AuthFailed, ANSWER)
+}
+
+/// What the connection may do, counted against its user's
+/// `max_connections`; `None` when everything is allowed without limits
+/// (the connection then pays for no check at all).
+fn access_for(ctx: &mut Ctx<'_>, identity: &Identity) -> Result<Option<Box<Access>>, Flow> {
+    let (rules, limits) = (identity.permissions(), identity.limits());
+    let lease = match (identity.user_name(), limits.max_connections) {
+        (Some(user), Some(max)) => match ctx.shard.logins.census.enter(user, Some(max)) {
+            Some(lease) => Some(lease),
+            None => {
+                CoreCounters::add(&ctx.shard.counters.user_connection_refusals, 1);
+                let text = format!("user {user} has its max_connections ({max}) open");
+                return Err(ctx.fail(ErrorCode::ServerFull, &text));
+            }
+        },
+        _ => None,
+    };
+    let limited = limits.max_subscriptions.is_some()
+        || limits.publish_msgs_per_sec.is_some()
+        || limits.publish_bytes_per_sec.is_some();
+    if rules.is_allow_all() && rules.allow_responses().is_none() && !limited && lease.is_none() {
+        return Ok(None);
+    }
+    let grant = ctx.shard.grants.borrow_mut().grant(identity.user_name().cloned(), rules, limits);
+    Ok(Some(Box::new(Access::new(grant, lease, Instant::now()))))
+}
+
+/// Seconds since the Unix epoch, for JWT times and the failure throttle.
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

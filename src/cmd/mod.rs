@@ -9,11 +9,15 @@
 mod hello;
 mod ping;
 mod publish;
+mod recheck;
 mod stats;
 mod sub;
 mod unsub;
 
 use std::{task::Waker, time::Instant};
+
+pub(crate) use hello::LoginAnswer;
+pub(crate) use recheck::recheck_access;
 
 use corecast_proto::{
     ClientFrame, ClientFrame11, DecodeError, ErrFrame, ErrorCode, RawFrame, ServerFrame,
@@ -122,8 +126,8 @@ pub(crate) fn dispatch<'a>(ctx: &mut Ctx<'_>, raw: RawFrame<'a>, rest: &mut &'a 
     };
     let in_handshake = ctx.slot().phase() == Phase::Handshake;
     match frame {
-        ClientFrame11::Hello { hello, v1_1, no_echo, .. } if in_handshake => {
-            hello::apply(ctx, hello, v1_1, no_echo)
+        ClientFrame11::Hello { hello, v1_1, no_echo, credential } if in_handshake => {
+            hello::apply(ctx, hello, (v1_1, no_echo, credential))
         }
         ClientFrame11::Hello { .. } => ctx.fail(ErrorCode::HandshakeRequired, "HELLO sent twice"),
         _ if in_handshake => {

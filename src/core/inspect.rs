@@ -19,6 +19,7 @@ use super::{
     shard::Shard,
     slot::{Phase, Slot, Traffic},
 };
+use crate::auth::Authenticator;
 use crate::{
     config::Config,
     counters::{HistogramSnapshot, PENDING_BYTES_BUCKETS},
@@ -50,7 +51,7 @@ pub(crate) enum Query {
     Pending(Reply<HistogramSnapshot>),
     /// Settings to put in force (already checked by the broker); told
     /// once they are.
-    Reload(Box<Config>, std::sync::mpsc::SyncSender<()>),
+    Reload(Box<Config>, Arc<Authenticator>, std::sync::mpsc::SyncSender<()>),
 }
 
 /// How `/connz` orders open connections.
@@ -248,8 +249,10 @@ fn answer(shard: &Shard, query: Query) {
         }
         Query::Subs { topic, reply } => drop(reply.send(subs(shard, topic.as_deref()))),
         Query::Pending(reply) => drop(reply.send(pending(shard))),
-        Query::Reload(cfg, done) => {
+        Query::Reload(cfg, auth, done) => {
             shard.set_cfg(*cfg);
+            shard.set_auth(auth);
+            crate::cmd::recheck_access(shard);
             let _ = done.try_send(());
         }
     }

@@ -20,6 +20,7 @@ use super::{
     sweep::sweep,
 };
 use crate::{
+    auth::{Authenticator, Logins},
     config::Config,
     counters::CoreCounters,
     mesh::{link::CoreLinks, tasks::MeshTasks},
@@ -38,14 +39,16 @@ pub(crate) struct CoreInit {
     pub signal: Arc<ShutdownSignal>,
     /// Where questions for this core arrive.
     pub inbox: Arc<Inbox>,
+    /// The authenticator at start, and what the cores share for logins.
+    pub auth: (Arc<Authenticator>, Arc<Logins>),
     /// Told once this core is serving.
     pub ready: std::sync::mpsc::SyncSender<()>,
 }
 
 /// Runs one core until shutdown completes.
 pub(crate) async fn run(init: CoreInit) -> Result<(), String> {
-    let CoreInit { core, cfg, counters, listeners, links, signal, inbox, ready } = init;
-    let shard = Shard::new(core, cfg, counters)
+    let CoreInit { core, cfg, counters, listeners, links, signal, inbox, auth, ready } = init;
+    let shard = Shard::new(core, cfg, counters, auth)
         .ok_or_else(|| "cannot reserve address space for the pending budget".to_string())?;
     let shard = Rc::new(shard);
     let mesh_tasks = MeshTasks::start(&shard, links);

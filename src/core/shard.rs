@@ -19,6 +19,7 @@ use super::{
     pressure::{Doomed, Policy, Queued},
     slot::{self, Deadlines, Exit, Limit, Slot},
 };
+use crate::auth::{grant::Grants, Authenticator, Logins};
 use crate::{
     config::Config,
     counters::CoreCounters,
@@ -63,6 +64,13 @@ pub(crate) struct Shard {
     pub core: usize,
     /// The settings in force; a reload replaces them.
     cfg: RefCell<Rc<Config>>,
+    /// Who may connect and what they may do; a reload replaces it.
+    auth: RefCell<Arc<Authenticator>>,
+    /// Each user's open connections and the password threads, shared by
+    /// the cores.
+    pub logins: Arc<Logins>,
+    /// This core's users' rules, with their cached answers.
+    pub grants: RefCell<Grants>,
     pub counters: Arc<CoreCounters>,
     /// Every core's counters, for `STATS`.
     pub all_counters: Arc<[Arc<CoreCounters>]>,
@@ -88,6 +96,7 @@ impl Shard {
         core: usize,
         cfg: Arc<Config>,
         all_counters: Arc<[Arc<CoreCounters>]>,
+        (auth, logins): (Arc<Authenticator>, Arc<Logins>),
     ) -> Option<Self> {
         let counters = Arc::clone(&all_counters[core]);
         let reserve = cfg.max_connections + 64;
@@ -107,6 +116,9 @@ impl Shard {
         Some(Self {
             core,
             cfg: RefCell::new(Rc::new(Config::clone(&cfg))),
+            auth: RefCell::new(auth),
+            logins,
+            grants: RefCell::default(),
             counters,
             all_counters,
             state: RefCell::new(state),
@@ -130,6 +142,16 @@ impl Shard {
         self.state.borrow_mut().mem.set_max_pending(cfg.max_pending);
         *self.cfg.borrow_mut() = Rc::new(cfg);
         self.nudge_sweeper();
+    }
+
+    /// The authenticator in force.
+    pub(crate) fn auth(&self) -> Arc<Authenticator> {
+        Arc::clone(&self.auth.borrow())
+    }
+
+    /// Puts a reloaded authenticator in force for the next `HELLO`.
+    pub(crate) fn set_auth(&self, auth: Arc<Authenticator>) {
+        *self.auth.borrow_mut() = auth;
     }
 
     /// For the sweeper on its idle tick: ready once nudged, else parks.

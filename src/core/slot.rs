@@ -17,14 +17,15 @@
 //! [`Slot::close`], and everything else through methods named for what
 //! happened (bytes arrived, the socket took output, a `PING` went out).
 
-use std::{collections::HashMap, net::SocketAddr, rc::Rc, task::Waker, time::Instant};
+use std::{collections::HashMap, net::SocketAddr, rc::Rc, sync::Arc, task::Waker, time::Instant};
 
 use corecast_proto::{
     ErrFrame, ErrorCode, ServerFrame, ServerFrame11, GOAWAY_LAME_DUCK, GOAWAY_SHUTDOWN,
 };
 
 use crate::{
-    auth::access::Access,
+    auth::{access::Access, verifier::Pending, CredentialKind},
+    cmd::LoginAnswer,
     mem::{
         prefetch,
         queue::{ChunkQueue, Item},
@@ -281,6 +282,12 @@ pub(crate) struct Slot {
     subs_at_exit: usize,
     /// What its user may do; none when everything is allowed.
     access: Option<Box<Access>>,
+    /// The user it authenticated as, if any, for operators and reloads.
+    user: Option<Arc<str>>,
+    /// How it proved who it is.
+    credential: CredentialKind,
+    /// A password check under way for its `HELLO`.
+    login: Option<Arc<Pending<LoginAnswer>>>,
 }
 
 /// Bytes from a slot's start that hold the fields a fan-out touches.
@@ -312,6 +319,9 @@ impl Slot {
             subs_at_exit: 0,
             access: None,
             watch: false,
+            user: None,
+            credential: CredentialKind::None,
+            login: None,
         }
     }
 
@@ -373,11 +383,57 @@ impl Slot {
         self.name.as_deref()
     }
 
+    /// Records who the client authenticated as, and how.
+    pub(crate) fn identify(&mut self, user: Option<Arc<str>>, credential: CredentialKind) {
+        self.user = user;
+        self.credential = credential;
+    }
+
+    /// The user it authenticated as, if any.
+    pub(crate) fn user(&self) -> Option<&Arc<str>> {
+        self.user.as_ref()
+    }
+
+    /// How it proved who it is.
+    pub(crate) fn credential(&self) -> CredentialKind {
+        self.credential
+    }
+
+    /// The password check under way for its `HELLO`, if any.
+    pub(crate) fn login(&self) -> Option<Arc<Pending<LoginAnswer>>> {
+        self.login.clone()
+    }
+
+    /// A password check started for its `HELLO`.
+    pub(crate) fn start_login(&mut self, pending: Arc<Pending<LoginAnswer>>) {
+        self.login = Some(pending);
+    }
+
+    /// The password check answered.
+    pub(crate) fn end_login(&mut self) {
+        self.login = None;
+    }
+
+    /// The subject of its verified TLS client certificate, if any.
+    pub(crate) fn tls_subject(&self) -> Option<&str> {
+        None
+    }
+
     /// Gives the connection its user's access: at `HELLO`, and again when
     /// a reload changes the rules.
     pub(crate) fn authorize(&mut self, access: Box<Access>) {
         self.watch = access.notes_requests() || self.subs.values().any(|s| s.guarded);
         self.access = Some(access);
+    }
+
+    /// Marks again which subscriptions' deliveries are checked, after a
+    /// reload changed the deny rules.
+    pub(crate) fn reguard(&mut self, overlaps_deny: impl Fn(&str) -> bool) {
+        for sub in self.subs.values_mut() {
+            sub.guarded = overlaps_deny(&sub.topic);
+        }
+        let notes = self.access.as_ref().is_some_and(|a| a.notes_requests());
+        self.watch = notes || self.subs.values().any(|s| s.guarded);
     }
 
     /// What its user may do; `None` when everything is allowed.

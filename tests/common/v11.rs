@@ -94,7 +94,12 @@ impl Client11 {
     /// against its own address) and says `HELLO` with `token`, typed (the
     /// credential flag, `password user:pw`, `bearer ..`, `jwt ..`) or as a
     /// plain token. The session, or the code of the `ERR` that refused it.
-    pub fn login(addr: SocketAddr, source: [u8; 4], token: &[u8], typed: bool) -> Result<Self, u16> {
+    pub fn login(
+        addr: SocketAddr,
+        source: [u8; 4],
+        token: &[u8],
+        typed: bool,
+    ) -> Result<Self, u16> {
         use socket2::{Domain, Protocol, Socket, Type};
         let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
         s.bind(&SocketAddr::from((source, 0)).into()).expect("bind the source address");
