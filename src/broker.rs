@@ -625,7 +625,7 @@ mod tests {
             Err((addr, e)) => return eprintln!("note: skipped, cannot listen on {addr}: {e}"),
         };
         let cfg = config();
-        let auth = Arc::new(Authenticator::new(&cfg).expect("no users"));
+        let auth = Arc::new(crate::auth::Authenticator::new(&cfg).expect("no users"));
         let broker = Broker::launch(cfg, auth, listeners).expect("starts");
         let [v4, v6] = broker.local_addrs() else { panic!("{:?}", broker.local_addrs()) };
         assert_eq!((v4.ip(), v6.ip()), (both[0].ip(), both[1].ip()));
