@@ -63,7 +63,9 @@ fn expect_refused(c: &mut Client11, code: u16) {
 
 #[test]
 fn frames_before_hello_are_refused_and_the_session_never_opens() {
-    let broker = broker_with(vec![user("alice", "pw-a")]);
+    let users = vec![user("alice", "pw-a")];
+    let broker =
+        start(Config { users, http: "127.0.0.1:0".parse().expect("addr"), ..test_config(2) });
     let mut c = Client11::login(broker.local_addr(), LOCAL, b"", false);
     assert_eq!(c.as_ref().err(), Some(&AUTH_FAILED), "no credential, users configured");
     let mut raw = std::net::TcpStream::connect(broker.local_addr()).expect("connect");
@@ -77,6 +79,13 @@ fn frames_before_hello_are_refused_and_the_session_never_opens() {
     c = login(broker.local_addr(), &password("alice", "pw-a"));
     assert!(c.is_ok(), "the right password opens the session");
     assert_eq!(broker.counters().total.connections_open, 1);
+    let http = broker.http_addr().expect("the monitoring port");
+    let mut connz = ureq::get(format!("http://{http}/connz")).call().expect("connz");
+    let connz: serde_json::Value =
+        serde_json::from_str(&connz.body_mut().read_to_string().expect("body")).expect("json");
+    let conns = connz["connections"].as_array().expect("a list");
+    let alice = |c: &serde_json::Value| c["user"] == "alice" && c["credential"] == "password";
+    assert!(conns.iter().any(alice), "{connz:#}");
 }
 
 #[test]

@@ -120,6 +120,12 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// The name it gave in `HELLO`.
     pub name: Option<String>,
+    /// The user it authenticated as, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// How it proved who it is: `none`, `token`, `password`, `bearer`,
+    /// `jwt` or `tls`.
+    pub credential: &'static str,
     /// `handshake`, `open`, `draining` or `closed`.
     pub state: &'static str,
     /// Time since it was accepted, ms.
@@ -282,6 +288,8 @@ fn conn_info(core: usize, slot: &Slot, now: Instant, coarse: Instant, with_subs:
         core,
         peer: slot.peer(),
         name: slot.name().map(String::from),
+        user: slot.user().map(|u| u.to_string()),
+        credential: slot.credential().as_str(),
         state: match slot.phase() {
             Phase::Handshake => "handshake",
             Phase::Open => "open",
