@@ -239,7 +239,9 @@ fn auth_token_is_checked_when_configured() {
     let broker = start(Config { auth_token: Some("s3cret".into()), ..test_config(2) });
     let addr = broker.local_addr();
     let hello_with = |token: &[u8]| frame(opcode::HELLO, 0, &hello_body(1, b"auth", token));
-    for token in [&b""[..], b"wrong!", b"s3cre", b"s3cret!", b"S3CRET"] {
+    // Four: a fifth failure from this address would throttle the next
+    // login (tests/auth.rs covers the throttle).
+    for token in [&b""[..], b"wrong!", b"s3cre", b"S3CRET"] {
         expect_fatal_for(&broker, false, &hello_with(token), 7);
     }
     let mut sub = Client::connect_raw(addr);
@@ -253,7 +255,7 @@ fn auth_token_is_checked_when_configured() {
     publ.publish("auth.t", b"authorised");
     publ.flush_empty();
     assert_eq!(sub.recv(), Got::msg(1, "auth.t", b"authorised"));
-    assert_eq!(broker.counters().total.protocol_errors, 5);
+    assert_eq!(broker.counters().total.protocol_errors, 4);
     drop((sub, publ));
     finish(broker);
 }
