@@ -20,6 +20,7 @@ pub struct Counters {
     pub memory_used: u64,
     pub memory_cached: u64,
     pub subscriptions: u64,
+    pub tls_connections: u64,
     pub connections_accepted: u64,
     pub connections_refused: u64,
     pub accept_failures: u64,
@@ -46,6 +47,8 @@ pub struct Counters {
     pub cross_core_received: u64,
     pub cross_core_batches: u64,
     pub task_panics: u64,
+    pub tls_handshakes: u64,
+    pub tls_handshake_failures: u64,
 }
 
 /// `/stats`.
