@@ -3,8 +3,9 @@
 //!
 //! Reading pulls ciphertext from the socket into the core's ciphertext
 //! scratch, feeds it to rustls and decrypts into the caller's buffer. It
-//! never reads more than rustls can hold plaintext for beyond that buffer,
-//! so the scratch is always empty again when a read returns. Writing hands
+//! never reads more than rustls can hold plaintext for beyond that buffer
+//! ([`Records::room`]), so the scratch is always empty again when a read
+//! returns, and no connection keeps ciphertext of its own. Writing hands
 //! plaintext to rustls within [`super::SEND_BUFFER`] and pushes the records
 //! to the socket through [`SocketWriter`], which turns "the socket is full"
 //! into `WouldBlock` with the wake-up armed.
@@ -24,7 +25,7 @@ use super::{TlsFailure, SEND_BUFFER};
 use crate::core::slot::Exit;
 
 /// Plaintext rustls keeps for a reader before it refuses more ciphertext
-/// (rustls's default received-plaintext limit).
+/// (rustls's received-plaintext limit, which it has no setter for).
 const PLAINTEXT_HELD: usize = 16 << 10;
 
 /// Bytes of ciphertext the core reads at once for a TLS connection.
@@ -39,6 +40,8 @@ pub(crate) struct Tls {
     news: bool,
     /// `close_notify` is queued.
     close_notify: bool,
+    /// Where the ciphertext fed to rustls stands in its records.
+    records: Records,
 }
 
 impl std::fmt::Debug for Tls {
@@ -71,7 +74,13 @@ impl Tls {
     pub(crate) fn new(config: Arc<ServerConfig>) -> Result<Box<Self>, rustls::Error> {
         let mut conn = ServerConnection::new(config)?;
         conn.set_buffer_limit(Some(SEND_BUFFER));
-        Ok(Box::new(Self { conn, established: false, news: false, close_notify: false }))
+        Ok(Box::new(Self {
+            conn,
+            established: false,
+            news: false,
+            close_notify: false,
+            records: Records::default(),
+        }))
     }
 
     /// The handshake is complete.
@@ -118,15 +127,14 @@ impl Tls {
                 Ok(n) => return Poll::Ready(Ok(n)),
                 Err(end) => return Poll::Ready(Err(end)),
             }
-            // rustls holds up to PLAINTEXT_HELD bytes of plaintext beyond
-            // what `dst` takes: never read more, so the scratch empties.
-            let want = scratch.len().min(dst.len() + PLAINTEXT_HELD);
+            let want = scratch.len().min(self.records.room(dst.len()));
             let n = match Pin::new(&mut *stream).poll_read(cx, &mut scratch[..want]) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(self.gone(Exit::Eof))),
                 Poll::Ready(Err(_)) => return Poll::Ready(Err(self.gone(Exit::Reset))),
                 Poll::Ready(Ok(n)) => n,
             };
+            self.records.fed(&scratch[..n]);
             let mut filled = 0;
             let mut src = &scratch[..n];
             while !src.is_empty() {
@@ -239,6 +247,66 @@ impl Tls {
     }
 }
 
+/// Tracks the TLS record boundaries in the ciphertext fed to rustls, to
+/// size reads: rustls refuses ciphertext while it holds more than
+/// [`PLAINTEXT_HELD`] bytes of plaintext, and a read's ciphertext must all
+/// go in.
+#[derive(Debug, Default)]
+struct Records {
+    /// Bytes of the current record's header seen (0 to 5).
+    header: [u8; 5],
+    header_seen: usize,
+    /// Bytes of the current record's body still to come.
+    body_left: usize,
+}
+
+impl Records {
+    /// Ciphertext that may be read when the caller takes `room` bytes of
+    /// plaintext: rustls then holds at most [`PLAINTEXT_HELD`].
+    ///
+    /// The plaintext a read releases is at most that of the record begun
+    /// earlier, `partial` (at most its `fed` bytes so far plus what is left
+    /// of it, less the 21 bytes of header and tag of every AEAD record, and
+    /// at most 16 KiB), plus the ciphertext after it. Either bound keeps it
+    /// within `room + PLAINTEXT_HELD`: reading `room + PLAINTEXT_HELD -
+    /// fed`, or `room + left` (the partial record and `room` more). The
+    /// larger is taken: it is never below `room`.
+    fn room(&self, room: usize) -> usize {
+        let (fed, left) = if self.body_left > 0 {
+            let len = usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
+            (5 + len - self.body_left, self.body_left)
+        } else {
+            (self.header_seen, 0)
+        };
+        (room + PLAINTEXT_HELD).saturating_sub(fed).max(room + left)
+    }
+
+    /// `bytes` went to rustls.
+    fn fed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.body_left > 0 {
+                let n = self.body_left.min(bytes.len());
+                self.body_left -= n;
+                bytes = &bytes[n..];
+                if self.body_left == 0 {
+                    self.header_seen = 0;
+                }
+                continue;
+            }
+            let n = (5 - self.header_seen).min(bytes.len());
+            self.header[self.header_seen..self.header_seen + n].copy_from_slice(&bytes[..n]);
+            self.header_seen += n;
+            bytes = &bytes[n..];
+            if self.header_seen == 5 {
+                self.body_left = usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
+                if self.body_left == 0 {
+                    self.header_seen = 0;
+                }
+            }
+        }
+    }
+}
+
 /// The socket as rustls's `io::Write`: one non-blocking `sendmsg` per call;
 /// a full socket arms glommio's wake-up and reads as `WouldBlock`.
 struct SocketWriter<'a, 'b> {
@@ -264,5 +332,33 @@ impl Write for SocketWriter<'_, '_> {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(len: usize) -> Vec<u8> {
+        let mut r = vec![23, 3, 3];
+        r.extend_from_slice(&u16::try_from(len).expect("a record length").to_be_bytes());
+        r.resize(5 + len, 0);
+        r
+    }
+
+    #[test]
+    fn records_are_followed_across_reads() {
+        let mut records = Records::default();
+        assert_eq!(records.room(100), 100 + PLAINTEXT_HELD);
+        let two: Vec<u8> = [record(16_401), record(30)].concat();
+        records.fed(&two[..3]);
+        assert_eq!(records.room(10), 10 + PLAINTEXT_HELD - 3);
+        records.fed(&two[3..1000]);
+        // 1000 bytes of a 16 406-byte record fed: 15 406 to come.
+        assert_eq!(records.room(10), (10 + PLAINTEXT_HELD - 1000).max(10 + 15_406));
+        records.fed(&two[1000..16_406 + 5]);
+        assert_eq!(records.room(10), 10 + PLAINTEXT_HELD - 5);
+        records.fed(&two[16_406 + 5..]);
+        assert_eq!(records.room(10), 10 + PLAINTEXT_HELD);
     }
 }
