@@ -192,6 +192,7 @@ enum Got {
     Msg { sid: u32, topic: String, payload: Vec<u8> },
     Pong(u64),
     Err(u16, String),
+    GoAway,
     Other(String),
 }
 
@@ -205,7 +206,11 @@ struct TlsClient {
 impl TlsClient {
     /// Connects and completes the TLS handshake (not HELLO).
     fn try_connect(addr: SocketAddr, config: Arc<ClientConfig>) -> std::io::Result<Self> {
-        let sock = TcpStream::connect(addr)?;
+        Self::over(TcpStream::connect(addr)?, config)
+    }
+
+    /// Completes the TLS handshake over `sock`.
+    fn over(sock: TcpStream, config: Arc<ClientConfig>) -> std::io::Result<Self> {
         sock.set_nodelay(true)?;
         sock.set_read_timeout(Some(Duration::from_secs(10)))?;
         let name = ServerName::try_from("localhost").unwrap();
@@ -282,6 +287,7 @@ impl TlsClient {
                         },
                         ServerFrame::Pong { nonce } => Got::Pong(nonce),
                         ServerFrame::Err(e) => Got::Err(e.code, e.text.into()),
+                        ServerFrame::GoAway { .. } => Got::GoAway,
                         other => Got::Other(format!("{other:?}")),
                     };
                     let used = before - src.len();
@@ -729,5 +735,79 @@ fn a_storm_of_tls_connections_leaves_nothing_behind() {
     let c = wait_idle(&broker);
     assert_eq!((c.tls_connections, c.tasks_alive, c.buffers_out), (0, 0, 0), "{c:#?}");
     assert_eq!((c.memory_used, c.slots_in_use), (0, 0), "{c:#?}");
+    finish(broker);
+}
+
+/// Lame duck closes the TLS port too; a TLS client gets its GOAWAY, then
+/// the session's close_notify before the socket's end, and every message
+/// published before it.
+#[test]
+fn lame_duck_closes_the_tls_port_and_ends_sessions_cleanly() {
+    let pki = Pki::new("lameduck");
+    let cfg = Config {
+        lame_duck_grace_ms: 200,
+        lame_duck_duration_ms: 100,
+        ..tls_config(&pki, ClientAuth::Off)
+    };
+    let broker = start(cfg);
+    let addr = broker.tls_addr().expect("a TLS port");
+    let mut sub = TlsClient::connect(addr, pki.plain_config(), "sub");
+    sub.sub(1, "ld");
+    assert!(sub.flush().is_empty());
+    let mut publ = TlsClient::connect(addr, pki.plain_config(), "pub");
+    let payload = vec![1u8; 60 << 10];
+    for _ in 0..3 {
+        publ.publish("ld", &payload);
+    }
+    assert!(publ.flush().is_empty());
+    broker.lame_duck();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(addr).is_ok() {
+        assert!(Instant::now() < deadline, "the TLS port still accepts");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for _ in 0..3 {
+        assert_eq!(sub.recv_msg().2.len(), payload.len());
+    }
+    assert_eq!(sub.recv(), Got::GoAway);
+    // Ok(0) from rustls: a close_notify, not a bare end of the socket.
+    assert_eq!(sub.next(Duration::from_secs(5)), Err("closed".to_string()));
+    drop((sub, publ));
+    broker.wait().expect("stops cleanly");
+}
+
+/// A TLS subscriber that stops reading is cut off at the write deadline:
+/// the records rustls holds and the socket refuses count as unwritten.
+#[test]
+fn a_tls_subscriber_that_stops_reading_meets_the_write_deadline() {
+    let pki = Pki::new("deadline");
+    let cfg = Config {
+        write_deadline_ms: 300,
+        max_pending: 8 << 20,
+        ..tls_config(&pki, ClientAuth::Off)
+    };
+    let broker = start(cfg);
+    let addr = broker.tls_addr().expect("a TLS port");
+    let sock = {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+        s.set_recv_buffer_size(4096).unwrap();
+        s.set_mss(536).unwrap();
+        s.connect(&addr.into()).unwrap();
+        TcpStream::from(s)
+    };
+    let mut sub = TlsClient::over(sock, pki.plain_config()).expect("TLS handshake");
+    sub.hello("stuck");
+    assert_eq!(sub.recv(), Got::Welcome);
+    sub.sub(1, "flood");
+    assert!(sub.flush().is_empty());
+    let mut publ = TlsClient::connect(addr, pki.plain_config(), "pub");
+    let payload = vec![7u8; 16 << 10];
+    for _ in 0..128 {
+        publ.publish("flood", &payload);
+    }
+    assert!(publ.flush().is_empty());
+    closed_with(&broker, "slow consumer: write_deadline", 1);
+    drop((sub, publ));
     finish(broker);
 }
