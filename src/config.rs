@@ -785,6 +785,46 @@ mod tests {
         assert!(message.starts_with("--io-memory was removed: it cannot lower"), "{message}");
     }
 
+    /// The `--tls-*` flags make a `[tls]` section (listen, cert and key
+    /// together) or override the file's keys; client auth needs a CA.
+    #[test]
+    fn tls_flags_build_or_override_the_section() {
+        let args = ["corecast", "--tls-listen", "127.0.0.1:7443", "--tls-cert", "c.pem"];
+        let err = Args::parse_from(args).to_config().expect_err("no key");
+        assert!(err.to_string().contains("--tls-key"), "{err}");
+        let args = [
+            "corecast",
+            "--tls-listen",
+            "127.0.0.1:7443",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+        ];
+        let tls = Args::parse_from(args).to_config().expect("valid").tls.expect("a section");
+        assert_eq!((tls.listen.port(), tls.client_auth), (7443, ClientAuth::Off));
+        let dir = std::env::temp_dir().join(format!("corecast-tls-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("c.toml");
+        let section = "[tls]\nlisten = \"127.0.0.1:7443\"\ncert = \"c.pem\"\nkey = \"k.pem\"\n\
+                       handshake_timeout = \"2s\"\n";
+        std::fs::write(&file, section).expect("write");
+        let path = file.to_str().expect("utf-8 path");
+        let args = ["corecast", "-c", path, "--tls-client-auth", "required"];
+        let err = Args::parse_from(args).to_config().expect_err("no CA");
+        assert!(matches!(err, ConfigError::Invalid(_)), "{err}");
+        assert!(err.to_string().contains("needs client_ca"), "{err}");
+        let args =
+            ["corecast", "-c", path, "--tls-client-auth", "optional", "--tls-client-ca", "ca.pem"];
+        let tls = Args::parse_from(args).to_config().expect("valid").tls.expect("a section");
+        assert_eq!(tls.client_auth, ClientAuth::Optional);
+        assert_eq!(tls.client_ca.as_deref(), Some(std::path::Path::new("ca.pem")));
+        assert_eq!(tls.handshake_timeout_ms, 2000);
+        let same_port = ["corecast", "--listen", "127.0.0.1:7443", "-c", path];
+        let err = Args::parse_from(same_port).to_config().expect_err("one port");
+        assert!(err.to_string().contains("[tls] listen"), "{err}");
+    }
+
     #[test]
     fn listen_takes_a_host_name_from_flags_and_toml() {
         let args = Args::parse_from(["corecast", "--listen", "localhost:7401"]);
