@@ -524,10 +524,7 @@ impl Connection {
         self.release_notices(shard, st);
         loop {
             let Some(tls) = self.tls.as_deref_mut() else { return Ok(()) };
-            let pushed = match tls.push(&mut self.stream, cx) {
-                Poll::Ready(result) => result?,
-                Poll::Pending => return Ok(()),
-            };
+            let pushed = tls.push(&mut self.stream, cx)?;
             if pushed.bytes > 0 {
                 self.proof.took(&self.stream, pushed.bytes);
             }
@@ -598,9 +595,9 @@ impl Connection {
                 // The session's end, before the socket's.
                 tls.close_notify();
                 match tls.push(&mut self.stream, cx) {
-                    Poll::Ready(Ok(pushed)) if !pushed.blocked => {}
-                    Poll::Ready(Err(_)) => return Poll::Ready(()),
-                    _ => return Poll::Pending,
+                    Ok(pushed) if !pushed.blocked => {}
+                    Ok(_) => return Poll::Pending,
+                    Err(_) => return Poll::Ready(()),
                 }
             }
         }

@@ -162,7 +162,7 @@ impl Tls {
             }
             // The handshake's answers go out from here: the task may not
             // flush again before it waits.
-            if let Poll::Ready(Err(_)) = self.push(stream, cx).map(|p| p.map(|_| ())) {
+            if self.push(stream, cx).is_err() {
                 return Poll::Ready(Err(self.gone(Exit::Reset)));
             }
             if filled > 0 {
@@ -226,24 +226,24 @@ impl Tls {
     }
 
     /// Writes the ciphertext rustls holds until it is all out or the socket
-    /// is full.
+    /// is full (then the wake-up for room is armed).
     pub(crate) fn push(
         &mut self,
         stream: &mut TcpStream,
         cx: &mut Context<'_>,
-    ) -> Poll<io::Result<Pushed>> {
+    ) -> io::Result<Pushed> {
         let mut bytes = 0;
         while self.conn.wants_write() {
             match self.conn.write_tls(&mut SocketWriter { stream, cx }) {
-                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => bytes += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return Poll::Ready(Ok(Pushed { bytes, blocked: true }))
+                    return Ok(Pushed { bytes, blocked: true })
                 }
-                Err(e) => return Poll::Ready(Err(e)),
+                Err(e) => return Err(e),
             }
         }
-        Poll::Ready(Ok(Pushed { bytes, blocked: false }))
+        Ok(Pushed { bytes, blocked: false })
     }
 }
 
