@@ -811,3 +811,45 @@ fn a_tls_subscriber_that_stops_reading_meets_the_write_deadline() {
     drop((sub, publ));
     finish(broker);
 }
+
+/// With `client_auth = "optional"`: no certificate is welcome (no subject
+/// recorded), a good one is recorded, one of another CA is still refused.
+#[test]
+fn mutual_tls_optional() {
+    let pki = Pki::new("optional");
+    let broker = start(tls_config(&pki, ClientAuth::Optional));
+    let addr = broker.tls_addr().expect("a TLS port");
+    let anonymous = TlsClient::connect(addr, pki.plain_config(), "anonymous");
+    let entry = conn_named(&broker, "anonymous");
+    assert!(entry.get("tls_subject").is_none(), "{entry}");
+    let (chain, key, _) = pki.ca.issue(Leaf::client("svc-c", "corp"));
+    let known =
+        TlsClient::connect(addr, pki.client_config(None, Some(identity(&chain, &key))), "c");
+    assert_eq!(conn_named(&broker, "c")["tls_subject"], "CN=svc-c,O=corp");
+    let other = Ca::new("another CA");
+    let (chain, key, _) = other.issue(Leaf::client("svc-d", "corp"));
+    refused(addr, pki.client_config(None, Some(identity(&chain, &key))));
+    closed_with(&broker, "tls: client certificate: unknown issuer", 1);
+    drop((anonymous, known));
+    finish(broker);
+}
+
+/// Certificate files that do not load stop the start, naming the file.
+#[test]
+fn a_certificate_that_does_not_load_stops_the_start() {
+    let pki = Pki::new("badstart");
+    let mut cfg = tls_config(&pki, ClientAuth::Off);
+    if let Some(tls) = &mut cfg.tls {
+        tls.key = pki.path("missing.key");
+    }
+    let err = Broker::start(cfg).expect_err("refused");
+    let message = err.to_string();
+    assert!(message.contains("[tls] key") && message.contains("missing.key"), "{message}");
+    std::fs::write(pki.path("empty.pem"), "").unwrap();
+    let mut cfg = tls_config(&pki, ClientAuth::Off);
+    if let Some(tls) = &mut cfg.tls {
+        tls.cert = pki.path("empty.pem");
+    }
+    let message = Broker::start(cfg).expect_err("refused").to_string();
+    assert!(message.contains("empty.pem") && message.contains("no PEM certificate"), "{message}");
+}
