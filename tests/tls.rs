@@ -853,3 +853,28 @@ fn a_certificate_that_does_not_load_stops_the_start() {
     let message = Broker::start(cfg).expect_err("refused").to_string();
     assert!(message.contains("empty.pem") && message.contains("no PEM certificate"), "{message}");
 }
+
+/// `max_connections` counts both ports; a connection refused on the TLS
+/// port is closed without a frame, counted and recorded.
+#[test]
+fn a_full_core_closes_tls_connections_without_a_frame() {
+    let pki = Pki::new("full");
+    let cfg = Config { cores: 1, max_connections: 2, ..tls_config(&pki, ClientAuth::Off) };
+    let broker = start(cfg);
+    let addr = broker.tls_addr().expect("a TLS port");
+    let plain = Client::connect(broker.local_addr());
+    let tls = TlsClient::connect(addr, pki.plain_config(), "tls");
+    let start = Instant::now();
+    let mut raw = TcpStream::connect(addr).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut got = Vec::new();
+    let _ = raw.read_to_end(&mut got);
+    assert!(got.is_empty(), "no plaintext ERR on the TLS port: {got:?}");
+    assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
+    assert!(TlsClient::try_connect(addr, pki.plain_config()).is_err(), "refused");
+    let c = wait_counters(&broker, "refusals counted", |c| c.connections_refused == 2);
+    assert_eq!(c.tls_handshake_failures, 0, "{c:#?}");
+    closed_with(&broker, "server full", 2);
+    drop((plain, tls));
+    finish(broker);
+}
