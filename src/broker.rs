@@ -16,7 +16,7 @@ use crate::{
     address::ListenAddr,
     config::{online_cpus, Config, ConfigError, DEFAULT_HTTP},
     core::{
-        inspect::{Inbox, Query, Reply},
+        inspect::{Inbox, Query, Reload, Reply},
         run::{self, CoreInit},
         shutdown::ShutdownSignal,
     },
@@ -25,6 +25,7 @@ use crate::{
     memlock::{self, MEMLOCK_NEEDED},
     mesh::link,
     monitor::Monitor,
+    tls,
 };
 
 /// Memory each executor registers with io_uring, bytes: glommio's least.
@@ -104,6 +105,8 @@ pub enum BrokerError {
 #[derive(Debug)]
 pub struct Broker {
     addrs: Vec<SocketAddr>,
+    /// The TLS listeners' addresses, if the broker serves TLS.
+    tls_addrs: Vec<SocketAddr>,
     control: Arc<Control>,
     executors: Vec<ExecutorJoinHandle<Result<(), String>>>,
     monitor: Option<Monitor>,
@@ -122,7 +125,9 @@ pub(crate) struct Control {
     signal: Arc<ShutdownSignal>,
     /// Ends the lame duck once every client left or its time is up.
     lame_duck: Mutex<Option<JoinHandle<()>>>,
-
+    /// The TLS settings the cores serve new connections with, as loaded
+    /// last; a reload compares the files it loads against it.
+    tls: Mutex<Option<tls::Loaded>>,
     started_at: SystemTime,
     started: Instant,
 }
@@ -135,15 +140,22 @@ impl Broker {
         let cfg = Arc::new(config.resolve()?);
         let auth = Arc::new(Authenticator::new(&cfg)?);
         memlock::ensure_memlock().map_err(|limit| BrokerError::MemLock { limit })?;
-        let listeners = bind(&cfg)?;
-        Self::launch(cfg, auth, listeners)
+        let tls = cfg.tls.as_ref().map(tls::load).transpose()?;
+        let listeners = bind(&cfg.listen, cfg.cores)?;
+        let tls = match (tls, &cfg.tls) {
+            (Some(loaded), Some(section)) => Some((bind(&section.listen, cfg.cores)?, loaded)),
+            _ => None,
+        };
+        Self::launch(cfg, auth, listeners, tls)
     }
 
-    /// Starts the executors, each serving its core's listeners.
+    /// Starts the executors, each serving its core's listeners (and TLS
+    /// listeners, with the TLS settings loaded).
     fn launch(
         cfg: Arc<Config>,
         auth: Arc<Authenticator>,
         listeners: Listeners,
+        tls: Option<(Listeners, tls::Loaded)>,
     ) -> Result<Self, BrokerError> {
         let logins = Logins::start(cfg.cores).map_err(|e| BrokerError::Executor {
             core: 0,
@@ -164,11 +176,17 @@ impl Broker {
             inboxes: (0..cfg.cores).map(|_| Arc::new(Inbox::default())).collect(),
             signal,
             lame_duck: Mutex::new(None),
+            tls: Mutex::new(tls.as_ref().map(|(_, loaded)| loaded.clone())),
             started_at: SystemTime::now(),
             started: Instant::now(),
         });
+        let (tls_addrs, mut tls_per_core, tls_config) = match tls {
+            Some((bound, loaded)) => (bound.addrs, bound.per_core, Some(loaded.config)),
+            None => (Vec::new(), Vec::new(), None),
+        };
         let mut broker = Self {
             addrs: listeners.addrs,
+            tls_addrs,
             control: Arc::clone(&control),
             executors: Vec::new(),
             monitor: None,
@@ -179,6 +197,12 @@ impl Broker {
                 cfg: Arc::clone(&cfg),
                 counters: Arc::clone(&counters),
                 listeners,
+                tls_listeners: if tls_per_core.is_empty() {
+                    Vec::new()
+                } else {
+                    std::mem::take(&mut tls_per_core[core])
+                },
+                tls: tls_config.clone(),
                 links: links.next().unwrap_or_default(),
                 signal: Arc::clone(&control.signal),
                 inbox: Arc::clone(&control.inboxes[core]),
@@ -233,6 +257,12 @@ impl Broker {
         &self.addrs
     }
 
+    /// The first address of the TLS port (with the real port when 0 was
+    /// asked), if the broker serves TLS.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addrs.first().copied()
+    }
+
     /// The configuration in force, with automatic values resolved (and
     /// the last reload applied).
     pub fn config(&self) -> Arc<Config> {
@@ -272,7 +302,9 @@ impl Broker {
     /// the token apply to new connections and, at their next frame or
     /// sweep, to open ones. Settings fixed at start keep their value and
     /// are listed in [`Reloaded::refused`]. An invalid `new` changes
-    /// nothing.
+    /// nothing. The TLS files are read again: new connections get the new
+    /// certificate, open ones keep theirs; files that do not load keep the
+    /// old ones, listed in [`Reloaded::failed`].
     pub fn reload(&self, new: Config) -> Result<Reloaded, ConfigError> {
         self.control.reload(new)
     }
@@ -322,6 +354,9 @@ pub struct Reloaded {
     pub changed: Vec<String>,
     /// Keys whose new value needs a restart; they keep the old one.
     pub refused: Vec<String>,
+    /// Keys whose new value could not be put in force (TLS files that did
+    /// not load), with why; they keep the old one.
+    pub failed: Vec<(String, String)>,
 }
 
 /// Settings a running broker cannot change: its sockets, its cores and the
@@ -336,6 +371,8 @@ const FIXED: &[(&str, &str)] = &[
     ("http", "the monitoring port is bound at start"),
     ("closed_connections", "the records are sized at start"),
     ("log_format", "the log output is set up at start"),
+    ("tls.listen", "the TLS listeners are bound at start"),
+    ("tls", "the TLS listeners are bound (or not) at start"),
 ];
 
 impl Control {
@@ -457,8 +494,9 @@ impl Control {
         let new = new.resolve()?;
         let auth = Arc::new(Authenticator::new(&new)?);
         let old = self.config();
-        let (merged, report) = merge_reload(&old, new, self.start_max_connections);
-        if report.changed.is_empty() && report.refused.is_empty() {
+        let (mut merged, mut report) = merge_reload(&old, new, self.start_max_connections);
+        let tls = self.reload_tls(&mut merged, &mut report);
+        if report.changed.is_empty() && report.refused.is_empty() && report.failed.is_empty() {
             tracing::info!("reload: nothing changed");
         }
         for key in &report.refused {
@@ -476,10 +514,15 @@ impl Control {
             let value = if secret { "(redacted)".into() } else { value.to_string() };
             tracing::info!(key, %value, "reload: changed");
         }
+        for (key, error) in &report.failed {
+            tracing::error!(key, %error, "reload: cannot load; the old value stays");
+        }
         // Every core has the new settings when this returns.
         for (core, inbox) in self.inboxes.iter().enumerate() {
             let (done, applied) = std::sync::mpsc::sync_channel(1);
-            let told = inbox.tell(Query::Reload(Box::new(merged.clone()), Arc::clone(&auth), done));
+            let reload =
+                Reload { config: merged.clone(), tls: tls.clone(), auth: Arc::clone(&auth) };
+            let told = inbox.tell(Query::Reload(Box::new(reload), done));
             if !told || applied.recv_timeout(Duration::from_secs(2)).is_err() {
                 tracing::error!(core, "reload: the core did not take the new settings");
             }
@@ -488,6 +531,36 @@ impl Control {
             *config = Arc::new(merged);
         }
         Ok(report)
+    }
+}
+
+impl Control {
+    /// Reads the TLS files of `merged` again. What loads is what the cores
+    /// get (reported as changed if it serves anything differently); what
+    /// does not keeps the settings in force, in `merged` too.
+    fn reload_tls(
+        &self,
+        merged: &mut Config,
+        report: &mut Reloaded,
+    ) -> Option<Arc<rustls::ServerConfig>> {
+        let section = merged.tls.as_ref()?;
+        let Ok(mut in_force) = self.tls.lock() else { return None };
+        match tls::load(section) {
+            Ok(loaded) => {
+                if in_force.as_ref().is_none_or(|old| old.differs(&loaded)) {
+                    report.changed.push("tls".into());
+                }
+                let config = Arc::clone(&loaded.config);
+                *in_force = Some(loaded);
+                Some(config)
+            }
+            Err(e) => {
+                report.failed.push(("tls".into(), e.to_string()));
+                report.changed.retain(|key| key != "tls");
+                merged.tls = in_force.as_ref().map(|old| old.source.clone());
+                None
+            }
+        }
     }
 }
 
@@ -503,12 +576,24 @@ fn merge_reload(old: &Config, mut new: Config, start_max_connections: usize) -> 
         report.refused.push("max_connections".into());
         new.max_connections = old.max_connections;
     }
+    // The TLS port is bound at start, or not at all.
+    match (&old.tls, &mut new.tls) {
+        (Some(old_tls), Some(new_tls)) if old_tls.listen != new_tls.listen => {
+            report.refused.push("tls.listen".into());
+            new_tls.listen = old_tls.listen.clone();
+        }
+        (Some(_), Some(_)) | (None, None) => {}
+        (_, tls) => {
+            report.refused.push("tls".into());
+            *tls = old.tls.clone();
+        }
+    }
     let (before, after) = (as_map(old), as_map(&new));
     // A table left out (no users any more) is a change too.
     let gone =
         before.keys().filter(|k| !after.contains_key(*k)).map(|k| (k, &serde_json::Value::Null));
     for (key, value) in after.iter().chain(gone) {
-        if before.get(key) == Some(value) {
+        if before.get(key) == Some(value) || key == "tls" {
             continue;
         }
         if FIXED.iter().any(|(fixed, _)| fixed == key) {
@@ -563,14 +648,12 @@ fn start_monitor(cfg: &Config, control: &Arc<Control>) -> Result<Option<Monitor>
     }
 }
 
-/// Resolves the configured address and listens on what it resolves to.
-fn bind(cfg: &Config) -> Result<Listeners, BrokerError> {
-    let host = cfg.listen.host();
-    let addrs = cfg
-        .listen
-        .resolve()
-        .map_err(|source| BrokerError::Resolve { host: host.into(), source })?;
-    listener::bind_all(&addrs, cfg.cores).map_err(|(addr, source)| match source.kind() {
+/// Resolves `listen` and listens on what it resolves to, on every core.
+fn bind(listen: &ListenAddr, cores: usize) -> Result<Listeners, BrokerError> {
+    let host = listen.host();
+    let addrs =
+        listen.resolve().map_err(|source| BrokerError::Resolve { host: host.into(), source })?;
+    listener::bind_all(&addrs, cores).map_err(|(addr, source)| match source.kind() {
         std::io::ErrorKind::AddrInUse => BrokerError::AddrInUse { addr },
         _ => BrokerError::Listen { addr, source },
     })
@@ -626,7 +709,7 @@ mod tests {
         };
         let cfg = config();
         let auth = Arc::new(crate::auth::Authenticator::new(&cfg).expect("no users"));
-        let broker = Broker::launch(cfg, auth, listeners).expect("starts");
+        let broker = Broker::launch(cfg, auth, listeners, None).expect("starts");
         let [v4, v6] = broker.local_addrs() else { panic!("{:?}", broker.local_addrs()) };
         assert_eq!((v4.ip(), v6.ip()), (both[0].ip(), both[1].ip()));
         assert_eq!(v4.port(), v6.port());

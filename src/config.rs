@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     address::{HttpAddr, ListenAddr},
     auth::{JwtConfig, Permissions, UserConfig},
+    tls::{ClientAuth, TlsConfig},
 };
 
 /// Resident memory of one idle, subscribed connection (slot, task,
@@ -112,6 +113,9 @@ pub struct Config {
     /// Keys that verify JWTs in `HELLO`; none = JWTs are refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jwt: Option<JwtConfig>,
+    /// TLS on a second port (`[tls]`); none = plain TCP only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
 }
 
 /// The shape of log lines.
@@ -158,6 +162,7 @@ impl Default for Config {
             users: Vec::new(),
             default_permissions: None,
             jwt: None,
+            tls: None,
         }
     }
 }
@@ -261,6 +266,16 @@ impl Config {
         if self.http.addr().is_some_and(|http| *http == self.listen && http.port() != 0) {
             return invalid(format!("http {} is the client port; pick another", self.http));
         }
+        if let Some(tls) = &self.tls {
+            tls.check()?;
+            let taken = |at: &ListenAddr| *at == tls.listen && at.port() != 0;
+            if taken(&self.listen) || self.http.addr().is_some_and(taken) {
+                return invalid(format!(
+                    "[tls] listen {} is the client or monitoring port; pick another",
+                    tls.listen
+                ));
+            }
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log_level) {
             return invalid(format!("log_level {:?}: {e}", self.log_level));
         }
@@ -294,7 +309,9 @@ impl Config {
     /// broker wakes about once a second.
     pub(crate) fn sweep_intervals(&self) -> (Duration, Duration) {
         let quarter = |ms: u64| Duration::from_millis((ms / 4).clamp(5, 1000));
-        let busy = quarter(self.handshake_timeout_ms.min(self.close_linger_ms.max(1)));
+        let tls_handshake = self.tls.as_ref().map_or(u64::MAX, |t| t.handshake_timeout_ms);
+        let handshake = self.handshake_timeout_ms.min(tls_handshake);
+        let busy = quarter(handshake.min(self.close_linger_ms.max(1)));
         let idle = quarter(self.ping_interval_ms.min(self.write_deadline_ms)).max(busy);
         (busy, idle)
     }
@@ -473,11 +490,29 @@ pub struct Args {
     /// Log lines as text or JSON [default: text].
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// HOST:PORT to serve TLS on, beside --listen (needs --tls-cert and --tls-key, or a [tls] section).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub tls_listen: Option<ListenAddr>,
+    /// The TLS certificate chain, PEM.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The TLS private key, PEM.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates, PEM, that client certificates must chain to.
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Client certificates: off, optional or required [default: off].
+    #[arg(long, value_enum)]
+    pub tls_client_auth: Option<ClientAuth>,
 }
 
 macro_rules! override_fields {
     ($args:expr, $cfg:expr, $($field:ident),* $(,)?) => {
         $( if let Some(v) = &$args.$field { $cfg.$field = v.clone(); } )*
+    };
+    ($args:expr, $cfg:expr, $($flag:ident => $field:ident),* $(,)?) => {
+        $( if let Some(v) = &$args.$flag { $cfg.$field = v.clone(); } )*
     };
 }
 
@@ -524,7 +559,51 @@ impl Args {
             log_level,
             log_format,
         );
+        self.override_tls(&mut cfg)?;
         cfg.resolve()
+    }
+
+    /// The `--tls-*` flags: each overrides its key of `[tls]`; without the
+    /// section, they make one and need a listen address, a certificate and
+    /// a key.
+    fn override_tls(&self, cfg: &mut Config) -> Result<(), ConfigError> {
+        let any = self.tls_listen.is_some()
+            || self.tls_cert.is_some()
+            || self.tls_key.is_some()
+            || self.tls_client_ca.is_some()
+            || self.tls_client_auth.is_some();
+        if !any {
+            return Ok(());
+        }
+        let mut tls =
+            match cfg.tls.take() {
+                Some(tls) => tls,
+                None => match (&self.tls_listen, &self.tls_cert, &self.tls_key) {
+                    (Some(listen), Some(cert), Some(key)) => TlsConfig {
+                        listen: listen.clone(),
+                        cert: cert.clone(),
+                        key: key.clone(),
+                        client_ca: None,
+                        client_auth: ClientAuth::Off,
+                        min_version: Default::default(),
+                        handshake_timeout_ms: crate::tls::DEFAULT_HANDSHAKE_TIMEOUT_MS,
+                    },
+                    _ => return Err(ConfigError::Invalid(
+                        "TLS needs --tls-listen, --tls-cert and --tls-key together (or a [tls] \
+                         section in the config file)"
+                            .into(),
+                    )),
+                },
+            };
+        override_fields!(self, tls, tls_listen => listen, tls_cert => cert, tls_key => key);
+        if self.tls_client_ca.is_some() {
+            tls.client_ca.clone_from(&self.tls_client_ca);
+        }
+        if let Some(auth) = self.tls_client_auth {
+            tls.client_auth = auth;
+        }
+        cfg.tls = Some(tls);
+        Ok(())
     }
 }
 
@@ -704,6 +783,46 @@ mod tests {
         let flag = Args::parse_from(["corecast", "--io-memory", "262144"]).to_config();
         let message = flag.expect_err("refused").to_string();
         assert!(message.starts_with("--io-memory was removed: it cannot lower"), "{message}");
+    }
+
+    /// The `--tls-*` flags make a `[tls]` section (listen, cert and key
+    /// together) or override the file's keys; client auth needs a CA.
+    #[test]
+    fn tls_flags_build_or_override_the_section() {
+        let args = ["corecast", "--tls-listen", "127.0.0.1:7443", "--tls-cert", "c.pem"];
+        let err = Args::parse_from(args).to_config().expect_err("no key");
+        assert!(err.to_string().contains("--tls-key"), "{err}");
+        let args = [
+            "corecast",
+            "--tls-listen",
+            "127.0.0.1:7443",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+        ];
+        let tls = Args::parse_from(args).to_config().expect("valid").tls.expect("a section");
+        assert_eq!((tls.listen.port(), tls.client_auth), (7443, ClientAuth::Off));
+        let dir = std::env::temp_dir().join(format!("corecast-tls-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("c.toml");
+        let section = "[tls]\nlisten = \"127.0.0.1:7443\"\ncert = \"c.pem\"\nkey = \"k.pem\"\n\
+                       handshake_timeout = \"2s\"\n";
+        std::fs::write(&file, section).expect("write");
+        let path = file.to_str().expect("utf-8 path");
+        let args = ["corecast", "-c", path, "--tls-client-auth", "required"];
+        let err = Args::parse_from(args).to_config().expect_err("no CA");
+        assert!(matches!(err, ConfigError::Invalid(_)), "{err}");
+        assert!(err.to_string().contains("needs client_ca"), "{err}");
+        let args =
+            ["corecast", "-c", path, "--tls-client-auth", "optional", "--tls-client-ca", "ca.pem"];
+        let tls = Args::parse_from(args).to_config().expect("valid").tls.expect("a section");
+        assert_eq!(tls.client_auth, ClientAuth::Optional);
+        assert_eq!(tls.client_ca.as_deref(), Some(std::path::Path::new("ca.pem")));
+        assert_eq!(tls.handshake_timeout_ms, 2000);
+        let same_port = ["corecast", "--listen", "127.0.0.1:7443", "-c", path];
+        let err = Args::parse_from(same_port).to_config().expect_err("one port");
+        assert!(err.to_string().contains("[tls] listen"), "{err}");
     }
 
     #[test]

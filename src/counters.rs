@@ -118,6 +118,9 @@ counters! {
     gauge tasks_alive,
     /// Subscriptions held by connections of this core.
     gauge subscriptions,
+    /// Connections on the TLS port, from accept to close (handshake
+    /// included).
+    gauge tls_connections,
     /// Connections accepted since start.
     counter connections_accepted,
     /// Connections refused with `ERR server full`.
@@ -126,11 +129,12 @@ counters! {
     counter accept_failures,
     /// `PUB` frames accepted.
     counter msgs_in,
-    /// Bytes read from client sockets.
+    /// Bytes read from client sockets (for TLS connections, the plaintext).
     counter bytes_in,
     /// `MSG` frames queued to subscribers.
     counter msgs_out,
-    /// Bytes written to client sockets.
+    /// Bytes written to client sockets (for TLS connections, the
+    /// plaintext).
     counter bytes_out,
     /// Messages dropped on lossy subscriptions (reported with `DROPPED`).
     counter msgs_dropped,
@@ -199,6 +203,11 @@ counters! {
     counter publish_rate_waits,
     /// Connections refused for their user's `max_connections`.
     counter user_connection_refusals,
+    /// TLS handshakes completed.
+    counter tls_handshakes,
+    /// TLS handshakes that failed: not TLS, timed out, abandoned by the
+    /// client, or a client certificate refused.
+    counter tls_handshake_failures,
 }
 
 impl CoreCounters {

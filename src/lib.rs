@@ -90,6 +90,7 @@ mod monitor;
 #[doc(hidden)]
 pub mod probe;
 mod route;
+pub mod tls;
 
 pub use crate::broker::{Reloaded, ShutdownHandle};
 pub use address::ListenAddr;

@@ -1,6 +1,9 @@
 //! The accept loop: one per listener of a core. Each connection gets a slot
 //! and a task of its own, or `ERR server full` when the core has no slot
-//! left.
+//! left. Connections on the TLS port take slots from the same slab (so
+//! `max_connections` counts both ports) and begin with the TLS handshake;
+//! refused, they are only closed, since a plaintext `ERR` would be garbage
+//! to a TLS client.
 
 use std::{
     cell::Cell,
@@ -17,13 +20,22 @@ use glommio::{
 };
 
 use super::{closed::ClosedConn, connection, shard::Shard};
-use crate::counters::CoreCounters;
+use crate::{counters::CoreCounters, tls::session::Tls};
 
-pub(super) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+/// Which port a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Port {
+    /// Plain TCP.
+    Plain,
+    /// TLS first.
+    Tls,
+}
+
+pub(super) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, port: Port) {
     let mut warned: Option<Instant> = None;
     loop {
         match listener.accept().await {
-            Ok(stream) => admit(&shard, stream).await,
+            Ok(stream) => admit(&shard, stream, port).await,
             Err(e) => {
                 // Out of descriptors and the like: back off instead of
                 // spinning, and say so once in a while, not every time.
@@ -38,18 +50,37 @@ pub(super) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     }
 }
 
-async fn admit(shard: &Rc<Shard>, stream: TcpStream) {
+async fn admit(shard: &Rc<Shard>, stream: TcpStream, port: Port) {
     let peer = match stream.peer_addr() {
         Ok(peer) => peer,
         Err(_) => return,
     };
+    let tls = match port {
+        Port::Plain => None,
+        Port::Tls => {
+            let session = shard.tls_config().map(Tls::new);
+            match session {
+                Some(Ok(session)) => Some(session),
+                _ => {
+                    tracing::warn!(core = shard.core, %peer, "no TLS session could be set up");
+                    return;
+                }
+            }
+        }
+    };
     let Some(key) = shard.open_slot(peer) else {
-        refuse_full(shard, peer, stream).await;
+        match tls {
+            None => refuse_full(shard, peer, stream).await,
+            Some(_) => refuse_tls(shard, peer, stream).await,
+        }
         return;
     };
     let _ = stream.set_nodelay(true);
+    if tls.is_some() {
+        shard.state.borrow_mut().slots[key].start_tls();
+    }
     // The state borrow taken by open_slot has ended: spawning polls at once.
-    let task = connection::serve(Rc::clone(shard), stream, key);
+    let task = connection::serve(Rc::clone(shard), stream, key, tls);
     match shard.gate.spawn(task) {
         Ok(task) => {
             task.detach();
@@ -70,6 +101,16 @@ async fn refuse_full(shard: &Shard, peer: SocketAddr, mut stream: TcpStream) {
     frame.encode(&mut bytes);
     // One non-blocking attempt: a fresh socket takes a small frame at once.
     let _ = future::poll_once(stream.write_all(&bytes)).await;
+    let _ = future::poll_once(stream.close()).await;
+}
+
+/// Closes a connection on the TLS port when the core is full: counted and
+/// recorded like a plain refusal, but without the frame.
+async fn refuse_tls(shard: &Shard, peer: SocketAddr, mut stream: TcpStream) {
+    CoreCounters::add(&shard.counters.connections_refused, 1);
+    let code = ErrorCode::ServerFull.as_u16();
+    shard.state.borrow_mut().closed.record(ClosedConn::refused(peer, shard.core, code));
+    shard.refusals.note(shard.core, peer, shard.cfg().max_connections);
     let _ = future::poll_once(stream.close()).await;
 }
 

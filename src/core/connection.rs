@@ -10,6 +10,14 @@
 //! tasks queue frames in the slot and wake the task; they never touch the
 //! socket. When the task ends, for whatever reason, its drop frees the slot
 //! and everything it holds.
+//!
+//! A connection from the TLS port reads and writes through its [`Tls`]
+//! instead (boxed: plain connections carry one pointer for it, and pay one
+//! check per read and per flush): reads decrypt into the same buffers, and
+//! flushes hand the output queue's slices to rustls and push its records
+//! out. Ciphertext rustls still holds is output not yet written: the write
+//! deadline runs while the socket refuses it, and a drain ends only once it
+//! and the `close_notify` are out.
 
 use std::{
     future::{poll_fn, Future},
@@ -37,6 +45,7 @@ use crate::{
     mem::Charge,
     mesh::barrier,
     route,
+    tls::session::Tls,
 };
 
 /// Reads applied in one poll before the task yields to others.
@@ -72,6 +81,8 @@ struct Connection {
     proof: Proof,
     /// Reads wait for this timer: the publisher is over its user's rate.
     paused: Option<Timer>,
+    /// The TLS session of a connection from the TLS port.
+    tls: Option<Box<Tls>>,
 }
 
 /// A connection held back for a subscriber that keeps reading.
@@ -85,8 +96,16 @@ enum Held {
 
 /// Serves one accepted connection until it closes. Panics are caught here:
 /// they close this connection and leave the rest of the core running.
-pub(crate) fn serve(shard: Rc<Shard>, stream: TcpStream, key: usize) -> impl Future<Output = ()> {
+pub(crate) fn serve(
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    key: usize,
+    tls: Option<Box<Tls>>,
+) -> impl Future<Output = ()> {
     CoreCounters::add(&shard.counters.tasks_alive, 1);
+    if tls.is_some() {
+        CoreCounters::add(&shard.counters.tls_connections, 1);
+    }
     let mut conn = Connection {
         shard,
         key,
@@ -98,6 +117,7 @@ pub(crate) fn serve(shard: Rc<Shard>, stream: TcpStream, key: usize) -> impl Fut
         hold: None,
         proof: Proof::new(),
         paused: None,
+        tls,
     };
     let run = async move { poll_fn(|cx| conn.poll(cx)).await };
     async move {
@@ -111,6 +131,9 @@ impl Drop for Connection {
     fn drop(&mut self) {
         self.shard.free_slot(self.key);
         CoreCounters::sub(&self.shard.counters.tasks_alive, 1);
+        if self.tls.is_some() {
+            CoreCounters::sub(&self.shard.counters.tls_connections, 1);
+        }
     }
 }
 
@@ -237,16 +260,47 @@ impl Connection {
         }
         let mut scratch = std::mem::take(&mut st.read_scratch);
         let held = st.slots[self.key].input().stash.len();
-        let result = Pin::new(&mut self.stream).poll_read(cx, &mut scratch[held..]);
+        let result = self.poll_in(shard, cx, &mut scratch[held..]);
         st.read_scratch = scratch;
+        self.note_handshake(shard, st);
         let n = match result {
             Poll::Pending => return Poll::Pending,
-            Poll::Ready(Ok(0)) => return Poll::Ready(self.leave(shard, st, Exit::Eof)),
-            Poll::Ready(Err(_)) => return Poll::Ready(self.leave(shard, st, Exit::Reset)),
+            Poll::Ready(Err(why)) => return Poll::Ready(self.leave(shard, st, why)),
             Poll::Ready(Ok(n)) => n,
         };
         self.note_inbound(shard, st, n);
         Poll::Ready(self.apply_input(shard, st, cx, n))
+    }
+
+    /// Reads what the socket has into `dst`, through TLS for a connection
+    /// that has it: `Ok(n > 0)`, or why the connection ends.
+    #[inline]
+    fn poll_in(
+        &mut self,
+        shard: &Shard,
+        cx: &mut Context<'_>,
+        dst: &mut [u8],
+    ) -> Poll<Result<usize, Exit>> {
+        if let Some(tls) = self.tls.as_deref_mut() {
+            let mut scratch = shard.tls_scratch();
+            return tls.poll_read(&mut self.stream, cx, &mut scratch, dst);
+        }
+        match Pin::new(&mut self.stream).poll_read(cx, dst) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(0)) => Poll::Ready(Err(Exit::Eof)),
+            Poll::Ready(Err(_)) => Poll::Ready(Err(Exit::Reset)),
+            Poll::Ready(Ok(n)) => Poll::Ready(Ok(n)),
+        }
+    }
+
+    /// Records a TLS handshake that just completed: counted, and its
+    /// version and client subject kept on the slot before any frame of
+    /// the session is applied.
+    fn note_handshake(&mut self, shard: &Shard, st: &mut State) {
+        let Some(tls) = self.tls.as_deref_mut() else { return };
+        let Some(done) = tls.take_established() else { return };
+        CoreCounters::add(&shard.counters.tls_handshakes, 1);
+        st.slots[self.key].tls_established(done.version, done.subject);
     }
 
     fn leave(&mut self, shard: &Shard, st: &mut State, why: Exit) -> Flow {
@@ -411,13 +465,13 @@ impl Connection {
     /// its end), and applies it once complete.
     fn read_large(&mut self, shard: &Shard, st: &mut State, cx: &mut Context<'_>) -> Poll<Flow> {
         let large = st.slots[self.key].input_mut().large.as_mut().expect("checked by the caller");
-        let result = Pin::new(&mut self.stream).poll_read(cx, &mut large.buf[large.filled..]);
+        let result = self.poll_in(shard, cx, &mut large.buf[large.filled..]);
         let n = match result {
             Poll::Pending => return Poll::Pending,
-            Poll::Ready(Ok(0)) => return Poll::Ready(self.leave(shard, st, Exit::Eof)),
-            Poll::Ready(Err(_)) => return Poll::Ready(self.leave(shard, st, Exit::Reset)),
+            Poll::Ready(Err(why)) => return Poll::Ready(self.leave(shard, st, why)),
             Poll::Ready(Ok(n)) => n,
         };
+        let large = st.slots[self.key].input_mut().large.as_mut().expect("checked by the caller");
         large.filled += n;
         let complete = large.filled == large.buf.len();
         self.note_inbound(shard, st, n);
@@ -442,6 +496,9 @@ impl Connection {
     /// room. Records when the socket stopped taking bytes, for the write
     /// deadline.
     fn flush(&mut self, shard: &Shard, st: &mut State, cx: &mut Context<'_>) -> io::Result<()> {
+        if self.tls.is_some() {
+            return self.flush_tls(shard, st, cx);
+        }
         self.release_notices(shard, st);
         loop {
             let State { slots, mem, .. } = &mut *st;
@@ -481,6 +538,45 @@ impl Connection {
         }
     }
 
+    /// [`Self::flush`] through TLS: the ciphertext rustls holds goes out
+    /// first; only then does rustls take more of the queue (within its
+    /// buffer), so the queue shrinks as the socket takes records and the
+    /// write deadline sees a socket that refuses them.
+    fn flush_tls(&mut self, shard: &Shard, st: &mut State, cx: &mut Context<'_>) -> io::Result<()> {
+        self.release_notices(shard, st);
+        loop {
+            let Some(tls) = self.tls.as_deref_mut() else { return Ok(()) };
+            let pushed = tls.push(&mut self.stream, cx)?;
+            if pushed.bytes > 0 {
+                self.proof.took(&self.stream, pushed.bytes);
+            }
+            let State { slots, mem, .. } = &mut *st;
+            let slot = &mut slots[self.key];
+            if pushed.blocked {
+                slot.write_blocked();
+                return Ok(());
+            }
+            if slot.out().is_empty() {
+                slot.flushed();
+                return Ok(());
+            }
+            if !tls.is_established() {
+                // The session's frames wait for the handshake.
+                return Ok(());
+            }
+            let mut parts = [IoSlice::new(&[]); FEW_SLICES];
+            let n = slot.out().slices(mem, &mut parts);
+            let taken = tls.take_plaintext(&parts[..n])?;
+            if taken == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            slot.sent(mem, taken);
+            CoreCounters::add(&shard.counters.bytes_out, taken as u64);
+            shard.counters.histograms.write_bytes.observe(taken as u64, 1);
+            self.release_notices(shard, st);
+        }
+    }
+
     /// One `sendmsg` of `parts`; when the socket is full, arms glommio's
     /// wake-up for when it has room.
     fn send(&mut self, cx: &mut Context<'_>, parts: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
@@ -514,7 +610,19 @@ impl Connection {
     /// Ends when the client has closed too and everything is out, or when
     /// the sweeper ends the drain at its deadline.
     fn drain(&mut self, shard: &Shard, st: &mut State, cx: &mut Context<'_>) -> Poll<()> {
-        let flushed = st.slots[self.key].out().is_empty();
+        let flushed = st.slots[self.key].out().is_empty()
+            && self.tls.as_deref().is_none_or(|tls| !tls.wants_write());
+        if let Some(tls) = self.tls.as_deref_mut().filter(|_| flushed && !self.fin_sent) {
+            if !tls.close_notify_sent() {
+                // The session's end, before the socket's.
+                tls.close_notify();
+                match tls.push(&mut self.stream, cx) {
+                    Ok(pushed) if !pushed.blocked => {}
+                    Ok(_) => return Poll::Pending,
+                    Err(_) => return Poll::Ready(()),
+                }
+            }
+        }
         if flushed && !self.fin_sent {
             if let Poll::Ready(Err(_)) = Pin::new(&mut self.stream).poll_close(cx) {
                 return Poll::Ready(());
@@ -545,7 +653,7 @@ impl Connection {
 
 /// One `sendmsg` of several slices (glommio's own vectored write sends only
 /// the first), never blocking and never raising `SIGPIPE`.
-fn send_vectored(stream: &TcpStream, parts: &[IoSlice<'_>]) -> io::Result<usize> {
+pub(crate) fn send_vectored(stream: &TcpStream, parts: &[IoSlice<'_>]) -> io::Result<usize> {
     // SAFETY: msghdr is plain data; an all-zero value is valid.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     // IoSlice is ABI-compatible with iovec on Unix; sendmsg only reads them.

@@ -51,7 +51,19 @@ pub(crate) enum Query {
     Pending(Reply<HistogramSnapshot>),
     /// Settings to put in force (already checked by the broker); told
     /// once they are.
-    Reload(Box<Config>, Arc<Authenticator>, std::sync::mpsc::SyncSender<()>),
+    Reload(Box<Reload>, std::sync::mpsc::SyncSender<()>),
+}
+
+/// What a reload puts in force on a core.
+#[derive(Debug)]
+pub(crate) struct Reload {
+    /// The settings, merged with those fixed at start.
+    pub config: Config,
+    /// What new TLS connections are served with from now on; `None` keeps
+    /// what the core has (no TLS, or files that did not load).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Who may connect and what they may do, from now on.
+    pub auth: Arc<Authenticator>,
 }
 
 /// How `/connz` orders open connections.
@@ -136,6 +148,14 @@ pub struct ConnInfo {
     pub pending_bytes: usize,
     /// Subscriptions it holds.
     pub subscriptions: usize,
+    /// Whether it came in on the TLS port.
+    pub tls: bool,
+    /// The TLS version, once the handshake completed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_version: Option<&'static str>,
+    /// The verified client certificate's subject (RFC 4514), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_subject: Option<String>,
     /// What it sent and received.
     #[serde(flatten)]
     pub traffic: Traffic,
@@ -255,10 +275,14 @@ fn answer(shard: &Shard, query: Query) {
         }
         Query::Subs { topic, reply } => drop(reply.send(subs(shard, topic.as_deref()))),
         Query::Pending(reply) => drop(reply.send(pending(shard))),
-        Query::Reload(cfg, auth, done) => {
-            shard.set_cfg(*cfg);
+        Query::Reload(reload, done) => {
+            let Reload { config, tls, auth } = *reload;
+            shard.set_cfg(config);
             shard.set_auth(auth);
             crate::cmd::recheck_access(shard);
+            if let Some(tls) = tls {
+                shard.set_tls_config(tls);
+            }
             let _ = done.try_send(());
         }
     }
@@ -300,6 +324,9 @@ fn conn_info(core: usize, slot: &Slot, now: Instant, coarse: Instant, with_subs:
         idle_ms: millis(coarse.max(now).saturating_duration_since(slot.last_inbound())),
         pending_bytes: slot.out().len(),
         subscriptions: slot.sub_count(),
+        tls: slot.is_tls(),
+        tls_version: slot.tls_version(),
+        tls_subject: slot.tls_subject().map(String::from),
         traffic: slot.traffic(),
         subs: with_subs
             .then(|| slot.subscriptions().map(|(sid, sub)| sub_info(sid, sub)).collect()),

@@ -12,7 +12,7 @@ use glommio::{net::TcpListener, Task};
 use futures_lite::future;
 
 use super::{
-    accept::accept_loop,
+    accept::{accept_loop, Port},
     inspect::{answer_queries, Inbox},
     lame_duck,
     shard::Shard,
@@ -34,6 +34,10 @@ pub(crate) struct CoreInit {
     pub counters: Arc<[Arc<CoreCounters>]>,
     /// This core's listening sockets, one per address.
     pub listeners: Vec<socket2::Socket>,
+    /// This core's TLS listening sockets, one per address of `[tls] listen`.
+    pub tls_listeners: Vec<socket2::Socket>,
+    /// What TLS connections are served with, when the broker serves TLS.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// This core's ends of the links to and from every other core.
     pub links: CoreLinks,
     pub signal: Arc<ShutdownSignal>,
@@ -47,19 +51,35 @@ pub(crate) struct CoreInit {
 
 /// Runs one core until shutdown completes.
 pub(crate) async fn run(init: CoreInit) -> Result<(), String> {
-    let CoreInit { core, cfg, counters, listeners, links, signal, inbox, auth, ready } = init;
+    let CoreInit {
+        core,
+        cfg,
+        counters,
+        listeners,
+        tls_listeners,
+        tls,
+        links,
+        signal,
+        inbox,
+        auth,
+        ready,
+    } = init;
     let shard = Shard::new(core, cfg, counters, auth)
         .ok_or_else(|| "cannot reserve address space for the pending budget".to_string())?;
+    if let Some(tls) = tls {
+        shard.set_tls_config(tls);
+    }
     let shard = Rc::new(shard);
     let mesh_tasks = MeshTasks::start(&shard, links);
     let sweeper = glommio::spawn_local(sweep(Rc::clone(&shard)));
     let answerer = glommio::spawn_local(answer_queries(Rc::clone(&shard), inbox));
-    let acceptors: Vec<Task<()>> = listeners
-        .into_iter()
-        .map(|listener| {
+    let ports = listeners.into_iter().map(|l| (l, Port::Plain));
+    let acceptors: Vec<Task<()>> = ports
+        .chain(tls_listeners.into_iter().map(|l| (l, Port::Tls)))
+        .map(|(listener, port)| {
             // SAFETY: the fd is a listening TCP socket we own; ownership moves over.
             let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
-            glommio::spawn_local(accept_loop(Rc::clone(&shard), listener))
+            glommio::spawn_local(accept_loop(Rc::clone(&shard), listener, port))
         })
         .collect();
     let _ = ready.send(());

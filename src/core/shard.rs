@@ -88,6 +88,12 @@ pub(crate) struct Shard {
     sweeper: RefCell<Option<Waker>>,
     /// Set by `nudge_sweeper`, taken by the parked sweeper.
     sweeper_nudged: Cell<bool>,
+    /// What new connections on the TLS port are served with; a reload
+    /// replaces it (open connections keep theirs).
+    tls: RefCell<Option<Arc<rustls::ServerConfig>>>,
+    /// Where TLS connections read ciphertext into; allocated with the
+    /// first TLS read, so a core without TLS never holds it.
+    tls_scratch: RefCell<Vec<u8>>,
 }
 
 impl Shard {
@@ -128,7 +134,29 @@ impl Shard {
             refusals: Refusals::default(),
             sweeper: RefCell::new(None),
             sweeper_nudged: Cell::new(false),
+            tls: RefCell::new(None),
+            tls_scratch: RefCell::new(Vec::new()),
         })
+    }
+
+    /// What a new TLS connection is served with, if the broker serves TLS.
+    pub(crate) fn tls_config(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.tls.borrow().clone()
+    }
+
+    /// Serves new TLS connections with `config` (a reload's certificate).
+    pub(crate) fn set_tls_config(&self, config: Arc<rustls::ServerConfig>) {
+        *self.tls.borrow_mut() = Some(config);
+    }
+
+    /// The core's ciphertext scratch, for one TLS read; never borrowed
+    /// across an await.
+    pub(crate) fn tls_scratch(&self) -> std::cell::RefMut<'_, Vec<u8>> {
+        let mut scratch = self.tls_scratch.borrow_mut();
+        if scratch.is_empty() {
+            scratch.resize(crate::tls::session::CIPHER_SCRATCH, 0);
+        }
+        scratch
     }
 
     /// The settings in force.
@@ -297,6 +325,12 @@ fn log_leave(core: usize, slot: &Slot, why: Exit) {
 }
 
 fn count_exit(c: &CoreCounters, why: Exit) {
+    if let Exit::Tls(failure) = why {
+        if failure.in_handshake() {
+            CoreCounters::add(&c.tls_handshake_failures, 1);
+        }
+        return;
+    }
     if let Exit::SlowConsumer(limit) = why {
         CoreCounters::add(&c.slow_consumer_closes, 1);
         let cause = match limit {

@@ -32,6 +32,7 @@ use crate::{
         Charge, Memory, PageBuf, CHUNK,
     },
     mesh::barrier::Pongs,
+    tls::TlsFailure,
 };
 
 /// Where a connection is in its life.
@@ -82,6 +83,8 @@ pub(crate) enum Exit {
     LameDuck,
     /// The connection task panicked.
     Panic,
+    /// TLS failed: a handshake that did not complete, or a bad record.
+    Tls(TlsFailure),
 }
 
 impl Exit {
@@ -104,7 +107,12 @@ impl Exit {
             }
             Self::Stale => (ErrorCode::StaleConnection, "no traffic within the idle limit"),
             Self::HandshakeTimeout => (ErrorCode::HandshakeTimeout, "no HELLO within the timeout"),
-            Self::Eof | Self::Reset | Self::Panic | Self::Shutdown | Self::LameDuck => return None,
+            Self::Eof
+            | Self::Reset
+            | Self::Panic
+            | Self::Shutdown
+            | Self::LameDuck
+            | Self::Tls(_) => return None,
         })
     }
 }
@@ -114,7 +122,14 @@ impl Exit {
     /// client closing, its socket failing, or a shutdown): what an operator
     /// is told about at the default log level.
     pub(crate) fn is_broker_choice(self) -> bool {
-        !matches!(self, Self::Eof | Self::Reset | Self::Shutdown | Self::LameDuck)
+        !matches!(
+            self,
+            Self::Eof
+                | Self::Reset
+                | Self::Shutdown
+                | Self::LameDuck
+                | Self::Tls(TlsFailure::Abandoned)
+        )
     }
 
     /// The reason in words, for logs and `/connz?state=closed`.
@@ -133,6 +148,7 @@ impl Exit {
             Self::Shutdown => "server shutdown".into(),
             Self::LameDuck => "lame duck: sent elsewhere".into(),
             Self::Panic => "connection task panicked".into(),
+            Self::Tls(failure) => failure.describe().into(),
         }
     }
 
@@ -288,6 +304,19 @@ pub(crate) struct Slot {
     credential: CredentialKind,
     /// A password check under way for its `HELLO`.
     login: Option<Arc<Pending<LoginAnswer>>>,
+    /// TLS on this connection; `None` for plain TCP (one pointer).
+    tls: Option<Box<SlotTls>>,
+}
+
+/// What the slot of a TLS connection knows of its TLS.
+#[derive(Debug, Default)]
+pub(crate) struct SlotTls {
+    /// The handshake is complete.
+    pub established: bool,
+    /// The protocol version negotiated, once established.
+    pub version: Option<&'static str>,
+    /// The verified client certificate's subject (RFC 4514), if any.
+    pub subject: Option<Box<str>>,
 }
 
 /// Bytes from a slot's start that hold the fields a fan-out touches.
@@ -322,7 +351,44 @@ impl Slot {
             user: None,
             credential: CredentialKind::None,
             login: None,
+            tls: None,
         }
+    }
+
+    /// The connection arrived on the TLS port; its handshake begins.
+    pub(crate) fn start_tls(&mut self) {
+        self.tls = Some(Box::default());
+    }
+
+    /// The TLS handshake completed with `version`, and the client
+    /// certificate with `subject` if one was presented.
+    pub(crate) fn tls_established(&mut self, version: &'static str, subject: Option<String>) {
+        if let Some(tls) = self.tls.as_deref_mut() {
+            tls.established = true;
+            tls.version = Some(version);
+            tls.subject = subject.map(String::into_boxed_str);
+        }
+    }
+
+    /// Whether the connection came in on the TLS port.
+    pub(crate) fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// A TLS connection whose handshake is not complete yet.
+    pub(crate) fn tls_handshaking(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| !t.established)
+    }
+
+    /// The TLS version negotiated, once the handshake completed.
+    pub(crate) fn tls_version(&self) -> Option<&'static str> {
+        self.tls.as_ref().and_then(|t| t.version)
+    }
+
+    /// The subject (RFC 4514, e.g. `CN=svc-a,O=corp`) of the client
+    /// certificate the TLS handshake verified, if one was presented.
+    pub(crate) fn tls_subject(&self) -> Option<&str> {
+        self.tls.as_ref().and_then(|t| t.subject.as_deref())
     }
 
     /// Marks the connection as seen by fan-out pass `pass`; false when it
@@ -412,11 +478,6 @@ impl Slot {
     /// The password check answered.
     pub(crate) fn end_login(&mut self) {
         self.login = None;
-    }
-
-    /// The subject of its verified TLS client certificate, if any.
-    pub(crate) fn tls_subject(&self) -> Option<&str> {
-        None
     }
 
     /// Gives the connection its user's access: at `HELLO`, and again when
@@ -710,7 +771,12 @@ impl Slot {
         let now = Instant::now();
         let drain = |ms: u64| Phase::Draining { until: now + ms_duration(ms) };
         self.phase = match why {
-            Exit::Eof | Exit::Reset | Exit::Panic => {
+            // Nothing can be said in a TLS session that has not started.
+            _ if self.tls_handshaking() => {
+                self.out.clear(mem);
+                Phase::Closed
+            }
+            Exit::Eof | Exit::Reset | Exit::Panic | Exit::Tls(_) => {
                 self.out.clear(mem);
                 Phase::Closed
             }

@@ -20,7 +20,7 @@ use super::{
     shard::{Shard, State},
     slot::{ms_duration, Exit, Limit, Phase, Slot},
 };
-use crate::{config::Config, mem::WARM_KEEP};
+use crate::{config::Config, mem::WARM_KEEP, tls::TlsFailure};
 
 pub(super) async fn sweep(shard: Rc<Shard>) {
     let mut busy = true;
@@ -81,6 +81,7 @@ struct SweepLimits {
     ping_after: Duration,
     stale_after: Duration,
     handshake: Duration,
+    tls_handshake: Duration,
     write_deadline: Duration,
 }
 
@@ -90,6 +91,10 @@ impl SweepLimits {
             ping_after: ms_duration(cfg.ping_interval_ms),
             stale_after: ms_duration(cfg.stale_after_ms),
             handshake: ms_duration(cfg.handshake_timeout_ms),
+            tls_handshake: cfg
+                .tls
+                .as_ref()
+                .map_or(Duration::MAX, |t| ms_duration(t.handshake_timeout_ms)),
             write_deadline: ms_duration(cfg.write_deadline_ms),
         }
     }
@@ -97,7 +102,11 @@ impl SweepLimits {
     fn due(&self, slot: &Slot, now: Instant) -> Option<Due> {
         let blocked_too_long =
             slot.write_blocked_since().is_some_and(|since| now - since > self.write_deadline);
+        let waited = now.saturating_duration_since(slot.accepted_at());
         Some(match slot.phase() {
+            Phase::Handshake if slot.tls_handshaking() && waited > self.tls_handshake => {
+                Due::Close(Exit::Tls(TlsFailure::HandshakeTimeout))
+            }
             Phase::Handshake if now - slot.accepted_at() > self.handshake => {
                 Due::Close(Exit::HandshakeTimeout)
             }

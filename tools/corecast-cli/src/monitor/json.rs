@@ -20,6 +20,7 @@ pub struct Counters {
     pub memory_used: u64,
     pub memory_cached: u64,
     pub subscriptions: u64,
+    pub tls_connections: u64,
     pub connections_accepted: u64,
     pub connections_refused: u64,
     pub accept_failures: u64,
@@ -53,6 +54,8 @@ pub struct Counters {
     pub subscriptions_revoked: u64,
     pub publish_rate_waits: u64,
     pub user_connection_refusals: u64,
+    pub tls_handshakes: u64,
+    pub tls_handshake_failures: u64,
 }
 
 /// `/stats`.

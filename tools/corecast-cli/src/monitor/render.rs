@@ -225,6 +225,9 @@ pub fn counter_groups(c: &Counters) -> Vec<Group> {
                 ("refused (server full)", n(c.connections_refused)),
                 ("accept failures", n(c.accept_failures)),
                 ("subscriptions", n(c.subscriptions)),
+                ("on the TLS port", n(c.tls_connections)),
+                ("TLS handshakes", n(c.tls_handshakes)),
+                ("TLS handshakes failed", n(c.tls_handshake_failures)),
             ],
         ),
         (
