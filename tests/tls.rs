@@ -878,3 +878,43 @@ fn a_full_core_closes_tls_connections_without_a_frame() {
     drop((plain, tls));
     finish(broker);
 }
+
+/// A client certificate whose subject a user names logs in as that user,
+/// with that user's rules, and no credential in `HELLO`; a certificate the
+/// CA signed for a subject no user names gets `auth failed`.
+#[test]
+fn a_client_certificate_authenticates_as_the_user_with_its_subject() {
+    let pki = Pki::new("cert-users");
+    let svc = corecast::auth::UserConfig {
+        name: "svc-a".into(),
+        tls_subject: Some("CN=svc-a,O=corp".into()),
+        permissions: Some(corecast::auth::Permissions {
+            subscribe: corecast::auth::Rules { allow: Some(vec!["m.>".into()]), deny: vec![] },
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let cfg = Config { users: vec![svc], ..tls_config(&pki, ClientAuth::Required) };
+    let broker = start(cfg);
+    let addr = broker.tls_addr().expect("a TLS port");
+    let (chain, key, _) = pki.ca.issue(Leaf::client("svc-a", "corp"));
+    let mut ok =
+        TlsClient::connect(addr, pki.client_config(None, Some(identity(&chain, &key))), "a");
+    ok.sub(1, "m.x");
+    ok.sub(2, "other");
+    assert!(matches!(ok.flush().as_slice(), [Got::Err(104, _)]), "the user's rules apply");
+    let entry = conn_named(&broker, "a");
+    assert_eq!(
+        (&entry["user"], &entry["credential"]),
+        (&Value::from("svc-a"), &Value::from("tls"))
+    );
+
+    let (chain, key, _) = pki.ca.issue(Leaf::client("svc-z", "corp"));
+    let config = pki.client_config(None, Some(identity(&chain, &key)));
+    let mut stranger = TlsClient::try_connect(addr, config).expect("the CA signed it");
+    stranger.hello("z");
+    assert!(matches!(stranger.recv(), Got::Err(7, _)), "no user has its subject");
+    assert_eq!(broker.counters().total.auth_failures, 1);
+    drop(ok);
+    finish(broker);
+}
