@@ -174,7 +174,8 @@ impl<'a> Handshake<'a> {
 /// defined only then).
 fn encode_hello(options: &Options, v1_1: bool) -> Vec<u8> {
     let hello = Hello { version: VERSION, name: &options.name, token: &options.auth_token };
-    let frame = ClientFrame11::Hello { hello, v1_1, no_echo: v1_1 && options.no_echo };
+    let frame =
+        ClientFrame11::Hello { hello, v1_1, no_echo: v1_1 && options.no_echo, credential: false };
     let mut out = Vec::with_capacity(frame.encoded_len());
     frame.encode(&mut out);
     out

@@ -29,7 +29,8 @@ pub enum ErrorCode {
     HandshakeTimeout = 5,
     /// `HELLO` asked for a protocol version the server does not speak.
     UnsupportedVersion = 6,
-    /// The auth token was missing or wrong.
+    /// The credential was missing, malformed or wrong (the auth token of
+    /// version 1, or a typed credential: `PROTOCOL.md` section 14).
     AuthFailed = 7,
     /// The server's per-core connection limit is reached.
     ServerFull = 8,
@@ -53,8 +54,10 @@ pub enum ErrorCode {
     DuplicateSid = 102,
     /// `UNSUB` named a sid that is not subscribed on this connection.
     UnknownSid = 103,
-    /// The topic is reserved: topics whose first token starts with `$`
-    /// belong to the server and cannot be published to.
+    /// The topic is reserved (topics whose first token starts with `$`
+    /// belong to the server and cannot be published to), or the session's
+    /// user may not publish to it or subscribe to it (`PROTOCOL.md` section
+    /// 14); the text names the topic.
     PermissionDenied = 104,
     /// The frame asks for something the session does not offer: in a
     /// version 1 session, wildcard subscriptions or queue groups.

@@ -607,6 +607,11 @@ pub enum ClientFrame11<'a> {
         /// own subscriptions. Defined only with `v1_1`: without it the frame
         /// encodes to bytes that every decoder refuses.
         no_echo: bool,
+        /// Flag bit 3: the token field holds a typed credential, read with
+        /// [`crate::Credential::parse`] (`PROTOCOL.md` section 14). Defined
+        /// only with `v1_1`, like `no_echo`. Without it the token is a plain
+        /// shared token, as in version 1.
+        credential: bool,
     },
     /// `0x02 PING`: answered by `PONG` once earlier frames took effect.
     Ping {
@@ -645,7 +650,9 @@ pub enum ClientFrame11<'a> {
 impl<'a> From<ClientFrame<'a>> for ClientFrame11<'a> {
     fn from(frame: ClientFrame<'a>) -> Self {
         match frame {
-            ClientFrame::Hello(hello) => Self::Hello { hello, v1_1: false, no_echo: false },
+            ClientFrame::Hello(hello) => {
+                Self::Hello { hello, v1_1: false, no_echo: false, credential: false }
+            }
             ClientFrame::Ping { nonce } => Self::Ping { nonce },
             ClientFrame::Pong { nonce } => Self::Pong { nonce },
             ClientFrame::Sub(s) => Self::Sub(s),
@@ -667,12 +674,18 @@ impl<'a> ClientFrame11<'a> {
     pub fn parse(raw: RawFrame<'a>) -> Result<Self, DecodeError> {
         match raw.opcode {
             op::HELLO => {
-                // Bit 2 (no echo) is defined only together with bit 1 (v1.1).
+                // Bits 2 (no echo) and 3 (credential) are defined only
+                // together with bit 1 (v1.1).
                 let v1_1 = raw.flags & op::HELLO_FLAG_V1_1 != 0;
-                let defined = if v1_1 { op::HELLO_FLAG_V1_1 | op::HELLO_FLAG_NO_ECHO } else { 0 };
+                let defined = if v1_1 {
+                    op::HELLO_FLAG_V1_1 | op::HELLO_FLAG_NO_ECHO | op::HELLO_FLAG_CREDENTIAL
+                } else {
+                    0
+                };
                 allow_flags(&raw, defined)?;
                 let no_echo = raw.flags & op::HELLO_FLAG_NO_ECHO != 0;
-                Ok(Self::Hello { hello: hello_body(raw.body)?, v1_1, no_echo })
+                let credential = raw.flags & op::HELLO_FLAG_CREDENTIAL != 0;
+                Ok(Self::Hello { hello: hello_body(raw.body)?, v1_1, no_echo, credential })
             }
             op::PUB => {
                 allow_flags(&raw, op::PUB_FLAG_REQUEST)?;
@@ -696,7 +709,9 @@ impl<'a> ClientFrame11<'a> {
     /// for `HPUB` and for frames with 1.1 flag bits set.
     pub fn to_v1(&self) -> Option<ClientFrame<'a>> {
         Some(match *self {
-            Self::Hello { hello, v1_1: false, no_echo: false } => ClientFrame::Hello(hello),
+            Self::Hello { hello, v1_1: false, no_echo: false, credential: false } => {
+                ClientFrame::Hello(hello)
+            }
             Self::Ping { nonce } => ClientFrame::Ping { nonce },
             Self::Pong { nonce } => ClientFrame::Pong { nonce },
             Self::Sub(s) => ClientFrame::Sub(s),
@@ -736,8 +751,10 @@ impl<'a> ClientFrame11<'a> {
     pub fn encode<B: BufMut>(&self, dst: &mut B) {
         let body = self.body_len();
         match *self {
-            Self::Hello { hello, v1_1, no_echo } => {
-                let flags = flag(v1_1, op::HELLO_FLAG_V1_1) | flag(no_echo, op::HELLO_FLAG_NO_ECHO);
+            Self::Hello { hello, v1_1, no_echo, credential } => {
+                let flags = flag(v1_1, op::HELLO_FLAG_V1_1)
+                    | flag(no_echo, op::HELLO_FLAG_NO_ECHO)
+                    | flag(credential, op::HELLO_FLAG_CREDENTIAL);
                 put_hello(dst, &hello, flags, body);
             }
             Self::Pub { publish, request } => {
@@ -1084,9 +1101,11 @@ mod tests {
             ClientFrame11::Unsub { sid: 4 },
             ClientFrame11::Stats { nonce: 3 },
         ];
-        for (v1_1, no_echo) in [(false, false), (true, false), (true, true)] {
-            frames.push(ClientFrame11::Hello { hello, v1_1, no_echo });
+        let bits = [(false, false, false), (true, false, false), (true, true, false)];
+        for (v1_1, no_echo, credential) in bits.into_iter().chain([(true, false, true)]) {
+            frames.push(ClientFrame11::Hello { hello, v1_1, no_echo, credential });
         }
+        frames.push(ClientFrame11::Hello { hello, v1_1: true, no_echo: true, credential: true });
         for request in [false, true] {
             frames.push(ClientFrame11::Pub { publish, request });
             for headers in [block.headers(), Headers::EMPTY] {
@@ -1185,8 +1204,12 @@ mod tests {
     fn flags_land_on_their_bits() {
         let hello = Hello { version: 1, name: "", token: b"" };
         let flags_of = |frame: ClientFrame11<'_>| bytes_of11(&frame)[5];
-        assert_eq!(flags_of(ClientFrame11::Hello { hello, v1_1: true, no_echo: false }), 0x02);
-        assert_eq!(flags_of(ClientFrame11::Hello { hello, v1_1: true, no_echo: true }), 0x06);
+        let hello11 =
+            |no_echo, credential| ClientFrame11::Hello { hello, v1_1: true, no_echo, credential };
+        assert_eq!(flags_of(hello11(false, false)), 0x02);
+        assert_eq!(flags_of(hello11(true, false)), 0x06);
+        assert_eq!(flags_of(hello11(false, true)), 0x0A);
+        assert_eq!(flags_of(hello11(true, true)), 0x0E);
         let publish = Pub { topic: "a", reply_to: "r", payload: b"" };
         assert_eq!(flags_of(ClientFrame11::Pub { publish, request: true }), 0x02);
         let (topic, reply_to, headers, payload) = ("a", "r", Headers::EMPTY, &b""[..]);
@@ -1207,12 +1230,33 @@ mod tests {
     #[test]
     fn no_echo_needs_the_1_1_bit() {
         let hello = Hello { version: 1, name: "", token: b"" };
-        let mut bytes = bytes_of11(&ClientFrame11::Hello { hello, v1_1: true, no_echo: true });
+        let frame = ClientFrame11::Hello { hello, v1_1: true, no_echo: true, credential: false };
+        let mut bytes = bytes_of11(&frame);
         bytes[5] = op::HELLO_FLAG_NO_ECHO;
         let mut src = bytes.as_slice();
         let err = ClientFrame11::decode(&mut src, MAX).expect_err("bit 2 alone");
         assert_eq!(err, DecodeError::ReservedFlags { opcode: op::HELLO, flags: 0x04 });
         assert!(src.is_empty(), "the frame is consumed");
+    }
+
+    #[test]
+    fn the_credential_bit_needs_the_1_1_bit() {
+        let hello = Hello { version: 1, name: "", token: b"bearer t" };
+        let frame = ClientFrame11::Hello { hello, v1_1: true, no_echo: false, credential: true };
+        let mut bytes = bytes_of11(&frame);
+        let decoded = ClientFrame11::decode(&mut bytes.as_slice(), MAX);
+        assert_eq!(decoded, Ok(Some(frame)));
+        assert_eq!(frame.to_v1(), None, "no version 1 frame has the bit");
+        for flags in [op::HELLO_FLAG_CREDENTIAL, op::HELLO_FLAG_CREDENTIAL | op::HELLO_FLAG_NO_ECHO]
+        {
+            bytes[5] = flags;
+            let mut src = bytes.as_slice();
+            let err = ClientFrame11::decode(&mut src, MAX).expect_err("bit 3 without bit 1");
+            assert_eq!(err, DecodeError::ReservedFlags { opcode: op::HELLO, flags });
+            assert!(src.is_empty(), "the frame is consumed");
+            let err = ClientFrame::decode(&mut bytes.as_slice(), MAX).expect_err("version 1");
+            assert_eq!(err, DecodeError::ReservedFlags { opcode: op::HELLO, flags });
+        }
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //!   [`ClientFrame11`] and [`ServerFrame11`] for version 1.1, which adds
 //!   headers (`HPUB`, `HMSG`), requests (`NO_RESPONDERS`) and the `HELLO` and
 //!   `WELCOME` flags that negotiate a 1.1 session.
+//! - [`credential`]: the typed credentials a `HELLO` may carry in its token
+//!   field (password, bearer token, JWT).
 //! - [`header`]: the header block of `HPUB` and `HMSG`.
 //! - [`raw`]: splitting a byte stream into length-prefixed frames.
 //! - [`error`]: decode errors and the numbered error codes carried by `ERR`.
@@ -26,6 +28,7 @@
 //! The clients that connect to a broker with this codec, blocking and on
 //! tokio, are the `corecast-client` crate; this one does no I/O at all.
 
+pub mod credential;
 pub mod error;
 pub mod frame;
 pub mod header;
@@ -34,6 +37,7 @@ pub mod raw;
 pub mod topic;
 mod wire;
 
+pub use credential::Credential;
 pub use error::{DecodeError, ErrorCode, Field};
 pub use frame::{
     ClientFrame, ClientFrame11, ErrFrame, HMsg, HPub, Hello, Msg, Pub, ServerFrame, ServerFrame11,

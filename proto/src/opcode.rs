@@ -53,6 +53,11 @@ pub const HELLO_FLAG_V1_1: u8 = 0x02;
 /// its own subscriptions. Defined only together with [`HELLO_FLAG_V1_1`].
 pub const HELLO_FLAG_NO_ECHO: u8 = 0x04;
 
+/// `HELLO` flag bit 3 (1.1, `PROTOCOL.md` section 14): the token field holds a
+/// typed credential, `<kind> SP <value>` ([`crate::Credential`]), instead of
+/// a plain shared token. Defined only together with [`HELLO_FLAG_V1_1`].
+pub const HELLO_FLAG_CREDENTIAL: u8 = 0x08;
+
 /// `WELCOME` flag bit 1 (1.1): the session is a version 1.1 session. Sent
 /// only in answer to a `HELLO` with [`HELLO_FLAG_V1_1`].
 pub const WELCOME_FLAG_V1_1: u8 = 0x02;

@@ -13,8 +13,8 @@
 #![allow(clippy::unwrap_used)]
 
 use corecast_proto::{
-    opcode, ClientFrame, ClientFrame11, DecodeError, ErrFrame, ErrorCode, HMsg, HPub, HeaderError,
-    Headers, Hello, Msg, Pub, ServerFrame, ServerFrame11, Sub, Welcome,
+    opcode, ClientFrame, ClientFrame11, Credential, DecodeError, ErrFrame, ErrorCode, HMsg, HPub,
+    HeaderError, Headers, Hello, Msg, Pub, ServerFrame, ServerFrame11, Sub, Welcome,
 };
 use serde_json::{Map, Value};
 
@@ -196,17 +196,22 @@ fn block_of(pairs: &[(&str, &str)]) -> Vec<u8> {
     out
 }
 
-/// What an expected frame borrows: its byte string and its header block.
+/// What an expected frame borrows: its byte string, its header block and
+/// the secret bytes of a `HELLO`'s typed credential.
 struct Owned {
     blob: Vec<u8>,
     block: Vec<u8>,
+    secret: Option<Vec<u8>>,
 }
 
 impl Owned {
     fn of(f: &Map<String, Value>, ctx: &str) -> Self {
         let block =
             if f.contains_key("headers") { block_of(&header_pairs(f, ctx)) } else { Vec::new() };
-        Self { blob: blob(f, ctx), block }
+        let secret = f.get("credential_value").and_then(Value::as_object).and_then(|c| {
+            ["password", "token"].iter().find(|k| c.contains_key(**k)).map(|k| hex_of(c, k, ctx))
+        });
+        Self { blob: blob(f, ctx), block, secret }
     }
 
     fn headers(&self, ctx: &str) -> Headers<'_> {
@@ -255,9 +260,49 @@ fn keys_of(ty: &str, dir: Dir, v11: bool) -> Option<Vec<&'static str>> {
 
 fn check_keys(f: &Map<String, Value>, dir: Dir, v11: bool, ctx: &str) {
     let ty = str_of(f, "type", ctx);
-    let keys = keys_of(ty, dir, v11).unwrap_or_else(|| panic!("{ctx}: {ty} is no {dir:?} frame"));
+    let mut keys =
+        keys_of(ty, dir, v11).unwrap_or_else(|| panic!("{ctx}: {ty} is no {dir:?} frame"));
+    // The credential bit (section 14): optional in a 1.1 HELLO, absent =
+    // clear; when set, `credential_value` says what the token field reads as.
+    if v11 && dir == Dir::Client && ty == "HELLO" && f.contains_key("credential") {
+        keys.push("credential");
+        if bool_of(f, "credential", ctx) {
+            keys.push("credential_value");
+        }
+    }
     only_keys(f, &keys, ctx);
     assert_eq!(f.len(), keys.len(), "{ctx}: {ty} needs the fields {keys:?}");
+}
+
+/// The credential a 1.1 `HELLO` vector says its token field holds:
+/// `Some(None)` for a malformed one, `None` without the credential bit.
+fn credential_of<'a>(
+    f: &'a Map<String, Value>,
+    own: &'a Owned,
+    ctx: &str,
+) -> Option<Option<Credential<'a>>> {
+    let value = f.get("credential_value")?;
+    let Some(obj) = value.as_object() else {
+        assert!(value.is_null(), "{ctx}: credential_value is an object or null");
+        return Some(None);
+    };
+    let credential = match str_of(obj, "kind", ctx) {
+        "password" => {
+            only_keys(obj, &["kind", "user", "password"], ctx);
+            let password = own.secret.as_deref().expect("a password");
+            Credential::Password { user: str_of(obj, "user", ctx), password }
+        }
+        "bearer" => {
+            only_keys(obj, &["kind", "token"], ctx);
+            Credential::Bearer(own.secret.as_deref().expect("a token"))
+        }
+        "jwt" => {
+            only_keys(obj, &["kind", "jwt"], ctx);
+            Credential::Jwt(str_of(obj, "jwt", ctx))
+        }
+        other => panic!("{ctx}: credential kind {other:?}"),
+    };
+    Some(Some(credential))
 }
 
 /// A 1.1 flag of the frame: read in a 1.1 vector, absent (and clear) in a
@@ -282,6 +327,7 @@ fn expected_client11<'a>(
             },
             v1_1: flag_of(f, "v1_1", v11, ctx),
             no_echo: flag_of(f, "no_echo", v11, ctx),
+            credential: v11 && f.contains_key("credential") && bool_of(f, "credential", ctx),
         },
         "PUB" => ClientFrame11::Pub {
             publish: Pub {
@@ -595,6 +641,19 @@ fn valid_vectors_decode_and_reencode() {
             assert_eq!(want.encode(), v.bytes, "{ctx}: encoding the expected frame");
             assert_eq!(got.encode(), v.bytes, "{ctx}: re-encoding the decoded frame");
             assert_eq!(want.encoded_len(), v.bytes.len(), "{ctx}: encoded_len");
+            if let Frame::Client(ClientFrame11::Hello { hello, credential, .. }) = got {
+                match credential_of(fields, &own, ctx) {
+                    Some(parsed) => {
+                        assert!(credential, "{ctx}: credential_value without the bit");
+                        assert_eq!(Credential::parse(hello.token), parsed, "{ctx}: credential");
+                        if let Some(c) = parsed {
+                            assert_eq!(c.to_vec(), hello.token, "{ctx}: credential encoding");
+                            assert_eq!(c.encoded_len(), hello.token.len(), "{ctx}: its length");
+                        }
+                    }
+                    None => assert!(!credential, "{ctx}: the credential bit needs its value"),
+                }
+            }
             if let Some(headers) = got.headers() {
                 let pairs: Vec<(&str, &str)> = headers.iter().collect();
                 assert_eq!(pairs, header_pairs(fields, ctx), "{ctx}: headers in order");
@@ -835,6 +894,14 @@ fn vectors_cover_every_opcode_flag_and_error_mapping() {
             (&client, opcode::SUB, opcode::SUB_FLAG_LOSSY),
             (&client, opcode::HELLO, opcode::HELLO_FLAG_V1_1),
             (&client, opcode::HELLO, opcode::HELLO_FLAG_V1_1 | opcode::HELLO_FLAG_NO_ECHO),
+            (&client, opcode::HELLO, opcode::HELLO_FLAG_V1_1 | opcode::HELLO_FLAG_CREDENTIAL),
+            (
+                &client,
+                opcode::HELLO,
+                opcode::HELLO_FLAG_V1_1
+                    | opcode::HELLO_FLAG_NO_ECHO
+                    | opcode::HELLO_FLAG_CREDENTIAL,
+            ),
             (&client, opcode::PUB, opcode::PUB_FLAG_REQUEST),
             (&client, opcode::HPUB, opcode::PUB_FLAG_REQUEST),
             (&server, opcode::WELCOME, opcode::WELCOME_FLAG_V1_1),
@@ -957,6 +1024,38 @@ fn specification_example_matches_the_vectors() {
             assert_eq!(*dir, v.dir, "{}: direction in PROTOCOL.md", v.name);
             assert_eq!(*bytes, v.bytes, "{}: bytes in PROTOCOL.md", v.name);
         }
+    });
+}
+
+/// Section 14: a vector for each kind of credential, for a malformed one
+/// (a well-formed `HELLO` whose token reads as no credential), and for the
+/// credential bit without the 1.1 bit, which is refused.
+#[test]
+fn vectors_cover_each_credential_kind_and_the_refusals() {
+    with_vectors(|vectors| {
+        let mut kinds = Vec::new();
+        let mut malformed = 0;
+        for v in vectors {
+            let Expect::Frame(f) = v.expect else { continue };
+            if f.get("credential").and_then(Value::as_bool) != Some(true) {
+                continue;
+            }
+            assert!(v.v11, "{}: the credential bit is 1.1", v.name);
+            match f.get("credential_value").and_then(Value::as_object) {
+                Some(c) => kinds.push(str_of(c, "kind", v.name)),
+                None => malformed += 1,
+            }
+        }
+        for kind in [Credential::PASSWORD, Credential::BEARER, Credential::JWT] {
+            assert!(kinds.contains(&kind), "no vector for a {kind} credential");
+        }
+        assert!(malformed >= 5, "only {malformed} malformed credential vectors");
+        let refused = vectors.iter().any(|v| {
+            v.bytes.get(4) == Some(&opcode::HELLO)
+                && v.bytes.get(5) == Some(&opcode::HELLO_FLAG_CREDENTIAL)
+                && matches!(v.expect, Expect::Error { variant: "ReservedFlags", code: 1, .. })
+        });
+        assert!(refused, "no vector refuses the credential bit without the 1.1 bit");
     });
 }
 

@@ -301,6 +301,8 @@ ok_err("ERR UTF-8 text", 100, False, "bad topic: «a..b»")
 ok_err("ERR code from a newer version decodes", 999, False, "future")
 ok_err("ERR code 0 fatal", 0, True, "x")
 ok("GOAWAY shutdown, no grace", "server", goaway(1, 0), {"type": "GOAWAY", "reason": 1, "grace_ms": 0})
+ok("GOAWAY lame duck, 5 s grace", "server", goaway(2, 5000),
+   {"type": "GOAWAY", "reason": 2, "grace_ms": 5000})
 ok("GOAWAY unknown reason decodes", "server", goaway(0xFFFF, U32_MAX),
    {"type": "GOAWAY", "reason": 0xFFFF, "grace_ms": U32_MAX})
 
@@ -650,7 +652,9 @@ hello_body = u16(1) + short("a") + long_(b"")
 bad("HELLO no echo without the 1.1 bit", "client", frame(HELLO, HELLO_NO_ECHO, hello_body),
     "ReservedFlags", 1)
 bad("HELLO 1.1 bit with flag bit 0", "client", frame(HELLO, 0x03, hello_body), "ReservedFlags", 1)
-bad("HELLO 1.1 and no echo with flag bit 3", "client", frame(HELLO, 0x0E, hello_body),
+# Bit 3 became the credential bit (section 14); this vector, which first set
+# 0x0E, now sets bit 4 instead, the lowest undefined bit.
+bad("HELLO 1.1 and no echo with flag bit 4", "client", frame(HELLO, 0x16, hello_body),
     "ReservedFlags", 1)
 bad("HELLO 1.1 flags are checked before a bad body", "client", frame(HELLO, 0x06 | 0x80, b""),
     "ReservedFlags", 1)
@@ -798,6 +802,77 @@ partial("HPUB exactly max_frame long, last byte missing", "client", hpub("t.max"
         max_frame=16)
 partial("HMSG missing its last byte", "server", hmsg(1, "a", "", TRACE, b"")[:-1])
 partial("NO_RESPONDERS missing its last byte", "server", no_responders("a", "r")[:-1])
+
+# --- Credentials in HELLO (PROTOCOL.md, section 14): flag bit 3, with bit 1.
+HELLO_CREDENTIAL = 0x08
+
+
+def hello_cred(name, token, no_echo=False):
+    flags = HELLO_V11 | HELLO_CREDENTIAL | (HELLO_NO_ECHO if no_echo else 0)
+    return frame(HELLO, flags, u16(1) + short(name) + long_(token))
+
+
+def ok_cred(vname, cname, token, parsed, no_echo=False):
+    """A HELLO with the credential bit; `parsed` is what the token field
+    reads as (section 14.1), or None when it is malformed."""
+    f = f_hello(1, cname, token)
+    f.update({"v1_1": True, "no_echo": no_echo, "credential": True, "credential_value": parsed})
+    ok(vname, "client", hello_cred(cname, token, no_echo), f)
+
+
+def c_password(user, password):
+    return {"kind": "password", "user": user, "password": password.hex()}
+
+
+def c_bearer(token):
+    return {"kind": "bearer", "token": token.hex()}
+
+
+def c_jwt(jwt):
+    return {"kind": "jwt", "jwt": jwt}
+
+
+JWT = ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSIsImV4cCI6MTkwMDAwMDAwMH0."
+       "c2lnbmF0dXJl")
+ok_cred("HELLO credential: password", "svc", b"password alice:s3cr3t", c_password("alice", b"s3cr3t"))
+ok_cred("HELLO credential: password holding ':' and a space", "svc", b"password bob:a:b c",
+        c_password("bob", b"a:b c"))
+ok_cred("HELLO credential: empty password, UTF-8 user", "svc", "password josé:".encode(),
+        c_password("josé", b""))
+ok_cred("HELLO credential: password of binary bytes", "svc", b"password u:" + bytes([0x00, 0xFF]),
+        c_password("u", bytes([0x00, 0xFF])))
+ok_cred("HELLO credential: bearer", "svc", b"bearer 9f86d081884c7d65", c_bearer(b"9f86d081884c7d65"))
+ok_cred("HELLO credential: bearer of binary bytes", "svc", b"bearer " + bytes([0x20, 0x00, 0xFF]),
+        c_bearer(bytes([0x20, 0x00, 0xFF])))
+ok_cred("HELLO credential: jwt", "svc", b"jwt " + JWT.encode(), c_jwt(JWT))
+ok_cred("HELLO credential with no echo", "worker-7", b"bearer t0k", c_bearer(b"t0k"), no_echo=True)
+# Malformed credentials: the frame is well-formed (a server decodes it and
+# then answers auth failed, 7); the token field reads as no credential.
+for vname, token in [
+    ("empty token", b""),
+    ("kind alone", b"password"),
+    ("no space after the kind", b"passwordalice:pw"),
+    ("unknown kind", b"basic alice:pw"),
+    ("kind in capitals", b"Password alice:pw"),
+    ("empty kind", b" alice:pw"),
+    ("password without ':'", b"password alice"),
+    ("password with an empty user", b"password :pw"),
+    ("password with a non-UTF-8 user", b"password \xff:pw"),
+    ("empty bearer token", b"bearer "),
+    ("empty jwt", b"jwt "),
+    ("non-UTF-8 jwt", b"jwt \xff.e30.c2ln"),
+]:
+    ok_cred(f"HELLO credential, malformed: {vname}", "svc", token, None)
+# The credential bit is defined only with the 1.1 bit.
+bad("HELLO credential bit without the 1.1 bit", "client",
+    frame(HELLO, HELLO_CREDENTIAL, u16(1) + short("a") + long_(b"bearer t")), "ReservedFlags", 1)
+bad("HELLO credential and no echo without the 1.1 bit", "client",
+    frame(HELLO, HELLO_CREDENTIAL | HELLO_NO_ECHO, u16(1) + short("a") + long_(b"bearer t")),
+    "ReservedFlags", 1)
+bad("HELLO credential bit with flag bit 0", "client",
+    frame(HELLO, HELLO_V11 | HELLO_CREDENTIAL | 0x01, u16(1) + short("a") + long_(b"bearer t")),
+    "ReservedFlags", 1)
+partial("HELLO credential missing its last byte", "client", hello_cred("a", b"bearer t")[:-1])
 
 
 def main():

@@ -112,7 +112,7 @@ pub(crate) fn dispatch<'a>(ctx: &mut Ctx<'_>, raw: RawFrame<'a>, rest: &mut &'a 
     };
     let in_handshake = ctx.slot().phase() == Phase::Handshake;
     match frame {
-        ClientFrame11::Hello { hello, v1_1, no_echo } if in_handshake => {
+        ClientFrame11::Hello { hello, v1_1, no_echo, .. } if in_handshake => {
             hello::apply(ctx, hello, v1_1, no_echo)
         }
         ClientFrame11::Hello { .. } => ctx.fail(ErrorCode::HandshakeRequired, "HELLO sent twice"),

@@ -82,7 +82,7 @@ impl Client11 {
         stream.set_nodelay(true).unwrap();
         let mut c = Client11 { stream, buf: Vec::new(), nonce: 1, core_id: 0 };
         let hello = Hello { version: VERSION, name: "v11", token: b"" };
-        c.send(&ClientFrame11::Hello { hello, v1_1: true, no_echo });
+        c.send(&ClientFrame11::Hello { hello, v1_1: true, no_echo, credential: false });
         match c.recv() {
             Got11::Welcome { v1_1: true, core_id } => c.core_id = core_id,
             other => panic!("expected WELCOME granting 1.1, got {other:?}"),

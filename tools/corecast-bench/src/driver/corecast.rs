@@ -77,7 +77,9 @@ impl Codec for Corecast {
         let name = &name[..name.len().min(64)];
         let mut out = Vec::new();
         let hello = Hello { version: VERSION, name, token: b"" };
-        encode11(&ClientFrame11::Hello { hello, v1_1: self.v1_1, no_echo: false }, &mut out);
+        let frame =
+            ClientFrame11::Hello { hello, v1_1: self.v1_1, no_echo: false, credential: false };
+        encode11(&frame, &mut out);
         wire.send(&out)?;
         let deadline = wire.deadline();
         loop {
