@@ -708,6 +708,9 @@ async fn write_batch(
         }
     }
     // TLS may still hold records of the batch; plain TCP holds nothing.
+    if !writer.holds_bytes() {
+        return Ok(());
+    }
     loop {
         match timeout(WRITE_CHECK, writer.flush()).await {
             Ok(Ok(())) => return Ok(()),

@@ -58,6 +58,15 @@ pub(crate) enum WriteHalf {
     Tls(::tokio::io::WriteHalf<TlsStream<TcpStream>>),
 }
 
+impl WriteHalf {
+    /// Whether written bytes may wait in the half until a flush: TLS holds
+    /// the records it made, plain TCP nothing.
+    #[inline]
+    pub(crate) fn holds_bytes(&self) -> bool {
+        matches!(self, Self::Tls(_))
+    }
+}
+
 impl AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,

@@ -30,6 +30,10 @@ pub fn explain(err: &ClientError, server: &str) -> String {
                 Some(ErrorCode::ServerFull) => {
                     " — the broker has no free connection slot; try again later"
                 }
+                Some(ErrorCode::MalformedFrame) => {
+                    " — an older broker refuses the HELLO of a user's credential (--user, \
+                     --bearer-file, --jwt-file); it takes --auth-token only"
+                }
                 _ => "",
             };
             format!("the broker at {server} refused the connection: {refusal}{hint}")
