@@ -291,3 +291,38 @@ fn a_typed_credential_needs_protocol_1_1() {
     let err = blocking::Client::connect_with(closed_port(), options).unwrap_err();
     assert!(matches!(&err, ClientError::InvalidOption(m) if m.contains("1.1")), "{err:?}");
 }
+
+#[test]
+fn both_clients_reconnect_over_tls_and_restore_their_subscriptions() {
+    let broker = start(config());
+    let addr = broker.local_addr();
+    let ca = Ca::new("test CA");
+    let tls = Terminator::start(addr, &ca.server(), None);
+    let tls_options = || TlsOptions::new(Pem::bytes(ca.pem()));
+    let client =
+        blocking::Client::connect_with(tls.addr, options("tls-survivor").tls(tls_options()))
+            .unwrap();
+    let sub = client.subscribe("tls.restart").unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (async_client, mut async_sub) = runtime.block_on(async {
+        let options = common::options("tls-async-survivor").tls(tls_options());
+        let client = async_client::Client::connect_with(tls.addr, options).await.unwrap();
+        let sub = client.subscribe("tls.restart").await.unwrap();
+        (client, sub)
+    });
+    stop(broker);
+    let broker = start_on(addr);
+    wait_counters(&broker, "both subscriptions restored", |c| c.subscriptions == 2);
+    assert!(tls.handshakes.load(Ordering::Relaxed) >= 4, "two connections each");
+    client.publish("tls.restart", "after restart").unwrap();
+    let msg = sub.recv_timeout(SHORT).unwrap().expect("a message within 5 s");
+    assert_eq!(&msg.payload[..], b"after restart");
+    runtime.block_on(async {
+        let msg = tokio::time::timeout(SHORT, async_sub.recv()).await.unwrap().unwrap();
+        assert_eq!(&msg.payload[..], b"after restart");
+        async_client.close().await.unwrap();
+    });
+    assert_eq!(client.stats().reconnects, 1);
+    client.close().unwrap();
+    stop(broker);
+}
