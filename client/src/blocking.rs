@@ -1,4 +1,5 @@
-//! The blocking client, over `std::net::TcpStream`.
+//! The blocking client, over `std::net::TcpStream`, with TLS (rustls) when
+//! [`Options::tls`] asks for it.
 //!
 //! Each client runs two background threads: a **reader** that decodes what
 //! the broker sends, answers its `PING`s, hands messages to subscriptions,
@@ -40,6 +41,7 @@ use super::{
         self, Blocked, FlushEnd, Link, Publication, State, SubCounters, SubKind, WriterStep,
         CLOSE_LINGER, WRITE_CHECK,
     },
+    stream::{Stream, TlsStream},
     ClientError, DisconnectReason, Event, HeaderBlock, Message, Options, ServerInfo, Stats,
     SubscribeOptions,
 };
@@ -89,7 +91,7 @@ struct Shared {
 /// One open connection, handshake done.
 #[derive(Debug)]
 struct Conn {
-    stream: Arc<TcpStream>,
+    stream: Arc<Stream>,
     decoder: Decoder,
     info: ServerInfo,
 }
@@ -113,10 +115,13 @@ impl Client {
     /// not.
     ///
     /// # Errors
-    /// As [`Client::connect`], and [`ClientError::InvalidOption`] for a name
-    /// or token too long for the protocol.
-    pub fn connect_with(addr: impl ToString, options: Options) -> Result<Self, ClientError> {
-        options.check()?;
+    /// As [`Client::connect`], [`ClientError::InvalidOption`] for a name or
+    /// credential the protocol cannot carry, [`ClientError::TlsConfig`] for
+    /// TLS settings that cannot be used, and [`ClientError::TlsHandshake`]
+    /// when the TLS handshake fails (a broker certificate that does not
+    /// verify, say).
+    pub fn connect_with(addr: impl ToString, mut options: Options) -> Result<Self, ClientError> {
+        options.prepare()?;
         let addr = addr.to_string();
         let conn = open(&addr, &options)?;
         let (events_tx, events_rx) = mpsc::sync_channel(options.event_capacity);
@@ -629,7 +634,7 @@ fn run_reader(shared: &Arc<Shared>, mut conn: Conn) {
 
 fn spawn_writer(
     shared: &Arc<Shared>,
-    stream: &Arc<TcpStream>,
+    stream: &Arc<Stream>,
     session: u64,
 ) -> io::Result<JoinHandle<()>> {
     let shared = Arc::clone(shared);
@@ -641,7 +646,7 @@ fn spawn_writer(
 
 /// The writer thread of one session. It closes the connection when it
 /// stops, which ends the reader's session too.
-fn write_loop(shared: &Shared, stream: &TcpStream, session: u64) {
+fn write_loop(shared: &Shared, stream: &Stream, session: u64) {
     let mut batch = Vec::new();
     // The socket gives up a blocked write now and then, so that the writer
     // can tell whether to go on (see `State::writer_gives_up`).
@@ -656,22 +661,38 @@ fn write_loop(shared: &Shared, stream: &TcpStream, session: u64) {
 }
 
 /// Writes `batch`; false when the connection failed or was given up.
-fn write_batch(shared: &Shared, stream: &TcpStream, session: u64, batch: &[u8]) -> bool {
+fn write_batch(shared: &Shared, mut stream: &Stream, session: u64, batch: &[u8]) -> bool {
     let mut sent = 0;
     while sent < batch.len() {
-        match (&*stream).write(&batch[sent..]) {
+        match stream.write(&batch[sent..]) {
             Ok(0) => return false,
             Ok(n) => sent += n,
-            Err(e) if is_timeout(&e) => {
-                if shared.lock().writer_gives_up(session, Instant::now()) {
+            Err(e) => {
+                if !goes_on(shared, session, &e) {
                     return false;
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return false,
         }
     }
-    true
+    // TLS may still hold records of the batch; plain TCP holds nothing.
+    loop {
+        match stream.flush() {
+            Ok(()) => return true,
+            Err(e) => {
+                if !goes_on(shared, session, &e) {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// Whether the writer tries again after a write that failed with `e`.
+fn goes_on(shared: &Shared, session: u64, e: &io::Error) -> bool {
+    if is_timeout(e) {
+        return !shared.lock().writer_gives_up(session, Instant::now());
+    }
+    e.kind() == io::ErrorKind::Interrupted
 }
 
 /// Reads one session until it ends; returns why it did.
@@ -737,24 +758,54 @@ fn is_timeout(e: &io::Error) -> bool {
 fn open(addr: &str, options: &Options) -> Result<Conn, ClientError> {
     let mut handshake = Handshake::new(addr, options, Instant::now());
     loop {
-        match open_once(&mut handshake) {
+        match open_once(&mut handshake, options) {
             Err(e) if handshake.falls_back(&e, options) => continue,
             opened => return opened,
         }
     }
 }
 
-/// One connection and handshake, as `handshake` says.
-fn open_once(handshake: &mut Handshake<'_>) -> Result<Conn, ClientError> {
-    let stream = connect_tcp(handshake)?;
-    stream.set_nodelay(true)?;
+/// One connection and handshake, as `handshake` says: TCP, then TLS if
+/// `options` ask for it, then `HELLO` and `WELCOME`.
+fn open_once(handshake: &mut Handshake<'_>, options: &Options) -> Result<Conn, ClientError> {
+    let tcp = connect_tcp(handshake)?;
+    tcp.set_nodelay(true)?;
+    let stream = match &options.tls_loaded {
+        None => Stream::Plain(tcp),
+        Some(tls) => {
+            let name = tls.server_name(handshake.addr())?;
+            let conn = rustls::ClientConnection::new(Arc::clone(&tls.config), name)
+                .map_err(|e| ClientError::TlsConfig(e.to_string()))?;
+            let left = handshake.time_left(Instant::now())?;
+            tcp.set_read_timeout(Some(left))?;
+            tcp.set_write_timeout(Some(left))?;
+            let stream = TlsStream::handshake(tcp, conn).map_err(|e| {
+                crate::tls::handshake_error(handshake.addr(), &e).unwrap_or_else(|| {
+                    if is_timeout(&e) {
+                        handshake.timed_out()
+                    } else {
+                        handshake.failed(e)
+                    }
+                })
+            })?;
+            Stream::Tls(Box::new(stream))
+        }
+    };
     stream.set_write_timeout(Some(handshake.time_left(Instant::now())?))?;
-    let wrote = (&stream).write_all(handshake.hello());
+    let mut writer = &stream;
+    let wrote = writer.write_all(handshake.hello()).and_then(|()| writer.flush());
     handshake.hello_written(wrote);
     stream.set_write_timeout(None)?;
     loop {
         stream.set_read_timeout(Some(handshake.time_left(Instant::now())?))?;
         let read = (&stream).read(handshake.spare());
+        // In TLS 1.3 a broker refuses the client's certificate after the
+        // client finished its handshake: the refusal is the first read.
+        if let Some(refused) =
+            read.as_ref().err().and_then(|e| crate::tls::handshake_error(handshake.addr(), e))
+        {
+            return Err(refused);
+        }
         if let Some(info) = handshake.on_read(read)? {
             let decoder = handshake.take_decoder();
             return Ok(Conn { stream: Arc::new(stream), decoder, info });

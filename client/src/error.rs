@@ -166,6 +166,21 @@ pub enum ClientError {
     /// 1.1, and the broker granted only version 1).
     #[error("{0} need protocol 1.1, and the broker speaks version 1 only")]
     Unsupported(&'static str),
+    /// A TLS setting cannot be used: a PEM file that cannot be read or holds
+    /// no certificate or key, a key that does not match its certificate, a
+    /// server name that is not one. Nothing was sent.
+    #[error("TLS setting: {0}")]
+    TlsConfig(String),
+    /// The TLS handshake failed: most often the broker's certificate does
+    /// not verify against the CA roots given (another CA, another name,
+    /// expired), or the broker refused the client's certificate.
+    #[error("TLS handshake with {addr} failed: {reason}")]
+    TlsHandshake {
+        /// The address as given.
+        addr: String,
+        /// What TLS said.
+        reason: String,
+    },
     /// An I/O error outside of connecting.
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),

@@ -15,9 +15,17 @@
 //!
 //! # What a client does for you
 //!
-//! - **Handshake**: `HELLO` with a name and an auth token, `WELCOME` within
+//! - **Handshake**: `HELLO` with a name and a credential, `WELCOME` within
 //!   [`Options::connect_timeout`]; a refusal (auth failed, server full) is
-//!   [`ClientError::Refused`] with the broker's text.
+//!   [`ClientError::Refused`] with the broker's text. The credential is a
+//!   plain shared token ([`Options::auth_token`]) or a typed one
+//!   ([`Options::credentials`]: a user and password, a bearer token or a
+//!   JWT, PROTOCOL.md section 14), which needs protocol 1.1.
+//! - **TLS** ([`Options::tls`]): rustls (ring provider) over the TCP
+//!   connection, trusting the CA roots given in [`TlsOptions`], with a client
+//!   certificate for mutual TLS if asked; a certificate that does not verify
+//!   is [`ClientError::TlsHandshake`]. Without it the client speaks plain
+//!   TCP, with nothing of TLS on its path.
 //! - **Protocol 1.1** when the broker grants it ([`ServerInfo::v1_1`];
 //!   asked for by default, [`Options::protocol_1_1`]): headers
 //!   (`publish_with_headers`, [`Message::headers`]), requests that fail at
@@ -110,10 +118,15 @@ mod decoder;
 mod error;
 mod session;
 mod state;
+#[cfg(feature = "blocking")]
+mod stream;
 #[cfg(test)]
 mod testing;
+mod tls;
 #[cfg(feature = "tokio")]
 pub mod tokio;
+#[cfg(feature = "tokio")]
+mod tokio_stream;
 
 use std::time::Duration;
 
@@ -121,6 +134,7 @@ pub use backoff::Backoff;
 pub use bytes::Bytes;
 pub use corecast_proto::header::{HeaderBlock, HeaderError, Headers};
 pub use error::{ClientError, ServerError, TopicProblem};
+pub use tls::{Credentials, Pem, TlsOptions};
 
 /// How a client connects and how much it may buffer.
 ///
@@ -138,7 +152,10 @@ pub use error::{ClientError, ServerError, TopicProblem};
 #[derive(Clone)]
 pub struct Options {
     pub(crate) name: String,
-    pub(crate) auth_token: Vec<u8>,
+    pub(crate) credentials: Credentials,
+    pub(crate) tls: Option<TlsOptions>,
+    /// `tls`, loaded when the client connects.
+    pub(crate) tls_loaded: Option<tls::Tls>,
     pub(crate) connect_timeout: Duration,
     pub(crate) flush_timeout: Duration,
     pub(crate) send_timeout: Duration,
@@ -154,7 +171,8 @@ impl std::fmt::Debug for Options {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Options")
             .field("name", &self.name)
-            .field("auth_token", &format_args!("<{} bytes>", self.auth_token.len()))
+            .field("credentials", &self.credentials)
+            .field("tls", &self.tls)
             .field("connect_timeout", &self.connect_timeout)
             .field("flush_timeout", &self.flush_timeout)
             .field("send_timeout", &self.send_timeout)
@@ -172,7 +190,9 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             name: "corecast-rs".into(),
-            auth_token: Vec::new(),
+            credentials: Credentials::None,
+            tls: None,
+            tls_loaded: None,
             connect_timeout: Duration::from_secs(5),
             flush_timeout: Duration::from_secs(10),
             send_timeout: Duration::from_secs(10),
@@ -187,7 +207,7 @@ impl Default for Options {
 }
 
 impl Options {
-    /// The defaults: name `corecast-rs`, no token, 5 s to connect, 10 s for a
+    /// The defaults: name `corecast-rs`, no credential, plain TCP, 5 s to connect, 10 s for a
     /// flush and for room in the send buffer, a 64 KiB send buffer, 1024
     /// messages per subscription, 256 events, reconnection with
     /// [`Backoff::default`], protocol 1.1 asked for, echo on.
@@ -202,10 +222,37 @@ impl Options {
         self
     }
 
-    /// The auth token sent in `HELLO` (at most 65535 bytes); brokers without
-    /// authentication ignore it.
+    /// The auth token sent in `HELLO` (at most 65535 bytes): a plain shared
+    /// token, as in protocol version 1; brokers without authentication
+    /// ignore it. The same as `credentials(Credentials::token(token))`.
     pub fn auth_token(mut self, token: impl AsRef<[u8]>) -> Self {
-        self.auth_token = token.as_ref().to_vec();
+        self.credentials = Credentials::token(token);
+        self
+    }
+
+    /// What the client authenticates with in `HELLO` (none by default).
+    /// A typed credential (password, bearer token, JWT) is sent with the
+    /// `HELLO` credential flag, which needs protocol 1.1: a broker that
+    /// speaks version 1 only is then not fallen back to, and
+    /// `protocol_1_1(false)` is refused.
+    ///
+    /// ```
+    /// use corecast_client::{Credentials, Options};
+    ///
+    /// let password = std::env::var("CORECAST_PASSWORD").unwrap_or_default();
+    /// let options = Options::new().credentials(Credentials::password("billing", password));
+    /// # let _ = options;
+    /// ```
+    pub fn credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
+    /// Connect with TLS, as `tls` says (plain TCP by default). The PEM
+    /// files are read when the client connects.
+    pub fn tls(mut self, tls: TlsOptions) -> Self {
+        self.tls = Some(tls);
+        self.tls_loaded = None;
         self
     }
 
@@ -291,11 +338,21 @@ impl Options {
                 corecast_proto::MAX_CLIENT_NAME
             )));
         }
-        if self.auth_token.len() > usize::from(u16::MAX) {
-            return Err(ClientError::InvalidOption(format!(
-                "the auth token is {} bytes, more than the 65535 allowed",
-                self.auth_token.len()
-            )));
+        self.credentials.check()?;
+        if self.credentials.is_typed() && !self.v1_1 {
+            return Err(ClientError::InvalidOption(
+                "a typed credential (password, bearer, JWT) needs protocol 1.1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks the options and reads the TLS settings' PEM data, once, before
+    /// the first connection.
+    pub(crate) fn prepare(&mut self) -> Result<(), ClientError> {
+        self.check()?;
+        if let (Some(tls), None) = (&self.tls, &self.tls_loaded) {
+            self.tls_loaded = Some(tls.load()?);
         }
         Ok(())
     }

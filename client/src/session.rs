@@ -70,7 +70,9 @@ impl<'a> Handshake<'a> {
     pub(crate) fn falls_back(&mut self, e: &ClientError, options: &Options) -> bool {
         let refused_v1_1 = matches!(e, ClientError::Refused(err)
             if err.error_code() == Some(ErrorCode::MalformedFrame));
-        if !(self.asks_v1_1 && refused_v1_1) {
+        // A typed credential exists only in 1.1 (PROTOCOL.md §14): a version
+        // 1 HELLO would present its text as a plain token.
+        if !(self.asks_v1_1 && refused_v1_1) || options.credentials.is_typed() {
             return false;
         }
         self.asks_v1_1 = false;
@@ -173,9 +175,10 @@ impl<'a> Handshake<'a> {
 /// `HELLO` for `options`, asking for protocol 1.1 if `v1_1` (no echo is
 /// defined only then).
 fn encode_hello(options: &Options, v1_1: bool) -> Vec<u8> {
-    let hello = Hello { version: VERSION, name: &options.name, token: &options.auth_token };
-    let frame =
-        ClientFrame11::Hello { hello, v1_1, no_echo: v1_1 && options.no_echo, credential: false };
+    let token = options.credentials.token_field();
+    let hello = Hello { version: VERSION, name: &options.name, token: &token };
+    let credential = v1_1 && options.credentials.is_typed();
+    let frame = ClientFrame11::Hello { hello, v1_1, no_echo: v1_1 && options.no_echo, credential };
     let mut out = Vec::with_capacity(frame.encoded_len());
     frame.encode(&mut out);
     out
@@ -234,7 +237,9 @@ fn is_permanent(e: &ClientError) -> bool {
         ClientError::Refused(err) => {
             matches!(err.error_code(), Some(ErrorCode::AuthFailed | ErrorCode::UnsupportedVersion))
         }
-        ClientError::InvalidOption(_) | ClientError::Protocol(_) => true,
+        ClientError::InvalidOption(_) | ClientError::Protocol(_) | ClientError::TlsConfig(_) => {
+            true
+        }
         _ => false,
     }
 }
@@ -621,6 +626,47 @@ mod tests {
         assert_eq!(hello_bits(&handshake(&Options::new().no_echo(true))), (true, true));
         let v1 = Options::new().no_echo(true).protocol_1_1(false);
         assert_eq!(hello_bits(&handshake(&v1)), (false, false));
+    }
+
+    /// The token field and the credential bit of a `HELLO`.
+    fn hello_credential(handshake: &Handshake<'_>) -> (Vec<u8>, bool) {
+        let mut src = handshake.hello();
+        match ClientFrame11::decode(&mut src, u32::MAX).expect("valid").expect("whole") {
+            ClientFrame11::Hello { hello, credential, .. } => (hello.token.to_vec(), credential),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn typed_credentials_set_the_credential_bit_and_plain_tokens_do_not() {
+        use crate::Credentials;
+        let cases = [
+            (Credentials::password("alice", "pw"), &b"password alice:pw"[..], true),
+            (Credentials::bearer("t0k"), b"bearer t0k", true),
+            (Credentials::jwt("a.b.c"), b"jwt a.b.c", true),
+            (Credentials::token("shared"), b"shared", false),
+            (Credentials::None, b"", false),
+        ];
+        for (credentials, token, bit) in cases {
+            let options = Options::new().credentials(credentials);
+            assert_eq!(hello_credential(&handshake(&options)), (token.to_vec(), bit));
+            assert_eq!(hello_bits(&handshake(&options)), (true, false), "1.1 with it");
+        }
+        // A plain token in a version 1 HELLO, as ever.
+        let v1 = Options::new().auth_token("shared").protocol_1_1(false);
+        assert_eq!(hello_credential(&handshake(&v1)), (b"shared".to_vec(), false));
+    }
+
+    #[test]
+    fn a_typed_credential_never_falls_back_to_version_1() {
+        let options = Options::new().credentials(crate::Credentials::bearer("t"));
+        let mut handshake = handshake(&options);
+        let malformed = ErrFrame { code: 1, fatal: true, text: "undefined flag bits" };
+        let err = feed(&mut handshake, &encoded(&ServerFrame::Err(malformed))).expect_err("no");
+        assert!(!handshake.falls_back(&err, &options), "{err:?}");
+        assert!(hello_credential(&handshake).1, "the HELLO keeps its credential bit");
+        let v1 = Options::new().credentials(crate::Credentials::bearer("t")).protocol_1_1(false);
+        assert!(matches!(v1.check(), Err(ClientError::InvalidOption(_))));
     }
 
     #[test]

@@ -33,10 +33,7 @@ use std::{
 
 use ::tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::{
-        tcp::{OwnedReadHalf, OwnedWriteHalf},
-        TcpStream,
-    },
+    net::TcpStream,
     sync::{mpsc, oneshot, Notify},
     time::{timeout, timeout_at, Instant},
 };
@@ -50,6 +47,7 @@ use super::{
         self, Blocked, FlushEnd, Link, Publication, State, SubCounters, SubKind, WriterStep,
         CLOSE_LINGER, WRITE_CHECK,
     },
+    tokio_stream::{ReadHalf, Stream as Connection, WriteHalf},
     ClientError, DisconnectReason, Event, HeaderBlock, Message, Options, ServerInfo, Stats,
     SubscribeOptions,
 };
@@ -99,7 +97,7 @@ struct Shared {
 /// One open connection, handshake done.
 #[derive(Debug)]
 struct Conn {
-    stream: TcpStream,
+    stream: Connection,
     decoder: Decoder,
     info: ServerInfo,
 }
@@ -123,10 +121,16 @@ impl Client {
     /// not.
     ///
     /// # Errors
-    /// As [`Client::connect`], and [`ClientError::InvalidOption`] for a name
-    /// or token too long for the protocol.
-    pub async fn connect_with(addr: impl ToString, options: Options) -> Result<Self, ClientError> {
-        options.check()?;
+    /// As [`Client::connect`], [`ClientError::InvalidOption`] for a name or
+    /// credential the protocol cannot carry, [`ClientError::TlsConfig`] for
+    /// TLS settings that cannot be used, and [`ClientError::TlsHandshake`]
+    /// when the TLS handshake fails (a broker certificate that does not
+    /// verify, say).
+    pub async fn connect_with(
+        addr: impl ToString,
+        mut options: Options,
+    ) -> Result<Self, ClientError> {
+        options.prepare()?;
         let addr = addr.to_string();
         let conn = open(&addr, &options).await?;
         let (events_tx, events_rx) = mpsc::channel(options.event_capacity);
@@ -661,7 +665,7 @@ async fn drive(shared: Arc<Shared>, mut conn: Conn) {
 /// it) ends the session's reading, with the reason sent.
 async fn write_loop(
     shared: Arc<Shared>,
-    mut writer: OwnedWriteHalf,
+    mut writer: WriteHalf,
     session: u64,
     stop_reader: oneshot::Sender<DisconnectReason>,
 ) {
@@ -689,7 +693,7 @@ async fn write_loop(
 /// nothing whether to give up (see `State::writer_gives_up`).
 async fn write_batch(
     shared: &Shared,
-    writer: &mut OwnedWriteHalf,
+    writer: &mut WriteHalf,
     session: u64,
     batch: &[u8],
 ) -> Result<(), DisconnectReason> {
@@ -700,12 +704,26 @@ async fn write_batch(
             Ok(Ok(0)) => return Err(DisconnectReason::Closed),
             Ok(Ok(n)) => sent += n,
             Ok(Err(e)) => return Err(DisconnectReason::Io(e.to_string())),
-            Err(_) => {
-                if shared.lock().writer_gives_up(session, std::time::Instant::now()) {
-                    return Err(DisconnectReason::Closed);
-                }
-            }
+            Err(_) => gives_up(shared, session)?,
         }
+    }
+    // TLS may still hold records of the batch; plain TCP holds nothing.
+    if !writer.holds_bytes() {
+        return Ok(());
+    }
+    loop {
+        match timeout(WRITE_CHECK, writer.flush()).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => return Err(DisconnectReason::Io(e.to_string())),
+            Err(_) => gives_up(shared, session)?,
+        }
+    }
+}
+
+/// A write took nothing for [`WRITE_CHECK`]: whether to give up.
+fn gives_up(shared: &Shared, session: u64) -> Result<(), DisconnectReason> {
+    if shared.lock().writer_gives_up(session, std::time::Instant::now()) {
+        return Err(DisconnectReason::Closed);
     }
     Ok(())
 }
@@ -713,7 +731,7 @@ async fn write_batch(
 /// Reads one session until it ends; returns why it did.
 async fn read_session(
     shared: &Shared,
-    mut reader: OwnedReadHalf,
+    mut reader: ReadHalf,
     decoder: &mut Decoder,
     ping_interval_ms: u32,
     mut stopped: oneshot::Receiver<DisconnectReason>,
@@ -777,7 +795,7 @@ async fn reconnect(shared: &Shared) -> Option<Conn> {
 async fn open(addr: &str, options: &Options) -> Result<Conn, ClientError> {
     let mut handshake = Handshake::new(addr, options, std::time::Instant::now());
     loop {
-        match open_once(&mut handshake).await {
+        match open_once(&mut handshake, options).await {
             Err(e) if handshake.falls_back(&e, options) => continue,
             opened => return opened,
         }
@@ -785,22 +803,49 @@ async fn open(addr: &str, options: &Options) -> Result<Conn, ClientError> {
 }
 
 /// One connection and handshake, as `handshake` says.
-async fn open_once(handshake: &mut Handshake<'_>) -> Result<Conn, ClientError> {
+async fn open_once(handshake: &mut Handshake<'_>, options: &Options) -> Result<Conn, ClientError> {
     let limit = handshake.time_left(std::time::Instant::now())?;
-    let opened = timeout(limit, connect(handshake)).await;
+    let opened = timeout(limit, connect(handshake, options)).await;
     let (stream, info) = opened.map_err(|_| handshake.timed_out())??;
     Ok(Conn { stream, decoder: handshake.take_decoder(), info })
 }
 
-/// Connects and completes the handshake, however long it takes.
-async fn connect(handshake: &mut Handshake<'_>) -> Result<(TcpStream, ServerInfo), ClientError> {
+/// Connects (TCP, then TLS if `options` ask for it) and completes the
+/// handshake, however long it takes.
+async fn connect(
+    handshake: &mut Handshake<'_>,
+    options: &Options,
+) -> Result<(Connection, ServerInfo), ClientError> {
     let connected = TcpStream::connect(handshake.addr()).await;
-    let mut stream = connected.map_err(|e| handshake.failed(e))?;
-    stream.set_nodelay(true)?;
-    let wrote = stream.write_all(handshake.hello()).await;
+    let tcp = connected.map_err(|e| handshake.failed(e))?;
+    tcp.set_nodelay(true)?;
+    let mut stream = match &options.tls_loaded {
+        None => Connection::Plain(tcp),
+        Some(tls) => {
+            let name = tls.server_name(handshake.addr())?;
+            let connector = tokio_rustls::TlsConnector::from(Arc::clone(&tls.config));
+            let stream = connector.connect(name, tcp).await.map_err(|e| {
+                crate::tls::handshake_error(handshake.addr(), &e)
+                    .unwrap_or_else(|| handshake.failed(e))
+            })?;
+            Connection::Tls(Box::new(stream))
+        }
+    };
+    let wrote = async {
+        stream.write_all(handshake.hello()).await?;
+        stream.flush().await
+    };
+    let wrote = wrote.await;
     handshake.hello_written(wrote);
     loop {
         let read = stream.read(handshake.spare()).await;
+        // In TLS 1.3 a broker refuses the client's certificate after the
+        // client finished its handshake: the refusal is the first read.
+        if let Some(refused) =
+            read.as_ref().err().and_then(|e| crate::tls::handshake_error(handshake.addr(), e))
+        {
+            return Err(refused);
+        }
         if let Some(info) = handshake.on_read(read)? {
             return Ok((stream, info));
         }

@@ -10,6 +10,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod tls;
+
 use corecast::{Broker, Config, Snapshot};
 use corecast_client::{Backoff, Options};
 use corecast_proto::{frame::Welcome, ClientFrame, ServerFrame};

@@ -1,6 +1,6 @@
 //! The command line: global options and one subcommand per action.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -20,6 +20,14 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 ///   corecast-cli conns --closed
 ///   corecast-cli top --interval 2s
 ///   corecast-cli lame-duck
+///
+/// Over TLS, as a user (the password from CORECAST_PASSWORD, a file, or a
+/// prompt):
+///   corecast-cli --tls-ca ca.pem --user alice sub 'orders.>'
+///   corecast-cli --tls-ca ca.pem --tls-cert me.pem --tls-key me.key ping
+///   CORECAST_BEARER=... corecast-cli pub chat.lobby "hello"
+///   corecast-cli hash-password < password.txt
+///   corecast-cli hash-token < token.txt
 #[derive(Debug, Parser)]
 #[command(name = "corecast-cli", version, verbatim_doc_comment)]
 pub struct Cli {
@@ -40,9 +48,42 @@ pub struct Connection {
     /// The client name the broker logs.
     #[arg(long, global = true, default_value = "corecast-cli")]
     pub name: String,
-    /// The token the broker asks for, if it was started with one.
+    /// The shared token the broker asks for, if it was started with one
+    /// (its auth_token setting; not a user's bearer token).
     #[arg(long, global = true, env = "CORECAST_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<String>,
+    /// Log in as this user, with the password from --password-file, else
+    /// CORECAST_PASSWORD, else a line read from standard input.
+    #[arg(long, global = true, value_name = "NAME", conflicts_with_all = ["auth_token", "bearer_file", "jwt_file"])]
+    pub user: Option<String>,
+    /// The password of --user: the file's first line.
+    #[arg(long, global = true, value_name = "FILE", requires = "user")]
+    pub password_file: Option<PathBuf>,
+    /// Authenticate with the bearer token in this file (its first line);
+    /// without it, the token in CORECAST_BEARER if set.
+    #[arg(long, global = true, value_name = "FILE", conflicts_with_all = ["auth_token", "jwt_file"])]
+    pub bearer_file: Option<PathBuf>,
+    /// Authenticate with the JWT in this file (its first line); without it,
+    /// the JWT in CORECAST_JWT if set.
+    #[arg(long, global = true, value_name = "FILE", conflicts_with = "auth_token")]
+    pub jwt_file: Option<PathBuf>,
+    /// Connect with TLS. Needs --tls-ca: this tool trusts no system roots.
+    #[arg(long, global = true)]
+    pub tls: bool,
+    /// Connect with TLS, trusting the CA certificates (PEM) in this file.
+    #[arg(long, global = true, value_name = "FILE", env = "CORECAST_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Present this client certificate chain (PEM) when the broker asks for
+    /// one (mutual TLS); with --tls-key.
+    #[arg(long, global = true, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, global = true, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The name the broker's certificate must hold; by default the host of
+    /// --server (an IP address is checked as an IP address).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
     /// How long connecting may take (e.g. 500ms, 5s, 1m).
     #[arg(long, global = true, default_value = "5s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
@@ -192,6 +233,14 @@ pub enum Command {
         #[arg(long)]
         pid: Option<i32>,
     },
+    /// Print the argon2id hash (a PHC string, default parameters, random
+    /// salt) of the password read from standard input (its first line), for
+    /// the `password` of a [[users]] entry in the broker's config.
+    HashPassword,
+    /// Print the SHA-256 (hex) of the bearer token read from standard input
+    /// (without a final newline), for the `token_sha256` of a [[users]]
+    /// entry in the broker's config.
+    HashToken,
 }
 
 /// Where the broker's monitoring port is.

@@ -15,6 +15,7 @@ use corecast_client::{
 };
 
 use crate::{
+    auth,
     cli::{Cli, Command, Connection, DEFAULT_HTTP, HTTP_ENV},
     monitor::{self, Port},
 };
@@ -25,6 +26,11 @@ const POLL: Duration = Duration::from_millis(250);
 /// Runs the command line's subcommand.
 pub fn run(cli: &Cli) -> anyhow::Result<()> {
     let conn = &cli.conn;
+    if connects(&cli.command) {
+        // Settle the credential (and read a password from standard input)
+        // before anything else reads it, such as the message of `pub`.
+        auth::credentials(conn)?;
+    }
     match &cli.command {
         Command::Publish { topic, message, count, reply_to, headers } => {
             let target =
@@ -47,6 +53,12 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Ping { count, interval } => ping(conn, *count, *interval),
         Command::Stats { http } => {
             let port = http.as_ref().map(|addr| Port::new(&http_or_default(addr.as_deref())));
+            if port.is_none() && auth::needs_the_client(conn) {
+                bail!(
+                    "stats over the client port speaks plain TCP with --auth-token only; with \
+                     TLS or a user's credential, read the monitoring port with --http"
+                );
+            }
             monitor::stats(conn, port.as_ref())
         }
         Command::Conns { http, sort, closed, limit } => {
@@ -56,7 +68,21 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             monitor::top(&Port::new(&http.addr), *interval, *count)
         }
         Command::LameDuck { http, pid } => monitor::lame_duck(&Port::new(&http.addr), *pid),
+        Command::HashPassword => auth::hash_password(),
+        Command::HashToken => auth::hash_token(),
     }
+}
+
+/// Whether `command` connects with the client (and so authenticates).
+fn connects(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Publish { .. }
+            | Command::Subscribe { .. }
+            | Command::Request { .. }
+            | Command::Reply { .. }
+            | Command::Ping { .. }
+    )
 }
 
 /// The monitoring port `stats --http` names, else `CORECAST_HTTP`, else
@@ -66,12 +92,16 @@ fn http_or_default(given: Option<&str>) -> String {
     given.map(str::to_owned).or_else(from_env).unwrap_or_else(|| DEFAULT_HTTP.to_owned())
 }
 
-fn connect(conn: &Connection) -> Result<Client, ClientError> {
-    let mut options = Options::new().name(&conn.name).connect_timeout(conn.connect_timeout);
-    if let Some(token) = &conn.auth_token {
-        options = options.auth_token(token);
+/// Connects as the flags say: address, name, timeout, credential, TLS.
+fn connect(conn: &Connection) -> anyhow::Result<Client> {
+    let mut options = Options::new()
+        .name(&conn.name)
+        .connect_timeout(conn.connect_timeout)
+        .credentials(auth::credentials(conn)?);
+    if let Some(tls) = auth::tls(conn)? {
+        options = options.tls(tls);
     }
-    Client::connect_with(&conn.server, options)
+    Ok(Client::connect_with(&conn.server, options)?)
 }
 
 /// The message given on the command line, or standard input.

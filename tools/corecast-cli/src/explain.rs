@@ -23,10 +23,16 @@ pub fn explain(err: &ClientError, server: &str) -> String {
         ClientError::Refused(refusal) => {
             let hint = match refusal.error_code() {
                 Some(ErrorCode::AuthFailed) => {
-                    " — pass the broker's token with --auth-token or CORECAST_AUTH_TOKEN"
+                    " — pass the broker's token with --auth-token or CORECAST_AUTH_TOKEN, or a \
+                     user's credential with --user (and CORECAST_PASSWORD or --password-file), \
+                     --bearer-file or --jwt-file"
                 }
                 Some(ErrorCode::ServerFull) => {
                     " — the broker has no free connection slot; try again later"
+                }
+                Some(ErrorCode::MalformedFrame) => {
+                    " — an older broker refuses the HELLO of a user's credential (--user, \
+                     --bearer-file, --jwt-file); it takes --auth-token only"
                 }
                 _ => "",
             };
@@ -63,6 +69,12 @@ pub fn explain(err: &ClientError, server: &str) -> String {
             };
             format!("the broker at {server} refused it: {refusal}{hint}")
         }
+        ClientError::TlsHandshake { reason, .. } => format!(
+            "TLS handshake with {server} failed: {reason} — does --tls-ca hold the CA that \
+             signed the broker's certificate, and does the certificate name the host of \
+             --server (or --tls-server-name)? A broker that asks for a client certificate \
+             needs --tls-cert and --tls-key"
+        ),
         _ => err.to_string(),
     }
 }

@@ -7,6 +7,7 @@
 //! (the reason is printed on standard error), 2 for a command line that
 //! does not parse.
 
+mod auth;
 mod cli;
 mod commands;
 mod explain;

@@ -46,6 +46,9 @@ fn cli(addr: SocketAddr) -> Cli {
     let mut cmd = Cli::new(BIN);
     cmd.arg("--server").arg(addr.to_string()).env_remove("CORECAST_AUTH_TOKEN");
     cmd.env_remove("CORECAST_HTTP");
+    for credential in ["CORECAST_PASSWORD", "CORECAST_BEARER", "CORECAST_JWT", "CORECAST_TLS_CA"] {
+        cmd.env_remove(credential);
+    }
     cmd.timeout(Duration::from_secs(10));
     cmd
 }
@@ -766,4 +769,307 @@ fn lame_duck_sends_a_broker_process_away() {
         told.push(line);
     }
     panic!("the client was not sent GOAWAY; it said {told:?}");
+}
+
+// ------------------------------------------------ credentials and TLS
+
+#[test]
+fn hash_password_prints_an_argon2id_hash_that_verifies() {
+    use argon2::{password_hash::PasswordHash, Argon2, PasswordVerifier};
+    let out = Cli::new(BIN).arg("hash-password").write_stdin("hunter2\n").assert().success();
+    let phc = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    let phc = phc.trim_end();
+    assert!(phc.starts_with("$argon2id$v=19$"), "{phc}");
+    let parsed = PasswordHash::new(phc).unwrap();
+    Argon2::default().verify_password(b"hunter2", &parsed).unwrap();
+    assert!(Argon2::default().verify_password(b"hunter2\n", &parsed).is_err());
+    Cli::new(BIN)
+        .arg("hash-password")
+        .write_stdin("")
+        .assert()
+        .failure()
+        .code(1)
+        .stderr(predicate::str::contains("no password"));
+}
+
+#[test]
+fn hash_token_prints_the_sha256_of_the_token() {
+    // The SHA-256 test vector of FIPS 180-2: "abc".
+    let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\n";
+    for input in ["abc", "abc\n", "abc\r\n"] {
+        Cli::new(BIN).arg("hash-token").write_stdin(input).assert().success().stdout(abc);
+    }
+}
+
+#[test]
+fn tls_without_a_ca_is_refused_with_a_clear_message() {
+    let addr = "127.0.0.1:1".parse().unwrap();
+    cli(addr)
+        .args(["--tls", "ping"])
+        .assert()
+        .failure()
+        .code(1)
+        .stderr(predicate::str::contains("TLS needs --tls-ca FILE"))
+        .stderr(predicate::str::contains("system's CA roots"));
+    // A client certificate needs its key (a command line that does not parse).
+    cli(addr).args(["--tls-ca", "ca.pem", "--tls-cert", "me.pem", "ping"]).assert().code(2);
+    // A password file goes with --user.
+    cli(addr).args(["--password-file", "pw", "ping"]).assert().code(2);
+}
+
+/// A fake broker that takes one connection, keeps its `HELLO` and refuses
+/// it with *auth failed*.
+fn hello_catcher() -> (SocketAddr, thread::JoinHandle<Vec<u8>>) {
+    use corecast_proto::{ErrFrame, ServerFrame};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let thread = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut len = [0u8; 4];
+        stream.read_exact(&mut len).unwrap();
+        let mut rest = vec![0u8; u32::from_le_bytes(len) as usize];
+        stream.read_exact(&mut rest).unwrap();
+        let mut out = Vec::new();
+        ServerFrame::Err(ErrFrame { code: 7, fatal: true, text: "auth failed" }).encode(&mut out);
+        stream.write_all(&out).unwrap();
+        let mut hello = len.to_vec();
+        hello.extend(rest);
+        hello
+    });
+    (addr, thread)
+}
+
+/// The token field of a `HELLO` and its credential bit.
+fn credential_of(hello: &[u8]) -> (Vec<u8>, bool) {
+    use corecast_proto::ClientFrame11;
+    match ClientFrame11::decode(&mut &hello[..], u32::MAX).unwrap().unwrap() {
+        ClientFrame11::Hello { hello, credential, .. } => (hello.token.to_vec(), credential),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn each_credential_flag_travels_in_hello() {
+    let dir = temp_dir();
+    let password_file = dir.join("password");
+    std::fs::write(&password_file, "from-file\nignored").unwrap();
+    let bearer_file = dir.join("bearer");
+    std::fs::write(&bearer_file, "b3arer\n").unwrap();
+    let jwt_file = dir.join("jwt");
+    std::fs::write(&jwt_file, "e30.e30.c2ln\n").unwrap();
+    let password_file = password_file.to_str().unwrap();
+    let bearer_file = bearer_file.to_str().unwrap();
+    let jwt_file = jwt_file.to_str().unwrap();
+    type Setup<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str, &'a [u8], bool);
+    let cases: [Setup<'_>; 7] = [
+        (
+            &["--user", "alice"],
+            &[("CORECAST_PASSWORD", "from-env")],
+            "",
+            b"password alice:from-env",
+            true,
+        ),
+        (&["--user", "alice"], &[], "from-stdin\nthe message", b"password alice:from-stdin", true),
+        (
+            &["--user", "alice", "--password-file", password_file],
+            &[("CORECAST_PASSWORD", "env")],
+            "",
+            b"password alice:from-file",
+            true,
+        ),
+        (&["--bearer-file", bearer_file], &[], "", b"bearer b3arer", true),
+        (&[], &[("CORECAST_BEARER", "env-bearer")], "", b"bearer env-bearer", true),
+        (
+            &["--jwt-file", jwt_file],
+            &[("CORECAST_BEARER", "unused")],
+            "",
+            b"jwt e30.e30.c2ln",
+            true,
+        ),
+        (&["--auth-token", "shared"], &[("CORECAST_JWT", "unused")], "", b"shared", false),
+    ];
+    for (args, env, stdin, token, bit) in cases {
+        let (addr, caught) = hello_catcher();
+        let mut cmd = cli(addr);
+        cmd.args(args).args(["pub", "t"]).write_stdin(stdin);
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
+        cmd.assert().failure().code(1).stderr(predicate::str::contains("auth failed"));
+        let (got, got_bit) = credential_of(&caught.join().unwrap());
+        assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(token), "{args:?}");
+        assert_eq!(got_bit, bit, "{args:?}: the credential bit");
+    }
+}
+
+fn temp_dir() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("corecast-cli-test-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Certificates made with rcgen: a CA, a server certificate for 127.0.0.1
+/// and a client certificate, as PEM files in a new directory.
+struct Pki {
+    dir: std::path::PathBuf,
+    server_cert: String,
+    server_key: String,
+    ca_der: Vec<u8>,
+}
+
+impl Pki {
+    fn new() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let dir = temp_dir();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, "cli test CA");
+        let ca = params.self_signed(&ca_key).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        let issue = |names: Vec<String>, cn: &str| {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(names).unwrap();
+            params.distinguished_name.push(DnType::CommonName, cn);
+            let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_cert, server_key) = issue(vec!["127.0.0.1".into()], "broker");
+        let (client_cert, client_key) = issue(vec![], "alice");
+        std::fs::write(dir.join("client.pem"), client_cert).unwrap();
+        std::fs::write(dir.join("client.key"), client_key).unwrap();
+        // Another CA, which signed nothing here.
+        let other_key = KeyPair::generate().unwrap();
+        let mut other = CertificateParams::new(Vec::<String>::new()).unwrap();
+        other.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        std::fs::write(dir.join("other-ca.pem"), other.self_signed(&other_key).unwrap().pem())
+            .unwrap();
+        Self { dir, server_cert, server_key, ca_der: ca.der().to_vec() }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).to_str().unwrap().to_owned()
+    }
+}
+
+/// A TLS terminator on 127.0.0.1 in front of the broker at `broker`: a
+/// thread per connection that completes the handshake (asking for a client
+/// certificate of the test CA when `mutual`) and pipes the bytes.
+fn tls_terminator(broker: SocketAddr, pki: &Pki, mutual: bool) -> SocketAddr {
+    use std::sync::Arc;
+
+    use rustls::{server::WebPkiClientVerifier, RootCertStore, ServerConfig, StreamOwned};
+    use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(pki.server_cert.as_bytes()).map(Result::unwrap).collect();
+    let key = PrivateKeyDer::from_pem_slice(pki.server_key.as_bytes()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = if mutual {
+        let mut roots = RootCertStore::empty();
+        roots.add(CertificateDer::from(pki.ca_der.clone())).unwrap();
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build().unwrap();
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let config = Arc::new(builder.with_single_cert(chain, key).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let Ok(tcp) = tcp else { continue };
+            let config = Arc::clone(&config);
+            thread::spawn(move || {
+                let conn = rustls::ServerConnection::new(config).unwrap();
+                let tick = Some(Duration::from_millis(5));
+                tcp.set_read_timeout(tick).unwrap();
+                let mut tls = StreamOwned::new(conn, tcp);
+                let Ok(mut up) = std::net::TcpStream::connect(broker) else { return };
+                up.set_read_timeout(tick).unwrap();
+                let mut buf = vec![0u8; 64 << 10];
+                let idle = |e: &std::io::Error| {
+                    matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    )
+                };
+                loop {
+                    match tls.read(&mut buf) {
+                        Ok(0) => return,
+                        Ok(n) => {
+                            if up.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) if idle(&e) => {}
+                        Err(_) => return,
+                    }
+                    match up.read(&mut buf) {
+                        Ok(0) => return,
+                        Ok(n) => {
+                            if tls.write_all(&buf[..n]).and_then(|()| tls.flush()).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) if idle(&e) => {}
+                        Err(_) => return,
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn ping_pub_and_sub_over_tls_and_mutual_tls() {
+    let broker = start_broker(None);
+    let pki = Pki::new();
+    let tls = tls_terminator(broker.local_addr(), &pki, false);
+    let ca = pki.path("ca.pem");
+    cli(tls).args(["--tls-ca", &ca, "ping", "--count", "1"]).assert().success();
+    // The CA from the environment, a message through TLS both ways.
+    let sub = Background::start(
+        tls,
+        &["--tls-ca", &ca, "sub", "tls.t", "--count", "1"],
+        "subscribed to tls.t",
+    );
+    cli(tls)
+        .env("CORECAST_TLS_CA", &ca)
+        .args(["--tls", "pub", "tls.t", "over tls"])
+        .assert()
+        .success();
+    assert_eq!(sub.finish(), "[tls.t] over tls\n");
+
+    // Another CA: the handshake fails, and the message says what to check.
+    cli(tls)
+        .args(["--tls-ca", &pki.path("other-ca.pem"), "ping", "--count", "1"])
+        .assert()
+        .failure()
+        .code(1)
+        .stderr(predicate::str::contains("TLS handshake with"))
+        .stderr(predicate::str::contains("--tls-ca"));
+
+    // Mutual TLS: with the client certificate, and without it.
+    let mutual = tls_terminator(broker.local_addr(), &pki, true);
+    let (cert, key) = (pki.path("client.pem"), pki.path("client.key"));
+    cli(mutual)
+        .args(["--tls-ca", &ca, "--tls-cert", &cert, "--tls-key", &key, "ping", "--count", "1"])
+        .assert()
+        .success();
+    cli(mutual)
+        .args(["--tls-ca", &ca, "ping", "--count", "1"])
+        .assert()
+        .failure()
+        .code(1)
+        .stderr(predicate::str::contains("TLS handshake with"));
+    stop(broker);
 }
