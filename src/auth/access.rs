@@ -43,12 +43,16 @@ impl Access {
         &self.grant
     }
 
-    /// Takes the rules of a reload, keeping the permits, rate and lease.
+    /// Takes the rules and limits of a reload, keeping the permits and the
+    /// lease; a changed publish rate starts a full bucket.
     pub(crate) fn regrant(&mut self, grant: Rc<Grant>) {
         if grant.rules().allow_responses().is_none() {
             self.replies = None;
         } else if self.replies.is_none() {
             self.replies = Some(Replies::default());
+        }
+        if grant.limits() != self.grant.limits() {
+            self.rate = Rate::new(grant.limits(), Instant::now());
         }
         self.grant = grant;
     }
