@@ -203,6 +203,8 @@ counters! {
     counter publish_rate_waits,
     /// Connections refused for their user's `max_connections`.
     counter user_connection_refusals,
+    /// Sessions ended because the JWT they logged in with expired.
+    counter credentials_expired,
     /// TLS handshakes completed.
     counter tls_handshakes,
     /// TLS handshakes that failed: not TLS, timed out, abandoned by the

@@ -423,3 +423,29 @@ fn concurrent_password_logins_all_succeed_and_leave_nothing_behind() {
     assert!(threads.into_iter().all(|t| t.join().expect("joined")));
     common::wait_idle(&broker);
 }
+
+#[test]
+fn a_session_ends_when_its_jwt_expires() {
+    let dir = std::env::temp_dir().join(format!("corecast-jwt-exp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let secret_file = dir.join("hs256.secret");
+    std::fs::write(&secret_file, b"another-test-secret-for-hs256-tokens").expect("write");
+    let jwt =
+        JwtConfig { hs256_secret_file: Some(secret_file), leeway_ms: 0, ..JwtConfig::default() };
+    let broker = start(Config { jwt: Some(jwt), ..test_config(2) });
+    let key = EncodingKey::from_secret(b"another-test-secret-for-hs256-tokens").expect("key");
+    let token =
+        sign(Algorithm::HS256, &key, serde_json::json!({ "sub": "short", "exp": now() + 2 }));
+    let mut c = login(broker.local_addr(), &token).expect("a valid JWT");
+    c.sub(1, "t");
+    assert!(c.flush().is_empty(), "the session works until exp");
+    let started = Instant::now();
+    assert_eq!(
+        c.next(Duration::from_secs(10)),
+        Some(Got11::Err { code: AUTH_FAILED, fatal: true })
+    );
+    assert!(started.elapsed() < Duration::from_secs(5), "closed soon after exp");
+    assert_eq!(c.next(Duration::from_secs(5)), None, "then the close");
+    let counters = wait_counters(&broker, "the expiry counted", |c| c.credentials_expired == 1);
+    assert_eq!(counters.connections_open, 0);
+}

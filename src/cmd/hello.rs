@@ -7,7 +7,7 @@
 //! fatal `ERR auth failed`; the reason goes only to the log and the
 //! counters.
 
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use corecast_proto::{Credential, ErrorCode, Hello, ServerFrame11, Welcome, VERSION};
 
@@ -68,9 +68,10 @@ pub(super) fn apply(
     if !ctx.st.push(ctx.shard, ctx.key, &ServerFrame11::Welcome { welcome, v1_1 }) {
         return Flow::Stop;
     }
+    let expires = expiry(&identity, cfg.jwt.as_ref().map_or(0, |j| j.leeway_ms));
     let slot = ctx.slot();
     slot.open(Session { v1_1, no_echo: v1_1 && no_echo }, hello.name);
-    slot.identify(identity.user_name().cloned(), identity.kind());
+    slot.identify(identity.user_name().cloned(), identity.kind(), expires);
     if let Some(access) = access {
         slot.authorize(access);
     }
@@ -160,6 +161,14 @@ fn access_for(ctx: &mut Ctx<'_>, identity: &Identity) -> Result<Option<Box<Acces
     }
     let grant = ctx.shard.grants.borrow_mut().grant(identity.user_name().cloned(), rules, limits);
     Ok(Some(Box::new(Access::new(grant, lease, Instant::now()))))
+}
+
+/// When the session's credential stops being good: a JWT's `exp`, with
+/// the same leeway the login allowed.
+fn expiry(identity: &Identity, leeway_ms: u64) -> Option<Instant> {
+    let exp = identity.expires_unix()?;
+    let left = exp.saturating_sub(unix_now()).saturating_mul(1000).saturating_add(leeway_ms);
+    Some(Instant::now() + Duration::from_millis(left))
 }
 
 /// Seconds since the Unix epoch, for JWT times and the failure throttle.

@@ -346,6 +346,7 @@ fn count_exit(c: &CoreCounters, why: Exit) {
         Exit::Stale => &c.stale_closes,
         Exit::HandshakeTimeout => &c.handshake_timeouts,
         Exit::Protocol(_) => &c.protocol_errors,
+        Exit::CredentialExpired => &c.credentials_expired,
         Exit::Panic => &c.task_panics,
         _ => return,
     };

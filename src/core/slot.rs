@@ -85,6 +85,8 @@ pub(crate) enum Exit {
     Panic,
     /// TLS failed: a handshake that did not complete, or a bad record.
     Tls(TlsFailure),
+    /// The credential it logged in with expired (a JWT's `exp`).
+    CredentialExpired,
 }
 
 impl Exit {
@@ -107,6 +109,7 @@ impl Exit {
             }
             Self::Stale => (ErrorCode::StaleConnection, "no traffic within the idle limit"),
             Self::HandshakeTimeout => (ErrorCode::HandshakeTimeout, "no HELLO within the timeout"),
+            Self::CredentialExpired => (ErrorCode::AuthFailed, "credential expired"),
             Self::Eof
             | Self::Reset
             | Self::Panic
@@ -149,6 +152,7 @@ impl Exit {
             Self::LameDuck => "lame duck: sent elsewhere".into(),
             Self::Panic => "connection task panicked".into(),
             Self::Tls(failure) => failure.describe().into(),
+            Self::CredentialExpired => "auth: credential expired".into(),
         }
     }
 
@@ -302,6 +306,9 @@ pub(crate) struct Slot {
     user: Option<Arc<str>>,
     /// How it proved who it is.
     credential: CredentialKind,
+    /// When that credential stops being good (a JWT's `exp`): the sweeper
+    /// ends the session then.
+    expires: Option<Instant>,
     /// A password check under way for its `HELLO`.
     login: Option<Arc<Pending<LoginAnswer>>>,
     /// TLS on this connection; `None` for plain TCP (one pointer).
@@ -350,6 +357,7 @@ impl Slot {
             watch: false,
             user: None,
             credential: CredentialKind::None,
+            expires: None,
             login: None,
             tls: None,
         }
@@ -449,10 +457,21 @@ impl Slot {
         self.name.as_deref()
     }
 
-    /// Records who the client authenticated as, and how.
-    pub(crate) fn identify(&mut self, user: Option<Arc<str>>, credential: CredentialKind) {
+    /// Records who the client authenticated as, how, and until when.
+    pub(crate) fn identify(
+        &mut self,
+        user: Option<Arc<str>>,
+        credential: CredentialKind,
+        expires: Option<Instant>,
+    ) {
         self.user = user;
         self.credential = credential;
+        self.expires = expires;
+    }
+
+    /// Whether its credential has expired by `now`.
+    pub(crate) fn credential_expired(&self, now: Instant) -> bool {
+        self.expires.is_some_and(|at| now >= at)
     }
 
     /// The user it authenticated as, if any.

@@ -111,6 +111,7 @@ impl SweepLimits {
                 Due::Close(Exit::HandshakeTimeout)
             }
             Phase::Open if blocked_too_long => Due::Close(Exit::SlowConsumer(Limit::WriteDeadline)),
+            Phase::Open if slot.credential_expired(now) => Due::Close(Exit::CredentialExpired),
             Phase::Open if now - slot.last_inbound() > self.stale_after => Due::Close(Exit::Stale),
             Phase::Open
                 if now - slot.last_inbound() > self.ping_after && !slot.ping_outstanding() =>

@@ -54,6 +54,7 @@ pub struct Counters {
     pub subscriptions_revoked: u64,
     pub publish_rate_waits: u64,
     pub user_connection_refusals: u64,
+    pub credentials_expired: u64,
     pub tls_handshakes: u64,
     pub tls_handshake_failures: u64,
 }

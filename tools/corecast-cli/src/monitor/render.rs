@@ -292,6 +292,7 @@ pub fn counter_groups(c: &Counters) -> Vec<Group> {
                 ("subscriptions revoked", n(c.subscriptions_revoked)),
                 ("publish rate waits", n(c.publish_rate_waits)),
                 ("user connection limit", n(c.user_connection_refusals)),
+                ("credentials expired", n(c.credentials_expired)),
             ],
         ),
     ]
