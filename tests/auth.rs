@@ -449,3 +449,35 @@ fn a_session_ends_when_its_jwt_expires() {
     let counters = wait_counters(&broker, "the expiry counted", |c| c.credentials_expired == 1);
     assert_eq!(counters.connections_open, 0);
 }
+
+/// A queue group member whose wildcard overlaps a deny rule is passed over
+/// for the denied topic: the other member gets every such message, and
+/// the group loses none.
+#[test]
+fn a_queue_member_denied_a_topic_is_passed_over_in_the_draw() {
+    let limited =
+        with_rules(user("limited", "pw-l"), rules(None, &[]), rules(None, &["jobs.secret"]));
+    let broker = broker_with(vec![limited, user("full", "pw-f"), user("pub", "pw-p")]);
+    let addr = broker.local_addr();
+    let mut a = login(addr, &password("limited", "pw-l")).expect("login");
+    let mut b = login(addr, &password("full", "pw-f")).expect("login");
+    a.sub_group(1, "jobs.*", "workers");
+    b.sub_group(1, "jobs.*", "workers");
+    a.flush_empty();
+    b.flush_empty();
+    let mut publisher = login(addr, &password("pub", "pw-p")).expect("login");
+    const N: usize = 200;
+    for _ in 0..N {
+        publisher.publish("jobs.secret", b"s");
+        publisher.publish("jobs.open", b"o");
+    }
+    publisher.flush_empty();
+    let (got_a, got_b) = (a.flush(), b.flush());
+    let secret =
+        |got: &[Got11]| got.iter().filter(|g| **g == msg11(1, "jobs.secret", b"s")).count();
+    assert_eq!(secret(&got_a), 0, "the denied member never gets the secret topic");
+    assert_eq!(secret(&got_b), N, "the other member gets every secret message");
+    assert_eq!(got_a.len() + got_b.len(), 2 * N, "the group lost nothing");
+    assert!(!got_a.is_empty(), "the limited member still gets open jobs");
+    assert_eq!(broker.counters().total.queue_undeliverable, 0);
+}

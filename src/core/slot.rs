@@ -532,6 +532,17 @@ impl Slot {
         self.watch
     }
 
+    /// Whether subscription `sid` may receive a message on `topic` (no
+    /// deny rule of its user covers it), without taking any permit: what
+    /// the draw of a queue group member asks.
+    pub(crate) fn may_deliver(&self, sid: u32, topic: &str) -> bool {
+        if !self.watch {
+            return true;
+        }
+        let guarded = self.subs.get(&sid).is_some_and(|s| s.guarded);
+        !guarded || self.access.as_ref().is_none_or(|a| a.grant().may_receive(topic))
+    }
+
     /// Whether messages on `topic` may reach subscription `sid`; the
     /// requests among them (`reply_tos`) become permits to answer.
     pub(crate) fn admit<'a>(

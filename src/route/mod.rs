@@ -27,7 +27,7 @@ use std::task::Waker;
 
 use fanout::Fanout;
 pub(crate) use fanout::Message;
-use queue::{Handed, Queues, Room};
+use queue::{Barred, Handed, Queues, Room};
 use slab::Slab;
 use topics::{LocalSub, TopicEntry, Topics};
 
@@ -201,8 +201,9 @@ impl Publishing<'_, '_> {
         let can_forward = |core| outbound.can_forward(core);
         let targets = match (entry, self.source) {
             (entry, Source::Peer { handoff }) if !handoff.groups.is_empty() => {
-                let skip = handoff.skip_on(self.shard.core);
-                queues.serve(entry, (handoff, skip), self.slots, can_forward, room)
+                let barred =
+                    Barred { skip: handoff.skip_on(self.shard.core), topic: msgs[0].topic };
+                queues.serve(entry, (handoff, barred), self.slots, can_forward, room)
             }
             (Some(entry), Source::Peer { .. }) => Targets::here(entry),
             (Some(entry), Source::Client { .. }) => Targets::plain(entry),
@@ -253,7 +254,8 @@ impl Publishing<'_, '_> {
         queues.begin_batch();
         for msg in msgs {
             let room = Room::new(msg.frame_len(), self.mem.max_pending());
-            let targets = queues.draw(entry, self.slots, skip, room);
+            let barred = Barred { skip, topic: msg.topic };
+            let targets = queues.draw(entry, self.slots, barred, room);
             if !targets.is_empty() {
                 let cut_before = self.doomed.len();
                 let (p, r) = self.deliver(&targets, std::slice::from_ref(msg));

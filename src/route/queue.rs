@@ -164,11 +164,11 @@ impl Queues {
         &'a mut self,
         entry: &'a TopicEntry,
         slots: &Slab<Slot>,
-        skip: Option<usize>,
+        barred: Barred<'_>,
         room: Room,
     ) -> Targets<'a> {
         if !self.counted {
-            self.count_eligible(entry, slots, skip);
+            self.count_eligible(entry, slots, barred);
         }
         // A count kept from another topic's batch would draw from the wrong
         // lists: every batch starts with `begin_batch`.
@@ -192,11 +192,11 @@ impl Queues {
 
     /// Lists, for each group of `entry`, its members here that can be
     /// drawn.
-    fn count_eligible(&mut self, entry: &TopicEntry, slots: &Slab<Slot>, skip: Option<usize>) {
+    fn count_eligible(&mut self, entry: &TopicEntry, slots: &Slab<Slot>, barred: Barred<'_>) {
         let groups = entry.groups();
         self.eligible.resize_with(groups.len(), Vec::new);
         for (list, group) in self.eligible.iter_mut().zip(groups) {
-            list_eligible(group.local(), slots, skip, list);
+            list_eligible(group.local(), slots, barred, list);
         }
         self.counted = true;
     }
@@ -212,7 +212,7 @@ impl Queues {
     pub(super) fn serve<'a>(
         &'a mut self,
         entry: Option<&'a TopicEntry>,
-        (handoff, skip): (Handoff<'_>, Option<usize>),
+        (handoff, barred): (Handoff<'_>, Barred<'_>),
         slots: &Slab<Slot>,
         can_forward: impl Fn(usize) -> bool,
         room: Room,
@@ -223,7 +223,7 @@ impl Queues {
         for name in handoff.groups.iter() {
             let group = entry.and_then(|e| e.group(name));
             let members = group.map_or(&[][..], QueueGroup::local);
-            if let Some(member) = self.pick(members, slots, skip, room) {
+            if let Some(member) = self.pick(members, slots, barred, room) {
                 self.recipients.push(member);
                 continue;
             }
@@ -292,17 +292,17 @@ impl Queues {
         nth_core(weights(), self.rng.u64(..total))
     }
 
-    /// Picks one of `members` here that is not connection `skip`'s,
-    /// uniformly; `None` if none can take messages.
+    /// Picks one of `members` here that is not `barred`, uniformly; `None`
+    /// if none can take messages.
     fn pick(
         &mut self,
         members: &[LocalSub],
         slots: &Slab<Slot>,
-        skip: Option<usize>,
+        barred: Barred<'_>,
         room: Room,
     ) -> Option<LocalSub> {
         let listed = &mut self.listed;
-        list_eligible(members, slots, skip, listed);
+        list_eligible(members, slots, barred, listed);
         if listed.is_empty() {
             return None;
         }
@@ -350,21 +350,36 @@ fn nth_core(weights: impl Iterator<Item = (usize, u64)>, mut n: u64) -> Option<u
     None
 }
 
-/// Whether a member can be picked: its connection is open, and it is not
-/// the publisher's own when that asked for no echo.
-fn eligible(member: &LocalSub, slots: &Slab<Slot>, skip: Option<usize>) -> bool {
-    skip != Some(member.key) && slots.get(member.key).is_some_and(Slot::is_open)
+/// Who may not be drawn for a message.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Barred<'t> {
+    /// The publisher's own connection, when it asked for no echo.
+    pub skip: Option<usize>,
+    /// The message's topic: a member whose user may not receive it (its
+    /// pattern overlaps a deny rule that covers the topic) is passed over,
+    /// so that another member gets the message.
+    pub topic: &'t str,
+}
+
+/// Whether a member can be picked: its connection is open, it is not the
+/// publisher's own when that asked for no echo, and its user may receive
+/// the topic.
+fn eligible(member: &LocalSub, slots: &Slab<Slot>, barred: Barred<'_>) -> bool {
+    barred.skip != Some(member.key)
+        && slots
+            .get(member.key)
+            .is_some_and(|slot| slot.is_open() && slot.may_deliver(member.sid, barred.topic))
 }
 
 /// Sets `list` to the positions of the `members` that can be picked.
 fn list_eligible(
     members: &[LocalSub],
     slots: &Slab<Slot>,
-    skip: Option<usize>,
+    barred: Barred<'_>,
     list: &mut Vec<usize>,
 ) {
     list.clear();
-    let open = members.iter().enumerate().filter(|(_, m)| eligible(m, slots, skip));
+    let open = members.iter().enumerate().filter(|(_, m)| eligible(m, slots, barred));
     list.extend(open.map(|(at, _)| at));
 }
 

@@ -56,7 +56,7 @@ fn a_group_with_a_member_here_is_served_here() {
     let groups = names(&["g"]);
     let Fixture { topics, slots } = &mut f;
     let mut q = Queues::default();
-    let t = q.serve(topics.get("t"), (handoff(&groups, false), None), slots, |_| true, room());
+    let t = q.serve(topics.get("t"), (handoff(&groups, false), open()), slots, |_| true, room());
     assert_eq!(keys(t.local), [plain.key, member.key]);
     assert!(t.remote.is_empty());
     assert_eq!((t.undeliverable, t.redrawn, t.stuck), (0, 0, 0));
@@ -75,7 +75,8 @@ fn an_orphaned_group_is_drawn_again_for_another_core_and_the_rest_served_here() 
     let mut q = Queues::default();
     let mut seen = BTreeMap::new();
     for _ in 0..3000 {
-        let t = q.serve(topics.get("t"), (handoff(&groups, false), None), slots, |_| true, room());
+        let t =
+            q.serve(topics.get("t"), (handoff(&groups, false), open()), slots, |_| true, room());
         assert_eq!(keys(t.local), [plain.key, h_member.key], "plain and h served here");
         assert_eq!((t.undeliverable, t.redrawn, t.stuck), (0, 1, 0));
         let remote = cores(&t.remote);
@@ -97,7 +98,7 @@ fn a_redrawn_message_is_not_handed_on_again_nor_given_to_plain_subscribers() {
     let groups = names(&["g"]);
     let Fixture { topics, slots } = &mut f;
     let mut q = Queues::default();
-    let t = q.serve(topics.get("t"), (handoff(&groups, true), None), slots, |_| true, room());
+    let t = q.serve(topics.get("t"), (handoff(&groups, true), open()), slots, |_| true, room());
     assert!(t.local.is_empty(), "plain subscribers had their copy");
     assert!(t.remote.is_empty());
     assert_eq!((t.undeliverable, t.redrawn, t.stuck), (1, 0, 0));
@@ -111,7 +112,7 @@ fn a_redrawn_message_reaches_a_member_but_not_plain_subscribers() {
     let groups = names(&["g"]);
     let Fixture { topics, slots } = &mut f;
     let mut q = Queues::default();
-    let t = q.serve(topics.get("t"), (handoff(&groups, true), None), slots, |_| true, room());
+    let t = q.serve(topics.get("t"), (handoff(&groups, true), open()), slots, |_| true, room());
     assert_eq!(keys(t.local), [member.key]);
     assert_eq!((t.undeliverable, t.redrawn, t.stuck), (0, 0, 0));
 }
@@ -125,21 +126,21 @@ fn without_a_member_elsewhere_or_room_to_reach_one_the_message_is_counted() {
     let groups = names(&["g"]);
     let Fixture { topics, slots } = &mut f;
     let mut q = Queues::default();
-    let t = q.serve(topics.get("t"), (handoff(&groups, false), None), slots, |_| true, room());
+    let t = q.serve(topics.get("t"), (handoff(&groups, false), open()), slots, |_| true, room());
     assert!(t.local.is_empty() && t.remote.is_empty());
     assert_eq!((t.undeliverable, t.redrawn, t.stuck), (1, 0, 0));
     // No entry for the topic at all.
-    let t = q.serve(topics.get("none"), (handoff(&groups, false), None), slots, |_| true, room());
+    let t = q.serve(topics.get("none"), (handoff(&groups, false), open()), slots, |_| true, room());
     assert_eq!((t.undeliverable, t.redrawn, t.stuck), (1, 0, 0));
     // Members on core 2, whose staging is full: drawn among the others.
     topics.set_remote_members("t", "g", 2, 4);
     topics.set_remote_members("t", "g", 1, 1);
     for _ in 0..50 {
         let t =
-            q.serve(topics.get("t"), (handoff(&groups, false), None), slots, |c| c != 2, room());
+            q.serve(topics.get("t"), (handoff(&groups, false), open()), slots, |c| c != 2, room());
         assert_eq!(cores(&t.remote), [1]);
     }
-    let t = q.serve(topics.get("t"), (handoff(&groups, false), None), slots, |_| false, room());
+    let t = q.serve(topics.get("t"), (handoff(&groups, false), open()), slots, |_| false, room());
     assert!(t.remote.is_empty());
     assert_eq!((t.undeliverable, t.redrawn, t.stuck), (1, 0, 1));
 }
@@ -154,10 +155,10 @@ fn the_publishers_own_member_is_passed_over_when_the_message_comes_back() {
     let Fixture { topics, slots } = &mut f;
     let mut q = Queues::default();
     let skip = back.skip_on(0);
-    let t = q.serve(topics.get("t"), (back, skip), slots, |_| true, room());
+    let t = q.serve(topics.get("t"), (back, Barred { skip, topic: "t" }), slots, |_| true, room());
     assert!(t.local.is_empty(), "no echo holds after the second draw");
     assert_eq!(t.undeliverable, 1);
-    let t = q.serve(topics.get("t"), (back, None), slots, |_| true, room());
+    let t = q.serve(topics.get("t"), (back, open()), slots, |_| true, room());
     assert_eq!(keys(t.local), [own.key]);
 }
 
@@ -180,12 +181,12 @@ fn a_recount_leaves_a_member_that_closed_during_the_batch_out_of_the_draw() {
     let mut q = Queues::default();
     q.begin_batch();
     let drawn: Vec<usize> =
-        (0..64).map(|_| keys(q.draw(entry, slots, None, room()).local)[0]).collect();
+        (0..64).map(|_| keys(q.draw(entry, slots, open(), room()).local)[0]).collect();
     assert!(drawn.contains(&a.key) && drawn.contains(&b.key), "{drawn:?}");
     slots[a.key].close();
     q.recount();
     for _ in 0..64 {
-        assert_eq!(keys(q.draw(entry, slots, None, room()).local), [b.key]);
+        assert_eq!(keys(q.draw(entry, slots, open(), room()).local), [b.key]);
     }
 }
 
@@ -202,6 +203,11 @@ fn a_draw_outside_its_batch_is_caught() {
     let Fixture { topics, slots } = &mut f;
     let mut q = Queues::default();
     q.begin_batch();
-    let _ = q.draw(topics.get("t").expect("t"), slots, None, room());
-    let _ = q.draw(topics.get("u").expect("u"), slots, None, room());
+    let _ = q.draw(topics.get("t").expect("t"), slots, open(), room());
+    let _ = q.draw(topics.get("u").expect("u"), slots, open(), room());
+}
+
+/// Nobody barred: no echo not asked for, no deny rule.
+fn open() -> Barred<'static> {
+    Barred { skip: None, topic: "t" }
 }
