@@ -721,6 +721,30 @@ mod tests {
         }
     }
 
+    /// The commented-out security tables of `packaging/corecast.toml`
+    /// (users, default permissions, JWT keys) name real keys: uncommented,
+    /// they load.
+    #[test]
+    fn the_example_security_section_loads_when_uncommented() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/corecast.toml");
+        let text = std::fs::read_to_string(&path).expect("the example");
+        let from = text.find("# [[users]]").expect("a users example");
+        let uncommented: String = text[from..]
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("# ")
+                    .filter(|l| l.starts_with(|c: char| c == '[' || c.is_ascii_lowercase()))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let cfg: Config = toml::from_str(&uncommented).expect("the example's keys exist");
+        assert_eq!(cfg.users.len(), 1);
+        assert!(cfg.users[0].permissions.as_ref().is_some_and(|p| p.allow_responses.is_some()));
+        assert_eq!(cfg.users[0].limits.max_connections, Some(100));
+        assert!(cfg.default_permissions.is_some());
+        assert_eq!(cfg.jwt.as_ref().map(|j| j.leeway_ms), Some(30_000));
+    }
+
     /// Durations read as text with a unit under their new keys and as
     /// milliseconds under the `*_ms` ones, in the file and on flags; a bad
     /// one is refused naming its key.
