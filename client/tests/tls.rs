@@ -1,14 +1,13 @@
 #![allow(clippy::unwrap_used)]
-//! TLS and credentials, with both clients: pub/sub over TLS (through a TLS
-//! terminator in front of an embedded broker), mutual TLS, a CA that does
-//! not match, and the credentials `HELLO` carries.
+//! TLS and credentials, with both clients, against the broker's own TLS
+//! port: pub/sub over TLS, mutual TLS, a CA that does not match,
+//! reconnection, and the credentials `HELLO` carries.
 
 mod common;
 
 use std::{
     io::{Read, Write},
     net::{TcpListener, TcpStream},
-    sync::atomic::Ordering,
     thread,
     time::Duration,
 };
@@ -47,24 +46,25 @@ async fn tokio_roundtrip(client: &async_client::Client, topic: &str) {
 
 #[test]
 fn blocking_client_publishes_and_subscribes_over_tls() {
-    let broker = start(config());
     let ca = Ca::new("test CA");
-    let tls = Terminator::start(broker.local_addr(), &ca.server(), None);
+    let broker = start(tls_config(&ca, None));
+    let addr = tls_addr(&broker);
     // The CA from a file; the server name is the address's IP.
     let ca_file = temp_file("ca.pem", &ca.pem());
     let options = options("tls-blocking").tls(TlsOptions::new(Pem::file(&ca_file)));
-    let client = blocking::Client::connect_with(tls.addr, options).unwrap();
+    let client = blocking::Client::connect_with(addr, options).unwrap();
     blocking_roundtrip(&client, "tls.blocking");
     // A second client sees the first one's messages: both go through TLS.
     let other = blocking::Client::connect_with(
-        tls.addr,
+        addr,
         common::options("tls-other").tls(TlsOptions::new(Pem::bytes(ca.pem()))),
     )
     .unwrap();
     let sub = other.subscribe("tls.shared").unwrap();
     client.publish("tls.shared", "from the first").unwrap();
     assert_eq!(&sub.recv_timeout(SHORT).unwrap().unwrap().payload[..], b"from the first");
-    assert_eq!(tls.handshakes.load(Ordering::Relaxed), 2);
+    let c = broker.counters().total;
+    assert_eq!((c.tls_handshakes, c.tls_connections), (2, 2), "{c:#?}");
     client.close().unwrap();
     other.close().unwrap();
     stop(broker);
@@ -72,46 +72,48 @@ fn blocking_client_publishes_and_subscribes_over_tls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokio_client_publishes_and_subscribes_over_tls() {
-    let broker = start(config());
     let ca = Ca::new("test CA");
-    let tls = Terminator::start(broker.local_addr(), &ca.server(), None);
+    let broker = start(tls_config(&ca, None));
     // The CA in memory, and a DNS server name for an IP address.
     let tls_options = TlsOptions::new(Pem::bytes(ca.pem())).server_name("localhost");
-    let client =
-        async_client::Client::connect_with(tls.addr, options("tls-tokio").tls(tls_options))
-            .await
-            .unwrap();
+    let client = async_client::Client::connect_with(
+        tls_addr(&broker),
+        options("tls-tokio").tls(tls_options),
+    )
+    .await
+    .unwrap();
     tokio_roundtrip(&client, "tls.tokio").await;
+    assert_eq!(broker.counters().total.tls_handshakes, 1);
     client.close().await.unwrap();
     tokio::task::spawn_blocking(move || stop(broker)).await.unwrap();
 }
 
 #[test]
 fn mutual_tls_needs_the_client_certificate() {
-    let broker = start(config());
     let ca = Ca::new("test CA");
     let client_ca = Ca::new("client CA");
-    let tls = Terminator::start(broker.local_addr(), &ca.server(), Some(&client_ca));
+    let broker = start(tls_config(&ca, Some(&client_ca)));
+    let addr = tls_addr(&broker);
     let alice = client_ca.client("alice");
     let (cert, key) =
         (temp_file("alice.pem", &alice.cert_pem), temp_file("alice.key", &alice.key_pem));
     let with_cert =
         TlsOptions::new(Pem::bytes(ca.pem())).client_cert(Pem::file(&cert), Pem::file(&key));
     let client =
-        blocking::Client::connect_with(tls.addr, options("mtls").tls(with_cert.clone())).unwrap();
+        blocking::Client::connect_with(addr, options("mtls").tls(with_cert.clone())).unwrap();
     blocking_roundtrip(&client, "mtls.blocking");
     client.close().unwrap();
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let options = options("mtls-tokio").tls(with_cert);
-        let client = async_client::Client::connect_with(tls.addr, options).await.unwrap();
+        let client = async_client::Client::connect_with(addr, options).await.unwrap();
         tokio_roundtrip(&client, "mtls.tokio").await;
         client.close().await.unwrap();
     });
 
-    // Without a certificate, or with one of another CA, the terminator
-    // refuses the client, which says so.
+    // Without a certificate, or with one of another CA, the broker refuses
+    // the client, which says so.
     let stranger = Ca::new("another CA").client("mallory");
     for tls_options in [
         TlsOptions::new(Pem::bytes(ca.pem())),
@@ -121,35 +123,36 @@ fn mutual_tls_needs_the_client_certificate() {
         ),
     ] {
         let options = options("no-cert").tls(tls_options.clone()).no_reconnect();
-        let err = blocking::Client::connect_with(tls.addr, options).unwrap_err();
+        let err = blocking::Client::connect_with(addr, options).unwrap_err();
         assert!(matches!(err, ClientError::TlsHandshake { .. }), "blocking: {err:?}");
         let options = common::options("no-cert").tls(tls_options).no_reconnect();
-        let err =
-            runtime.block_on(async_client::Client::connect_with(tls.addr, options)).unwrap_err();
+        let err = runtime.block_on(async_client::Client::connect_with(addr, options)).unwrap_err();
         assert!(matches!(err, ClientError::TlsHandshake { .. }), "tokio: {err:?}");
     }
+    // The broker counts a failure once it has seen the client go.
+    let c = wait_counters(&broker, "4 failed handshakes", |c| c.tls_handshake_failures == 4);
+    assert_eq!(c.tls_handshakes, 2, "{c:#?}");
     stop(broker);
 }
 
 #[test]
 fn a_broker_certificate_of_another_ca_fails_with_a_clear_error() {
-    let broker = start(config());
     let ca = Ca::new("test CA");
-    let tls = Terminator::start(broker.local_addr(), &ca.server(), None);
+    let broker = start(tls_config(&ca, None));
+    let addr = tls_addr(&broker);
     let wrong = TlsOptions::new(Pem::bytes(Ca::new("another CA").pem()));
-    let err = blocking::Client::connect_with(tls.addr, options("wrong-ca").tls(wrong.clone()))
-        .unwrap_err();
-    let ClientError::TlsHandshake { addr, reason } = &err else { panic!("{err:?}") };
-    assert_eq!(addr, &tls.addr.to_string());
+    let err =
+        blocking::Client::connect_with(addr, options("wrong-ca").tls(wrong.clone())).unwrap_err();
+    let ClientError::TlsHandshake { addr: told, reason } = &err else { panic!("{err:?}") };
+    assert_eq!(told, &addr.to_string());
     assert!(reason.contains("certificate"), "{reason}");
     let text = err.to_string();
-    assert!(text.starts_with(&format!("TLS handshake with {} failed", tls.addr)), "{text}");
+    assert!(text.starts_with(&format!("TLS handshake with {addr} failed")), "{text}");
     assert!(!err.is_transient());
 
     // The right CA, but a name the certificate does not hold.
     let misnamed = TlsOptions::new(Pem::bytes(ca.pem())).server_name("broker.example");
-    let err =
-        blocking::Client::connect_with(tls.addr, options("bad-name").tls(misnamed)).unwrap_err();
+    let err = blocking::Client::connect_with(addr, options("bad-name").tls(misnamed)).unwrap_err();
     assert!(
         matches!(&err, ClientError::TlsHandshake { reason, .. } if reason.contains("certificate")),
         "{err:?}"
@@ -157,12 +160,12 @@ fn a_broker_certificate_of_another_ca_fails_with_a_clear_error() {
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let err = runtime
-        .block_on(async_client::Client::connect_with(tls.addr, options("wrong-ca").tls(wrong)))
+        .block_on(async_client::Client::connect_with(addr, options("wrong-ca").tls(wrong)))
         .unwrap_err();
     assert!(matches!(err, ClientError::TlsHandshake { .. }), "{err:?}");
     // A CA file that does not exist is told before connecting.
     let missing = TlsOptions::new(Pem::file("/nonexistent/ca.pem"));
-    let err = blocking::Client::connect_with(tls.addr, options("no-ca").tls(missing)).unwrap_err();
+    let err = blocking::Client::connect_with(addr, options("no-ca").tls(missing)).unwrap_err();
     assert!(
         matches!(&err, ClientError::TlsConfig(m) if m.contains("/nonexistent/ca.pem")),
         "{err:?}"
@@ -172,9 +175,8 @@ fn a_broker_certificate_of_another_ca_fails_with_a_clear_error() {
 
 #[test]
 fn a_broker_with_a_shared_token_accepts_the_legacy_token_kind() {
-    let broker = start(Config { auth_token: Some("s3cret".into()), ..config() });
     let ca = Ca::new("test CA");
-    let tls = Terminator::start(broker.local_addr(), &ca.server(), None);
+    let broker = start(Config { auth_token: Some("s3cret".into()), ..tls_config(&ca, None) });
     let credentials = Credentials::token("s3cret");
     let plain = options("token").credentials(credentials.clone());
     let client = blocking::Client::connect_with(broker.local_addr(), plain).unwrap();
@@ -182,7 +184,7 @@ fn a_broker_with_a_shared_token_accepts_the_legacy_token_kind() {
     client.close().unwrap();
     let over_tls =
         options("token-tls").credentials(credentials).tls(TlsOptions::new(Pem::bytes(ca.pem())));
-    let client = blocking::Client::connect_with(tls.addr, over_tls).unwrap();
+    let client = blocking::Client::connect_with(tls_addr(&broker), over_tls).unwrap();
     blocking_roundtrip(&client, "token.tls");
     client.close().unwrap();
     let wrong = options("wrong").auth_token("guess").no_reconnect();
@@ -294,26 +296,31 @@ fn a_typed_credential_needs_protocol_1_1() {
 
 #[test]
 fn both_clients_reconnect_over_tls_and_restore_their_subscriptions() {
-    let broker = start(config());
-    let addr = broker.local_addr();
     let ca = Ca::new("test CA");
-    let tls = Terminator::start(addr, &ca.server(), None);
+    let config = tls_config(&ca, None);
+    let broker = start(config.clone());
+    let addr = tls_addr(&broker);
     let tls_options = || TlsOptions::new(Pem::bytes(ca.pem()));
     let client =
-        blocking::Client::connect_with(tls.addr, options("tls-survivor").tls(tls_options()))
-            .unwrap();
+        blocking::Client::connect_with(addr, options("tls-survivor").tls(tls_options())).unwrap();
     let sub = client.subscribe("tls.restart").unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (async_client, mut async_sub) = runtime.block_on(async {
         let options = common::options("tls-async-survivor").tls(tls_options());
-        let client = async_client::Client::connect_with(tls.addr, options).await.unwrap();
+        let client = async_client::Client::connect_with(addr, options).await.unwrap();
         let sub = client.subscribe("tls.restart").await.unwrap();
         (client, sub)
     });
     stop(broker);
-    let broker = start_on(addr);
-    wait_counters(&broker, "both subscriptions restored", |c| c.subscriptions == 2);
-    assert!(tls.handshakes.load(Ordering::Relaxed) >= 4, "two connections each");
+    // The same certificate on the same TLS port.
+    let mut config = config;
+    if let Some(tls) = &mut config.tls {
+        tls.listen = addr.into();
+    }
+    let broker = restart(&config);
+    assert_eq!(tls_addr(&broker), addr);
+    let c = wait_counters(&broker, "both subscriptions restored", |c| c.subscriptions == 2);
+    assert_eq!(c.tls_handshakes, 2, "both came back over TLS: {c:#?}");
     client.publish("tls.restart", "after restart").unwrap();
     let msg = sub.recv_timeout(SHORT).unwrap().expect("a message within 5 s");
     assert_eq!(&msg.payload[..], b"after restart");
