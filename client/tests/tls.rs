@@ -1,23 +1,25 @@
 #![allow(clippy::unwrap_used)]
 //! TLS and credentials, with both clients, against the broker's own TLS
 //! port: pub/sub over TLS, mutual TLS, a CA that does not match,
-//! reconnection, and the credentials `HELLO` carries.
+//! reconnection, and logging in with a password, a bearer token, a JWT or
+//! a client certificate as a configured user.
 
 mod common;
 
 use std::{
-    io::{Read, Write},
-    net::{TcpListener, TcpStream},
-    thread,
-    time::Duration,
+    net::SocketAddr,
+    time::{Duration, SystemTime},
 };
 
 use common::{tls::*, *};
-use corecast::Config;
-use corecast_client::{blocking, tokio as async_client, ClientError, Credentials, Pem, TlsOptions};
-use corecast_proto::{
-    frame::Welcome, ClientFrame11, Credential, ErrorCode, ServerFrame11, VERSION,
+use corecast::{
+    auth::{hash_password, hash_token, JwtConfig, Permissions, Rules, UserConfig},
+    Broker, Config,
 };
+use corecast_client::{
+    blocking, tokio as async_client, ClientError, Credentials, Event, Options, Pem, TlsOptions,
+};
+use corecast_proto::ErrorCode;
 
 const SHORT: Duration = Duration::from_secs(5);
 
@@ -196,97 +198,6 @@ fn a_broker_with_a_shared_token_accepts_the_legacy_token_kind() {
     stop(broker);
 }
 
-/// A fake broker that takes one connection, hands its `HELLO` to `check`,
-/// and grants 1.1.
-fn hello_catcher() -> (std::net::SocketAddr, thread::JoinHandle<Vec<u8>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let thread = thread::spawn(move || {
-        let (mut stream, _) = listener.accept().unwrap();
-        let hello = read_frame(&mut stream);
-        let mut out = Vec::new();
-        let welcome = Welcome {
-            version: VERSION,
-            max_frame: 1 << 20,
-            ping_interval_ms: 30_000,
-            core_id: 0,
-            connection_id: 1,
-            server_name: "catcher",
-        };
-        ServerFrame11::Welcome { welcome, v1_1: true }.encode(&mut out);
-        stream.write_all(&out).unwrap();
-        // Hold the connection until the client goes.
-        let _ = stream.read(&mut [0u8; 64]);
-        hello
-    });
-    (addr, thread)
-}
-
-fn read_frame(stream: &mut TcpStream) -> Vec<u8> {
-    let mut len = [0u8; 4];
-    stream.read_exact(&mut len).unwrap();
-    let mut rest = vec![0u8; u32::from_le_bytes(len) as usize];
-    stream.read_exact(&mut rest).unwrap();
-    let mut frame = len.to_vec();
-    frame.extend(rest);
-    frame
-}
-
-/// The token field of `HELLO` and whether the credential bit was set.
-fn hello_of(bytes: &[u8]) -> (Vec<u8>, bool, bool) {
-    let mut src = bytes;
-    match ClientFrame11::decode(&mut src, u32::MAX).unwrap().unwrap() {
-        ClientFrame11::Hello { hello, v1_1, credential, .. } => {
-            (hello.token.to_vec(), v1_1, credential)
-        }
-        other => panic!("{other:?}"),
-    }
-}
-
-#[test]
-fn typed_credentials_travel_in_hello_with_the_credential_bit() {
-    let cases = [
-        (
-            Credentials::password("alice", "s3:cr3t"),
-            Some(Credential::Password { user: "alice", password: b"s3:cr3t" }),
-            &b"password alice:s3:cr3t"[..],
-        ),
-        (Credentials::bearer("opaque"), Some(Credential::Bearer(b"opaque")), b"bearer opaque"),
-        (
-            Credentials::jwt("e30.e30.c2ln"),
-            Some(Credential::Jwt("e30.e30.c2ln")),
-            b"jwt e30.e30.c2ln",
-        ),
-        (Credentials::token("shared"), None, b"shared"),
-        (Credentials::None, None, b""),
-    ];
-    for (credentials, want, field) in cases {
-        // The blocking client.
-        let (addr, caught) = hello_catcher();
-        let options = options("typed").credentials(credentials.clone()).no_reconnect();
-        let client = blocking::Client::connect_with(addr, options).unwrap();
-        assert!(client.server_info().v1_1);
-        let _ = client.close();
-        let (token, v1_1, bit) = hello_of(&caught.join().unwrap());
-        assert!(v1_1, "{credentials:?}");
-        assert_eq!(bit, want.is_some(), "{credentials:?}: the credential bit");
-        assert_eq!(token, field, "{credentials:?}: the token field");
-        if let Some(want) = want {
-            assert_eq!(Credential::parse(&token), Some(want));
-        }
-        // The tokio client sends the same HELLO.
-        let (addr, caught) = hello_catcher();
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        runtime.block_on(async {
-            let options = common::options("typed").credentials(credentials.clone()).no_reconnect();
-            let client = async_client::Client::connect_with(addr, options).await.unwrap();
-            // The fake broker goes as soon as the client writes.
-            let _ = client.close().await;
-        });
-        assert_eq!(hello_of(&caught.join().unwrap()), (token, v1_1, bit), "{credentials:?}");
-    }
-}
-
 #[test]
 fn a_typed_credential_needs_protocol_1_1() {
     let options = options("v1").credentials(Credentials::bearer("t")).protocol_1_1(false);
@@ -331,5 +242,194 @@ fn both_clients_reconnect_over_tls_and_restore_their_subscriptions() {
     });
     assert_eq!(client.stats().reconnects, 1);
     client.close().unwrap();
+    stop(broker);
+}
+
+// ---------------------------------------------------------------------------
+// Logging in as a configured user
+
+/// A user who may subscribe to `news.>` only (and publish anywhere).
+fn news_reader(name: &str) -> UserConfig {
+    UserConfig {
+        name: name.into(),
+        permissions: Some(Permissions {
+            subscribe: Rules { allow: Some(vec!["news.>".into()]), deny: vec![] },
+            ..Permissions::default()
+        }),
+        ..UserConfig::default()
+    }
+}
+
+/// Whether `err` is the broker's non-fatal permission denied (104) for
+/// subscribing to `topic`, naming it.
+fn denied_subscription(err: &ClientError, topic: &str) -> bool {
+    matches!(
+        err,
+        ClientError::Server(e) if e.error_code() == Some(ErrorCode::PermissionDenied)
+            && !e.fatal
+            && e.text.contains(topic)
+    )
+}
+
+/// Logged in with `credentials`, the blocking client may subscribe to
+/// `news.>` and not to `secret.plans`, and the session goes on after the
+/// refusal.
+fn blocking_as_news_reader(addr: SocketAddr, options: Options) {
+    let client = blocking::Client::connect_with(addr, options).unwrap();
+    let sub = client.subscribe("news.today").unwrap();
+    let err = client.subscribe("secret.plans").map(|_| ()).unwrap_err();
+    assert!(denied_subscription(&err, "secret.plans"), "{err:?}");
+    client.publish("news.today", "hello").unwrap();
+    assert_eq!(&sub.recv_timeout(SHORT).unwrap().unwrap().payload[..], b"hello");
+    client.close().unwrap();
+}
+
+async fn tokio_as_news_reader(addr: SocketAddr, options: Options) {
+    let client = async_client::Client::connect_with(addr, options).await.unwrap();
+    let mut sub = client.subscribe("news.today").await.unwrap();
+    let err = client.subscribe("secret.plans").await.map(|_| ()).unwrap_err();
+    assert!(denied_subscription(&err, "secret.plans"), "{err:?}");
+    client.publish("news.today", "hello").await.unwrap();
+    let msg = tokio::time::timeout(SHORT, sub.recv()).await.unwrap().unwrap();
+    assert_eq!(&msg.payload[..], b"hello");
+    client.close().await.unwrap();
+}
+
+/// Both clients, as a news reader.
+fn both_as_news_reader(addr: SocketAddr, options: impl Fn(&str) -> Options) {
+    blocking_as_news_reader(addr, options("blocking-reader"));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(tokio_as_news_reader(addr, options("tokio-reader")));
+}
+
+/// Both clients fail to connect with `options`, with the broker's *auth
+/// failed*.
+fn both_refused(addr: SocketAddr, options: impl Fn(&str) -> Options) {
+    let err = blocking::Client::connect_with(addr, options("blocking-intruder")).unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Refused(e) if e.error_code() == Some(ErrorCode::AuthFailed)),
+        "blocking: {err:?}"
+    );
+    let text = err.to_string();
+    assert!(text.starts_with("the broker refused the connection: auth failed"), "{text}");
+    assert!(!err.is_transient());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let err = runtime
+        .block_on(async_client::Client::connect_with(addr, options("tokio-intruder")))
+        .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Refused(e) if e.error_code() == Some(ErrorCode::AuthFailed)),
+        "tokio: {err:?}"
+    );
+}
+
+fn with_users(users: Vec<UserConfig>) -> Broker {
+    start(Config { users, ..config() })
+}
+
+#[test]
+fn both_clients_log_in_with_a_password_and_a_wrong_one_is_refused() {
+    let alice = UserConfig { password: Some(hash_password(b"pw-alice")), ..news_reader("alice") };
+    let broker = with_users(vec![alice]);
+    let addr = broker.local_addr();
+    let good = Credentials::password("alice", "pw-alice");
+    both_as_news_reader(addr, |name| options(name).credentials(good.clone()));
+    let wrong = Credentials::password("alice", "pw-bob");
+    both_refused(addr, |name| options(name).credentials(wrong.clone()));
+    // No credential at all, where users are configured.
+    both_refused(addr, options);
+    stop(broker);
+}
+
+#[test]
+fn a_denied_publication_is_a_server_error_event_naming_the_topic() {
+    let mut writer = UserConfig { name: "writer".into(), ..UserConfig::default() };
+    writer.token_sha256 = Some(hash_token(b"tok-writer"));
+    writer.permissions = Some(Permissions {
+        publish: Rules { allow: Some(vec!["mine.>".into()]), deny: vec![] },
+        ..Permissions::default()
+    });
+    let broker = with_users(vec![writer]);
+    let options = options("writer").credentials(Credentials::bearer("tok-writer"));
+    let client = blocking::Client::connect_with(broker.local_addr(), options).unwrap();
+    let sub = client.subscribe("mine.x").unwrap();
+    client.publish("theirs.x", "no").unwrap();
+    client.publish("mine.x", "yes").unwrap();
+    assert_eq!(&sub.recv_timeout(SHORT).unwrap().unwrap().payload[..], b"yes");
+    let denied = |e: &Event| {
+        matches!(e, Event::ServerError(e) if e.code == ErrorCode::PermissionDenied.as_u16()
+            && e.text.contains("theirs.x"))
+    };
+    let deadline = std::time::Instant::now() + SHORT;
+    let mut seen = Vec::new();
+    while !seen.iter().any(denied) {
+        assert!(std::time::Instant::now() < deadline, "no 104 event; saw {seen:?}");
+        seen.extend(client.next_event(Duration::from_millis(50)));
+    }
+    client.close().unwrap();
+    stop(broker);
+}
+
+#[test]
+fn both_clients_log_in_with_a_bearer_token_and_a_wrong_one_is_refused() {
+    let svc = UserConfig { token_sha256: Some(hash_token(b"tok-svc")), ..news_reader("svc") };
+    let broker = with_users(vec![svc]);
+    let addr = broker.local_addr();
+    let good = Credentials::bearer("tok-svc");
+    both_as_news_reader(addr, |name| options(name).credentials(good.clone()));
+    let wrong = Credentials::bearer("tok-guess");
+    both_refused(addr, |name| options(name).credentials(wrong.clone()));
+    stop(broker);
+}
+
+const HS256_SECRET: &[u8] = b"a-long-enough-test-secret-for-hs256";
+
+/// A JWT for `sub`, signed with HS256 and `secret`, that expires `ttl`
+/// seconds from now (before now when negative).
+fn jwt(secret: &[u8], sub: &str, ttl: i64) -> String {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+    let claims = serde_json::json!({ "sub": sub, "exp": now.saturating_add_signed(ttl) });
+    encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn both_clients_log_in_with_a_jwt_and_an_expired_or_forged_one_is_refused() {
+    let secret = temp_file("hs256.secret", std::str::from_utf8(HS256_SECRET).unwrap());
+    let jwt_config = JwtConfig { hs256_secret_file: Some(secret), ..JwtConfig::default() };
+    let broker =
+        start(Config { users: vec![news_reader("reader")], jwt: Some(jwt_config), ..config() });
+    let addr = broker.local_addr();
+    let good = Credentials::jwt(jwt(HS256_SECRET, "reader", 600));
+    both_as_news_reader(addr, |name| options(name).credentials(good.clone()));
+    // Expired well beyond the 30 s leeway.
+    let expired = Credentials::jwt(jwt(HS256_SECRET, "reader", -600));
+    both_refused(addr, |name| options(name).credentials(expired.clone()));
+    // Signed with another secret.
+    let forged = Credentials::jwt(jwt(b"not-the-brokers-secret-not-the-brokers", "reader", 600));
+    both_refused(addr, |name| options(name).credentials(forged.clone()));
+    stop(broker);
+}
+
+#[test]
+fn a_client_certificate_logs_in_as_the_user_with_its_subject() {
+    let ca = Ca::new("test CA");
+    let client_ca = Ca::new("client CA");
+    let svc = UserConfig { tls_subject: Some("CN=svc-a".into()), ..news_reader("svc-a") };
+    let broker = start(Config { users: vec![svc], ..tls_config(&ca, Some(&client_ca)) });
+    let addr = tls_addr(&broker);
+    let tls_as = |cert: &Issued| {
+        TlsOptions::new(Pem::bytes(ca.pem()))
+            .client_cert(Pem::bytes(cert.cert_pem.clone()), Pem::bytes(cert.key_pem.clone()))
+    };
+    // No credential in HELLO: the certificate's subject names the user.
+    let known = client_ca.client("svc-a");
+    both_as_news_reader(addr, |name| options(name).tls(tls_as(&known)));
+    // A certificate of the right CA whose subject no user has.
+    let unknown = client_ca.client("svc-z");
+    both_refused(addr, |name| options(name).tls(tls_as(&unknown)));
+    let c = broker.counters().total;
+    assert_eq!((c.tls_handshakes, c.auth_failures), (4, 2), "{c:#?}");
     stop(broker);
 }
