@@ -17,8 +17,8 @@ use predicates::prelude::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_corecast-cli");
 
-fn start_broker(auth_token: Option<&str>) -> Broker {
-    Broker::start(Config {
+fn config(auth_token: Option<&str>) -> Config {
+    Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         cores: 2,
         max_connections: 32,
@@ -26,8 +26,11 @@ fn start_broker(auth_token: Option<&str>) -> Broker {
         auth_token: auth_token.map(str::to_owned),
         http: "127.0.0.1:0".parse().unwrap(),
         ..Config::default()
-    })
-    .unwrap()
+    }
+}
+
+fn start_broker(auth_token: Option<&str>) -> Broker {
+    Broker::start(config(auth_token)).unwrap()
 }
 
 fn stop(broker: Broker) {
@@ -911,13 +914,11 @@ fn temp_dir() -> std::path::PathBuf {
     dir
 }
 
-/// Certificates made with rcgen: a CA, a server certificate for 127.0.0.1
-/// and a client certificate, as PEM files in a new directory.
+/// Certificates made with rcgen: a CA, a server certificate for 127.0.0.1,
+/// a client certificate with the subject `CN=alice` and another CA, as PEM
+/// files in a new directory.
 struct Pki {
     dir: std::path::PathBuf,
-    server_cert: String,
-    server_key: String,
-    ca_der: Vec<u8>,
 }
 
 impl Pki {
@@ -930,110 +931,59 @@ impl Pki {
         params.distinguished_name.push(DnType::CommonName, "cli test CA");
         let ca = params.self_signed(&ca_key).unwrap();
         std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-        let issue = |names: Vec<String>, cn: &str| {
+        let issue = |names: Vec<String>, cn: &str, name: &str| {
             let key = KeyPair::generate().unwrap();
             let mut params = CertificateParams::new(names).unwrap();
             params.distinguished_name.push(DnType::CommonName, cn);
             let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-            (cert.pem(), key.serialize_pem())
+            std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+            std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
         };
-        let (server_cert, server_key) = issue(vec!["127.0.0.1".into()], "broker");
-        let (client_cert, client_key) = issue(vec![], "alice");
-        std::fs::write(dir.join("client.pem"), client_cert).unwrap();
-        std::fs::write(dir.join("client.key"), client_key).unwrap();
+        issue(vec!["127.0.0.1".into()], "broker", "server");
+        issue(vec![], "alice", "client");
         // Another CA, which signed nothing here.
         let other_key = KeyPair::generate().unwrap();
         let mut other = CertificateParams::new(Vec::<String>::new()).unwrap();
         other.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         std::fs::write(dir.join("other-ca.pem"), other.self_signed(&other_key).unwrap().pem())
             .unwrap();
-        Self { dir, server_cert, server_key, ca_der: ca.der().to_vec() }
+        Self { dir }
     }
 
     fn path(&self, name: &str) -> String {
         self.dir.join(name).to_str().unwrap().to_owned()
     }
+
+    /// A broker config with a TLS port on 127.0.0.1 serving the server
+    /// certificate; with `client_auth` other than off, client certificates
+    /// of the test CA.
+    fn broker_config(&self, client_auth: corecast::tls::ClientAuth) -> Config {
+        use corecast::tls::{ClientAuth, TlsConfig};
+        let tls = TlsConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            cert: self.dir.join("server.pem"),
+            key: self.dir.join("server.key"),
+            client_ca: (client_auth != ClientAuth::Off).then(|| self.dir.join("ca.pem")),
+            client_auth,
+            min_version: Default::default(),
+            handshake_timeout_ms: 5_000,
+        };
+        Config { tls: Some(tls), ..config(None) }
+    }
 }
 
-/// A TLS terminator on 127.0.0.1 in front of the broker at `broker`: a
-/// thread per connection that completes the handshake (asking for a client
-/// certificate of the test CA when `mutual`) and pipes the bytes.
-fn tls_terminator(broker: SocketAddr, pki: &Pki, mutual: bool) -> SocketAddr {
-    use std::sync::Arc;
-
-    use rustls::{server::WebPkiClientVerifier, RootCertStore, ServerConfig, StreamOwned};
-    use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
-
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(pki.server_cert.as_bytes()).map(Result::unwrap).collect();
-    let key = PrivateKeyDer::from_pem_slice(pki.server_key.as_bytes()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
-        .with_safe_default_protocol_versions()
-        .unwrap();
-    let builder = if mutual {
-        let mut roots = RootCertStore::empty();
-        roots.add(CertificateDer::from(pki.ca_der.clone())).unwrap();
-        let verifier =
-            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build().unwrap();
-        builder.with_client_cert_verifier(verifier)
-    } else {
-        builder.with_no_client_auth()
-    };
-    let config = Arc::new(builder.with_single_cert(chain, key).unwrap());
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    thread::spawn(move || {
-        for tcp in listener.incoming() {
-            let Ok(tcp) = tcp else { continue };
-            let config = Arc::clone(&config);
-            thread::spawn(move || {
-                let conn = rustls::ServerConnection::new(config).unwrap();
-                let tick = Some(Duration::from_millis(5));
-                tcp.set_read_timeout(tick).unwrap();
-                let mut tls = StreamOwned::new(conn, tcp);
-                let Ok(mut up) = std::net::TcpStream::connect(broker) else { return };
-                up.set_read_timeout(tick).unwrap();
-                let mut buf = vec![0u8; 64 << 10];
-                let idle = |e: &std::io::Error| {
-                    matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    )
-                };
-                loop {
-                    match tls.read(&mut buf) {
-                        Ok(0) => return,
-                        Ok(n) => {
-                            if up.write_all(&buf[..n]).is_err() {
-                                return;
-                            }
-                        }
-                        Err(e) if idle(&e) => {}
-                        Err(_) => return,
-                    }
-                    match up.read(&mut buf) {
-                        Ok(0) => return,
-                        Ok(n) => {
-                            if tls.write_all(&buf[..n]).and_then(|()| tls.flush()).is_err() {
-                                return;
-                            }
-                        }
-                        Err(e) if idle(&e) => {}
-                        Err(_) => return,
-                    }
-                }
-            });
-        }
-    });
-    addr
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 #[test]
 fn ping_pub_and_sub_over_tls_and_mutual_tls() {
-    let broker = start_broker(None);
+    use corecast::tls::ClientAuth;
     let pki = Pki::new();
-    let tls = tls_terminator(broker.local_addr(), &pki, false);
+    let broker = Broker::start(pki.broker_config(ClientAuth::Off)).unwrap();
+    let tls = broker.tls_addr().unwrap();
     let ca = pki.path("ca.pem");
     cli(tls).args(["--tls-ca", &ca, "ping", "--count", "1"]).assert().success();
     // The CA from the environment, a message through TLS both ways.
@@ -1057,9 +1007,12 @@ fn ping_pub_and_sub_over_tls_and_mutual_tls() {
         .code(1)
         .stderr(predicate::str::contains("TLS handshake with"))
         .stderr(predicate::str::contains("--tls-ca"));
+    assert_eq!(broker.counters().total.tls_handshakes, 3);
+    stop(broker);
 
     // Mutual TLS: with the client certificate, and without it.
-    let mutual = tls_terminator(broker.local_addr(), &pki, true);
+    let broker = Broker::start(pki.broker_config(ClientAuth::Required)).unwrap();
+    let mutual = broker.tls_addr().unwrap();
     let (cert, key) = (pki.path("client.pem"), pki.path("client.key"));
     cli(mutual)
         .args(["--tls-ca", &ca, "--tls-cert", &cert, "--tls-key", &key, "ping", "--count", "1"])
@@ -1071,5 +1024,12 @@ fn ping_pub_and_sub_over_tls_and_mutual_tls() {
         .failure()
         .code(1)
         .stderr(predicate::str::contains("TLS handshake with"));
+    // The broker counts the failure once it has seen the client go.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while broker.counters().total.tls_handshake_failures < 1 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(5));
+    }
+    let c = broker.counters().total;
+    assert_eq!((c.tls_handshakes, c.tls_handshake_failures), (1, 1), "{c:#?}");
     stop(broker);
 }
