@@ -20,7 +20,7 @@ use bytes::Bytes;
 use corecast_proto::{
     header::{HeaderBlock, Headers},
     topic::{self, TopicKind},
-    ClientFrame, ClientFrame11, HMsg, HPub, Msg, Pub, ServerFrame11, Sub, LEN_PREFIX,
+    ClientFrame, ClientFrame11, ErrorCode, HMsg, HPub, Msg, Pub, ServerFrame11, Sub, LEN_PREFIX,
 };
 
 use super::{
@@ -904,9 +904,32 @@ impl State {
 
     /// A non-fatal `ERR`; true if it queued an `UNSUB`.
     fn refused(&mut self, err: ServerError) -> bool {
-        let unsub = err.refuses_subscription() && self.sub_refused(&err);
+        let unsub = if err.refuses_subscription() {
+            self.sub_refused(&err)
+        } else {
+            if let Some(sid) = self.denied_sub(&err) {
+                self.pending_subs.retain(|p| p.sid != sid);
+                self.drop_refused(sid, &err, false);
+            }
+            false
+        };
         self.emit(Event::ServerError(err));
         unsub
+    }
+
+    /// The pending `SUB` that a *permission denied* refuses. That code
+    /// answers a `PUB` as well, so it is tied to a `SUB` by the topic the
+    /// broker names (`permission denied: subscribe to TOPIC`): the oldest
+    /// pending `SUB` to that topic.
+    fn denied_sub(&self, err: &ServerError) -> Option<u32> {
+        if err.error_code() != Some(ErrorCode::PermissionDenied) {
+            return None;
+        }
+        let topic = err.text.strip_prefix("permission denied: subscribe to ")?;
+        self.pending_subs
+            .iter()
+            .map(|p| p.sid)
+            .find(|sid| self.subs.get(sid).is_some_and(|e| e.topic == topic))
     }
 
     /// Ties a refusal to the `SUB` it refuses. With a single `SUB` pending,
@@ -1321,6 +1344,34 @@ mod tests {
         assert!(st.take_refusal(inbox).is_none(), "the inbox is taken as accepted");
         assert!(st.subs.contains_key(&inbox));
         assert!(st.pending_subs.is_empty());
+    }
+
+    #[test]
+    fn a_permission_denied_naming_a_pending_subs_topic_is_that_subs() {
+        let (mut st, events) = state(1 << 16);
+        let (allowed, _a, allowed_answer) = subscribe(&mut st, "news.>");
+        let (denied, denied_rx, denied_answer) = subscribe(&mut st, "secret.plans");
+        st.out.clear();
+        // A PUB's refusal names no SUB: both stay pending.
+        let publish = ErrFrame { code: 104, fatal: false, text: "permission denied: publish to x" };
+        server(&mut st, ServerFrame::Err(publish));
+        assert_eq!(st.pending_subs.len(), 2);
+        let text = "permission denied: subscribe to secret.plans";
+        server(&mut st, ServerFrame::Err(ErrFrame { code: 104, fatal: false, text }));
+        assert!(queued(&st).is_empty(), "no UNSUB for a SUB known refused");
+        assert!(matches!(denied_answer.try_recv(), Ok(Err(e)) if e.code == 104 && e.text == text));
+        assert!(!st.subs.contains_key(&denied) && denied_rx.recv().is_err(), "it ended");
+        server(&mut st, ServerFrame::Pong { nonce: 2 });
+        assert_eq!(allowed_answer.try_recv(), Ok(Ok(())), "the other one was accepted");
+        assert!(st.subs.contains_key(&allowed) && st.pending_subs.is_empty());
+        let codes: Vec<u16> = events
+            .try_iter()
+            .filter_map(|e| match e {
+                Event::ServerError(e) => Some(e.code),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(codes, [104, 104], "each refusal is still told as an event");
     }
 
     #[test]

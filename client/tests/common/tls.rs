@@ -1,22 +1,21 @@
-//! TLS for the client tests: certificates made with rcgen, and a TLS
-//! terminator in front of an embedded broker's plain port (a tokio task per
-//! connection, on a thread of its own), until the broker has a TLS port.
+//! TLS for the client tests: certificates made with rcgen, and the `[tls]`
+//! section that has an embedded broker serve them on its TLS port.
 
 use std::{
     net::SocketAddr,
     path::PathBuf,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc,
-    },
+    sync::atomic::{AtomicUsize, Ordering},
+    time::{Duration, Instant},
 };
 
+use corecast::{
+    tls::{ClientAuth, TlsConfig},
+    Broker, Config,
+};
 use rcgen::{
     BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair,
 };
-use rustls::{server::WebPkiClientVerifier, RootCertStore, ServerConfig};
-use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 
 /// A CA that signs server and client certificates.
 pub struct Ca {
@@ -53,7 +52,7 @@ impl Ca {
         )
     }
 
-    /// A client certificate whose subject's common name is `user`.
+    /// A client certificate whose subject is `CN=user`.
     pub fn client(&self, user: &str) -> Issued {
         self.issue(&[], user, ExtendedKeyUsagePurpose::ClientAuth)
     }
@@ -80,64 +79,45 @@ pub fn temp_file(name: &str, contents: &str) -> PathBuf {
     path
 }
 
-/// A TLS terminator listening on 127.0.0.1: it completes the TLS handshake
-/// with each client (asking for a client certificate signed by
-/// `client_ca`, if given) and pipes the bytes to the broker at `broker`.
-pub struct Terminator {
-    pub addr: SocketAddr,
-    /// Connections whose TLS handshake completed.
-    pub handshakes: Arc<AtomicUsize>,
+/// A `[tls]` section on `listen` serving a server certificate of `ca`;
+/// with `client_ca`, a client certificate of that CA is required.
+pub fn tls_section(listen: SocketAddr, ca: &Ca, client_ca: Option<&Ca>) -> TlsConfig {
+    let server = ca.server();
+    TlsConfig {
+        listen: listen.into(),
+        cert: temp_file("server.pem", &server.cert_pem),
+        key: temp_file("server.key", &server.key_pem),
+        client_ca: client_ca.map(|ca| temp_file("client-ca.pem", &ca.pem())),
+        client_auth: if client_ca.is_some() { ClientAuth::Required } else { ClientAuth::Off },
+        min_version: Default::default(),
+        handshake_timeout_ms: 5_000,
+    }
 }
 
-impl Terminator {
-    pub fn start(broker: SocketAddr, server: &Issued, client_ca: Option<&Ca>) -> Self {
-        let chain: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(server.cert_pem.as_bytes())
-                .map(Result::unwrap)
-                .collect();
-        let key = PrivateKeyDer::from_pem_slice(server.key_pem.as_bytes()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
-            .with_safe_default_protocol_versions()
-            .unwrap();
-        let builder = match client_ca {
-            None => builder.with_no_client_auth(),
-            Some(ca) => {
-                let mut roots = RootCertStore::empty();
-                roots.add(ca.cert.der().clone()).unwrap();
-                let verifier =
-                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                        .build()
-                        .unwrap();
-                builder.with_client_cert_verifier(verifier)
+/// The test broker config with a TLS port on 127.0.0.1 (see
+/// [`tls_section`]).
+pub fn tls_config(ca: &Ca, client_ca: Option<&Ca>) -> Config {
+    let listen = "127.0.0.1:0".parse().unwrap();
+    Config { tls: Some(tls_section(listen, ca, client_ca)), ..super::config() }
+}
+
+/// The broker's TLS port.
+pub fn tls_addr(broker: &Broker) -> SocketAddr {
+    broker.tls_addr().expect("the broker has a TLS port")
+}
+
+/// Starts a broker with `config`, retrying while its ports are still taken
+/// (to restart one on the ports of the one before).
+pub fn restart(config: &Config) -> Broker {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match Broker::start(config.clone()) {
+            Ok(broker) => return broker,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("restart: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(50));
             }
-        };
-        let config = Arc::new(builder.with_single_cert(chain, key).unwrap());
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let handshakes = Arc::new(AtomicUsize::new(0));
-        let counted = Arc::clone(&handshakes);
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let acceptor = tokio_rustls::TlsAcceptor::from(config);
-                loop {
-                    let Ok((tcp, _)) = listener.accept().await else { continue };
-                    let acceptor = acceptor.clone();
-                    let counted = Arc::clone(&counted);
-                    tokio::spawn(async move {
-                        let Ok(mut tls) = acceptor.accept(tcp).await else { return };
-                        counted.fetch_add(1, Ordering::Relaxed);
-                        let Ok(mut up) = tokio::net::TcpStream::connect(broker).await else {
-                            return;
-                        };
-                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
-                    });
-                }
-            });
-        });
-        Self { addr, handshakes }
+            Err(e) => panic!("cannot restart the broker: {e}"),
+        }
     }
 }

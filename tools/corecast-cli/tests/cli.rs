@@ -17,8 +17,8 @@ use predicates::prelude::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_corecast-cli");
 
-fn start_broker(auth_token: Option<&str>) -> Broker {
-    Broker::start(Config {
+fn config(auth_token: Option<&str>) -> Config {
+    Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         cores: 2,
         max_connections: 32,
@@ -26,8 +26,11 @@ fn start_broker(auth_token: Option<&str>) -> Broker {
         auth_token: auth_token.map(str::to_owned),
         http: "127.0.0.1:0".parse().unwrap(),
         ..Config::default()
-    })
-    .unwrap()
+    }
+}
+
+fn start_broker(auth_token: Option<&str>) -> Broker {
+    Broker::start(config(auth_token)).unwrap()
 }
 
 fn stop(broker: Broker) {
@@ -817,89 +820,70 @@ fn tls_without_a_ca_is_refused_with_a_clear_message() {
     cli(addr).args(["--password-file", "pw", "ping"]).assert().code(2);
 }
 
-/// A fake broker that takes one connection, keeps its `HELLO` and refuses
-/// it with *auth failed*.
-fn hello_catcher() -> (SocketAddr, thread::JoinHandle<Vec<u8>>) {
-    use corecast_proto::{ErrFrame, ServerFrame};
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let thread = thread::spawn(move || {
-        let (mut stream, _) = listener.accept().unwrap();
-        let mut len = [0u8; 4];
-        stream.read_exact(&mut len).unwrap();
-        let mut rest = vec![0u8; u32::from_le_bytes(len) as usize];
-        stream.read_exact(&mut rest).unwrap();
-        let mut out = Vec::new();
-        ServerFrame::Err(ErrFrame { code: 7, fatal: true, text: "auth failed" }).encode(&mut out);
-        stream.write_all(&out).unwrap();
-        let mut hello = len.to_vec();
-        hello.extend(rest);
-        hello
-    });
-    (addr, thread)
-}
-
-/// The token field of a `HELLO` and its credential bit.
-fn credential_of(hello: &[u8]) -> (Vec<u8>, bool) {
-    use corecast_proto::ClientFrame11;
-    match ClientFrame11::decode(&mut &hello[..], u32::MAX).unwrap().unwrap() {
-        ClientFrame11::Hello { hello, credential, .. } => (hello.token.to_vec(), credential),
-        other => panic!("{other:?}"),
-    }
+/// A JWT for `sub`, signed with HS256 and `secret`, valid for ten minutes.
+fn jwt(secret: &[u8], sub: &str) -> String {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let claims = serde_json::json!({ "sub": sub, "exp": now.as_secs() + 600 });
+    let key = EncodingKey::from_secret(secret).unwrap();
+    encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
 }
 
 #[test]
-fn each_credential_flag_travels_in_hello() {
+fn each_credential_flag_logs_in_to_a_broker_with_users() {
+    use corecast::auth::{hash_password, hash_token, JwtConfig, UserConfig};
     let dir = temp_dir();
-    let password_file = dir.join("password");
-    std::fs::write(&password_file, "from-file\nignored").unwrap();
-    let bearer_file = dir.join("bearer");
-    std::fs::write(&bearer_file, "b3arer\n").unwrap();
-    let jwt_file = dir.join("jwt");
-    std::fs::write(&jwt_file, "e30.e30.c2ln\n").unwrap();
-    let password_file = password_file.to_str().unwrap();
-    let bearer_file = bearer_file.to_str().unwrap();
-    let jwt_file = jwt_file.to_str().unwrap();
-    type Setup<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str, &'a [u8], bool);
-    let cases: [Setup<'_>; 7] = [
-        (
-            &["--user", "alice"],
-            &[("CORECAST_PASSWORD", "from-env")],
-            "",
-            b"password alice:from-env",
-            true,
-        ),
-        (&["--user", "alice"], &[], "from-stdin\nthe message", b"password alice:from-stdin", true),
-        (
-            &["--user", "alice", "--password-file", password_file],
-            &[("CORECAST_PASSWORD", "env")],
-            "",
-            b"password alice:from-file",
-            true,
-        ),
-        (&["--bearer-file", bearer_file], &[], "", b"bearer b3arer", true),
-        (&[], &[("CORECAST_BEARER", "env-bearer")], "", b"bearer env-bearer", true),
-        (
-            &["--jwt-file", jwt_file],
-            &[("CORECAST_BEARER", "unused")],
-            "",
-            b"jwt e30.e30.c2ln",
-            true,
-        ),
-        (&["--auth-token", "shared"], &[("CORECAST_JWT", "unused")], "", b"shared", false),
+    let write = |name: &str, contents: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, contents).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let secret = b"a-long-enough-test-secret-for-hs256";
+    let jwt_config = JwtConfig {
+        hs256_secret_file: Some(write("hs256.secret", std::str::from_utf8(secret).unwrap()).into()),
+        ..JwtConfig::default()
+    };
+    let users = vec![
+        UserConfig { password: Some(hash_password(b"pw-alice")), ..news_reader("alice") },
+        UserConfig { token_sha256: Some(hash_token(b"tok-svc")), ..news_reader("svc") },
+        news_reader("reader"),
     ];
-    for (args, env, stdin, token, bit) in cases {
-        let (addr, caught) = hello_catcher();
+    let config = Config { users, jwt: Some(jwt_config), ..config(Some("shared")) };
+    let broker = Broker::start(config).unwrap();
+    let addr = broker.local_addr();
+    // The first line of a password file; a bearer or JWT file trimmed.
+    let password_file = write("password", "pw-alice\nignored");
+    let bearer_file = write("bearer", "tok-svc\n");
+    let jwt_file = write("jwt", &format!("{}\n", jwt(secret, "reader")));
+    // The flag, the environment, standard input. Each case sends the
+    // message "m" and would fail to log in with the credential it must
+    // not take.
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case<'_>; 7] = [
+        (&["--user", "alice"], &[("CORECAST_PASSWORD", "pw-alice")], "m"),
+        (&["--user", "alice"], &[], "pw-alice\nm"),
+        (
+            &["--user", "alice", "--password-file", &password_file],
+            &[("CORECAST_PASSWORD", "no")],
+            "m",
+        ),
+        (&["--bearer-file", &bearer_file], &[], "m"),
+        (&[], &[("CORECAST_BEARER", "tok-svc")], "m"),
+        (&["--jwt-file", &jwt_file], &[("CORECAST_BEARER", "no")], "m"),
+        (&["--auth-token", "shared"], &[("CORECAST_JWT", "no")], "m"),
+    ];
+    for (args, env, stdin) in cases {
         let mut cmd = cli(addr);
-        cmd.args(args).args(["pub", "t"]).write_stdin(stdin);
+        cmd.args(args).args(["pub", "news.t"]).write_stdin(stdin);
         for (key, value) in env {
             cmd.env(key, value);
         }
-        cmd.assert().failure().code(1).stderr(predicate::str::contains("auth failed"));
-        let (got, got_bit) = credential_of(&caught.join().unwrap());
-        assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(token), "{args:?}");
-        assert_eq!(got_bit, bit, "{args:?}: the credential bit");
+        cmd.assert()
+            .success()
+            .stderr(predicate::str::contains("published 1 message to news.t (1 byte)"));
     }
+    assert_eq!(broker.counters().total.auth_failures, 0);
+    stop(broker);
 }
 
 fn temp_dir() -> std::path::PathBuf {
@@ -911,13 +895,11 @@ fn temp_dir() -> std::path::PathBuf {
     dir
 }
 
-/// Certificates made with rcgen: a CA, a server certificate for 127.0.0.1
-/// and a client certificate, as PEM files in a new directory.
+/// Certificates made with rcgen: a CA, a server certificate for 127.0.0.1,
+/// a client certificate with the subject `CN=alice` and another CA, as PEM
+/// files in a new directory.
 struct Pki {
     dir: std::path::PathBuf,
-    server_cert: String,
-    server_key: String,
-    ca_der: Vec<u8>,
 }
 
 impl Pki {
@@ -930,110 +912,59 @@ impl Pki {
         params.distinguished_name.push(DnType::CommonName, "cli test CA");
         let ca = params.self_signed(&ca_key).unwrap();
         std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-        let issue = |names: Vec<String>, cn: &str| {
+        let issue = |names: Vec<String>, cn: &str, name: &str| {
             let key = KeyPair::generate().unwrap();
             let mut params = CertificateParams::new(names).unwrap();
             params.distinguished_name.push(DnType::CommonName, cn);
             let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-            (cert.pem(), key.serialize_pem())
+            std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+            std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
         };
-        let (server_cert, server_key) = issue(vec!["127.0.0.1".into()], "broker");
-        let (client_cert, client_key) = issue(vec![], "alice");
-        std::fs::write(dir.join("client.pem"), client_cert).unwrap();
-        std::fs::write(dir.join("client.key"), client_key).unwrap();
+        issue(vec!["127.0.0.1".into()], "broker", "server");
+        issue(vec![], "alice", "client");
         // Another CA, which signed nothing here.
         let other_key = KeyPair::generate().unwrap();
         let mut other = CertificateParams::new(Vec::<String>::new()).unwrap();
         other.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         std::fs::write(dir.join("other-ca.pem"), other.self_signed(&other_key).unwrap().pem())
             .unwrap();
-        Self { dir, server_cert, server_key, ca_der: ca.der().to_vec() }
+        Self { dir }
     }
 
     fn path(&self, name: &str) -> String {
         self.dir.join(name).to_str().unwrap().to_owned()
     }
+
+    /// A broker config with a TLS port on 127.0.0.1 serving the server
+    /// certificate; with `client_auth` other than off, client certificates
+    /// of the test CA.
+    fn broker_config(&self, client_auth: corecast::tls::ClientAuth) -> Config {
+        use corecast::tls::{ClientAuth, TlsConfig};
+        let tls = TlsConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            cert: self.dir.join("server.pem"),
+            key: self.dir.join("server.key"),
+            client_ca: (client_auth != ClientAuth::Off).then(|| self.dir.join("ca.pem")),
+            client_auth,
+            min_version: Default::default(),
+            handshake_timeout_ms: 5_000,
+        };
+        Config { tls: Some(tls), ..config(None) }
+    }
 }
 
-/// A TLS terminator on 127.0.0.1 in front of the broker at `broker`: a
-/// thread per connection that completes the handshake (asking for a client
-/// certificate of the test CA when `mutual`) and pipes the bytes.
-fn tls_terminator(broker: SocketAddr, pki: &Pki, mutual: bool) -> SocketAddr {
-    use std::sync::Arc;
-
-    use rustls::{server::WebPkiClientVerifier, RootCertStore, ServerConfig, StreamOwned};
-    use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
-
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(pki.server_cert.as_bytes()).map(Result::unwrap).collect();
-    let key = PrivateKeyDer::from_pem_slice(pki.server_key.as_bytes()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
-        .with_safe_default_protocol_versions()
-        .unwrap();
-    let builder = if mutual {
-        let mut roots = RootCertStore::empty();
-        roots.add(CertificateDer::from(pki.ca_der.clone())).unwrap();
-        let verifier =
-            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build().unwrap();
-        builder.with_client_cert_verifier(verifier)
-    } else {
-        builder.with_no_client_auth()
-    };
-    let config = Arc::new(builder.with_single_cert(chain, key).unwrap());
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    thread::spawn(move || {
-        for tcp in listener.incoming() {
-            let Ok(tcp) = tcp else { continue };
-            let config = Arc::clone(&config);
-            thread::spawn(move || {
-                let conn = rustls::ServerConnection::new(config).unwrap();
-                let tick = Some(Duration::from_millis(5));
-                tcp.set_read_timeout(tick).unwrap();
-                let mut tls = StreamOwned::new(conn, tcp);
-                let Ok(mut up) = std::net::TcpStream::connect(broker) else { return };
-                up.set_read_timeout(tick).unwrap();
-                let mut buf = vec![0u8; 64 << 10];
-                let idle = |e: &std::io::Error| {
-                    matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    )
-                };
-                loop {
-                    match tls.read(&mut buf) {
-                        Ok(0) => return,
-                        Ok(n) => {
-                            if up.write_all(&buf[..n]).is_err() {
-                                return;
-                            }
-                        }
-                        Err(e) if idle(&e) => {}
-                        Err(_) => return,
-                    }
-                    match up.read(&mut buf) {
-                        Ok(0) => return,
-                        Ok(n) => {
-                            if tls.write_all(&buf[..n]).and_then(|()| tls.flush()).is_err() {
-                                return;
-                            }
-                        }
-                        Err(e) if idle(&e) => {}
-                        Err(_) => return,
-                    }
-                }
-            });
-        }
-    });
-    addr
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 #[test]
 fn ping_pub_and_sub_over_tls_and_mutual_tls() {
-    let broker = start_broker(None);
+    use corecast::tls::ClientAuth;
     let pki = Pki::new();
-    let tls = tls_terminator(broker.local_addr(), &pki, false);
+    let broker = Broker::start(pki.broker_config(ClientAuth::Off)).unwrap();
+    let tls = broker.tls_addr().unwrap();
     let ca = pki.path("ca.pem");
     cli(tls).args(["--tls-ca", &ca, "ping", "--count", "1"]).assert().success();
     // The CA from the environment, a message through TLS both ways.
@@ -1057,9 +988,12 @@ fn ping_pub_and_sub_over_tls_and_mutual_tls() {
         .code(1)
         .stderr(predicate::str::contains("TLS handshake with"))
         .stderr(predicate::str::contains("--tls-ca"));
+    assert_eq!(broker.counters().total.tls_handshakes, 3);
+    stop(broker);
 
     // Mutual TLS: with the client certificate, and without it.
-    let mutual = tls_terminator(broker.local_addr(), &pki, true);
+    let broker = Broker::start(pki.broker_config(ClientAuth::Required)).unwrap();
+    let mutual = broker.tls_addr().unwrap();
     let (cert, key) = (pki.path("client.pem"), pki.path("client.key"));
     cli(mutual)
         .args(["--tls-ca", &ca, "--tls-cert", &cert, "--tls-key", &key, "ping", "--count", "1"])
@@ -1071,5 +1005,110 @@ fn ping_pub_and_sub_over_tls_and_mutual_tls() {
         .failure()
         .code(1)
         .stderr(predicate::str::contains("TLS handshake with"));
+    // The broker counts the failure once it has seen the client go.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while broker.counters().total.tls_handshake_failures < 1 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(5));
+    }
+    let c = broker.counters().total;
+    assert_eq!((c.tls_handshakes, c.tls_handshake_failures), (1, 1), "{c:#?}");
+    stop(broker);
+}
+
+/// A user who may subscribe to `news.>` only.
+fn news_reader(name: &str) -> corecast::auth::UserConfig {
+    use corecast::auth::{Permissions, Rules, UserConfig};
+    UserConfig {
+        name: name.into(),
+        permissions: Some(Permissions {
+            subscribe: Rules { allow: Some(vec!["news.>".into()]), deny: vec![] },
+            ..Permissions::default()
+        }),
+        ..UserConfig::default()
+    }
+}
+
+#[test]
+fn users_log_in_with_a_password_or_a_bearer_file() {
+    use corecast::auth::{hash_password, hash_token, UserConfig};
+    let alice = UserConfig { password: Some(hash_password(b"pw-alice")), ..news_reader("alice") };
+    let svc = UserConfig { token_sha256: Some(hash_token(b"tok-svc")), ..news_reader("svc") };
+    let broker = Broker::start(Config { users: vec![alice, svc], ..config(None) }).unwrap();
+    let addr = broker.local_addr();
+    let dir = temp_dir();
+    let bearer_file = dir.join("bearer");
+    std::fs::write(&bearer_file, "tok-svc\n").unwrap();
+    let bearer_file = bearer_file.to_str().unwrap();
+
+    // The service subscribes with its bearer token; alice publishes with
+    // her password from the environment.
+    let sub = Background::start(
+        addr,
+        &["--bearer-file", bearer_file, "sub", "news.today", "--count", "1"],
+        "subscribed to news.today",
+    );
+    cli(addr)
+        .args(["--user", "alice", "pub", "news.today", "hello"])
+        .env("CORECAST_PASSWORD", "pw-alice")
+        .assert()
+        .success();
+    assert_eq!(sub.finish(), "[news.today] hello\n");
+
+    // A topic the user may not subscribe to is refused, named.
+    cli(addr)
+        .args(["--bearer-file", bearer_file, "sub", "secret.plans"])
+        .assert()
+        .failure()
+        .code(1)
+        .stderr(predicate::str::contains("cannot subscribe to secret.plans"))
+        .stderr(predicate::str::contains("permission denied (104)"));
+
+    // A wrong password, and a bearer token no user has.
+    cli(addr)
+        .args(["--user", "alice", "ping", "--count", "1"])
+        .env("CORECAST_PASSWORD", "pw-bob")
+        .assert()
+        .failure()
+        .code(1)
+        .stderr(predicate::str::contains("refused the connection: auth failed (7)"))
+        .stderr(predicate::str::contains("--user"));
+    std::fs::write(dir.join("guess"), "tok-guess\n").unwrap();
+    cli(addr)
+        .args(["--bearer-file", dir.join("guess").to_str().unwrap(), "ping", "--count", "1"])
+        .assert()
+        .failure()
+        .code(1)
+        .stderr(predicate::str::contains("refused the connection: auth failed (7)"));
+    assert_eq!(broker.counters().total.auth_failures, 2);
+    stop(broker);
+}
+
+#[test]
+fn a_client_certificate_logs_in_as_the_user_with_its_subject() {
+    use corecast::{auth::UserConfig, tls::ClientAuth};
+    let pki = Pki::new();
+    let alice = UserConfig { tls_subject: Some("CN=alice".into()), ..news_reader("alice") };
+    let config = Config { users: vec![alice], ..pki.broker_config(ClientAuth::Required) };
+    let broker = Broker::start(config).unwrap();
+    let tls = broker.tls_addr().unwrap();
+    let (ca, cert, key) = (pki.path("ca.pem"), pki.path("client.pem"), pki.path("client.key"));
+    let as_alice = ["--tls-ca", &ca, "--tls-cert", &cert, "--tls-key", &key];
+    let sub = Background::start(
+        tls,
+        &[&as_alice[..], &["sub", "news.today", "--count", "1"]].concat(),
+        "subscribed to news.today",
+    );
+    cli(tls).args(as_alice).args(["pub", "news.today", "by certificate"]).assert().success();
+    assert_eq!(sub.finish(), "[news.today] by certificate\n");
+    // Her rules apply.
+    cli(tls)
+        .args(as_alice)
+        .args(["sub", "secret.plans"])
+        .assert()
+        .failure()
+        .code(1)
+        .stderr(predicate::str::contains("cannot subscribe to secret.plans"))
+        .stderr(predicate::str::contains("permission denied (104)"));
+    assert_eq!(broker.counters().total.auth_failures, 0);
     stop(broker);
 }
