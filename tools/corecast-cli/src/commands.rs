@@ -173,8 +173,14 @@ fn publish(
             (None, None) => client.publish(topic, &payload)?,
         }
     }
-    // Returns once the broker has routed every message.
+    // Returns once the broker has answered every message: a refusal
+    // (permission denied, say) is queued as an event by then.
+    client.flush()?;
+    let refused = refusal(&client);
     client.close()?;
+    if let Some(e) = refused {
+        anyhow::bail!("the broker refused the publish: {} ({})", e.text, e.code);
+    }
     let each = if count > 1 { " each" } else { "" };
     let size = plural(payload.len() as u64, "byte");
     eprintln!("published {} to {topic} ({size}{each})", plural(count, "message"));
@@ -310,6 +316,14 @@ fn report_events(client: &Client) {
     }
 }
 
+/// The first `ERR` the broker answered with, among the events queued.
+fn refusal(client: &Client) -> Option<client::ServerError> {
+    std::iter::from_fn(|| client.try_next_event()).find_map(|event| match event {
+        Event::ServerError(e) => Some(e),
+        _ => None,
+    })
+}
+
 fn request(
     conn: &Connection,
     topic: &str,
@@ -325,10 +339,15 @@ fn request(
             "no responders for {topic}: nobody is subscribed to it \
              (`corecast-cli reply {topic}` answers requests)"
         ),
-        Err(ClientError::Timeout { waiting_for: "a reply", .. }) => bail!(
-            "no reply on {topic} within {timeout:?} — is a responder running? \
-             (`corecast-cli reply {topic}` answers requests)"
-        ),
+        Err(ClientError::Timeout { waiting_for: "a reply", .. }) => {
+            if let Some(e) = refusal(&client) {
+                bail!("the broker refused the request: {} ({})", e.text, e.code);
+            }
+            bail!(
+                "no reply on {topic} within {timeout:?} — is a responder running? \
+                 (`corecast-cli reply {topic}` answers requests)"
+            )
+        }
         Err(e) => return Err(e.into()),
     };
     let mut out = io::stdout().lock();

@@ -1021,7 +1021,11 @@ fn news_reader(name: &str) -> corecast::auth::UserConfig {
     UserConfig {
         name: name.into(),
         permissions: Some(Permissions {
-            subscribe: Rules { allow: Some(vec!["news.>".into()]), deny: vec![] },
+            subscribe: Rules {
+                allow: Some(vec!["news.>".into(), "_INBOX.>".into()]),
+                deny: vec![],
+            },
+            publish: Rules { allow: Some(vec!["news.>".into()]), deny: vec![] },
             ..Permissions::default()
         }),
         ..UserConfig::default()
@@ -1062,6 +1066,21 @@ fn users_log_in_with_a_password_or_a_bearer_file() {
         .code(1)
         .stderr(predicate::str::contains("cannot subscribe to secret.plans"))
         .stderr(predicate::str::contains("permission denied (104)"));
+    // So is a publish, and the command fails rather than saying it went.
+    cli(addr)
+        .args(["--user", "alice", "pub", "secret.plans", "leak"])
+        .env("CORECAST_PASSWORD", "pw-alice")
+        .assert()
+        .failure()
+        .code(1)
+        .stderr(predicate::str::contains("permission denied: publish to secret.plans (104)"));
+    cli(addr)
+        .args(["--user", "alice", "req", "secret.plans", "what?", "--timeout", "300ms"])
+        .env("CORECAST_PASSWORD", "pw-alice")
+        .assert()
+        .failure()
+        .code(1)
+        .stderr(predicate::str::contains("refused the request: permission denied: publish to"));
 
     // A wrong password, and a bearer token no user has.
     cli(addr)
