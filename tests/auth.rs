@@ -481,3 +481,25 @@ fn a_queue_member_denied_a_topic_is_passed_over_in_the_draw() {
     assert!(!got_a.is_empty(), "the limited member still gets open jobs");
     assert_eq!(broker.counters().total.queue_undeliverable, 0);
 }
+
+/// Guesses sent all at once are throttled as they arrive, not only once
+/// the first checks have failed: of 40 parallel wrong passwords from one
+/// address, at most the burst (and a refill or two) are checked.
+#[test]
+fn parallel_guesses_are_throttled_as_they_arrive() {
+    let broker = broker_with(vec![user("alice", "pw-a")]);
+    let addr = broker.local_addr();
+    let threads: Vec<_> = (0..40)
+        .map(|_| {
+            std::thread::spawn(move || {
+                Client11::login(addr, [127, 0, 6, 1], &password("alice", "guess"), true).err()
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().expect("joined"), Some(AUTH_FAILED));
+    }
+    let c = broker.counters().total;
+    assert_eq!(c.auth_failures, 40, "{c:#?}");
+    assert!(c.auth_throttled >= 30, "only {} of 40 were throttled", c.auth_throttled);
+}

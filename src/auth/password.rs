@@ -54,12 +54,36 @@ pub struct PasswordJob {
     /// decided (unknown user, a user without a password), which is
     /// returned only after the same work as a real check.
     pub(crate) claimed: Result<Identity, AuthFailure>,
-    /// Where the attempt came from and when, for the throttle.
-    pub(crate) peer: IpAddr,
-    pub(crate) now_unix_secs: u64,
+    /// The check's place in its source's throttle bucket, ended when the
+    /// job runs, or when it is dropped unrun (a full queue).
+    pub(crate) check: Check,
+}
+
+/// A check under way from one source, for the throttle: ended exactly
+/// once.
+#[derive(Debug)]
+pub(crate) struct Check {
     /// The authenticator's throttle and counters, which outlive a reload
     /// for jobs still running.
     pub(crate) guard: Arc<Guard>,
+    pub(crate) peer: IpAddr,
+    pub(crate) now_unix_secs: u64,
+    pub(crate) ended: bool,
+}
+
+impl Check {
+    fn end(&mut self, failed: bool) {
+        if !self.ended {
+            self.ended = true;
+            self.guard.end_check(self.peer, self.now_unix_secs, failed);
+        }
+    }
+}
+
+impl Drop for Check {
+    fn drop(&mut self) {
+        self.end(false);
+    }
 }
 
 impl PasswordJob {
@@ -72,9 +96,8 @@ impl PasswordJob {
             Ok(_) => Err(AuthFailure::WrongSecret),
             Err(failure) => Err(failure),
         };
-        if outcome.is_err() {
-            self.guard.record_failure(self.peer, self.now_unix_secs);
-        }
+        let mut check = self.check;
+        check.end(outcome.is_err());
         outcome
     }
 }
@@ -83,7 +106,7 @@ impl fmt::Debug for PasswordJob {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PasswordJob")
             .field("user", &self.claimed.as_ref().ok().and_then(Identity::user))
-            .field("peer", &self.peer)
+            .field("peer", &self.check.peer)
             .finish_non_exhaustive()
     }
 }

@@ -15,14 +15,16 @@ use std::{
     },
 };
 
-use super::failure::AuthFailure;
-
 /// Failures an address may have in a row before it is throttled.
 pub(crate) const BURST: u32 = 5;
 /// Failures forgiven per second.
 pub(crate) const REFILL_PER_SEC: u32 = 1;
 /// Addresses tracked at most: the memory bound when many addresses fail.
 pub(crate) const MAX_SOURCES: usize = 4096;
+/// Checks one source may have under way at once; more wait their turn, so
+/// guesses sent together meet the throttle as they are checked, while a
+/// host that opens many connections at once still gets them all.
+pub(crate) const MAX_CHECKING: u32 = 4;
 
 /// Where failures are counted: an IPv4 address, or the /64 of an IPv6 one
 /// (one host usually holds a whole /64, and would otherwise have 2^64
@@ -52,6 +54,8 @@ struct Bucket {
     tokens: u32,
     /// The second `tokens` was last brought up to date.
     at: u64,
+    /// Checks under way.
+    checking: u32,
 }
 
 impl Bucket {
@@ -60,11 +64,12 @@ impl Bucket {
         let elapsed = now.saturating_sub(self.at);
         let gained = elapsed.saturating_mul(u64::from(REFILL_PER_SEC));
         let tokens = u64::from(self.tokens).saturating_add(gained).min(u64::from(BURST)) as u32;
-        Self { tokens, at: now.max(self.at) }
+        Self { tokens, at: now.max(self.at), checking: self.checking }
     }
 
+    /// Holds nothing a fresh bucket would not.
     fn is_full(self) -> bool {
-        self.tokens >= BURST
+        self.tokens >= BURST && self.checking == 0
     }
 }
 
@@ -88,10 +93,45 @@ impl Throttle {
         if !self.buckets.contains_key(&source) && self.buckets.len() >= MAX_SOURCES {
             self.make_room(now);
         }
-        let bucket = self.buckets.entry(source).or_insert(Bucket { tokens: BURST, at: now });
+        let bucket = self.bucket(peer, now);
         let mut refilled = bucket.refilled(now);
         refilled.tokens = refilled.tokens.saturating_sub(1);
         *bucket = refilled;
+    }
+
+    /// `peer`'s bucket, made (full) if it has none, room made for it.
+    fn bucket(&mut self, peer: IpAddr, now: u64) -> &mut Bucket {
+        let source = Source::of(peer);
+        if !self.buckets.contains_key(&source) && self.buckets.len() >= MAX_SOURCES {
+            self.make_room(now);
+        }
+        self.buckets.entry(source).or_insert(Bucket { tokens: BURST, at: now, checking: 0 })
+    }
+
+    /// Starts a check from `peer`: refused when it has no failure left,
+    /// put off while it has [`MAX_CHECKING`] under way.
+    pub(crate) fn begin_check(&mut self, peer: IpAddr, now: u64) -> Admission {
+        if self.is_throttled(peer, now) {
+            return Admission::Throttled;
+        }
+        let bucket = self.bucket(peer, now);
+        if bucket.checking >= MAX_CHECKING {
+            return Admission::Later;
+        }
+        bucket.checking += 1;
+        Admission::Go
+    }
+
+    /// Ends a check from `peer`, spending a failure if it `failed`.
+    pub(crate) fn end_check(&mut self, peer: IpAddr, now: u64, failed: bool) {
+        if let Some(bucket) = self.buckets.get_mut(&Source::of(peer)) {
+            bucket.checking = bucket.checking.saturating_sub(1);
+        }
+        if failed {
+            self.record_failure(peer, now);
+        } else if self.buckets.get(&Source::of(peer)).is_some_and(|b| b.refilled(now).is_full()) {
+            self.buckets.remove(&Source::of(peer));
+        }
     }
 
     /// Frees at least one place: the buckets that have refilled go (they
@@ -102,6 +142,8 @@ impl Throttle {
         if self.buckets.len() < MAX_SOURCES {
             return;
         }
+        // A source with checks under way loses its count of them: its
+        // next checks are the more free, never the less.
         let oldest = self.buckets.iter().min_by_key(|(_, b)| b.at).map(|(source, _)| *source);
         if let Some(source) = oldest {
             self.buckets.remove(&source);
@@ -129,21 +171,35 @@ pub(crate) struct Guard {
     pub(crate) throttled: AtomicU64,
 }
 
+/// Whether a check may start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// It may.
+    Go,
+    /// The source has too many checks under way: ask again shortly.
+    Later,
+    /// The source failed too often lately: refuse without a check.
+    Throttled,
+}
+
 impl Guard {
-    /// [`AuthFailure::Throttled`] (counted) if `peer` must not be checked
-    /// at `now`.
-    pub(crate) fn admit(&self, peer: IpAddr, now: u64) -> Result<(), AuthFailure> {
-        if self.lock().is_throttled(peer, now) {
+    /// Whether a check from `peer` may start at `now` (a throttled one is
+    /// counted). A started check must end with [`Guard::end_check`].
+    pub(crate) fn admit(&self, peer: IpAddr, now: u64) -> Admission {
+        let admission = self.lock().begin_check(peer, now);
+        if admission == Admission::Throttled {
             self.throttled.fetch_add(1, Ordering::Relaxed);
-            return Err(AuthFailure::Throttled);
         }
-        Ok(())
+        admission
     }
 
-    /// Counts a failed check from `peer` at `now`.
-    pub(crate) fn record_failure(&self, peer: IpAddr, now: u64) {
-        self.failures.fetch_add(1, Ordering::Relaxed);
-        self.lock().record_failure(peer, now);
+    /// Ends a check from `peer`; a failure is counted and spends one of the
+    /// source's failures.
+    pub(crate) fn end_check(&self, peer: IpAddr, now: u64, failed: bool) {
+        if failed {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        self.lock().end_check(peer, now, failed);
     }
 
     /// The throttle; a panic while it was held left it consistent (each
@@ -186,6 +242,28 @@ mod tests {
         assert!(!t.is_throttled(v4(1), 200), "refilled to the burst, not beyond");
         t.record_failure(v4(1), 200);
         assert!(t.is_throttled(v4(1), 200));
+    }
+
+    #[test]
+    fn checks_under_way_are_bounded_and_counted_when_they_fail() {
+        let mut t = Throttle::default();
+        for _ in 0..MAX_CHECKING {
+            assert_eq!(t.begin_check(v4(1), 100), Admission::Go);
+        }
+        assert_eq!(t.begin_check(v4(1), 100), Admission::Later, "too many at once");
+        assert_eq!(t.begin_check(v4(2), 100), Admission::Go, "another source is not held");
+        t.end_check(v4(1), 100, false);
+        assert_eq!(t.begin_check(v4(1), 100), Admission::Go, "a place came free");
+        for _ in 0..MAX_CHECKING {
+            t.end_check(v4(1), 100, true);
+        }
+        fail(&mut t, v4(1), 100, BURST - MAX_CHECKING);
+        assert_eq!(t.begin_check(v4(1), 100), Admission::Throttled);
+        t.end_check(v4(2), 100, false);
+        assert!(
+            !t.buckets.contains_key(&Source::of(v4(2))),
+            "a source that only succeeded is forgotten"
+        );
     }
 
     #[test]

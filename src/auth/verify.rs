@@ -17,9 +17,9 @@ use super::{
     hash::{sha256, Digest256},
     identity::{CredentialKind, Identity},
     jwt::JwtVerifier,
-    password::{dummy_like, PasswordJob},
+    password::{dummy_like, Check, PasswordJob},
     permissions::Compiled,
-    throttle::Guard,
+    throttle::{Admission, Guard},
     users::{RuleCache, Users},
 };
 use crate::config::{Config, ConfigError};
@@ -70,6 +70,9 @@ pub enum Begin {
     /// A password to verify: run the job on a thread that may block, then
     /// answer with its outcome.
     Verify(PasswordJob),
+    /// The client's address has as many checks under way as it may: ask
+    /// again shortly (the `HELLO` waits; nothing was checked).
+    Later,
 }
 
 /// Users, hashes, keys and permissions of one configuration, compiled.
@@ -146,8 +149,10 @@ impl Authenticator {
         if !self.required() && !matches!(presented, Presented::Malformed) {
             return Begin::Done(Ok(self.anonymous(self.allow_all.clone(), CredentialKind::None)));
         }
-        if let Err(throttled) = self.guard.admit(peer, now_unix_secs) {
-            return Begin::Done(Err(throttled));
+        match self.guard.admit(peer, now_unix_secs) {
+            Admission::Go => {}
+            Admission::Later => return Begin::Later,
+            Admission::Throttled => return Begin::Done(Err(AuthFailure::Throttled)),
         }
         let outcome = match presented {
             Presented::Token([]) => self.certificate(tls_subject),
@@ -159,9 +164,7 @@ impl Authenticator {
                 return Begin::Verify(self.password_job(user, password, peer, now_unix_secs));
             }
         };
-        if outcome.is_err() {
-            self.record_failure(peer, now_unix_secs);
-        }
+        self.guard.end_check(peer, now_unix_secs, outcome.is_err());
         Begin::Done(outcome)
     }
 
@@ -169,14 +172,6 @@ impl Authenticator {
     /// configured: what a reload re-checks open connections against.
     pub(crate) fn rules_of(&self, user: &str) -> Option<(Arc<Compiled>, UserLimits)> {
         self.users.by_name(user).map(|u| (Arc::clone(&u.permissions), u.limits))
-    }
-
-    /// Counts a failure against `peer` at `now_unix_secs` (the throttle's
-    /// time). [`Authenticator::begin`] and [`PasswordJob::run`] call it for
-    /// every failure they return; the caller may for other failures of a
-    /// `HELLO`.
-    pub fn record_failure(&self, peer: IpAddr, now_unix_secs: u64) {
-        self.guard.record_failure(peer, now_unix_secs);
     }
 
     /// `HELLO`s refused after a check, since this authenticator was built.
@@ -250,9 +245,7 @@ impl Authenticator {
             hash,
             password: Zeroizing::new(password.to_vec()),
             claimed,
-            peer,
-            now_unix_secs: now,
-            guard: self.guard.clone(),
+            check: Check { guard: self.guard.clone(), peer, now_unix_secs: now, ended: false },
         }
     }
 }
@@ -323,6 +316,7 @@ mod tests {
         match a.begin(presented, PEER, subject, NOW) {
             Begin::Done(outcome) => outcome,
             Begin::Verify(job) => job.run(),
+            Begin::Later => panic!("one check at a time is never put off"),
         }
     }
 

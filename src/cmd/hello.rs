@@ -28,7 +28,14 @@ enum Login {
     Waiting,
     /// The password threads have too many checks waiting.
     Busy,
+    /// The client's address has as many checks under way as it may; the
+    /// `HELLO` is tried again after a pause.
+    Later,
 }
+
+/// The pause before a `HELLO` put off for its address's checks under way
+/// is tried again.
+const RETRY_LOGIN: Duration = Duration::from_millis(10);
 
 /// Opens the session. A `HELLO` with the 1.1 bit is granted 1.1 (and its
 /// no-echo bit honoured); without it the `WELCOME` is the version 1 one,
@@ -48,6 +55,7 @@ pub(super) fn apply(
         Login::Done(Ok(identity)) => identity,
         Login::Done(Err(failure)) => return refuse(ctx, &failure),
         Login::Waiting => return Flow::Stall,
+        Login::Later => return Flow::Wait(Instant::now() + RETRY_LOGIN),
         Login::Busy => {
             return ctx.fail(ErrorCode::ServerFull, "too many logins at once; try again")
         }
@@ -105,6 +113,7 @@ fn login(ctx: &mut Ctx<'_>, hello: &Hello<'_>, typed: bool) -> Login {
     let (peer, subject) = (slot.peer().ip(), slot.tls_subject().map(str::to_owned));
     match auth.begin(presented, peer, subject.as_deref(), unix_now()) {
         Begin::Done(answer) => Login::Done(answer),
+        Begin::Later => Login::Later,
         Begin::Verify(job) => match ctx.shard.logins.verifier.submit(|| job.run(), ctx.waker) {
             Ok(pending) => {
                 ctx.slot().start_login(pending);
