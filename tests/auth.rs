@@ -503,3 +503,60 @@ fn parallel_guesses_are_throttled_as_they_arrive() {
     assert_eq!(c.auth_failures, 40, "{c:#?}");
     assert!(c.auth_throttled >= 30, "only {} of 40 were throttled", c.auth_throttled);
 }
+
+/// A user cannot mint its own permits: a request's reply-to must be a
+/// topic the requester may receive, and a request a user sent itself
+/// (from this connection or another of its own) gives it no permit.
+#[test]
+fn a_user_cannot_answer_its_own_requests_or_point_replies_elsewhere() {
+    let mut m = with_rules(
+        user("m", "pw-m"),
+        rules(Some(&["svc.req"]), &[]),
+        rules(Some(&["svc.req", "_inbox.m.>"]), &[]),
+    );
+    if let Some(p) = m.permissions.as_mut() {
+        p.allow_responses = Some(corecast::auth::AllowResponses::default());
+    }
+    let broker = broker_with(vec![m, user("watcher", "pw-w")]);
+    let addr = broker.local_addr();
+    let mut watcher = login(addr, &password("watcher", "pw-w")).expect("login");
+    watcher.sub(1, ">");
+    watcher.flush_empty();
+    let mut a = login(addr, &password("m", "pw-m")).expect("login");
+    let mut b = login(addr, &password("m", "pw-m")).expect("login");
+    a.sub(1, "svc.req");
+    b.sub(1, "svc.req");
+    a.flush_empty();
+    b.flush_empty();
+    // Replies pointed at a topic the requester may not read are refused.
+    a.request("svc.req", "admin.shutdown", b"x");
+    expect_refused(&mut a, PERMISSION_DENIED);
+    // Its own request reaches both its connections, and neither may answer.
+    a.request("svc.req", "_inbox.m.1", b"y");
+    a.flush();
+    b.flush();
+    for c in [&mut a, &mut b] {
+        c.publish("_inbox.m.1", b"self-answer");
+        expect_refused(c, PERMISSION_DENIED);
+    }
+    let seen = watcher.flush();
+    assert!(seen.iter().all(|g| !matches!(g, Got11::Msg { topic, .. } if topic == "_inbox.m.1")));
+    assert!(seen.iter().all(|g| !matches!(g, Got11::Msg { topic, .. } if topic == "admin.shutdown")));
+}
+
+/// Header bytes count against the byte rate like payload bytes.
+#[test]
+fn headers_are_charged_to_the_byte_rate() {
+    let mut h = user("h", "pw-h");
+    h.limits = UserLimits { publish_bytes_per_sec: Some(4096), ..UserLimits::default() };
+    let broker = broker_with(vec![h]);
+    let mut c = login(broker.local_addr(), &password("h", "pw-h")).expect("login");
+    let value = "v".repeat(2000);
+    let mut block = corecast_proto::HeaderBlock::new();
+    block.push("k", &value).expect("a header");
+    for _ in 0..10 {
+        c.hpub("t", block.headers(), b"", false);
+    }
+    c.flush();
+    assert!(broker.counters().total.publish_rate_waits > 0, "20 KB of headers at 4 KB/s");
+}

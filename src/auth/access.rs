@@ -29,13 +29,20 @@ pub(crate) struct Access {
     /// Counts the connection against its user's `max_connections` until
     /// the slot is freed.
     _lease: Option<Lease>,
+    /// Its user's tag ([`super::principal`]): requests that carry it are
+    /// its own, and give no permit.
+    principal: u64,
 }
 
 impl Access {
-    pub(crate) fn new(grant: Rc<Grant>, lease: Option<Lease>, now: Instant) -> Self {
+    pub(crate) fn new(
+        grant: Rc<Grant>,
+        (lease, principal): (Option<Lease>, u64),
+        now: Instant,
+    ) -> Self {
         let replies = grant.rules().allow_responses().map(|_| Replies::default());
         let rate = Rate::new(grant.limits(), now);
-        Self { grant, replies, rate, _lease: lease }
+        Self { grant, replies, rate, _lease: lease, principal }
     }
 
     /// The user's rules on this core.
@@ -58,15 +65,23 @@ impl Access {
     }
 
     /// Whether the connection may publish to `topic`: its rules allow it,
-    /// or it holds a permit to answer a request it received there (which
-    /// this uses).
+    /// or it holds a permit to answer a request it received there (used
+    /// only once the reply is delivered: [`Access::use_permit`]).
     pub(crate) fn may_publish(&mut self, topic: &str, now: Instant) -> Allowed {
         if self.grant.may_publish(topic) {
             Allowed::ByRules
-        } else if self.replies.as_mut().is_some_and(|r| r.take(topic, now)) {
+        } else if self.replies.as_mut().is_some_and(|r| r.holds(topic, now)) {
             Allowed::ByPermit
         } else {
             Allowed::No
+        }
+    }
+
+    /// Uses the permit [`Access::may_publish`] found for `topic`, now that
+    /// the reply went out.
+    pub(crate) fn use_permit(&mut self, topic: &str, now: Instant) {
+        if let Some(replies) = &mut self.replies {
+            replies.take(topic, now);
         }
     }
 
@@ -76,15 +91,16 @@ impl Access {
         self.replies.is_some()
     }
 
-    /// Messages on `topic` with `reply_tos` are about to reach a
-    /// subscription (`guarded`: its pattern overlaps a deny rule). False
-    /// when the topic is denied to the user; otherwise the requests among
-    /// them become permits. `now` is read once, only if needed.
+    /// Messages on `topic` with `requests` (each one's reply-to and
+    /// requester) are about to reach a subscription (`guarded`: its
+    /// pattern overlaps a deny rule). False when the topic is denied to
+    /// the user; otherwise the requests of other users among them become
+    /// permits. `now` is read once, only if needed.
     pub(crate) fn admit<'a>(
         &mut self,
         guarded: bool,
         topic: &str,
-        reply_tos: impl Iterator<Item = &'a str>,
+        requests: impl Iterator<Item = (&'a str, u64)>,
         now: &mut Option<Instant>,
     ) -> bool {
         if guarded && !self.grant.may_receive(topic) {
@@ -93,7 +109,8 @@ impl Access {
         if let (Some(replies), Some(rule)) =
             (self.replies.as_mut(), self.grant.rules().allow_responses())
         {
-            for reply_to in reply_tos.filter(|r| !r.is_empty()) {
+            let others = requests.filter(|(r, by)| !r.is_empty() && *by != self.principal);
+            for (reply_to, _) in others {
                 replies.received(reply_to, rule, *now.get_or_insert_with(Instant::now));
             }
         }

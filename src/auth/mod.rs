@@ -37,6 +37,18 @@ mod users;
 pub(crate) mod verifier;
 mod verify;
 
+/// A tag of the user `name` (0 for a client without one): what a request
+/// carries to say who asked, so that `allow_responses` never lets a user
+/// answer its own requests. FNV-1a; distinct users that collide only lose
+/// each other's permits.
+pub(crate) fn principal(name: Option<&str>) -> u64 {
+    let Some(name) = name else { return 0 };
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    hash | 1
+}
+
 /// What the cores share to let clients in, beyond the authenticator in
 /// force: each user's open connections, and the threads that check
 /// passwords. Lives as long as the broker.

@@ -37,6 +37,12 @@ impl Replies {
         self.permits.push_back(Permit { reply_to: reply_to.into(), left: rule.max, until });
     }
 
+    /// Whether the connection holds a permit for `topic`.
+    pub(crate) fn holds(&mut self, topic: &str, now: Instant) -> bool {
+        self.permits.retain(|p| p.until > now && p.left > 0);
+        self.permits.iter().any(|p| *p.reply_to == *topic)
+    }
+
     /// Uses one permit for `topic`, if the connection holds one.
     pub(crate) fn take(&mut self, topic: &str, now: Instant) -> bool {
         self.permits.retain(|p| p.until > now && p.left > 0);

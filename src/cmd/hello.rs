@@ -13,7 +13,7 @@ use corecast_proto::{Credential, ErrorCode, Hello, ServerFrame11, Welcome, VERSI
 
 use super::{Ctx, Flow};
 use crate::{
-    auth::{access::Access, AuthFailure, Begin, Identity, Presented, ANSWER},
+    auth::{access::Access, principal, AuthFailure, Begin, Identity, Presented, ANSWER},
     core::slot::Session,
     counters::CoreCounters,
 };
@@ -169,7 +169,8 @@ fn access_for(ctx: &mut Ctx<'_>, identity: &Identity) -> Result<Option<Box<Acces
         return Ok(None);
     }
     let grant = ctx.shard.grants.borrow_mut().grant(identity.user_name().cloned(), rules, limits);
-    Ok(Some(Box::new(Access::new(grant, lease, Instant::now()))))
+    let principal = principal(identity.user());
+    Ok(Some(Box::new(Access::new(grant, (lease, principal), Instant::now()))))
 }
 
 /// When the session's credential stops being good: a JWT's `exp`, with

@@ -11,7 +11,7 @@ use corecast_proto::{topic, ErrorCode, Pub, RawFrame, ServerFrame11, TopicKind};
 
 use super::{Ctx, Flow};
 use crate::{
-    auth::access::Allowed,
+    auth::{access::Allowed, principal},
     core::pressure::Pressure,
     counters::CoreCounters,
     route::{self, Batch, Message, Routed, Source},
@@ -23,7 +23,7 @@ use crate::{
 /// would receive it.
 pub(super) fn apply<'a>(
     ctx: &mut Ctx<'_>,
-    msg: Message<'a>,
+    mut msg: Message<'a>,
     request: bool,
     rest: &mut &'a [u8],
 ) -> Flow {
@@ -38,27 +38,21 @@ pub(super) fn apply<'a>(
             return ctx.refuse(code, &text);
         }
     }
-    let mut gathers = !request && msg.headers.is_none();
-    if let Some(access) = ctx.slot().access_mut() {
-        let now = Instant::now();
-        if let Some(until) = access.rate_wait(now) {
-            CoreCounters::add(&ctx.shard.counters.publish_rate_waits, 1);
-            return Flow::Wait(until);
-        }
-        match access.may_publish(msg.topic, now) {
-            Allowed::ByRules => {}
-            // A permit answers one request: the next PUB needs its own.
-            Allowed::ByPermit => gathers = false,
-            Allowed::No => return ctx.deny(&format!("publish to {}", msg.topic)),
-        }
-    }
+    let by_permit = match check_access(ctx, &msg) {
+        Ok(by_permit) => by_permit,
+        Err(flow) => return flow,
+    };
+    // A permit answers one request: the next PUB needs its own.
+    let gathers = !request && msg.headers.is_none() && !by_permit;
+    let tag = principal(ctx.slot().user().map(|u| &**u));
+    msg.requester = if msg.reply_to.is_empty() { 0 } else { tag };
     let session = ctx.slot().session();
     let skip = session.no_echo.then_some(ctx.key);
     let source = Source::Client { waker: ctx.waker, skip };
     let mut batch = Batch::new(msg, ctx.st.mem.max_pending());
     let mut after = *rest;
     if gathers {
-        gather(ctx, &mut batch, &mut after);
+        gather(ctx, &mut batch, &mut after, tag);
     }
     let msgs = batch.messages();
     let (pressure, responders) = match route::publish(ctx.shard, ctx.st, msgs, source, ctx.deferred)
@@ -72,7 +66,11 @@ pub(super) fn apply<'a>(
     if let Some(slot) = ctx.st.slots.get_mut(ctx.key) {
         slot.count_published(msgs.len() as u64);
         if let Some(access) = slot.access_mut() {
-            access.charge(msgs.len(), msgs.iter().map(|m| m.payload.len()).sum());
+            let bytes = msgs.iter().map(|m| m.payload.len() + m.headers.map_or(0, <[u8]>::len));
+            access.charge(msgs.len(), bytes.sum());
+            if by_permit {
+                access.use_permit(msg.topic, Instant::now());
+            }
         }
     }
     if request && !responders && ctx.slot().is_open() {
@@ -91,19 +89,48 @@ pub(super) fn apply<'a>(
     }
 }
 
+/// The checks of a user with rules: its publish rate, its publish rules
+/// (or a permit to answer a request it received), and a reply-to it may
+/// receive, so that nobody points replies at topics it may not read.
+/// `Ok(true)`: the publish goes on a permit, used once it is delivered.
+fn check_access(ctx: &mut Ctx<'_>, msg: &Message<'_>) -> Result<bool, Flow> {
+    let Some(access) = ctx.slot().access_mut() else { return Ok(false) };
+    let now = Instant::now();
+    if let Some(until) = access.rate_wait(now) {
+        CoreCounters::add(&ctx.shard.counters.publish_rate_waits, 1);
+        return Err(Flow::Wait(until));
+    }
+    let allowed = access.may_publish(msg.topic, now);
+    let reply_ok = msg.reply_to.is_empty() || access.grant().may_subscribe(msg.reply_to);
+    match allowed {
+        Allowed::No => Err(ctx.deny(&format!("publish to {}", msg.topic))),
+        _ if !reply_ok => {
+            Err(ctx.deny(&format!("reply-to {} (not one it may receive)", msg.reply_to)))
+        }
+        Allowed::ByRules => Ok(false),
+        Allowed::ByPermit => Ok(true),
+    }
+}
+
 /// Adds to `batch` the plain `PUB`s at the front of `rest` that it admits
 /// and that would be applied as they are (a reply-to that passes the
 /// check), moving `rest` past them. Anything else stays for the frame loop,
 /// which decodes it once. The topic was checked with the first `PUB`:
 /// those that follow are recognised by its bytes and not checked again.
-fn gather<'a>(ctx: &mut Ctx<'_>, batch: &mut Batch<'a>, rest: &mut &'a [u8]) {
+fn gather<'a>(ctx: &mut Ctx<'_>, batch: &mut Batch<'a>, rest: &mut &'a [u8], requester: u64) {
     let max_frame = ctx.shard.cfg().max_frame;
+    // A user with rules has each reply-to checked: those go one by one.
+    let plain_only = ctx.slot().access().is_some();
     loop {
         let mut next = *rest;
         let Ok(Some(raw)) = RawFrame::split(&mut next, max_frame) else { return };
         let Some(Ok(publish)) = Pub::parse_to(&raw, batch.topic()) else { return };
-        let msg = Message::from(publish);
-        let reply_ok = msg.reply_to.is_empty() || check_target(msg.reply_to, "").is_ok();
+        let mut msg = Message::from(publish);
+        if !msg.reply_to.is_empty() {
+            msg.requester = requester;
+        }
+        let reply_ok =
+            msg.reply_to.is_empty() || (!plain_only && check_target(msg.reply_to, "").is_ok());
         if !reply_ok || !batch.admits(&msg) {
             return;
         }

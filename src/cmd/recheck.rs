@@ -10,7 +10,7 @@ use std::{rc::Rc, sync::Arc, time::Instant};
 use corecast_proto::{ErrFrame, ErrorCode, ServerFrame};
 
 use crate::{
-    auth::{access::Access, grant::Grant, Authenticator, CredentialKind, ANSWER},
+    auth::{access::Access, grant::Grant, principal, Authenticator, CredentialKind, ANSWER},
     core::{
         shard::{Shard, State},
         slot::Exit,
@@ -51,12 +51,16 @@ fn recheck(shard: &Shard, st: &mut State, auth: &Authenticator, key: usize) {
     if same {
         return;
     }
-    let grant = shard.grants.borrow_mut().grant(Some(user), &rules, limits);
+    let grant = shard.grants.borrow_mut().grant(Some(Arc::clone(&user)), &rules, limits);
     revoke_denied(shard, st, key, &grant);
     let slot = &mut st.slots[key];
     match slot.access_mut() {
         Some(access) => access.regrant(Rc::clone(&grant)),
-        None => slot.authorize(Box::new(Access::new(Rc::clone(&grant), None, Instant::now()))),
+        None => {
+            let principal = principal(Some(&user));
+            let access = Access::new(Rc::clone(&grant), (None, principal), Instant::now());
+            slot.authorize(Box::new(access));
+        }
     }
     slot.reguard(|pattern| grant.overlaps_deny(pattern));
 }

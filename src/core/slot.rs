@@ -544,16 +544,17 @@ impl Slot {
     }
 
     /// Whether messages on `topic` may reach subscription `sid`; the
-    /// requests among them (`reply_tos`) become permits to answer.
+    /// requests of other users among them (`requests`: reply-to and
+    /// requester) become permits to answer.
     pub(crate) fn admit<'a>(
         &mut self,
         sid: u32,
         topic: &str,
-        reply_tos: impl Iterator<Item = &'a str>,
+        requests: impl Iterator<Item = (&'a str, u64)>,
         now: &mut Option<Instant>,
     ) -> bool {
         let guarded = self.subs.get(&sid).is_some_and(|s| s.guarded);
-        self.access.as_mut().is_none_or(|a| a.admit(guarded, topic, reply_tos, now))
+        self.access.as_mut().is_none_or(|a| a.admit(guarded, topic, requests, now))
     }
 
     /// Why it left `Open` (or never reached it), once it has.

@@ -105,11 +105,17 @@ impl Handoff<'_> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Record<'a> {
     /// Deliver to the receiving core's local subscribers of `topic`.
-    Publish { topic: &'a str, reply_to: &'a str, payload: &'a [u8] },
+    Publish { topic: &'a str, reply_to: &'a str, requester: u64, payload: &'a [u8] },
     /// The same with a header block (from `HPUB`), checked by the sending
     /// core's codec. A record of its own, so header-less publishes keep
     /// their bytes and their cost.
-    HPublish { topic: &'a str, reply_to: &'a str, headers: &'a [u8], payload: &'a [u8] },
+    HPublish {
+        topic: &'a str,
+        reply_to: &'a str,
+        requester: u64,
+        headers: &'a [u8],
+        payload: &'a [u8],
+    },
     /// Deliver to one of the receiving core's members of each group in
     /// the handoff and, unless it was re-drawn, to its subscribers of
     /// `topic` without a queue group. A record of its own, so that
@@ -117,6 +123,7 @@ pub(crate) enum Record<'a> {
     QueuePublish {
         topic: &'a str,
         reply_to: &'a str,
+        requester: u64,
         headers: Option<&'a [u8]>,
         handoff: Handoff<'a>,
         payload: &'a [u8],
@@ -140,10 +147,10 @@ pub(crate) enum Record<'a> {
 impl<'a> Record<'a> {
     /// The record that carries `msg` to another core.
     pub(crate) fn publish(msg: Message<'a>) -> Self {
-        let Message { topic, reply_to, headers, payload } = msg;
+        let Message { topic, reply_to, headers, payload, requester } = msg;
         match headers {
-            None => Self::Publish { topic, reply_to, payload },
-            Some(headers) => Self::HPublish { topic, reply_to, headers, payload },
+            None => Self::Publish { topic, reply_to, requester, payload },
+            Some(headers) => Self::HPublish { topic, reply_to, requester, headers, payload },
         }
     }
 
@@ -153,8 +160,8 @@ impl<'a> Record<'a> {
         if handoff.groups.is_empty() {
             return Self::publish(msg);
         }
-        let Message { topic, reply_to, headers, payload } = msg;
-        Self::QueuePublish { topic, reply_to, headers, handoff, payload }
+        let Message { topic, reply_to, headers, payload, requester } = msg;
+        Self::QueuePublish { topic, reply_to, requester, headers, handoff, payload }
     }
 
     /// What a publish record asks the receiving core to do for queue
@@ -169,14 +176,14 @@ impl<'a> Record<'a> {
     /// The message a publish record carries.
     fn message(&self) -> Option<Message<'a>> {
         Some(match *self {
-            Self::Publish { topic, reply_to, payload } => {
-                Message { topic, reply_to, headers: None, payload }
+            Self::Publish { topic, reply_to, requester, payload } => {
+                Message { topic, reply_to, headers: None, payload, requester }
             }
-            Self::HPublish { topic, reply_to, headers, payload } => {
-                Message { topic, reply_to, headers: Some(headers), payload }
+            Self::HPublish { topic, reply_to, requester, headers, payload } => {
+                Message { topic, reply_to, headers: Some(headers), payload, requester }
             }
-            Self::QueuePublish { topic, reply_to, headers, payload, .. } => {
-                Message { topic, reply_to, headers, payload }
+            Self::QueuePublish { topic, reply_to, requester, headers, payload, .. } => {
+                Message { topic, reply_to, headers, payload, requester }
             }
             _ => return None,
         })
@@ -190,19 +197,18 @@ impl<'a> Record<'a> {
 
     pub(super) fn encoded_len(&self) -> usize {
         match self {
-            Self::Publish { topic, reply_to, payload } => {
-                1 + 1 + topic.len() + 1 + reply_to.len() + 4 + payload.len()
+            Self::Publish { topic, reply_to, payload, .. } => {
+                1 + 1 + topic.len() + reply_len(reply_to) + 4 + payload.len()
             }
-            Self::HPublish { topic, reply_to, headers, payload } => {
-                1 + 1 + topic.len() + 1 + reply_to.len() + 2 + headers.len() + 4 + payload.len()
+            Self::HPublish { topic, reply_to, headers, payload, .. } => {
+                1 + 1 + topic.len() + reply_len(reply_to) + 2 + headers.len() + 4 + payload.len()
             }
-            Self::QueuePublish { topic, reply_to, headers, handoff, payload } => {
+            Self::QueuePublish { topic, reply_to, headers, handoff, payload, .. } => {
                 let headers = headers.map_or(0, |h| 2 + h.len());
                 let no_echo = if handoff.no_echo.is_some() { 1 + 8 } else { 0 };
                 1 + 1
                     + topic.len()
-                    + 1
-                    + reply_to.len()
+                    + reply_len(reply_to)
                     + 1
                     + headers
                     + no_echo
@@ -223,26 +229,26 @@ impl<'a> Record<'a> {
             dst.put_slice(s.as_bytes());
         };
         match self {
-            Self::Publish { topic, reply_to, payload } => {
+            Self::Publish { topic, reply_to, requester, payload } => {
                 dst.put_u8(PUBLISH);
                 short(dst, topic);
-                short(dst, reply_to);
+                put_reply(dst, reply_to, *requester);
                 dst.put_u32_le(payload.len() as u32);
                 dst.put_slice(payload);
             }
-            Self::HPublish { topic, reply_to, headers, payload } => {
+            Self::HPublish { topic, reply_to, requester, headers, payload } => {
                 dst.put_u8(HPUBLISH);
                 short(dst, topic);
-                short(dst, reply_to);
+                put_reply(dst, reply_to, *requester);
                 dst.put_u16_le(headers.len() as u16);
                 dst.put_slice(headers);
                 dst.put_u32_le(payload.len() as u32);
                 dst.put_slice(payload);
             }
-            Self::QueuePublish { topic, reply_to, headers, handoff, payload } => {
+            Self::QueuePublish { topic, reply_to, requester, headers, handoff, payload } => {
                 dst.put_u8(QUEUE_PUBLISH);
                 short(dst, topic);
-                short(dst, reply_to);
+                put_reply(dst, reply_to, *requester);
                 dst.put_u8(queue_flags(headers.is_some(), handoff));
                 if let Some(headers) = headers {
                     dst.put_u16_le(headers.len() as u16);
@@ -289,17 +295,17 @@ impl<'a> Record<'a> {
         Some(match kind {
             PUBLISH => {
                 let topic = short(src)?;
-                let reply_to = short(src)?;
+                let (reply_to, requester) = reply(src)?;
                 let len = take(src, 4)?.get_u32_le() as usize;
-                Self::Publish { topic, reply_to, payload: take(src, len)? }
+                Self::Publish { topic, reply_to, requester, payload: take(src, len)? }
             }
             HPUBLISH => {
                 let topic = short(src)?;
-                let reply_to = short(src)?;
+                let (reply_to, requester) = reply(src)?;
                 let hlen = take(src, 2)?.get_u16_le() as usize;
                 let headers = take(src, hlen)?;
                 let len = take(src, 4)?.get_u32_le() as usize;
-                Self::HPublish { topic, reply_to, headers, payload: take(src, len)? }
+                Self::HPublish { topic, reply_to, requester, headers, payload: take(src, len)? }
             }
             QUEUE_PUBLISH => Self::decode_queue_publish(src)?,
             QUEUE_INTEREST => Self::QueueInterest {
@@ -318,7 +324,7 @@ impl<'a> Record<'a> {
     /// The rest of a `QueuePublish` after its kind byte.
     fn decode_queue_publish(src: &mut &'a [u8]) -> Option<Self> {
         let topic = short(src)?;
-        let reply_to = short(src)?;
+        let (reply_to, requester) = reply(src)?;
         let flags = *take(src, 1)?.first()?;
         let headers = match flags & HAS_HEADERS {
             0 => None,
@@ -338,8 +344,31 @@ impl<'a> Record<'a> {
         let groups = GroupNames(take(src, glen)?);
         let handoff = Handoff { groups, redrawn: flags & REDRAWN != 0, no_echo };
         let len = u32_le(src)? as usize;
-        Some(Self::QueuePublish { topic, reply_to, headers, handoff, payload: take(src, len)? })
+        let payload = take(src, len)?;
+        Some(Self::QueuePublish { topic, reply_to, requester, headers, handoff, payload })
     }
+}
+
+/// Bytes of a reply-to and, when there is one, its requester.
+fn reply_len(reply_to: &str) -> usize {
+    1 + reply_to.len() + if reply_to.is_empty() { 0 } else { 8 }
+}
+
+/// A reply-to, then its requester when there is one: only requests pay
+/// for it.
+fn put_reply(dst: &mut BytesMut, reply_to: &str, requester: u64) {
+    dst.put_u8(reply_to.len() as u8);
+    dst.put_slice(reply_to.as_bytes());
+    if !reply_to.is_empty() {
+        dst.put_u64_le(requester);
+    }
+}
+
+/// Reads what [`put_reply`] wrote.
+fn reply<'a>(src: &mut &'a [u8]) -> Option<(&'a str, u64)> {
+    let reply_to = short(src)?;
+    let requester = if reply_to.is_empty() { 0 } else { u64_le(src)? };
+    Some((reply_to, requester))
 }
 
 /// The flags byte of a `QueuePublish`: which optional parts follow, and
@@ -463,16 +492,17 @@ mod tests {
     #[test]
     fn records_round_trip_in_order() {
         let records = [
-            Record::Publish { topic: "a.b", reply_to: "", payload: b"hi" },
+            Record::Publish { topic: "a.b", reply_to: "", requester: 0, payload: b"hi" },
             Record::InterestAdd { topic: "x" },
             Record::Barrier { seq: 7 },
             Record::InterestRemove { topic: "x" },
             Record::BarrierAck { seq: 7 },
-            Record::Publish { topic: "é", reply_to: "r", payload: &[] },
+            Record::Publish { topic: "é", reply_to: "r", requester: 42, payload: &[] },
             Record::QueueInterest { topic: "q.>", group: "workers", members: 3 },
             Record::QueuePublish {
                 topic: "q.a",
                 reply_to: "",
+                requester: 0,
                 headers: None,
                 handoff: Handoff { groups: GroupNames(b"\x07workers\x01w"), ..Handoff::default() },
                 payload: b"p",
@@ -480,6 +510,7 @@ mod tests {
             Record::QueuePublish {
                 topic: "q.b",
                 reply_to: "r",
+                requester: 7,
                 headers: Some(&[0]),
                 handoff: Handoff { groups: GroupNames(b"\x01w"), ..Handoff::default() },
                 payload: &[],
@@ -487,6 +518,7 @@ mod tests {
             Record::QueuePublish {
                 topic: "q.c",
                 reply_to: "",
+                requester: 0,
                 headers: None,
                 handoff: Handoff {
                     groups: GroupNames(b"\x01w"),
@@ -498,6 +530,7 @@ mod tests {
             Record::QueuePublish {
                 topic: "q.d",
                 reply_to: "",
+                requester: 0,
                 headers: Some(&[1, 1, b'k', 0, 0]),
                 handoff: Handoff {
                     groups: GroupNames(b"\x01w"),
@@ -509,6 +542,7 @@ mod tests {
             Record::HPublish {
                 topic: "h",
                 reply_to: "",
+                requester: 0,
                 headers: &[1, 1, b'k', 0, 0],
                 payload: b"x",
             },
@@ -538,10 +572,13 @@ mod tests {
 
     #[test]
     fn a_publish_without_groups_keeps_its_plain_record() {
-        let msg = Message { topic: "t", reply_to: "", headers: None, payload: b"x" };
+        let msg = Message { topic: "t", reply_to: "", headers: None, payload: b"x", requester: 0 };
         let no_echo = Some(Publisher { core: 1, key: 2 });
         let record = Record::queue_publish(msg, Handoff { no_echo, ..Handoff::default() });
-        assert_eq!(record, Record::Publish { topic: "t", reply_to: "", payload: b"x" });
+        assert_eq!(
+            record,
+            Record::Publish { topic: "t", reply_to: "", requester: 0, payload: b"x" }
+        );
     }
 
     #[test]

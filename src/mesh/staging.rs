@@ -222,7 +222,7 @@ mod tests {
     use crate::mesh::link::link;
 
     fn publish(payload: &[u8]) -> Record<'_> {
-        Record::Publish { topic: "t", reply_to: "", payload }
+        Record::Publish { topic: "t", reply_to: "", requester: 0, payload }
     }
 
     /// One poll of peer 1's forwarder.
@@ -304,7 +304,7 @@ mod tests {
         let mut peers = CoreSet::default();
         peers.insert(1);
         assert!(out.has_room(&peers));
-        out.stage(1, Record::Publish { topic: "t", reply_to: "", payload: &[0; 32] });
+        out.stage(1, Record::Publish { topic: "t", reply_to: "", requester: 0, payload: &[0; 32] });
         assert!(!out.has_room(&peers));
     }
 
@@ -312,7 +312,7 @@ mod tests {
     fn forwarding_needs_room_and_an_open_mesh() {
         let mut out = Outbound::new(0, 3, 16);
         assert!(out.can_forward(1) && out.can_forward(2));
-        out.stage(1, Record::Publish { topic: "t", reply_to: "", payload: &[0; 32] });
+        out.stage(1, Record::Publish { topic: "t", reply_to: "", requester: 0, payload: &[0; 32] });
         assert!(!out.can_forward(1) && out.can_forward(2));
         out.close();
         assert!(!out.can_forward(2));

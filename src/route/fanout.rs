@@ -75,6 +75,10 @@ pub(crate) struct Message<'a> {
     /// without it.
     pub headers: Option<&'a [u8]>,
     pub payload: &'a [u8],
+    /// Who asked, when the message has a reply-to: a tag of the publishing
+    /// user ([`crate::auth::principal`]). A user answers under
+    /// `allow_responses` only the requests of others, never its own.
+    pub requester: u64,
 }
 
 impl Message<'_> {
@@ -89,14 +93,20 @@ impl Message<'_> {
 
 impl<'a> From<Pub<'a>> for Message<'a> {
     fn from(p: Pub<'a>) -> Self {
-        Message { topic: p.topic, reply_to: p.reply_to, headers: None, payload: p.payload }
+        Message {
+            topic: p.topic,
+            reply_to: p.reply_to,
+            headers: None,
+            payload: p.payload,
+            requester: 0,
+        }
     }
 }
 
 impl<'a> From<HPub<'a>> for Message<'a> {
     fn from(h: HPub<'a>) -> Self {
         let headers = Some(h.headers.as_bytes());
-        Message { topic: h.topic, reply_to: h.reply_to, headers, payload: h.payload }
+        Message { topic: h.topic, reply_to: h.reply_to, headers, payload: h.payload, requester: 0 }
     }
 }
 
@@ -163,7 +173,7 @@ impl Fanout {
         self.batch.clear();
         self.batch_shared = false;
         let first_sid = subs.first().map_or(0, |s| s.sid);
-        for &Message { topic, reply_to, headers, payload } in msgs {
+        for &Message { topic, reply_to, headers, payload, .. } in msgs {
             let start = self.frames.len();
             ServerFrame::Msg(Msg { sid: 0, topic, reply_to, payload }).encode(&mut self.frames);
             let msg = (start, self.frames.len() - start);
@@ -512,8 +522,8 @@ impl<'a, 'p, 'm> Delivery<'a, 'p, 'm> {
         }
         if slot.watches() {
             let msgs = &self.msgs[which];
-            let reply_tos = msgs.iter().map(|m| m.reply_to);
-            if !slot.admit(sub.sid, msgs[0].topic, reply_tos, &mut self.now) {
+            let requests = msgs.iter().map(|m| (m.reply_to, m.requester));
+            if !slot.admit(sub.sid, msgs[0].topic, requests, &mut self.now) {
                 CoreCounters::add(&self.policy.counters.deliveries_denied, msgs.len() as u64);
                 return None;
             }
