@@ -541,7 +541,9 @@ fn a_user_cannot_answer_its_own_requests_or_point_replies_elsewhere() {
     }
     let seen = watcher.flush();
     assert!(seen.iter().all(|g| !matches!(g, Got11::Msg { topic, .. } if topic == "_inbox.m.1")));
-    assert!(seen.iter().all(|g| !matches!(g, Got11::Msg { topic, .. } if topic == "admin.shutdown")));
+    assert!(seen
+        .iter()
+        .all(|g| !matches!(g, Got11::Msg { topic, .. } if topic == "admin.shutdown")));
 }
 
 /// Header bytes count against the byte rate like payload bytes.
@@ -559,4 +561,77 @@ fn headers_are_charged_to_the_byte_rate() {
     }
     c.flush();
     assert!(broker.counters().total.publish_rate_waits > 0, "20 KB of headers at 4 KB/s");
+}
+
+/// A reload keeps a session while what vouched for it at login still does:
+/// a changed password, a changed shared token or rotated JWT keys log out
+/// the sessions they vouched for; tightened default rules reach the shared
+/// token's sessions; everyone else goes on.
+#[test]
+fn a_reload_logs_out_sessions_nothing_vouches_for_any_more() {
+    let mut cfg = Config {
+        users: vec![user("alice", "pw-a"), user("bob", "pw-b")],
+        auth_token: Some("tok-1".into()),
+        default_permissions: Some(Permissions {
+            subscribe: rules(Some(&["x.>", "y.>"]), &[]),
+            ..Permissions::default()
+        }),
+        ..test_config(2)
+    };
+    let broker = start(cfg.clone());
+    let addr = broker.local_addr();
+    let mut alice = login(addr, &password("alice", "pw-a")).expect("login");
+    let mut bob = login(addr, &password("bob", "pw-b")).expect("login");
+    let mut shared = Client11::login(addr, LOCAL, b"tok-1", false).expect("the shared token");
+    shared.sub(1, "x.1");
+    shared.sub(2, "y.1");
+    shared.flush_empty();
+
+    cfg.users[0] = user("alice", "a-new-password");
+    cfg.default_permissions =
+        Some(Permissions { subscribe: rules(Some(&["y.>"]), &[]), ..Permissions::default() });
+    broker.reload(cfg.clone()).expect("valid");
+    alice.expect_fatal(AUTH_FAILED);
+    bob.flush_empty();
+    assert_eq!(shared.recv(), Got11::Err { code: PERMISSION_DENIED, fatal: false });
+    shared.flush_empty();
+
+    cfg.auth_token = Some("tok-2".into());
+    broker.reload(cfg).expect("valid");
+    shared.expect_fatal(AUTH_FAILED);
+    bob.flush_empty();
+    assert!(Client11::login(addr, LOCAL, b"tok-2", false).is_ok(), "the new token works");
+}
+
+/// Adding users to a broker that had none logs out the sessions that
+/// never authenticated.
+#[test]
+fn a_reload_that_adds_users_logs_out_unauthenticated_sessions() {
+    let mut cfg = test_config(2);
+    let broker = start(cfg.clone());
+    let mut anonymous = Client11::connect(broker.local_addr(), false);
+    anonymous.flush_empty();
+    cfg.users = vec![user("alice", "pw-a")];
+    broker.reload(cfg).expect("valid");
+    anonymous.expect_fatal(AUTH_FAILED);
+}
+
+#[test]
+fn a_reload_that_rotates_the_jwt_key_logs_out_its_sessions() {
+    let dir = std::env::temp_dir().join(format!("corecast-jwt-rot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let secret_file = dir.join("hs256.secret");
+    std::fs::write(&secret_file, b"the-first-secret-for-hs256-tokens").expect("write");
+    let jwt = JwtConfig { hs256_secret_file: Some(secret_file.clone()), ..JwtConfig::default() };
+    let cfg = Config { jwt: Some(jwt), ..test_config(2) };
+    let broker = start(cfg.clone());
+    let key = EncodingKey::from_secret(b"the-first-secret-for-hs256-tokens").expect("key");
+    let token = sign(Algorithm::HS256, &key, serde_json::json!({ "sub": "s", "exp": now() + 600 }));
+    let mut session = login(broker.local_addr(), &token).expect("a valid JWT");
+    session.flush_empty();
+    broker.reload(cfg.clone()).expect("valid");
+    session.flush_empty();
+    std::fs::write(&secret_file, b"the-second-secret-for-hs256-token").expect("write");
+    broker.reload(cfg).expect("valid");
+    session.expect_fatal(AUTH_FAILED);
 }

@@ -42,11 +42,14 @@ mod verify;
 /// answer its own requests. FNV-1a; distinct users that collide only lose
 /// each other's permits.
 pub(crate) fn principal(name: Option<&str>) -> u64 {
-    let Some(name) = name else { return 0 };
-    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+    name.map_or(0, |name| fnv64(name.as_bytes()) | 1)
+}
+
+/// FNV-1a over `bytes`: a tag, not a secret.
+pub(crate) fn fnv64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    hash | 1
+    })
 }
 
 /// What the cores share to let clients in, beyond the authenticator in

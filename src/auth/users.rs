@@ -23,7 +23,9 @@ pub(crate) struct User {
     /// The parsed hash, shared with the password jobs in flight.
     pub(crate) password: Option<Arc<PasswordHash>>,
     /// The SHA-256 of the user's bearer token.
-    token: Option<Digest256>,
+    pub(crate) token: Option<Digest256>,
+    /// The subject of the client certificate that is this user.
+    pub(crate) tls_subject: Option<Box<str>>,
     pub(crate) permissions: Arc<Compiled>,
     pub(crate) limits: UserLimits,
 }
@@ -177,6 +179,7 @@ fn compile(cfg: &UserConfig, rules: &mut RuleCache, jwt: bool) -> Result<User, S
         name: cfg.name.as_str().into(),
         password: password.map(Arc::new),
         token,
+        tls_subject: cfg.tls_subject.as_deref().map(Box::from),
         permissions,
         limits: cfg.limits,
     })

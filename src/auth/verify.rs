@@ -4,7 +4,10 @@
 use std::{
     fmt,
     net::IpAddr,
-    sync::{atomic::Ordering, Arc},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
 };
 
 use argon2::PasswordHash;
@@ -14,6 +17,7 @@ use zeroize::Zeroizing;
 use super::{
     config::UserLimits,
     failure::AuthFailure,
+    fnv64,
     hash::{sha256, Digest256},
     identity::{CredentialKind, Identity},
     jwt::JwtVerifier,
@@ -95,6 +99,12 @@ pub struct Authenticator {
     dummy_hash: Arc<PasswordHash>,
     /// The throttle and the counters, shared with the password jobs.
     guard: Arc<Guard>,
+    /// A digest of the `[jwt]` settings and key files: a session logged in
+    /// with a JWT stands while it is unchanged.
+    jwt_keys: u64,
+    /// Tells this authenticator from the one before a reload, for a
+    /// password check that finishes across it.
+    generation: u64,
 }
 
 impl Authenticator {
@@ -122,7 +132,38 @@ impl Authenticator {
             allow_all: Arc::new(Compiled::allow_all()),
             jwt,
             guard: Arc::new(Guard::default()),
+            jwt_keys: cfg.jwt.as_ref().map_or(0, jwt_fingerprint),
+            generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
         })
+    }
+
+    /// Tells this authenticator from the ones before and after it.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// What vouches for a session of `user` that proved itself by `kind`,
+    /// as a digest: the user's password hash, token digest or certificate
+    /// subject, the JWT keys, the shared token. A reload keeps a session
+    /// while its voucher is unchanged; `None` when nothing vouches for it
+    /// any more (the user or its credential is gone).
+    pub(crate) fn voucher(&self, user: Option<&str>, kind: CredentialKind) -> Option<u64> {
+        use CredentialKind as K;
+        let configured = user.and_then(|u| self.users.by_name(u));
+        match (kind, configured) {
+            (K::None, _) => (!self.required()).then_some(0),
+            (K::Jwt, _) => self.jwt.as_ref().map(|_| self.jwt_keys),
+            (K::Token | K::Bearer, None) if user.is_none() => self.legacy_token.map(|d| fnv64(&d)),
+            (K::Token | K::Bearer, Some(u)) => u.token.map(|d| fnv64(&d)),
+            (K::Password, Some(u)) => u.password.as_ref().map(|h| fnv64(h.to_string().as_bytes())),
+            (K::Tls, Some(u)) => u.tls_subject.as_ref().map(|s| fnv64(s.as_bytes())),
+            _ => None,
+        }
+    }
+
+    /// The rules of anonymous clients that presented the shared token.
+    pub(crate) fn default_rules(&self) -> Arc<Compiled> {
+        Arc::clone(&self.default_permissions)
     }
 
     /// Whether a client must present some credential (`auth_token` set, or
@@ -248,6 +289,20 @@ impl Authenticator {
             check: Check { guard: self.guard.clone(), peer, now_unix_secs: now, ended: false },
         }
     }
+}
+
+/// Authenticators made so far; each takes the next number.
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
+
+/// A digest of the `[jwt]` settings and the bytes of its key files (read
+/// again: they were just read and checked).
+fn jwt_fingerprint(jwt: &crate::auth::JwtConfig) -> u64 {
+    let mut bytes = serde_json::to_vec(jwt).unwrap_or_default();
+    let files = [&jwt.hs256_secret_file, &jwt.rs256_public_key_file, &jwt.eddsa_public_key_file];
+    for file in files.into_iter().flatten() {
+        bytes.extend(std::fs::read(file).unwrap_or_default());
+    }
+    fnv64(&bytes)
 }
 
 impl fmt::Debug for Authenticator {

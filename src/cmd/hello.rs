@@ -14,16 +14,17 @@ use corecast_proto::{Credential, ErrorCode, Hello, ServerFrame11, Welcome, VERSI
 use super::{Ctx, Flow};
 use crate::{
     auth::{access::Access, principal, AuthFailure, Begin, Identity, Presented, ANSWER},
-    core::slot::Session,
+    core::slot::{Session, Who},
     counters::CoreCounters,
 };
 
-/// What a password check answers, once it does.
-pub(crate) type LoginAnswer = Result<Identity, AuthFailure>;
+/// What a password check answers, once it does, with the generation of
+/// the authenticator that checked it.
+pub(crate) type LoginAnswer = (u64, Result<Identity, AuthFailure>);
 
 /// Where the login stands.
 enum Login {
-    Done(LoginAnswer),
+    Done(Result<Identity, AuthFailure>),
     /// A password check is under way; the connection is woken when done.
     Waiting,
     /// The password threads have too many checks waiting.
@@ -76,10 +77,10 @@ pub(super) fn apply(
     if !ctx.st.push(ctx.shard, ctx.key, &ServerFrame11::Welcome { welcome, v1_1 }) {
         return Flow::Stop;
     }
-    let expires = expiry(&identity, cfg.jwt.as_ref().map_or(0, |j| j.leeway_ms));
+    let who = who(ctx, &identity, cfg.jwt.as_ref().map_or(0, |j| j.leeway_ms));
     let slot = ctx.slot();
     slot.open(Session { v1_1, no_echo: v1_1 && no_echo }, hello.name);
-    slot.identify(identity.user_name().cloned(), identity.kind(), expires);
+    slot.identify(who);
     if let Some(access) = access {
         slot.authorize(access);
     }
@@ -98,29 +99,31 @@ pub(super) fn apply(
 /// Checks the credential, or picks up the answer of a password check
 /// started by an earlier attempt at this `HELLO`.
 fn login(ctx: &mut Ctx<'_>, hello: &Hello<'_>, typed: bool) -> Login {
-    if let Some(pending) = ctx.slot().login() {
-        return match pending.take(ctx.waker) {
-            Some(answer) => {
-                ctx.slot().end_login();
-                Login::Done(answer)
-            }
-            None => Login::Waiting,
-        };
-    }
     let auth = ctx.shard.auth();
+    if let Some(pending) = ctx.slot().login() {
+        let Some((generation, answer)) = pending.take(ctx.waker) else { return Login::Waiting };
+        ctx.slot().end_login();
+        // Checked against users a reload has replaced since: check again.
+        if generation == auth.generation() {
+            return Login::Done(answer);
+        }
+    }
     let presented = if typed { presented(hello.token) } else { Presented::Token(hello.token) };
     let slot = ctx.slot();
     let (peer, subject) = (slot.peer().ip(), slot.tls_subject().map(str::to_owned));
     match auth.begin(presented, peer, subject.as_deref(), unix_now()) {
         Begin::Done(answer) => Login::Done(answer),
         Begin::Later => Login::Later,
-        Begin::Verify(job) => match ctx.shard.logins.verifier.submit(|| job.run(), ctx.waker) {
-            Ok(pending) => {
-                ctx.slot().start_login(pending);
-                Login::Waiting
+        Begin::Verify(job) => {
+            let generation = auth.generation();
+            match ctx.shard.logins.verifier.submit(move || (generation, job.run()), ctx.waker) {
+                Ok(pending) => {
+                    ctx.slot().start_login(pending);
+                    Login::Waiting
+                }
+                Err(_) => Login::Busy,
             }
-            Err(_) => Login::Busy,
-        },
+        }
     }
 }
 
@@ -173,12 +176,23 @@ fn access_for(ctx: &mut Ctx<'_>, identity: &Identity) -> Result<Option<Box<Acces
     Ok(Some(Box::new(Access::new(grant, (lease, principal), Instant::now()))))
 }
 
-/// When the session's credential stops being good: a JWT's `exp`, with
-/// the same leeway the login allowed.
-fn expiry(identity: &Identity, leeway_ms: u64) -> Option<Instant> {
-    let exp = identity.expires_unix()?;
-    let left = exp.saturating_sub(unix_now()).saturating_mul(1000).saturating_add(leeway_ms);
-    Some(Instant::now() + Duration::from_millis(left))
+/// Who the session is: the identity, what vouched for it, and when its
+/// credential stops being good (a JWT's `exp`, with the same leeway the
+/// login allowed).
+fn who(ctx: &Ctx<'_>, identity: &Identity, leeway_ms: u64) -> Who {
+    let expires = identity.expires_unix().map(|exp| {
+        let left = exp.saturating_sub(unix_now()).saturating_mul(1000).saturating_add(leeway_ms);
+        Instant::now() + Duration::from_millis(left)
+    });
+    let auth = ctx.shard.auth();
+    let (user, credential) = (identity.user(), identity.kind());
+    Who {
+        user: identity.user_name().cloned(),
+        credential,
+        expires,
+        voucher: auth.voucher(user, credential).unwrap_or(0),
+        configured: user.is_some_and(|u| auth.rules_of(u).is_some()),
+    }
 }
 
 /// Seconds since the Unix epoch, for JWT times and the failure throttle.

@@ -1,64 +1,96 @@
-//! A reload re-checks open connections against the new users and rules.
-//! New connections simply log in under them; open ones keep their
-//! session, take the new rules and limits, and lose each subscription the
-//! rules no longer allow, with a non-fatal `ERR` naming its sid. A user
-//! no longer configured is logged out (`ERR auth failed`), but for a JWT
-//! subject outside the configuration, whose rules came with its token.
+//! A reload re-checks open connections against the new users, keys and
+//! rules. New connections simply log in under them; each open one keeps its
+//! session while what vouched for it at login still does (the same
+//! password hash, token, certificate subject, JWT keys or shared token),
+//! takes the new rules and limits, and loses each subscription the rules
+//! no longer allow, with a non-fatal `ERR` naming its sid. A session
+//! nothing vouches for any more is logged out (`ERR auth failed`).
 
 use std::{rc::Rc, sync::Arc, time::Instant};
 
 use corecast_proto::{ErrFrame, ErrorCode, ServerFrame};
 
 use crate::{
-    auth::{access::Access, grant::Grant, principal, Authenticator, CredentialKind, ANSWER},
+    auth::{
+        access::Access, grant::Grant, permissions::Compiled, principal, Authenticator,
+        CredentialKind, UserLimits, ANSWER,
+    },
     core::{
         shard::{Shard, State},
-        slot::Exit,
+        slot::{Exit, Slot},
     },
     counters::CoreCounters,
     route,
 };
 
-/// Re-checks every open connection of this core that has a user.
+/// Re-checks every open connection of this core.
 pub(crate) fn recheck_access(shard: &Shard) {
     let auth = shard.auth();
     let mut st = shard.state.borrow_mut();
-    let keys: Vec<usize> = st
-        .slots
-        .iter()
-        .filter(|(_, slot)| slot.is_open() && slot.user().is_some())
-        .map(|(key, _)| key)
-        .collect();
+    let keys: Vec<usize> =
+        st.slots.iter().filter(|(_, slot)| slot.is_open()).map(|(key, _)| key).collect();
     for key in keys {
-        recheck(shard, &mut st, &auth, key);
+        match standing(&auth, &st.slots[key]) {
+            Standing::Out => {
+                let slot = &st.slots[key];
+                tracing::info!(conn = slot.id(), user = ?slot.user(), "reload: logged out");
+                st.leave(shard, key, Exit::Protocol(ErrorCode::AuthFailed), ANSWER);
+            }
+            Standing::Keep => {}
+            Standing::Rules(rules, limits) => regrant(shard, &mut st, key, &rules, limits),
+        }
     }
     route::reap(shard, &mut st);
 }
 
-fn recheck(shard: &Shard, st: &mut State, auth: &Authenticator, key: usize) {
+/// What a reload means for one session.
+enum Standing {
+    /// Nothing vouches for it any more.
+    Out,
+    /// It keeps what it has: no authentication, or a JWT subject outside
+    /// the configuration whose rules came with its token.
+    Keep,
+    /// It stays, under these rules and limits.
+    Rules(Arc<Compiled>, UserLimits),
+}
+
+fn standing(auth: &Authenticator, slot: &Slot) -> Standing {
+    let who = slot.who();
+    let user = who.user.as_deref();
+    if auth.voucher(user, who.credential) != Some(who.voucher) {
+        return Standing::Out;
+    }
+    match user {
+        None if who.credential == CredentialKind::None => Standing::Keep,
+        None => Standing::Rules(auth.default_rules(), UserLimits::default()),
+        Some(user) => match auth.rules_of(user) {
+            Some((rules, limits)) => Standing::Rules(rules, limits),
+            None if who.credential == CredentialKind::Jwt && !who.configured => Standing::Keep,
+            None => Standing::Out,
+        },
+    }
+}
+
+/// Puts `rules` and `limits` in force on connection `key`, revoking the
+/// subscriptions they no longer allow.
+fn regrant(shard: &Shard, st: &mut State, key: usize, rules: &Arc<Compiled>, limits: UserLimits) {
     let slot = &st.slots[key];
-    let Some(user) = slot.user().cloned() else { return };
-    let Some((rules, limits)) = auth.rules_of(&user) else {
-        if slot.credential() != CredentialKind::Jwt {
-            tracing::info!(conn = slot.id(), %user, "reload: user removed; connection closed");
-            st.leave(shard, key, Exit::Protocol(ErrorCode::AuthFailed), ANSWER);
-        }
-        return;
-    };
     let same = slot
         .access()
-        .is_some_and(|a| Arc::ptr_eq(a.grant().rules(), &rules) && a.grant().limits() == limits);
-    if same {
+        .is_some_and(|a| Arc::ptr_eq(a.grant().rules(), rules) && a.grant().limits() == limits);
+    if same || (slot.access().is_none() && rules.is_allow_all() && limits == UserLimits::default())
+    {
         return;
     }
-    let grant = shard.grants.borrow_mut().grant(Some(Arc::clone(&user)), &rules, limits);
+    let user = slot.user().cloned();
+    let tag = principal(user.as_deref());
+    let grant = shard.grants.borrow_mut().grant(user, rules, limits);
     revoke_denied(shard, st, key, &grant);
     let slot = &mut st.slots[key];
     match slot.access_mut() {
         Some(access) => access.regrant(Rc::clone(&grant)),
         None => {
-            let principal = principal(Some(&user));
-            let access = Access::new(Rc::clone(&grant), (None, principal), Instant::now());
+            let access = Access::new(Rc::clone(&grant), (None, tag), Instant::now());
             slot.authorize(Box::new(access));
         }
     }

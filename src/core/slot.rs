@@ -302,13 +302,8 @@ pub(crate) struct Slot {
     subs_at_exit: usize,
     /// What its user may do; none when everything is allowed.
     access: Option<Box<Access>>,
-    /// The user it authenticated as, if any, for operators and reloads.
-    user: Option<Arc<str>>,
-    /// How it proved who it is.
-    credential: CredentialKind,
-    /// When that credential stops being good (a JWT's `exp`): the sweeper
-    /// ends the session then.
-    expires: Option<Instant>,
+    /// Who it authenticated as, for operators and reloads.
+    who: Who,
     /// A password check under way for its `HELLO`.
     login: Option<Arc<Pending<LoginAnswer>>>,
     /// TLS on this connection; `None` for plain TCP (one pointer).
@@ -324,6 +319,37 @@ pub(crate) struct SlotTls {
     pub version: Option<&'static str>,
     /// The verified client certificate's subject (RFC 4514), if any.
     pub subject: Option<Box<str>>,
+}
+
+/// Who a client proved to be, and what vouched for it.
+#[derive(Debug, Clone)]
+pub(crate) struct Who {
+    /// The user; `None` for a client without one (no authentication, or
+    /// the shared token).
+    pub user: Option<Arc<str>>,
+    /// How it proved it.
+    pub credential: CredentialKind,
+    /// When that credential stops being good (a JWT's `exp`): the sweeper
+    /// ends the session then.
+    pub expires: Option<Instant>,
+    /// What vouched for it at login ([`crate::auth::Authenticator::voucher`]):
+    /// a reload keeps the session while the same still does.
+    pub voucher: u64,
+    /// Its rules came from a configured user (not a JWT's claim).
+    pub configured: bool,
+}
+
+impl Who {
+    /// Not authenticated (yet).
+    pub(crate) fn nobody() -> Self {
+        Self {
+            user: None,
+            credential: CredentialKind::None,
+            expires: None,
+            voucher: 0,
+            configured: false,
+        }
+    }
 }
 
 /// Bytes from a slot's start that hold the fields a fan-out touches.
@@ -355,9 +381,7 @@ impl Slot {
             subs_at_exit: 0,
             access: None,
             watch: false,
-            user: None,
-            credential: CredentialKind::None,
-            expires: None,
+            who: Who::nobody(),
             login: None,
             tls: None,
         }
@@ -457,31 +481,29 @@ impl Slot {
         self.name.as_deref()
     }
 
-    /// Records who the client authenticated as, how, and until when.
-    pub(crate) fn identify(
-        &mut self,
-        user: Option<Arc<str>>,
-        credential: CredentialKind,
-        expires: Option<Instant>,
-    ) {
-        self.user = user;
-        self.credential = credential;
-        self.expires = expires;
+    /// Records who the client authenticated as.
+    pub(crate) fn identify(&mut self, who: Who) {
+        self.who = who;
+    }
+
+    /// Who the client authenticated as.
+    pub(crate) fn who(&self) -> &Who {
+        &self.who
     }
 
     /// Whether its credential has expired by `now`.
     pub(crate) fn credential_expired(&self, now: Instant) -> bool {
-        self.expires.is_some_and(|at| now >= at)
+        self.who.expires.is_some_and(|at| now >= at)
     }
 
     /// The user it authenticated as, if any.
     pub(crate) fn user(&self) -> Option<&Arc<str>> {
-        self.user.as_ref()
+        self.who.user.as_ref()
     }
 
     /// How it proved who it is.
     pub(crate) fn credential(&self) -> CredentialKind {
-        self.credential
+        self.who.credential
     }
 
     /// The password check under way for its `HELLO`, if any.
