@@ -72,7 +72,7 @@ impl Default for AllowResponses {
 }
 
 /// Per-user limits; none = only the broker's own.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct UserLimits {
     /// Connections open at once as this user, across the cores.

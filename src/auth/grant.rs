@@ -1,8 +1,10 @@
 //! What one user may do, as one core sees it: the user's compiled rules
 //! with the answers this core already gave, per topic.
 //!
-//! The connections of a user on a core share one [`Grant`] ([`Grants`]);
-//! a connection with everything allowed has none and pays for no check.
+//! The connections that share rules and limits on a core share one
+//! [`Grant`] ([`Grants`]); a connection with everything allowed has none
+//! and pays for no check. The answers of all of a core's grants live in
+//! one store with one bound, whatever the number of users.
 
 use std::{
     cell::RefCell,
@@ -13,17 +15,29 @@ use std::{
 
 use super::{config::UserLimits, permissions::Compiled};
 
-/// Topics whose answers a grant keeps; past it the answers start over.
-const VERDICTS: usize = 4096;
+/// Answers a core keeps for all its grants; past it they start over.
+const VERDICTS: usize = 16_384;
+
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// A user's rules and limits on one core, with a cache of answers.
 #[derive(Debug)]
 pub(crate) struct Grant {
+    /// Its answers' key in the store.
+    id: u64,
     rules: Arc<Compiled>,
     limits: UserLimits,
-    /// Answers per topic: a publish is one hash probe once its topic was
+    /// The core's answers: a publish is one hash probe once its topic was
     /// seen, whatever the number of rules.
-    verdicts: RefCell<HashMap<Box<str>, Verdict, foldhash::fast::RandomState>>,
+    verdicts: Rc<RefCell<Verdicts>>,
+}
+
+/// The answers of a core's grants, per grant and topic, at most
+/// [`VERDICTS`] in all.
+#[derive(Debug, Default)]
+struct Verdicts {
+    by_grant: Map<u64, Map<Box<str>, Verdict>>,
+    total: usize,
 }
 
 /// What a topic was found to allow; `None` until asked.
@@ -34,18 +48,14 @@ struct Verdict {
 }
 
 impl Grant {
-    pub(crate) fn new(rules: Arc<Compiled>, limits: UserLimits) -> Self {
-        Self { rules, limits, verdicts: RefCell::default() }
+    /// The rules.
+    pub(crate) fn rules(&self) -> &Arc<Compiled> {
+        &self.rules
     }
 
     /// The user's limits.
     pub(crate) fn limits(&self) -> UserLimits {
         self.limits
-    }
-
-    /// The compiled rules.
-    pub(crate) fn rules(&self) -> &Arc<Compiled> {
-        &self.rules
     }
 
     /// Whether the user may publish to `topic` (cached).
@@ -74,44 +84,73 @@ impl Grant {
         field: impl Fn(&mut Verdict) -> &mut Option<bool>,
         decide: impl FnOnce(&Compiled) -> bool,
     ) -> bool {
-        let mut verdicts = self.verdicts.borrow_mut();
-        if let Some(known) = verdicts.get_mut(topic).and_then(|v| *field(v)) {
+        let mut store = self.verdicts.borrow_mut();
+        let known = store.by_grant.get_mut(&self.id).and_then(|m| m.get_mut(topic));
+        if let Some(known) = known.and_then(|v| *field(v)) {
             return known;
         }
         let answer = decide(&self.rules);
-        if verdicts.len() >= VERDICTS && !verdicts.contains_key(topic) {
-            verdicts.clear();
-        }
-        *field(verdicts.entry(topic.into()).or_default()) = Some(answer);
+        store.record(self.id, topic, |v| *field(v) = Some(answer));
         answer
     }
 }
 
-/// The grants of one core, one per user while it has connections here.
+impl Verdicts {
+    fn record(&mut self, grant: u64, topic: &str, set: impl FnOnce(&mut Verdict)) {
+        let known = self.by_grant.get(&grant).is_some_and(|m| m.contains_key(topic));
+        if !known && self.total >= VERDICTS {
+            self.by_grant.clear();
+            self.total = 0;
+        }
+        let topics = self.by_grant.entry(grant).or_default();
+        let verdict = topics.entry(topic.into()).or_insert_with(|| {
+            self.total += 1;
+            Verdict::default()
+        });
+        set(verdict);
+    }
+
+    fn forget(&mut self, grant: u64) {
+        if let Some(topics) = self.by_grant.remove(&grant) {
+            self.total -= topics.len();
+        }
+    }
+}
+
+impl Drop for Grant {
+    fn drop(&mut self) {
+        self.verdicts.borrow_mut().forget(self.id);
+    }
+}
+
+/// The grants of one core, one per set of rules and limits while some
+/// connection here has them.
 #[derive(Debug, Default)]
 pub(crate) struct Grants {
-    by_user: HashMap<Option<Arc<str>>, Weak<Grant>>,
+    by_rules: HashMap<(usize, UserLimits), Weak<Grant>>,
+    verdicts: Rc<RefCell<Verdicts>>,
+    next_id: u64,
 }
 
 impl Grants {
-    /// The grant of `user` with `rules`: the one its other connections
-    /// share, unless the rules changed (a reload), then a new one.
-    pub(crate) fn grant(
-        &mut self,
-        user: Option<Arc<str>>,
-        rules: &Arc<Compiled>,
-        limits: UserLimits,
-    ) -> Rc<Grant> {
-        if let Some(live) = self.by_user.get(&user).and_then(Weak::upgrade) {
-            if Arc::ptr_eq(&live.rules, rules) && live.limits == limits {
-                return live;
-            }
+    /// The grant of `rules` with `limits`: the one other connections with
+    /// the same share, or a new one.
+    pub(crate) fn grant(&mut self, rules: &Arc<Compiled>, limits: UserLimits) -> Rc<Grant> {
+        let key = (Arc::as_ptr(rules) as usize, limits);
+        if let Some(live) = self.by_rules.get(&key).and_then(Weak::upgrade) {
+            return live;
         }
-        if self.by_user.len() >= 64 {
-            self.by_user.retain(|_, g| g.strong_count() > 0);
+        if self.by_rules.len() >= 64 {
+            self.by_rules.retain(|_, g| g.strong_count() > 0);
         }
-        let grant = Rc::new(Grant::new(Arc::clone(rules), limits));
-        self.by_user.insert(user, Rc::downgrade(&grant));
+        self.next_id += 1;
+        let grant = Rc::new(Grant {
+            id: self.next_id,
+            rules: Arc::clone(rules),
+            limits,
+            verdicts: Rc::clone(&self.verdicts),
+        });
+        self.by_rules.insert(key, Rc::downgrade(&grant));
         grant
     }
 }
@@ -128,27 +167,35 @@ mod tests {
     }
 
     #[test]
-    fn answers_are_cached_and_bounded() {
-        let grant = Grant::new(denying("a.secret"), UserLimits::default());
-        assert!(!grant.may_publish("a.secret"));
-        assert!(!grant.may_receive("a.secret"));
-        assert!(grant.may_publish("a.public"));
+    fn answers_are_cached_and_bounded_per_core() {
+        let mut grants = Grants::default();
+        let a = grants.grant(&denying("a.secret"), UserLimits::default());
+        let b = grants.grant(&denying("b.secret"), UserLimits::default());
+        assert!(!a.may_publish("a.secret"));
+        assert!(!a.may_receive("a.secret"));
+        assert!(a.may_publish("a.public"));
+        assert!(!b.may_publish("b.secret") && b.may_publish("a.secret"));
         for i in 0..VERDICTS + 10 {
-            assert!(grant.may_publish(&format!("t.{i}")));
+            assert!(a.may_publish(&format!("t.{i}")));
+            assert!(b.may_publish(&format!("t.{i}")));
         }
-        assert!(grant.verdicts.borrow().len() <= VERDICTS);
-        assert!(!grant.may_publish("a.secret"), "an evicted answer is found again");
+        assert!(grants.verdicts.borrow().total <= VERDICTS);
+        assert!(!a.may_publish("a.secret"), "an evicted answer is found again");
+        drop(a);
+        let left = grants.verdicts.borrow().total;
+        assert!(left <= VERDICTS && grants.verdicts.borrow().by_grant.len() <= 1, "a's went");
     }
 
     #[test]
-    fn a_user_shares_one_grant_until_its_rules_change() {
+    fn connections_with_the_same_rules_share_one_grant() {
         let mut grants = Grants::default();
         let rules = denying("x");
-        let user: Option<Arc<str>> = Some("svc".into());
-        let a = grants.grant(user.clone(), &rules, UserLimits::default());
-        let b = grants.grant(user.clone(), &rules, UserLimits::default());
+        let a = grants.grant(&rules, UserLimits::default());
+        let b = grants.grant(&rules, UserLimits::default());
         assert!(Rc::ptr_eq(&a, &b));
-        let c = grants.grant(user, &denying("x"), UserLimits::default());
+        let c = grants.grant(&denying("x"), UserLimits::default());
         assert!(!Rc::ptr_eq(&a, &c), "reloaded rules make a new grant");
+        let limited = UserLimits { max_subscriptions: Some(1), ..UserLimits::default() };
+        assert!(!Rc::ptr_eq(&a, &grants.grant(&rules, limited)), "other limits, another grant");
     }
 }

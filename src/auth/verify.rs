@@ -2,11 +2,12 @@
 //! shared by the cores, pure (no I/O, no clock: the caller gives `now`).
 
 use std::{
+    collections::HashMap,
     fmt,
     net::IpAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc,
+        Arc, PoisonError,
     },
 };
 
@@ -15,7 +16,7 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use super::{
-    config::UserLimits,
+    config::{Permissions, UserLimits},
     failure::AuthFailure,
     fnv64,
     hash::{sha256, Digest256},
@@ -105,7 +106,14 @@ pub struct Authenticator {
     /// Tells this authenticator from the one before a reload, for a
     /// password check that finishes across it.
     generation: u64,
+    /// The rules of JWT `corecast` claims, compiled once per distinct
+    /// claim, so that sessions with the same claim share them (and their
+    /// cached answers); at most [`CLAIMS`], then it starts over.
+    claims: std::sync::Mutex<HashMap<String, Arc<Compiled>>>,
 }
+
+/// Distinct claim rules kept compiled.
+const CLAIMS: usize = 1024;
 
 impl Authenticator {
     /// Compiles the users, hashes, keys (reads the key files) and
@@ -124,6 +132,7 @@ impl Authenticator {
             return Err(ConfigError::Invalid(why.into()));
         }
         let typical = users.iter().find_map(|u| u.password.as_deref());
+        warn_of_mixed_costs(&users);
         Ok(Self {
             dummy_hash: Arc::new(dummy_like(typical)),
             users,
@@ -134,6 +143,7 @@ impl Authenticator {
             guard: Arc::new(Guard::default()),
             jwt_keys: cfg.jwt.as_ref().map_or(0, jwt_fingerprint),
             generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
+            claims: std::sync::Mutex::default(),
         })
     }
 
@@ -259,10 +269,7 @@ impl Authenticator {
             None if verifier.require_known_user => return Err(AuthFailure::UnknownUser),
             None => {
                 let permissions = match &verified.permissions {
-                    Some(rules) => Arc::new(
-                        Compiled::new(rules)
-                            .map_err(|e| AuthFailure::BadToken(format!("corecast claim: {e}")))?,
-                    ),
+                    Some(rules) => self.claim_rules(rules)?,
                     None => self.default_permissions.clone(),
                 };
                 let name = Some(Arc::from(verified.sub.as_str()));
@@ -270,6 +277,23 @@ impl Authenticator {
             }
         };
         Ok(identity.expiring(verified.exp))
+    }
+
+    /// A claim's rules, compiled once per distinct claim.
+    fn claim_rules(&self, rules: &Permissions) -> Result<Arc<Compiled>, AuthFailure> {
+        let key = serde_json::to_string(rules).unwrap_or_default();
+        let mut claims = self.claims.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(compiled) = claims.get(&key) {
+            return Ok(Arc::clone(compiled));
+        }
+        let compiled = Compiled::new(rules)
+            .map_err(|e| AuthFailure::BadToken(format!("corecast claim: {e}")))?;
+        if claims.len() >= CLAIMS {
+            claims.clear();
+        }
+        let compiled = Arc::new(compiled);
+        claims.insert(key, Arc::clone(&compiled));
+        Ok(compiled)
     }
 
     /// The argon2 check of `password`, against the user's hash or, for a
@@ -287,6 +311,25 @@ impl Authenticator {
             password: Zeroizing::new(password.to_vec()),
             claimed,
             check: Check { guard: self.guard.clone(), peer, now_unix_secs: now, ended: false },
+        }
+    }
+}
+
+/// Says so when the users' hashes do not all cost the same: an unknown
+/// user is checked against a dummy at the first one's parameters, so the
+/// others' wrong passwords would answer in another time.
+fn warn_of_mixed_costs(users: &Users) {
+    let cost = |hash: &PasswordHash| {
+        argon2::Params::try_from(hash).ok().map(|p| (p.m_cost(), p.t_cost(), p.p_cost()))
+    };
+    let mut costs = users.iter().filter_map(|u| u.password.as_deref()).map(cost);
+    if let Some(first) = costs.next() {
+        if costs.any(|c| c != first) {
+            tracing::warn!(
+                "users' password hashes use different argon2 parameters: an unknown user is \
+                 answered in the time of the first one's; rehash them alike \
+                 (corecast-cli hash-password)"
+            );
         }
     }
 }
@@ -584,6 +627,10 @@ mod tests {
                                    "corecast": { "pub": { "allow": ["svc.>"] } } }));
         let identity = check(&a, Presented::Jwt(&claim)).expect("svc");
         assert!(!Arc::ptr_eq(identity.permissions(), &a.default_permissions));
+        let again = hs256(&json!({ "sub": "other", "exp": NOW + 61,
+                                   "corecast": { "pub": { "allow": ["svc.>"] } } }));
+        let same = check(&a, Presented::Jwt(&again)).expect("other");
+        assert!(Arc::ptr_eq(identity.permissions(), same.permissions()), "one claim, one copy");
         let strict = JwtConfig { require_known_user: true, ..jwt_config(true, false, false) };
         let a = jwt_auth(vec![user("alice")], strict);
         assert_eq!(fail(&a, Presented::Jwt(&claim)), AuthFailure::UnknownUser);

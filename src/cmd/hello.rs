@@ -171,7 +171,7 @@ fn access_for(ctx: &mut Ctx<'_>, identity: &Identity) -> Result<Option<Box<Acces
     if rules.is_allow_all() && rules.allow_responses().is_none() && !limited && lease.is_none() {
         return Ok(None);
     }
-    let grant = ctx.shard.grants.borrow_mut().grant(identity.user_name().cloned(), rules, limits);
+    let grant = ctx.shard.grants.borrow_mut().grant(rules, limits);
     let principal = principal(identity.user());
     Ok(Some(Box::new(Access::new(grant, (lease, principal), Instant::now()))))
 }

@@ -82,9 +82,8 @@ fn regrant(shard: &Shard, st: &mut State, key: usize, rules: &Arc<Compiled>, lim
     {
         return;
     }
-    let user = slot.user().cloned();
-    let tag = principal(user.as_deref());
-    let grant = shard.grants.borrow_mut().grant(user, rules, limits);
+    let tag = principal(slot.user().map(|u| &**u));
+    let grant = shard.grants.borrow_mut().grant(rules, limits);
     revoke_denied(shard, st, key, &grant);
     let slot = &mut st.slots[key];
     match slot.access_mut() {
