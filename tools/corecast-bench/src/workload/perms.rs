@@ -91,12 +91,53 @@ pub fn specs(subs: usize, msgs: u64, size: usize) -> [FlowSpec; 2] {
     [literal, wildcard]
 }
 
-/// The median delivered/s of `runs` (the lower middle of an even count).
+/// The median of `values` (the lower middle of an even count).
+pub fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len().checked_sub(1)? / 2).copied()
+}
+
+/// The median delivered/s of `runs` (a run that measured nothing counts
+/// as 0).
 pub fn median_rate(runs: &[RunResult]) -> Option<f64> {
-    let mut rates: Vec<f64> =
-        runs.iter().map(|r| r.flow.as_ref().map_or(0.0, |f| f.delivered_per_s)).collect();
-    rates.sort_by(f64::total_cmp);
-    rates.get(rates.len().checked_sub(1)? / 2).copied()
+    median(runs.iter().map(|r| r.flow.as_ref().map_or(0.0, |f| f.delivered_per_s)).collect())
+}
+
+/// The broker's CPU per delivery of a run, ns.
+pub fn cpu_per_delivery_ns(r: &RunResult) -> Option<f64> {
+    let delivered = r.flow.as_ref()?.delivered;
+    let cpu = r.broker_usage.as_ref()?.cpu_s;
+    (delivered > 0).then(|| cpu * 1e9 / delivered as f64)
+}
+
+/// What the notes say of one shape: each arm's median delivered/s and
+/// their ratio, the median of the rounds' own ratios (B over the A just
+/// before it), and each arm's median broker CPU per delivery.
+pub fn summary(no_users: &[RunResult], users: &[RunResult]) -> Option<String> {
+    let (a, b) = (median_rate(no_users)?, median_rate(users)?);
+    let rate = |r: &RunResult| r.flow.as_ref().map(|f| f.delivered_per_s);
+    let pairs: Vec<f64> = no_users
+        .iter()
+        .zip(users)
+        .filter_map(|(a, b)| Some(rate(b)? / rate(a).filter(|a| *a > 0.0)?))
+        .collect();
+    let cpu = |runs: &[RunResult]| median(runs.iter().filter_map(cpu_per_delivery_ns).collect());
+    let cpu = match (cpu(no_users), cpu(users)) {
+        (Some(a), Some(b)) => format!(
+            "; broker CPU per delivery {a:.1} ns without users and {b:.1} ns with (×{:.3})",
+            b / a.max(1e-9)
+        ),
+        _ => String::new(),
+    };
+    Some(format!(
+        "median delivered/s without users {} and with users {} (ratio {:.3}); median of the {} rounds' own ratios {:.3} ({}){cpu}",
+        crate::report::si(a),
+        crate::report::si(b),
+        b / a.max(1e-9),
+        pairs.len(),
+        median(pairs.clone()).unwrap_or(f64::NAN),
+        pairs.iter().map(|r| format!("{r:.3}")).collect::<Vec<_>>().join(", ")
+    ))
 }
 
 #[cfg(test)]
@@ -115,6 +156,36 @@ mod tests {
             token_sha256("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn the_summary_gives_medians_round_ratios_and_cpu() {
+        let target = crate::workload::Target::for_tests(crate::driver::Kind::Corecast);
+        let run = |per_s: f64, cpu_s: f64| {
+            let mut r = target.result("fanout", "fanout 1->1000 64B".into(), Default::default());
+            r.flow = Some(crate::result::Flow {
+                delivered_per_s: per_s,
+                delivered: 1_000_000,
+                ..Default::default()
+            });
+            r.broker_usage = Some(crate::result::BrokerUsage { cpu_s, ..Default::default() });
+            r
+        };
+        let a = [run(10e6, 0.04), run(8e6, 0.05), run(12e6, 0.03)];
+        let b = [run(9e6, 0.05), run(8e6, 0.05), run(12e6, 0.04)];
+        let text = summary(&a, &b).expect("a summary");
+        assert!(
+            text.starts_with(
+                "median delivered/s without users 10.00M and with users 9.00M (ratio 0.900)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("median of the 3 rounds' own ratios 1.000 (0.900, 1.000, 1.000)"),
+            "{text}"
+        );
+        assert!(text.ends_with("40.0 ns without users and 50.0 ns with (×1.250)"), "{text}");
+        assert!(summary(&[], &b).is_none());
     }
 
     #[test]
