@@ -314,7 +314,8 @@ impl Wire {
         if !self.data().is_empty() {
             bail!("{} bytes in clear after the point TLS starts", self.data().len());
         }
-        let session = tls::Session::handshake(config, self.addr, &mut self.stream)?;
+        let size = self.buf.len();
+        let session = tls::Session::handshake(config, self.addr, &mut self.stream, size)?;
         self.tls = Some(Box::new(session));
         Ok(())
     }

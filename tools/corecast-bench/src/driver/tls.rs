@@ -1,11 +1,12 @@
 //! TLS under a [`super::Wire`]: rustls (the *ring* provider, as in the
 //! broker) driven by hand over the connection's own socket, blocking or not.
 //!
-//! Ciphertext is read from the socket 64 KiB at a time into a buffer of
-//! the connection's and fed to rustls from there (rustls alone reads 4 KiB
-//! per call), and plaintext is only reported as "would block" once the
-//! socket itself would, so edge-triggered polling of the socket still sees
-//! every arrival. Session resumption is off: every connection makes a full
+//! Ciphertext is read from the socket into a buffer of the connection's
+//! (as large as its read buffer, 16 to 256 KiB) and fed to rustls from
+//! there (rustls alone reads 4 KiB per call); one read hands over all the
+//! plaintext one socket read brought, as a plain read would. Plaintext is
+//! only reported as "would block" once the socket itself would, so
+//! edge-triggered polling of the socket still sees every arrival. Session resumption is off: every connection makes a full
 //! handshake. The client offers TLS 1.3 and 1.2, AES-128-GCM first.
 
 use std::{
@@ -23,8 +24,9 @@ use rustls::{
     CipherSuite, ClientConfig, ClientConnection, RootCertStore,
 };
 
-/// Ciphertext read from the socket in one call.
-const RAW_READ: usize = 64 << 10;
+/// Bounds on the ciphertext read from the socket in one call (the
+/// connection's read buffer, within these).
+const RAW_READ: (usize, usize) = (16 << 10, 256 << 10);
 
 /// A client configuration that trusts the CA certificates in the PEM file
 /// `ca` and makes a full handshake every time.
@@ -72,18 +74,21 @@ fn invalid(e: rustls::Error) -> io::Error {
 
 impl Session {
     /// Runs a full handshake over `stream` (blocking, bounded by its
-    /// timeouts), verifying the server as `addr`'s IP address.
+    /// timeouts), verifying the server as `addr`'s IP address; reads take
+    /// up to `read_size` bytes of ciphertext (within [`RAW_READ`]).
     pub fn handshake(
         config: Arc<ClientConfig>,
         addr: SocketAddr,
         stream: &mut TcpStream,
+        read_size: usize,
     ) -> anyhow::Result<Self> {
         let name = ServerName::IpAddress(addr.ip().into());
         let mut conn = ClientConnection::new(config, name).context("TLS client")?;
         while conn.is_handshaking() || conn.wants_write() {
             conn.complete_io(stream).context("TLS handshake")?;
         }
-        Ok(Self { conn, raw: vec![0; RAW_READ], start: 0, end: 0 })
+        let raw = vec![0; read_size.clamp(RAW_READ.0, RAW_READ.1)];
+        Ok(Self { conn, raw, start: 0, end: 0 })
     }
 
     /// The negotiated protocol version and cipher suite, e.g.
@@ -95,25 +100,40 @@ impl Session {
         format!("{version} {suite}")
     }
 
-    /// Reads plaintext into `buf`: `Ok(0)` at the end of the stream, a
-    /// would-block or timeout error only when the socket had nothing.
+    /// Reads plaintext into `buf`: as much as one read of the socket
+    /// brings (and what was left from the one before), like a read of a
+    /// plain socket. `Ok(0)` at the end of the stream; a would-block or
+    /// timeout error only when the socket had nothing.
     pub fn read(&mut self, stream: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+        let mut filled = 0;
         loop {
-            match self.conn.reader().read(buf) {
-                Ok(n) => return Ok(n),
+            // Whatever rustls holds decrypted; after this it holds nothing
+            // or `buf` is full.
+            match self.conn.reader().read(&mut buf[filled..]) {
+                Ok(0) => return Ok(filled),
+                Ok(n) => {
+                    filled += n;
+                    if filled == buf.len() {
+                        return Ok(filled);
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(filled),
+                Err(_) if filled > 0 => return Ok(filled),
                 Err(e) => return Err(e),
             }
             if self.start < self.end {
                 let mut pending = &self.raw[self.start..self.end];
                 let fed = self.conn.read_tls(&mut pending)?;
                 if fed == 0 {
-                    return Ok(0);
+                    return Ok(filled);
                 }
                 self.start += fed;
                 self.conn.process_new_packets().map_err(invalid)?;
                 continue;
+            }
+            if filled > 0 {
+                return Ok(filled);
             }
             let n = stream.read(&mut self.raw)?;
             if n == 0 {
