@@ -36,6 +36,12 @@
 //! Fan-out 1->5000 (whose point is the broker's memory, and whose
 //! connection setup is long), the routing cases and the tuned matrix run
 //! once per broker.
+//!
+//! Two more settings run matrices of their own: `--settings tls` (see
+//! [`tls_matrix`]: corecast and nats-server at their defaults plus TLS,
+//! with one certificate made for the run, see [`crate::pki`]) and
+//! `--settings perms` (corecast alone without and with users and rules,
+//! interleaved: see [`Perms`] and [`perms`]).
 
 use std::{
     path::{Path, PathBuf},
@@ -568,6 +574,16 @@ fn run_rounds(
     Ok(merged)
 }
 
+/// The brokers of `wanted` that run at `mode` at all.
+fn brokers_for(mode: SettingsMode, wanted: &[Kind]) -> Vec<Kind> {
+    let runs = |kind: &&Kind| match mode {
+        SettingsMode::Tls => **kind != Kind::Redis,
+        SettingsMode::Perms => **kind == Kind::Corecast,
+        _ => true,
+    };
+    wanted.iter().filter(runs).copied().collect()
+}
+
 /// Why `kind` skips `workload` at `settings`, if it does.
 fn unsupported(kind: Kind, settings: Settings, workload: &str) -> Option<&'static str> {
     match (kind, settings) {
@@ -680,8 +696,14 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
     notes.push(format!(
         "open-file limit of the bench: {nofile} (soft limit raised from {nofile_before} to the hard limit)"
     ));
-    notes.extend(servers::ensure_installed(&args.brokers, args.install)?);
-    if args.brokers.contains(&Kind::Corecast) {
+    // The TLS matrix has no redis, the permissions case is corecast's
+    // alone: brokers they leave out need not be installed.
+    let brokers = brokers_for(args.settings, &args.brokers);
+    for kind in args.brokers.iter().filter(|k| !brokers.contains(k)) {
+        eprintln!("corecast-bench: {kind}: skipped at --settings {:?}", args.settings);
+    }
+    notes.extend(servers::ensure_installed(&brokers, args.install)?);
+    if brokers.contains(&Kind::Corecast) {
         notes.extend(servers::ensure_corecast(&args.corecast_bin, args.build)?);
     }
     let dir = args.out.join(timestamp(SystemTime::now()));
@@ -715,7 +737,7 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
         let mode = mode_name(placement);
         notes.push(format!("cores {mode}: {}", place_bench(placement)?));
         for settings in settings_list(args.settings) {
-            for kind in &args.brokers {
+            for kind in &brokers {
                 notes.push(format!(
                     "cores {mode}, {}: {}",
                     settings.name(),
@@ -762,8 +784,7 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
                         }
                     );
                 };
-                let brokers: Vec<Kind> = args
-                    .brokers
+                let brokers: Vec<Kind> = brokers
                     .iter()
                     .copied()
                     .filter(|&kind| match unsupported(kind, settings, case.workload()) {
@@ -974,6 +995,10 @@ mod tests {
         assert!(unsupported(Kind::Nats, Settings::Users, "fanout").is_some());
         assert!(unsupported(Kind::Corecast, Settings::Users, "fanout").is_none());
         assert_eq!(settings_list(SettingsMode::Perms), [Settings::Users]);
+        let all = Kind::ALL;
+        assert_eq!(brokers_for(SettingsMode::Tls, &all), [Kind::Corecast, Kind::Nats]);
+        assert_eq!(brokers_for(SettingsMode::Perms, &all), [Kind::Corecast]);
+        assert_eq!(brokers_for(SettingsMode::Both, &all), all);
         assert_eq!((perms_label(0), perms_label(1)), ("no-users", "users"));
     }
 
