@@ -700,7 +700,8 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
     // alone: brokers they leave out need not be installed.
     let brokers = brokers_for(args.settings, &args.brokers);
     for kind in args.brokers.iter().filter(|k| !brokers.contains(k)) {
-        eprintln!("corecast-bench: {kind}: skipped at --settings {:?}", args.settings);
+        let mode = format!("{:?}", args.settings).to_lowercase();
+        eprintln!("corecast-bench: {kind}: skipped at --settings {mode}");
     }
     notes.extend(servers::ensure_installed(&brokers, args.install)?);
     if brokers.contains(&Kind::Corecast) {
