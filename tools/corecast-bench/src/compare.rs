@@ -36,6 +36,12 @@
 //! Fan-out 1->5000 (whose point is the broker's memory, and whose
 //! connection setup is long), the routing cases and the tuned matrix run
 //! once per broker.
+//!
+//! Two more settings run matrices of their own: `--settings tls` (see
+//! [`tls_matrix`]: corecast and nats-server at their defaults plus TLS,
+//! with one certificate made for the run, see [`crate::pki`]) and
+//! `--settings perms` (corecast alone without and with users and rules,
+//! interleaved: see [`Perms`] and [`perms`]).
 
 use std::{
     path::{Path, PathBuf},
@@ -54,7 +60,9 @@ use crate::{
     workload::{
         churn, conns, flow,
         flow::FlowSpec,
+        handshakes,
         latency::{self, Histograms, Round},
+        perms,
         request::{self, RequestSpec},
         routing, scraped, stalled, Target,
     },
@@ -80,6 +88,15 @@ pub enum SettingsMode {
     Tuned,
     /// The whole matrix at defaults, then the tuned one.
     Both,
+    /// The shipped defaults plus TLS (corecast on its TLS port, nats-server
+    /// with a `tls` block, the same certificate): fan-out 1->10 and 1->1000
+    /// and the handshake rate, corecast and nats-server only.
+    Tls,
+    /// corecast alone: fan-out 1->1000 without users against with users
+    /// that each have 10 publish and 10 subscribe rules, the arms
+    /// interleaved (A B A B ...), subscribers on the literal topic and on
+    /// a wildcard that overlaps deny rules.
+    Perms,
 }
 
 /// Options of `compare`.
@@ -136,6 +153,12 @@ const QUICK_THROUGHPUT_ROUNDS: u32 = 2;
 /// in pairs: their figure is a ratio of two runs, each as noisy as any
 /// throughput run.
 const PAIRED_ROUNDS: u32 = 5;
+/// Runs of each arm of the permissions case (`--settings perms`), A B A B;
+/// each delivers 40 million messages (about 3 s at corecast's one-core
+/// fan-out 1->1000 rate).
+const PERMS_ROUNDS: u32 = 7;
+/// TLS handshakes per round of the handshake-rate case, and its threads.
+const HANDSHAKES: (u64, usize) = (2000, 4);
 
 /// One cell of the matrix. A latency case runs `rounds` rounds of `secs`
 /// each per broker, a throughput case `rounds` runs, interleaved across the
@@ -147,6 +170,7 @@ enum Case {
     Conns(usize),
     Churn { secs: f64, threads: usize },
     Request(RequestSpec),
+    Handshakes { count: u64, threads: usize, rounds: u32 },
 }
 
 impl Case {
@@ -157,6 +181,7 @@ impl Case {
             Case::Conns(_) => "conns",
             Case::Churn { .. } => "churn",
             Case::Request(_) => "request",
+            Case::Handshakes { .. } => "handshakes",
         }
     }
 
@@ -167,6 +192,7 @@ impl Case {
             Case::Conns(n) => conns::case_name(*n),
             Case::Churn { secs, threads } => churn::case_name(*secs, *threads),
             Case::Request(spec) => spec.case(),
+            Case::Handshakes { count, threads, .. } => handshakes::case_name(*count, *threads),
         }
     }
 
@@ -179,6 +205,7 @@ impl Case {
             Case::Conns(n) => conns::params(*n),
             Case::Churn { secs, threads } => churn::params(*secs, *threads),
             Case::Request(spec) => spec.params(),
+            Case::Handshakes { count, threads, .. } => handshakes::params(*count, *threads),
         }
     }
 
@@ -193,13 +220,18 @@ impl Case {
             Case::Conns(n) => conns::run(target, *n).map(alone),
             Case::Churn { secs, threads } => churn::run(target, *secs, *threads).map(alone),
             Case::Request(spec) => request::run(target, spec).map(alone),
+            Case::Handshakes { count, threads, .. } => {
+                handshakes::run(target, *count, *threads).map(alone)
+            }
         }
     }
 
     /// Runs per broker (1 for the cases that do not run in rounds).
     fn rounds(&self) -> u32 {
         match self {
-            Case::Latency { rounds, .. } | Case::Flow { rounds, .. } => (*rounds).max(1),
+            Case::Latency { rounds, .. }
+            | Case::Flow { rounds, .. }
+            | Case::Handshakes { rounds, .. } => (*rounds).max(1),
             _ => 1,
         }
     }
@@ -232,6 +264,9 @@ impl Case {
     fn merge(&self, rounds: &[Round]) -> Option<RunResult> {
         match self {
             Case::Latency { .. } => latency::merge_rounds(rounds),
+            Case::Handshakes { .. } => {
+                handshakes::merge_rounds(&rounds.iter().map(|(r, _)| r.clone()).collect::<Vec<_>>())
+            }
             _ => flow::merge_rounds(&rounds.iter().map(|(r, _)| r.clone()).collect::<Vec<_>>()),
         }
     }
@@ -326,11 +361,34 @@ fn tuned_matrix(quick: bool) -> Vec<Case> {
     ]
 }
 
+/// The TLS matrix (`--settings tls`), or its `--quick` version: fan-out
+/// 1->10 and 1->1000 as in the main matrix, and the handshake rate, each in
+/// rounds interleaved across the brokers.
+fn tls_matrix(quick: bool) -> Vec<Case> {
+    let rounds = if quick { QUICK_THROUGHPUT_ROUNDS } else { THROUGHPUT_ROUNDS };
+    let flow = |spec| Case::Flow { spec, rounds };
+    let (count, threads) = HANDSHAKES;
+    if quick {
+        return vec![
+            flow(FlowSpec::fanout(1, 10, 20_000, 64)),
+            flow(FlowSpec::fanout(1, 1000, 200, 64)),
+            Case::Handshakes { count: 200, threads, rounds },
+        ];
+    }
+    vec![
+        flow(FlowSpec::fanout(1, 10, 1_000_000, 64)),
+        flow(FlowSpec::fanout(1, 1000, 10_000, 64)),
+        Case::Handshakes { count, threads, rounds },
+    ]
+}
+
 fn settings_list(mode: SettingsMode) -> Vec<Settings> {
     match mode {
         SettingsMode::Defaults => vec![Settings::Defaults],
         SettingsMode::Tuned => vec![Settings::Tuned],
         SettingsMode::Both => vec![Settings::Defaults, Settings::Tuned],
+        SettingsMode::Tls => vec![Settings::Tls],
+        SettingsMode::Perms => vec![Settings::Users],
     }
 }
 
@@ -411,7 +469,10 @@ fn run_case(
     let Limits { timeout, settle } = limits;
     let Config { placement, settings } = config;
     let mode = mode_name(placement);
-    let tuned = if settings == Settings::Tuned { "tuned-" } else { "" };
+    let tuned = match settings {
+        Settings::Defaults => String::new(),
+        other => format!("{}-", other.name()),
+    };
     let mut label =
         format!("{mode}-{tuned}{kind}-{}", case.name().replace([' ', '>', '/', '+'], "_"));
     if case.rounds() > 1 {
@@ -428,6 +489,7 @@ fn run_case(
                 mode: Some(mode.into()),
                 settings: Some(settings.name().into()),
                 settle,
+                access: server.access.clone(),
             };
             let result = case.run(&target);
             let alive = server.alive();
@@ -449,6 +511,7 @@ fn run_case(
             mode: Some(mode.into()),
             settings: Some(settings.name().into()),
             settle,
+            access: Default::default(),
         };
         let mut r = target.result(case.workload(), case.name(), case.params());
         r.errors.push(format!("{e:#}"));
@@ -511,6 +574,98 @@ fn run_rounds(
     Ok(merged)
 }
 
+/// The brokers of `wanted` that run at `mode` at all.
+fn brokers_for(mode: SettingsMode, wanted: &[Kind]) -> Vec<Kind> {
+    let runs = |kind: &&Kind| match mode {
+        SettingsMode::Tls => **kind != Kind::Redis,
+        SettingsMode::Perms => **kind == Kind::Corecast,
+        _ => true,
+    };
+    wanted.iter().filter(runs).copied().collect()
+}
+
+/// Why `kind` skips `workload` at `settings`, if it does.
+fn unsupported(kind: Kind, settings: Settings, workload: &str) -> Option<&'static str> {
+    match (kind, settings) {
+        (Kind::Redis, Settings::Tls) => Some("the bench has no TLS for redis"),
+        (Kind::Nats | Kind::Redis, Settings::Users) => Some("the permissions case is corecast's"),
+        _ => routing::unsupported(kind, workload),
+    }
+}
+
+/// The permissions A/B (`--settings perms`): corecast at its shipped
+/// defaults (arm A, "no users") against corecast with [`perms::USERS`]
+/// users and their rules (arm B, "users"), fan-out 1->1000 with the
+/// subscribers on the literal topic, then on a wildcard that overlaps deny
+/// rules; each shape in [`PERMS_ROUNDS`] rounds of A then B, every run
+/// against a freshly started broker.
+struct Perms {
+    quick: bool,
+    placement: Placement,
+    limits: Limits,
+    wall: Instant,
+}
+
+impl Perms {
+    /// Runs both shapes; returns the merged result of each arm (arm A's
+    /// labelled with settings `no-users`) and adds the medians and their
+    /// ratios to `notes`.
+    fn run(
+        &self,
+        setup: &Setup,
+        rounds_file: &Path,
+        notes: &mut Vec<String>,
+    ) -> anyhow::Result<Vec<RunResult>> {
+        let (rounds, msgs) =
+            if self.quick { (QUICK_THROUGHPUT_ROUNDS, 200) } else { (PERMS_ROUNDS, 40_000) };
+        let mode = mode_name(self.placement);
+        let mut merged = Vec::new();
+        for spec in perms::specs(1000, msgs, 64) {
+            let case = Case::Flow { spec, rounds };
+            let mut arms: [Vec<RunResult>; 2] = [Vec::new(), Vec::new()];
+            for round in 1..=rounds {
+                for (arm, settings) in [Settings::Defaults, Settings::Users].into_iter().enumerate()
+                {
+                    eprintln!(
+                        "corecast-bench: [{:>5.0}s] {mode} / perms {} / corecast / {} / round {round} of {rounds}",
+                        self.wall.elapsed().as_secs_f64(),
+                        perms_label(arm),
+                        case.name(),
+                    );
+                    let config = Config { placement: self.placement, settings };
+                    let (mut result, _) =
+                        run_case(&case, round, Kind::Corecast, config, setup, self.limits);
+                    result.settings = Some(perms_label(arm).into());
+                    result.params.rounds = Some(rounds);
+                    result.params.round = Some(round);
+                    result.emit(Some(rounds_file))?;
+                    arms[arm].push(result);
+                }
+            }
+            if let Some(summary) = perms::summary(&arms[0], &arms[1]) {
+                notes.push(format!("perms, {mode}, {}: {summary}", case.name()));
+            }
+            for (arm, runs) in arms.iter().enumerate() {
+                if let Some(mut result) = flow::merge_rounds(runs) {
+                    result.params = Params { rounds: Some(rounds), ..case.params() };
+                    result.settings = Some(perms_label(arm).into());
+                    merged.push(result);
+                }
+            }
+        }
+        Ok(merged)
+    }
+}
+
+/// The settings label of each arm of the permissions case.
+fn perms_label(arm: usize) -> &'static str {
+    if arm == 0 {
+        "no-users"
+    } else {
+        "users"
+    }
+}
+
 /// The order in which the `n` cases of a group run in `round` (1-based):
 /// as given, or for a pair that alternates, the second first in even
 /// rounds.
@@ -541,13 +696,31 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
     notes.push(format!(
         "open-file limit of the bench: {nofile} (soft limit raised from {nofile_before} to the hard limit)"
     ));
-    notes.extend(servers::ensure_installed(&args.brokers, args.install)?);
-    if args.brokers.contains(&Kind::Corecast) {
+    // The TLS matrix has no redis, the permissions case is corecast's
+    // alone: brokers they leave out need not be installed.
+    let brokers = brokers_for(args.settings, &args.brokers);
+    for kind in args.brokers.iter().filter(|k| !brokers.contains(k)) {
+        let mode = format!("{:?}", args.settings).to_lowercase();
+        eprintln!("corecast-bench: {kind}: skipped at --settings {mode}");
+    }
+    notes.extend(servers::ensure_installed(&brokers, args.install)?);
+    if brokers.contains(&Kind::Corecast) {
         notes.extend(servers::ensure_corecast(&args.corecast_bin, args.build)?);
     }
     let dir = args.out.join(timestamp(SystemTime::now()));
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-    let setup = Setup { corecast_bin: args.corecast_bin.clone(), dir: dir.clone() };
+    let pki = match args.settings {
+        SettingsMode::Tls => {
+            let pki = crate::pki::Pki::generate(&dir.join("tls"))?;
+            notes.push(format!(
+                "TLS: a CA and a server certificate for 127.0.0.1 and localhost (ECDSA P-256) made with rcgen for this run, in `{}`; both brokers serve the same certificate and key; the bench (rustls, ring provider, as in corecast) trusts the CA and makes a full handshake on every connection (no session resumption); the handshake table gives the version and cipher suite negotiated",
+                pki.ca.parent().map_or(String::new(), |d| d.display().to_string())
+            ));
+            Some(pki)
+        }
+        _ => None,
+    };
+    let setup = Setup { corecast_bin: args.corecast_bin.clone(), dir: dir.clone(), pki };
     let results_file = dir.join("results.jsonl");
     let rounds_file = dir.join("rounds.jsonl");
     let limits = Limits {
@@ -565,7 +738,7 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
         let mode = mode_name(placement);
         notes.push(format!("cores {mode}: {}", place_bench(placement)?));
         for settings in settings_list(args.settings) {
-            for kind in &args.brokers {
+            for kind in &brokers {
                 notes.push(format!(
                     "cores {mode}, {}: {}",
                     settings.name(),
@@ -573,9 +746,20 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
                 ));
             }
             let config = Config { placement, settings };
+            if settings == Settings::Users {
+                let ab = Perms { quick: args.quick, placement, limits, wall };
+                let merged = ab.run(&setup, &rounds_file, &mut notes)?;
+                for result in merged {
+                    result.emit(Some(&results_file))?;
+                    results.push(result);
+                }
+                continue;
+            }
             let cases = match settings {
                 Settings::Defaults => matrix(args.quick),
                 Settings::Tuned => tuned_matrix(args.quick),
+                Settings::Tls => tls_matrix(args.quick),
+                Settings::Users => unreachable!("run above"),
             };
             let selected: Vec<&Case> = cases.iter().filter(|c| wanted(c)).collect();
             let mut next = 0;
@@ -601,11 +785,10 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
                         }
                     );
                 };
-                let brokers: Vec<Kind> = args
-                    .brokers
+                let brokers: Vec<Kind> = brokers
                     .iter()
                     .copied()
-                    .filter(|&kind| match routing::unsupported(kind, case.workload()) {
+                    .filter(|&kind| match unsupported(kind, settings, case.workload()) {
                         Some(why) => {
                             eprintln!(
                                 "corecast-bench: {mode} / {kind} / {}: skipped: {why}",
@@ -792,6 +975,32 @@ mod tests {
         assert!(tuned_matrix(false).iter().all(|c| c.workload() != "scraped"));
         assert!(routing::unsupported(Kind::Nats, "scraped").is_some());
         assert!(routing::unsupported(Kind::Corecast, "scraped").is_none());
+    }
+
+    #[test]
+    fn the_tls_matrix_has_fan_outs_and_handshakes_in_rounds() {
+        for quick in [false, true] {
+            let m = tls_matrix(quick);
+            let names: Vec<String> = m.iter().map(Case::name).collect();
+            assert_eq!(m.len(), 3, "{names:?}");
+            assert!(
+                names[0].starts_with("fanout 1->10 ") && names[1].starts_with("fanout 1->1000 ")
+            );
+            assert_eq!(m[2].workload(), "handshakes");
+            assert!(m.iter().all(|c| c.in_rounds() && c.name().starts_with(c.workload())));
+            let Case::Handshakes { count, .. } = m[2] else { panic!("handshakes") };
+            assert_eq!(count, if quick { 200 } else { HANDSHAKES.0 });
+        }
+        assert!(unsupported(Kind::Redis, Settings::Tls, "fanout").is_some());
+        assert!(unsupported(Kind::Nats, Settings::Tls, "handshakes").is_none());
+        assert!(unsupported(Kind::Nats, Settings::Users, "fanout").is_some());
+        assert!(unsupported(Kind::Corecast, Settings::Users, "fanout").is_none());
+        assert_eq!(settings_list(SettingsMode::Perms), [Settings::Users]);
+        let all = Kind::ALL;
+        assert_eq!(brokers_for(SettingsMode::Tls, &all), [Kind::Corecast, Kind::Nats]);
+        assert_eq!(brokers_for(SettingsMode::Perms, &all), [Kind::Corecast]);
+        assert_eq!(brokers_for(SettingsMode::Both, &all), all);
+        assert_eq!((perms_label(0), perms_label(1)), ("no-users", "users"));
     }
 
     #[test]

@@ -38,6 +38,15 @@
 //! cargo run --release -p corecast-bench -- --broker-pid $(pidof corecast) topics --conns 100 --per-conn 1000
 //! ```
 //!
+//! TLS (`--tls-ca`, and corecast's TLS port as `--server`), a token, and
+//! the TLS and permissions comparisons:
+//!
+//! ```sh
+//! cargo run --release -p corecast-bench -- --server 127.0.0.1:7443 --tls-ca ca.pem handshakes --count 2000
+//! cargo run --release -p corecast-bench -- compare --settings tls --brokers corecast,nats
+//! cargo run --release -p corecast-bench -- compare --settings perms --brokers corecast
+//! ```
+//!
 //! Every run prints one JSON line (and appends it to `--results FILE`);
 //! `report FILE` renders a results file as Markdown and PNG charts.
 //! Loopback only; every run is bounded by `--timeout-secs`.
@@ -48,6 +57,7 @@ mod compare;
 mod driver;
 mod hist;
 mod payload;
+mod pki;
 mod report;
 mod result;
 mod servers;
@@ -62,7 +72,7 @@ use crate::{
     driver::Kind,
     result::RunResult,
     workload::{
-        churn, conns, flow, latency,
+        churn, conns, flow, handshakes, latency,
         request::{self, RequestSpec},
         routing, scraped, Target,
     },
@@ -90,6 +100,15 @@ struct Cli {
     /// Also append each JSON line to this file.
     #[arg(long, global = true)]
     results: Option<PathBuf>,
+    /// Speak TLS, trusting the CA certificates in this PEM file (corecast:
+    /// point --server at its TLS port; NATS: `INFO` in clear, then the
+    /// handshake). Full handshakes: no session resumption.
+    #[arg(long, global = true, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// corecast: send this in `HELLO`'s token field (an `auth_token`, or a
+    /// user's bearer token).
+    #[arg(long, global = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -240,6 +259,17 @@ enum Command {
         #[arg(long, default_value_t = 64)]
         size: usize,
     },
+    /// Connection set-ups per second: connect, TLS handshake (with
+    /// --tls-ca), the protocol's greeting and its answer, close; a bounded
+    /// count shared by a few threads.
+    Handshakes {
+        /// Set-ups in all.
+        #[arg(long, default_value_t = 2000)]
+        count: u64,
+        /// Threads.
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
+    },
     /// Connect, subscribe, abort in a loop; broker back to idle after.
     Churn {
         /// Seconds.
@@ -291,6 +321,10 @@ fn run_one(cli: &Cli) -> anyhow::Result<RunResult> {
         mode: None,
         settings: None,
         settle: Duration::from_secs(5),
+        access: driver::Access {
+            tls: cli.tls_ca.as_deref().map(driver::tls::client_config).transpose()?,
+            token: cli.token.as_deref().map(Into::into),
+        },
     };
     match cli.command {
         Command::Fanout { pubs, subs, msgs, size } => {
@@ -311,6 +345,7 @@ fn run_one(cli: &Cli) -> anyhow::Result<RunResult> {
         Command::Latency { rate, secs, size } => latency::run(&target, rate, secs, size),
         Command::Conns { count } => conns::run(&target, count),
         Command::Churn { secs, threads } => churn::run(&target, secs, threads),
+        Command::Handshakes { count, threads } => handshakes::run(&target, count, threads),
         Command::Wildcard { subs, topics, msgs, size } => {
             flow::run(&target, &routing::wildcard(subs, topics, msgs, size))
         }

@@ -39,7 +39,7 @@ pub fn write_all(results: &[RunResult], dir: &Path, notes: &[String]) -> anyhow:
         let _ = writeln!(md, "\n## {}\n", section_title(mode.as_deref(), settings.as_deref()));
         md.push_str(&summary_table(&runs));
         md.push_str(&tables(&runs));
-        if settings.as_deref() != Some("tuned") {
+        if matches!(settings.as_deref(), None | Some("defaults")) {
             md.push_str(&targets(&runs));
         }
         let charts = [
@@ -383,9 +383,46 @@ fn tables(runs: &[&RunResult]) -> String {
     md.push_str(&latency_table(runs));
     md.push_str(&conns_table(runs));
     md.push_str(&churn_table(runs));
+    md.push_str(&handshakes_table(runs));
     md.push_str(&routing::table(runs));
     md.push_str(&routing::request_table(runs));
     md.push_str(&routing::topics_table(runs));
+    md
+}
+
+/// The handshake-rate runs, one line per broker, with corecast's rate over
+/// nats-server's.
+fn handshakes_table(runs: &[&RunResult]) -> String {
+    let runs: Vec<_> = runs.iter().filter(|r| r.handshakes.is_some()).collect();
+    if runs.is_empty() {
+        return String::new();
+    }
+    let mut md = String::from("\n### Connection set-ups (connect, TLS handshake when TLS is on, greeting, close)\n\n| case | broker | TLS | set-ups/s | failures | broker CPU per set-up | corecast / nats | bench CPU | problems |\n|---|---|---|--:|--:|--:|--:|--:|---|\n");
+    let rate = |kind: Kind, case: &str| {
+        runs.iter()
+            .find(|r| r.broker == kind && r.case == case)
+            .and_then(|r| r.handshakes.as_ref())
+            .map(|h| h.per_s)
+    };
+    for r in &runs {
+        let Some(h) = &r.handshakes else { continue };
+        let ratio = match (r.broker, rate(Kind::Corecast, &r.case), rate(Kind::Nats, &r.case)) {
+            (Kind::Corecast, Some(c), Some(n)) if n > 0.0 => format!("{:.2}×", c / n),
+            _ => "-".into(),
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {ratio} | {:.0}% | {} |",
+            r.case,
+            r.broker,
+            h.tls_session.as_deref().unwrap_or(if h.tls { "yes" } else { "no" }),
+            si(h.per_s),
+            h.failures,
+            h.broker_cpu_us.map_or("-".into(), |us| format!("{us:.0} µs")),
+            r.bench_usage.utilization * 100.0,
+            errors_col(r)
+        );
+    }
     md
 }
 
@@ -1029,6 +1066,7 @@ mod tests {
             mode: Some("one".into()),
             settings: Some("defaults".into()),
             settle: std::time::Duration::from_secs(1),
+            access: Default::default(),
         };
         let params = crate::result::Params {
             rate: Some(10_000),

@@ -56,6 +56,9 @@ pub struct RunResult {
     /// Request/reply round trips (`request`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<RequestFigures>,
+    /// Connection set-ups (`handshakes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handshakes: Option<HandshakeFigures>,
     /// The broker process, when its pid is known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broker_usage: Option<BrokerUsage>,
@@ -387,6 +390,26 @@ pub struct ChurnFigures {
     /// Whether every gauge came back to its value before the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub back_to_idle: Option<bool>,
+}
+
+/// Connection set-ups: connect, the TLS handshake (when TLS is on), the
+/// protocol's greeting and its answer, close.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HandshakeFigures {
+    /// Set-ups completed.
+    pub handshakes: u64,
+    /// Set-ups per second.
+    pub per_s: f64,
+    /// Set-ups that failed (the first error in `errors`).
+    pub failures: u64,
+    /// Whether the connections spoke TLS.
+    pub tls: bool,
+    /// The TLS version and cipher suite the first connection negotiated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_session: Option<String>,
+    /// Broker CPU per completed set-up, µs (when its pid is known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker_cpu_us: Option<f64>,
 }
 
 /// The broker's CPU and memory during the run.

@@ -28,7 +28,11 @@ use nix::{
     unistd::Pid,
 };
 
-use crate::driver::{ConnOpts, Kind};
+use crate::{
+    driver::{Access, ConnOpts, Kind},
+    pki::Pki,
+    workload::perms,
+};
 
 /// corecast's tuned flags (the "tuned" section of `compare`): a subscriber
 /// may fall 1 GiB behind before it is cut. The one place to change them.
@@ -47,6 +51,15 @@ pub enum Settings {
     /// Limits on slow consumers raised out of the way (see the `*_TUNED_*`
     /// constants).
     Tuned,
+    /// The shipped defaults plus TLS: corecast on its TLS port
+    /// (`--tls-listen`, `--tls-cert`, `--tls-key`), nats-server with a
+    /// `tls { cert_file, key_file }` block, the same certificate and key
+    /// (see [`Pki`]); every bench connection speaks TLS.
+    Tls,
+    /// The shipped defaults plus corecast users with permissions (see
+    /// [`perms`]); every bench connection logs in with a bearer token.
+    /// corecast only.
+    Users,
 }
 
 impl Settings {
@@ -55,6 +68,8 @@ impl Settings {
         match self {
             Settings::Defaults => "defaults",
             Settings::Tuned => "tuned",
+            Settings::Tls => "tls",
+            Settings::Users => "users",
         }
     }
 }
@@ -75,6 +90,23 @@ pub struct Setup {
     pub corecast_bin: PathBuf,
     /// Directory for logs and config files.
     pub dir: PathBuf,
+    /// The certificates of [`Settings::Tls`], made once per run.
+    pub pki: Option<Pki>,
+}
+
+impl Setup {
+    /// What the bench's connections to a broker started with `settings`
+    /// need: TLS with [`Settings::Tls`], a token with [`Settings::Users`].
+    pub fn access(&self, settings: Settings) -> anyhow::Result<Access> {
+        Ok(match settings {
+            Settings::Tls => {
+                let pki = self.pki.as_ref().context("TLS settings without certificates")?;
+                Access { tls: Some(pki.client.clone()), token: None }
+            }
+            Settings::Users => Access { tls: None, token: Some(perms::bench_token()) },
+            Settings::Defaults | Settings::Tuned => Access::default(),
+        })
+    }
 }
 
 /// A running broker, stopped on drop.
@@ -88,6 +120,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// corecast's monitoring port (`--http`); `None` for the others.
     pub http: Option<SocketAddr>,
+    /// What a connection to `addr` needs (TLS, a token).
+    pub access: Access,
     child: Option<Child>,
     log: PathBuf,
 }
@@ -151,10 +185,13 @@ pub fn describe(kind: Kind, placement: Placement, settings: Settings) -> String 
     match kind {
         Kind::Corecast => {
             let cores = if one { 1 } else { crate::sys::online_cpus() };
-            let flags = if tuned {
-                format!("`{}`, everything else", CORECAST_TUNED_FLAGS.join(" "))
-            } else {
-                "nothing else: every other setting".into()
+            let flags = match settings {
+                Settings::Tuned => {
+                    format!("`{}`, everything else", CORECAST_TUNED_FLAGS.join(" "))
+                }
+                Settings::Tls => "`--tls-listen` (the bench connects there), `--tls-cert`, `--tls-key` (rcgen's ECDSA P-256 server certificate, made for the run), nothing else: every other setting".into(),
+                Settings::Users => format!("`--config` with {} `[[users]]`, each with a `token_sha256` and 10 publish and 10 subscribe rules, nothing else: every other setting", perms::USERS),
+                Settings::Defaults => "nothing else: every other setting".into(),
             };
             format!(
                 "corecast: {pin}`--listen`, `--http` (its monitoring port, on as shipped, on a free port of its own) and `--cores {cores}`, {flags} at its default"
@@ -162,7 +199,9 @@ pub fn describe(kind: Kind, placement: Placement, settings: Settings) -> String 
         }
         Kind::Nats => {
             let gomaxprocs = if one { "`GOMAXPROCS=1`, " } else { "" };
-            if tuned {
+            if settings == Settings::Tls {
+                format!("nats-server: {pin}{gomaxprocs}config file with the address and `tls {{ cert_file, key_file }}` (the same certificate and key as corecast's), everything else at its default (`INFO` in clear, then the TLS handshake)")
+            } else if tuned {
                 format!(
                     "nats-server: {pin}{gomaxprocs}config file with the address and `{}`, everything else at its default",
                     NATS_TUNED_CONFIG.trim_end().replace('\n', "`, `")
@@ -184,13 +223,30 @@ pub fn describe(kind: Kind, placement: Placement, settings: Settings) -> String 
     }
 }
 
-fn nats_config(dir: &Path, port: u16) -> anyhow::Result<PathBuf> {
+/// Writes a config file `name` into the run's `conf/`.
+fn write_conf(dir: &Path, name: &str, text: &str) -> anyhow::Result<PathBuf> {
     let conf = dir.join("conf");
     std::fs::create_dir_all(&conf).with_context(|| format!("create {}", conf.display()))?;
-    let path = conf.join(format!("nats-{port}.conf"));
-    let text = format!("listen: \"127.0.0.1:{port}\"\n{NATS_TUNED_CONFIG}");
+    let path = conf.join(name);
     std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
     Ok(path)
+}
+
+fn nats_config(setup: &Setup, settings: Settings, port: u16) -> anyhow::Result<PathBuf> {
+    let mut text = format!("listen: \"127.0.0.1:{port}\"\n");
+    match settings {
+        Settings::Tuned => text.push_str(NATS_TUNED_CONFIG),
+        Settings::Tls => {
+            let pki = setup.pki.as_ref().context("TLS settings without certificates")?;
+            text.push_str(&format!(
+                "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n}}\n",
+                pki.cert.display(),
+                pki.key.display()
+            ));
+        }
+        Settings::Defaults | Settings::Users => {}
+    }
+    write_conf(&setup.dir, &format!("nats-{port}.conf"), &text)
 }
 
 fn command(
@@ -198,7 +254,7 @@ fn command(
     placement: Placement,
     settings: Settings,
     setup: &Setup,
-    (port, http): (u16, u16),
+    (port, http, tls_port): (u16, u16, u16),
 ) -> anyhow::Result<Command> {
     let program: &std::ffi::OsStr = match kind {
         Kind::Corecast => setup.corecast_bin.as_os_str(),
@@ -221,12 +277,28 @@ fn command(
             cmd.args(["--listen", &format!("127.0.0.1:{port}")])
                 .args(["--http", &format!("127.0.0.1:{http}")])
                 .args(["--cores", &cores.to_string()]);
-            if tuned {
-                cmd.args(CORECAST_TUNED_FLAGS);
+            match settings {
+                Settings::Tuned => {
+                    cmd.args(CORECAST_TUNED_FLAGS);
+                }
+                Settings::Tls => {
+                    let pki = setup.pki.as_ref().context("TLS settings without certificates")?;
+                    cmd.args(["--tls-listen", &format!("127.0.0.1:{tls_port}")])
+                        .arg("--tls-cert")
+                        .arg(&pki.cert)
+                        .arg("--tls-key")
+                        .arg(&pki.key);
+                }
+                Settings::Users => {
+                    let conf =
+                        write_conf(&setup.dir, "corecast-users.toml", &perms::users_config())?;
+                    cmd.arg("--config").arg(conf);
+                }
+                Settings::Defaults => {}
             }
         }
-        Kind::Nats if tuned => {
-            cmd.arg("-c").arg(nats_config(&setup.dir, port)?);
+        Kind::Nats if matches!(settings, Settings::Tuned | Settings::Tls) => {
+            cmd.arg("-c").arg(nats_config(setup, settings, port)?);
         }
         Kind::Nats => {
             cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
@@ -257,14 +329,24 @@ pub fn start(
     setup: &Setup,
     label: &str,
 ) -> anyhow::Result<Server> {
-    let ports = free_ports(2)?;
-    let (port, http_port) = (ports[0], ports[1]);
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    if settings == Settings::Users && kind != Kind::Corecast {
+        bail!("{kind}: the users and permissions case is corecast's");
+    }
+    if settings == Settings::Tls && kind == Kind::Redis {
+        bail!("redis: the bench has no TLS for redis");
+    }
+    let ports = free_ports(3)?;
+    let (port, http_port, tls_port) = (ports[0], ports[1], ports[2]);
+    // corecast's TLS port is the one the bench uses; its plain port stays
+    // open beside it.
+    let client_port =
+        if kind == Kind::Corecast && settings == Settings::Tls { tls_port } else { port };
+    let addr = SocketAddr::from(([127, 0, 0, 1], client_port));
     let http = (kind == Kind::Corecast).then(|| SocketAddr::from(([127, 0, 0, 1], http_port)));
     let log = setup.dir.join("logs").join(format!("{label}.log"));
     std::fs::create_dir_all(setup.dir.join("logs"))?;
     let out = File::create(&log).with_context(|| format!("create {}", log.display()))?;
-    let mut cmd = command(kind, placement, settings, setup, (port, http_port))?;
+    let mut cmd = command(kind, placement, settings, setup, (port, http_port, tls_port))?;
     cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
     // SAFETY: prctl is async-signal-safe; the closure touches no memory of
     // the parent.
@@ -275,7 +357,8 @@ pub fn start(
         });
     }
     let child = cmd.spawn().with_context(|| format!("start {kind}: {cmd:?}"))?;
-    let mut server = Server { kind, pid: child.id(), addr, http, child: Some(child), log };
+    let access = setup.access(settings)?;
+    let mut server = Server { kind, pid: child.id(), addr, http, access, child: Some(child), log };
     wait_ready(&mut server)?;
     Ok(server)
 }
@@ -293,6 +376,7 @@ fn wait_ready(server: &mut Server) -> anyhow::Result<()> {
                 timeout: Duration::from_secs(5),
                 source: None,
                 v1_1: false,
+                access: server.access.clone(),
             };
             let mut conn = server.kind.connect(server.addr, "bench-probe", opts)?;
             conn.flush().with_context(|| format!("{} does not answer a ping", server.kind))?;

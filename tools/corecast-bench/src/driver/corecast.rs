@@ -25,6 +25,8 @@ pub struct Corecast {
     /// Whether the session is (or, before the handshake, is to be) a 1.1
     /// session.
     v1_1: bool,
+    /// The token field of `HELLO`.
+    token: Option<std::sync::Arc<str>>,
 }
 
 impl Default for Corecast {
@@ -36,7 +38,13 @@ impl Default for Corecast {
 impl Corecast {
     /// A codec that asks for a 1.1 session when `v1_1`.
     pub fn new(v1_1: bool) -> Self {
-        Self { max_server_frame: DEFAULT_MAX_FRAME + 4, next_sid: 1, v1_1 }
+        Self { max_server_frame: DEFAULT_MAX_FRAME + 4, next_sid: 1, v1_1, token: None }
+    }
+
+    /// The same codec, sending `token` in `HELLO`'s token field (untyped:
+    /// an `auth_token`, or a user's bearer token).
+    pub fn with_token(self, token: Option<std::sync::Arc<str>>) -> Self {
+        Self { token, ..self }
     }
 
     /// Decodes one server frame with the decoder of the session's version
@@ -76,7 +84,8 @@ impl Codec for Corecast {
     fn handshake(&mut self, wire: &mut Wire, name: &str) -> anyhow::Result<()> {
         let name = &name[..name.len().min(64)];
         let mut out = Vec::new();
-        let hello = Hello { version: VERSION, name, token: b"" };
+        let token = self.token.as_deref().unwrap_or("").as_bytes();
+        let hello = Hello { version: VERSION, name, token };
         let frame =
             ClientFrame11::Hello { hello, v1_1: self.v1_1, no_echo: false, credential: false };
         encode11(&frame, &mut out);

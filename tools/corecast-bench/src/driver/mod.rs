@@ -10,11 +10,13 @@
 mod corecast;
 mod nats;
 mod redis;
+pub mod tls;
 
 use std::{
     fmt,
     io::{self, Read, Write},
     net::{SocketAddr, TcpStream},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -48,10 +50,18 @@ impl Kind {
         name: &str,
         opts: ConnOpts,
     ) -> anyhow::Result<Box<dyn Driver>> {
-        let wire = Wire::connect(addr, opts)?;
+        let token = opts.access.token.clone();
+        let mut wire = Wire::connect(addr, &opts)?;
         Ok(match self {
-            Kind::Corecast => Box::new(Conn::open(wire, corecast::Corecast::new(opts.v1_1), name)?),
+            Kind::Corecast => {
+                // corecast's TLS port: TLS first, then `HELLO`.
+                wire.start_tls()?;
+                let codec = corecast::Corecast::new(opts.v1_1).with_token(token);
+                Box::new(Conn::open(wire, codec, name)?)
+            }
+            // NATS: `INFO` in clear, then TLS (the codec starts it).
             Kind::Nats => Box::new(Conn::open(wire, nats::Nats::default(), name)?),
+            Kind::Redis if opts.access.tls.is_some() => bail!("the bench has no TLS for redis"),
             Kind::Redis => Box::new(Conn::open(wire, redis::Redis, name)?),
         })
     }
@@ -76,8 +86,21 @@ impl fmt::Display for Kind {
 /// garbage length or a missing newline, not something to wait for.
 pub const MAX_READ_BUFFER: usize = 64 << 20;
 
+/// How a connection proves itself and protects its bytes: TLS (trusting a
+/// CA) and a token for corecast's `HELLO`. The default is neither.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// Speak TLS with this configuration (corecast: from the first byte, on
+    /// its TLS port; NATS: after the server's `INFO`, as nats-server
+    /// expects by default).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// corecast: the token field of `HELLO` (untyped: the broker matches it
+    /// against the users' bearer tokens too).
+    pub token: Option<Arc<str>>,
+}
+
 /// How a connection is set up.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnOpts {
     /// Initial read buffer; it grows if a frame does not fit.
     pub read_buffer: usize,
@@ -92,6 +115,8 @@ pub struct ConnOpts {
     /// the workloads that need nothing of 1.1, so their figures stay those
     /// of a version 1 session.
     pub v1_1: bool,
+    /// TLS and credentials.
+    pub access: Access,
 }
 
 /// One subscription a connection asks for.
@@ -238,6 +263,8 @@ pub trait Driver: Send {
     fn stats(&mut self) -> anyhow::Result<Option<String>>;
     /// The socket, for polling and socket options.
     fn stream(&self) -> &TcpStream;
+    /// The TLS version and cipher suite, when the connection speaks TLS.
+    fn tls_session(&self) -> Option<String>;
 }
 
 /// A socket with a read buffer.
@@ -248,12 +275,18 @@ pub struct Wire {
     start: usize,
     end: usize,
     timeout: Duration,
+    /// The peer, whose IP address the server certificate must name.
+    addr: SocketAddr,
+    /// TLS to start with [`Wire::start_tls`].
+    tls_config: Option<Arc<rustls::ClientConfig>>,
+    /// The TLS session, once started.
+    tls: Option<Box<tls::Session>>,
 }
 
 impl Wire {
     /// Connects (from `opts.source`, if given) with `TCP_NODELAY` and the
     /// timeouts of `opts`.
-    pub fn connect(addr: SocketAddr, opts: ConnOpts) -> anyhow::Result<Self> {
+    pub fn connect(addr: SocketAddr, opts: &ConnOpts) -> anyhow::Result<Self> {
         let stream = match opts.source {
             None => TcpStream::connect_timeout(&addr, opts.timeout),
             Some(ip) => connect_from(ip, addr, opts.timeout),
@@ -268,7 +301,23 @@ impl Wire {
             start: 0,
             end: 0,
             timeout: opts.timeout,
+            addr,
+            tls_config: opts.access.tls.clone(),
+            tls: None,
         })
+    }
+
+    /// Runs the TLS handshake if the connection is to speak TLS; nothing
+    /// otherwise. Bytes already read in clear must all have been consumed.
+    pub fn start_tls(&mut self) -> anyhow::Result<()> {
+        let Some(config) = self.tls_config.take() else { return Ok(()) };
+        if !self.data().is_empty() {
+            bail!("{} bytes in clear after the point TLS starts", self.data().len());
+        }
+        let size = self.buf.len();
+        let session = tls::Session::handshake(config, self.addr, &mut self.stream, size)?;
+        self.tls = Some(Box::new(session));
+        Ok(())
     }
 
     /// Bytes read and not consumed yet.
@@ -306,7 +355,11 @@ impl Wire {
                 self.buf.resize((self.buf.len() * 2).min(MAX_READ_BUFFER), 0);
             }
         }
-        let n = self.stream.read(&mut self.buf[self.end..])?;
+        let free = &mut self.buf[self.end..];
+        let n = match self.tls.as_mut() {
+            Some(tls) => tls.read(&mut self.stream, free)?,
+            None => self.stream.read(free)?,
+        };
         self.end += n;
         Ok(n)
     }
@@ -316,6 +369,9 @@ impl Wire {
     /// waited out with `poll(2)` rather than taken for an error.
     pub fn send(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
         let deadline = self.deadline();
+        if let Some(tls) = self.tls.as_mut() {
+            return tls.write_all(&mut self.stream, bytes, deadline, wait_writable);
+        }
         let mut rest = bytes;
         while !rest.is_empty() {
             match self.stream.write(rest) {
@@ -605,6 +661,10 @@ impl<C: Codec> Driver for Conn<C> {
 
     fn stream(&self) -> &TcpStream {
         &self.wire.stream
+    }
+
+    fn tls_session(&self) -> Option<String> {
+        self.wire.tls.as_ref().map(|t| t.describe())
     }
 }
 

@@ -99,6 +99,8 @@ impl Codec for Nats {
             }
             wire.read_more("INFO", deadline)?;
         }
+        // With TLS on, nats-server waits for the handshake after `INFO`.
+        wire.start_tls()?;
         let connect = format!(
             "CONNECT {{\"verbose\":false,\"pedantic\":false,\"name\":{},\"lang\":\"rust\",\"version\":\"0\",\"protocol\":1}}\r\nPING\r\n",
             serde_json::Value::from(name)

@@ -247,7 +247,7 @@ impl FlowSpec {
 
     /// Deliveries owed over all subscribers when publisher `i` actually
     /// sent `sent[i]` messages.
-    fn expected(&self, sent: &[u64]) -> u64 {
+    pub(crate) fn expected(&self, sent: &[u64]) -> u64 {
         self.owed(sent).total
     }
 }

@@ -4,8 +4,10 @@
 pub mod churn;
 pub mod conns;
 pub mod flow;
+pub mod handshakes;
 pub mod latency;
 pub mod owed;
+pub mod perms;
 pub mod request;
 pub mod routing;
 pub mod scraped;
@@ -19,7 +21,7 @@ use std::{
 use anyhow::Context;
 
 use crate::{
-    driver::{ConnOpts, Driver, Kind},
+    driver::{Access, ConnOpts, Driver, Kind},
     result::{BenchUsage, BrokerUsage, Params, RunResult},
     sys::{self, Proc},
 };
@@ -44,6 +46,8 @@ pub struct Target {
     /// Least time to watch the broker's RSS settle after a run (conns,
     /// churn).
     pub settle: Duration,
+    /// TLS and credentials of every connection.
+    pub access: Access,
 }
 
 impl Target {
@@ -60,12 +64,13 @@ impl Target {
             mode: Some("one".into()),
             settings: Some("defaults".into()),
             settle: Duration::from_secs(1),
+            access: Access::default(),
         }
     }
 
     /// Connects with the given read buffer and the run's timeout.
     pub fn connect(&self, name: &str, read_buffer: usize) -> anyhow::Result<Box<dyn Driver>> {
-        self.open(name, ConnOpts { read_buffer, timeout: self.timeout, source: None, v1_1: false })
+        self.open(name, read_buffer, None, false)
     }
 
     /// [`Target::connect`] from local address `source`.
@@ -75,7 +80,7 @@ impl Target {
         read_buffer: usize,
         source: Option<std::net::Ipv4Addr>,
     ) -> anyhow::Result<Box<dyn Driver>> {
-        self.open(name, ConnOpts { read_buffer, timeout: self.timeout, source, v1_1: false })
+        self.open(name, read_buffer, source, false)
     }
 
     /// [`Target::connect`], as a protocol 1.1 session when `v1_1` (corecast;
@@ -86,10 +91,18 @@ impl Target {
         read_buffer: usize,
         v1_1: bool,
     ) -> anyhow::Result<Box<dyn Driver>> {
-        self.open(name, ConnOpts { read_buffer, timeout: self.timeout, source: None, v1_1 })
+        self.open(name, read_buffer, None, v1_1)
     }
 
-    fn open(&self, name: &str, opts: ConnOpts) -> anyhow::Result<Box<dyn Driver>> {
+    fn open(
+        &self,
+        name: &str,
+        read_buffer: usize,
+        source: Option<std::net::Ipv4Addr>,
+        v1_1: bool,
+    ) -> anyhow::Result<Box<dyn Driver>> {
+        let access = self.access.clone();
+        let opts = ConnOpts { read_buffer, timeout: self.timeout, source, v1_1, access };
         self.kind
             .connect(self.addr, name, opts)
             .with_context(|| format!("{} connection {name}", self.kind))
@@ -123,6 +136,7 @@ impl Target {
             churn: None,
             subs_memory: None,
             request: None,
+            handshakes: None,
             broker_usage: None,
             bench_usage: BenchUsage::default(),
             counters_after: None,
