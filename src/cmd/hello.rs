@@ -172,8 +172,8 @@ fn access_for(ctx: &mut Ctx<'_>, identity: &Identity) -> Result<Option<Box<Acces
         return Ok(None);
     }
     let grant = ctx.shard.grants.borrow_mut().grant(rules, limits);
-    let principal = principal(identity.user());
-    Ok(Some(Box::new(Access::new(grant, (lease, principal), Instant::now()))))
+    let tag = principal(identity.user());
+    Ok(Some(Box::new(Access::new(grant, (lease, tag), Instant::now()))))
 }
 
 /// Who the session is: the identity, what vouched for it, and when its
@@ -192,6 +192,7 @@ fn who(ctx: &Ctx<'_>, identity: &Identity, leeway_ms: u64) -> Who {
         expires,
         voucher: auth.voucher(user, credential).unwrap_or(0),
         configured: user.is_some_and(|u| auth.rules_of(u).is_some()),
+        principal: principal(user),
     }
 }
 

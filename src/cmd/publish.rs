@@ -11,7 +11,7 @@ use corecast_proto::{topic, ErrorCode, Pub, RawFrame, ServerFrame11, TopicKind};
 
 use super::{Ctx, Flow};
 use crate::{
-    auth::{access::Allowed, principal},
+    auth::access::Allowed,
     core::pressure::Pressure,
     counters::CoreCounters,
     route::{self, Batch, Message, Routed, Source},
@@ -44,7 +44,7 @@ pub(super) fn apply<'a>(
     };
     // A permit answers one request: the next PUB needs its own.
     let gathers = !request && msg.headers.is_none() && !by_permit;
-    let tag = principal(ctx.slot().user().map(|u| &**u));
+    let tag = ctx.slot().who().principal;
     msg.requester = if msg.reply_to.is_empty() { 0 } else { tag };
     let session = ctx.slot().session();
     let skip = session.no_echo.then_some(ctx.key);

@@ -12,8 +12,8 @@ use corecast_proto::{ErrFrame, ErrorCode, ServerFrame};
 
 use crate::{
     auth::{
-        access::Access, grant::Grant, permissions::Compiled, principal, Authenticator,
-        CredentialKind, UserLimits, ANSWER,
+        access::Access, grant::Grant, permissions::Compiled, Authenticator, CredentialKind,
+        UserLimits, ANSWER,
     },
     core::{
         shard::{Shard, State},
@@ -82,7 +82,7 @@ fn regrant(shard: &Shard, st: &mut State, key: usize, rules: &Arc<Compiled>, lim
     {
         return;
     }
-    let tag = principal(slot.user().map(|u| &**u));
+    let tag = slot.who().principal;
     let grant = shard.grants.borrow_mut().grant(rules, limits);
     revoke_denied(shard, st, key, &grant);
     let slot = &mut st.slots[key];

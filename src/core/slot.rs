@@ -337,6 +337,9 @@ pub(crate) struct Who {
     pub voucher: u64,
     /// Its rules came from a configured user (not a JWT's claim).
     pub configured: bool,
+    /// Its user's tag ([`crate::auth::principal`]), which its requests
+    /// carry.
+    pub principal: u64,
 }
 
 impl Who {
@@ -348,6 +351,7 @@ impl Who {
             expires: None,
             voucher: 0,
             configured: false,
+            principal: 0,
         }
     }
 }
