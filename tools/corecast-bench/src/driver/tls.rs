@@ -174,42 +174,45 @@ impl Session {
         }
         let (mut start, mut end) = (0, 0);
         loop {
+            // Every whole record read so far, one at a time and only while
+            // the handshake lasts: what follows it is for the record layer
+            // here.
+            while conn.is_handshaking() {
+                let Some(len) = record_len(&raw[start..end]).filter(|&l| end - start >= l) else {
+                    break;
+                };
+                let mut record = &raw[start..start + len];
+                while !record.is_empty() {
+                    conn.read_tls(&mut record).context("TLS handshake")?;
+                }
+                start += len;
+                if let Err(e) = conn.process_new_packets() {
+                    // The alert that tells the server why, as rustls's own
+                    // I/O loop would send it.
+                    let _ = conn.write_tls(stream);
+                    return Err(e).context("TLS handshake");
+                }
+            }
+            // Then the answer to all of them at once, as rustls's own I/O
+            // loop sends it.
             while conn.wants_write() {
                 conn.write_tls(stream).context("TLS handshake: write")?;
             }
             if !conn.is_handshaking() {
                 break;
             }
-            // One whole record for rustls and no more: what follows the
-            // handshake is for the record layer here.
-            let len = loop {
-                if let Some(len) = record_len(&raw[start..end]).filter(|&l| end - start >= l) {
-                    break len;
-                }
-                if start > 0 {
-                    raw.copy_within(start..end, 0);
-                    (start, end) = (0, end - start);
-                }
-                if end == raw.len() {
-                    bail!("TLS handshake: a record larger than {} bytes", raw.len());
-                }
-                match stream.read(&mut raw[end..]) {
-                    Ok(0) => bail!("TLS handshake: the server closed the connection"),
-                    Ok(n) => end += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e).context("TLS handshake: read"),
-                }
-            };
-            let mut record = &raw[start..start + len];
-            while !record.is_empty() {
-                conn.read_tls(&mut record).context("TLS handshake")?;
+            if start > 0 {
+                raw.copy_within(start..end, 0);
+                (start, end) = (0, end - start);
             }
-            start += len;
-            if let Err(e) = conn.process_new_packets() {
-                // The alert that tells the server why, as rustls's own
-                // I/O loop would send it.
-                let _ = conn.write_tls(stream);
-                return Err(e).context("TLS handshake");
+            if end == raw.len() {
+                bail!("TLS handshake: a record larger than {} bytes", raw.len());
+            }
+            match stream.read(&mut raw[end..]) {
+                Ok(0) => bail!("TLS handshake: the server closed the connection"),
+                Ok(n) => end += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e).context("TLS handshake: read"),
             }
         }
         let version = conn.protocol_version().map_or("?".into(), |v| format!("{v:?}"));
