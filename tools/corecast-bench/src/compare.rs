@@ -713,7 +713,7 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
         SettingsMode::Tls => {
             let pki = crate::pki::Pki::generate(&dir.join("tls"))?;
             notes.push(format!(
-                "TLS: a CA and a server certificate for 127.0.0.1 and localhost (ECDSA P-256) made with rcgen for this run, in `{}`; both brokers serve the same certificate and key; the bench (rustls, ring provider, as in corecast) trusts the CA and makes a full handshake on every connection (no session resumption); the handshake table gives the version and cipher suite negotiated",
+                "TLS: a CA and a server certificate for 127.0.0.1 and localhost (ECDSA P-256) made with rcgen for this run, in `{}`; both brokers serve the same certificate and key; the bench (rustls, ring provider, as in corecast; TLS 1.3, its records then opened and sealed in place with ring's AEAD under the negotiated keys) trusts the CA and makes a full handshake on every connection (no session resumption); the handshake table gives the version and cipher suite negotiated",
                 pki.ca.parent().map_or(String::new(), |d| d.display().to_string())
             ));
             Some(pki)

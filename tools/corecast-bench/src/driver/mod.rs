@@ -314,8 +314,9 @@ impl Wire {
         if !self.data().is_empty() {
             bail!("{} bytes in clear after the point TLS starts", self.data().len());
         }
-        let size = self.buf.len();
-        let session = tls::Session::handshake(config, self.addr, &mut self.stream, size)?;
+        // What followed the handshake is left at the front of the buffer.
+        let session = tls::Session::handshake(config, self.addr, &mut self.stream, &mut self.buf)?;
+        (self.start, self.end) = (0, 0);
         self.tls = Some(Box::new(session));
         Ok(())
     }
@@ -328,7 +329,8 @@ impl Wire {
     /// Marks `n` bytes of [`Wire::data`] as used.
     pub fn consume(&mut self, n: usize) {
         self.start += n;
-        if self.start == self.end {
+        // Not when TLS ciphertext follows: it stays where it is.
+        if self.start == self.end && self.tls.as_ref().is_none_or(|t| t.pending() == 0) {
             self.start = 0;
             self.end = 0;
         }
@@ -336,11 +338,18 @@ impl Wire {
 
     /// One `read` into the free end of the buffer (compacting or growing it
     /// first when needed). `Ok(0)` is end of stream; an `InvalidData` error
-    /// when [`MAX_READ_BUFFER`] bytes hold no whole frame.
+    /// when [`MAX_READ_BUFFER`] bytes hold no whole frame. With TLS the
+    /// ciphertext is read there too, after the plaintext (and the part of a
+    /// record left from before), and decrypted where it lies; the buffer
+    /// keeps room for a whole record after the plaintext.
     pub fn fill(&mut self) -> io::Result<usize> {
-        if self.end == self.buf.len() {
+        let (room, pending) = match &self.tls {
+            Some(tls) => (tls::ROOM, tls.pending()),
+            None => (1, 0),
+        };
+        while self.buf.len() - self.end < room {
             if self.start > 0 {
-                self.buf.copy_within(self.start..self.end, 0);
+                self.buf.copy_within(self.start..self.end + pending, 0);
                 self.end -= self.start;
                 self.start = 0;
             } else if self.buf.len() >= MAX_READ_BUFFER {
@@ -355,10 +364,9 @@ impl Wire {
                 self.buf.resize((self.buf.len() * 2).min(MAX_READ_BUFFER), 0);
             }
         }
-        let free = &mut self.buf[self.end..];
         let n = match self.tls.as_mut() {
-            Some(tls) => tls.read(&mut self.stream, free)?,
-            None => self.stream.read(free)?,
+            Some(tls) => tls.read(&mut self.stream, &mut self.buf, self.end)?,
+            None => self.stream.read(&mut self.buf[self.end..])?,
         };
         self.end += n;
         Ok(n)
