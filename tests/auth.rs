@@ -635,3 +635,60 @@ fn a_reload_that_rotates_the_jwt_key_logs_out_its_sessions() {
     broker.reload(cfg).expect("valid");
     session.expect_fatal(AUTH_FAILED);
 }
+
+fn hs256_broker(secret: &[u8], extra: impl FnOnce(&mut Config)) -> (corecast::Broker, Config) {
+    let dir =
+        std::env::temp_dir().join(format!("corecast-jwt-{}-{}", std::process::id(), secret.len()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let secret_file = dir.join("hs256.secret");
+    std::fs::write(&secret_file, secret).expect("write");
+    let jwt = JwtConfig { hs256_secret_file: Some(secret_file), ..JwtConfig::default() };
+    let mut cfg = Config { jwt: Some(jwt), ..test_config(2) };
+    extra(&mut cfg);
+    (start(cfg.clone()), cfg)
+}
+
+/// A JWT subject that is no configured user takes the rules of a user of
+/// its name while a reload configures one, and goes back to the rules its
+/// token gave it (here the defaults, tightened meanwhile) when it goes.
+#[test]
+fn a_jwt_subject_follows_the_users_and_default_rules_of_each_reload() {
+    let secret = b"a-secret-for-the-jwt-subject-tests";
+    let (broker, mut cfg) = hs256_broker(secret, |_| {});
+    let key = EncodingKey::from_secret(secret).expect("key");
+    let token =
+        sign(Algorithm::HS256, &key, serde_json::json!({ "sub": "bob", "exp": now() + 600 }));
+    let mut bob = login(broker.local_addr(), &token).expect("a valid JWT");
+    bob.sub(1, "x.1");
+    bob.flush_empty();
+    // A user bob appears, allowed only b.>: x.1 is revoked.
+    let configured = with_rules(user("bob", "pw-b"), rules(None, &[]), rules(Some(&["b.>"]), &[]));
+    cfg.users = vec![configured];
+    broker.reload(cfg.clone()).expect("valid");
+    assert_eq!(bob.recv(), Got11::Err { code: PERMISSION_DENIED, fatal: false });
+    bob.sub(2, "x.2");
+    expect_refused(&mut bob, PERMISSION_DENIED);
+    // The user goes, and the defaults now allow only y.>: bob takes those.
+    cfg.users.clear();
+    cfg.default_permissions =
+        Some(Permissions { subscribe: rules(Some(&["y.>"]), &[]), ..Permissions::default() });
+    broker.reload(cfg).expect("valid");
+    bob.sub(3, "y.1");
+    bob.flush_empty();
+    bob.sub(4, "x.3");
+    expect_refused(&mut bob, PERMISSION_DENIED);
+}
+
+/// A reload that gives a user `max_connections` counts the connections it
+/// has open already.
+#[test]
+fn a_reload_that_limits_connections_counts_those_open() {
+    let mut cfg = Config { users: vec![user("alice", "pw-a")], ..test_config(2) };
+    let broker = start(cfg.clone());
+    let addr = broker.local_addr();
+    let _a = login(addr, &password("alice", "pw-a")).expect("first");
+    let _b = login(addr, &password("alice", "pw-a")).expect("second");
+    cfg.users[0].limits = UserLimits { max_connections: Some(2), ..UserLimits::default() };
+    broker.reload(cfg).expect("valid");
+    assert_eq!(login(addr, &password("alice", "pw-a")).err(), Some(SERVER_FULL));
+}

@@ -28,7 +28,7 @@ pub(crate) struct Access {
     rate: Option<Rate>,
     /// Counts the connection against its user's `max_connections` until
     /// the slot is freed.
-    _lease: Option<Lease>,
+    lease: Option<Lease>,
     /// Its user's tag ([`super::principal`]): requests that carry it are
     /// its own, and give no permit.
     principal: u64,
@@ -42,7 +42,7 @@ impl Access {
     ) -> Self {
         let replies = grant.rules().allow_responses().map(|_| Replies::default());
         let rate = Rate::new(grant.limits(), now);
-        Self { grant, replies, rate, _lease: lease, principal }
+        Self { grant, replies, rate, lease, principal }
     }
 
     /// The user's rules on this core.
@@ -62,6 +62,14 @@ impl Access {
             self.rate = Rate::new(grant.limits(), Instant::now());
         }
         self.grant = grant;
+    }
+
+    /// Counts the connection for its user from now on, if it was not: a
+    /// reload gave the user `max_connections`.
+    pub(crate) fn count_with(&mut self, lease: impl FnOnce() -> Option<Lease>) {
+        if self.lease.is_none() {
+            self.lease = lease();
+        }
     }
 
     /// Whether the connection may publish to `topic`: its rules allow it,

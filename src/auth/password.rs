@@ -75,7 +75,7 @@ impl Check {
     fn end(&mut self, failed: bool) {
         if !self.ended {
             self.ended = true;
-            self.guard.end_check(self.peer, self.now_unix_secs, failed);
+            self.guard.end_check(self.peer, self.now_unix_secs, failed, true);
         }
     }
 }

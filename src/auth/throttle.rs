@@ -108,11 +108,16 @@ impl Throttle {
         self.buckets.entry(source).or_insert(Bucket { tokens: BURST, at: now, checking: 0 })
     }
 
-    /// Starts a check from `peer`: refused when it has no failure left,
-    /// put off while it has [`MAX_CHECKING`] under way.
-    pub(crate) fn begin_check(&mut self, peer: IpAddr, now: u64) -> Admission {
+    /// Starts a check from `peer`: refused when it has no failure left; a
+    /// `slow` one (a password) is put off while it has [`MAX_CHECKING`]
+    /// under way. Quick checks (tokens, JWTs, certificates) end before the
+    /// next can start, so only slow ones are counted.
+    pub(crate) fn begin_check(&mut self, peer: IpAddr, now: u64, slow: bool) -> Admission {
         if self.is_throttled(peer, now) {
             return Admission::Throttled;
+        }
+        if !slow {
+            return Admission::Go;
         }
         let bucket = self.bucket(peer, now);
         if bucket.checking >= MAX_CHECKING {
@@ -123,8 +128,8 @@ impl Throttle {
     }
 
     /// Ends a check from `peer`, spending a failure if it `failed`.
-    pub(crate) fn end_check(&mut self, peer: IpAddr, now: u64, failed: bool) {
-        if let Some(bucket) = self.buckets.get_mut(&Source::of(peer)) {
+    pub(crate) fn end_check(&mut self, peer: IpAddr, now: u64, failed: bool, slow: bool) {
+        if let Some(bucket) = self.buckets.get_mut(&Source::of(peer)).filter(|_| slow) {
             bucket.checking = bucket.checking.saturating_sub(1);
         }
         if failed {
@@ -185,8 +190,8 @@ pub(crate) enum Admission {
 impl Guard {
     /// Whether a check from `peer` may start at `now` (a throttled one is
     /// counted). A started check must end with [`Guard::end_check`].
-    pub(crate) fn admit(&self, peer: IpAddr, now: u64) -> Admission {
-        let admission = self.lock().begin_check(peer, now);
+    pub(crate) fn admit(&self, peer: IpAddr, now: u64, slow: bool) -> Admission {
+        let admission = self.lock().begin_check(peer, now, slow);
         if admission == Admission::Throttled {
             self.throttled.fetch_add(1, Ordering::Relaxed);
         }
@@ -195,11 +200,11 @@ impl Guard {
 
     /// Ends a check from `peer`; a failure is counted and spends one of the
     /// source's failures.
-    pub(crate) fn end_check(&self, peer: IpAddr, now: u64, failed: bool) {
+    pub(crate) fn end_check(&self, peer: IpAddr, now: u64, failed: bool, slow: bool) {
         if failed {
             self.failures.fetch_add(1, Ordering::Relaxed);
         }
-        self.lock().end_check(peer, now, failed);
+        self.lock().end_check(peer, now, failed, slow);
     }
 
     /// The throttle; a panic while it was held left it consistent (each
@@ -248,18 +253,21 @@ mod tests {
     fn checks_under_way_are_bounded_and_counted_when_they_fail() {
         let mut t = Throttle::default();
         for _ in 0..MAX_CHECKING {
-            assert_eq!(t.begin_check(v4(1), 100), Admission::Go);
+            assert_eq!(t.begin_check(v4(1), 100, true), Admission::Go);
         }
-        assert_eq!(t.begin_check(v4(1), 100), Admission::Later, "too many at once");
-        assert_eq!(t.begin_check(v4(2), 100), Admission::Go, "another source is not held");
-        t.end_check(v4(1), 100, false);
-        assert_eq!(t.begin_check(v4(1), 100), Admission::Go, "a place came free");
+        assert_eq!(t.begin_check(v4(1), 100, true), Admission::Later, "too many at once");
+        assert_eq!(t.begin_check(v4(2), 100, true), Admission::Go, "another source is not held");
+        for _ in 0..10 {
+            assert_eq!(t.begin_check(v4(1), 100, false), Admission::Go, "quick checks never wait");
+        }
+        t.end_check(v4(1), 100, false, true);
+        assert_eq!(t.begin_check(v4(1), 100, true), Admission::Go, "a place came free");
         for _ in 0..MAX_CHECKING {
-            t.end_check(v4(1), 100, true);
+            t.end_check(v4(1), 100, true, true);
         }
         fail(&mut t, v4(1), 100, BURST - MAX_CHECKING);
-        assert_eq!(t.begin_check(v4(1), 100), Admission::Throttled);
-        t.end_check(v4(2), 100, false);
+        assert_eq!(t.begin_check(v4(1), 100, true), Admission::Throttled);
+        t.end_check(v4(2), 100, false, true);
         assert!(
             !t.buckets.contains_key(&Source::of(v4(2))),
             "a source that only succeeded is forgotten"

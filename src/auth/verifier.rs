@@ -45,9 +45,13 @@ impl Verifier {
         let threads = (0..threads.max(1))
             .map(|i| {
                 let rx = rx.clone();
-                std::thread::Builder::new()
-                    .name(format!("corecast-auth-{i}"))
-                    .spawn(move || rx.iter().for_each(|job| job()))
+                std::thread::Builder::new().name(format!("corecast-auth-{i}")).spawn(move || {
+                    // A job that panics leaves its login unanswered (it
+                    // ends at the handshake timeout), not the thread dead.
+                    for job in rx.iter() {
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                    }
+                })
             })
             .collect::<Result<_, _>>()?;
         Ok(Self { tx: Some(tx), threads })

@@ -200,7 +200,8 @@ impl Authenticator {
         if !self.required() && !matches!(presented, Presented::Malformed) {
             return Begin::Done(Ok(self.anonymous(self.allow_all.clone(), CredentialKind::None)));
         }
-        match self.guard.admit(peer, now_unix_secs) {
+        let slow = matches!(presented, Presented::Password { .. });
+        match self.guard.admit(peer, now_unix_secs, slow) {
             Admission::Go => {}
             Admission::Later => return Begin::Later,
             Admission::Throttled => return Begin::Done(Err(AuthFailure::Throttled)),
@@ -215,7 +216,7 @@ impl Authenticator {
                 return Begin::Verify(self.password_job(user, password, peer, now_unix_secs));
             }
         };
-        self.guard.end_check(peer, now_unix_secs, outcome.is_err());
+        self.guard.end_check(peer, now_unix_secs, outcome.is_err(), false);
         Begin::Done(outcome)
     }
 

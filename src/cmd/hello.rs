@@ -7,14 +7,19 @@
 //! fatal `ERR auth failed`; the reason goes only to the log and the
 //! counters.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
 
 use corecast_proto::{Credential, ErrorCode, Hello, ServerFrame11, Welcome, VERSION};
 
 use super::{Ctx, Flow};
 use crate::{
-    auth::{access::Access, principal, AuthFailure, Begin, Identity, Presented, ANSWER},
-    core::slot::{Session, Who},
+    auth::{
+        access::Access, principal, AuthFailure, Begin, CredentialKind, Identity, Presented, ANSWER,
+    },
+    core::slot::{Session, TokenRules, Who},
     counters::CoreCounters,
 };
 
@@ -186,12 +191,24 @@ fn who(ctx: &Ctx<'_>, identity: &Identity, leeway_ms: u64) -> Who {
     });
     let auth = ctx.shard.auth();
     let (user, credential) = (identity.user(), identity.kind());
+    let configured = user.is_some_and(|u| auth.rules_of(u).is_some());
+    let token_rules = match credential {
+        CredentialKind::Jwt if !configured => {
+            if Arc::ptr_eq(identity.permissions(), &auth.default_rules()) {
+                TokenRules::Default
+            } else {
+                TokenRules::Claim(Arc::clone(identity.permissions()))
+            }
+        }
+        _ => TokenRules::None,
+    };
     Who {
         user: identity.user_name().cloned(),
         credential,
         expires,
         voucher: auth.voucher(user, credential).unwrap_or(0),
-        configured: user.is_some_and(|u| auth.rules_of(u).is_some()),
+        configured,
+        token_rules,
         principal: principal(user),
     }
 }

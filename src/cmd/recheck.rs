@@ -2,8 +2,9 @@
 //! rules. New connections simply log in under them; each open one keeps its
 //! session while what vouched for it at login still does (the same
 //! password hash, token, certificate subject, JWT keys or shared token),
-//! takes the new rules and limits, and loses each subscription the rules
-//! no longer allow, with a non-fatal `ERR` naming its sid. A session
+//! takes the new rules and limits (a JWT subject that is no configured user
+//! keeps the rules its token gave it), and loses each subscription the
+//! rules no longer allow, with a non-fatal `ERR` naming its sid. A session
 //! nothing vouches for any more is logged out (`ERR auth failed`).
 
 use std::{rc::Rc, sync::Arc, time::Instant};
@@ -17,7 +18,7 @@ use crate::{
     },
     core::{
         shard::{Shard, State},
-        slot::{Exit, Slot},
+        slot::{Exit, Slot, TokenRules},
     },
     counters::CoreCounters,
     route,
@@ -47,8 +48,7 @@ pub(crate) fn recheck_access(shard: &Shard) {
 enum Standing {
     /// Nothing vouches for it any more.
     Out,
-    /// It keeps what it has: no authentication, or a JWT subject outside
-    /// the configuration whose rules came with its token.
+    /// It keeps what it has: it never authenticated, and still need not.
     Keep,
     /// It stays, under these rules and limits.
     Rules(Arc<Compiled>, UserLimits),
@@ -57,16 +57,19 @@ enum Standing {
 fn standing(auth: &Authenticator, slot: &Slot) -> Standing {
     let who = slot.who();
     let user = who.user.as_deref();
+    let no_limits = UserLimits::default();
     if auth.voucher(user, who.credential) != Some(who.voucher) {
         return Standing::Out;
     }
     match user {
         None if who.credential == CredentialKind::None => Standing::Keep,
-        None => Standing::Rules(auth.default_rules(), UserLimits::default()),
-        Some(user) => match auth.rules_of(user) {
-            Some((rules, limits)) => Standing::Rules(rules, limits),
-            None if who.credential == CredentialKind::Jwt && !who.configured => Standing::Keep,
-            None => Standing::Out,
+        None => Standing::Rules(auth.default_rules(), no_limits),
+        Some(user) => match (auth.rules_of(user), &who.token_rules) {
+            (Some((rules, limits)), _) => Standing::Rules(rules, limits),
+            (None, _) if who.configured => Standing::Out,
+            (None, TokenRules::Claim(rules)) => Standing::Rules(Arc::clone(rules), no_limits),
+            (None, TokenRules::Default) => Standing::Rules(auth.default_rules(), no_limits),
+            (None, TokenRules::None) => Standing::Out,
         },
     }
 }
@@ -83,13 +86,23 @@ fn regrant(shard: &Shard, st: &mut State, key: usize, rules: &Arc<Compiled>, lim
         return;
     }
     let tag = slot.who().principal;
+    // Counted, not refused: it is open already, over a new limit or not.
+    let census = &shard.logins.census;
+    let lease = || match (slot.user(), limits.max_connections) {
+        (Some(user), Some(_)) => census.enter(user, None),
+        _ => None,
+    };
+    let lease = lease();
     let grant = shard.grants.borrow_mut().grant(rules, limits);
     revoke_denied(shard, st, key, &grant);
     let slot = &mut st.slots[key];
     match slot.access_mut() {
-        Some(access) => access.regrant(Rc::clone(&grant)),
+        Some(access) => {
+            access.regrant(Rc::clone(&grant));
+            access.count_with(|| lease);
+        }
         None => {
-            let access = Access::new(Rc::clone(&grant), (None, tag), Instant::now());
+            let access = Access::new(Rc::clone(&grant), (lease, tag), Instant::now());
             slot.authorize(Box::new(access));
         }
     }

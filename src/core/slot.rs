@@ -337,9 +337,24 @@ pub(crate) struct Who {
     pub voucher: u64,
     /// Its rules came from a configured user (not a JWT's claim).
     pub configured: bool,
+    /// For a JWT subject that is no configured user: the rules its token
+    /// gave it, which it goes back to when a reload removes a user of its
+    /// name that it had taken the rules of.
+    pub token_rules: TokenRules,
     /// Its user's tag ([`crate::auth::principal`]), which its requests
     /// carry.
     pub principal: u64,
+}
+
+/// The rules a JWT gave a subject that is no configured user.
+#[derive(Debug, Clone)]
+pub(crate) enum TokenRules {
+    /// Not such a session.
+    None,
+    /// `default_permissions`, whatever a reload makes them.
+    Default,
+    /// The token's `corecast` claim.
+    Claim(Arc<crate::auth::permissions::Compiled>),
 }
 
 impl Who {
@@ -351,6 +366,7 @@ impl Who {
             expires: None,
             voucher: 0,
             configured: false,
+            token_rules: TokenRules::None,
             principal: 0,
         }
     }
