@@ -801,12 +801,7 @@ pub fn run(target: &Target, spec: &FlowSpec) -> anyhow::Result<RunResult> {
 /// the figures of one run stay together. `None` when there are no rounds.
 pub fn merge_rounds(rounds: &[RunResult]) -> Option<RunResult> {
     let rate = |r: &RunResult| r.flow.as_ref().map_or(0.0, |f| f.delivered_per_s);
-    let mut by_rate: Vec<&RunResult> = rounds.iter().collect();
-    by_rate.sort_by(|a, b| rate(a).total_cmp(&rate(b)));
-    let mut merged = by_rate.get(rounds.len().checked_sub(1)? / 2).copied()?.clone();
-    merged.params.rounds = Some(rounds.len() as u32);
-    merged.params.round = None;
-    merged.errors = super::round_errors(rounds.iter());
+    let mut merged = super::median_round(rounds, rate)?;
     if let Some(flow) = merged.flow.as_mut() {
         for f in rounds.iter().filter_map(|r| r.flow.as_ref()) {
             flow.lost = flow.lost.max(f.lost);

@@ -110,12 +110,7 @@ pub fn run(target: &Target, count: u64, threads: usize) -> anyhow::Result<RunRes
 /// most failures of any round. `None` when there are no rounds.
 pub fn merge_rounds(rounds: &[RunResult]) -> Option<RunResult> {
     let rate = |r: &RunResult| r.handshakes.as_ref().map_or(0.0, |h| h.per_s);
-    let mut by_rate: Vec<&RunResult> = rounds.iter().collect();
-    by_rate.sort_by(|a, b| rate(a).total_cmp(&rate(b)));
-    let mut merged = by_rate.get(rounds.len().checked_sub(1)? / 2).copied()?.clone();
-    merged.params.rounds = Some(rounds.len() as u32);
-    merged.params.round = None;
-    merged.errors = super::round_errors(rounds.iter());
+    let mut merged = super::median_round(rounds, rate)?;
     if let Some(h) = merged.handshakes.as_mut() {
         h.failures = rounds
             .iter()

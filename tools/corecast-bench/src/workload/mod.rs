@@ -254,6 +254,19 @@ pub fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// The round of one broker and case with the median `rate` (the lower
+/// middle of an even count), marked as standing for all `rounds`, with
+/// every round's errors. `None` when there are no rounds.
+pub fn median_round(rounds: &[RunResult], rate: impl Fn(&RunResult) -> f64) -> Option<RunResult> {
+    let mut by_rate: Vec<&RunResult> = rounds.iter().collect();
+    by_rate.sort_by(|a, b| rate(a).total_cmp(&rate(b)));
+    let mut merged = by_rate.get(rounds.len().checked_sub(1)? / 2).copied()?.clone();
+    merged.params.rounds = Some(rounds.len() as u32);
+    merged.params.round = None;
+    merged.errors = round_errors(rounds.iter());
+    Some(merged)
+}
+
 /// The errors of every round of one broker and case, in order, each
 /// prefixed with its round (`round 2: ...`) when there are several.
 pub fn round_errors<'a>(rounds: impl ExactSizeIterator<Item = &'a RunResult>) -> Vec<String> {
