@@ -671,12 +671,13 @@ fn log_limits(cfg: &Config, addrs: &[SocketAddr]) {
         max_pending = cfg.max_pending,
         pending_budget_per_core = cfg.pending_budget,
         "corecast listening; memory can reach at most {} MiB: {} MiB for {} connections at {} KiB \
-         each, {} MiB of pending budget ({} MiB per core), {} MiB of cross-core queues, {} MiB \
-         of closed-connection records",
+         each, {} MiB of TLS state, {} MiB of pending budget ({} MiB per core), {} MiB of \
+         cross-core queues, {} MiB of closed-connection records",
         bound.total().div_ceil(MIB),
         bound.connections.div_ceil(MIB),
         cfg.max_connections * cfg.cores,
         crate::config::CONNECTION_OVERHEAD >> 10,
+        bound.tls.div_ceil(MIB),
         bound.pending_budget.div_ceil(MIB),
         (cfg.pending_budget as u64).div_ceil(MIB),
         bound.cross_core.div_ceil(MIB),

@@ -20,6 +20,12 @@ use crate::{
 /// kernel memory, bounded by `net.ipv4.tcp_mem`).
 pub const CONNECTION_OVERHEAD: u64 = 3 << 10;
 
+/// Memory the TLS state of one connection on the TLS port can reach, on
+/// top of [`CONNECTION_OVERHEAD`]: rustls's send buffer (64 KiB), the
+/// plaintext it holds (16 KiB), a handshake message or record being
+/// reassembled (up to 64 KiB) and the session's keys and state.
+pub const TLS_OVERHEAD: u64 = 160 << 10;
+
 /// Memory one record of a closed connection takes at most: the record and
 /// its name and reason text.
 pub const CLOSED_RECORD: u64 = 384;
@@ -288,8 +294,14 @@ impl Config {
         let cores = self.cores as u64;
         let batch = (self.cross_core_batch + self.max_frame as usize) as u64;
         let per_peer = (self.cross_core_queue as u64 + 1) * batch;
+        let tls = if self.tls.is_some() {
+            self.max_connections as u64 * TLS_OVERHEAD + crate::tls::session::CIPHER_SCRATCH as u64
+        } else {
+            0
+        };
         let per_core = MemoryBound {
             connections: self.max_connections as u64 * CONNECTION_OVERHEAD,
+            tls,
             pending_budget: self.pending_budget as u64,
             cross_core: cores.saturating_sub(1) * per_peer,
             closed_records: self.closed_connections.div_ceil(self.cores.max(1)) as u64
@@ -297,6 +309,7 @@ impl Config {
         };
         MemoryBound {
             connections: per_core.connections * cores,
+            tls: per_core.tls * cores,
             pending_budget: per_core.pending_budget * cores,
             cross_core: per_core.cross_core * cores,
             closed_records: per_core.closed_records * cores,
@@ -322,6 +335,9 @@ impl Config {
 pub struct MemoryBound {
     /// Every connection slot taken, at [`CONNECTION_OVERHEAD`] each.
     pub connections: u64,
+    /// With a TLS port, every slot taken by a TLS connection at
+    /// [`TLS_OVERHEAD`] each, and each core's ciphertext buffer.
+    pub tls: u64,
     /// Every core's pending budget full.
     pub pending_budget: u64,
     /// Every cross-core link full of maximal batches.
@@ -333,7 +349,7 @@ pub struct MemoryBound {
 impl MemoryBound {
     /// The sum.
     pub fn total(&self) -> u64 {
-        self.connections + self.pending_budget + self.cross_core + self.closed_records
+        self.connections + self.tls + self.pending_budget + self.cross_core + self.closed_records
     }
 }
 
@@ -659,6 +675,28 @@ mod tests {
         assert!(cfg.pending_budget >= 64 << 20);
         assert_eq!(cfg.stale_after_ms, 90_000);
         assert!(cfg.cores >= 1);
+    }
+
+    /// With a TLS port, the bound counts each slot's TLS state too.
+    #[test]
+    fn the_memory_bound_counts_tls_state_when_the_tls_port_is_on() {
+        let plain = Config::default().resolve().expect("valid");
+        assert_eq!(plain.max_memory().tls, 0);
+        let listen: ListenAddr = "127.0.0.1:0".parse().expect("an address");
+        let tls = crate::tls::TlsConfig {
+            listen,
+            cert: "cert.pem".into(),
+            key: "key.pem".into(),
+            client_ca: None,
+            client_auth: Default::default(),
+            min_version: Default::default(),
+            handshake_timeout_ms: 5_000,
+        };
+        let cfg = Config { tls: Some(tls), ..plain.clone() };
+        let bound = cfg.max_memory();
+        let slots = (cfg.max_connections * cfg.cores) as u64;
+        assert!(bound.tls >= slots * TLS_OVERHEAD, "{bound:?}");
+        assert_eq!(bound.total() - bound.tls, plain.max_memory().total());
     }
 
     #[test]
