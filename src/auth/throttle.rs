@@ -120,7 +120,8 @@ impl Throttle {
             return Admission::Go;
         }
         let bucket = self.bucket(peer, now);
-        if bucket.checking >= MAX_CHECKING {
+        // Each check under way may yet spend a failure: it holds one.
+        if bucket.checking >= MAX_CHECKING || bucket.refilled(now).tokens <= bucket.checking {
             return Admission::Later;
         }
         bucket.checking += 1;
