@@ -66,6 +66,13 @@
 //!     leftover input).
 //!   - `mem::splice`: messages an output queue sends from shared chunks.
 //!   - `mem::prefetch`: cache-line hints for the fan-out loop.
+//! - [`auth`]: who a client is and what it may do: users, passwords,
+//!   bearer tokens, JWTs and certificate subjects checked at `HELLO`
+//!   (passwords on threads of their own), the failure throttle, compiled
+//!   permissions with a per-core cache of answers, `allow_responses`
+//!   permits, per-user limits, and what a reload re-checks
+//!   (`cmd::recheck`).
+//! - [`tls`]: TLS on the second port, rustls driven by the connection task.
 //! - [`counters`]: live counters and histograms.
 //! - `monitor`: the HTTP monitoring port on a thread of its own
 //!   (`/metrics`, `/healthz`, `/stats`, `/connz`, `/subsz`).

@@ -10,7 +10,7 @@
 //! handshake close it at once.
 //!
 //! rustls runs sans-I/O inside the existing connection task
-//! ([`session::Tls`]): the task reads ciphertext into a per-core scratch,
+//! (`session::Tls`): the task reads ciphertext into a per-core scratch,
 //! hands it to rustls and decrypts straight into its usual input buffers;
 //! it hands queued output to rustls within a bounded buffer and writes the
 //! records with the same non-blocking sends as a plain connection. All TLS
