@@ -426,13 +426,13 @@ fn concurrent_password_logins_all_succeed_and_leave_nothing_behind() {
 
 #[test]
 fn a_session_ends_when_its_jwt_expires() {
-    let dir = std::env::temp_dir().join(format!("corecast-jwt-exp-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let secret_file = dir.join("hs256.secret");
-    std::fs::write(&secret_file, b"another-test-secret-for-hs256-tokens").expect("write");
-    let jwt =
-        JwtConfig { hs256_secret_file: Some(secret_file), leeway_ms: 0, ..JwtConfig::default() };
-    let broker = start(Config { jwt: Some(jwt), ..test_config(2) });
+    let secret = b"another-test-secret-for-hs256-tokens";
+    let no_leeway = |cfg: &mut Config| {
+        if let Some(jwt) = cfg.jwt.as_mut() {
+            jwt.leeway_ms = 0;
+        }
+    };
+    let (broker, _) = hs256_broker(secret, no_leeway);
     let key = EncodingKey::from_secret(b"another-test-secret-for-hs256-tokens").expect("key");
     let token =
         sign(Algorithm::HS256, &key, serde_json::json!({ "sub": "short", "exp": now() + 2 }));
@@ -621,13 +621,8 @@ fn a_reload_that_adds_users_logs_out_unauthenticated_sessions() {
 
 #[test]
 fn a_reload_that_rotates_the_jwt_key_logs_out_its_sessions() {
-    let dir = std::env::temp_dir().join(format!("corecast-jwt-rot-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let secret_file = dir.join("hs256.secret");
-    std::fs::write(&secret_file, b"the-first-secret-for-hs256-tokens").expect("write");
-    let jwt = JwtConfig { hs256_secret_file: Some(secret_file.clone()), ..JwtConfig::default() };
-    let cfg = Config { jwt: Some(jwt), ..test_config(2) };
-    let broker = start(cfg.clone());
+    let (broker, cfg) = hs256_broker(b"the-first-secret-for-hs256-tokens", |_| {});
+    let secret_file = cfg.jwt.as_ref().and_then(|j| j.hs256_secret_file.clone()).expect("file");
     let key = EncodingKey::from_secret(b"the-first-secret-for-hs256-tokens").expect("key");
     let token = sign(Algorithm::HS256, &key, serde_json::json!({ "sub": "s", "exp": now() + 600 }));
     let mut session = login(broker.local_addr(), &token).expect("a valid JWT");
@@ -639,9 +634,12 @@ fn a_reload_that_rotates_the_jwt_key_logs_out_its_sessions() {
     session.expect_fatal(AUTH_FAILED);
 }
 
+/// A broker that takes HS256 JWTs signed with `secret` (in a file of the
+/// test's own), with `extra` settings; and its config, to reload.
 fn hs256_broker(secret: &[u8], extra: impl FnOnce(&mut Config)) -> (corecast::Broker, Config) {
-    let dir =
-        std::env::temp_dir().join(format!("corecast-jwt-{}-{}", std::process::id(), secret.len()));
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("corecast-jwt-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let secret_file = dir.join("hs256.secret");
     std::fs::write(&secret_file, secret).expect("write");

@@ -75,10 +75,10 @@ impl Access {
     /// Whether the connection may publish to `topic`: its rules allow it,
     /// or it holds a permit to answer a request it received there (used
     /// only once the reply is delivered: [`Access::use_permit`]).
-    pub(crate) fn may_publish(&mut self, topic: &str, now: Instant) -> Allowed {
+    pub(crate) fn may_publish(&mut self, topic: &str) -> Allowed {
         if self.grant.may_publish(topic) {
             Allowed::ByRules
-        } else if self.replies.as_mut().is_some_and(|r| r.holds(topic, now)) {
+        } else if self.replies.as_mut().is_some_and(|r| r.holds(topic, Instant::now())) {
             Allowed::ByPermit
         } else {
             Allowed::No
@@ -126,14 +126,16 @@ impl Access {
     }
 
     /// When the connection may publish again, if its rate says not now.
-    pub(crate) fn rate_wait(&mut self, now: Instant) -> Option<Instant> {
-        self.rate.as_mut()?.wait(now)
+    /// The clock is read only for a connection with a rate.
+    pub(crate) fn rate_wait(&mut self) -> Option<Instant> {
+        self.rate.as_mut()?.wait(Instant::now())
     }
 
-    /// Charges a published batch to the rate.
-    pub(crate) fn charge(&mut self, msgs: usize, bytes: usize) {
+    /// Charges a published batch of `msgs` to the rate; `bytes` is
+    /// counted only for a connection with one.
+    pub(crate) fn charge(&mut self, msgs: usize, bytes: impl FnOnce() -> usize) {
         if let Some(rate) = &mut self.rate {
-            rate.charge(msgs, bytes);
+            rate.charge(msgs, bytes());
         }
     }
 }

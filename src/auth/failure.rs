@@ -45,10 +45,3 @@ pub enum AuthFailure {
     #[error("not allowed: {0}")]
     NotAllowed(String),
 }
-
-impl AuthFailure {
-    /// What the client is told: always [`ANSWER`].
-    pub fn answer(&self) -> &'static str {
-        ANSWER
-    }
-}

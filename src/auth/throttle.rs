@@ -9,10 +9,7 @@
 use std::{
     collections::HashMap,
     net::{IpAddr, Ipv6Addr},
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Mutex, PoisonError,
-    },
+    sync::{Mutex, PoisonError},
 };
 
 /// Failures an address may have in a row before it is throttled.
@@ -163,7 +160,8 @@ impl Throttle {
     }
 }
 
-/// The throttle shared by the cores, and the failure counters.
+/// The throttle shared by the cores (the cores count failures in their own
+/// counters, `auth_failures` and `auth_throttled`).
 ///
 /// A `std::sync::Mutex` is fine here: it is taken only while a `HELLO` is
 /// checked (once to look, once more on a failure), never on the data
@@ -171,10 +169,6 @@ impl Throttle {
 #[derive(Debug, Default)]
 pub(crate) struct Guard {
     throttle: Mutex<Throttle>,
-    /// `HELLO`s refused after a check.
-    pub(crate) failures: AtomicU64,
-    /// `HELLO`s refused unchecked because their address was throttled.
-    pub(crate) throttled: AtomicU64,
 }
 
 /// Whether a check may start.
@@ -189,22 +183,15 @@ pub(crate) enum Admission {
 }
 
 impl Guard {
-    /// Whether a check from `peer` may start at `now` (a throttled one is
-    /// counted). A started check must end with [`Guard::end_check`].
+    /// Whether a check from `peer` may start at `now`. A started check
+    /// must end with [`Guard::end_check`].
     pub(crate) fn admit(&self, peer: IpAddr, now: u64, slow: bool) -> Admission {
-        let admission = self.lock().begin_check(peer, now, slow);
-        if admission == Admission::Throttled {
-            self.throttled.fetch_add(1, Ordering::Relaxed);
-        }
-        admission
+        self.lock().begin_check(peer, now, slow)
     }
 
-    /// Ends a check from `peer`; a failure is counted and spends one of the
-    /// source's failures.
+    /// Ends a check from `peer`; a failure spends one of the source's
+    /// failures.
     pub(crate) fn end_check(&self, peer: IpAddr, now: u64, failed: bool, slow: bool) {
-        if failed {
-            self.failures.fetch_add(1, Ordering::Relaxed);
-        }
         self.lock().end_check(peer, now, failed, slow);
     }
 

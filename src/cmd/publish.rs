@@ -67,7 +67,7 @@ pub(super) fn apply<'a>(
         slot.count_published(msgs.len() as u64);
         if let Some(access) = slot.access_mut() {
             let bytes = msgs.iter().map(|m| m.payload.len() + m.headers.map_or(0, <[u8]>::len));
-            access.charge(msgs.len(), bytes.sum());
+            access.charge(msgs.len(), || bytes.sum());
             if by_permit {
                 access.use_permit(msg.topic, Instant::now());
             }
@@ -95,12 +95,11 @@ pub(super) fn apply<'a>(
 /// `Ok(true)`: the publish goes on a permit, used once it is delivered.
 fn check_access(ctx: &mut Ctx<'_>, msg: &Message<'_>) -> Result<bool, Flow> {
     let Some(access) = ctx.slot().access_mut() else { return Ok(false) };
-    let now = Instant::now();
-    if let Some(until) = access.rate_wait(now) {
+    if let Some(until) = access.rate_wait() {
         CoreCounters::add(&ctx.shard.counters.publish_rate_waits, 1);
         return Err(Flow::Wait(until));
     }
-    let allowed = access.may_publish(msg.topic, now);
+    let allowed = access.may_publish(msg.topic);
     let reply_ok = msg.reply_to.is_empty() || access.grant().may_subscribe(msg.reply_to);
     match allowed {
         Allowed::No => Err(ctx.deny(&format!("publish to {}", msg.topic))),
