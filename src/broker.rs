@@ -14,6 +14,7 @@ use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use crate::auth::{Authenticator, Logins};
 use crate::{
     address::ListenAddr,
+    cluster::{ClusterCounters, ClusterSnapshot},
     config::{online_cpus, Config, ConfigError, DEFAULT_HTTP},
     core::{
         inspect::{Inbox, Query, Reload, Reply},
@@ -128,6 +129,8 @@ pub(crate) struct Control {
     /// The TLS settings the cores serve new connections with, as loaded
     /// last; a reload compares the files it loads against it.
     tls: Mutex<Option<tls::Loaded>>,
+    /// The cluster bridge's counters, when the node is in a cluster.
+    cluster: Option<Arc<ClusterCounters>>,
     started_at: SystemTime,
     started: Instant,
 }
@@ -177,6 +180,7 @@ impl Broker {
             signal,
             lame_duck: Mutex::new(None),
             tls: Mutex::new(tls.as_ref().map(|(_, loaded)| loaded.clone())),
+            cluster: cfg.cluster.as_ref().map(|_| Arc::new(ClusterCounters::default())),
             started_at: SystemTime::now(),
             started: Instant::now(),
         });
@@ -277,6 +281,11 @@ impl Broker {
     /// Live counters, per core and summed.
     pub fn counters(&self) -> Counters {
         self.control.counters()
+    }
+
+    /// The cluster bridge's counters, when the node is in a cluster.
+    pub fn cluster_counters(&self) -> Option<ClusterSnapshot> {
+        self.control.cluster.as_ref().map(|c| c.snapshot())
     }
 
     /// A handle that can start the shutdown, the lame duck or a reload from

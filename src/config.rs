@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     address::{HttpAddr, ListenAddr},
     auth::{JwtConfig, Permissions, UserConfig},
+    cluster::ClusterConfig,
     tls::{ClientAuth, TlsConfig},
 };
 
@@ -122,6 +123,10 @@ pub struct Config {
     /// TLS on a second port (`[tls]`); none = plain TCP only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
+    /// Joins a cluster of nodes over Redis (`[cluster]`); none = this node
+    /// runs alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// The shape of log lines.
@@ -169,6 +174,7 @@ impl Default for Config {
             default_permissions: None,
             jwt: None,
             tls: None,
+            cluster: None,
         }
     }
 }
@@ -225,6 +231,9 @@ impl Config {
             self.stale_after_ms = self.ping_interval_ms.saturating_mul(3);
         }
         self.check()?;
+        if let Some(cluster) = &self.cluster {
+            cluster.validate(self.cores).map_err(ConfigError::Invalid)?;
+        }
         Ok(self)
     }
 
@@ -521,6 +530,12 @@ pub struct Args {
     /// Client certificates: off, optional or required [default: off].
     #[arg(long, value_enum)]
     pub tls_client_auth: Option<ClientAuth>,
+    /// Joins the cluster of nodes sharing this Redis (redis://HOST:PORT).
+    #[arg(long, value_name = "URL", env = "CORECAST_CLUSTER_REDIS")]
+    pub cluster_redis: Option<String>,
+    /// This node's name in the cluster [default: the host name].
+    #[arg(long, value_name = "NAME")]
+    pub cluster_node: Option<String>,
 }
 
 macro_rules! override_fields {
@@ -576,6 +591,7 @@ impl Args {
             log_format,
         );
         self.override_tls(&mut cfg)?;
+        self.override_cluster(&mut cfg)?;
         cfg.resolve()
     }
 
@@ -619,6 +635,28 @@ impl Args {
             tls.client_auth = auth;
         }
         cfg.tls = Some(tls);
+        Ok(())
+    }
+}
+
+impl Args {
+    /// `--cluster-redis` makes or overrides `[cluster] redis`;
+    /// `--cluster-node` overrides its node name.
+    fn override_cluster(&self, cfg: &mut Config) -> Result<(), ConfigError> {
+        if let Some(url) = &self.cluster_redis {
+            match &mut cfg.cluster {
+                Some(cluster) => cluster.redis.clone_from(url),
+                None => cfg.cluster = Some(ClusterConfig::new(url.clone())),
+            }
+        }
+        if let Some(node) = &self.cluster_node {
+            let Some(cluster) = &mut cfg.cluster else {
+                return Err(ConfigError::Invalid(
+                    "--cluster-node needs --cluster-redis (or a [cluster] section)".into(),
+                ));
+            };
+            cluster.node = Some(node.clone());
+        }
         Ok(())
     }
 }

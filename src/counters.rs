@@ -6,46 +6,48 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+/// A set of counters with one writer (`$set`) and its copy (`$snap`):
+/// each field's doc is its help text, and `gauge`/`counter` its kind.
 macro_rules! counters {
-    ($( $(#[$doc:meta])* $kind:ident $name:ident ),* $(,)?) => {
-        /// The counters of one core, written only by that core.
+    ($(#[$set_doc:meta])* $set:ident { $($extra:tt)* }, $(#[$snap_doc:meta])* $snap:ident;
+     $( $(#[$doc:meta])* $kind:ident $name:ident ),* $(,)?) => {
+        $(#[$set_doc])*
         #[derive(Debug, Default)]
-        pub struct CoreCounters {
-            $( $(#[$doc])* pub(crate) $name: AtomicU64, )*
-            /// Distributions the monitoring port exports.
-            pub(crate) histograms: Histograms,
+        pub struct $set {
+            $( $(#[$doc])* pub(crate) $name: std::sync::atomic::AtomicU64, )*
+            $($extra)*
         }
 
-        /// A copy of counter values: one core's, or the sum over cores.
+        $(#[$snap_doc])*
         #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-        pub struct Snapshot {
+        pub struct $snap {
             $( $(#[$doc])* pub $name: u64, )*
         }
 
-        impl CoreCounters {
+        impl $set {
             /// Reads every counter.
-            pub fn snapshot(&self) -> Snapshot {
-                Snapshot { $( $name: self.$name.load(Relaxed), )* }
+            pub fn snapshot(&self) -> $snap {
+                $snap { $( $name: self.$name.load(std::sync::atomic::Ordering::Relaxed), )* }
             }
         }
 
-        impl std::ops::AddAssign for Snapshot {
-            fn add_assign(&mut self, other: Snapshot) {
+        impl std::ops::AddAssign for $snap {
+            fn add_assign(&mut self, other: $snap) {
                 $( self.$name += other.$name; )*
             }
         }
 
-        impl Snapshot {
+        impl $snap {
             /// Every counter as `(name, value)`, for logs and tools.
             pub fn fields(&self) -> Vec<(&'static str, u64)> {
                 vec![$( (stringify!($name), self.$name), )*]
             }
 
             /// Every counter with its kind and the first line of its doc.
-            pub fn described(&self) -> Vec<Described> {
-                vec![$( Described {
+            pub fn described(&self) -> Vec<$crate::counters::Described> {
+                vec![$( $crate::counters::Described {
                     name: stringify!($name),
-                    kind: kind!($kind),
+                    kind: $crate::counters::kind!($kind),
                     doc: &[$( stringify!($doc) ),*],
                     value: self.$name,
                 }, )*]
@@ -65,12 +67,13 @@ pub enum Kind {
 
 macro_rules! kind {
     (counter) => {
-        Kind::Counter
+        $crate::counters::Kind::Counter
     };
     (gauge) => {
-        Kind::Gauge
+        $crate::counters::Kind::Gauge
     };
 }
+pub(crate) use {counters, kind};
 
 /// One counter's value with what it is, for exporters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +86,7 @@ pub struct Described {
     pub value: u64,
     /// Its documentation, line by line, as `stringify!` wrote the
     /// attributes.
-    doc: &'static [&'static str],
+    pub(crate) doc: &'static [&'static str],
 }
 
 impl Described {
@@ -99,6 +102,13 @@ impl Described {
 }
 
 counters! {
+    /// The counters of one core, written only by that core.
+    CoreCounters {
+        /// Distributions the monitoring port exports.
+        pub(crate) histograms: Histograms,
+    },
+    /// A copy of counter values: one core's, or the sum over cores.
+    Snapshot;
     /// Connections past the handshake and not yet leaving (state `Open`).
     gauge connections_open,
     /// Slab slots taken, in any state from `Handshake` to `Closed`.

@@ -85,6 +85,7 @@
 pub mod address;
 pub mod auth;
 pub mod broker;
+pub mod cluster;
 mod cmd;
 pub mod config;
 mod core;
