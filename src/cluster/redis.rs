@@ -347,22 +347,32 @@ fn snapshot_writes(
     let key = names.snapshot(node);
     if let Some(items) = &round.rewrite {
         pipe.del(&key).ignore();
-        let mut fields: Vec<(&str, String)> = vec![(Names::META, round.meta.clone())];
-        fields.extend(items.iter().map(|(f, n)| (f.as_str(), n.to_string())));
-        pipe.hset_multiple(&key, &fields).ignore();
+        hset(pipe, &key, &round.meta, items.iter());
         pipe.pexpire(&key, ttl_ms as i64).ignore();
         pipe.sadd(names.registry(), node).ignore();
     }
     if !round.changes.is_empty() {
         let (set, gone): (Vec<_>, Vec<_>) = round.changes.iter().partition(|(_, n)| *n > 0);
-        let mut fields: Vec<(&str, String)> = vec![(Names::META, round.meta.clone())];
-        fields.extend(set.iter().map(|(f, n)| (f.as_str(), n.to_string())));
-        pipe.hset_multiple(&key, &fields).ignore();
+        hset(pipe, &key, &round.meta, set.into_iter());
         if !gone.is_empty() {
             let gone: Vec<&str> = gone.iter().map(|(f, _)| f.as_str()).collect();
             pipe.hdel(&key, gone).ignore();
         }
     }
+}
+
+/// `HSET key meta META field value...`, its answer ignored.
+fn hset<'a>(
+    pipe: &mut redis::Pipeline,
+    key: &str,
+    meta: &str,
+    fields: impl Iterator<Item = &'a (String, u32)>,
+) {
+    let cmd = pipe.cmd("HSET").arg(key).arg(Names::META).arg(meta);
+    for (field, n) in fields {
+        cmd.arg(field).arg(*n);
+    }
+    cmd.ignore();
 }
 
 /// A round's frames on a Redis Cluster: a pipeline per inbox (one slot
