@@ -262,10 +262,10 @@ fn a_1_mib_message_crosses_nodes_intact() {
                 Got11::Msg { sid: 5, payload: p, .. } => {
                     assert!(p == &payload, "node {}: a 1 MiB body changed on the way", i + 1)
                 }
-                other => panic!("node {}: expected the 1 MiB MSG, got {other:?}", i + 1),
+                other => panic!("node {}: expected the 1 MiB MSG, got {}", i + 1, brief(other)),
             }
         }
-        assert_eq!(got[3], msg11(5, "big.t", b"small after"));
+        assert_eq!(brief(&got[3]), brief(&msg11(5, "big.t", b"small after")));
     }
     assert_eq!(nodes.cc(0).out_dropped_too_large, 0);
     drop((subs, publ));
@@ -290,7 +290,9 @@ fn a_message_over_a_peers_max_frame_is_not_sent_and_is_counted() {
     publ.publish("cap.t", &vec![7u8; 1 << 20]);
     publ.publish("cap.t", b"fits");
     publ.flush_empty();
-    assert_eq!(collect(&mut sub, 1, "cap.t"), vec![msg11(1, "cap.t", b"fits")]);
+    // Only the small one arrives (shown in brief: the other is 1 MiB).
+    let got: Vec<String> = collect(&mut sub, 1, "cap.t").iter().map(brief).collect();
+    assert_eq!(got, vec![brief(&msg11(1, "cap.t", b"fits"))]);
     nodes.wait_cc(0, "out_dropped_too_large = 1", |c| c.out_dropped_too_large == 1);
     drop((sub, publ));
     nodes.finish();
@@ -1179,7 +1181,7 @@ fn drain_probes(c: &mut Client11, wait: Duration, topic: &str) -> bool {
     let mut seen = false;
     let mut wait = wait;
     while let Some(got) = c.next(wait) {
-        assert!(is_probe(&got), "while awaiting a route for {topic}: unexpected {got:?}");
+        assert!(is_probe(&got), "while awaiting a route for {topic}: unexpected {}", brief(&got));
         seen = true;
         wait = Duration::from_millis(1);
     }
@@ -1260,6 +1262,25 @@ fn payload(g: &Got11) -> Option<&[u8]> {
     }
 }
 
+/// A frame in a line: a body shown by its length and first bytes.
+fn brief(g: &Got11) -> String {
+    match g {
+        Got11::Msg { sid, topic, reply_to, payload } => {
+            format!("MSG sid {sid} {topic} reply {reply_to:?} {}", body(payload))
+        }
+        Got11::HMsg { sid, topic, reply_to, headers, payload } => format!(
+            "HMSG sid {sid} {topic} reply {reply_to:?} headers {} {}",
+            body(headers),
+            body(payload)
+        ),
+        other => format!("{other:?}"),
+    }
+}
+
+fn body(b: &[u8]) -> String {
+    format!("{} B {:?}", b.len(), String::from_utf8_lossy(&b[..b.len().min(24)]))
+}
+
 fn is_probe(g: &Got11) -> bool {
     payload(g).is_some_and(|p| p.starts_with(PROBE))
 }
@@ -1284,9 +1305,9 @@ fn collect(c: &mut Client11, n: usize, what: &str) -> Vec<Got11> {
         match next_real(c, left) {
             Some(g) => got.push(g),
             None => panic!(
-                "{what}: {} of {n} messages within {PATIENCE:?}; the last {:?}",
+                "{what}: {} of {n} messages within {PATIENCE:?}; the last {}",
                 got.len(),
-                got.last()
+                got.last().map_or("none".into(), brief)
             ),
         }
     }
@@ -1296,6 +1317,6 @@ fn collect(c: &mut Client11, n: usize, what: &str) -> Vec<Got11> {
 /// Nothing but probes arrives for `wait`.
 fn expect_quiet(c: &mut Client11, wait: Duration, what: &str) {
     if let Some(extra) = next_real(c, wait) {
-        panic!("{what}: unexpected {extra:?}");
+        panic!("{what}: unexpected {}", brief(&extra));
     }
 }
