@@ -14,7 +14,7 @@ use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use crate::auth::{Authenticator, Logins};
 use crate::{
     address::ListenAddr,
-    cluster::{ClusterCounters, ClusterSnapshot},
+    cluster::{self, ClusterCounters, ClusterSnapshot},
     config::{online_cpus, Config, ConfigError, DEFAULT_HTTP},
     core::{
         inspect::{Inbox, Query, Reload, Reply},
@@ -110,6 +110,9 @@ pub struct Broker {
     tls_addrs: Vec<SocketAddr>,
     control: Arc<Control>,
     executors: Vec<ExecutorJoinHandle<Result<(), String>>>,
+    /// The cluster bridge's thread, when the node is in a cluster; it ends
+    /// once the cores closed their links to it.
+    bridge: Option<std::thread::JoinHandle<()>>,
     monitor: Option<Monitor>,
 }
 
@@ -167,7 +170,7 @@ impl Broker {
         let logins = Arc::new(logins);
         log_limits(&cfg, &listeners.addrs);
         let signal = ShutdownSignal::new(cfg.cores);
-        let mut links = link::mesh(cfg.cores, cfg.cross_core_queue).into_iter();
+        let mut links = link::mesh(cfg.mesh_size(), cfg.cross_core_queue).into_iter();
         let cpus = online_cpus();
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(cfg.cores);
         let counters: Arc<[Arc<CoreCounters>]> =
@@ -193,6 +196,7 @@ impl Broker {
             tls_addrs,
             control: Arc::clone(&control),
             executors: Vec::new(),
+            bridge: None,
             monitor: None,
         };
         for (core, listeners) in listeners.per_core.into_iter().enumerate() {
@@ -225,6 +229,16 @@ impl Broker {
             }
         }
         drop(ready_tx);
+        if let Some(counters) = &control.cluster {
+            let bridge_links = links.next().unwrap_or_default();
+            match cluster::run::start(&cfg, bridge_links, Arc::clone(counters)) {
+                Ok(thread) => broker.bridge = Some(thread),
+                Err(e) => {
+                    let reason = format!("cannot start the cluster bridge: {e}");
+                    return Err(broker.abort(BrokerError::Executor { core: 0, reason }));
+                }
+            }
+        }
         // Every core serves before the broker counts as started.
         for _ in 0..cfg.cores {
             if ready_rx.recv().is_err() {
@@ -322,6 +336,9 @@ impl Broker {
     /// the monitoring port, which serves `/healthz` (503) meanwhile.
     pub fn wait(self) -> Result<(), BrokerError> {
         let result = join_cores(self.executors);
+        if let Some(bridge) = self.bridge {
+            let _ = bridge.join();
+        }
         if let Some(monitor) = self.monitor {
             monitor.stop();
         }

@@ -220,6 +220,12 @@ impl Config {
     }
 
     /// Fills the derived values (`0` = automatic) and checks every limit.
+    /// Peers of the cores' mesh: the cores, and the cluster bridge when
+    /// the node is in a cluster.
+    pub(crate) fn mesh_size(&self) -> usize {
+        self.cores + usize::from(self.cluster.is_some())
+    }
+
     pub fn resolve(mut self) -> Result<Self, ConfigError> {
         if self.cores == 0 {
             self.cores = online_cpus().len();

@@ -17,7 +17,14 @@
 //! - `bridge`: the thread, its tasks, and the links to the cores.
 //! - `redis`: the connections to Redis, heartbeats and snapshots.
 
+mod bridge;
 pub mod config;
+mod interest;
+mod names;
+mod peers;
+mod redis;
+pub(crate) mod run;
+mod wire;
 
 pub use config::{Backpressure, ClusterConfig};
 

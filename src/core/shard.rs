@@ -110,7 +110,7 @@ impl Shard {
         let state = State {
             slots: Slab::new(),
             routes: Routes::default(),
-            outbound: Outbound::new(core, cfg.cores, cfg.cross_core_batch),
+            outbound: Outbound::new(core, cfg.mesh_size(), cfg.cross_core_batch),
             mem,
             read_scratch: vec![0; READ_SCRATCH],
             doomed: Vec::new(),
