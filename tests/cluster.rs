@@ -822,17 +822,39 @@ fn a_leak_storm_leaves_every_node_idle() {
     nodes.wait_joined();
     let channels_before = nodes.redis.command(&["PUBSUB", "CHANNELS"]);
     let addrs: Vec<SocketAddr> = (0..3).map(|i| nodes.addr(i)).collect();
-    thread::scope(|s| {
-        for w in 0..WORKERS {
-            let addrs = &addrs;
-            s.spawn(move || {
-                let mut rng = XorShift(0x9e37_79b9_7f4a_7c15 ^ (w as u64 + 1));
-                for _ in 0..CONNECTIONS / WORKERS {
-                    storm_connection(&mut rng, addrs);
-                }
-            });
+    // The storm, while a sampler notes the most remote patterns any node
+    // held: the storm must have crossed nodes for the test to mean much.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let peak_remote = thread::scope(|s| {
+        let sampler = s.spawn(|| {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                peak = (0..3).map(|i| nodes.cc(i).remote_patterns).fold(peak, u64::max);
+                thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        });
+        let stop = common::SetOnDrop(&done);
+        let workers: Vec<_> = (0..WORKERS)
+            .map(|w| {
+                let addrs = &addrs;
+                s.spawn(move || {
+                    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15 ^ (w as u64 + 1));
+                    for _ in 0..CONNECTIONS / WORKERS {
+                        storm_connection(&mut rng, addrs);
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().expect("storm worker");
         }
+        drop(stop);
+        sampler.join().expect("sampler")
     });
+    assert!(peak_remote > 0, "no node ever saw remote interest during the storm");
+    let crossed: u64 = (0..3).map(|i| nodes.cc(i).out_msgs).sum();
+    assert!(crossed > 0, "no storm message crossed nodes");
     for (i, node) in nodes.nodes.iter().enumerate() {
         let c = wait_idle(node);
         assert_eq!((c.slots_in_use, c.subscriptions, c.connections_open), (0, 0, 0), "node {i}");
@@ -854,6 +876,19 @@ fn a_leak_storm_leaves_every_node_idle() {
             |all| interest_fields(all).is_empty(),
         );
     }
+    // And the nodes still route between each other.
+    let mut sub = Client11::connect(nodes.addr(2), false);
+    sub.sub(1, "storm.after");
+    sub.flush_empty();
+    let mut publ = Client11::connect(nodes.addr(0), false);
+    await_route(&mut publ, "storm.after", &mut [&mut sub]);
+    publ.publish("storm.after", b"still there");
+    publ.flush_empty();
+    assert_eq!(
+        collect(&mut sub, 1, "after the storm"),
+        vec![msg11(1, "storm.after", b"still there")]
+    );
+    drop((sub, publ));
     nodes.finish();
 }
 
