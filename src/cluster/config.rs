@@ -59,10 +59,31 @@ pub struct ClusterConfig {
     /// what arrives is dropped and counted.
     #[serde(default = "default_window")]
     pub in_queue: usize,
+    /// Certificates for `rediss://`: the CA that signed Redis's
+    /// certificate (else the system's roots), and this node's own
+    /// certificate when Redis asks for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RedisTls>,
     /// How long `/healthz` tolerates the node being cut off from Redis
     /// before it reports `degraded`.
     #[serde(default = "default_ttl", rename = "health_grace", with = "millis")]
     pub health_grace_ms: u64,
+}
+
+/// The files TLS to Redis uses (`[cluster.tls]`), PEM. The host in the
+/// `rediss://` URL is the name Redis's certificate must carry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisTls {
+    /// CA certificates that Redis's certificate must chain to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<std::path::PathBuf>,
+    /// This node's certificate chain, for Redis's `tls-auth-clients`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<std::path::PathBuf>,
+    /// Its private key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<std::path::PathBuf>,
 }
 
 /// What happens to publishes with remote interest when Redis cannot keep
@@ -134,6 +155,7 @@ impl ClusterConfig {
             max_batch: default_max_batch(),
             out_window: default_window(),
             in_queue: default_window(),
+            tls: None,
             health_grace_ms: default_ttl(),
         }
     }
@@ -164,6 +186,14 @@ impl ClusterConfig {
             || self.in_queue < self.max_batch
         {
             return Err("cluster.out_window and cluster.in_queue must hold at least cluster.max_batch (>= 1024)".into());
+        }
+        if let Some(tls) = &self.tls {
+            if tls.cert.is_some() != tls.key.is_some() {
+                return Err("cluster.tls needs cert and key together".into());
+            }
+            if !self.redis.starts_with("rediss://") {
+                return Err("cluster.tls is for a rediss:// URL".into());
+            }
         }
         if !(self.redis.starts_with("redis://") || self.redis.starts_with("rediss://")) {
             return Err(format!(

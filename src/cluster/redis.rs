@@ -68,7 +68,28 @@ fn client(cfg: &ClusterConfig) -> redis::RedisResult<redis::Client> {
         settings = settings.set_password(text.lines().next().unwrap_or("").trim());
     }
     info = info.set_redis_settings(settings);
-    redis::Client::open(info)
+    match &cfg.tls {
+        None => redis::Client::open(info),
+        Some(tls) => redis::Client::build_with_tls(info, certificates(tls)?),
+    }
+}
+
+/// The PEM files of `[cluster.tls]`, read.
+fn certificates(tls: &super::config::RedisTls) -> redis::RedisResult<redis::TlsCertificates> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| {
+            let what = format!("cannot read {}", path.display());
+            redis::RedisError::from((redis::ErrorKind::Io, "cluster.tls", format!("{what}: {e}")))
+        })
+    };
+    let client_tls = match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => {
+            Some(redis::ClientTlsConfig { client_cert: read(cert)?, client_key: read(key)? })
+        }
+        _ => None,
+    };
+    let root_cert = tls.ca.as_deref().map(read).transpose()?;
+    Ok(redis::TlsCertificates { client_tls, root_cert })
 }
 
 /// Connects both connections and subscribes to `channels`; what arrives
