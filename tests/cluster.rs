@@ -653,7 +653,15 @@ fn with_redis_killed_local_traffic_goes_on_and_remote_traffic_resumes_after_its_
     // A ttl long enough that the peers are still there while the outage's
     // first messages are dropped as "down".
     let timing = Timing { heartbeat_ms: 200, ttl_ms: 3000, ..Timing::FAST };
-    let mut nodes = Nodes::start_with("rediskill", 3, timing, |_, _| {});
+    // Node 0 serves /healthz, degraded 300 ms into an outage.
+    let mut nodes = Nodes::start_with("rediskill", 3, timing, |i, cfg| {
+        if i == 0 {
+            cfg.http = "127.0.0.1:0".parse().unwrap();
+            cfg.cluster.as_mut().unwrap().health_grace_ms = 300;
+        }
+    });
+    let health = nodes.nodes[0].http_addr().expect("node 0's monitoring port");
+    assert_eq!(http_json(health, "/healthz")["status"], "ok");
     nodes.wait_joined();
     let mut remote = Client11::connect(nodes.addr(1), false);
     remote.sub(1, "rk.t");
@@ -691,6 +699,11 @@ fn with_redis_killed_local_traffic_goes_on_and_remote_traffic_resumes_after_its_
     for i in 0..3 {
         nodes.wait_cc(i, "connected = 0", |c| c.connected == 0);
     }
+    wait_for(
+        "node 0's /healthz to say degraded",
+        || http_json(health, "/healthz"),
+        |h| h["status"] == "degraded" && h["cluster"]["connected"] == false,
+    );
     expect_quiet(&mut remote, Duration::from_millis(100), "remote during the outage");
 
     // Back, empty: every node reconnects and rebuilds the interest.
@@ -700,6 +713,11 @@ fn with_redis_killed_local_traffic_goes_on_and_remote_traffic_resumes_after_its_
         assert!(c.disconnects >= 1 && c.reconnects >= 1, "node {i}: {c:#?}");
     }
     nodes.wait_joined();
+    wait_for(
+        "node 0's /healthz to be ok again",
+        || http_json(health, "/healthz"),
+        |h| h["status"] == "ok" && h["cluster"]["connected"] == true && h["cluster"]["peers"] == 2,
+    );
     await_route(&mut publ, "rk.t", &mut [&mut remote]);
     for seq in 100..200 {
         publ.publish("rk.t", &seq_payload(seq, 0));
