@@ -10,8 +10,16 @@ use crate::config::millis;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// `redis://[user:password@]host:port[/db]`; fixed at start.
+    /// `redis://[user:password@]host:port[/db]`; fixed at start. With
+    /// `mode = "sharded"`, one or more nodes of the Redis Cluster,
+    /// separated by commas.
     pub redis: String,
+    /// `single`: one Redis (`PUBLISH`/`SUBSCRIBE`). `sharded`: a Redis
+    /// Cluster, 7.0 or later, with sharded pub/sub (`SPUBLISH`/
+    /// `SSUBSCRIBE`), where a node talks only to the shards that hold
+    /// its inbox, the inboxes it sends to, and the control slot.
+    #[serde(default)]
+    pub mode: Mode,
     /// The cluster's name: every Redis key and channel of the cluster
     /// starts with it, so several clusters can share one Redis.
     #[serde(default = "default_name")]
@@ -86,6 +94,17 @@ pub struct RedisTls {
     pub key: Option<std::path::PathBuf>,
 }
 
+/// Which kind of Redis the cluster rides on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// One Redis server (or a primary with replicas behind one address).
+    #[default]
+    Single,
+    /// A Redis Cluster, through sharded pub/sub.
+    Sharded,
+}
+
 /// What happens to publishes with remote interest when Redis cannot keep
 /// up with them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -142,6 +161,7 @@ impl ClusterConfig {
     pub fn new(redis: impl Into<String>) -> Self {
         Self {
             redis: redis.into(),
+            mode: Mode::default(),
             name: default_name(),
             node: None,
             username: None,
@@ -163,6 +183,11 @@ impl ClusterConfig {
     /// The node's name: the configured one, else the host name.
     pub fn node_name(&self) -> String {
         self.node.clone().unwrap_or_else(host_name)
+    }
+
+    /// The Redis URLs: one, or the Redis Cluster's nodes to start from.
+    pub(crate) fn urls(&self) -> Vec<&str> {
+        self.redis.split(',').map(str::trim).filter(|u| !u.is_empty()).collect()
     }
 
     /// Checks what can be checked without Redis.
@@ -191,7 +216,7 @@ impl ClusterConfig {
             if tls.cert.is_some() != tls.key.is_some() {
                 return Err("cluster.tls needs cert and key together".into());
             }
-            if !self.redis.starts_with("rediss://") {
+            if !self.urls().iter().all(|u| u.starts_with("rediss://")) {
                 return Err("cluster.tls is for a rediss:// URL".into());
             }
         }

@@ -26,7 +26,7 @@ mod redis;
 pub(crate) mod run;
 mod wire;
 
-pub use config::{Backpressure, ClusterConfig};
+pub use config::{Backpressure, ClusterConfig, Mode, RedisTls};
 
 use crate::counters::counters;
 
