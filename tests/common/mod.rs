@@ -12,6 +12,7 @@ use corecast::{Broker, Config, Snapshot};
 use corecast_proto::{ClientFrame, Hello, Pub, ServerFrame, Sub, VERSION};
 
 pub mod process;
+pub mod redis;
 pub mod v11;
 
 /// A config for tests: ephemeral port, small buffers, `cores` executors.
