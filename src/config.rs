@@ -871,6 +871,35 @@ mod tests {
         assert_eq!(cfg.jwt.as_ref().map(|j| j.leeway_ms), Some(30_000));
     }
 
+    /// The commented-out `[cluster]` example names real keys at their
+    /// defaults: uncommented, it loads and validates.
+    #[test]
+    fn the_example_cluster_section_loads_when_uncommented() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/corecast.toml");
+        let text = std::fs::read_to_string(&path).expect("the example");
+        let from = text.find("# [cluster]").expect("a cluster example");
+        let uncommented: String = text[from..]
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("# ")
+                    .filter(|l| l.starts_with(|c: char| c == '[' || c.is_ascii_lowercase()))
+                    .filter(|l| l.contains(" = ") || l.starts_with('['))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let cfg: Config = toml::from_str(&uncommented).expect("the example's keys exist");
+        let cluster = cfg.cluster.clone().expect("a cluster section");
+        let defaults = ClusterConfig {
+            node: Some("eu-1".into()),
+            username: Some("corecast".into()),
+            password_file: cluster.password_file.clone(),
+            tls: cluster.tls.clone(),
+            ..ClusterConfig::new("redis://10.0.0.5:6379")
+        };
+        assert_eq!(cluster, defaults);
+        assert!(cluster.tls.is_some_and(|t| t.cert.is_some() && t.key.is_some() && t.ca.is_some()));
+    }
+
     /// Durations read as text with a unit under their new keys and as
     /// milliseconds under the `*_ms` ones, in the file and on flags; a bad
     /// one is refused naming its key.
