@@ -399,6 +399,7 @@ const FIXED: &[(&str, &str)] = &[
     ("log_format", "the log output is set up at start"),
     ("tls.listen", "the TLS listeners are bound at start"),
     ("tls", "the TLS listeners are bound (or not) at start"),
+    ("cluster", "the cluster bridge joins (or not) at start"),
 ];
 
 impl Control {
@@ -656,6 +657,7 @@ fn merge_reload(old: &Config, mut new: Config, start_max_connections: usize) -> 
     new.http = old.http.clone();
     new.closed_connections = old.closed_connections;
     new.log_format = old.log_format;
+    new.cluster.clone_from(&old.cluster);
     (new, report)
 }
 

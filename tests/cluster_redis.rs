@@ -409,3 +409,28 @@ fn the_readme_acl_is_all_a_node_needs() {
         n.wait().unwrap();
     }
 }
+
+/// The `[cluster]` section is fixed at start: a reload that changes or
+/// drops it is refused by name, and the node stays in its cluster.
+#[test]
+fn a_reload_keeps_the_cluster_section() {
+    let mut servers = Servers::new("redis-reload");
+    let port = free_port();
+    servers.spawn(port, &["--port", &port.to_string()]);
+    let url = format!("redis://127.0.0.1:{port}");
+    let nodes: Vec<Broker> =
+        (0..2).map(|i| node(section(url.clone(), "reload", &format!("r{i}")))).collect();
+    await_joined(&nodes);
+    let config = (*nodes[0].config()).clone();
+    let renamed = Config { cluster: Some(section(url, "reload", "other")), ..config.clone() };
+    let reloaded = nodes[0].reload(renamed).expect("a valid configuration");
+    assert!(reloaded.refused.iter().any(|k| k == "cluster"), "{reloaded:?}");
+    let reloaded = nodes[0].reload(Config { cluster: None, ..config }).expect("valid");
+    assert!(reloaded.refused.iter().any(|k| k == "cluster"), "{reloaded:?}");
+    assert!(nodes[0].config().cluster.as_ref().and_then(|c| c.node.clone()) == Some("r0".into()));
+    await_joined(&nodes);
+    for n in nodes {
+        n.shutdown();
+        n.wait().unwrap();
+    }
+}
