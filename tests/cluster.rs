@@ -832,6 +832,46 @@ fn hold_or_drop_while_redis_is_paused() {
 // ---------------------------------------------------------------------------
 // Leaks
 
+/// Under `hold`, Redis that stops answering for longer than
+/// `command_timeout` counts as down: the held publisher and the `PONG`s
+/// behind its messages go on (the copies for other nodes dropped and
+/// counted) while Redis is still paused, and traffic crosses again once it
+/// is back.
+#[test]
+fn hold_ends_when_redis_stays_silent_past_the_command_timeout() {
+    let mut nodes = Nodes::start_with("silent", 2, Timing::RELAXED, |_, cfg| {
+        let cc = cfg.cluster.as_mut().unwrap();
+        cc.max_batch = 4096;
+        cc.out_window = 16 << 10;
+        cc.command_timeout_ms = 500;
+    });
+    nodes.wait_joined();
+    let mut remote = Client11::connect(nodes.addr(1), false);
+    remote.sub(1, "silent.remote");
+    remote.flush_empty();
+    let mut publ = Client11::connect(nodes.addr(0), false);
+    await_route(&mut publ, "silent.remote", &mut [&mut remote]);
+    nodes.redis.pause();
+    let paused = Instant::now();
+    let body = vec![2u8; 1024];
+    for _ in 0..256 {
+        publ.publish("silent.remote", &body);
+    }
+    // The PONG comes while Redis is still paused: the wait ended with the
+    // command timeout, not with Redis.
+    publ.flush_empty();
+    let waited = paused.elapsed();
+    assert!(waited < Duration::from_secs(4), "the PONG took {waited:?}");
+    let c =
+        nodes.wait_cc(0, "the outage counted", |c| c.disconnects >= 1 && c.out_dropped_down > 0);
+    assert!(c.holds >= 1, "{c:#?}");
+    nodes.redis.resume();
+    nodes.wait_cc(0, "connected again", |c| c.connected == 1 && c.peers == 1);
+    await_route(&mut publ, "silent.remote", &mut [&mut remote]);
+    drop((remote, publ));
+    nodes.finish();
+}
+
 #[test]
 fn a_leak_storm_leaves_every_node_idle() {
     const CONNECTIONS: usize = 2000;
