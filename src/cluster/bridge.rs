@@ -100,6 +100,9 @@ pub(crate) struct Bridge {
     pub loader: Option<Waker>,
     /// When the node last lost Redis (or started without it).
     down_since: Option<Instant>,
+    /// The nodes one message goes to, reused from message to message: the
+    /// node, whether for its subscribers without a group, the groups drawn.
+    targets: Vec<(usize, bool, Vec<u8>)>,
 }
 
 impl Bridge {
@@ -131,6 +134,7 @@ impl Bridge {
             sender: None,
             loader: None,
             down_since: Some(Instant::now()),
+            targets: Vec::new(),
         }
     }
 
@@ -207,13 +211,17 @@ impl Bridge {
     /// subscribers without a group (when `plain`), and for each group one
     /// node drawn by its members.
     fn forward(&mut self, msg: Message<'_>, plain: bool, groups: GroupNames<'_>) {
-        let mut targets: Vec<(usize, bool, Vec<u8>)> = Vec::new();
-        if let Some(holders) = self.peers.interest.lookup(msg.topic) {
+        let Self { peers, targets, .. } = self;
+        targets.clear();
+        if let Some(holders) = peers.interest.lookup(msg.topic) {
             if plain {
                 targets.extend(holders.plain().iter().map(|&h| (h, true, Vec::new())));
             }
             for group in groups.iter() {
-                let Some(h) = holders.draw(group, |n| fastrand::u64(..n)) else { continue };
+                let Some(h) = holders.draw(group, |n| fastrand::u64(..n)) else {
+                    CoreCounters::add(&self.counters.queue_undeliverable, 1);
+                    continue;
+                };
                 match targets.iter_mut().find(|(t, ..)| *t == h) {
                     Some((_, _, names)) => GroupNames::push(names, group),
                     None => {
@@ -224,28 +232,27 @@ impl Bridge {
                 }
             }
         }
-        for (peer, plain, groups) in targets {
-            self.send_to(peer, msg, plain, &groups);
+        let targets = std::mem::take(&mut self.targets);
+        for (peer, plain, groups) in &targets {
+            self.send_to(*peer, msg, *plain, groups);
         }
+        self.targets = targets;
         self.wake_sender();
     }
 
     fn send_to(&mut self, peer: usize, msg: Message<'_>, plain: bool, groups: &[u8]) {
-        let c = Arc::clone(&self.counters);
         if !self.connected {
-            self.add(&c.out_dropped_down, 1);
+            CoreCounters::add(&self.counters.out_dropped_down, 1);
             return;
         }
-        let too_large = self.peers.get(peer).is_some_and(|p| {
-            p.max_frame() > 0
-                && msg.payload.len() + msg.headers.map_or(0, <[u8]>::len) > p.max_frame() as usize
-        });
-        if too_large {
-            self.add(&c.out_dropped_too_large, 1);
+        let size = msg.payload.len() + msg.headers.map_or(0, <[u8]>::len);
+        let max_frame = self.peers.get(peer).map_or(0, |p| p.max_frame() as usize);
+        if max_frame > 0 && size > max_frame {
+            CoreCounters::add(&self.counters.out_dropped_too_large, 1);
             return;
         }
         if self.cfg.backpressure == Backpressure::Drop && self.window_full() {
-            self.add(&c.out_dropped_full, 1);
+            CoreCounters::add(&self.counters.out_dropped_full, 1);
             return;
         }
         let m = WireMessage {
@@ -258,12 +265,12 @@ impl Bridge {
             groups,
         };
         self.append(peer, &wire::Record::Message(m));
-        self.add(&c.out_msgs, 1);
+        CoreCounters::add(&self.counters.out_msgs, 1);
     }
 
     fn append(&mut self, peer: usize, record: &wire::Record<'_>) {
-        let me = self.me.clone();
-        self.open_bytes += self.peers.append(peer, me.id(), self.seq, record);
+        let Self { peers, me, seq, .. } = self;
+        self.open_bytes += peers.append(peer, me.id(), *seq, record);
         if self.peers.open_len(peer) >= self.cfg.max_batch {
             self.close_frame(peer);
         }
@@ -488,9 +495,10 @@ impl Bridge {
             payload: m.payload,
             requester: m.requester,
         };
-        let Some(holders) = self.local.lookup(m.topic) else {
+        let Self { local, cores, counters, .. } = self;
+        let Some(holders) = local.lookup(m.topic) else {
             let groups = GroupNames::from_encoded(m.groups).iter().count() as u64;
-            self.add(&self.counters.queue_undeliverable, groups);
+            CoreCounters::add(&counters.queue_undeliverable, groups);
             return;
         };
         let mut drawn: Vec<(usize, Vec<u8>)> = Vec::new();
@@ -508,17 +516,18 @@ impl Bridge {
                 None => undeliverable += 1,
             }
         }
-        let plain: Vec<usize> = if m.plain { holders.plain().to_vec() } else { Vec::new() };
-        for core in plain {
-            self.cores.stage(core, Record::publish(msg));
+        if m.plain {
+            for &core in holders.plain() {
+                cores.stage(core, Record::publish(msg));
+            }
         }
         for (core, names) in &drawn {
             let handoff =
                 Handoff { groups: GroupNames::from_encoded(names), redrawn: true, no_echo: None };
-            self.cores.stage(*core, Record::queue_publish(msg, handoff));
+            cores.stage(*core, Record::queue_publish(msg, handoff));
         }
         if undeliverable > 0 {
-            self.add(&self.counters.queue_undeliverable, undeliverable);
+            CoreCounters::add(&counters.queue_undeliverable, undeliverable);
         }
     }
 
