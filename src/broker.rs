@@ -299,7 +299,7 @@ impl Broker {
 
     /// The cluster bridge's counters, when the node is in a cluster.
     pub fn cluster_counters(&self) -> Option<ClusterSnapshot> {
-        self.control.cluster.as_ref().map(|c| c.snapshot())
+        self.control.cluster()
     }
 
     /// A handle that can start the shutdown, the lame duck or a reload from
@@ -472,7 +472,26 @@ impl Control {
             "config": shown,
             "counters": counters.total,
             "per_core": counters.per_core,
+            "cluster": self.cluster_status(),
         })
+    }
+
+    /// The cluster bridge's counters, when the node is in a cluster.
+    pub(crate) fn cluster(&self) -> Option<ClusterSnapshot> {
+        self.cluster.as_ref().map(|c| c.snapshot())
+    }
+
+    /// The node's name and the cluster counters, for `/stats`; `null`
+    /// outside a cluster.
+    fn cluster_status(&self) -> serde_json::Value {
+        let (Some(counters), Some(section)) = (self.cluster(), self.config().cluster.clone())
+        else {
+            return serde_json::Value::Null;
+        };
+        let mut value = serde_json::to_value(counters).unwrap_or_default();
+        value["node"] = section.node_name().into();
+        value["name"] = section.name.into();
+        value
     }
 
     /// Lame duck: the cores close their listeners and send their clients
@@ -698,7 +717,7 @@ fn log_limits(cfg: &Config, addrs: &[SocketAddr]) {
         pending_budget_per_core = cfg.pending_budget,
         "corecast listening; memory can reach at most {} MiB: {} MiB for {} connections at {} KiB \
          each, {} MiB of TLS state, {} MiB of pending budget ({} MiB per core), {} MiB of \
-         cross-core queues, {} MiB of closed-connection records",
+         cross-core queues, {} MiB of closed-connection records, {} MiB for the cluster bridge",
         bound.total().div_ceil(MIB),
         bound.connections.div_ceil(MIB),
         cfg.max_connections * cfg.cores,
@@ -708,6 +727,7 @@ fn log_limits(cfg: &Config, addrs: &[SocketAddr]) {
         (cfg.pending_budget as u64).div_ceil(MIB),
         bound.cross_core.div_ceil(MIB),
         bound.closed_records.div_ceil(MIB),
+        bound.cluster.div_ceil(MIB),
     );
 }
 

@@ -321,13 +321,19 @@ impl Config {
             cross_core: cores.saturating_sub(1) * per_peer,
             closed_records: self.closed_connections.div_ceil(self.cores.max(1)) as u64
                 * CLOSED_RECORD,
+            cluster: 0,
         };
+        let cluster = self
+            .cluster
+            .as_ref()
+            .map_or(0, |c| cores * (2 * per_peer + batch) + (c.out_window + c.in_queue) as u64);
         MemoryBound {
             connections: per_core.connections * cores,
             tls: per_core.tls * cores,
             pending_budget: per_core.pending_budget * cores,
             cross_core: per_core.cross_core * cores,
             closed_records: per_core.closed_records * cores,
+            cluster,
         }
     }
 
@@ -359,12 +365,22 @@ pub struct MemoryBound {
     pub cross_core: u64,
     /// The record of closed connections full.
     pub closed_records: u64,
+    /// In a cluster: the links between the cores and the bridge full, the
+    /// bridge's staging for every core, and its windows to and from Redis
+    /// (`out_window`, which holds the frames being filled, and
+    /// `in_queue`).
+    pub cluster: u64,
 }
 
 impl MemoryBound {
     /// The sum.
     pub fn total(&self) -> u64 {
-        self.connections + self.tls + self.pending_budget + self.cross_core + self.closed_records
+        self.connections
+            + self.tls
+            + self.pending_budget
+            + self.cross_core
+            + self.closed_records
+            + self.cluster
     }
 }
 
@@ -719,6 +735,34 @@ mod tests {
         assert!(cfg.pending_budget >= 64 << 20);
         assert_eq!(cfg.stale_after_ms, 90_000);
         assert!(cfg.cores >= 1);
+    }
+
+    /// In a cluster, the bound counts the bridge's links and windows.
+    #[test]
+    fn the_memory_bound_counts_the_cluster_bridge() {
+        let plain = Config::default().resolve().expect("valid");
+        assert_eq!(plain.max_memory().cluster, 0);
+        let cluster = ClusterConfig::new("redis://127.0.0.1:6379");
+        let windows = (cluster.out_window + cluster.in_queue) as u64;
+        let cfg = Config { cluster: Some(cluster), ..plain.clone() };
+        let bound = cfg.max_memory();
+        assert!(bound.cluster > windows, "{bound:?}");
+        assert_eq!(bound.total() - bound.cluster, plain.max_memory().total());
+    }
+
+    #[test]
+    fn cluster_settings_are_checked() {
+        let bad = |f: fn(&mut ClusterConfig)| {
+            let mut c = ClusterConfig::new("redis://127.0.0.1:6379");
+            f(&mut c);
+            Config { cluster: Some(c), ..Config::default() }.resolve().is_err()
+        };
+        assert!(!bad(|_| {}));
+        assert!(bad(|c| c.ttl_ms = c.heartbeat_ms * 2));
+        assert!(bad(|c| c.node = Some("a:b".into())));
+        assert!(bad(|c| c.name = "{x}".into()));
+        assert!(bad(|c| c.redis = "http://x".into()));
+        assert!(bad(|c| c.out_window = 10));
     }
 
     /// With a TLS port, the bound counts each slot's TLS state too.

@@ -98,6 +98,8 @@ pub(crate) struct Bridge {
     pub sender: Option<Waker>,
     /// Wakes the loader: a peer's snapshot must be read.
     pub loader: Option<Waker>,
+    /// When the node last lost Redis (or started without it).
+    down_since: Option<Instant>,
 }
 
 impl Bridge {
@@ -128,6 +130,7 @@ impl Bridge {
             held: Vec::new(),
             sender: None,
             loader: None,
+            down_since: Some(Instant::now()),
         }
     }
 
@@ -564,8 +567,12 @@ impl Bridge {
         self.after_peer_change();
     }
 
-    /// Forgets the peers silent for longer than the TTL.
+    /// Forgets the peers silent for longer than the TTL, and updates how
+    /// long Redis has been away.
     pub(crate) fn expire(&mut self, now: Instant) {
+        let outage =
+            self.down_since.map_or(0, |since| now.duration_since(since).as_millis() as u64);
+        self.set(&self.counters.outage_ms, outage);
         let ttl = Duration::from_millis(self.cfg.ttl_ms);
         for key in self.peers.silent_since(peers::deadline(now, ttl)) {
             if let Some(p) = self.peers.get(key) {
@@ -612,6 +619,8 @@ impl Bridge {
     /// peer is read again.
     pub(crate) fn up(&mut self) {
         self.connected = true;
+        self.down_since = None;
+        self.set(&self.counters.outage_ms, 0);
         self.rewrite = true;
         self.peers.mark_all_stale();
         self.set(&self.counters.connected, 1);
@@ -625,6 +634,7 @@ impl Bridge {
             return;
         }
         self.connected = false;
+        self.down_since = Some(Instant::now());
         let msgs = self.peers.drop_frames() + self.ready.iter().map(|r| r.msgs).sum::<u64>();
         self.ready.clear();
         self.ready_bytes = 0;

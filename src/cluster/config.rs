@@ -10,8 +10,16 @@ use crate::config::millis;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// `redis://[user:password@]host:port[/db]`; fixed at start.
+    /// `redis://[user:password@]host:port[/db]`; fixed at start. With
+    /// `mode = "sharded"`, one or more nodes of the Redis Cluster,
+    /// separated by commas.
     pub redis: String,
+    /// `single`: one Redis (`PUBLISH`/`SUBSCRIBE`). `sharded`: a Redis
+    /// Cluster, 7.0 or later, with sharded pub/sub (`SPUBLISH`/
+    /// `SSUBSCRIBE`), where a node talks only to the shards that hold
+    /// its inbox, the inboxes it sends to, and the control slot.
+    #[serde(default)]
+    pub mode: Mode,
     /// The cluster's name: every Redis key and channel of the cluster
     /// starts with it, so several clusters can share one Redis.
     #[serde(default = "default_name")]
@@ -59,10 +67,42 @@ pub struct ClusterConfig {
     /// what arrives is dropped and counted.
     #[serde(default = "default_window")]
     pub in_queue: usize,
+    /// Certificates for `rediss://`: the CA that signed Redis's
+    /// certificate (else the system's roots), and this node's own
+    /// certificate when Redis asks for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RedisTls>,
     /// How long `/healthz` tolerates the node being cut off from Redis
     /// before it reports `degraded`.
     #[serde(default = "default_ttl", rename = "health_grace", with = "millis")]
     pub health_grace_ms: u64,
+}
+
+/// The files TLS to Redis uses (`[cluster.tls]`), PEM. The host in the
+/// `rediss://` URL is the name Redis's certificate must carry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisTls {
+    /// CA certificates that Redis's certificate must chain to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<std::path::PathBuf>,
+    /// This node's certificate chain, for Redis's `tls-auth-clients`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<std::path::PathBuf>,
+    /// Its private key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<std::path::PathBuf>,
+}
+
+/// Which kind of Redis the cluster rides on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// One Redis server (or a primary with replicas behind one address).
+    #[default]
+    Single,
+    /// A Redis Cluster, through sharded pub/sub.
+    Sharded,
 }
 
 /// What happens to publishes with remote interest when Redis cannot keep
@@ -121,6 +161,7 @@ impl ClusterConfig {
     pub fn new(redis: impl Into<String>) -> Self {
         Self {
             redis: redis.into(),
+            mode: Mode::default(),
             name: default_name(),
             node: None,
             username: None,
@@ -134,6 +175,7 @@ impl ClusterConfig {
             max_batch: default_max_batch(),
             out_window: default_window(),
             in_queue: default_window(),
+            tls: None,
             health_grace_ms: default_ttl(),
         }
     }
@@ -141,6 +183,11 @@ impl ClusterConfig {
     /// The node's name: the configured one, else the host name.
     pub fn node_name(&self) -> String {
         self.node.clone().unwrap_or_else(host_name)
+    }
+
+    /// The Redis URLs: one, or the Redis Cluster's nodes to start from.
+    pub(crate) fn urls(&self) -> Vec<&str> {
+        self.redis.split(',').map(str::trim).filter(|u| !u.is_empty()).collect()
     }
 
     /// Checks what can be checked without Redis.
@@ -164,6 +211,14 @@ impl ClusterConfig {
             || self.in_queue < self.max_batch
         {
             return Err("cluster.out_window and cluster.in_queue must hold at least cluster.max_batch (>= 1024)".into());
+        }
+        if let Some(tls) = &self.tls {
+            if tls.cert.is_some() != tls.key.is_some() {
+                return Err("cluster.tls needs cert and key together".into());
+            }
+            if !self.urls().iter().all(|u| u.starts_with("rediss://")) {
+                return Err("cluster.tls is for a rediss:// URL".into());
+            }
         }
         if !(self.redis.starts_with("redis://") || self.redis.starts_with("rediss://")) {
             return Err(format!(

@@ -26,7 +26,7 @@ mod redis;
 pub(crate) mod run;
 mod wire;
 
-pub use config::{Backpressure, ClusterConfig};
+pub use config::{Backpressure, ClusterConfig, Mode, RedisTls};
 
 use crate::counters::counters;
 
@@ -45,6 +45,9 @@ counters! {
     gauge out_window_bytes,
     /// Bytes received from Redis and not yet handed to the cores.
     gauge in_queue_bytes,
+    /// Milliseconds since the node lost Redis (0 while connected), as of
+    /// the last heartbeat tick.
+    gauge outage_ms,
     /// Message copies sent to other nodes: one per interested node.
     counter out_msgs,
     /// Redis publishes carrying them (one carries many under load).
@@ -97,4 +100,13 @@ counters! {
     counter peers_expired,
     /// Transactions that wrote this node's interest snapshot to Redis.
     counter snapshot_writes,
+}
+
+impl ClusterSnapshot {
+    /// Why `/healthz` reports the node degraded: cut off from Redis for
+    /// `grace_ms` or more.
+    pub fn degraded(&self, grace_ms: u64) -> Option<String> {
+        (self.connected == 0 && self.outage_ms >= grace_ms)
+            .then(|| format!("cluster: cut off from Redis for {} ms", self.outage_ms))
+    }
 }

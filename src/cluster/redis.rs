@@ -12,10 +12,13 @@ use std::{
 };
 
 use bytes::Bytes;
-use redis::{aio::MultiplexedConnection, AsyncConnectionConfig, ProtocolVersion, PushKind, Value};
+use redis::{
+    aio::MultiplexedConnection, cluster::ClusterClient, cluster_async::ClusterConnection,
+    AsyncConnectionConfig, ProtocolVersion, PushKind, Value,
+};
 use tokio::sync::mpsc;
 
-use super::{bridge::Round, names::Names, peers::Snapshot, ClusterConfig, ClusterCounters};
+use super::{bridge::Round, names::Names, peers::Snapshot, ClusterConfig, ClusterCounters, Mode};
 
 /// What the subscriber connection hands the dispatcher.
 #[derive(Debug)]
@@ -32,11 +35,71 @@ pub(crate) enum Inbound {
 /// bounded by `in_queue` too).
 const INBOUND_FRAMES: usize = 4096;
 
+/// A command connection: to one Redis, or to a Redis Cluster (which routes
+/// each command to the shard that owns its key or channel).
+#[derive(Clone)]
+pub(crate) enum Commands {
+    Single(MultiplexedConnection),
+    Sharded(ClusterConnection),
+}
+
+impl std::fmt::Debug for Commands {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Single(_) => "Commands::Single",
+            Self::Sharded(_) => "Commands::Sharded",
+        })
+    }
+}
+
+impl redis::aio::ConnectionLike for Commands {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Sharded(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Sharded(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Sharded(c) => c.get_db(),
+        }
+    }
+}
+
+impl Commands {
+    fn sharded(&self) -> bool {
+        matches!(self, Self::Sharded(_))
+    }
+
+    /// `PUBLISH`, or `SPUBLISH` on a Redis Cluster.
+    fn publish_verb(&self) -> &'static str {
+        if self.sharded() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
+}
+
 /// The connections of one spell of being connected.
 pub(crate) struct Connections {
-    pub commands: MultiplexedConnection,
+    pub commands: Commands,
     /// Kept open: dropping it ends the subscription.
-    _subscriber: MultiplexedConnection,
+    _subscriber: Commands,
 }
 
 impl std::fmt::Debug for Connections {
@@ -50,25 +113,78 @@ pub(crate) fn inbound_queue() -> (mpsc::Sender<Inbound>, mpsc::Receiver<Inbound>
     mpsc::channel(INBOUND_FRAMES)
 }
 
+/// The password of `password_file`, if one is configured.
+fn password(cfg: &ClusterConfig) -> redis::RedisResult<Option<String>> {
+    let Some(path) = &cfg.password_file else { return Ok(None) };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "cannot read cluster.password_file",
+            e.to_string(),
+        ))
+    })?;
+    Ok(Some(text.lines().next().unwrap_or("").trim().to_string()))
+}
+
 fn client(cfg: &ClusterConfig) -> redis::RedisResult<redis::Client> {
-    let mut info: redis::ConnectionInfo =
-        redis::IntoConnectionInfo::into_connection_info(cfg.redis.as_str())?;
+    let url = cfg.urls().first().copied().unwrap_or_default();
+    let mut info: redis::ConnectionInfo = redis::IntoConnectionInfo::into_connection_info(url)?;
     let mut settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
     if let Some(user) = &cfg.username {
         settings = settings.set_username(user);
     }
-    if let Some(path) = &cfg.password_file {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            redis::RedisError::from((
-                redis::ErrorKind::Io,
-                "cannot read cluster.password_file",
-                e.to_string(),
-            ))
-        })?;
-        settings = settings.set_password(text.lines().next().unwrap_or("").trim());
+    if let Some(password) = password(cfg)? {
+        settings = settings.set_password(password);
     }
     info = info.set_redis_settings(settings);
-    redis::Client::open(info)
+    match &cfg.tls {
+        None => redis::Client::open(info),
+        Some(tls) => redis::Client::build_with_tls(info, certificates(tls)?),
+    }
+}
+
+/// A Redis Cluster client; pushes (sharded messages) go to `push` when
+/// given.
+fn cluster_client(
+    cfg: &ClusterConfig,
+    push: Option<impl redis::aio::AsyncPushSender>,
+) -> redis::RedisResult<ClusterClient> {
+    let timeout = Duration::from_millis(cfg.command_timeout_ms);
+    let mut builder = ClusterClient::builder(cfg.urls())
+        .use_protocol(ProtocolVersion::RESP3)
+        .connection_timeout(timeout)
+        .response_timeout(timeout);
+    if let Some(user) = &cfg.username {
+        builder = builder.username(user);
+    }
+    if let Some(password) = password(cfg)? {
+        builder = builder.password(password);
+    }
+    if let Some(tls) = &cfg.tls {
+        builder = builder.tls(redis::TlsMode::Secure).certs(certificates(tls)?);
+    }
+    if let Some(push) = push {
+        builder = builder.push_sender(push);
+    }
+    builder.build()
+}
+
+/// The PEM files of `[cluster.tls]`, read.
+fn certificates(tls: &super::config::RedisTls) -> redis::RedisResult<redis::TlsCertificates> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| {
+            let what = format!("cannot read {}", path.display());
+            redis::RedisError::from((redis::ErrorKind::Io, "cluster.tls", format!("{what}: {e}")))
+        })
+    };
+    let client_tls = match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => {
+            Some(redis::ClientTlsConfig { client_cert: read(cert)?, client_key: read(key)? })
+        }
+        _ => None,
+    };
+    let root_cert = tls.ca.as_deref().map(read).transpose()?;
+    Ok(redis::TlsCertificates { client_tls, root_cert })
 }
 
 /// Connects both connections and subscribes to `channels`; what arrives
@@ -80,18 +196,29 @@ pub(crate) async fn connect(
     inbound: mpsc::Sender<Inbound>,
     counters: Arc<ClusterCounters>,
 ) -> redis::RedisResult<Connections> {
-    let client = client(cfg)?;
-    let timeout = Duration::from_millis(cfg.command_timeout_ms);
-    let base = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout));
-    let commands = client.get_multiplexed_async_connection_with_config(&base).await?;
     let (inbox, control) = (channels.0.to_string(), channels.1.to_string());
     let limit = cfg.in_queue as u64;
     let push = move |info: redis::PushInfo| -> Result<(), ()> {
         on_push(info, (&inbox, &control), &inbound, &counters, limit);
         Ok(())
     };
+    match cfg.mode {
+        Mode::Single => connect_single(cfg, channels, push).await,
+        Mode::Sharded => connect_sharded(cfg, channels, push).await,
+    }
+}
+
+async fn connect_single(
+    cfg: &ClusterConfig,
+    channels: (&str, &str),
+    push: impl redis::aio::AsyncPushSender,
+) -> redis::RedisResult<Connections> {
+    let client = client(cfg)?;
+    let timeout = Duration::from_millis(cfg.command_timeout_ms);
+    let base = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout));
+    let commands = client.get_multiplexed_async_connection_with_config(&base).await?;
     // Pushes are handled as they are read; the subscriber sends no
     // commands that could wait behind them, so no response timeout.
     let sub_cfg = AsyncConnectionConfig::new()
@@ -100,7 +227,27 @@ pub(crate) async fn connect(
         .set_push_sender(push);
     let mut subscriber = client.get_multiplexed_async_connection_with_config(&sub_cfg).await?;
     subscriber.subscribe(&[channels.0, channels.1]).await?;
-    Ok(Connections { commands, _subscriber: subscriber })
+    Ok(Connections {
+        commands: Commands::Single(commands),
+        _subscriber: Commands::Single(subscriber),
+    })
+}
+
+async fn connect_sharded(
+    cfg: &ClusterConfig,
+    channels: (&str, &str),
+    push: impl redis::aio::AsyncPushSender,
+) -> redis::RedisResult<Connections> {
+    let none: Option<fn(redis::PushInfo) -> Result<(), ()>> = None;
+    let commands = cluster_client(cfg, none)?.get_async_connection().await?;
+    let mut subscriber = cluster_client(cfg, Some(push))?.get_async_connection().await?;
+    // One channel per call: the two live in different slots.
+    subscriber.ssubscribe(channels.0).await?;
+    subscriber.ssubscribe(channels.1).await?;
+    Ok(Connections {
+        commands: Commands::Sharded(commands),
+        _subscriber: Commands::Sharded(subscriber),
+    })
 }
 
 /// One push from the subscriber connection, into the bounded queue.
@@ -113,7 +260,7 @@ fn on_push(
 ) {
     let item = match info.kind {
         PushKind::Disconnection => Inbound::Closed,
-        PushKind::Message => {
+        PushKind::Message | PushKind::SMessage => {
             let mut data = info.data.into_iter();
             let (Some(channel), Some(Value::BulkString(payload))) = (data.next(), data.next())
             else {
@@ -154,18 +301,50 @@ fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Writes one round: the snapshot's changes, then the frames, in one
-/// transaction. Returns how many read each frame's channel.
+/// Writes one round: the snapshot's changes, then the frames. Returns how
+/// many read each frame's channel.
+///
+/// On one Redis the round is one transaction. On a Redis Cluster the
+/// snapshot (in the control slot) is written first and answered, then each
+/// inbox's frames go in one pipeline to the shard that owns it, the
+/// inboxes at once: a frame never leaves before the snapshot that covers
+/// its interest changes.
 pub(crate) async fn write_round(
-    con: &mut MultiplexedConnection,
+    con: &mut Commands,
     names: &Names,
     node: &str,
     ttl_ms: u64,
     round: &Round,
 ) -> redis::RedisResult<Vec<i64>> {
-    let key = names.snapshot(node);
     let mut pipe = redis::pipe();
     pipe.atomic();
+    snapshot_writes(&mut pipe, names, node, ttl_ms, round);
+    if con.sharded() {
+        if round.rewrite.is_none() && round.changes.is_empty() {
+            return publish_sharded(con, round).await;
+        }
+        pipe.query_async::<()>(con).await?;
+        return publish_sharded(con, round).await;
+    }
+    for ready in &round.frames {
+        pipe.publish(&ready.channel, ready.frame.as_ref());
+    }
+    if round.frames.is_empty() {
+        pipe.query_async::<()>(con).await?;
+        return Ok(Vec::new());
+    }
+    pipe.query_async(con).await
+}
+
+/// The snapshot's part of a round.
+fn snapshot_writes(
+    pipe: &mut redis::Pipeline,
+    names: &Names,
+    node: &str,
+    ttl_ms: u64,
+    round: &Round,
+) {
+    let key = names.snapshot(node);
     if let Some(items) = &round.rewrite {
         pipe.del(&key).ignore();
         let mut fields: Vec<(&str, String)> = vec![(Names::META, round.meta.clone())];
@@ -184,29 +363,59 @@ pub(crate) async fn write_round(
             pipe.hdel(&key, gone).ignore();
         }
     }
-    for ready in &round.frames {
-        pipe.publish(&ready.channel, ready.frame.as_ref());
+}
+
+/// A round's frames on a Redis Cluster: a pipeline per inbox (one slot
+/// each), all under way at once; the answers in the round's order.
+async fn publish_sharded(con: &Commands, round: &Round) -> redis::RedisResult<Vec<i64>> {
+    let mut by_channel: Vec<(&str, Vec<usize>)> = Vec::new();
+    for (i, ready) in round.frames.iter().enumerate() {
+        match by_channel.iter_mut().find(|(c, _)| *c == ready.channel) {
+            Some((_, at)) => at.push(i),
+            None => by_channel.push((&ready.channel, vec![i])),
+        }
     }
-    if round.frames.is_empty() {
-        pipe.query_async::<()>(con).await?;
-        return Ok(Vec::new());
+    let mut tasks = tokio::task::JoinSet::new();
+    for (channel, at) in by_channel {
+        let mut pipe = redis::pipe();
+        for &i in &at {
+            pipe.cmd("SPUBLISH").arg(channel).arg(round.frames[i].frame.as_ref());
+        }
+        let mut con = con.clone();
+        tasks.spawn_local(async move {
+            let readers: Vec<i64> = pipe.query_async(&mut con).await?;
+            Ok::<_, redis::RedisError>((at, readers))
+        });
     }
-    pipe.query_async(con).await
+    let mut readers = vec![0; round.frames.len()];
+    while let Some(done) = tasks.join_next().await {
+        let (at, got) = done.map_err(|e| {
+            redis::RedisError::from((redis::ErrorKind::Io, "publish task", e.to_string()))
+        })??;
+        for (i, n) in at.into_iter().zip(got) {
+            readers[i] = n;
+        }
+    }
+    Ok(readers)
 }
 
 /// The heartbeat: keeps the snapshot alive and says so on the control
-/// channel. Returns false when Redis had lost the snapshot.
+/// channel. Returns false when Redis had lost the snapshot. Every key and
+/// channel here shares the control slot.
 pub(crate) async fn heartbeat(
-    con: &mut MultiplexedConnection,
+    con: &mut Commands,
     names: &Names,
     node: &str,
     ttl_ms: u64,
     alive: &[u8],
 ) -> redis::RedisResult<bool> {
+    let verb = con.publish_verb();
     let (kept, _, _): (i64, i64, i64) = redis::pipe()
         .pexpire(names.snapshot(node), ttl_ms as i64)
         .sadd(names.registry(), node)
-        .publish(names.control(), alive)
+        .cmd(verb)
+        .arg(names.control())
+        .arg(alive)
         .query_async(con)
         .await?;
     Ok(kept == 1)
@@ -214,16 +423,17 @@ pub(crate) async fn heartbeat(
 
 /// Says something on the control channel.
 pub(crate) async fn announce(
-    con: &mut MultiplexedConnection,
+    con: &mut Commands,
     names: &Names,
     body: &[u8],
 ) -> redis::RedisResult<()> {
-    redis::cmd("PUBLISH").arg(names.control()).arg(body).query_async::<i64>(con).await.map(drop)
+    let verb = con.publish_verb();
+    redis::cmd(verb).arg(names.control()).arg(body).query_async::<i64>(con).await.map(drop)
 }
 
 /// Reads one snapshot; `None` when the key is gone.
 pub(crate) async fn read_snapshot(
-    con: &mut MultiplexedConnection,
+    con: &mut Commands,
     key: &str,
 ) -> redis::RedisResult<Option<Snapshot>> {
     let fields: HashMap<String, String> = redis::cmd("HGETALL").arg(key).query_async(con).await?;
@@ -248,7 +458,7 @@ fn parse_snapshot(mut fields: HashMap<String, String>) -> Option<Snapshot> {
 /// The names in the registry whose snapshot still exists, with it; the
 /// others leave the registry.
 pub(crate) async fn read_registry(
-    con: &mut MultiplexedConnection,
+    con: &mut Commands,
     names: &Names,
 ) -> redis::RedisResult<Vec<(String, Snapshot)>> {
     let members: Vec<String> =

@@ -20,7 +20,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use redis::aio::MultiplexedConnection;
 use tokio::{sync::Notify, task::LocalSet, time};
 
 use super::{
@@ -43,7 +42,7 @@ use crate::{
 struct Shared {
     bridge: RefCell<Bridge>,
     /// The command connection while connected.
-    redis: RefCell<Option<MultiplexedConnection>>,
+    redis: RefCell<Option<io::Commands>>,
     /// Raised when a task finds the connection broken.
     broken: Notify,
 }
@@ -227,7 +226,7 @@ async fn supervise(shared: Rc<Shared>, inbound: tokio::sync::mpsc::Sender<Inboun
 
 /// One spell of being connected: join, then heartbeats until something
 /// breaks.
-async fn serve(shared: &Shared, mut con: MultiplexedConnection) -> redis::RedisResult<()> {
+async fn serve(shared: &Shared, mut con: io::Commands) -> redis::RedisResult<()> {
     let (cfg, names, me) = {
         let b = shared.bridge.borrow();
         (b.cfg.clone(), b.names.clone(), b.me.clone())

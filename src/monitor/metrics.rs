@@ -18,6 +18,7 @@ use prometheus_client::{
 use super::routes::Answer;
 use crate::{
     broker::Control,
+    cluster::ClusterSnapshot,
     core::inspect::Query,
     counters::{Counters, HistogramSnapshot, Kind},
 };
@@ -30,6 +31,7 @@ pub(super) async fn scrape(control: &Control) -> Answer {
     let pending = control.ask(PENDING_TIMEOUT, Query::Pending).await.ok();
     let scrape = Scrape {
         counters: control.counters(),
+        cluster: control.cluster(),
         write_bytes: control.histograms(|h| h.write_bytes.snapshot()),
         fanout: control.histograms(|h| h.fanout.snapshot()),
         pending,
@@ -53,6 +55,8 @@ pub(super) async fn scrape(control: &Control) -> Answer {
 #[derive(Debug)]
 struct Scrape {
     counters: Counters,
+    /// The cluster bridge's counters, when the node is in a cluster.
+    cluster: Option<ClusterSnapshot>,
     write_bytes: Vec<HistogramSnapshot>,
     fanout: Vec<HistogramSnapshot>,
     /// Queued bytes per connection, per core; none when a core did not answer.
@@ -65,16 +69,24 @@ impl Collector for Scrape {
         let per_core: Vec<_> = self.counters.per_core.iter().map(|s| s.described()).collect();
         for (i, field) in total.iter().enumerate() {
             let (name, unit) = metric_name(field.name);
-            let kind = match field.kind {
-                Kind::Counter => MetricType::Counter,
-                Kind::Gauge => MetricType::Gauge,
-            };
+            let kind = metric_type(field.kind);
             let mut family =
                 encoder.encode_descriptor(&name, &field.help(), unit.as_ref(), kind)?;
             let values = per_core.iter().map(|core| core[i].value).chain([field.value]);
             for (core, value) in labels(per_core.len()).iter().zip(values) {
                 let label = [("core", core.as_str())];
                 encode_value(family.encode_family(&label)?, kind, value)?;
+            }
+        }
+        if let Some(cluster) = &self.cluster {
+            for field in cluster.described() {
+                let (name, unit) = metric_name(field.name);
+                let kind = metric_type(field.kind);
+                let name = format!("cluster_{name}");
+                let mut family =
+                    encoder.encode_descriptor(&name, &field.help(), unit.as_ref(), kind)?;
+                let none: [(&str, &str); 0] = [];
+                encode_value(family.encode_family(&none)?, kind, field.value)?;
             }
         }
         let write_help = "Bytes written to a client by one sendmsg";
@@ -118,6 +130,13 @@ fn histogram(
 /// `"0"`, `"1"`, … for each core, then `"all"` for the sum.
 fn labels(cores: usize) -> Vec<String> {
     (0..cores).map(|c| c.to_string()).chain(["all".to_string()]).collect()
+}
+
+fn metric_type(kind: Kind) -> MetricType {
+    match kind {
+        Kind::Counter => MetricType::Counter,
+        Kind::Gauge => MetricType::Gauge,
+    }
 }
 
 fn encode_value(

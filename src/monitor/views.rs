@@ -36,9 +36,21 @@ pub(super) async fn health(control: &Control) -> Answer {
     } else {
         control.ask(HEALTH_TIMEOUT, Query::Ping).await.err()
     };
-    match reason {
-        None => Answer::ok(&serde_json::json!({ "status": "ok" })),
-        Some(reason) => Answer::json(
+    let cluster = control.cluster().map(|c| {
+        let grace = control.config().cluster.as_ref().map_or(0, |s| s.health_grace_ms);
+        (c.degraded(grace), serde_json::json!({ "connected": c.connected == 1, "peers": c.peers }))
+    });
+    match (reason, cluster) {
+        // Cut off from Redis is not down: local clients are served, so a
+        // load balancer keeps the node; the status says what is missing.
+        (None, Some((Some(why), cluster))) => Answer::ok(
+            &serde_json::json!({ "status": "degraded", "reason": why, "cluster": cluster }),
+        ),
+        (None, Some((None, cluster))) => {
+            Answer::ok(&serde_json::json!({ "status": "ok", "cluster": cluster }))
+        }
+        (None, None) => Answer::ok(&serde_json::json!({ "status": "ok" })),
+        (Some(reason), _) => Answer::json(
             StatusCode::SERVICE_UNAVAILABLE,
             &serde_json::json!({ "status": "unavailable", "reason": reason }),
         ),
