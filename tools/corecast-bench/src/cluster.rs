@@ -109,6 +109,10 @@ pub struct ClusterArgs {
     /// Nice value for the bench and the processes it starts.
     #[arg(long, allow_hyphen_values = true)]
     pub nice: Option<i32>,
+    /// Run nothing: render DIR/report.md again from DIR's results.jsonl
+    /// and rounds.jsonl (the notes are kept from the report there).
+    #[arg(long, value_name = "DIR")]
+    pub render: Option<PathBuf>,
 }
 
 impl ClusterArgs {
@@ -751,6 +755,9 @@ fn run_once(
 /// `cluster`: runs every case, writes `rounds.jsonl`, `results.jsonl` and
 /// `report.md` into `<out>/<timestamp>/`.
 pub fn run(args: &ClusterArgs) -> anyhow::Result<()> {
+    if let Some(dir) = &args.render {
+        return render(dir);
+    }
     let wall = Instant::now();
     let brokers: Vec<Kind> = args.brokers.iter().copied().filter(|k| *k != Kind::Redis).collect();
     anyhow::ensure!(!brokers.is_empty(), "--brokers: corecast and/or nats");
@@ -783,6 +790,7 @@ pub fn run(args: &ClusterArgs) -> anyhow::Result<()> {
         .collect();
     let rounds_file = dir.join("rounds.jsonl");
     let mut merged = Vec::new();
+    let mut all_rounds = Vec::new();
     for case in selected {
         let mut by_kind: Vec<Vec<ClusterRun>> = vec![Vec::new(); brokers.len()];
         for round in 1..=rounds {
@@ -797,6 +805,7 @@ pub fn run(args: &ClusterArgs) -> anyhow::Result<()> {
                 if !run.result.errors.is_empty() {
                     eprintln!("corecast-bench:   problems: {}", run.problems());
                 }
+                all_rounds.push(run.clone());
                 by_kind[k].push(run);
             }
         }
@@ -809,11 +818,42 @@ pub fn run(args: &ClusterArgs) -> anyhow::Result<()> {
     }
     notes.push(format!("load average after the runs: {}", sys::loadavg()));
     notes.push(format!("wall time: {:.0} s", wall.elapsed().as_secs_f64()));
-    let md = report(&merged, rounds, &notes);
+    let md = report(&merged, &all_rounds, rounds, &notes);
     std::fs::write(dir.join("report.md"), &md)?;
     println!("\n{md}");
     println!("results: {}", dir.display());
     Ok(())
+}
+
+/// Renders `dir/report.md` again from the results there.
+fn render(dir: &Path) -> anyhow::Result<()> {
+    let read = |name: &str| -> anyhow::Result<Vec<ClusterRun>> {
+        let path = dir.join(name);
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).with_context(|| format!("a line of {name}")))
+            .collect()
+    };
+    let (merged, all_rounds) = (read("results.jsonl")?, read("rounds.jsonl")?);
+    let old = std::fs::read_to_string(dir.join("report.md")).unwrap_or_default();
+    let notes = old_notes(&old);
+    let rounds = merged.iter().map(|r| r.rounds).max().unwrap_or(1);
+    let md = report(&merged, &all_rounds, rounds, &notes);
+    std::fs::write(dir.join("report.md"), &md)?;
+    println!("wrote {}", dir.join("report.md").display());
+    Ok(())
+}
+
+/// The notes (the first list) of a report.
+fn old_notes(report: &str) -> Vec<String> {
+    report
+        .lines()
+        .skip_while(|l| !l.starts_with("- "))
+        .take_while(|l| l.starts_with("- "))
+        .map(|l| l[2..].to_owned())
+        .collect()
 }
 
 fn append_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
@@ -895,7 +935,12 @@ impl Scaling {
 }
 
 /// The report.
-pub fn report(runs: &[ClusterRun], rounds: u32, notes: &[String]) -> String {
+pub fn report(
+    runs: &[ClusterRun],
+    all_rounds: &[ClusterRun],
+    rounds: u32,
+    notes: &[String],
+) -> String {
     let find = |kind: Kind, shape: Shape, nodes: usize| {
         runs.iter().find(|r| r.result.broker == kind && r.shape == shape && r.nodes == nodes)
     };
@@ -1021,22 +1066,18 @@ pub fn report(runs: &[ClusterRun], rounds: u32, notes: &[String]) -> String {
     if !have_counters {
         md.push_str("**The nodes' `/stats` had no `cluster` object in this build**: the node columns are empty, and only Redis's own counters (`INFO`) are shown.\n\n");
     }
-    md.push_str("| case | published | delivered | copies sent (out_msgs) | copies per published msg (expected) | Redis publishes by the nodes (out_frames) | copies per publish | Redis PUBLISH calls | Redis commands | Redis PUBLISH per delivered msg | Redis bytes in / out | Redis max client output buffer | copies received (in_msgs) | lost or dropped on the backplane |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    md.push_str("| case | published | delivered | copies sent (out_msgs) | copies per published msg (expected) | Redis publishes by the nodes (out_frames) | copies per publish | Redis PUBLISH calls | Redis commands | Redis PUBLISH per delivered msg | Redis bytes in / out | Redis max client output buffer | copies received (in_msgs) | Redis messages dropped on arrival, queue full (in_dropped_full) | copies they carried (in_lost_msgs) | copies dropped by senders (out_dropped_*) | holds |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
     for r in runs.iter().filter(|r| r.result.broker == Kind::Corecast) {
         let Some(b) = &r.backplane else { continue };
         let f = r.result.flow.clone().unwrap_or_default();
         let published = f.published as f64;
         let copies = b.node("out_msgs");
         let frames = b.node("out_frames");
-        let lost: f64 = b
-            .nodes
-            .iter()
-            .filter(|(k, _)| k.contains("dropped") || k.contains("lost") || *k == "out_unreceived")
-            .map(|(_, v)| v)
-            .sum();
+        let out_dropped: f64 =
+            b.nodes.iter().filter(|(k, _)| k.starts_with("out_dropped")).map(|(_, v)| v).sum();
         let opt = |v: f64| if b.node_counters { si(v) } else { "-".into() };
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {} ({:.2}) | {} | {} | {} | {} | {:.4} | {} / {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} ({:.2}) | {} | {} | {} | {} | {:.4} | {} / {} | {} | {} | {} | {} | {} | {} |\n",
             r.case,
             si(published),
             si(f.delivered as f64),
@@ -1052,15 +1093,44 @@ pub fn report(runs: &[ClusterRun], rounds: u32, notes: &[String]) -> String {
             mib(b.redis_net_out_bytes),
             mib(b.redis_max_output_buffer),
             opt(b.node("in_msgs")),
-            if b.node_counters { format!("{lost:.0}") } else { "-".into() },
+            opt(b.node("in_dropped_full")),
+            opt(b.node("in_lost_msgs")),
+            opt(out_dropped),
+            opt(b.node("holds")),
         ));
     }
+    md.push_str("\nThe backplane's drops node by node (rounds with any):\n\n| case | round | node | in_msgs | in_frames | in_dropped_full | in_lost_frames | in_lost_msgs | out_dropped_* | holds |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    for r in all_rounds.iter().filter(|r| r.result.broker == Kind::Corecast) {
+        let Some(b) = &r.backplane else { continue };
+        for (i, n) in b.per_node.iter().enumerate() {
+            let get = |k: &str| n.get(k).copied().unwrap_or(0.0);
+            let out: f64 =
+                n.iter().filter(|(k, _)| k.starts_with("out_dropped")).map(|(_, v)| v).sum();
+            if get("in_dropped_full") + get("in_lost_frames") + out == 0.0 {
+                continue;
+            }
+            md.push_str(&format!(
+                "| {} | {} | node{} | {} | {} | {} | {} | {} | {} | {} |\n",
+                r.case,
+                r.round,
+                i + 1,
+                get("in_msgs"),
+                get("in_frames"),
+                get("in_dropped_full"),
+                get("in_lost_frames"),
+                get("in_lost_msgs"),
+                out,
+                get("holds")
+            ));
+        }
+    }
     md.push_str("\nRedis bytes in / out: what Redis read from and wrote to all its clients over the run; with one subscriber node per copy, out ≈ in means Redis passed on every publish it took. Every `INFO` field that changed over each round is in `rounds.jsonl` (`backplane.redis_changed`).\n");
-    let problems: Vec<String> = runs
+    let mut problems: Vec<String> = runs
         .iter()
         .filter(|r| !r.problems().is_empty())
         .map(|r| format!("- {} / {}: {}", r.case, r.result.broker.name(), r.problems()))
         .collect();
+    problems.dedup();
     md.push_str("\n## Problems\n\n");
     if problems.is_empty() {
         md.push_str("None: no run lost, cut, duplicated or skipped a message, and every process was running at the end of every run.\n");
@@ -1104,6 +1174,14 @@ mod tests {
             "corecast-bench cluster --quick --brokers corecast --only 'fanout,crossing'"
         );
         assert!(Cli::try_parse_from(["x", "--brokers", "kafka"]).is_err());
+    }
+
+    #[test]
+    fn keeps_the_notes_of_a_report_it_renders_again() {
+        let md = report(&[], &[], 3, &["command: `x`".into(), "wall time: 5 s".into()]);
+        assert_eq!(old_notes(&md), ["command: `x`", "wall time: 5 s"]);
+        let cli = Cli::try_parse_from(["x", "--render", "d"]).expect("render");
+        assert_eq!(cli.args.render, Some(PathBuf::from("d")));
     }
 
     #[test]
