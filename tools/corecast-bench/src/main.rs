@@ -49,8 +49,8 @@
 //!
 //! Clusters: 1, 2 and 3 corecast nodes joined over a Redis the bench
 //! starts, against a nats-server cluster of as many nodes (partitioned
-//! topics, cross-node fan-out, the backplane's cost; ~6 min, `--quick`
-//! ~1 min):
+//! topics, cross-node fan-out, the backplane's cost; ~2 min, `--quick`
+//! ~15 s):
 //!
 //! ```sh
 //! cargo run --release -p corecast-bench -- cluster
