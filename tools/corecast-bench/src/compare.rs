@@ -393,7 +393,7 @@ fn settings_list(mode: SettingsMode) -> Vec<Settings> {
 }
 
 /// `YYYYmmdd-HHMMSS` in UTC.
-fn timestamp(now: SystemTime) -> String {
+pub(crate) fn timestamp(now: SystemTime) -> String {
     let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -490,6 +490,7 @@ fn run_case(
                 settings: Some(settings.name().into()),
                 settle,
                 access: server.access.clone(),
+                others: Vec::new(),
             };
             let result = case.run(&target);
             let alive = server.alive();
@@ -512,6 +513,7 @@ fn run_case(
             settings: Some(settings.name().into()),
             settle,
             access: Default::default(),
+            others: Vec::new(),
         };
         let mut r = target.result(case.workload(), case.name(), case.params());
         r.errors.push(format!("{e:#}"));

@@ -47,12 +47,23 @@
 //! cargo run --release -p corecast-bench -- compare --settings perms --brokers corecast
 //! ```
 //!
+//! Clusters: 1, 2 and 3 corecast nodes joined over a Redis the bench
+//! starts, against a nats-server cluster of as many nodes (partitioned
+//! topics, cross-node fan-out, the backplane's cost; ~2 min, `--quick`
+//! ~15 s):
+//!
+//! ```sh
+//! cargo run --release -p corecast-bench -- cluster
+//! cargo run --release -p corecast-bench -- cluster --quick --only crossing
+//! ```
+//!
 //! Every run prints one JSON line (and appends it to `--results FILE`);
 //! `report FILE` renders a results file as Markdown and PNG charts.
 //! Loopback only; every run is bounded by `--timeout-secs`.
 
 mod chart;
 mod clock;
+mod cluster;
 mod compare;
 mod driver;
 mod hist;
@@ -281,6 +292,10 @@ enum Command {
     },
     /// Start corecast, nats-server and redis-server and run the matrix.
     Compare(compare::CompareArgs),
+    /// Start corecast nodes joined over Redis and a nats-server cluster (1,
+    /// 2 and 3 nodes each) and measure partitioned topics, cross-node
+    /// fan-out and the backplane's cost.
+    Cluster(cluster::ClusterArgs),
     /// Markdown table and charts from a results file.
     Report {
         /// A JSON-lines results file.
@@ -325,6 +340,7 @@ fn run_one(cli: &Cli) -> anyhow::Result<RunResult> {
             tls: cli.tls_ca.as_deref().map(driver::tls::client_config).transpose()?,
             token: cli.token.as_deref().map(Into::into),
         },
+        others: Vec::new(),
     };
     match cli.command {
         Command::Fanout { pubs, subs, msgs, size } => {
@@ -359,7 +375,9 @@ fn run_one(cli: &Cli) -> anyhow::Result<RunResult> {
         Command::Topics { conns, per_conn, msgs, size } => {
             flow::run(&target, &routing::topics(conns, per_conn, msgs, size))
         }
-        Command::Compare(_) | Command::Report { .. } => unreachable!("handled in main"),
+        Command::Compare(_) | Command::Cluster(_) | Command::Report { .. } => {
+            unreachable!("handled in main")
+        }
     }
 }
 
@@ -371,6 +389,7 @@ fn main() -> anyhow::Result<()> {
     }
     match &cli.command {
         Command::Compare(args) => compare::run(args),
+        Command::Cluster(args) => cluster::run(args),
         Command::Report { file, out } => {
             let dir =
                 out.clone().unwrap_or_else(|| file.parent().map(PathBuf::from).unwrap_or_default());

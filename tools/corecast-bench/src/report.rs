@@ -1067,6 +1067,7 @@ mod tests {
             settings: Some("defaults".into()),
             settle: std::time::Duration::from_secs(1),
             access: Default::default(),
+            others: Vec::new(),
         };
         let params = crate::result::Params {
             rate: Some(10_000),

@@ -62,6 +62,12 @@ pub struct RunResult {
     /// The broker process, when its pid is known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broker_usage: Option<BrokerUsage>,
+    /// The other processes of the system under test ([`Target::others`]:
+    /// a cluster's nodes and its Redis), in their order there.
+    ///
+    /// [`Target::others`]: crate::workload::Target::others
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub others_usage: Vec<ProcCpu>,
     /// The bench process itself.
     pub bench_usage: BenchUsage,
     /// corecast's summed counters after the run (via `STATS`).
@@ -426,6 +432,16 @@ pub struct BrokerUsage {
     pub peak_rss_kib: u64,
     /// RSS at the end of the run, KiB.
     pub rss_kib: u64,
+}
+
+/// One more process's CPU during the run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ProcCpu {
+    /// Its pid.
+    pub pid: u32,
+    /// User + system CPU seconds spent during the run (NaN, written as
+    /// null, when `/proc` could not be read).
+    pub cpu_s: f64,
 }
 
 /// The load generator's own CPU use, to spot a saturated generator.

@@ -170,7 +170,7 @@ impl Drop for Server {
 
 /// `n` distinct ports on 127.0.0.1 that were free a moment ago (each
 /// probe is held until all are taken, so no two are the same).
-fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+pub fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
     let probes = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0").context("bind a probe socket"))
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -224,7 +224,7 @@ pub fn describe(kind: Kind, placement: Placement, settings: Settings) -> String 
 }
 
 /// Writes a config file `name` into the run's `conf/`.
-fn write_conf(dir: &Path, name: &str, text: &str) -> anyhow::Result<PathBuf> {
+pub fn write_conf(dir: &Path, name: &str, text: &str) -> anyhow::Result<PathBuf> {
     let conf = dir.join("conf");
     std::fs::create_dir_all(&conf).with_context(|| format!("create {}", conf.display()))?;
     let path = conf.join(name);
@@ -343,10 +343,27 @@ pub fn start(
         if kind == Kind::Corecast && settings == Settings::Tls { tls_port } else { port };
     let addr = SocketAddr::from(([127, 0, 0, 1], client_port));
     let http = (kind == Kind::Corecast).then(|| SocketAddr::from(([127, 0, 0, 1], http_port)));
+    let cmd = command(kind, placement, settings, setup, (port, http_port, tls_port))?;
     let log = setup.dir.join("logs").join(format!("{label}.log"));
-    std::fs::create_dir_all(setup.dir.join("logs"))?;
+    launch(kind, cmd, (addr, http), setup.access(settings)?, log)
+}
+
+/// Starts `cmd`, a broker of `kind` that will listen on `addr` (and on
+/// its monitoring port `http`), with its output in `log`, and waits until
+/// it accepts connections and answers a handshake (with `access`), and
+/// its monitoring port accepts connections. The child gets SIGTERM if the
+/// bench dies.
+pub fn launch(
+    kind: Kind,
+    mut cmd: Command,
+    (addr, http): (SocketAddr, Option<SocketAddr>),
+    access: Access,
+    log: PathBuf,
+) -> anyhow::Result<Server> {
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
     let out = File::create(&log).with_context(|| format!("create {}", log.display()))?;
-    let mut cmd = command(kind, placement, settings, setup, (port, http_port, tls_port))?;
     cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
     // SAFETY: prctl is async-signal-safe; the closure touches no memory of
     // the parent.
@@ -357,7 +374,6 @@ pub fn start(
         });
     }
     let child = cmd.spawn().with_context(|| format!("start {kind}: {cmd:?}"))?;
-    let access = setup.access(settings)?;
     let mut server = Server { kind, pid: child.id(), addr, http, access, child: Some(child), log };
     wait_ready(&mut server)?;
     Ok(server)

@@ -26,6 +26,7 @@
 //! reached two of its members.
 use std::{
     collections::{HashSet, VecDeque},
+    net::SocketAddr,
     os::fd::AsRawFd,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
@@ -109,6 +110,80 @@ pub struct FlowSpec {
     /// delivering (`scraped`; `None` elsewhere, and in the `scraped` run
     /// without a scraper).
     pub scrape: Option<Duration>,
+    /// Which node of a cluster each connection goes to (`None`: every
+    /// connection to the target's address).
+    pub nodes: Option<Arc<Nodes>>,
+}
+
+/// Where the connections of a run on a cluster go: node addresses, and
+/// each publisher's and each subscriber's node (an index into `addrs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nodes {
+    /// Each node's client address.
+    pub addrs: Vec<SocketAddr>,
+    /// The node of each publisher, in [`FlowSpec::publishers`]' order.
+    pub publishers: Vec<usize>,
+    /// The node of each subscriber, in [`FlowSpec::subscribers`]' order.
+    pub subscribers: Vec<usize>,
+}
+
+impl Nodes {
+    /// The pairs (publisher's node, subscriber's node) of different nodes
+    /// where a publisher of `spec` sends to a topic that a subscriber
+    /// subscribes to (literally: patterns are not looked at), in order.
+    pub fn crossings(&self, spec: &FlowSpec) -> Vec<(usize, usize)> {
+        let mut pairs: Vec<(usize, usize)> = Vec::new();
+        for (topics, &p) in spec.publishers.iter().zip(&self.publishers) {
+            for (sub, &s) in spec.subscribers.iter().zip(&self.subscribers) {
+                let reaches = sub.topics.iter().any(|t| topics.contains(t));
+                if p != s && reaches && !pairs.contains(&(p, s)) {
+                    pairs.push((p, s));
+                }
+            }
+        }
+        pairs.sort_unstable();
+        pairs
+    }
+
+    /// Waits until a message published on each publishing node reaches a
+    /// subscriber on each other node that the run's subscribers are on.
+    /// Each probe subscribes after every subscriber of the run was
+    /// confirmed on its node, and a node tells the others of its
+    /// subscriptions in order (corecast in band in its Redis stream, with
+    /// one core per node; nats-server on its route), so once a probe
+    /// arrives the publishing node knows of the run's subscribers too.
+    /// Returns how long it took.
+    pub fn await_interest(&self, target: &Target, spec: &FlowSpec) -> anyhow::Result<Duration> {
+        let start = Instant::now();
+        let deadline = start + target.timeout;
+        let payload = [0x70u8; HEADER];
+        for (p, s) in self.crossings(spec) {
+            let topic = format!("bench.probe.{p}.{s}");
+            let mut sub = target.at(self.addrs[s]).connect(&format!("probe-sub-{s}"), 64 << 10)?;
+            sub.subscribe(&topic)?;
+            sub.confirm()?;
+            sub.stream().set_nonblocking(true)?;
+            let mut publisher =
+                target.at(self.addrs[p]).connect(&format!("probe-pub-{p}"), 64 << 10)?;
+            let mut batch = Vec::new();
+            publisher.encode_publish(&topic, &payload, &mut batch);
+            let mut arrived = false;
+            while !arrived {
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "no message from node {} reached node {} within {:?}",
+                    p + 1,
+                    s + 1,
+                    target.timeout
+                );
+                publisher.publish_batch(&batch)?;
+                publisher.flush()?;
+                thread::sleep(Duration::from_millis(5));
+                while let Recv::Data = sub.receive(&mut |_| arrived = true)? {}
+            }
+        }
+        Ok(start.elapsed())
+    }
 }
 
 impl FlowSpec {
@@ -131,7 +206,18 @@ impl FlowSpec {
             idle: Duration::from_secs(3),
             subs_memory: false,
             scrape: None,
+            nodes: None,
         }
+    }
+
+    /// The address the connection of subscriber `i` goes to.
+    fn subscriber_addr(&self, target: &Target, i: usize) -> SocketAddr {
+        self.nodes.as_ref().map_or(target.addr, |n| n.addrs[n.subscribers[i]])
+    }
+
+    /// The address the connection of publisher `i` goes to.
+    fn publisher_addr(&self, target: &Target, i: usize) -> SocketAddr {
+        self.nodes.as_ref().map_or(target.addr, |n| n.addrs[n.publishers[i]])
     }
 
     /// P publishers and S subscribers on one topic.
@@ -498,7 +584,8 @@ fn open_subscribers(target: &Target, spec: &FlowSpec) -> anyhow::Result<Subscrib
     let mut stalled = Vec::with_capacity(spec.stalled);
     for i in 0..spec.subscribers.len().max(spec.stalled) {
         if let Some(s) = spec.subscribers.get(i) {
-            let conn = target.connect_as(&format!("sub-{i}"), read_buffer, v1_1)?;
+            let at = target.at(spec.subscriber_addr(target, i));
+            let conn = at.connect_as(&format!("sub-{i}"), read_buffer, v1_1)?;
             let group = s.group.as_deref().and_then(|g| groups.iter().position(|x| *x == g));
             let publishers = spec.publishers.len();
             subs.push(Sub {
@@ -741,9 +828,15 @@ pub fn run(target: &Target, spec: &FlowSpec) -> anyhow::Result<RunResult> {
     let memory = if spec.subs_memory { Some(target.require_proc(spec.workload)?) } else { None };
     let ((subs, stalled), memory_figures) = connect_subscribers(target, spec, memory)?;
     result.subs_memory = memory_figures;
+    if let Some(nodes) = &spec.nodes {
+        nodes.await_interest(target, spec)?;
+    }
     let v1_1 = spec.needs_v1_1();
     let pubs: Vec<Box<dyn Driver>> = (0..spec.publishers.len())
-        .map(|i| target.connect_as(&format!("pub-{i}"), 64 << 10, v1_1))
+        .map(|i| {
+            let at = target.at(spec.publisher_addr(target, i));
+            at.connect_as(&format!("pub-{i}"), 64 << 10, v1_1)
+        })
         .collect::<anyhow::Result<_>>()?;
     let shared = Arc::new(Shared {
         progress: AtomicU64::new(0),

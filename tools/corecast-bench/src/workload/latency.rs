@@ -279,6 +279,7 @@ mod tests {
             settings: Some("defaults".into()),
             settle: Duration::from_secs(1),
             access: Default::default(),
+            others: Vec::new(),
         };
         let params = Params { rate: Some(10_000), duration_s: Some(3.0), ..Params::default() };
         let mut r = target.result("latency", "latency 10k/s 64B".into(), params);

@@ -22,7 +22,7 @@ use anyhow::Context;
 
 use crate::{
     driver::{Access, ConnOpts, Driver, Kind},
-    result::{BenchUsage, BrokerUsage, Params, RunResult},
+    result::{BenchUsage, BrokerUsage, Params, ProcCpu, RunResult},
     sys::{self, Proc},
 };
 
@@ -48,6 +48,10 @@ pub struct Target {
     pub settle: Duration,
     /// TLS and credentials of every connection.
     pub access: Access,
+    /// More processes of the system under test whose CPU time a measured
+    /// section records, each on its own (the nodes of a cluster and its
+    /// Redis: see `cluster`).
+    pub others: Vec<u32>,
 }
 
 impl Target {
@@ -65,7 +69,13 @@ impl Target {
             settings: Some("defaults".into()),
             settle: Duration::from_secs(1),
             access: Access::default(),
+            others: Vec::new(),
         }
+    }
+
+    /// The same target at another address (another node of a cluster).
+    pub fn at(&self, addr: SocketAddr) -> Self {
+        Self { addr, ..self.clone() }
     }
 
     /// Connects with the given read buffer and the run's timeout.
@@ -138,6 +148,7 @@ impl Target {
             request: None,
             handshakes: None,
             broker_usage: None,
+            others_usage: Vec::new(),
             bench_usage: BenchUsage::default(),
             counters_after: None,
             errors: Vec::new(),
@@ -173,6 +184,9 @@ pub struct Meter {
     bench_cpu: f64,
     machine_busy: f64,
     broker: Option<(Proc, f64)>,
+    /// [`Target::others`] and their CPU seconds at the start (NaN when
+    /// unreadable).
+    others: Vec<(Proc, f64)>,
 }
 
 impl Meter {
@@ -180,7 +194,21 @@ impl Meter {
     pub fn start(target: &Target) -> Self {
         let broker = target.proc().and_then(|p| p.cpu_seconds().ok().map(|cpu| (p, cpu)));
         let machine_busy = sys::machine_busy_seconds().unwrap_or(f64::NAN);
-        Self { start: Instant::now(), bench_cpu: sys::self_cpu_seconds(), machine_busy, broker }
+        let others = target
+            .others
+            .iter()
+            .map(|&pid| {
+                let p = Proc { pid };
+                (p, p.cpu_seconds().unwrap_or(f64::NAN))
+            })
+            .collect();
+        Self {
+            start: Instant::now(),
+            bench_cpu: sys::self_cpu_seconds(),
+            machine_busy,
+            broker,
+            others,
+        }
     }
 
     /// When the section started.
@@ -211,6 +239,13 @@ impl Meter {
                 peak_rss_kib: proc.peak_rss_kib().unwrap_or(0),
                 rss_kib: proc.rss_kib().unwrap_or(0),
             });
+        }
+        for (proc, cpu0) in self.others {
+            let cpu_s = proc.cpu_seconds().map(|c| c - cpu0).unwrap_or(f64::NAN);
+            if !cpu_s.is_nan() {
+                others -= cpu_s;
+            }
+            result.others_usage.push(ProcCpu { pid: proc.pid, cpu_s });
         }
         result.bench_usage = BenchUsage {
             cpu_s,
