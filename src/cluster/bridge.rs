@@ -100,6 +100,8 @@ pub(crate) struct Bridge {
     pub loader: Option<Waker>,
     /// When the node last lost Redis (or started without it).
     down_since: Option<Instant>,
+    /// Credit to grant each peer, sent aside in the next round.
+    credits: Vec<(usize, u64)>,
     /// The nodes one message goes to, reused from message to message: the
     /// node, whether for its subscribers without a group, the groups drawn.
     targets: Vec<(usize, bool, Vec<u8>)>,
@@ -135,6 +137,7 @@ impl Bridge {
             loader: None,
             down_since: Some(Instant::now()),
             targets: Vec::new(),
+            credits: Vec::new(),
         }
     }
 
@@ -336,15 +339,74 @@ impl Bridge {
         if rewrite.is_some() {
             self.changes.clear();
         }
-        if rewrite.is_none() && self.changes.is_empty() && self.ready.is_empty() {
+        if rewrite.is_none()
+            && self.changes.is_empty()
+            && self.ready.is_empty()
+            && self.credits.is_empty()
+        {
+            return None;
+        }
+        let (mut frames, bytes) = self.sendable(Instant::now());
+        self.credit_frames(&mut frames);
+        if rewrite.is_none() && self.changes.is_empty() && frames.is_empty() {
             return None;
         }
         let changes = self.changes.drain().collect();
-        let frames: Vec<Ready> = self.ready.drain(..).collect();
-        let bytes = std::mem::take(&mut self.ready_bytes);
+        self.ready_bytes -= bytes;
         self.in_flight += bytes;
         let meta = format!("{} {} {}", self.me.incarnation, self.seq, self.me.max_frame);
         Some(Round { rewrite, changes, meta, frames, bytes })
+    }
+
+    /// The ready frames whose peer has credit for them, in order per peer;
+    /// those of a peer without stay, with every later one of that peer.
+    /// Frames for a peer that left are dropped and counted.
+    fn sendable(&mut self, now: Instant) -> (Vec<Ready>, usize) {
+        let mut blocked: Vec<usize> = Vec::new();
+        let mut frames = Vec::new();
+        let mut bytes = 0;
+        let mut gone = (0, 0);
+        for ready in std::mem::take(&mut self.ready) {
+            let may = if blocked.contains(&ready.peer) {
+                Some(false)
+            } else {
+                self.peers.may_send(ready.peer, now)
+            };
+            match may {
+                Some(true) => {
+                    self.peers.sending(ready.peer, ready.frame.len());
+                    bytes += ready.frame.len();
+                    frames.push(ready);
+                }
+                Some(false) => {
+                    blocked.push(ready.peer);
+                    self.ready.push_back(ready);
+                }
+                None => {
+                    gone.0 += ready.frame.len();
+                    gone.1 += ready.msgs;
+                }
+            }
+        }
+        self.ready_bytes -= gone.0;
+        CoreCounters::add(&self.counters.out_dropped_peer_gone, gone.1);
+        (frames, bytes)
+    }
+
+    /// The credits due, as frames aside at the front of the round: they
+    /// pass while the paths wait, so two nodes waiting for each other's
+    /// credit still hear it.
+    fn credit_frames(&mut self, frames: &mut Vec<Ready>) {
+        let me = self.me.id();
+        let aside: Vec<Ready> = self
+            .credits
+            .drain(..)
+            .filter_map(|(peer, limit)| {
+                let (channel, frame) = self.peers.credit_frame(peer, me, limit)?;
+                Some(Ready { channel, frame, msgs: 0, peer })
+            })
+            .collect();
+        frames.splice(0..0, aside);
     }
 
     fn snapshot_items(&self) -> Vec<(String, u32)> {
@@ -384,7 +446,18 @@ impl Bridge {
     }
 
     /// Bytes from this node's inbox: a frame from another node.
+    /// A frame the cores had no room for: its messages are dropped (the
+    /// caller counted them), the rest of it applies, and its bytes count
+    /// as taken in.
+    pub(crate) fn skip_frame(&mut self, bytes: &[u8], now: Instant) {
+        self.take_frame(bytes, now, false);
+    }
+
     pub(crate) fn on_frame(&mut self, bytes: &[u8], now: Instant) {
+        self.take_frame(bytes, now, true);
+    }
+
+    fn take_frame(&mut self, bytes: &[u8], now: Instant, deliver: bool) {
         let c = Arc::clone(&self.counters);
         let frame = match Frame::decode(bytes) {
             Ok(frame) => frame,
@@ -401,15 +474,23 @@ impl Bridge {
         }
         self.add(&c.in_frames, 1);
         let key = self.peer_seen(h.origin, 0, now);
-        let (lost_frames, lost_msgs) = self.peers.count_in(key, &h);
-        self.add(&c.in_lost_frames, lost_frames);
-        self.add(&c.in_lost_msgs, lost_msgs);
+        if h.in_path {
+            let (lost_frames, lost_msgs) = self.peers.count_in(key, &h);
+            self.add(&c.in_lost_frames, lost_frames);
+            self.add(&c.in_lost_msgs, lost_msgs);
+        }
         for record in frame.records() {
             match record {
                 Ok(wire::Record::Message(m)) => {
                     self.peers.count_in_msg(key);
-                    self.add(&c.in_msgs, 1);
-                    self.deliver(&m);
+                    if deliver {
+                        self.add(&c.in_msgs, 1);
+                        self.deliver(&m);
+                    }
+                }
+                Ok(wire::Record::Credit { limit }) => {
+                    self.peers.credit(key, limit);
+                    self.wake_sender();
                 }
                 Ok(wire::Record::Plain { seq, pattern, on }) => {
                     let d =
@@ -431,8 +512,26 @@ impl Bridge {
                 }
             }
         }
-        self.peers.check_seq(key, h.interest_seq);
+        if h.in_path {
+            self.peers.check_seq(key, h.interest_seq);
+            let end = h.bytes_before + bytes.len() as u64;
+            if let Some(limit) = self.peers.consumed(key, end, self.grant()) {
+                match self.credits.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, l)) => *l = (*l).max(limit),
+                    None => self.credits.push((key, limit)),
+                }
+                self.wake_sender();
+            }
+        }
         self.after_peer_change();
+    }
+
+    /// The bytes each peer may have on its way to this node: the inbound
+    /// queue shared among the peers, so that together they never overfill
+    /// it.
+    fn grant(&self) -> u64 {
+        let share = self.cfg.in_queue / self.peers.len().max(1);
+        share.max(2 * self.cfg.max_batch) as u64
     }
 
     /// A peer showed a sign of life; a new one is read from its snapshot.
@@ -579,6 +678,12 @@ impl Bridge {
     /// Forgets the peers silent for longer than the TTL, and updates how
     /// long Redis has been away.
     pub(crate) fn expire(&mut self, now: Instant) {
+        let timeout = Duration::from_millis(self.cfg.command_timeout_ms);
+        let unstalled = self.peers.unstall(peers::deadline(now, timeout));
+        if unstalled > 0 {
+            CoreCounters::add(&self.counters.credit_resets, unstalled);
+            self.wake_sender();
+        }
         let outage =
             self.down_since.map_or(0, |since| now.duration_since(since).as_millis() as u64);
         self.set(&self.counters.outage_ms, outage);
@@ -631,7 +736,7 @@ impl Bridge {
         self.down_since = None;
         self.set(&self.counters.outage_ms, 0);
         self.rewrite = true;
-        self.peers.mark_all_stale();
+        self.peers.reconnected();
         self.set(&self.counters.connected, 1);
         self.wake_sender();
     }

@@ -88,6 +88,9 @@ counters! {
     /// Queue group messages that arrived for a group with no member left
     /// on this node.
     counter queue_undeliverable,
+    /// Times a path to another node waited past `command_timeout` for the
+    /// credit its receiver grants, and was given some (the grant was lost).
+    counter credit_resets,
     /// Times the node lost Redis.
     counter disconnects,
     /// Times it connected again.

@@ -44,6 +44,10 @@ pub(crate) struct Peer {
     /// count, to count what got lost.
     in_frames: u64,
     in_msgs: u64,
+    /// Bytes of its path to this node taken in (delivered, dropped or
+    /// lost on the way), and the limit last granted it: the flow control.
+    consumed: u64,
+    granted: Option<u64>,
 }
 
 /// An interest change a peer announced, owned while its snapshot loads.
@@ -62,7 +66,19 @@ struct OutPath {
     open_msgs: u64,
     frames: u64,
     msgs: u64,
+    /// Bytes of the frames closed on this path: the next frame's
+    /// `bytes_before`.
+    bytes: u64,
+    /// Bytes of the frames sent, and how far the peer lets this node go.
+    sent: u64,
+    credit: u64,
+    /// Since when frames wait for credit that does not come.
+    stalled_since: Option<Instant>,
 }
+
+/// Bytes a node may send on a new path before its receiver said anything:
+/// enough for a few full frames, small next to any receiver's queue.
+pub(crate) const INITIAL_CREDIT: u64 = 256 << 10;
 
 /// Every peer, by holder index (its key here) and by name.
 #[derive(Debug, Default)]
@@ -143,9 +159,11 @@ impl Peers {
             loading: None,
             stale: true,
             unreceived: 0,
-            out: OutPath::default(),
+            out: OutPath { credit: INITIAL_CREDIT, ..OutPath::default() },
             in_frames: 0,
             in_msgs: 0,
+            consumed: 0,
+            granted: None,
         };
         let key = self.slab.insert(peer);
         self.by_name.insert(node.name.to_string(), key);
@@ -354,9 +372,11 @@ impl Peers {
         if path.open.is_empty() {
             let header = FrameHeader {
                 origin: me,
+                in_path: true,
                 to_incarnation: peer.incarnation,
                 path_seq: path.frames,
                 msgs_before: path.msgs,
+                bytes_before: path.bytes,
                 interest_seq: seq,
             };
             path.open.reserve(wire::header_len(me.name) + record.encoded_len());
@@ -367,6 +387,31 @@ impl Peers {
             path.open_msgs += 1;
         }
         path.open.len() - before
+    }
+
+    /// A frame aside for peer `key` granting it `limit`: its channel and
+    /// bytes.
+    pub(crate) fn credit_frame(
+        &self,
+        key: usize,
+        me: NodeId<'_>,
+        limit: u64,
+    ) -> Option<(String, Bytes)> {
+        let peer = self.slab.get(key)?;
+        let header = FrameHeader {
+            origin: me,
+            in_path: false,
+            to_incarnation: peer.incarnation,
+            path_seq: 0,
+            msgs_before: 0,
+            bytes_before: 0,
+            interest_seq: 0,
+        };
+        let record = Record::Credit { limit };
+        let mut frame = BytesMut::with_capacity(wire::header_len(me.name) + record.encoded_len());
+        wire::put_header(&mut frame, &header);
+        record.encode(&mut frame);
+        Some((peer.inbox.clone(), frame.freeze()))
     }
 
     /// Bytes in peer `key`'s open frame.
@@ -387,6 +432,7 @@ impl Peers {
         let msgs = std::mem::take(&mut path.open_msgs);
         path.frames += 1;
         path.msgs += msgs;
+        path.bytes += frame.len() as u64;
         Some((peer.inbox.clone(), frame.freeze(), msgs))
     }
 
@@ -413,11 +459,72 @@ impl Peers {
         peer.unreceived >= 2
     }
 
-    /// Forgets what was seen of every peer's paths after a reconnect: they
-    /// are read anew.
-    pub(crate) fn mark_all_stale(&mut self) {
+    /// After a reconnect every peer is read anew, and every path may send
+    /// again: credits sent during the outage are lost.
+    pub(crate) fn reconnected(&mut self) {
         for (_, peer) in &mut self.slab {
             peer.stale = true;
+            peer.out.credit = peer.out.sent + INITIAL_CREDIT;
+            peer.out.stalled_since = None;
+        }
+    }
+
+    /// Whether a frame may go to peer `key` now (`None`: it is gone).
+    /// A frame goes while the bytes sent are below the credit, so one
+    /// frame larger than the credit still goes.
+    pub(crate) fn may_send(&mut self, key: usize, now: Instant) -> Option<bool> {
+        let path = &mut self.slab.get_mut(key)?.out;
+        let ok = path.sent < path.credit;
+        if !ok {
+            path.stalled_since.get_or_insert(now);
+        }
+        Some(ok)
+    }
+
+    /// A frame of `len` bytes goes to peer `key`.
+    pub(crate) fn sending(&mut self, key: usize, len: usize) {
+        if let Some(peer) = self.slab.get_mut(key) {
+            peer.out.sent += len as u64;
+        }
+    }
+
+    /// Peer `key` lets this node send up to `limit`.
+    pub(crate) fn credit(&mut self, key: usize, limit: u64) {
+        let path = &mut self.slab[key].out;
+        if limit > path.credit {
+            path.credit = limit;
+            path.stalled_since = None;
+        }
+    }
+
+    /// Paths stalled for credit since before `deadline`: their credit is
+    /// taken as lost (a Redis outage, a dropped frame), and they may send
+    /// `INITIAL_CREDIT` more. Returns how many.
+    pub(crate) fn unstall(&mut self, deadline: Instant) -> u64 {
+        let mut n = 0;
+        for (_, peer) in &mut self.slab {
+            let path = &mut peer.out;
+            if path.stalled_since.is_some_and(|since| since < deadline) {
+                path.credit = path.sent + INITIAL_CREDIT;
+                path.stalled_since = None;
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Peer `key`'s path has been taken in up to `end`: the limit to grant
+    /// it now, when half the last grant is used (or none was sent yet).
+    pub(crate) fn consumed(&mut self, key: usize, end: u64, window: u64) -> Option<u64> {
+        let peer = &mut self.slab[key];
+        peer.consumed = peer.consumed.max(end);
+        let limit = peer.consumed + window;
+        match peer.granted {
+            Some(granted) if granted > peer.consumed + window / 2 => None,
+            _ => {
+                peer.granted = Some(limit);
+                Some(limit)
+            }
         }
     }
 }

@@ -32,8 +32,8 @@ pub(crate) enum Inbound {
 }
 
 /// Most frames waiting for the dispatcher, whatever their size (bytes are
-/// bounded by `in_queue` too).
-const INBOUND_FRAMES: usize = 4096;
+/// bounded by `in_queue` too, which the senders' credit keeps them under).
+const INBOUND_FRAMES: usize = 16 << 10;
 
 /// A command connection: to one Redis, or to a Redis Cluster (which routes
 /// each command to the shard that owns its key or channel).

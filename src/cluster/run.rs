@@ -332,6 +332,7 @@ async fn dispatch(shared: Rc<Shared>, mut inbound: tokio::sync::mpsc::Receiver<I
                     .fetch_sub(frame.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 if time::timeout(INGRESS_WAIT, core_room(&shared)).await.is_err() {
                     crate::counters::CoreCounters::add(&counters.in_dropped_full, 1);
+                    shared.bridge.borrow_mut().skip_frame(&frame, Instant::now());
                     continue;
                 }
                 shared.bridge.borrow_mut().on_frame(&frame, Instant::now());

@@ -19,11 +19,15 @@ const KIND_FRAME: u8 = 0;
 const KIND_HELLO: u8 = 1;
 const KIND_ALIVE: u8 = 2;
 const KIND_BYE: u8 = 3;
+/// A frame outside the path's sequence: flow control that must pass while
+/// the path itself waits for credit. Its counts are zero and mean nothing.
+const KIND_ASIDE: u8 = 4;
 
 /// Record kinds inside a frame.
 const REC_MESSAGE: u8 = 1;
 const REC_PLAIN: u8 = 2;
 const REC_MEMBERS: u8 = 3;
+const REC_CREDIT: u8 = 4;
 
 /// Flags of a message record.
 const MSG_PLAIN: u8 = 1;
@@ -55,6 +59,8 @@ pub(crate) enum WireError {
 pub(crate) struct FrameHeader<'a> {
     /// The sending node's name and run.
     pub origin: NodeId<'a>,
+    /// A frame of the path, counted; else one aside (credit), which is not.
+    pub in_path: bool,
     /// The run of the receiving node the frame is meant for: a frame for
     /// an earlier run of the node is stale.
     pub to_incarnation: u64,
@@ -63,6 +69,10 @@ pub(crate) struct FrameHeader<'a> {
     pub path_seq: u64,
     /// Messages sent on this path before this frame.
     pub msgs_before: u64,
+    /// Bytes of the frames sent on this path before this one: what the
+    /// receiver has taken in once it is done with this frame, whatever
+    /// got lost on the way, is this plus the frame's length.
+    pub bytes_before: u64,
     /// The origin's interest sequence once this frame's records apply.
     pub interest_seq: u64,
 }
@@ -112,6 +122,13 @@ pub(crate) enum Record<'a> {
         group: &'a str,
         members: u32,
     },
+    /// The receiver of this frame may send frames on its path to the
+    /// origin while the bytes it sent there before are below `limit`: the
+    /// origin took in everything up to some offset, and has room for the
+    /// rest.
+    Credit {
+        limit: u64,
+    },
 }
 
 /// What a node says on the control channel.
@@ -140,11 +157,12 @@ pub(crate) struct Presence<'a> {
 pub(crate) fn put_header(dst: &mut impl BufMut, h: &FrameHeader<'_>) {
     dst.put_slice(MAGIC);
     dst.put_u8(VERSION);
-    dst.put_u8(KIND_FRAME);
+    dst.put_u8(if h.in_path { KIND_FRAME } else { KIND_ASIDE });
     put_node(dst, h.origin);
     dst.put_u64_le(h.to_incarnation);
     dst.put_u64_le(h.path_seq);
     dst.put_u64_le(h.msgs_before);
+    dst.put_u64_le(h.bytes_before);
     dst.put_u64_le(h.interest_seq);
 }
 
@@ -156,7 +174,7 @@ pub(crate) fn header_len(name: &str) -> usize {
 /// Bytes of a frame header for a node name of `name_len` bytes; the
 /// interest sequence is its last eight.
 pub(crate) fn header_len_for(name_len: usize) -> usize {
-    4 + 1 + name_len + 8 + 8 * 4
+    4 + 1 + name_len + 8 + 8 * 5
 }
 
 impl Record<'_> {
@@ -178,6 +196,7 @@ impl Record<'_> {
             }
             Self::Plain { pattern, .. } => 1 + 8 + 1 + pattern.len() + 1,
             Self::Members { pattern, group, .. } => 1 + 8 + 1 + pattern.len() + 1 + group.len() + 4,
+            Self::Credit { .. } => 1 + 8,
         }
     }
 
@@ -220,6 +239,10 @@ impl Record<'_> {
                 put_short(dst, group);
                 dst.put_u32_le(*members);
             }
+            Self::Credit { limit } => {
+                dst.put_u8(REC_CREDIT);
+                dst.put_u64_le(*limit);
+            }
         }
     }
 }
@@ -236,15 +259,17 @@ impl<'a> Frame<'a> {
     /// Reads the header; the records stay to be read.
     pub(crate) fn decode(mut src: &'a [u8]) -> Result<Self, WireError> {
         let kind = prefix(&mut src)?;
-        if kind != KIND_FRAME {
+        if kind != KIND_FRAME && kind != KIND_ASIDE {
             return Err(WireError::Kind(kind));
         }
         let origin = node(&mut src)?;
         let header = FrameHeader {
             origin,
+            in_path: kind == KIND_FRAME,
             to_incarnation: u64_le(&mut src)?,
             path_seq: u64_le(&mut src)?,
             msgs_before: u64_le(&mut src)?,
+            bytes_before: u64_le(&mut src)?,
             interest_seq: u64_le(&mut src)?,
         };
         Ok(Self { header, records: src })
@@ -305,6 +330,7 @@ fn record<'a>(src: &mut &'a [u8]) -> Result<Record<'a>, WireError> {
             group: short(src)?,
             members: u32_le(src)?,
         },
+        REC_CREDIT => Record::Credit { limit: u64_le(src)? },
         other => return Err(WireError::Kind(other)),
     })
 }

@@ -8,9 +8,11 @@ fn frame_with(records: &[Record<'_>]) -> Vec<u8> {
     let mut buf = Vec::new();
     let header = FrameHeader {
         origin: me(),
+        in_path: true,
         to_incarnation: 9,
         path_seq: 3,
         msgs_before: 40,
+        bytes_before: 4096,
         interest_seq: 7,
     };
     put_header(&mut buf, &header);
@@ -28,6 +30,7 @@ fn frames_round_trip() {
     let records = [
         Record::Plain { seq: 6, pattern: "a.*", on: true },
         Record::Members { seq: 7, pattern: "q.>", group: "workers", members: 3 },
+        Record::Credit { limit: 1 << 40 },
         Record::Message(WireMessage {
             topic: "a.b",
             reply_to: "",
@@ -52,6 +55,7 @@ fn frames_round_trip() {
     assert_eq!(frame.header.origin, me());
     assert_eq!((frame.header.to_incarnation, frame.header.path_seq), (9, 3));
     assert_eq!((frame.header.msgs_before, frame.header.interest_seq), (40, 7));
+    assert_eq!(frame.header.bytes_before, 4096);
     let decoded: Vec<_> = frame.records().collect::<Result<_, _>>().expect("records decode");
     assert_eq!(decoded, records);
 }
@@ -71,6 +75,7 @@ fn frame_vector() {
             plain: true,
             groups: &[],
         }),
+        Record::Credit { limit: 1 << 20 },
     ]);
     let expected: Vec<u8> = [
         &b"cc\x01\x00"[..],                      // magic, version, frame
@@ -79,6 +84,7 @@ fn frame_vector() {
         &9u64.to_le_bytes(),                     // destination incarnation
         &3u64.to_le_bytes(),                     // path sequence
         &40u64.to_le_bytes(),                    // messages before
+        &4096u64.to_le_bytes(),                  // bytes before
         &7u64.to_le_bytes(),                     // interest sequence
         b"\x02",                                 // plain interest
         &1u64.to_le_bytes(),
@@ -88,9 +94,31 @@ fn frame_vector() {
         &0u32.to_le_bytes(), // no groups
         &1u32.to_le_bytes(),
         b"x",
+        b"\x04", // credit
+        &(1u64 << 20).to_le_bytes(),
     ]
     .concat();
     assert_eq!(buf, expected);
+}
+
+#[test]
+fn frames_aside_say_so() {
+    let mut buf = Vec::new();
+    let header = FrameHeader {
+        origin: me(),
+        in_path: false,
+        to_incarnation: 9,
+        path_seq: 0,
+        msgs_before: 0,
+        bytes_before: 0,
+        interest_seq: 0,
+    };
+    put_header(&mut buf, &header);
+    Record::Credit { limit: 5 }.encode(&mut buf);
+    assert_eq!(&buf[..4], b"cc\x01\x04");
+    let frame = Frame::decode(&buf).expect("decodes");
+    assert!(!frame.header.in_path);
+    assert_eq!(frame.records().collect::<Vec<_>>(), [Ok(Record::Credit { limit: 5 })]);
 }
 
 #[test]
