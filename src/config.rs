@@ -238,7 +238,7 @@ impl Config {
         }
         self.check()?;
         if let Some(cluster) = &self.cluster {
-            cluster.validate(self.cores).map_err(ConfigError::Invalid)?;
+            cluster.validate(self.cores, self.max_frame).map_err(ConfigError::Invalid)?;
         }
         Ok(self)
     }
@@ -763,6 +763,7 @@ mod tests {
         assert!(bad(|c| c.name = "{x}".into()));
         assert!(bad(|c| c.redis = "http://x".into()));
         assert!(bad(|c| c.out_window = 10));
+        assert!(bad(|c| c.in_queue = 1 << 20));
     }
 
     /// With a TLS port, the bound counts each slot's TLS state too.

@@ -773,6 +773,7 @@ fn hold_or_drop_while_redis_is_paused() {
             cc.max_batch = 4096;
             cc.out_window = 16 << 10;
             cc.command_timeout_ms = 5_000;
+            cfg.max_frame = 4096;
             cfg.max_pending = 16 << 20;
         });
         nodes.wait_joined();
@@ -844,6 +845,7 @@ fn hold_ends_when_redis_stays_silent_past_the_command_timeout() {
         cc.max_batch = 4096;
         cc.out_window = 16 << 10;
         cc.command_timeout_ms = 500;
+        cfg.max_frame = 4096;
     });
     nodes.wait_joined();
     let mut remote = Client11::connect(nodes.addr(1), false);
@@ -872,6 +874,65 @@ fn hold_ends_when_redis_stays_silent_past_the_command_timeout() {
     while remote.next(Duration::from_millis(500)).is_some() {}
     await_route(&mut publ, "silent.remote", &mut [&mut remote]);
     drop((remote, publ));
+    nodes.finish();
+}
+
+/// A subscription made right after Redis lost every key (a `FLUSHALL`,
+/// eviction) does not leave a partial snapshot behind: the node writes it
+/// whole again, so a node that joins later learns all of its interest.
+#[test]
+fn a_change_right_after_a_flush_leaves_the_whole_snapshot() {
+    let mut nodes = Nodes::start("flushchange", 2);
+    nodes.wait_joined();
+    let mut sub = Client11::connect(nodes.addr(1), false);
+    sub.sub(1, "fc.old");
+    sub.flush_empty();
+    let mut publ = Client11::connect(nodes.addr(0), false);
+    await_route(&mut publ, "fc.old", &mut [&mut sub]);
+    assert_eq!(nodes.redis.command(&["FLUSHALL"]), "OK");
+    sub.sub(2, "fc.new");
+    sub.flush_empty();
+    let key = format!("{{cc:{}}}:node:n1", nodes.name);
+    wait_for(
+        "n1's snapshot whole again",
+        || interest_fields(&nodes.redis.command(&["HGETALL", &key])),
+        |fields| {
+            fields.iter().any(|f| f.contains("fc.old"))
+                && fields.iter().any(|f| f.contains("fc.new"))
+        },
+    );
+    let timing = nodes.timing;
+    nodes.add_node(timing, |_| {});
+    nodes.wait_joined();
+    let mut late = Client11::connect(nodes.addr(2), false);
+    await_route(&mut late, "fc.old", &mut [&mut sub]);
+    drop((sub, publ, late));
+    nodes.finish();
+}
+
+/// A message as large as `max_frame` crosses when the windows hold it
+/// (the configuration refuses windows that cannot).
+#[test]
+fn a_message_of_max_frame_crosses() {
+    let nodes = Nodes::start_with("bigframe", 2, Timing::RELAXED, |_, cfg| {
+        cfg.max_frame = 8 << 20;
+        cfg.max_pending = 32 << 20;
+        cfg.pending_budget = 64 << 20;
+        let cc = cfg.cluster.as_mut().unwrap();
+        cc.in_queue = 16 << 20;
+        cc.out_window = 16 << 20;
+    });
+    nodes.wait_joined();
+    let mut sub = Client11::connect(nodes.addr(1), false);
+    sub.sub(5, "big.t");
+    sub.flush_empty();
+    let mut publ = Client11::connect(nodes.addr(0), false);
+    await_route(&mut publ, "big.t", &mut [&mut sub]);
+    let body: Vec<u8> = (0..(8 << 20) - 1024).map(|i| (i % 251) as u8).collect();
+    publ.publish("big.t", &body);
+    let got = next_real(&mut sub, Duration::from_secs(10)).expect("the large message arrives");
+    assert_eq!(payload(&got), Some(&body[..]));
+    drop((sub, publ));
     nodes.finish();
 }
 

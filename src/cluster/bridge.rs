@@ -14,7 +14,7 @@ use bytes::Bytes;
 use super::{
     interest::{Interest, Total},
     names::Names,
-    peers::{self, Delta, Peers, Seen, Snapshot},
+    peers::{self, Delta, Peers, Seen, Sign, Snapshot},
     wire::{self, Announce, Frame, NodeId, Presence, WireMessage},
     Backpressure, ClusterConfig, ClusterCounters,
 };
@@ -46,6 +46,9 @@ impl Me {
 #[derive(Debug)]
 pub(crate) struct Ready {
     pub channel: String,
+    /// The run of the peer it goes to: a peer replaced by a new run at the
+    /// same key is not charged with the old run's frames.
+    pub incarnation: u64,
     pub frame: Bytes,
     pub msgs: u64,
     /// The peer it goes to, which Redis's answer is about.
@@ -100,6 +103,8 @@ pub(crate) struct Bridge {
     pub loader: Option<Waker>,
     /// When the node last lost Redis (or started without it).
     down_since: Option<Instant>,
+    /// The run of another process using this node's name, once warned of.
+    twin: Option<u64>,
     /// Credit to grant each peer, sent aside in the next round.
     credits: Vec<(usize, u64)>,
     /// The nodes one message goes to, reused from message to message: the
@@ -138,6 +143,7 @@ impl Bridge {
             down_since: Some(Instant::now()),
             targets: Vec::new(),
             credits: Vec::new(),
+            twin: None,
         }
     }
 
@@ -216,7 +222,13 @@ impl Bridge {
     fn forward(&mut self, msg: Message<'_>, plain: bool, groups: GroupNames<'_>) {
         let Self { peers, targets, .. } = self;
         targets.clear();
-        if let Some(holders) = peers.interest.lookup(msg.topic) {
+        let Some(holders) = peers.interest.lookup(msg.topic) else {
+            // The node that wanted it left while the message was on its way.
+            let groups = groups.iter().count() as u64;
+            CoreCounters::add(&self.counters.queue_undeliverable, groups);
+            return;
+        };
+        {
             if plain {
                 targets.extend(holders.plain().iter().map(|&h| (h, true, Vec::new())));
             }
@@ -280,10 +292,10 @@ impl Bridge {
     }
 
     fn close_frame(&mut self, peer: usize) {
-        if let Some((channel, frame, msgs)) = self.peers.take_frame(peer, self.seq) {
+        if let Some((channel, incarnation, frame, msgs)) = self.peers.take_frame(peer, self.seq) {
             self.open_bytes = self.open_bytes.saturating_sub(frame.len());
             self.ready_bytes += frame.len();
-            self.ready.push_back(Ready { channel, frame, msgs, peer });
+            self.ready.push_back(Ready { channel, incarnation, frame, msgs, peer });
         }
     }
 
@@ -335,7 +347,12 @@ impl Bridge {
         for key in self.peers.keys() {
             self.close_frame(key);
         }
-        let rewrite = std::mem::take(&mut self.rewrite).then(|| self.snapshot_items());
+        let rewrite = std::mem::take(&mut self.rewrite).then(|| {
+            // A new sequence: peers that read a partial or older snapshot
+            // see they are behind and read this one.
+            self.seq += 1;
+            self.snapshot_items()
+        });
         if rewrite.is_some() {
             self.changes.clear();
         }
@@ -367,14 +384,15 @@ impl Bridge {
         let mut bytes = 0;
         let mut gone = (0, 0);
         for ready in std::mem::take(&mut self.ready) {
+            let run = (ready.peer, ready.incarnation);
             let may = if blocked.contains(&ready.peer) {
                 Some(false)
             } else {
-                self.peers.may_send(ready.peer, now)
+                self.peers.may_send(run, now)
             };
             match may {
                 Some(true) => {
-                    self.peers.sending(ready.peer, ready.frame.len());
+                    self.peers.sending(run, ready.frame.len());
                     bytes += ready.frame.len();
                     frames.push(ready);
                 }
@@ -402,8 +420,8 @@ impl Bridge {
             .credits
             .drain(..)
             .filter_map(|(peer, limit)| {
-                let (channel, frame) = self.peers.credit_frame(peer, me, limit)?;
-                Some(Ready { channel, frame, msgs: 0, peer })
+                let (channel, incarnation, frame) = self.peers.credit_frame(peer, me, limit)?;
+                Some(Ready { channel, incarnation, frame, msgs: 0, peer })
             })
             .collect();
         frames.splice(0..0, aside);
@@ -414,7 +432,13 @@ impl Bridge {
     }
 
     /// Redis answered a round: `readers` per frame.
-    pub(crate) fn round_done(&mut self, round: &Round, readers: &[i64]) {
+    /// `kept`: the snapshot was there to change; else Redis lost it and it
+    /// is written whole next.
+    pub(crate) fn round_done(&mut self, round: &Round, (kept, readers): (bool, &[i64])) {
+        if !kept {
+            tracing::warn!("cluster: Redis lost this node's snapshot; writing it again");
+            self.rewrite = true;
+        }
         let c = Arc::clone(&self.counters);
         self.in_flight = self.in_flight.saturating_sub(round.bytes);
         self.add(&c.out_frames, round.frames.len() as u64);
@@ -427,12 +451,14 @@ impl Bridge {
             if n <= 0 {
                 self.add(&c.out_unreceived, 1);
             }
-            if self.peers.received(ready.peer, n) && !gone.contains(&ready.peer) {
+            let run = (ready.peer, ready.incarnation);
+            if self.peers.received(run, n) && !gone.contains(&ready.peer) {
                 gone.push(ready.peer);
             }
         }
         for key in gone {
-            self.forget_peer(key);
+            tracing::info!("cluster node gone: nobody reads its inbox; forgotten");
+            self.forget_peer(key, true);
         }
         self.release_held();
     }
@@ -473,7 +499,10 @@ impl Bridge {
             return;
         }
         self.add(&c.in_frames, 1);
-        let key = self.peer_seen(h.origin, 0, now);
+        let Some(key) = self.peer_seen((h.origin, Sign::Frame), 0, now) else {
+            self.add(&c.in_dropped_stale, 1);
+            return;
+        };
         if h.in_path {
             let (lost_frames, lost_msgs) = self.peers.count_in(key, &h);
             self.add(&c.in_lost_frames, lost_frames);
@@ -514,7 +543,7 @@ impl Bridge {
         }
         if h.in_path {
             self.peers.check_seq(key, h.interest_seq);
-            let end = h.bytes_before + bytes.len() as u64;
+            let end = h.bytes_before.saturating_add(bytes.len() as u64);
             if let Some(limit) = self.peers.consumed(key, end, self.grant()) {
                 match self.credits.iter_mut().find(|(k, _)| *k == key) {
                     Some((_, l)) => *l = (*l).max(limit),
@@ -535,20 +564,34 @@ impl Bridge {
     }
 
     /// A peer showed a sign of life; a new one is read from its snapshot.
-    fn peer_seen(&mut self, node: NodeId<'_>, max_frame: u32, now: Instant) -> usize {
+    fn peer_seen(
+        &mut self,
+        (node, sign): (NodeId<'_>, Sign),
+        max_frame: u32,
+        now: Instant,
+    ) -> Option<usize> {
         let mut changes = Vec::new();
-        let seen = self.peers.seen(&self.names, node, max_frame, now, &mut |t, p, g| {
+        let seen = self.peers.seen(&self.names, (node, sign), max_frame, now, &mut |t, p, g| {
             changes.push((t, p.to_string(), g.map(str::to_string)))
         });
         self.tell_cores(changes);
+        self.count_dropped_with_peers();
         match seen {
-            Seen::Known(key) => key,
+            Seen::Known(key) => Some(key),
             Seen::New(key) => {
                 self.add(&self.counters.peers_joined, 1);
                 tracing::info!(node = node.name, "cluster node joined");
-                key
+                Some(key)
             }
+            Seen::Stale => None,
         }
+    }
+
+    /// The open frames dropped with peers leave the window, counted.
+    fn count_dropped_with_peers(&mut self) {
+        let (msgs, bytes) = self.peers.take_dropped();
+        self.open_bytes = self.open_bytes.saturating_sub(bytes);
+        CoreCounters::add(&self.counters.out_dropped_peer_gone, msgs);
     }
 
     fn peer_delta(&mut self, key: usize, delta: Delta) {
@@ -641,17 +684,27 @@ impl Bridge {
         };
         let p = *announce.presence();
         if p.node.name == self.me.name {
+            if p.node.incarnation != self.me.incarnation && self.twin != Some(p.node.incarnation) {
+                self.twin = Some(p.node.incarnation);
+                tracing::error!(
+                    node = p.node.name,
+                    "another process runs as this node's name in the cluster: give every node a \
+                     name of its own (cluster.node)"
+                );
+            }
             return;
         }
         match announce {
             Announce::Hello(_) | Announce::Alive(_) => {
-                let key = self.peer_seen(p.node, p.max_frame, now);
-                self.peers.check_seq(key, p.interest_seq);
+                let seen = self.peer_seen((p.node, Sign::Announcement), p.max_frame, now);
+                if let Some(key) = seen {
+                    self.peers.check_seq(key, p.interest_seq);
+                }
             }
             Announce::Bye(_) => {
                 if let Some(key) = self.peers.key_of(p.node) {
                     tracing::info!(node = p.node.name, "cluster node left");
-                    self.forget_peer(key);
+                    self.forget_peer(key, true);
                 }
             }
         }
@@ -664,12 +717,14 @@ impl Bridge {
     }
 
     /// Forgets a peer: its interest leaves the cores' view.
-    pub(crate) fn forget_peer(&mut self, key: usize) {
+    /// `over`: the run is known to have ended (not merely silent), and its
+    /// late frames are ignored.
+    pub(crate) fn forget_peer(&mut self, key: usize, over: bool) {
         let mut changes = Vec::new();
-        let dropped = self
-            .peers
-            .remove(key, &mut |t, p, g| changes.push((t, p.to_string(), g.map(str::to_string))));
-        self.add(&self.counters.out_dropped_peer_gone, dropped);
+        self.peers.remove(key, over, &mut |t, p, g| {
+            changes.push((t, p.to_string(), g.map(str::to_string)))
+        });
+        self.count_dropped_with_peers();
         self.add(&self.counters.peers_expired, 1);
         self.tell_cores(changes);
         self.after_peer_change();
@@ -692,7 +747,7 @@ impl Bridge {
             if let Some(p) = self.peers.get(key) {
                 tracing::info!(node = p.name(), "cluster node silent past the TTL; forgotten");
             }
-            self.forget_peer(key);
+            self.forget_peer(key, false);
         }
     }
 
@@ -705,17 +760,18 @@ impl Bridge {
         Some((key, self.names.snapshot(&name)))
     }
 
-    /// A snapshot read came back.
-    pub(crate) fn loaded(&mut self, key: usize, snapshot: Option<Snapshot>) {
-        if snapshot.is_some() {
-            self.add(&self.counters.resyncs, 1);
-        }
+    /// A snapshot read came back; whether the view took it.
+    pub(crate) fn loaded(&mut self, key: usize, snapshot: Option<Snapshot>) -> bool {
         let mut changes = Vec::new();
-        self.peers.finish_load(key, snapshot, &mut |t, p, g| {
+        let applied = self.peers.finish_load(key, snapshot, &mut |t, p, g| {
             changes.push((t, p.to_string(), g.map(str::to_string)))
         });
+        if applied {
+            self.add(&self.counters.resyncs, 1);
+        }
         self.tell_cores(changes);
         self.after_peer_change();
+        applied
     }
 
     /// A peer found in the registry with its snapshot, at join.
@@ -724,7 +780,9 @@ impl Bridge {
             return;
         }
         let node = NodeId { name, incarnation: snapshot.incarnation };
-        let key = self.peer_seen(node, snapshot.max_frame, now);
+        let Some(key) = self.peer_seen((node, Sign::Announcement), snapshot.max_frame, now) else {
+            return;
+        };
         self.peers.start_load(key);
         self.loaded(key, Some(snapshot));
     }
@@ -768,3 +826,6 @@ impl Bridge {
         self.wake_sender();
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -94,6 +94,10 @@ pub struct RedisTls {
     pub key: Option<std::path::PathBuf>,
 }
 
+/// Bytes a frame and a record add around a message, at most: the header,
+/// topic, reply subject, groups and lengths (generously).
+const FRAME_SLACK: usize = 8 << 10;
+
 /// Which kind of Redis the cluster rides on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -191,7 +195,7 @@ impl ClusterConfig {
     }
 
     /// Checks what can be checked without Redis.
-    pub(crate) fn validate(&self, cores: usize) -> Result<(), String> {
+    pub(crate) fn validate(&self, cores: usize, max_frame: u32) -> Result<(), String> {
         check_name("cluster.name", &self.name)?;
         check_name("cluster.node", &self.node_name())?;
         if cores >= crate::mesh::coreset::MAX_CORES {
@@ -205,6 +209,16 @@ impl ClusterConfig {
         }
         if self.reconnect_min_ms == 0 || self.reconnect_max_ms < self.reconnect_min_ms {
             return Err("cluster.reconnect_max must be at least cluster.reconnect_min (> 0)".into());
+        }
+        // One largest message with its frame and record around it must fit
+        // either window, or it could never cross.
+        let largest = max_frame as usize + FRAME_SLACK;
+        if self.in_queue < largest || self.out_window < largest {
+            return Err(format!(
+                "cluster.in_queue and cluster.out_window must hold the largest message: at least \
+                 max_frame + {} KiB = {largest} bytes",
+                FRAME_SLACK >> 10
+            ));
         }
         if self.max_batch < 1024
             || self.out_window < self.max_batch

@@ -85,6 +85,12 @@ pub(crate) const INITIAL_CREDIT: u64 = 256 << 10;
 pub(crate) struct Peers {
     slab: Slab<Peer>,
     by_name: HashMap<String, usize>,
+    /// Runs known to be over, newest last: their late frames and
+    /// announcements do not bring them back.
+    gone_runs: std::collections::VecDeque<(String, u64)>,
+    /// Messages and bytes of the open frames dropped with peers since the
+    /// bridge last asked ([`Self::take_dropped`]).
+    dropped: (u64, usize),
     /// Their interest: holder = peer key.
     pub interest: Interest,
 }
@@ -97,7 +103,23 @@ pub(crate) enum Seen {
     /// New (or a new run of a known name, which replaced the old one):
     /// read its snapshot.
     New(usize),
+    /// A run this node knows to be over (it said goodbye, a newer run
+    /// replaced it, or nobody reads its inbox), or, for a frame, another
+    /// run than the one known: ignored.
+    Stale,
 }
+
+/// Whether a sign of life may make or replace a peer: an announcement may,
+/// a frame may only make one for a name not known at all (in sharded mode
+/// a frame can overtake the hello of its run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sign {
+    Announcement,
+    Frame,
+}
+
+/// Most runs remembered as over.
+const GONE_RUNS: usize = 64;
 
 impl Peer {
     pub(crate) fn name(&self) -> &str {
@@ -132,11 +154,14 @@ impl Peers {
     pub(crate) fn seen(
         &mut self,
         names: &Names,
-        node: NodeId<'_>,
+        (node, sign): (NodeId<'_>, Sign),
         max_frame: u32,
         now: Instant,
         gone: &mut impl FnMut(Total, &str, Option<&str>),
     ) -> Seen {
+        if self.gone_runs.iter().any(|(n, inc)| n == node.name && *inc == node.incarnation) {
+            return Seen::Stale;
+        }
         if let Some(&key) = self.by_name.get(node.name) {
             let peer = &mut self.slab[key];
             if peer.incarnation == node.incarnation {
@@ -146,7 +171,10 @@ impl Peers {
                 }
                 return Seen::Known(key);
             }
-            self.remove(key, gone);
+            if sign == Sign::Frame {
+                return Seen::Stale;
+            }
+            self.remove(key, true, gone);
         }
         let peer = Peer {
             name: node.name.to_string(),
@@ -176,12 +204,21 @@ impl Peers {
     pub(crate) fn remove(
         &mut self,
         key: usize,
+        over: bool,
         gone: &mut impl FnMut(Total, &str, Option<&str>),
-    ) -> u64 {
-        let Some(peer) = self.slab.try_remove(key) else { return 0 };
+    ) {
+        let Some(peer) = self.slab.try_remove(key) else { return };
         if self.by_name.get(&peer.name) == Some(&key) {
             self.by_name.remove(&peer.name);
         }
+        if over {
+            if self.gone_runs.len() == GONE_RUNS {
+                self.gone_runs.pop_front();
+            }
+            self.gone_runs.push_back((peer.name.clone(), peer.incarnation));
+        }
+        self.dropped.0 += peer.out.open_msgs;
+        self.dropped.1 += peer.out.open.len();
         for (field, _) in peer.items {
             let Some((pattern, group)) = Names::parse_field(&field) else { continue };
             let total = match group {
@@ -195,7 +232,18 @@ impl Peers {
         if self.slab.is_empty() {
             self.slab.shrink_to_fit();
         }
-        peer.out.open_msgs
+    }
+
+    /// Messages and bytes of the open frames dropped with peers since the
+    /// last call.
+    pub(crate) fn take_dropped(&mut self) -> (u64, usize) {
+        std::mem::take(&mut self.dropped)
+    }
+
+    /// Peer `key`, if it is still run `incarnation`: what Redis says about
+    /// a frame concerns the run it was for.
+    fn run_mut(&mut self, key: usize, incarnation: u64) -> Option<&mut Peer> {
+        self.slab.get_mut(key).filter(|p| p.incarnation == incarnation)
     }
 
     /// The key of the peer named `name`, if it is this run.
@@ -278,7 +326,8 @@ impl Peers {
     /// A snapshot read starts: deltas wait from now on.
     pub(crate) fn start_load(&mut self, key: usize) {
         if let Some(peer) = self.slab.get_mut(key) {
-            peer.loading = Some(Vec::new());
+            // A read already under way keeps the deltas it buffered.
+            peer.loading.get_or_insert_with(Vec::new);
             peer.stale = false;
         }
     }
@@ -291,13 +340,21 @@ impl Peers {
         key: usize,
         snapshot: Option<Snapshot>,
         changed: &mut impl FnMut(Total, &str, Option<&str>),
-    ) {
-        let Some(peer) = self.slab.get_mut(key) else { return };
+    ) -> bool {
+        let Some(peer) = self.slab.get_mut(key) else { return false };
         let waiting = peer.loading.take().unwrap_or_default();
         let Some(snapshot) = snapshot.filter(|s| s.incarnation == peer.incarnation) else {
             peer.stale = true;
-            return;
+            return false;
         };
+        if snapshot.seq < peer.applied_seq {
+            // Older than what is applied (a second read that came back
+            // late): the view is ahead already.
+            for delta in waiting {
+                self.delta(key, delta, changed);
+            }
+            return true;
+        }
         let old = std::mem::take(&mut peer.items);
         for field in old.keys() {
             if !snapshot.items.contains_key(field) {
@@ -324,6 +381,7 @@ impl Peers {
         for delta in waiting {
             self.delta(key, delta, changed);
         }
+        true
     }
 
     /// Applies a value without touching the sequence (a snapshot's).
@@ -347,14 +405,15 @@ impl Peers {
         } else {
             (h.path_seq.saturating_sub(peer.in_frames), h.msgs_before.saturating_sub(peer.in_msgs))
         };
-        peer.in_frames = h.path_seq + 1;
+        peer.in_frames = h.path_seq.saturating_add(1);
         peer.in_msgs = h.msgs_before;
         lost
     }
 
     /// Counts a message received from peer `key`.
     pub(crate) fn count_in_msg(&mut self, key: usize) {
-        self.slab[key].in_msgs += 1;
+        let peer = &mut self.slab[key];
+        peer.in_msgs = peer.in_msgs.saturating_add(1);
     }
 
     /// Appends a record to peer `key`'s open frame, starting one if
@@ -396,7 +455,7 @@ impl Peers {
         key: usize,
         me: NodeId<'_>,
         limit: u64,
-    ) -> Option<(String, Bytes)> {
+    ) -> Option<(String, u64, Bytes)> {
         let peer = self.slab.get(key)?;
         let header = FrameHeader {
             origin: me,
@@ -411,7 +470,7 @@ impl Peers {
         let mut frame = BytesMut::with_capacity(wire::header_len(me.name) + record.encoded_len());
         wire::put_header(&mut frame, &header);
         record.encode(&mut frame);
-        Some((peer.inbox.clone(), frame.freeze()))
+        Some((peer.inbox.clone(), peer.incarnation, frame.freeze()))
     }
 
     /// Bytes in peer `key`'s open frame.
@@ -421,7 +480,7 @@ impl Peers {
 
     /// Closes peer `key`'s open frame, patching in the interest sequence
     /// it ends at: the frame to send, its channel and its messages.
-    pub(crate) fn take_frame(&mut self, key: usize, seq: u64) -> Option<(String, Bytes, u64)> {
+    pub(crate) fn take_frame(&mut self, key: usize, seq: u64) -> Option<(String, u64, Bytes, u64)> {
         let peer = &mut self.slab[key];
         let path = &mut peer.out;
         if path.open.is_empty() {
@@ -433,7 +492,7 @@ impl Peers {
         path.frames += 1;
         path.msgs += msgs;
         path.bytes += frame.len() as u64;
-        Some((peer.inbox.clone(), frame.freeze(), msgs))
+        Some((peer.inbox.clone(), peer.incarnation, frame.freeze(), msgs))
     }
 
     /// Drops every open frame (Redis is gone); returns the messages they
@@ -449,8 +508,8 @@ impl Peers {
 
     /// Redis said how many read peer `key`'s inbox: true once nobody has,
     /// twice in a row (the peer is gone).
-    pub(crate) fn received(&mut self, key: usize, readers: i64) -> bool {
-        let Some(peer) = self.slab.get_mut(key) else { return false };
+    pub(crate) fn received(&mut self, (key, incarnation): (usize, u64), readers: i64) -> bool {
+        let Some(peer) = self.run_mut(key, incarnation) else { return false };
         if readers > 0 {
             peer.unreceived = 0;
             return false;
@@ -464,7 +523,7 @@ impl Peers {
     pub(crate) fn reconnected(&mut self) {
         for (_, peer) in &mut self.slab {
             peer.stale = true;
-            peer.out.credit = peer.out.sent + INITIAL_CREDIT;
+            peer.out.credit = peer.out.sent.saturating_add(INITIAL_CREDIT);
             peer.out.stalled_since = None;
         }
     }
@@ -472,8 +531,12 @@ impl Peers {
     /// Whether a frame may go to peer `key` now (`None`: it is gone).
     /// A frame goes while the bytes sent are below the credit, so one
     /// frame larger than the credit still goes.
-    pub(crate) fn may_send(&mut self, key: usize, now: Instant) -> Option<bool> {
-        let path = &mut self.slab.get_mut(key)?.out;
+    pub(crate) fn may_send(
+        &mut self,
+        (key, incarnation): (usize, u64),
+        now: Instant,
+    ) -> Option<bool> {
+        let path = &mut self.run_mut(key, incarnation)?.out;
         let ok = path.sent < path.credit;
         if !ok {
             path.stalled_since.get_or_insert(now);
@@ -482,9 +545,9 @@ impl Peers {
     }
 
     /// A frame of `len` bytes goes to peer `key`.
-    pub(crate) fn sending(&mut self, key: usize, len: usize) {
-        if let Some(peer) = self.slab.get_mut(key) {
-            peer.out.sent += len as u64;
+    pub(crate) fn sending(&mut self, (key, incarnation): (usize, u64), len: usize) {
+        if let Some(peer) = self.run_mut(key, incarnation) {
+            peer.out.sent = peer.out.sent.saturating_add(len as u64);
         }
     }
 
@@ -505,7 +568,7 @@ impl Peers {
         for (_, peer) in &mut self.slab {
             let path = &mut peer.out;
             if path.stalled_since.is_some_and(|since| since < deadline) {
-                path.credit = path.sent + INITIAL_CREDIT;
+                path.credit = path.sent.saturating_add(INITIAL_CREDIT);
                 path.stalled_since = None;
                 n += 1;
             }
@@ -518,9 +581,9 @@ impl Peers {
     pub(crate) fn consumed(&mut self, key: usize, end: u64, window: u64) -> Option<u64> {
         let peer = &mut self.slab[key];
         peer.consumed = peer.consumed.max(end);
-        let limit = peer.consumed + window;
+        let limit = peer.consumed.saturating_add(window);
         match peer.granted {
-            Some(granted) if granted > peer.consumed + window / 2 => None,
+            Some(granted) if granted > peer.consumed.saturating_add(window / 2) => None,
             _ => {
                 peer.granted = Some(limit);
                 Some(limit)

@@ -20,16 +20,34 @@ use tokio::sync::mpsc;
 
 use super::{bridge::Round, names::Names, peers::Snapshot, ClusterConfig, ClusterCounters, Mode};
 
-/// What the subscriber connection hands the dispatcher.
-#[derive(Debug)]
-pub(crate) enum Inbound {
-    /// A frame on this node's inbox.
-    Frame(Bytes),
-    /// An announcement on the control channel.
-    Control(Bytes),
-    /// The connection closed.
-    Closed,
+/// Where the subscriber connection hands what arrives: frames and
+/// announcements in queues of their own, so that announcements never wait
+/// behind frames waiting for the cores, and the connection's end as a
+/// signal that cannot be lost.
+#[derive(Debug, Clone)]
+pub(crate) struct Inbound {
+    frames: mpsc::Sender<Bytes>,
+    announcements: mpsc::Sender<Bytes>,
+    pub closed: Arc<tokio::sync::Notify>,
 }
+
+impl Inbound {
+    /// The same queues with a signal of its own, for a new connection: a
+    /// connection dropped on purpose must not end the next one.
+    pub(crate) fn fresh(&self) -> Self {
+        Self { closed: Arc::new(tokio::sync::Notify::new()), ..self.clone() }
+    }
+}
+
+/// The receiving ends of [`Inbound`].
+#[derive(Debug)]
+pub(crate) struct InboundRx {
+    pub frames: mpsc::Receiver<Bytes>,
+    pub announcements: mpsc::Receiver<Bytes>,
+}
+
+/// Most announcements waiting: a few per node and heartbeat.
+const ANNOUNCEMENTS: usize = 1024;
 
 /// Most frames waiting for the dispatcher, whatever their size (bytes are
 /// bounded by `in_queue` too, which the senders' credit keeps them under).
@@ -108,9 +126,13 @@ impl std::fmt::Debug for Connections {
     }
 }
 
-/// The queue from the subscriber connection to the dispatcher.
-pub(crate) fn inbound_queue() -> (mpsc::Sender<Inbound>, mpsc::Receiver<Inbound>) {
-    mpsc::channel(INBOUND_FRAMES)
+/// The queues from the subscriber connection to the dispatcher.
+pub(crate) fn inbound_queues() -> (Inbound, InboundRx) {
+    let (frames, frames_rx) = mpsc::channel(INBOUND_FRAMES);
+    let (announcements, announcements_rx) = mpsc::channel(ANNOUNCEMENTS);
+    let closed = Arc::new(tokio::sync::Notify::new());
+    let rx = InboundRx { frames: frames_rx, announcements: announcements_rx };
+    (Inbound { frames, announcements, closed }, rx)
 }
 
 /// The password of `password_file`, if one is configured.
@@ -193,7 +215,7 @@ fn certificates(tls: &super::config::RedisTls) -> redis::RedisResult<redis::TlsC
 pub(crate) async fn connect(
     cfg: &ClusterConfig,
     channels: (&str, &str),
-    inbound: mpsc::Sender<Inbound>,
+    inbound: Inbound,
     counters: Arc<ClusterCounters>,
 ) -> redis::RedisResult<Connections> {
     let (inbox, control) = (channels.0.to_string(), channels.1.to_string());
@@ -250,50 +272,38 @@ async fn connect_sharded(
     })
 }
 
-/// One push from the subscriber connection, into the bounded queue.
+/// One push from the subscriber connection, into its bounded queue.
 fn on_push(
     info: redis::PushInfo,
     (inbox, control): (&str, &str),
-    inbound: &mpsc::Sender<Inbound>,
+    inbound: &Inbound,
     counters: &ClusterCounters,
     limit: u64,
 ) {
-    let item = match info.kind {
-        PushKind::Disconnection => Inbound::Closed,
+    match info.kind {
+        PushKind::Disconnection => inbound.closed.notify_one(),
         PushKind::Message | PushKind::SMessage => {
             let mut data = info.data.into_iter();
-            let (Some(channel), Some(Value::BulkString(payload))) = (data.next(), data.next())
+            let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
+                (data.next(), data.next())
             else {
                 return;
             };
-            let channel = match channel {
-                Value::BulkString(c) => c,
-                _ => return,
-            };
             if channel == control.as_bytes() {
-                Inbound::Control(Bytes::from(payload))
+                if inbound.announcements.try_send(Bytes::from(payload)).is_err() {
+                    bump(&counters.in_dropped_full);
+                }
             } else if channel == inbox.as_bytes() {
                 let len = payload.len() as u64;
                 let queued = counters.in_queue_bytes.load(Ordering::Relaxed);
-                if queued + len > limit {
+                if queued + len > limit || inbound.frames.try_send(Bytes::from(payload)).is_err() {
                     bump(&counters.in_dropped_full);
                     return;
                 }
                 counters.in_queue_bytes.fetch_add(len, Ordering::Relaxed);
-                Inbound::Frame(Bytes::from(payload))
-            } else {
-                return;
             }
         }
-        _ => return,
-    };
-    let frame_len = match &item {
-        Inbound::Frame(b) => b.len() as u64,
-        _ => 0,
-    };
-    if inbound.try_send(item).is_err() {
-        counters.in_queue_bytes.fetch_sub(frame_len, Ordering::Relaxed);
-        bump(&counters.in_dropped_full);
+        _ => {}
     }
 }
 
@@ -315,25 +325,37 @@ pub(crate) async fn write_round(
     node: &str,
     ttl_ms: u64,
     round: &Round,
-) -> redis::RedisResult<Vec<i64>> {
+) -> redis::RedisResult<Written> {
     let mut pipe = redis::pipe();
     pipe.atomic();
-    snapshot_writes(&mut pipe, names, node, ttl_ms, round);
+    let checked = snapshot_writes(&mut pipe, names, node, ttl_ms, round);
     if con.sharded() {
-        if round.rewrite.is_none() && round.changes.is_empty() {
-            return publish_sharded(con, round).await;
+        let mut kept = true;
+        if round.rewrite.is_some() || !round.changes.is_empty() {
+            let answers: Vec<i64> = pipe.query_async(con).await?;
+            kept = !checked || answers.first() == Some(&1);
         }
-        pipe.query_async::<()>(con).await?;
-        return publish_sharded(con, round).await;
+        return Ok(Written { kept, readers: publish_sharded(con, round).await? });
     }
     for ready in &round.frames {
         pipe.publish(&ready.channel, ready.frame.as_ref());
     }
-    if round.frames.is_empty() {
-        pipe.query_async::<()>(con).await?;
-        return Ok(Vec::new());
+    let mut answers: Vec<i64> = pipe.query_async(con).await?;
+    let kept = !checked || answers.first() == Some(&1);
+    if checked && !answers.is_empty() {
+        answers.remove(0);
     }
-    pipe.query_async(con).await
+    Ok(Written { kept, readers: answers })
+}
+
+/// What Redis answered to a round.
+#[derive(Debug)]
+pub(crate) struct Written {
+    /// The snapshot was there to change (false: Redis lost it, and the
+    /// change wrote only part of it; it must be written whole).
+    pub kept: bool,
+    /// How many read each frame's channel.
+    pub readers: Vec<i64>,
 }
 
 /// The snapshot's part of a round.
@@ -343,8 +365,14 @@ fn snapshot_writes(
     node: &str,
     ttl_ms: u64,
     round: &Round,
-) {
+) -> bool {
     let key = names.snapshot(node);
+    let checked = round.rewrite.is_none() && !round.changes.is_empty();
+    if checked {
+        // Answers 0 when the key is gone: the changes below then make a
+        // partial snapshot, which the next round replaces whole.
+        pipe.pexpire(&key, ttl_ms as i64);
+    }
     if let Some(items) = &round.rewrite {
         pipe.del(&key).ignore();
         hset(pipe, &key, &round.meta, items.iter());
@@ -359,6 +387,7 @@ fn snapshot_writes(
             pipe.hdel(&key, gone).ignore();
         }
     }
+    checked
 }
 
 /// `HSET key meta META field value...`, its answer ignored.
@@ -441,6 +470,28 @@ pub(crate) async fn announce(
     redis::cmd(verb).arg(names.control()).arg(body).query_async::<i64>(con).await.map(drop)
 }
 
+/// Takes this node out of Redis and says `bye`: the snapshot and the
+/// registry entry go with it.
+pub(crate) async fn leave(
+    con: &mut Commands,
+    names: &Names,
+    node: &str,
+    bye: &[u8],
+) -> redis::RedisResult<()> {
+    let verb = con.publish_verb();
+    redis::pipe()
+        .del(names.snapshot(node))
+        .ignore()
+        .srem(names.registry(), node)
+        .ignore()
+        .cmd(verb)
+        .arg(names.control())
+        .arg(bye)
+        .ignore()
+        .query_async::<()>(con)
+        .await
+}
+
 /// Reads one snapshot; `None` when the key is gone.
 pub(crate) async fn read_snapshot(
     con: &mut Commands,
@@ -466,19 +517,31 @@ fn parse_snapshot(mut fields: HashMap<String, String>) -> Option<Snapshot> {
 }
 
 /// The names in the registry whose snapshot still exists, with it; the
-/// others leave the registry.
+/// others leave the registry. Each command has `timeout`, so a large
+/// cluster takes as long as it needs, one answer at a time.
 pub(crate) async fn read_registry(
     con: &mut Commands,
     names: &Names,
+    timeout: Duration,
 ) -> redis::RedisResult<Vec<(String, Snapshot)>> {
+    let late = || redis::RedisError::from((redis::ErrorKind::Io, "Redis did not answer in time"));
+    let mut smembers = redis::cmd("SMEMBERS");
+    smembers.arg(names.registry());
     let members: Vec<String> =
-        redis::cmd("SMEMBERS").arg(names.registry()).query_async(con).await?;
+        tokio::time::timeout(timeout, smembers.query_async(con)).await.map_err(|_| late())??;
     let mut live = Vec::new();
     for name in members {
-        match read_snapshot(con, &names.snapshot(&name)).await? {
+        let key = names.snapshot(&name);
+        match tokio::time::timeout(timeout, read_snapshot(con, &key))
+            .await
+            .map_err(|_| late())??
+        {
             Some(snapshot) => live.push((name, snapshot)),
             None => {
-                redis::cmd("SREM").arg(names.registry()).arg(&name).query_async::<i64>(con).await?;
+                let mut srem = redis::cmd("SREM");
+                srem.arg(names.registry()).arg(&name);
+                let srem = srem.query_async::<i64>(con);
+                tokio::time::timeout(timeout, srem).await.map_err(|_| late())??;
             }
         }
     }

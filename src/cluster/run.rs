@@ -90,10 +90,12 @@ async fn run(bridge: Bridge, links: CoreLinks) {
         .into_iter()
         .map(|(c, rx)| tokio::task::spawn_local(receive(Rc::clone(&shared), rx, c)))
         .collect();
-    let (inbound_tx, inbound_rx) = io::inbound_queue();
+    let (inbound, inbound_rx) = io::inbound_queues();
+    let io::InboundRx { frames, announcements } = inbound_rx;
     let background = [
-        tokio::task::spawn_local(supervise(Rc::clone(&shared), inbound_tx)),
-        tokio::task::spawn_local(dispatch(Rc::clone(&shared), inbound_rx)),
+        tokio::task::spawn_local(supervise(Rc::clone(&shared), inbound)),
+        tokio::task::spawn_local(dispatch(Rc::clone(&shared), frames)),
+        tokio::task::spawn_local(hear(Rc::clone(&shared), announcements)),
         tokio::task::spawn_local(send(Rc::clone(&shared))),
         tokio::task::spawn_local(load(Rc::clone(&shared))),
         tokio::task::spawn_local(tick(Rc::clone(&shared))),
@@ -113,17 +115,29 @@ async fn run(bridge: Bridge, links: CoreLinks) {
     tracing::info!("cluster bridge stopped");
 }
 
-/// Tells the others this node leaves, so they need not wait for its TTL.
+/// Sends what is left for the other nodes, then leaves: the snapshot and
+/// the registry entry go, and the others hear `bye`, so none of them waits
+/// for the TTL.
 async fn say_bye(shared: &Shared) {
     let con = shared.redis.borrow().clone();
     let Some(mut con) = con else { return };
-    let (body, names, timeout) = {
+    let (body, names, node, ttl, timeout) = {
         let b = shared.bridge.borrow();
         let mut body = Vec::new();
         Announce::Bye(b.presence()).encode(&mut body);
-        (body, b.names.clone(), Duration::from_millis(b.cfg.command_timeout_ms))
+        let timeout = Duration::from_millis(b.cfg.command_timeout_ms);
+        (body, b.names.clone(), b.me.name.clone(), b.cfg.ttl_ms, timeout)
     };
-    let _ = time::timeout(timeout, io::announce(&mut con, &names, &body)).await;
+    let round = shared.bridge.borrow_mut().next_round();
+    if let Some(round) = round {
+        let written =
+            time::timeout(timeout, io::write_round(&mut con, &names, &node, ttl, &round)).await;
+        match written {
+            Ok(Ok(w)) => shared.bridge.borrow_mut().round_done(&round, (w.kept, &w.readers)),
+            _ => shared.bridge.borrow_mut().round_failed(&round),
+        }
+    }
+    let _ = time::timeout(timeout, io::leave(&mut con, &names, &node, &body)).await;
 }
 
 /// Applies the batches core `core` sends until it closes its link.
@@ -173,7 +187,7 @@ async fn forward(shared: Rc<Shared>, core: usize) {
 /// Connects, joins, keeps the heartbeat, and starts over after any
 /// failure, waiting from `reconnect_min` doubling to `reconnect_max`, with
 /// ±20% jitter so that nodes do not all come back at once.
-async fn supervise(shared: Rc<Shared>, inbound: tokio::sync::mpsc::Sender<Inbound>) {
+async fn supervise(shared: Rc<Shared>, inbound: Inbound) {
     let (cfg, names, me) = {
         let b = shared.bridge.borrow();
         (b.cfg.clone(), b.names.clone(), b.me.clone())
@@ -185,6 +199,7 @@ async fn supervise(shared: Rc<Shared>, inbound: tokio::sync::mpsc::Sender<Inboun
     let mut outage: Option<Instant> = None;
     let mut first = true;
     loop {
+        let inbound = inbound.fresh();
         let connected =
             io::connect(&cfg, (&inbox, &control), inbound.clone(), Arc::clone(&counters)).await;
         match connected {
@@ -201,7 +216,7 @@ async fn supervise(shared: Rc<Shared>, inbound: tokio::sync::mpsc::Sender<Inboun
                 }
                 backoff = cfg.reconnect_min_ms;
                 *shared.redis.borrow_mut() = Some(conns.commands.clone());
-                if let Err(e) = serve(&shared, conns.commands.clone()).await {
+                if let Err(e) = serve(&shared, conns.commands.clone(), &inbound.closed).await {
                     tracing::warn!(error = %e, "cluster: lost Redis; remote forwarding paused");
                 } else {
                     tracing::warn!("cluster: lost Redis; remote forwarding paused");
@@ -226,7 +241,11 @@ async fn supervise(shared: Rc<Shared>, inbound: tokio::sync::mpsc::Sender<Inboun
 
 /// One spell of being connected: join, then heartbeats until something
 /// breaks.
-async fn serve(shared: &Shared, mut con: io::Commands) -> redis::RedisResult<()> {
+async fn serve(
+    shared: &Shared,
+    mut con: io::Commands,
+    closed: &tokio::sync::Notify,
+) -> redis::RedisResult<()> {
     let (cfg, names, me) = {
         let b = shared.bridge.borrow();
         (b.cfg.clone(), b.names.clone(), b.me.clone())
@@ -238,19 +257,17 @@ async fn serve(shared: &Shared, mut con: io::Commands) -> redis::RedisResult<()>
     shared.bridge.borrow_mut().up();
     let round = shared.bridge.borrow_mut().next_round();
     if let Some(round) = round {
-        let readers =
+        let written =
             time::timeout(timeout, io::write_round(&mut con, &names, &me.name, cfg.ttl_ms, &round))
                 .await
                 .map_err(|_| timed_out())??;
-        shared.bridge.borrow_mut().round_done(&round, &readers);
+        shared.bridge.borrow_mut().round_done(&round, (written.kept, &written.readers));
     }
     let hello = encode(|b| Announce::Hello(b.presence()), shared);
     time::timeout(timeout, io::announce(&mut con, &names, &hello))
         .await
         .map_err(|_| timed_out())??;
-    let peers = time::timeout(timeout * 4, io::read_registry(&mut con, &names))
-        .await
-        .map_err(|_| timed_out())??;
+    let peers = io::read_registry(&mut con, &names, timeout).await?;
     for (name, snapshot) in peers {
         shared.bridge.borrow_mut().joined_from_registry(&name, snapshot, Instant::now());
     }
@@ -258,6 +275,7 @@ async fn serve(shared: &Shared, mut con: io::Commands) -> redis::RedisResult<()>
     loop {
         tokio::select! {
             () = shared.broken.notified() => return Ok(()),
+            () = closed.notified() => return Ok(()),
             () = time::sleep(heartbeat) => {}
         }
         let alive = encode(|b| Announce::Alive(b.presence()), shared);
@@ -310,7 +328,9 @@ async fn send(shared: Rc<Shared>) {
             None => Ok(Err(redis::RedisError::from((redis::ErrorKind::Io, "not connected")))),
         };
         match result {
-            Ok(Ok(readers)) => shared.bridge.borrow_mut().round_done(&round, &readers),
+            Ok(Ok(written)) => {
+                shared.bridge.borrow_mut().round_done(&round, (written.kept, &written.readers));
+            }
             Ok(Err(_)) | Err(_) => {
                 shared.bridge.borrow_mut().round_failed(&round);
                 shared.broken.notify_one();
@@ -319,27 +339,27 @@ async fn send(shared: Rc<Shared>) {
     }
 }
 
-/// Hands what arrives from Redis to the bridge; a frame waits for room in
-/// the cores' staging at most `INGRESS_WAIT`, then is dropped and counted:
-/// Redis's reader must never wait on the cores.
-async fn dispatch(shared: Rc<Shared>, mut inbound: tokio::sync::mpsc::Receiver<Inbound>) {
-    while let Some(item) = inbound.recv().await {
-        match item {
-            Inbound::Frame(frame) => {
-                let counters = Arc::clone(&shared.bridge.borrow().counters);
-                counters
-                    .in_queue_bytes
-                    .fetch_sub(frame.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                if time::timeout(INGRESS_WAIT, core_room(&shared)).await.is_err() {
-                    crate::counters::CoreCounters::add(&counters.in_dropped_full, 1);
-                    shared.bridge.borrow_mut().skip_frame(&frame, Instant::now());
-                    continue;
-                }
-                shared.bridge.borrow_mut().on_frame(&frame, Instant::now());
-            }
-            Inbound::Control(body) => shared.bridge.borrow_mut().on_announce(&body, Instant::now()),
-            Inbound::Closed => shared.broken.notify_one(),
+/// Hands the frames that arrive from Redis to the bridge; a frame waits
+/// for room in the cores' staging at most `INGRESS_WAIT`, then its
+/// messages are dropped and counted: Redis's reader must never wait on the
+/// cores.
+async fn dispatch(shared: Rc<Shared>, mut frames: tokio::sync::mpsc::Receiver<bytes::Bytes>) {
+    while let Some(frame) = frames.recv().await {
+        let counters = Arc::clone(&shared.bridge.borrow().counters);
+        counters.in_queue_bytes.fetch_sub(frame.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        if time::timeout(INGRESS_WAIT, core_room(&shared)).await.is_err() {
+            crate::counters::CoreCounters::add(&counters.in_dropped_full, 1);
+            shared.bridge.borrow_mut().skip_frame(&frame, Instant::now());
+            continue;
         }
+        shared.bridge.borrow_mut().on_frame(&frame, Instant::now());
+    }
+}
+
+/// Hands the announcements to the bridge as they come.
+async fn hear(shared: Rc<Shared>, mut announcements: tokio::sync::mpsc::Receiver<bytes::Bytes>) {
+    while let Some(body) = announcements.recv().await {
+        shared.bridge.borrow_mut().on_announce(&body, Instant::now());
     }
 }
 
@@ -387,10 +407,9 @@ async fn load(shared: Rc<Shared>) {
             }
             None => None,
         };
-        let found = snapshot.is_some();
-        shared.bridge.borrow_mut().loaded(key, snapshot);
-        if !found {
-            // Not there yet (or Redis is away): try again shortly.
+        if !shared.bridge.borrow_mut().loaded(key, snapshot) {
+            // Not there yet, of another run, or Redis is away: try again
+            // shortly.
             time::sleep(RELOAD_PAUSE).await;
         }
     }
