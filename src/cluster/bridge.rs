@@ -556,10 +556,12 @@ impl Bridge {
     }
 
     /// The bytes each peer may have on its way to this node: the inbound
-    /// queue shared among the peers, so that together they never overfill
+    /// queue shared among the peers, so that together they do not overfill
     /// it.
     fn grant(&self) -> u64 {
-        let share = self.cfg.in_queue / self.peers.len().max(1);
+        // Half a share: a sender may start one frame just below its limit,
+        // and a new peer may arrive before the others' grants shrink.
+        let share = self.cfg.in_queue / self.peers.len().max(1) / 2;
         share.max(2 * self.cfg.max_batch) as u64
     }
 

@@ -339,15 +339,18 @@ async fn send(shared: Rc<Shared>) {
     }
 }
 
-/// Hands the frames that arrive from Redis to the bridge; a frame waits
-/// for room in the cores' staging at most `INGRESS_WAIT`, then its
-/// messages are dropped and counted: Redis's reader must never wait on the
-/// cores.
+/// Hands the frames that arrive from Redis to the bridge, each once the
+/// cores' staging has room for it. Waiting is how a busy node pushes back:
+/// its senders run out of the credit it grants as it takes frames in, and
+/// hold their publishers. A frame that waits past `command_timeout` (a core
+/// that does not take anything) has its messages dropped and counted.
+/// Redis's reader never waits: it only queues.
 async fn dispatch(shared: Rc<Shared>, mut frames: tokio::sync::mpsc::Receiver<bytes::Bytes>) {
     while let Some(frame) = frames.recv().await {
         let counters = Arc::clone(&shared.bridge.borrow().counters);
         counters.in_queue_bytes.fetch_sub(frame.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        if time::timeout(INGRESS_WAIT, core_room(&shared)).await.is_err() {
+        let patience = Duration::from_millis(shared.bridge.borrow().cfg.command_timeout_ms);
+        if time::timeout(patience, core_room(&shared)).await.is_err() {
             crate::counters::CoreCounters::add(&counters.in_dropped_full, 1);
             shared.bridge.borrow_mut().skip_frame(&frame, Instant::now());
             continue;
@@ -362,9 +365,6 @@ async fn hear(shared: Rc<Shared>, mut announcements: tokio::sync::mpsc::Receiver
         shared.bridge.borrow_mut().on_announce(&body, Instant::now());
     }
 }
-
-/// How long a frame from Redis waits for the cores' staging to have room.
-const INGRESS_WAIT: Duration = Duration::from_millis(50);
 
 /// Ready once every core's staging has room.
 async fn core_room(shared: &Shared) {
