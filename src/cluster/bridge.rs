@@ -457,8 +457,10 @@ impl Bridge {
             }
         }
         for key in gone {
+            // Not over for sure: it may be reconnecting, and its next
+            // announcement brings it back.
             tracing::info!("cluster node gone: nobody reads its inbox; forgotten");
-            self.forget_peer(key, true);
+            self.forget_peer(key, false);
         }
         self.release_held();
     }

@@ -189,3 +189,19 @@ fn credit_goes_aside_while_the_path_waits() {
     assert!(matches!(sent.records().next(), Some(Ok(wire::Record::Credit { .. }))));
     assert!(!b.ready.is_empty(), "the waiting frames still wait");
 }
+
+/// A peer whose inbox nobody read twice is forgotten, but it may only be
+/// reconnecting: its next announcement brings it back.
+#[test]
+fn a_peer_forgotten_for_an_unread_inbox_comes_back() {
+    let mut b = bridge(1024);
+    b.joined_from_registry("b", snapshot(7, &["p t"]), Instant::now());
+    for _ in 0..2 {
+        publish(&mut b, &[0; 10]);
+        let round = b.next_round().expect("a frame");
+        b.round_done(&round, (true, &[0]));
+    }
+    assert_eq!(b.peers.len(), 0);
+    announce(&mut b, Announce::Alive(presence("b", 7)));
+    assert_eq!(b.peers.len(), 1);
+}
