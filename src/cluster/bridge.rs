@@ -459,7 +459,9 @@ impl Bridge {
         for key in gone {
             // Not over for sure: it may be reconnecting, and its next
             // announcement brings it back.
-            tracing::info!("cluster node gone: nobody reads its inbox; forgotten");
+            if let Some(p) = self.peers.get(key) {
+                tracing::info!(node = p.name(), "cluster node gone: nobody reads its inbox");
+            }
             self.forget_peer(key, false);
         }
         self.release_held();

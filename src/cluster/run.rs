@@ -253,6 +253,9 @@ async fn serve(
     let timeout = Duration::from_millis(cfg.command_timeout_ms);
     let timed_out =
         || redis::RedisError::from((redis::ErrorKind::Io, "Redis did not answer in time"));
+    // A failure of the connection before this one may have left its signal
+    // behind: it must not end this one.
+    let _ = futures_lite::future::poll_once(shared.broken.notified()).await;
     // The snapshot goes first, so that those who hear the hello find it.
     shared.bridge.borrow_mut().up();
     let round = shared.bridge.borrow_mut().next_round();
