@@ -848,37 +848,12 @@ mod tests {
         }
     }
 
-    /// The commented-out security tables of `packaging/corecast.toml`
-    /// (users, default permissions, JWT keys) name real keys: uncommented,
-    /// they load.
-    #[test]
-    fn the_example_security_section_loads_when_uncommented() {
+    /// `packaging/corecast.toml` from the commented line `marker` on, its
+    /// commented settings and tables uncommented and loaded.
+    fn uncommented_example(marker: &str) -> Config {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/corecast.toml");
         let text = std::fs::read_to_string(&path).expect("the example");
-        let from = text.find("# [[users]]").expect("a users example");
-        let uncommented: String = text[from..]
-            .lines()
-            .filter_map(|l| {
-                l.strip_prefix("# ")
-                    .filter(|l| l.starts_with(|c: char| c == '[' || c.is_ascii_lowercase()))
-            })
-            .map(|l| format!("{l}\n"))
-            .collect();
-        let cfg: Config = toml::from_str(&uncommented).expect("the example's keys exist");
-        assert_eq!(cfg.users.len(), 1);
-        assert!(cfg.users[0].permissions.as_ref().is_some_and(|p| p.allow_responses.is_some()));
-        assert_eq!(cfg.users[0].limits.max_connections, Some(100));
-        assert!(cfg.default_permissions.is_some());
-        assert_eq!(cfg.jwt.as_ref().map(|j| j.leeway_ms), Some(30_000));
-    }
-
-    /// The commented-out `[cluster]` example names real keys at their
-    /// defaults: uncommented, it loads and validates.
-    #[test]
-    fn the_example_cluster_section_loads_when_uncommented() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/corecast.toml");
-        let text = std::fs::read_to_string(&path).expect("the example");
-        let from = text.find("# [cluster]").expect("a cluster example");
+        let from = text.find(marker).expect("the example's section");
         let uncommented: String = text[from..]
             .lines()
             .filter_map(|l| {
@@ -888,7 +863,27 @@ mod tests {
             })
             .map(|l| format!("{l}\n"))
             .collect();
-        let cfg: Config = toml::from_str(&uncommented).expect("the example's keys exist");
+        toml::from_str(&uncommented).expect("the example's keys exist")
+    }
+
+    /// The commented-out security tables of `packaging/corecast.toml`
+    /// (users, default permissions, JWT keys) name real keys: uncommented,
+    /// they load.
+    #[test]
+    fn the_example_security_section_loads_when_uncommented() {
+        let cfg = uncommented_example("# [[users]]");
+        assert_eq!(cfg.users.len(), 1);
+        assert!(cfg.users[0].permissions.as_ref().is_some_and(|p| p.allow_responses.is_some()));
+        assert_eq!(cfg.users[0].limits.max_connections, Some(100));
+        assert!(cfg.default_permissions.is_some());
+        assert_eq!(cfg.jwt.as_ref().map(|j| j.leeway_ms), Some(30_000));
+    }
+
+    /// The commented-out `[cluster]` example names real keys at their
+    /// defaults: uncommented, it loads.
+    #[test]
+    fn the_example_cluster_section_loads_when_uncommented() {
+        let cfg = uncommented_example("# [cluster]");
         let cluster = cfg.cluster.clone().expect("a cluster section");
         let defaults = ClusterConfig {
             node: Some("eu-1".into()),

@@ -671,6 +671,23 @@ pub fn merge(rounds: &[ClusterRun]) -> Option<ClusterRun> {
     Some(median)
 }
 
+/// The target of a case's runs, before its system has started (no
+/// address, no pids yet).
+fn cluster_target(kind: Kind, case: &Case, timeout: Duration) -> Target {
+    Target {
+        kind,
+        addr: ([127, 0, 0, 1], 0).into(),
+        http: None,
+        pid: None,
+        timeout,
+        mode: Some("cluster".into()),
+        settings: Some(format!("{} nodes", case.nodes)),
+        settle: Duration::from_secs(1),
+        access: Access::default(),
+        others: Vec::new(),
+    }
+}
+
 /// Runs one case once on a fresh system.
 fn run_once(
     case: &Case,
@@ -691,19 +708,7 @@ fn run_once(
         node_cpu_s: Vec::new(),
         redis_cpu_s: None,
         backplane: None,
-        result: Target {
-            kind,
-            addr: ([127, 0, 0, 1], 0).into(),
-            http: None,
-            pid: None,
-            timeout,
-            mode: Some("cluster".into()),
-            settings: Some(format!("{} nodes", case.nodes)),
-            settle: Duration::from_secs(1),
-            access: Access::default(),
-            others: Vec::new(),
-        }
-        .result(
+        result: cluster_target(kind, case, timeout).result(
             if case.shape == Shape::Fanout { "fanout" } else { "pairs" },
             case.name(),
             case.spec(&[]).params(),
@@ -718,16 +723,10 @@ fn run_once(
     };
     let addrs: Vec<SocketAddr> = system.nodes.iter().map(|s| s.addr).collect();
     let target = Target {
-        kind,
         addr: addrs[0],
         http: system.nodes[0].http,
-        pid: None,
-        timeout,
-        mode: Some("cluster".into()),
-        settings: Some(format!("{} nodes", case.nodes)),
-        settle: Duration::from_secs(1),
-        access: Access::default(),
         others: system.pids(),
+        ..cluster_target(kind, case, timeout)
     };
     let mut notes = Vec::new();
     let before = (kind == Kind::Corecast).then(|| Counters::read(&system, &mut notes));
