@@ -73,10 +73,10 @@ pub(crate) struct Round {
 /// The bridge.
 #[derive(Debug)]
 pub(crate) struct Bridge {
-    pub cfg: ClusterConfig,
-    pub me: Me,
-    pub names: Names,
-    pub counters: Arc<ClusterCounters>,
+    cfg: ClusterConfig,
+    me: Me,
+    names: Names,
+    counters: Arc<ClusterCounters>,
     /// This node's interest, by core.
     local: Interest,
     /// This node's interest sequence: one more per change of `local`'s
@@ -85,9 +85,9 @@ pub(crate) struct Bridge {
     /// Snapshot fields changed since the last round.
     changes: HashMap<String, u32>,
     rewrite: bool,
-    pub peers: Peers,
+    peers: Peers,
     /// Records for the cores.
-    pub cores: Outbound,
+    cores: Outbound,
     core_count: usize,
     connected: bool,
     ready: VecDeque<Ready>,
@@ -98,9 +98,9 @@ pub(crate) struct Bridge {
     /// Core receivers waiting for the window to open (`hold`).
     held: Vec<Waker>,
     /// Wakes the sender: something is ready.
-    pub sender: Option<Waker>,
+    sender: Option<Waker>,
     /// Wakes the loader: a peer's snapshot must be read.
-    pub loader: Option<Waker>,
+    loader: Option<Waker>,
     /// When the node last lost Redis (or started without it).
     down_since: Option<Instant>,
     /// The run of another process using this node's name, once warned of.
@@ -147,8 +147,61 @@ impl Bridge {
         }
     }
 
-    pub(crate) fn core_count(&self) -> usize {
-        self.core_count
+    pub(crate) fn cfg(&self) -> &ClusterConfig {
+        &self.cfg
+    }
+
+    pub(crate) fn me(&self) -> &Me {
+        &self.me
+    }
+
+    pub(crate) fn names(&self) -> &Names {
+        &self.names
+    }
+
+    pub(crate) fn counters(&self) -> &Arc<ClusterCounters> {
+        &self.counters
+    }
+
+    /// Gives the staging for core `core` its link.
+    pub(crate) fn connect_core(&mut self, core: usize, link: crate::mesh::link::LinkTx) {
+        self.cores.connect(core, link);
+    }
+
+    /// Lets the forwarders to the cores finish once their staging is sent.
+    pub(crate) fn close_cores(&mut self) {
+        self.cores.close();
+    }
+
+    /// For the forwarder of core `core` ([`Outbound::poll_forward`]).
+    pub(crate) fn poll_forward(
+        &mut self,
+        core: usize,
+        cx: &std::task::Context<'_>,
+    ) -> std::task::Poll<crate::mesh::staging::Forwarded> {
+        self.cores.poll_forward(core, cx)
+    }
+
+    /// Whether every core's staging has room; if not, `waker` is woken
+    /// when a batch leaves.
+    pub(crate) fn cores_have_room(&mut self, waker: &Waker) -> bool {
+        let mut all = crate::mesh::coreset::CoreSet::default();
+        (0..self.core_count).for_each(|c| all.insert(c));
+        if self.cores.has_room(&all) {
+            return true;
+        }
+        self.cores.wait_for_room(waker);
+        false
+    }
+
+    /// The sender waits for the next round.
+    pub(crate) fn park_sender(&mut self, waker: &Waker) {
+        self.sender = Some(waker.clone());
+    }
+
+    /// The loader waits for a peer to read.
+    pub(crate) fn park_loader(&mut self, waker: &Waker) {
+        self.loader = Some(waker.clone());
     }
 
     pub(crate) fn is_connected(&self) -> bool {

@@ -31,7 +31,6 @@ use super::{
 use crate::{
     config::Config,
     mesh::{
-        coreset::CoreSet,
         link::{CoreLinks, LinkRx},
         record::Record,
         staging::Forwarded,
@@ -73,7 +72,7 @@ fn incarnation() -> u64 {
 }
 
 async fn run(bridge: Bridge, links: CoreLinks) {
-    tracing::info!(node = %bridge.me.name, redis = %bridge.cfg.redis, "cluster bridge starting");
+    tracing::info!(node = %bridge.me().name, redis = %bridge.cfg().redis, "cluster bridge starting");
     let shared = Rc::new(Shared {
         bridge: RefCell::new(bridge),
         redis: RefCell::new(None),
@@ -81,7 +80,7 @@ async fn run(bridge: Bridge, links: CoreLinks) {
     });
     let cores: Vec<usize> = links.to.iter().map(|(core, _)| *core).collect();
     for (core, tx) in links.to {
-        shared.bridge.borrow_mut().cores.connect(core, tx);
+        shared.bridge.borrow_mut().connect_core(core, tx);
     }
     let forwarders: Vec<_> =
         cores.iter().map(|&c| tokio::task::spawn_local(forward(Rc::clone(&shared), c))).collect();
@@ -104,7 +103,7 @@ async fn run(bridge: Bridge, links: CoreLinks) {
     for r in receivers {
         let _ = r.await;
     }
-    shared.bridge.borrow_mut().cores.close();
+    shared.bridge.borrow_mut().close_cores();
     for f in forwarders {
         let _ = f.await;
     }
@@ -125,8 +124,8 @@ async fn say_bye(shared: &Shared) {
         let b = shared.bridge.borrow();
         let mut body = Vec::new();
         Announce::Bye(b.presence()).encode(&mut body);
-        let timeout = Duration::from_millis(b.cfg.command_timeout_ms);
-        (body, b.names.clone(), b.me.name.clone(), b.cfg.ttl_ms, timeout)
+        let timeout = Duration::from_millis(b.cfg().command_timeout_ms);
+        (body, b.names().clone(), b.me().name.clone(), b.cfg().ttl_ms, timeout)
     };
     let round = shared.bridge.borrow_mut().next_round();
     if let Some(round) = round {
@@ -159,12 +158,12 @@ async fn wait_for_window(shared: &Shared) {
     let mut counted = false;
     poll_fn(|cx| {
         let mut bridge = shared.bridge.borrow_mut();
-        if bridge.cfg.backpressure != super::Backpressure::Hold || !bridge.window_full() {
+        if bridge.cfg().backpressure != super::Backpressure::Hold || !bridge.window_full() {
             return Poll::Ready(());
         }
         if !counted {
             counted = true;
-            crate::counters::CoreCounters::add(&bridge.counters.holds, 1);
+            crate::counters::CoreCounters::add(&bridge.counters().holds, 1);
         }
         bridge.hold(cx.waker());
         Poll::Pending
@@ -175,7 +174,7 @@ async fn wait_for_window(shared: &Shared) {
 /// Hands what is staged for core `core` to its link.
 async fn forward(shared: Rc<Shared>, core: usize) {
     poll_fn(|cx| loop {
-        match shared.bridge.borrow_mut().cores.poll_forward(core, cx) {
+        match shared.bridge.borrow_mut().poll_forward(core, cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Forwarded::Batch) => continue,
             Poll::Ready(Forwarded::Done | Forwarded::PeerGone) => return Poll::Ready(()),
@@ -190,11 +189,11 @@ async fn forward(shared: Rc<Shared>, core: usize) {
 async fn supervise(shared: Rc<Shared>, inbound: Inbound) {
     let (cfg, names, me) = {
         let b = shared.bridge.borrow();
-        (b.cfg.clone(), b.names.clone(), b.me.clone())
+        (b.cfg().clone(), b.names().clone(), b.me().clone())
     };
     let inbox = names.inbox(&me.name, me.incarnation);
     let control = names.control();
-    let counters = Arc::clone(&shared.bridge.borrow().counters);
+    let counters = Arc::clone(shared.bridge.borrow().counters());
     let mut backoff = cfg.reconnect_min_ms;
     let mut outage: Option<Instant> = None;
     let mut first = true;
@@ -248,7 +247,7 @@ async fn serve(
 ) -> redis::RedisResult<()> {
     let (cfg, names, me) = {
         let b = shared.bridge.borrow();
-        (b.cfg.clone(), b.names.clone(), b.me.clone())
+        (b.cfg().clone(), b.names().clone(), b.me().clone())
     };
     let timeout = Duration::from_millis(cfg.command_timeout_ms);
     let timed_out =
@@ -308,7 +307,7 @@ async fn send(shared: Rc<Shared>) {
             match b.next_round() {
                 Some(round) => Poll::Ready(round),
                 None => {
-                    b.sender = Some(cx.waker().clone());
+                    b.park_sender(cx.waker());
                     Poll::Pending
                 }
             }
@@ -318,10 +317,10 @@ async fn send(shared: Rc<Shared>) {
         let (names, node, ttl, timeout) = {
             let b = shared.bridge.borrow();
             (
-                b.names.clone(),
-                b.me.name.clone(),
-                b.cfg.ttl_ms,
-                Duration::from_millis(b.cfg.command_timeout_ms),
+                b.names().clone(),
+                b.me().name.clone(),
+                b.cfg().ttl_ms,
+                Duration::from_millis(b.cfg().command_timeout_ms),
             )
         };
         let result = match con {
@@ -350,9 +349,9 @@ async fn send(shared: Rc<Shared>) {
 /// Redis's reader never waits: it only queues.
 async fn dispatch(shared: Rc<Shared>, mut frames: tokio::sync::mpsc::Receiver<bytes::Bytes>) {
     while let Some(frame) = frames.recv().await {
-        let counters = Arc::clone(&shared.bridge.borrow().counters);
+        let counters = Arc::clone(shared.bridge.borrow().counters());
         counters.in_queue_bytes.fetch_sub(frame.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        let patience = Duration::from_millis(shared.bridge.borrow().cfg.command_timeout_ms);
+        let patience = Duration::from_millis(shared.bridge.borrow().cfg().command_timeout_ms);
         if time::timeout(patience, core_room(&shared)).await.is_err() {
             crate::counters::CoreCounters::add(&counters.in_dropped_full, 1);
             shared.bridge.borrow_mut().skip_frame(&frame, Instant::now());
@@ -371,15 +370,9 @@ async fn hear(shared: Rc<Shared>, mut announcements: tokio::sync::mpsc::Receiver
 
 /// Ready once every core's staging has room.
 async fn core_room(shared: &Shared) {
-    poll_fn(|cx| {
-        let mut b = shared.bridge.borrow_mut();
-        let mut all = CoreSet::default();
-        (0..b.core_count()).for_each(|c| all.insert(c));
-        if b.cores.has_room(&all) {
-            return Poll::Ready(());
-        }
-        b.cores.wait_for_room(cx.waker());
-        Poll::Pending
+    poll_fn(|cx| match shared.bridge.borrow_mut().cores_have_room(cx.waker()) {
+        true => Poll::Ready(()),
+        false => Poll::Pending,
     })
     .await;
 }
@@ -393,14 +386,14 @@ async fn load(shared: Rc<Shared>) {
             match next {
                 Some(next) => Poll::Ready(next),
                 None => {
-                    b.loader = Some(cx.waker().clone());
+                    b.park_loader(cx.waker());
                     Poll::Pending
                 }
             }
         })
         .await;
         let con = shared.redis.borrow().clone();
-        let timeout = Duration::from_millis(shared.bridge.borrow().cfg.command_timeout_ms);
+        let timeout = Duration::from_millis(shared.bridge.borrow().cfg().command_timeout_ms);
         let snapshot = match con {
             Some(mut con) => {
                 match time::timeout(timeout, io::read_snapshot(&mut con, &snapshot_key)).await {
@@ -423,7 +416,7 @@ const RELOAD_PAUSE: Duration = Duration::from_millis(50);
 
 /// Forgets nodes silent past the TTL, connected or not.
 async fn tick(shared: Rc<Shared>) {
-    let every = Duration::from_millis(shared.bridge.borrow().cfg.heartbeat_ms);
+    let every = Duration::from_millis(shared.bridge.borrow().cfg().heartbeat_ms);
     loop {
         time::sleep(every).await;
         shared.bridge.borrow_mut().expire(Instant::now());
