@@ -108,6 +108,8 @@ pub struct Broker {
     addrs: Vec<SocketAddr>,
     /// The TLS listeners' addresses, if the broker serves TLS.
     tls_addrs: Vec<SocketAddr>,
+    /// The web port's addresses, if the broker serves one.
+    web_addrs: Vec<SocketAddr>,
     control: Arc<Control>,
     executors: Vec<ExecutorJoinHandle<Result<(), String>>>,
     /// The cluster bridge's thread, when the node is in a cluster; it ends
@@ -152,7 +154,8 @@ impl Broker {
             (Some(loaded), Some(section)) => Some((bind(&section.listen, cfg.cores)?, loaded)),
             _ => None,
         };
-        Self::launch(cfg, auth, listeners, tls)
+        let web = cfg.web.as_ref().map(|w| bind(&w.listen, cfg.cores)).transpose()?;
+        Self::launch(cfg, auth, (listeners, web), tls)
     }
 
     /// Starts the executors, each serving its core's listeners (and TLS
@@ -160,7 +163,7 @@ impl Broker {
     fn launch(
         cfg: Arc<Config>,
         auth: Arc<Authenticator>,
-        listeners: Listeners,
+        (listeners, web): (Listeners, Option<Listeners>),
         tls: Option<(Listeners, tls::Loaded)>,
     ) -> Result<Self, BrokerError> {
         let logins = Logins::start(cfg.cores).map_err(|e| BrokerError::Executor {
@@ -191,9 +194,14 @@ impl Broker {
             Some((bound, loaded)) => (bound.addrs, bound.per_core, Some(loaded.config)),
             None => (Vec::new(), Vec::new(), None),
         };
+        let (web_addrs, mut web_per_core) = match web {
+            Some(bound) => (bound.addrs, bound.per_core),
+            None => (Vec::new(), Vec::new()),
+        };
         let mut broker = Self {
             addrs: listeners.addrs,
             tls_addrs,
+            web_addrs,
             control: Arc::clone(&control),
             executors: Vec::new(),
             bridge: None,
@@ -210,6 +218,7 @@ impl Broker {
                 } else {
                     std::mem::take(&mut tls_per_core[core])
                 },
+                web_listeners: web_per_core.get_mut(core).map(std::mem::take).unwrap_or_default(),
                 tls: tls_config.clone(),
                 links: links.next().unwrap_or_default(),
                 signal: Arc::clone(&control.signal),
@@ -279,6 +288,12 @@ impl Broker {
     /// asked), if the broker serves TLS.
     pub fn tls_addr(&self) -> Option<SocketAddr> {
         self.tls_addrs.first().copied()
+    }
+
+    /// The first address of the web port (with the real port when 0 was
+    /// asked), if the broker serves one.
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web_addrs.first().copied()
     }
 
     /// The configuration in force, with automatic values resolved (and
@@ -400,6 +415,7 @@ const FIXED: &[(&str, &str)] = &[
     ("tls.listen", "the TLS listeners are bound at start"),
     ("tls", "the TLS listeners are bound (or not) at start"),
     ("cluster", "the cluster bridge joins (or not) at start"),
+    ("web", "the web port is bound (or not) at start"),
 ];
 
 impl Control {
@@ -658,6 +674,7 @@ fn merge_reload(old: &Config, mut new: Config, start_max_connections: usize) -> 
     new.closed_connections = old.closed_connections;
     new.log_format = old.log_format;
     new.cluster.clone_from(&old.cluster);
+    new.web.clone_from(&old.web);
     (new, report)
 }
 
@@ -758,7 +775,7 @@ mod tests {
         };
         let cfg = config();
         let auth = Arc::new(crate::auth::Authenticator::new(&cfg).expect("no users"));
-        let broker = Broker::launch(cfg, auth, listeners, None).expect("starts");
+        let broker = Broker::launch(cfg, auth, (listeners, None), None).expect("starts");
         let [v4, v6] = broker.local_addrs() else { panic!("{:?}", broker.local_addrs()) };
         assert_eq!((v4.ip(), v6.ip()), (both[0].ip(), both[1].ip()));
         assert_eq!(v4.port(), v6.port());

@@ -13,6 +13,7 @@ use crate::{
     auth::{JwtConfig, Permissions, UserConfig},
     cluster::ClusterConfig,
     tls::{ClientAuth, TlsConfig},
+    web::WebConfig,
 };
 
 /// Resident memory of one idle, subscribed connection (slot, task,
@@ -127,6 +128,9 @@ pub struct Config {
     /// runs alone.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterConfig>,
+    /// The web port for WebSocket clients (`[web]`); none = no web port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub web: Option<WebConfig>,
 }
 
 /// The shape of log lines.
@@ -175,6 +179,7 @@ impl Default for Config {
             jwt: None,
             tls: None,
             cluster: None,
+            web: None,
         }
     }
 }
@@ -558,6 +563,9 @@ pub struct Args {
     /// This node's name in the cluster [default: the host name].
     #[arg(long, value_name = "NAME")]
     pub cluster_node: Option<String>,
+    /// HOST:PORT to serve WebSocket clients on (the web port).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub web: Option<ListenAddr>,
 }
 
 macro_rules! override_fields {
@@ -614,6 +622,15 @@ impl Args {
         );
         self.override_tls(&mut cfg)?;
         self.override_cluster(&mut cfg)?;
+        if let Some(listen) = &self.web {
+            match &mut cfg.web {
+                Some(web) => web.listen = listen.clone(),
+                None => {
+                    cfg.web =
+                        Some(WebConfig { listen: listen.clone(), allowed_origins: Vec::new() })
+                }
+            }
+        }
         cfg.resolve()
     }
 

@@ -131,6 +131,15 @@ counters! {
     /// Connections on the TLS port, from accept to close (handshake
     /// included).
     gauge tls_connections,
+    /// Connections on the web port, from accept to close.
+    gauge web_connections,
+    /// WebSocket sessions opened (upgrades answered with `101`).
+    counter ws_sessions,
+    /// Requests on the web port refused with an HTTP error status.
+    counter web_refusals,
+    /// WebSocket sessions the broker closed for a protocol violation
+    /// (close codes 1002, 1003, 1007, 1009).
+    counter ws_protocol_closes,
     /// Connections accepted since start.
     counter connections_accepted,
     /// Connections refused with `ERR server full`.

@@ -99,6 +99,7 @@ mod monitor;
 pub mod probe;
 mod route;
 pub mod tls;
+pub mod web;
 
 pub use crate::broker::{Reloaded, ShutdownHandle};
 pub use address::ListenAddr;

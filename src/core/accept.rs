@@ -20,7 +20,11 @@ use glommio::{
 };
 
 use super::{closed::ClosedConn, connection, shard::Shard};
-use crate::{counters::CoreCounters, tls::session::Tls};
+use crate::{
+    counters::CoreCounters,
+    tls::session::Tls,
+    web::{session::Web, upgrade::Origins},
+};
 
 /// Which port a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +33,8 @@ pub(crate) enum Port {
     Plain,
     /// TLS first.
     Tls,
+    /// The web port: an HTTP request first, then a WebSocket session.
+    Web,
 }
 
 pub(super) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, port: Port) {
@@ -55,8 +61,13 @@ async fn admit(shard: &Rc<Shard>, stream: TcpStream, port: Port) {
         Ok(peer) => peer,
         Err(_) => return,
     };
+    let web = (port == Port::Web).then(|| {
+        let origins =
+            shard.cfg().web.as_ref().map(|w| w.allowed_origins.clone()).unwrap_or_default();
+        Web::new(Origins::new(origins), shard.cfg().max_frame as usize + 4)
+    });
     let tls = match port {
-        Port::Plain => None,
+        Port::Plain | Port::Web => None,
         Port::Tls => {
             let session = shard.tls_config().map(Tls::new);
             match session {
@@ -69,9 +80,10 @@ async fn admit(shard: &Rc<Shard>, stream: TcpStream, port: Port) {
         }
     };
     let Some(key) = shard.open_slot(peer) else {
-        match tls {
-            None => refuse_full(shard, peer, stream).await,
-            Some(_) => refuse_tls(shard, peer, stream).await,
+        // Only a plain client reads a corecast ERR.
+        match port {
+            Port::Plain => refuse_full(shard, peer, stream).await,
+            Port::Tls | Port::Web => refuse_tls(shard, peer, stream).await,
         }
         return;
     };
@@ -80,7 +92,7 @@ async fn admit(shard: &Rc<Shard>, stream: TcpStream, port: Port) {
         shard.state.borrow_mut().slots[key].start_tls();
     }
     // The state borrow taken by open_slot has ended: spawning polls at once.
-    let task = connection::serve(Rc::clone(shard), stream, key, tls);
+    let task = connection::serve(Rc::clone(shard), stream, key, (tls, web));
     match shard.gate.spawn(task) {
         Ok(task) => {
             task.detach();

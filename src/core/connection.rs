@@ -46,6 +46,7 @@ use crate::{
     mesh::barrier,
     route,
     tls::session::Tls,
+    web::session::{self, Web},
 };
 
 /// Reads applied in one poll before the task yields to others.
@@ -83,6 +84,9 @@ struct Connection {
     paused: Option<Timer>,
     /// The TLS session of a connection from the TLS port.
     tls: Option<Box<Tls>>,
+    /// The HTTP request, then the WebSocket session, of a connection from
+    /// the web port.
+    web: Option<Box<Web>>,
 }
 
 /// A connection held back for a subscriber that keeps reading.
@@ -100,11 +104,14 @@ pub(crate) fn serve(
     shard: Rc<Shard>,
     stream: TcpStream,
     key: usize,
-    tls: Option<Box<Tls>>,
+    (tls, web): (Option<Box<Tls>>, Option<Box<Web>>),
 ) -> impl Future<Output = ()> {
     CoreCounters::add(&shard.counters.tasks_alive, 1);
     if tls.is_some() {
         CoreCounters::add(&shard.counters.tls_connections, 1);
+    }
+    if web.is_some() {
+        CoreCounters::add(&shard.counters.web_connections, 1);
     }
     let mut conn = Connection {
         shard,
@@ -118,6 +125,7 @@ pub(crate) fn serve(
         proof: Proof::new(),
         paused: None,
         tls,
+        web,
     };
     let run = async move { poll_fn(|cx| conn.poll(cx)).await };
     async move {
@@ -133,6 +141,9 @@ impl Drop for Connection {
         CoreCounters::sub(&self.shard.counters.tasks_alive, 1);
         if self.tls.is_some() {
             CoreCounters::sub(&self.shard.counters.tls_connections, 1);
+        }
+        if self.web.is_some() {
+            CoreCounters::sub(&self.shard.counters.web_connections, 1);
         }
     }
 }
@@ -284,6 +295,17 @@ impl Connection {
         if let Some(tls) = self.tls.as_deref_mut() {
             let mut scratch = shard.tls_scratch();
             return tls.poll_read(&mut self.stream, cx, &mut scratch, dst);
+        }
+        if let Some(web) = self.web.as_deref_mut() {
+            // The web port has no TLS: the ciphertext buffer is free for
+            // the raw WebSocket bytes.
+            let mut raw = shard.tls_scratch();
+            let was_websocket = web.is_websocket();
+            let read = web.poll_read(&mut self.stream, cx, &mut raw, dst);
+            if !was_websocket && web.is_websocket() {
+                CoreCounters::add(&shard.counters.ws_sessions, 1);
+            }
+            return read;
         }
         match Pin::new(&mut self.stream).poll_read(cx, dst) {
             Poll::Pending => Poll::Pending,
@@ -499,6 +521,9 @@ impl Connection {
         if self.tls.is_some() {
             return self.flush_tls(shard, st, cx);
         }
+        if self.web.is_some() {
+            return self.flush_web(shard, st, cx);
+        }
         self.release_notices(shard, st);
         loop {
             let State { slots, mem, .. } = &mut *st;
@@ -535,6 +560,48 @@ impl Connection {
                     self.release_notices(shard, st);
                 }
             }
+        }
+    }
+
+    /// [`Self::flush`] through the web session: its own bytes (the HTTP
+    /// answer, frame headers, control frames), then the output queue as
+    /// the payload of binary frames, with no copy.
+    fn flush_web(&mut self, shard: &Shard, st: &mut State, cx: &mut Context<'_>) -> io::Result<()> {
+        self.release_notices(shard, st);
+        loop {
+            let State { slots, mem, .. } = &mut *st;
+            let slot = &mut slots[self.key];
+            let Some(web) = self.web.as_deref_mut() else { return Ok(()) };
+            let queued = slot.out().len();
+            let write = web.next_write(queued);
+            if write.own.is_empty() && write.queue_limit == 0 {
+                if queued == 0 {
+                    slot.flushed();
+                }
+                return Ok(());
+            }
+            let mut queue = [IoSlice::new(&[]); FEW_SLICES];
+            let n = if write.queue_limit > 0 { slot.out().slices(mem, &mut queue) } else { 0 };
+            let mut parts = [IoSlice::new(&[]); FEW_SLICES + 1];
+            let k = session::cut(write.own, &queue[..n], write.queue_limit, &mut parts);
+            let sent = send_parts(&mut self.stream, cx, &parts[..k]);
+            let n = match sent {
+                Poll::Pending => {
+                    slot.write_blocked();
+                    return Ok(());
+                }
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(n)) => n,
+            };
+            let payload = web.wrote(n);
+            if payload > 0 {
+                slot.sent(mem, payload);
+            }
+            self.proof.took(&self.stream, n);
+            CoreCounters::add(&shard.counters.bytes_out, payload as u64);
+            shard.counters.histograms.write_bytes.observe(n as u64, 1);
+            self.release_notices(shard, st);
         }
     }
 
@@ -580,12 +647,7 @@ impl Connection {
     /// One `sendmsg` of `parts`; when the socket is full, arms glommio's
     /// wake-up for when it has room.
     fn send(&mut self, cx: &mut Context<'_>, parts: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
-        match send_vectored(&self.stream, parts) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                Pin::new(&mut self.stream).poll_write(cx, &parts[0])
-            }
-            other => Poll::Ready(other),
-        }
+        send_parts(&mut self.stream, cx, parts)
     }
 
     /// Queues the notices that were waiting for room or for a barrier:
@@ -610,8 +672,23 @@ impl Connection {
     /// Ends when the client has closed too and everything is out, or when
     /// the sweeper ends the drain at its deadline.
     fn drain(&mut self, shard: &Shard, st: &mut State, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(web) = self.web.as_deref_mut() {
+            if st.slots[self.key].out().is_empty() && !self.fin_sent {
+                // The session's end, before the socket's.
+                let code = match st.slots[self.key].exit() {
+                    Some(Exit::Shutdown | Exit::LameDuck) => 1001,
+                    Some(Exit::Protocol(_)) => 1008,
+                    _ => 1000,
+                };
+                web.close(code, "");
+                if self.flush_web(shard, st, cx).is_err() {
+                    return Poll::Ready(());
+                }
+            }
+        }
         let flushed = st.slots[self.key].out().is_empty()
-            && self.tls.as_deref().is_none_or(|tls| !tls.wants_write());
+            && self.tls.as_deref().is_none_or(|tls| !tls.wants_write())
+            && self.web.as_deref().is_none_or(|web| !web.wants_write());
         if let Some(tls) = self.tls.as_deref_mut().filter(|_| flushed && !self.fin_sent) {
             if !tls.close_notify_sent() {
                 // The session's end, before the socket's.
@@ -648,6 +725,21 @@ impl Connection {
         }
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+}
+
+/// Sends `parts` at once when the socket takes them; otherwise waits for
+/// it to take the first.
+fn send_parts(
+    stream: &mut TcpStream,
+    cx: &mut Context<'_>,
+    parts: &[IoSlice<'_>],
+) -> Poll<io::Result<usize>> {
+    match send_vectored(stream, parts) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            Pin::new(stream).poll_write(cx, &parts[0])
+        }
+        other => Poll::Ready(other),
     }
 }
 

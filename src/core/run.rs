@@ -36,6 +36,8 @@ pub(crate) struct CoreInit {
     pub listeners: Vec<socket2::Socket>,
     /// This core's TLS listening sockets, one per address of `[tls] listen`.
     pub tls_listeners: Vec<socket2::Socket>,
+    /// This core's web-port listening sockets.
+    pub web_listeners: Vec<socket2::Socket>,
     /// What TLS connections are served with, when the broker serves TLS.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// This core's ends of the links to and from every other core.
@@ -57,6 +59,7 @@ pub(crate) async fn run(init: CoreInit) -> Result<(), String> {
         counters,
         listeners,
         tls_listeners,
+        web_listeners,
         tls,
         links,
         signal,
@@ -76,6 +79,7 @@ pub(crate) async fn run(init: CoreInit) -> Result<(), String> {
     let ports = listeners.into_iter().map(|l| (l, Port::Plain));
     let acceptors: Vec<Task<()>> = ports
         .chain(tls_listeners.into_iter().map(|l| (l, Port::Tls)))
+        .chain(web_listeners.into_iter().map(|l| (l, Port::Web)))
         .map(|(listener, port)| {
             // SAFETY: the fd is a listening TCP socket we own; ownership moves over.
             let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };

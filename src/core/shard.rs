@@ -17,7 +17,7 @@ use super::{
     accept::Refusals,
     closed::{ClosedConn, ClosedRing},
     pressure::{Doomed, Policy, Queued},
-    slot::{self, Deadlines, Exit, Limit, Slot},
+    slot::{self, Deadlines, Exit, Limit, Slot, WebExit},
 };
 use crate::auth::{grant::Grants, Authenticator, Logins};
 use crate::{
@@ -342,6 +342,8 @@ fn count_exit(c: &CoreCounters, why: Exit) {
         return;
     }
     let counter = match why {
+        Exit::Web(WebExit::Refused(_)) => &c.web_refusals,
+        Exit::Web(WebExit::Closed(code)) if code != 1000 => &c.ws_protocol_closes,
         Exit::OutOfMemory => &c.input_budget_closes,
         Exit::Stale => &c.stale_closes,
         Exit::HandshakeTimeout => &c.handshake_timeouts,

@@ -87,6 +87,18 @@ pub(crate) enum Exit {
     Tls(TlsFailure),
     /// The credential it logged in with expired (a JWT's `exp`).
     CredentialExpired,
+    /// The web port refused its request, or its WebSocket session closed.
+    Web(WebExit),
+}
+
+/// How a web-port connection ended at the HTTP or WebSocket level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WebExit {
+    /// Its request was answered with this HTTP status and closed.
+    Refused(u16),
+    /// Its WebSocket session closed with this code (1000: the client
+    /// closed it; others: a protocol violation the broker closed it for).
+    Closed(u16),
 }
 
 impl Exit {
@@ -115,6 +127,7 @@ impl Exit {
             | Self::Panic
             | Self::Shutdown
             | Self::LameDuck
+            | Self::Web(_)
             | Self::Tls(_) => return None,
         })
     }
@@ -132,6 +145,7 @@ impl Exit {
                 | Self::Shutdown
                 | Self::LameDuck
                 | Self::Tls(TlsFailure::Abandoned)
+                | Self::Web(WebExit::Closed(1000))
         )
     }
 
@@ -153,6 +167,11 @@ impl Exit {
             Self::Panic => "connection task panicked".into(),
             Self::Tls(failure) => failure.describe().into(),
             Self::CredentialExpired => "auth: credential expired".into(),
+            Self::Web(WebExit::Refused(status)) => {
+                format!("web: request refused with HTTP {status}")
+            }
+            Self::Web(WebExit::Closed(1000)) => "websocket: client closed".into(),
+            Self::Web(WebExit::Closed(code)) => format!("websocket: closed with code {code}"),
         }
     }
 
@@ -852,6 +871,12 @@ impl Slot {
             Exit::Eof | Exit::Reset | Exit::Panic | Exit::Tls(_) => {
                 self.out.clear(mem);
                 Phase::Closed
+            }
+            // The answer or the close frame the web session holds goes out,
+            // then the socket closes; nothing of the queue follows it.
+            Exit::Web(_) => {
+                self.out.clear(mem);
+                drain(deadlines.grace_ms)
             }
             // Every message accepted before the shutdown goes out first.
             Exit::Shutdown | Exit::LameDuck if was_open => {

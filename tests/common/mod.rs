@@ -76,7 +76,7 @@ pub enum Got {
 }
 
 impl Got {
-    fn from_frame(f: ServerFrame<'_>) -> Self {
+    pub fn from_frame(f: ServerFrame<'_>) -> Self {
         match f {
             ServerFrame::Welcome(w) => Got::Welcome {
                 core_id: w.core_id,

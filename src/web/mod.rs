@@ -1,0 +1,27 @@
+//! The web port: WebSocket sessions that carry corecast frames, served by
+//! the cores. Its protocols are driven without I/O of their own: the HTTP
+//! request a connection opens with ([`upgrade`]), the WebSocket session
+//! after it ([`ws`]), and what the connection task reads and writes
+//! through ([`session`]). The design is `docs/design/web.md`.
+
+pub(crate) mod session;
+pub(crate) mod upgrade;
+pub(crate) mod ws;
+
+use serde::{Deserialize, Serialize};
+
+use crate::address::ListenAddr;
+
+/// The web port (`[web]`); none = no web port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebConfig {
+    /// `HOST:PORT` every core serves WebSocket on (`SO_REUSEPORT`). Fixed
+    /// at start.
+    pub listen: ListenAddr,
+    /// Browser origins allowed to open sessions (`https://app.example`,
+    /// or `*`); empty: pages of the same host only. Requests without an
+    /// `Origin` (not from a browser) are always allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_origins: Vec<String>,
+}

@@ -1,0 +1,228 @@
+//! What a web-port connection is at its socket: first the HTTP request,
+//! then a WebSocket session. The connection task reads through
+//! [`Web::poll_read`] and writes through [`Web::next_write`] and
+//! [`Web::wrote`], as it does through TLS.
+
+use std::{
+    io::IoSlice,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use futures_lite::AsyncRead;
+use glommio::net::TcpStream;
+
+use super::{
+    upgrade::{self, Origins, Route},
+    ws::Ws,
+};
+use crate::core::slot::{Exit, WebExit};
+
+/// The most payload one data frame carries: a large output queue goes
+/// out as several frames.
+const MAX_DATA_FRAME: usize = 1 << 20;
+
+/// A web-port connection's protocol state.
+#[derive(Debug)]
+pub(crate) struct Web {
+    state: State,
+    origins: Origins,
+    /// Largest message a client may send (its frames included).
+    max_message: usize,
+    /// Bytes to send before any more data: the HTTP response, then
+    /// WebSocket frames' headers and the session's control frames.
+    out: Vec<u8>,
+    /// Of `out`, how much went out.
+    out_sent: usize,
+    /// Payload bytes of the current data frame still to send from the
+    /// output queue; its header is in `out`.
+    frame_left: usize,
+}
+
+#[derive(Debug)]
+enum State {
+    /// The request head so far.
+    Head(Vec<u8>),
+    Ws(Box<Ws>),
+    /// Nothing more is read: why the connection ends.
+    Over(Exit),
+}
+
+/// What to send next: the session's own bytes, then (within the current
+/// frame) how many of the output queue's.
+#[derive(Debug)]
+pub(crate) struct Write<'a> {
+    pub own: &'a [u8],
+    pub queue_limit: usize,
+}
+
+impl Web {
+    pub(crate) fn new(origins: Origins, max_message: usize) -> Box<Self> {
+        Box::new(Self {
+            state: State::Head(Vec::new()),
+            origins,
+            max_message,
+            out: Vec::new(),
+            out_sent: 0,
+            frame_left: 0,
+        })
+    }
+
+    /// Whether the session is past its request head.
+    pub(crate) fn is_websocket(&self) -> bool {
+        matches!(self.state, State::Ws(_))
+    }
+
+    /// Reads what the socket has and hands the corecast bytes it carried
+    /// to `dst`: `Ok(n)` (0 when the session has only an answer of its own
+    /// to send), or why the connection ends.
+    pub(crate) fn poll_read(
+        &mut self,
+        stream: &mut TcpStream,
+        cx: &mut Context<'_>,
+        raw: &mut [u8],
+        dst: &mut [u8],
+    ) -> Poll<Result<usize, Exit>> {
+        loop {
+            match &mut self.state {
+                State::Over(why) => return Poll::Ready(Err(*why)),
+                State::Ws(ws) if ws.has_pending() => return Poll::Ready(Ok(ws.take(dst))),
+                State::Ws(ws) => {
+                    if let Some(closing) = ws.closed() {
+                        let why = Exit::Web(WebExit::Closed(closing.code));
+                        self.state = State::Over(why);
+                        continue;
+                    }
+                }
+                State::Head(_) => {}
+            }
+            let n = match Pin::new(&mut *stream).poll_read(cx, raw) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(Exit::Eof)),
+                Poll::Ready(Err(_)) => return Poll::Ready(Err(Exit::Reset)),
+                Poll::Ready(Ok(n)) => n,
+            };
+            let before = self.out.len();
+            self.take_in(&raw[..n]);
+            if self.out.len() > before && !matches!(&self.state, State::Ws(ws) if ws.has_pending())
+            {
+                // An answer to send (the `101`, a pong, a close) before
+                // the client says more: no input, but a flush.
+                return Poll::Ready(Ok(0));
+            }
+        }
+    }
+
+    /// Bytes from the socket, into the request head or the session.
+    fn take_in(&mut self, raw: &[u8]) {
+        match &mut self.state {
+            State::Head(head) => {
+                head.extend_from_slice(raw);
+                let Some((used, route)) = upgrade::route(head, &self.origins) else { return };
+                let rest = head.split_off(used.min(head.len()));
+                self.answer(route, &rest);
+            }
+            State::Ws(ws) => {
+                ws.feed(raw);
+                self.out.append(ws.control());
+            }
+            State::Over(_) => {}
+        }
+    }
+
+    fn answer(&mut self, route: Route, rest: &[u8]) {
+        match route {
+            Route::WebSocket { response } => {
+                self.out.extend_from_slice(&response);
+                let mut ws = Box::new(Ws::new(self.max_message));
+                if !rest.is_empty() {
+                    ws.feed(rest);
+                    self.out.append(ws.control());
+                }
+                self.state = State::Ws(ws);
+            }
+            Route::Refused { status, response, .. } => {
+                self.out.extend_from_slice(&response);
+                self.state = State::Over(Exit::Web(WebExit::Refused(status.as_u16())));
+            }
+        }
+    }
+
+    /// Ends the session from this side (shutdown, a protocol error of the
+    /// corecast frames): a close frame with `code` goes out after the
+    /// current frame.
+    pub(crate) fn close(&mut self, code: u16, reason: &str) {
+        if let State::Ws(ws) = &mut self.state {
+            ws.fail(code.into(), reason);
+            self.out.append(ws.control());
+        }
+    }
+
+    /// What to send now, given `queued` bytes in the output queue: the
+    /// session's own bytes, then up to `queue_limit` of the queue. A new
+    /// data frame starts only when the last is out and nothing of the
+    /// session's waits.
+    pub(crate) fn next_write(&mut self, queued: usize) -> Write<'_> {
+        let own_left = self.out.len() - self.out_sent;
+        let open = matches!(&self.state, State::Ws(ws) if ws.closed().is_none());
+        if self.frame_left == 0 && own_left == 0 && queued > 0 && open {
+            let len = queued.min(MAX_DATA_FRAME);
+            self.out.clear();
+            self.out_sent = 0;
+            Ws::frame_header(len, &mut self.out);
+            self.frame_left = len;
+        }
+        let own = &self.out[self.out_sent..];
+        // The queue's bytes follow only this frame's header, never the
+        // response or a control frame left over.
+        let queue_limit = if self.frame_left > 0 { self.frame_left } else { 0 };
+        Write { own, queue_limit }
+    }
+
+    /// `n` bytes of the last [`Self::next_write`] went out; returns how
+    /// many of them were the queue's.
+    pub(crate) fn wrote(&mut self, n: usize) -> usize {
+        let own = (self.out.len() - self.out_sent).min(n);
+        self.out_sent += own;
+        if self.out_sent == self.out.len() {
+            self.out.clear();
+            self.out_sent = 0;
+        }
+        let queue = (n - own).min(self.frame_left);
+        self.frame_left -= queue;
+        queue
+    }
+
+    /// Whether bytes of the session wait to go out (a response, a close
+    /// frame, the rest of a data frame).
+    pub(crate) fn wants_write(&self) -> bool {
+        self.out_sent < self.out.len() || self.frame_left > 0
+    }
+}
+
+/// The slices of one write into `out`: the session's bytes, then the
+/// queue's slices cut to `limit` bytes; returns how many.
+pub(crate) fn cut<'b>(
+    own: &'b [u8],
+    queue: &'b [IoSlice<'_>],
+    limit: usize,
+    out: &mut [IoSlice<'b>],
+) -> usize {
+    let mut n = 0;
+    if !own.is_empty() {
+        out[n] = IoSlice::new(own);
+        n += 1;
+    }
+    let mut left = limit;
+    for slice in queue {
+        if left == 0 || n == out.len() {
+            break;
+        }
+        let bytes: &'b [u8] = slice;
+        let take = bytes.len().min(left);
+        out[n] = IoSlice::new(&bytes[..take]);
+        n += 1;
+        left -= take;
+    }
+    n
+}
