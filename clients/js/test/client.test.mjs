@@ -51,7 +51,15 @@ function fake({ autoWelcome = true, v11 = true, maxFrame = 1048576, onHello } = 
 }
 
 test('needs a WebSocket constructor', async () => {
-  await assert.rejects(connect('ws://x/', { WebSocket: null }), /WebSocket/);
+  await assert.rejects(connect('ws://x/', { WebSocket: 42 }), /WebSocket/);
+  const saved = Object.getOwnPropertyDescriptor(globalThis, 'WebSocket');
+  if (saved && !saved.configurable) return;
+  delete globalThis.WebSocket;
+  try {
+    await assert.rejects(connect('ws://x/'), /--experimental-websocket/);
+  } finally {
+    if (saved) Object.defineProperty(globalThis, 'WebSocket', saved);
+  }
 });
 
 test('HELLO: name, 1.1, typed credential; connect resolves on WELCOME', async () => {
