@@ -9,7 +9,9 @@ import {
   connect, BufferFullError, NoRespondersError, TimeoutError, InvalidTopicError, FrameTooLargeError,
   ServerError, encodeFrame, ClosedError,
 } from '../index.js';
-import { setup, freePort } from './support/broker.mjs';
+import { setup, freePort, startBroker } from './support/broker.mjs';
+import { startBridge } from './support/ws-bridge.mjs';
+import { AuthError } from '../index.js';
 
 const hasWebSocket = typeof globalThis.WebSocket === 'function';
 const skip = hasWebSocket ? false : 'needs a global WebSocket: run node with --experimental-websocket';
@@ -282,6 +284,31 @@ describe('against a real broker', { skip }, () => {
       assert.equal(c.state, 'closed');
       assert.throws(() => c.publish('x', 'y'), ClosedError);
       await env.startAgain();
+    });
+  });
+
+  describe('a broker with a shared token (local broker only)', { skip: process.env.CORECAST_WS_URL ? 'CORECAST_WS_URL is set' : false }, () => {
+    test('the right token connects; a wrong one is refused with AuthError, without reconnecting', async () => {
+      const port = await freePort();
+      const broker = await startBroker({ port, args: ['--auth-token', 's3cret'] });
+      let attempts = 0;
+      const bridge = await startBridge({ target: () => { attempts++; return { host: '127.0.0.1', port }; } });
+      try {
+        const ok = await connect(bridge.url, { token: 's3cret' });
+        await ok.flush();
+        await ok.close();
+        const before = attempts;
+        await assert.rejects(connect(bridge.url, { token: 'wrong', reconnect: { minDelay: 10, maxDelay: 20 } }), (e) => {
+          assert.ok(e instanceof AuthError, String(e));
+          assert.equal(e.code, 7);
+          return true;
+        });
+        await sleep(200);
+        assert.equal(attempts - before, 1, 'no second attempt');
+      } finally {
+        await bridge.close();
+        await broker.stop();
+      }
     });
   });
 });
