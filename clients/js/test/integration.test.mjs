@@ -1,6 +1,6 @@
-// Integration tests against a real corecast broker: through the test-only
-// WebSocket bridge (test/support/ws-bridge.mjs) in front of a broker
-// started here, or directly at CORECAST_WS_URL when that is set.
+// Integration tests against a real corecast broker, over its own WebSocket
+// port: a broker started here with `--web` on a free loopback port, or the
+// one at CORECAST_WS_URL when that is set.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -9,8 +9,8 @@ import {
   connect, BufferFullError, NoRespondersError, TimeoutError, InvalidTopicError, FrameTooLargeError,
   ServerError, encodeFrame, ClosedError,
 } from '../index.js';
-import { setup, freePort, startBroker } from './support/broker.mjs';
-import { startBridge } from './support/ws-bridge.mjs';
+import { setup, freePort, freePorts, startBroker } from './support/broker.mjs';
+import { chunkedWebSocket, countingWebSocket } from './support/chunked-websocket.mjs';
 import { AuthError } from '../index.js';
 
 const hasWebSocket = typeof globalThis.WebSocket === 'function';
@@ -186,20 +186,25 @@ describe('against a real broker', { skip }, () => {
     assert.equal(c.state, 'open');
   });
 
-  test('messages split across WebSocket messages decode (bridge cuts every 7 bytes)', { skip: !!process.env.CORECAST_WS_URL }, async () => {
-    const { startBridge } = await import('./support/ws-bridge.mjs');
-    const bridge = await startBridge({ target: { host: '127.0.0.1', port: env.port }, maxMessage: 7 });
+  test('frames cut into WebSocket messages of at most 7 bytes are put back together by the broker', async () => {
+    const { WebSocket: Chunked, stats } = chunkedWebSocket(7);
+    const c = await connect(env.url, { WebSocket: Chunked }); // HELLO too goes out in pieces
     try {
-      const c = await connect(bridge.url);
       const { got } = collect(c, 'split.t');
       await c.flush();
-      for (let i = 0; i < 20; i++) c.publish('split.t', 'x'.repeat(i * 13), { headers: i % 2 ? { i: String(i) } : undefined });
+      const sizes = Array.from({ length: 20 }, (_, i) => i * 13);
+      for (const [i, n] of sizes.entries()) c.publish('split.t', 'x'.repeat(n), { headers: i % 2 ? { i: String(i) } : undefined });
       await c.flush();
       await until(() => got.length === 20, 5000, '20 messages');
-      assert.deepEqual(got.map((m) => m.payload.length), Array.from({ length: 20 }, (_, i) => i * 13));
-      await c.close();
+      assert.deepEqual(got.map((m) => m.payload.length), sizes);
+      assert.deepEqual(got.map((m) => m.headers?.get('i')?.[0] ?? null), sizes.map((_, i) => (i % 2 ? String(i) : null)));
+      assert.ok(stats.pieces > stats.messages * 2, `frames were cut (${stats.messages} frames in ${stats.pieces} messages)`);
+      // The session is still a normal one: a request and its reply.
+      c.subscribe('split.svc', (m) => m.respond(`re: ${m.text()}`));
+      await c.flush();
+      assert.equal((await c.request('split.svc', 'q'.repeat(50))).text(), `re: ${'q'.repeat(50)}`);
     } finally {
-      await bridge.close();
+      await c.close();
     }
   });
 
@@ -289,24 +294,21 @@ describe('against a real broker', { skip }, () => {
 
   describe('a broker with a shared token (local broker only)', { skip: process.env.CORECAST_WS_URL ? 'CORECAST_WS_URL is set' : false }, () => {
     test('the right token connects; a wrong one is refused with AuthError, without reconnecting', async () => {
-      const port = await freePort();
-      const broker = await startBroker({ port, args: ['--auth-token', 's3cret'] });
-      let attempts = 0;
-      const bridge = await startBridge({ target: () => { attempts++; return { host: '127.0.0.1', port }; } });
+      const broker = await startBroker({ ...(await freePorts()), args: ['--auth-token', 's3cret'] });
+      const { WebSocket: Counting, stats } = countingWebSocket();
       try {
-        const ok = await connect(bridge.url, { token: 's3cret' });
+        const ok = await connect(broker.url, { token: 's3cret', WebSocket: Counting });
         await ok.flush();
         await ok.close();
-        const before = attempts;
-        await assert.rejects(connect(bridge.url, { token: 'wrong', reconnect: { minDelay: 10, maxDelay: 20 } }), (e) => {
+        const before = stats.opened;
+        await assert.rejects(connect(broker.url, { token: 'wrong', WebSocket: Counting, reconnect: { minDelay: 10, maxDelay: 20 } }), (e) => {
           assert.ok(e instanceof AuthError, String(e));
           assert.equal(e.code, 7);
           return true;
         });
         await sleep(200);
-        assert.equal(attempts - before, 1, 'no second attempt');
+        assert.equal(stats.opened - before, 1, 'no second attempt');
       } finally {
-        await bridge.close();
         await broker.stop();
       }
     });

@@ -1,12 +1,11 @@
 // Starts and stops a real corecast broker (the workspace binary) for the
-// integration tests, and gives the URL to connect to: CORECAST_WS_URL when
-// set (a broker with its own WebSocket listener), else a ws-bridge in front
-// of a broker started here.
+// integration tests, with its WebSocket port (`--web`) on a free loopback
+// port, and gives the URL to connect to: CORECAST_WS_URL when set (a broker
+// started elsewhere), else ws://127.0.0.1:PORT/ of the broker started here.
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { startBridge } from './ws-bridge.mjs';
 
 const repoRoot = fileURLToPath(new URL('../../../../', import.meta.url));
 
@@ -27,12 +26,18 @@ export function freePort() {
   });
 }
 
-/** Starts the broker on 127.0.0.1:port and resolves once it listens. */
-export function startBroker({ port, args = [] }) {
+/**
+ * Starts the broker with its TCP port on 127.0.0.1:port and its WebSocket
+ * port on 127.0.0.1:webPort, and resolves once it listens (the web port is
+ * bound before the broker logs `corecast listening`). Resolves to
+ * { proc, port, webPort, url, stop() }.
+ */
+export function startBroker({ port, webPort, args = [] }) {
   const bin = brokerBinary();
   if (!existsSync(bin)) throw new Error(`no broker binary at ${bin}: run cargo build -p corecast (or set CORECAST_BIN)`);
   const proc = spawn(bin, [
-    '--listen', `127.0.0.1:${port}`, '--http', 'off', '--cores', '2', '--shutdown-grace', '300ms', '--log-level', 'info', ...args,
+    '--listen', `127.0.0.1:${port}`, '--web', `127.0.0.1:${webPort}`, '--http', 'off', '--cores', '2',
+    '--shutdown-grace', '300ms', '--log-level', 'info', ...args,
   ], { stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
   return new Promise((resolve, reject) => {
@@ -52,6 +57,8 @@ export function startBroker({ port, args = [] }) {
         resolve({
           proc,
           port,
+          webPort,
+          url: `ws://127.0.0.1:${webPort}/`,
           stop: () => stopProcess(proc),
         });
       }
@@ -63,6 +70,14 @@ export function startBroker({ port, args = [] }) {
       reject(new Error(`broker exited with ${code}:\n${log}`));
     });
   });
+}
+
+/** Two distinct free ports: the TCP port and the web port. */
+export async function freePorts() {
+  const port = await freePort();
+  let webPort;
+  do webPort = await freePort(); while (webPort === port);
+  return { port, webPort };
 }
 
 function stopProcess(proc) {
@@ -79,30 +94,28 @@ function stopProcess(proc) {
 
 /**
  * The environment of an integration test file: `url` to connect to,
- * `restart()` (local broker only) and `stop()`.
+ * `stopBroker()` / `startAgain()` (local broker only) and `stop()`.
  */
-export async function setup({ maxMessage = 0 } = {}) {
+export async function setup() {
   if (process.env.CORECAST_WS_URL) {
-    return { url: process.env.CORECAST_WS_URL, external: true, restart: null, stopBroker: null, startAgain: null, stop: async () => {} };
+    return { url: process.env.CORECAST_WS_URL, external: true, stopBroker: null, startAgain: null, stop: async () => {} };
   }
-  const port = await freePort();
-  let broker = await startBroker({ port });
-  const bridge = await startBridge({ target: { host: '127.0.0.1', port }, maxMessage });
+  const { port, webPort } = await freePorts();
+  let broker = await startBroker({ port, webPort });
   return {
-    url: bridge.url,
+    url: broker.url,
     external: false,
-    bridge,
     port,
+    webPort,
     /** Stops the broker (SIGTERM: GOAWAY to every client). */
     async stopBroker() {
       await broker.stop();
     },
-    /** Starts it again on the same port. */
+    /** Starts it again on the same ports. */
     async startAgain() {
-      broker = await startBroker({ port });
+      broker = await startBroker({ port, webPort });
     },
     async stop() {
-      await bridge.close();
       await broker.stop();
     },
   };
