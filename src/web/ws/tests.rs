@@ -111,3 +111,12 @@ fn frame_headers_cover_every_length_form() {
     assert_eq!(out[..2], [0x82, 127]);
     assert_eq!(out.len(), 10);
 }
+
+#[test]
+fn a_close_reason_that_is_not_utf8_closes_with_1007() {
+    let mut ws = Ws::new(1 << 20);
+    let mut payload = 1000u16.to_be_bytes().to_vec();
+    payload.extend_from_slice(&[0xff, 0xfe]);
+    ws.feed(&client_frame(0x88, &payload));
+    assert_eq!(close_code(ws.control()), Some(1007));
+}
