@@ -256,8 +256,10 @@ export class Client {
       this._timers.connect = null;
       this._lose(new TimeoutError(`no WELCOME from ${url} within ${this.options.connectTimeout} ms`));
     }, this.options.connectTimeout);
+    let opened = false;
     ws.onopen = () => {
       if (ws !== this.ws) return;
+      opened = true;
       const v11 = !this._v1Only;
       const hello = encodeFrame({
         type: 'HELLO', version: 1, name: this.options.name, token: this._token,
@@ -272,6 +274,21 @@ export class Client {
     ws.onerror = (ev) => {
       if (ws !== this.ws) return;
       this._lastError = ev?.error ?? new ConnectionError(ev?.message || `WebSocket error on ${url}`);
+      if (opened) return; // the close event follows
+      // The connection failed before opening (refused, unreachable, a
+      // handshake refused). Browsers fire close right after error, but
+      // Node 20's WebSocket fires error alone and stays CONNECTING: act now,
+      // not when connectTimeout runs out; a close event that follows is
+      // ignored.
+      this.ws = null;
+      ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
+      try {
+        ws.close();
+      } catch {
+        // already closed
+      }
+      const why = this._lastError.message ?? String(this._lastError);
+      this._afterLoss(new ConnectionError(`cannot connect to ${url}: ${why}`, { cause: this._lastError }));
     };
     ws.onclose = (ev) => {
       if (ws !== this.ws) return;

@@ -11,7 +11,12 @@ import {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** A fake WebSocket class; `sockets` lists every instance in order. */
-function fake({ autoWelcome = true, v11 = true, maxFrame = 1048576, onHello } = {}) {
+/**
+ * `refuse(n)`: for the nth socket (from 0), how its connection fails:
+ * 'error' (error alone, still CONNECTING, as Node 20's WebSocket does),
+ * 'error+close' (as browsers do), or false (it opens).
+ */
+function fake({ autoWelcome = true, v11 = true, maxFrame = 1048576, onHello, refuse = () => false } = {}) {
   const sockets = [];
   class FakeWS {
     constructor(url) {
@@ -21,6 +26,15 @@ function fake({ autoWelcome = true, v11 = true, maxFrame = 1048576, onHello } = 
       this.frames = [];
       this.decoder = new Decoder({ direction: 'client', maxFrame: 0xffffffff });
       sockets.push(this);
+      const how = refuse(sockets.length - 1);
+      if (how) {
+        setTimeout(() => {
+          if (how === 'error+close') this.readyState = 3;
+          this.onerror?.({ message: 'connection refused' });
+          if (how === 'error+close') this.onclose?.({ code: 1006 });
+        }, 0);
+        return;
+      }
       setTimeout(() => { this.readyState = 1; this.onopen?.({}); }, 0);
     }
     send(data) {
@@ -249,6 +263,29 @@ test('NO_RESPONDERS fails the matching request only', async () => {
   ws.serverSend({ type: 'MSG', sid: inbox.sid, topic: pubs[1].reply_to, reply_to: '', payload: new TextEncoder().encode('ok') });
   assert.equal((await r2).text(), 'ok');
   await c.close();
+});
+
+test('a connection that fails before opening is retried at once, with or without a close event after the error', async () => {
+  for (const how of ['error', 'error+close']) {
+    const f = fake({ refuse: (n) => (n >= 1 && n <= 3 ? how : false) });
+    const c = await connect('ws://fake/', { WebSocket: f.WebSocket, connectTimeout: 60000, reconnect: { minDelay: 1, maxDelay: 4 } });
+    const attempts = [];
+    c.on('reconnecting', (r) => attempts.push(r));
+    const back = new Promise((resolve) => c.on('reconnect', resolve));
+    f.sockets[0].serverClose(1006);
+    const t0 = Date.now();
+    await back;
+    assert.ok(Date.now() - t0 < 2000, `${how}: reconnected without waiting for connectTimeout`);
+    assert.equal(f.sockets.length, 5, how);
+    assert.deepEqual(attempts.map((r) => r.attempt), [1, 2, 3, 4], `${how}: one attempt per failure`);
+    assert.match(attempts[1].error.message, /cannot connect to ws:\/\/fake\/: connection refused/);
+    await c.close();
+  }
+  // The first connection: connect rejects at once.
+  const f = fake({ refuse: () => 'error' });
+  const t0 = Date.now();
+  await assert.rejects(connect('ws://fake/', { WebSocket: f.WebSocket, connectTimeout: 60000 }), /cannot connect/);
+  assert.ok(Date.now() - t0 < 2000);
 });
 
 test('backoff: doubles from minDelay, capped at maxDelay, jittered in the upper half', () => {
