@@ -736,7 +736,8 @@ fn log_limits(cfg: &Config, addrs: &[SocketAddr]) {
         pending_budget_per_core = cfg.pending_budget,
         "corecast listening; memory can reach at most {} MiB: {} MiB for {} connections at {} KiB \
          each, {} MiB of TLS state, {} MiB of pending budget ({} MiB per core), {} MiB of \
-         cross-core queues, {} MiB of closed-connection records, {} MiB for the cluster bridge",
+         cross-core queues, {} MiB of closed-connection records, {} MiB of WebSocket sessions, \
+         {} MiB for the cluster bridge",
         bound.total().div_ceil(MIB),
         bound.connections.div_ceil(MIB),
         cfg.max_connections * cfg.cores,
@@ -746,6 +747,7 @@ fn log_limits(cfg: &Config, addrs: &[SocketAddr]) {
         (cfg.pending_budget as u64).div_ceil(MIB),
         bound.cross_core.div_ceil(MIB),
         bound.closed_records.div_ceil(MIB),
+        bound.web.div_ceil(MIB),
         bound.cluster.div_ceil(MIB),
     );
 }

@@ -326,7 +326,12 @@ impl Config {
             cross_core: cores.saturating_sub(1) * per_peer,
             closed_records: self.closed_connections.div_ceil(self.cores.max(1)) as u64
                 * CLOSED_RECORD,
+            web: 0,
             cluster: 0,
+        };
+        let web = match self.web {
+            Some(_) => self.max_connections as u64 * crate::web::ws::SESSION_OVERHEAD as u64,
+            None => 0,
         };
         let cluster = self
             .cluster
@@ -338,6 +343,7 @@ impl Config {
             pending_budget: per_core.pending_budget * cores,
             cross_core: per_core.cross_core * cores,
             closed_records: per_core.closed_records * cores,
+            web: web * cores,
             cluster,
         }
     }
@@ -370,6 +376,9 @@ pub struct MemoryBound {
     pub cross_core: u64,
     /// The record of closed connections full.
     pub closed_records: u64,
+    /// With a web port, every slot taken by a WebSocket session at
+    /// `web::ws::SESSION_OVERHEAD` each.
+    pub web: u64,
     /// In a cluster: the links between the cores and the bridge full, the
     /// bridge's staging for every core, and its windows to and from Redis
     /// (`out_window`, which holds the frames being filled, and
@@ -385,6 +394,7 @@ impl MemoryBound {
             + self.pending_budget
             + self.cross_core
             + self.closed_records
+            + self.web
             + self.cluster
     }
 }
@@ -765,6 +775,21 @@ mod tests {
         let bound = cfg.max_memory();
         assert!(bound.cluster > windows, "{bound:?}");
         assert_eq!(bound.total() - bound.cluster, plain.max_memory().total());
+    }
+
+    /// With a web port, the bound counts a WebSocket session per slot.
+    #[test]
+    fn the_memory_bound_counts_websocket_sessions() {
+        let plain = Config::default().resolve().expect("valid");
+        let web = crate::web::WebConfig {
+            listen: "127.0.0.1:0".parse().expect("an address"),
+            allowed_origins: vec![],
+        };
+        let cfg = Config { web: Some(web), ..plain.clone() };
+        let bound = cfg.max_memory();
+        let slots = (cfg.max_connections * cfg.cores) as u64;
+        assert_eq!(bound.web, slots * crate::web::ws::SESSION_OVERHEAD as u64);
+        assert_eq!(bound.total() - bound.web, plain.max_memory().total());
     }
 
     #[test]

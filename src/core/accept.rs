@@ -64,7 +64,7 @@ async fn admit(shard: &Rc<Shard>, stream: TcpStream, port: Port) {
     let web = (port == Port::Web).then(|| {
         let origins =
             shard.cfg().web.as_ref().map(|w| w.allowed_origins.clone()).unwrap_or_default();
-        Web::new(Origins::new(origins), shard.cfg().max_frame as usize + 4)
+        Web::new(Origins::new(origins))
     });
     let tls = match port {
         Port::Plain | Port::Web => None,

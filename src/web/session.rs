@@ -14,7 +14,7 @@ use glommio::net::TcpStream;
 
 use super::{
     upgrade::{self, Origins, Route},
-    ws::Ws,
+    ws::{Ws, MAX_MESSAGE},
 };
 use crate::core::slot::{Exit, WebExit};
 
@@ -27,8 +27,6 @@ const MAX_DATA_FRAME: usize = 1 << 20;
 pub(crate) struct Web {
     state: State,
     origins: Origins,
-    /// Largest message a client may send (its frames included).
-    max_message: usize,
     /// Bytes to send before any more data: the HTTP response, then
     /// WebSocket frames' headers and the session's control frames.
     out: Vec<u8>,
@@ -57,11 +55,10 @@ pub(crate) struct Write<'a> {
 }
 
 impl Web {
-    pub(crate) fn new(origins: Origins, max_message: usize) -> Box<Self> {
+    pub(crate) fn new(origins: Origins) -> Box<Self> {
         Box::new(Self {
             state: State::Head(Vec::new()),
             origins,
-            max_message,
             out: Vec::new(),
             out_sent: 0,
             frame_left: 0,
@@ -134,7 +131,7 @@ impl Web {
         match route {
             Route::WebSocket { response } => {
                 self.out.extend_from_slice(&response);
-                let mut ws = Box::new(Ws::new(self.max_message));
+                let mut ws = Box::new(Ws::new(MAX_MESSAGE));
                 if !rest.is_empty() {
                     ws.feed(rest);
                     self.out.append(ws.control());

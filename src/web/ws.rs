@@ -20,9 +20,20 @@ use tungstenite::{
     Message,
 };
 
-/// Bytes tungstenite reads ahead: small, for many idle connections; it
-/// grows to the largest frame in flight.
-const READ_BUFFER: usize = 4 << 10;
+/// Bytes tungstenite reads ahead: small, for many idle connections. It
+/// grows to the largest frame a client sent and keeps that size, so frames
+/// and messages are bounded by [`MAX_MESSAGE`], whatever `max_frame` is.
+pub(crate) const READ_BUFFER: usize = 4 << 10;
+
+/// The largest WebSocket message (and frame) a client may send. Corecast
+/// frames larger than this span several messages (the payloads are one
+/// stream), so this bounds a session's memory, not what it can publish:
+/// at most its read buffer and one message being assembled.
+pub(crate) const MAX_MESSAGE: usize = 64 << 10;
+
+/// What one WebSocket session can hold at most beyond its slot: tungstenite's
+/// state and read buffer, a message being assembled, and our own bytes.
+pub(crate) const SESSION_OVERHEAD: usize = 2 * MAX_MESSAGE + 4 * READ_BUFFER;
 
 /// Why a session ends, with the close code the client is sent.
 #[derive(Debug, Clone, PartialEq, Eq)]

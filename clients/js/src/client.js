@@ -36,6 +36,23 @@ export function backoffDelay(attempt, { minDelay, maxDelay }) {
   return Math.round(half + Math.random() * (ceiling - half));
 }
 
+/**
+ * The largest WebSocket message the broker takes (64 KiB): a larger frame
+ * goes as several messages, whose payloads the broker reads as one stream.
+ */
+export const MAX_WS_MESSAGE = 64 * 1024;
+
+/** Sends `bytes` in messages of at most MAX_WS_MESSAGE bytes. */
+function sendChunked(ws, bytes) {
+  if (bytes.length <= MAX_WS_MESSAGE) {
+    ws.send(bytes);
+    return;
+  }
+  for (let at = 0; at < bytes.length; at += MAX_WS_MESSAGE) {
+    ws.send(bytes.subarray(at, Math.min(at + MAX_WS_MESSAGE, bytes.length)));
+  }
+}
+
 function randomToken(bytes = 8) {
   const b = new Uint8Array(bytes);
   globalThis.crypto.getRandomValues(b);
@@ -456,7 +473,7 @@ export class Client {
     // Subscriptions first, under their sids, then what was buffered, then
     // the flushes still waiting for an answer.
     for (const sub of this._subs.values()) {
-      ws.send(this._subFrame(sub));
+      sendChunked(ws, this._subFrame(sub));
     }
     for (const nonce of this._pings.keys()) this._queuePush({ kind: 'ping', bytes: encodeFrame({ type: 'PING', nonce }) });
     this._drain();
@@ -527,7 +544,7 @@ export class Client {
 
   _sendDirect(bytes) {
     try {
-      this.ws?.send(bytes);
+      if (this.ws) sendChunked(this.ws, bytes);
     } catch (e) {
       this._lose(new ConnectionError(`send failed: ${e.message}`, { cause: e }));
     }
@@ -546,7 +563,7 @@ export class Client {
     if (this.state === 'closed') throw new ClosedError('the client is closed');
     const ws = this.ws;
     if (this.state === 'open' && this._queue.length === 0 && ws && ws.bufferedAmount <= this.options.bufferedAmountLimit) {
-      ws.send(bytes);
+      sendChunked(ws, bytes);
       return;
     }
     if (!essential && this._queueBytes + bytes.length > this.options.maxBufferBytes) {
@@ -574,7 +591,7 @@ export class Client {
     while (this._queue.length && ws.bufferedAmount <= limit) {
       const item = this._queue.shift();
       this._queueBytes -= item.bytes.length;
-      ws.send(item.bytes);
+      sendChunked(ws, item.bytes);
     }
     if (this._queue.length) this._scheduleDrain();
     else this._resolveDrained();

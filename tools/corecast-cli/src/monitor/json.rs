@@ -57,6 +57,10 @@ pub struct Counters {
     pub credentials_expired: u64,
     pub tls_handshakes: u64,
     pub tls_handshake_failures: u64,
+    pub web_connections: u64,
+    pub ws_sessions: u64,
+    pub web_refusals: u64,
+    pub ws_protocol_closes: u64,
 }
 
 /// `/stats`.

@@ -228,6 +228,10 @@ pub fn counter_groups(c: &Counters) -> Vec<Group> {
                 ("on the TLS port", n(c.tls_connections)),
                 ("TLS handshakes", n(c.tls_handshakes)),
                 ("TLS handshakes failed", n(c.tls_handshake_failures)),
+                ("on the web port", n(c.web_connections)),
+                ("WebSocket sessions", n(c.ws_sessions)),
+                ("web requests refused", n(c.web_refusals)),
+                ("WebSocket protocol closes", n(c.ws_protocol_closes)),
             ],
         ),
         (
