@@ -16,11 +16,16 @@ use super::{
     upgrade::{self, Origins, Route},
     ws::{Ws, MAX_MESSAGE},
 };
-use crate::core::slot::{Exit, WebExit};
+use crate::core::slot::{Exit, Limit, WebExit};
 
 /// The most payload one data frame carries: a large output queue goes
 /// out as several frames.
 const MAX_DATA_FRAME: usize = 1 << 20;
+
+/// The most bytes of the session's own (pongs, mostly) that may wait for
+/// a client that sends pings and does not read: past it the client is a
+/// slow consumer.
+const MAX_OWN_PENDING: usize = 64 << 10;
 
 /// A web-port connection's protocol state.
 #[derive(Debug)]
@@ -122,6 +127,9 @@ impl Web {
             State::Ws(ws) => {
                 ws.feed(raw);
                 self.out.append(ws.control());
+                if self.out.len() - self.out_sent > MAX_OWN_PENDING {
+                    self.state = State::Over(Exit::SlowConsumer(Limit::MaxPending));
+                }
             }
             State::Over(_) => {}
         }
@@ -222,4 +230,38 @@ pub(crate) fn cut<'b>(
         left -= take;
     }
     n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn masked_ping(payload: &[u8]) -> Vec<u8> {
+        let mut frame = vec![0x89, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+        frame.extend_from_slice(payload);
+        frame
+    }
+
+    /// A client that sends pings and never reads cannot grow the session's
+    /// pongs without bound: past 64 KiB it is cut as a slow consumer.
+    #[test]
+    fn unread_pongs_are_bounded() {
+        let mut web = Web::new(Origins::default());
+        let head = b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        web.take_in(head);
+        assert!(web.is_websocket());
+        let ping = masked_ping(&[7; 100]);
+        for _ in 0..2_000 {
+            web.take_in(&ping);
+            if matches!(web.state, State::Over(_)) {
+                break;
+            }
+        }
+        assert!(
+            matches!(web.state, State::Over(Exit::SlowConsumer(Limit::MaxPending))),
+            "{:?}",
+            web.state
+        );
+        assert!(web.out.len() <= MAX_OWN_PENDING + 200);
+    }
 }
