@@ -265,3 +265,33 @@ fn a_storm_of_sessions_leaves_every_slot_idle() {
     broker.shutdown();
     broker.wait().unwrap();
 }
+
+/// A burst fanned out to several WebSocket subscribers that read late
+/// arrives whole and in order at each (long queues of shared bodies go
+/// out as many slices behind one frame header).
+#[test]
+fn a_burst_reaches_every_websocket_subscriber_in_order() {
+    const MSGS: u32 = 3_000;
+    let broker = web_broker(|_| {});
+    let web = broker.web_addr().unwrap();
+    let mut subs: Vec<WsClient> = (0..3).map(|_| WsClient::hello(web)).collect();
+    for s in &mut subs {
+        s.send(&[sub(1, "burst"), ClientFrame::Ping { nonce: 1 }]);
+        assert_eq!(s.recv(), Got::Pong(1));
+    }
+    let mut publisher = Client::connect(broker.local_addr());
+    for n in 0..MSGS {
+        publisher.publish("burst", &n.to_le_bytes());
+    }
+    publisher.flush();
+    for s in &mut subs {
+        for n in 0..MSGS {
+            assert_eq!(s.recv(), Got::msg(1, "burst", &n.to_le_bytes()));
+        }
+    }
+    drop(subs);
+    drop(publisher);
+    wait_idle(&broker);
+    broker.shutdown();
+    broker.wait().unwrap();
+}

@@ -580,11 +580,23 @@ impl Connection {
                 }
                 return Ok(());
             }
-            let mut queue = [IoSlice::new(&[]); FEW_SLICES];
-            let n = if write.queue_limit > 0 { slot.out().slices(mem, &mut queue) } else { 0 };
-            let mut parts = [IoSlice::new(&[]); FEW_SLICES + 1];
-            let k = session::cut(write.own, &queue[..n], write.queue_limit, &mut parts);
-            let sent = send_parts(&mut self.stream, cx, &parts[..k]);
+            let sent = {
+                // As in a plain flush: few slices first, many only for a
+                // long queue (a fan-out's shared bodies).
+                let mut queue = [IoSlice::new(&[]); FEW_SLICES];
+                let n = if write.queue_limit > 0 { slot.out().slices(mem, &mut queue) } else { 0 };
+                if n < FEW_SLICES {
+                    let mut parts = [IoSlice::new(&[]); FEW_SLICES + 1];
+                    let k = session::cut(write.own, &queue[..n], write.queue_limit, &mut parts);
+                    send_parts(&mut self.stream, cx, &parts[..k])
+                } else {
+                    let mut queue = [IoSlice::new(&[]); SEND_SLICES];
+                    let n = slot.out().slices(mem, &mut queue);
+                    let mut parts = [IoSlice::new(&[]); SEND_SLICES + 1];
+                    let k = session::cut(write.own, &queue[..n], write.queue_limit, &mut parts);
+                    send_parts(&mut self.stream, cx, &parts[..k])
+                }
+            };
             let n = match sent {
                 Poll::Pending => {
                     slot.write_blocked();
