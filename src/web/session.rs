@@ -32,11 +32,14 @@ const MAX_OWN_PENDING: usize = 64 << 10;
 pub(crate) struct Web {
     state: State,
     origins: Origins,
-    /// Bytes to send before any more data: the HTTP response, then
-    /// WebSocket frames' headers and the session's control frames.
+    /// What goes out now, before any more of the queue: a data frame's
+    /// header, or a batch of `control`.
     out: Vec<u8>,
     /// Of `out`, how much went out.
     out_sent: usize,
+    /// The session's own bytes (the HTTP response, pongs, the close frame)
+    /// waiting for the current data frame to end: never inside one.
+    control: Vec<u8>,
     /// Payload bytes of the current data frame still to send from the
     /// output queue; its header is in `out`.
     frame_left: usize,
@@ -66,6 +69,7 @@ impl Web {
             origins,
             out: Vec::new(),
             out_sent: 0,
+            control: Vec::new(),
             frame_left: 0,
         })
     }
@@ -104,9 +108,10 @@ impl Web {
                 Poll::Ready(Err(_)) => return Poll::Ready(Err(Exit::Reset)),
                 Poll::Ready(Ok(n)) => n,
             };
-            let before = self.out.len();
+            let before = self.control.len();
             self.take_in(&raw[..n]);
-            if self.out.len() > before && !matches!(&self.state, State::Ws(ws) if ws.has_pending())
+            if self.control.len() > before
+                && !matches!(&self.state, State::Ws(ws) if ws.has_pending())
             {
                 // An answer to send (the `101`, a pong, a close) before
                 // the client says more: no input, but a flush.
@@ -126,8 +131,8 @@ impl Web {
             }
             State::Ws(ws) => {
                 ws.feed(raw);
-                self.out.append(ws.control());
-                if self.out.len() - self.out_sent > MAX_OWN_PENDING {
+                self.control.append(ws.control());
+                if self.control.len() > MAX_OWN_PENDING {
                     self.state = State::Over(Exit::SlowConsumer(Limit::MaxPending));
                 }
             }
@@ -138,16 +143,16 @@ impl Web {
     fn answer(&mut self, route: Route, rest: &[u8]) {
         match route {
             Route::WebSocket { response } => {
-                self.out.extend_from_slice(&response);
+                self.control.extend_from_slice(&response);
                 let mut ws = Box::new(Ws::new(MAX_MESSAGE));
                 if !rest.is_empty() {
                     ws.feed(rest);
-                    self.out.append(ws.control());
+                    self.control.append(ws.control());
                 }
                 self.state = State::Ws(ws);
             }
             Route::Refused { status, response, .. } => {
-                self.out.extend_from_slice(&response);
+                self.control.extend_from_slice(&response);
                 self.state = State::Over(Exit::Web(WebExit::Refused(status.as_u16())));
             }
         }
@@ -159,7 +164,7 @@ impl Web {
     pub(crate) fn close(&mut self, code: u16, reason: &str) {
         if let State::Ws(ws) = &mut self.state {
             ws.fail(code.into(), reason);
-            self.out.append(ws.control());
+            self.control.append(ws.control());
         }
     }
 
@@ -170,12 +175,16 @@ impl Web {
     pub(crate) fn next_write(&mut self, queued: usize) -> Write<'_> {
         let own_left = self.out.len() - self.out_sent;
         let open = matches!(&self.state, State::Ws(ws) if ws.closed().is_none());
-        if self.frame_left == 0 && own_left == 0 && queued > 0 && open {
-            let len = queued.min(MAX_DATA_FRAME);
+        if self.frame_left == 0 && own_left == 0 {
             self.out.clear();
             self.out_sent = 0;
-            Ws::frame_header(len, &mut self.out);
-            self.frame_left = len;
+            if !self.control.is_empty() {
+                std::mem::swap(&mut self.out, &mut self.control);
+            } else if queued > 0 && open {
+                let len = queued.min(MAX_DATA_FRAME);
+                Ws::frame_header(len, &mut self.out);
+                self.frame_left = len;
+            }
         }
         let own = &self.out[self.out_sent..];
         // The queue's bytes follow only this frame's header, never the
@@ -201,7 +210,7 @@ impl Web {
     /// Whether bytes of the session wait to go out (a response, a close
     /// frame, the rest of a data frame).
     pub(crate) fn wants_write(&self) -> bool {
-        self.out_sent < self.out.len() || self.frame_left > 0
+        self.out_sent < self.out.len() || self.frame_left > 0 || !self.control.is_empty()
     }
 }
 
@@ -262,6 +271,30 @@ mod tests {
             "{:?}",
             web.state
         );
-        assert!(web.out.len() <= MAX_OWN_PENDING + 200);
+        assert!(web.control.len() <= MAX_OWN_PENDING + 200);
+    }
+
+    /// A pong that arrives while a data frame is half sent waits for the
+    /// frame's end: it never lands inside its payload.
+    #[test]
+    fn control_frames_wait_for_the_data_frame_to_end() {
+        let mut web = Web::new(Origins::default());
+        let head = b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        web.take_in(head);
+        let response = web.next_write(0).own.len();
+        assert_eq!(web.wrote(response), 0, "the 101 is the session's own");
+        let write = web.next_write(100);
+        assert_eq!((write.own, write.queue_limit), (&[0x82u8, 100][..], 100));
+        assert_eq!(web.wrote(2 + 30), 30);
+        web.take_in(&masked_ping(b"p"));
+        let write = web.next_write(70);
+        assert!(write.own.is_empty(), "the pong went inside the frame: {:02x?}", write.own);
+        assert_eq!(write.queue_limit, 70);
+        assert_eq!(web.wrote(70), 70);
+        let write = web.next_write(0);
+        assert_eq!(write.own, &[0x8a, 1, b'p'][..]);
+        assert_eq!(write.queue_limit, 0);
+        assert_eq!(web.wrote(3), 0);
+        assert!(!web.wants_write());
     }
 }
