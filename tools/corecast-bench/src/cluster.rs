@@ -109,6 +109,11 @@ pub struct ClusterArgs {
     /// Nice value for the bench and the processes it starts.
     #[arg(long, allow_hyphen_values = true)]
     pub nice: Option<i32>,
+    /// Every node as shipped: corecast on every core (no `--cores 1`),
+    /// nats-server with its own GOMAXPROCS. The nodes then compete for the
+    /// machine's cores; without it each gets one core's worth of threads.
+    #[arg(long)]
+    pub defaults: bool,
     /// Run nothing: render DIR/report.md again from DIR's results.jsonl
     /// and rounds.jsonl (the notes are kept from the report there).
     #[arg(long, value_name = "DIR")]
@@ -121,6 +126,9 @@ impl ClusterArgs {
         let mut line = String::from("corecast-bench cluster");
         if self.quick {
             line.push_str(" --quick");
+        }
+        if self.defaults {
+            line.push_str(" --defaults");
         }
         let brokers: Vec<&str> = self.brokers.iter().map(|k| k.name()).collect();
         if brokers != ["corecast", "nats"] {
@@ -257,19 +265,23 @@ pub fn cases(quick: bool) -> Vec<Case> {
 
 /// The arguments of corecast node `i` (0-based) of a cluster on Redis at
 /// `redis`.
-pub fn corecast_args(i: usize, port: u16, http: u16, redis: u16) -> Vec<String> {
-    vec![
+pub fn corecast_args(i: usize, port: u16, http: u16, redis: u16, defaults: bool) -> Vec<String> {
+    let mut args = vec![
         "--listen".into(),
         format!("127.0.0.1:{port}"),
         "--http".into(),
         format!("127.0.0.1:{http}"),
-        "--cores".into(),
-        "1".into(),
+    ];
+    if !defaults {
+        args.extend(["--cores".into(), "1".into()]);
+    }
+    args.extend([
         "--cluster-redis".into(),
         format!("redis://127.0.0.1:{redis}"),
         "--cluster-node".into(),
         format!("node{}", i + 1),
-    ]
+    ]);
+    args
 }
 
 /// The config file of nats-server node `i` (0-based) of a cluster whose
@@ -317,7 +329,7 @@ impl System {
         for i in 0..n {
             let (port, http) = (ports[1 + 2 * i], ports[2 + 2 * i]);
             let mut cmd = Command::new(&setup.corecast_bin);
-            cmd.args(corecast_args(i, port, http, redis_port));
+            cmd.args(corecast_args(i, port, http, redis_port, setup.defaults));
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             let http = Some(SocketAddr::from(([127, 0, 0, 1], http)));
             let log = setup.dir.join("logs").join(format!("{label}-node{}.log", i + 1));
@@ -337,7 +349,10 @@ impl System {
                 &nats_config(i, ports, routes),
             )?;
             let mut cmd = Command::new("nats-server");
-            cmd.arg("-c").arg(conf).env("GOMAXPROCS", "1");
+            cmd.arg("-c").arg(conf);
+            if !setup.defaults {
+                cmd.env("GOMAXPROCS", "1");
+            }
             let addr = SocketAddr::from(([127, 0, 0, 1], ports[i]));
             let log = setup.dir.join("logs").join(format!("{label}-node{}.log", i + 1));
             nodes.push(servers::launch(Kind::Nats, cmd, (addr, None), Access::default(), log)?);
@@ -372,6 +387,8 @@ impl System {
 struct Setup {
     corecast_bin: PathBuf,
     dir: PathBuf,
+    /// Nodes as shipped (`--defaults`).
+    defaults: bool,
 }
 
 /// The backplane's counters at one moment: each corecast node's
@@ -764,6 +781,13 @@ pub fn run(args: &ClusterArgs) -> anyhow::Result<()> {
         format!("command: `{}` on {} cpus", args.command_line(), sys::online_cpus()),
         format!("load average (1, 5, 15 min) before the runs: {}", sys::loadavg()),
     ];
+    if args.defaults {
+        notes.push(
+            "--defaults: every node as shipped (corecast on every core, nats-server with its own \
+             GOMAXPROCS), not the `--cores 1` / `GOMAXPROCS=1` of the settings below"
+                .into(),
+        );
+    }
     let mut needed = brokers.clone();
     if brokers.contains(&Kind::Corecast) {
         needed.push(Kind::Redis);
@@ -775,7 +799,11 @@ pub fn run(args: &ClusterArgs) -> anyhow::Result<()> {
     notes.push(format!("versions: {}", versions(&args.corecast_bin, &brokers)));
     let dir = args.out.join(format!("cluster-{}", crate::compare::timestamp(SystemTime::now())));
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-    let setup = Setup { corecast_bin: args.corecast_bin.clone(), dir: dir.clone() };
+    let setup = Setup {
+        corecast_bin: args.corecast_bin.clone(),
+        dir: dir.clone(),
+        defaults: args.defaults,
+    };
     if let Some(nice) = args.nice {
         sys::set_nice(nice)?;
         notes.push(format!("bench and the systems run at nice {nice}"));
@@ -1186,9 +1214,10 @@ mod tests {
     #[test]
     fn renders_node_flags_and_nats_configs() {
         assert_eq!(
-            corecast_args(1, 7400, 7422, 6379).join(" "),
+            corecast_args(1, 7400, 7422, 6379, false).join(" "),
             "--listen 127.0.0.1:7400 --http 127.0.0.1:7422 --cores 1 --cluster-redis redis://127.0.0.1:6379 --cluster-node node2"
         );
+        assert!(!corecast_args(0, 1, 2, 3, true).contains(&"--cores".to_string()));
         let conf = nats_config(0, &[4222, 4223, 4224], &[6222, 6223, 6224]);
         assert_eq!(
             conf,
