@@ -118,6 +118,9 @@ pub(crate) enum Sign {
     Frame,
 }
 
+/// Most other nodes this node keeps track of.
+pub(crate) const MAX_PEERS: usize = 1024;
+
 /// Most runs remembered as over.
 const GONE_RUNS: usize = 64;
 
@@ -175,6 +178,11 @@ impl Peers {
                 return Seen::Stale;
             }
             self.remove(key, true, gone);
+        }
+        if self.slab.len() >= MAX_PEERS {
+            // Bounded whatever shows up on Redis: a node past this many
+            // is not taken in (and counted as stale by the caller).
+            return Seen::Stale;
         }
         let peer = Peer {
             name: node.name.to_string(),

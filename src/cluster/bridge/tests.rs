@@ -205,3 +205,14 @@ fn a_peer_forgotten_for_an_unread_inbox_comes_back() {
     announce(&mut b, Announce::Alive(presence("b", 7)));
     assert_eq!(b.peers.len(), 1);
 }
+
+/// Whatever names appear on Redis, the peers kept are bounded.
+#[test]
+fn the_peers_kept_are_bounded() {
+    let mut b = bridge(1024);
+    for n in 0..peers::MAX_PEERS + 50 {
+        let name = format!("n{n}");
+        announce(&mut b, Announce::Hello(presence(&name, 1)));
+    }
+    assert_eq!(b.peers.len(), peers::MAX_PEERS);
+}
