@@ -330,7 +330,7 @@ impl Config {
             cluster: 0,
         };
         let web = match self.web {
-            Some(_) => self.max_connections as u64 * crate::web::ws::SESSION_OVERHEAD as u64,
+            Some(_) => self.max_connections as u64 * crate::web::SESSION_OVERHEAD as u64,
             None => 0,
         };
         let cluster = self
@@ -377,7 +377,7 @@ pub struct MemoryBound {
     /// The record of closed connections full.
     pub closed_records: u64,
     /// With a web port, every slot taken by a WebSocket session at
-    /// `web::ws::SESSION_OVERHEAD` each.
+    /// `web::SESSION_OVERHEAD` each.
     pub web: u64,
     /// In a cluster: the links between the cores and the bridge full, the
     /// bridge's staging for every core, and its windows to and from Redis
@@ -788,7 +788,7 @@ mod tests {
         let cfg = Config { web: Some(web), ..plain.clone() };
         let bound = cfg.max_memory();
         let slots = (cfg.max_connections * cfg.cores) as u64;
-        assert_eq!(bound.web, slots * crate::web::ws::SESSION_OVERHEAD as u64);
+        assert_eq!(bound.web, slots * crate::web::SESSION_OVERHEAD as u64);
         assert_eq!(bound.total() - bound.web, plain.max_memory().total());
     }
 

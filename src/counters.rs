@@ -140,6 +140,14 @@ counters! {
     /// WebSocket sessions the broker closed for a protocol violation
     /// (close codes 1002, 1003, 1007, 1009).
     counter ws_protocol_closes,
+    /// SSE streams opened (`200` sent: authenticated and subscribed).
+    counter sse_streams,
+    /// Messages sent to SSE streams as events.
+    counter sse_events,
+    /// Messages an SSE stream could not carry: not UTF-8 without
+    /// `encoding=base64`, larger than 64 KiB, or too many before the
+    /// stream opened. The stream's event ids skip them.
+    counter sse_dropped,
     /// Connections accepted since start.
     counter connections_accepted,
     /// Connections refused with `ERR server full`.

@@ -113,7 +113,16 @@ fn login(ctx: &mut Ctx<'_>, hello: &Hello<'_>, typed: bool) -> Login {
             return Login::Done(answer);
         }
     }
-    let presented = if typed { presented(hello.token) } else { Presented::Token(hello.token) };
+    // A HELLO without a credential of its own uses the one its web
+    // request carried, if any.
+    let upgrade = (!typed && hello.token.is_empty())
+        .then(|| ctx.slot().credential_at_upgrade().map(Box::<[u8]>::from))
+        .flatten();
+    let presented = match (&upgrade, typed) {
+        (Some(credential), _) => presented(credential),
+        (None, true) => presented(hello.token),
+        (None, false) => Presented::Token(hello.token),
+    };
     let slot = ctx.slot();
     let (peer, subject) = (slot.peer().ip(), slot.tls_subject().map(str::to_owned));
     match auth.begin(presented, peer, subject.as_deref(), unix_now()) {

@@ -36,7 +36,7 @@ use glommio::{net::TcpStream, timer::Timer};
 use super::{
     pressure::Hold,
     shard::{Shard, State, READ_SCRATCH},
-    slot::{ms_duration, Exit, LargeFrame, Phase},
+    slot::{ms_duration, Exit, LargeFrame, Phase, WebExit},
     unsent::Proof,
 };
 use crate::{
@@ -58,6 +58,9 @@ const DRAIN_READS_PER_POLL: usize = 16;
 const SEND_SLICES: usize = 512;
 /// Slices tried first: enough for most flushes, cheap to set up.
 const FEW_SLICES: usize = 32;
+/// Bytes of an SSE stream's output queue turned into events at a time:
+/// the rest waits in the queue, where its limits apply.
+const SSE_STEP: usize = 16 << 10;
 
 /// The task's own state; dropping it frees the slot.
 struct Connection {
@@ -274,6 +277,7 @@ impl Connection {
         let result = self.poll_in(shard, cx, &mut scratch[held..]);
         st.read_scratch = scratch;
         self.note_handshake(shard, st);
+        self.note_credential(st);
         let n = match result {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Err(why)) => return Poll::Ready(self.leave(shard, st, why)),
@@ -323,6 +327,15 @@ impl Connection {
         let Some(done) = tls.take_established() else { return };
         CoreCounters::add(&shard.counters.tls_handshakes, 1);
         st.slots[self.key].tls_established(done.version, done.subject);
+    }
+
+    /// Keeps on the slot the credential a web request carried, for a
+    /// `HELLO` that carries none.
+    fn note_credential(&mut self, st: &mut State) {
+        let Some(web) = self.web.as_deref_mut() else { return };
+        if let Some(credential) = web.take_credential() {
+            st.slots[self.key].present_at_upgrade(credential);
+        }
     }
 
     fn leave(&mut self, shard: &Shard, st: &mut State, why: Exit) -> Flow {
@@ -569,6 +582,7 @@ impl Connection {
     fn flush_web(&mut self, shard: &Shard, st: &mut State, cx: &mut Context<'_>) -> io::Result<()> {
         self.release_notices(shard, st);
         loop {
+            self.convert_sse(shard, st, cx);
             let State { slots, mem, .. } = &mut *st;
             let slot = &mut slots[self.key];
             let Some(web) = self.web.as_deref_mut() else { return Ok(()) };
@@ -614,6 +628,46 @@ impl Connection {
             CoreCounters::add(&shard.counters.bytes_out, payload as u64);
             shard.counters.histograms.write_bytes.observe(n as u64, 1);
             self.release_notices(shard, st);
+        }
+    }
+
+    /// Turns the front of an SSE stream's output queue into what its client
+    /// is sent, once what was made of the last is out: until some is made,
+    /// [`SSE_STEP`] bytes are read or the queue is empty. Stopped at the
+    /// step with nothing made (messages it drops), the task wakes itself to
+    /// go on after the others. A stream refused (its `HELLO` or a `SUB`
+    /// answered with `ERR`) leaves with its status.
+    fn convert_sse(&mut self, shard: &Shard, st: &mut State, cx: &Context<'_>) {
+        let Some(web) = self.web.as_deref_mut().filter(|web| web.converts()) else { return };
+        let State { slots, mem, .. } = &mut *st;
+        let slot = &mut slots[self.key];
+        let mut read = 0;
+        let mut refused = None;
+        while read < SSE_STEP && !slot.out().is_empty() && !web.wants_write() {
+            let mut parts = [IoSlice::new(&[]); FEW_SLICES];
+            let n = slot.out().slices(mem, &mut parts);
+            let mut taken = 0;
+            for part in &parts[..n] {
+                taken += part.len();
+                match web.convert(part) {
+                    Ok(tally) => count_sse(shard, tally),
+                    Err(status) => refused = Some(status),
+                }
+                if refused.is_some() || taken >= SSE_STEP {
+                    break;
+                }
+            }
+            slot.sent(mem, taken);
+            read += taken;
+            if refused.is_some() {
+                break;
+            }
+        }
+        if !web.wants_write() && !slot.out().is_empty() {
+            cx.waker().wake_by_ref();
+        }
+        if let Some(status) = refused {
+            st.leave(shard, self.key, Exit::Web(WebExit::Refused(status)), "");
         }
     }
 
@@ -738,6 +792,13 @@ impl Connection {
         cx.waker().wake_by_ref();
         Poll::Pending
     }
+}
+
+fn count_sse(shard: &Shard, tally: crate::web::sse::Tally) {
+    let c = &shard.counters;
+    CoreCounters::add(&c.sse_streams, u64::from(tally.opened));
+    CoreCounters::add(&c.sse_events, tally.events);
+    CoreCounters::add(&c.sse_dropped, tally.dropped);
 }
 
 /// Sends `parts` at once when the socket takes them; otherwise waits for

@@ -327,6 +327,9 @@ pub(crate) struct Slot {
     login: Option<Arc<Pending<LoginAnswer>>>,
     /// TLS on this connection; `None` for plain TCP (one pointer).
     tls: Option<Box<SlotTls>>,
+    /// The credential a web request carried (`Authorization`, or the
+    /// `token` parameter) as a typed credential, for a `HELLO` without one.
+    at_upgrade: Option<Box<[u8]>>,
 }
 
 /// What the slot of a TLS connection knows of its TLS.
@@ -423,6 +426,7 @@ impl Slot {
             who: Who::nobody(),
             login: None,
             tls: None,
+            at_upgrade: None,
         }
     }
 
@@ -439,6 +443,16 @@ impl Slot {
             tls.version = Some(version);
             tls.subject = subject.map(String::into_boxed_str);
         }
+    }
+
+    /// Keeps the typed credential a web request carried.
+    pub(crate) fn present_at_upgrade(&mut self, credential: Vec<u8>) {
+        self.at_upgrade = Some(credential.into_boxed_slice());
+    }
+
+    /// The typed credential the web request carried, if any.
+    pub(crate) fn credential_at_upgrade(&self) -> Option<&[u8]> {
+        self.at_upgrade.as_deref()
     }
 
     /// Whether the connection came in on the TLS port.

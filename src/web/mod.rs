@@ -1,14 +1,24 @@
-//! The web port: WebSocket sessions that carry corecast frames, served by
-//! the cores. Its protocols are driven without I/O of their own: the HTTP
-//! request a connection opens with ([`upgrade`]), the WebSocket session
-//! after it ([`ws`]), and what the connection task reads and writes
+//! The web port: WebSocket sessions that carry corecast frames, and
+//! server-sent-event streams, served by the cores. Its protocols are
+//! driven without I/O of their own: the HTTP request a connection opens
+//! with ([`upgrade`]), the WebSocket session ([`ws`]) or the SSE stream
+//! ([`sse`]) after it, and what the connection task reads and writes
 //! through ([`session`]). The design is `docs/design/web.md`.
 
 pub(crate) mod session;
+pub(crate) mod sse;
 pub(crate) mod upgrade;
 pub(crate) mod ws;
 
 use serde::{Deserialize, Serialize};
+
+/// What a web-port connection can hold at most beyond its slot, whether it
+/// became a WebSocket session or an SSE stream.
+pub(crate) const SESSION_OVERHEAD: usize = if ws::SESSION_OVERHEAD > sse::SESSION_OVERHEAD {
+    ws::SESSION_OVERHEAD
+} else {
+    sse::SESSION_OVERHEAD
+};
 
 use crate::address::ListenAddr;
 

@@ -1,7 +1,8 @@
 //! What a web-port connection is at its socket: first the HTTP request,
-//! then a WebSocket session. The connection task reads through
-//! [`Web::poll_read`] and writes through [`Web::next_write`] and
-//! [`Web::wrote`], as it does through TLS.
+//! then a WebSocket session or an SSE stream. The connection task reads
+//! through [`Web::poll_read`] and writes through [`Web::next_write`] and
+//! [`Web::wrote`], as it does through TLS; an SSE stream's output queue
+//! goes through [`Web::convert`] first.
 
 use std::{
     io::IoSlice,
@@ -13,6 +14,7 @@ use futures_lite::AsyncRead;
 use glommio::net::TcpStream;
 
 use super::{
+    sse::{Sse, Tally},
     upgrade::{self, Origins, Route},
     ws::{Ws, MAX_MESSAGE},
 };
@@ -43,6 +45,8 @@ pub(crate) struct Web {
     /// Payload bytes of the current data frame still to send from the
     /// output queue; its header is in `out`.
     frame_left: usize,
+    /// The credential the request carried, until the connection takes it.
+    credential: Option<Vec<u8>>,
 }
 
 #[derive(Debug)]
@@ -50,6 +54,7 @@ enum State {
     /// The request head so far.
     Head(Vec<u8>),
     Ws(Box<Ws>),
+    Sse(Box<Sse>),
     /// Nothing more is read: why the connection ends.
     Over(Exit),
 }
@@ -71,6 +76,7 @@ impl Web {
             out_sent: 0,
             control: Vec::new(),
             frame_left: 0,
+            credential: None,
         })
     }
 
@@ -79,9 +85,16 @@ impl Web {
         matches!(self.state, State::Ws(_))
     }
 
+    /// The credential the request carried (`Authorization`, or the `token`
+    /// parameter), as a typed credential; once.
+    pub(crate) fn take_credential(&mut self) -> Option<Vec<u8>> {
+        self.credential.take()
+    }
+
     /// Reads what the socket has and hands the corecast bytes it carried
     /// to `dst`: `Ok(n)` (0 when the session has only an answer of its own
-    /// to send), or why the connection ends.
+    /// to send), or why the connection ends. An SSE stream hands over its
+    /// own frames; what its client sends is read only to notice it leave.
     pub(crate) fn poll_read(
         &mut self,
         stream: &mut TcpStream,
@@ -100,7 +113,8 @@ impl Web {
                         continue;
                     }
                 }
-                State::Head(_) => {}
+                State::Sse(sse) if sse.has_input() => return Poll::Ready(Ok(sse.take_input(dst))),
+                State::Head(_) | State::Sse(_) => {}
             }
             let n = match Pin::new(&mut *stream).poll_read(cx, raw) {
                 Poll::Pending => return Poll::Pending,
@@ -112,6 +126,7 @@ impl Web {
             self.take_in(&raw[..n]);
             if self.control.len() > before
                 && !matches!(&self.state, State::Ws(ws) if ws.has_pending())
+                && !matches!(&self.state, State::Sse(sse) if sse.has_input())
             {
                 // An answer to send (the `101`, a pong, a close) before
                 // the client says more: no input, but a flush.
@@ -136,13 +151,14 @@ impl Web {
                     self.state = State::Over(Exit::SlowConsumer(Limit::MaxPending));
                 }
             }
-            State::Over(_) => {}
+            State::Sse(_) | State::Over(_) => {}
         }
     }
 
     fn answer(&mut self, route: Route, rest: &[u8]) {
         match route {
-            Route::WebSocket { response } => {
+            Route::WebSocket { response, credential } => {
+                self.credential = credential;
                 self.control.extend_from_slice(&response);
                 let mut ws = Box::new(Ws::new(MAX_MESSAGE));
                 if !rest.is_empty() {
@@ -150,6 +166,10 @@ impl Web {
                     self.control.append(ws.control());
                 }
                 self.state = State::Ws(ws);
+            }
+            Route::Sse { request, credential } => {
+                self.credential = credential;
+                self.state = State::Sse(Box::new(Sse::new(request)));
             }
             Route::Refused { status, response, .. } => {
                 self.control.extend_from_slice(&response);
@@ -166,6 +186,20 @@ impl Web {
             ws.fail(code.into(), reason);
             self.control.append(ws.control());
         }
+    }
+
+    /// Whether an SSE stream can read more of its output queue: what it
+    /// made of the last is out.
+    pub(crate) fn converts(&self) -> bool {
+        matches!(self.state, State::Sse(_)) && !self.wants_write()
+    }
+
+    /// Reads `bytes` of an SSE stream's output queue into what goes out;
+    /// `Err(status)` once the stream was refused (its answer is queued).
+    pub(crate) fn convert(&mut self, bytes: &[u8]) -> Result<Tally, u16> {
+        let State::Sse(sse) = &mut self.state else { return Ok(Tally::default()) };
+        let tally = sse.convert(bytes, &mut self.control);
+        sse.refused().map_or(Ok(tally), Err)
     }
 
     /// What to send now, given `queued` bytes in the output queue: the

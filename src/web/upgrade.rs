@@ -1,8 +1,11 @@
 //! The one HTTP request a web-port connection opens with: parsed by
 //! httparse (through tungstenite's `TryParse`), routed, and answered.
-//! A WebSocket upgrade is checked and answered by tungstenite; everything
-//! else gets an error status and a close.
+//! A WebSocket upgrade is checked and answered by tungstenite; an SSE
+//! request (`GET /sse?topic=…`) opens a stream; everything else gets an
+//! error status and a close. The credential a request carries (its
+//! `Authorization` header or `token` parameter) is read here too.
 
+use base64::Engine;
 use tungstenite::http::{header, HeaderValue, Response, StatusCode};
 use tungstenite::{
     error::ProtocolError,
@@ -15,11 +18,15 @@ use tungstenite::{
 /// Most bytes of request head read before `431`.
 pub(crate) const MAX_HEAD: usize = 8 << 10;
 
+use super::sse::SseRequest;
+
 /// What the head of a request asks, once it is complete.
 #[derive(Debug)]
 pub(crate) enum Route {
     /// A WebSocket session: send `response` (the `101`), then frames.
-    WebSocket { response: Vec<u8> },
+    WebSocket { response: Vec<u8>, credential: Option<Vec<u8>> },
+    /// A stream of server-sent events.
+    Sse { request: SseRequest, credential: Option<Vec<u8>> },
     /// Refused: send `response` (its body says why) and close.
     Refused { status: StatusCode, response: Vec<u8> },
 }
@@ -76,21 +83,87 @@ pub(crate) fn route(buf: &[u8], origins: &Origins) -> Option<(usize, Route)> {
     if !origins.admit(text(header::ORIGIN), text(header::HOST)) {
         return Some((consumed, refuse(StatusCode::FORBIDDEN, "origin not allowed")));
     }
+    let query = Query::parse(request.uri().query().unwrap_or(""));
+    let credential = match credential(&request, &query) {
+        Ok(credential) => credential,
+        Err(why) => return Some((consumed, refuse(StatusCode::BAD_REQUEST, why))),
+    };
     let route = match request.uri().path() {
-        "/" | "/ws" => websocket(&request),
+        "/" | "/ws" => websocket(&request, credential),
+        "/sse" => sse(&request, query, credential, origins),
         path => refuse(StatusCode::NOT_FOUND, &format!("no such path: {path}")),
     };
     Some((consumed, route))
 }
 
+/// The query parameters the web port reads.
+#[derive(Debug, Default)]
+struct Query {
+    topics: Vec<String>,
+    token: Option<String>,
+    encoding: Option<String>,
+}
+
+impl Query {
+    /// Reads `topic` (repeated), `token` and `encoding`; other parameters
+    /// (a cache buster, say) are left alone.
+    fn parse(query: &str) -> Self {
+        let mut parsed = Self::default();
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            match &*key {
+                "topic" => parsed.topics.push(value.into_owned()),
+                "token" => parsed.token = Some(value.into_owned()),
+                "encoding" => parsed.encoding = Some(value.into_owned()),
+                _ => {}
+            }
+        }
+        parsed
+    }
+}
+
+/// The credential a request carries, as the token field of a `HELLO` with
+/// a typed credential (`PROTOCOL.md` section 14): `Authorization: Bearer`
+/// (or the `token` parameter, which the header wins over) is a JWT when it
+/// has a JWT's shape and a bearer token otherwise; `Authorization: Basic`
+/// is a user and password.
+fn credential(request: &Request, query: &Query) -> Result<Option<Vec<u8>>, &'static str> {
+    let header = request.headers().get(header::AUTHORIZATION);
+    let Some(header) = header else {
+        return Ok(query.token.as_deref().filter(|t| !t.is_empty()).map(token_credential));
+    };
+    let header = header.to_str().map_err(|_| "Authorization is not text")?;
+    let (scheme, value) = header.trim().split_once(' ').ok_or("Authorization has no scheme")?;
+    let value = value.trim();
+    if scheme.eq_ignore_ascii_case("bearer") && !value.is_empty() {
+        return Ok(Some(token_credential(value)));
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let engine = base64::engine::general_purpose::STANDARD;
+        let pair = engine.decode(value).map_err(|_| "Authorization: Basic is not base64")?;
+        let user_end = pair.iter().position(|&b| b == b':').ok_or("Basic needs user:password")?;
+        let mut typed = b"password ".to_vec();
+        typed.extend_from_slice(&pair);
+        return Ok((user_end > 0).then_some(typed));
+    }
+    Err("Authorization must be Bearer or Basic")
+}
+
+/// A token, typed: a JWT has three base64url parts, the first a JSON
+/// object (`eyJ`); anything else is a bearer token.
+fn token_credential(token: &str) -> Vec<u8> {
+    let jwt = token.starts_with("eyJ") && token.split('.').count() == 3;
+    let kind = if jwt { "jwt" } else { "bearer" };
+    format!("{kind} {token}").into_bytes()
+}
+
 /// The `101` for a valid upgrade; `400` (or `426` for another version)
 /// naming what is wrong otherwise.
-fn websocket(request: &Request) -> Route {
+fn websocket(request: &Request, credential: Option<Vec<u8>>) -> Route {
     match create_response(request) {
         Ok(response) => {
             let mut bytes = Vec::with_capacity(160);
             match write_response(&mut bytes, &response) {
-                Ok(()) => Route::WebSocket { response: bytes },
+                Ok(()) => Route::WebSocket { response: bytes, credential },
                 Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
             }
         }
@@ -104,8 +177,50 @@ fn websocket(request: &Request) -> Route {
     }
 }
 
+/// An SSE stream: its topics (at least one), its encoding, and the `200`
+/// head it opens with. A page of an allowed other origin gets the CORS
+/// header that lets it read the stream.
+fn sse(request: &Request, query: Query, credential: Option<Vec<u8>>, origins: &Origins) -> Route {
+    if request.method() != tungstenite::http::Method::GET {
+        return refuse(StatusCode::METHOD_NOT_ALLOWED, "an event stream is a GET");
+    }
+    if query.topics.is_empty() {
+        return refuse(StatusCode::BAD_REQUEST, "name at least one topic: /sse?topic=…");
+    }
+    let base64 = match query.encoding.as_deref() {
+        None | Some("text") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return refuse(StatusCode::BAD_REQUEST, &format!("unknown encoding {other:?}"))
+        }
+    };
+    let mut head = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-cache, no-store")
+        .header("x-accel-buffering", "no")
+        .header(header::CONNECTION, "close");
+    let origin = request.headers().get(header::ORIGIN);
+    if let Some(origin) = origin.filter(|_| !origins.allowed.is_empty()) {
+        head = head.header(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    }
+    let mut bytes = Vec::with_capacity(200);
+    match head.body(()).map(|head| write_response(&mut bytes, &head)) {
+        Ok(Ok(())) => {}
+        _ => return refuse(StatusCode::INTERNAL_SERVER_ERROR, "cannot write the response"),
+    }
+    let request = SseRequest { topics: query.topics, base64, head: bytes };
+    Route::Sse { request, credential }
+}
+
 /// An error response with `why` as its text body, closing the connection.
 fn refuse(status: StatusCode, why: &str) -> Route {
+    Route::Refused { status, response: error_response(status, why) }
+}
+
+/// The bytes of an error response with `why` as its text body, closing
+/// the connection.
+pub(crate) fn error_response(status: StatusCode, why: &str) -> Vec<u8> {
     let mut builder = Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
@@ -114,13 +229,16 @@ fn refuse(status: StatusCode, why: &str) -> Route {
     if status == StatusCode::UPGRADE_REQUIRED {
         builder = builder.header(header::SEC_WEBSOCKET_VERSION, "13");
     }
+    if status == StatusCode::UNAUTHORIZED {
+        builder = builder.header(header::WWW_AUTHENTICATE, "Bearer");
+    }
     let mut response = Vec::with_capacity(160 + why.len());
     if let Ok(head) = builder.body(()) {
         let _ = write_response(&mut response, &head);
     }
     response.extend_from_slice(why.as_bytes());
     response.push(b'\n');
-    Route::Refused { status, response }
+    response
 }
 
 #[cfg(test)]
@@ -135,7 +253,7 @@ mod tests {
 
     fn status(route: &Route) -> Option<StatusCode> {
         match route {
-            Route::WebSocket { .. } => None,
+            Route::WebSocket { .. } | Route::Sse { .. } => None,
             Route::Refused { status, .. } => Some(*status),
         }
     }
@@ -147,7 +265,7 @@ mod tests {
         buf.extend_from_slice(b"\x82\x80frame");
         let (consumed, route) = route(&buf, &Origins::default()).expect("complete");
         assert_eq!(consumed, head);
-        let Route::WebSocket { response } = route else { panic!("{route:?}") };
+        let Route::WebSocket { response, .. } = route else { panic!("{route:?}") };
         let text = String::from_utf8(response).expect("text");
         assert!(text.starts_with("HTTP/1.1 101"), "{text}");
         assert!(text.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{text}");
@@ -196,5 +314,24 @@ mod tests {
         assert!(Origins::new(vec!["*".into()]).admit(Some("http://any"), None));
         let (_, r) = route(&with("Origin: http://evil.example\r\n"), &same).expect("complete");
         assert_eq!(status(&r), Some(StatusCode::FORBIDDEN));
+    }
+
+    #[test]
+    fn a_token_with_a_jwts_shape_is_a_jwt() {
+        assert_eq!(token_credential("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln"), {
+            b"jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln".to_vec()
+        });
+        assert_eq!(token_credential("tok.with.dots"), b"bearer tok.with.dots".to_vec());
+        assert_eq!(token_credential("eyJonly"), b"bearer eyJonly".to_vec());
+    }
+
+    #[test]
+    fn sse_requests_read_their_query() {
+        let request = "GET /sse?topic=a.%3E&topic=b&encoding=base64&_=17&token=t%2Bk HTTP/1.1\r\nHost: h\r\n\r\n";
+        let (_, r) = route(request.as_bytes(), &Origins::default()).expect("complete");
+        let Route::Sse { request, credential } = r else { panic!("{r:?}") };
+        assert_eq!(request.topics, ["a.>", "b"]);
+        assert!(request.base64);
+        assert_eq!(credential.as_deref(), Some(&b"bearer t+k"[..]));
     }
 }

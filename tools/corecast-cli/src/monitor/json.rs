@@ -61,6 +61,9 @@ pub struct Counters {
     pub ws_sessions: u64,
     pub web_refusals: u64,
     pub ws_protocol_closes: u64,
+    pub sse_streams: u64,
+    pub sse_events: u64,
+    pub sse_dropped: u64,
 }
 
 /// `/stats`.

@@ -232,6 +232,9 @@ pub fn counter_groups(c: &Counters) -> Vec<Group> {
                 ("WebSocket sessions", n(c.ws_sessions)),
                 ("web requests refused", n(c.web_refusals)),
                 ("WebSocket protocol closes", n(c.ws_protocol_closes)),
+                ("SSE streams opened", n(c.sse_streams)),
+                ("SSE events", n(c.sse_events)),
+                ("SSE messages dropped", n(c.sse_dropped)),
             ],
         ),
         (
