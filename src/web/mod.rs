@@ -4,6 +4,7 @@
 //! after it ([`ws`]), and what the connection task reads and writes
 //! through ([`session`]). The design is `docs/design/web.md`.
 
+mod demo;
 pub(crate) mod session;
 pub(crate) mod upgrade;
 pub(crate) mod ws;

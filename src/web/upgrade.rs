@@ -22,6 +22,8 @@ pub(crate) enum Route {
     WebSocket { response: Vec<u8> },
     /// Refused: send `response` (its body says why) and close.
     Refused { status: StatusCode, response: Vec<u8> },
+    /// A page of the demo (`demo`): send `response` and close.
+    Page { status: StatusCode, response: Vec<u8> },
 }
 
 /// Which browser origins may open sessions.
@@ -78,7 +80,8 @@ pub(crate) fn route(buf: &[u8], origins: &Origins) -> Option<(usize, Route)> {
     }
     let route = match request.uri().path() {
         "/" | "/ws" => websocket(&request),
-        path => refuse(StatusCode::NOT_FOUND, &format!("no such path: {path}")),
+        path => super::demo::page(path)
+            .unwrap_or_else(|| refuse(StatusCode::NOT_FOUND, &format!("no such path: {path}"))),
     };
     Some((consumed, route))
 }
@@ -135,7 +138,7 @@ mod tests {
 
     fn status(route: &Route) -> Option<StatusCode> {
         match route {
-            Route::WebSocket { .. } => None,
+            Route::WebSocket { .. } | Route::Page { .. } => None,
             Route::Refused { status, .. } => Some(*status),
         }
     }
