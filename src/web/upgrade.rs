@@ -22,7 +22,7 @@ pub(crate) enum Route {
     WebSocket { response: Vec<u8> },
     /// Refused: send `response` (its body says why) and close.
     Refused { status: StatusCode, response: Vec<u8> },
-    /// A page of the demo (`demo`): send `response` and close.
+    /// A file of the demo page: send `response` and close.
     Page { status: StatusCode, response: Vec<u8> },
 }
 

@@ -29,13 +29,23 @@ function startPublisher(url) {
   });
   let log = '';
   return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new Error(`the publisher did not start within 10 s:\n${log}`));
+    }, 10000);
     const onLog = (chunk) => {
       log += chunk;
-      if (/publishing/.test(log)) resolve(proc);
+      if (/publishing/.test(log)) {
+        clearTimeout(timer);
+        resolve(proc);
+      }
     };
     proc.stdout.setEncoding('utf8').on('data', onLog);
     proc.stderr.setEncoding('utf8').on('data', onLog);
-    proc.once('exit', (code) => reject(new Error(`the publisher exited with ${code}:\n${log}`)));
+    proc.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`the publisher exited with ${code}:\n${log}`));
+    });
   });
 }
 
@@ -84,16 +94,16 @@ before(async () => {
   stats = await statsSession(broker.port);
   pages.alice = await openDemo('alice');
   pages.bob = await openDemo('bob');
-});
+}, { timeout: 60000 });
 
 after(async () => {
   await browser?.close().catch(() => {});
   stats?.close();
   if (publisher) await stopProcess(publisher);
   await broker?.stop();
-});
+}, { timeout: 30000 });
 
-test('the two pages chat with each other', async () => {
+test('the two pages chat with each other', { timeout: 30000 }, async () => {
   await say(pages.alice, 'hello from alice');
   await heard(pages.bob, 'alice', 'hello from alice');
   await say(pages.bob, 'hi alice, bob here');
@@ -101,7 +111,7 @@ test('the two pages chat with each other', async () => {
   await heard(pages.bob, 'bob', 'hi alice, bob here');
 });
 
-test('the game panel follows the publisher at about 30 updates a second', async () => {
+test('the game panel follows the publisher at about 30 updates a second', { timeout: 30000 }, async () => {
   const read = () => pages.alice.evaluate(() => ({
     at: performance.now(),
     updates: Number(document.getElementById('updates').textContent),
@@ -120,7 +130,7 @@ test('the game panel follows the publisher at about 30 updates a second', async 
   await pages.alice.screenshot({ path: `${targetDir}/demo.png` });
 });
 
-test('a closed page gives its slot back', async () => {
+test('a closed page gives its slot back', { timeout: 30000 }, async () => {
   // The publisher, the two pages and this probe; the pages' file requests
   // have closed.
   const open = (c) => c.connections_open === 4 && c.slots_in_use === 4 && c.web_connections === 3;
