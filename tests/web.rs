@@ -175,6 +175,43 @@ fn bad_requests_get_their_status_and_a_close() {
     broker.wait().unwrap();
 }
 
+/// GETs `path` from the web port as a browser would: the response, read
+/// until the broker closes the connection.
+fn get(addr: SocketAddr, path: &str) -> (String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nOrigin: http://{addr}\r\n\r\n").unwrap();
+    let mut response = Vec::new();
+    s.read_to_end(&mut response).expect("closed after the response");
+    let text = String::from_utf8(response).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+    (head.to_ascii_lowercase(), body.to_string())
+}
+
+#[test]
+fn the_demo_page_and_its_client_are_served_then_closed() {
+    let broker = web_broker(|_| {});
+    let web = broker.web_addr().unwrap();
+    let (head, body) = get(web, "/demo/");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("content-type: text/html"), "{head}");
+    assert!(head.contains(&format!("content-length: {}", body.len())), "{head}");
+    assert!(body.contains("demo.js"), "{body}");
+    let (head, body) = get(web, "/demo/corecast/index.js");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("content-type: text/javascript"), "{head}");
+    assert_eq!(body, include_str!("../clients/js/index.js"));
+    let (head, _) = get(web, "/demo");
+    assert!(head.starts_with("http/1.1 308") && head.contains("location: /demo/"), "{head}");
+    let (head, _) = get(web, "/demo/missing");
+    assert!(head.starts_with("http/1.1 404"), "{head}");
+    let c = wait_counters(&broker, "the 404 counted", |c| c.web_refusals == 1);
+    assert_eq!(c.ws_sessions, 0, "{c:?}");
+    wait_idle(&broker);
+    broker.shutdown();
+    broker.wait().unwrap();
+}
+
 /// A raw WebSocket connection after a valid upgrade, to send frames no
 /// client library would.
 fn raw_session(addr: SocketAddr) -> TcpStream {

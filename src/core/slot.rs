@@ -96,6 +96,9 @@ pub(crate) enum Exit {
 pub(crate) enum WebExit {
     /// Its request was answered with this HTTP status and closed.
     Refused(u16),
+    /// Its request was for a page (the demo), answered with this HTTP
+    /// status and closed.
+    Served(u16),
     /// Its WebSocket session closed with this code (1000: the client
     /// closed it; others: a protocol violation the broker closed it for).
     Closed(u16),
@@ -145,7 +148,7 @@ impl Exit {
                 | Self::Shutdown
                 | Self::LameDuck
                 | Self::Tls(TlsFailure::Abandoned)
-                | Self::Web(WebExit::Closed(1000))
+                | Self::Web(WebExit::Closed(1000) | WebExit::Served(_))
         )
     }
 
@@ -170,6 +173,7 @@ impl Exit {
             Self::Web(WebExit::Refused(status)) => {
                 format!("web: request refused with HTTP {status}")
             }
+            Self::Web(WebExit::Served(status)) => format!("web: page served with HTTP {status}"),
             Self::Web(WebExit::Closed(1000)) => "websocket: client closed".into(),
             Self::Web(WebExit::Closed(code)) => format!("websocket: closed with code {code}"),
         }

@@ -5,6 +5,7 @@
 //! ([`sse`]) after it, and what the connection task reads and writes
 //! through ([`session`]). The design is `docs/design/web.md`.
 
+mod demo;
 pub(crate) mod session;
 pub(crate) mod sse;
 pub(crate) mod upgrade;

@@ -175,6 +175,10 @@ impl Web {
                 self.control.extend_from_slice(&response);
                 self.state = State::Over(Exit::Web(WebExit::Refused(status.as_u16())));
             }
+            Route::Page { status, response } => {
+                self.control.extend_from_slice(&response);
+                self.state = State::Over(Exit::Web(WebExit::Served(status.as_u16())));
+            }
         }
     }
 

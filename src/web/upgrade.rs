@@ -29,6 +29,8 @@ pub(crate) enum Route {
     Sse { request: SseRequest, credential: Option<Vec<u8>> },
     /// Refused: send `response` (its body says why) and close.
     Refused { status: StatusCode, response: Vec<u8> },
+    /// A file of the demo page: send `response` and close.
+    Page { status: StatusCode, response: Vec<u8> },
 }
 
 /// Which browser origins may open sessions.
@@ -91,7 +93,8 @@ pub(crate) fn route(buf: &[u8], origins: &Origins) -> Option<(usize, Route)> {
     let route = match request.uri().path() {
         "/" | "/ws" => websocket(&request, credential),
         "/sse" => sse(&request, query, credential, origins),
-        path => refuse(StatusCode::NOT_FOUND, &format!("no such path: {path}")),
+        path => super::demo::page(path)
+            .unwrap_or_else(|| refuse(StatusCode::NOT_FOUND, &format!("no such path: {path}"))),
     };
     Some((consumed, route))
 }
@@ -253,7 +256,7 @@ mod tests {
 
     fn status(route: &Route) -> Option<StatusCode> {
         match route {
-            Route::WebSocket { .. } | Route::Sse { .. } => None,
+            Route::WebSocket { .. } | Route::Sse { .. } | Route::Page { .. } => None,
             Route::Refused { status, .. } => Some(*status),
         }
     }

@@ -80,7 +80,8 @@ export async function freePorts() {
   return { port, webPort };
 }
 
-function stopProcess(proc) {
+/** Stops `proc` with SIGTERM (SIGKILL after 5 s); resolves once it exited. */
+export function stopProcess(proc) {
   if (proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve();
   return new Promise((resolve) => {
     const kill = setTimeout(() => proc.kill('SIGKILL'), 5000);
