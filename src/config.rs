@@ -302,6 +302,11 @@ impl Config {
                 ));
             }
         }
+        if self.web.as_ref().is_some_and(|w| w.tls) && self.tls.is_none() {
+            return invalid(
+                "[web] tls = true serves the certificate of [tls], which is not set".into(),
+            );
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log_level) {
             return invalid(format!("log_level {:?}: {e}", self.log_level));
         }
@@ -329,8 +334,12 @@ impl Config {
             web: 0,
             cluster: 0,
         };
-        let web = match self.web {
-            Some(_) => self.max_connections as u64 * crate::web::SESSION_OVERHEAD as u64,
+        let web = match &self.web {
+            Some(web) => {
+                let tls = if web.tls { TLS_OVERHEAD } else { 0 };
+                self.max_connections as u64 * (crate::web::SESSION_OVERHEAD as u64 + tls)
+                    + crate::web::WEB_SCRATCH as u64
+            }
             None => 0,
         };
         let cluster = self
@@ -376,8 +385,9 @@ pub struct MemoryBound {
     pub cross_core: u64,
     /// The record of closed connections full.
     pub closed_records: u64,
-    /// With a web port, every slot taken by a WebSocket session at
-    /// `web::SESSION_OVERHEAD` each.
+    /// With a web port, every slot taken by a WebSocket session or an SSE
+    /// stream at `web::SESSION_OVERHEAD` each (plus [`TLS_OVERHEAD`] when
+    /// the port has TLS), and each core's buffer for raw reads.
     pub web: u64,
     /// In a cluster: the links between the cores and the bridge full, the
     /// bridge's staging for every core, and its windows to and from Redis
@@ -636,8 +646,11 @@ impl Args {
             match &mut cfg.web {
                 Some(web) => web.listen = listen.clone(),
                 None => {
-                    cfg.web =
-                        Some(WebConfig { listen: listen.clone(), allowed_origins: Vec::new() })
+                    cfg.web = Some(WebConfig {
+                        listen: listen.clone(),
+                        allowed_origins: Vec::new(),
+                        tls: false,
+                    })
                 }
             }
         }
@@ -784,11 +797,13 @@ mod tests {
         let web = crate::web::WebConfig {
             listen: "127.0.0.1:0".parse().expect("an address"),
             allowed_origins: vec![],
+            tls: false,
         };
         let cfg = Config { web: Some(web), ..plain.clone() };
         let bound = cfg.max_memory();
         let slots = (cfg.max_connections * cfg.cores) as u64;
-        assert_eq!(bound.web, slots * crate::web::SESSION_OVERHEAD as u64);
+        let scratch = (cfg.cores * crate::web::WEB_SCRATCH) as u64;
+        assert_eq!(bound.web, slots * crate::web::SESSION_OVERHEAD as u64 + scratch);
         assert_eq!(bound.total() - bound.web, plain.max_memory().total());
     }
 

@@ -27,6 +27,7 @@ fn web_broker(tweak: impl FnOnce(&mut Config)) -> Broker {
         web: Some(WebConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             allowed_origins: Vec::new(),
+            tls: false,
         }),
         ..test_config(2)
     };

@@ -918,3 +918,88 @@ fn a_client_certificate_authenticates_as_the_user_with_its_subject() {
     drop(ok);
     finish(broker);
 }
+
+// ---------------------------------------------------------------------------
+// The web port over TLS
+
+/// `[web] tls = true`: WebSocket sessions (`wss://`) and SSE streams
+/// (`https://`) over the certificate of `[tls]`, a plaintext request
+/// refused as a failed handshake, and every slot back afterwards.
+#[test]
+fn the_web_port_serves_wss_and_https_with_the_tls_certificate() {
+    let pki = Pki::new("web");
+    let web = corecast::web::WebConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        allowed_origins: Vec::new(),
+        tls: true,
+    };
+    let broker = start(Config { web: Some(web), ..tls_config(&pki, ClientAuth::Off) });
+    let addr = broker.web_addr().expect("a web port");
+    let tls = |addr| TlsClient::try_connect(addr, pki.plain_config()).expect("handshake").tls;
+
+    let (mut ws, response) =
+        tungstenite::client(format!("wss://localhost:{}/", addr.port()), tls(addr))
+            .expect("upgrade over TLS");
+    assert_eq!(response.status(), 101);
+    let mut frames = Vec::new();
+    for frame in [
+        ClientFrame::Hello(Hello { version: VERSION, name: "wss", token: b"" }),
+        ClientFrame::Sub(Sub { sid: 1, topic: "secure", queue_group: "", lossy: false }),
+        ClientFrame::Ping { nonce: 5 },
+    ] {
+        frame.encode(&mut frames);
+    }
+    ws.send(tungstenite::Message::binary(frames)).unwrap();
+    let mut got = Vec::new();
+    let mut read_frame = |ws: &mut tungstenite::WebSocket<_>| loop {
+        if let Some(frame) = ServerFrame::decode(&mut &got[..], u32::MAX).unwrap() {
+            let text = format!("{frame:?}");
+            let used = frame.encoded_len();
+            got.drain(..used);
+            return text;
+        }
+        match ws.read().unwrap() {
+            tungstenite::Message::Binary(b) => got.extend_from_slice(&b),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(read_frame(&mut ws).starts_with("Welcome"));
+    assert_eq!(read_frame(&mut ws), "Pong { nonce: 5 }");
+
+    let mut sse = tls(addr);
+    let request =
+        format!("GET /sse?topic=secure HTTP/1.1\r\nHost: localhost:{}\r\n\r\n", addr.port());
+    sse.write_all(request.as_bytes()).unwrap();
+
+    let mut publisher = Client::connect(broker.local_addr());
+    let mut text = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !text.ends_with(b"\r\n\r\n") {
+        assert!(Instant::now() < deadline, "no SSE head: {:?}", String::from_utf8_lossy(&text));
+        let mut byte = [0u8; 1];
+        sse.read_exact(&mut byte).unwrap();
+        text.push(byte[0]);
+    }
+    assert!(text.starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&text));
+    publisher.publish("secure", b"over tls");
+    publisher.flush();
+    assert!(read_frame(&mut ws).contains("payload: [111, 118, 101, 114"));
+    let mut event = vec![0u8; "id: 1\nevent: secure\ndata: over tls\n\n".len()];
+    sse.read_exact(&mut event).unwrap();
+    assert_eq!(String::from_utf8_lossy(&event), "id: 1\nevent: secure\ndata: over tls\n\n");
+
+    // Plaintext HTTP to a TLS port is a failed handshake, nothing else.
+    let mut plain = TcpStream::connect(addr).unwrap();
+    plain.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    plain.write_all(b"GET /sse?topic=secure HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(!answer.starts_with(b"HTTP"), "{:?}", String::from_utf8_lossy(&answer));
+    let c = wait_counters(&broker, "the failed handshake", |c| c.tls_handshake_failures == 1);
+    assert_eq!((c.web_connections, c.tls_connections, c.ws_sessions, c.sse_streams), (2, 2, 1, 1));
+
+    ws.close(None).unwrap();
+    while ws.read().is_ok() {}
+    drop((ws, sse, publisher));
+    wait_idle(&broker);
+}

@@ -22,6 +22,7 @@ fn web_broker(tweak: impl FnOnce(&mut Config)) -> Broker {
         web: Some(WebConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             allowed_origins: Vec::new(),
+            tls: false,
         }),
         handshake_timeout_ms: 1_000,
         ..test_config(2)

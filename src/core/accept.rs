@@ -66,9 +66,11 @@ async fn admit(shard: &Rc<Shard>, stream: TcpStream, port: Port) {
             shard.cfg().web.as_ref().map(|w| w.allowed_origins.clone()).unwrap_or_default();
         Web::new(Origins::new(origins))
     });
+    let web_tls = port == Port::Web && shard.cfg().web.as_ref().is_some_and(|w| w.tls);
     let tls = match port {
-        Port::Plain | Port::Web => None,
-        Port::Tls => {
+        Port::Plain => None,
+        Port::Web if !web_tls => None,
+        Port::Tls | Port::Web => {
             let session = shard.tls_config().map(Tls::new);
             match session {
                 Some(Ok(session)) => Some(session),

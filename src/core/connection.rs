@@ -288,7 +288,9 @@ impl Connection {
     }
 
     /// Reads what the socket has into `dst`, through TLS for a connection
-    /// that has it: `Ok(n > 0)`, or why the connection ends.
+    /// that has it, and through the web session for one from the web port:
+    /// `Ok(n > 0)` (0 from a web session with only an answer of its own to
+    /// send), or why the connection ends.
     #[inline]
     fn poll_in(
         &mut self,
@@ -296,27 +298,26 @@ impl Connection {
         cx: &mut Context<'_>,
         dst: &mut [u8],
     ) -> Poll<Result<usize, Exit>> {
-        if let Some(tls) = self.tls.as_deref_mut() {
-            let mut scratch = shard.tls_scratch();
-            return tls.poll_read(&mut self.stream, cx, &mut scratch, dst);
-        }
+        let (stream, tls) = (&mut self.stream, self.tls.as_deref_mut());
         if let Some(web) = self.web.as_deref_mut() {
-            // The web port has no TLS: the ciphertext buffer is free for
-            // the raw WebSocket bytes.
-            let mut raw = shard.tls_scratch();
+            let mut raw = shard.web_scratch();
             let was_websocket = web.is_websocket();
-            let read = web.poll_read(&mut self.stream, cx, &mut raw, dst);
+            let read = match tls {
+                Some(tls) => web.poll_read(cx, &mut raw, dst, |cx, buf| {
+                    tls.poll_read(stream, cx, &mut shard.tls_scratch(), buf)
+                }),
+                None => web.poll_read(cx, &mut raw, dst, |cx, buf| read_plain(stream, cx, buf)),
+            };
             if !was_websocket && web.is_websocket() {
                 CoreCounters::add(&shard.counters.ws_sessions, 1);
             }
             return read;
         }
-        match Pin::new(&mut self.stream).poll_read(cx, dst) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(0)) => Poll::Ready(Err(Exit::Eof)),
-            Poll::Ready(Err(_)) => Poll::Ready(Err(Exit::Reset)),
-            Poll::Ready(Ok(n)) => Poll::Ready(Ok(n)),
+        if let Some(tls) = tls {
+            let mut scratch = shard.tls_scratch();
+            return tls.poll_read(stream, cx, &mut scratch, dst);
         }
+        read_plain(stream, cx, dst)
     }
 
     /// Records a TLS handshake that just completed: counted, and its
@@ -531,11 +532,11 @@ impl Connection {
     /// room. Records when the socket stopped taking bytes, for the write
     /// deadline.
     fn flush(&mut self, shard: &Shard, st: &mut State, cx: &mut Context<'_>) -> io::Result<()> {
-        if self.tls.is_some() {
-            return self.flush_tls(shard, st, cx);
-        }
         if self.web.is_some() {
             return self.flush_web(shard, st, cx);
+        }
+        if self.tls.is_some() {
+            return self.flush_tls(shard, st, cx);
         }
         self.release_notices(shard, st);
         loop {
@@ -578,13 +579,18 @@ impl Connection {
 
     /// [`Self::flush`] through the web session: its own bytes (the HTTP
     /// answer, frame headers, control frames), then the output queue as
-    /// the payload of binary frames, with no copy.
+    /// the payload of binary frames, with no copy; through TLS when the
+    /// port has it (the ciphertext rustls holds goes out first, as in
+    /// [`Self::flush_tls`]).
     fn flush_web(&mut self, shard: &Shard, st: &mut State, cx: &mut Context<'_>) -> io::Result<()> {
         self.release_notices(shard, st);
         loop {
             self.convert_sse(shard, st, cx);
             let State { slots, mem, .. } = &mut *st;
             let slot = &mut slots[self.key];
+            if !self.push_tls(slot, cx)? {
+                return Ok(());
+            }
             let Some(web) = self.web.as_deref_mut() else { return Ok(()) };
             let queued = slot.out().len();
             let write = web.next_write(queued);
@@ -594,6 +600,11 @@ impl Connection {
                 }
                 return Ok(());
             }
+            let (stream, tls) = (&mut self.stream, self.tls.as_deref_mut());
+            let send = |cx: &mut Context<'_>, parts: &[IoSlice<'_>]| match tls {
+                Some(tls) => Poll::Ready(tls.take_plaintext(parts)),
+                None => send_parts(stream, cx, parts),
+            };
             let sent = {
                 // As in a plain flush: few slices first, many only for a
                 // long queue (a fan-out's shared bodies).
@@ -602,13 +613,13 @@ impl Connection {
                 if n < FEW_SLICES {
                     let mut parts = [IoSlice::new(&[]); FEW_SLICES + 1];
                     let k = session::cut(write.own, &queue[..n], write.queue_limit, &mut parts);
-                    send_parts(&mut self.stream, cx, &parts[..k])
+                    send(cx, &parts[..k])
                 } else {
                     let mut queue = [IoSlice::new(&[]); SEND_SLICES];
                     let n = slot.out().slices(mem, &mut queue);
                     let mut parts = [IoSlice::new(&[]); SEND_SLICES + 1];
                     let k = session::cut(write.own, &queue[..n], write.queue_limit, &mut parts);
-                    send_parts(&mut self.stream, cx, &parts[..k])
+                    send(cx, &parts[..k])
                 }
             };
             let n = match sent {
@@ -624,11 +635,29 @@ impl Connection {
             if payload > 0 {
                 slot.sent(mem, payload);
             }
-            self.proof.took(&self.stream, n);
+            if self.tls.is_none() {
+                self.proof.took(&self.stream, n);
+            }
             CoreCounters::add(&shard.counters.bytes_out, payload as u64);
             shard.counters.histograms.write_bytes.observe(n as u64, 1);
             self.release_notices(shard, st);
         }
+    }
+
+    /// Writes the ciphertext rustls holds, for a web connection over TLS:
+    /// whether more may be handed to rustls now (all of it is out and the
+    /// handshake is complete). Always true without TLS.
+    fn push_tls(&mut self, slot: &mut super::slot::Slot, cx: &mut Context<'_>) -> io::Result<bool> {
+        let Some(tls) = self.tls.as_deref_mut() else { return Ok(true) };
+        let pushed = tls.push(&mut self.stream, cx)?;
+        if pushed.bytes > 0 {
+            self.proof.took(&self.stream, pushed.bytes);
+        }
+        if pushed.blocked {
+            slot.write_blocked();
+            return Ok(false);
+        }
+        Ok(tls.is_established())
     }
 
     /// Turns the front of an SSE stream's output queue into what its client
@@ -799,6 +828,20 @@ fn count_sse(shard: &Shard, tally: crate::web::sse::Tally) {
     CoreCounters::add(&c.sse_streams, u64::from(tally.opened));
     CoreCounters::add(&c.sse_events, tally.events);
     CoreCounters::add(&c.sse_dropped, tally.dropped);
+}
+
+/// Reads what the socket has: `Ok(n > 0)`, or how it ended.
+fn read_plain(
+    stream: &mut TcpStream,
+    cx: &mut Context<'_>,
+    dst: &mut [u8],
+) -> Poll<Result<usize, Exit>> {
+    match Pin::new(stream).poll_read(cx, dst) {
+        Poll::Pending => Poll::Pending,
+        Poll::Ready(Ok(0)) => Poll::Ready(Err(Exit::Eof)),
+        Poll::Ready(Err(_)) => Poll::Ready(Err(Exit::Reset)),
+        Poll::Ready(Ok(n)) => Poll::Ready(Ok(n)),
+    }
 }
 
 /// Sends `parts` at once when the socket takes them; otherwise waits for

@@ -94,6 +94,9 @@ pub(crate) struct Shard {
     /// Where TLS connections read ciphertext into; allocated with the
     /// first TLS read, so a core without TLS never holds it.
     tls_scratch: RefCell<Vec<u8>>,
+    /// The raw bytes of one read of a web-port connection (plaintext, past
+    /// TLS when the port has it); allocated with the first.
+    web_scratch: RefCell<Vec<u8>>,
 }
 
 impl Shard {
@@ -136,6 +139,7 @@ impl Shard {
             sweeper_nudged: Cell::new(false),
             tls: RefCell::new(None),
             tls_scratch: RefCell::new(Vec::new()),
+            web_scratch: RefCell::new(Vec::new()),
         })
     }
 
@@ -155,6 +159,16 @@ impl Shard {
         let mut scratch = self.tls_scratch.borrow_mut();
         if scratch.is_empty() {
             scratch.resize(crate::tls::session::CIPHER_SCRATCH, 0);
+        }
+        scratch
+    }
+
+    /// The core's scratch for a web connection's raw bytes, for one read;
+    /// never borrowed across an await.
+    pub(crate) fn web_scratch(&self) -> std::cell::RefMut<'_, Vec<u8>> {
+        let mut scratch = self.web_scratch.borrow_mut();
+        if scratch.is_empty() {
+            scratch.resize(crate::web::WEB_SCRATCH, 0);
         }
         scratch
     }

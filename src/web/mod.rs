@@ -13,6 +13,9 @@ pub(crate) mod ws;
 
 use serde::{Deserialize, Serialize};
 
+/// The core's buffer for one read of a web connection's raw bytes.
+pub(crate) const WEB_SCRATCH: usize = 64 << 10;
+
 /// What a web-port connection can hold at most beyond its slot, whether it
 /// became a WebSocket session or an SSE stream.
 pub(crate) const SESSION_OVERHEAD: usize = if ws::SESSION_OVERHEAD > sse::SESSION_OVERHEAD {
@@ -35,4 +38,8 @@ pub struct WebConfig {
     /// `Origin` (not from a browser) are always allowed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_origins: Vec<String>,
+    /// Serve the port over TLS (`wss://`, `https://`) with the certificate
+    /// and settings of `[tls]`, which must be set.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls: bool,
 }

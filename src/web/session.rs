@@ -6,12 +6,8 @@
 
 use std::{
     io::IoSlice,
-    pin::Pin,
     task::{Context, Poll},
 };
-
-use futures_lite::AsyncRead;
-use glommio::net::TcpStream;
 
 use super::{
     sse::{Sse, Tally},
@@ -91,16 +87,16 @@ impl Web {
         self.credential.take()
     }
 
-    /// Reads what the socket has and hands the corecast bytes it carried
-    /// to `dst`: `Ok(n)` (0 when the session has only an answer of its own
+    /// Reads what the socket has (through `read_raw`: the socket, or TLS
+    /// over it) and hands the corecast bytes it carried to `dst`: `Ok(n)` (0 when the session has only an answer of its own
     /// to send), or why the connection ends. An SSE stream hands over its
     /// own frames; what its client sends is read only to notice it leave.
     pub(crate) fn poll_read(
         &mut self,
-        stream: &mut TcpStream,
         cx: &mut Context<'_>,
         raw: &mut [u8],
         dst: &mut [u8],
+        mut read_raw: impl FnMut(&mut Context<'_>, &mut [u8]) -> Poll<Result<usize, Exit>>,
     ) -> Poll<Result<usize, Exit>> {
         loop {
             match &mut self.state {
@@ -116,10 +112,9 @@ impl Web {
                 State::Sse(sse) if sse.has_input() => return Poll::Ready(Ok(sse.take_input(dst))),
                 State::Head(_) | State::Sse(_) => {}
             }
-            let n = match Pin::new(&mut *stream).poll_read(cx, raw) {
+            let n = match read_raw(cx, raw) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(0)) => return Poll::Ready(Err(Exit::Eof)),
-                Poll::Ready(Err(_)) => return Poll::Ready(Err(Exit::Reset)),
+                Poll::Ready(Err(why)) => return Poll::Ready(Err(why)),
                 Poll::Ready(Ok(n)) => n,
             };
             let before = self.control.len();
