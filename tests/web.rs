@@ -333,3 +333,45 @@ fn a_burst_reaches_every_websocket_subscriber_in_order() {
     broker.shutdown();
     broker.wait().unwrap();
 }
+
+/// Heartbeats: a session that answers nothing is closed as stale, like a
+/// TCP client; one that sends only WebSocket pings is alive, and gets its
+/// pongs.
+#[test]
+fn websocket_pings_keep_a_session_alive_and_silence_does_not() {
+    let broker = web_broker(|cfg| {
+        cfg.ping_interval_ms = 100;
+        cfg.stale_after_ms = 300;
+    });
+    let web = broker.web_addr().unwrap();
+    let mut silent = WsClient::hello(web);
+    let mut pinger = WsClient::hello(web);
+    pinger.ws.get_mut().set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let start = Instant::now();
+    let mut pongs = 0;
+    while start.elapsed() < Duration::from_millis(1_200) {
+        pinger.ws.send(Message::Ping(b"hb".to_vec().into())).unwrap();
+        match pinger.ws.read() {
+            Ok(Message::Pong(p)) if &p[..] == b"hb" => pongs += 1,
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("the pinging session ended: {e}"),
+        }
+    }
+    assert!(pongs >= 5, "{pongs} pongs");
+    wait_counters(&broker, "the silent session closed", |c| c.stale_closes == 1);
+    // The silent one got the broker's PINGs, then its close.
+    let mut got_ping = false;
+    loop {
+        match silent.ws.read() {
+            Ok(Message::Binary(b)) => got_ping |= b.get(4) == Some(&0x82),
+            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    assert!(got_ping);
+    drop(silent);
+    wait_counters(&broker, "the pinging session left alone", |c| c.web_connections == 1);
+    drop(pinger);
+    wait_idle(&broker);
+}

@@ -119,13 +119,17 @@ impl Web {
             };
             let before = self.control.len();
             self.take_in(&raw[..n]);
-            if self.control.len() > before
-                && !matches!(&self.state, State::Ws(ws) if ws.has_pending())
-                && !matches!(&self.state, State::Sse(sse) if sse.has_input())
-            {
-                // An answer to send (the `101`, a pong, a close) before
-                // the client says more: no input, but a flush.
-                return Poll::Ready(Ok(0));
+            let answered = self.control.len() > before;
+            match &self.state {
+                State::Ws(ws) if ws.has_pending() => {}
+                // Control frames, or part of a message: no input, but the
+                // client is alive (its pings keep the session from going
+                // stale), and a pong may wait to be flushed.
+                State::Ws(_) => return Poll::Ready(Ok(0)),
+                State::Sse(sse) if sse.has_input() => {}
+                // The `101` or an error status to send.
+                _ if answered => return Poll::Ready(Ok(0)),
+                _ => {}
             }
         }
     }
