@@ -15,7 +15,7 @@ use std::{
 
 use common::{start, test_config, wait_counters, wait_idle, Client, Got};
 use corecast::{
-    auth::{hash_password, hash_token, Permissions, Rules, UserConfig},
+    auth::{hash_password, hash_token, JwtConfig, Permissions, Rules, UserConfig},
     web::WebConfig,
     Broker, Config,
 };
@@ -270,6 +270,39 @@ fn the_credential_comes_from_the_header_or_the_token_parameter() {
     // A failed login is counted as one; the other two as refusals.
     let c = wait_counters(&broker, "refusals", |c| c.web_refusals >= 2 && c.auth_failures >= 2);
     assert_eq!(c.sse_streams, 3);
+    wait_idle(&broker);
+}
+
+/// A JWT in the `token` parameter or the header: its signature, time and
+/// the user's rules decide, as in a `HELLO`.
+#[test]
+fn a_jwt_opens_a_stream_within_its_users_rules() {
+    let dir = std::env::temp_dir().join(format!("corecast-sse-jwt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = b"a-long-enough-test-secret-for-hs256";
+    std::fs::write(dir.join("hs256"), secret).unwrap();
+    let jwt = JwtConfig { hs256_secret_file: Some(dir.join("hs256")), ..JwtConfig::default() };
+    let broker = web_broker(|cfg| {
+        cfg.users = vec![user_with("reader", &["news.>"])];
+        cfg.jwt = Some(jwt);
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
+    let web = broker.web_addr().unwrap();
+    let key = jsonwebtoken::EncodingKey::from_secret(secret).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let sign = |exp: u64| {
+        let claims = serde_json::json!({ "sub": "reader", "exp": exp });
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+    };
+    let good = sign(now.as_secs() + 600);
+    let status =
+        |target: String, headers: &[(&str, &str)]| Stream::open(web, &target, headers).status;
+    assert_eq!(status(format!("/sse?topic=news.a&token={good}"), &[]), 200);
+    let bearer = format!("Bearer {good}");
+    assert_eq!(status("/sse?topic=news.a".into(), &[("Authorization", &bearer)]), 200);
+    assert_eq!(status(format!("/sse?topic=secret&token={good}"), &[]), 403);
+    let expired = sign(now.as_secs() - 3600);
+    assert_eq!(status(format!("/sse?topic=news.a&token={expired}"), &[]), 401);
     wait_idle(&broker);
 }
 
