@@ -140,7 +140,8 @@ counters! {
     /// WebSocket sessions the broker closed for a protocol violation
     /// (close codes 1002, 1003, 1007, 1009).
     counter ws_protocol_closes,
-    /// SSE streams opened (`200` sent: authenticated and subscribed).
+    /// SSE streams opened: authenticated and subscribed, their `200`
+    /// queued.
     counter sse_streams,
     /// Messages sent to SSE streams as events.
     counter sse_events,

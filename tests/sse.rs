@@ -213,11 +213,13 @@ fn base64_carries_any_payload() {
 fn refused_requests_get_their_status() {
     let broker = web_broker(|_| {});
     let web = broker.web_addr().unwrap();
+    let long_topic = format!("/sse?topic={}", "t".repeat(300));
     let cases = [
         ("/sse", 400, "name at least one topic"),
         ("/sse?topic=a..b", 400, "empty token"),
         ("/sse?topic=a&topic=b.>.c", 400, ""),
         ("/sse?topic=a&encoding=utf16", 400, "unknown encoding"),
+        (&long_topic, 400, "more than 255"),
     ];
     for (target, status, why) in cases {
         let mut stream = Stream::open(web, target, &[]);
@@ -225,8 +227,14 @@ fn refused_requests_get_their_status() {
         let body = stream.rest();
         assert!(body.contains(why), "{target}: {body:?}");
     }
-    let c = wait_counters(&broker, "refusals", |c| c.web_refusals >= 4);
+    let c = wait_counters(&broker, "refusals", |c| c.web_refusals >= 5);
     assert_eq!(c.sse_streams, 0);
+    assert_eq!(c.task_panics, 0);
+    // The cores still serve.
+    assert_eq!(Stream::open(web, "/sse?topic=a", &[]).status, 200);
+    let mut tcp = Client::connect(broker.local_addr());
+    tcp.flush();
+    drop(tcp);
     wait_idle(&broker);
 }
 
@@ -264,11 +272,13 @@ fn the_credential_comes_from_the_header_or_the_token_parameter() {
     assert!(head.to_ascii_lowercase().contains("www-authenticate: bearer"), "{head}");
     assert!(body.contains("auth failed"), "{body}");
     refused("/sse?topic=news.a&token=wrong", &[], 401);
-    refused("/sse?topic=news.a", &[("Authorization", "Digest x")], 400);
+    // Another scheme (a proxy's) is not ours: no credential, as without it.
+    refused("/sse?topic=news.a", &[("Authorization", "Digest x")], 401);
+    refused("/sse?topic=news.a&token=tok-reader", &[("Authorization", "Basic Og==")], 400);
     let (_, body) = refused("/sse?topic=news.a&topic=secrets&token=tok-reader", &[], 403);
     assert!(body.contains("secrets"), "{body}");
     // A failed login is counted as one; the other two as refusals.
-    let c = wait_counters(&broker, "refusals", |c| c.web_refusals >= 2 && c.auth_failures >= 2);
+    let c = wait_counters(&broker, "refusals", |c| c.web_refusals >= 2 && c.auth_failures >= 3);
     assert_eq!(c.sse_streams, 3);
     wait_idle(&broker);
 }

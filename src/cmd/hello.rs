@@ -58,7 +58,10 @@ pub(super) fn apply(
         return ctx.fail(ErrorCode::UnsupportedVersion, &text);
     }
     let identity = match login(ctx, &hello, typed) {
-        Login::Done(Ok(identity)) => identity,
+        Login::Done(Ok(identity)) => {
+            ctx.slot().forget_credential_at_upgrade();
+            identity
+        }
         Login::Done(Err(failure)) => return refuse(ctx, &failure),
         Login::Waiting => return Flow::Stall,
         Login::Later => return Flow::Wait(Instant::now() + RETRY_LOGIN),

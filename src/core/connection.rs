@@ -272,7 +272,7 @@ impl Connection {
         if st.slots[self.key].input().large.is_some() {
             return self.read_large(shard, st, cx);
         }
-        let mut scratch = std::mem::take(&mut st.read_scratch);
+        let mut scratch = st.take_read_scratch();
         let held = st.slots[self.key].input().stash.len();
         let result = self.poll_in(shard, cx, &mut scratch[held..]);
         st.read_scratch = scratch;
@@ -362,7 +362,7 @@ impl Connection {
         if st.slots[self.key].input().large.as_ref().is_some_and(|l| l.filled == l.buf.len()) {
             return self.apply_large(shard, st, cx);
         }
-        let mut scratch = std::mem::take(&mut st.read_scratch);
+        let mut scratch = st.take_read_scratch();
         let State { slots, mem, .. } = &mut *st;
         let held = slots[self.key].input_mut().stash.move_into(mem, &mut scratch);
         let mut src = &scratch[..held + fresh];
@@ -635,6 +635,8 @@ impl Connection {
             if payload > 0 {
                 slot.sent(mem, payload);
             }
+            // An SSE stream's text is all its own: count what went out.
+            let payload = if web.is_sse() { n } else { payload };
             if self.tls.is_none() {
                 self.proof.took(&self.stream, n);
             }
@@ -677,12 +679,13 @@ impl Connection {
             let n = slot.out().slices(mem, &mut parts);
             let mut taken = 0;
             for part in &parts[..n] {
-                taken += part.len();
-                match web.convert(part) {
+                let (used, converted) = web.convert(part);
+                taken += used;
+                match converted {
                     Ok(tally) => count_sse(shard, tally),
                     Err(status) => refused = Some(status),
                 }
-                if refused.is_some() || taken >= SSE_STEP {
+                if refused.is_some() || used < part.len() || taken >= SSE_STEP {
                     break;
                 }
             }
@@ -808,6 +811,9 @@ impl Connection {
             return if self.fin_sent { Poll::Ready(()) } else { Poll::Pending };
         }
         for _ in 0..DRAIN_READS_PER_POLL {
+            if st.read_scratch.is_empty() {
+                st.read_scratch = st.take_read_scratch();
+            }
             match Pin::new(&mut self.stream).poll_read(cx, &mut st.read_scratch) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(_)) => return Poll::Ready(()),

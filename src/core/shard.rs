@@ -45,7 +45,8 @@ pub(crate) struct State {
     /// Chunks and the budget every connection's data is charged to.
     pub mem: Memory,
     /// Where connections read into; input left over after the last whole
-    /// frame moves to the connection's own chunks.
+    /// frame moves to the connection's own chunks. Taken out while a read
+    /// is applied ([`State::take_read_scratch`]).
     pub read_scratch: Vec<u8>,
     /// Slots that began leaving during a delivery; finished right after it
     /// ([`route::reap`]).
@@ -263,6 +264,18 @@ impl Shard {
 }
 
 impl State {
+    /// The read scratch, taken out while a read is applied; give it back
+    /// by assigning `read_scratch`. A scratch a panicking task never gave
+    /// back is made anew, so one caught panic leaves the core reading.
+    pub(crate) fn take_read_scratch(&mut self) -> Vec<u8> {
+        let scratch = std::mem::take(&mut self.read_scratch);
+        if scratch.len() == READ_SCRATCH {
+            return scratch;
+        }
+        tracing::warn!("the read scratch was lost to a panic; a new one takes its place");
+        vec![0; READ_SCRATCH]
+    }
+
     /// Moves a connection out of `Handshake` or `Open`: its memory goes back
     /// and its final frame is queued ([`Slot::begin_leave`]), its
     /// subscriptions are removed, and it either closes or drains until a

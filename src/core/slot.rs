@@ -459,6 +459,11 @@ impl Slot {
         self.at_upgrade.as_deref()
     }
 
+    /// The login is over: the request's credential is not kept longer.
+    pub(crate) fn forget_credential_at_upgrade(&mut self) {
+        self.at_upgrade = None;
+    }
+
     /// Whether the connection came in on the TLS port.
     pub(crate) fn is_tls(&self) -> bool {
         self.tls.is_some()

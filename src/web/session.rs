@@ -10,8 +10,8 @@ use std::{
 };
 
 use super::{
-    sse::{Sse, Tally},
-    upgrade::{self, Origins, Route},
+    sse::{Sse, Tally, KEEP_CAPACITY},
+    upgrade::{self, Origins, Route, WebCredential},
     ws::{Ws, MAX_MESSAGE},
 };
 use crate::core::slot::{Exit, Limit, WebExit};
@@ -42,7 +42,7 @@ pub(crate) struct Web {
     /// output queue; its header is in `out`.
     frame_left: usize,
     /// The credential the request carried, until the connection takes it.
-    credential: Option<Vec<u8>>,
+    credential: Option<WebCredential>,
 }
 
 #[derive(Debug)]
@@ -76,7 +76,7 @@ impl Web {
         })
     }
 
-    /// Whether the session is past its request head.
+    /// Whether the request opened a WebSocket session (and it is not over).
     pub(crate) fn is_websocket(&self) -> bool {
         matches!(self.state, State::Ws(_))
     }
@@ -84,7 +84,7 @@ impl Web {
     /// The credential the request carried (`Authorization`, or the `token`
     /// parameter), as a typed credential; once.
     pub(crate) fn take_credential(&mut self) -> Option<Vec<u8>> {
-        self.credential.take()
+        self.credential.take().map(WebCredential::into_bytes)
     }
 
     /// Reads what the socket has (through `read_raw`: the socket, or TLS
@@ -127,6 +127,9 @@ impl Web {
                 // stale), and a pong may wait to be flushed.
                 State::Ws(_) => return Poll::Ready(Ok(0)),
                 State::Sse(sse) if sse.has_input() => {}
+                // What an SSE client sends is thrown away, a read at a
+                // time, like any connection's reads.
+                State::Sse(_) => return Poll::Ready(Ok(0)),
                 // The `101` or an error status to send.
                 _ if answered => return Poll::Ready(Ok(0)),
                 _ => {}
@@ -197,12 +200,18 @@ impl Web {
         matches!(self.state, State::Sse(_)) && !self.wants_write()
     }
 
-    /// Reads `bytes` of an SSE stream's output queue into what goes out;
+    /// Whether the request opened an SSE stream.
+    pub(crate) fn is_sse(&self) -> bool {
+        matches!(self.state, State::Sse(_))
+    }
+
+    /// Reads `bytes` of an SSE stream's output queue into what goes out,
+    /// until a step of text is made: how many bytes it read, and
     /// `Err(status)` once the stream was refused (its answer is queued).
-    pub(crate) fn convert(&mut self, bytes: &[u8]) -> Result<Tally, u16> {
-        let State::Sse(sse) = &mut self.state else { return Ok(Tally::default()) };
-        let tally = sse.convert(bytes, &mut self.control);
-        sse.refused().map_or(Ok(tally), Err)
+    pub(crate) fn convert(&mut self, bytes: &[u8]) -> (usize, Result<Tally, u16>) {
+        let State::Sse(sse) = &mut self.state else { return (0, Ok(Tally::default())) };
+        let (read, tally) = sse.convert(bytes, &mut self.control);
+        (read, sse.refused().map_or(Ok(tally), Err))
     }
 
     /// What to send now, given `queued` bytes in the output queue: the
@@ -238,6 +247,9 @@ impl Web {
         if self.out_sent == self.out.len() {
             self.out.clear();
             self.out_sent = 0;
+            if self.out.capacity() > KEEP_CAPACITY {
+                self.out = Vec::new();
+            }
         }
         let queue = (n - own).min(self.frame_left);
         self.frame_left -= queue;

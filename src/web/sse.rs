@@ -21,14 +21,27 @@ use tungstenite::http::StatusCode;
 /// dropped and counted.
 pub(crate) const MAX_EVENT_FRAME: usize = 64 << 10;
 
+/// The most text one event may take (a payload of many short lines grows
+/// up to sevenfold: `data: ` and a line end for each); larger ones are
+/// dropped and counted.
+const MAX_EVENT_TEXT: usize = 128 << 10;
+
+/// Text made at a time: conversion stops once this much waits to be sent.
+pub(crate) const TEXT_STEP: usize = 32 << 10;
+
 /// Most text of events that arrived before the stream opened; later ones
 /// before it are dropped and counted.
 const MAX_EARLY: usize = 16 << 10;
 
+/// Buffers that grew past this for one large event are let go after it.
+pub(crate) const KEEP_CAPACITY: usize = 64 << 10;
+
 /// What one stream can hold at most beyond its slot: a frame being read,
-/// the events made of it and of the queue bytes read with it, and those
-/// kept for the opening.
-pub(crate) const SESSION_OVERHEAD: usize = MAX_EVENT_FRAME + 2 * MAX_EVENT_FRAME + MAX_EARLY;
+/// the text made of the queue (a step's worth plus the event that passed
+/// it, in the buffer being written and the one being filled), and the
+/// events kept for the opening (with one more being checked).
+pub(crate) const SESSION_OVERHEAD: usize =
+    MAX_EVENT_FRAME + 2 * (TEXT_STEP + MAX_EVENT_TEXT) + MAX_EARLY + MAX_EVENT_TEXT;
 
 /// The nonce of the opening barrier's `PING`.
 const OPENING: u64 = u64::from_be_bytes(*b"sse-open");
@@ -119,10 +132,12 @@ impl Sse {
     }
 
     /// Reads `bytes` of the output queue (frames, possibly cut anywhere)
-    /// and appends to `out` what goes to the client.
-    pub(crate) fn convert(&mut self, mut bytes: &[u8], out: &mut Vec<u8>) -> Tally {
+    /// and appends to `out` what goes to the client, stopping once `out`
+    /// holds [`TEXT_STEP`]: returns how many bytes it read.
+    pub(crate) fn convert(&mut self, mut bytes: &[u8], out: &mut Vec<u8>) -> (usize, Tally) {
+        let given = bytes.len();
         let mut tally = Tally::default();
-        while !bytes.is_empty() && self.refused.is_none() {
+        while !bytes.is_empty() && self.refused.is_none() && out.len() < TEXT_STEP {
             if self.skip > 0 {
                 let n = self.skip.min(bytes.len());
                 self.skip -= n;
@@ -145,11 +160,14 @@ impl Sse {
                     self.apply(&frame, out, &mut tally);
                     self.frame = frame;
                     self.frame.clear();
+                    if self.frame.capacity() > KEEP_CAPACITY {
+                        self.frame = Vec::new();
+                    }
                 }
                 _ => {}
             }
         }
-        tally
+        (given - bytes.len(), tally)
     }
 
     /// The whole length of the frame being read, once its prefix is in.
@@ -208,15 +226,18 @@ impl Sse {
                 }
             }
         };
-        let dst = match self.head {
-            None => out,
-            Some(_) if self.early.len() <= MAX_EARLY => &mut self.early,
-            Some(_) => {
-                tally.dropped += 1;
-                return;
-            }
-        };
+        if data.text_len() + topic.len() + 48 > MAX_EVENT_TEXT {
+            tally.dropped += 1;
+            return;
+        }
+        let dst = if self.head.is_some() { &mut self.early } else { out };
+        let before = dst.len();
         event(dst, Some(self.seen), topic, |out| data.write(out));
+        if self.head.is_some() && self.early.len() > MAX_EARLY {
+            self.early.truncate(before);
+            tally.dropped += 1;
+            return;
+        }
         tally.events += 1;
     }
 }
@@ -230,6 +251,17 @@ enum Data<'a> {
 }
 
 impl Data<'_> {
+    /// The most text the `data:` lines take.
+    fn text_len(&self) -> usize {
+        match self {
+            Data::Text(text) => {
+                let breaks = text.bytes().filter(|&b| b == b'\n' || b == b'\r').count();
+                text.len() + 7 * (breaks + 1)
+            }
+            Data::Base64(bytes) => 7 + bytes.len().div_ceil(3) * 4,
+        }
+    }
+
     fn write(&self, out: &mut Vec<u8>) {
         match self {
             Data::Text(text) => data_lines(out, text),
@@ -332,7 +364,7 @@ mod tests {
         let mut out = Vec::new();
         let mut total = Tally::default();
         for byte in bytes.chunks(1) {
-            let tally = sse.convert(byte, &mut out);
+            let (_, tally) = sse.convert(byte, &mut out);
             total.events += tally.events;
             total.dropped += tally.dropped;
             total.opened |= tally.opened;
@@ -379,12 +411,12 @@ mod tests {
         let mut out = Vec::new();
         let mut dropped = 0;
         for _ in 0..100 {
-            dropped += sse.convert(&msg("b", &[7; 1000]), &mut out).dropped;
+            dropped += sse.convert(&msg("b", &[7; 1000]), &mut out).1.dropped;
         }
         assert!(out.is_empty());
-        assert!(dropped > 0 && sse.early.len() <= MAX_EARLY + 2000, "{}", sse.early.len());
+        assert!(dropped > 0 && sse.early.len() <= MAX_EARLY, "{}", sse.early.len());
         sse.convert(&opening(), &mut out);
-        assert!(out.len() > MAX_EARLY && sse.early.is_empty());
+        assert!(out.len() > MAX_EARLY - 2000 && sse.early.is_empty());
     }
 
     #[test]
@@ -418,5 +450,26 @@ mod tests {
         let n = sse.take_input(&mut scratch);
         let pong = ClientFrame11::decode(&mut &scratch[..n], u32::MAX).expect("valid");
         assert!(matches!(pong, Some(ClientFrame11::Pong { nonce: 9 })), "{pong:?}");
+    }
+
+    /// Short lines grow sevenfold: an event past 128 KiB of text is
+    /// dropped, and one step makes at most about 32 KiB more than one event.
+    #[test]
+    fn text_is_bounded_per_event_and_per_step() {
+        let mut sse = stream(false);
+        let mut out = Vec::new();
+        sse.convert(&opening(), &mut out);
+        out.clear();
+        let mut bytes = msg("b", &[b'\n'; 60_000]);
+        for _ in 0..100 {
+            bytes.extend(msg("b", &[b'x'; 1000]));
+        }
+        let (read, tally) = sse.convert(&bytes, &mut out);
+        assert_eq!(tally.dropped, 1, "the sevenfold event");
+        assert!(out.len() >= TEXT_STEP && out.len() < TEXT_STEP + 1100, "{}", out.len());
+        assert!(read < bytes.len());
+        out.clear();
+        let (rest, _) = sse.convert(&bytes[read..], &mut out);
+        assert!(rest < bytes.len() - read, "one step at a time");
     }
 }

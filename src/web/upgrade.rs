@@ -24,9 +24,9 @@ use super::sse::SseRequest;
 #[derive(Debug)]
 pub(crate) enum Route {
     /// A WebSocket session: send `response` (the `101`), then frames.
-    WebSocket { response: Vec<u8>, credential: Option<Vec<u8>> },
+    WebSocket { response: Vec<u8>, credential: Option<WebCredential> },
     /// A stream of server-sent events.
-    Sse { request: SseRequest, credential: Option<Vec<u8>> },
+    Sse { request: SseRequest, credential: Option<WebCredential> },
     /// Refused: send `response` (its body says why) and close.
     Refused { status: StatusCode, response: Vec<u8> },
     /// A file of the demo page: send `response` and close.
@@ -124,44 +124,69 @@ impl Query {
     }
 }
 
-/// The credential a request carries, as the token field of a `HELLO` with
-/// a typed credential (`PROTOCOL.md` section 14): `Authorization: Bearer`
-/// (or the `token` parameter, which the header wins over) is a JWT when it
-/// has a JWT's shape and a bearer token otherwise; `Authorization: Basic`
-/// is a user and password.
-fn credential(request: &Request, query: &Query) -> Result<Option<Vec<u8>>, &'static str> {
-    let header = request.headers().get(header::AUTHORIZATION);
-    let Some(header) = header else {
-        return Ok(query.token.as_deref().filter(|t| !t.is_empty()).map(token_credential));
+/// A typed credential (the token field of a `HELLO` with the credential
+/// flag, `PROTOCOL.md` section 14) that a web request carried. Its `Debug`
+/// shows no secret.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct WebCredential(Vec<u8>);
+
+impl WebCredential {
+    pub(crate) fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+}
+
+impl std::fmt::Debug for WebCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = self.0.split(|&b| b == b' ').next().unwrap_or_default();
+        write!(f, "WebCredential({})", String::from_utf8_lossy(kind))
+    }
+}
+
+/// The credential a request carries: `Authorization: Bearer` (or the
+/// `token` parameter, which the header wins over) is a JWT when it has a
+/// JWT's shape and a bearer token otherwise; `Authorization: Basic` is a
+/// user and password. Other schemes (a proxy's own, say) are not ours and
+/// are passed over.
+fn credential(request: &Request, query: &Query) -> Result<Option<WebCredential>, &'static str> {
+    let from_query = || query.token.as_deref().filter(|t| !t.is_empty()).map(token_credential);
+    let Some(header) = request.headers().get(header::AUTHORIZATION) else {
+        return Ok(from_query());
     };
     let header = header.to_str().map_err(|_| "Authorization is not text")?;
-    let (scheme, value) = header.trim().split_once(' ').ok_or("Authorization has no scheme")?;
+    let (scheme, value) = header.trim().split_once(' ').unwrap_or((header.trim(), ""));
     let value = value.trim();
-    if scheme.eq_ignore_ascii_case("bearer") && !value.is_empty() {
+    if scheme.eq_ignore_ascii_case("bearer") {
+        if value.is_empty() {
+            return Err("Authorization: Bearer needs a token");
+        }
         return Ok(Some(token_credential(value)));
     }
     if scheme.eq_ignore_ascii_case("basic") {
         let engine = base64::engine::general_purpose::STANDARD;
         let pair = engine.decode(value).map_err(|_| "Authorization: Basic is not base64")?;
-        let user_end = pair.iter().position(|&b| b == b':').ok_or("Basic needs user:password")?;
+        match pair.iter().position(|&b| b == b':') {
+            Some(user_end) if user_end > 0 => {}
+            _ => return Err("Authorization: Basic needs user:password"),
+        }
         let mut typed = b"password ".to_vec();
         typed.extend_from_slice(&pair);
-        return Ok((user_end > 0).then_some(typed));
+        return Ok(Some(WebCredential(typed)));
     }
-    Err("Authorization must be Bearer or Basic")
+    Ok(from_query())
 }
 
 /// A token, typed: a JWT has three base64url parts, the first a JSON
 /// object (`eyJ`); anything else is a bearer token.
-fn token_credential(token: &str) -> Vec<u8> {
+fn token_credential(token: &str) -> WebCredential {
     let jwt = token.starts_with("eyJ") && token.split('.').count() == 3;
     let kind = if jwt { "jwt" } else { "bearer" };
-    format!("{kind} {token}").into_bytes()
+    WebCredential(format!("{kind} {token}").into_bytes())
 }
 
 /// The `101` for a valid upgrade; `400` (or `426` for another version)
 /// naming what is wrong otherwise.
-fn websocket(request: &Request, credential: Option<Vec<u8>>) -> Route {
+fn websocket(request: &Request, credential: Option<WebCredential>) -> Route {
     match create_response(request) {
         Ok(response) => {
             let mut bytes = Vec::with_capacity(160);
@@ -183,12 +208,19 @@ fn websocket(request: &Request, credential: Option<Vec<u8>>) -> Route {
 /// An SSE stream: its topics (at least one), its encoding, and the `200`
 /// head it opens with. A page of an allowed other origin gets the CORS
 /// header that lets it read the stream.
-fn sse(request: &Request, query: Query, credential: Option<Vec<u8>>, origins: &Origins) -> Route {
-    if request.method() != tungstenite::http::Method::GET {
-        return refuse(StatusCode::METHOD_NOT_ALLOWED, "an event stream is a GET");
-    }
+fn sse(
+    request: &Request,
+    query: Query,
+    credential: Option<WebCredential>,
+    origins: &Origins,
+) -> Route {
     if query.topics.is_empty() {
         return refuse(StatusCode::BAD_REQUEST, "name at least one topic: /sse?topic=…");
+    }
+    for topic in &query.topics {
+        if let Err(e) = corecast_proto::topic::validate(topic) {
+            return refuse(StatusCode::BAD_REQUEST, &format!("topic {topic:?}: {e}"));
+        }
     }
     let base64 = match query.encoding.as_deref() {
         None | Some("text") => false,
@@ -205,7 +237,8 @@ fn sse(request: &Request, query: Query, credential: Option<Vec<u8>>, origins: &O
         .header(header::CONNECTION, "close");
     let origin = request.headers().get(header::ORIGIN);
     if let Some(origin) = origin.filter(|_| !origins.allowed.is_empty()) {
-        head = head.header(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        head =
+            head.header(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin).header(header::VARY, "Origin");
     }
     let mut bytes = Vec::with_capacity(200);
     match head.body(()).map(|head| write_response(&mut bytes, &head)) {
@@ -321,11 +354,13 @@ mod tests {
 
     #[test]
     fn a_token_with_a_jwts_shape_is_a_jwt() {
-        assert_eq!(token_credential("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln"), {
+        let typed = |token| token_credential(token).into_bytes();
+        assert_eq!(typed("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln"), {
             b"jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln".to_vec()
         });
-        assert_eq!(token_credential("tok.with.dots"), b"bearer tok.with.dots".to_vec());
-        assert_eq!(token_credential("eyJonly"), b"bearer eyJonly".to_vec());
+        assert_eq!(typed("tok.with.dots"), b"bearer tok.with.dots".to_vec());
+        assert_eq!(typed("eyJonly"), b"bearer eyJonly".to_vec());
+        assert_eq!(format!("{:?}", token_credential("secret")), "WebCredential(bearer)");
     }
 
     #[test]
@@ -335,6 +370,6 @@ mod tests {
         let Route::Sse { request, credential } = r else { panic!("{r:?}") };
         assert_eq!(request.topics, ["a.>", "b"]);
         assert!(request.base64);
-        assert_eq!(credential.as_deref(), Some(&b"bearer t+k"[..]));
+        assert_eq!(credential.map(WebCredential::into_bytes), Some(b"bearer t+k".to_vec()));
     }
 }
