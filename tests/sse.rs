@@ -441,3 +441,66 @@ fn shutdown_ends_streams() {
     let rest = stream.rest();
     assert!(!rest.contains("data"), "{rest:?}");
 }
+
+/// Connections reset (`SO_LINGER` 0) at every stage: mid request head,
+/// right after the `101` or the `200`, with a message on its way, over
+/// WebSocket and SSE. Afterwards every counter is back to idle.
+#[test]
+fn resets_at_every_stage_leave_nothing_behind() {
+    let broker = web_broker(|_| {});
+    let web = broker.web_addr().unwrap();
+    let mut publisher = Client::connect(broker.local_addr());
+    let reset = |tcp: TcpStream| {
+        socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO)).unwrap();
+        drop(tcp);
+    };
+    for i in 0..600 {
+        match i % 6 {
+            0 => {
+                let mut tcp = TcpStream::connect(web).unwrap();
+                tcp.write_all(b"GET /sse?topic=churn HTTP/1.1\r\nHo").unwrap();
+                reset(tcp);
+            }
+            1 => reset(Stream::open(web, "/sse?topic=churn", &[]).tcp),
+            2 => {
+                let stream = Stream::open(web, "/sse?topic=churn&topic=c.%3E", &[]);
+                publisher.publish("churn", &[b'x'; 2000]);
+                reset(stream.tcp);
+            }
+            3 => {
+                let tcp = TcpStream::connect(web).unwrap();
+                let (ws, _) = tungstenite::client(format!("ws://{web}/ws"), tcp).unwrap();
+                reset(ws.into_inner());
+            }
+            4 => {
+                let tcp = TcpStream::connect(web).unwrap();
+                let (mut ws, _) = tungstenite::client(format!("ws://{web}/"), tcp).unwrap();
+                let mut frames = Vec::new();
+                ClientFrame::Hello(Hello { version: VERSION, name: "c", token: b"" })
+                    .encode(&mut frames);
+                ClientFrame::Sub(corecast_proto::Sub {
+                    sid: 1,
+                    topic: "churn",
+                    queue_group: "",
+                    lossy: false,
+                })
+                .encode(&mut frames);
+                // Half of the last frame: the rest never comes.
+                ws.send(Message::binary(frames[..frames.len() - 3].to_vec())).unwrap();
+                publisher.publish("churn", b"on its way");
+                reset(ws.into_inner());
+            }
+            _ => {
+                let mut tcp = TcpStream::connect(web).unwrap();
+                tcp.write_all(b"GET /demo/ HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+                reset(tcp);
+            }
+        }
+    }
+    publisher.flush();
+    drop(publisher);
+    let c = wait_idle(&broker);
+    assert_eq!((c.web_connections, c.subscriptions, c.pending_bytes), (0, 0, 0));
+    assert_eq!((c.sse_streams, c.ws_sessions, c.web_refusals), (200, 200, 0), "{c:?}");
+    assert_eq!(c.task_panics, 0);
+}
