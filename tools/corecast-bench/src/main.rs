@@ -120,6 +120,10 @@ struct Cli {
     /// user's bearer token).
     #[arg(long, global = true)]
     token: Option<String>,
+    /// Speak the protocol inside WebSocket messages: point --server at
+    /// corecast's web port (`--web`) or nats-server's `websocket` port.
+    #[arg(long, global = true)]
+    websocket: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -339,6 +343,7 @@ fn run_one(cli: &Cli) -> anyhow::Result<RunResult> {
         access: driver::Access {
             tls: cli.tls_ca.as_deref().map(driver::tls::client_config).transpose()?,
             token: cli.token.as_deref().map(Into::into),
+            websocket: cli.websocket,
         },
         others: Vec::new(),
     };

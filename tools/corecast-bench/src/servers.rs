@@ -101,9 +101,9 @@ impl Setup {
         Ok(match settings {
             Settings::Tls => {
                 let pki = self.pki.as_ref().context("TLS settings without certificates")?;
-                Access { tls: Some(pki.client.clone()), token: None }
+                Access { tls: Some(pki.client.clone()), ..Access::default() }
             }
-            Settings::Users => Access { tls: None, token: Some(perms::bench_token()) },
+            Settings::Users => Access { token: Some(perms::bench_token()), ..Access::default() },
             Settings::Defaults | Settings::Tuned => Access::default(),
         })
     }
