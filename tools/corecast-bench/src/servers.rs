@@ -411,6 +411,14 @@ fn wait_ready(server: &mut Server) -> anyhow::Result<()> {
     }
 }
 
+/// The first line `program --version` prints, `?` if it cannot be run.
+pub fn version(program: &std::ffi::OsStr) -> String {
+    Command::new(program).arg("--version").output().ok().map_or("?".into(), |o| {
+        let text = String::from_utf8_lossy(&o.stdout);
+        text.lines().next().unwrap_or("?").trim().to_owned()
+    })
+}
+
 /// Whether an executable named `name` is on `PATH`.
 pub fn on_path(name: &str) -> bool {
     std::env::var_os("PATH")
