@@ -137,7 +137,7 @@ impl Sizes {
             };
         }
         Self {
-            fanout_msgs: [20_000, 2_000],
+            fanout_msgs: [40_000, 4_000],
             idle: 10_000,
             churn_cycles: 100_000,
             churn_warmup: 10_000,
@@ -278,7 +278,8 @@ fn run_rounds(
     for round in 1..=rounds {
         for (k, kind) in [Kind::Corecast, Kind::Nats].into_iter().enumerate() {
             progress(wall, &format!("{kind} / {} / round {round} of {rounds}", case.name));
-            let label = format!("{kind}-{}-round{round}", case.name.replace([' ', '>'], "-"));
+            let name = case.name.replace("->", " to ").replace(' ', "-");
+            let label = format!("{kind}-{name}-round{round}");
             let mut r = (case.run)(kind, setup, &label);
             r.params.round = Some(round);
             append_json(&setup.dir.join("rounds.jsonl"), &r)?;
