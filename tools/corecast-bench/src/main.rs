@@ -59,7 +59,7 @@
 //!
 //! WebSocket: corecast's web port against nats-server's WebSocket port,
 //! both as shipped (fan-out to 1000 and 10 000 subscribers, memory per
-//! idle session, churn, Server-Sent Events; ~6 min, `--quick` ~1 min), or
+//! idle session, churn, Server-Sent Events; ~3.5 min, `--quick` ~30 s), or
 //! one workload over WebSocket against a broker you started yourself:
 //!
 //! ```sh
