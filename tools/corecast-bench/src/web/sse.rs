@@ -184,6 +184,9 @@ fn measure(
     out.rss_per_stream_bytes = grown / out.opened.max(1) as f64;
     out.web_connections = counters(target)?.get("web_connections").copied().unwrap_or(0);
     (out.event_reached, out.event_s) = deliver(target, &mut streams)?;
+    // The publisher's slot, freed meanwhile, must not count as a stream's.
+    let streams_only = |(_, web): (u64, u64)| web == out.opened as u64;
+    wait_until(Duration::from_secs(5), || open_counts(target).is_ok_and(streams_only));
     out.batches = close_in_batches(target, streams, sizes.sse_batch)?;
     (out.free_median_ms, out.free_max_ms) = overall(&out.batches);
     let after = counters(target)?;
