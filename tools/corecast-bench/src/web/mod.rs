@@ -129,8 +129,8 @@ impl Sizes {
             return Self {
                 fanout_msgs: [2_000, 200],
                 idle: 2_000,
-                churn_cycles: 10_000,
-                churn_warmup: 1_000,
+                churn_cycles: 20_000,
+                churn_warmup: 10_000,
                 churn_threads: 4,
                 sse_streams: 1_000,
                 sse_batch: 200,
