@@ -400,7 +400,7 @@ struct Counters {
 }
 
 /// GETs `path` of the HTTP server at `addr`: the body.
-fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+pub(crate) fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
@@ -891,19 +891,13 @@ fn append_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
 
 /// The versions of the programs, as they say them.
 fn versions(corecast: &Path, brokers: &[Kind]) -> String {
-    let first_line = |cmd: &mut Command| {
-        cmd.output().ok().map_or("?".into(), |o| {
-            let text = String::from_utf8_lossy(&o.stdout).into_owned();
-            text.lines().next().unwrap_or("?").trim().to_owned()
-        })
-    };
     let mut out = Vec::new();
     if brokers.contains(&Kind::Corecast) {
-        out.push(first_line(Command::new(corecast).arg("--version")));
-        out.push(first_line(Command::new("redis-server").arg("--version")));
+        out.push(servers::version(corecast.as_os_str()));
+        out.push(servers::version("redis-server".as_ref()));
     }
     if brokers.contains(&Kind::Nats) {
-        out.push(first_line(Command::new("nats-server").arg("--version")));
+        out.push(servers::version("nats-server".as_ref()));
     }
     out.join("; ")
 }

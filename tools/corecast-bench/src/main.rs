@@ -57,6 +57,16 @@
 //! cargo run --release -p corecast-bench -- cluster --quick --only crossing
 //! ```
 //!
+//! WebSocket: corecast's web port against nats-server's WebSocket port,
+//! both as shipped (fan-out to 1000 and 10 000 subscribers, memory per
+//! idle session, churn, Server-Sent Events; ~3.5 min, `--quick` ~30 s), or
+//! one workload over WebSocket against a broker you started yourself:
+//!
+//! ```sh
+//! cargo run --release -p corecast-bench -- web
+//! cargo run --release -p corecast-bench -- --websocket --server 127.0.0.1:7480 fanout --subs 1000
+//! ```
+//!
 //! Every run prints one JSON line (and appends it to `--results FILE`);
 //! `report FILE` renders a results file as Markdown and PNG charts.
 //! Loopback only; every run is bounded by `--timeout-secs`.
@@ -73,6 +83,7 @@ mod report;
 mod result;
 mod servers;
 mod sys;
+mod web;
 mod workload;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
@@ -120,6 +131,10 @@ struct Cli {
     /// user's bearer token).
     #[arg(long, global = true)]
     token: Option<String>,
+    /// Speak the protocol inside WebSocket messages: point --server at
+    /// corecast's web port (`--web`) or nats-server's `websocket` port.
+    #[arg(long, global = true)]
+    websocket: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -296,6 +311,11 @@ enum Command {
     /// 2 and 3 nodes each) and measure partitioned topics, cross-node
     /// fan-out and the backplane's cost.
     Cluster(cluster::ClusterArgs),
+    /// Start corecast with its web port and nats-server with its WebSocket
+    /// port (both as shipped) and measure fan-out to WebSocket
+    /// subscribers, memory per idle session, a connect-and-abort churn and
+    /// Server-Sent Events (corecast).
+    Web(web::WebArgs),
     /// Markdown table and charts from a results file.
     Report {
         /// A JSON-lines results file.
@@ -339,6 +359,7 @@ fn run_one(cli: &Cli) -> anyhow::Result<RunResult> {
         access: driver::Access {
             tls: cli.tls_ca.as_deref().map(driver::tls::client_config).transpose()?,
             token: cli.token.as_deref().map(Into::into),
+            websocket: cli.websocket,
         },
         others: Vec::new(),
     };
@@ -375,7 +396,7 @@ fn run_one(cli: &Cli) -> anyhow::Result<RunResult> {
         Command::Topics { conns, per_conn, msgs, size } => {
             flow::run(&target, &routing::topics(conns, per_conn, msgs, size))
         }
-        Command::Compare(_) | Command::Cluster(_) | Command::Report { .. } => {
+        Command::Compare(_) | Command::Cluster(_) | Command::Web(_) | Command::Report { .. } => {
             unreachable!("handled in main")
         }
     }
@@ -390,6 +411,7 @@ fn main() -> anyhow::Result<()> {
     match &cli.command {
         Command::Compare(args) => compare::run(args),
         Command::Cluster(args) => cluster::run(args),
+        Command::Web(args) => web::run(args),
         Command::Report { file, out } => {
             let dir =
                 out.clone().unwrap_or_else(|| file.parent().map(PathBuf::from).unwrap_or_default());

@@ -101,9 +101,9 @@ impl Setup {
         Ok(match settings {
             Settings::Tls => {
                 let pki = self.pki.as_ref().context("TLS settings without certificates")?;
-                Access { tls: Some(pki.client.clone()), token: None }
+                Access { tls: Some(pki.client.clone()), ..Access::default() }
             }
-            Settings::Users => Access { tls: None, token: Some(perms::bench_token()) },
+            Settings::Users => Access { token: Some(perms::bench_token()), ..Access::default() },
             Settings::Defaults | Settings::Tuned => Access::default(),
         })
     }
@@ -409,6 +409,14 @@ fn wait_ready(server: &mut Server) -> anyhow::Result<()> {
         }
         thread::sleep(Duration::from_millis(25));
     }
+}
+
+/// The first line `program --version` prints, `?` if it cannot be run.
+pub fn version(program: &std::ffi::OsStr) -> String {
+    Command::new(program).arg("--version").output().ok().map_or("?".into(), |o| {
+        let text = String::from_utf8_lossy(&o.stdout);
+        text.lines().next().unwrap_or("?").trim().to_owned()
+    })
 }
 
 /// Whether an executable named `name` is on `PATH`.

@@ -11,6 +11,7 @@ mod corecast;
 mod nats;
 mod redis;
 pub mod tls;
+mod ws;
 
 use std::{
     fmt,
@@ -52,6 +53,12 @@ impl Kind {
     ) -> anyhow::Result<Box<dyn Driver>> {
         let token = opts.access.token.clone();
         let mut wire = Wire::connect(addr, &opts)?;
+        if opts.access.websocket {
+            if opts.access.tls.is_some() || self == Kind::Redis {
+                bail!("the bench speaks WebSocket only in clear, to corecast and nats");
+            }
+            wire.start_websocket(opts.read_buffer)?;
+        }
         Ok(match self {
             Kind::Corecast => {
                 // corecast's TLS port: TLS first, then `HELLO`.
@@ -86,8 +93,9 @@ impl fmt::Display for Kind {
 /// garbage length or a missing newline, not something to wait for.
 pub const MAX_READ_BUFFER: usize = 64 << 20;
 
-/// How a connection proves itself and protects its bytes: TLS (trusting a
-/// CA) and a token for corecast's `HELLO`. The default is neither.
+/// How a connection reaches the broker, proves itself and protects its
+/// bytes: TLS (trusting a CA) or WebSocket, and a token for corecast's
+/// `HELLO`. The default is none of them.
 #[derive(Debug, Clone, Default)]
 pub struct Access {
     /// Speak TLS with this configuration (corecast: from the first byte, on
@@ -97,6 +105,9 @@ pub struct Access {
     /// corecast: the token field of `HELLO` (untyped: the broker matches it
     /// against the users' bearer tokens too).
     pub token: Option<Arc<str>>,
+    /// Upgrade with `GET /` and speak the protocol inside WebSocket binary
+    /// messages (corecast's web port, nats-server's `websocket` port).
+    pub websocket: bool,
 }
 
 /// How a connection is set up.
@@ -281,6 +292,8 @@ pub struct Wire {
     tls_config: Option<Arc<rustls::ClientConfig>>,
     /// The TLS session, once started.
     tls: Option<Box<tls::Session>>,
+    /// The WebSocket session, once upgraded.
+    ws: Option<Box<ws::Session>>,
 }
 
 impl Wire {
@@ -304,7 +317,27 @@ impl Wire {
             addr,
             tls_config: opts.access.tls.clone(),
             tls: None,
+            ws: None,
         })
+    }
+
+    /// Upgrades the connection to a WebSocket session; whatever arrives
+    /// with the `101` is the session's first bytes.
+    pub fn start_websocket(&mut self, read_buffer: usize) -> anyhow::Result<()> {
+        let (request, key) = ws::request(self.addr)?;
+        self.send(&request)?;
+        let deadline = self.deadline();
+        let used = loop {
+            if let Some(used) = ws::response(self.data(), &key)? {
+                break used;
+            }
+            self.read_more("the WebSocket upgrade's answer", deadline)?;
+        };
+        self.consume(used);
+        let early = self.data().to_vec();
+        self.consume(early.len());
+        self.ws = Some(Box::new(ws::Session::new(early, read_buffer)));
+        Ok(())
     }
 
     /// Runs the TLS handshake if the connection is to speak TLS; nothing
@@ -364,9 +397,10 @@ impl Wire {
                 self.buf.resize((self.buf.len() * 2).min(MAX_READ_BUFFER), 0);
             }
         }
-        let n = match self.tls.as_mut() {
-            Some(tls) => tls.read(&mut self.stream, &mut self.buf, self.end)?,
-            None => self.stream.read(&mut self.buf[self.end..])?,
+        let n = match (self.tls.as_mut(), self.ws.as_mut()) {
+            (Some(tls), _) => tls.read(&mut self.stream, &mut self.buf, self.end)?,
+            (None, Some(ws)) => ws.read(&mut self.stream, &mut self.buf[self.end..])?,
+            (None, None) => self.stream.read(&mut self.buf[self.end..])?,
         };
         self.end += n;
         Ok(n)
@@ -379,6 +413,9 @@ impl Wire {
         let deadline = self.deadline();
         if let Some(tls) = self.tls.as_mut() {
             return tls.write_all(&mut self.stream, bytes, deadline, wait_writable);
+        }
+        if let Some(ws) = self.ws.as_mut() {
+            return ws.write_all(&mut self.stream, bytes, deadline, wait_writable);
         }
         let mut rest = bytes;
         while !rest.is_empty() {

@@ -476,7 +476,7 @@ mod tests {
             timeout: std::time::Duration::from_secs(5),
             source: None,
             v1_1: false,
-            access: Access { tls: Some(pki.client.clone()), token: None },
+            access: Access { tls: Some(pki.client.clone()), ..Access::default() },
         };
         let mut wire = Wire::connect(addr, &opts).expect("connect");
         wire.start_tls().expect("handshake");
@@ -537,7 +537,7 @@ mod tests {
             timeout: std::time::Duration::from_secs(5),
             source: None,
             v1_1: false,
-            access: Access { tls: Some(pki.client.clone()), token: None },
+            access: Access { tls: Some(pki.client.clone()), ..Access::default() },
         };
         let mut conn = Kind::Nats.connect(addr, "tls-test", opts).expect("TLS connection");
         let session = conn.tls_session().expect("speaks TLS");

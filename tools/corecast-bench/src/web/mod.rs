@@ -1,0 +1,469 @@
+//! `web`: corecast's web port against nats-server's `websocket` port, both
+//! as shipped, on loopback.
+//!
+//! corecast runs with `--listen`, `--http` and `--web` only; nats-server
+//! with a config file holding `listen` and `websocket { host, port,
+//! no_tls: true }` only. Every bench connection upgrades with `GET /` and
+//! speaks the broker's own protocol inside binary messages (see
+//! `driver::ws`). Each system is started fresh for every round.
+//!
+//! The cases: fan-out from one publisher to 1000 and to 10 000 WebSocket
+//! subscribers of one topic (delivered/s counted at the subscribers, every
+//! delivery checked), and the broker's RSS per idle WebSocket session (one
+//! subscription each), both run in rounds interleaved across the brokers
+//! and reported as the round with the median; then, corecast only, a
+//! connect-and-abort churn over WebSocket after which every gauge of
+//! `/stats` must be back to idle (see [`churn`]), and Server-Sent Events
+//! on `GET /sse` (see [`sse`]), skipped while the broker answers `404`.
+
+mod churn;
+mod report;
+mod sse;
+
+use std::{
+    collections::BTreeMap,
+    io::Write,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::{
+    driver::{Access, Kind},
+    result::RunResult,
+    servers::{self, Server},
+    sys,
+    workload::{
+        conns,
+        flow::{self, FlowSpec},
+        median_round, Target,
+    },
+};
+
+pub use churn::ChurnRun;
+pub use sse::SseRun;
+
+/// Rounds of the fan-out and idle cases per broker.
+pub const ROUNDS: u32 = 3;
+/// The fan-out cases' subscriber counts.
+pub const FANOUT_SUBS: [usize; 2] = [1000, 10_000];
+/// Payload bytes of the fan-out cases.
+const SIZE: usize = 64;
+
+/// Options of `web`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WebArgs {
+    /// One round, fewer messages, connections and cycles: a smoke test of
+    /// under a minute.
+    #[arg(long)]
+    pub quick: bool,
+    /// Rounds of the fan-out and idle cases [default: 3; 1 with --quick].
+    #[arg(long)]
+    pub rounds: Option<u32>,
+    /// Only the cases whose name contains one of these (comma-separated):
+    /// fanout, idle, churn, sse.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Parent directory of the timestamped results directory.
+    #[arg(long, default_value = "bench-results")]
+    pub out: PathBuf,
+    /// The corecast binary (built with `cargo build --release -p corecast`
+    /// when missing).
+    #[arg(long, default_value = "target/release/corecast")]
+    pub corecast_bin: PathBuf,
+    /// Bound on each run.
+    #[arg(long, default_value_t = 60)]
+    pub run_timeout_secs: u64,
+}
+
+impl WebArgs {
+    /// The command line that reproduces this run.
+    pub fn command_line(&self) -> String {
+        let mut line = String::from("corecast-bench web");
+        if self.quick {
+            line.push_str(" --quick");
+        }
+        if let Some(r) = self.rounds {
+            line.push_str(&format!(" --rounds {r}"));
+        }
+        if !self.only.is_empty() {
+            line.push_str(&format!(" --only {}", self.only.join(",")));
+        }
+        line
+    }
+
+    fn rounds(&self) -> u32 {
+        self.rounds.unwrap_or(if self.quick { 1 } else { ROUNDS }).max(1)
+    }
+
+    fn wants(&self, case: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| case.contains(o.as_str()))
+    }
+}
+
+/// How much each case does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Sizes {
+    /// Messages published in the fan-out to 1000 and to 10 000.
+    pub fanout_msgs: [u64; 2],
+    /// Idle sessions whose memory is measured.
+    pub idle: usize,
+    /// Connect-and-abort cycles of the churn, and of its warm-up.
+    pub churn_cycles: u64,
+    pub churn_warmup: u64,
+    /// Concurrent churn loops.
+    pub churn_threads: usize,
+    /// SSE streams held open, and closed at once in each batch.
+    pub sse_streams: usize,
+    pub sse_batch: usize,
+}
+
+impl Sizes {
+    /// The full run's sizes, or `--quick`'s.
+    pub fn new(quick: bool) -> Self {
+        if quick {
+            return Self {
+                fanout_msgs: [2_000, 200],
+                idle: 2_000,
+                churn_cycles: 20_000,
+                churn_warmup: 10_000,
+                churn_threads: 4,
+                sse_streams: 1_000,
+                sse_batch: 200,
+            };
+        }
+        Self {
+            fanout_msgs: [40_000, 4_000],
+            idle: 10_000,
+            churn_cycles: 100_000,
+            churn_warmup: 10_000,
+            churn_threads: 4,
+            sse_streams: 5_000,
+            sse_batch: 1_000,
+        }
+    }
+}
+
+/// Where things are.
+struct Setup {
+    corecast_bin: PathBuf,
+    dir: PathBuf,
+    timeout: Duration,
+}
+
+/// nats-server's config: the client port and the WebSocket port, nothing
+/// else.
+pub fn nats_config(port: u16, ws_port: u16) -> String {
+    format!(
+        "listen: \"127.0.0.1:{port}\"\nwebsocket {{\n  host: \"127.0.0.1\"\n  port: {ws_port}\n  no_tls: true\n}}\n"
+    )
+}
+
+/// The bench connects to [`Server::addr`], the web port (corecast) or the
+/// WebSocket port (nats-server), over WebSocket.
+fn start(kind: Kind, setup: &Setup, label: &str) -> anyhow::Result<Server> {
+    let ports = servers::free_ports(3)?;
+    let at = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    let access = Access { websocket: true, ..Access::default() };
+    let log = setup.dir.join("logs").join(format!("{label}.log"));
+    let (cmd, http) = match kind {
+        Kind::Corecast => {
+            let mut cmd = Command::new(&setup.corecast_bin);
+            cmd.args(["--listen", &at(ports[0]).to_string()])
+                .args(["--http", &at(ports[1]).to_string()])
+                .args(["--web", &at(ports[2]).to_string()]);
+            (cmd, Some(at(ports[1])))
+        }
+        Kind::Nats => {
+            let name = format!("{label}.conf");
+            let conf = servers::write_conf(&setup.dir, &name, &nats_config(ports[0], ports[2]))?;
+            let mut cmd = Command::new("nats-server");
+            cmd.arg("-c").arg(conf);
+            (cmd, None)
+        }
+        Kind::Redis => anyhow::bail!("redis-server has no WebSocket port"),
+    };
+    servers::launch(kind, cmd, (at(ports[2]), http), access, log)
+}
+
+/// The target of the runs against `server` (of `kind`; none: a broker
+/// that could not start).
+fn target(kind: Kind, server: Option<&Server>, timeout: Duration) -> Target {
+    Target {
+        kind,
+        addr: server.map_or(([127, 0, 0, 1], 0).into(), |s| s.addr),
+        http: server.and_then(|s| s.http),
+        pid: server.map(|s| s.pid),
+        timeout,
+        mode: Some("web".into()),
+        settings: Some("defaults".into()),
+        settle: Duration::from_secs(2),
+        access: Access { websocket: true, ..Access::default() },
+        others: Vec::new(),
+    }
+}
+
+/// Runs `work` against a freshly started `kind`; a failure to start or to
+/// run is a result that carries it.
+fn on_fresh(
+    kind: Kind,
+    setup: &Setup,
+    label: &str,
+    blank: impl Fn(&Target) -> RunResult,
+    work: impl FnOnce(&Target) -> anyhow::Result<RunResult>,
+) -> RunResult {
+    let mut server = match start(kind, setup, label) {
+        Ok(s) => s,
+        Err(e) => {
+            let mut r = blank(&target(kind, None, setup.timeout));
+            r.errors.push(format!("start: {e:#}"));
+            return r;
+        }
+    };
+    let target = target(kind, Some(&server), setup.timeout);
+    let mut result = work(&target).unwrap_or_else(|e| {
+        let mut r = blank(&target);
+        r.errors.push(format!("{e:#}"));
+        r
+    });
+    if !server.alive() {
+        result.errors.push(format!("{kind} exited: {}", server.log_tail()));
+    }
+    result
+}
+
+/// A run of a case against a fresh broker of a kind, under a label.
+type RunFn = Box<dyn Fn(Kind, &Setup, &str) -> RunResult>;
+
+/// One case: its name, and a run of it against a fresh broker.
+struct Case {
+    name: String,
+    run: RunFn,
+    /// The figure whose median round stands for the case.
+    figure: fn(&RunResult) -> f64,
+}
+
+fn fanout_case(subs: usize, msgs: u64) -> Case {
+    let spec = FlowSpec::fanout(1, subs, msgs, SIZE);
+    let name = spec.case.clone();
+    let run = Box::new(move |kind, setup: &Setup, label: &str| {
+        let blank = |t: &Target| t.result(spec.workload, spec.case.clone(), spec.params());
+        on_fresh(kind, setup, label, blank, |t| flow::run(t, &spec))
+    });
+    Case { name, run, figure: |r| r.flow.as_ref().map_or(0.0, |f| f.delivered_per_s) }
+}
+
+fn idle_case(count: usize) -> Case {
+    let run = Box::new(move |kind, setup: &Setup, label: &str| {
+        let blank = |t: &Target| t.result("conns", conns::case_name(count), conns::params(count));
+        on_fresh(kind, setup, label, blank, |t| conns::run(t, count))
+    });
+    let figure = |r: &RunResult| r.conns.as_ref().map_or(f64::NAN, |c| c.rss_per_conn_bytes);
+    Case { name: format!("idle {}", conns::case_name(count)), run, figure }
+}
+
+/// The rounds of `case` on every broker, interleaved: every round, and
+/// each broker's median round.
+fn run_rounds(
+    case: &Case,
+    rounds: u32,
+    setup: &Setup,
+    wall: Instant,
+) -> anyhow::Result<(Vec<RunResult>, Vec<RunResult>)> {
+    let mut by_kind: Vec<Vec<RunResult>> = vec![Vec::new(); 2];
+    for round in 1..=rounds {
+        for (k, kind) in [Kind::Corecast, Kind::Nats].into_iter().enumerate() {
+            progress(wall, &format!("{kind} / {} / round {round} of {rounds}", case.name));
+            let name = case.name.replace("->", " to ").replace(' ', "-");
+            let label = format!("{kind}-{name}-round{round}");
+            let mut r = (case.run)(kind, setup, &label);
+            r.params.round = Some(round);
+            append_json(&setup.dir.join("rounds.jsonl"), &r)?;
+            if !r.errors.is_empty() {
+                eprintln!("corecast-bench:   problems: {}", r.errors.join("; "));
+            }
+            by_kind[k].push(r);
+        }
+    }
+    let all: Vec<RunResult> = by_kind.iter().flatten().cloned().collect();
+    let merged = by_kind
+        .iter()
+        .filter_map(|rounds| match rounds.first().and_then(|r| r.flow.as_ref()) {
+            Some(_) => flow::merge_rounds(rounds),
+            None => median_round(rounds, case.figure),
+        })
+        .collect();
+    Ok((all, merged))
+}
+
+/// corecast's counters, summed over its cores: `counters` of `/stats` on
+/// its monitoring port.
+fn counters(target: &Target) -> anyhow::Result<BTreeMap<String, u64>> {
+    let http = target.http.context("corecast without a monitoring port")?;
+    let body = crate::cluster::http_get(http, "/stats")?;
+    let stats: serde_json::Value = serde_json::from_str(&body).context("/stats is not JSON")?;
+    let all = stats.get("counters").and_then(|c| c.as_object()).context("/stats: no counters")?;
+    Ok(all.iter().filter_map(|(k, v)| Some((k.clone(), v.as_u64()?))).collect())
+}
+
+fn progress(wall: Instant, what: &str) {
+    eprintln!("corecast-bench: [{:>5.0}s] web / {what}", wall.elapsed().as_secs_f64());
+}
+
+fn append_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("open {}", path.display()))?;
+    writeln!(f, "{}", serde_json::to_string(value)?)?;
+    Ok(())
+}
+
+/// Everything one `web` run measured.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Each broker's median round of each fan-out and idle case.
+    pub merged: Vec<RunResult>,
+    /// Every round.
+    pub rounds: Vec<RunResult>,
+    pub churn: Option<ChurnRun>,
+    pub sse: Option<SseRun>,
+}
+
+/// Runs the corecast-only case `name` against a fresh corecast.
+fn corecast_only<T: Serialize>(
+    setup: &Setup,
+    name: &str,
+    wall: Instant,
+    work: impl FnOnce(&Server, &Target) -> T,
+) -> anyhow::Result<T> {
+    progress(wall, &format!("corecast / {name}"));
+    let mut server = start(Kind::Corecast, setup, &format!("corecast-{name}"))?;
+    let out = work(&server, &target(Kind::Corecast, Some(&server), setup.timeout));
+    if !server.alive() {
+        anyhow::bail!("corecast exited during {name}: {}", server.log_tail());
+    }
+    std::fs::write(setup.dir.join(format!("{name}.json")), serde_json::to_vec_pretty(&out)?)?;
+    Ok(out)
+}
+
+fn measure(args: &WebArgs, setup: &Setup, wall: Instant) -> anyhow::Result<Outcome> {
+    let sizes = Sizes::new(args.quick);
+    let mut cases = Vec::new();
+    for (subs, msgs) in FANOUT_SUBS.into_iter().zip(sizes.fanout_msgs) {
+        cases.push(fanout_case(subs, msgs));
+    }
+    cases.push(idle_case(sizes.idle));
+    let mut out = Outcome::default();
+    for case in cases.iter().filter(|c| args.wants(&c.name)) {
+        let (all, merged) = run_rounds(case, args.rounds(), setup, wall)?;
+        for m in &merged {
+            append_json(&setup.dir.join("results.jsonl"), m)?;
+        }
+        out.rounds.extend(all);
+        out.merged.extend(merged);
+    }
+    if args.wants("churn") {
+        out.churn = Some(corecast_only(setup, "churn", wall, |s, t| churn::run(s, t, &sizes))?);
+    }
+    if args.wants("sse") {
+        out.sse = Some(corecast_only(setup, "sse", wall, |s, t| sse::run(s, t, &sizes))?);
+    }
+    Ok(out)
+}
+
+/// `web`: runs every case, writes `rounds.jsonl`, `results.jsonl`,
+/// `churn.json`, `sse.json` and `report.md` into `<out>/web-<timestamp>/`.
+pub fn run(args: &WebArgs) -> anyhow::Result<()> {
+    let wall = Instant::now();
+    let mut notes = vec![
+        format!("command: `{}` on {} cpus", args.command_line(), sys::online_cpus()),
+        format!("load average (1, 5, 15 min) before the runs: {}", sys::loadavg()),
+    ];
+    notes.extend(servers::ensure_installed(&[Kind::Nats], false)?);
+    notes.extend(servers::ensure_corecast(&args.corecast_bin, false)?);
+    let versions = [args.corecast_bin.as_os_str(), "nats-server".as_ref()].map(servers::version);
+    notes.push(format!("versions: {}", versions.join("; ")));
+    let dir = args.out.join(format!("web-{}", crate::compare::timestamp(SystemTime::now())));
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let setup = Setup {
+        corecast_bin: args.corecast_bin.clone(),
+        dir: dir.clone(),
+        timeout: Duration::from_secs(args.run_timeout_secs),
+    };
+    let outcome = measure(args, &setup, wall)?;
+    notes.push(format!("load average after the runs: {}", sys::loadavg()));
+    notes.push(format!("wall time: {:.0} s", wall.elapsed().as_secs_f64()));
+    let md = report::render(&outcome, args.rounds(), &Sizes::new(args.quick), &notes);
+    std::fs::write(dir.join("report.md"), &md)?;
+    println!("\n{md}");
+    println!("results: {}", dir.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: WebArgs,
+    }
+
+    #[test]
+    fn parses_its_arguments_and_says_its_command() {
+        let cli = Cli::try_parse_from(["x"]).expect("defaults");
+        assert_eq!(
+            (cli.args.rounds(), cli.args.command_line()),
+            (ROUNDS, "corecast-bench web".into())
+        );
+        assert!(cli.args.wants("churn"));
+        let cli = Cli::try_parse_from(["x", "--quick", "--only", "fanout,sse"]).expect("flags");
+        assert_eq!(cli.args.rounds(), 1);
+        assert_eq!(cli.args.command_line(), "corecast-bench web --quick --only fanout,sse");
+        assert!(cli.args.wants("fanout 1->1000 64B") && cli.args.wants("sse"));
+        assert!(!cli.args.wants("churn") && !cli.args.wants("idle conns 10000"));
+    }
+
+    #[test]
+    fn nats_gets_its_ports_and_nothing_else() {
+        assert_eq!(
+            nats_config(4222, 8080),
+            "listen: \"127.0.0.1:4222\"\nwebsocket {\n  host: \"127.0.0.1\"\n  port: 8080\n  no_tls: true\n}\n"
+        );
+    }
+
+    #[test]
+    fn the_report_judges_the_targets() {
+        let spec = FlowSpec::fanout(1, 1000, 10, SIZE);
+        let run = |kind, per_s: f64, lost| {
+            let mut r = target(kind, None, Duration::from_secs(1)).result(
+                spec.workload,
+                spec.case.clone(),
+                spec.params(),
+            );
+            r.flow =
+                Some(crate::result::Flow { delivered_per_s: per_s, lost, ..Default::default() });
+            r
+        };
+        let outcome = |c, lost| Outcome {
+            merged: vec![run(Kind::Corecast, c, lost), run(Kind::Nats, 1e6, 0)],
+            ..Outcome::default()
+        };
+        let sizes = Sizes::new(true);
+        let md = report::render(&outcome(2.5e6, 0), 3, &sizes, &[]);
+        assert!(md.contains("| 2.50M | 1.00M | 2.50× | **PASS** |"), "{md}");
+        let md = report::render(&outcome(1.5e6, 0), 3, &sizes, &[]);
+        assert!(md.contains("| 1.50M | 1.00M | 1.50× | **FAIL** |"), "{md}");
+        let md = report::render(&outcome(9e6, 3), 3, &sizes, &[]);
+        assert!(md.contains("**FAIL**") && md.contains("lost 3"), "{md}");
+    }
+}
