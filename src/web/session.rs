@@ -88,9 +88,10 @@ impl Web {
     }
 
     /// Reads what the socket has (through `read_raw`: the socket, or TLS
-    /// over it) and hands the corecast bytes it carried to `dst`: `Ok(n)` (0 when the session has only an answer of its own
-    /// to send), or why the connection ends. An SSE stream hands over its
-    /// own frames; what its client sends is read only to notice it leave.
+    /// over it) and hands the corecast bytes it carried to `dst`: `Ok(n)`
+    /// (0 when no input came, only an answer to flush or a sign of life),
+    /// or why the connection ends. An SSE stream hands over its own
+    /// frames; what its client sends is read only to notice it leave.
     pub(crate) fn poll_read(
         &mut self,
         cx: &mut Context<'_>,
@@ -232,11 +233,9 @@ impl Web {
                 self.frame_left = len;
             }
         }
-        let own = &self.out[self.out_sent..];
         // The queue's bytes follow only this frame's header, never the
-        // response or a control frame left over.
-        let queue_limit = if self.frame_left > 0 { self.frame_left } else { 0 };
-        Write { own, queue_limit }
+        // response or a control frame left over: outside a frame none go.
+        Write { own: &self.out[self.out_sent..], queue_limit: self.frame_left }
     }
 
     /// `n` bytes of the last [`Self::next_write`] went out; returns how
@@ -294,6 +293,8 @@ pub(crate) fn cut<'b>(
 mod tests {
     use super::*;
 
+    const UPGRADE: &[u8] = b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
     fn masked_ping(payload: &[u8]) -> Vec<u8> {
         let mut frame = vec![0x89, 0x80 | payload.len() as u8, 0, 0, 0, 0];
         frame.extend_from_slice(payload);
@@ -305,8 +306,7 @@ mod tests {
     #[test]
     fn unread_pongs_are_bounded() {
         let mut web = Web::new(Origins::default());
-        let head = b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
-        web.take_in(head);
+        web.take_in(UPGRADE);
         assert!(web.is_websocket());
         let ping = masked_ping(&[7; 100]);
         for _ in 0..2_000 {
@@ -328,8 +328,7 @@ mod tests {
     #[test]
     fn control_frames_wait_for_the_data_frame_to_end() {
         let mut web = Web::new(Origins::default());
-        let head = b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
-        web.take_in(head);
+        web.take_in(UPGRADE);
         let response = web.next_write(0).own.len();
         assert_eq!(web.wrote(response), 0, "the 101 is the session's own");
         let write = web.next_write(100);

@@ -9,7 +9,7 @@ use std::io::{self, Read, Write};
 
 use bytes::{Buf, Bytes};
 use tungstenite::{
-    error::{CapacityError, ProtocolError},
+    error::ProtocolError,
     protocol::{
         frame::{
             coding::{CloseCode, Data, OpCode},
@@ -205,7 +205,6 @@ impl Ws {
 fn close_for(e: &tungstenite::Error) -> (CloseCode, String) {
     let code = match e {
         tungstenite::Error::Utf8(_) => CloseCode::Invalid,
-        tungstenite::Error::Capacity(CapacityError::MessageTooLong { .. }) => CloseCode::Size,
         tungstenite::Error::Capacity(_) => CloseCode::Size,
         tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
             CloseCode::Abnormal
