@@ -20,6 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use socket2::SockRef;
 
@@ -132,9 +133,19 @@ fn churn(target: &Target, cycles: u64, threads: usize) -> (u64, u64, Option<Stri
     (ok.into_inner(), failed.into_inner(), first_error.into_inner().ok().flatten())
 }
 
-fn pick(all: &BTreeMap<String, u64>, names: &[&str]) -> BTreeMap<String, u64> {
-    names.iter().filter_map(|n| Some((n.to_string(), *all.get(*n)?))).collect()
+/// `names` out of `all`; each must be there.
+fn pick(all: &BTreeMap<String, u64>, names: &[&str]) -> anyhow::Result<BTreeMap<String, u64>> {
+    names
+        .iter()
+        .map(|n| {
+            let v = all.get(*n).with_context(|| format!("/stats has no gauge {n}"))?;
+            Ok((n.to_string(), *v))
+        })
+        .collect()
 }
+
+/// Longest wait for the start-up probe's connection to be gone.
+const PROBE_GONE: Duration = Duration::from_secs(5);
 
 /// Waits up to [`SETTLE`] for the gauges to read `idle`: the last
 /// counters read, and how long it took (`None`: they never did).
@@ -147,7 +158,7 @@ fn settle(
     let mut last = BTreeMap::new();
     let done = wait_until(SETTLE, || match counters(target) {
         Ok(c) => {
-            let done = &pick(&c, &GAUGES) == idle;
+            let done = pick(&c, &GAUGES).is_ok_and(|g| &g == idle);
             last = c;
             done
         }
@@ -180,7 +191,17 @@ fn measure(
 ) -> anyhow::Result<()> {
     let proc = Proc { pid: server.pid };
     out.rss_start_kib = proc.rss_kib()?;
-    out.gauges_idle = pick(&counters(target)?, &GAUGES);
+    // The idle gauges are read once the start-up probe's connection is gone.
+    let gone = |c: &BTreeMap<String, u64>| {
+        c.get("connections_open") == Some(&0) && c.get("web_connections") == Some(&0)
+    };
+    if !wait_until(PROBE_GONE, || counters(target).is_ok_and(|c| gone(&c))) {
+        out.errors.push(format!(
+            "connections_open and web_connections not both 0 within {} s of start",
+            PROBE_GONE.as_secs()
+        ));
+    }
+    out.gauges_idle = pick(&counters(target)?, &GAUGES)?;
     let (warm, _, _) = churn(target, sizes.churn_warmup, sizes.churn_threads);
     out.warmup_cycles = warm;
     let (_, settled) = settle(target, &out.gauges_idle, &mut out.errors);
@@ -195,7 +216,7 @@ fn measure(
     out.broker_cpu_us_per_cycle = (proc.cpu_seconds()? - cpu) * 1e6 / out.cycles.max(1) as f64;
     let (after, settled) = settle(target, &out.gauges_idle, &mut out.errors);
     (out.back_to_idle, out.settled_after_s) = (settled.is_some(), settled);
-    out.gauges_after = pick(&after, &GAUGES);
+    out.gauges_after = pick(&after, &GAUGES)?;
     let delta = |n: &&str| Some((n.to_string(), after.get(*n)?.saturating_sub(*before.get(*n)?)));
     out.counted = COUNTED.iter().filter_map(delta).collect();
     out.memory_cached_before = before.get("memory_cached").copied().unwrap_or(0);
@@ -203,4 +224,20 @@ fn measure(
     out.rss_after_kib = settle_rss(proc, target.settle)?.last().copied().unwrap_or(0);
     out.rss_ratio = out.rss_after_kib as f64 / out.rss_before_kib.max(1) as f64;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_gauge_must_be_in_the_stats() {
+        let all: BTreeMap<String, u64> =
+            GAUGES.iter().map(|g| (g.to_string(), 0)).chain([("other".into(), 5)]).collect();
+        assert_eq!(pick(&all, &GAUGES).expect("all there").len(), GAUGES.len());
+        let mut short = all.clone();
+        short.remove("tasks_alive");
+        let err = pick(&short, &GAUGES).expect_err("one missing");
+        assert!(format!("{err:#}").contains("tasks_alive"), "{err:#}");
+    }
 }

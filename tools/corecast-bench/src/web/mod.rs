@@ -450,20 +450,96 @@ mod tests {
                 spec.case.clone(),
                 spec.params(),
             );
-            r.flow =
-                Some(crate::result::Flow { delivered_per_s: per_s, lost, ..Default::default() });
+            r.flow = Some(crate::result::Flow {
+                delivered: 10_000,
+                delivered_per_s: per_s,
+                lost,
+                ..Default::default()
+            });
             r
         };
-        let outcome = |c, lost| Outcome {
-            merged: vec![run(Kind::Corecast, c, lost), run(Kind::Nats, 1e6, 0)],
-            ..Outcome::default()
+        let render = |merged| {
+            report::render(&Outcome { merged, ..Outcome::default() }, 3, &Sizes::new(true), &[])
         };
-        let sizes = Sizes::new(true);
-        let md = report::render(&outcome(2.5e6, 0), 3, &sizes, &[]);
+        let outcome = |c, lost| render(vec![run(Kind::Corecast, c, lost), run(Kind::Nats, 1e6, 0)]);
+        let md = outcome(2.5e6, 0);
         assert!(md.contains("| 2.50M | 1.00M | 2.50× | **PASS** |"), "{md}");
-        let md = report::render(&outcome(1.5e6, 0), 3, &sizes, &[]);
+        let md = outcome(1.5e6, 0);
         assert!(md.contains("| 1.50M | 1.00M | 1.50× | **FAIL** |"), "{md}");
-        let md = report::render(&outcome(9e6, 3), 3, &sizes, &[]);
+        let md = outcome(9e6, 3);
         assert!(md.contains("**FAIL**") && md.contains("lost 3"), "{md}");
+        // Duplicates, gaps or errors on corecast's side: FAIL.
+        let mut dup = run(Kind::Corecast, 9e6, 0);
+        dup.flow.as_mut().expect("flow").duplicates = 2;
+        let md = render(vec![dup, run(Kind::Nats, 1e6, 0)]);
+        assert!(md.contains("duplicates 2) | 1.00M | 9.00× | **FAIL** |"), "{md}");
+        let mut errored = run(Kind::Corecast, 9e6, 0);
+        errored.errors.push("broken".into());
+        let md = render(vec![errored, run(Kind::Nats, 1e6, 0)]);
+        assert!(md.contains("| 9.00× | **FAIL** |"), "{md}");
+        // A failed nats-server run is no win.
+        let mut gaps = run(Kind::Nats, 1e6, 0);
+        gaps.flow.as_mut().expect("flow").gaps = 1;
+        let md = render(vec![run(Kind::Corecast, 9e6, 0), gaps]);
+        assert!(md.contains("| 9.00× | n/a (nats failed) |") && !md.contains("PASS"), "{md}");
+        let md = render(vec![run(Kind::Corecast, 9e6, 0), run(Kind::Nats, 1e6, 5)]);
+        assert!(md.contains("n/a (nats failed)") && !md.contains("PASS"), "{md}");
+        let md = render(vec![run(Kind::Corecast, 9e6, 0)]);
+        assert!(md.contains("n/a (nats failed)") && !md.contains("PASS"), "{md}");
+    }
+
+    #[test]
+    fn the_idle_target_needs_every_session_open_on_both_sides() {
+        let idle = |kind, opened, per_conn: f64| {
+            let mut r = target(kind, None, Duration::from_secs(1)).result(
+                "conns",
+                conns::case_name(100),
+                conns::params(100),
+            );
+            r.conns = Some(crate::result::ConnsFigures {
+                opened,
+                rss_per_conn_bytes: per_conn,
+                ..Default::default()
+            });
+            r
+        };
+        let render = |merged| {
+            report::render(&Outcome { merged, ..Outcome::default() }, 3, &Sizes::new(true), &[])
+        };
+        let md = render(vec![idle(Kind::Corecast, 100, 1024.0), idle(Kind::Nats, 100, 4096.0)]);
+        assert!(md.contains("| 0.25× | **PASS** |"), "{md}");
+        // Nothing opened is no 0-byte win.
+        let md = render(vec![idle(Kind::Corecast, 0, 0.0), idle(Kind::Nats, 100, 4096.0)]);
+        assert!(md.contains("opened 0 of 100") && md.contains("**FAIL**"), "{md}");
+        let md = render(vec![idle(Kind::Corecast, 60, 1024.0), idle(Kind::Nats, 100, 4096.0)]);
+        assert!(md.contains("**FAIL**") && !md.contains("PASS"), "{md}");
+        let mut errored = idle(Kind::Corecast, 100, 1024.0);
+        errored.errors.push("broken".into());
+        let md = render(vec![errored, idle(Kind::Nats, 100, 4096.0)]);
+        assert!(md.contains("**FAIL**") && !md.contains("PASS"), "{md}");
+        let md = render(vec![idle(Kind::Corecast, 100, 1024.0), idle(Kind::Nats, 50, 4096.0)]);
+        assert!(md.contains("n/a (nats failed)") && !md.contains("PASS"), "{md}");
+    }
+
+    #[test]
+    fn the_churn_target_needs_every_cycle_and_no_errors() {
+        let good = ChurnRun {
+            target_cycles: 100,
+            cycles: 100,
+            back_to_idle: true,
+            rss_ratio: 1.0,
+            ..ChurnRun::default()
+        };
+        let render = |c: ChurnRun| {
+            let out = Outcome { churn: Some(c), ..Outcome::default() };
+            report::render(&out, 1, &Sizes::new(true), &[])
+        };
+        assert!(render(good.clone()).contains("**PASS**"));
+        let short = ChurnRun { cycles: 60, ..good.clone() };
+        assert!(render(short).contains("**FAIL**"));
+        let errored = ChurnRun { errors: vec!["/stats has no gauge x".into()], ..good.clone() };
+        assert!(render(errored).contains("**FAIL**"));
+        let busy = ChurnRun { back_to_idle: false, ..good };
+        assert!(render(busy).contains("**FAIL**"));
     }
 }
