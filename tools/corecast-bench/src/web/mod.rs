@@ -163,30 +163,78 @@ pub fn nats_config(port: u16, ws_port: u16) -> String {
     )
 }
 
+/// Variables of the caller's environment no broker gets: they would
+/// change its settings or its logging (every `CORECAST_*` too, see
+/// [`scrubbed`]).
+const SCRUBBED: [&str; 1] = ["RUST_LOG"];
+/// And those nats-server does not get either: the Go runtime's.
+const SCRUBBED_GO: [&str; 3] = ["GOMAXPROCS", "GOGC", "GOMEMLIMIT"];
+
+/// The names `kind`'s environment is cleared of, out of `vars` (the
+/// caller's variable names).
+fn scrubbed(kind: Kind, vars: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut names: Vec<String> = vars.into_iter().filter(|v| v.starts_with("CORECAST_")).collect();
+    names.extend(SCRUBBED.map(String::from));
+    if kind == Kind::Nats {
+        names.extend(SCRUBBED_GO.map(String::from));
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The command that starts `kind` on `ports` (client, monitoring, web):
+/// corecast with `--listen`, `--http` and `--web`; nats-server with the
+/// config file `conf` (see [`nats_config`]); either without the variables
+/// of [`scrubbed`] out of `vars`.
+fn broker_command(
+    kind: Kind,
+    corecast_bin: &Path,
+    ports: [u16; 3],
+    conf: &Path,
+    vars: impl IntoIterator<Item = String>,
+) -> anyhow::Result<Command> {
+    let at = |p: u16| SocketAddr::from(([127, 0, 0, 1], p)).to_string();
+    let mut cmd = match kind {
+        Kind::Corecast => {
+            let mut cmd = Command::new(corecast_bin);
+            cmd.args(["--listen", &at(ports[0])])
+                .args(["--http", &at(ports[1])])
+                .args(["--web", &at(ports[2])]);
+            cmd
+        }
+        Kind::Nats => {
+            let mut cmd = Command::new("nats-server");
+            cmd.arg("-c").arg(conf);
+            cmd
+        }
+        Kind::Redis => anyhow::bail!("redis-server has no WebSocket port"),
+    };
+    for name in scrubbed(kind, vars) {
+        cmd.env_remove(name);
+    }
+    Ok(cmd)
+}
+
 /// The bench connects to [`Server::addr`], the web port (corecast) or the
 /// WebSocket port (nats-server), over WebSocket.
 fn start(kind: Kind, setup: &Setup, label: &str) -> anyhow::Result<Server> {
     let ports = servers::free_ports(3)?;
+    let ports = [ports[0], ports[1], ports[2]];
     let at = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
     let access = Access { websocket: true, ..Access::default() };
     let log = setup.dir.join("logs").join(format!("{label}.log"));
-    let (cmd, http) = match kind {
-        Kind::Corecast => {
-            let mut cmd = Command::new(&setup.corecast_bin);
-            cmd.args(["--listen", &at(ports[0]).to_string()])
-                .args(["--http", &at(ports[1]).to_string()])
-                .args(["--web", &at(ports[2]).to_string()]);
-            (cmd, Some(at(ports[1])))
-        }
-        Kind::Nats => {
-            let name = format!("{label}.conf");
-            let conf = servers::write_conf(&setup.dir, &name, &nats_config(ports[0], ports[2]))?;
-            let mut cmd = Command::new("nats-server");
-            cmd.arg("-c").arg(conf);
-            (cmd, None)
-        }
-        Kind::Redis => anyhow::bail!("redis-server has no WebSocket port"),
+    let conf = match kind {
+        Kind::Nats => servers::write_conf(
+            &setup.dir,
+            &format!("{label}.conf"),
+            &nats_config(ports[0], ports[2]),
+        )?,
+        _ => PathBuf::new(),
     };
+    let vars = std::env::vars_os().filter_map(|(k, _)| k.into_string().ok());
+    let cmd = broker_command(kind, &setup.corecast_bin, ports, &conf, vars)?;
+    let http = (kind == Kind::Corecast).then(|| at(ports[1]));
     servers::launch(kind, cmd, (at(ports[2]), http), access, log)
 }
 
@@ -434,11 +482,39 @@ mod tests {
     }
 
     #[test]
-    fn nats_gets_its_ports_and_nothing_else() {
+    fn each_broker_gets_its_ports_and_none_of_the_callers_settings() {
         assert_eq!(
             nats_config(4222, 8080),
             "listen: \"127.0.0.1:4222\"\nwebsocket {\n  host: \"127.0.0.1\"\n  port: 8080\n  no_tls: true\n}\n"
         );
+        let vars = ["CORECAST_WORKERS", "CORECAST_WEB", "PATH", "HOME", "GOGC"].map(String::from);
+        let removed = |cmd: &Command| -> Vec<String> {
+            cmd.get_envs()
+                .filter(|(_, v)| v.is_none())
+                .map(|(k, _)| k.to_string_lossy().into_owned())
+                .collect()
+        };
+        let args = |cmd: &Command| -> Vec<String> {
+            cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect()
+        };
+        let bin = Path::new("target/release/corecast");
+        let conf = Path::new("/tmp/n.conf");
+        let c = broker_command(Kind::Corecast, bin, [1, 2, 3], conf, vars.clone()).expect("cmd");
+        assert_eq!(c.get_program(), bin.as_os_str());
+        assert_eq!(
+            args(&c),
+            ["--listen", "127.0.0.1:1", "--http", "127.0.0.1:2", "--web", "127.0.0.1:3"]
+        );
+        assert_eq!(removed(&c), ["CORECAST_WEB", "CORECAST_WORKERS", "RUST_LOG"]);
+        assert_eq!(c.get_envs().filter(|(_, v)| v.is_some()).count(), 0);
+        let n = broker_command(Kind::Nats, bin, [1, 2, 3], conf, vars).expect("cmd");
+        assert_eq!(n.get_program(), "nats-server");
+        assert_eq!(args(&n), ["-c", "/tmp/n.conf"]);
+        assert_eq!(
+            removed(&n),
+            ["CORECAST_WEB", "CORECAST_WORKERS", "GOGC", "GOMAXPROCS", "GOMEMLIMIT", "RUST_LOG"]
+        );
+        assert!(broker_command(Kind::Redis, bin, [1, 2, 3], conf, []).is_err());
     }
 
     #[test]
