@@ -340,9 +340,12 @@ fn run_rounds(
     let all: Vec<RunResult> = by_kind.iter().flatten().cloned().collect();
     let merged = by_kind
         .iter()
-        .filter_map(|rounds| match rounds.first().and_then(|r| r.flow.as_ref()) {
-            Some(_) => flow::merge_rounds(rounds),
-            None => median_round(rounds, case.figure),
+        .filter_map(|rounds| {
+            if rounds.iter().any(|r| r.flow.is_some()) {
+                flow::merge_rounds(rounds)
+            } else {
+                median_round(rounds, case.figure)
+            }
         })
         .collect();
     Ok((all, merged))
@@ -383,18 +386,51 @@ pub struct Outcome {
     pub sse: Option<SseRun>,
 }
 
-/// Runs the corecast-only case `name` against a fresh corecast.
-fn corecast_only<T: Serialize>(
+/// A corecast-only case's figures, which carry its problems.
+trait Problems {
+    fn problems(&mut self) -> &mut Vec<String>;
+}
+
+impl Problems for ChurnRun {
+    fn problems(&mut self) -> &mut Vec<String> {
+        &mut self.errors
+    }
+}
+
+impl Problems for SseRun {
+    fn problems(&mut self) -> &mut Vec<String> {
+        &mut self.errors
+    }
+}
+
+/// Runs the corecast-only case `name` against a fresh corecast; a broker
+/// that does not start (`blank`, with why) or exits during the case is a
+/// problem of the case, and the suite goes on.
+fn corecast_only<T: Serialize + Problems>(
     setup: &Setup,
     name: &str,
     wall: Instant,
+    blank: impl FnOnce() -> T,
     work: impl FnOnce(&Server, &Target) -> T,
 ) -> anyhow::Result<T> {
     progress(wall, &format!("corecast / {name}"));
-    let mut server = start(Kind::Corecast, setup, &format!("corecast-{name}"))?;
-    let out = work(&server, &target(Kind::Corecast, Some(&server), setup.timeout));
-    if !server.alive() {
-        anyhow::bail!("corecast exited during {name}: {}", server.log_tail());
+    let mut out = match start(Kind::Corecast, setup, &format!("corecast-{name}")) {
+        Ok(mut server) => {
+            let mut out = work(&server, &target(Kind::Corecast, Some(&server), setup.timeout));
+            if !server.alive() {
+                let why = format!("corecast exited during {name}: {}", server.log_tail());
+                out.problems().push(why);
+            }
+            out
+        }
+        Err(e) => {
+            let mut out = blank();
+            out.problems().push(format!("start: {e:#}"));
+            out
+        }
+    };
+    for e in out.problems().iter() {
+        eprintln!("corecast-bench:   problems: {e}");
     }
     std::fs::write(setup.dir.join(format!("{name}.json")), serde_json::to_vec_pretty(&out)?)?;
     Ok(out)
@@ -417,10 +453,18 @@ fn measure(args: &WebArgs, setup: &Setup, wall: Instant) -> anyhow::Result<Outco
         out.merged.extend(merged);
     }
     if args.wants("churn") {
-        out.churn = Some(corecast_only(setup, "churn", wall, |s, t| churn::run(s, t, &sizes))?);
+        let blank = || ChurnRun {
+            target_cycles: sizes.churn_cycles,
+            threads: sizes.churn_threads,
+            ..ChurnRun::default()
+        };
+        let work = |s: &Server, t: &Target| churn::run(s, t, &sizes);
+        out.churn = Some(corecast_only(setup, "churn", wall, blank, work)?);
     }
     if args.wants("sse") {
-        out.sse = Some(corecast_only(setup, "sse", wall, |s, t| sse::run(s, t, &sizes))?);
+        let blank = || SseRun { streams: sizes.sse_streams, ..SseRun::default() };
+        let work = |s: &Server, t: &Target| sse::run(s, t, &sizes);
+        out.sse = Some(corecast_only(setup, "sse", wall, blank, work)?);
     }
     Ok(out)
 }
